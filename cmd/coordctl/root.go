@@ -1,0 +1,262 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	coordinatorv1 "github.com/coordinator/coordinator/proto/coordinator/v1"
+)
+
+// Defaults of the global flags.
+const (
+	defaultServer  = "127.0.0.1:7400"
+	defaultTimeout = 5 * time.Second
+	serverEnv      = "COORDCTL_SERVER"
+)
+
+// Exit statuses.
+const (
+	exitOK    = 0
+	exitError = 1 // a call or the output failed
+	exitUsage = 2 // bad command, flag or argument
+)
+
+// globalOptions are the root command's persistent flags.
+type globalOptions struct {
+	server  string
+	output  outputFormat
+	timeout time.Duration
+}
+
+// cli is what every command shares: the global options and where to write.
+type cli struct {
+	opts   globalOptions
+	stdout io.Writer
+	stderr io.Writer
+	getenv func(string) string
+}
+
+// commandFactories are the subcommands; each command file adds its own from
+// an init function, so adding a command is adding a file.
+var commandFactories []func(*cli) *cobra.Command
+
+// registerCommand adds a subcommand of coordctl.
+func registerCommand(f func(*cli) *cobra.Command) {
+	commandFactories = append(commandFactories, f)
+}
+
+// run executes coordctl with args (without the program name) and returns the
+// exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	c := &cli{stdout: stdout, stderr: stderr, getenv: os.Getenv}
+	root := newRootCmd(c)
+	root.SetArgs(args)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "Error: %s\n", c.errorMessage(err))
+	if isUsageError(err) {
+		if cmd == nil {
+			cmd = root
+		}
+		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+		return exitUsage
+	}
+	return exitError
+}
+
+// newRootCmd builds the command tree.
+func newRootCmd(c *cli) *cobra.Command {
+	c.opts = globalOptions{server: defaultServer, output: outputTable, timeout: defaultTimeout}
+	root := &cobra.Command{
+		Use:   "coordctl",
+		Short: "Operate the coordinator of version-consistent live updates",
+		Long: `coordctl is the operators' client of the coordinator's admin API.
+
+The coordinator is reached over gRPC at --server (default ` + defaultServer + `,
+or $` + serverEnv + `). Use -o json for the protojson form of any answer.`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return c.completeGlobals(cmd)
+		},
+	}
+	root.SetOut(c.stdout)
+	root.SetErr(c.stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return usageError{plainFlagError(err)}
+	})
+	// Unknown subcommands are usage errors too.
+	root.Args = func(_ *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return nil
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], root.CommandPath())
+		if s := root.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += fmt.Sprintf(" (did you mean %s?)", strings.Join(s, ", "))
+		}
+		return usageError{errors.New(msg)}
+	}
+	root.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+
+	pf := root.PersistentFlags()
+	pf.StringVar(&c.opts.server, "server", defaultServer, "gRPC address of the coordinator (env "+serverEnv+")")
+	pf.VarP(&c.opts.output, "output", "o", "output format: table or json")
+	pf.DurationVar(&c.opts.timeout, "timeout", defaultTimeout, "deadline of each call to the coordinator")
+
+	for _, f := range commandFactories {
+		root.AddCommand(f(c))
+	}
+	return root
+}
+
+// completeGlobals applies the environment and checks the global flags.
+func (c *cli) completeGlobals(cmd *cobra.Command) error {
+	if !cmd.Flags().Changed("server") {
+		if v := strings.TrimSpace(c.getenv(serverEnv)); v != "" {
+			c.opts.server = v
+		}
+	}
+	if strings.TrimSpace(c.opts.server) == "" {
+		return usageErrorf("--server must not be empty")
+	}
+	if c.opts.timeout <= 0 {
+		return usageErrorf("--timeout must be positive, got %s", c.opts.timeout)
+	}
+	return nil
+}
+
+// dial opens a client connection to the coordinator. grpc.NewClient does not
+// connect; the first call does.
+func (c *cli) dial() (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient(c.opts.server,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithUserAgent("coordctl"),
+	)
+	if err != nil {
+		return nil, usageErrorf("invalid --server %q: %v", c.opts.server, err)
+	}
+	return conn, nil
+}
+
+// callAdmin dials the coordinator, makes one admin call under --timeout and
+// closes the connection.
+func callAdmin[T any](c *cli, cmd *cobra.Command, call func(context.Context, coordinatorv1.AdminServiceClient) (T, error)) (T, error) {
+	var zero T
+	conn, err := c.dial()
+	if err != nil {
+		return zero, err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(cmd.Context(), c.opts.timeout)
+	defer cancel()
+	return call(ctx, coordinatorv1.NewAdminServiceClient(conn))
+}
+
+// errorMessage is what follows "Error: ". gRPC errors show the server's
+// status message alone; when the coordinator could not be reached or did not
+// answer in time, the address (and deadline) are added.
+func (c *cli) errorMessage(err error) string {
+	var se interface{ GRPCStatus() *status.Status }
+	if !errors.As(err, &se) {
+		return err.Error()
+	}
+	st := se.GRPCStatus()
+	msg := st.Message()
+	if msg == "" {
+		msg = st.Code().String()
+	}
+	switch st.Code() {
+	case codes.Unavailable:
+		return fmt.Sprintf("%s (server %s)", msg, c.opts.server)
+	case codes.DeadlineExceeded:
+		return fmt.Sprintf("%s (server %s, timeout %s)", msg, c.opts.server, c.opts.timeout)
+	}
+	return msg
+}
+
+// plainFlagError replaces the strconv/time parse error chain of a bad flag
+// value with what the flag wants.
+func plainFlagError(err error) error {
+	var ive *pflag.InvalidValueError
+	if !errors.As(err, &ive) {
+		return err
+	}
+	f := ive.GetFlag()
+	var want string
+	switch f.Value.Type() {
+	case "uint", "uint8", "uint16", "uint32", "uint64":
+		want = "a whole number, 0 or more"
+	case "int", "int8", "int16", "int32", "int64":
+		want = "a whole number"
+	case "duration":
+		want = "a duration such as 500ms, 5s or 1m30s"
+	case "bool":
+		want = "true or false"
+	default:
+		return err
+	}
+	if errors.Is(err, strconv.ErrRange) {
+		return fmt.Errorf("invalid value %q for --%s: out of range for %s", ive.GetValue(), f.Name, f.Value.Type())
+	}
+	return fmt.Errorf("invalid value %q for --%s: want %s", ive.GetValue(), f.Name, want)
+}
+
+// usageError marks a bad command line: exit status 2 and a hint to --help.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usageErrorf(format string, a ...any) error {
+	return usageError{fmt.Errorf(format, a...)}
+}
+
+func isUsageError(err error) bool {
+	var ue usageError
+	return errors.As(err, &ue)
+}
+
+// exactArgs accepts exactly the named, non-empty positional arguments.
+func exactArgs(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < len(names) {
+			missing := names[len(args):]
+			return usageErrorf("%s: missing argument %s", cmd.Name(), strings.Join(missing, " "))
+		}
+		if len(args) > len(names) {
+			return usageErrorf("%s: unexpected argument %q (usage: %s)", cmd.Name(), args[len(names)], cmd.UseLine())
+		}
+		for i, a := range args {
+			if strings.TrimSpace(a) == "" {
+				return usageErrorf("%s: %s must not be empty", cmd.Name(), names[i])
+			}
+		}
+		return nil
+	}
+}
+
+// noArgs rejects positional arguments.
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usageErrorf("%s: unexpected argument %q (usage: %s)", cmd.Name(), args[0], cmd.UseLine())
+	}
+	return nil
+}
