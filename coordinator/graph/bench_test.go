@@ -1,0 +1,161 @@
+package graph
+
+import (
+	"fmt"
+	"runtime"
+	"testing"
+)
+
+// traceID returns a 32-hex-digit id, the size of a W3C trace id.
+func traceID(i int) string { return fmt.Sprintf("%032x", i) }
+
+// run5 begins txn at s[0] and calls down the chain s[0]→…→s[4]: five running
+// sub-transactions on five services.
+func run5(tb testing.TB, e *Engine, s []ServiceID, v VersionID, txn string) {
+	if err := e.Begin(txn, s[0], v, 1, 1); err != nil {
+		tb.Fatal(err)
+	}
+	for j := 1; j < 5; j++ {
+		if _, err := e.Call(txn, s[j-1], v, SubID(j), s[j], SubID(j+1), v); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
+// bytesPerTxn measures the heap held per live transaction of run5, id string,
+// map entries, blocker index and write-behind queue included.
+func bytesPerTxn(tb testing.TB, n int) float64 {
+	e := New()
+	s := chain(e, 5)
+	v := e.Version("v1")
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range n {
+		run5(tb, e, s, v, traceID(i))
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if e.Live() != n || e.BlockerCount(s[4]) != n {
+		tb.Fatal("transactions lost")
+	}
+	return float64(after.HeapAlloc-before.HeapAlloc) / float64(n)
+}
+
+// TestSteadyStateAllocs: with the write-behind taking records, a transaction's
+// life allocates nothing once the engine is warm.
+func TestSteadyStateAllocs(t *testing.T) {
+	e := New()
+	s := chain(e, 5)
+	v := e.Version("v1")
+	ids := make([]string, 1000)
+	for i := range ids {
+		ids[i] = traceID(i)
+	}
+	n := 0
+	cycle := func() {
+		id := ids[n%len(ids)]
+		n++
+		run5(t, e, s, v, id)
+		if n%2 == 0 {
+			e.TakeDirty(10, func(Record) {}) // half of them get written
+		}
+		for j := 5; j > 1; j-- {
+			must(t, e.Return(id, SubID(j)))
+		}
+		must(t, e.Done(id, 1, s[1]))
+		must(t, e.End(id))
+		e.TakeDirty(10, func(Record) {})
+	}
+	for range 2 * len(ids) {
+		cycle()
+	}
+	if a := testing.AllocsPerRun(len(ids), cycle); a != 0 {
+		t.Errorf("%v allocations per transaction", a)
+	}
+}
+
+func TestMemoryPerTxn(t *testing.T) {
+	n := 100000
+	if testing.Short() {
+		n = 20000
+	}
+	if b := bytesPerTxn(t, n); b > 1024 {
+		t.Errorf("%.0f bytes per live 5-service transaction, want <= 1024", b)
+	}
+}
+
+func BenchmarkMemoryPerTxn(b *testing.B) {
+	var bytes float64
+	for b.Loop() {
+		bytes = bytesPerTxn(b, 100000)
+	}
+	b.ReportMetric(bytes, "bytes/txn")
+}
+
+// BenchmarkEvents runs Begin, Call×4, Return×4, End (10 events) per op on a
+// 5-service chain, with 1000 other live transactions, taking the dirty
+// records every 64 ops as the write-behind would.
+func BenchmarkEvents(b *testing.B) {
+	e := New()
+	s := chain(e, 5)
+	v := e.Version("v1")
+	for i := range 1000 {
+		run5(b, e, s, v, fmt.Sprint("bg", i))
+	}
+	ids := make([]string, 1<<17)
+	for i := range ids {
+		ids[i] = traceID(i)
+	}
+	n := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		id := ids[n&(len(ids)-1)]
+		run5(b, e, s, v, id)
+		for j := 5; j > 1; j-- {
+			if err := e.Return(id, SubID(j)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := e.End(id); err != nil {
+			b.Fatal(err)
+		}
+		if n%64 == 0 {
+			e.TakeDirty(128, func(Record) {})
+		}
+		n++
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n*10), "ns/event")
+}
+
+func BenchmarkFree(b *testing.B) {
+	e := New()
+	s := chain(e, 5)
+	v := e.Version("v1")
+	for i := range 1000 {
+		run5(b, e, s, v, traceID(i))
+	}
+	n := 0
+	for b.Loop() {
+		if e.Free(s[n%5]) {
+			b.Fatal("free")
+		}
+		n++
+	}
+}
+
+// BenchmarkBlockers asks for 10 of the 10000 transactions blocking a service.
+func BenchmarkBlockers(b *testing.B) {
+	e := New()
+	s := chain(e, 5)
+	v := e.Version("v1")
+	for i := range 10000 {
+		run5(b, e, s, v, traceID(i))
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if len(e.Blockers(s[2], 10)) != 10 {
+			b.Fatal("blockers")
+		}
+	}
+}

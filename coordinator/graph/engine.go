@@ -1,0 +1,219 @@
+package graph
+
+import (
+	"errors"
+	"hash/maphash"
+	"math/bits"
+)
+
+// ServiceID numbers an interned service densely from 0.
+type ServiceID uint32
+
+// VersionID numbers an interned version name; 0 is the empty name ("none").
+type VersionID uint32
+
+// SubID names a sub-transaction within its transaction (the span id); never 0.
+type SubID uint64
+
+// Owner is an opaque tag of the session owning a transaction's root; 0 means
+// unknown (a transaction created implicitly, before its Begin).
+type Owner uint32
+
+// Sentinel errors returned by the event methods. A failing event changes
+// nothing.
+var (
+	ErrUnknownTxn = errors.New("graph: unknown transaction")
+	ErrTxnEnded   = errors.New("graph: transaction ended")
+	ErrTxnExists  = errors.New("graph: transaction exists")
+	ErrUnknownSub = errors.New("graph: unknown sub-transaction")
+	ErrSubExists  = errors.New("graph: sub-transaction exists")
+	ErrInvalid    = errors.New("graph: invalid argument")
+)
+
+// Engine holds the static graph and the live transactions. It is not safe for
+// concurrent use. Its owner must call TakeDirty regularly: ended
+// transactions stay queued, and are reused, only once taken.
+type Engine struct {
+	svcNames []string
+	svcIDs   map[string]ServiceID
+	words    int                 // uint64 words in a service bitset
+	succ     [][]uint64          // static successors of each service
+	reach    [][]uint64          // services reachable by >= 1 static edge
+	blockers []map[*txn]struct{} // non-legacy transactions blocking each service
+	usedN    []int               // live transactions with used[s] set
+
+	verNames []string
+	verIDs   map[string]VersionID
+
+	txns   map[string]*txn
+	legacy map[*txn]struct{} // legacy transactions block every service
+
+	// Recently ended ids by 64-bit hash (an unknown id matches one with
+	// odds of about 2^-47), in two generations of at most maxTombs each.
+	seed            maphash.Seed
+	tombs, oldTombs map[uint64]struct{}
+	maxTombs        int
+
+	// Write-behind queue. A queued txn with txDirty set yields one record;
+	// others are skipped. dirty counts those.
+	queue      []*txn
+	qhead      int
+	dirty      int
+	pendingDel map[string]*txn // emitted, ended, deletion not yet taken
+
+	spare []*txn // ended transactions nothing refers to, for reuse
+
+	// Scratch bitsets, words long.
+	bufR, bufF, bufEx, bufSub []uint64
+}
+
+// Option configures an Engine.
+type Option func(*Engine)
+
+// WithTombstones sets how many recently ended transaction ids are at least
+// remembered (default 65536; at most twice as many are). Events for them
+// fail with ErrTxnEnded instead of recreating the transaction implicitly.
+func WithTombstones(n int) Option {
+	return func(e *Engine) { e.maxTombs = max(n, 0) }
+}
+
+// New returns an empty engine.
+func New(opts ...Option) *Engine {
+	e := &Engine{
+		svcIDs:     make(map[string]ServiceID),
+		verNames:   []string{""},
+		verIDs:     map[string]VersionID{"": 0},
+		txns:       make(map[string]*txn),
+		legacy:     make(map[*txn]struct{}),
+		seed:       maphash.MakeSeed(),
+		tombs:      make(map[uint64]struct{}),
+		oldTombs:   make(map[uint64]struct{}),
+		pendingDel: make(map[string]*txn),
+		maxTombs:   1 << 16,
+	}
+	for _, o := range opts {
+		o(e)
+	}
+	return e
+}
+
+// Service interns a service name, creating the service if it is new.
+func (e *Engine) Service(name string) ServiceID {
+	if id, ok := e.svcIDs[name]; ok {
+		return id
+	}
+	id := ServiceID(len(e.svcNames))
+	e.svcNames = append(e.svcNames, name)
+	e.svcIDs[name] = id
+	if len(e.svcNames) > e.words*64 {
+		e.words++
+		for i := range e.succ {
+			e.succ[i] = append(e.succ[i], 0)
+			e.reach[i] = append(e.reach[i], 0)
+		}
+		e.bufR = make([]uint64, e.words)
+		e.bufF = make([]uint64, e.words)
+		e.bufEx = make([]uint64, e.words)
+		e.bufSub = make([]uint64, e.words)
+	}
+	e.succ = append(e.succ, make([]uint64, e.words))
+	e.reach = append(e.reach, make([]uint64, e.words))
+	e.blockers = append(e.blockers, make(map[*txn]struct{}))
+	e.usedN = append(e.usedN, 0)
+	return id
+}
+
+// LookupService returns the id of an interned service.
+func (e *Engine) LookupService(name string) (ServiceID, bool) {
+	id, ok := e.svcIDs[name]
+	return id, ok
+}
+
+// ServiceName returns the name of a service, "" if the id is unknown.
+func (e *Engine) ServiceName(id ServiceID) string {
+	if !e.validSvc(id) {
+		return ""
+	}
+	return e.svcNames[id]
+}
+
+// NumServices returns how many services are interned; their ids are
+// 0..NumServices()-1.
+func (e *Engine) NumServices() int { return len(e.svcNames) }
+
+// Version interns a version name; "" is 0.
+func (e *Engine) Version(name string) VersionID {
+	if v, ok := e.verIDs[name]; ok {
+		return v
+	}
+	v := VersionID(len(e.verNames))
+	e.verNames = append(e.verNames, name)
+	e.verIDs[name] = v
+	return v
+}
+
+// VersionName returns the name of a version, "" if the id is unknown.
+func (e *Engine) VersionName(v VersionID) string {
+	if !e.validVer(v) {
+		return ""
+	}
+	return e.verNames[v]
+}
+
+// AddEdge declares the static edge from→to. It returns true if the edge is
+// new, false if it exists or a service is unknown. A new edge recomputes the
+// block set of every live transaction: O(live).
+func (e *Engine) AddEdge(from, to ServiceID) bool {
+	if !e.validSvc(from) || !e.validSvc(to) || has(e.succ[from], to) {
+		return false
+	}
+	e.succ[from][to>>6] |= 1 << (to & 63)
+	// Whoever reaches from (or is from) now reaches to and all to reaches.
+	for s, r := range e.reach {
+		if ServiceID(s) == from || has(r, from) {
+			r[to>>6] |= 1 << (to & 63)
+			or(r, e.reach[to])
+		}
+	}
+	for _, t := range e.txns {
+		e.update(t)
+	}
+	return true
+}
+
+// HasEdge reports whether the static edge from→to is declared or learned.
+func (e *Engine) HasEdge(from, to ServiceID) bool {
+	return e.validSvc(from) && e.validSvc(to) && has(e.succ[from], to)
+}
+
+// Successors returns the static successors of s in increasing id order.
+func (e *Engine) Successors(s ServiceID) []ServiceID {
+	if !e.validSvc(s) {
+		return nil
+	}
+	return members(e.succ[s])
+}
+
+func (e *Engine) validSvc(s ServiceID) bool { return int(s) < len(e.svcNames) }
+func (e *Engine) validVer(v VersionID) bool { return int(v) < len(e.verNames) }
+
+func has(b []uint64, s ServiceID) bool {
+	i := int(s >> 6)
+	return i < len(b) && b[i]&(1<<(s&63)) != 0
+}
+
+func or(dst, src []uint64) {
+	for i, w := range src {
+		dst[i] |= w
+	}
+}
+
+func members(b []uint64) []ServiceID {
+	var out []ServiceID
+	for i, w := range b {
+		for ; w != 0; w &= w - 1 {
+			out = append(out, ServiceID(i*64+bits.TrailingZeros64(w)))
+		}
+	}
+	return out
+}

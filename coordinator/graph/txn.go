@@ -1,0 +1,454 @@
+package graph
+
+import (
+	"hash/maphash"
+	"math/bits"
+	"slices"
+)
+
+// txn is a live distributed transaction (or, once ended, a queued deletion).
+type txn struct {
+	id    string
+	subs  []subtx  // running sub-transactions
+	hints []hint   // done hints of running subs, no duplicates
+	used  []Use    // first-use version per service, in order; has every running service
+	block []uint64 // block(T) as of T's last event; unused if legacy
+	entry ServiceID
+	owner Owner
+	flags uint8
+}
+
+const (
+	txLegacy   uint8 = 1 << iota
+	txImplicit       // created by a Call, its Begin not seen yet
+	txLearned        // used an edge that was not declared
+	txDirty          // queued, and TakeDirty will emit a record for it
+	txEmitted        // a record for it may exist in storage
+	txEnded
+)
+
+// maxSpare bounds how many ended transactions are kept for reuse.
+const maxSpare = 256
+
+type subtx struct {
+	id    SubID
+	svc   ServiceID
+	flags uint8
+}
+
+const (
+	subRoot     uint8 = 1 << iota
+	subImplicit       // started by a Call naming it as caller; its own Call not seen yet
+)
+
+// hint says running sub will not call service to again.
+type hint struct {
+	sub SubID
+	to  ServiceID
+}
+
+// CallInfo reports what a Call did besides starting the sub-transaction.
+type CallInfo struct {
+	LearnedEdge bool // from→to was not declared; it is now
+	Implicit    bool // this Call created the transaction (its Begin is not seen yet)
+}
+
+// Use is the version a transaction first used a service at.
+type Use struct {
+	Service ServiceID
+	Version VersionID
+}
+
+// Begin starts txn with its root sub-transaction sub at entry, which used
+// version ver. Begin of a transaction that only exists implicitly completes
+// it; Begin of a recently ended id starts it afresh.
+func (e *Engine) Begin(txn string, entry ServiceID, ver VersionID, sub SubID, owner Owner) error {
+	if txn == "" || sub == 0 || !e.validSvc(entry) || !e.validVer(ver) {
+		return ErrInvalid
+	}
+	t := e.txns[txn]
+	if t == nil {
+		t = e.newTxn(txn, entry, owner)
+		t.subs = append(t.subs, subtx{sub, entry, subRoot})
+	} else {
+		if t.flags&txImplicit == 0 {
+			return ErrTxnExists
+		}
+		i := t.findSub(sub)
+		if i >= 0 && t.subs[i].svc != entry {
+			return ErrSubExists
+		}
+		t.flags &^= txImplicit
+		t.entry, t.owner = entry, owner
+		if i >= 0 {
+			t.subs[i].flags = subRoot
+		} else {
+			t.subs = append(t.subs, subtx{sub, entry, subRoot})
+		}
+	}
+	e.use(t, entry, ver)
+	e.markDirty(t)
+	e.update(t)
+	return nil
+}
+
+// Call starts sub-transaction sub of txn at service to (version toVer),
+// called by the running sub-transaction callerSub at from (version fromVer).
+// An undeclared edge from→to is learned. Events of one transaction come
+// from several streams, so Call tolerates disorder: an unknown txn is created
+// implicitly, an unknown callerSub is started implicitly at from, and the
+// Call of a sub so started confirms it.
+func (e *Engine) Call(txn string, from ServiceID, fromVer VersionID, callerSub SubID, to ServiceID, sub SubID, toVer VersionID) (CallInfo, error) {
+	var info CallInfo
+	if txn == "" || sub == 0 || callerSub == 0 || sub == callerSub ||
+		!e.validSvc(from) || !e.validSvc(to) || !e.validVer(fromVer) || !e.validVer(toVer) {
+		return info, ErrInvalid
+	}
+	t := e.txns[txn]
+	if t == nil {
+		if e.ended(txn) {
+			return info, ErrTxnEnded
+		}
+		t = e.newTxn(txn, from, 0)
+		t.flags |= txImplicit
+		t.subs = append(t.subs, subtx{callerSub, from, subImplicit}, subtx{sub, to, 0})
+		info.Implicit = true
+	} else {
+		ci, si := t.findSub(callerSub), t.findSub(sub)
+		if ci >= 0 && t.subs[ci].svc != from {
+			return info, ErrInvalid
+		}
+		if si >= 0 && (t.subs[si].flags&subImplicit == 0 || t.subs[si].svc != to) {
+			return info, ErrSubExists
+		}
+		if si >= 0 {
+			t.subs[si].flags &^= subImplicit
+		} else {
+			t.subs = append(t.subs, subtx{sub, to, 0})
+		}
+		if i := slices.Index(t.hints, hint{callerSub, to}); i >= 0 {
+			t.hints = slices.Delete(t.hints, i, i+1) // a broken hint no longer holds
+		}
+		if ci < 0 {
+			t.subs = append(t.subs, subtx{callerSub, from, subImplicit})
+		}
+	}
+	if u1, u2 := e.use(t, from, fromVer), e.use(t, to, toVer); u1 || u2 {
+		e.markDirty(t)
+	}
+	if !has(e.succ[from], to) {
+		info.LearnedEdge = true
+		t.flags |= txLearned
+		e.AddEdge(from, to) // updates t too
+	} else {
+		e.update(t)
+	}
+	return info, nil
+}
+
+// Return ends the running sub-transaction sub of txn (its past edge stays
+// through used). The root sub-transaction runs until End.
+func (e *Engine) Return(txn string, sub SubID) error {
+	if sub == 0 {
+		return ErrInvalid
+	}
+	t, err := e.live(txn)
+	if err != nil {
+		return err
+	}
+	i := t.findSub(sub)
+	if i < 0 {
+		return ErrUnknownSub
+	}
+	if t.subs[i].flags&subRoot != 0 {
+		return ErrInvalid
+	}
+	t.subs = slices.Delete(t.subs, i, i+1)
+	t.hints = slices.DeleteFunc(t.hints, func(h hint) bool { return h.sub == sub })
+	e.update(t)
+	return nil
+}
+
+// Done records that the running sub-transaction sub of txn will not call
+// service to again.
+func (e *Engine) Done(txn string, sub SubID, to ServiceID) error {
+	if sub == 0 || !e.validSvc(to) {
+		return ErrInvalid
+	}
+	t, err := e.live(txn)
+	if err != nil {
+		return err
+	}
+	if t.findSub(sub) < 0 {
+		return ErrUnknownSub
+	}
+	if slices.Contains(t.hints, hint{sub, to}) {
+		return nil
+	}
+	t.hints = append(t.hints, hint{sub, to})
+	e.update(t)
+	return nil
+}
+
+// End ends txn: all its state goes and its id is remembered as a tombstone.
+func (e *Engine) End(txn string) error {
+	t, err := e.live(txn)
+	if err != nil {
+		return err
+	}
+	e.end(t)
+	return nil
+}
+
+// AddLegacy adds a transaction restored from storage, which this engine did
+// not see start: until it ends it has a past and a future at every service,
+// including services interned later. Its entry is taken to be the service of
+// its first use.
+func (e *Engine) AddLegacy(txn string, owner Owner, used []Use) error {
+	if txn == "" {
+		return ErrInvalid
+	}
+	for _, u := range used {
+		if !e.validSvc(u.Service) || !e.validVer(u.Version) {
+			return ErrInvalid
+		}
+	}
+	if e.txns[txn] != nil {
+		return ErrTxnExists
+	}
+	var entry ServiceID
+	if len(used) > 0 {
+		entry = used[0].Service
+	}
+	t := e.newTxn(txn, entry, owner)
+	t.flags |= txLegacy | txEmitted
+	for _, u := range used {
+		e.use(t, u.Service, u.Version)
+	}
+	e.legacy[t] = struct{}{}
+	e.markDirty(t)
+	return nil
+}
+
+// EndOwnedBy ends every live transaction owned by owner and returns their
+// ids, in no particular order. O(live). Owner 0 is that of the transactions
+// whose Begin is not seen yet.
+func (e *Engine) EndOwnedBy(owner Owner) []string {
+	var ids []string
+	for id, t := range e.txns {
+		if t.owner == owner {
+			e.end(t)
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+func (e *Engine) live(id string) (*txn, error) {
+	if id == "" {
+		return nil, ErrInvalid
+	}
+	if t := e.txns[id]; t != nil {
+		return t, nil
+	}
+	if e.ended(id) {
+		return nil, ErrTxnEnded
+	}
+	return nil, ErrUnknownTxn
+}
+
+func (e *Engine) newTxn(id string, entry ServiceID, owner Owner) *txn {
+	var t *txn
+	if n := len(e.spare); n > 0 {
+		t = e.spare[n-1]
+		e.spare = e.spare[:n-1]
+	} else {
+		t = new(txn)
+	}
+	t.id, t.entry, t.owner = id, entry, owner
+	if old := e.pendingDel[id]; old != nil {
+		// The put of the new incarnation supersedes the pending deletion.
+		delete(e.pendingDel, id)
+		old.flags &^= txDirty | txEmitted
+		e.dirty--
+		t.flags |= txEmitted
+	}
+	e.txns[id] = t
+	return t
+}
+
+func (e *Engine) end(t *txn) {
+	id := t.id
+	delete(e.txns, id)
+	if t.flags&txLegacy != 0 {
+		delete(e.legacy, t)
+	}
+	for i, w := range t.block {
+		for ; w != 0; w &= w - 1 {
+			delete(e.blockers[i*64+bits.TrailingZeros64(w)], t)
+		}
+	}
+	for _, u := range t.used {
+		e.usedN[u.Service]--
+	}
+	// A live transaction is dirty or emitted, so t is or now gets queued;
+	// TakeDirty recycles it.
+	if t.flags&txEmitted != 0 {
+		e.markDirty(t)
+		e.pendingDel[id] = t
+	} else {
+		t.flags &^= txDirty // begun and ended within one window: never written
+		e.dirty--
+	}
+	t.flags |= txEnded
+	if e.maxTombs == 0 {
+		return
+	}
+	if len(e.tombs) == e.maxTombs {
+		clear(e.oldTombs) // forget the older generation
+		e.tombs, e.oldTombs = e.oldTombs, e.tombs
+	}
+	e.tombs[maphash.String(e.seed, id)] = struct{}{}
+}
+
+// ended reports whether id is a tombstone.
+func (e *Engine) ended(id string) bool {
+	h := maphash.String(e.seed, id)
+	_, ok := e.tombs[h]
+	_, old := e.oldTombs[h]
+	return ok || old
+}
+
+// use sets used[s] = v unless set; it reports whether it set it.
+func (e *Engine) use(t *txn, s ServiceID, v VersionID) bool {
+	for _, u := range t.used {
+		if u.Service == s {
+			return false
+		}
+	}
+	t.used = append(t.used, Use{s, v})
+	e.usedN[s]++
+	return true
+}
+
+func (e *Engine) markDirty(t *txn) {
+	if t.flags&txDirty == 0 { // then t is not queued
+		e.queue = append(e.queue, t)
+		t.flags |= txDirty
+		e.dirty++
+	}
+}
+
+// recycle keeps t, ended and no longer referred to, for reuse by newTxn.
+func (e *Engine) recycle(t *txn) {
+	if len(e.spare) < maxSpare {
+		*t = txn{subs: t.subs[:0], hints: t.hints[:0], used: t.used[:0], block: t.block[:0]}
+		e.spare = append(e.spare, t)
+	}
+}
+
+// update recomputes block(T) and applies the difference to the blocker index.
+func (e *Engine) update(t *txn) {
+	if t.flags&txLegacy != 0 {
+		return
+	}
+	nb := e.block(t)
+	old := t.block
+	for i, w := range nb {
+		var o uint64
+		if i < len(old) {
+			o = old[i]
+		}
+		for a := w &^ o; a != 0; a &= a - 1 {
+			e.blockers[i*64+bits.TrailingZeros64(a)][t] = struct{}{}
+		}
+		for r := o &^ w; r != 0; r &= r - 1 {
+			delete(e.blockers[i*64+bits.TrailingZeros64(r)], t)
+		}
+	}
+	t.block = append(old[:0], nb...)
+}
+
+// block computes block(T) = R ∪ (F ∩ U) into e.bufR and returns it.
+func (e *Engine) block(t *txn) []uint64 {
+	r, f := e.running(t), e.bufF
+	clear(f)
+	e.future(t, r, f)
+	for _, u := range t.used {
+		if has(f, u.Service) {
+			r[u.Service>>6] |= 1 << (u.Service & 63)
+		}
+	}
+	return r
+}
+
+// running computes R(T) into e.bufR and returns it.
+func (e *Engine) running(t *txn) []uint64 {
+	r := e.bufR
+	clear(r)
+	for _, s := range t.subs {
+		r[s.svc>>6] |= 1 << (s.svc & 63)
+	}
+	return r
+}
+
+// future ORs F(T) into f, given r = R(T).
+func (e *Engine) future(t *txn, r, f []uint64) {
+	for i, w := range r {
+		for ; w != 0; w &= w - 1 {
+			e.futureOf(t, ServiceID(i*64+bits.TrailingZeros64(w)), f)
+		}
+	}
+}
+
+// futureOf ORs into f what T may still reach from its running service x:
+// every successor y of x that not every running sub at x said Done(y) to,
+// and all that y reaches.
+func (e *Engine) futureOf(t *txn, x ServiceID, f []uint64) {
+	if len(t.hints) == 0 {
+		or(f, e.reach[x])
+		return
+	}
+	ex := e.bufEx // successors every sub at x is done with
+	copy(ex, e.succ[x])
+	for _, s := range t.subs {
+		if s.svc != x {
+			continue
+		}
+		h := e.bufSub
+		clear(h)
+		for _, d := range t.hints {
+			if d.sub == s.id {
+				h[d.to>>6] |= 1 << (d.to & 63)
+			}
+		}
+		for i := range ex {
+			ex[i] &= h[i]
+		}
+	}
+	for i, w := range e.succ[x] {
+		for w &^= ex[i]; w != 0; w &= w - 1 {
+			y := i*64 + bits.TrailingZeros64(w)
+			f[i] |= 1 << (y & 63)
+			or(f, e.reach[y])
+		}
+	}
+}
+
+func (t *txn) findSub(id SubID) int {
+	for i, s := range t.subs {
+		if s.id == id {
+			return i
+		}
+	}
+	return -1
+}
+
+func (t *txn) runsAt(s ServiceID) bool {
+	for _, sb := range t.subs {
+		if sb.svc == s {
+			return true
+		}
+	}
+	return false
+}
