@@ -1,0 +1,469 @@
+package embedetcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/types"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/membership"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/coordinator/coordinator/storage/internal/zapslog"
+)
+
+var (
+	// ErrInvalidConfig is returned by Start for a Config it cannot run.
+	ErrInvalidConfig = errors.New("embedetcd: invalid config")
+	// ErrNotReady is returned by Start when etcd did not become ready
+	// (joined its cluster and published itself) before the start deadline.
+	ErrNotReady = errors.New("embedetcd: etcd did not become ready")
+	// ErrStopped is returned by Start when etcd stopped while starting.
+	ErrStopped = errors.New("embedetcd: etcd stopped")
+)
+
+// Defaults applied by Start to zero fields of Config.
+const (
+	DefaultName                    = "default"
+	DefaultClientAddr              = "127.0.0.1:0"
+	DefaultPeerAddr                = "127.0.0.1:0"
+	DefaultStartTimeout            = time.Minute
+	DefaultLogLevel                = "error"
+	DefaultAutoCompactionMode      = "periodic"
+	DefaultAutoCompactionRetention = "10m"
+
+	// Raft timing for a single member (InitialCluster empty): nothing else
+	// can campaign, so a short election timeout cannot cause spurious
+	// elections; it only makes the first (and every restart's) election
+	// quicker. Lease minimum TTL is 1.5 election timeouts, well under the
+	// coordinator's 2 s minimum.
+	singleTickMs     = 25
+	singleElectionMs = 250
+
+	// pickRetries bounds restarts when a port picked for a ":0" address
+	// was taken by someone else between picking and etcd binding it.
+	pickRetries = 5
+)
+
+// Config describes one embedded etcd member.
+type Config struct {
+	// Name is the member name; default "default".
+	Name string
+	// DataDir holds the member's WAL and database; required. Restarting on
+	// the same DataDir keeps keys and leases.
+	DataDir string
+	// ClientAddr is the host:port serving clients; default "127.0.0.1:0".
+	// Port 0 picks a free port; Endpoints reports the port in use.
+	ClientAddr string
+	// PeerAddr is the host:port serving raft peers; default "127.0.0.1:0"
+	// for a single member. With InitialCluster set it defaults to this
+	// member's entry there and must not use port 0 (peers must know it).
+	PeerAddr string
+	// InitialCluster is "n1=http://127.0.0.1:P1,n2=http://..." naming every
+	// member's peer URL; empty means a single member made of itself. It is
+	// only read when DataDir holds no member yet.
+	InitialCluster string
+	// ClusterState is "new" (default) or "existing" (joining a running
+	// cluster that already added this member).
+	ClusterState string
+	// Logger receives etcd's own logs at LogLevel and above, plus a few of
+	// this package's; default slog.Default().
+	Logger *slog.Logger
+	// LogLevel is etcd's log level: debug, info, warn or error (default):
+	// etcd is chatty at info.
+	LogLevel string
+
+	// StartTimeout bounds Start when its context has no earlier deadline;
+	// default one minute (a new multi-member cluster waits for quorum).
+	StartTimeout time.Duration
+	// AutoCompactionMode is "periodic" (default) or "revision", and
+	// AutoCompactionRetention its retention ("10m" by default, or a
+	// revision count): history is compacted so that a long-running
+	// coordinator writing transaction records does not grow forever.
+	AutoCompactionMode      string
+	AutoCompactionRetention string
+	// QuotaBackendBytes is the database size quota; 0 keeps etcd's default
+	// (2 GiB).
+	QuotaBackendBytes int64
+	// TickMs and ElectionMs override raft's heartbeat interval and election
+	// timeout. Zero: 25/250 ms for a single member, etcd's 100/1000 ms for
+	// a cluster.
+	TickMs, ElectionMs uint
+}
+
+// Server is a running embedded etcd member.
+type Server struct {
+	etcd      *embed.Etcd
+	lg        *slog.Logger
+	name      string
+	dataDir   string
+	endpoints []string
+	peerURLs  []string
+	closing   *atomic.Bool // set once Close starts: etcd's shutdown errors are not errors
+	closeOnce sync.Once
+}
+
+// Start starts an etcd member and waits until it is ready to serve
+// (it joined its cluster and published its client URLs), ctx is done, or
+// cfg.StartTimeout passes. On error nothing is left running.
+func Start(ctx context.Context, cfg Config) (*Server, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
+	defer cancel()
+	lg := cfg.Logger.With("component", "embedetcd", "name", cfg.Name)
+
+	for attempt := 1; ; attempt++ {
+		closing := new(atomic.Bool)
+		ec, picked, err := cfg.embedConfig(closing)
+		if err != nil {
+			return nil, err
+		}
+		e, err := embed.StartEtcd(ec)
+		if err != nil {
+			if picked && attempt < pickRetries && errors.Is(err, syscall.EADDRINUSE) {
+				lg.Warn("picked port was taken, retrying", "attempt", attempt, "error", err)
+				continue
+			}
+			return nil, fmt.Errorf("embedetcd: start %q: %w", cfg.Name, err)
+		}
+		s := &Server{etcd: e, lg: lg, name: cfg.Name, dataDir: cfg.DataDir, closing: closing}
+		for _, l := range e.Clients {
+			s.endpoints = append(s.endpoints, "http://"+l.Addr().String())
+		}
+		for _, u := range ec.AdvertisePeerUrls {
+			s.peerURLs = append(s.peerURLs, u.String())
+		}
+		if err := s.waitReady(ctx); err != nil {
+			// embed.Etcd.Close waits for the client servers, which only
+			// start once the server is ready or stopping: stop it first.
+			s.closing.Store(true)
+			e.Server.HardStop()
+			s.Close()
+			return nil, err
+		}
+		if cfg.InitialCluster == "" {
+			s.refreshPeerURLs(ctx)
+		}
+		lg.Info("etcd ready", "endpoints", s.endpoints, "peer_urls", s.peerURLs, "data_dir", cfg.DataDir)
+		return s, nil
+	}
+}
+
+func (s *Server) waitReady(ctx context.Context) error {
+	select {
+	case <-s.etcd.Server.ReadyNotify():
+		return nil
+	case <-s.etcd.Server.StopNotify():
+		return fmt.Errorf("%w: %q while starting", ErrStopped, s.name)
+	case err, ok := <-s.etcd.Err():
+		if !ok {
+			err = errors.New("error channel closed")
+		}
+		return fmt.Errorf("%w: %q: %w", ErrStopped, s.name, err)
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %q: %w", ErrNotReady, s.name, context.Cause(ctx))
+	}
+}
+
+// refreshPeerURLs makes a single member's stored peer URL follow a new
+// port after a restart on the same data dir (port 0 picks a new one each
+// time), so that the member list stays true and a member added later can
+// reach it. Best effort: a stale peer URL does not affect a single member.
+func (s *Server) refreshPeerURLs(ctx context.Context) {
+	srv := s.etcd.Server
+	members := srv.Cluster().Members()
+	if len(members) != 1 || members[0].ID != srv.MemberID() {
+		return
+	}
+	m := members[0]
+	if slices.Equal(sortedCopy(m.PeerURLs), sortedCopy(s.peerURLs)) {
+		return
+	}
+	upd := membership.Member{ID: m.ID, RaftAttributes: membership.RaftAttributes{PeerURLs: s.peerURLs}}
+	if _, err := srv.UpdateMember(ctx, upd); err != nil {
+		s.lg.Warn("cannot update stored peer URLs", "old", m.PeerURLs, "new", s.peerURLs, "error", err)
+		return
+	}
+	s.lg.Info("updated stored peer URLs", "old", m.PeerURLs, "new", s.peerURLs)
+}
+
+// Endpoints returns the client URLs etcd is listening on, with the ports
+// actually bound (never port 0).
+func (s *Server) Endpoints() []string { return slices.Clone(s.endpoints) }
+
+// PeerURLs returns the peer URLs this member advertises.
+func (s *Server) PeerURLs() []string { return slices.Clone(s.peerURLs) }
+
+// Name returns the member name.
+func (s *Server) Name() string { return s.name }
+
+// DataDir returns the member's data directory.
+func (s *Server) DataDir() string { return s.dataDir }
+
+// Etcd returns the underlying embedded etcd, for what this package does
+// not wrap (e.g. Server.IsLearner, Server.Leader). Do not Close it directly.
+func (s *Server) Etcd() *embed.Etcd { return s.etcd }
+
+// Stopped is closed when the etcd server has stopped, after Close or on a
+// fatal error.
+func (s *Server) Stopped() <-chan struct{} { return s.etcd.Server.StopNotify() }
+
+// Err reports errors of etcd's client and peer servers while running; it is
+// closed once Close has finished.
+func (s *Server) Err() <-chan error { return s.etcd.Err() }
+
+// Close stops etcd and waits until it has stopped. Client streams still open
+// (watches, keep-alives) delay it by up to etcd's request timeout: close
+// clients first. Close is idempotent.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		start := time.Now()
+		s.closing.Store(true)
+		s.etcd.Close()
+		s.lg.Info("etcd closed", "took", time.Since(start))
+	})
+}
+
+func (cfg *Config) setDefaults() error {
+	if cfg.Name == "" {
+		cfg.Name = DefaultName
+	}
+	if cfg.DataDir == "" {
+		return fmt.Errorf("%w: DataDir is required", ErrInvalidConfig)
+	}
+	if cfg.ClientAddr == "" {
+		cfg.ClientAddr = DefaultClientAddr
+	}
+	if cfg.ClusterState == "" {
+		cfg.ClusterState = embed.ClusterStateFlagNew
+	}
+	if cfg.ClusterState != embed.ClusterStateFlagNew && cfg.ClusterState != embed.ClusterStateFlagExisting {
+		return fmt.Errorf("%w: ClusterState %q: want %q or %q", ErrInvalidConfig, cfg.ClusterState,
+			embed.ClusterStateFlagNew, embed.ClusterStateFlagExisting)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.LogLevel == "" {
+		cfg.LogLevel = DefaultLogLevel
+	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = DefaultStartTimeout
+	}
+	if cfg.AutoCompactionMode == "" {
+		cfg.AutoCompactionMode = DefaultAutoCompactionMode
+	}
+	if cfg.AutoCompactionRetention == "" {
+		cfg.AutoCompactionRetention = DefaultAutoCompactionRetention
+	}
+	if cfg.TickMs == 0 && cfg.ElectionMs == 0 && cfg.InitialCluster == "" {
+		cfg.TickMs, cfg.ElectionMs = singleTickMs, singleElectionMs
+	}
+	if _, _, err := splitAddr("ClientAddr", cfg.ClientAddr); err != nil {
+		return err
+	}
+	if cfg.InitialCluster == "" {
+		if cfg.PeerAddr == "" {
+			cfg.PeerAddr = DefaultPeerAddr
+		}
+		if cfg.ClusterState == embed.ClusterStateFlagExisting {
+			return fmt.Errorf("%w: ClusterState %q needs InitialCluster", ErrInvalidConfig, cfg.ClusterState)
+		}
+		_, _, err := splitAddr("PeerAddr", cfg.PeerAddr)
+		return err
+	}
+
+	// A member of a cluster: its peer address is fixed by InitialCluster.
+	m, err := types.NewURLsMap(cfg.InitialCluster)
+	if err != nil {
+		return fmt.Errorf("%w: InitialCluster %q: %w", ErrInvalidConfig, cfg.InitialCluster, err)
+	}
+	self, ok := m[cfg.Name]
+	if !ok || len(self) == 0 {
+		return fmt.Errorf("%w: InitialCluster %q has no member named %q", ErrInvalidConfig, cfg.InitialCluster, cfg.Name)
+	}
+	for name, us := range m {
+		for _, u := range us {
+			if u.Scheme != "http" {
+				return fmt.Errorf("%w: InitialCluster member %q: scheme %q: only http is supported", ErrInvalidConfig, name, u.Scheme)
+			}
+			if u.Port() == "" || u.Port() == "0" {
+				return fmt.Errorf("%w: InitialCluster member %q: %q needs a fixed port", ErrInvalidConfig, name, u.Host)
+			}
+		}
+	}
+	if cfg.PeerAddr == "" {
+		cfg.PeerAddr = self[0].Host
+	}
+	if !slices.ContainsFunc(self, func(u url.URL) bool { return u.Host == cfg.PeerAddr }) {
+		return fmt.Errorf("%w: PeerAddr %q is not %q's peer URL in InitialCluster %q",
+			ErrInvalidConfig, cfg.PeerAddr, cfg.Name, cfg.InitialCluster)
+	}
+	return nil
+}
+
+// embedConfig translates cfg, picking free ports for ":0" addresses;
+// picked reports whether it did.
+func (cfg *Config) embedConfig(closing *atomic.Bool) (ec *embed.Config, picked bool, err error) {
+	clientHost, clientPort, _ := splitAddr("ClientAddr", cfg.ClientAddr)
+	peerHost, peerPort, _ := splitAddr("PeerAddr", cfg.PeerAddr)
+	var hosts []string
+	if clientPort == 0 {
+		hosts = append(hosts, clientHost)
+	}
+	if peerPort == 0 {
+		hosts = append(hosts, peerHost)
+	}
+	if len(hosts) > 0 {
+		ports, err := freePorts(hosts)
+		if err != nil {
+			return nil, false, fmt.Errorf("embedetcd: pick ports: %w", err)
+		}
+		if clientPort == 0 {
+			clientPort, ports = ports[0], ports[1:]
+		}
+		if peerPort == 0 {
+			peerPort = ports[0]
+		}
+		picked = true
+	}
+	clientURL := url.URL{Scheme: "http", Host: net.JoinHostPort(clientHost, strconv.Itoa(clientPort))}
+	peerURL := url.URL{Scheme: "http", Host: net.JoinHostPort(peerHost, strconv.Itoa(peerPort))}
+
+	ec = embed.NewConfig()
+	ec.Name = cfg.Name
+	ec.Dir = cfg.DataDir
+	ec.ListenClientUrls = []url.URL{clientURL}
+	ec.AdvertiseClientUrls = []url.URL{clientURL}
+	ec.ListenPeerUrls = []url.URL{peerURL}
+	ec.AdvertisePeerUrls = []url.URL{peerURL}
+	ec.InitialCluster = cfg.InitialCluster
+	if ec.InitialCluster == "" {
+		ec.InitialCluster = cfg.Name + "=" + peerURL.String()
+	}
+	ec.ClusterState = cfg.ClusterState
+	ec.AutoCompactionMode = cfg.AutoCompactionMode
+	ec.AutoCompactionRetention = cfg.AutoCompactionRetention
+	ec.QuotaBackendBytes = cfg.QuotaBackendBytes
+	if cfg.TickMs != 0 {
+		ec.TickMs = cfg.TickMs
+	}
+	if cfg.ElectionMs != 0 {
+		ec.ElectionMs = cfg.ElectionMs
+	}
+	ec.Logger = "zap"
+	ec.LogLevel = cfg.LogLevel
+	level := zapslog.ParseLevel(cfg.LogLevel, zapcore.ErrorLevel)
+	h := &shutdownHandler{Handler: cfg.Logger.Handler(), closing: closing}
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(
+		zapslog.New(slog.New(h).With("component", "etcd", "name", cfg.Name), level))
+	return ec, picked, nil
+}
+
+// shutdownHandler demotes etcd errors that are not: those embed logs for
+// its own listeners and servers closing ("setting up serving from embedded
+// etcd failed." with "http: Server closed" and the like) once Close
+// started, and the storage-version update a fresh member tries before its
+// first commit ("missing term information"), which it retries by itself.
+type shutdownHandler struct {
+	slog.Handler
+	closing *atomic.Bool
+}
+
+func (h *shutdownHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelError && (h.closing.Load() || benignAtStart(r)) {
+		r.Level = slog.LevelDebug
+		if !h.Handler.Enabled(ctx, r.Level) {
+			return nil
+		}
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func benignAtStart(r slog.Record) bool {
+	if r.Message != "failed to update storage version" {
+		return false
+	}
+	benign := false
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "error" && strings.Contains(a.Value.String(), "missing term information") {
+			benign = true
+		}
+		return !benign
+	})
+	return benign
+}
+
+func (h *shutdownHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &shutdownHandler{Handler: h.Handler.WithAttrs(as), closing: h.closing}
+}
+
+func (h *shutdownHandler) WithGroup(name string) slog.Handler {
+	return &shutdownHandler{Handler: h.Handler.WithGroup(name), closing: h.closing}
+}
+
+// splitAddr parses host:port; the host must be an IP address or a name
+// (not empty, not unspecified: it is advertised as is).
+func splitAddr(field, addr string) (host string, port int, err error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("%w: %s %q: %w", ErrInvalidConfig, field, addr, err)
+	}
+	port, err = strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("%w: %s %q: bad port", ErrInvalidConfig, field, addr)
+	}
+	if host == "" {
+		return "", 0, fmt.Errorf("%w: %s %q: needs a host (it is advertised)", ErrInvalidConfig, field, addr)
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		return "", 0, fmt.Errorf("%w: %s %q: unspecified address cannot be advertised", ErrInvalidConfig, field, addr)
+	}
+	return host, port, nil
+}
+
+// freePorts returns one free TCP port per host. All listeners stay open
+// until every port is known, so the ports are distinct.
+//
+// embed.StartEtcd binds its own listeners from URLs (etcd v3.7 has no way
+// to hand it a net.Listener), and a URL with port 0 would be advertised
+// as ":0" to clients and peers. So the port is picked here and released
+// just before etcd binds it; the rare loss of that race is an EADDRINUSE
+// that Start retries with new ports.
+func freePorts(hosts []string) ([]int, error) {
+	ports := make([]int, 0, len(hosts))
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for _, h := range hosts {
+		l, err := net.Listen("tcp", net.JoinHostPort(h, "0"))
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+func sortedCopy(s []string) []string {
+	c := slices.Clone(s)
+	slices.Sort(c)
+	return c
+}

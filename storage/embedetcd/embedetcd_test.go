@@ -1,0 +1,277 @@
+package embedetcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+func newClient(t *testing.T, s *Server) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   s.Endpoints(),
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		t.Fatalf("client: %v", err)
+	}
+	return cli
+}
+
+func start(t *testing.T, cfg Config) *Server {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	begin := time.Now()
+	s, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Logf("%s ready in %v at %v", cfg.Name, time.Since(begin).Round(time.Millisecond), s.Endpoints())
+	return s
+}
+
+// recorder is a slog.Handler keeping the messages it gets.
+type recorder struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
+func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs = append(r.msgs, rec.Message)
+	return nil
+}
+func (r *recorder) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *recorder) WithGroup(string) slog.Handler      { return r }
+func (r *recorder) len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.msgs)
+}
+
+func TestStartSingleMember(t *testing.T) {
+	rec := &recorder{}
+	s := start(t, Config{DataDir: t.TempDir(), Logger: slog.New(rec), LogLevel: "info"})
+	defer s.Close()
+
+	eps := s.Endpoints()
+	if len(eps) != 1 {
+		t.Fatalf("Endpoints() = %v, want one", eps)
+	}
+	u, err := url.Parse(eps[0])
+	if err != nil || u.Hostname() != "127.0.0.1" || u.Port() == "" || u.Port() == "0" {
+		t.Fatalf("endpoint %q: want http://127.0.0.1:<bound port> (%v)", eps[0], err)
+	}
+
+	cli := newClient(t, s)
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if _, err := cli.Put(ctx, "k", "v"); err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	resp, err := cli.Get(ctx, "k")
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "v" {
+		t.Fatalf("Get = %v, %v", resp, err)
+	}
+
+	// What etcd advertises is what it listens on.
+	ml, err := cli.MemberList(ctx)
+	if err != nil {
+		t.Fatalf("MemberList: %v", err)
+	}
+	if len(ml.Members) != 1 {
+		t.Fatalf("members = %v", ml.Members)
+	}
+	m := ml.Members[0]
+	if fmt.Sprint(m.ClientURLs) != fmt.Sprint(eps) || fmt.Sprint(m.PeerURLs) != fmt.Sprint(s.PeerURLs()) {
+		t.Fatalf("member advertises client %v peer %v, want %v and %v", m.ClientURLs, m.PeerURLs, eps, s.PeerURLs())
+	}
+	if rec.len() == 0 {
+		t.Fatalf("no etcd log reached the slog handler at level info")
+	}
+}
+
+func TestRestartSameDataDir(t *testing.T) {
+	dir := t.TempDir()
+	s1 := start(t, Config{Name: "n1", DataDir: dir})
+	cli := newClient(t, s1)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	lease, err := cli.Grant(ctx, 60)
+	if err != nil {
+		t.Fatalf("Grant: %v", err)
+	}
+	if _, err := cli.Put(ctx, "leased", "1", clientv3.WithLease(lease.ID)); err != nil {
+		t.Fatalf("Put leased: %v", err)
+	}
+	if _, err := cli.Put(ctx, "plain", "2"); err != nil {
+		t.Fatalf("Put plain: %v", err)
+	}
+	cli.Close()
+	oldEps, oldPeers := s1.Endpoints(), s1.PeerURLs()
+	s1.Close()
+	select {
+	case <-s1.Stopped():
+	default:
+		t.Fatalf("Stopped() not closed after Close")
+	}
+
+	s2 := start(t, Config{Name: "n1", DataDir: dir})
+	defer s2.Close()
+	t.Logf("client %v -> %v, peer %v -> %v", oldEps, s2.Endpoints(), oldPeers, s2.PeerURLs())
+	cli = newClient(t, s2)
+	defer cli.Close()
+
+	for k, want := range map[string]string{"leased": "1", "plain": "2"} {
+		resp, err := cli.Get(ctx, k)
+		if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != want {
+			t.Fatalf("after restart Get(%q) = %v, %v; want %q", k, resp, err, want)
+		}
+		if k == "leased" && clientv3.LeaseID(resp.Kvs[0].Lease) != lease.ID {
+			t.Fatalf("leased key lost its lease: %x, want %x", resp.Kvs[0].Lease, lease.ID)
+		}
+	}
+	ttl, err := cli.TimeToLive(ctx, lease.ID)
+	if err != nil || ttl.TTL <= 0 {
+		t.Fatalf("after restart TimeToLive = %v, %v; want a live lease", ttl, err)
+	}
+	if _, err := cli.KeepAliveOnce(ctx, lease.ID); err != nil {
+		t.Fatalf("KeepAliveOnce after restart: %v", err)
+	}
+
+	// The stored peer URL follows the new port.
+	ml, err := cli.MemberList(ctx)
+	if err != nil {
+		t.Fatalf("MemberList: %v", err)
+	}
+	if got := fmt.Sprint(ml.Members[0].PeerURLs); got != fmt.Sprint(s2.PeerURLs()) {
+		t.Fatalf("stored peer URLs %v, want %v", got, s2.PeerURLs())
+	}
+}
+
+func TestThreeMemberCluster(t *testing.T) {
+	ports, err := freePorts([]string{"127.0.0.1", "127.0.0.1", "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var parts []string
+	for i, p := range ports {
+		parts = append(parts, fmt.Sprintf("n%d=http://127.0.0.1:%d", i+1, p))
+	}
+	initial := strings.Join(parts, ",")
+	base := t.TempDir()
+
+	servers := make([]*Server, 3)
+	errs := make([]error, 3)
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithTimeout(t.Context(), 45*time.Second)
+	defer cancel()
+	for i := range servers {
+		wg.Go(func() {
+			servers[i], errs[i] = Start(ctx, Config{
+				Name:           fmt.Sprintf("n%d", i+1),
+				DataDir:        filepath.Join(base, fmt.Sprint(i)),
+				InitialCluster: initial,
+			})
+		})
+	}
+	wg.Wait()
+	defer func() {
+		// Stopped together, a leader would wait etcd's request timeout
+		// to hand leadership to a member that is going too: skip the
+		// hand-over. Each Close still waits up to 1 s for peer connections.
+		var wg sync.WaitGroup
+		for _, s := range servers {
+			if s != nil {
+				wg.Go(func() {
+					s.Etcd().Server.HardStop()
+					s.Close()
+				})
+			}
+		}
+		wg.Wait()
+	}()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("member n%d: %v", i+1, err)
+		}
+	}
+
+	c0, c2 := newClient(t, servers[0]), newClient(t, servers[2])
+	defer c0.Close()
+	defer c2.Close()
+	if _, err := c0.Put(ctx, "x", "y"); err != nil {
+		t.Fatalf("Put via n1: %v", err)
+	}
+	resp, err := c2.Get(ctx, "x") // linearizable: goes through the leader
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "y" {
+		t.Fatalf("Get via n3 = %v, %v", resp, err)
+	}
+	ml, err := c2.MemberList(ctx)
+	if err != nil || len(ml.Members) != 3 {
+		t.Fatalf("MemberList = %v, %v; want 3 members", ml, err)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"no data dir", Config{}},
+		{"bad client addr", Config{DataDir: dir, ClientAddr: "127.0.0.1"}},
+		{"unspecified host", Config{DataDir: dir, ClientAddr: "0.0.0.0:0"}},
+		{"bad state", Config{DataDir: dir, ClusterState: "old"}},
+		{"existing without cluster", Config{DataDir: dir, ClusterState: "existing"}},
+		{"name not in cluster", Config{DataDir: dir, Name: "n9", InitialCluster: "n1=http://127.0.0.1:2380"}},
+		{"port 0 in cluster", Config{DataDir: dir, Name: "n1", InitialCluster: "n1=http://127.0.0.1:0"}},
+		{"peer addr mismatch", Config{DataDir: dir, Name: "n1", PeerAddr: "127.0.0.1:1",
+			InitialCluster: "n1=http://127.0.0.1:2380"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := Start(t.Context(), tc.cfg)
+			if !errors.Is(err, ErrInvalidConfig) {
+				if s != nil {
+					s.Close()
+				}
+				t.Fatalf("Start(%+v) = %v, want ErrInvalidConfig", tc.cfg, err)
+			}
+		})
+	}
+}
+
+func TestStartTimeout(t *testing.T) {
+	// A member of a three-member cluster whose peers never come cannot
+	// become ready: Start gives up at its deadline and leaves nothing
+	// running.
+	ports, err := freePorts([]string{"127.0.0.1", "127.0.0.1", "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	initial := fmt.Sprintf("n1=http://127.0.0.1:%d,n2=http://127.0.0.1:%d,n3=http://127.0.0.1:%d", ports[0], ports[1], ports[2])
+	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+	defer cancel()
+	s, err := Start(ctx, Config{Name: "n1", DataDir: t.TempDir(), InitialCluster: initial})
+	if !errors.Is(err, ErrNotReady) {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("Start = %v, want ErrNotReady", err)
+	}
+}
