@@ -56,8 +56,9 @@ type Engine struct {
 
 	// Write-behind queue. A queued txn with txDirty set yields one record;
 	// others are skipped. dirty counts those.
-	queue      []*txn
+	queue      []*txn // in queueing order, so epochs never decrease along it
 	qhead      int
+	epoch      uint32 // stamped on transactions as they are queued
 	dirty      int
 	pendingDel map[string]*txn // emitted, ended, deletion not yet taken
 

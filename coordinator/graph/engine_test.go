@@ -660,3 +660,82 @@ func TestReuse(t *testing.T) {
 		e.TakeDirty(10, func(Record) {})
 	}
 }
+
+func TestTakeDirtyBeforeLeavesYoungChanges(t *testing.T) {
+	e := New()
+	s := chain(e, 2)
+	v1 := e.Version("v1")
+	ids := func(before uint32, limit int) []string {
+		var out []string
+		e.TakeDirtyBefore(before, limit, func(r Record) {
+			id := r.Txn
+			if r.Deleted {
+				id = "-" + id
+			}
+			out = append(out, id)
+		})
+		return out
+	}
+	e.SetEpoch(1)
+	must(t, e.Begin("old", s[0], v1, 1, 1))
+	e.SetEpoch(2)
+	must(t, e.Begin("young", s[0], v1, 1, 1))
+	must(t, e.Begin("short", s[0], v1, 1, 1))
+	if got := ids(2, 10); !reflect.DeepEqual(got, []string{"old"}) {
+		t.Fatalf("TakeDirtyBefore(2) = %v, want only the epoch-1 change", got)
+	}
+	// A transaction that ends before its epoch is taken is never written.
+	must(t, e.End("short"))
+	e.SetEpoch(3)
+	mustCall(t, e, "old", s[0], 1, s[1], 2, v1) // re-queued in epoch 3
+	if got := ids(3, 10); !reflect.DeepEqual(got, []string{"young"}) {
+		t.Fatalf("TakeDirtyBefore(3) = %v, want young (short ended unwritten, old re-queued in epoch 3)", got)
+	}
+	must(t, e.End("young"))
+	if got := ids(3, 10); len(got) != 0 {
+		t.Fatalf("TakeDirtyBefore(3) = %v: the deletion was queued in epoch 3", got)
+	}
+	if got := ids(4, 10); !reflect.DeepEqual(got, []string{"old", "-young"}) {
+		t.Fatalf("TakeDirtyBefore(4) = %v, want old then the deletion of young", got)
+	}
+	if e.DirtyLen() != 0 {
+		t.Fatalf("DirtyLen = %d after taking everything", e.DirtyLen())
+	}
+}
+
+func TestAdoptImplicitTransaction(t *testing.T) {
+	e := New()
+	s := chain(e, 3)
+	v1 := e.Version("v1")
+	if _, err := e.Call("T", s[1], v1, 5, s[2], 6, v1); err != nil {
+		t.Fatal(err)
+	}
+	if e.Adopt("T", 0) {
+		t.Fatal("Adopt with owner 0 succeeded")
+	}
+	if !e.Adopt("T", 9) || e.Adopt("T", 8) {
+		t.Fatal("Adopt: want the first owner set and the second refused")
+	}
+	if info, _ := e.Txn("T"); info.Owner != 9 {
+		t.Fatalf("owner = %d, want 9", info.Owner)
+	}
+	// Begin replaces the provisional owner with the entry's session.
+	must(t, e.Begin("T", s[0], v1, 4, 3))
+	if info, _ := e.Txn("T"); info.Owner != 3 || info.Implicit {
+		t.Fatalf("after Begin: %+v, want owner 3 and not implicit", info)
+	}
+	if got := e.EndOwnedBy(9); len(got) != 0 {
+		t.Fatalf("EndOwnedBy(provisional owner) ended %v after Begin", got)
+	}
+	if e.Adopt("nope", 1) {
+		t.Fatal("Adopt of an unknown transaction succeeded")
+	}
+	// Without a Begin, the provisional owner's end ends the transaction.
+	if _, err := e.Call("U", s[1], v1, 5, s[2], 6, v1); err != nil {
+		t.Fatal(err)
+	}
+	e.Adopt("U", 9)
+	if got := e.EndOwnedBy(9); !reflect.DeepEqual(got, []string{"U"}) {
+		t.Fatalf("EndOwnedBy(9) = %v, want [U]", got)
+	}
+}

@@ -16,6 +16,7 @@ type txn struct {
 	entry ServiceID
 	owner Owner
 	flags uint8
+	epoch uint32 // the engine's epoch when t was last queued
 }
 
 const (
@@ -90,6 +91,19 @@ func (e *Engine) Begin(txn string, entry ServiceID, ver VersionID, sub SubID, ow
 	e.markDirty(t)
 	e.update(t)
 	return nil
+}
+
+// Adopt gives a transaction that has no owner yet (created implicitly by a
+// Call before its Begin arrived) a provisional owner, so that it ends when
+// that owner's session does if its Begin never comes. Begin replaces it with
+// the entry's session. It reports whether the owner was set.
+func (e *Engine) Adopt(txn string, owner Owner) bool {
+	t := e.txns[txn]
+	if t == nil || t.owner != 0 || owner == 0 {
+		return false
+	}
+	t.owner = owner
+	return true
 }
 
 // Call starts sub-transaction sub of txn at service to (version toVer),
@@ -335,6 +349,7 @@ func (e *Engine) markDirty(t *txn) {
 	if t.flags&txDirty == 0 { // then t is not queued
 		e.queue = append(e.queue, t)
 		t.flags |= txDirty
+		t.epoch = e.epoch
 		e.dirty++
 	}
 }
