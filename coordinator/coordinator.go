@@ -1,0 +1,250 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/coordinator/coordinator/coordinator/graph"
+	"github.com/coordinator/coordinator/storage"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultFlushInterval     = 5 * time.Millisecond
+	DefaultHeartbeatInterval = 5 * time.Second
+	DefaultAllowedMisses     = 2
+	DefaultMaxLiveTxns       = 2_000_000
+	DefaultImplicitTimeout   = 30 * time.Second
+)
+
+// Config configures a Coordinator.
+type Config struct {
+	// Client talks to etcd (embedded or external). Required.
+	Client *clientv3.Client
+	// Prefix of every key the coordinator owns (storage.DefaultPrefix).
+	Prefix string
+	Logger *slog.Logger
+	// Registerer receives the coordinator's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// FlushInterval is the write-behind period for transaction records.
+	FlushInterval time.Duration
+	// Heartbeat defaults for sidecars that do not say.
+	DefaultHeartbeat time.Duration
+	DefaultMisses    uint32
+	// MaxLiveTxns is the capacity /health checks live transactions against.
+	MaxLiveTxns int
+	// ImplicitTimeout ends a transaction known only from downstream calls
+	// whose Begin never arrived (its entry's events were lost, or arrived
+	// after its End had been forgotten).
+	ImplicitTimeout time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.Prefix == "" {
+		c.Prefix = storage.DefaultPrefix
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.FlushInterval <= 0 {
+		c.FlushInterval = DefaultFlushInterval
+	}
+	if c.DefaultHeartbeat <= 0 {
+		c.DefaultHeartbeat = DefaultHeartbeatInterval
+	}
+	if c.DefaultMisses == 0 {
+		c.DefaultMisses = DefaultAllowedMisses
+	}
+	if c.MaxLiveTxns <= 0 {
+		c.MaxLiveTxns = DefaultMaxLiveTxns
+	}
+	if c.ImplicitTimeout <= 0 {
+		c.ImplicitTimeout = DefaultImplicitTimeout
+	}
+}
+
+// Coordinator is the live state of one coordinator replica.
+type Coordinator struct {
+	cfg     Config
+	lg      *slog.Logger
+	cli     *clientv3.Client
+	keys    storage.Keys
+	leases  *storage.Leases
+	wb      *storage.WriteBehind
+	cache   *storage.Cache
+	metrics *metrics
+
+	// regMu serializes registrations: each does etcd I/O outside mu, and two
+	// registrations of one instance must not interleave.
+	regMu sync.Mutex
+
+	mu       sync.Mutex // guards everything below
+	eng      *graph.Engine
+	sessions map[string]*session // by instance id
+	owners   []*session          // by graph.Owner; owners[0] is always nil
+	free     []graph.Owner       // reusable owner slots
+	declared map[edge]struct{}   // static edges declared by registrations
+	deps     map[string][]string // persisted ServiceRecord dependencies
+	routes   map[graph.ServiceID]graph.VersionID
+	implicit map[string]time.Time // transactions created by a Call, awaiting their Begin
+
+	// Write-behind age gate: changes are stamped with the flush interval
+	// they happen in (epoch), and collect takes only those at least one
+	// interval old, so a transaction shorter than the interval is never
+	// written. flushAll (Flush, Stop) takes everything.
+	t0       time.Time
+	flushAll atomic.Int32
+
+	ctx      context.Context // cancelled by Stop: ends every stream
+	cancel   context.CancelFunc
+	streams  sync.WaitGroup
+	stopping atomic.Bool
+	started  atomic.Bool
+}
+
+type edge struct{ from, to graph.ServiceID }
+
+// New returns a coordinator; Start loads its state from etcd.
+func New(cfg Config) (*Coordinator, error) {
+	if cfg.Client == nil {
+		return nil, errors.New("coordinator: Config.Client is required")
+	}
+	cfg.setDefaults()
+	c := &Coordinator{
+		cfg:      cfg,
+		lg:       cfg.Logger,
+		cli:      cfg.Client,
+		keys:     storage.Keys{Prefix: cfg.Prefix},
+		eng:      graph.New(),
+		sessions: make(map[string]*session),
+		owners:   []*session{nil},
+		declared: make(map[edge]struct{}),
+		deps:     make(map[string][]string),
+		routes:   make(map[graph.ServiceID]graph.VersionID),
+		implicit: make(map[string]time.Time),
+		t0:       time.Now(),
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.leases = storage.NewLeases(c.cli, c.lg)
+	c.wb = storage.NewWriteBehind(c.cli, storage.WriteBehindConfig{
+		Interval:        cfg.FlushInterval,
+		Collect:         c.collect,
+		OnLeaseNotFound: c.onLeaseNotFound,
+		Logger:          c.lg,
+	})
+	c.cache = storage.NewCache(c.cli, []string{c.keys.Sessions()}, c.lg)
+	c.cache.OnEvent(c.onCacheEvent)
+	m, err := newMetrics(c, cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	c.metrics = m
+	return c, nil
+}
+
+// Start restores services, routes, sessions and transaction records from
+// etcd, then starts the watch on sessions and the write-behind.
+func (c *Coordinator) Start(ctx context.Context) error {
+	if err := c.restore(ctx); err != nil {
+		return fmt.Errorf("coordinator: restore: %w", err)
+	}
+	if err := c.cache.Start(ctx); err != nil {
+		return fmt.Errorf("coordinator: session watch: %w", err)
+	}
+	c.wb.Start()
+	c.streams.Add(1)
+	go c.sweepImplicit()
+	c.started.Store(true)
+	c.lg.Info("coordinator started", "prefix", c.cfg.Prefix, "services", c.eng.NumServices(),
+		"sessions", len(c.sessions), "live_txns", c.eng.Live())
+	return nil
+}
+
+// Stop ends every sidecar stream, waits until their last batches are
+// applied, and flushes the write-behind so that nothing acknowledged is lost.
+func (c *Coordinator) Stop(ctx context.Context) error {
+	if !c.stopping.CompareAndSwap(false, true) {
+		return nil
+	}
+	c.cancel()
+	c.streams.Wait()
+	var err error
+	if c.started.Load() {
+		c.flushAll.Add(1)
+		err = c.wb.Stop(ctx)
+		c.cache.Close()
+	}
+	c.leases.Close()
+	c.lg.Info("coordinator stopped", "live_txns", c.Live(), "error", err)
+	return err
+}
+
+// sweepImplicit ends implicit transactions whose Begin has not come within
+// ImplicitTimeout, so a lost entry event cannot block services forever.
+func (c *Coordinator) sweepImplicit() {
+	defer c.streams.Done()
+	t := time.NewTicker(c.cfg.ImplicitTimeout / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case now := <-t.C:
+			c.mu.Lock()
+			c.sweepImplicitLocked(now)
+			c.mu.Unlock()
+		}
+	}
+}
+
+func (c *Coordinator) sweepImplicitLocked(now time.Time) {
+	for id, since := range c.implicit {
+		info, ok := c.eng.Txn(id)
+		switch {
+		case !ok || !info.Implicit:
+			delete(c.implicit, id) // ended, or its Begin arrived
+		case now.Sub(since) >= c.cfg.ImplicitTimeout:
+			delete(c.implicit, id)
+			if c.eng.End(id) == nil {
+				c.metrics.implicitExpired.Inc()
+				c.lg.Warn("ended transaction whose Begin never arrived", "txn", id, "after", now.Sub(since))
+			}
+		}
+	}
+}
+
+// Live returns the number of live transactions.
+func (c *Coordinator) Live() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.eng.Live()
+}
+
+// Flush writes every pending transaction record now, young ones included.
+func (c *Coordinator) Flush(ctx context.Context) error {
+	c.flushAll.Add(1)
+	defer c.flushAll.Add(-1)
+	return c.wb.Flush(ctx)
+}
+
+// epoch is the number of flush intervals since start, plus one.
+func (c *Coordinator) epoch() uint32 {
+	return uint32(time.Since(c.t0)/c.cfg.FlushInterval) + 1
+}
+
+// WriteBehindStats exposes the write-behind counters (for /health and benchmarks).
+func (c *Coordinator) WriteBehindStats() storage.WriteBehindStats { return c.wb.Stats() }
+
+// Client returns the etcd client the coordinator uses.
+func (c *Coordinator) Client() *clientv3.Client { return c.cli }
+
+// Keys returns the key layout the coordinator uses.
+func (c *Coordinator) Keys() storage.Keys { return c.keys }

@@ -1,0 +1,213 @@
+package coordinator_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/coordinator/coordinator/coordinator/server"
+	"github.com/coordinator/coordinator/coordinator/server/servertest"
+	"github.com/coordinator/coordinator/internal/simsidecar"
+	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+)
+
+func txn(t *testing.T, ts *servertest.Server, id string) *pb.Transaction {
+	t.Helper()
+	for _, tx := range ts.Txns("").Transactions {
+		if tx.TxnId == id {
+			return tx
+		}
+	}
+	return nil
+}
+
+// Events of one transaction come from several streams: a downstream Call can
+// arrive before the entry's Begin and before the upstream Call.
+func TestOutOfOrderStreams(t *testing.T) {
+	ts := servertest.Start(t, "")
+	a := ts.Sidecar("a-1", "a", "v1", "b")
+	b := ts.Sidecar("b-1", "b", "v1", "c")
+	ts.Sidecar("c-1", "c", "v1")
+
+	servertest.Send(t, b, simsidecar.Call("T", 2, "c", 3)) // b's view first
+	tx := txn(t, ts, "T")
+	if tx == nil || !tx.Implicit || tx.Owner != "b-1" {
+		t.Fatalf("after the downstream call: %v, want an implicit transaction provisionally owned by b-1", tx)
+	}
+	servertest.Send(t, a, simsidecar.Begin("T", 1), simsidecar.Call("T", 1, "b", 2))
+	tx = txn(t, ts, "T")
+	if tx == nil || tx.Implicit || tx.Owner != "a-1" || tx.Entry != "a" || len(tx.Running) != 3 {
+		t.Fatalf("after Begin and the upstream call: %v, want owned by a-1, entry a, 3 running subs", tx)
+	}
+	servertest.Send(t, b, simsidecar.Return("T", 3))
+	servertest.Send(t, a, simsidecar.Return("T", 2), simsidecar.End("T"))
+	if n := ts.Txns("").Total; n != 0 {
+		t.Fatalf("%d live after End", n)
+	}
+	// b's late event for the ended transaction is ignored, not an error.
+	ack := servertest.SendAck(t, b, simsidecar.Done("T", 2, "c"))
+	if len(ack.Errors) != 0 || ts.Txns("").Total != 0 {
+		t.Fatalf("late event: errors %v, live %d; want ignored", ack.Errors, ts.Txns("").Total)
+	}
+}
+
+// An implicit transaction whose Begin never comes is ended after
+// ImplicitTimeout, so it cannot block b and c forever.
+func TestImplicitTransactionExpires(t *testing.T) {
+	ts := servertest.Start(t, "", func(c *server.Config) { c.Coordinator.ImplicitTimeout = 400 * time.Millisecond })
+	b := ts.Sidecar("b-1", "b", "v1", "c")
+	ts.Sidecar("c-1", "c", "v1")
+	servertest.Send(t, b, simsidecar.Call("orphan", 2, "c", 3))
+	servertest.Send(t, b, simsidecar.Call("adopted", 2, "c", 3))
+	a := ts.Sidecar("a-1", "a", "v1", "b")
+	servertest.Send(t, a, simsidecar.Begin("adopted", 1))
+	if f := ts.FreeREST("c"); f.Blocking != 2 {
+		t.Fatalf("c blocked by %d, want 2", f.Blocking)
+	}
+	servertest.Eventually(t, 10*time.Second, "the orphan to expire", func() bool { return txn(t, ts, "orphan") == nil })
+	if txn(t, ts, "adopted") == nil {
+		t.Fatal("a transaction whose Begin arrived was expired too")
+	}
+}
+
+// A second stream registering the same instance takes the session over; the
+// first stream is ended with Aborted and its events are refused.
+func TestStreamTakeOver(t *testing.T) {
+	ts := servertest.Start(t, "")
+	reg := &pb.Register{InstanceId: "a-1", Service: "a", Version: "v1", HeartbeatInterval: durationpb.New(2 * time.Second)}
+	first, r1 := ts.Register(reg)
+	second, r2 := ts.Register(reg)
+	if !r2.Resumed || r2.LeaseId != r1.LeaseId {
+		t.Fatalf("second registration: %v, want the session resumed on lease %d", r2, r1.LeaseId)
+	}
+	select {
+	case <-first.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first stream was not ended")
+	}
+	if status.Code(first.Err()) != codes.Aborted {
+		t.Fatalf("first stream ended with %v, want Aborted", first.Err())
+	}
+	servertest.Send(t, second, simsidecar.Begin("T", 1))
+	ss, err := ts.Admin.ListSessions(context.Background(), &pb.ListSessionsRequest{})
+	if err != nil || len(ss.Sessions) != 1 || !ss.Sessions[0].Connected || ss.Sessions[0].Roots != 1 {
+		t.Fatalf("sessions = %v %v, want one connected session with one root", ss.GetSessions(), err)
+	}
+}
+
+// Registering the same instance id with another version replaces the
+// session: the old one's roots end and its lease is revoked.
+func TestReRegisterWithNewVersionReplacesSession(t *testing.T) {
+	ts := servertest.Start(t, "")
+	old, r1 := ts.Register(&pb.Register{InstanceId: "a-1", Service: "a", Version: "v1"})
+	servertest.Send(t, old, simsidecar.Begin("T", 1))
+	_, r2 := ts.Register(&pb.Register{InstanceId: "a-1", Service: "a", Version: "v2"})
+	if r2.Resumed || r2.LeaseId == r1.LeaseId {
+		t.Fatalf("registration with v2: %v, want a new session on a new lease", r2)
+	}
+	if n := ts.Txns("").Total; n != 0 {
+		t.Fatalf("%d live transactions of the replaced session, want 0", n)
+	}
+	ttl, err := ts.Client().TimeToLive(context.Background(), clientLease(r1.LeaseId))
+	if err != nil || ttl.TTL != -1 {
+		t.Fatalf("old lease TTL = %v %v, want revoked (-1)", ttl, err)
+	}
+}
+
+// Heartbeats answer at once with the lease's TTL.
+func TestHeartbeat(t *testing.T) {
+	ts := servertest.Start(t, "")
+	sc, r := ts.Register(&pb.Register{InstanceId: "a-1", Service: "a", Version: "v1",
+		HeartbeatInterval: durationpb.New(time.Second), AllowedMisses: 2})
+	if got := r.Ttl.AsDuration(); got != 3*time.Second {
+		t.Fatalf("lease TTL = %v, want interval x (misses + 1) = 3s", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for range 5 {
+		hb, err := sc.Heartbeat(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hb.Error != "" || (!hb.Pending && hb.Ttl.AsDuration() <= 0) {
+			t.Fatalf("heartbeat ack %v", hb)
+		}
+	}
+}
+
+// A transaction that lives longer than the flush interval is written behind
+// with its used versions on its root session's lease; one that begins and
+// ends within the interval is never written.
+func TestWriteBehindRecords(t *testing.T) {
+	ts := servertest.Start(t, "", func(c *server.Config) { c.Coordinator.FlushInterval = 50 * time.Millisecond })
+	a := ts.Sidecar("a-1", "a", "v1", "b")
+	ts.Sidecar("b-1", "b", "v2")
+	servertest.Send(t, a, simsidecar.Begin("short", 1), simsidecar.End("short"))
+	servertest.Send(t, a, simsidecar.Begin("long", 1), simsidecar.Call("long", 1, "b", 2))
+	key := ts.Coord.Keys().Txn("long")
+	servertest.Eventually(t, 10*time.Second, "the long transaction's record", func() bool {
+		resp, err := ts.Client().Get(context.Background(), key)
+		return err == nil && len(resp.Kvs) == 1
+	})
+	resp, err := ts.Client().Get(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec pb.TxnRecord
+	if err := proto.Unmarshal(resp.Kvs[0].Value, &rec); err != nil {
+		t.Fatal(err)
+	}
+	want := &pb.TxnRecord{TxnId: "long", Owner: "a-1", Entry: "a", Used: []*pb.ServiceVersion{
+		{Service: "a", Version: "v1"}, {Service: "b", Version: "v2"}}}
+	if !proto.Equal(&rec, want) {
+		t.Fatalf("record = %v, want %v", &rec, want)
+	}
+	ss, _ := ts.Admin.ListSessions(context.Background(), &pb.ListSessionsRequest{Service: "a"})
+	var lease int64
+	for _, s := range ss.Sessions {
+		if s.InstanceId == "a-1" {
+			lease = s.LeaseId
+		}
+	}
+	if resp.Kvs[0].Lease != lease || lease == 0 {
+		t.Fatalf("record lease %d, want a-1's lease %d", resp.Kvs[0].Lease, lease)
+	}
+	if st := ts.Coord.WriteBehindStats(); st.Ops != 1 {
+		t.Fatalf("write-behind wrote %d ops, want 1 (the short transaction must not be written)", st.Ops)
+	}
+	servertest.Send(t, a, simsidecar.Return("long", 2), simsidecar.End("long"))
+	servertest.Eventually(t, 10*time.Second, "the record to be deleted", func() bool {
+		resp, err := ts.Client().Get(context.Background(), key)
+		return err == nil && len(resp.Kvs) == 0
+	})
+}
+
+// A call over an undeclared edge is learned, shown as learned in the graph,
+// and counted.
+func TestLearnedEdge(t *testing.T) {
+	ts := servertest.Start(t, "")
+	a := ts.Sidecar("a-1", "a", "v1") // declares no dependency
+	ts.Sidecar("b-1", "b", "v1")
+	servertest.Send(t, a, simsidecar.Begin("T", 1), simsidecar.Call("T", 1, "b", 2))
+	g, err := ts.Admin.GetGraph(context.Background(), &pb.GetGraphRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(g.Edges) != 1 || !g.Edges[0].Learned {
+		t.Fatalf("edges = %v, want a->b learned", g.Edges)
+	}
+	if tx := txn(t, ts, "T"); tx == nil || !tx.LearnedEdge {
+		t.Fatalf("transaction %v: want LearnedEdge", tx)
+	}
+	if got := ts.Metric("coordinator_learned_edges_total"); got != 1 {
+		t.Fatalf("coordinator_learned_edges_total = %v, want 1", got)
+	}
+}
+
+func clientLease(id int64) clientv3.LeaseID { return clientv3.LeaseID(id) }

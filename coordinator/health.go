@@ -1,0 +1,56 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/coordinator/coordinator/storage"
+)
+
+// Health thresholds.
+const (
+	healthEtcdTimeout     = 2 * time.Second
+	maxFlushLatency       = time.Second
+	healthCapacityPercent = 90
+)
+
+// HealthReport is what /health returns, ServiceCenter style: etcd is
+// reachable, the coordinator is within its capacity, and etcd writes are
+// not slow.
+type HealthReport struct {
+	Healthy          bool     `json:"healthy"`
+	Problems         []string `json:"problems,omitempty"`
+	Etcd             string   `json:"etcd"`
+	LiveTransactions int      `json:"live_transactions"`
+	MaxTransactions  int      `json:"max_transactions"`
+	Sessions         int      `json:"sessions"`
+	FlushLatencyMS   float64  `json:"write_behind_avg_latency_ms"`
+	PendingRecords   int      `json:"pending_records"`
+}
+
+// Health checks etcd, capacity and write latency.
+func (c *Coordinator) Health(ctx context.Context) HealthReport {
+	r := HealthReport{Etcd: "ok", MaxTransactions: c.cfg.MaxLiveTxns}
+	ctx, cancel := context.WithTimeout(ctx, healthEtcdTimeout)
+	defer cancel()
+	if err := storage.Check(ctx, c.cli); err != nil {
+		r.Etcd = err.Error()
+		r.Problems = append(r.Problems, "etcd: "+err.Error())
+	}
+	c.mu.Lock()
+	r.LiveTransactions = c.eng.Live()
+	r.Sessions = len(c.sessions)
+	r.PendingRecords = c.eng.DirtyLen()
+	c.mu.Unlock()
+	if r.LiveTransactions*100 >= r.MaxTransactions*healthCapacityPercent {
+		r.Problems = append(r.Problems, fmt.Sprintf("capacity: %d live transactions, limit %d", r.LiveTransactions, r.MaxTransactions))
+	}
+	st := c.wb.Stats()
+	r.FlushLatencyMS = float64(st.AvgLatency) / float64(time.Millisecond)
+	if st.AvgLatency > maxFlushLatency {
+		r.Problems = append(r.Problems, fmt.Sprintf("etcd writes are slow: average flush %v", st.AvgLatency))
+	}
+	r.Healthy = len(r.Problems) == 0
+	return r
+}

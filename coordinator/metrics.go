@@ -1,0 +1,120 @@
+package coordinator
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+
+	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+)
+
+// metrics are the coordinator's Prometheus metrics. Per-event counters are
+// resolved once and added per batch, so the event path pays no label lookup.
+type metrics struct {
+	events          []prometheus.Counter // by pb.EventType
+	eventErrors     *prometheus.CounterVec
+	lateEvents      prometheus.Counter
+	learnedEdges    prometheus.Counter
+	registrations   prometheus.Counter
+	heartbeats      prometheus.Counter
+	sessionsDropped *prometheus.CounterVec
+	freenessSeconds prometheus.Histogram
+	implicitExpired prometheus.Counter
+}
+
+func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
+	const ns = "coordinator"
+	events := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "events_total", Help: "Sidecar events applied, by type.",
+	}, []string{"type"})
+	m := &metrics{
+		eventErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "event_errors_total", Help: "Sidecar events rejected, by gRPC code.",
+		}, []string{"code"}),
+		lateEvents: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "late_events_total",
+			Help: "Events for transactions that had just ended (sent by another stream before the End); ignored.",
+		}),
+		learnedEdges: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "learned_edges_total", Help: "Static edges learned from calls nobody declared.",
+		}),
+		registrations: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "registrations_total", Help: "Sidecar registrations (new and resumed sessions).",
+		}),
+		heartbeats: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "heartbeats_total", Help: "Sidecar heartbeats received.",
+		}),
+		sessionsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "sessions_dropped_total", Help: "Sessions removed, by reason.",
+		}, []string{"reason"}),
+		implicitExpired: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Name: "implicit_expired_total",
+			Help: "Transactions known only from downstream calls, ended because their Begin never arrived.",
+		}),
+		freenessSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Name: "freeness_query_seconds", Help: "Time to answer a FREENESS query.",
+			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 10),
+		}),
+	}
+	for t := range int32(pb.EventType_EVENT_TYPE_END) + 1 {
+		name := "unspecified"
+		if t > 0 {
+			name = pb.EventType(t).String()[len("EVENT_TYPE_"):]
+		}
+		m.events = append(m.events, events.WithLabelValues(name))
+	}
+	if reg == nil {
+		return m, nil
+	}
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: name, Help: help}, f)
+	}
+	counter := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: name, Help: help}, f)
+	}
+	cs := []prometheus.Collector{
+		events, m.eventErrors, m.lateEvents, m.learnedEdges, m.registrations, m.heartbeats,
+		m.sessionsDropped, m.freenessSeconds, m.implicitExpired,
+		gauge("live_transactions", "Live distributed transactions.", func() float64 { return float64(c.Live()) }),
+		gauge("sessions", "Sidecar sessions with a live lease.", func() float64 {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return float64(len(c.sessions))
+		}),
+		gauge("services", "Services in the static graph.", func() float64 {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return float64(c.eng.NumServices())
+		}),
+		counter("writebehind_txns_total", "etcd transactions committed by the write-behind.",
+			func() float64 { return float64(c.wb.Stats().Txns) }),
+		counter("writebehind_ops_total", "Record writes committed by the write-behind.",
+			func() float64 { return float64(c.wb.Stats().Ops) }),
+		counter("writebehind_failures_total", "Write-behind etcd transactions that failed (and were retried).",
+			func() float64 { return float64(c.wb.Stats().Failures) }),
+		gauge("writebehind_pending", "Transaction records waiting to be written.", func() float64 {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return float64(c.eng.DirtyLen())
+		}),
+	}
+	for _, col := range cs {
+		if err := reg.Register(col); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) observeBatch(counts []int, late int, errs []*pb.EventError) {
+	for t, n := range counts {
+		if n > 0 {
+			m.events[t].Add(float64(n))
+		}
+	}
+	if late > 0 {
+		m.lateEvents.Add(float64(late))
+	}
+	for _, e := range errs {
+		m.eventErrors.WithLabelValues(codes.Code(e.Code).String()).Inc()
+	}
+}

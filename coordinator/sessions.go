@@ -1,0 +1,437 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/coordinator/coordinator/coordinator/graph"
+	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+	"github.com/coordinator/coordinator/storage"
+)
+
+// Limits on what a sidecar may send.
+const (
+	MaxTxnIDLen       = 256
+	MaxDependencies   = 1024
+	MaxLiveRoots      = 1 << 20
+	MinHeartbeat      = 100 * time.Millisecond
+	MaxHeartbeat      = 10 * time.Minute
+	MaxAllowedMisses  = 100
+	maxAddressLen     = 512
+	registerTimeout   = 10 * time.Second
+	resumeCheckBudget = 2 * time.Second
+)
+
+// session is one sidecar instance's session; guarded by Coordinator.mu.
+type session struct {
+	owner graph.Owner
+	rec   *pb.SessionRecord
+	svc   graph.ServiceID
+	ver   graph.VersionID
+	lease clientv3.LeaseID
+	ttl   time.Duration
+	// stream is the stream the session is attached to now, nil when
+	// disconnected (the lease then runs until its TTL).
+	stream *stream
+}
+
+func validTxnID(id string) error {
+	if id == "" {
+		return errors.New("txn_id is empty")
+	}
+	if len(id) > MaxTxnIDLen {
+		return fmt.Errorf("txn_id is %d bytes, more than %d", len(id), MaxTxnIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] <= ' ' || id[i] > '~' {
+			return fmt.Errorf("txn_id %q has byte 0x%02x: only printable ASCII without spaces", id, id[i])
+		}
+	}
+	return nil
+}
+
+func invalid(format string, args ...any) error {
+	return status.Errorf(codes.InvalidArgument, format, args...)
+}
+
+// validateRegister checks a Register and fills defaults; the error is a
+// gRPC status saying what was wrong.
+func (c *Coordinator) validateRegister(r *pb.Register) (hb time.Duration, misses uint32, err error) {
+	if err := storage.ValidName("instance_id", r.GetInstanceId()); err != nil {
+		return 0, 0, invalid("register: %v", err)
+	}
+	if err := storage.ValidName("service", r.GetService()); err != nil {
+		return 0, 0, invalid("register: %v", err)
+	}
+	if err := storage.ValidName("version", r.GetVersion()); err != nil {
+		return 0, 0, invalid("register: %v", err)
+	}
+	if len(r.GetAddress()) > maxAddressLen {
+		return 0, 0, invalid("register: address is longer than %d bytes", maxAddressLen)
+	}
+	if len(r.GetDependencies()) > MaxDependencies {
+		return 0, 0, invalid("register: %d dependencies, more than %d", len(r.GetDependencies()), MaxDependencies)
+	}
+	for _, d := range r.GetDependencies() {
+		if err := storage.ValidName("dependency", d); err != nil {
+			return 0, 0, invalid("register: %v", err)
+		}
+	}
+	if len(r.GetLiveRoots()) > MaxLiveRoots {
+		return 0, 0, invalid("register: %d live roots, more than %d", len(r.GetLiveRoots()), MaxLiveRoots)
+	}
+	for _, lr := range r.GetLiveRoots() {
+		if err := validTxnID(lr.GetTxnId()); err != nil {
+			return 0, 0, invalid("register: live root: %v", err)
+		}
+		if lr.GetSubId() == 0 {
+			return 0, 0, invalid("register: live root %q: sub_id is 0", lr.GetTxnId())
+		}
+	}
+	hb = c.cfg.DefaultHeartbeat
+	if d := r.GetHeartbeatInterval(); d != nil {
+		if err := d.CheckValid(); err != nil {
+			return 0, 0, invalid("register: heartbeat_interval: %v", err)
+		}
+		hb = d.AsDuration()
+		if hb < MinHeartbeat || hb > MaxHeartbeat {
+			return 0, 0, invalid("register: heartbeat_interval %v is outside [%v, %v]", hb, MinHeartbeat, MaxHeartbeat)
+		}
+	}
+	misses = r.GetAllowedMisses()
+	if misses == 0 {
+		misses = c.cfg.DefaultMisses
+	}
+	if misses > MaxAllowedMisses {
+		return 0, 0, invalid("register: allowed_misses %d is more than %d", misses, MaxAllowedMisses)
+	}
+	return hb, misses, nil
+}
+
+// register opens or resumes the session of r.InstanceId on stream st.
+func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) (*session, *pb.Registered, error) {
+	hb, misses, err := c.validateRegister(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	c.regMu.Lock()
+	defer c.regMu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, registerTimeout)
+	defer cancel()
+
+	c.mu.Lock()
+	old := c.sessions[r.InstanceId]
+	var oldLease clientv3.LeaseID
+	same := false
+	if old != nil {
+		oldLease = old.lease
+		same = old.rec.Service == r.Service && old.rec.Version == r.Version
+	}
+	c.mu.Unlock()
+
+	ttl := storage.SessionTTL(hb, int(misses))
+	lease := clientv3.LeaseID(0)
+	resumed := false
+	if old != nil && same {
+		// Resume the session if its lease is still alive.
+		kctx, kcancel := context.WithTimeout(ctx, resumeCheckBudget)
+		_, err := c.cli.KeepAliveOnce(kctx, oldLease)
+		kcancel()
+		if err == nil {
+			lease, resumed = oldLease, true
+		}
+	}
+	if !resumed {
+		if old != nil {
+			// A different version under the same id, or a dead lease: the old
+			// session is over.
+			c.mu.Lock()
+			if cur := c.sessions[r.InstanceId]; cur == old {
+				c.dropSessionLocked(old, "replaced")
+			}
+			c.mu.Unlock()
+			if _, err := c.cli.Revoke(ctx, oldLease); err != nil && !errors.Is(err, context.Canceled) {
+				c.lg.Debug("revoke replaced session lease", "instance", r.InstanceId, "lease", int64(oldLease), "error", err)
+			}
+		}
+		if lease, err = c.leases.Grant(ctx, ttl); err != nil {
+			return nil, nil, status.Errorf(codes.Unavailable, "register: grant lease: %v", err)
+		}
+	}
+	rec := &pb.SessionRecord{
+		InstanceId:        r.InstanceId,
+		Service:           r.Service,
+		Version:           r.Version,
+		Address:           r.Address,
+		LeaseId:           int64(lease),
+		HeartbeatInterval: durationpb.New(hb),
+		AllowedMisses:     misses,
+		RegisteredAt:      timestamppb.Now(),
+	}
+	if resumed {
+		c.mu.Lock()
+		rec.RegisteredAt = old.rec.RegisteredAt
+		c.mu.Unlock()
+	}
+	val, err := proto.Marshal(rec)
+	if err != nil {
+		return nil, nil, status.Errorf(codes.Internal, "register: encode session: %v", err)
+	}
+	if _, err := c.cli.Put(ctx, c.keys.Session(r.InstanceId), string(val), clientv3.WithLease(lease)); err != nil {
+		return nil, nil, status.Errorf(codes.Unavailable, "register: store session: %v", err)
+	}
+	if err := c.persistService(ctx, r.Service, r.Dependencies, r.Version); err != nil {
+		return nil, nil, status.Errorf(codes.Unavailable, "register: store service: %v", err)
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.sessions[r.InstanceId]
+	if s == nil || s.lease != lease {
+		s = c.addSessionLocked(rec, ttl)
+	} else {
+		s.rec, s.ttl = rec, ttl
+	}
+	if s.stream != nil && s.stream != st {
+		s.stream.takeOver() // a newer stream of the same instance wins
+	}
+	s.stream = st
+	c.declareLocked(r.Service, r.Dependencies)
+	resynced, ended := c.resyncLocked(s, r.LiveRoots, resumed)
+	c.metrics.registrations.Inc()
+	c.lg.Info("session registered", "instance", r.InstanceId, "service", r.Service, "version", r.Version,
+		"lease", int64(lease), "ttl", ttl, "resumed", resumed, "resynced", resynced, "ended", ended)
+	return s, &pb.Registered{
+		InstanceId: r.InstanceId,
+		LeaseId:    int64(lease),
+		Ttl:        durationpb.New(ttl),
+		Resumed:    resumed,
+		Resynced:   uint32(resynced),
+		Ended:      uint32(ended),
+	}, nil
+}
+
+// persistService makes sure the service's record lists deps, and that the
+// service has a route (its first registered version becomes the default).
+func (c *Coordinator) persistService(ctx context.Context, svc string, deps []string, version string) error {
+	c.mu.Lock()
+	have := c.deps[svc]
+	merged := slices.Clone(have)
+	for _, d := range deps {
+		if !slices.Contains(merged, d) {
+			merged = append(merged, d)
+		}
+	}
+	_, known := c.deps[svc]
+	c.mu.Unlock()
+	if !known || len(merged) != len(have) {
+		slices.Sort(merged)
+		val, err := proto.Marshal(&pb.ServiceRecord{Name: svc, Dependencies: merged})
+		if err != nil {
+			return err
+		}
+		if _, err := c.cli.Put(ctx, c.keys.Service(svc), string(val)); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		c.deps[svc] = merged
+		c.mu.Unlock()
+	}
+	c.mu.Lock()
+	_, routed := c.routes[c.eng.Service(svc)]
+	c.mu.Unlock()
+	if routed {
+		return nil
+	}
+	key := c.keys.Route(svc)
+	resp, err := c.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, version)).
+		Else(clientv3.OpGet(key)).
+		Commit()
+	if err != nil {
+		return err
+	}
+	route := version
+	if !resp.Succeeded {
+		if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
+			route = string(kvs[0].Value)
+		}
+	}
+	c.mu.Lock()
+	c.routes[c.eng.Service(svc)] = c.eng.Version(route)
+	c.mu.Unlock()
+	return nil
+}
+
+// declareLocked adds the declared static edges svc -> deps.
+func (c *Coordinator) declareLocked(svc string, deps []string) {
+	from := c.eng.Service(svc)
+	for _, d := range deps {
+		to := c.eng.Service(d)
+		c.eng.AddEdge(from, to)
+		c.declared[edge{from, to}] = struct{}{}
+	}
+}
+
+// addSessionLocked installs a session under a fresh owner slot.
+func (c *Coordinator) addSessionLocked(rec *pb.SessionRecord, ttl time.Duration) *session {
+	s := &session{
+		rec:   rec,
+		svc:   c.eng.Service(rec.Service),
+		ver:   c.eng.Version(rec.Version),
+		lease: clientv3.LeaseID(rec.LeaseId),
+		ttl:   ttl,
+	}
+	if n := len(c.free); n > 0 {
+		s.owner = c.free[n-1]
+		c.free = c.free[:n-1]
+		c.owners[s.owner] = s
+	} else {
+		s.owner = graph.Owner(len(c.owners))
+		c.owners = append(c.owners, s)
+	}
+	c.sessions[rec.InstanceId] = s
+	return s
+}
+
+// dropSessionLocked removes a session and ends the root transactions it owns.
+func (c *Coordinator) dropSessionLocked(s *session, why string) int {
+	ended := c.eng.EndOwnedBy(s.owner)
+	delete(c.sessions, s.rec.InstanceId)
+	c.owners[s.owner] = nil
+	c.free = append(c.free, s.owner)
+	if s.stream != nil {
+		s.stream.takeOver()
+		s.stream = nil
+	}
+	c.leases.Forget(s.lease)
+	c.metrics.sessionsDropped.WithLabelValues(why).Inc()
+	c.lg.Info("session dropped", "instance", s.rec.InstanceId, "service", s.rec.Service,
+		"lease", int64(s.lease), "reason", why, "ended_txns", len(ended))
+	return len(ended)
+}
+
+// resyncLocked reconciles the roots a (re)registering sidecar says it runs
+// with what the coordinator has for it. Roots it no longer runs ended while
+// it was away; roots the coordinator does not know are added as legacy
+// (pessimistic: we did not see what they used).
+func (c *Coordinator) resyncLocked(s *session, roots []*pb.LiveRoot, resumed bool) (resynced, ended int) {
+	if resumed {
+		want := make(map[string]struct{}, len(roots))
+		for _, r := range roots {
+			want[r.TxnId] = struct{}{}
+		}
+		var gone []string
+		c.eng.ForEachTxn(func(t graph.TxnInfo) bool {
+			if t.Owner == s.owner {
+				if _, ok := want[t.ID]; !ok {
+					gone = append(gone, t.ID)
+				}
+			}
+			return true
+		})
+		for _, id := range gone {
+			if c.eng.End(id) == nil {
+				ended++
+			}
+		}
+	}
+	for _, r := range roots {
+		if info, ok := c.eng.Txn(r.TxnId); ok {
+			if info.Owner == s.owner {
+				resynced++
+				continue
+			}
+			if info.Implicit {
+				// Seen through downstream calls only: this is its Begin.
+				if c.eng.Begin(r.TxnId, s.svc, s.ver, graph.SubID(r.SubId), s.owner) == nil {
+					resynced++
+				}
+				continue
+			}
+			c.lg.Warn("resync: root owned by another session", "txn", r.TxnId, "instance", s.rec.InstanceId)
+			continue
+		}
+		if c.eng.AddLegacy(r.TxnId, s.owner, nil) == nil {
+			resynced++
+		}
+	}
+	return resynced, ended
+}
+
+// ownerSessionLocked returns the live session behind an owner tag.
+func (c *Coordinator) ownerSessionLocked(o graph.Owner) *session {
+	if int(o) >= len(c.owners) {
+		return nil
+	}
+	return c.owners[o]
+}
+
+// onCacheEvent reacts to session keys vanishing: a lease expired (or a
+// session was replaced). The session's transaction records went with the
+// lease; its root transactions end now.
+func (c *Coordinator) onCacheEvent(ev storage.Event) {
+	if ev.Type != storage.EventDelete || !strings.HasPrefix(ev.Key, c.keys.Sessions()) {
+		return
+	}
+	instance := strings.TrimPrefix(ev.Key, c.keys.Sessions())
+	var prev pb.SessionRecord
+	if len(ev.PrevValue) > 0 {
+		if err := proto.Unmarshal(ev.PrevValue, &prev); err != nil {
+			c.lg.Warn("session watch: undecodable previous value", "key", ev.Key, "error", err)
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.sessions[instance]
+	if s == nil {
+		return
+	}
+	if len(ev.PrevValue) > 0 && clientv3.LeaseID(prev.LeaseId) != s.lease {
+		return // an older lease of a session that has re-registered since
+	}
+	c.dropSessionLocked(s, "lease_expired")
+}
+
+// onLeaseNotFound is called by the write-behind when a record's lease is gone.
+func (c *Coordinator) onLeaseNotFound(id clientv3.LeaseID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, s := range c.sessions {
+		if s.lease == id {
+			c.dropSessionLocked(s, "lease_expired")
+			return
+		}
+	}
+}
+
+// heartbeat refreshes the session's lease asynchronously and answers with the
+// last completed refresh at once.
+func (c *Coordinator) heartbeat(s *session) *pb.HeartbeatAck {
+	c.mu.Lock()
+	lease := s.lease
+	live := c.sessions[s.rec.InstanceId] == s
+	c.mu.Unlock()
+	c.metrics.heartbeats.Inc()
+	if !live {
+		return &pb.HeartbeatAck{Error: "session expired: register again"}
+	}
+	res := c.leases.Heartbeat(lease)
+	ack := &pb.HeartbeatAck{Ttl: durationpb.New(res.TTL), Pending: res.Pending}
+	if res.Err != nil {
+		ack.Error = res.Err.Error()
+	}
+	return ack
+}

@@ -1,0 +1,259 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/coordinator/coordinator/coordinator/graph"
+	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+	"github.com/coordinator/coordinator/storage"
+)
+
+// MaxEventsPerBatch bounds one EventBatch.
+const MaxEventsPerBatch = 65536
+
+// stream is one sidecar stream.
+type stream struct {
+	srv    pb.SidecarService_ConnectServer
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	sendMu sync.Mutex
+}
+
+var errTakenOver = errors.New("coordinator: session taken over by a newer stream")
+
+func (st *stream) takeOver() { st.cancel(errTakenOver) }
+
+func (st *stream) send(m *pb.CoordinatorMessage) error {
+	st.sendMu.Lock()
+	defer st.sendMu.Unlock()
+	return st.srv.Send(m)
+}
+
+// SidecarServer returns the gRPC SidecarService implementation.
+func (c *Coordinator) SidecarServer() pb.SidecarServiceServer { return sidecarServer{c: c} }
+
+type sidecarServer struct {
+	pb.UnimplementedSidecarServiceServer
+	c *Coordinator
+}
+
+func (s sidecarServer) Connect(srv pb.SidecarService_ConnectServer) error { return s.c.connect(srv) }
+
+func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
+	if c.stopping.Load() {
+		return status.Error(codes.Unavailable, "coordinator is shutting down")
+	}
+	c.streams.Add(1)
+	defer c.streams.Done()
+	ctx, cancel := context.WithCancelCause(srv.Context())
+	defer cancel(nil)
+	stop := context.AfterFunc(c.ctx, func() { cancel(ErrStopped) })
+	defer stop()
+	st := &stream{srv: srv, ctx: ctx, cancel: cancel}
+
+	msgs := make(chan *pb.SidecarMessage)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			m, err := srv.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case msgs <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	var sess *session
+	defer func() {
+		if sess != nil {
+			c.detach(sess, st)
+		}
+	}()
+	for {
+		var m *pb.SidecarMessage
+		select {
+		case <-ctx.Done():
+			switch cause := context.Cause(ctx); {
+			case errors.Is(cause, ErrStopped):
+				return status.Error(codes.Unavailable, "coordinator is shutting down")
+			case errors.Is(cause, errTakenOver):
+				return status.Error(codes.Aborted, "session taken over by a newer stream or dropped; register again")
+			default:
+				return status.FromContextError(ctx.Err()).Err()
+			}
+		case err := <-recvErr:
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		case m = <-msgs:
+		}
+		var out *pb.CoordinatorMessage
+		switch k := m.Kind.(type) {
+		case *pb.SidecarMessage_Register:
+			if sess != nil {
+				return status.Errorf(codes.FailedPrecondition,
+					"stream already registered as instance %q; open a new stream to register again", sess.rec.InstanceId)
+			}
+			s, reg, err := c.register(ctx, st, k.Register)
+			if err != nil {
+				return err
+			}
+			sess = s
+			out = &pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_Registered{Registered: reg}}
+		case *pb.SidecarMessage_Events:
+			out = &pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_Ack{Ack: c.applyBatch(sess, st, k.Events.GetEvents())}}
+		case *pb.SidecarMessage_Heartbeat:
+			if sess == nil {
+				return status.Error(codes.FailedPrecondition, "heartbeat before register")
+			}
+			out = &pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_HeartbeatAck{HeartbeatAck: c.heartbeat(sess)}}
+		default:
+			return status.Error(codes.InvalidArgument, "empty sidecar message")
+		}
+		if err := st.send(out); err != nil {
+			return err
+		}
+	}
+}
+
+// detach marks the session disconnected when its stream ends. The session
+// keeps its lease until the TTL: a sidecar that reconnects in time resumes.
+func (c *Coordinator) detach(s *session, st *stream) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s.stream == st {
+		s.stream = nil
+		c.lg.Info("session disconnected", "instance", s.rec.InstanceId, "lease", int64(s.lease))
+	}
+}
+
+// applyBatch applies events in order under one lock and acknowledges them.
+func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ack {
+	ack := &pb.Ack{}
+	if n := len(evs); n > 0 {
+		ack.ThroughSeq = evs[n-1].GetSeq()
+	}
+	if len(evs) > MaxEventsPerBatch {
+		ack.Errors = append(ack.Errors, &pb.EventError{
+			Code:    int32(codes.InvalidArgument),
+			Message: fmt.Sprintf("batch of %d events is larger than %d; nothing applied", len(evs), MaxEventsPerBatch),
+		})
+		return ack
+	}
+	var counts [int(pb.EventType_EVENT_TYPE_END) + 1]int
+	late := 0
+	c.mu.Lock()
+	c.eng.SetEpoch(c.epoch())
+	current := s != nil && s.stream == st && c.sessions[s.rec.InstanceId] == s
+	for _, ev := range evs {
+		var err error
+		if !current {
+			err = status.Error(codes.FailedPrecondition, ErrNotRegistered.Error()+": send Register first")
+		} else {
+			err = c.applyLocked(s, ev)
+		}
+		if err == nil {
+			if t := ev.GetType(); t > 0 && int(t) < len(counts) {
+				counts[t]++
+			}
+			continue
+		}
+		if errors.Is(err, graph.ErrTxnEnded) {
+			late++ // a late event from another stream for a transaction that ended
+			continue
+		}
+		st := status.Convert(err)
+		ack.Errors = append(ack.Errors, &pb.EventError{
+			Seq:     ev.GetSeq(),
+			Code:    int32(st.Code()),
+			Message: st.Message(),
+			TxnId:   ev.GetTxnId(),
+		})
+	}
+	c.mu.Unlock()
+	c.metrics.observeBatch(counts[:], late, ack.Errors)
+	return ack
+}
+
+// applyLocked applies one event; the error is a gRPC status (or wraps
+// graph.ErrTxnEnded for late events).
+func (c *Coordinator) applyLocked(s *session, ev *pb.Event) error {
+	if ev == nil {
+		return status.Error(codes.InvalidArgument, "nil event")
+	}
+	if err := validTxnID(ev.TxnId); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	typ := ev.Type
+	sub := graph.SubID(ev.SubId)
+	if sub == 0 && typ != pb.EventType_EVENT_TYPE_END {
+		return status.Errorf(codes.InvalidArgument, "%s: sub_id is 0", typ)
+	}
+	var err error
+	switch typ {
+	case pb.EventType_EVENT_TYPE_BEGIN:
+		err = c.eng.Begin(ev.TxnId, s.svc, s.ver, sub, s.owner)
+	case pb.EventType_EVENT_TYPE_CALL:
+		if ev.CallerSubId == 0 {
+			return status.Error(codes.InvalidArgument, "CALL: caller_sub_id is 0")
+		}
+		if e := storage.ValidName("service", ev.Service); e != nil {
+			return status.Errorf(codes.InvalidArgument, "CALL: %v", e)
+		}
+		to := c.eng.Service(ev.Service)
+		var info graph.CallInfo
+		info, err = c.eng.Call(ev.TxnId, s.svc, s.ver, graph.SubID(ev.CallerSubId), to, sub, c.routes[to])
+		if err == nil && info.Implicit {
+			c.eng.Adopt(ev.TxnId, s.owner) // until its Begin arrives
+			c.implicit[ev.TxnId] = time.Now()
+		}
+		if err == nil && info.LearnedEdge {
+			c.metrics.learnedEdges.Inc()
+			c.lg.Warn("learned undeclared static edge", "from", s.rec.Service, "to", ev.Service, "txn", ev.TxnId)
+		}
+	case pb.EventType_EVENT_TYPE_RETURN:
+		err = c.eng.Return(ev.TxnId, sub)
+	case pb.EventType_EVENT_TYPE_DONE:
+		to, ok := c.eng.LookupService(ev.Service)
+		if !ok {
+			return status.Errorf(codes.InvalidArgument, "DONE: unknown service %q", ev.Service)
+		}
+		err = c.eng.Done(ev.TxnId, sub, to)
+	case pb.EventType_EVENT_TYPE_END:
+		err = c.eng.End(ev.TxnId)
+	default:
+		return status.Errorf(codes.InvalidArgument, "unknown event type %d", int32(typ))
+	}
+	if err == nil || errors.Is(err, graph.ErrTxnEnded) {
+		return err
+	}
+	return eventStatus(typ, ev, err)
+}
+
+// eventStatus turns an engine error into a status that says what was wrong.
+func eventStatus(typ pb.EventType, ev *pb.Event, err error) error {
+	code := codes.InvalidArgument
+	switch {
+	case errors.Is(err, graph.ErrUnknownTxn):
+		code = codes.NotFound
+	case errors.Is(err, graph.ErrUnknownSub):
+		code = codes.NotFound
+	case errors.Is(err, graph.ErrTxnExists), errors.Is(err, graph.ErrSubExists):
+		code = codes.AlreadyExists
+	}
+	return status.Errorf(code, "%s txn %q sub %016x: %v", typ, ev.TxnId, ev.SubId, err)
+}
