@@ -1,0 +1,211 @@
+// Package simsidecar is a simulated sidecar for tests and benchmarks: it
+// speaks the real sidecar protocol over a real gRPC stream (register, batched
+// events with sequence numbers, heartbeats) without any HTTP service behind
+// it, so a test can replay exact event sequences and read every answer.
+package simsidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"google.golang.org/grpc"
+
+	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+)
+
+// Sidecar is one simulated sidecar stream. Send may be called from one
+// goroutine at a time; answers are read by a background goroutine.
+type Sidecar struct {
+	stream pb.SidecarService_ConnectClient
+	cancel context.CancelFunc
+	seq    atomic.Uint64
+
+	mu      sync.Mutex
+	waiters map[uint64]chan *pb.Ack // by through_seq
+	hb      chan *pb.HeartbeatAck
+	err     error
+	done    chan struct{}
+}
+
+// Connect opens a stream on conn and registers.
+func Connect(ctx context.Context, conn grpc.ClientConnInterface, reg *pb.Register) (*Sidecar, *pb.Registered, error) {
+	sctx, cancel := context.WithCancel(context.Background())
+	stream, err := pb.NewSidecarServiceClient(conn).Connect(sctx)
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	if err := stream.Send(&pb.SidecarMessage{Kind: &pb.SidecarMessage_Register{Register: reg}}); err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	type result struct {
+		m   *pb.CoordinatorMessage
+		err error
+	}
+	first := make(chan result, 1)
+	go func() {
+		m, err := stream.Recv()
+		first <- result{m, err}
+	}()
+	var r result
+	select {
+	case r = <-first:
+	case <-ctx.Done():
+		cancel()
+		return nil, nil, ctx.Err()
+	}
+	if r.err != nil {
+		cancel()
+		return nil, nil, r.err
+	}
+	registered := r.m.GetRegistered()
+	if registered == nil {
+		cancel()
+		return nil, nil, fmt.Errorf("simsidecar: expected Registered, got %v", r.m)
+	}
+	s := &Sidecar{
+		stream:  stream,
+		cancel:  cancel,
+		waiters: make(map[uint64]chan *pb.Ack),
+		hb:      make(chan *pb.HeartbeatAck, 16),
+		done:    make(chan struct{}),
+	}
+	go s.recv()
+	return s, registered, nil
+}
+
+func (s *Sidecar) recv() {
+	defer close(s.done)
+	for {
+		m, err := s.stream.Recv()
+		if err != nil {
+			s.mu.Lock()
+			s.err = err
+			for k, w := range s.waiters {
+				close(w)
+				delete(s.waiters, k)
+			}
+			s.mu.Unlock()
+			return
+		}
+		switch k := m.Kind.(type) {
+		case *pb.CoordinatorMessage_Ack:
+			s.mu.Lock()
+			w := s.waiters[k.Ack.ThroughSeq]
+			delete(s.waiters, k.Ack.ThroughSeq)
+			s.mu.Unlock()
+			if w != nil {
+				w <- k.Ack
+			}
+		case *pb.CoordinatorMessage_HeartbeatAck:
+			select {
+			case s.hb <- k.HeartbeatAck:
+			default:
+			}
+		}
+	}
+}
+
+// Err is why the stream ended (nil while it is open).
+func (s *Sidecar) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Done is closed when the stream has ended.
+func (s *Sidecar) Done() <-chan struct{} { return s.done }
+
+// SendAsync numbers the events, sends them as one batch, and returns a
+// channel that receives the batch's Ack (closed without a value if the
+// stream ends first).
+func (s *Sidecar) SendAsync(evs ...*pb.Event) (<-chan *pb.Ack, error) {
+	if len(evs) == 0 {
+		return nil, errors.New("simsidecar: empty batch")
+	}
+	for _, e := range evs {
+		e.Seq = s.seq.Add(1)
+	}
+	w := make(chan *pb.Ack, 1)
+	s.mu.Lock()
+	if s.err != nil {
+		s.mu.Unlock()
+		return nil, s.err
+	}
+	s.waiters[evs[len(evs)-1].Seq] = w
+	s.mu.Unlock()
+	err := s.stream.Send(&pb.SidecarMessage{Kind: &pb.SidecarMessage_Events{Events: &pb.EventBatch{Events: evs}}})
+	if err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// Send sends one batch and waits for its Ack.
+func (s *Sidecar) Send(ctx context.Context, evs ...*pb.Event) (*pb.Ack, error) {
+	w, err := s.SendAsync(evs...)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case a, ok := <-w:
+		if !ok {
+			return nil, fmt.Errorf("simsidecar: stream ended: %w", s.Err())
+		}
+		return a, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Heartbeat sends a heartbeat and waits for its answer.
+func (s *Sidecar) Heartbeat(ctx context.Context) (*pb.HeartbeatAck, error) {
+	if err := s.stream.Send(&pb.SidecarMessage{Kind: &pb.SidecarMessage_Heartbeat{Heartbeat: &pb.Heartbeat{}}}); err != nil {
+		return nil, err
+	}
+	select {
+	case a := <-s.hb:
+		return a, nil
+	case <-s.done:
+		return nil, fmt.Errorf("simsidecar: stream ended: %w", s.Err())
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Close ends the stream (the session keeps its lease until the TTL).
+func (s *Sidecar) Close() {
+	_ = s.stream.CloseSend()
+	s.cancel()
+	<-s.done
+}
+
+// Begin, Call, Return, Done and End build events; the calling side is
+// always the sidecar's own service.
+func Begin(txn string, sub uint64) *pb.Event {
+	return &pb.Event{Type: pb.EventType_EVENT_TYPE_BEGIN, TxnId: txn, SubId: sub}
+}
+
+// Call: caller (running here) calls service `to`, creating sub there.
+func Call(txn string, caller uint64, to string, sub uint64) *pb.Event {
+	return &pb.Event{Type: pb.EventType_EVENT_TYPE_CALL, TxnId: txn, CallerSubId: caller, Service: to, SubId: sub}
+}
+
+// Return: sub (called from here) returned.
+func Return(txn string, sub uint64) *pb.Event {
+	return &pb.Event{Type: pb.EventType_EVENT_TYPE_RETURN, TxnId: txn, SubId: sub}
+}
+
+// Done: sub (running here) will not call `to` again.
+func Done(txn string, sub uint64, to string) *pb.Event {
+	return &pb.Event{Type: pb.EventType_EVENT_TYPE_DONE, TxnId: txn, SubId: sub, Service: to}
+}
+
+// End: root txn finished.
+func End(txn string) *pb.Event {
+	return &pb.Event{Type: pb.EventType_EVENT_TYPE_END, TxnId: txn}
+}
