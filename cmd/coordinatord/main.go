@@ -1,0 +1,116 @@
+// Command coordinatord runs a coordinator replica: with no flags it starts an
+// embedded single-member etcd in ./coordinatord.data and serves sidecars and
+// operators on 127.0.0.1:7400 (gRPC) and 127.0.0.1:7401 (REST, /health,
+// /metrics).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/coordinator/coordinator/coordinator"
+	"github.com/coordinator/coordinator/coordinator/server"
+	"github.com/coordinator/coordinator/storage"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("coordinatord", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		dataDir       = fs.String("data-dir", server.DefaultDataDir, "directory of the embedded etcd's data")
+		grpcAddr      = fs.String("grpc-addr", server.DefaultGRPCAddr, "gRPC listen address (sidecar stream and admin API)")
+		httpAddr      = fs.String("http-addr", server.DefaultHTTPAddr, "HTTP listen address (REST API, /health, /metrics)")
+		endpoints     = fs.String("etcd-endpoints", "", "comma-separated endpoints of an external etcd cluster (default: embedded etcd)")
+		prefix        = fs.String("prefix", storage.DefaultPrefix, "etcd key prefix of all coordinator state")
+		flush         = fs.Duration("flush-interval", coordinator.DefaultFlushInterval, "write-behind period of transaction records")
+		heartbeat     = fs.Duration("default-heartbeat", coordinator.DefaultHeartbeatInterval, "heartbeat interval for sidecars that do not set one")
+		misses        = fs.Uint("default-misses", coordinator.DefaultAllowedMisses, "missed heartbeats allowed for sidecars that do not set it")
+		maxTxns       = fs.Int("max-live-txns", coordinator.DefaultMaxLiveTxns, "live transactions at which /health reports over capacity (at 90%)")
+		logLevel      = fs.String("log-level", "info", "debug, info, warn or error")
+		logFormat     = fs.String("log-format", "text", "text or json")
+		shutdownGrace = fs.Duration("shutdown-timeout", 30*time.Second, "how long a clean shutdown may take")
+	)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "coordinatord: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(stderr, "coordinatord: --log-level: %v\n", err)
+		return 2
+	}
+	var h slog.Handler
+	switch *logFormat {
+	case "text":
+		h = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})
+	case "json":
+		h = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})
+	default:
+		fmt.Fprintf(stderr, "coordinatord: --log-format must be text or json, not %q\n", *logFormat)
+		return 2
+	}
+	lg := slog.New(h)
+	var eps []string
+	for _, e := range strings.Split(*endpoints, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			eps = append(eps, e)
+		}
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	startCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	srv, err := server.Start(startCtx, server.Config{
+		GRPCAddr:      *grpcAddr,
+		HTTPAddr:      *httpAddr,
+		DataDir:       *dataDir,
+		EtcdEndpoints: eps,
+		Logger:        lg,
+		Coordinator: coordinator.Config{
+			Prefix:           *prefix,
+			FlushInterval:    *flush,
+			DefaultHeartbeat: *heartbeat,
+			DefaultMisses:    uint32(*misses),
+			MaxLiveTxns:      *maxTxns,
+		},
+	})
+	cancel()
+	if err != nil {
+		lg.Error("start failed", "error", err)
+		return 1
+	}
+	code := 0
+	select {
+	case <-ctx.Done():
+		lg.Info("signal received, shutting down")
+	case err := <-srv.Done():
+		lg.Error("listener stopped", "error", err)
+		code = 1
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), *shutdownGrace)
+	defer scancel()
+	if err := srv.Close(sctx); err != nil {
+		lg.Error("shutdown", "error", err)
+		code = 1
+	}
+	return code
+}
