@@ -2,6 +2,8 @@ package coordinator_test
 
 import (
 	"context"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,10 +13,12 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/coordinator/coordinator/coordinator"
 	"github.com/coordinator/coordinator/coordinator/server"
 	"github.com/coordinator/coordinator/coordinator/server/servertest"
 	"github.com/coordinator/coordinator/internal/simsidecar"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+	"github.com/coordinator/coordinator/storage/embedetcd"
 )
 
 func txn(t *testing.T, ts *servertest.Server, id string) *pb.Transaction {
@@ -211,3 +215,48 @@ func TestLearnedEdge(t *testing.T) {
 }
 
 func clientLease(id int64) clientv3.LeaseID { return clientv3.LeaseID(id) }
+
+// /health reports over capacity, and a lost etcd, with 503 and the reason;
+// the replica here uses an external etcd (--etcd-endpoints).
+func TestHealth(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	etcd, err := embedetcd.Start(ctx, embedetcd.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer etcd.Close()
+	ts := servertest.Start(t, "", func(c *server.Config) {
+		c.EtcdEndpoints = etcd.Endpoints()
+		c.Coordinator.MaxLiveTxns = 10
+	})
+	var h coordinator.HealthReport
+	if code := ts.REST("/health", &h); code != http.StatusOK || !h.Healthy {
+		t.Fatalf("/health: HTTP %d %+v, want healthy", code, h)
+	}
+	// A lease long enough to outlive the test: this sidecar does not heartbeat.
+	a, _ := ts.Register(&pb.Register{InstanceId: "a-1", Service: "a", Version: "v1", HeartbeatInterval: durationpb.New(time.Minute)})
+	for i := range 9 {
+		servertest.Send(t, a, simsidecar.Begin(servertest.TxnID(i), 1))
+	}
+	if code := ts.REST("/health", nil); code != http.StatusServiceUnavailable {
+		t.Fatalf("/health with 9 of 10 transactions: HTTP %d, want 503", code)
+	}
+	body := ts.RawREST("/health")
+	if !strings.Contains(body, "capacity: 9 live transactions, limit 10") {
+		t.Fatalf("/health body %s: want the capacity problem", body)
+	}
+	etcd.Close()
+	body = ts.RawREST("/health")
+	if !strings.Contains(body, `"etcd: `) {
+		t.Fatalf("/health with etcd stopped: %s, want an etcd problem", body)
+	}
+	// With etcd gone, a shutdown cannot write what is pending: it must say
+	// so rather than report a clean stop.
+	servertest.Send(t, a, simsidecar.Begin("pending", 1))
+	sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer scancel()
+	if err := ts.StopWith(sctx); err == nil || !strings.Contains(err.Error(), "unwritten") {
+		t.Fatalf("stop with etcd gone: %v, want an error naming the unwritten records", err)
+	}
+}

@@ -87,18 +87,25 @@ func Start(t testing.TB, dir string, opts ...Option) *Server {
 	return ts
 }
 
-// Stop shuts the replica down cleanly (idempotent).
+// Stop shuts the replica down cleanly (idempotent) and fails the test if
+// that reports an error.
 func (ts *Server) Stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := ts.StopWith(ctx); err != nil {
+		ts.t.Errorf("close server: %v", err)
+	}
+}
+
+// StopWith shuts the replica down within ctx and returns what Close
+// reported (nil if it was stopped already).
+func (ts *Server) StopWith(ctx context.Context) error {
 	if ts.Conn == nil {
-		return
+		return nil
 	}
 	ts.Conn.Close()
 	ts.Conn = nil
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := ts.Close(ctx); err != nil {
-		ts.t.Errorf("close server: %v", err)
-	}
+	return ts.Close(ctx)
 }
 
 // Sidecar registers a simulated sidecar of svc@version with deps.
@@ -171,6 +178,21 @@ func (ts *Server) REST(path string, out any) int {
 		}
 	}
 	return resp.StatusCode
+}
+
+// RawREST GETs path and returns the body whatever the status.
+func (ts *Server) RawREST(path string) string {
+	ts.t.Helper()
+	resp, err := http.Get("http://" + ts.HTTPAddr() + path)
+	if err != nil {
+		ts.t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	return string(body)
 }
 
 // FreeREST asks GET /v1/services/{svc}/freeness.
