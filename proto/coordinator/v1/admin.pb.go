@@ -23,6 +23,132 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Strategy of an update (DESIGN.md section 4).
+type Strategy int32
+
+const (
+	Strategy_STRATEGY_UNSPECIFIED Strategy = 0
+	// Wait for freeness, then switch.
+	Strategy_STRATEGY_WF Strategy = 1
+	// Block calls of transactions that have not used the service until it is
+	// free, then switch and release them to the new version.
+	Strategy_STRATEGY_BF Strategy = 2
+	// Switch at once; pin each transaction to the version it used first.
+	Strategy_STRATEGY_CV Strategy = 3
+	// Switch at once with no pinning: a baseline that breaks transactions.
+	Strategy_STRATEGY_NAIVE Strategy = 4
+)
+
+// Enum value maps for Strategy.
+var (
+	Strategy_name = map[int32]string{
+		0: "STRATEGY_UNSPECIFIED",
+		1: "STRATEGY_WF",
+		2: "STRATEGY_BF",
+		3: "STRATEGY_CV",
+		4: "STRATEGY_NAIVE",
+	}
+	Strategy_value = map[string]int32{
+		"STRATEGY_UNSPECIFIED": 0,
+		"STRATEGY_WF":          1,
+		"STRATEGY_BF":          2,
+		"STRATEGY_CV":          3,
+		"STRATEGY_NAIVE":       4,
+	}
+)
+
+func (x Strategy) Enum() *Strategy {
+	p := new(Strategy)
+	*p = x
+	return p
+}
+
+func (x Strategy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Strategy) Descriptor() protoreflect.EnumDescriptor {
+	return file_coordinator_v1_admin_proto_enumTypes[0].Descriptor()
+}
+
+func (Strategy) Type() protoreflect.EnumType {
+	return &file_coordinator_v1_admin_proto_enumTypes[0]
+}
+
+func (x Strategy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Strategy.Descriptor instead.
+func (Strategy) EnumDescriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+// Phase of an update.
+type Phase int32
+
+const (
+	Phase_PHASE_UNSPECIFIED Phase = 0
+	Phase_PHASE_PREPARING   Phase = 1
+	Phase_PHASE_WAITING     Phase = 2
+	Phase_PHASE_DRAINING    Phase = 3
+	Phase_PHASE_SWITCHED    Phase = 4
+	Phase_PHASE_DONE        Phase = 5
+	Phase_PHASE_ABORTED     Phase = 6
+	Phase_PHASE_FAILED      Phase = 7
+)
+
+// Enum value maps for Phase.
+var (
+	Phase_name = map[int32]string{
+		0: "PHASE_UNSPECIFIED",
+		1: "PHASE_PREPARING",
+		2: "PHASE_WAITING",
+		3: "PHASE_DRAINING",
+		4: "PHASE_SWITCHED",
+		5: "PHASE_DONE",
+		6: "PHASE_ABORTED",
+		7: "PHASE_FAILED",
+	}
+	Phase_value = map[string]int32{
+		"PHASE_UNSPECIFIED": 0,
+		"PHASE_PREPARING":   1,
+		"PHASE_WAITING":     2,
+		"PHASE_DRAINING":    3,
+		"PHASE_SWITCHED":    4,
+		"PHASE_DONE":        5,
+		"PHASE_ABORTED":     6,
+		"PHASE_FAILED":      7,
+	}
+)
+
+func (x Phase) Enum() *Phase {
+	p := new(Phase)
+	*p = x
+	return p
+}
+
+func (x Phase) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Phase) Descriptor() protoreflect.EnumDescriptor {
+	return file_coordinator_v1_admin_proto_enumTypes[1].Descriptor()
+}
+
+func (Phase) Type() protoreflect.EnumType {
+	return &file_coordinator_v1_admin_proto_enumTypes[1]
+}
+
+func (x Phase) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Phase.Descriptor instead.
+func (Phase) EnumDescriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
 type GetFreenessRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
@@ -1023,6 +1149,626 @@ func (x *SubTransaction) GetDone() []string {
 	return nil
 }
 
+type StartUpdateRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Service   string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	ToVersion string                 `protobuf:"bytes,2,opt,name=to_version,json=toVersion,proto3" json:"to_version,omitempty"`
+	Strategy  Strategy               `protobuf:"varint,3,opt,name=strategy,proto3,enum=coordinator.v1.Strategy" json:"strategy,omitempty"`
+	// WF: abort if the service is not free within this time (0: no limit).
+	Timeout *durationpb.Duration `protobuf:"bytes,4,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// BF: abort (releasing held calls to the old version) when a call has
+	// been held this long (default 5s).
+	MaxBlock      *durationpb.Duration `protobuf:"bytes,5,opt,name=max_block,json=maxBlock,proto3" json:"max_block,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartUpdateRequest) Reset() {
+	*x = StartUpdateRequest{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartUpdateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartUpdateRequest) ProtoMessage() {}
+
+func (x *StartUpdateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartUpdateRequest.ProtoReflect.Descriptor instead.
+func (*StartUpdateRequest) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *StartUpdateRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *StartUpdateRequest) GetToVersion() string {
+	if x != nil {
+		return x.ToVersion
+	}
+	return ""
+}
+
+func (x *StartUpdateRequest) GetStrategy() Strategy {
+	if x != nil {
+		return x.Strategy
+	}
+	return Strategy_STRATEGY_UNSPECIFIED
+}
+
+func (x *StartUpdateRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *StartUpdateRequest) GetMaxBlock() *durationpb.Duration {
+	if x != nil {
+		return x.MaxBlock
+	}
+	return nil
+}
+
+type GetUpdateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUpdateRequest) Reset() {
+	*x = GetUpdateRequest{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUpdateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUpdateRequest) ProtoMessage() {}
+
+func (x *GetUpdateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUpdateRequest.ProtoReflect.Descriptor instead.
+func (*GetUpdateRequest) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *GetUpdateRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type ListUpdatesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only updates of this service, if set.
+	Service string `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// Most to return (default 50, at most 1000).
+	Limit         uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUpdatesRequest) Reset() {
+	*x = ListUpdatesRequest{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUpdatesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUpdatesRequest) ProtoMessage() {}
+
+func (x *ListUpdatesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUpdatesRequest.ProtoReflect.Descriptor instead.
+func (*ListUpdatesRequest) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ListUpdatesRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *ListUpdatesRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListUpdatesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Updates       []*Update              `protobuf:"bytes,1,rep,name=updates,proto3" json:"updates,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListUpdatesResponse) Reset() {
+	*x = ListUpdatesResponse{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListUpdatesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListUpdatesResponse) ProtoMessage() {}
+
+func (x *ListUpdatesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListUpdatesResponse.ProtoReflect.Descriptor instead.
+func (*ListUpdatesResponse) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ListUpdatesResponse) GetUpdates() []*Update {
+	if x != nil {
+		return x.Updates
+	}
+	return nil
+}
+
+type AbortUpdateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AbortUpdateRequest) Reset() {
+	*x = AbortUpdateRequest{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AbortUpdateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AbortUpdateRequest) ProtoMessage() {}
+
+func (x *AbortUpdateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AbortUpdateRequest.ProtoReflect.Descriptor instead.
+func (*AbortUpdateRequest) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *AbortUpdateRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AbortUpdateRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type WatchUpdateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchUpdateRequest) Reset() {
+	*x = WatchUpdateRequest{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchUpdateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchUpdateRequest) ProtoMessage() {}
+
+func (x *WatchUpdateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchUpdateRequest.ProtoReflect.Descriptor instead.
+func (*WatchUpdateRequest) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *WatchUpdateRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// Update is one update of one service and where it stands.
+type Update struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Service     string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	FromVersion string                 `protobuf:"bytes,3,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
+	ToVersion   string                 `protobuf:"bytes,4,opt,name=to_version,json=toVersion,proto3" json:"to_version,omitempty"`
+	Strategy    Strategy               `protobuf:"varint,5,opt,name=strategy,proto3,enum=coordinator.v1.Strategy" json:"strategy,omitempty"`
+	Phase       Phase                  `protobuf:"varint,6,opt,name=phase,proto3,enum=coordinator.v1.Phase" json:"phase,omitempty"`
+	// Why it was aborted or failed.
+	Reason        string                 `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	Timeout       *durationpb.Duration   `protobuf:"bytes,8,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	MaxBlock      *durationpb.Duration   `protobuf:"bytes,9,opt,name=max_block,json=maxBlock,proto3" json:"max_block,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	SwitchedAt    *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=switched_at,json=switchedAt,proto3" json:"switched_at,omitempty"`
+	FinishedAt    *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	History       []*PhaseChange         `protobuf:"bytes,13,rep,name=history,proto3" json:"history,omitempty"`
+	Progress      *UpdateProgress        `protobuf:"bytes,14,opt,name=progress,proto3" json:"progress,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Update) Reset() {
+	*x = Update{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Update) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Update) ProtoMessage() {}
+
+func (x *Update) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Update.ProtoReflect.Descriptor instead.
+func (*Update) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *Update) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Update) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *Update) GetFromVersion() string {
+	if x != nil {
+		return x.FromVersion
+	}
+	return ""
+}
+
+func (x *Update) GetToVersion() string {
+	if x != nil {
+		return x.ToVersion
+	}
+	return ""
+}
+
+func (x *Update) GetStrategy() Strategy {
+	if x != nil {
+		return x.Strategy
+	}
+	return Strategy_STRATEGY_UNSPECIFIED
+}
+
+func (x *Update) GetPhase() Phase {
+	if x != nil {
+		return x.Phase
+	}
+	return Phase_PHASE_UNSPECIFIED
+}
+
+func (x *Update) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Update) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *Update) GetMaxBlock() *durationpb.Duration {
+	if x != nil {
+		return x.MaxBlock
+	}
+	return nil
+}
+
+func (x *Update) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Update) GetSwitchedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SwitchedAt
+	}
+	return nil
+}
+
+func (x *Update) GetFinishedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishedAt
+	}
+	return nil
+}
+
+func (x *Update) GetHistory() []*PhaseChange {
+	if x != nil {
+		return x.History
+	}
+	return nil
+}
+
+func (x *Update) GetProgress() *UpdateProgress {
+	if x != nil {
+		return x.Progress
+	}
+	return nil
+}
+
+// PhaseChange is one step of an update's history.
+type PhaseChange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Phase         Phase                  `protobuf:"varint,1,opt,name=phase,proto3,enum=coordinator.v1.Phase" json:"phase,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=at,proto3" json:"at,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PhaseChange) Reset() {
+	*x = PhaseChange{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PhaseChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PhaseChange) ProtoMessage() {}
+
+func (x *PhaseChange) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PhaseChange.ProtoReflect.Descriptor instead.
+func (*PhaseChange) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *PhaseChange) GetPhase() Phase {
+	if x != nil {
+		return x.Phase
+	}
+	return Phase_PHASE_UNSPECIFIED
+}
+
+func (x *PhaseChange) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *PhaseChange) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// UpdateProgress is live, not stored.
+type UpdateProgress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Transactions that block the service now.
+	Blocking uint32 `protobuf:"varint,1,opt,name=blocking,proto3" json:"blocking,omitempty"`
+	// Calls held (BF).
+	HeldCalls uint32 `protobuf:"varint,2,opt,name=held_calls,json=heldCalls,proto3" json:"held_calls,omitempty"`
+	// Live transactions that used the old version and may call it again, or
+	// run on it (CV draining).
+	OldTransactions uint32 `protobuf:"varint,3,opt,name=old_transactions,json=oldTransactions,proto3" json:"old_transactions,omitempty"`
+	// Sessions that have not acknowledged update mode yet (PREPARING).
+	UnacknowledgedSessions uint32 `protobuf:"varint,4,opt,name=unacknowledged_sessions,json=unacknowledgedSessions,proto3" json:"unacknowledged_sessions,omitempty"`
+	// Calls answered while the update ran, and of those pinned to a version
+	// a transaction used first.
+	DecidedCalls  uint64 `protobuf:"varint,5,opt,name=decided_calls,json=decidedCalls,proto3" json:"decided_calls,omitempty"`
+	PinnedCalls   uint64 `protobuf:"varint,6,opt,name=pinned_calls,json=pinnedCalls,proto3" json:"pinned_calls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateProgress) Reset() {
+	*x = UpdateProgress{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateProgress) ProtoMessage() {}
+
+func (x *UpdateProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateProgress.ProtoReflect.Descriptor instead.
+func (*UpdateProgress) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *UpdateProgress) GetBlocking() uint32 {
+	if x != nil {
+		return x.Blocking
+	}
+	return 0
+}
+
+func (x *UpdateProgress) GetHeldCalls() uint32 {
+	if x != nil {
+		return x.HeldCalls
+	}
+	return 0
+}
+
+func (x *UpdateProgress) GetOldTransactions() uint32 {
+	if x != nil {
+		return x.OldTransactions
+	}
+	return 0
+}
+
+func (x *UpdateProgress) GetUnacknowledgedSessions() uint32 {
+	if x != nil {
+		return x.UnacknowledgedSessions
+	}
+	return 0
+}
+
+func (x *UpdateProgress) GetDecidedCalls() uint64 {
+	if x != nil {
+		return x.DecidedCalls
+	}
+	return 0
+}
+
+func (x *UpdateProgress) GetPinnedCalls() uint64 {
+	if x != nil {
+		return x.PinnedCalls
+	}
+	return 0
+}
+
 var File_coordinator_v1_admin_proto protoreflect.FileDescriptor
 
 const file_coordinator_v1_admin_proto_rawDesc = "" +
@@ -1098,12 +1844,84 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\x0eSubTransaction\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x06R\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x12\n" +
-	"\x04done\x18\x03 \x03(\tR\x04done2\xe1\x02\n" +
+	"\x04done\x18\x03 \x03(\tR\x04done\"\xf0\x01\n" +
+	"\x12StartUpdateRequest\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1d\n" +
+	"\n" +
+	"to_version\x18\x02 \x01(\tR\ttoVersion\x124\n" +
+	"\bstrategy\x18\x03 \x01(\x0e2\x18.coordinator.v1.StrategyR\bstrategy\x123\n" +
+	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x126\n" +
+	"\tmax_block\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bmaxBlock\"\"\n" +
+	"\x10GetUpdateRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"D\n" +
+	"\x12ListUpdatesRequest\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"G\n" +
+	"\x13ListUpdatesResponse\x120\n" +
+	"\aupdates\x18\x01 \x03(\v2\x16.coordinator.v1.UpdateR\aupdates\"<\n" +
+	"\x12AbortUpdateRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"$\n" +
+	"\x12WatchUpdateRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x84\x05\n" +
+	"\x06Update\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\aservice\x18\x02 \x01(\tR\aservice\x12!\n" +
+	"\ffrom_version\x18\x03 \x01(\tR\vfromVersion\x12\x1d\n" +
+	"\n" +
+	"to_version\x18\x04 \x01(\tR\ttoVersion\x124\n" +
+	"\bstrategy\x18\x05 \x01(\x0e2\x18.coordinator.v1.StrategyR\bstrategy\x12+\n" +
+	"\x05phase\x18\x06 \x01(\x0e2\x15.coordinator.v1.PhaseR\x05phase\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\x123\n" +
+	"\atimeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\atimeout\x126\n" +
+	"\tmax_block\x18\t \x01(\v2\x19.google.protobuf.DurationR\bmaxBlock\x129\n" +
+	"\n" +
+	"created_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12;\n" +
+	"\vswitched_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"switchedAt\x12;\n" +
+	"\vfinished_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"finishedAt\x125\n" +
+	"\ahistory\x18\r \x03(\v2\x1b.coordinator.v1.PhaseChangeR\ahistory\x12:\n" +
+	"\bprogress\x18\x0e \x01(\v2\x1e.coordinator.v1.UpdateProgressR\bprogress\"~\n" +
+	"\vPhaseChange\x12+\n" +
+	"\x05phase\x18\x01 \x01(\x0e2\x15.coordinator.v1.PhaseR\x05phase\x12*\n" +
+	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xf7\x01\n" +
+	"\x0eUpdateProgress\x12\x1a\n" +
+	"\bblocking\x18\x01 \x01(\rR\bblocking\x12\x1d\n" +
+	"\n" +
+	"held_calls\x18\x02 \x01(\rR\theldCalls\x12)\n" +
+	"\x10old_transactions\x18\x03 \x01(\rR\x0foldTransactions\x127\n" +
+	"\x17unacknowledged_sessions\x18\x04 \x01(\rR\x16unacknowledgedSessions\x12#\n" +
+	"\rdecided_calls\x18\x05 \x01(\x04R\fdecidedCalls\x12!\n" +
+	"\fpinned_calls\x18\x06 \x01(\x04R\vpinnedCalls*k\n" +
+	"\bStrategy\x12\x18\n" +
+	"\x14STRATEGY_UNSPECIFIED\x10\x00\x12\x0f\n" +
+	"\vSTRATEGY_WF\x10\x01\x12\x0f\n" +
+	"\vSTRATEGY_BF\x10\x02\x12\x0f\n" +
+	"\vSTRATEGY_CV\x10\x03\x12\x12\n" +
+	"\x0eSTRATEGY_NAIVE\x10\x04*\xa3\x01\n" +
+	"\x05Phase\x12\x15\n" +
+	"\x11PHASE_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fPHASE_PREPARING\x10\x01\x12\x11\n" +
+	"\rPHASE_WAITING\x10\x02\x12\x12\n" +
+	"\x0ePHASE_DRAINING\x10\x03\x12\x12\n" +
+	"\x0ePHASE_SWITCHED\x10\x04\x12\x0e\n" +
+	"\n" +
+	"PHASE_DONE\x10\x05\x12\x11\n" +
+	"\rPHASE_ABORTED\x10\x06\x12\x10\n" +
+	"\fPHASE_FAILED\x10\a2\xe3\x05\n" +
 	"\fAdminService\x12K\n" +
 	"\vGetFreeness\x12\".coordinator.v1.GetFreenessRequest\x1a\x18.coordinator.v1.Freeness\x12B\n" +
 	"\bGetGraph\x12\x1f.coordinator.v1.GetGraphRequest\x1a\x15.coordinator.v1.Graph\x12Y\n" +
 	"\fListSessions\x12#.coordinator.v1.ListSessionsRequest\x1a$.coordinator.v1.ListSessionsResponse\x12e\n" +
-	"\x10ListTransactions\x12'.coordinator.v1.ListTransactionsRequest\x1a(.coordinator.v1.ListTransactionsResponseBGZEgithub.com/coordinator/coordinator/proto/coordinator/v1;coordinatorv1b\x06proto3"
+	"\x10ListTransactions\x12'.coordinator.v1.ListTransactionsRequest\x1a(.coordinator.v1.ListTransactionsResponse\x12I\n" +
+	"\vStartUpdate\x12\".coordinator.v1.StartUpdateRequest\x1a\x16.coordinator.v1.Update\x12E\n" +
+	"\tGetUpdate\x12 .coordinator.v1.GetUpdateRequest\x1a\x16.coordinator.v1.Update\x12V\n" +
+	"\vListUpdates\x12\".coordinator.v1.ListUpdatesRequest\x1a#.coordinator.v1.ListUpdatesResponse\x12I\n" +
+	"\vAbortUpdate\x12\".coordinator.v1.AbortUpdateRequest\x1a\x16.coordinator.v1.Update\x12K\n" +
+	"\vWatchUpdate\x12\".coordinator.v1.WatchUpdateRequest\x1a\x16.coordinator.v1.Update0\x01BGZEgithub.com/coordinator/coordinator/proto/coordinator/v1;coordinatorv1b\x06proto3"
 
 var (
 	file_coordinator_v1_admin_proto_rawDescOnce sync.Once
@@ -1117,51 +1935,88 @@ func file_coordinator_v1_admin_proto_rawDescGZIP() []byte {
 	return file_coordinator_v1_admin_proto_rawDescData
 }
 
-var file_coordinator_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_coordinator_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_coordinator_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_coordinator_v1_admin_proto_goTypes = []any{
-	(*GetFreenessRequest)(nil),       // 0: coordinator.v1.GetFreenessRequest
-	(*Freeness)(nil),                 // 1: coordinator.v1.Freeness
-	(*Blocker)(nil),                  // 2: coordinator.v1.Blocker
-	(*GetGraphRequest)(nil),          // 3: coordinator.v1.GetGraphRequest
-	(*Graph)(nil),                    // 4: coordinator.v1.Graph
-	(*ServiceNode)(nil),              // 5: coordinator.v1.ServiceNode
-	(*VersionSessions)(nil),          // 6: coordinator.v1.VersionSessions
-	(*Edge)(nil),                     // 7: coordinator.v1.Edge
-	(*ListSessionsRequest)(nil),      // 8: coordinator.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),     // 9: coordinator.v1.ListSessionsResponse
-	(*Session)(nil),                  // 10: coordinator.v1.Session
-	(*ListTransactionsRequest)(nil),  // 11: coordinator.v1.ListTransactionsRequest
-	(*ListTransactionsResponse)(nil), // 12: coordinator.v1.ListTransactionsResponse
-	(*Transaction)(nil),              // 13: coordinator.v1.Transaction
-	(*SubTransaction)(nil),           // 14: coordinator.v1.SubTransaction
-	(*durationpb.Duration)(nil),      // 15: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 16: google.protobuf.Timestamp
-	(*ServiceVersion)(nil),           // 17: coordinator.v1.ServiceVersion
+	(Strategy)(0),                    // 0: coordinator.v1.Strategy
+	(Phase)(0),                       // 1: coordinator.v1.Phase
+	(*GetFreenessRequest)(nil),       // 2: coordinator.v1.GetFreenessRequest
+	(*Freeness)(nil),                 // 3: coordinator.v1.Freeness
+	(*Blocker)(nil),                  // 4: coordinator.v1.Blocker
+	(*GetGraphRequest)(nil),          // 5: coordinator.v1.GetGraphRequest
+	(*Graph)(nil),                    // 6: coordinator.v1.Graph
+	(*ServiceNode)(nil),              // 7: coordinator.v1.ServiceNode
+	(*VersionSessions)(nil),          // 8: coordinator.v1.VersionSessions
+	(*Edge)(nil),                     // 9: coordinator.v1.Edge
+	(*ListSessionsRequest)(nil),      // 10: coordinator.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),     // 11: coordinator.v1.ListSessionsResponse
+	(*Session)(nil),                  // 12: coordinator.v1.Session
+	(*ListTransactionsRequest)(nil),  // 13: coordinator.v1.ListTransactionsRequest
+	(*ListTransactionsResponse)(nil), // 14: coordinator.v1.ListTransactionsResponse
+	(*Transaction)(nil),              // 15: coordinator.v1.Transaction
+	(*SubTransaction)(nil),           // 16: coordinator.v1.SubTransaction
+	(*StartUpdateRequest)(nil),       // 17: coordinator.v1.StartUpdateRequest
+	(*GetUpdateRequest)(nil),         // 18: coordinator.v1.GetUpdateRequest
+	(*ListUpdatesRequest)(nil),       // 19: coordinator.v1.ListUpdatesRequest
+	(*ListUpdatesResponse)(nil),      // 20: coordinator.v1.ListUpdatesResponse
+	(*AbortUpdateRequest)(nil),       // 21: coordinator.v1.AbortUpdateRequest
+	(*WatchUpdateRequest)(nil),       // 22: coordinator.v1.WatchUpdateRequest
+	(*Update)(nil),                   // 23: coordinator.v1.Update
+	(*PhaseChange)(nil),              // 24: coordinator.v1.PhaseChange
+	(*UpdateProgress)(nil),           // 25: coordinator.v1.UpdateProgress
+	(*durationpb.Duration)(nil),      // 26: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 27: google.protobuf.Timestamp
+	(*ServiceVersion)(nil),           // 28: coordinator.v1.ServiceVersion
 }
 var file_coordinator_v1_admin_proto_depIdxs = []int32{
-	2,  // 0: coordinator.v1.Freeness.blockers:type_name -> coordinator.v1.Blocker
-	5,  // 1: coordinator.v1.Graph.services:type_name -> coordinator.v1.ServiceNode
-	7,  // 2: coordinator.v1.Graph.edges:type_name -> coordinator.v1.Edge
-	6,  // 3: coordinator.v1.ServiceNode.versions:type_name -> coordinator.v1.VersionSessions
-	10, // 4: coordinator.v1.ListSessionsResponse.sessions:type_name -> coordinator.v1.Session
-	15, // 5: coordinator.v1.Session.ttl:type_name -> google.protobuf.Duration
-	16, // 6: coordinator.v1.Session.registered_at:type_name -> google.protobuf.Timestamp
-	13, // 7: coordinator.v1.ListTransactionsResponse.transactions:type_name -> coordinator.v1.Transaction
-	17, // 8: coordinator.v1.Transaction.used:type_name -> coordinator.v1.ServiceVersion
-	14, // 9: coordinator.v1.Transaction.running:type_name -> coordinator.v1.SubTransaction
-	0,  // 10: coordinator.v1.AdminService.GetFreeness:input_type -> coordinator.v1.GetFreenessRequest
-	3,  // 11: coordinator.v1.AdminService.GetGraph:input_type -> coordinator.v1.GetGraphRequest
-	8,  // 12: coordinator.v1.AdminService.ListSessions:input_type -> coordinator.v1.ListSessionsRequest
-	11, // 13: coordinator.v1.AdminService.ListTransactions:input_type -> coordinator.v1.ListTransactionsRequest
-	1,  // 14: coordinator.v1.AdminService.GetFreeness:output_type -> coordinator.v1.Freeness
-	4,  // 15: coordinator.v1.AdminService.GetGraph:output_type -> coordinator.v1.Graph
-	9,  // 16: coordinator.v1.AdminService.ListSessions:output_type -> coordinator.v1.ListSessionsResponse
-	12, // 17: coordinator.v1.AdminService.ListTransactions:output_type -> coordinator.v1.ListTransactionsResponse
-	14, // [14:18] is the sub-list for method output_type
-	10, // [10:14] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	4,  // 0: coordinator.v1.Freeness.blockers:type_name -> coordinator.v1.Blocker
+	7,  // 1: coordinator.v1.Graph.services:type_name -> coordinator.v1.ServiceNode
+	9,  // 2: coordinator.v1.Graph.edges:type_name -> coordinator.v1.Edge
+	8,  // 3: coordinator.v1.ServiceNode.versions:type_name -> coordinator.v1.VersionSessions
+	12, // 4: coordinator.v1.ListSessionsResponse.sessions:type_name -> coordinator.v1.Session
+	26, // 5: coordinator.v1.Session.ttl:type_name -> google.protobuf.Duration
+	27, // 6: coordinator.v1.Session.registered_at:type_name -> google.protobuf.Timestamp
+	15, // 7: coordinator.v1.ListTransactionsResponse.transactions:type_name -> coordinator.v1.Transaction
+	28, // 8: coordinator.v1.Transaction.used:type_name -> coordinator.v1.ServiceVersion
+	16, // 9: coordinator.v1.Transaction.running:type_name -> coordinator.v1.SubTransaction
+	0,  // 10: coordinator.v1.StartUpdateRequest.strategy:type_name -> coordinator.v1.Strategy
+	26, // 11: coordinator.v1.StartUpdateRequest.timeout:type_name -> google.protobuf.Duration
+	26, // 12: coordinator.v1.StartUpdateRequest.max_block:type_name -> google.protobuf.Duration
+	23, // 13: coordinator.v1.ListUpdatesResponse.updates:type_name -> coordinator.v1.Update
+	0,  // 14: coordinator.v1.Update.strategy:type_name -> coordinator.v1.Strategy
+	1,  // 15: coordinator.v1.Update.phase:type_name -> coordinator.v1.Phase
+	26, // 16: coordinator.v1.Update.timeout:type_name -> google.protobuf.Duration
+	26, // 17: coordinator.v1.Update.max_block:type_name -> google.protobuf.Duration
+	27, // 18: coordinator.v1.Update.created_at:type_name -> google.protobuf.Timestamp
+	27, // 19: coordinator.v1.Update.switched_at:type_name -> google.protobuf.Timestamp
+	27, // 20: coordinator.v1.Update.finished_at:type_name -> google.protobuf.Timestamp
+	24, // 21: coordinator.v1.Update.history:type_name -> coordinator.v1.PhaseChange
+	25, // 22: coordinator.v1.Update.progress:type_name -> coordinator.v1.UpdateProgress
+	1,  // 23: coordinator.v1.PhaseChange.phase:type_name -> coordinator.v1.Phase
+	27, // 24: coordinator.v1.PhaseChange.at:type_name -> google.protobuf.Timestamp
+	2,  // 25: coordinator.v1.AdminService.GetFreeness:input_type -> coordinator.v1.GetFreenessRequest
+	5,  // 26: coordinator.v1.AdminService.GetGraph:input_type -> coordinator.v1.GetGraphRequest
+	10, // 27: coordinator.v1.AdminService.ListSessions:input_type -> coordinator.v1.ListSessionsRequest
+	13, // 28: coordinator.v1.AdminService.ListTransactions:input_type -> coordinator.v1.ListTransactionsRequest
+	17, // 29: coordinator.v1.AdminService.StartUpdate:input_type -> coordinator.v1.StartUpdateRequest
+	18, // 30: coordinator.v1.AdminService.GetUpdate:input_type -> coordinator.v1.GetUpdateRequest
+	19, // 31: coordinator.v1.AdminService.ListUpdates:input_type -> coordinator.v1.ListUpdatesRequest
+	21, // 32: coordinator.v1.AdminService.AbortUpdate:input_type -> coordinator.v1.AbortUpdateRequest
+	22, // 33: coordinator.v1.AdminService.WatchUpdate:input_type -> coordinator.v1.WatchUpdateRequest
+	3,  // 34: coordinator.v1.AdminService.GetFreeness:output_type -> coordinator.v1.Freeness
+	6,  // 35: coordinator.v1.AdminService.GetGraph:output_type -> coordinator.v1.Graph
+	11, // 36: coordinator.v1.AdminService.ListSessions:output_type -> coordinator.v1.ListSessionsResponse
+	14, // 37: coordinator.v1.AdminService.ListTransactions:output_type -> coordinator.v1.ListTransactionsResponse
+	23, // 38: coordinator.v1.AdminService.StartUpdate:output_type -> coordinator.v1.Update
+	23, // 39: coordinator.v1.AdminService.GetUpdate:output_type -> coordinator.v1.Update
+	20, // 40: coordinator.v1.AdminService.ListUpdates:output_type -> coordinator.v1.ListUpdatesResponse
+	23, // 41: coordinator.v1.AdminService.AbortUpdate:output_type -> coordinator.v1.Update
+	23, // 42: coordinator.v1.AdminService.WatchUpdate:output_type -> coordinator.v1.Update
+	34, // [34:43] is the sub-list for method output_type
+	25, // [25:34] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_coordinator_v1_admin_proto_init() }
@@ -1175,13 +2030,14 @@ func file_coordinator_v1_admin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinator_v1_admin_proto_rawDesc), len(file_coordinator_v1_admin_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   15,
+			NumEnums:      2,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_coordinator_v1_admin_proto_goTypes,
 		DependencyIndexes: file_coordinator_v1_admin_proto_depIdxs,
+		EnumInfos:         file_coordinator_v1_admin_proto_enumTypes,
 		MessageInfos:      file_coordinator_v1_admin_proto_msgTypes,
 	}.Build()
 	File_coordinator_v1_admin_proto = out.File

@@ -23,6 +23,11 @@ const (
 	AdminService_GetGraph_FullMethodName         = "/coordinator.v1.AdminService/GetGraph"
 	AdminService_ListSessions_FullMethodName     = "/coordinator.v1.AdminService/ListSessions"
 	AdminService_ListTransactions_FullMethodName = "/coordinator.v1.AdminService/ListTransactions"
+	AdminService_StartUpdate_FullMethodName      = "/coordinator.v1.AdminService/StartUpdate"
+	AdminService_GetUpdate_FullMethodName        = "/coordinator.v1.AdminService/GetUpdate"
+	AdminService_ListUpdates_FullMethodName      = "/coordinator.v1.AdminService/ListUpdates"
+	AdminService_AbortUpdate_FullMethodName      = "/coordinator.v1.AdminService/AbortUpdate"
+	AdminService_WatchUpdate_FullMethodName      = "/coordinator.v1.AdminService/WatchUpdate"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -40,6 +45,17 @@ type AdminServiceClient interface {
 	ListSessions(ctx context.Context, in *ListSessionsRequest, opts ...grpc.CallOption) (*ListSessionsResponse, error)
 	// ListTransactions lists live transactions.
 	ListTransactions(ctx context.Context, in *ListTransactionsRequest, opts ...grpc.CallOption) (*ListTransactionsResponse, error)
+	// StartUpdate starts updating a service to a registered version.
+	StartUpdate(ctx context.Context, in *StartUpdateRequest, opts ...grpc.CallOption) (*Update, error)
+	// GetUpdate returns one update with its progress.
+	GetUpdate(ctx context.Context, in *GetUpdateRequest, opts ...grpc.CallOption) (*Update, error)
+	// ListUpdates returns the updates, newest first (history).
+	ListUpdates(ctx context.Context, in *ListUpdatesRequest, opts ...grpc.CallOption) (*ListUpdatesResponse, error)
+	// AbortUpdate aborts an update that has not finished.
+	AbortUpdate(ctx context.Context, in *AbortUpdateRequest, opts ...grpc.CallOption) (*Update, error)
+	// WatchUpdate streams an update's state whenever its progress changes,
+	// ending after it finishes.
+	WatchUpdate(ctx context.Context, in *WatchUpdateRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Update], error)
 }
 
 type adminServiceClient struct {
@@ -90,6 +106,65 @@ func (c *adminServiceClient) ListTransactions(ctx context.Context, in *ListTrans
 	return out, nil
 }
 
+func (c *adminServiceClient) StartUpdate(ctx context.Context, in *StartUpdateRequest, opts ...grpc.CallOption) (*Update, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Update)
+	err := c.cc.Invoke(ctx, AdminService_StartUpdate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) GetUpdate(ctx context.Context, in *GetUpdateRequest, opts ...grpc.CallOption) (*Update, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Update)
+	err := c.cc.Invoke(ctx, AdminService_GetUpdate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListUpdates(ctx context.Context, in *ListUpdatesRequest, opts ...grpc.CallOption) (*ListUpdatesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListUpdatesResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListUpdates_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) AbortUpdate(ctx context.Context, in *AbortUpdateRequest, opts ...grpc.CallOption) (*Update, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Update)
+	err := c.cc.Invoke(ctx, AdminService_AbortUpdate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) WatchUpdate(ctx context.Context, in *WatchUpdateRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Update], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AdminService_ServiceDesc.Streams[0], AdminService_WatchUpdate_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchUpdateRequest, Update]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_WatchUpdateClient = grpc.ServerStreamingClient[Update]
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -105,6 +180,17 @@ type AdminServiceServer interface {
 	ListSessions(context.Context, *ListSessionsRequest) (*ListSessionsResponse, error)
 	// ListTransactions lists live transactions.
 	ListTransactions(context.Context, *ListTransactionsRequest) (*ListTransactionsResponse, error)
+	// StartUpdate starts updating a service to a registered version.
+	StartUpdate(context.Context, *StartUpdateRequest) (*Update, error)
+	// GetUpdate returns one update with its progress.
+	GetUpdate(context.Context, *GetUpdateRequest) (*Update, error)
+	// ListUpdates returns the updates, newest first (history).
+	ListUpdates(context.Context, *ListUpdatesRequest) (*ListUpdatesResponse, error)
+	// AbortUpdate aborts an update that has not finished.
+	AbortUpdate(context.Context, *AbortUpdateRequest) (*Update, error)
+	// WatchUpdate streams an update's state whenever its progress changes,
+	// ending after it finishes.
+	WatchUpdate(*WatchUpdateRequest, grpc.ServerStreamingServer[Update]) error
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -126,6 +212,21 @@ func (UnimplementedAdminServiceServer) ListSessions(context.Context, *ListSessio
 }
 func (UnimplementedAdminServiceServer) ListTransactions(context.Context, *ListTransactionsRequest) (*ListTransactionsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListTransactions not implemented")
+}
+func (UnimplementedAdminServiceServer) StartUpdate(context.Context, *StartUpdateRequest) (*Update, error) {
+	return nil, status.Error(codes.Unimplemented, "method StartUpdate not implemented")
+}
+func (UnimplementedAdminServiceServer) GetUpdate(context.Context, *GetUpdateRequest) (*Update, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetUpdate not implemented")
+}
+func (UnimplementedAdminServiceServer) ListUpdates(context.Context, *ListUpdatesRequest) (*ListUpdatesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListUpdates not implemented")
+}
+func (UnimplementedAdminServiceServer) AbortUpdate(context.Context, *AbortUpdateRequest) (*Update, error) {
+	return nil, status.Error(codes.Unimplemented, "method AbortUpdate not implemented")
+}
+func (UnimplementedAdminServiceServer) WatchUpdate(*WatchUpdateRequest, grpc.ServerStreamingServer[Update]) error {
+	return status.Error(codes.Unimplemented, "method WatchUpdate not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -220,6 +321,89 @@ func _AdminService_ListTransactions_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_StartUpdate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartUpdateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).StartUpdate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_StartUpdate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).StartUpdate(ctx, req.(*StartUpdateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_GetUpdate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetUpdateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetUpdate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetUpdate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetUpdate(ctx, req.(*GetUpdateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListUpdates_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListUpdatesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListUpdates(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListUpdates_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListUpdates(ctx, req.(*ListUpdatesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_AbortUpdate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AbortUpdateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).AbortUpdate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_AbortUpdate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).AbortUpdate(ctx, req.(*AbortUpdateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_WatchUpdate_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchUpdateRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AdminServiceServer).WatchUpdate(m, &grpc.GenericServerStream[WatchUpdateRequest, Update]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_WatchUpdateServer = grpc.ServerStreamingServer[Update]
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -243,7 +427,29 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ListTransactions",
 			Handler:    _AdminService_ListTransactions_Handler,
 		},
+		{
+			MethodName: "StartUpdate",
+			Handler:    _AdminService_StartUpdate_Handler,
+		},
+		{
+			MethodName: "GetUpdate",
+			Handler:    _AdminService_GetUpdate_Handler,
+		},
+		{
+			MethodName: "ListUpdates",
+			Handler:    _AdminService_ListUpdates_Handler,
+		},
+		{
+			MethodName: "AbortUpdate",
+			Handler:    _AdminService_AbortUpdate_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchUpdate",
+			Handler:       _AdminService_WatchUpdate_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "coordinator/v1/admin.proto",
 }

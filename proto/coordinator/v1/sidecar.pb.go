@@ -97,6 +97,7 @@ type SidecarMessage struct {
 	//	*SidecarMessage_Register
 	//	*SidecarMessage_Events
 	//	*SidecarMessage_Heartbeat
+	//	*SidecarMessage_RoutingAck
 	Kind          isSidecarMessage_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -166,6 +167,15 @@ func (x *SidecarMessage) GetHeartbeat() *Heartbeat {
 	return nil
 }
 
+func (x *SidecarMessage) GetRoutingAck() *RoutingAck {
+	if x != nil {
+		if x, ok := x.Kind.(*SidecarMessage_RoutingAck); ok {
+			return x.RoutingAck
+		}
+	}
+	return nil
+}
+
 type isSidecarMessage_Kind interface {
 	isSidecarMessage_Kind()
 }
@@ -182,11 +192,17 @@ type SidecarMessage_Heartbeat struct {
 	Heartbeat *Heartbeat `protobuf:"bytes,3,opt,name=heartbeat,proto3,oneof"`
 }
 
+type SidecarMessage_RoutingAck struct {
+	RoutingAck *RoutingAck `protobuf:"bytes,4,opt,name=routing_ack,json=routingAck,proto3,oneof"`
+}
+
 func (*SidecarMessage_Register) isSidecarMessage_Kind() {}
 
 func (*SidecarMessage_Events) isSidecarMessage_Kind() {}
 
 func (*SidecarMessage_Heartbeat) isSidecarMessage_Kind() {}
+
+func (*SidecarMessage_RoutingAck) isSidecarMessage_Kind() {}
 
 // Register opens (or resumes) the session of one sidecar instance.
 type Register struct {
@@ -447,7 +463,13 @@ type Event struct {
 	// Sub-transaction the event is about (span id), never 0.
 	SubId uint64 `protobuf:"fixed64,5,opt,name=sub_id,json=subId,proto3" json:"sub_id,omitempty"`
 	// CALL only: the calling sub-transaction at this session's service.
-	CallerSubId   uint64 `protobuf:"fixed64,6,opt,name=caller_sub_id,json=callerSubId,proto3" json:"caller_sub_id,omitempty"`
+	CallerSubId uint64 `protobuf:"fixed64,6,opt,name=caller_sub_id,json=callerSubId,proto3" json:"caller_sub_id,omitempty"`
+	// CALL only. While `service` is in update mode (see Routing) the sidecar
+	// sets wait, holds the outbound call, and routes it to the version named
+	// by the CallDecision for this seq. Otherwise it routes by itself to the
+	// default version and names that version here.
+	Wait          bool   `protobuf:"varint,7,opt,name=wait,proto3" json:"wait,omitempty"`
+	Version       string `protobuf:"bytes,8,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -524,6 +546,20 @@ func (x *Event) GetCallerSubId() uint64 {
 	return 0
 }
 
+func (x *Event) GetWait() bool {
+	if x != nil {
+		return x.Wait
+	}
+	return false
+}
+
+func (x *Event) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
 // CoordinatorMessage is one message from the coordinator to a sidecar.
 type CoordinatorMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -532,6 +568,9 @@ type CoordinatorMessage struct {
 	//	*CoordinatorMessage_Registered
 	//	*CoordinatorMessage_Ack
 	//	*CoordinatorMessage_HeartbeatAck
+	//	*CoordinatorMessage_Routing
+	//	*CoordinatorMessage_CallDecision
+	//	*CoordinatorMessage_Redirect
 	Kind          isCoordinatorMessage_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -601,6 +640,33 @@ func (x *CoordinatorMessage) GetHeartbeatAck() *HeartbeatAck {
 	return nil
 }
 
+func (x *CoordinatorMessage) GetRouting() *Routing {
+	if x != nil {
+		if x, ok := x.Kind.(*CoordinatorMessage_Routing); ok {
+			return x.Routing
+		}
+	}
+	return nil
+}
+
+func (x *CoordinatorMessage) GetCallDecision() *CallDecision {
+	if x != nil {
+		if x, ok := x.Kind.(*CoordinatorMessage_CallDecision); ok {
+			return x.CallDecision
+		}
+	}
+	return nil
+}
+
+func (x *CoordinatorMessage) GetRedirect() *Redirect {
+	if x != nil {
+		if x, ok := x.Kind.(*CoordinatorMessage_Redirect); ok {
+			return x.Redirect
+		}
+	}
+	return nil
+}
+
 type isCoordinatorMessage_Kind interface {
 	isCoordinatorMessage_Kind()
 }
@@ -617,11 +683,75 @@ type CoordinatorMessage_HeartbeatAck struct {
 	HeartbeatAck *HeartbeatAck `protobuf:"bytes,3,opt,name=heartbeat_ack,json=heartbeatAck,proto3,oneof"`
 }
 
+type CoordinatorMessage_Routing struct {
+	Routing *Routing `protobuf:"bytes,4,opt,name=routing,proto3,oneof"`
+}
+
+type CoordinatorMessage_CallDecision struct {
+	CallDecision *CallDecision `protobuf:"bytes,5,opt,name=call_decision,json=callDecision,proto3,oneof"`
+}
+
+type CoordinatorMessage_Redirect struct {
+	Redirect *Redirect `protobuf:"bytes,6,opt,name=redirect,proto3,oneof"`
+}
+
 func (*CoordinatorMessage_Registered) isCoordinatorMessage_Kind() {}
 
 func (*CoordinatorMessage_Ack) isCoordinatorMessage_Kind() {}
 
 func (*CoordinatorMessage_HeartbeatAck) isCoordinatorMessage_Kind() {}
+
+func (*CoordinatorMessage_Routing) isCoordinatorMessage_Kind() {}
+
+func (*CoordinatorMessage_CallDecision) isCoordinatorMessage_Kind() {}
+
+func (*CoordinatorMessage_Redirect) isCoordinatorMessage_Kind() {}
+
+// Redirect tells a sidecar that this replica does not lead: reconnect to the
+// leader's address. The stream ends after it.
+type Redirect struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LeaderAddress string                 `protobuf:"bytes,1,opt,name=leader_address,json=leaderAddress,proto3" json:"leader_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Redirect) Reset() {
+	*x = Redirect{}
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Redirect) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Redirect) ProtoMessage() {}
+
+func (x *Redirect) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Redirect.ProtoReflect.Descriptor instead.
+func (*Redirect) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Redirect) GetLeaderAddress() string {
+	if x != nil {
+		return x.LeaderAddress
+	}
+	return ""
+}
 
 // Registered answers a Register.
 type Registered struct {
@@ -641,7 +771,7 @@ type Registered struct {
 
 func (x *Registered) Reset() {
 	*x = Registered{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[7]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -653,7 +783,7 @@ func (x *Registered) String() string {
 func (*Registered) ProtoMessage() {}
 
 func (x *Registered) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[7]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -666,7 +796,7 @@ func (x *Registered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registered.ProtoReflect.Descriptor instead.
 func (*Registered) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{7}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Registered) GetInstanceId() string {
@@ -724,7 +854,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[8]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +866,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[8]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +879,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{8}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Ack) GetThroughSeq() uint64 {
@@ -780,7 +910,7 @@ type EventError struct {
 
 func (x *EventError) Reset() {
 	*x = EventError{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[9]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -792,7 +922,7 @@ func (x *EventError) String() string {
 func (*EventError) ProtoMessage() {}
 
 func (x *EventError) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[9]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -805,7 +935,7 @@ func (x *EventError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventError.ProtoReflect.Descriptor instead.
 func (*EventError) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{9}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *EventError) GetSeq() uint64 {
@@ -851,7 +981,7 @@ type HeartbeatAck struct {
 
 func (x *HeartbeatAck) Reset() {
 	*x = HeartbeatAck{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[10]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -863,7 +993,7 @@ func (x *HeartbeatAck) String() string {
 func (*HeartbeatAck) ProtoMessage() {}
 
 func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[10]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -876,7 +1006,7 @@ func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatAck.ProtoReflect.Descriptor instead.
 func (*HeartbeatAck) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{10}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *HeartbeatAck) GetTtl() *durationpb.Duration {
@@ -900,15 +1030,315 @@ func (x *HeartbeatAck) GetError() string {
 	return ""
 }
 
+// Routing is the full routing table, sent after Registered and whenever it
+// changes. The sidecar applies it, then answers RoutingAck with its
+// revision: every event it sent before that ack was routed by an older
+// table. Entering update mode for a service is a new revision with
+// update_mode set, so its ack means the sidecar now waits for a
+// CallDecision on every call to that service.
+type Routing struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	Services      []*ServiceRoute        `protobuf:"bytes,2,rep,name=services,proto3" json:"services,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Routing) Reset() {
+	*x = Routing{}
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Routing) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Routing) ProtoMessage() {}
+
+func (x *Routing) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Routing.ProtoReflect.Descriptor instead.
+func (*Routing) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Routing) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *Routing) GetServices() []*ServiceRoute {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+// ServiceRoute says where calls to one service go.
+type ServiceRoute struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// Version that calls go to when the service is not in update mode.
+	DefaultVersion string `protobuf:"bytes,2,opt,name=default_version,json=defaultVersion,proto3" json:"default_version,omitempty"`
+	// While true, every call to the service waits for a CallDecision.
+	UpdateMode bool `protobuf:"varint,3,opt,name=update_mode,json=updateMode,proto3" json:"update_mode,omitempty"`
+	// Live instances of the service, of every version.
+	Endpoints     []*Endpoint `protobuf:"bytes,4,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceRoute) Reset() {
+	*x = ServiceRoute{}
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceRoute) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceRoute) ProtoMessage() {}
+
+func (x *ServiceRoute) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceRoute.ProtoReflect.Descriptor instead.
+func (*ServiceRoute) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ServiceRoute) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *ServiceRoute) GetDefaultVersion() string {
+	if x != nil {
+		return x.DefaultVersion
+	}
+	return ""
+}
+
+func (x *ServiceRoute) GetUpdateMode() bool {
+	if x != nil {
+		return x.UpdateMode
+	}
+	return false
+}
+
+func (x *ServiceRoute) GetEndpoints() []*Endpoint {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+// Endpoint is one live instance.
+type Endpoint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	InstanceId    string                 `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	Version       string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Address       string                 `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Endpoint) Reset() {
+	*x = Endpoint{}
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Endpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Endpoint) ProtoMessage() {}
+
+func (x *Endpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
+func (*Endpoint) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Endpoint) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *Endpoint) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Endpoint) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+// RoutingAck confirms that a Routing revision is applied.
+type RoutingAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoutingAck) Reset() {
+	*x = RoutingAck{}
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoutingAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoutingAck) ProtoMessage() {}
+
+func (x *RoutingAck) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoutingAck.ProtoReflect.Descriptor instead.
+func (*RoutingAck) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RoutingAck) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+// CallDecision answers a CALL sent with wait: route it to version.
+type CallDecision struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Seq     uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Version string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// Set when the call must not be made (the event was rejected).
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallDecision) Reset() {
+	*x = CallDecision{}
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallDecision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallDecision) ProtoMessage() {}
+
+func (x *CallDecision) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallDecision.ProtoReflect.Descriptor instead.
+func (*CallDecision) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *CallDecision) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *CallDecision) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *CallDecision) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_coordinator_v1_sidecar_proto protoreflect.FileDescriptor
 
 const file_coordinator_v1_sidecar_proto_rawDesc = "" +
 	"\n" +
-	"\x1ccoordinator/v1/sidecar.proto\x12\x0ecoordinator.v1\x1a\x1egoogle/protobuf/duration.proto\"\xc1\x01\n" +
+	"\x1ccoordinator/v1/sidecar.proto\x12\x0ecoordinator.v1\x1a\x1egoogle/protobuf/duration.proto\"\x80\x02\n" +
 	"\x0eSidecarMessage\x126\n" +
 	"\bregister\x18\x01 \x01(\v2\x18.coordinator.v1.RegisterH\x00R\bregister\x124\n" +
 	"\x06events\x18\x02 \x01(\v2\x1a.coordinator.v1.EventBatchH\x00R\x06events\x129\n" +
-	"\theartbeat\x18\x03 \x01(\v2\x19.coordinator.v1.HeartbeatH\x00R\theartbeatB\x06\n" +
+	"\theartbeat\x18\x03 \x01(\v2\x19.coordinator.v1.HeartbeatH\x00R\theartbeat\x12=\n" +
+	"\vrouting_ack\x18\x04 \x01(\v2\x1a.coordinator.v1.RoutingAckH\x00R\n" +
+	"routingAckB\x06\n" +
 	"\x04kind\"\xc7\x02\n" +
 	"\bRegister\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
@@ -927,21 +1357,28 @@ const file_coordinator_v1_sidecar_proto_rawDesc = "" +
 	"\tHeartbeat\";\n" +
 	"\n" +
 	"EventBatch\x12-\n" +
-	"\x06events\x18\x01 \x03(\v2\x15.coordinator.v1.EventR\x06events\"\xb4\x01\n" +
+	"\x06events\x18\x01 \x03(\v2\x15.coordinator.v1.EventR\x06events\"\xe2\x01\n" +
 	"\x05Event\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12-\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x19.coordinator.v1.EventTypeR\x04type\x12\x15\n" +
 	"\x06txn_id\x18\x03 \x01(\tR\x05txnId\x12\x18\n" +
 	"\aservice\x18\x04 \x01(\tR\aservice\x12\x15\n" +
 	"\x06sub_id\x18\x05 \x01(\x06R\x05subId\x12\"\n" +
-	"\rcaller_sub_id\x18\x06 \x01(\x06R\vcallerSubId\"\xc8\x01\n" +
+	"\rcaller_sub_id\x18\x06 \x01(\x06R\vcallerSubId\x12\x12\n" +
+	"\x04wait\x18\a \x01(\bR\x04wait\x12\x18\n" +
+	"\aversion\x18\b \x01(\tR\aversion\"\xfa\x02\n" +
 	"\x12CoordinatorMessage\x12<\n" +
 	"\n" +
 	"registered\x18\x01 \x01(\v2\x1a.coordinator.v1.RegisteredH\x00R\n" +
 	"registered\x12'\n" +
 	"\x03ack\x18\x02 \x01(\v2\x13.coordinator.v1.AckH\x00R\x03ack\x12C\n" +
-	"\rheartbeat_ack\x18\x03 \x01(\v2\x1c.coordinator.v1.HeartbeatAckH\x00R\fheartbeatAckB\x06\n" +
-	"\x04kind\"\xc1\x01\n" +
+	"\rheartbeat_ack\x18\x03 \x01(\v2\x1c.coordinator.v1.HeartbeatAckH\x00R\fheartbeatAck\x123\n" +
+	"\arouting\x18\x04 \x01(\v2\x17.coordinator.v1.RoutingH\x00R\arouting\x12C\n" +
+	"\rcall_decision\x18\x05 \x01(\v2\x1c.coordinator.v1.CallDecisionH\x00R\fcallDecision\x126\n" +
+	"\bredirect\x18\x06 \x01(\v2\x18.coordinator.v1.RedirectH\x00R\bredirectB\x06\n" +
+	"\x04kind\"1\n" +
+	"\bRedirect\x12%\n" +
+	"\x0eleader_address\x18\x01 \x01(\tR\rleaderAddress\"\xc1\x01\n" +
 	"\n" +
 	"Registered\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
@@ -964,6 +1401,27 @@ const file_coordinator_v1_sidecar_proto_rawDesc = "" +
 	"\fHeartbeatAck\x12+\n" +
 	"\x03ttl\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x18\n" +
 	"\apending\x18\x02 \x01(\bR\apending\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"_\n" +
+	"\aRouting\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x128\n" +
+	"\bservices\x18\x02 \x03(\v2\x1c.coordinator.v1.ServiceRouteR\bservices\"\xaa\x01\n" +
+	"\fServiceRoute\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12'\n" +
+	"\x0fdefault_version\x18\x02 \x01(\tR\x0edefaultVersion\x12\x1f\n" +
+	"\vupdate_mode\x18\x03 \x01(\bR\n" +
+	"updateMode\x126\n" +
+	"\tendpoints\x18\x04 \x03(\v2\x18.coordinator.v1.EndpointR\tendpoints\"_\n" +
+	"\bEndpoint\x12\x1f\n" +
+	"\vinstance_id\x18\x01 \x01(\tR\n" +
+	"instanceId\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\"(\n" +
+	"\n" +
+	"RoutingAck\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"P\n" +
+	"\fCallDecision\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error*\x92\x01\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n" +
@@ -988,7 +1446,7 @@ func file_coordinator_v1_sidecar_proto_rawDescGZIP() []byte {
 }
 
 var file_coordinator_v1_sidecar_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_coordinator_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_coordinator_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_coordinator_v1_sidecar_proto_goTypes = []any{
 	(EventType)(0),              // 0: coordinator.v1.EventType
 	(*SidecarMessage)(nil),      // 1: coordinator.v1.SidecarMessage
@@ -998,33 +1456,45 @@ var file_coordinator_v1_sidecar_proto_goTypes = []any{
 	(*EventBatch)(nil),          // 5: coordinator.v1.EventBatch
 	(*Event)(nil),               // 6: coordinator.v1.Event
 	(*CoordinatorMessage)(nil),  // 7: coordinator.v1.CoordinatorMessage
-	(*Registered)(nil),          // 8: coordinator.v1.Registered
-	(*Ack)(nil),                 // 9: coordinator.v1.Ack
-	(*EventError)(nil),          // 10: coordinator.v1.EventError
-	(*HeartbeatAck)(nil),        // 11: coordinator.v1.HeartbeatAck
-	(*durationpb.Duration)(nil), // 12: google.protobuf.Duration
+	(*Redirect)(nil),            // 8: coordinator.v1.Redirect
+	(*Registered)(nil),          // 9: coordinator.v1.Registered
+	(*Ack)(nil),                 // 10: coordinator.v1.Ack
+	(*EventError)(nil),          // 11: coordinator.v1.EventError
+	(*HeartbeatAck)(nil),        // 12: coordinator.v1.HeartbeatAck
+	(*Routing)(nil),             // 13: coordinator.v1.Routing
+	(*ServiceRoute)(nil),        // 14: coordinator.v1.ServiceRoute
+	(*Endpoint)(nil),            // 15: coordinator.v1.Endpoint
+	(*RoutingAck)(nil),          // 16: coordinator.v1.RoutingAck
+	(*CallDecision)(nil),        // 17: coordinator.v1.CallDecision
+	(*durationpb.Duration)(nil), // 18: google.protobuf.Duration
 }
 var file_coordinator_v1_sidecar_proto_depIdxs = []int32{
 	2,  // 0: coordinator.v1.SidecarMessage.register:type_name -> coordinator.v1.Register
 	5,  // 1: coordinator.v1.SidecarMessage.events:type_name -> coordinator.v1.EventBatch
 	4,  // 2: coordinator.v1.SidecarMessage.heartbeat:type_name -> coordinator.v1.Heartbeat
-	12, // 3: coordinator.v1.Register.heartbeat_interval:type_name -> google.protobuf.Duration
-	3,  // 4: coordinator.v1.Register.live_roots:type_name -> coordinator.v1.LiveRoot
-	6,  // 5: coordinator.v1.EventBatch.events:type_name -> coordinator.v1.Event
-	0,  // 6: coordinator.v1.Event.type:type_name -> coordinator.v1.EventType
-	8,  // 7: coordinator.v1.CoordinatorMessage.registered:type_name -> coordinator.v1.Registered
-	9,  // 8: coordinator.v1.CoordinatorMessage.ack:type_name -> coordinator.v1.Ack
-	11, // 9: coordinator.v1.CoordinatorMessage.heartbeat_ack:type_name -> coordinator.v1.HeartbeatAck
-	12, // 10: coordinator.v1.Registered.ttl:type_name -> google.protobuf.Duration
-	10, // 11: coordinator.v1.Ack.errors:type_name -> coordinator.v1.EventError
-	12, // 12: coordinator.v1.HeartbeatAck.ttl:type_name -> google.protobuf.Duration
-	1,  // 13: coordinator.v1.SidecarService.Connect:input_type -> coordinator.v1.SidecarMessage
-	7,  // 14: coordinator.v1.SidecarService.Connect:output_type -> coordinator.v1.CoordinatorMessage
-	14, // [14:15] is the sub-list for method output_type
-	13, // [13:14] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	16, // 3: coordinator.v1.SidecarMessage.routing_ack:type_name -> coordinator.v1.RoutingAck
+	18, // 4: coordinator.v1.Register.heartbeat_interval:type_name -> google.protobuf.Duration
+	3,  // 5: coordinator.v1.Register.live_roots:type_name -> coordinator.v1.LiveRoot
+	6,  // 6: coordinator.v1.EventBatch.events:type_name -> coordinator.v1.Event
+	0,  // 7: coordinator.v1.Event.type:type_name -> coordinator.v1.EventType
+	9,  // 8: coordinator.v1.CoordinatorMessage.registered:type_name -> coordinator.v1.Registered
+	10, // 9: coordinator.v1.CoordinatorMessage.ack:type_name -> coordinator.v1.Ack
+	12, // 10: coordinator.v1.CoordinatorMessage.heartbeat_ack:type_name -> coordinator.v1.HeartbeatAck
+	13, // 11: coordinator.v1.CoordinatorMessage.routing:type_name -> coordinator.v1.Routing
+	17, // 12: coordinator.v1.CoordinatorMessage.call_decision:type_name -> coordinator.v1.CallDecision
+	8,  // 13: coordinator.v1.CoordinatorMessage.redirect:type_name -> coordinator.v1.Redirect
+	18, // 14: coordinator.v1.Registered.ttl:type_name -> google.protobuf.Duration
+	11, // 15: coordinator.v1.Ack.errors:type_name -> coordinator.v1.EventError
+	18, // 16: coordinator.v1.HeartbeatAck.ttl:type_name -> google.protobuf.Duration
+	14, // 17: coordinator.v1.Routing.services:type_name -> coordinator.v1.ServiceRoute
+	15, // 18: coordinator.v1.ServiceRoute.endpoints:type_name -> coordinator.v1.Endpoint
+	1,  // 19: coordinator.v1.SidecarService.Connect:input_type -> coordinator.v1.SidecarMessage
+	7,  // 20: coordinator.v1.SidecarService.Connect:output_type -> coordinator.v1.CoordinatorMessage
+	20, // [20:21] is the sub-list for method output_type
+	19, // [19:20] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_coordinator_v1_sidecar_proto_init() }
@@ -1036,11 +1506,15 @@ func file_coordinator_v1_sidecar_proto_init() {
 		(*SidecarMessage_Register)(nil),
 		(*SidecarMessage_Events)(nil),
 		(*SidecarMessage_Heartbeat)(nil),
+		(*SidecarMessage_RoutingAck)(nil),
 	}
 	file_coordinator_v1_sidecar_proto_msgTypes[6].OneofWrappers = []any{
 		(*CoordinatorMessage_Registered)(nil),
 		(*CoordinatorMessage_Ack)(nil),
 		(*CoordinatorMessage_HeartbeatAck)(nil),
+		(*CoordinatorMessage_Routing)(nil),
+		(*CoordinatorMessage_CallDecision)(nil),
+		(*CoordinatorMessage_Redirect)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1048,7 +1522,7 @@ func file_coordinator_v1_sidecar_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinator_v1_sidecar_proto_rawDesc), len(file_coordinator_v1_sidecar_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
