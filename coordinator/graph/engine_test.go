@@ -739,3 +739,28 @@ func TestAdoptImplicitTransaction(t *testing.T) {
 		t.Fatalf("EndOwnedBy(9) = %v, want [U]", got)
 	}
 }
+
+func TestBlockersUsing(t *testing.T) {
+	e := New()
+	s := chain(e, 2)
+	v1, v2 := e.Version("v1"), e.Version("v2")
+	must(t, e.Begin("old", s[0], v1, 1, 1))
+	mustCall(t, e, "old", s[0], 1, s[1], 2, v1)
+	must(t, e.Return("old", 2)) // used s1@v1, s0 may call it again
+	must(t, e.Begin("new", s[0], v1, 1, 1))
+	mustCall(t, e, "new", s[0], 1, s[1], 2, v2) // runs on s1@v2
+	if got := e.BlockersUsing(s[1], v1); got != 1 {
+		t.Fatalf("BlockersUsing(s1, v1) = %d, want 1", got)
+	}
+	if got := e.BlockersUsing(s[1], v2); got != 1 {
+		t.Fatalf("BlockersUsing(s1, v2) = %d, want 1", got)
+	}
+	must(t, e.Done("old", 1, s[1])) // no future at s1 any more
+	if got := e.BlockersUsing(s[1], v1); got != 0 {
+		t.Fatalf("after the done hint: BlockersUsing(s1, v1) = %d, want 0", got)
+	}
+	must(t, e.AddLegacy("legacy", 1, nil))
+	if got := e.BlockersUsing(s[1], v1); got != 1 {
+		t.Fatalf("with a legacy transaction: BlockersUsing(s1, v1) = %d, want 1", got)
+	}
+}

@@ -46,6 +46,23 @@ func (e *Engine) BlockerCount(s ServiceID) int {
 	return n
 }
 
+// BlockersUsing counts the transactions blocking s that used it at version
+// v, counting every legacy transaction (it is assumed to have used the
+// version that was current). A service being drained of v is drained when
+// this is zero. O(blockers of s).
+func (e *Engine) BlockersUsing(s ServiceID, v VersionID) int {
+	n := len(e.legacy)
+	if !e.validSvc(s) {
+		return n
+	}
+	for t := range e.blockers[s] {
+		if u, ok := t.version(s); ok && u == v {
+			n++
+		}
+	}
+	return n
+}
+
 // Blockers returns at most limit transactions blocking s, in no particular
 // order, each with its reason. O(limit × running subs × words).
 func (e *Engine) Blockers(s ServiceID, limit int) []Blocker {
