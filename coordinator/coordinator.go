@@ -96,6 +96,13 @@ type Coordinator struct {
 	routes   map[graph.ServiceID]graph.VersionID
 	implicit map[string]time.Time // transactions created by a Call, awaiting their Begin
 
+	routingRev  uint64
+	routingKick chan struct{}
+	active      map[graph.ServiceID]*update // unfinished updates by service
+	updates     map[string]*update          // every update by id (history)
+	out         []decision                  // call decisions to send after unlocking
+	pins        *pinCommitter
+
 	// Write-behind age gate: changes are stamped with the flush interval
 	// they happen in (epoch), and collect takes only those at least one
 	// interval old, so a transaction shorter than the interval is never
@@ -131,7 +138,12 @@ func New(cfg Config) (*Coordinator, error) {
 		routes:   make(map[graph.ServiceID]graph.VersionID),
 		implicit: make(map[string]time.Time),
 		t0:       time.Now(),
+
+		routingKick: make(chan struct{}, 1),
+		active:      make(map[graph.ServiceID]*update),
+		updates:     make(map[string]*update),
 	}
+	c.pins = newPinCommitter(c)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.leases = storage.NewLeases(c.cli, c.lg)
 	c.wb = storage.NewWriteBehind(c.cli, storage.WriteBehindConfig{
@@ -160,8 +172,11 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		return fmt.Errorf("coordinator: session watch: %w", err)
 	}
 	c.wb.Start()
-	c.streams.Add(1)
+	c.streams.Add(4)
 	go c.sweepImplicit()
+	go c.broadcastRouting()
+	go c.runProgress()
+	go c.pins.run()
 	c.started.Store(true)
 	c.lg.Info("coordinator started", "prefix", c.cfg.Prefix, "services", c.eng.NumServices(),
 		"sessions", len(c.sessions), "live_txns", c.eng.Live())

@@ -113,6 +113,27 @@ func (c *Coordinator) restore(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 
+	if resp, err = c.cli.Get(ctx, c.keys.Updates(), clientv3.WithPrefix()); err != nil {
+		return err
+	}
+	for _, kv := range resp.Kvs {
+		rec := &pb.Update{}
+		if err := proto.Unmarshal(kv.Value, rec); err != nil {
+			return fmt.Errorf("update record %q: %w", kv.Key, err)
+		}
+		u := &update{rec: rec, kind: rec.Strategy, changed: make(chan struct{})}
+		c.mu.Lock()
+		u.svc, u.from, u.to = c.eng.Service(rec.Service), c.eng.Version(rec.FromVersion), c.eng.Version(rec.ToVersion)
+		c.updates[rec.Id] = u
+		if !u.finished() {
+			// Resuming an update across a restart comes with failover
+			// support; until then it is ended with the reason, and the
+			// route stays as it was persisted.
+			c.setPhaseLocked(u, pb.Phase_PHASE_FAILED, "the coordinator restarted during the update")
+		}
+		c.mu.Unlock()
+	}
+
 	txns := 0
 	key, end := c.keys.Txns(), clientv3.GetPrefixRangeEnd(c.keys.Txns())
 	for {

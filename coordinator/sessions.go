@@ -44,6 +44,8 @@ type session struct {
 	// stream is the stream the session is attached to now, nil when
 	// disconnected (the lease then runs until its TTL).
 	stream *stream
+	// ackedRev is the newest routing revision the session has applied.
+	ackedRev uint64
 }
 
 func validTxnID(id string) error {
@@ -207,6 +209,8 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 		s.stream.takeOver() // a newer stream of the same instance wins
 	}
 	s.stream = st
+	s.ackedRev = 0 // a new stream: update mode counts from its own ack
+	c.bumpRoutingLocked()
 	c.declareLocked(r.Service, r.Dependencies)
 	resynced, ended := c.resyncLocked(s, r.LiveRoots, resumed)
 	c.metrics.registrations.Inc()
@@ -317,6 +321,7 @@ func (c *Coordinator) dropSessionLocked(s *session, why string) int {
 		s.stream = nil
 	}
 	c.leases.Forget(s.lease)
+	c.bumpRoutingLocked()
 	c.metrics.sessionsDropped.WithLabelValues(why).Inc()
 	c.lg.Info("session dropped", "instance", s.rec.InstanceId, "service", s.rec.Service,
 		"lease", int64(s.lease), "reason", why, "ended_txns", len(ended))
@@ -394,27 +399,27 @@ func (c *Coordinator) onCacheEvent(ev storage.Event) {
 		}
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	s := c.sessions[instance]
-	if s == nil {
+	if s == nil || (len(ev.PrevValue) > 0 && clientv3.LeaseID(prev.LeaseId) != s.lease) {
+		c.mu.Unlock() // gone already, or an older lease of a session that re-registered
 		return
 	}
-	if len(ev.PrevValue) > 0 && clientv3.LeaseID(prev.LeaseId) != s.lease {
-		return // an older lease of a session that has re-registered since
-	}
 	c.dropSessionLocked(s, "lease_expired")
+	c.progressLocked() // an update may have waited for this session
+	c.unlockAndSend()
 }
 
 // onLeaseNotFound is called by the write-behind when a record's lease is gone.
 func (c *Coordinator) onLeaseNotFound(id clientv3.LeaseID) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	for _, s := range c.sessions {
 		if s.lease == id {
 			c.dropSessionLocked(s, "lease_expired")
-			return
+			c.progressLocked()
+			break
 		}
 	}
+	c.unlockAndSend()
 }
 
 // heartbeat refreshes the session's lease asynchronously and answers with the

@@ -21,10 +21,12 @@ const MaxEventsPerBatch = 65536
 
 // stream is one sidecar stream.
 type stream struct {
-	srv    pb.SidecarService_ConnectServer
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	sendMu sync.Mutex
+	srv     pb.SidecarService_ConnectServer
+	ctx     context.Context
+	cancel  context.CancelCauseFunc
+	sendMu  sync.Mutex
+	ready   bool   // Registered was sent; guarded by sendMu
+	lastRev uint64 // newest routing revision sent; guarded by sendMu
 }
 
 var errTakenOver = errors.New("coordinator: session taken over by a newer stream")
@@ -34,6 +36,29 @@ func (st *stream) takeOver() { st.cancel(errTakenOver) }
 func (st *stream) send(m *pb.CoordinatorMessage) error {
 	st.sendMu.Lock()
 	defer st.sendMu.Unlock()
+	return st.srv.Send(m)
+}
+
+// sendRegistered sends the Registered answer; routing tables may follow.
+func (st *stream) sendRegistered(r *pb.Registered) error {
+	st.sendMu.Lock()
+	defer st.sendMu.Unlock()
+	if err := st.srv.Send(&pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_Registered{Registered: r}}); err != nil {
+		return err
+	}
+	st.ready = true
+	return nil
+}
+
+// sendRouting sends a routing table unless a newer one was sent already, or
+// the stream is not registered yet (it gets the newest table right after).
+func (st *stream) sendRouting(rev uint64, m *pb.CoordinatorMessage) error {
+	st.sendMu.Lock()
+	defer st.sendMu.Unlock()
+	if !st.ready || rev <= st.lastRev {
+		return nil
+	}
+	st.lastRev = rev
 	return st.srv.Send(m)
 }
 
@@ -113,7 +138,19 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 				return err
 			}
 			sess = s
-			out = &pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_Registered{Registered: reg}}
+			if err := st.sendRegistered(reg); err != nil {
+				return err
+			}
+			if err := c.sendRoutingTo(st); err != nil {
+				return err
+			}
+			continue
+		case *pb.SidecarMessage_RoutingAck:
+			if sess == nil {
+				return status.Error(codes.FailedPrecondition, "routing ack before register")
+			}
+			c.routingAck(sess, k.RoutingAck.GetRevision())
+			continue
 		case *pb.SidecarMessage_Events:
 			out = &pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_Ack{Ack: c.applyBatch(sess, st, k.Events.GetEvents())}}
 		case *pb.SidecarMessage_Heartbeat:
@@ -164,7 +201,7 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 		if !current {
 			err = status.Error(codes.FailedPrecondition, ErrNotRegistered.Error()+": send Register first")
 		} else {
-			err = c.applyLocked(s, ev)
+			err = c.applyLocked(s, st, ev)
 		}
 		if err == nil {
 			if t := ev.GetType(); t > 0 && int(t) < len(counts) {
@@ -174,24 +211,34 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 		}
 		if errors.Is(err, graph.ErrTxnEnded) {
 			late++ // a late event from another stream for a transaction that ended
+			if ev.GetWait() {
+				c.out = append(c.out, decision{st: st, msg: &pb.CallDecision{Seq: ev.GetSeq(), Error: "transaction ended"}})
+			}
 			continue
 		}
-		st := status.Convert(err)
+		stat := status.Convert(err)
 		ack.Errors = append(ack.Errors, &pb.EventError{
 			Seq:     ev.GetSeq(),
-			Code:    int32(st.Code()),
-			Message: st.Message(),
+			Code:    int32(stat.Code()),
+			Message: stat.Message(),
 			TxnId:   ev.GetTxnId(),
 		})
+		if ev.GetWait() {
+			// The sidecar holds this call until it hears back.
+			c.out = append(c.out, decision{st: st, msg: &pb.CallDecision{Seq: ev.GetSeq(), Error: stat.Message()}})
+		}
 	}
-	c.mu.Unlock()
+	if len(c.active) > 0 {
+		c.progressLocked() // switching is atomic with event application
+	}
+	c.unlockAndSend()
 	c.metrics.observeBatch(counts[:], late, ack.Errors)
 	return ack
 }
 
 // applyLocked applies one event; the error is a gRPC status (or wraps
 // graph.ErrTxnEnded for late events).
-func (c *Coordinator) applyLocked(s *session, ev *pb.Event) error {
+func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 	if ev == nil {
 		return status.Error(codes.InvalidArgument, "nil event")
 	}
@@ -215,16 +262,18 @@ func (c *Coordinator) applyLocked(s *session, ev *pb.Event) error {
 			return status.Errorf(codes.InvalidArgument, "CALL: %v", e)
 		}
 		to := c.eng.Service(ev.Service)
-		var info graph.CallInfo
-		info, err = c.eng.Call(ev.TxnId, s.svc, s.ver, graph.SubID(ev.CallerSubId), to, sub, c.routes[to])
-		if err == nil && info.Implicit {
-			c.eng.Adopt(ev.TxnId, s.owner) // until its Begin arrives
-			c.implicit[ev.TxnId] = time.Now()
+		if ev.Wait {
+			err = c.decideLocked(s, st, ev, to)
+			break
 		}
-		if err == nil && info.LearnedEdge {
-			c.metrics.learnedEdges.Inc()
-			c.lg.Warn("learned undeclared static edge", "from", s.rec.Service, "to", ev.Service, "txn", ev.TxnId)
+		version := c.routes[to]
+		if ev.Version != "" {
+			if e := storage.ValidName("version", ev.Version); e != nil {
+				return status.Errorf(codes.InvalidArgument, "CALL: %v", e)
+			}
+			version = c.eng.Version(ev.Version)
 		}
+		err = c.callLocked(s, ev, to, version)
 	case pb.EventType_EVENT_TYPE_RETURN:
 		err = c.eng.Return(ev.TxnId, sub)
 	case pb.EventType_EVENT_TYPE_DONE:
@@ -241,7 +290,30 @@ func (c *Coordinator) applyLocked(s *session, ev *pb.Event) error {
 	if err == nil || errors.Is(err, graph.ErrTxnEnded) {
 		return err
 	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
 	return eventStatus(typ, ev, err)
+}
+
+// callLocked applies a CALL at the given version of the callee.
+func (c *Coordinator) callLocked(s *session, ev *pb.Event, to graph.ServiceID, version graph.VersionID) error {
+	info, err := c.eng.Call(ev.TxnId, s.svc, s.ver, graph.SubID(ev.CallerSubId), to, graph.SubID(ev.SubId), version)
+	if err != nil {
+		if errors.Is(err, graph.ErrTxnEnded) {
+			return err
+		}
+		return eventStatus(ev.Type, ev, err)
+	}
+	if info.Implicit {
+		c.eng.Adopt(ev.TxnId, s.owner) // until its Begin arrives
+		c.implicit[ev.TxnId] = time.Now()
+	}
+	if info.LearnedEdge {
+		c.metrics.learnedEdges.Inc()
+		c.lg.Warn("learned undeclared static edge", "from", s.rec.Service, "to", ev.Service, "txn", ev.TxnId)
+	}
+	return nil
 }
 
 // eventStatus turns an engine error into a status that says what was wrong.

@@ -23,11 +23,23 @@ type Sidecar struct {
 	cancel context.CancelFunc
 	seq    atomic.Uint64
 
-	mu      sync.Mutex
-	waiters map[uint64]chan *pb.Ack // by through_seq
-	hb      chan *pb.HeartbeatAck
-	err     error
-	done    chan struct{}
+	sendMu sync.Mutex // gRPC streams allow one sender at a time
+	// routeMu makes "read the routing table and send the call" atomic with
+	// "apply a new table and acknowledge it", as a real sidecar must: a
+	// call sent after the ack of an update-mode table must wait.
+	routeMu sync.RWMutex
+
+	mu        sync.Mutex
+	waiters   map[uint64]chan *pb.Ack // by through_seq
+	decisions map[uint64]chan *pb.CallDecision
+	routing   *pb.Routing
+	routingCh chan struct{} // closed and replaced when routing changes
+	hb        chan *pb.HeartbeatAck
+	err       error
+	done      chan struct{}
+	// AutoAck makes the sidecar acknowledge every routing table as soon as
+	// it arrives (the default); tests of the prepare handshake turn it off.
+	autoAck bool
 }
 
 // Connect opens a stream on conn and registers.
@@ -68,11 +80,14 @@ func Connect(ctx context.Context, conn grpc.ClientConnInterface, reg *pb.Registe
 		return nil, nil, fmt.Errorf("simsidecar: expected Registered, got %v", r.m)
 	}
 	s := &Sidecar{
-		stream:  stream,
-		cancel:  cancel,
-		waiters: make(map[uint64]chan *pb.Ack),
-		hb:      make(chan *pb.HeartbeatAck, 16),
-		done:    make(chan struct{}),
+		stream:    stream,
+		cancel:    cancel,
+		waiters:   make(map[uint64]chan *pb.Ack),
+		decisions: make(map[uint64]chan *pb.CallDecision),
+		routingCh: make(chan struct{}),
+		hb:        make(chan *pb.HeartbeatAck, 16),
+		done:      make(chan struct{}),
+		autoAck:   true,
 	}
 	go s.recv()
 	return s, registered, nil
@@ -88,6 +103,10 @@ func (s *Sidecar) recv() {
 			for k, w := range s.waiters {
 				close(w)
 				delete(s.waiters, k)
+			}
+			for k, w := range s.decisions {
+				close(w)
+				delete(s.decisions, k)
 			}
 			s.mu.Unlock()
 			return
@@ -105,6 +124,28 @@ func (s *Sidecar) recv() {
 			select {
 			case s.hb <- k.HeartbeatAck:
 			default:
+			}
+		case *pb.CoordinatorMessage_Routing:
+			s.routeMu.Lock()
+			s.mu.Lock()
+			if s.routing == nil || k.Routing.Revision > s.routing.Revision {
+				s.routing = k.Routing
+				close(s.routingCh)
+				s.routingCh = make(chan struct{})
+			}
+			auto := s.autoAck
+			s.mu.Unlock()
+			if auto {
+				_ = s.AckRouting(k.Routing.Revision)
+			}
+			s.routeMu.Unlock()
+		case *pb.CoordinatorMessage_CallDecision:
+			s.mu.Lock()
+			w := s.decisions[k.CallDecision.Seq]
+			delete(s.decisions, k.CallDecision.Seq)
+			s.mu.Unlock()
+			if w != nil {
+				w <- k.CallDecision
 			}
 		}
 	}
@@ -127,6 +168,9 @@ func (s *Sidecar) SendAsync(evs ...*pb.Event) (<-chan *pb.Ack, error) {
 	if len(evs) == 0 {
 		return nil, errors.New("simsidecar: empty batch")
 	}
+	// Numbering and sending under sendMu keeps seq in stream order.
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
 	for _, e := range evs {
 		e.Seq = s.seq.Add(1)
 	}
@@ -138,11 +182,88 @@ func (s *Sidecar) SendAsync(evs ...*pb.Event) (<-chan *pb.Ack, error) {
 	}
 	s.waiters[evs[len(evs)-1].Seq] = w
 	s.mu.Unlock()
-	err := s.stream.Send(&pb.SidecarMessage{Kind: &pb.SidecarMessage_Events{Events: &pb.EventBatch{Events: evs}}})
-	if err != nil {
+	if err := s.stream.Send(&pb.SidecarMessage{Kind: &pb.SidecarMessage_Events{Events: &pb.EventBatch{Events: evs}}}); err != nil {
 		return nil, err
 	}
 	return w, nil
+}
+
+func (s *Sidecar) send(m *pb.SidecarMessage) error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	return s.stream.Send(m)
+}
+
+// SetAutoAck turns the automatic RoutingAck on or off.
+func (s *Sidecar) SetAutoAck(on bool) {
+	s.mu.Lock()
+	s.autoAck = on
+	s.mu.Unlock()
+}
+
+// AckRouting acknowledges a routing revision.
+func (s *Sidecar) AckRouting(rev uint64) error {
+	return s.send(&pb.SidecarMessage{Kind: &pb.SidecarMessage_RoutingAck{RoutingAck: &pb.RoutingAck{Revision: rev}}})
+}
+
+// Routing returns the newest routing table received (nil before the first).
+func (s *Sidecar) Routing() *pb.Routing {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.routing
+}
+
+// Route returns the newest route of service (nil if the table has none).
+func (s *Sidecar) Route(service string) *pb.ServiceRoute {
+	for _, r := range s.Routing().GetServices() {
+		if r.Service == service {
+			return r
+		}
+	}
+	return nil
+}
+
+// WaitRouting waits until the newest routing table satisfies cond.
+func (s *Sidecar) WaitRouting(ctx context.Context, cond func(*pb.Routing) bool) error {
+	for {
+		s.mu.Lock()
+		r, ch := s.routing, s.routingCh
+		s.mu.Unlock()
+		if r != nil && cond(r) {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-s.done:
+			return fmt.Errorf("simsidecar: stream ended: %w", s.Err())
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// SendWait sends a CALL with wait set as a batch of its own and returns
+// the channel its CallDecision arrives on (closed if the stream ends), and
+// the batch's Ack channel.
+func (s *Sidecar) SendWait(ev *pb.Event) (<-chan *pb.CallDecision, <-chan *pb.Ack, error) {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	ev.Wait = true
+	ev.Seq = s.seq.Add(1)
+	d := make(chan *pb.CallDecision, 1)
+	a := make(chan *pb.Ack, 1)
+	s.mu.Lock()
+	if s.err != nil {
+		s.mu.Unlock()
+		return nil, nil, s.err
+	}
+	s.decisions[ev.Seq] = d
+	s.waiters[ev.Seq] = a
+	s.mu.Unlock()
+	if err := s.stream.Send(&pb.SidecarMessage{Kind: &pb.SidecarMessage_Events{Events: &pb.EventBatch{Events: []*pb.Event{ev}}}}); err != nil {
+		return nil, nil, err
+	}
+	return d, a, nil
 }
 
 // Send sends one batch and waits for its Ack.
@@ -164,7 +285,7 @@ func (s *Sidecar) Send(ctx context.Context, evs ...*pb.Event) (*pb.Ack, error) {
 
 // Heartbeat sends a heartbeat and waits for its answer.
 func (s *Sidecar) Heartbeat(ctx context.Context) (*pb.HeartbeatAck, error) {
-	if err := s.stream.Send(&pb.SidecarMessage{Kind: &pb.SidecarMessage_Heartbeat{Heartbeat: &pb.Heartbeat{}}}); err != nil {
+	if err := s.send(&pb.SidecarMessage{Kind: &pb.SidecarMessage_Heartbeat{Heartbeat: &pb.Heartbeat{}}}); err != nil {
 		return nil, err
 	}
 	select {
@@ -182,6 +303,42 @@ func (s *Sidecar) Close() {
 	_ = s.stream.CloseSend()
 	s.cancel()
 	<-s.done
+}
+
+// RouteCall does what a sidecar does before an outbound call of txn from
+// sub caller to service `to`, creating sub: if `to` is in update mode it
+// sends the CALL with wait and returns the version of the CallDecision;
+// otherwise it sends the CALL naming the default version and returns that
+// at once. It returns an error if the decision carries one.
+func (s *Sidecar) RouteCall(ctx context.Context, txn string, caller uint64, to string, sub uint64) (string, error) {
+	s.routeMu.RLock()
+	r := s.Route(to)
+	ev := Call(txn, caller, to, sub)
+	if r == nil || !r.UpdateMode {
+		if r != nil {
+			ev.Version = r.DefaultVersion
+		}
+		_, err := s.SendAsync(ev)
+		s.routeMu.RUnlock()
+		return ev.Version, err
+	}
+	d, _, err := s.SendWait(ev)
+	s.routeMu.RUnlock()
+	if err != nil {
+		return "", err
+	}
+	select {
+	case dec, ok := <-d:
+		if !ok {
+			return "", fmt.Errorf("simsidecar: stream ended: %w", s.Err())
+		}
+		if dec.Error != "" {
+			return "", fmt.Errorf("simsidecar: call refused: %s", dec.Error)
+		}
+		return dec.Version, nil
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
 }
 
 // Begin, Call, Return, Done and End build events; the calling side is

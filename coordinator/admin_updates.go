@@ -1,0 +1,125 @@
+package coordinator
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+)
+
+const (
+	defaultUpdateLimit = 50
+	maxUpdateLimit     = 1000
+	// watchTick bounds how stale a watched update's progress may be.
+	watchTick = 100 * time.Millisecond
+)
+
+func (a adminServer) StartUpdate(ctx context.Context, req *pb.StartUpdateRequest) (*pb.Update, error) {
+	return a.c.startUpdate(ctx, req)
+}
+
+func (c *Coordinator) updateLocked(id string) (*update, error) {
+	if id == "" {
+		return nil, status.Error(codes.InvalidArgument, "update id is empty")
+	}
+	u := c.updates[id]
+	if u == nil {
+		return nil, status.Errorf(codes.NotFound, "unknown update %q", id)
+	}
+	return u, nil
+}
+
+func (a adminServer) GetUpdate(ctx context.Context, req *pb.GetUpdateRequest) (*pb.Update, error) {
+	c := a.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	u, err := c.updateLocked(req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	return c.snapshotLocked(u), nil
+}
+
+func (a adminServer) ListUpdates(ctx context.Context, req *pb.ListUpdatesRequest) (*pb.ListUpdatesResponse, error) {
+	n, err := limit(req.GetLimit(), defaultUpdateLimit, maxUpdateLimit, "limit")
+	if err != nil {
+		return nil, err
+	}
+	c := a.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var all []*update
+	for _, u := range c.updates {
+		if req.GetService() == "" || u.rec.Service == req.Service {
+			all = append(all, u)
+		}
+	}
+	slices.SortFunc(all, func(x, y *update) int { // newest first
+		return y.rec.CreatedAt.AsTime().Compare(x.rec.CreatedAt.AsTime())
+	})
+	out := &pb.ListUpdatesResponse{}
+	for _, u := range all[:min(n, len(all))] {
+		out.Updates = append(out.Updates, c.snapshotLocked(u))
+	}
+	return out, nil
+}
+
+func (a adminServer) AbortUpdate(ctx context.Context, req *pb.AbortUpdateRequest) (*pb.Update, error) {
+	c := a.c
+	c.mu.Lock()
+	u, err := c.updateLocked(req.GetId())
+	if err == nil {
+		reason := req.GetReason()
+		if reason == "" {
+			reason = "aborted by an operator"
+		}
+		err = c.abortLocked(u, reason)
+	}
+	var out *pb.Update
+	if err == nil {
+		out = c.snapshotLocked(u)
+	}
+	c.unlockAndSend()
+	return out, err
+}
+
+// WatchUpdate sends the update at once, then whenever it changes (at most
+// every watchTick for progress counters), and ends once it has finished.
+func (a adminServer) WatchUpdate(req *pb.WatchUpdateRequest, srv pb.AdminService_WatchUpdateServer) error {
+	c := a.c
+	tick := time.NewTicker(watchTick)
+	defer tick.Stop()
+	var last *pb.Update
+	for {
+		c.mu.Lock()
+		u, err := c.updateLocked(req.GetId())
+		if err != nil {
+			c.mu.Unlock()
+			return err
+		}
+		snap, changed, done := c.snapshotLocked(u), u.changed, u.finished()
+		c.mu.Unlock()
+		if last == nil || !proto.Equal(last, snap) {
+			if err := srv.Send(snap); err != nil {
+				return err
+			}
+			last = snap
+		}
+		if done {
+			return nil
+		}
+		select {
+		case <-srv.Context().Done():
+			return status.FromContextError(srv.Context().Err()).Err()
+		case <-c.ctx.Done():
+			return status.Error(codes.Unavailable, "coordinator is shutting down")
+		case <-changed:
+		case <-tick.C:
+		}
+	}
+}

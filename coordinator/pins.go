@@ -1,0 +1,106 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+	"github.com/coordinator/coordinator/storage"
+)
+
+// pinCommitter group-commits the first-use pins of transactions calling a
+// service mid-update: each CallDecision that carries a pin is sent only
+// after its pin is in etcd, and many pins share one etcd transaction.
+type pinCommitter struct {
+	c     *Coordinator
+	mu    sync.Mutex
+	queue []decision
+	kick  chan struct{}
+}
+
+func newPinCommitter(c *Coordinator) *pinCommitter {
+	return &pinCommitter{c: c, kick: make(chan struct{}, 1)}
+}
+
+func (p *pinCommitter) add(d decision) {
+	p.mu.Lock()
+	p.queue = append(p.queue, d)
+	p.mu.Unlock()
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (p *pinCommitter) take() []decision {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := min(len(p.queue), storage.DefaultMaxOps)
+	batch := p.queue[:n:n]
+	p.queue = p.queue[n:]
+	return batch
+}
+
+func (p *pinCommitter) run() {
+	defer p.c.streams.Done()
+	for {
+		select {
+		case <-p.c.ctx.Done():
+			return
+		case <-p.kick:
+		}
+		for {
+			batch := p.take()
+			if len(batch) == 0 {
+				break
+			}
+			p.commit(batch)
+		}
+	}
+}
+
+// commit writes one batch, retrying transient errors; a pin whose lease is
+// gone (the transaction's session expired) is answered with an error.
+func (p *pinCommitter) commit(batch []decision) {
+	backoff := 5 * time.Millisecond
+	for {
+		ops := make([]clientv3.Op, len(batch))
+		for i, d := range batch {
+			ops[i] = *d.pin
+		}
+		ctx, cancel := context.WithTimeout(p.c.ctx, 5*time.Second)
+		_, err := p.c.cli.Txn(ctx).Then(ops...).Commit()
+		cancel()
+		switch {
+		case err == nil:
+			for _, d := range batch {
+				p.c.sendDecision(d)
+			}
+			return
+		case errors.Is(err, rpctypes.ErrLeaseNotFound) && len(batch) > 1:
+			for _, d := range batch {
+				p.commit([]decision{d})
+			}
+			return
+		case errors.Is(err, rpctypes.ErrLeaseNotFound):
+			d := batch[0]
+			d.msg = &pb.CallDecision{Seq: d.msg.Seq, Error: "the transaction's session expired"}
+			p.c.sendDecision(d)
+			return
+		case p.c.ctx.Err() != nil:
+			return // stopping: the streams are ending too
+		}
+		p.c.lg.Warn("commit pins, retrying", "pins", len(batch), "backoff", backoff, "error", err)
+		select {
+		case <-time.After(backoff):
+		case <-p.c.ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
