@@ -50,7 +50,16 @@ func TestOutOfOrderStreams(t *testing.T) {
 		t.Fatalf("after Begin and the upstream call: %v, want owned by a-1, entry a, 3 running subs", tx)
 	}
 	servertest.Send(t, b, simsidecar.Return("T", 3))
-	servertest.Send(t, a, simsidecar.Return("T", 2), simsidecar.End("T"))
+	servertest.Send(t, a, simsidecar.Return("T", 2))
+	// b's hint about sub 2 arrives after a's Return of sub 2: moot, ignored.
+	late := ts.Metric("coordinator_late_events_total")
+	if ack := servertest.SendAck(t, b, simsidecar.Done("T", 2, "c")); len(ack.Errors) != 0 {
+		t.Fatalf("late DONE: errors %v, want none", ack.Errors)
+	}
+	if got := ts.Metric("coordinator_late_events_total"); got != late+1 {
+		t.Fatalf("late events %v, want %v", got, late+1)
+	}
+	servertest.Send(t, a, simsidecar.End("T"))
 	if n := ts.Txns("").Total; n != 0 {
 		t.Fatalf("%d live after End", n)
 	}

@@ -31,6 +31,11 @@ type stream struct {
 
 var errTakenOver = errors.New("coordinator: session taken over by a newer stream")
 
+// errLate marks an event that arrived after what it is about was over (from
+// another stream: a DONE hint of a sub-transaction whose RETURN, sent by the
+// caller's sidecar, came first). Such events are ignored and counted.
+var errLate = errors.New("coordinator: late event")
+
 func (st *stream) takeOver() { st.cancel(errTakenOver) }
 
 func (st *stream) send(m *pb.CoordinatorMessage) error {
@@ -209,8 +214,8 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 			}
 			continue
 		}
-		if errors.Is(err, graph.ErrTxnEnded) {
-			late++ // a late event from another stream for a transaction that ended
+		if errors.Is(err, graph.ErrTxnEnded) || errors.Is(err, errLate) {
+			late++ // a late event from another stream
 			if ev.GetWait() {
 				c.out = append(c.out, decision{st: st, msg: &pb.CallDecision{Seq: ev.GetSeq(), Error: "transaction ended"}})
 			}
@@ -282,12 +287,15 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 			return status.Errorf(codes.InvalidArgument, "DONE: unknown service %q", ev.Service)
 		}
 		err = c.eng.Done(ev.TxnId, sub, to)
+		if errors.Is(err, graph.ErrUnknownSub) {
+			return errLate // the sub-transaction has returned: the hint is moot
+		}
 	case pb.EventType_EVENT_TYPE_END:
 		err = c.eng.End(ev.TxnId)
 	default:
 		return status.Errorf(codes.InvalidArgument, "unknown event type %d", int32(typ))
 	}
-	if err == nil || errors.Is(err, graph.ErrTxnEnded) {
+	if err == nil || errors.Is(err, graph.ErrTxnEnded) || errors.Is(err, errLate) {
 		return err
 	}
 	if _, ok := status.FromError(err); ok {

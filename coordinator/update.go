@@ -43,6 +43,7 @@ type update struct {
 	prepareRev uint64 // routing revision that put svc in update mode
 	switched   bool   // the default is `to`
 	rollback   bool   // aborted after the switch: default back to `from`, pins kept
+	pending    bool   // reserved while its first record is being stored: not acting yet
 	started    time.Time
 	held       []heldCall
 	decided    uint64
@@ -156,7 +157,7 @@ func (c *Coordinator) startUpdate(ctx context.Context, req *pb.StartUpdateReques
 			History:   []*pb.PhaseChange{{Phase: pb.Phase_PHASE_PREPARING, At: timestamppb.New(now)}},
 		},
 		svc: svc, from: from, to: to, kind: kind, started: now,
-		changed: make(chan struct{}),
+		changed: make(chan struct{}), pending: true,
 	}
 	c.active[svc] = u // reserved: a second request now fails
 	c.mu.Unlock()
@@ -168,6 +169,7 @@ func (c *Coordinator) startUpdate(ctx context.Context, req *pb.StartUpdateReques
 		return nil, status.Errorf(codes.Unavailable, "store update: %v", err)
 	}
 	c.mu.Lock()
+	u.pending = false
 	c.updates[u.rec.Id] = u
 	c.lg.Info("update started", "update", u.rec.Id, "service", req.Service, "from", u.rec.FromVersion,
 		"to", req.ToVersion, "strategy", strategy.Name(kind))
@@ -297,6 +299,8 @@ func (c *Coordinator) progressLocked() {
 
 func (c *Coordinator) progressOneLocked(u *update, now time.Time) {
 	switch {
+	case u.pending:
+		return
 	case u.rollback:
 		if c.eng.BlockersUsing(u.svc, u.to) == 0 {
 			c.releaseHeldLocked(u)
@@ -382,6 +386,9 @@ func (c *Coordinator) runProgress() {
 // committed before the answer is sent.
 func (c *Coordinator) decideLocked(s *session, st *stream, ev *pb.Event, to graph.ServiceID) error {
 	u := c.active[to]
+	if u != nil && u.pending {
+		u = nil // not acting yet: the default applies
+	}
 	version := c.routes[to]
 	first := true
 	if u != nil {

@@ -24,16 +24,17 @@ import (
 // records which version it ran on; the oracle checks that no transaction
 // ran on two versions of one service.
 type world struct {
-	t     *testing.T
-	ts    *servertest.Server
-	svcs  []string
-	succ  map[string][]string
-	inst  map[string]map[string]*simsidecar.Sidecar // service -> version -> sidecar
-	mu    sync.Mutex
-	ran   map[string]map[string]map[string]bool // txn -> service -> versions
-	subs  atomic.Uint64
-	txns  atomic.Int64
-	calls atomic.Int64
+	t       *testing.T
+	ts      *servertest.Server
+	svcs    []string
+	succ    map[string][]string
+	inst    map[string]map[string]*simsidecar.Sidecar // service -> version -> sidecar
+	mu      sync.Mutex
+	ran     map[string]map[string]map[string]bool // txn -> service -> versions
+	subs    atomic.Uint64
+	txns    atomic.Int64
+	calls   atomic.Int64
+	pausedN atomic.Int64
 }
 
 // newWorld builds n services s0..s(n-1) with s0 the entry; edge i->j (i<j)
@@ -97,8 +98,16 @@ func (w *world) record(txn, svc, version string) {
 }
 
 // violations returns the transactions that ran on two versions of one
-// service (the oracle of DESIGN.md §1).
+// service (the oracle of DESIGN.md §1). It also fails the test if the
+// coordinator rejected any event: the simulation sends only valid ones.
 func (w *world) violations() []string {
+	for svc, m := range w.inst {
+		for v, sc := range m {
+			if n, last := sc.Rejected(); n > 0 {
+				w.t.Errorf("%s@%s: %d events rejected, last: %v", svc, v, n, last)
+			}
+		}
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var out []string
@@ -113,13 +122,13 @@ func (w *world) violations() []string {
 	return out
 }
 
-// ranOn counts transactions that ran on svc@version.
+// ranOn counts transactions that ran on svc@version (any version if "").
 func (w *world) ranOn(svc, version string) int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	n := 0
 	for _, m := range w.ran {
-		if m[svc][version] {
+		if version == "" && len(m[svc]) > 0 || m[svc][version] {
 			n++
 		}
 	}
@@ -307,13 +316,14 @@ func (w *world) paused(ctx context.Context, svc string, n int, gate <-chan struc
 		return call{to: path[1], gate: g, child: p}
 	}
 	errs := make(chan error, n)
-	before := w.ranOn(svc, "v1")
-	for i := range n {
+	before := w.ranOn(svc, "")
+	for range n {
 		root := &plan{svc: path[0], calls: []call{chain(nil), chain(gate)}}
-		go func() { errs <- w.run(ctx, fmt.Sprintf("paused-%d", i), root) }()
+		id := fmt.Sprintf("paused-%d", w.pausedN.Add(1))
+		go func() { errs <- w.run(ctx, id, root) }()
 	}
 	servertest.Eventually(w.t, 10*time.Second, "paused transactions to use "+svc, func() bool {
-		return w.ranOn(svc, "v1") >= before+n
+		return w.ranOn(svc, "") >= before+n
 	})
 	return func() error {
 		var first error
@@ -341,4 +351,14 @@ func (w *world) waitPhase(id string, p pb.Phase) {
 		}
 		return u.FinishedAt != nil
 	})
+}
+
+func servertest_send(t *testing.T, sc *simsidecar.Sidecar, evs ...*pb.Event) {
+	t.Helper()
+	servertest.Send(t, sc, evs...)
+}
+
+func servertest_eventually(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	servertest.Eventually(t, 10*time.Second, what, cond)
 }

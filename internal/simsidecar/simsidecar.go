@@ -22,6 +22,9 @@ type Sidecar struct {
 	stream pb.SidecarService_ConnectClient
 	cancel context.CancelFunc
 	seq    atomic.Uint64
+	// rejected counts events the coordinator rejected (per-event errors).
+	rejected atomic.Int64
+	lastErr  atomic.Pointer[pb.EventError]
 
 	sendMu sync.Mutex // gRPC streams allow one sender at a time
 	// routeMu makes "read the routing table and send the call" atomic with
@@ -113,6 +116,10 @@ func (s *Sidecar) recv() {
 		}
 		switch k := m.Kind.(type) {
 		case *pb.CoordinatorMessage_Ack:
+			if n := len(k.Ack.Errors); n > 0 {
+				s.rejected.Add(int64(n))
+				s.lastErr.Store(k.Ack.Errors[n-1])
+			}
 			s.mu.Lock()
 			w := s.waiters[k.Ack.ThroughSeq]
 			delete(s.waiters, k.Ack.ThroughSeq)
@@ -150,6 +157,10 @@ func (s *Sidecar) recv() {
 		}
 	}
 }
+
+// Rejected returns how many events the coordinator rejected so far, and
+// the last rejection.
+func (s *Sidecar) Rejected() (int64, *pb.EventError) { return s.rejected.Load(), s.lastErr.Load() }
 
 // Err is why the stream ended (nil while it is open).
 func (s *Sidecar) Err() error {
