@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -150,8 +151,12 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 		kctx, kcancel := context.WithTimeout(ctx, resumeCheckBudget)
 		_, err := c.cli.KeepAliveOnce(kctx, oldLease)
 		kcancel()
-		if err == nil {
+		switch {
+		case err == nil:
 			lease, resumed = oldLease, true
+		case !errors.Is(err, rpctypes.ErrLeaseNotFound):
+			// etcd did not answer: do not end a session that may be alive.
+			return nil, nil, status.Errorf(codes.Unavailable, "register: check the session's lease: %v", err)
 		}
 	}
 	if !resumed {
@@ -190,11 +195,19 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 	if err != nil {
 		return nil, nil, status.Errorf(codes.Internal, "register: encode session: %v", err)
 	}
+	fail := func(format string, err error) (*session, *pb.Registered, error) {
+		if !resumed { // a lease nobody will use: do not let it linger until its TTL
+			rctx, rcancel := context.WithTimeout(context.Background(), resumeCheckBudget)
+			_, _ = c.cli.Revoke(rctx, lease)
+			rcancel()
+		}
+		return nil, nil, status.Errorf(codes.Unavailable, format, err)
+	}
 	if _, err := c.cli.Put(ctx, c.keys.Session(r.InstanceId), string(val), clientv3.WithLease(lease)); err != nil {
-		return nil, nil, status.Errorf(codes.Unavailable, "register: store session: %v", err)
+		return fail("register: store session: %v", err)
 	}
 	if err := c.persistService(ctx, r.Service, r.Dependencies, r.Version); err != nil {
-		return nil, nil, status.Errorf(codes.Unavailable, "register: store service: %v", err)
+		return fail("register: store service: %v", err)
 	}
 
 	c.mu.Lock()
@@ -320,6 +333,7 @@ func (c *Coordinator) dropSessionLocked(s *session, why string) int {
 		s.stream.takeOver()
 		s.stream = nil
 	}
+	c.dropHeldLocked(s, nil)
 	c.leases.Forget(s.lease)
 	c.bumpRoutingLocked()
 	c.metrics.sessionsDropped.WithLabelValues(why).Inc()

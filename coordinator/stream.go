@@ -181,6 +181,7 @@ func (c *Coordinator) detach(s *session, st *stream) {
 		s.stream = nil
 		c.lg.Info("session disconnected", "instance", s.rec.InstanceId, "lease", int64(s.lease))
 	}
+	c.dropHeldLocked(s, st)
 }
 
 // applyBatch applies events in order under one lock and acknowledges them.

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -444,6 +445,19 @@ func (c *Coordinator) releaseHeldLocked(u *update) {
 		}
 	}
 	u.notify()
+}
+
+// dropHeldLocked forgets the held calls of session s (of its stream st
+// only, if st is set): their sidecar is gone, so is the request that made
+// them, and a dead call must not count toward --max-block.
+func (c *Coordinator) dropHeldLocked(s *session, st *stream) {
+	for _, u := range c.active {
+		n := len(u.held)
+		u.held = slices.DeleteFunc(u.held, func(h heldCall) bool { return h.s == s && (st == nil || h.st == st) })
+		if len(u.held) != n {
+			u.notify()
+		}
+	}
 }
 
 // unlockAndSend releases the lock and sends the queued call decisions:

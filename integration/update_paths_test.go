@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/coordinator/coordinator/internal/simsidecar"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
@@ -306,4 +307,27 @@ func (w *world) eventuallyHeld(id string, n uint32) {
 func (w *world) eventuallyUnacked(id string, n uint32) {
 	w.t.Helper()
 	servertest_eventually(w.t, func() bool { return w.getUpdate(id).Progress.GetUnacknowledgedSessions() == n }, "unacknowledged sessions")
+}
+
+// A held call whose sidecar goes away is forgotten: it no longer counts as
+// held (nor toward --max-block).
+func TestBFForgetsHeldCallsOfDisconnectedSidecars(t *testing.T) {
+	w := chainWorld(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	gate := make(chan struct{})
+	paused := w.paused(ctx, "s1", 1, gate)
+	defer func() { close(gate); _ = paused() }()
+	u := w.startUpdate("s1", "v2", pb.Strategy_STRATEGY_BF, 0, time.Minute)
+	w.waitPhase(u.Id, pb.Phase_PHASE_WAITING)
+	other, _ := w.ts.Register(&pb.Register{InstanceId: "s0-b", Service: "s0", Version: "v1", Dependencies: []string{"s1"},
+		HeartbeatInterval: durationpb.New(time.Minute)})
+	if err := other.WaitRouting(ctx, func(r *pb.Routing) bool { return other.Route("s1").GetUpdateMode() }); err != nil {
+		t.Fatal(err)
+	}
+	servertest_send(t, other, simsidecar.Begin("gone", 1))
+	go func() { _, _ = other.RouteCall(ctx, "gone", 1, "s1", 2) }()
+	w.eventuallyHeld(u.Id, 1)
+	other.Close()
+	w.eventuallyHeld(u.Id, 0)
 }
