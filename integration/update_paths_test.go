@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -59,18 +60,29 @@ func TestWFTimeoutAborts(t *testing.T) {
 	}
 }
 
+// blockedBF starts a chain world with a transaction that used s1 and waits
+// at the returned gate before calling it again, and a BF update of s1 that
+// it blocks (in WAITING). release opens the gate and waits for it to end.
+func blockedBF(t *testing.T, ctx context.Context, maxBlock time.Duration) (w *world, u *pb.Update, release func() error) {
+	w = chainWorld(t)
+	gate := make(chan struct{})
+	paused := w.paused(ctx, "s1", 1, gate)
+	u = w.startUpdate("s1", "v2", pb.Strategy_STRATEGY_BF, 0, maxBlock)
+	w.waitPhase(u.Id, pb.Phase_PHASE_WAITING)
+	var once sync.Once
+	return w, u, func() error {
+		once.Do(func() { close(gate) })
+		return paused()
+	}
+}
+
 // BF holds a call of a transaction that has not used s1 while another that
 // used it may still call it; when that one ends the update switches and
 // the held call is released to v2.
 func TestBFReleasesHeldCallsOnSwitch(t *testing.T) {
-	w := chainWorld(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	gate := make(chan struct{})
-	paused := w.paused(ctx, "s1", 1, gate)
-	u := w.startUpdate("s1", "v2", pb.Strategy_STRATEGY_BF, 0, 30*time.Second)
-	w.waitPhase(u.Id, pb.Phase_PHASE_WAITING)
-
+	w, u, release := blockedBF(t, ctx, 30*time.Second)
 	entry := w.inst["s0"]["v1"]
 	servertest_send(t, entry, simsidecar.Begin("fresh", 100))
 	got := make(chan string, 1)
@@ -87,8 +99,7 @@ func TestBFReleasesHeldCallsOnSwitch(t *testing.T) {
 		t.Fatalf("held call answered %q before the switch", v)
 	case <-time.After(50 * time.Millisecond):
 	}
-	close(gate) // the blocker calls s1 again (on v1), returns and ends
-	if err := paused(); err != nil {
+	if err := release(); err != nil { // the blocker calls s1 again (on v1), returns and ends
 		t.Fatal(err)
 	}
 	if v := <-got; v != "v2" {
@@ -101,14 +112,10 @@ func TestBFReleasesHeldCallsOnSwitch(t *testing.T) {
 
 // Past --max-block the BF update aborts and the held calls go to v1.
 func TestBFMaxBlockAbortsAndReleasesToOld(t *testing.T) {
-	w := chainWorld(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	gate := make(chan struct{})
-	paused := w.paused(ctx, "s1", 1, gate)
-	defer func() { close(gate); _ = paused() }()
-	u := w.startUpdate("s1", "v2", pb.Strategy_STRATEGY_BF, 0, 200*time.Millisecond)
-	w.waitPhase(u.Id, pb.Phase_PHASE_WAITING)
+	w, u, release := blockedBF(t, ctx, 200*time.Millisecond)
+	defer release()
 	entry := w.inst["s0"]["v1"]
 	servertest_send(t, entry, simsidecar.Begin("fresh", 100))
 	v, err := entry.RouteCall(ctx, "fresh", 100, "s1", 101)
@@ -123,18 +130,14 @@ func TestBFMaxBlockAbortsAndReleasesToOld(t *testing.T) {
 // An operator abort releases held calls to v1 too, and a second update of
 // the same service while one runs is refused.
 func TestAbortReleasesHeldCallsAndOneUpdatePerService(t *testing.T) {
-	w := chainWorld(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	gate := make(chan struct{})
-	paused := w.paused(ctx, "s1", 1, gate)
-	defer func() { close(gate); _ = paused() }()
-	u := w.startUpdate("s1", "v2", pb.Strategy_STRATEGY_BF, 0, time.Minute)
+	w, u, release := blockedBF(t, ctx, time.Minute)
+	defer release()
 	_, err := w.ts.Admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: "s1", ToVersion: "v2", Strategy: pb.Strategy_STRATEGY_CV})
 	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), u.Id) {
 		t.Fatalf("second update: %v, want FailedPrecondition naming %s", err, u.Id)
 	}
-	w.waitPhase(u.Id, pb.Phase_PHASE_WAITING)
 	entry := w.inst["s0"]["v1"]
 	servertest_send(t, entry, simsidecar.Begin("fresh", 100))
 	got := make(chan string, 1)
@@ -312,14 +315,10 @@ func (w *world) eventuallyUnacked(id string, n uint32) {
 // A held call whose sidecar goes away is forgotten: it no longer counts as
 // held (nor toward --max-block).
 func TestBFForgetsHeldCallsOfDisconnectedSidecars(t *testing.T) {
-	w := chainWorld(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	gate := make(chan struct{})
-	paused := w.paused(ctx, "s1", 1, gate)
-	defer func() { close(gate); _ = paused() }()
-	u := w.startUpdate("s1", "v2", pb.Strategy_STRATEGY_BF, 0, time.Minute)
-	w.waitPhase(u.Id, pb.Phase_PHASE_WAITING)
+	w, u, release := blockedBF(t, ctx, time.Minute)
+	defer release()
 	other, _ := w.ts.Register(&pb.Register{InstanceId: "s0-b", Service: "s0", Version: "v1", Dependencies: []string{"s1"},
 		HeartbeatInterval: durationpb.New(time.Minute)})
 	if err := other.WaitRouting(ctx, func(r *pb.Routing) bool { return other.Route("s1").GetUpdateMode() }); err != nil {

@@ -157,16 +157,8 @@ func SendAck(t testing.TB, sc *simsidecar.Sidecar, evs ...*pb.Event) *pb.Ack {
 // (protojson for proto messages); it returns the status code.
 func (ts *Server) REST(path string, out any) int {
 	ts.t.Helper()
-	resp, err := http.Get("http://" + ts.HTTPAddr() + path)
-	if err != nil {
-		ts.t.Fatalf("GET %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		ts.t.Fatal(err)
-	}
-	if out != nil && resp.StatusCode == http.StatusOK {
+	code, body := ts.get(path)
+	if out != nil && code == http.StatusOK {
 		var err error
 		if m, ok := out.(proto.Message); ok {
 			err = protojson.Unmarshal(body, m)
@@ -177,11 +169,17 @@ func (ts *Server) REST(path string, out any) int {
 			ts.t.Fatalf("GET %s: decode %s: %v", path, body, err)
 		}
 	}
-	return resp.StatusCode
+	return code
 }
 
 // RawREST GETs path and returns the body whatever the status.
 func (ts *Server) RawREST(path string) string {
+	ts.t.Helper()
+	_, body := ts.get(path)
+	return string(body)
+}
+
+func (ts *Server) get(path string) (int, []byte) {
 	ts.t.Helper()
 	resp, err := http.Get("http://" + ts.HTTPAddr() + path)
 	if err != nil {
@@ -190,9 +188,9 @@ func (ts *Server) RawREST(path string) string {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		ts.t.Fatal(err)
+		ts.t.Fatalf("GET %s: read body: %v", path, err)
 	}
-	return string(body)
+	return resp.StatusCode, body
 }
 
 // FreeREST asks GET /v1/services/{svc}/freeness.
