@@ -52,8 +52,12 @@ func TestWFTimeoutAborts(t *testing.T) {
 	if err := paused(); err != nil {
 		t.Fatal(err)
 	}
-	if r := w.inst["s0"]["v1"].Route("s1"); r.DefaultVersion != "v1" || r.UpdateMode {
-		t.Fatalf("route after abort = %v, want v1 and out of update mode", r)
+	entry := w.inst["s0"]["v1"]
+	if err := entry.WaitRouting(ctx, func(*pb.Routing) bool {
+		r := entry.Route("s1")
+		return r.DefaultVersion == "v1" && !r.UpdateMode
+	}); err != nil {
+		t.Fatalf("route after abort = %v, want v1 and out of update mode: %v", entry.Route("s1"), err)
 	}
 	if v := w.violations(); len(v) > 0 || w.ranOn("s1", "v2") != 0 {
 		t.Fatalf("violations %v, ran on v2 %d; want none", v, w.ranOn("s1", "v2"))
@@ -201,8 +205,16 @@ func TestCVAbortAfterSwitchRollsBackConsistently(t *testing.T) {
 		t.Fatalf("violations: %v", v)
 	}
 	u = w.waitFinished(u.Id, 10*time.Second)
-	if r := entry.Route("s1"); r.UpdateMode || r.DefaultVersion != "v1" {
-		t.Fatalf("route after the rollback drained = %v, want v1 out of update mode", r)
+	if u.Phase != pb.Phase_PHASE_ABORTED {
+		t.Fatalf("update = %s, want ABORTED", u.Phase)
+	}
+	// The table that ends update mode reaches the sidecars asynchronously.
+	err := entry.WaitRouting(ctx, func(*pb.Routing) bool {
+		r := entry.Route("s1")
+		return !r.UpdateMode && r.DefaultVersion == "v1"
+	})
+	if err != nil {
+		t.Fatalf("route after the rollback drained = %v, want v1 out of update mode: %v", entry.Route("s1"), err)
 	}
 }
 
