@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -341,4 +342,50 @@ func TestBFForgetsHeldCallsOfDisconnectedSidecars(t *testing.T) {
 	w.eventuallyHeld(u.Id, 1)
 	other.Close()
 	w.eventuallyHeld(u.Id, 0)
+}
+
+// While a service is mid-update, a transaction's first use of it is pinned
+// in etcd before the CallDecision is sent; the pins go when the update ends.
+func TestPinCommittedBeforeDecision(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	w := chainWorld(t)
+	gate := make(chan struct{})
+	old := w.paused(ctx, "s1", 1, gate) // keeps v1 from draining
+	u := w.startUpdate("s1", "v2", pb.Strategy_STRATEGY_CV, 0, 0)
+	w.waitPhase(u.Id, pb.Phase_PHASE_DRAINING)
+	entry := w.inst["s0"]["v1"]
+	if err := entry.WaitRouting(ctx, func(*pb.Routing) bool { return entry.Route("s1").GetUpdateMode() }); err != nil {
+		t.Fatal(err)
+	}
+	servertest_send(t, entry, simsidecar.Begin("pinned", 1))
+	v, err := entry.RouteCall(ctx, "pinned", 1, "s1", 2)
+	if err != nil || v != "v2" {
+		t.Fatalf("call: %q %v, want v2", v, err)
+	}
+	key := w.ts.Coord.Keys().Pin("s1", "pinned")
+	resp, err := w.ts.Client().Get(ctx, key)
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "v2" || resp.Kvs[0].Lease == 0 {
+		t.Fatalf("pin %s right after the decision: %v %v, want v2 on the owner's lease", key, resp, err)
+	}
+	// A second call of the same transaction is not pinned again.
+	servertest_send(t, entry, simsidecar.Return("pinned", 2))
+	if v, err := entry.RouteCall(ctx, "pinned", 1, "s1", 3); err != nil || v != "v2" {
+		t.Fatalf("second call: %q %v, want v2", v, err)
+	}
+	if p := w.getUpdate(u.Id).Progress; p.GetPinnedCalls() != 1 || p.GetDecidedCalls() < 2 {
+		t.Fatalf("progress %v, want 1 pinned of 2+ decided", p)
+	}
+	servertest_send(t, entry, simsidecar.Return("pinned", 3), simsidecar.End("pinned"))
+	close(gate)
+	if err := old(); err != nil {
+		t.Fatal(err)
+	}
+	if u = w.waitFinished(u.Id, 10*time.Second); u.Phase != pb.Phase_PHASE_DONE {
+		t.Fatalf("update %s, want DONE", u.Phase)
+	}
+	resp, err = w.ts.Client().Get(ctx, w.ts.Coord.Keys().ServicePins("s1"), clientv3.WithPrefix())
+	if err != nil || len(resp.Kvs) != 0 {
+		t.Fatalf("pins after DONE: %v %v, want none", resp, err)
+	}
 }
