@@ -2,9 +2,11 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -61,5 +63,62 @@ func TestCoordctl(t *testing.T) {
 	}
 	if out := run(false, "freeness", "nosuch"); !strings.Contains(out, `unknown service "nosuch"`) {
 		t.Fatalf("coordctl freeness nosuch: want the server's message, got:\n%s", out)
+	}
+}
+
+// TestCoordctlUpdate runs coordctl update --watch, status and abort against
+// a live coordinator with simulated sidecars.
+func TestCoordctlUpdate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs coordctl")
+	}
+	bin := buildBinary(t, "cmd/coordctl")
+	w := chainWorld(t)
+	ctl := func(args ...string) (string, int) {
+		t.Helper()
+		cmd := exec.Command(bin, append([]string{"--server", w.ts.GRPCAddr()}, args...)...)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), code
+	}
+	out, code := ctl("update", "s1", "--to", "v2", "--strategy=cv", "--watch")
+	if code != 0 || !strings.Contains(out, "phase=") || !strings.Contains(out, ": DONE after") {
+		t.Fatalf("update --watch: exit %d\n%s", code, out)
+	}
+	if out, code = ctl("status"); code != 0 || !strings.Contains(out, "DONE") || !strings.Contains(out, "v1 -> v2") {
+		t.Fatalf("status: exit %d\n%s", code, out)
+	}
+
+	// A WF update of s2 held up by a paused transaction, aborted by an operator:
+	// the watching coordctl exits 1 with the reason.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	w.add("s2", "v2")
+	gate := make(chan struct{})
+	paused := w.paused(ctx, "s2", 1, gate)
+	defer func() { close(gate); _ = paused() }()
+	u := w.startUpdate("s2", "v2", pb.Strategy_STRATEGY_WF, 0, 0)
+	w.waitPhase(u.Id, pb.Phase_PHASE_WAITING)
+	watch := exec.Command(bin, "--server", w.ts.GRPCAddr(), "status", u.Id, "--watch")
+	var wout bytes.Buffer
+	watch.Stdout, watch.Stderr = &wout, &wout
+	if err := watch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if out, code = ctl("abort", u.Id, "--reason", "operator says no"); code != 0 || !strings.Contains(out, "ABORTED") {
+		t.Fatalf("abort: exit %d\n%s", code, out)
+	}
+	err := watch.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(wout.String(), "ABORTED after") ||
+		!strings.Contains(wout.String(), "operator says no") {
+		t.Fatalf("status --watch of an aborted update: %v\n%s", err, wout.String())
+	}
+	if out, code = ctl("abort", u.Id); code != 1 || !strings.Contains(out, "ABORTED already") {
+		t.Fatalf("second abort: exit %d\n%s", code, out)
 	}
 }

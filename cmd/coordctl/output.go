@@ -74,6 +74,21 @@ func writeJSON(w io.Writer, m proto.Message) error {
 	return err
 }
 
+// writeJSONLine writes the protojson form of m on one line.
+func writeJSONLine(w io.Writer, m proto.Message) error {
+	raw, err := protojson.MarshalOptions{EmitDefaultValues: true}.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encoding JSON: %w", err)
+	}
+	var line bytes.Buffer
+	if err := json.Compact(&line, raw); err != nil {
+		return fmt.Errorf("encoding JSON: %w", err)
+	}
+	line.WriteByte('\n')
+	_, err = w.Write(line.Bytes())
+	return err
+}
+
 // table writes aligned columns with text/tabwriter. Cells are sanitised so a
 // tab or newline in a value cannot break the layout; empty cells show "-".
 type table struct {

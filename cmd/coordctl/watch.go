@@ -1,0 +1,83 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	coordinatorv1 "github.com/coordinator/coordinator/proto/coordinator/v1"
+)
+
+// watchUpdate follows an update until it finishes: recv returns each new
+// state (io.EOF when the stream ends). On a terminal it redraws one progress
+// line; otherwise it prints a line per change. With json it prints each
+// state as one JSON object per line.
+func watchUpdate(w io.Writer, recv func() (*coordinatorv1.Update, error), terminal, json bool, now func() time.Time) error {
+	var last *coordinatorv1.Update
+	for {
+		u, err := recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			if terminal && last != nil {
+				fmt.Fprintln(w)
+			}
+			return err
+		}
+		last = u
+		switch {
+		case json:
+			if err := writeJSONLine(w, u); err != nil {
+				return err
+			}
+		case terminal:
+			fmt.Fprintf(w, "\r\033[K%s", progressLine(u, now()))
+		default:
+			fmt.Fprintln(w, progressLine(u, now()))
+		}
+	}
+	if last == nil {
+		return errors.New("the watch ended before any state arrived")
+	}
+	if json {
+		return outcome(last)
+	}
+	if terminal {
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w, summaryLine(last, now()))
+	if !finishedPhase(last.GetPhase()) {
+		return fmt.Errorf("the watch ended while the update was %s", phaseName(last.GetPhase()))
+	}
+	return outcome(last)
+}
+
+// runWatch opens WatchUpdate for id and follows it (no --timeout: an update
+// may take long; Ctrl-C stops watching, not the update).
+func (c *cli) runWatch(cmd *cobra.Command, id string) error {
+	conn, err := c.dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stream, err := coordinatorv1.NewAdminServiceClient(conn).WatchUpdate(cmd.Context(), &coordinatorv1.WatchUpdateRequest{Id: id})
+	if err != nil {
+		return err
+	}
+	return watchUpdate(c.stdout, stream.Recv, isTerminal(c.stdout), c.opts.output == outputJSON, time.Now)
+}
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
