@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/coordinator/coordinator/coordinator/server/servertest"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 	"github.com/coordinator/coordinator/sidecar"
@@ -230,4 +232,71 @@ func TestSteadyStateNeedsNoCoordinator(t *testing.T) {
 			t.Fatalf("request %d with the coordinator down: %s %s", i, resp.Status, b)
 		}
 	}
+}
+
+// adminStub is a real gRPC server (the generated AdminService) standing in
+// for a service called over gRPC: it records the transaction it ran in.
+type adminStub struct {
+	pb.UnimplementedAdminServiceServer
+	version string
+	seen    chan sidecar.Txn
+}
+
+func (a *adminStub) GetFreeness(ctx context.Context, req *pb.GetFreenessRequest) (*pb.Freeness, error) {
+	t, _ := sidecar.FromContext(ctx)
+	a.seen <- t
+	return &pb.Freeness{Service: a.version}, nil
+}
+
+// A gRPC call through Client.Conn carries the transaction; the server
+// interceptor joins it as the sub-transaction the caller reported.
+func TestGRPCConnAndInterceptor(t *testing.T) {
+	ts := servertest.Start(t, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	newClient := func(svc, addr string, deps ...string) *sidecar.Client {
+		c, err := sidecar.New(sidecar.Config{Coordinators: []string{ts.GRPCAddr()}, InstanceID: svc + "-1", Service: svc,
+			Version: "v1", Address: addr, Dependencies: deps})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close(context.Background()) })
+		return c
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend := newClient("backend", lis.Addr().String())
+	stub := &adminStub{version: "v1", seen: make(chan sidecar.Txn, 1)}
+	gs := grpc.NewServer(grpc.UnaryInterceptor(sidecar.UnaryServerInterceptor(backend)))
+	pb.RegisterAdminServiceServer(gs, stub)
+	go func() { _ = gs.Serve(lis) }()
+	defer gs.Stop()
+
+	front := newClient("front", "127.0.0.1:1", "backend")
+	servertest.Eventually(t, 10*time.Second, "front to know backend's endpoint", func() bool {
+		_, err := pb.NewAdminServiceClient(front.Conn("backend")).GetFreeness(context.Background(), &pb.GetFreenessRequest{})
+		if err == nil {
+			<-stub.seen
+		}
+		return err == nil
+	})
+	tctx, txn := front.Begin(ctx)
+	if _, err := pb.NewAdminServiceClient(front.Conn("backend")).GetFreeness(tctx, &pb.GetFreenessRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	got := <-stub.seen
+	if got.ID != txn.ID || got.Sub == 0 || got.Sub == txn.Sub {
+		t.Fatalf("backend ran in %+v, want transaction %s as a new sub-transaction", got, txn.ID)
+	}
+	servertest.Eventually(t, 10*time.Second, "the call on the coordinator", func() bool {
+		r := ts.Txns("backend")
+		return r.Total == 1 && r.Transactions[0].TxnId == txn.ID
+	})
+	front.End(txn)
+	servertest.Eventually(t, 10*time.Second, "the end", func() bool { return ts.Txns("").Total == 0 })
 }
