@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/coordinator/coordinator/coordinator/server"
 	"github.com/coordinator/coordinator/coordinator/server/servertest"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 	"github.com/coordinator/coordinator/sidecar"
@@ -299,4 +300,43 @@ func TestGRPCConnAndInterceptor(t *testing.T) {
 	})
 	front.End(txn)
 	servertest.Eventually(t, 10*time.Second, "the end", func() bool { return ts.Txns("").Total == 0 })
+}
+
+// The client reconnects when its coordinator restarts (same data dir, same
+// address), re-registers with its live roots, and its events flow again.
+func TestReconnectResyncsLiveRoots(t *testing.T) {
+	dir := t.TempDir()
+	ts := servertest.Start(t, dir)
+	addr := ts.GRPCAddr()
+	c, err := sidecar.New(sidecar.Config{Coordinators: []string{addr}, InstanceID: "a-1", Service: "a", Version: "v1",
+		Address: "127.0.0.1:1", HeartbeatInterval: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	_, live := c.Begin(ctx)
+	_, ended := c.Begin(ctx)
+	servertest.Eventually(t, 10*time.Second, "both roots on the coordinator", func() bool { return ts.Txns("").Total == 2 })
+	ts.Stop()
+	c.End(ended) // while the coordinator is down: lost with the stream, fixed by the resync
+
+	ts2 := servertest.Start(t, dir, func(cfg *server.Config) { cfg.GRPCAddr = addr })
+	servertest.Eventually(t, 20*time.Second, "the client to re-register with its live root", func() bool {
+		ss, err := ts2.Admin.ListSessions(ctx, &pb.ListSessionsRequest{})
+		if err != nil || len(ss.Sessions) != 1 || !ss.Sessions[0].Connected {
+			return false
+		}
+		r := ts2.Txns("")
+		return r.Total == 1 && r.Transactions[0].TxnId == live.ID
+	})
+	c.End(live)
+	servertest.Eventually(t, 10*time.Second, "the End sent after the reconnect", func() bool { return ts2.Txns("").Total == 0 })
+	if n := c.Rejected(); n != 0 {
+		t.Fatalf("%d events rejected", n)
+	}
 }
