@@ -1,0 +1,38 @@
+package integration
+
+import (
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestAuthDemo runs the demo program with the CV and BF strategies: under
+// load, the update finishes with no failed request and no violation found by
+// its checker, and the last line has the documented format. (NAIVE's
+// violations depend on where the switch falls, so its deterministic
+// counterpart is TestNaiveUpdateBreaksTransactions.)
+func TestAuthDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the demo")
+	}
+	bin := buildBinary(t, "examples/authdemo")
+	line := regexp.MustCompile(`^strategy=(\w+) requests=(\d+) failed=(\d+) violations=(\d+) update_ms=(\d+) p99_ms=([\d.]+)$`)
+	for _, s := range []string{"cv", "bf"} {
+		out, err := exec.Command(bin, "--strategy="+s, "--duration=2s", "--update-after=500ms").CombinedOutput()
+		if err != nil {
+			t.Fatalf("authdemo --strategy=%s: %v\n%s", s, err, out)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		m := line.FindStringSubmatch(lines[len(lines)-1])
+		if m == nil {
+			t.Fatalf("authdemo --strategy=%s: last line %q does not match the format", s, lines[len(lines)-1])
+		}
+		if m[1] != s || m[2] == "0" || m[3] != "0" || m[4] != "0" {
+			t.Fatalf("authdemo --strategy=%s: %s, want requests > 0, failed=0, violations=0\n%s", s, m[0], out)
+		}
+		if !strings.Contains(string(out), "of auth to v2 ("+s+"): DONE") {
+			t.Fatalf("authdemo --strategy=%s: the update did not finish DONE:\n%s", s, out)
+		}
+	}
+}
