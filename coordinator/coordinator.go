@@ -23,6 +23,10 @@ const (
 	DefaultAllowedMisses     = 2
 	DefaultMaxLiveTxns       = 2_000_000
 	DefaultImplicitTimeout   = 30 * time.Second
+
+	// streamDrainTimeout bounds how long Stop waits for sidecar streams to
+	// end before it flushes.
+	streamDrainTimeout = 3 * time.Second
 )
 
 // Config configures a Coordinator.
@@ -171,6 +175,15 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	if err := c.cache.Start(ctx); err != nil {
 		return fmt.Errorf("coordinator: session watch: %w", err)
 	}
+	// A session whose lease expired after restore read it and before the
+	// cache listed is in no event: drop it now.
+	c.mu.Lock()
+	for id, s := range c.sessions {
+		if ev, ok := c.cache.Get(c.keys.Session(id)); !ok || ev.Lease != s.lease {
+			c.dropSessionLocked(s, "lease_expired")
+		}
+	}
+	c.mu.Unlock()
 	c.wb.Start()
 	c.streams.Add(4)
 	go c.sweepImplicit()
@@ -190,7 +203,16 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 		return nil
 	}
 	c.cancel()
-	c.streams.Wait()
+	// A sidecar that stopped reading can keep its handler blocked in Send;
+	// do not let it keep the acknowledged records from being flushed.
+	drained := make(chan struct{})
+	go func() { c.streams.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(streamDrainTimeout):
+		c.lg.Warn("streams did not end in time; flushing anyway", "waited", streamDrainTimeout)
+	case <-ctx.Done():
+	}
 	var err error
 	if c.started.Load() {
 		c.flushAll.Add(1)
@@ -251,8 +273,8 @@ func (c *Coordinator) Flush(ctx context.Context) error {
 }
 
 // epoch is the number of flush intervals since start, plus one.
-func (c *Coordinator) epoch() uint32 {
-	return uint32(time.Since(c.t0)/c.cfg.FlushInterval) + 1
+func (c *Coordinator) epoch() uint64 {
+	return uint64(time.Since(c.t0)/c.cfg.FlushInterval) + 1
 }
 
 // WriteBehindStats exposes the write-behind counters (for /health and benchmarks).

@@ -269,3 +269,31 @@ func TestHealth(t *testing.T) {
 		t.Fatalf("stop with etcd gone: %v, want an error naming the unwritten records", err)
 	}
 }
+
+// A sidecar that re-registers with another heartbeat interval gets a new
+// lease with the TTL it was told; one whose calls were only adopted keeps
+// those transactions across its own reconnect.
+func TestResumeKeepsLeaseTTLTrueAndAdoptedTransactions(t *testing.T) {
+	ts := servertest.Start(t, "")
+	reg := &pb.Register{InstanceId: "b-1", Service: "b", Version: "v1", Dependencies: []string{"c"},
+		HeartbeatInterval: durationpb.New(time.Second), AllowedMisses: 1}
+	b, r1 := ts.Register(reg)
+	servertest.Send(t, b, simsidecar.Call("T", 2, "c", 3), simsidecar.Return("T", 3)) // T known only through b
+	b.Close()
+	_, r2 := ts.Register(reg) // same TTL: resumed
+	if !r2.Resumed || r2.Ended != 0 {
+		t.Fatalf("resume: %v, want resumed with nothing ended (T is not b's root)", r2)
+	}
+	if tx := txn(t, ts, "T"); tx == nil {
+		t.Fatal("the adopted transaction was ended by b's resync")
+	}
+	reg.HeartbeatInterval = durationpb.New(5 * time.Second)
+	_, r3 := ts.Register(reg)
+	if r3.Resumed || r3.LeaseId == r1.LeaseId {
+		t.Fatalf("register with a new interval: %v, want a new lease", r3)
+	}
+	ttl, err := ts.Client().TimeToLive(context.Background(), clientLease(r3.LeaseId))
+	if err != nil || time.Duration(ttl.GrantedTTL)*time.Second != r3.Ttl.AsDuration() {
+		t.Fatalf("lease granted TTL %v, announced %v: want equal", ttl, r3.Ttl.AsDuration())
+	}
+}

@@ -28,7 +28,7 @@ func (c *Coordinator) collect(max int) []clientv3.Op {
 	if n == 0 {
 		return nil
 	}
-	before := uint32(math.MaxUint32)
+	before := uint64(math.MaxUint64)
 	if c.flushAll.Load() == 0 {
 		before = c.epoch() - 1 // changes at least one full interval old
 	}

@@ -139,7 +139,10 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 	same := false
 	if old != nil {
 		oldLease = old.lease
-		same = old.rec.Service == r.Service && old.rec.Version == r.Version
+		// Same service, version and lease TTL: a different TTL needs a new
+		// lease (etcd cannot change a lease's TTL).
+		same = old.rec.Service == r.Service && old.rec.Version == r.Version &&
+			old.ttl == storage.SessionTTL(hb, int(misses))
 	}
 	c.mu.Unlock()
 
@@ -354,7 +357,7 @@ func (c *Coordinator) resyncLocked(s *session, roots []*pb.LiveRoot, resumed boo
 		}
 		var gone []string
 		c.eng.ForEachTxn(func(t graph.TxnInfo) bool {
-			if t.Owner == s.owner {
+			if t.Owner == s.owner && !t.Implicit { // adopted ones are not its roots
 				if _, ok := want[t.ID]; !ok {
 					gone = append(gone, t.ID)
 				}

@@ -267,6 +267,14 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 		if e := storage.ValidName("service", ev.Service); e != nil {
 			return status.Errorf(codes.InvalidArgument, "CALL: %v", e)
 		}
+		if ev.SubId == ev.CallerSubId {
+			return status.Error(codes.InvalidArgument, "CALL: sub_id equals caller_sub_id")
+		}
+		if ev.Version != "" {
+			if e := storage.ValidName("version", ev.Version); e != nil {
+				return status.Errorf(codes.InvalidArgument, "CALL: %v", e)
+			}
+		}
 		to := c.eng.Service(ev.Service)
 		if ev.Wait {
 			err = c.decideLocked(s, st, ev, to)
@@ -274,9 +282,6 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 		}
 		version := c.routes[to]
 		if ev.Version != "" {
-			if e := storage.ValidName("version", ev.Version); e != nil {
-				return status.Errorf(codes.InvalidArgument, "CALL: %v", e)
-			}
 			version = c.eng.Version(ev.Version)
 		}
 		err = c.callLocked(s, ev, to, version)

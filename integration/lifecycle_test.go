@@ -183,6 +183,8 @@ func TestBadInput(t *testing.T) {
 		{"zero sub id", simsidecar.Begin("x", 0), codes.InvalidArgument, "sub_id is 0"},
 		{"zero caller", simsidecar.Call("good", 0, "auth", 9), codes.InvalidArgument, "caller_sub_id is 0"},
 		{"bad callee name", simsidecar.Call("good", 1, "a/b", 9), codes.InvalidArgument, "service"},
+		{"sub equal to caller", simsidecar.Call("good", 1, "ghost", 1), codes.InvalidArgument, "equals caller_sub_id"},
+		{"bad version", &pb.Event{Type: pb.EventType_EVENT_TYPE_CALL, TxnId: "good", CallerSubId: 1, Service: "ghost2", SubId: 9, Version: "bad version!"}, codes.InvalidArgument, "version"},
 		{"return without call", simsidecar.Return("good", 42), codes.NotFound, "RETURN"},
 		{"return of unknown txn", simsidecar.Return("nope", 2), codes.NotFound, "nope"},
 		{"end of unknown txn", simsidecar.End("nope"), codes.NotFound, "END"},
@@ -206,6 +208,11 @@ func TestBadInput(t *testing.T) {
 	ack := servertest.SendAck(t, portal, simsidecar.Begin("b-1", 1), simsidecar.End("nope"), simsidecar.Begin("b-2", 1))
 	if len(ack.Errors) != 1 || ack.Errors[0].Seq != ack.ThroughSeq-1 {
 		t.Fatalf("mixed batch errors = %v, want only the middle event", ack.Errors)
+	}
+	for _, ghost := range []string{"ghost", "ghost2"} {
+		if code := ts.REST("/v1/services/"+ghost+"/freeness", nil); code != 404 {
+			t.Fatalf("a rejected event created service %s (freeness HTTP %d, want 404)", ghost, code)
+		}
 	}
 	after := ts.Txns("")
 	if after.Total != before.Total+2 {

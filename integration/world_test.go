@@ -35,6 +35,7 @@ type world struct {
 	txns    atomic.Int64
 	calls   atomic.Int64
 	pausedN atomic.Int64
+	loads   atomic.Int64
 }
 
 // newWorld builds n services s0..s(n-1) with s0 the entry; edge i->j (i<j)
@@ -231,6 +232,7 @@ func (w *world) exec(ctx context.Context, txn string, p *plan, version string, s
 func (w *world) load(ctx context.Context, seed uint64, workers int, hints bool, stop <-chan struct{}) (wait func() error) {
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
+	load := w.loads.Add(1) // transaction ids stay unique across loads
 	for i := range workers {
 		wg.Add(1)
 		go func() {
@@ -243,7 +245,7 @@ func (w *world) load(ctx context.Context, seed uint64, workers int, hints bool, 
 				default:
 				}
 				root := w.randomPlan(rng, w.svcs[0], 4, hints)
-				if err := w.run(ctx, fmt.Sprintf("w%d-%d", i, n), root); err != nil {
+				if err := w.run(ctx, fmt.Sprintf("w%d.%d-%d", load, i, n), root); err != nil {
 					errs <- err
 					return
 				}

@@ -23,20 +23,20 @@ func (e *Engine) DirtyLen() int { return e.dirty }
 // never emitted. No transaction id is emitted twice in one call. fn must not
 // call the engine.
 func (e *Engine) TakeDirty(limit int, fn func(r Record)) int {
-	return e.TakeDirtyBefore(math.MaxUint32, limit, fn)
+	return e.TakeDirtyBefore(math.MaxUint64, limit, fn)
 }
 
 // SetEpoch sets the epoch stamped on transactions from now on as they are
 // queued for TakeDirty. Epochs must not decrease. The owner uses a clock
 // (e.g. flush intervals since start) so that TakeDirtyBefore can leave
 // young changes queued.
-func (e *Engine) SetEpoch(epoch uint32) { e.epoch = epoch }
+func (e *Engine) SetEpoch(epoch uint64) { e.epoch = epoch }
 
 // TakeDirtyBefore is TakeDirty limited to transactions queued in an epoch
 // before the given one. A write-behind that takes only changes at least one
 // flush interval old never writes a transaction shorter than that interval:
 // its End arrives while it is still queued.
-func (e *Engine) TakeDirtyBefore(epoch uint32, limit int, fn func(r Record)) int {
+func (e *Engine) TakeDirtyBefore(epoch uint64, limit int, fn func(r Record)) int {
 	n := 0
 	for n < limit && e.qhead < len(e.queue) && e.queue[e.qhead].epoch < epoch {
 		t := e.queue[e.qhead]

@@ -58,7 +58,7 @@ type Engine struct {
 	// others are skipped. dirty counts those.
 	queue      []*txn // in queueing order, so epochs never decrease along it
 	qhead      int
-	epoch      uint32 // stamped on transactions as they are queued
+	epoch      uint64 // stamped on transactions as they are queued
 	dirty      int
 	pendingDel map[string]*txn // emitted, ended, deletion not yet taken
 

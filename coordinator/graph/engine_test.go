@@ -665,7 +665,7 @@ func TestTakeDirtyBeforeLeavesYoungChanges(t *testing.T) {
 	e := New()
 	s := chain(e, 2)
 	v1 := e.Version("v1")
-	ids := func(before uint32, limit int) []string {
+	ids := func(before uint64, limit int) []string {
 		var out []string
 		e.TakeDirtyBefore(before, limit, func(r Record) {
 			id := r.Txn

@@ -16,7 +16,7 @@ type txn struct {
 	entry ServiceID
 	owner Owner
 	flags uint8
-	epoch uint32 // the engine's epoch when t was last queued
+	epoch uint64 // the engine's epoch when t was last queued
 }
 
 const (

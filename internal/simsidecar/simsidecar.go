@@ -311,7 +311,9 @@ func (s *Sidecar) Heartbeat(ctx context.Context) (*pb.HeartbeatAck, error) {
 
 // Close ends the stream (the session keeps its lease until the TTL).
 func (s *Sidecar) Close() {
+	s.sendMu.Lock()
 	_ = s.stream.CloseSend()
+	s.sendMu.Unlock()
 	s.cancel()
 	<-s.done
 }
