@@ -118,6 +118,7 @@ type Coordinator struct {
 	cancel   context.CancelFunc
 	streams  sync.WaitGroup
 	stopping atomic.Bool
+	stopMu   sync.Mutex // orders connect's streams.Add before Stop's Wait
 	started  atomic.Bool
 }
 
@@ -199,7 +200,10 @@ func (c *Coordinator) Start(ctx context.Context) error {
 // Stop ends every sidecar stream, waits until their last batches are
 // applied, and flushes the write-behind so that nothing acknowledged is lost.
 func (c *Coordinator) Stop(ctx context.Context) error {
-	if !c.stopping.CompareAndSwap(false, true) {
+	c.stopMu.Lock()
+	first := c.stopping.CompareAndSwap(false, true)
+	c.stopMu.Unlock()
+	if !first {
 		return nil
 	}
 	c.cancel()

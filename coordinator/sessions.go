@@ -201,7 +201,7 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 	fail := func(format string, err error) (*session, *pb.Registered, error) {
 		if !resumed { // a lease nobody will use: do not let it linger until its TTL
 			rctx, rcancel := context.WithTimeout(context.Background(), resumeCheckBudget)
-			_, _ = c.cli.Revoke(rctx, lease)
+			_ = c.leases.Revoke(rctx, lease)
 			rcancel()
 		}
 		return nil, nil, status.Errorf(codes.Unavailable, format, err)
@@ -417,7 +417,7 @@ func (c *Coordinator) onCacheEvent(ev storage.Event) {
 	}
 	c.mu.Lock()
 	s := c.sessions[instance]
-	if s == nil || (len(ev.PrevValue) > 0 && clientv3.LeaseID(prev.LeaseId) != s.lease) {
+	if s == nil || ev.Lease != s.lease {
 		c.mu.Unlock() // gone already, or an older lease of a session that re-registered
 		return
 	}

@@ -78,10 +78,13 @@ type sidecarServer struct {
 func (s sidecarServer) Connect(srv pb.SidecarService_ConnectServer) error { return s.c.connect(srv) }
 
 func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
+	c.stopMu.Lock()
 	if c.stopping.Load() {
+		c.stopMu.Unlock()
 		return status.Error(codes.Unavailable, "coordinator is shutting down")
 	}
 	c.streams.Add(1)
+	c.stopMu.Unlock()
 	defer c.streams.Done()
 	ctx, cancel := context.WithCancelCause(srv.Context())
 	defer cancel(nil)
