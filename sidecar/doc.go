@@ -1,10 +1,55 @@
-// Package sidecar is the Go SDK that services (or a sidecar proxy) use to
-// take part in version-consistent updates: a stream client that reports what
-// each transaction does to the coordinator in batches, keeps the routing
-// table the coordinator pushes, and asks the coordinator where a call goes
-// only while the callee is being updated; plus net/http middleware and an
-// http.RoundTripper that carry the transaction id and route by version.
+// Package sidecar is the Go SDK of the coordinator: what a service (or a
+// sidecar proxy in front of one) links to take part in version-consistent
+// live updates.
 //
-// In steady state a call costs no round trip: the client routes to the
-// default version and queues the event.
+// A Client keeps one bidirectional stream to the coordinator leader
+// (Register, then batched events, heartbeats and routing-table acks) and
+// reconnects on its own. The transaction API (Begin, End, Route, Done) reports
+// what each distributed transaction does; Middleware and Transport do it for
+// net/http, UnaryServerInterceptor, StreamServerInterceptor and Client.Conn
+// for gRPC. Transactions travel between services in the W3C traceparent
+// header, or B3 or x-request-id when the caller used those, plus
+// x-coordinator-sub, the id of the sub-transaction the caller created.
+//
+// # Cost on the request path
+//
+// In steady state a call costs no round trip: Route picks an endpoint of the
+// callee's default version from the routing table the coordinator pushed
+// (an atomic pointer, read without locks), queues the CALL event and
+// returns. One goroutine per client sends queued events in batches, at most
+// Config.FlushInterval after they were queued. Only while the callee is in
+// update mode does Route send its CALL at once and wait for the
+// coordinator's CallDecision.
+//
+// # Routing acks
+//
+// A routing table is applied and its RoutingAck queued behind every event
+// routed by the table before it, on the same stream: so when the
+// coordinator reads the ack of a table that puts a service in update mode,
+// it has already applied every call routed to that service without asking.
+//
+// # Delivery across reconnects
+//
+// Events are delivered at least once, in order. An event sent on a stream
+// that then broke may or may not have been applied; the client cannot tell,
+// so after re-registering it sends again, with their sequence numbers, every
+// event the old stream did not acknowledge (and the CALL of every call
+// still waiting for its decision), then what was queued meanwhile. Dropping
+// them instead could lose a CALL, and a coordinator that does not know a
+// transaction used a service may switch that service under it: exactly the
+// inconsistency the coordinator exists to prevent. Replaying an ordered
+// suffix of the stream is safe: an event applied twice is rejected as a
+// duplicate (AlreadyExists, NotFound) and changes nothing, or is ignored as
+// late, or (a CALL whose sub-transaction had returned) is undone by the
+// replayed RETURN that follows it; the replay leaves the coordinator in the
+// state a single delivery would have. Such rejections of resent events are
+// counted in Stats.Duplicates, not Stats.Rejected. The Register of the new
+// stream lists the roots begun here and not ended whose BEGIN was sent
+// (LiveRoots), so the coordinator can end the roots that ended meanwhile and
+// keep the others (a root whose BEGIN was lost on the way becomes legacy
+// there: pessimistic, never wrong).
+//
+// A call waiting for its decision survives a reconnect: its CALL is sent
+// again on the new stream, and it waits for the decision there, until its
+// context ends.
 package sidecar

@@ -10,139 +10,66 @@ import (
 	"google.golang.org/grpc/metadata"
 )
 
-// fromMetadata is fromHeaders for gRPC metadata (lower-case keys).
-func fromMetadata(md metadata.MD) (txn string, sub uint64) {
-	first := func(k string) string {
+// incoming returns the first value of a metadata key of ctx's inbound call.
+func incoming(ctx context.Context) func(string) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return func(k string) string {
 		if v := md.Get(k); len(v) > 0 {
 			return v[0]
 		}
 		return ""
 	}
-	h := map[string][]string{}
-	for _, k := range []string{HeaderRequestID, HeaderTraceparent, HeaderB3Trace, HeaderSub} {
-		if v := first(k); v != "" {
-			h[canonical(k)] = []string{v}
-		}
-	}
-	return fromHeaders(h)
 }
 
-// canonical is the http.Header key of a lower-case header name.
-func canonical(k string) string {
-	b := []byte(k)
-	upper := true
-	for i, c := range b {
-		if upper && 'a' <= c && c <= 'z' {
-			b[i] = c - 'a' + 'A'
-		}
-		upper = c == '-'
-	}
-	return string(b)
-}
-
-// serverContext joins or begins the transaction of an inbound RPC; end is
-// called when the RPC is over.
-func (c *Client) serverContext(ctx context.Context) (context.Context, func()) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	txn, sub := fromMetadata(md)
-	if sub != 0 {
-		return c.Join(ctx, txn, sub), func() {}
-	}
-	ctx, t := c.BeginWith(ctx, txn)
-	return ctx, func() { c.End(t) }
-}
-
-// UnaryServerInterceptor joins the transaction of an inbound unary RPC, or
-// begins one at the entry.
+// UnaryServerInterceptor is Middleware for unary RPCs: an RPC whose
+// metadata names a transaction joins it, any other is an entry and runs as
+// a new root transaction until the handler returns.
 func UnaryServerInterceptor(c *Client) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		ctx, end := c.serverContext(ctx)
+		ctx, end := c.inbound(ctx, incoming(ctx))
 		defer end()
 		return handler(ctx, req)
 	}
 }
 
-// StreamServerInterceptor does the same for streaming RPCs.
+// StreamServerInterceptor is UnaryServerInterceptor for streaming RPCs.
 func StreamServerInterceptor(c *Client) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		ctx, end := c.serverContext(ss.Context())
+		ctx, end := c.inbound(ss.Context(), incoming(ss.Context()))
 		defer end()
-		return handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
+		return handler(srv, &serverStream{ServerStream: ss, ctx: ctx})
 	}
 }
 
-type wrappedStream struct {
+type serverStream struct {
 	grpc.ServerStream
 	ctx context.Context
 }
 
-func (w *wrappedStream) Context() context.Context { return w.ctx }
+func (s *serverStream) Context() context.Context { return s.ctx }
 
-// Conn returns a connection to service whose calls are routed like
-// Transport's requests: each call goes to an endpoint of the version the
-// client chooses (asking the coordinator while the service is being
-// updated), carries the transaction in its metadata, and reports its
-// return. A call whose context has no transaction goes to an endpoint of
-// the default version. Connections to endpoints are kept and reused.
+// Conn returns a connection to service for generated gRPC clients
+// (pb.NewFooClient(c.Conn("foo"))) that routes every call like Transport
+// routes a request: a call whose context carries a transaction goes to an
+// endpoint chosen by Route, with the transaction in its metadata, and is
+// finished when it returns (a stream: when it ends or its context does); a
+// call without one goes to an endpoint of the default version, unreported.
+// Connections to endpoints are dialled with opts (insecure transport
+// credentials by default) the first time they are needed, shared by every
+// Conn of the client, and closed by Close.
+//
+// There is deliberately no client interceptor for connections dialled to
+// a fixed address: such a call cannot go to the version the coordinator
+// decides, and reporting it would tell the coordinator it ran where it may
+// not have.
 func (c *Client) Conn(service string, opts ...grpc.DialOption) grpc.ClientConnInterface {
-	return &routedConn{c: c, service: service, opts: opts, conns: map[string]*grpc.ClientConn{}}
+	return &routedConn{c: c, service: service, opts: opts}
 }
 
 type routedConn struct {
 	c       *Client
 	service string
 	opts    []grpc.DialOption
-	mu      sync.Mutex
-	conns   map[string]*grpc.ClientConn
-}
-
-func (r *routedConn) conn(addr string) (*grpc.ClientConn, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if cc := r.conns[addr]; cc != nil {
-		return cc, nil
-	}
-	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, r.opts...)
-	cc, err := grpc.NewClient(addr, opts...)
-	if err != nil {
-		return nil, err
-	}
-	r.conns[addr] = cc
-	return cc, nil
-}
-
-// route picks the endpoint and decorates ctx; finish reports the return.
-func (r *routedConn) route(ctx context.Context) (context.Context, *grpc.ClientConn, func(), error) {
-	if _, ok := FromContext(ctx); !ok {
-		tab := r.c.routing.Load()
-		var rt *route
-		if tab != nil {
-			rt = tab.services[r.service]
-		}
-		call := Call{}
-		if rt != nil {
-			call.Version = rt.defaultVersion
-		}
-		if err := r.c.pick(&call, rt); err != nil {
-			return nil, nil, nil, err
-		}
-		cc, err := r.conn(call.Address)
-		return ctx, cc, func() {}, err
-	}
-	call, err := r.c.Route(ctx, r.service)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	cc, err := r.conn(call.Address)
-	if err != nil {
-		call.Finish()
-		return nil, nil, nil, err
-	}
-	ctx = metadata.AppendToOutgoingContext(ctx,
-		HeaderRequestID, call.Txn,
-		HeaderSub, fmt.Sprintf("%016x", call.Sub),
-		HeaderTraceparent, "00-"+traceHex(call.Txn)+"-"+fmt.Sprintf("%016x", call.Sub)+"-01")
-	return ctx, cc, call.Finish, nil
 }
 
 func (r *routedConn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
@@ -154,31 +81,84 @@ func (r *routedConn) Invoke(ctx context.Context, method string, args, reply any,
 	return cc.Invoke(ctx, method, args, reply, opts...)
 }
 
-// NewStream routes a streaming call; its return is reported when the
-// stream ends (RecvMsg returns an error, io.EOF included).
 func (r *routedConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 	ctx, cc, finish, err := r.route(ctx)
 	if err != nil {
 		return nil, err
 	}
+	finish = sync.OnceFunc(finish)
 	s, err := cc.NewStream(ctx, desc, method, opts...)
 	if err != nil {
 		finish()
 		return nil, err
 	}
-	return &finishStream{ClientStream: s, finish: finish}, nil
+	stop := context.AfterFunc(ctx, finish)
+	return &clientStream{ClientStream: s, unary: !desc.ServerStreams, finish: func() { stop(); finish() }}, nil
 }
 
-type finishStream struct {
+// route picks the endpoint of a call and puts the transaction in its
+// metadata; finish reports its return.
+func (r *routedConn) route(ctx context.Context) (_ context.Context, _ *grpc.ClientConn, finish func(), err error) {
+	var addr string
+	finish = func() {}
+	if _, ok := FromContext(ctx); ok {
+		call, err := r.c.Route(ctx, r.service)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		md, _ := metadata.FromOutgoingContext(ctx)
+		md = md.Copy()
+		call.propagate(func(k, v string) { md.Set(k, v) })
+		ctx, addr, finish = metadata.NewOutgoingContext(ctx, md), call.Address, call.Finish
+	} else {
+		rt := r.c.routing.Load().lookup(r.service)
+		if rt == nil {
+			return nil, nil, nil, fmt.Errorf("%w: %q", ErrUnknownService, r.service)
+		}
+		if addr, err = rt.pick(rt.defaultVersion); err != nil {
+			return nil, nil, nil, fmt.Errorf("route to %s: %w", r.service, err)
+		}
+	}
+	cc, err := r.c.endpointConn(addr, r.opts)
+	if err != nil {
+		finish()
+		return nil, nil, nil, err
+	}
+	return ctx, cc, finish, nil
+}
+
+// endpointConn returns the client's connection to an endpoint, dialling it
+// the first time.
+func (c *Client) endpointConn(addr string, opts []grpc.DialOption) (*grpc.ClientConn, error) {
+	c.connMu.Lock()
+	defer c.connMu.Unlock()
+	if c.conns == nil {
+		return nil, ErrClosed
+	}
+	if cc := c.conns[addr]; cc != nil {
+		return cc, nil
+	}
+	cc, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("sidecar: dial %s: %w", addr, err)
+	}
+	c.conns[addr] = cc
+	return cc, nil
+}
+
+// clientStream finishes its call when the stream ends: RecvMsg fails (at
+// the end, io.EOF), or returns the only response of a stream whose server
+// does not stream.
+type clientStream struct {
 	grpc.ClientStream
-	once   sync.Once
+	unary  bool
 	finish func()
 }
 
-func (s *finishStream) RecvMsg(m any) error {
+func (s *clientStream) RecvMsg(m any) error {
 	err := s.ClientStream.RecvMsg(m)
-	if err != nil {
-		s.once.Do(s.finish)
+	if err != nil || s.unary {
+		s.finish()
 	}
 	return err
 }

@@ -2,76 +2,156 @@ package sidecar_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-
-	"github.com/coordinator/coordinator/coordinator/server"
 	"github.com/coordinator/coordinator/coordinator/server/servertest"
+	"github.com/coordinator/coordinator/internal/simsidecar"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 	"github.com/coordinator/coordinator/sidecar"
 )
 
-// mesh runs HTTP services on loopback, each with its own sidecar client.
-type mesh struct {
-	t      *testing.T
-	ts     *servertest.Server
-	mu     sync.Mutex
-	served map[string][]string // txn -> "svc@version" served, in order
-	client map[string]*sidecar.Client
+const within = 20 * time.Second
+
+// recorder is a slog.Handler that keeps the "event rejected" records.
+type recorder struct {
+	mu       sync.Mutex
+	rejected []string // "code txn"
 }
 
-func newMesh(t *testing.T) *mesh {
-	return &mesh{t: t, ts: servertest.Start(t, ""), served: map[string][]string{}, client: map[string]*sidecar.Client{}}
-}
-
-// add starts svc@version with handler h (given the client to call others).
-func (m *mesh) add(svc, version string, deps []string, h func(c *http.Client, w http.ResponseWriter, r *http.Request)) {
-	m.t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		m.t.Fatal(err)
+func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
+func (r *recorder) WithAttrs([]slog.Attr) slog.Handler       { return r }
+func (r *recorder) WithGroup(string) slog.Handler            { return r }
+func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
+	if rec.Message != "event rejected" {
+		return nil
 	}
-	c, err := sidecar.New(sidecar.Config{
-		Coordinators: []string{m.ts.GRPCAddr()}, InstanceID: svc + "-" + version, Service: svc, Version: version,
-		Address: lis.Addr().String(), Dependencies: deps, HeartbeatInterval: 500 * time.Millisecond,
+	var code, txn string
+	rec.Attrs(func(a slog.Attr) bool {
+		switch a.Key {
+		case "code":
+			code = a.Value.String()
+		case "txn":
+			txn = a.Value.String()
+		}
+		return true
 	})
-	if err != nil {
-		m.t.Fatal(err)
+	r.mu.Lock()
+	r.rejected = append(r.rejected, code+" "+txn)
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *recorder) rejections() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.rejected)
+}
+
+// client is a started sidecar client and the record of what it logged.
+type client struct {
+	*sidecar.Client
+	log *recorder
+}
+
+// startClient starts a client of cfg (Coordinators defaults to ts, the
+// heartbeat to 500ms); it closes at cleanup.
+func startClient(t *testing.T, ts *servertest.Server, cfg sidecar.Config) client {
+	t.Helper()
+	if cfg.Coordinators == nil {
+		cfg.Coordinators = []string{ts.GRPCAddr()}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	if cfg.HeartbeatInterval == 0 {
+		cfg.HeartbeatInterval = 500 * time.Millisecond
+	}
+	if cfg.Address == "" {
+		cfg.Address = "127.0.0.1:1"
+	}
+	rec := &recorder{}
+	cfg.Logger = slog.New(rec)
+	c, err := sidecar.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
 	if err := c.Start(ctx); err != nil {
-		m.t.Fatal(err)
+		t.Fatalf("start %s: %v", cfg.InstanceID, err)
 	}
-	hc := &http.Client{Transport: sidecar.Transport(c, nil)}
-	srv := &http.Server{Handler: sidecar.Middleware(c)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if t, ok := sidecar.FromContext(r.Context()); ok {
-			m.mu.Lock()
-			m.served[t.ID] = append(m.served[t.ID], svc+"@"+version)
-			m.mu.Unlock()
-		}
-		h(hc, w, r)
-	}))}
-	go func() { _ = srv.Serve(lis) }()
-	m.t.Cleanup(func() {
-		_ = srv.Close()
-		cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer ccancel()
-		_ = c.Close(cctx)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = c.Close(ctx)
 	})
-	m.client[svc+"@"+version] = c
+	return client{Client: c, log: rec}
 }
 
-func get(ctx context.Context, c *http.Client, url string) (string, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+// noRejections fails if any client had an event rejected.
+func noRejections(t *testing.T, cs ...client) {
+	t.Helper()
+	for _, c := range cs {
+		if st := c.Stats(); st.Rejected != 0 {
+			t.Errorf("%d events rejected: %v", st.Rejected, c.log.rejections())
+		}
+	}
+}
+
+// service is an HTTP service on loopback with Middleware and a client
+// whose Transport routes its outbound requests.
+type service struct {
+	client
+	name, version, addr string
+	http                *http.Client
+}
+
+// startService runs name@version with deps; h serves its requests.
+func startService(t *testing.T, ts *servertest.Server, name, version string, deps []string,
+	h func(s *service, w http.ResponseWriter, r *http.Request)) *service {
+	t.Helper()
+	return startServiceWith(t, ts, sidecar.Config{}, name, version, deps, h)
+}
+
+func startServiceWith(t *testing.T, ts *servertest.Server, cfg sidecar.Config, name, version string, deps []string,
+	h func(s *service, w http.ResponseWriter, r *http.Request)) *service {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.InstanceID, cfg.Service, cfg.Version = name+"-"+version, name, version
+	cfg.Address, cfg.Dependencies = lis.Addr().String(), deps
+	s := &service{client: startClient(t, ts, cfg), name: name, version: version, addr: lis.Addr().String()}
+	s.http = &http.Client{Transport: sidecar.Transport(s.Client, nil)}
+	srv := &http.Server{Handler: sidecar.Middleware(s.Client)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h(s, w, r)
+	}))}
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(func() { _ = srv.Close() }) // runs before the client's Close
+	return s
+}
+
+// get GETs url with the service's client in the context of r.
+func (s *service) get(r *http.Request, url string) (string, error) {
+	return get(r.Context(), s.http, url, nil)
+}
+
+func get(ctx context.Context, c *http.Client, url string, h http.Header) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	for k, v := range h {
+		req.Header[k] = v
+	}
 	resp, err := c.Do(req)
 	if err != nil {
 		return "", err
@@ -79,264 +159,313 @@ func get(ctx context.Context, c *http.Client, url string) (string, error) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("%s: %s", resp.Status, b)
+		return "", fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
 	}
 	return string(b), nil
 }
 
-// seed builds the seed scenario; portal waits at gate between T1 and T2
-// when the request has ?gate=1.
-func seed(t *testing.T, gate <-chan struct{}) *mesh {
-	m := newMesh(t)
-	auth := func(version string) func(*http.Client, http.ResponseWriter, *http.Request) {
-		return func(_ *http.Client, w http.ResponseWriter, r *http.Request) {
-			if tok := r.URL.Query().Get("token"); tok != "" && tok != version {
-				http.Error(w, "token of another version", http.StatusUnauthorized)
-				return
-			}
-			fmt.Fprint(w, version)
-		}
-	}
-	m.add("auth", "v1", nil, auth("v1"))
-	m.add("db", "v1", nil, func(_ *http.Client, w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "row") })
-	m.add("proc", "v1", []string{"auth", "db"}, func(c *http.Client, w http.ResponseWriter, r *http.Request) {
-		if _, err := get(r.Context(), c, "http://auth/validate?token="+r.URL.Query().Get("token")); err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		_, _ = get(r.Context(), c, "http://db/q")
-		fmt.Fprint(w, "processed")
-	})
-	m.add("portal", "v1", []string{"auth", "proc"}, func(c *http.Client, w http.ResponseWriter, r *http.Request) {
-		tok, err := get(r.Context(), c, "http://auth/token")
+// proxy calls to the next service and answers with what it said.
+func relay(url string) func(*service, http.ResponseWriter, *http.Request) {
+	return func(s *service, w http.ResponseWriter, r *http.Request) {
+		out, err := s.get(r, url)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
-		if r.URL.Query().Get("gate") != "" {
-			<-gate
+		fmt.Fprint(w, out)
+	}
+}
+
+// txn returns the live transaction id, or nil.
+func txn(ts *servertest.Server, id string) *pb.Transaction {
+	for _, x := range ts.Txns("").Transactions {
+		if x.TxnId == id {
+			return x
 		}
-		if _, err := get(r.Context(), c, "http://proc/p?token="+tok); err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		fmt.Fprint(w, "ok")
-	})
-	m.add("auth", "v2", nil, auth("v2"))
-	return m
+	}
+	return nil
 }
 
-func (m *mesh) portal(ctx context.Context, query string, header http.Header) (string, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://portal/"+query, nil)
-	for k, v := range header {
-		req.Header[k] = v
+// running lists the running sub-transactions of x as "service:sub" sorted.
+func running(x *pb.Transaction) []string {
+	var out []string
+	for _, s := range x.GetRunning() {
+		out = append(out, fmt.Sprintf("%s:%016x", s.Service, s.Id))
 	}
-	addr := m.endpoint("portal")
-	req.URL.Host, req.Host = addr, addr
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("%s: %s", resp.Status, b)
-	}
-	return string(b), nil
+	slices.Sort(out)
+	return out
 }
 
-func (m *mesh) endpoint(svc string) string {
-	ss, err := m.ts.Admin.ListSessions(context.Background(), &pb.ListSessionsRequest{Service: svc})
-	if err != nil || len(ss.Sessions) == 0 {
-		m.t.Fatalf("no session of %s: %v", svc, err)
+func subs(pairs ...any) []string {
+	var out []string
+	for i := 0; i < len(pairs); i += 2 {
+		out = append(out, fmt.Sprintf("%s:%016x", pairs[i], pairs[i+1]))
 	}
-	return ss.Sessions[0].Address
+	slices.Sort(out)
+	return out
 }
 
-// The seed scenario through Middleware and Transport, with a CV update of
-// auth between T1 and T3 of a request: the request stays on v1 (its token
-// validates), a new one runs on v2, and every event was accepted.
-func TestSeedThroughHTTPWithCVUpdate(t *testing.T) {
+func used(x *pb.Transaction) []string {
+	var out []string
+	for _, u := range x.GetUsed() {
+		out = append(out, u.Service+"@"+u.Version)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// A request through a chain front -> mid -> back of services with
+// Middleware and Transport is one transaction on the coordinator, with one
+// running sub-transaction per service, the ones each handler runs as,
+// while back's handler runs; it ends once the request is served.
+func TestChainThroughHTTPIsOneTransaction(t *testing.T) {
+	ts := servertest.Start(t, "")
 	gate := make(chan struct{})
-	m := seed(t, gate)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	seen := make(chan sidecar.Txn, 3)
+	record := func(h func(*service, http.ResponseWriter, *http.Request)) func(*service, http.ResponseWriter, *http.Request) {
+		return func(s *service, w http.ResponseWriter, r *http.Request) {
+			tx, _ := sidecar.FromContext(r.Context())
+			seen <- tx
+			h(s, w, r)
+		}
+	}
+	back := startService(t, ts, "back", "v1", nil, record(func(_ *service, w http.ResponseWriter, _ *http.Request) {
+		<-gate
+		fmt.Fprint(w, "from back")
+	}))
+	mid := startService(t, ts, "mid", "v1", []string{"back"}, record(relay("http://back/y")))
+	front := startService(t, ts, "front", "v1", []string{"mid"}, record(relay("http://mid:8080/x")))
+
+	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
-	first := make(chan error, 1)
-	go func() { _, err := m.portal(ctx, "?gate=1", nil); first <- err }()
-	servertest.Eventually(t, 10*time.Second, "the first request to use auth", func() bool {
-		return m.ts.Txns("auth").Total == 1
-	})
-	if f := m.ts.FreeREST("auth"); f.Free {
-		t.Fatal("auth free while a request that used it may call it again")
+	resp := make(chan error, 1)
+	go func() {
+		out, err := get(ctx, http.DefaultClient, "http://"+front.addr+"/", nil)
+		if err == nil && out != "from back" {
+			err = fmt.Errorf("answer %q", out)
+		}
+		resp <- err
+	}()
+	tf, tm, tb := <-seen, <-seen, <-seen
+	if tf.ID == "" || tm.ID != tf.ID || tb.ID != tf.ID {
+		t.Fatalf("transactions front %q mid %q back %q, want one", tf.ID, tm.ID, tb.ID)
 	}
-	u, err := m.ts.Admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: "auth", ToVersion: "v2", Strategy: pb.Strategy_STRATEGY_CV})
-	if err != nil {
-		t.Fatal(err)
-	}
-	servertest.Eventually(t, 10*time.Second, "the switch", func() bool {
-		g, _ := m.ts.Admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: u.Id})
-		return g.GetPhase() == pb.Phase_PHASE_DRAINING
+	want := subs("front", tf.Sub, "mid", tm.Sub, "back", tb.Sub)
+	var x *pb.Transaction
+	servertest.Eventually(t, within, "the coordinator to see the three calls", func() bool {
+		x = txn(ts, tf.ID)
+		return slices.Equal(running(x), want)
 	})
-	if _, err := m.portal(ctx, "", http.Header{"X-Request-Id": {"after-switch"}}); err != nil {
-		t.Fatalf("request after the switch: %v", err)
+	if x.Entry != "front" || x.Owner != "front-v1" || x.Legacy || x.Implicit ||
+		!slices.Equal(used(x), []string{"back@v1", "front@v1", "mid@v1"}) {
+		t.Fatalf("transaction = %v", x)
+	}
+	if total := ts.Txns("").Total; total != 1 {
+		t.Fatalf("%d live transactions, want 1", total)
+	}
+	if f := ts.FreeREST("back"); f.Free || len(f.Blockers) != 1 || f.Blockers[0].TxnId != tf.ID {
+		t.Fatalf("back's freeness = %v, want blocked by %s", f, tf.ID)
 	}
 	close(gate)
-	if err := <-first; err != nil {
-		t.Fatalf("request spanning the switch: %v", err)
+	if err := <-resp; err != nil {
+		t.Fatal(err)
 	}
-	servertest.Eventually(t, 10*time.Second, "the update to finish", func() bool {
-		g, _ := m.ts.Admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: u.Id})
-		return g.GetPhase() == pb.Phase_PHASE_DONE
-	})
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if got := strings.Join(m.served["after-switch"], " "); !strings.Contains(got, "auth@v2") || strings.Contains(got, "auth@v1") {
-		t.Fatalf("the request after the switch was served by %s, want auth@v2 only", got)
+	servertest.Eventually(t, within, "the transaction to end", func() bool { return ts.Txns("").Total == 0 })
+	if !ts.FreeREST("back").Free {
+		t.Fatal("back not free after the transaction ended")
 	}
-	for txn, served := range m.served {
-		vs := map[string]bool{}
-		for _, s := range served {
-			if strings.HasPrefix(s, "auth@") {
-				vs[s] = true
-			}
-		}
-		if len(vs) > 1 {
-			t.Fatalf("transaction %s ran on %v", txn, served)
-		}
-	}
-	for name, c := range m.client {
-		if n := c.Rejected(); n != 0 {
-			t.Fatalf("%s: %d events rejected", name, n)
-		}
-	}
-	servertest.Eventually(t, 10*time.Second, "every transaction to end", func() bool { return m.ts.Txns("").Total == 0 })
+	noRejections(t, front.client, mid.client, back.client)
 }
 
-// In steady state a request costs no round trip to the coordinator: with
-// the coordinator stopped, requests still go through (events are queued).
-func TestSteadyStateNeedsNoCoordinator(t *testing.T) {
-	m := seed(t, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	portal := m.endpoint("portal")
-	_ = portal
-	m.ts.Stop()
-	for i := range 20 {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+portal+"/", nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatalf("request %d with the coordinator down: %v", i, err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("request %d with the coordinator down: %s %s", i, resp.Status, b)
-		}
-	}
-}
-
-// adminStub is a real gRPC server (the generated AdminService) standing in
-// for a service called over gRPC: it records the transaction it ran in.
-type adminStub struct {
-	pb.UnimplementedAdminServiceServer
-	version string
-	seen    chan sidecar.Txn
-}
-
-func (a *adminStub) GetFreeness(ctx context.Context, req *pb.GetFreenessRequest) (*pb.Freeness, error) {
-	t, _ := sidecar.FromContext(ctx)
-	a.seen <- t
-	return &pb.Freeness{Service: a.version}, nil
-}
-
-// A gRPC call through Client.Conn carries the transaction; the server
-// interceptor joins it as the sub-transaction the caller reported.
-func TestGRPCConnAndInterceptor(t *testing.T) {
+// Every kind of propagation header joins the transaction it names as the
+// sub-transaction the caller created, and goes on to the next call the way
+// it came; a request without one is an entry.
+func TestPropagationHeaders(t *testing.T) {
 	ts := servertest.Start(t, "")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	newClient := func(svc, addr string, deps ...string) *sidecar.Client {
-		c, err := sidecar.New(sidecar.Config{Coordinators: []string{ts.GRPCAddr()}, InstanceID: svc + "-1", Service: svc,
-			Version: "v1", Address: addr, Dependencies: deps})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Close(context.Background()) })
-		return c
+	type hop struct {
+		txn sidecar.Txn
+		hdr http.Header
 	}
+	atBack := make(chan hop, 1)
+	back := startService(t, ts, "back", "v1", nil, func(_ *service, w http.ResponseWriter, r *http.Request) {
+		tx, _ := sidecar.FromContext(r.Context())
+		atBack <- hop{tx, r.Header.Clone()}
+	})
+	atMid := make(chan sidecar.Txn, 1)
+	mid := startService(t, ts, "mid", "v1", []string{"back"}, func(s *service, w http.ResponseWriter, r *http.Request) {
+		tx, _ := sidecar.FromContext(r.Context())
+		atMid <- tx
+		relay("http://back/")(s, w, r)
+	})
+	edge := ts.Sidecar("edge-1", "edge", "v1", "mid") // the caller's sidecar
+
+	var (
+		tp1, tp2, b3long = txnID(1), txnID(2), txnID(3)
+		b3short          = "a3ce929d0e0e4736"
+		span             = func(sub uint64) string { return fmt.Sprintf("%016x", sub) }
+	)
+	for i, tc := range []struct {
+		name     string
+		txn      string // "" for an entry
+		header   func(sub uint64) http.Header
+		wantHdrs []string // propagation headers back must get
+		flags    string   // of back's traceparent
+	}{
+		{name: "traceparent", txn: tp1,
+			header: func(sub uint64) http.Header {
+				return http.Header{"Traceparent": {"00-" + tp1 + "-" + span(sub) + "-00"}}
+			},
+			wantHdrs: []string{"Traceparent", "X-Coordinator-Sub"}, flags: "00"},
+		{name: "traceparent rewritten by a tracing proxy: x-coordinator-sub wins", txn: tp2,
+			header: func(sub uint64) http.Header {
+				return http.Header{"Traceparent": {"00-" + tp2 + "-00f067aa0ba902b7-01"}, "X-Coordinator-Sub": {span(sub)}}
+			},
+			wantHdrs: []string{"Traceparent", "X-Coordinator-Sub"}, flags: "01"},
+		{name: "b3 128-bit", txn: b3long,
+			header: func(sub uint64) http.Header {
+				return http.Header{"X-B3-Traceid": {b3long}, "X-B3-Spanid": {span(sub)}, "X-B3-Sampled": {"1"}}
+			},
+			wantHdrs: []string{"Traceparent", "X-B3-Spanid", "X-B3-Traceid", "X-Coordinator-Sub"}, flags: "01"},
+		{name: "b3 64-bit", txn: b3short,
+			header: func(sub uint64) http.Header {
+				return http.Header{"X-B3-Traceid": {b3short}, "X-B3-Spanid": {span(sub)}}
+			},
+			wantHdrs: []string{"X-B3-Spanid", "X-B3-Traceid", "X-Coordinator-Sub"}},
+		{name: "x-request-id", txn: "req-42",
+			header: func(sub uint64) http.Header {
+				return http.Header{"X-Request-Id": {"req-42"}, "X-Coordinator-Sub": {span(sub)}}
+			},
+			wantHdrs: []string{"X-Coordinator-Sub", "X-Request-Id"}},
+		{name: "no headers: entry",
+			header:   func(uint64) http.Header { return nil },
+			wantHdrs: []string{"Traceparent", "X-Coordinator-Sub"}, flags: "01"},
+		{name: "invalid traceparent: entry",
+			header: func(sub uint64) http.Header {
+				return http.Header{"Traceparent": {"00-00000000000000000000000000000000-" + span(sub) + "-01"}}
+			},
+			wantHdrs: []string{"Traceparent", "X-Coordinator-Sub"}, flags: "01"},
+		{name: "x-request-id without a sub: entry",
+			header:   func(uint64) http.Header { return http.Header{"X-Request-Id": {"from-a-browser"}} },
+			wantHdrs: []string{"Traceparent", "X-Coordinator-Sub"}, flags: "01"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := tc.txn
+			root, sub := uint64(100+i), uint64(0xabc0+i)
+			if id != "" {
+				servertest.Send(t, edge, simsidecar.Begin(id, root), simsidecar.Call(id, root, "mid", sub))
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), within)
+			defer cancel()
+			if _, err := get(ctx, http.DefaultClient, "http://"+mid.addr+"/", tc.header(sub)); err != nil {
+				t.Fatal(err)
+			}
+			m, b := <-atMid, <-atBack
+			if id == "" {
+				if len(m.ID) != 32 || m.ID == "from-a-browser" {
+					t.Fatalf("entry ran in %q, want a new trace id", m.ID)
+				}
+				servertest.Eventually(t, within, "the entry's transaction to end", func() bool { return txn(ts, m.ID) == nil })
+			} else if m.ID != id || m.Sub != sub {
+				t.Fatalf("mid ran as %s/%016x, want %s/%016x", m.ID, m.Sub, id, sub)
+			}
+			if b.txn.ID != m.ID || b.txn.Sub == 0 || b.txn.Sub == m.Sub {
+				t.Fatalf("back ran as %s/%016x, want a new sub-transaction of %s", b.txn.ID, b.txn.Sub, m.ID)
+			}
+			var got []string
+			for k := range b.hdr {
+				if k == "Traceparent" || strings.HasPrefix(k, "X-") && k != "X-B3-Sampled" {
+					got = append(got, k)
+				}
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, tc.wantHdrs) {
+				t.Fatalf("back got headers %v, want %v", got, tc.wantHdrs)
+			}
+			span := span(b.txn.Sub)
+			if v := b.hdr.Get("X-Coordinator-Sub"); v != span {
+				t.Fatalf("x-coordinator-sub = %q, want %s", v, span)
+			}
+			if v := b.hdr.Get("Traceparent"); v != "" && v != "00-"+m.ID+"-"+span+"-"+tc.flags {
+				t.Fatalf("traceparent = %q, want 00-%s-%s-%s", v, m.ID, span, tc.flags)
+			}
+			if v := b.hdr.Get("X-B3-Traceid"); v != "" && (v != m.ID || b.hdr.Get("X-B3-Spanid") != span) {
+				t.Fatalf("b3 = %q/%q, want %s/%s", v, b.hdr.Get("X-B3-Spanid"), m.ID, span)
+			}
+			if v := b.hdr.Get("X-Request-Id"); v != "" && v != m.ID {
+				t.Fatalf("x-request-id = %q, want %s", v, m.ID)
+			}
+			if id == "" {
+				return
+			}
+			// mid's CALL named mid's sub as the caller: the coordinator has
+			// exactly the edge's root and mid's sub running (a wrong caller
+			// sub would have started an implicit one at mid).
+			servertest.Eventually(t, within, "mid's call to back", func() bool {
+				x := txn(ts, id)
+				return slices.Equal(running(x), subs("edge", root, "mid", sub)) && slices.Contains(used(x), "back@v1")
+			})
+			servertest.Send(t, edge, simsidecar.Return(id, sub), simsidecar.End(id))
+		})
+	}
+	noRejections(t, mid.client, back.client)
+}
+
+// txnID returns a W3C trace id.
+func txnID(i int) string { return fmt.Sprintf("4bf92f3577b34da6a3ce929d0e0e%04x", i) }
+
+// A request without a transaction, and one inside a transaction to a host
+// that is no service of the coordinator, go out untouched.
+func TestTransportPassesThrough(t *testing.T) {
+	ts := servertest.Start(t, "")
+	hdrs := make(chan http.Header, 2)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	backend := newClient("backend", lis.Addr().String())
-	stub := &adminStub{version: "v1", seen: make(chan sidecar.Txn, 1)}
-	gs := grpc.NewServer(grpc.UnaryInterceptor(sidecar.UnaryServerInterceptor(backend)))
-	pb.RegisterAdminServiceServer(gs, stub)
-	go func() { _ = gs.Serve(lis) }()
-	defer gs.Stop()
+	external := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hdrs <- r.Header.Clone()
+		fmt.Fprint(w, "external")
+	})}
+	go func() { _ = external.Serve(lis) }()
+	t.Cleanup(func() { _ = external.Close() })
+	url := "http://" + lis.Addr().String() + "/"
 
-	front := newClient("front", "127.0.0.1:1", "backend")
-	servertest.Eventually(t, 10*time.Second, "front to know backend's endpoint", func() bool {
-		_, err := pb.NewAdminServiceClient(front.Conn("backend")).GetFreeness(context.Background(), &pb.GetFreenessRequest{})
-		if err == nil {
-			<-stub.seen
+	s := startService(t, ts, "app", "v1", nil, relay(url))
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	if out, err := get(ctx, s.http, url, nil); err != nil || out != "external" {
+		t.Fatalf("request without a transaction: %q, %v", out, err)
+	}
+	if out, err := get(ctx, http.DefaultClient, "http://"+s.addr+"/", nil); err != nil || out != "external" {
+		t.Fatalf("request to an external host in a transaction: %q, %v", out, err)
+	}
+	for range 2 {
+		if h := <-hdrs; h.Get("Traceparent") != "" || h.Get("X-Coordinator-Sub") != "" {
+			t.Fatalf("external host got propagation headers: %v", h)
 		}
-		return err == nil
-	})
-	tctx, txn := front.Begin(ctx)
-	if _, err := pb.NewAdminServiceClient(front.Conn("backend")).GetFreeness(tctx, &pb.GetFreenessRequest{}); err != nil {
-		t.Fatal(err)
 	}
-	got := <-stub.seen
-	if got.ID != txn.ID || got.Sub == 0 || got.Sub == txn.Sub {
-		t.Fatalf("backend ran in %+v, want transaction %s as a new sub-transaction", got, txn.ID)
-	}
-	servertest.Eventually(t, 10*time.Second, "the call on the coordinator", func() bool {
-		r := ts.Txns("backend")
-		return r.Total == 1 && r.Transactions[0].TxnId == txn.ID
-	})
-	front.End(txn)
-	servertest.Eventually(t, 10*time.Second, "the end", func() bool { return ts.Txns("").Total == 0 })
+	servertest.Eventually(t, within, "the entry to end", func() bool { return ts.Txns("").Total == 0 })
+	noRejections(t, s.client)
 }
 
-// The client reconnects when its coordinator restarts (same data dir, same
-// address), re-registers with its live roots, and its events flow again.
-func TestReconnectResyncsLiveRoots(t *testing.T) {
-	dir := t.TempDir()
-	ts := servertest.Start(t, dir)
-	addr := ts.GRPCAddr()
-	c, err := sidecar.New(sidecar.Config{Coordinators: []string{addr}, InstanceID: "a-1", Service: "a", Version: "v1",
-		Address: "127.0.0.1:1", HeartbeatInterval: time.Second})
-	if err != nil {
+// An event the coordinator rejects is counted and logged with its code.
+func TestRejectedEventsAreCounted(t *testing.T) {
+	ts := servertest.Start(t, "")
+	c := startClient(t, ts, sidecar.Config{InstanceID: "a-1", Service: "a", Version: "v1"})
+	ctx, _ := c.Begin(context.Background())
+	sidecar.Done(ctx, "no-such-service")
+	servertest.Eventually(t, within, "the rejection", func() bool { return c.Stats().Rejected == 1 })
+	if got := c.log.rejections(); len(got) != 1 || !strings.HasPrefix(got[0], "InvalidArgument ") {
+		t.Fatalf("logged rejections %v, want one InvalidArgument", got)
+	}
+	if err := c.End(ctx); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := c.Start(ctx); err != nil {
-		t.Fatal(err)
+	if err := c.End(ctx); !errors.Is(err, sidecar.ErrNotRoot) {
+		t.Fatalf("second End = %v, want ErrNotRoot", err)
 	}
-	defer c.Close(context.Background())
-	_, live := c.Begin(ctx)
-	_, ended := c.Begin(ctx)
-	servertest.Eventually(t, 10*time.Second, "both roots on the coordinator", func() bool { return ts.Txns("").Total == 2 })
-	ts.Stop()
-	c.End(ended) // while the coordinator is down: lost with the stream, fixed by the resync
-
-	ts2 := servertest.Start(t, dir, func(cfg *server.Config) { cfg.GRPCAddr = addr })
-	servertest.Eventually(t, 20*time.Second, "the client to re-register with its live root", func() bool {
-		ss, err := ts2.Admin.ListSessions(ctx, &pb.ListSessionsRequest{})
-		if err != nil || len(ss.Sessions) != 1 || !ss.Sessions[0].Connected {
-			return false
-		}
-		r := ts2.Txns("")
-		return r.Total == 1 && r.Transactions[0].TxnId == live.ID
-	})
-	c.End(live)
-	servertest.Eventually(t, 10*time.Second, "the End sent after the reconnect", func() bool { return ts2.Txns("").Total == 0 })
-	if n := c.Rejected(); n != 0 {
-		t.Fatalf("%d events rejected", n)
+	servertest.Eventually(t, within, "the end", func() bool { return ts.Txns("").Total == 0 && c.Stats().Queued == 0 })
+	if st := c.Stats(); st.Rejected != 1 || st.Duplicates != 0 || st.Acked != 3 {
+		t.Fatalf("stats = %+v, want 3 acked, 1 rejected", st)
 	}
 }

@@ -12,25 +12,31 @@ import (
 
 type ctxKey struct{}
 
-// Txn is the transaction a request belongs to, and its sub-transaction here.
+// Txn is the distributed transaction a request belongs to, and the
+// sub-transaction it runs as here.
 type Txn struct {
-	ID  string // root transaction id (trace id)
-	Sub uint64 // this service's sub-transaction (span id)
-	c   *Client
+	// ID is the root transaction id (the trace id).
+	ID string
+	// Sub is the id of this service's sub-transaction (the span id).
+	Sub uint64
+
+	c     *Client
+	carry carriers // headers that carried it in, to carry on
+	flags string   // traceparent trace-flags to pass on
 }
 
-// FromContext returns the transaction of ctx, if any.
+// FromContext returns the transaction ctx carries, if any.
 func FromContext(ctx context.Context) (Txn, bool) {
 	t, ok := ctx.Value(ctxKey{}).(Txn)
 	return t, ok
 }
 
-// WithTxn returns ctx carrying t.
-func WithTxn(ctx context.Context, t Txn) context.Context { return context.WithValue(ctx, ctxKey{}, t) }
+func withTxn(ctx context.Context, t Txn) context.Context { return context.WithValue(ctx, ctxKey{}, t) }
 
-func newSpan() uint64 {
+// newID returns a random non-zero 64-bit id.
+func newID() uint64 {
+	var b [8]byte
 	for {
-		var b [8]byte
 		_, _ = rand.Read(b[:])
 		if v := binary.BigEndian.Uint64(b[:]); v != 0 {
 			return v
@@ -38,131 +44,158 @@ func newSpan() uint64 {
 	}
 }
 
-func newTraceID() string {
+// Begin starts a root transaction at this service (the entry) with a new
+// random trace id, and queues its BEGIN. After Close the transaction is
+// still returned, but nothing is reported.
+func (c *Client) Begin(ctx context.Context) (context.Context, Txn) {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
-// Begin starts a root transaction at this service (it is the entry).
-func (c *Client) Begin(ctx context.Context) (context.Context, Txn) { return c.BeginWith(ctx, "") }
-
-// BeginWith starts a root transaction named id (a trace id that came with
-// the request), or a new one when id is empty.
-func (c *Client) BeginWith(ctx context.Context, id string) (context.Context, Txn) {
-	if id == "" {
-		id = newTraceID()
+	t := Txn{ID: hex.EncodeToString(b[:]), Sub: newID(), c: c, flags: "01"}
+	c.mu.Lock()
+	if c.enqueueLocked(&pb.Event{Type: pb.EventType_EVENT_TYPE_BEGIN, TxnId: t.ID, SubId: t.Sub}, false) == nil {
+		c.roots[t.ID] = &root{sub: t.Sub}
 	}
-	t := Txn{ID: id, Sub: newSpan(), c: c}
-	c.mu.Lock()
-	c.roots[t.ID] = t.Sub
 	c.mu.Unlock()
-	c.enqueue(&pb.Event{Type: pb.EventType_EVENT_TYPE_BEGIN, TxnId: t.ID, SubId: t.Sub}, false)
-	return WithTxn(ctx, t), t
+	return withTxn(ctx, t), t
 }
 
-// Join returns ctx carrying a transaction this service joins as
-// sub-transaction sub (its caller reported the call).
-func (c *Client) Join(ctx context.Context, txn string, sub uint64) context.Context {
-	return WithTxn(ctx, Txn{ID: txn, Sub: sub, c: c})
-}
-
-// End ends a root transaction begun here.
-func (c *Client) End(t Txn) {
+// End ends the root transaction of ctx, which Begin started here, and
+// queues its END.
+func (c *Client) End(ctx context.Context) error {
+	t, ok := FromContext(ctx)
+	if !ok {
+		return ErrNoTxn
+	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r := c.roots[t.ID]; r == nil || r.sub != t.Sub {
+		return fmt.Errorf("%w: %s", ErrNotRoot, t.ID)
+	}
 	delete(c.roots, t.ID)
-	c.mu.Unlock()
-	c.enqueue(&pb.Event{Type: pb.EventType_EVENT_TYPE_END, TxnId: t.ID}, false)
+	return c.enqueueLocked(&pb.Event{Type: pb.EventType_EVENT_TYPE_END, TxnId: t.ID}, false)
 }
 
-// Call is an outbound call being made: where it goes, and its
-// sub-transaction at the callee.
+// Join returns ctx carrying transaction id as sub-transaction sub at this
+// service, which its caller created (and reported) for an inbound call.
+// Middleware and the server interceptors call it for you.
+func (c *Client) Join(ctx context.Context, id string, sub uint64) context.Context {
+	return withTxn(ctx, Txn{ID: id, Sub: sub, c: c, flags: "01"})
+}
+
+// Call is an outbound call of a transaction: the sub-transaction it creates
+// at the callee, and where it goes.
 type Call struct {
-	Txn     string
+	TxnID   string
 	Sub     uint64
+	Service string
 	Version string
 	Address string
-	c       *Client
+
+	c   *Client
+	txn Txn // the caller's, for propagation
 }
 
-// Route decides where the next call of ctx's transaction to service goes.
-// Outside an update it routes to the default version and only queues the
-// CALL event; while the service is in update mode it waits for the
-// coordinator's decision.
+// Route is what an outbound call to service does first: it creates the
+// callee's sub-transaction and picks an endpoint (round-robin) of the
+// version the call must run on. Outside update mode that is the service's
+// default version; Route queues the CALL naming it and returns at once.
+// While the service is in update mode Route sends the CALL now and waits,
+// until ctx ends, for the coordinator to name the version. Call Finish
+// when the call returns. Errors wrap ErrNoTxn, ErrUnknownService (the
+// service never registered), ErrNoEndpoint, ErrRefused or ErrClosed; a
+// Route that fails has nothing to Finish.
 func (c *Client) Route(ctx context.Context, service string) (Call, error) {
 	t, ok := FromContext(ctx)
 	if !ok {
-		return Call{}, fmt.Errorf("sidecar: no transaction in context")
+		return Call{}, ErrNoTxn
 	}
-	call := Call{Txn: t.ID, Sub: newSpan(), c: c}
+	call := Call{TxnID: t.ID, Sub: newID(), Service: service, c: c, txn: t}
 	ev := &pb.Event{Type: pb.EventType_EVENT_TYPE_CALL, TxnId: t.ID, Service: service, SubId: call.Sub, CallerSubId: t.Sub}
-	c.routeMu.RLock()
-	tab := c.routing.Load()
-	var rt *route
-	if tab != nil {
-		rt = tab.services[service]
-	}
-	if rt == nil || !rt.updateMode {
-		if rt != nil {
-			ev.Version = rt.defaultVersion
+	for {
+		tab := c.routing.Load()
+		rt := tab.lookup(service)
+		if rt == nil {
+			return Call{}, fmt.Errorf("%w: %q", ErrUnknownService, service)
 		}
-		c.enqueue(ev, false)
-		c.routeMu.RUnlock()
-		call.Version = ev.Version
-		return call, c.pick(&call, rt)
+		if rt.updateMode {
+			return c.await(ctx, call, ev)
+		}
+		addr, err := rt.pick(rt.defaultVersion)
+		if err != nil {
+			return Call{}, fmt.Errorf("route to %s: %w", service, err)
+		}
+		ev.Version = rt.defaultVersion
+		c.mu.Lock()
+		if c.routing.Load() != tab {
+			c.mu.Unlock()
+			continue // a table was applied meanwhile: route by it, so that no CALL routed by an older one follows its ack
+		}
+		err = c.enqueueLocked(ev, false)
+		c.mu.Unlock()
+		if err != nil {
+			return Call{}, err
+		}
+		call.Version, call.Address = ev.Version, addr
+		return call, nil
 	}
+}
+
+// await sends a CALL with wait and waits for its decision.
+func (c *Client) await(ctx context.Context, call Call, ev *pb.Event) (Call, error) {
 	ev.Wait = true
-	w := make(chan *pb.CallDecision, 1)
+	w := &waiter{ev: ev, ch: make(chan *pb.CallDecision, 1)}
 	c.mu.Lock()
-	c.seq++
-	ev.Seq = c.seq
+	if err := c.enqueueLocked(ev, true); err != nil {
+		c.mu.Unlock()
+		return Call{}, err
+	}
 	c.waiters[ev.Seq] = w
-	c.queue = append(c.queue, item{ev: ev})
 	c.mu.Unlock()
-	c.routeMu.RUnlock()
-	c.wake()
+
+	var d *pb.CallDecision
 	select {
-	case d, ok := <-w:
-		if !ok {
-			return Call{}, ErrDisconnected
-		}
-		if d.Error != "" {
-			return Call{}, fmt.Errorf("%w: %s", ErrRefused, d.Error)
-		}
-		call.Version = d.Version
+	case d = <-w.ch:
 	case <-ctx.Done():
 		c.mu.Lock()
-		delete(c.waiters, ev.Seq)
-		c.mu.Unlock()
-		return Call{}, ctx.Err()
+		if c.waiters[ev.Seq] == w {
+			w.abandoned = true // a decision that comes later gets a RETURN
+			c.mu.Unlock()
+		} else {
+			c.mu.Unlock()
+			if d, ok := <-w.ch; ok && d.GetError() == "" {
+				call.Finish() // decided as we gave up
+			}
+		}
+		return Call{}, fmt.Errorf("sidecar: waiting for the decision on a call to %s: %w", call.Service, ctx.Err())
 	}
-	return call, c.pick(&call, c.routing.Load().services[service])
+	if d == nil {
+		return Call{}, ErrClosed
+	}
+	if d.GetError() != "" {
+		return Call{}, fmt.Errorf("%w: call to %s: %s", ErrRefused, call.Service, d.GetError())
+	}
+	call.Version = d.GetVersion()
+	addr, err := c.routing.Load().lookup(call.Service).pick(call.Version)
+	if err != nil {
+		call.Finish()
+		return Call{}, fmt.Errorf("route to %s: %w", call.Service, err)
+	}
+	call.Address = addr
+	return call, nil
 }
 
-// pick chooses an endpoint of the call's version, round-robin.
-func (c *Client) pick(call *Call, rt *route) error {
-	if rt == nil {
-		return fmt.Errorf("%w: service unknown to the routing table", ErrNoEndpoint)
-	}
-	addrs := rt.byVersion[call.Version]
-	if len(addrs) == 0 {
-		return fmt.Errorf("%w: %s", ErrNoEndpoint, call.Version)
-	}
-	call.Address = addrs[c.next.Add(1)%uint64(len(addrs))]
-	return nil
-}
-
-// Finish reports that the call returned.
+// Finish reports that the call returned (queues its RETURN). Call it once.
 func (call Call) Finish() {
-	call.c.enqueue(&pb.Event{Type: pb.EventType_EVENT_TYPE_RETURN, TxnId: call.Txn, SubId: call.Sub}, false)
+	if call.c != nil {
+		_ = call.c.enqueue(&pb.Event{Type: pb.EventType_EVENT_TYPE_RETURN, TxnId: call.TxnID, SubId: call.Sub})
+	}
 }
 
-// Done tells the coordinator that ctx's sub-transaction will not call
-// service again, so the service can become free sooner.
+// Done tells the coordinator that the sub-transaction of ctx will not call
+// service again, so that service may be updated sooner (DESIGN.md §2: the
+// "done" hint). It is a no-op without a transaction.
 func Done(ctx context.Context, service string) {
-	t, ok := FromContext(ctx)
-	if !ok || t.c == nil {
-		return
+	if t, ok := FromContext(ctx); ok && t.c != nil {
+		_ = t.c.enqueue(&pb.Event{Type: pb.EventType_EVENT_TYPE_DONE, TxnId: t.ID, SubId: t.Sub, Service: service})
 	}
-	t.c.enqueue(&pb.Event{Type: pb.EventType_EVENT_TYPE_DONE, TxnId: t.ID, SubId: t.Sub, Service: service}, false)
 }

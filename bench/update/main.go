@@ -152,7 +152,7 @@ func runOnce(k pb.Strategy, rate int, warm, hold time.Duration) string {
 				tctx, t := entry.Begin(ctx)
 				s.record(t.ID, "svc-a", "v1")
 				s.exec(tctx, "svc-a", "v1", budget, rng)
-				entry.End(t)
+				entry.End(tctx)
 				if d := int64(time.Since(start)); d > s.longest.Load() {
 					s.longest.Store(d)
 				}
@@ -175,11 +175,11 @@ func runOnce(k pb.Strategy, rate int, warm, hold time.Duration) string {
 		// A transaction that used svc-d@v1 and may call it again keeps v1
 		// from draining for `hold`: calls to svc-d are decided meanwhile.
 		entry := s.clients["svc-c@v1"]
-		tctx, t := entry.Begin(ctx)
+		tctx, _ := entry.Begin(ctx)
 		call, err := entry.Route(tctx, target)
 		check(err)
 		call.Finish()
-		blocker = func() { entry.End(t) }
+		blocker = func() { entry.End(tctx) }
 		time.AfterFunc(hold, blocker)
 	}
 	requested := time.Now()
