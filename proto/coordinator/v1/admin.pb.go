@@ -149,6 +149,487 @@ func (Phase) EnumDescriptor() ([]byte, []int) {
 	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{1}
 }
 
+type GetClusterRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetClusterRequest) Reset() {
+	*x = GetClusterRequest{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetClusterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetClusterRequest) ProtoMessage() {}
+
+func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetClusterRequest.ProtoReflect.Descriptor instead.
+func (*GetClusterRequest) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+type Cluster struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The replica that leads (owns the graph, the streams and the updates).
+	Leader *Replica `protobuf:"bytes,1,opt,name=leader,proto3" json:"leader,omitempty"`
+	// Every replica campaigning, leader included, in campaign order.
+	Replicas []*Replica `protobuf:"bytes,2,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	// The etcd members (embedded or external).
+	Members []*EtcdMember `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty"`
+	// The replica that answered.
+	AnsweredBy    string `protobuf:"bytes,4,opt,name=answered_by,json=answeredBy,proto3" json:"answered_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Cluster) Reset() {
+	*x = Cluster{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Cluster) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Cluster) ProtoMessage() {}
+
+func (x *Cluster) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
+func (*Cluster) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Cluster) GetLeader() *Replica {
+	if x != nil {
+		return x.Leader
+	}
+	return nil
+}
+
+func (x *Cluster) GetReplicas() []*Replica {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+func (x *Cluster) GetMembers() []*EtcdMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *Cluster) GetAnsweredBy() string {
+	if x != nil {
+		return x.AnsweredBy
+	}
+	return ""
+}
+
+type Replica struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Address sidecars and operators dial (gRPC).
+	GrpcAddress   string `protobuf:"bytes,2,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
+	HttpAddress   string `protobuf:"bytes,3,opt,name=http_address,json=httpAddress,proto3" json:"http_address,omitempty"`
+	Leader        bool   `protobuf:"varint,4,opt,name=leader,proto3" json:"leader,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Replica) Reset() {
+	*x = Replica{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Replica) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Replica) ProtoMessage() {}
+
+func (x *Replica) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Replica.ProtoReflect.Descriptor instead.
+func (*Replica) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Replica) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Replica) GetGrpcAddress() string {
+	if x != nil {
+		return x.GrpcAddress
+	}
+	return ""
+}
+
+func (x *Replica) GetHttpAddress() string {
+	if x != nil {
+		return x.HttpAddress
+	}
+	return ""
+}
+
+func (x *Replica) GetLeader() bool {
+	if x != nil {
+		return x.Leader
+	}
+	return false
+}
+
+type EtcdMember struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name       string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	PeerUrls   []string               `protobuf:"bytes,3,rep,name=peer_urls,json=peerUrls,proto3" json:"peer_urls,omitempty"`
+	ClientUrls []string               `protobuf:"bytes,4,rep,name=client_urls,json=clientUrls,proto3" json:"client_urls,omitempty"`
+	// Healthy when a status request to one of its client URLs succeeded.
+	Healthy bool `protobuf:"varint,5,opt,name=healthy,proto3" json:"healthy,omitempty"`
+	// Raft leader of etcd (not the coordinator leader).
+	RaftLeader    bool   `protobuf:"varint,6,opt,name=raft_leader,json=raftLeader,proto3" json:"raft_leader,omitempty"`
+	Learner       bool   `protobuf:"varint,7,opt,name=learner,proto3" json:"learner,omitempty"`
+	Error         string `protobuf:"bytes,8,opt,name=error,proto3" json:"error,omitempty"`
+	DbSizeBytes   int64  `protobuf:"varint,9,opt,name=db_size_bytes,json=dbSizeBytes,proto3" json:"db_size_bytes,omitempty"`
+	RaftIndex     uint64 `protobuf:"varint,10,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EtcdMember) Reset() {
+	*x = EtcdMember{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EtcdMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EtcdMember) ProtoMessage() {}
+
+func (x *EtcdMember) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EtcdMember.ProtoReflect.Descriptor instead.
+func (*EtcdMember) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *EtcdMember) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *EtcdMember) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *EtcdMember) GetPeerUrls() []string {
+	if x != nil {
+		return x.PeerUrls
+	}
+	return nil
+}
+
+func (x *EtcdMember) GetClientUrls() []string {
+	if x != nil {
+		return x.ClientUrls
+	}
+	return nil
+}
+
+func (x *EtcdMember) GetHealthy() bool {
+	if x != nil {
+		return x.Healthy
+	}
+	return false
+}
+
+func (x *EtcdMember) GetRaftLeader() bool {
+	if x != nil {
+		return x.RaftLeader
+	}
+	return false
+}
+
+func (x *EtcdMember) GetLearner() bool {
+	if x != nil {
+		return x.Learner
+	}
+	return false
+}
+
+func (x *EtcdMember) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *EtcdMember) GetDbSizeBytes() int64 {
+	if x != nil {
+		return x.DbSizeBytes
+	}
+	return 0
+}
+
+func (x *EtcdMember) GetRaftIndex() uint64 {
+	if x != nil {
+		return x.RaftIndex
+	}
+	return 0
+}
+
+type GetSelfPreservationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSelfPreservationRequest) Reset() {
+	*x = GetSelfPreservationRequest{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSelfPreservationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSelfPreservationRequest) ProtoMessage() {}
+
+func (x *GetSelfPreservationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSelfPreservationRequest.ProtoReflect.Descriptor instead.
+func (*GetSelfPreservationRequest) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+type EndSelfPreservationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndSelfPreservationRequest) Reset() {
+	*x = EndSelfPreservationRequest{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndSelfPreservationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndSelfPreservationRequest) ProtoMessage() {}
+
+func (x *EndSelfPreservationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndSelfPreservationRequest.ProtoReflect.Descriptor instead.
+func (*EndSelfPreservationRequest) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+type SelfPreservation struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Active bool                   `protobuf:"varint,1,opt,name=active,proto3" json:"active,omitempty"`
+	Since  *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	// Sessions whose lease expired and whose expiry is queued.
+	QueuedSessions []string `protobuf:"bytes,3,rep,name=queued_sessions,json=queuedSessions,proto3" json:"queued_sessions,omitempty"`
+	// Settings: lease expiries within window, of at least ratio of the
+	// sessions and at least min_count of them, start the mode.
+	Window   *durationpb.Duration `protobuf:"bytes,4,opt,name=window,proto3" json:"window,omitempty"`
+	Ratio    float64              `protobuf:"fixed64,5,opt,name=ratio,proto3" json:"ratio,omitempty"`
+	MinCount uint32               `protobuf:"varint,6,opt,name=min_count,json=minCount,proto3" json:"min_count,omitempty"`
+	// Extra time a queued session gets to re-register before it is dropped.
+	Grace *durationpb.Duration `protobuf:"bytes,7,opt,name=grace,proto3" json:"grace,omitempty"`
+	// Expiries counted in the current window.
+	RecentExpiries uint32 `protobuf:"varint,8,opt,name=recent_expiries,json=recentExpiries,proto3" json:"recent_expiries,omitempty"`
+	// Times the mode started since this replica led.
+	Activations   uint64 `protobuf:"varint,9,opt,name=activations,proto3" json:"activations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SelfPreservation) Reset() {
+	*x = SelfPreservation{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SelfPreservation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SelfPreservation) ProtoMessage() {}
+
+func (x *SelfPreservation) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SelfPreservation.ProtoReflect.Descriptor instead.
+func (*SelfPreservation) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SelfPreservation) GetActive() bool {
+	if x != nil {
+		return x.Active
+	}
+	return false
+}
+
+func (x *SelfPreservation) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *SelfPreservation) GetQueuedSessions() []string {
+	if x != nil {
+		return x.QueuedSessions
+	}
+	return nil
+}
+
+func (x *SelfPreservation) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+func (x *SelfPreservation) GetRatio() float64 {
+	if x != nil {
+		return x.Ratio
+	}
+	return 0
+}
+
+func (x *SelfPreservation) GetMinCount() uint32 {
+	if x != nil {
+		return x.MinCount
+	}
+	return 0
+}
+
+func (x *SelfPreservation) GetGrace() *durationpb.Duration {
+	if x != nil {
+		return x.Grace
+	}
+	return nil
+}
+
+func (x *SelfPreservation) GetRecentExpiries() uint32 {
+	if x != nil {
+		return x.RecentExpiries
+	}
+	return 0
+}
+
+func (x *SelfPreservation) GetActivations() uint64 {
+	if x != nil {
+		return x.Activations
+	}
+	return 0
+}
+
 type GetFreenessRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
@@ -160,7 +641,7 @@ type GetFreenessRequest struct {
 
 func (x *GetFreenessRequest) Reset() {
 	*x = GetFreenessRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[0]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -172,7 +653,7 @@ func (x *GetFreenessRequest) String() string {
 func (*GetFreenessRequest) ProtoMessage() {}
 
 func (x *GetFreenessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[0]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -185,7 +666,7 @@ func (x *GetFreenessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFreenessRequest.ProtoReflect.Descriptor instead.
 func (*GetFreenessRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetFreenessRequest) GetService() string {
@@ -217,7 +698,7 @@ type Freeness struct {
 
 func (x *Freeness) Reset() {
 	*x = Freeness{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[1]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -229,7 +710,7 @@ func (x *Freeness) String() string {
 func (*Freeness) ProtoMessage() {}
 
 func (x *Freeness) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[1]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -242,7 +723,7 @@ func (x *Freeness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Freeness.ProtoReflect.Descriptor instead.
 func (*Freeness) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Freeness) GetService() string {
@@ -293,7 +774,7 @@ type Blocker struct {
 
 func (x *Blocker) Reset() {
 	*x = Blocker{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[2]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -305,7 +786,7 @@ func (x *Blocker) String() string {
 func (*Blocker) ProtoMessage() {}
 
 func (x *Blocker) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[2]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -318,7 +799,7 @@ func (x *Blocker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Blocker.ProtoReflect.Descriptor instead.
 func (*Blocker) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Blocker) GetTxnId() string {
@@ -373,7 +854,7 @@ type GetGraphRequest struct {
 
 func (x *GetGraphRequest) Reset() {
 	*x = GetGraphRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[3]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -385,7 +866,7 @@ func (x *GetGraphRequest) String() string {
 func (*GetGraphRequest) ProtoMessage() {}
 
 func (x *GetGraphRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[3]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -398,7 +879,7 @@ func (x *GetGraphRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGraphRequest.ProtoReflect.Descriptor instead.
 func (*GetGraphRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetGraphRequest) GetTxnLimit() uint32 {
@@ -420,7 +901,7 @@ type Graph struct {
 
 func (x *Graph) Reset() {
 	*x = Graph{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[4]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -432,7 +913,7 @@ func (x *Graph) String() string {
 func (*Graph) ProtoMessage() {}
 
 func (x *Graph) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[4]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -445,7 +926,7 @@ func (x *Graph) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Graph.ProtoReflect.Descriptor instead.
 func (*Graph) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Graph) GetServices() []*ServiceNode {
@@ -487,7 +968,7 @@ type ServiceNode struct {
 
 func (x *ServiceNode) Reset() {
 	*x = ServiceNode{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[5]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -499,7 +980,7 @@ func (x *ServiceNode) String() string {
 func (*ServiceNode) ProtoMessage() {}
 
 func (x *ServiceNode) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[5]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -512,7 +993,7 @@ func (x *ServiceNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceNode.ProtoReflect.Descriptor instead.
 func (*ServiceNode) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ServiceNode) GetName() string {
@@ -567,7 +1048,7 @@ type VersionSessions struct {
 
 func (x *VersionSessions) Reset() {
 	*x = VersionSessions{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[6]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -579,7 +1060,7 @@ func (x *VersionSessions) String() string {
 func (*VersionSessions) ProtoMessage() {}
 
 func (x *VersionSessions) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[6]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -592,7 +1073,7 @@ func (x *VersionSessions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionSessions.ProtoReflect.Descriptor instead.
 func (*VersionSessions) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *VersionSessions) GetVersion() string {
@@ -621,7 +1102,7 @@ type Edge struct {
 
 func (x *Edge) Reset() {
 	*x = Edge{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[7]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -633,7 +1114,7 @@ func (x *Edge) String() string {
 func (*Edge) ProtoMessage() {}
 
 func (x *Edge) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[7]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -646,7 +1127,7 @@ func (x *Edge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Edge.ProtoReflect.Descriptor instead.
 func (*Edge) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Edge) GetFrom() string {
@@ -680,7 +1161,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[8]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -692,7 +1173,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[8]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -705,7 +1186,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListSessionsRequest) GetService() string {
@@ -724,7 +1205,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[9]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +1217,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[9]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +1230,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*Session {
@@ -778,7 +1259,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[10]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -790,7 +1271,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[10]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -803,7 +1284,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Session) GetInstanceId() string {
@@ -881,7 +1362,7 @@ type ListTransactionsRequest struct {
 
 func (x *ListTransactionsRequest) Reset() {
 	*x = ListTransactionsRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[11]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -893,7 +1374,7 @@ func (x *ListTransactionsRequest) String() string {
 func (*ListTransactionsRequest) ProtoMessage() {}
 
 func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[11]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -906,7 +1387,7 @@ func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransactionsRequest.ProtoReflect.Descriptor instead.
 func (*ListTransactionsRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListTransactionsRequest) GetService() string {
@@ -934,7 +1415,7 @@ type ListTransactionsResponse struct {
 
 func (x *ListTransactionsResponse) Reset() {
 	*x = ListTransactionsResponse{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[12]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -946,7 +1427,7 @@ func (x *ListTransactionsResponse) String() string {
 func (*ListTransactionsResponse) ProtoMessage() {}
 
 func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[12]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -959,7 +1440,7 @@ func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransactionsResponse.ProtoReflect.Descriptor instead.
 func (*ListTransactionsResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListTransactionsResponse) GetTransactions() []*Transaction {
@@ -997,7 +1478,7 @@ type Transaction struct {
 
 func (x *Transaction) Reset() {
 	*x = Transaction{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[13]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1490,7 @@ func (x *Transaction) String() string {
 func (*Transaction) ProtoMessage() {}
 
 func (x *Transaction) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[13]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1503,7 @@ func (x *Transaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transaction.ProtoReflect.Descriptor instead.
 func (*Transaction) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Transaction) GetTxnId() string {
@@ -1100,7 +1581,7 @@ type SubTransaction struct {
 
 func (x *SubTransaction) Reset() {
 	*x = SubTransaction{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[14]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1112,7 +1593,7 @@ func (x *SubTransaction) String() string {
 func (*SubTransaction) ProtoMessage() {}
 
 func (x *SubTransaction) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[14]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1125,7 +1606,7 @@ func (x *SubTransaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubTransaction.ProtoReflect.Descriptor instead.
 func (*SubTransaction) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SubTransaction) GetId() uint64 {
@@ -1165,7 +1646,7 @@ type StartUpdateRequest struct {
 
 func (x *StartUpdateRequest) Reset() {
 	*x = StartUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[15]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1177,7 +1658,7 @@ func (x *StartUpdateRequest) String() string {
 func (*StartUpdateRequest) ProtoMessage() {}
 
 func (x *StartUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[15]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1190,7 +1671,7 @@ func (x *StartUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartUpdateRequest.ProtoReflect.Descriptor instead.
 func (*StartUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StartUpdateRequest) GetService() string {
@@ -1237,7 +1718,7 @@ type GetUpdateRequest struct {
 
 func (x *GetUpdateRequest) Reset() {
 	*x = GetUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[16]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1249,7 +1730,7 @@ func (x *GetUpdateRequest) String() string {
 func (*GetUpdateRequest) ProtoMessage() {}
 
 func (x *GetUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[16]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1262,7 +1743,7 @@ func (x *GetUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUpdateRequest.ProtoReflect.Descriptor instead.
 func (*GetUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetUpdateRequest) GetId() string {
@@ -1284,7 +1765,7 @@ type ListUpdatesRequest struct {
 
 func (x *ListUpdatesRequest) Reset() {
 	*x = ListUpdatesRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[17]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1296,7 +1777,7 @@ func (x *ListUpdatesRequest) String() string {
 func (*ListUpdatesRequest) ProtoMessage() {}
 
 func (x *ListUpdatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[17]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1309,7 +1790,7 @@ func (x *ListUpdatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUpdatesRequest.ProtoReflect.Descriptor instead.
 func (*ListUpdatesRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListUpdatesRequest) GetService() string {
@@ -1335,7 +1816,7 @@ type ListUpdatesResponse struct {
 
 func (x *ListUpdatesResponse) Reset() {
 	*x = ListUpdatesResponse{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[18]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1347,7 +1828,7 @@ func (x *ListUpdatesResponse) String() string {
 func (*ListUpdatesResponse) ProtoMessage() {}
 
 func (x *ListUpdatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[18]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1360,7 +1841,7 @@ func (x *ListUpdatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUpdatesResponse.ProtoReflect.Descriptor instead.
 func (*ListUpdatesResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListUpdatesResponse) GetUpdates() []*Update {
@@ -1380,7 +1861,7 @@ type AbortUpdateRequest struct {
 
 func (x *AbortUpdateRequest) Reset() {
 	*x = AbortUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[19]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1392,7 +1873,7 @@ func (x *AbortUpdateRequest) String() string {
 func (*AbortUpdateRequest) ProtoMessage() {}
 
 func (x *AbortUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[19]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1405,7 +1886,7 @@ func (x *AbortUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortUpdateRequest.ProtoReflect.Descriptor instead.
 func (*AbortUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *AbortUpdateRequest) GetId() string {
@@ -1431,7 +1912,7 @@ type WatchUpdateRequest struct {
 
 func (x *WatchUpdateRequest) Reset() {
 	*x = WatchUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[20]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1443,7 +1924,7 @@ func (x *WatchUpdateRequest) String() string {
 func (*WatchUpdateRequest) ProtoMessage() {}
 
 func (x *WatchUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[20]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1456,7 +1937,7 @@ func (x *WatchUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchUpdateRequest.ProtoReflect.Descriptor instead.
 func (*WatchUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *WatchUpdateRequest) GetId() string {
@@ -1490,7 +1971,7 @@ type Update struct {
 
 func (x *Update) Reset() {
 	*x = Update{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[21]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1502,7 +1983,7 @@ func (x *Update) String() string {
 func (*Update) ProtoMessage() {}
 
 func (x *Update) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[21]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1515,7 +1996,7 @@ func (x *Update) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Update.ProtoReflect.Descriptor instead.
 func (*Update) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Update) GetId() string {
@@ -1628,7 +2109,7 @@ type PhaseChange struct {
 
 func (x *PhaseChange) Reset() {
 	*x = PhaseChange{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[22]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +2121,7 @@ func (x *PhaseChange) String() string {
 func (*PhaseChange) ProtoMessage() {}
 
 func (x *PhaseChange) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[22]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +2134,7 @@ func (x *PhaseChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PhaseChange.ProtoReflect.Descriptor instead.
 func (*PhaseChange) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PhaseChange) GetPhase() Phase {
@@ -1699,7 +2180,7 @@ type UpdateProgress struct {
 
 func (x *UpdateProgress) Reset() {
 	*x = UpdateProgress{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[23]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1711,7 +2192,7 @@ func (x *UpdateProgress) String() string {
 func (*UpdateProgress) ProtoMessage() {}
 
 func (x *UpdateProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[23]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1724,7 +2205,7 @@ func (x *UpdateProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateProgress.ProtoReflect.Descriptor instead.
 func (*UpdateProgress) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UpdateProgress) GetBlocking() uint32 {
@@ -1773,7 +2254,47 @@ var File_coordinator_v1_admin_proto protoreflect.FileDescriptor
 
 const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x1acoordinator/v1/admin.proto\x12\x0ecoordinator.v1\x1a\x1ccoordinator/v1/records.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n" +
+	"\x1acoordinator/v1/admin.proto\x12\x0ecoordinator.v1\x1a\x1ccoordinator/v1/records.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n" +
+	"\x11GetClusterRequest\"\xc6\x01\n" +
+	"\aCluster\x12/\n" +
+	"\x06leader\x18\x01 \x01(\v2\x17.coordinator.v1.ReplicaR\x06leader\x123\n" +
+	"\breplicas\x18\x02 \x03(\v2\x17.coordinator.v1.ReplicaR\breplicas\x124\n" +
+	"\amembers\x18\x03 \x03(\v2\x1a.coordinator.v1.EtcdMemberR\amembers\x12\x1f\n" +
+	"\vanswered_by\x18\x04 \x01(\tR\n" +
+	"answeredBy\"{\n" +
+	"\aReplica\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
+	"\fgrpc_address\x18\x02 \x01(\tR\vgrpcAddress\x12!\n" +
+	"\fhttp_address\x18\x03 \x01(\tR\vhttpAddress\x12\x16\n" +
+	"\x06leader\x18\x04 \x01(\bR\x06leader\"\x9c\x02\n" +
+	"\n" +
+	"EtcdMember\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
+	"\tpeer_urls\x18\x03 \x03(\tR\bpeerUrls\x12\x1f\n" +
+	"\vclient_urls\x18\x04 \x03(\tR\n" +
+	"clientUrls\x12\x18\n" +
+	"\ahealthy\x18\x05 \x01(\bR\ahealthy\x12\x1f\n" +
+	"\vraft_leader\x18\x06 \x01(\bR\n" +
+	"raftLeader\x12\x18\n" +
+	"\alearner\x18\a \x01(\bR\alearner\x12\x14\n" +
+	"\x05error\x18\b \x01(\tR\x05error\x12\"\n" +
+	"\rdb_size_bytes\x18\t \x01(\x03R\vdbSizeBytes\x12\x1d\n" +
+	"\n" +
+	"raft_index\x18\n" +
+	" \x01(\x04R\traftIndex\"\x1c\n" +
+	"\x1aGetSelfPreservationRequest\"\x1c\n" +
+	"\x1aEndSelfPreservationRequest\"\xe7\x02\n" +
+	"\x10SelfPreservation\x12\x16\n" +
+	"\x06active\x18\x01 \x01(\bR\x06active\x120\n" +
+	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12'\n" +
+	"\x0fqueued_sessions\x18\x03 \x03(\tR\x0equeuedSessions\x121\n" +
+	"\x06window\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x06window\x12\x14\n" +
+	"\x05ratio\x18\x05 \x01(\x01R\x05ratio\x12\x1b\n" +
+	"\tmin_count\x18\x06 \x01(\rR\bminCount\x12/\n" +
+	"\x05grace\x18\a \x01(\v2\x19.google.protobuf.DurationR\x05grace\x12'\n" +
+	"\x0frecent_expiries\x18\b \x01(\rR\x0erecentExpiries\x12 \n" +
+	"\vactivations\x18\t \x01(\x04R\vactivations\"D\n" +
 	"\x12GetFreenessRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\"\x89\x01\n" +
@@ -1911,7 +2432,7 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"PHASE_DONE\x10\x05\x12\x11\n" +
 	"\rPHASE_ABORTED\x10\x06\x12\x10\n" +
-	"\fPHASE_FAILED\x10\a2\xe3\x05\n" +
+	"\fPHASE_FAILED\x10\a2\xf7\a\n" +
 	"\fAdminService\x12K\n" +
 	"\vGetFreeness\x12\".coordinator.v1.GetFreenessRequest\x1a\x18.coordinator.v1.Freeness\x12B\n" +
 	"\bGetGraph\x12\x1f.coordinator.v1.GetGraphRequest\x1a\x15.coordinator.v1.Graph\x12Y\n" +
@@ -1921,7 +2442,11 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\tGetUpdate\x12 .coordinator.v1.GetUpdateRequest\x1a\x16.coordinator.v1.Update\x12V\n" +
 	"\vListUpdates\x12\".coordinator.v1.ListUpdatesRequest\x1a#.coordinator.v1.ListUpdatesResponse\x12I\n" +
 	"\vAbortUpdate\x12\".coordinator.v1.AbortUpdateRequest\x1a\x16.coordinator.v1.Update\x12K\n" +
-	"\vWatchUpdate\x12\".coordinator.v1.WatchUpdateRequest\x1a\x16.coordinator.v1.Update0\x01BGZEgithub.com/coordinator/coordinator/proto/coordinator/v1;coordinatorv1b\x06proto3"
+	"\vWatchUpdate\x12\".coordinator.v1.WatchUpdateRequest\x1a\x16.coordinator.v1.Update0\x01\x12H\n" +
+	"\n" +
+	"GetCluster\x12!.coordinator.v1.GetClusterRequest\x1a\x17.coordinator.v1.Cluster\x12c\n" +
+	"\x13GetSelfPreservation\x12*.coordinator.v1.GetSelfPreservationRequest\x1a .coordinator.v1.SelfPreservation\x12c\n" +
+	"\x13EndSelfPreservation\x12*.coordinator.v1.EndSelfPreservationRequest\x1a .coordinator.v1.SelfPreservationBGZEgithub.com/coordinator/coordinator/proto/coordinator/v1;coordinatorv1b\x06proto3"
 
 var (
 	file_coordinator_v1_admin_proto_rawDescOnce sync.Once
@@ -1936,87 +2461,106 @@ func file_coordinator_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_coordinator_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_coordinator_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_coordinator_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_coordinator_v1_admin_proto_goTypes = []any{
-	(Strategy)(0),                    // 0: coordinator.v1.Strategy
-	(Phase)(0),                       // 1: coordinator.v1.Phase
-	(*GetFreenessRequest)(nil),       // 2: coordinator.v1.GetFreenessRequest
-	(*Freeness)(nil),                 // 3: coordinator.v1.Freeness
-	(*Blocker)(nil),                  // 4: coordinator.v1.Blocker
-	(*GetGraphRequest)(nil),          // 5: coordinator.v1.GetGraphRequest
-	(*Graph)(nil),                    // 6: coordinator.v1.Graph
-	(*ServiceNode)(nil),              // 7: coordinator.v1.ServiceNode
-	(*VersionSessions)(nil),          // 8: coordinator.v1.VersionSessions
-	(*Edge)(nil),                     // 9: coordinator.v1.Edge
-	(*ListSessionsRequest)(nil),      // 10: coordinator.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),     // 11: coordinator.v1.ListSessionsResponse
-	(*Session)(nil),                  // 12: coordinator.v1.Session
-	(*ListTransactionsRequest)(nil),  // 13: coordinator.v1.ListTransactionsRequest
-	(*ListTransactionsResponse)(nil), // 14: coordinator.v1.ListTransactionsResponse
-	(*Transaction)(nil),              // 15: coordinator.v1.Transaction
-	(*SubTransaction)(nil),           // 16: coordinator.v1.SubTransaction
-	(*StartUpdateRequest)(nil),       // 17: coordinator.v1.StartUpdateRequest
-	(*GetUpdateRequest)(nil),         // 18: coordinator.v1.GetUpdateRequest
-	(*ListUpdatesRequest)(nil),       // 19: coordinator.v1.ListUpdatesRequest
-	(*ListUpdatesResponse)(nil),      // 20: coordinator.v1.ListUpdatesResponse
-	(*AbortUpdateRequest)(nil),       // 21: coordinator.v1.AbortUpdateRequest
-	(*WatchUpdateRequest)(nil),       // 22: coordinator.v1.WatchUpdateRequest
-	(*Update)(nil),                   // 23: coordinator.v1.Update
-	(*PhaseChange)(nil),              // 24: coordinator.v1.PhaseChange
-	(*UpdateProgress)(nil),           // 25: coordinator.v1.UpdateProgress
-	(*durationpb.Duration)(nil),      // 26: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 27: google.protobuf.Timestamp
-	(*ServiceVersion)(nil),           // 28: coordinator.v1.ServiceVersion
+	(Strategy)(0),                      // 0: coordinator.v1.Strategy
+	(Phase)(0),                         // 1: coordinator.v1.Phase
+	(*GetClusterRequest)(nil),          // 2: coordinator.v1.GetClusterRequest
+	(*Cluster)(nil),                    // 3: coordinator.v1.Cluster
+	(*Replica)(nil),                    // 4: coordinator.v1.Replica
+	(*EtcdMember)(nil),                 // 5: coordinator.v1.EtcdMember
+	(*GetSelfPreservationRequest)(nil), // 6: coordinator.v1.GetSelfPreservationRequest
+	(*EndSelfPreservationRequest)(nil), // 7: coordinator.v1.EndSelfPreservationRequest
+	(*SelfPreservation)(nil),           // 8: coordinator.v1.SelfPreservation
+	(*GetFreenessRequest)(nil),         // 9: coordinator.v1.GetFreenessRequest
+	(*Freeness)(nil),                   // 10: coordinator.v1.Freeness
+	(*Blocker)(nil),                    // 11: coordinator.v1.Blocker
+	(*GetGraphRequest)(nil),            // 12: coordinator.v1.GetGraphRequest
+	(*Graph)(nil),                      // 13: coordinator.v1.Graph
+	(*ServiceNode)(nil),                // 14: coordinator.v1.ServiceNode
+	(*VersionSessions)(nil),            // 15: coordinator.v1.VersionSessions
+	(*Edge)(nil),                       // 16: coordinator.v1.Edge
+	(*ListSessionsRequest)(nil),        // 17: coordinator.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),       // 18: coordinator.v1.ListSessionsResponse
+	(*Session)(nil),                    // 19: coordinator.v1.Session
+	(*ListTransactionsRequest)(nil),    // 20: coordinator.v1.ListTransactionsRequest
+	(*ListTransactionsResponse)(nil),   // 21: coordinator.v1.ListTransactionsResponse
+	(*Transaction)(nil),                // 22: coordinator.v1.Transaction
+	(*SubTransaction)(nil),             // 23: coordinator.v1.SubTransaction
+	(*StartUpdateRequest)(nil),         // 24: coordinator.v1.StartUpdateRequest
+	(*GetUpdateRequest)(nil),           // 25: coordinator.v1.GetUpdateRequest
+	(*ListUpdatesRequest)(nil),         // 26: coordinator.v1.ListUpdatesRequest
+	(*ListUpdatesResponse)(nil),        // 27: coordinator.v1.ListUpdatesResponse
+	(*AbortUpdateRequest)(nil),         // 28: coordinator.v1.AbortUpdateRequest
+	(*WatchUpdateRequest)(nil),         // 29: coordinator.v1.WatchUpdateRequest
+	(*Update)(nil),                     // 30: coordinator.v1.Update
+	(*PhaseChange)(nil),                // 31: coordinator.v1.PhaseChange
+	(*UpdateProgress)(nil),             // 32: coordinator.v1.UpdateProgress
+	(*timestamppb.Timestamp)(nil),      // 33: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 34: google.protobuf.Duration
+	(*ServiceVersion)(nil),             // 35: coordinator.v1.ServiceVersion
 }
 var file_coordinator_v1_admin_proto_depIdxs = []int32{
-	4,  // 0: coordinator.v1.Freeness.blockers:type_name -> coordinator.v1.Blocker
-	7,  // 1: coordinator.v1.Graph.services:type_name -> coordinator.v1.ServiceNode
-	9,  // 2: coordinator.v1.Graph.edges:type_name -> coordinator.v1.Edge
-	8,  // 3: coordinator.v1.ServiceNode.versions:type_name -> coordinator.v1.VersionSessions
-	12, // 4: coordinator.v1.ListSessionsResponse.sessions:type_name -> coordinator.v1.Session
-	26, // 5: coordinator.v1.Session.ttl:type_name -> google.protobuf.Duration
-	27, // 6: coordinator.v1.Session.registered_at:type_name -> google.protobuf.Timestamp
-	15, // 7: coordinator.v1.ListTransactionsResponse.transactions:type_name -> coordinator.v1.Transaction
-	28, // 8: coordinator.v1.Transaction.used:type_name -> coordinator.v1.ServiceVersion
-	16, // 9: coordinator.v1.Transaction.running:type_name -> coordinator.v1.SubTransaction
-	0,  // 10: coordinator.v1.StartUpdateRequest.strategy:type_name -> coordinator.v1.Strategy
-	26, // 11: coordinator.v1.StartUpdateRequest.timeout:type_name -> google.protobuf.Duration
-	26, // 12: coordinator.v1.StartUpdateRequest.max_block:type_name -> google.protobuf.Duration
-	23, // 13: coordinator.v1.ListUpdatesResponse.updates:type_name -> coordinator.v1.Update
-	0,  // 14: coordinator.v1.Update.strategy:type_name -> coordinator.v1.Strategy
-	1,  // 15: coordinator.v1.Update.phase:type_name -> coordinator.v1.Phase
-	26, // 16: coordinator.v1.Update.timeout:type_name -> google.protobuf.Duration
-	26, // 17: coordinator.v1.Update.max_block:type_name -> google.protobuf.Duration
-	27, // 18: coordinator.v1.Update.created_at:type_name -> google.protobuf.Timestamp
-	27, // 19: coordinator.v1.Update.switched_at:type_name -> google.protobuf.Timestamp
-	27, // 20: coordinator.v1.Update.finished_at:type_name -> google.protobuf.Timestamp
-	24, // 21: coordinator.v1.Update.history:type_name -> coordinator.v1.PhaseChange
-	25, // 22: coordinator.v1.Update.progress:type_name -> coordinator.v1.UpdateProgress
-	1,  // 23: coordinator.v1.PhaseChange.phase:type_name -> coordinator.v1.Phase
-	27, // 24: coordinator.v1.PhaseChange.at:type_name -> google.protobuf.Timestamp
-	2,  // 25: coordinator.v1.AdminService.GetFreeness:input_type -> coordinator.v1.GetFreenessRequest
-	5,  // 26: coordinator.v1.AdminService.GetGraph:input_type -> coordinator.v1.GetGraphRequest
-	10, // 27: coordinator.v1.AdminService.ListSessions:input_type -> coordinator.v1.ListSessionsRequest
-	13, // 28: coordinator.v1.AdminService.ListTransactions:input_type -> coordinator.v1.ListTransactionsRequest
-	17, // 29: coordinator.v1.AdminService.StartUpdate:input_type -> coordinator.v1.StartUpdateRequest
-	18, // 30: coordinator.v1.AdminService.GetUpdate:input_type -> coordinator.v1.GetUpdateRequest
-	19, // 31: coordinator.v1.AdminService.ListUpdates:input_type -> coordinator.v1.ListUpdatesRequest
-	21, // 32: coordinator.v1.AdminService.AbortUpdate:input_type -> coordinator.v1.AbortUpdateRequest
-	22, // 33: coordinator.v1.AdminService.WatchUpdate:input_type -> coordinator.v1.WatchUpdateRequest
-	3,  // 34: coordinator.v1.AdminService.GetFreeness:output_type -> coordinator.v1.Freeness
-	6,  // 35: coordinator.v1.AdminService.GetGraph:output_type -> coordinator.v1.Graph
-	11, // 36: coordinator.v1.AdminService.ListSessions:output_type -> coordinator.v1.ListSessionsResponse
-	14, // 37: coordinator.v1.AdminService.ListTransactions:output_type -> coordinator.v1.ListTransactionsResponse
-	23, // 38: coordinator.v1.AdminService.StartUpdate:output_type -> coordinator.v1.Update
-	23, // 39: coordinator.v1.AdminService.GetUpdate:output_type -> coordinator.v1.Update
-	20, // 40: coordinator.v1.AdminService.ListUpdates:output_type -> coordinator.v1.ListUpdatesResponse
-	23, // 41: coordinator.v1.AdminService.AbortUpdate:output_type -> coordinator.v1.Update
-	23, // 42: coordinator.v1.AdminService.WatchUpdate:output_type -> coordinator.v1.Update
-	34, // [34:43] is the sub-list for method output_type
-	25, // [25:34] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	4,  // 0: coordinator.v1.Cluster.leader:type_name -> coordinator.v1.Replica
+	4,  // 1: coordinator.v1.Cluster.replicas:type_name -> coordinator.v1.Replica
+	5,  // 2: coordinator.v1.Cluster.members:type_name -> coordinator.v1.EtcdMember
+	33, // 3: coordinator.v1.SelfPreservation.since:type_name -> google.protobuf.Timestamp
+	34, // 4: coordinator.v1.SelfPreservation.window:type_name -> google.protobuf.Duration
+	34, // 5: coordinator.v1.SelfPreservation.grace:type_name -> google.protobuf.Duration
+	11, // 6: coordinator.v1.Freeness.blockers:type_name -> coordinator.v1.Blocker
+	14, // 7: coordinator.v1.Graph.services:type_name -> coordinator.v1.ServiceNode
+	16, // 8: coordinator.v1.Graph.edges:type_name -> coordinator.v1.Edge
+	15, // 9: coordinator.v1.ServiceNode.versions:type_name -> coordinator.v1.VersionSessions
+	19, // 10: coordinator.v1.ListSessionsResponse.sessions:type_name -> coordinator.v1.Session
+	34, // 11: coordinator.v1.Session.ttl:type_name -> google.protobuf.Duration
+	33, // 12: coordinator.v1.Session.registered_at:type_name -> google.protobuf.Timestamp
+	22, // 13: coordinator.v1.ListTransactionsResponse.transactions:type_name -> coordinator.v1.Transaction
+	35, // 14: coordinator.v1.Transaction.used:type_name -> coordinator.v1.ServiceVersion
+	23, // 15: coordinator.v1.Transaction.running:type_name -> coordinator.v1.SubTransaction
+	0,  // 16: coordinator.v1.StartUpdateRequest.strategy:type_name -> coordinator.v1.Strategy
+	34, // 17: coordinator.v1.StartUpdateRequest.timeout:type_name -> google.protobuf.Duration
+	34, // 18: coordinator.v1.StartUpdateRequest.max_block:type_name -> google.protobuf.Duration
+	30, // 19: coordinator.v1.ListUpdatesResponse.updates:type_name -> coordinator.v1.Update
+	0,  // 20: coordinator.v1.Update.strategy:type_name -> coordinator.v1.Strategy
+	1,  // 21: coordinator.v1.Update.phase:type_name -> coordinator.v1.Phase
+	34, // 22: coordinator.v1.Update.timeout:type_name -> google.protobuf.Duration
+	34, // 23: coordinator.v1.Update.max_block:type_name -> google.protobuf.Duration
+	33, // 24: coordinator.v1.Update.created_at:type_name -> google.protobuf.Timestamp
+	33, // 25: coordinator.v1.Update.switched_at:type_name -> google.protobuf.Timestamp
+	33, // 26: coordinator.v1.Update.finished_at:type_name -> google.protobuf.Timestamp
+	31, // 27: coordinator.v1.Update.history:type_name -> coordinator.v1.PhaseChange
+	32, // 28: coordinator.v1.Update.progress:type_name -> coordinator.v1.UpdateProgress
+	1,  // 29: coordinator.v1.PhaseChange.phase:type_name -> coordinator.v1.Phase
+	33, // 30: coordinator.v1.PhaseChange.at:type_name -> google.protobuf.Timestamp
+	9,  // 31: coordinator.v1.AdminService.GetFreeness:input_type -> coordinator.v1.GetFreenessRequest
+	12, // 32: coordinator.v1.AdminService.GetGraph:input_type -> coordinator.v1.GetGraphRequest
+	17, // 33: coordinator.v1.AdminService.ListSessions:input_type -> coordinator.v1.ListSessionsRequest
+	20, // 34: coordinator.v1.AdminService.ListTransactions:input_type -> coordinator.v1.ListTransactionsRequest
+	24, // 35: coordinator.v1.AdminService.StartUpdate:input_type -> coordinator.v1.StartUpdateRequest
+	25, // 36: coordinator.v1.AdminService.GetUpdate:input_type -> coordinator.v1.GetUpdateRequest
+	26, // 37: coordinator.v1.AdminService.ListUpdates:input_type -> coordinator.v1.ListUpdatesRequest
+	28, // 38: coordinator.v1.AdminService.AbortUpdate:input_type -> coordinator.v1.AbortUpdateRequest
+	29, // 39: coordinator.v1.AdminService.WatchUpdate:input_type -> coordinator.v1.WatchUpdateRequest
+	2,  // 40: coordinator.v1.AdminService.GetCluster:input_type -> coordinator.v1.GetClusterRequest
+	6,  // 41: coordinator.v1.AdminService.GetSelfPreservation:input_type -> coordinator.v1.GetSelfPreservationRequest
+	7,  // 42: coordinator.v1.AdminService.EndSelfPreservation:input_type -> coordinator.v1.EndSelfPreservationRequest
+	10, // 43: coordinator.v1.AdminService.GetFreeness:output_type -> coordinator.v1.Freeness
+	13, // 44: coordinator.v1.AdminService.GetGraph:output_type -> coordinator.v1.Graph
+	18, // 45: coordinator.v1.AdminService.ListSessions:output_type -> coordinator.v1.ListSessionsResponse
+	21, // 46: coordinator.v1.AdminService.ListTransactions:output_type -> coordinator.v1.ListTransactionsResponse
+	30, // 47: coordinator.v1.AdminService.StartUpdate:output_type -> coordinator.v1.Update
+	30, // 48: coordinator.v1.AdminService.GetUpdate:output_type -> coordinator.v1.Update
+	27, // 49: coordinator.v1.AdminService.ListUpdates:output_type -> coordinator.v1.ListUpdatesResponse
+	30, // 50: coordinator.v1.AdminService.AbortUpdate:output_type -> coordinator.v1.Update
+	30, // 51: coordinator.v1.AdminService.WatchUpdate:output_type -> coordinator.v1.Update
+	3,  // 52: coordinator.v1.AdminService.GetCluster:output_type -> coordinator.v1.Cluster
+	8,  // 53: coordinator.v1.AdminService.GetSelfPreservation:output_type -> coordinator.v1.SelfPreservation
+	8,  // 54: coordinator.v1.AdminService.EndSelfPreservation:output_type -> coordinator.v1.SelfPreservation
+	43, // [43:55] is the sub-list for method output_type
+	31, // [31:43] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_coordinator_v1_admin_proto_init() }
@@ -2031,7 +2575,7 @@ func file_coordinator_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinator_v1_admin_proto_rawDesc), len(file_coordinator_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   24,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,15 +19,18 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdminService_GetFreeness_FullMethodName      = "/coordinator.v1.AdminService/GetFreeness"
-	AdminService_GetGraph_FullMethodName         = "/coordinator.v1.AdminService/GetGraph"
-	AdminService_ListSessions_FullMethodName     = "/coordinator.v1.AdminService/ListSessions"
-	AdminService_ListTransactions_FullMethodName = "/coordinator.v1.AdminService/ListTransactions"
-	AdminService_StartUpdate_FullMethodName      = "/coordinator.v1.AdminService/StartUpdate"
-	AdminService_GetUpdate_FullMethodName        = "/coordinator.v1.AdminService/GetUpdate"
-	AdminService_ListUpdates_FullMethodName      = "/coordinator.v1.AdminService/ListUpdates"
-	AdminService_AbortUpdate_FullMethodName      = "/coordinator.v1.AdminService/AbortUpdate"
-	AdminService_WatchUpdate_FullMethodName      = "/coordinator.v1.AdminService/WatchUpdate"
+	AdminService_GetFreeness_FullMethodName         = "/coordinator.v1.AdminService/GetFreeness"
+	AdminService_GetGraph_FullMethodName            = "/coordinator.v1.AdminService/GetGraph"
+	AdminService_ListSessions_FullMethodName        = "/coordinator.v1.AdminService/ListSessions"
+	AdminService_ListTransactions_FullMethodName    = "/coordinator.v1.AdminService/ListTransactions"
+	AdminService_StartUpdate_FullMethodName         = "/coordinator.v1.AdminService/StartUpdate"
+	AdminService_GetUpdate_FullMethodName           = "/coordinator.v1.AdminService/GetUpdate"
+	AdminService_ListUpdates_FullMethodName         = "/coordinator.v1.AdminService/ListUpdates"
+	AdminService_AbortUpdate_FullMethodName         = "/coordinator.v1.AdminService/AbortUpdate"
+	AdminService_WatchUpdate_FullMethodName         = "/coordinator.v1.AdminService/WatchUpdate"
+	AdminService_GetCluster_FullMethodName          = "/coordinator.v1.AdminService/GetCluster"
+	AdminService_GetSelfPreservation_FullMethodName = "/coordinator.v1.AdminService/GetSelfPreservation"
+	AdminService_EndSelfPreservation_FullMethodName = "/coordinator.v1.AdminService/EndSelfPreservation"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -56,6 +59,14 @@ type AdminServiceClient interface {
 	// WatchUpdate streams an update's state whenever its progress changes,
 	// ending after it finishes.
 	WatchUpdate(ctx context.Context, in *WatchUpdateRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Update], error)
+	// GetCluster lists the replicas and etcd members, their health, and which
+	// replica leads. Every replica answers it.
+	GetCluster(ctx context.Context, in *GetClusterRequest, opts ...grpc.CallOption) (*Cluster, error)
+	// GetSelfPreservation reports the self-preservation mode.
+	GetSelfPreservation(ctx context.Context, in *GetSelfPreservationRequest, opts ...grpc.CallOption) (*SelfPreservation, error)
+	// EndSelfPreservation ends the mode at once: every queued session is
+	// dropped as expired.
+	EndSelfPreservation(ctx context.Context, in *EndSelfPreservationRequest, opts ...grpc.CallOption) (*SelfPreservation, error)
 }
 
 type adminServiceClient struct {
@@ -165,6 +176,36 @@ func (c *adminServiceClient) WatchUpdate(ctx context.Context, in *WatchUpdateReq
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AdminService_WatchUpdateClient = grpc.ServerStreamingClient[Update]
 
+func (c *adminServiceClient) GetCluster(ctx context.Context, in *GetClusterRequest, opts ...grpc.CallOption) (*Cluster, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Cluster)
+	err := c.cc.Invoke(ctx, AdminService_GetCluster_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) GetSelfPreservation(ctx context.Context, in *GetSelfPreservationRequest, opts ...grpc.CallOption) (*SelfPreservation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SelfPreservation)
+	err := c.cc.Invoke(ctx, AdminService_GetSelfPreservation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) EndSelfPreservation(ctx context.Context, in *EndSelfPreservationRequest, opts ...grpc.CallOption) (*SelfPreservation, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SelfPreservation)
+	err := c.cc.Invoke(ctx, AdminService_EndSelfPreservation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -191,6 +232,14 @@ type AdminServiceServer interface {
 	// WatchUpdate streams an update's state whenever its progress changes,
 	// ending after it finishes.
 	WatchUpdate(*WatchUpdateRequest, grpc.ServerStreamingServer[Update]) error
+	// GetCluster lists the replicas and etcd members, their health, and which
+	// replica leads. Every replica answers it.
+	GetCluster(context.Context, *GetClusterRequest) (*Cluster, error)
+	// GetSelfPreservation reports the self-preservation mode.
+	GetSelfPreservation(context.Context, *GetSelfPreservationRequest) (*SelfPreservation, error)
+	// EndSelfPreservation ends the mode at once: every queued session is
+	// dropped as expired.
+	EndSelfPreservation(context.Context, *EndSelfPreservationRequest) (*SelfPreservation, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -227,6 +276,15 @@ func (UnimplementedAdminServiceServer) AbortUpdate(context.Context, *AbortUpdate
 }
 func (UnimplementedAdminServiceServer) WatchUpdate(*WatchUpdateRequest, grpc.ServerStreamingServer[Update]) error {
 	return status.Error(codes.Unimplemented, "method WatchUpdate not implemented")
+}
+func (UnimplementedAdminServiceServer) GetCluster(context.Context, *GetClusterRequest) (*Cluster, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetCluster not implemented")
+}
+func (UnimplementedAdminServiceServer) GetSelfPreservation(context.Context, *GetSelfPreservationRequest) (*SelfPreservation, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetSelfPreservation not implemented")
+}
+func (UnimplementedAdminServiceServer) EndSelfPreservation(context.Context, *EndSelfPreservationRequest) (*SelfPreservation, error) {
+	return nil, status.Error(codes.Unimplemented, "method EndSelfPreservation not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -404,6 +462,60 @@ func _AdminService_WatchUpdate_Handler(srv interface{}, stream grpc.ServerStream
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AdminService_WatchUpdateServer = grpc.ServerStreamingServer[Update]
 
+func _AdminService_GetCluster_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetClusterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetCluster(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetCluster_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetCluster(ctx, req.(*GetClusterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_GetSelfPreservation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetSelfPreservationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetSelfPreservation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetSelfPreservation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetSelfPreservation(ctx, req.(*GetSelfPreservationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_EndSelfPreservation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EndSelfPreservationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).EndSelfPreservation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_EndSelfPreservation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).EndSelfPreservation(ctx, req.(*EndSelfPreservationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -442,6 +554,18 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AbortUpdate",
 			Handler:    _AdminService_AbortUpdate_Handler,
+		},
+		{
+			MethodName: "GetCluster",
+			Handler:    _AdminService_GetCluster_Handler,
+		},
+		{
+			MethodName: "GetSelfPreservation",
+			Handler:    _AdminService_GetSelfPreservation_Handler,
+		},
+		{
+			MethodName: "EndSelfPreservation",
+			Handler:    _AdminService_EndSelfPreservation_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
