@@ -99,6 +99,9 @@ type Coordinator struct {
 	deps     map[string][]string // persisted ServiceRecord dependencies
 	routes   map[graph.ServiceID]graph.VersionID
 	implicit map[string]time.Time // transactions created by a Call, awaiting their Begin
+	// resyncWait holds the sessions restored from etcd that have neither
+	// re-registered nor expired: no switch happens while it is not empty.
+	resyncWait map[string]struct{}
 
 	routingRev  uint64
 	routingKick chan struct{}
@@ -131,18 +134,19 @@ func New(cfg Config) (*Coordinator, error) {
 	}
 	cfg.setDefaults()
 	c := &Coordinator{
-		cfg:      cfg,
-		lg:       cfg.Logger,
-		cli:      cfg.Client,
-		keys:     storage.Keys{Prefix: cfg.Prefix},
-		eng:      graph.New(),
-		sessions: make(map[string]*session),
-		owners:   []*session{nil},
-		declared: make(map[edge]struct{}),
-		deps:     make(map[string][]string),
-		routes:   make(map[graph.ServiceID]graph.VersionID),
-		implicit: make(map[string]time.Time),
-		t0:       time.Now(),
+		cfg:        cfg,
+		lg:         cfg.Logger,
+		cli:        cfg.Client,
+		keys:       storage.Keys{Prefix: cfg.Prefix},
+		eng:        graph.New(),
+		sessions:   make(map[string]*session),
+		owners:     []*session{nil},
+		declared:   make(map[edge]struct{}),
+		deps:       make(map[string][]string),
+		routes:     make(map[graph.ServiceID]graph.VersionID),
+		implicit:   make(map[string]time.Time),
+		resyncWait: make(map[string]struct{}),
+		t0:         time.Now(),
 
 		routingKick: make(chan struct{}, 1),
 		active:      make(map[graph.ServiceID]*update),

@@ -320,12 +320,15 @@ func (c *Coordinator) progressOneLocked(u *update, now time.Time) {
 			return
 		}
 		if strategy.SwitchesAtOnce(u.kind) {
+			if c.switchHoldLocked() != "" {
+				return
+			}
 			c.switchLocked(u, pb.Phase_PHASE_DRAINING)
 		} else {
 			c.setPhaseLocked(u, pb.Phase_PHASE_WAITING, "")
 		}
 	case u.rec.Phase == pb.Phase_PHASE_WAITING:
-		if c.eng.Free(u.svc) {
+		if c.eng.Free(u.svc) && c.switchHoldLocked() == "" {
 			if c.switchLocked(u, pb.Phase_PHASE_SWITCHED) {
 				c.finishLocked(u, pb.Phase_PHASE_DONE, "")
 			}
