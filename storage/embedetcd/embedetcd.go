@@ -56,6 +56,12 @@ const (
 	pickRetries = 5
 )
 
+// Raft timing of a cluster member (InitialCluster set) is etcd's default:
+// a 100 ms heartbeat and a 1000 ms election timeout, which tolerate a
+// loaded machine or a slow network without spurious elections. A lost
+// member's leader is replaced in 1-2 s, and the minimum lease TTL etcd
+// grants (1.5 election timeouts) stays under the coordinator's 2 s.
+
 // Config describes one embedded etcd member.
 type Config struct {
 	// Name is the member name; default "default".
@@ -106,6 +112,7 @@ type Config struct {
 type Server struct {
 	etcd      *embed.Etcd
 	lg        *slog.Logger
+	cluster   bool // started with InitialCluster: Endpoints adds the other members
 	name      string
 	dataDir   string
 	endpoints []string
@@ -139,7 +146,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			}
 			return nil, fmt.Errorf("embedetcd: start %q: %w", cfg.Name, err)
 		}
-		s := &Server{etcd: e, lg: lg, name: cfg.Name, dataDir: cfg.DataDir, closing: closing}
+		s := &Server{etcd: e, lg: lg, cluster: cfg.InitialCluster != "", name: cfg.Name, dataDir: cfg.DataDir, closing: closing}
 		for _, l := range e.Clients {
 			s.endpoints = append(s.endpoints, "http://"+l.Addr().String())
 		}
@@ -157,7 +164,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		if cfg.InitialCluster == "" {
 			s.refreshPeerURLs(ctx)
 		}
-		lg.Info("etcd ready", "endpoints", s.endpoints, "peer_urls", s.peerURLs, "data_dir", cfg.DataDir)
+		lg.Info("etcd ready", "endpoints", s.Endpoints(), "peer_urls", s.peerURLs, "data_dir", cfg.DataDir,
+			"member_id", e.Server.MemberID().String(), "cluster_id", e.Server.Cluster().ID().String())
 		return s, nil
 	}
 }
@@ -200,9 +208,36 @@ func (s *Server) refreshPeerURLs(ctx context.Context) {
 	s.lg.Info("updated stored peer URLs", "old", m.PeerURLs, "new", s.peerURLs)
 }
 
-// Endpoints returns the client URLs etcd is listening on, with the ports
-// actually bound (never port 0).
-func (s *Server) Endpoints() []string { return slices.Clone(s.endpoints) }
+// Endpoints returns the client URLs a client of this member should use,
+// with the ports actually bound (never port 0). For a single member, they
+// are the URLs it listens on. For a member of a cluster, its own come
+// first, then those the other voting members published, as this member
+// knows them now (a member that has not published yet has none), so that
+// a client given them fails over when this member stops. Members that
+// restart move their client port (with port 0): a long-lived client
+// should also re-read the member list (clientv3's AutoSyncInterval).
+func (s *Server) Endpoints() []string {
+	eps := slices.Clone(s.endpoints)
+	if !s.cluster {
+		return eps
+	}
+	srv := s.etcd.Server
+	self := srv.MemberID()
+	for _, m := range srv.Cluster().Members() {
+		if m.ID == self || m.IsLearner || m.Name == "" {
+			continue
+		}
+		for _, u := range m.ClientURLs {
+			if !slices.Contains(eps, u) {
+				eps = append(eps, u)
+			}
+		}
+	}
+	return eps
+}
+
+// MemberID returns this member's etcd member ID.
+func (s *Server) MemberID() uint64 { return uint64(s.etcd.Server.MemberID()) }
 
 // PeerURLs returns the peer URLs this member advertises.
 func (s *Server) PeerURLs() []string { return slices.Clone(s.peerURLs) }

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -161,70 +159,6 @@ func TestRestartSameDataDir(t *testing.T) {
 	}
 	if got := fmt.Sprint(ml.Members[0].PeerURLs); got != fmt.Sprint(s2.PeerURLs()) {
 		t.Fatalf("stored peer URLs %v, want %v", got, s2.PeerURLs())
-	}
-}
-
-func TestThreeMemberCluster(t *testing.T) {
-	ports, err := freePorts([]string{"127.0.0.1", "127.0.0.1", "127.0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var parts []string
-	for i, p := range ports {
-		parts = append(parts, fmt.Sprintf("n%d=http://127.0.0.1:%d", i+1, p))
-	}
-	initial := strings.Join(parts, ",")
-	base := t.TempDir()
-
-	servers := make([]*Server, 3)
-	errs := make([]error, 3)
-	var wg sync.WaitGroup
-	ctx, cancel := context.WithTimeout(t.Context(), 45*time.Second)
-	defer cancel()
-	for i := range servers {
-		wg.Go(func() {
-			servers[i], errs[i] = Start(ctx, Config{
-				Name:           fmt.Sprintf("n%d", i+1),
-				DataDir:        filepath.Join(base, fmt.Sprint(i)),
-				InitialCluster: initial,
-			})
-		})
-	}
-	wg.Wait()
-	defer func() {
-		// Stopped together, a leader would wait etcd's request timeout
-		// to hand leadership to a member that is going too: skip the
-		// hand-over. Each Close still waits up to 1 s for peer connections.
-		var wg sync.WaitGroup
-		for _, s := range servers {
-			if s != nil {
-				wg.Go(func() {
-					s.Etcd().Server.HardStop()
-					s.Close()
-				})
-			}
-		}
-		wg.Wait()
-	}()
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("member n%d: %v", i+1, err)
-		}
-	}
-
-	c0, c2 := newClient(t, servers[0]), newClient(t, servers[2])
-	defer c0.Close()
-	defer c2.Close()
-	if _, err := c0.Put(ctx, "x", "y"); err != nil {
-		t.Fatalf("Put via n1: %v", err)
-	}
-	resp, err := c2.Get(ctx, "x") // linearizable: goes through the leader
-	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "y" {
-		t.Fatalf("Get via n3 = %v, %v", resp, err)
-	}
-	ml, err := c2.MemberList(ctx)
-	if err != nil || len(ml.Members) != 3 {
-		t.Fatalf("MemberList = %v, %v; want 3 members", ml, err)
 	}
 }
 

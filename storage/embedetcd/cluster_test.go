@@ -1,0 +1,273 @@
+package embedetcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// testCluster is three members started in-process on loopback.
+type testCluster struct {
+	initial string
+	dirs    []string
+	servers []*Server
+}
+
+// startCluster starts a three-member cluster on free loopback ports. The
+// peer ports must be known before any member starts, so they are picked
+// (listen on :0, close) up front; when one was taken in between, the whole
+// cluster starts again on new ports and new directories.
+func startCluster(t *testing.T) *testCluster {
+	t.Helper()
+	const attempts = 3
+	for attempt := 1; ; attempt++ {
+		c, err := tryStartCluster(t)
+		if err == nil {
+			t.Cleanup(c.close)
+			return c
+		}
+		if attempt < attempts && errors.Is(err, syscall.EADDRINUSE) {
+			t.Logf("attempt %d: %v; picking new ports", attempt, err)
+			continue
+		}
+		t.Fatalf("start cluster: %v", err)
+	}
+}
+
+func tryStartCluster(t *testing.T) (*testCluster, error) {
+	ports, err := freePorts([]string{"127.0.0.1", "127.0.0.1", "127.0.0.1"})
+	if err != nil {
+		return nil, err
+	}
+	var parts []string
+	for i, p := range ports {
+		parts = append(parts, fmt.Sprintf("n%d=http://127.0.0.1:%d", i+1, p))
+	}
+	base := t.TempDir()
+	c := &testCluster{initial: strings.Join(parts, ","), servers: make([]*Server, 3)}
+	for i := range 3 {
+		c.dirs = append(c.dirs, filepath.Join(base, fmt.Sprintf("n%d", i+1)))
+	}
+
+	// One member failing (a port taken) stops the others from waiting for
+	// it until the deadline.
+	ctx, cancel := context.WithTimeout(t.Context(), 45*time.Second)
+	defer cancel()
+	errs := make([]error, 3)
+	var wg sync.WaitGroup
+	begin := time.Now()
+	for i := range c.servers {
+		wg.Go(func() {
+			c.servers[i], errs[i] = Start(ctx, c.config(i))
+			if errs[i] != nil {
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		c.close()
+		return nil, err
+	}
+	t.Logf("cluster %s ready in %v", c.initial, time.Since(begin).Round(time.Millisecond))
+	return c, nil
+}
+
+func (c *testCluster) config(i int) Config {
+	return Config{Name: fmt.Sprintf("n%d", i+1), DataDir: c.dirs[i], InitialCluster: c.initial}
+}
+
+// close stops every member still running. Stopped together, a leader
+// would wait etcd's request timeout to hand leadership to a member that is
+// going too: skip the hand-over. Each Close still waits up to 1 s for peer
+// connections.
+func (c *testCluster) close() {
+	var wg sync.WaitGroup
+	for _, s := range c.servers {
+		if s != nil {
+			wg.Go(func() {
+				s.Etcd().Server.HardStop()
+				s.Close()
+			})
+		}
+	}
+	wg.Wait()
+}
+
+// raftLeader returns the index of the member that leads raft, as its own
+// server says, polling until one does.
+func (c *testCluster) raftLeader(t *testing.T) int {
+	t.Helper()
+	var i int
+	eventually(t, 10*time.Second, "a raft leader", func() bool {
+		for i = range c.servers {
+			srv := c.servers[i].Etcd().Server
+			if srv.Leader() == srv.MemberID() {
+				return true
+			}
+		}
+		return false
+	})
+	return i
+}
+
+// eventually polls cond until it holds or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s after %v", what, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func clientFor(t *testing.T, endpoints ...string) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatalf("client for %v: %v", endpoints, err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+func mustGet(ctx context.Context, t *testing.T, cli *clientv3.Client, key, want string, opts ...clientv3.OpOption) {
+	t.Helper()
+	resp, err := cli.Get(ctx, key, opts...)
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != want {
+		t.Fatalf("Get(%q) = %v, %v; want %q", key, resp, err, want)
+	}
+}
+
+func TestThreeMemberCluster(t *testing.T) {
+	c := startCluster(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+
+	// Each member's Endpoints come to name the three members, its own first.
+	for i, s := range c.servers {
+		eventually(t, 10*time.Second, fmt.Sprintf("3 endpoints from n%d", i+1), func() bool {
+			return len(s.Endpoints()) == 3
+		})
+		eps := s.Endpoints()
+		if eps[0] != s.endpoints[0] {
+			t.Errorf("n%d: Endpoints() = %v, want its own %s first", i+1, eps, s.endpoints[0])
+		}
+		for _, o := range c.servers {
+			if !slices.Contains(eps, o.endpoints[0]) {
+				t.Errorf("n%d: Endpoints() = %v, missing %s", i+1, eps, o.endpoints[0])
+			}
+		}
+	}
+
+	c1, c3 := clientFor(t, c.servers[0].endpoints...), clientFor(t, c.servers[2].endpoints...)
+	if _, err := c1.Put(ctx, "x", "y"); err != nil {
+		t.Fatalf("Put via n1: %v", err)
+	}
+	mustGet(ctx, t, c3, "x", "y") // linearizable: goes through the leader
+	ml, err := c3.MemberList(ctx)
+	if err != nil || len(ml.Members) != 3 {
+		t.Fatalf("MemberList = %v, %v; want 3 members", ml, err)
+	}
+	for _, m := range ml.Members {
+		if len(m.ClientURLs) != 1 || len(m.PeerURLs) != 1 || !strings.Contains(c.initial, m.Name+"="+m.PeerURLs[0]) {
+			t.Errorf("member %s: client %v peer %v, want one each, peer as in %s", m.Name, m.ClientURLs, m.PeerURLs, c.initial)
+		}
+	}
+}
+
+// A member that stops leaves two that keep serving; started again on its
+// data dir it rejoins as the same member and catches up.
+func TestClusterMemberStopAndRejoin(t *testing.T) {
+	c := startCluster(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 45*time.Second)
+	defer cancel()
+
+	// Stop the raft leader: the others must elect a new one.
+	down := c.raftLeader(t)
+	up := []int{(down + 1) % 3, (down + 2) % 3}
+	s := c.servers[down]
+	eventually(t, 10*time.Second, "3 endpoints", func() bool { return len(s.Endpoints()) == 3 })
+	failover := clientFor(t, s.Endpoints()...) // the client a replica on this member uses
+	if _, err := failover.Put(ctx, "before", "1"); err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	id := s.MemberID()
+	s.Close()
+	c.servers[down] = nil
+	t.Logf("stopped n%d (raft leader %x)", down+1, id)
+
+	// The two left serve writes and reads, also through the client whose
+	// first endpoint is the stopped member.
+	a, b := clientFor(t, c.servers[up[0]].endpoints...), clientFor(t, c.servers[up[1]].endpoints...)
+	const n = 50
+	for i := range n {
+		if _, err := a.Put(ctx, fmt.Sprintf("k%02d", i), fmt.Sprint(i)); err != nil {
+			t.Fatalf("Put via n%d with n%d down: %v", up[0]+1, down+1, err)
+		}
+	}
+	mustGet(ctx, t, b, "k49", "49")
+	if _, err := failover.Put(ctx, "during", "2"); err != nil {
+		t.Fatalf("Put via the stopped member's client: %v", err)
+	}
+	mustGet(ctx, t, failover, "k00", "0")
+
+	// Restart on the same data dir, with the same flags as the first time
+	// (ClusterState "new" is ignored: the WAL is there).
+	begin := time.Now()
+	s, err := Start(ctx, c.config(down))
+	if err != nil {
+		t.Fatalf("restart n%d: %v", down+1, err)
+	}
+	c.servers[down] = s
+	t.Logf("n%d rejoined in %v", down+1, time.Since(begin).Round(time.Millisecond))
+	if s.MemberID() != id {
+		t.Fatalf("restarted member id %x, want %x (same member)", s.MemberID(), id)
+	}
+
+	// Its own state catches up: a serializable read answers from the
+	// member alone.
+	local := clientFor(t, s.endpoints...)
+	eventually(t, 10*time.Second, "caught-up local read", func() bool {
+		resp, err := local.Get(ctx, "during", clientv3.WithSerializable())
+		return err == nil && len(resp.Kvs) == 1
+	})
+	mustGet(ctx, t, local, "k49", "49", clientv3.WithSerializable())
+	mustGet(ctx, t, local, "before", "1", clientv3.WithSerializable())
+
+	// It serves writes again, seen by the others, and the cluster is
+	// three members, each with a raft leader.
+	if _, err := local.Put(ctx, "after", "3"); err != nil {
+		t.Fatalf("Put via the restarted member: %v", err)
+	}
+	mustGet(ctx, t, b, "after", "3")
+	ml, err := local.MemberList(ctx)
+	if err != nil || len(ml.Members) != 3 {
+		t.Fatalf("MemberList = %v, %v; want 3", ml, err)
+	}
+	for _, m := range ml.Members {
+		if m.ID == id && (len(m.ClientURLs) != 1 || m.ClientURLs[0] != s.endpoints[0]) {
+			t.Errorf("restarted member publishes %v, want %v", m.ClientURLs, s.endpoints)
+		}
+		if len(m.ClientURLs) == 0 {
+			t.Errorf("member %s has no client URL", m.Name)
+			continue
+		}
+		st, err := local.Status(ctx, m.ClientURLs[0])
+		if err != nil || st.Leader == 0 || len(st.Errors) > 0 {
+			t.Errorf("Status(%s) = %v, %v; want healthy with a leader", m.Name, st, err)
+		}
+	}
+}
