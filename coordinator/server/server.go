@@ -31,6 +31,10 @@ const (
 	DefaultGRPCAddr = "127.0.0.1:7400"
 	DefaultHTTPAddr = "127.0.0.1:7401"
 	DefaultDataDir  = "coordinatord.data"
+
+	// etcdAutoSync is how often the client of an embedded cluster member
+	// re-reads the member list.
+	etcdAutoSync = 30 * time.Second
 )
 
 // Config configures a replica. Zero addresses mean the defaults; use
@@ -43,6 +47,12 @@ type Config struct {
 	DataDir string
 	// EtcdEndpoints selects an external etcd cluster instead of the embedded one.
 	EtcdEndpoints []string
+	// Embedded etcd as a member of a cluster (see embedetcd.Config): the
+	// member Name, InitialCluster ("n1=http://host:port,..."), this
+	// member's PeerAddr (default: its entry in InitialCluster),
+	// EtcdClientAddr (default "127.0.0.1:0") and ClusterState ("new" or
+	// "existing"). All empty: a single member on loopback.
+	Name, InitialCluster, PeerAddr, EtcdClientAddr, ClusterState string
 	// Coordinator settings; Client and Registerer are filled in by Start.
 	Coordinator coordinator.Config
 	Logger      *slog.Logger
@@ -88,15 +98,28 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}()
 
 	endpoints := cfg.EtcdEndpoints
+	var clientOpts []storage.ClientOption
+	if len(endpoints) > 0 && cfg.InitialCluster != "" {
+		return nil, errors.New("server: InitialCluster (embedded etcd) and EtcdEndpoints (external etcd) exclude each other")
+	}
 	if len(endpoints) == 0 {
-		s.etcd, err = embedetcd.Start(ctx, embedetcd.Config{DataDir: filepath.Join(cfg.DataDir, "etcd"), Logger: lg})
+		s.etcd, err = embedetcd.Start(ctx, embedetcd.Config{
+			DataDir: filepath.Join(cfg.DataDir, "etcd"), Logger: lg,
+			Name: cfg.Name, InitialCluster: cfg.InitialCluster, PeerAddr: cfg.PeerAddr,
+			ClientAddr: cfg.EtcdClientAddr, ClusterState: cfg.ClusterState,
+		})
 		if err != nil {
 			return nil, fmt.Errorf("server: embedded etcd: %w", err)
 		}
 		endpoints = s.etcd.Endpoints()
+		if cfg.InitialCluster != "" {
+			// Follow the other members (and their new ports after restarts)
+			// so the client survives the loss of the local member.
+			clientOpts = append(clientOpts, storage.WithAutoSync(etcdAutoSync))
+		}
 		lg.Info("embedded etcd ready", "data_dir", cfg.DataDir, "endpoints", endpoints)
 	}
-	s.cli, err = storage.NewClient(endpoints, lg)
+	s.cli, err = storage.NewClient(endpoints, lg, clientOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("server: etcd client: %w", err)
 	}
