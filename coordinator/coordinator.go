@@ -49,6 +49,14 @@ type Config struct {
 	// whose Begin never arrived (its entry's events were lost, or arrived
 	// after its End had been forgotten).
 	ImplicitTimeout time.Duration
+	// Fence is the compare every write of this coordinator is conditional
+	// on: the leader's election key still has the create revision it had
+	// when this replica won (DESIGN.md §6). Empty writes unconditionally (a
+	// coordinator that does not campaign, in tests).
+	Fence []clientv3.Cmp
+	// OnFenced is called once, from its own goroutine, when a write failed
+	// its fence: the coordinator has stopped acting and should be stopped.
+	OnFenced func()
 }
 
 func (c *Config) setDefaults() {
@@ -123,6 +131,7 @@ type Coordinator struct {
 	stopping atomic.Bool
 	stopMu   sync.Mutex // orders connect's streams.Add before Stop's Wait
 	started  atomic.Bool
+	fenced   atomic.Bool // a write failed its fence: act no more
 }
 
 type edge struct{ from, to graph.ServiceID }
@@ -159,8 +168,19 @@ func New(cfg Config) (*Coordinator, error) {
 		Interval:        cfg.FlushInterval,
 		Collect:         c.collect,
 		OnLeaseNotFound: c.onLeaseNotFound,
+		OnFenced:        c.lostLeadership,
 		Logger:          c.lg,
 	})
+	if len(cfg.Fence) > 0 {
+		c.wb = storage.NewWriteBehind(c.cli, storage.WriteBehindConfig{
+			Interval:        cfg.FlushInterval,
+			Collect:         c.collect,
+			Fence:           func() []clientv3.Cmp { return cfg.Fence },
+			OnLeaseNotFound: c.onLeaseNotFound,
+			OnFenced:        c.lostLeadership,
+			Logger:          c.lg,
+		})
+	}
 	c.cache = storage.NewCache(c.cli, []string{c.keys.Sessions()}, c.lg)
 	c.cache.OnEvent(c.onCacheEvent)
 	m, err := newMetrics(c, cfg.Registerer)

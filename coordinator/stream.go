@@ -19,44 +19,80 @@ import (
 // MaxEventsPerBatch bounds one EventBatch.
 const MaxEventsPerBatch = 65536
 
-// stream is one sidecar stream.
+// MaxOutbound bounds the messages queued for one stream. A sidecar that
+// stops reading long enough to fill it is cut off (it reconnects and
+// resends what was not acknowledged) rather than let the queue grow.
+const MaxOutbound = 1 << 16
+
+// stream is one sidecar stream. Messages to the sidecar (acks, call
+// decisions, routing tables) are queued by whoever produces them and sent
+// by the stream's handler goroutine alone, in queue order: a sidecar that
+// does not read blocks only its own handler, never the broadcaster, the
+// pin committer or another stream's events.
 type stream struct {
 	srv     pb.SidecarService_ConnectServer
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
 	sendMu  sync.Mutex
-	ready   bool   // Registered was sent; guarded by sendMu
-	lastRev uint64 // newest routing revision sent; guarded by sendMu
+	out     []*pb.CoordinatorMessage // queued; guarded by sendMu
+	kick    chan struct{}            // signals out is not empty
+	ready   bool                     // Registered was queued; guarded by sendMu
+	lastRev uint64                   // newest routing revision queued; guarded by sendMu
 }
 
 var errTakenOver = errors.New("coordinator: session taken over by a newer stream")
+
+// errSlowSidecar ends a stream whose outbound queue is full.
+var errSlowSidecar = errors.New("coordinator: sidecar does not read its stream")
 
 // errLate marks an event that arrived after what it is about was over (from
 // another stream: a DONE hint of a sub-transaction whose RETURN, sent by the
 // caller's sidecar, came first). Such events are ignored and counted.
 var errLate = errors.New("coordinator: late event")
 
+func newStream(srv pb.SidecarService_ConnectServer, ctx context.Context, cancel context.CancelCauseFunc) *stream {
+	return &stream{srv: srv, ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1)}
+}
+
 func (st *stream) takeOver() { st.cancel(errTakenOver) }
 
+// enqueueLocked queues m; sendMu is held.
+func (st *stream) enqueueLocked(m *pb.CoordinatorMessage) error {
+	if st.ctx.Err() != nil {
+		return context.Cause(st.ctx)
+	}
+	if len(st.out) >= MaxOutbound {
+		st.cancel(errSlowSidecar)
+		return errSlowSidecar
+	}
+	st.out = append(st.out, m)
+	select {
+	case st.kick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// send queues m for the stream; it never blocks.
 func (st *stream) send(m *pb.CoordinatorMessage) error {
 	st.sendMu.Lock()
 	defer st.sendMu.Unlock()
-	return st.srv.Send(m)
+	return st.enqueueLocked(m)
 }
 
-// sendRegistered sends the Registered answer; routing tables may follow.
+// sendRegistered queues the Registered answer; routing tables may follow.
 func (st *stream) sendRegistered(r *pb.Registered) error {
 	st.sendMu.Lock()
 	defer st.sendMu.Unlock()
-	if err := st.srv.Send(&pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_Registered{Registered: r}}); err != nil {
+	if err := st.enqueueLocked(&pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_Registered{Registered: r}}); err != nil {
 		return err
 	}
 	st.ready = true
 	return nil
 }
 
-// sendRouting sends a routing table unless a newer one was sent already, or
-// the stream is not registered yet (it gets the newest table right after).
+// sendRouting queues a routing table unless a newer one was queued already,
+// or the stream is not registered yet (it gets the newest table right after).
 func (st *stream) sendRouting(rev uint64, m *pb.CoordinatorMessage) error {
 	st.sendMu.Lock()
 	defer st.sendMu.Unlock()
@@ -64,7 +100,25 @@ func (st *stream) sendRouting(rev uint64, m *pb.CoordinatorMessage) error {
 		return nil
 	}
 	st.lastRev = rev
-	return st.srv.Send(m)
+	return st.enqueueLocked(m)
+}
+
+// flush sends the queued messages; only the handler goroutine calls it.
+func (st *stream) flush() error {
+	for {
+		st.sendMu.Lock()
+		out := st.out
+		st.out = nil
+		st.sendMu.Unlock()
+		if len(out) == 0 {
+			return nil
+		}
+		for _, m := range out {
+			if err := st.srv.Send(m); err != nil {
+				return err
+			}
+		}
+	}
 }
 
 // SidecarServer returns the gRPC SidecarService implementation.
@@ -90,7 +144,7 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 	defer cancel(nil)
 	stop := context.AfterFunc(c.ctx, func() { cancel(ErrStopped) })
 	defer stop()
-	st := &stream{srv: srv, ctx: ctx, cancel: cancel}
+	st := newStream(srv, ctx, cancel)
 
 	msgs := make(chan *pb.SidecarMessage)
 	recvErr := make(chan error, 1)
@@ -122,6 +176,8 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 			switch cause := context.Cause(ctx); {
 			case errors.Is(cause, ErrStopped):
 				return status.Error(codes.Unavailable, "coordinator is shutting down")
+			case errors.Is(cause, errSlowSidecar):
+				return status.Error(codes.ResourceExhausted, "the sidecar did not read its stream: outbound queue full; reconnect")
 			case errors.Is(cause, errTakenOver):
 				return status.Error(codes.Aborted, "session taken over by a newer stream or dropped; register again")
 			default:
@@ -132,6 +188,11 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 				return nil
 			}
 			return err
+		case <-st.kick:
+			if err := st.flush(); err != nil {
+				return err
+			}
+			continue
 		case m = <-msgs:
 		}
 		var out *pb.CoordinatorMessage
@@ -152,6 +213,9 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 			if err := c.sendRoutingTo(st); err != nil {
 				return err
 			}
+			if err := st.flush(); err != nil {
+				return err
+			}
 			continue
 		case *pb.SidecarMessage_RoutingAck:
 			if sess == nil {
@@ -170,6 +234,9 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 			return status.Error(codes.InvalidArgument, "empty sidecar message")
 		}
 		if err := st.send(out); err != nil {
+			return err
+		}
+		if err := st.flush(); err != nil {
 			return err
 		}
 	}

@@ -49,6 +49,9 @@ type WriteBehindConfig struct {
 	// fencing: the election key's create revision). When they fail the
 	// write-behind stops for good and returns ErrFenced.
 	Fence func() []clientv3.Cmp
+	// OnFenced, if set, is called once, on the flushing goroutine, when a
+	// fence compare fails.
+	OnFenced func()
 	// OnLeaseNotFound is called, once per lease, when a put failed because
 	// its lease is gone (the session expired). The ops on that lease are
 	// dropped; the others are written. It runs on the flushing goroutine:
@@ -306,7 +309,9 @@ func (w *WriteBehind) commitCarry(ctx context.Context) error {
 			backoff, attempt = minRetryBackoff, 0
 			continue
 		case errors.Is(err, ErrFenced):
-			w.fenced.Store(true)
+			if w.fenced.CompareAndSwap(false, true) && w.cfg.OnFenced != nil {
+				w.cfg.OnFenced()
+			}
 			w.lg.Warn("fence compare failed: leadership lost, write-behind stops", "ops_dropped", len(w.carry))
 			w.addDropped(len(w.carry))
 			w.setCarry(nil)

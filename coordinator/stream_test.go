@@ -1,0 +1,65 @@
+package coordinator_test
+
+import (
+	"context"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/coordinator/coordinator/coordinator/server/servertest"
+	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+)
+
+// A sidecar that stops reading its stream blocks only its own stream: the
+// routing broadcast and the other sidecars go on.
+func TestWedgedSidecarBlocksOnlyItself(t *testing.T) {
+	ts := servertest.Start(t, "")
+	// Its own connection, so that only its HTTP/2 stream stalls.
+	conn, err := grpc.NewClient(ts.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	wedged, err := pb.NewSidecarServiceClient(conn).Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wedged.Send(&pb.SidecarMessage{Kind: &pb.SidecarMessage_Register{Register: &pb.Register{
+		InstanceId: "w-1", Service: "w", Version: "v1", Address: "127.0.0.1:1",
+		HeartbeatInterval: durationpb.New(500 * time.Millisecond), AllowedMisses: 1,
+	}}}); err != nil {
+		t.Fatal(err)
+	}
+	// Heartbeats it never reads the answers of, until the coordinator
+	// stops reading it too: its handler is stuck sending.
+	var sent atomic.Int64
+	go func() {
+		hb := &pb.SidecarMessage{Kind: &pb.SidecarMessage_Heartbeat{Heartbeat: &pb.Heartbeat{}}}
+		for wedged.Send(hb) == nil {
+			sent.Add(1)
+		}
+	}()
+	servertest.Eventually(t, 60*time.Second, "the wedged stream to stall", func() bool {
+		n := sent.Load()
+		time.Sleep(300 * time.Millisecond)
+		return n > 0 && sent.Load() == n
+	})
+
+	b := ts.Sidecar("b-1", "b", "v1")
+	ts.Sidecar("c-1", "c", "v1") // a routing change broadcast to every stream
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	if err := b.WaitRouting(wctx, func(r *pb.Routing) bool {
+		return slices.ContainsFunc(r.Services, func(s *pb.ServiceRoute) bool { return s.Service == "c" })
+	}); err != nil {
+		t.Fatalf("the routing broadcast did not reach b past the wedged stream: %v", err)
+	}
+	servertest.SendAck(t, b, &pb.Event{Seq: 1, Type: pb.EventType_EVENT_TYPE_BEGIN, TxnId: servertest.TxnID(1), SubId: 1})
+}
