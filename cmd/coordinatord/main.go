@@ -1,7 +1,9 @@
 // Command coordinatord runs a coordinator replica: with no flags it starts an
 // embedded single-member etcd in ./coordinatord.data and serves sidecars and
 // operators on 127.0.0.1:7400 (gRPC) and 127.0.0.1:7401 (REST, /health,
-// /metrics).
+// /metrics). Three coordinatord given the same --initial-cluster, each with
+// its own --name, --peer-addr and --data-dir, form a three-member embedded
+// etcd cluster instead; --etcd-endpoints uses an external etcd.
 package main
 
 import (
@@ -43,6 +45,7 @@ func run(args []string, stderr io.Writer) int {
 		logFormat     = fs.String("log-format", "text", "text or json")
 		shutdownGrace = fs.Duration("shutdown-timeout", 30*time.Second, "how long a clean shutdown may take")
 	)
+	cluster := registerClusterFlags(fs) // --name, --initial-cluster[-state], --peer-addr, --etcd-client-addr
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -75,11 +78,15 @@ func run(args []string, stderr io.Writer) int {
 			eps = append(eps, e)
 		}
 	}
+	if err := cluster.validate(len(eps) > 0); err != nil {
+		fmt.Fprintf(stderr, "coordinatord: %v\n", err)
+		return 2
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	startCtx, cancel := context.WithTimeout(ctx, time.Minute)
-	srv, err := server.Start(startCtx, server.Config{
+	cfg := server.Config{
 		GRPCAddr:      *grpcAddr,
 		HTTPAddr:      *httpAddr,
 		DataDir:       *dataDir,
@@ -92,7 +99,9 @@ func run(args []string, stderr io.Writer) int {
 			DefaultMisses:    uint32(*misses),
 			MaxLiveTxns:      *maxTxns,
 		},
-	})
+	}
+	cluster.apply(&cfg)
+	srv, err := server.Start(startCtx, cfg)
 	cancel()
 	if err != nil {
 		lg.Error("start failed", "error", err)
