@@ -14,6 +14,7 @@
 //	graph              the static graph and what live transactions used (--dot)
 //	sessions           sidecar sessions
 //	txns               live transactions
+//	cluster            the replicas, which one leads, and the etcd members' health
 //
 // The server address defaults to 127.0.0.1:7400 and can be set with the
 // COORDCTL_SERVER environment variable; --server wins over it.
