@@ -1,0 +1,33 @@
+package graph
+
+import "math/bits"
+
+// MakeLegacyOwnedBy makes every live transaction owned by owner legacy: from
+// now on each blocks every service, as one the engine did not see start
+// does, until it ends. Self-preservation uses it for the transactions of a
+// session whose lease expired (DESIGN.md §7): what they did while the
+// coordinator could not hear them is unknown. Each is queued for the
+// write-behind, already legacy ones too (their record is written again, on
+// whatever lease the owner has by then). It returns how many there are.
+// O(live).
+func (e *Engine) MakeLegacyOwnedBy(owner Owner) int {
+	n := 0
+	for _, t := range e.txns {
+		if t.owner != owner {
+			continue
+		}
+		n++
+		if t.flags&txLegacy == 0 {
+			for i, w := range t.block {
+				for ; w != 0; w &= w - 1 {
+					delete(e.blockers[i*64+bits.TrailingZeros64(w)], t)
+				}
+			}
+			t.block = t.block[:0]
+			t.flags |= txLegacy
+			e.legacy[t] = struct{}{}
+		}
+		e.markDirty(t)
+	}
+	return n
+}
