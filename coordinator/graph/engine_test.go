@@ -764,3 +764,41 @@ func TestBlockersUsing(t *testing.T) {
 		t.Fatalf("with a legacy transaction: BlockersUsing(s1, v1) = %d, want 1", got)
 	}
 }
+
+// A live transaction made legacy blocks every service, keeps what it used,
+// gains the uses it is assumed to have made, and ends as usual.
+func TestMakeLegacy(t *testing.T) {
+	e := New()
+	a, b, c := e.Service("a"), e.Service("b"), e.Service("c")
+	e.AddEdge(a, b)
+	v1, v2 := e.Version("v1"), e.Version("v2")
+	must(t, e.Begin("T", a, v1, 1, 1))
+	mustCall(t, e, "T", a, 1, b, 2, v1)
+	must(t, e.Return("T", 2))
+	if !e.Free(c) || e.Free(b) {
+		t.Fatalf("before: free(b)=%v free(c)=%v, want false, true", e.Free(b), e.Free(c))
+	}
+	if e.MakeLegacy("nope", 0, nil) {
+		t.Fatal("MakeLegacy of an unknown transaction reported true")
+	}
+	if !e.MakeLegacy("T", 0, []Use{{b, v2}, {c, v2}}) {
+		t.Fatal("MakeLegacy of a live transaction reported false")
+	}
+	if e.Free(c) || e.BlockerCount(c) != 1 || e.BlockerCount(b) != 1 {
+		t.Fatalf("after: free(c)=%v blockers(b)=%d blockers(c)=%d", e.Free(c), e.BlockerCount(b), e.BlockerCount(c))
+	}
+	if v, ok := e.Used("T", b); !ok || v != v1 {
+		t.Errorf("used(T,b) = %v,%v; want the v1 it used, not the assumed v2", v, ok)
+	}
+	if v, ok := e.Used("T", c); !ok || v != v2 {
+		t.Errorf("used(T,c) = %v,%v; want the assumed v2", v, ok)
+	}
+	if ti, _ := e.Txn("T"); !ti.Legacy {
+		t.Error("T not reported legacy")
+	}
+	mustCall(t, e, "T", a, 1, b, 3, v1) // events still apply
+	must(t, e.End("T"))
+	if !e.Free(b) || !e.Free(c) || e.Live() != 0 {
+		t.Fatalf("after End: free(b)=%v free(c)=%v live=%d", e.Free(b), e.Free(c), e.Live())
+	}
+}

@@ -17,17 +17,24 @@ func (e *Engine) MakeLegacyOwnedBy(owner Owner) int {
 			continue
 		}
 		n++
-		if t.flags&txLegacy == 0 {
-			for i, w := range t.block {
-				for ; w != 0; w &= w - 1 {
-					delete(e.blockers[i*64+bits.TrailingZeros64(w)], t)
-				}
-			}
-			t.block = t.block[:0]
-			t.flags |= txLegacy
-			e.legacy[t] = struct{}{}
-		}
+		e.toLegacy(t)
 		e.markDirty(t)
 	}
 	return n
+}
+
+// toLegacy moves t from the blocker index of the services it blocks to the
+// legacy set, which blocks every service.
+func (e *Engine) toLegacy(t *txn) {
+	if t.flags&txLegacy != 0 {
+		return
+	}
+	for i, w := range t.block {
+		for ; w != 0; w &= w - 1 {
+			delete(e.blockers[i*64+bits.TrailingZeros64(w)], t)
+		}
+	}
+	t.block = t.block[:0]
+	t.flags |= txLegacy
+	e.legacy[t] = struct{}{}
 }

@@ -244,6 +244,30 @@ func (e *Engine) AddLegacy(txn string, owner Owner, used []Use) error {
 	return nil
 }
 
+// MakeLegacy makes a live transaction legacy: from now on it blocks every
+// service, as one a replica did not see start must (a failover leader that
+// learns of it from its entry's resync). uses are added where txn has not
+// used the service yet; owner, when not 0, becomes its owner. It reports
+// whether txn was live.
+func (e *Engine) MakeLegacy(txn string, owner Owner, uses []Use) bool {
+	t := e.txns[txn]
+	if t == nil {
+		return false
+	}
+	for _, u := range uses {
+		if e.validSvc(u.Service) && e.validVer(u.Version) {
+			e.use(t, u.Service, u.Version)
+		}
+	}
+	if owner != 0 {
+		t.owner = owner
+		t.flags &^= txImplicit
+	}
+	e.toLegacy(t)
+	e.markDirty(t)
+	return true
+}
+
 // EndOwnedBy ends every live transaction owned by owner and returns their
 // ids, in no particular order. O(live). Owner 0 is that of the transactions
 // whose Begin is not seen yet.
