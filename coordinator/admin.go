@@ -237,7 +237,7 @@ func (c *Coordinator) txnLocked(t graph.TxnInfo) *pb.Transaction {
 		Implicit:    t.Implicit,
 		LearnedEdge: t.LearnedEdge,
 	}
-	if s := c.ownerSessionLocked(t.Owner); s != nil {
+	if s := c.ownerLocked(t.Owner); s != nil { // an expired one kept by self-preservation too
 		out.Owner = s.rec.InstanceId
 	}
 	for _, u := range t.Used {

@@ -57,6 +57,17 @@ type Config struct {
 	// OnFenced is called once, from its own goroutine, when a write failed
 	// its fence: the coordinator has stopped acting and should be stopped.
 	OnFenced func()
+	// Self-preservation (DESIGN.md §7): when the leases of at least
+	// SelfPreservationRatio of the sessions, and of at least
+	// SelfPreservationMin of them, expire within SelfPreservationWindow, the
+	// expired sessions' transactions are kept (as legacy) and every switch
+	// is paused until they register again, or until SelfPreservationGrace
+	// after its expiry drops each. Zero (or a ratio outside (0, 1]) means
+	// the default: 60 s, 0.8, 3, and twice the window.
+	SelfPreservationWindow time.Duration
+	SelfPreservationRatio  float64
+	SelfPreservationMin    int
+	SelfPreservationGrace  time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -81,6 +92,7 @@ func (c *Config) setDefaults() {
 	if c.ImplicitTimeout <= 0 {
 		c.ImplicitTimeout = DefaultImplicitTimeout
 	}
+	c.setSelfPreservationDefaults()
 }
 
 // Coordinator is the live state of one coordinator replica.
@@ -132,6 +144,8 @@ type Coordinator struct {
 	stopMu   sync.Mutex // orders connect's streams.Add before Stop's Wait
 	started  atomic.Bool
 	fenced   atomic.Bool // a write failed its fence: act no more
+
+	sp selfPreservation // DESIGN.md §7; guarded by mu
 }
 
 type edge struct{ from, to graph.ServiceID }
@@ -201,20 +215,21 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		return fmt.Errorf("coordinator: session watch: %w", err)
 	}
 	// A session whose lease expired after restore read it and before the
-	// cache listed is in no event: drop it now.
+	// cache listed is in no event: it expires now.
 	c.mu.Lock()
 	for id, s := range c.sessions {
 		if ev, ok := c.cache.Get(c.keys.Session(id)); !ok || ev.Lease != s.lease {
-			c.dropSessionLocked(s, "lease_expired")
+			c.leaseExpiredLocked(s, time.Now())
 		}
 	}
 	c.mu.Unlock()
 	c.wb.Start()
-	c.streams.Add(4)
+	c.streams.Add(5)
 	go c.sweepImplicit()
 	go c.broadcastRouting()
 	go c.runProgress()
 	go c.pins.run()
+	go c.runSelfPreservation()
 	c.started.Store(true)
 	c.lg.Info("coordinator started", "prefix", c.cfg.Prefix, "services", c.eng.NumServices(),
 		"sessions", len(c.sessions), "live_txns", c.eng.Live())

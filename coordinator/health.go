@@ -17,7 +17,10 @@ const (
 
 // HealthReport is what /health returns, ServiceCenter style: etcd is
 // reachable, the coordinator is within its capacity, and etcd writes are
-// not slow.
+// not slow. Self-preservation is reported but is not a problem: the
+// coordinator is doing what it should, and a restart would lose the
+// transactions it keeps (they are in memory only: their records went with
+// the expired leases).
 type HealthReport struct {
 	Healthy          bool     `json:"healthy"`
 	Problems         []string `json:"problems,omitempty"`
@@ -27,6 +30,8 @@ type HealthReport struct {
 	Sessions         int      `json:"sessions"`
 	FlushLatencyMS   float64  `json:"write_behind_avg_latency_ms"`
 	PendingRecords   int      `json:"pending_records"`
+	// SelfPreservation is the self-preservation mode (DESIGN.md §7).
+	SelfPreservation SelfPreservationReport `json:"self_preservation"`
 }
 
 // Health checks etcd, capacity and write latency.
@@ -42,6 +47,7 @@ func (c *Coordinator) Health(ctx context.Context) HealthReport {
 	r.LiveTransactions = c.eng.Live()
 	r.Sessions = len(c.sessions)
 	r.PendingRecords = c.eng.DirtyLen()
+	r.SelfPreservation = c.selfPreservationReportLocked()
 	c.mu.Unlock()
 	if r.LiveTransactions*100 >= r.MaxTransactions*healthCapacityPercent {
 		r.Problems = append(r.Problems, fmt.Sprintf("capacity: %d live transactions, limit %d", r.LiveTransactions, r.MaxTransactions))

@@ -13,5 +13,5 @@ func (c *Coordinator) switchHoldLocked() string {
 	if n := len(c.resyncWait); n > 0 {
 		return fmt.Sprintf("resync: %d sessions known in etcd have not re-registered", n)
 	}
-	return ""
+	return c.selfPreservationHoldLocked()
 }

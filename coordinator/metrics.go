@@ -96,6 +96,24 @@ func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
 			defer c.mu.Unlock()
 			return float64(c.eng.DirtyLen())
 		}),
+		gauge("self_preservation_active", "1 while self-preservation is active (DESIGN.md §7), else 0.", func() float64 {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if c.sp.active {
+				return 1
+			}
+			return 0
+		}),
+		gauge("self_preservation_queued_sessions", "Sessions whose lease expired and whose expiry self-preservation has queued.", func() float64 {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return float64(c.sp.queued)
+		}),
+		counter("self_preservation_activations_total", "Times self-preservation started.", func() float64 {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return float64(c.sp.activations)
+		}),
 	}
 	for _, col := range cs {
 		if err := reg.Register(col); err != nil {

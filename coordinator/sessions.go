@@ -47,6 +47,9 @@ type session struct {
 	stream *stream
 	// ackedRev is the newest routing revision the session has applied.
 	ackedRev uint64
+	// expired is set once its lease expired: it is no longer live, though
+	// self-preservation may keep its owner slot (DESIGN.md §7).
+	expired bool
 }
 
 func validTxnID(id string) error {
@@ -165,14 +168,22 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 	if !resumed {
 		if old != nil {
 			// A different version under the same id, or a dead lease: the old
-			// session is over.
+			// session is over. A dead lease is an expiry the session watch
+			// has not reported yet: self-preservation decides what happens
+			// to its transactions (below, the new session may take them).
 			c.mu.Lock()
 			if cur := c.sessions[r.InstanceId]; cur == old {
-				c.dropSessionLocked(old, "replaced")
+				if same {
+					c.leaseExpiredLocked(old, time.Now())
+				} else {
+					c.dropSessionLocked(old, "replaced")
+				}
 			}
-			c.mu.Unlock()
-			if _, err := c.cli.Revoke(ctx, oldLease); err != nil && !errors.Is(err, context.Canceled) {
-				c.lg.Debug("revoke replaced session lease", "instance", r.InstanceId, "lease", int64(oldLease), "error", err)
+			c.unlockAndSend()
+			if !same {
+				if _, err := c.cli.Revoke(ctx, oldLease); err != nil && !errors.Is(err, context.Canceled) {
+					c.lg.Debug("revoke replaced session lease", "instance", r.InstanceId, "lease", int64(oldLease), "error", err)
+				}
 			}
 		}
 		if lease, err = c.leases.Grant(ctx, ttl); err != nil {
@@ -216,8 +227,11 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := c.sessions[r.InstanceId]
+	gone := 0 // roots of an expired session taken back that ended while it was away
 	if s == nil || s.lease != lease {
-		s = c.addSessionLocked(rec, ttl)
+		if s, gone = c.reclaimExpiredLocked(rec, ttl, r.LiveRoots); s == nil {
+			s = c.addSessionLocked(rec, ttl)
+		}
 	} else {
 		s.rec, s.ttl = rec, ttl
 	}
@@ -238,7 +252,7 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 		Ttl:        durationpb.New(ttl),
 		Resumed:    resumed,
 		Resynced:   uint32(resynced),
-		Ended:      uint32(ended),
+		Ended:      uint32(ended + gone),
 	}, nil
 }
 
@@ -323,6 +337,7 @@ func (c *Coordinator) addSessionLocked(rec *pb.SessionRecord, ttl time.Duration)
 		c.owners = append(c.owners, s)
 	}
 	c.sessions[rec.InstanceId] = s
+	c.sp.noteTTL(ttl)
 	return s
 }
 
@@ -393,8 +408,18 @@ func (c *Coordinator) resyncLocked(s *session, roots []*pb.LiveRoot, resumed boo
 	return resynced, ended
 }
 
-// ownerSessionLocked returns the live session behind an owner tag.
+// ownerSessionLocked returns the live session behind an owner tag: nil
+// for an expired session kept by self-preservation (it has no lease to
+// attach a record or pin to).
 func (c *Coordinator) ownerSessionLocked(o graph.Owner) *session {
+	if s := c.ownerLocked(o); s != nil && !s.expired {
+		return s
+	}
+	return nil
+}
+
+// ownerLocked returns the session behind an owner tag, expired or not.
+func (c *Coordinator) ownerLocked(o graph.Owner) *session {
 	if int(o) >= len(c.owners) {
 		return nil
 	}
@@ -403,7 +428,8 @@ func (c *Coordinator) ownerSessionLocked(o graph.Owner) *session {
 
 // onCacheEvent reacts to session keys vanishing: a lease expired (or a
 // session was replaced). The session's transaction records went with the
-// lease; its root transactions end now.
+// lease; its root transactions end, now or, if the expiry may be part of a
+// mass expiry, later (leaseExpiredLocked).
 func (c *Coordinator) onCacheEvent(ev storage.Event) {
 	if ev.Type != storage.EventDelete || !strings.HasPrefix(ev.Key, c.keys.Sessions()) {
 		return
@@ -421,7 +447,7 @@ func (c *Coordinator) onCacheEvent(ev storage.Event) {
 		c.mu.Unlock() // gone already, or an older lease of a session that re-registered
 		return
 	}
-	c.dropSessionLocked(s, "lease_expired")
+	c.leaseExpiredLocked(s, time.Now())
 	c.progressLocked() // an update may have waited for this session
 	c.unlockAndSend()
 }
@@ -431,7 +457,7 @@ func (c *Coordinator) onLeaseNotFound(id clientv3.LeaseID) {
 	c.mu.Lock()
 	for _, s := range c.sessions {
 		if s.lease == id {
-			c.dropSessionLocked(s, "lease_expired")
+			c.leaseExpiredLocked(s, time.Now())
 			c.progressLocked()
 			break
 		}

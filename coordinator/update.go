@@ -400,6 +400,10 @@ func (c *Coordinator) decideLocked(s *session, st *stream, ev *pb.Event, to grap
 		first = !ok
 		d := strategy.Decide(u.kind, u.switched, u.rollback, uint32(u.from), uint32(u.to),
 			strategy.Call{Used: uint32(used), HasUsed: ok})
+		if d.Hold && c.selfPreservingLocked() {
+			// The switch it would wait for is paused: old (DESIGN.md §7).
+			d = strategy.Decision{Version: uint32(u.from)}
+		}
 		if d.Hold {
 			u.held = append(u.held, heldCall{s: s, st: st, ev: proto.Clone(ev).(*pb.Event), since: time.Now()})
 			u.notify()
