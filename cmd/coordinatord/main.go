@@ -46,6 +46,7 @@ func run(args []string, stderr io.Writer) int {
 		shutdownGrace = fs.Duration("shutdown-timeout", 30*time.Second, "how long a clean shutdown may take")
 	)
 	cluster := registerClusterFlags(fs) // --name, --initial-cluster[-state], --peer-addr, --etcd-client-addr
+	selfPreservation := registerSelfPreservationFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -82,6 +83,10 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "coordinatord: %v\n", err)
 		return 2
 	}
+	if err := selfPreservation.validate(); err != nil {
+		fmt.Fprintf(stderr, "coordinatord: %v\n", err)
+		return 2
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -101,6 +106,7 @@ func run(args []string, stderr io.Writer) int {
 		},
 	}
 	cluster.apply(&cfg)
+	selfPreservation.apply(&cfg.Coordinator)
 	srv, err := server.Start(startCtx, cfg)
 	cancel()
 	if err != nil {
