@@ -15,6 +15,7 @@
 //	sessions           sidecar sessions
 //	txns               live transactions
 //	cluster            the replicas, which one leads, and the etcd members' health
+//	selfpreservation   the self-preservation mode (status), or end it (off)
 //
 // The server address defaults to 127.0.0.1:7400 and can be set with the
 // COORDCTL_SERVER environment variable; --server wins over it.
