@@ -434,3 +434,22 @@ func post(t *testing.T, ts *servertest.Server, path string) (int, []byte) {
 	}
 	return resp.StatusCode, body
 }
+
+// Zero settings take the defaults, the grace twice the configured window;
+// a ratio outside (0, 1] is the default too.
+func TestSelfPreservationSettings(t *testing.T) {
+	ts := servertest.Start(t, "", func(c *server.Config) {
+		c.Coordinator.SelfPreservationWindow = 10 * time.Second
+		c.Coordinator.SelfPreservationRatio = 1.5
+	})
+	sp := getSP(t, ts)
+	if sp.Active || sp.Window.AsDuration() != 10*time.Second || sp.Grace.AsDuration() != 20*time.Second ||
+		sp.Ratio != coordinator.DefaultSelfPreservationRatio || sp.MinCount != coordinator.DefaultSelfPreservationMin ||
+		len(sp.QueuedSessions) != 0 || sp.Since != nil {
+		t.Fatalf("settings = %v, want window 10s, grace 20s, the default ratio and min", sp)
+	}
+	var h coordinator.HealthReport
+	if code := ts.REST("/health", &h); code != http.StatusOK || h.SelfPreservation.Active || h.SelfPreservation.Queued == nil {
+		t.Fatalf("/health = HTTP %d %+v, want self-preservation inactive with an empty queue", code, h.SelfPreservation)
+	}
+}
