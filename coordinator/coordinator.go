@@ -23,6 +23,9 @@ const (
 	DefaultAllowedMisses     = 2
 	DefaultMaxLiveTxns       = 2_000_000
 	DefaultImplicitTimeout   = 30 * time.Second
+	// DefaultMinSessionTTL is three times the default leader TTL: a new
+	// leader is serving before a live sidecar's session can expire.
+	DefaultMinSessionTTL = 6 * time.Second
 
 	// streamDrainTimeout bounds how long Stop waits for sidecar streams to
 	// end before it flushes.
@@ -49,6 +52,11 @@ type Config struct {
 	// whose Begin never arrived (its entry's events were lost, or arrived
 	// after its End had been forgotten).
 	ImplicitTimeout time.Duration
+	// MinSessionTTL is the shortest lease a sidecar session gets, whatever
+	// its heartbeat settings: longer than a leader failover takes, so
+	// that the sessions of live sidecars outlive the time without a leader
+	// to heartbeat to (DefaultMinSessionTTL).
+	MinSessionTTL time.Duration
 	// Fence is the compare every write of this coordinator is conditional
 	// on: the leader's election key still has the create revision it had
 	// when this replica won (DESIGN.md §6). Empty writes unconditionally (a
@@ -89,6 +97,9 @@ func (c *Config) setDefaults() {
 	if c.MaxLiveTxns <= 0 {
 		c.MaxLiveTxns = DefaultMaxLiveTxns
 	}
+	if c.MinSessionTTL <= 0 {
+		c.MinSessionTTL = DefaultMinSessionTTL
+	}
 	if c.ImplicitTimeout <= 0 {
 		c.ImplicitTimeout = DefaultImplicitTimeout
 	}
@@ -122,6 +133,10 @@ type Coordinator struct {
 	// resyncWait holds the sessions restored from etcd that have neither
 	// re-registered nor expired: no switch happens while it is not empty.
 	resyncWait map[string]struct{}
+	// restoredPins are the first-use pins read from etcd at restore, by
+	// service mid-update: what a transaction the coordinator did not see
+	// start used there (DESIGN.md §4.5, §6).
+	restoredPins map[graph.ServiceID]map[string]graph.VersionID
 
 	routingRev  uint64
 	routingKick chan struct{}
@@ -157,19 +172,20 @@ func New(cfg Config) (*Coordinator, error) {
 	}
 	cfg.setDefaults()
 	c := &Coordinator{
-		cfg:        cfg,
-		lg:         cfg.Logger,
-		cli:        cfg.Client,
-		keys:       storage.Keys{Prefix: cfg.Prefix},
-		eng:        graph.New(),
-		sessions:   make(map[string]*session),
-		owners:     []*session{nil},
-		declared:   make(map[edge]struct{}),
-		deps:       make(map[string][]string),
-		routes:     make(map[graph.ServiceID]graph.VersionID),
-		implicit:   make(map[string]time.Time),
-		resyncWait: make(map[string]struct{}),
-		t0:         time.Now(),
+		cfg:          cfg,
+		lg:           cfg.Logger,
+		cli:          cfg.Client,
+		keys:         storage.Keys{Prefix: cfg.Prefix},
+		eng:          graph.New(),
+		sessions:     make(map[string]*session),
+		owners:       []*session{nil},
+		declared:     make(map[edge]struct{}),
+		deps:         make(map[string][]string),
+		routes:       make(map[graph.ServiceID]graph.VersionID),
+		implicit:     make(map[string]time.Time),
+		resyncWait:   make(map[string]struct{}),
+		restoredPins: make(map[graph.ServiceID]map[string]graph.VersionID),
+		t0:           time.Now(),
 
 		routingKick: make(chan struct{}, 1),
 		active:      make(map[graph.ServiceID]*update),
@@ -222,6 +238,11 @@ func (c *Coordinator) Start(ctx context.Context) error {
 			c.leaseExpiredLocked(s, time.Now())
 		}
 	}
+	// The time without a leader must not count against the sidecars:
+	// every session restored gets a fresh TTL to re-register in.
+	for _, s := range c.sessions {
+		c.leases.Heartbeat(s.lease)
+	}
 	c.mu.Unlock()
 	c.wb.Start()
 	c.streams.Add(5)
@@ -258,8 +279,17 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 	}
 	var err error
 	if c.started.Load() {
-		c.flushAll.Add(1)
-		err = c.wb.Stop(ctx)
+		if c.fenced.Load() {
+			// No longer the leader: nothing more may be written from here.
+			dead, cancel := context.WithCancel(ctx)
+			cancel()
+			if err = c.wb.Stop(dead); err != nil {
+				err = fmt.Errorf("%w: %w", ErrFenced, err)
+			}
+		} else {
+			c.flushAll.Add(1)
+			err = c.wb.Stop(ctx)
+		}
 		c.cache.Close()
 	}
 	c.leases.Close()

@@ -163,7 +163,7 @@ func TestWriteBehindRecords(t *testing.T) {
 	ts.Sidecar("b-1", "b", "v2")
 	servertest.Send(t, a, simsidecar.Begin("short", 1), simsidecar.End("short"))
 	servertest.Send(t, a, simsidecar.Begin("long", 1), simsidecar.Call("long", 1, "b", 2))
-	key := ts.Coord.Keys().Txn("long")
+	key := ts.Leader().Keys().Txn("long")
 	servertest.Eventually(t, 10*time.Second, "the long transaction's record", func() bool {
 		resp, err := ts.Client().Get(context.Background(), key)
 		return err == nil && len(resp.Kvs) == 1
@@ -191,7 +191,7 @@ func TestWriteBehindRecords(t *testing.T) {
 	if resp.Kvs[0].Lease != lease || lease == 0 {
 		t.Fatalf("record lease %d, want a-1's lease %d", resp.Kvs[0].Lease, lease)
 	}
-	if st := ts.Coord.WriteBehindStats(); st.Ops != 1 {
+	if st := ts.Leader().WriteBehindStats(); st.Ops != 1 {
 		t.Fatalf("write-behind wrote %d ops, want 1 (the short transaction must not be written)", st.Ops)
 	}
 	servertest.Send(t, a, simsidecar.Return("long", 2), simsidecar.End("long"))
@@ -221,6 +221,14 @@ func TestLearnedEdge(t *testing.T) {
 	if got := ts.Metric("coordinator_learned_edges_total"); got != 1 {
 		t.Fatalf("coordinator_learned_edges_total = %v, want 1", got)
 	}
+	// T called over an edge nobody declared: what else it may call is
+	// unknown, so it blocks c too, which it never used.
+	ts.Sidecar("c-1", "c", "v1")
+	if f := ts.FreeREST("c"); f.Free || len(f.Blockers) != 1 || f.Blockers[0].TxnId != "T" || !f.Blockers[0].Legacy {
+		t.Fatalf("freeness of c while T lives: %v", f)
+	}
+	servertest.Send(t, a, simsidecar.End("T"))
+	servertest.Eventually(t, 5*time.Second, "c free after T ends", func() bool { return ts.FreeREST("c").Free })
 }
 
 func clientLease(id int64) clientv3.LeaseID { return clientv3.LeaseID(id) }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/coordinator/coordinator/coordinator/graph"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
-	"github.com/coordinator/coordinator/storage"
 )
 
 // restorePage is how many transaction records one restore read fetches.
@@ -109,7 +108,8 @@ func (c *Coordinator) restore(ctx context.Context) error {
 			return fmt.Errorf("session record %q: %w", kv.Key, err)
 		}
 		hb := rec.GetHeartbeatInterval().AsDuration()
-		c.addSessionLocked(rec, storage.SessionTTL(hb, int(rec.AllowedMisses)))
+		c.addSessionLocked(rec, c.sessionTTL(hb, rec.AllowedMisses))
+		c.resyncWait[rec.InstanceId] = struct{}{}
 	}
 	c.mu.Unlock()
 
@@ -125,13 +125,11 @@ func (c *Coordinator) restore(ctx context.Context) error {
 		c.mu.Lock()
 		u.svc, u.from, u.to = c.eng.Service(rec.Service), c.eng.Version(rec.FromVersion), c.eng.Version(rec.ToVersion)
 		c.updates[rec.Id] = u
-		if !u.finished() {
-			// Resuming an update across a restart comes with failover
-			// support; until then it is ended with the reason, and the
-			// route stays as it was persisted.
-			c.setPhaseLocked(u, pb.Phase_PHASE_FAILED, "the coordinator restarted during the update")
-		}
+		c.resumeLocked(u)
 		c.mu.Unlock()
+	}
+	if err := c.restorePins(ctx); err != nil {
+		return err
 	}
 
 	txns := 0
@@ -156,7 +154,7 @@ func (c *Coordinator) restore(ctx context.Context) error {
 			for _, u := range rec.Used {
 				used = append(used, graph.Use{Service: c.eng.Service(u.Service), Version: c.eng.Version(u.Version)})
 			}
-			if err := c.eng.AddLegacy(rec.TxnId, s.owner, used); err == nil {
+			if err := c.eng.AddLegacy(rec.TxnId, s.owner, c.legacyUsesLocked(rec.TxnId, used)); err == nil {
 				txns++
 			}
 		}

@@ -74,9 +74,11 @@ func (p *pinCommitter) commit(batch []decision) {
 			ops[i] = *d.pin
 		}
 		ctx, cancel := context.WithTimeout(p.c.ctx, 5*time.Second)
-		_, err := p.c.cli.Txn(ctx).Then(ops...).Commit()
+		_, err := p.c.commit(ctx, ops...)
 		cancel()
 		switch {
+		case errors.Is(err, ErrFenced):
+			return // another replica leads: these calls get no answer from here
 		case err == nil:
 			for _, d := range batch {
 				p.c.sendDecision(d)

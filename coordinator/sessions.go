@@ -145,11 +145,11 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 		// Same service, version and lease TTL: a different TTL needs a new
 		// lease (etcd cannot change a lease's TTL).
 		same = old.rec.Service == r.Service && old.rec.Version == r.Version &&
-			old.ttl == storage.SessionTTL(hb, int(misses))
+			old.ttl == c.sessionTTL(hb, misses)
 	}
 	c.mu.Unlock()
 
-	ttl := storage.SessionTTL(hb, int(misses))
+	ttl := c.sessionTTL(hb, misses)
 	lease := clientv3.LeaseID(0)
 	resumed := false
 	if old != nil && same {
@@ -217,7 +217,7 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 		}
 		return nil, nil, status.Errorf(codes.Unavailable, format, err)
 	}
-	if _, err := c.cli.Put(ctx, c.keys.Session(r.InstanceId), string(val), clientv3.WithLease(lease)); err != nil {
+	if _, err := c.commit(ctx, clientv3.OpPut(c.keys.Session(r.InstanceId), string(val), clientv3.WithLease(lease))); err != nil {
 		return fail("register: store session: %v", err)
 	}
 	if err := c.persistService(ctx, r.Service, r.Dependencies, r.Version); err != nil {
@@ -242,7 +242,11 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 	s.ackedRev = 0 // a new stream: update mode counts from its own ack
 	c.bumpRoutingLocked()
 	c.declareLocked(r.Service, r.Dependencies)
-	resynced, ended := c.resyncLocked(s, r.LiveRoots, resumed)
+	// The first registration of a session restored from etcd: its roots
+	// started before this coordinator led (or restarted).
+	_, restored := c.resyncWait[r.InstanceId]
+	delete(c.resyncWait, r.InstanceId)
+	resynced, ended := c.resyncLocked(s, r.LiveRoots, resumed, restored)
 	c.metrics.registrations.Inc()
 	c.lg.Info("session registered", "instance", r.InstanceId, "service", r.Service, "version", r.Version,
 		"lease", int64(lease), "ttl", ttl, "resumed", resumed, "resynced", resynced, "ended", ended)
@@ -275,7 +279,7 @@ func (c *Coordinator) persistService(ctx context.Context, svc string, deps []str
 		if err != nil {
 			return err
 		}
-		if _, err := c.cli.Put(ctx, c.keys.Service(svc), string(val)); err != nil {
+		if _, err := c.commit(ctx, clientv3.OpPut(c.keys.Service(svc), string(val))); err != nil {
 			return err
 		}
 		c.mu.Lock()
@@ -289,17 +293,16 @@ func (c *Coordinator) persistService(ctx context.Context, svc string, deps []str
 		return nil
 	}
 	key := c.keys.Route(svc)
-	resp, err := c.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, version)).
-		Else(clientv3.OpGet(key)).
-		Commit()
+	resp, err := c.commit(ctx, clientv3.OpTxn(
+		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)},
+		[]clientv3.Op{clientv3.OpPut(key, version)},
+		[]clientv3.Op{clientv3.OpGet(key)}))
 	if err != nil {
 		return err
 	}
 	route := version
-	if !resp.Succeeded {
-		if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
+	if inner := resp.Responses[0].GetResponseTxn(); !inner.GetSucceeded() {
+		if kvs := inner.GetResponses()[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
 			route = string(kvs[0].Value)
 		}
 	}
@@ -343,6 +346,7 @@ func (c *Coordinator) addSessionLocked(rec *pb.SessionRecord, ttl time.Duration)
 
 // dropSessionLocked removes a session and ends the root transactions it owns.
 func (c *Coordinator) dropSessionLocked(s *session, why string) int {
+	delete(c.resyncWait, s.rec.InstanceId)
 	ended := c.eng.EndOwnedBy(s.owner)
 	delete(c.sessions, s.rec.InstanceId)
 	c.owners[s.owner] = nil
@@ -364,7 +368,7 @@ func (c *Coordinator) dropSessionLocked(s *session, why string) int {
 // with what the coordinator has for it. Roots it no longer runs ended while
 // it was away; roots the coordinator does not know are added as legacy
 // (pessimistic: we did not see what they used).
-func (c *Coordinator) resyncLocked(s *session, roots []*pb.LiveRoot, resumed bool) (resynced, ended int) {
+func (c *Coordinator) resyncLocked(s *session, roots []*pb.LiveRoot, resumed, restored bool) (resynced, ended int) {
 	if resumed {
 		want := make(map[string]struct{}, len(roots))
 		for _, r := range roots {
@@ -391,6 +395,15 @@ func (c *Coordinator) resyncLocked(s *session, roots []*pb.LiveRoot, resumed boo
 				resynced++
 				continue
 			}
+			if info.Implicit && restored {
+				// Seen through downstream calls since this coordinator
+				// started, but it began before: legacy.
+				// What it used here stays; pins and old fill the rest.
+				if c.eng.MakeLegacy(r.TxnId, s.owner, c.legacyUsesLocked(r.TxnId, nil)) {
+					resynced++
+				}
+				continue
+			}
 			if info.Implicit {
 				// Seen through downstream calls only: this is its Begin.
 				if c.eng.Begin(r.TxnId, s.svc, s.ver, graph.SubID(r.SubId), s.owner) == nil {
@@ -401,7 +414,7 @@ func (c *Coordinator) resyncLocked(s *session, roots []*pb.LiveRoot, resumed boo
 			c.lg.Warn("resync: root owned by another session", "txn", r.TxnId, "instance", s.rec.InstanceId)
 			continue
 		}
-		if c.eng.AddLegacy(r.TxnId, s.owner, nil) == nil {
+		if c.eng.AddLegacy(r.TxnId, s.owner, c.legacyUsesLocked(r.TxnId, nil)) == nil {
 			resynced++
 		}
 	}
@@ -482,4 +495,10 @@ func (c *Coordinator) heartbeat(s *session) *pb.HeartbeatAck {
 		ack.Error = res.Err.Error()
 	}
 	return ack
+}
+
+// sessionTTL is the lease TTL of a session with heartbeat interval hb that
+// may miss misses heartbeats: at least MinSessionTTL.
+func (c *Coordinator) sessionTTL(hb time.Duration, misses uint32) time.Duration {
+	return max(storage.SessionTTL(hb, int(misses)), c.cfg.MinSessionTTL)
 }

@@ -347,6 +347,12 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 		}
 		to := c.eng.Service(ev.Service)
 		if ev.Wait {
+			if at, v, ok := c.eng.SubAt(ev.TxnId, sub); ok && at == to {
+				// Applied already, its answer lost with a stream (the
+				// sidecar resends what was not acknowledged): answer again.
+				c.out = append(c.out, decision{st: st, msg: &pb.CallDecision{Seq: ev.Seq, Version: c.eng.VersionName(v)}})
+				return nil
+			}
 			err = c.decideLocked(s, st, ev, to)
 			break
 		}
@@ -396,6 +402,10 @@ func (c *Coordinator) callLocked(s *session, ev *pb.Event, to graph.ServiceID, v
 	if info.LearnedEdge {
 		c.metrics.learnedEdges.Inc()
 		c.lg.Warn("learned undeclared static edge", "from", s.rec.Service, "to", ev.Service, "txn", ev.TxnId)
+		// Its services declared less than they call: what else this
+		// transaction may call is unknown, so it blocks every service (a
+		// service mid-update included) until it ends (DESIGN.md §3).
+		c.eng.MakeLegacy(ev.TxnId, 0, nil)
 	}
 	return nil
 }

@@ -135,14 +135,7 @@ func (c *Coordinator) startUpdate(ctx context.Context, req *pb.StartUpdateReques
 		c.mu.Unlock()
 		return nil, status.Errorf(codes.FailedPrecondition, "service %q already runs %s by default", req.Service, req.ToVersion)
 	}
-	ready := false
-	for _, s := range c.sessions {
-		if s.svc == svc && s.ver == to && s.stream != nil {
-			ready = true
-			break
-		}
-	}
-	if !ready {
+	if !c.connectedLocked(svc, to) {
 		c.mu.Unlock()
 		return nil, status.Errorf(codes.FailedPrecondition, "no connected instance of %s@%s: register the new version first",
 			req.Service, req.ToVersion)
@@ -200,7 +193,7 @@ func (c *Coordinator) persistUpdate(ctx context.Context, rec *pb.Update, extra .
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	ops := append([]clientv3.Op{clientv3.OpPut(c.keys.Update(rec.Id), string(val))}, extra...)
-	_, err = c.cli.Txn(ctx).Then(ops...).Commit()
+	_, err = c.commit(ctx, ops...)
 	return err
 }
 
@@ -250,6 +243,7 @@ func (c *Coordinator) finishLocked(u *update, p pb.Phase, reason string) bool {
 	if u.finished() {
 		u.updateMode = false
 		delete(c.active, u.svc)
+		delete(c.restoredPins, u.svc)
 		c.bumpRoutingLocked()
 	}
 	return true
@@ -270,7 +264,9 @@ func (c *Coordinator) abortLocked(u *update, reason string) error {
 	}
 	rollback := wasSwitched && strategy.Pins(u.kind)
 	if rollback {
+		u.rec.RollingBack = true // persisted with the phase: a failover resumes the rollback
 		if !c.setPhaseLocked(u, pb.Phase_PHASE_ABORTED, reason, extra...) {
+			u.rec.RollingBack = false
 			return status.Error(codes.Unavailable, "could not store the abort; try again")
 		}
 		u.rollback = true
@@ -305,11 +301,11 @@ func (c *Coordinator) progressOneLocked(u *update, now time.Time) {
 	case u.rollback:
 		if c.eng.BlockersUsing(u.svc, u.to) == 0 {
 			c.releaseHeldLocked(u)
-			u.rollback = false
+			u.rollback, u.rec.RollingBack = false, false
 			if c.finishLocked(u, pb.Phase_PHASE_ABORTED, u.rec.Reason) {
 				c.lg.Info("aborted update drained of the new version", "update", u.rec.Id)
 			} else {
-				u.rollback = true
+				u.rollback, u.rec.RollingBack = true, true
 			}
 		}
 	case u.rec.Phase == pb.Phase_PHASE_PREPARING:
@@ -320,7 +316,7 @@ func (c *Coordinator) progressOneLocked(u *update, now time.Time) {
 			return
 		}
 		if strategy.SwitchesAtOnce(u.kind) {
-			if c.switchHoldLocked() != "" {
+			if c.switchHoldLocked() != "" || !c.connectedLocked(u.svc, u.to) {
 				return
 			}
 			c.switchLocked(u, pb.Phase_PHASE_DRAINING)
@@ -328,7 +324,7 @@ func (c *Coordinator) progressOneLocked(u *update, now time.Time) {
 			c.setPhaseLocked(u, pb.Phase_PHASE_WAITING, "")
 		}
 	case u.rec.Phase == pb.Phase_PHASE_WAITING:
-		if c.eng.Free(u.svc) && c.switchHoldLocked() == "" {
+		if c.eng.Free(u.svc) && c.switchHoldLocked() == "" && c.connectedLocked(u.svc, u.to) {
 			if c.switchLocked(u, pb.Phase_PHASE_SWITCHED) {
 				c.finishLocked(u, pb.Phase_PHASE_DONE, "")
 			}
@@ -341,6 +337,10 @@ func (c *Coordinator) progressOneLocked(u *update, now time.Time) {
 		if mb := u.rec.MaxBlock.AsDuration(); mb > 0 && len(u.held) > 0 && now.Sub(u.held[0].since) > mb {
 			_ = c.abortLocked(u, fmt.Sprintf("max-block: a call was held longer than %v", mb))
 		}
+	case u.rec.Phase == pb.Phase_PHASE_SWITCHED:
+		// Switched and, for CV, drained: only DONE was not stored (the
+		// previous leader stopped in between).
+		c.finishLocked(u, pb.Phase_PHASE_DONE, "")
 	case u.rec.Phase == pb.Phase_PHASE_DRAINING:
 		if c.eng.BlockersUsing(u.svc, u.from) == 0 {
 			if c.setPhaseLocked(u, pb.Phase_PHASE_SWITCHED, "") {
@@ -348,6 +348,18 @@ func (c *Coordinator) progressOneLocked(u *update, now time.Time) {
 			}
 		}
 	}
+}
+
+// connectedLocked reports whether an instance of svc@v is connected: an
+// update switches only to a version that can take the calls (after a
+// failover, once one of its sidecars is back).
+func (c *Coordinator) connectedLocked(svc graph.ServiceID, v graph.VersionID) bool {
+	for _, s := range c.sessions {
+		if s.svc == svc && s.ver == v && s.stream != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // unackedLocked counts live sessions that have not acknowledged the routing
@@ -398,6 +410,21 @@ func (c *Coordinator) decideLocked(s *session, st *stream, ev *pb.Event, to grap
 	if u != nil {
 		used, ok := c.eng.Used(ev.TxnId, to)
 		first = !ok
+		if !ok && strategy.Pins(u.kind) {
+			// A transaction this coordinator did not see begin (implicit:
+			// known from downstream calls; legacy) may have used the
+			// service before: its pin says where, and without one it can
+			// only have used the old version (DESIGN.md §6). So it has a
+			// past there: BF does not hold it (it could not end, and as
+			// legacy it keeps the service from being free), CV keeps it
+			// on the version it used.
+			if info, live := c.eng.Txn(ev.TxnId); !live || info.Implicit || info.Legacy {
+				used, ok = u.from, true
+				if v, pinned := c.restoredPins[to][ev.TxnId]; pinned {
+					used = v
+				}
+			}
+		}
 		d := strategy.Decide(u.kind, u.switched, u.rollback, uint32(u.from), uint32(u.to),
 			strategy.Call{Used: uint32(used), HasUsed: ok})
 		if d.Hold && c.selfPreservingLocked() {
@@ -483,6 +510,9 @@ func (c *Coordinator) unlockAndSend() {
 }
 
 func (c *Coordinator) sendDecision(d decision) {
+	if c.fenced.Load() {
+		return // another replica leads: it answers the call when the sidecar reconnects
+	}
 	err := d.st.send(&pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_CallDecision{CallDecision: d.msg}})
 	if err != nil {
 		c.lg.Debug("send call decision", "seq", d.msg.Seq, "error", err)

@@ -65,7 +65,7 @@ func TestLeaseExpiryRemovesTransactions(t *testing.T) {
 		}
 	}
 	// The record went with the lease.
-	resp, err := ts.Client().Get(context.Background(), ts.Coord.Keys().Txn("dead-t"))
+	resp, err := ts.Client().Get(context.Background(), ts.Leader().Keys().Txn("dead-t"))
 	if err != nil || len(resp.Kvs) != 0 {
 		t.Fatalf("record of dead-t: %v %v, want gone", resp.Kvs, err)
 	}

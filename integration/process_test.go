@@ -43,7 +43,8 @@ type coordinatord struct {
 	exited   chan error
 }
 
-// startProcess runs coordinatord and waits for its "serving" log line.
+// startProcess runs coordinatord alone on its etcd and waits until it serves
+// and leads.
 func startProcess(t *testing.T, bin string, args ...string) *coordinatord {
 	t.Helper()
 	cmd := exec.Command(bin, append([]string{"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-format", "json"}, args...)...)
@@ -60,10 +61,14 @@ func startProcess(t *testing.T, bin string, args ...string) *coordinatord {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			var line map[string]any
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line["msg"] == "serving" {
-				p.grpcAddr, _ = line["grpc_addr"].(string)
-				p.httpAddr, _ = line["http_addr"].(string)
-				close(serving)
+			if json.Unmarshal(sc.Bytes(), &line) == nil {
+				switch line["msg"] {
+				case "serving":
+					p.grpcAddr, _ = line["grpc_addr"].(string)
+					p.httpAddr, _ = line["http_addr"].(string)
+				case "leading": // alone on its etcd, it leads once elected
+					close(serving)
+				}
 			}
 			if testing.Verbose() {
 				t.Logf("coordinatord: %s", sc.Text())

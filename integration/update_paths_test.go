@@ -363,7 +363,7 @@ func TestPinCommittedBeforeDecision(t *testing.T) {
 	if err != nil || v != "v2" {
 		t.Fatalf("call: %q %v, want v2", v, err)
 	}
-	key := w.ts.Coord.Keys().Pin("s1", "pinned")
+	key := w.ts.Leader().Keys().Pin("s1", "pinned")
 	resp, err := w.ts.Client().Get(ctx, key)
 	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "v2" || resp.Kvs[0].Lease == 0 {
 		t.Fatalf("pin %s right after the decision: %v %v, want v2 on the owner's lease", key, resp, err)
@@ -384,7 +384,7 @@ func TestPinCommittedBeforeDecision(t *testing.T) {
 	if u = w.waitFinished(u.Id, 10*time.Second); u.Phase != pb.Phase_PHASE_DONE {
 		t.Fatalf("update %s, want DONE", u.Phase)
 	}
-	resp, err = w.ts.Client().Get(ctx, w.ts.Coord.Keys().ServicePins("s1"), clientv3.WithPrefix())
+	resp, err = w.ts.Client().Get(ctx, w.ts.Leader().Keys().ServicePins("s1"), clientv3.WithPrefix())
 	if err != nil || len(resp.Kvs) != 0 {
 		t.Fatalf("pins after DONE: %v %v, want none", resp, err)
 	}

@@ -88,6 +88,8 @@ func main() {
 	})
 	check(err)
 	defer srv.Close(context.Background())
+	_, err = srv.WaitLeading(ctx)
+	check(err)
 	conn, err := grpc.NewClient(srv.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	check(err)
 	defer conn.Close()
@@ -99,7 +101,7 @@ func main() {
 
 	// 1. Throughput of short transactions (Begin, 4 Calls, 4 Returns, End).
 	runPhase(gs, time.Second) // warm-up
-	before := srv.Coord.WriteBehindStats()
+	before := srv.Leader().WriteBehindStats()
 	applied0, late0 := scrape(srv.HTTPAddr())
 	if *cpuProf != "" {
 		f, err := os.Create(*cpuProf)
@@ -110,8 +112,8 @@ func main() {
 	if *cpuProf != "" {
 		pprof.StopCPUProfile()
 	}
-	check(srv.Coord.Flush(ctx))
-	after := srv.Coord.WriteBehindStats()
+	check(srv.Leader().Flush(ctx))
+	after := srv.Leader().WriteBehindStats()
 	applied1, late1 := scrape(srv.HTTPAddr())
 	applied, late := applied1-applied0, late1-late0
 	if applied+late != float64(evs) {
@@ -128,10 +130,10 @@ func main() {
 	// acknowledged, so a transaction lives a few loopback round trips.
 	short := newGroup(ctx, conn, len(gs), 32, 1)
 	short.sync = true
-	before = srv.Coord.WriteBehindStats()
+	before = srv.Leader().WriteBehindStats()
 	_, stxns, selapsed := runPhase([]*group{short}, *shortTime)
-	check(srv.Coord.Flush(ctx))
-	after = srv.Coord.WriteBehindStats()
+	check(srv.Leader().Flush(ctx))
+	after = srv.Leader().WriteBehindStats()
 	writes := float64(after.Ops-before.Ops) / float64(stxns)
 	log.Printf("short transactions: %d in %v (%.0f µs per chunk of %d, Begin to End), %d etcd writes: %.4f per transaction",
 		stxns, selapsed.Round(time.Millisecond), float64(selapsed.Microseconds())/float64(stxns/int64(short.k)), short.k,
@@ -157,7 +159,7 @@ func main() {
 	wg.Wait()
 	n := perGroup * len(gs)
 	waitLive(srv, n)
-	check(srv.Coord.Flush(ctx))
+	check(srv.Leader().Flush(ctx))
 	bytesPerTxn := float64(heapAlloc()-heap0) / float64(n)
 	log.Printf("memory: %d live transactions, %.0f heap bytes each", n, bytesPerTxn)
 
@@ -419,9 +421,9 @@ func scrape(addr string) (applied, late float64) {
 
 func waitLive(srv *server.Server, n int) {
 	deadline := time.Now().Add(time.Minute)
-	for srv.Coord.Live() != n {
+	for srv.Leader().Live() != n {
 		if time.Now().After(deadline) {
-			log.Fatalf("live transactions = %d, want %d", srv.Coord.Live(), n)
+			log.Fatalf("live transactions = %d, want %d", srv.Leader().Live(), n)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -115,6 +115,8 @@ func runOnce(k pb.Strategy, rate int, warm, hold time.Duration) string {
 	defer os.RemoveAll(dir)
 	srv, err := server.Start(ctx, server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: dir})
 	check(err)
+	_, err = srv.WaitLeading(ctx)
+	check(err)
 	defer srv.Close(context.Background())
 	s := &sim{clients: map[string]*sidecar.Client{}, ran: map[string]map[string]string{}}
 	for _, sv := range []string{"svc-a@v1", "svc-b@v1", "svc-c@v1", "svc-d@v1", "svc-e@v1", "svc-f@v1", "svc-d@v2"} {

@@ -211,3 +211,19 @@ func (t *txn) version(s ServiceID) (VersionID, bool) {
 	}
 	return 0, false
 }
+
+// SubAt returns the service sub-transaction sub of txn runs at, and the
+// version txn uses there, if sub is running.
+func (e *Engine) SubAt(txn string, sub SubID) (ServiceID, VersionID, bool) {
+	t := e.txns[txn]
+	if t == nil {
+		return 0, 0, false
+	}
+	i := t.findSub(sub)
+	if i < 0 {
+		return 0, 0, false
+	}
+	s := t.subs[i].svc
+	v, _ := t.version(s)
+	return s, v, true
+}

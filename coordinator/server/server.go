@@ -9,12 +9,15 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -53,24 +56,57 @@ type Config struct {
 	// EtcdClientAddr (default "127.0.0.1:0") and ClusterState ("new" or
 	// "existing"). All empty: a single member on loopback.
 	Name, InitialCluster, PeerAddr, EtcdClientAddr, ClusterState string
-	// Coordinator settings; Client and Registerer are filled in by Start.
+	// Coordinator settings; Client, Registerer, Fence and OnFenced are
+	// filled in for each leadership term.
 	Coordinator coordinator.Config
 	Logger      *slog.Logger
+	// ReplicaName names this replica in the election and the cluster view,
+	// unique among replicas; default Name, else the advertised gRPC address.
+	ReplicaName string
+	// LeaderTTL is the election session's lease TTL (DefaultLeaderTTL),
+	// whole seconds, at least 2.
+	LeaderTTL time.Duration
+	// AdvertiseGRPC and AdvertiseHTTP are the addresses other replicas
+	// send sidecars and operators to; default the bound addresses.
+	AdvertiseGRPC, AdvertiseHTTP string
 }
 
 // Server is a running replica.
 type Server struct {
-	Coord *coordinator.Coordinator
-	etcd  *embedetcd.Server
-	cli   *clientv3.Client
-	grpc  *grpc.Server
-	http  *http.Server
-	gw    *grpc.ClientConn
-	gLis  net.Listener
-	hLis  net.Listener
-	lg    *slog.Logger
-	reg   *prometheus.Registry
-	done  chan error
+	etcd *embedetcd.Server
+	cli  *clientv3.Client
+	grpc *grpc.Server
+	http *http.Server
+	gw   *grpc.ClientConn
+	gLis net.Listener
+	hLis net.Listener
+	lg   *slog.Logger
+	reg  *prometheus.Registry
+	done chan error
+
+	keys      storage.Keys
+	ccfg      coordinator.Config
+	self      *pb.Replica
+	leaderTTL time.Duration
+	// startTimeout bounds restoring state when elected; stopTimeout
+	// bounds a term's coordinator stop.
+	startTimeout, stopTimeout time.Duration
+	metrics                   serverMetrics
+	stopLead                  chan struct{}
+	leadDone                  chan struct{}
+
+	mu            sync.RWMutex
+	cur           *term       // while leading
+	leader        *pb.Replica // as observed; nil when unknown
+	leaderChanged chan struct{}
+	terms         int
+	crashed       atomic.Bool
+	closeCtx      context.Context // Close's, for the last term's stop
+	termErr       error           // what the last term's graceful stop reported
+
+	fwdMu   sync.Mutex
+	fwd     *grpc.ClientConn // to the leader, for followers
+	fwdAddr string
 }
 
 // Start brings a replica up and returns once it serves.
@@ -88,7 +124,14 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{lg: lg, reg: prometheus.NewRegistry(), done: make(chan error, 2)}
+	s := &Server{lg: lg, reg: prometheus.NewRegistry(), done: make(chan error, 2),
+		leaderChanged: make(chan struct{}), startTimeout: time.Minute, stopTimeout: 10 * time.Second}
+	if s.leaderTTL = cfg.LeaderTTL; s.leaderTTL == 0 {
+		s.leaderTTL = DefaultLeaderTTL
+	}
+	if s.leaderTTL < 2*time.Second || s.leaderTTL%time.Second != 0 {
+		return nil, fmt.Errorf("server: leader TTL %v: want whole seconds, at least 2s", s.leaderTTL)
+	}
 	defer func() {
 		if err != nil {
 			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -125,16 +168,16 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	ccfg := cfg.Coordinator
-	ccfg.Client, ccfg.Registerer = s.cli, s.reg
-	if ccfg.Logger == nil {
-		ccfg.Logger = lg
+	s.metrics = newServerMetrics(s)
+	s.reg.MustRegister(s.metrics.collectors()...)
+	s.ccfg = cfg.Coordinator
+	s.ccfg.Client = s.cli
+	if s.ccfg.Logger == nil {
+		s.ccfg.Logger = lg
 	}
-	if s.Coord, err = coordinator.New(ccfg); err != nil {
-		return nil, err
-	}
-	if err = s.Coord.Start(ctx); err != nil {
-		return nil, err
+	s.keys = storage.Keys{Prefix: s.ccfg.Prefix}
+	if s.keys.Prefix == "" {
+		s.keys.Prefix = storage.DefaultPrefix
 	}
 
 	if s.gLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
@@ -145,8 +188,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(16<<20),
 	)
-	pb.RegisterSidecarServiceServer(s.grpc, s.Coord.SidecarServer())
-	pb.RegisterAdminServiceServer(s.grpc, s.Coord.AdminServer())
+	pb.RegisterSidecarServiceServer(s.grpc, sidecarGate{s: s})
+	pb.RegisterAdminServiceServer(s.grpc, adminGate{s: s})
 	go func() { s.done <- s.grpc.Serve(s.gLis) }()
 
 	if s.hLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
@@ -162,11 +205,39 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", gw)
 	mux.HandleFunc("/health", s.health)
-	mux.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
+	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{s.reg, prometheus.GathererFunc(s.gatherTerm)},
+		promhttp.HandlerOpts{Registry: s.reg}))
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { s.done <- s.http.Serve(s.hLis) }()
-	lg.Info("serving", "grpc_addr", s.GRPCAddr(), "http_addr", s.HTTPAddr())
+
+	s.self = &pb.Replica{Name: cfg.ReplicaName, GrpcAddress: cfg.AdvertiseGRPC, HttpAddress: cfg.AdvertiseHTTP}
+	if s.self.Name == "" {
+		s.self.Name = cfg.Name
+	}
+	if s.self.GrpcAddress == "" {
+		s.self.GrpcAddress = s.GRPCAddr()
+	}
+	if s.self.Name == "" {
+		s.self.Name = s.self.GrpcAddress // unique among replicas
+	}
+	if s.self.HttpAddress == "" {
+		s.self.HttpAddress = s.HTTPAddr()
+	}
+	s.stopLead, s.leadDone = make(chan struct{}), make(chan struct{})
+	go s.lead(s.stopLead)
+	lg.Info("serving", "replica", s.self.Name, "grpc_addr", s.GRPCAddr(), "http_addr", s.HTTPAddr())
 	return s, nil
+}
+
+// gatherTerm gathers the metrics of the coordinator of the current term.
+func (s *Server) gatherTerm() ([]*dto.MetricFamily, error) {
+	s.mu.RLock()
+	t := s.cur
+	s.mu.RUnlock()
+	if t == nil {
+		return nil, nil
+	}
+	return t.reg.Gather()
 }
 
 // GRPCAddr is the bound gRPC address (sidecars and admin).
@@ -182,7 +253,7 @@ func (s *Server) Client() *clientv3.Client { return s.cli }
 func (s *Server) Done() <-chan error { return s.done }
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
-	rep := s.Coord.Health(r.Context())
+	rep := s.Health(r.Context())
 	w.Header().Set("Content-Type", "application/json")
 	if !rep.Healthy {
 		w.WriteHeader(http.StatusServiceUnavailable)
@@ -200,11 +271,35 @@ func (s *Server) Close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 		}
 	}
-	if s.Coord != nil {
-		if err := s.Coord.Stop(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("coordinator stop: %w", err))
+	if s.stopLead != nil {
+		// The term ends: streams end after their batch, the write-behind
+		// flushes (still fenced: the election key is ours until Resign).
+		s.mu.Lock()
+		s.closeCtx = ctx
+		s.mu.Unlock()
+		close(s.stopLead)
+		// Every step of the loop's end is bounded by ctx (the term's stop,
+		// the resignation) or cancelled by stopLead (campaign, session).
+		<-s.leadDone
+		var late error
+		if ctx.Err() != nil {
+			late = fmt.Errorf("leadership did not end in time: %w", ctx.Err())
 		}
+		s.mu.Lock()
+		if s.termErr != nil {
+			errs = append(errs, fmt.Errorf("coordinator stop: %w", s.termErr))
+		} else if late != nil {
+			errs = append(errs, late)
+		}
+		s.mu.Unlock()
+		s.stopLead = nil
 	}
+	s.fwdMu.Lock()
+	if s.fwd != nil {
+		s.fwd.Close()
+		s.fwd = nil
+	}
+	s.fwdMu.Unlock()
 	if s.grpc != nil {
 		stopped := make(chan struct{})
 		go func() { s.grpc.GracefulStop(); close(stopped) }()
@@ -220,6 +315,41 @@ func (s *Server) Close(ctx context.Context) error {
 	s.closeBackends()
 	s.lg.Info("stopped", "errors", len(errs))
 	return errors.Join(errs...)
+}
+
+// Crashed reports whether Crash was called.
+func (s *Server) Crashed() bool { return s.crashed.Load() }
+
+// Crash stops the replica the way a killed process stops, for failover
+// tests: connections drop at once, nothing is flushed, the election key is
+// not resigned (it expires with its lease's TTL), the etcd client closes.
+// An embedded etcd member stops too. Close afterwards is a no-op.
+func (s *Server) Crash() {
+	s.crashed.Store(true)
+	if s.grpc != nil {
+		s.grpc.Stop()
+	}
+	if s.http != nil {
+		s.http.Close()
+	}
+	if s.stopLead != nil {
+		close(s.stopLead)
+		<-s.leadDone
+		s.stopLead = nil
+	}
+	s.fwdMu.Lock()
+	if s.fwd != nil {
+		s.fwd.Close()
+		s.fwd = nil
+	}
+	s.fwdMu.Unlock()
+	if s.gw != nil {
+		s.gw.Close()
+		s.gw = nil
+	}
+	s.closeBackends()
+	s.grpc, s.http = nil, nil
+	s.lg.Warn("crashed (test)")
 }
 
 func (s *Server) closeBackends() {

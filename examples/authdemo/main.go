@@ -53,6 +53,8 @@ func main() {
 		defer os.RemoveAll(dir)
 		srv, err := server.Start(ctx, server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: dir})
 		check(err)
+		_, err = srv.WaitLeading(ctx)
+		check(err)
 		defer srv.Close(context.Background())
 		grpcAddr, restAddr = srv.GRPCAddr(), srv.HTTPAddr()
 	} else if restAddr == "" {

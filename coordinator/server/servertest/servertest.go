@@ -69,6 +69,7 @@ func Start(t testing.TB, dir string, opts ...Option) *Server {
 			FlushInterval:    2 * time.Millisecond,
 			DefaultHeartbeat: 500 * time.Millisecond,
 			DefaultMisses:    1,
+			MinSessionTTL:    2 * time.Second, // sessions expire fast in tests
 		},
 	}
 	for _, o := range opts {
@@ -77,6 +78,15 @@ func Start(t testing.TB, dir string, opts ...Option) *Server {
 	srv, err := server.Start(ctx, cfg)
 	if err != nil {
 		t.Fatalf("start server: %v", err)
+	}
+	// Serve once some replica leads: this one if it is alone.
+	l, err := srv.WaitLeader(ctx)
+	if err != nil {
+		srv.Close(ctx)
+		t.Fatalf("no leader elected: %v", err)
+	}
+	for l.Name == srv.Self().Name && srv.Leader() == nil && ctx.Err() == nil {
+		time.Sleep(time.Millisecond)
 	}
 	conn, err := grpc.NewClient(srv.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

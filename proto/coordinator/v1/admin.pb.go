@@ -1957,14 +1957,18 @@ type Update struct {
 	Strategy    Strategy               `protobuf:"varint,5,opt,name=strategy,proto3,enum=coordinator.v1.Strategy" json:"strategy,omitempty"`
 	Phase       Phase                  `protobuf:"varint,6,opt,name=phase,proto3,enum=coordinator.v1.Phase" json:"phase,omitempty"`
 	// Why it was aborted or failed.
-	Reason        string                 `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
-	Timeout       *durationpb.Duration   `protobuf:"bytes,8,opt,name=timeout,proto3" json:"timeout,omitempty"`
-	MaxBlock      *durationpb.Duration   `protobuf:"bytes,9,opt,name=max_block,json=maxBlock,proto3" json:"max_block,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	SwitchedAt    *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=switched_at,json=switchedAt,proto3" json:"switched_at,omitempty"`
-	FinishedAt    *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
-	History       []*PhaseChange         `protobuf:"bytes,13,rep,name=history,proto3" json:"history,omitempty"`
-	Progress      *UpdateProgress        `protobuf:"bytes,14,opt,name=progress,proto3" json:"progress,omitempty"`
+	Reason     string                 `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	Timeout    *durationpb.Duration   `protobuf:"bytes,8,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	MaxBlock   *durationpb.Duration   `protobuf:"bytes,9,opt,name=max_block,json=maxBlock,proto3" json:"max_block,omitempty"`
+	CreatedAt  *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	SwitchedAt *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=switched_at,json=switchedAt,proto3" json:"switched_at,omitempty"`
+	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	History    []*PhaseChange         `protobuf:"bytes,13,rep,name=history,proto3" json:"history,omitempty"`
+	Progress   *UpdateProgress        `protobuf:"bytes,14,opt,name=progress,proto3" json:"progress,omitempty"`
+	// Aborted after a CV switch: the default is the old version again and
+	// transactions pinned to the new one are draining; the update finishes
+	// (ABORTED, finished_at set again) when none is left.
+	RollingBack   bool `protobuf:"varint,15,opt,name=rolling_back,json=rollingBack,proto3" json:"rolling_back,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2095,6 +2099,13 @@ func (x *Update) GetProgress() *UpdateProgress {
 		return x.Progress
 	}
 	return nil
+}
+
+func (x *Update) GetRollingBack() bool {
+	if x != nil {
+		return x.RollingBack
+	}
+	return false
 }
 
 // PhaseChange is one step of an update's history.
@@ -2384,7 +2395,7 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"$\n" +
 	"\x12WatchUpdateRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\x84\x05\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xa7\x05\n" +
 	"\x06Update\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12!\n" +
@@ -2404,7 +2415,8 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\vfinished_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"finishedAt\x125\n" +
 	"\ahistory\x18\r \x03(\v2\x1b.coordinator.v1.PhaseChangeR\ahistory\x12:\n" +
-	"\bprogress\x18\x0e \x01(\v2\x1e.coordinator.v1.UpdateProgressR\bprogress\"~\n" +
+	"\bprogress\x18\x0e \x01(\v2\x1e.coordinator.v1.UpdateProgressR\bprogress\x12!\n" +
+	"\frolling_back\x18\x0f \x01(\bR\vrollingBack\"~\n" +
 	"\vPhaseChange\x12+\n" +
 	"\x05phase\x18\x01 \x01(\x0e2\x15.coordinator.v1.PhaseR\x05phase\x12*\n" +
 	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x16\n" +

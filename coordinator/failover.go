@@ -1,0 +1,105 @@
+package coordinator
+
+import (
+	"context"
+	"strings"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/coordinator/coordinator/coordinator/graph"
+	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+	"github.com/coordinator/coordinator/strategy"
+)
+
+// Failover and restart (DESIGN.md §6). A coordinator that starts on state
+// another one left (a new leader, or the same replica restarted) did not
+// see the transactions already running: those it learns of from their
+// records or from their entry's resync are legacy, assumed to use every
+// service and to call it again. Updates resume from their persisted phase;
+// no switch happens until every session known in etcd has re-registered or
+// expired (switchHoldLocked).
+
+// resumeLocked takes an update read from etcd back where its persisted
+// phase says. Unfinished, it is active again: its service is in update mode
+// (every session acknowledges it anew), timeouts count from its creation.
+func (c *Coordinator) resumeLocked(u *update) {
+	u.rollback = u.rec.Phase == pb.Phase_PHASE_ABORTED && u.rec.RollingBack
+	if u.finished() {
+		return
+	}
+	u.started = u.rec.GetCreatedAt().AsTime()
+	switch u.rec.Phase {
+	case pb.Phase_PHASE_DRAINING, pb.Phase_PHASE_SWITCHED:
+		u.switched = true
+	case pb.Phase_PHASE_ABORTED: // unfinished: a CV rollback
+		u.switched, u.rollback = true, true
+	}
+	if u.kind == strategy.NAIVE {
+		// The baseline has no update mode: its switch was the whole update.
+		u.updateMode = false
+	} else {
+		u.updateMode = true
+		u.prepareRev = c.bumpRoutingLocked()
+	}
+	c.active[u.svc] = u
+	c.lg.Info("update resumed", "update", u.rec.Id, "service", u.rec.Service, "phase", u.rec.Phase,
+		"rolling_back", u.rollback)
+}
+
+// restorePins reads the first-use pins of the services mid-update.
+func (c *Coordinator) restorePins(ctx context.Context) error {
+	resp, err := c.cli.Get(ctx, c.keys.Pins(), clientv3.WithPrefix())
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, kv := range resp.Kvs {
+		svc, txn, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), c.keys.Pins()), "/")
+		if !ok || txn == "" {
+			continue
+		}
+		id := c.eng.Service(svc)
+		if c.active[id] == nil {
+			continue // left by an update that finished
+		}
+		m := c.restoredPins[id]
+		if m == nil {
+			m = make(map[string]graph.VersionID)
+			c.restoredPins[id] = m
+		}
+		m[txn] = c.eng.Version(string(kv.Value))
+	}
+	return nil
+}
+
+// legacyUsesLocked completes what a legacy transaction is known to have
+// used (its record, or nothing) for the services mid-update with pinning
+// (CV) once switched: the version its first-use pin names, committed
+// before that call was answered; without a pin it did not call the
+// service during the update, so if it used it at all that was the old
+// version, and the old version is where it must go.
+func (c *Coordinator) legacyUsesLocked(txn string, used []graph.Use) []graph.Use {
+	for _, u := range c.active {
+		if !strategy.Pins(u.kind) || !u.switched {
+			continue
+		}
+		v, pinned := c.restoredPins[u.svc][txn]
+		if !pinned {
+			v = u.from
+		}
+		found := false
+		for i := range used {
+			if used[i].Service == u.svc {
+				found = true
+				if pinned {
+					used[i].Version = v
+				}
+			}
+		}
+		if !found {
+			used = append(used, graph.Use{Service: u.svc, Version: v})
+		}
+	}
+	return used
+}

@@ -1,0 +1,162 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+)
+
+// The gate is what a replica serves on gRPC whatever its role. On the
+// leader it hands sidecar streams and admin calls to the coordinator. On a
+// follower it answers a sidecar's Register with a Redirect to the leader,
+// and forwards admin calls to the leader, so that coordctl and REST work
+// against any replica; GetCluster is answered by every replica itself.
+
+var errNoLeader = errors.New("server: no leader elected yet")
+
+func noLeader() error {
+	return status.Error(codes.Unavailable, "no coordinator leader elected yet; retry")
+}
+
+type sidecarGate struct {
+	pb.UnimplementedSidecarServiceServer
+	s *Server
+}
+
+func (g sidecarGate) Connect(srv pb.SidecarService_ConnectServer) error {
+	if c := g.s.Leader(); c != nil {
+		return c.SidecarServer().Connect(srv)
+	}
+	// A follower: read the Register, answer where the leader is.
+	if _, err := srv.Recv(); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		return err
+	}
+	l := g.s.LeaderInfo()
+	if l == nil || l.Name == g.s.self.Name {
+		return noLeader() // none yet, or this replica is taking over
+	}
+	g.s.metrics.redirects.Inc()
+	return srv.Send(&pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_Redirect{
+		Redirect: &pb.Redirect{LeaderAddress: l.GrpcAddress}}})
+}
+
+type adminGate struct {
+	pb.UnimplementedAdminServiceServer
+	s *Server
+}
+
+// route calls the local coordinator when leading, else the leader.
+func route[R any](g adminGate, local func(pb.AdminServiceServer) (R, error), remote func(pb.AdminServiceClient) (R, error)) (R, error) {
+	if c := g.s.Leader(); c != nil {
+		return local(c.AdminServer())
+	}
+	var zero R
+	if l := g.s.LeaderInfo(); l == nil || l.Name == g.s.self.Name {
+		return zero, noLeader()
+	}
+	conn, _, err := g.s.forwardConn()
+	if errors.Is(err, errNoLeader) {
+		return zero, noLeader()
+	}
+	if err != nil {
+		return zero, status.Errorf(codes.Unavailable, "forward to the leader: %v", err)
+	}
+	return remote(pb.NewAdminServiceClient(conn))
+}
+
+// GetCluster is answered locally by every replica.
+func (g adminGate) GetCluster(ctx context.Context, _ *pb.GetClusterRequest) (*pb.Cluster, error) {
+	v, err := ClusterView(ctx, g.s.cli, g.s.keys.Election(), g.s.self.Name)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "cluster view: %v", err)
+	}
+	return v, nil
+}
+
+// WatchUpdate streams from the local coordinator, or relays the leader's stream.
+func (g adminGate) WatchUpdate(req *pb.WatchUpdateRequest, srv pb.AdminService_WatchUpdateServer) error {
+	if c := g.s.Leader(); c != nil {
+		return c.AdminServer().WatchUpdate(req, srv)
+	}
+	if l := g.s.LeaderInfo(); l == nil || l.Name == g.s.self.Name {
+		return noLeader()
+	}
+	conn, _, err := g.s.forwardConn()
+	if err != nil {
+		return noLeader()
+	}
+	stream, err := pb.NewAdminServiceClient(conn).WatchUpdate(srv.Context(), req)
+	if err != nil {
+		return err
+	}
+	for {
+		u, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := srv.Send(u); err != nil {
+			return err
+		}
+	}
+}
+
+func (g adminGate) GetFreeness(ctx context.Context, r *pb.GetFreenessRequest) (*pb.Freeness, error) {
+	return route(g, func(a pb.AdminServiceServer) (*pb.Freeness, error) { return a.GetFreeness(ctx, r) },
+		func(a pb.AdminServiceClient) (*pb.Freeness, error) { return a.GetFreeness(ctx, r) })
+}
+
+func (g adminGate) GetGraph(ctx context.Context, r *pb.GetGraphRequest) (*pb.Graph, error) {
+	return route(g, func(a pb.AdminServiceServer) (*pb.Graph, error) { return a.GetGraph(ctx, r) },
+		func(a pb.AdminServiceClient) (*pb.Graph, error) { return a.GetGraph(ctx, r) })
+}
+
+func (g adminGate) ListSessions(ctx context.Context, r *pb.ListSessionsRequest) (*pb.ListSessionsResponse, error) {
+	return route(g, func(a pb.AdminServiceServer) (*pb.ListSessionsResponse, error) { return a.ListSessions(ctx, r) },
+		func(a pb.AdminServiceClient) (*pb.ListSessionsResponse, error) { return a.ListSessions(ctx, r) })
+}
+
+func (g adminGate) ListTransactions(ctx context.Context, r *pb.ListTransactionsRequest) (*pb.ListTransactionsResponse, error) {
+	return route(g, func(a pb.AdminServiceServer) (*pb.ListTransactionsResponse, error) { return a.ListTransactions(ctx, r) },
+		func(a pb.AdminServiceClient) (*pb.ListTransactionsResponse, error) { return a.ListTransactions(ctx, r) })
+}
+
+func (g adminGate) StartUpdate(ctx context.Context, r *pb.StartUpdateRequest) (*pb.Update, error) {
+	return route(g, func(a pb.AdminServiceServer) (*pb.Update, error) { return a.StartUpdate(ctx, r) },
+		func(a pb.AdminServiceClient) (*pb.Update, error) { return a.StartUpdate(ctx, r) })
+}
+
+func (g adminGate) GetUpdate(ctx context.Context, r *pb.GetUpdateRequest) (*pb.Update, error) {
+	return route(g, func(a pb.AdminServiceServer) (*pb.Update, error) { return a.GetUpdate(ctx, r) },
+		func(a pb.AdminServiceClient) (*pb.Update, error) { return a.GetUpdate(ctx, r) })
+}
+
+func (g adminGate) ListUpdates(ctx context.Context, r *pb.ListUpdatesRequest) (*pb.ListUpdatesResponse, error) {
+	return route(g, func(a pb.AdminServiceServer) (*pb.ListUpdatesResponse, error) { return a.ListUpdates(ctx, r) },
+		func(a pb.AdminServiceClient) (*pb.ListUpdatesResponse, error) { return a.ListUpdates(ctx, r) })
+}
+
+func (g adminGate) AbortUpdate(ctx context.Context, r *pb.AbortUpdateRequest) (*pb.Update, error) {
+	return route(g, func(a pb.AdminServiceServer) (*pb.Update, error) { return a.AbortUpdate(ctx, r) },
+		func(a pb.AdminServiceClient) (*pb.Update, error) { return a.AbortUpdate(ctx, r) })
+}
+
+func (g adminGate) GetSelfPreservation(ctx context.Context, r *pb.GetSelfPreservationRequest) (*pb.SelfPreservation, error) {
+	return route(g, func(a pb.AdminServiceServer) (*pb.SelfPreservation, error) { return a.GetSelfPreservation(ctx, r) },
+		func(a pb.AdminServiceClient) (*pb.SelfPreservation, error) { return a.GetSelfPreservation(ctx, r) })
+}
+
+func (g adminGate) EndSelfPreservation(ctx context.Context, r *pb.EndSelfPreservationRequest) (*pb.SelfPreservation, error) {
+	return route(g, func(a pb.AdminServiceServer) (*pb.SelfPreservation, error) { return a.EndSelfPreservation(ctx, r) },
+		func(a pb.AdminServiceClient) (*pb.SelfPreservation, error) { return a.EndSelfPreservation(ctx, r) })
+}

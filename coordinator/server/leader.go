@@ -1,0 +1,297 @@
+package server
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/coordinator/coordinator/coordinator"
+	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+)
+
+// DefaultLeaderTTL is the TTL of the election session's lease: how long a
+// leader that died keeps the others from taking over. etcd refuses leases
+// much shorter than its election timeout (1 s): 2 s is the floor.
+const DefaultLeaderTTL = 2 * time.Second
+
+// campaignRetry is the pause before a new election session after one failed.
+const campaignRetry = 200 * time.Millisecond
+
+// Leadership (DESIGN.md §6), Nomad style: one loop campaigns with an etcd
+// concurrency.Election on its session's context; once elected it starts a
+// Coordinator whose every write is fenced on the election key's create
+// revision, and leads until Close, until the session ends (its lease is
+// lost: stop acting at once), or until a fenced write fails. Then the
+// coordinator is dropped and the loop campaigns again. A follower observes
+// the election to know the leader's address: it redirects sidecars there
+// and forwards admin calls.
+
+// term is one leadership term.
+type term struct {
+	coord *coordinator.Coordinator
+	reg   *prometheus.Registry // the coordinator's metrics, per term
+}
+
+// Leader returns the coordinator while this replica leads, else nil.
+func (s *Server) Leader() *coordinator.Coordinator {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.cur == nil {
+		return nil
+	}
+	return s.cur.coord
+}
+
+// LeaderInfo returns the replica that leads as last observed (nil when no
+// leader is known).
+func (s *Server) LeaderInfo() *pb.Replica {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.leader
+}
+
+// Self describes this replica as it campaigns.
+func (s *Server) Self() *pb.Replica { return proto.Clone(s.self).(*pb.Replica) }
+
+// WaitLeader waits until some replica (this one or another) is known to lead.
+func (s *Server) WaitLeader(ctx context.Context) (*pb.Replica, error) {
+	for {
+		s.mu.RLock()
+		l, ch := s.leader, s.leaderChanged
+		s.mu.RUnlock()
+		if l != nil {
+			return l, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+// WaitLeading waits until this replica leads and returns its coordinator:
+// for a replica alone on its etcd, or one a test wants to lead.
+func (s *Server) WaitLeading(ctx context.Context) (*coordinator.Coordinator, error) {
+	for {
+		if c := s.Leader(); c != nil {
+			return c, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+func (s *Server) setLeaderInfo(l *pb.Replica) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if proto.Equal(l, s.leader) {
+		return
+	}
+	s.leader = l
+	close(s.leaderChanged)
+	s.leaderChanged = make(chan struct{})
+	if l != nil {
+		s.lg.Info("leader observed", "leader", l.Name, "grpc_addr", l.GrpcAddress, "self", l.Name == s.self.Name)
+	}
+}
+
+// lead campaigns and leads until stop is closed.
+func (s *Server) lead(stop <-chan struct{}) {
+	defer close(s.leadDone)
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		if err := s.campaign(stop); err != nil {
+			s.lg.Warn("election", "error", err)
+			select {
+			case <-stop:
+				return
+			case <-time.After(campaignRetry):
+			}
+		}
+	}
+}
+
+// campaign runs one election session: it campaigns, leads one term if it
+// wins, and returns when the session is over or stop is closed.
+func (s *Server) campaign(stop <-chan struct{}) error {
+	// The session's context ends with stop, so that a session grant that
+	// cannot reach etcd does not hold Close; the lease outlives it by its
+	// TTL, long enough for the last term's fenced flush.
+	sctx, scancel := context.WithCancel(context.Background())
+	defer scancel()
+	go func() {
+		select {
+		case <-stop:
+			scancel()
+		case <-sctx.Done():
+		}
+	}()
+	sess, err := concurrency.NewSession(s.cli, concurrency.WithTTL(int(s.leaderTTL/time.Second)), concurrency.WithContext(sctx))
+	if err != nil {
+		return err
+	}
+	defer sess.Close() // revokes the lease: the election key goes with it
+	e := concurrency.NewElection(sess, s.keys.Election())
+
+	obsCtx, obsCancel := context.WithCancel(sess.Ctx())
+	var obs sync.WaitGroup
+	obs.Add(1)
+	go func() { defer obs.Done(); s.observe(obsCtx, e) }()
+	defer func() { obsCancel(); obs.Wait() }()
+
+	// Campaign on the session's context: if the session dies while
+	// campaigning, so does the campaign (etcd issue #8722 and kin).
+	cctx, ccancel := context.WithCancel(sess.Ctx())
+	go func() {
+		select {
+		case <-stop:
+			ccancel()
+		case <-cctx.Done():
+		}
+	}()
+	val, _ := proto.Marshal(s.self)
+	err = e.Campaign(cctx, string(val))
+	ccancel()
+	if err != nil {
+		select {
+		case <-stop:
+			return nil
+		default:
+			return err
+		}
+	}
+	s.serveTerm(stop, sess, e)
+	return nil
+}
+
+// serveTerm leads: it starts a fenced coordinator and keeps it until the
+// session ends, a write fails its fence, or stop.
+func (s *Server) serveTerm(stop <-chan struct{}, sess *concurrency.Session, e *concurrency.Election) {
+	started := time.Now()
+	fenced := make(chan struct{})
+	var once sync.Once
+	cfg := s.ccfg
+	cfg.Fence = []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(e.Key()), "=", e.Rev())}
+	cfg.OnFenced = func() { once.Do(func() { close(fenced) }) }
+	t := &term{reg: prometheus.NewRegistry()}
+	cfg.Registerer = t.reg
+	var err error
+	if t.coord, err = coordinator.New(cfg); err == nil {
+		ctx, cancel := context.WithTimeout(sess.Ctx(), s.startTimeout)
+		err = t.coord.Start(ctx)
+		cancel()
+	}
+	if err != nil {
+		s.lg.Error("elected, but the coordinator did not start; resigning", "error", err)
+		if t.coord != nil {
+			t.coord.Abandon()
+			_ = t.coord.Stop(context.Background())
+		}
+		rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
+		_ = e.Resign(rctx)
+		rcancel()
+		return
+	}
+	s.mu.Lock()
+	s.cur = t
+	s.terms++
+	s.mu.Unlock()
+	s.metrics.isLeader.Set(1)
+	s.lg.Info("leading", "election_key", e.Key(), "election_rev", e.Rev(), "took", time.Since(started))
+
+	graceful := false
+	select {
+	case <-stop:
+		graceful = !s.crashed.Load()
+	case <-sess.Done():
+		s.lg.Warn("election session ended: no longer leading")
+	case <-fenced:
+		s.lg.Warn("a write failed its fence: no longer leading")
+	}
+	s.mu.Lock()
+	s.cur = nil
+	s.mu.Unlock()
+	s.metrics.isLeader.Set(0)
+	if !graceful {
+		t.coord.Abandon()
+	}
+	parent := context.Background()
+	if graceful {
+		s.mu.RLock()
+		if s.closeCtx != nil {
+			parent = s.closeCtx
+		}
+		s.mu.RUnlock()
+	}
+	ctx, cancel := context.WithTimeout(parent, s.stopTimeout)
+	if err := t.coord.Stop(ctx); err != nil {
+		s.lg.Warn("coordinator stop", "graceful", graceful, "error", err)
+		s.mu.Lock()
+		s.termErr = err
+		s.mu.Unlock()
+	}
+	cancel()
+	if graceful {
+		// Hand over now rather than after the lease's TTL.
+		rctx, rcancel := context.WithTimeout(parent, time.Second)
+		if err := e.Resign(rctx); err != nil {
+			s.lg.Warn("resign", "error", err)
+		}
+		rcancel()
+	}
+}
+
+// observe follows who leads until ctx ends.
+func (s *Server) observe(ctx context.Context, e *concurrency.Election) {
+	for resp := range e.Observe(ctx) {
+		if len(resp.Kvs) == 0 {
+			s.setLeaderInfo(nil)
+			continue
+		}
+		r := &pb.Replica{}
+		if err := proto.Unmarshal(resp.Kvs[0].Value, r); err != nil {
+			s.lg.Warn("undecodable election value", "key", string(resp.Kvs[0].Key), "error", err)
+			continue
+		}
+		r.Leader = true
+		s.setLeaderInfo(r)
+	}
+}
+
+// forwardConn returns a client connection to the leader, for followers.
+func (s *Server) forwardConn() (*grpc.ClientConn, *pb.Replica, error) {
+	l := s.LeaderInfo()
+	if l == nil {
+		return nil, nil, errNoLeader
+	}
+	s.fwdMu.Lock()
+	defer s.fwdMu.Unlock()
+	if s.fwd != nil && s.fwdAddr == l.GrpcAddress {
+		return s.fwd, l, nil
+	}
+	if s.fwd != nil {
+		s.fwd.Close()
+		s.fwd = nil
+	}
+	conn, err := grpc.NewClient(l.GrpcAddress, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, err
+	}
+	s.fwd, s.fwdAddr = conn, l.GrpcAddress
+	return conn, l, nil
+}

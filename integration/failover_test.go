@@ -1,0 +1,170 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/coordinator/coordinator/coordinator"
+	"github.com/coordinator/coordinator/coordinator/server"
+	"github.com/coordinator/coordinator/coordinator/server/servertest"
+	"github.com/coordinator/coordinator/internal/loadsim"
+	"github.com/coordinator/coordinator/internal/simsidecar"
+	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+)
+
+// The failover graph: a calls b and c, both call d, the service updated.
+var failoverGraph = loadsim.Graph{"a": {"b", "c"}, "b": {"d"}, "c": {"d"}}
+
+var failoverInstances = []string{"a@v1", "b@v1", "c@v1", "d@v1", "d@v2"}
+
+func startFailoverWorld(t *testing.T) (*servertest.Cluster, *loadsim.Sim) {
+	t.Helper()
+	cl := servertest.StartCluster(t, 3, func(c *server.Config) {
+		c.Coordinator.FlushInterval = 2 * time.Millisecond
+		c.Coordinator.MinSessionTTL = coordinator.DefaultMinSessionTTL
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sim, err := loadsim.Start(ctx, loadsim.Config{Coordinators: cl.Addrs(), Graph: failoverGraph,
+		Instances: failoverInstances, Entry: "a", HeartbeatInterval: 500 * time.Millisecond, AllowedMisses: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Close)
+	return cl, sim
+}
+
+func getUpdate(t *testing.T, admin pb.AdminServiceClient, id string) *pb.Update {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	u, err := admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: id})
+	if err != nil {
+		return nil // no leader for a moment: the caller polls
+	}
+	return u
+}
+
+// Killing the leader in any phase of a WF, BF or CV update under load
+// loses neither consistency nor the update: the new leader restores the
+// graph (unseen transactions legacy), holds switches until every session
+// re-registered or expired, and resumes the update from its phase.
+func TestFailoverInEveryPhase(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three replicas, kills and lease expiries")
+	}
+	cases := []struct {
+		strategy pb.Strategy
+		phase    pb.Phase
+	}{
+		{pb.Strategy_STRATEGY_WF, pb.Phase_PHASE_PREPARING},
+		{pb.Strategy_STRATEGY_WF, pb.Phase_PHASE_WAITING},
+		{pb.Strategy_STRATEGY_BF, pb.Phase_PHASE_PREPARING},
+		{pb.Strategy_STRATEGY_BF, pb.Phase_PHASE_WAITING},
+		{pb.Strategy_STRATEGY_CV, pb.Phase_PHASE_PREPARING},
+		{pb.Strategy_STRATEGY_CV, pb.Phase_PHASE_DRAINING},
+	}
+	for _, tc := range cases {
+		t.Run(fmt.Sprintf("%s/%s", tc.strategy, tc.phase), func(t *testing.T) {
+			cl, sim := startFailoverWorld(t)
+			ctx := context.Background()
+			stop := sim.Load(ctx, 100, 20)
+			defer stop()
+
+			leader := cl.Leader(10 * time.Second)
+			// Admin calls go through a follower, which forwards them to
+			// whoever leads.
+			admin := cl.Follower(leader).Admin
+
+			var release func()
+			switch tc.phase {
+			case pb.Phase_PHASE_PREPARING:
+				// A session that never acknowledges update mode holds the
+				// update in PREPARING; it dies with the leader, and the
+				// new leader waits for its lease to expire.
+				sc, _, err := simsidecar.Connect(ctx, leader.Conn, &pb.Register{InstanceId: "straggler", Service: "e",
+					Version: "v1", Address: "127.0.0.1:1", HeartbeatInterval: durationpb.New(500 * time.Millisecond), AllowedMisses: 1})
+				if err != nil {
+					t.Fatal(err)
+				}
+				sc.SetAutoAck(false)
+				t.Cleanup(sc.Close)
+			default:
+				// A transaction that used d@v1 and may call d again keeps d
+				// from being free (WF, BF) and v1 from draining (CV).
+				c := sim.Client("c@v1")
+				tctx, _ := c.Begin(ctx)
+				call, err := c.Route(tctx, "d")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if call.Version != "v1" {
+					t.Fatalf("blocker routed to d@%s before the update", call.Version)
+				}
+				call.Finish()
+				release = func() {
+					// After the failover it calls d again: it must get v1.
+					again, err := c.Route(tctx, "d")
+					if err != nil {
+						t.Errorf("blocker's second call: %v", err)
+					} else {
+						if again.Version != "v1" {
+							t.Errorf("blocker used d@v1, then was routed to d@%s", again.Version)
+						}
+						again.Finish()
+					}
+					if err := c.End(tctx); err != nil {
+						t.Errorf("blocker end: %v", err)
+					}
+				}
+			}
+
+			u, err := admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: "d", ToVersion: "v2", Strategy: tc.strategy,
+				Timeout: durationpb.New(2 * time.Minute), MaxBlock: durationpb.New(time.Minute)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			servertest.Eventually(t, 20*time.Second, "the update to reach "+tc.phase.String(), func() bool {
+				g := getUpdate(t, admin, u.Id)
+				return g != nil && g.Phase == tc.phase
+			})
+			time.Sleep(100 * time.Millisecond) // load runs in the phase
+
+			killed := time.Now()
+			cl.Crash(leader)
+			next := cl.Leader(20 * time.Second)
+			t.Logf("new leader after %v", time.Since(killed).Round(time.Millisecond))
+			admin = next.Admin
+			if release != nil {
+				// Not before every session re-registered: the blocker's
+				// own sidecar must be back for its second call.
+				servertest.Eventually(t, 20*time.Second, "sessions to resync", func() bool {
+					g := getUpdate(t, admin, u.Id)
+					return g != nil && g.Phase == tc.phase
+				})
+				release()
+			}
+			var final *pb.Update
+			servertest.Eventually(t, time.Minute, "the update to finish", func() bool {
+				final = getUpdate(t, admin, u.Id)
+				return final != nil && final.FinishedAt != nil && final.Progress == nil
+			})
+			time.Sleep(200 * time.Millisecond) // load after the switch
+			stop()
+			if final.Phase != pb.Phase_PHASE_DONE {
+				t.Fatalf("update ended %s: %s", final.Phase, final.Reason)
+			}
+			if v := sim.Violations(); v != 0 {
+				t.Errorf("%d version-inconsistent transactions", v)
+			}
+			if f := sim.Failed(); f != 0 {
+				t.Errorf("%d of %d requests failed; first: %v", f, sim.Requests(), sim.FirstError())
+			}
+			t.Logf("%d requests, update done %v after the kill", sim.Requests(), time.Since(killed).Round(time.Millisecond))
+		})
+	}
+}
