@@ -137,6 +137,9 @@ type Coordinator struct {
 	// service mid-update: what a transaction the coordinator did not see
 	// start used there (DESIGN.md §4.5, §6).
 	restoredPins map[graph.ServiceID]map[string]graph.VersionID
+	// pendingPins are the pins being committed, by key: a later answer
+	// that relies on one waits for it too.
+	pendingPins map[string]*clientv3.Op
 
 	routingRev  uint64
 	routingKick chan struct{}
@@ -185,6 +188,7 @@ func New(cfg Config) (*Coordinator, error) {
 		implicit:     make(map[string]time.Time),
 		resyncWait:   make(map[string]struct{}),
 		restoredPins: make(map[graph.ServiceID]map[string]graph.VersionID),
+		pendingPins:  make(map[string]*clientv3.Op),
 		t0:           time.Now(),
 
 		routingKick: make(chan struct{}, 1),

@@ -15,7 +15,8 @@ import (
 
 // pinCommitter group-commits the first-use pins of transactions calling a
 // service mid-update: each CallDecision that carries a pin is sent only
-// after its pin is in etcd, and many pins share one etcd transaction.
+// after its pin is in etcd, and many pins share one etcd transaction; a
+// few transactions are in flight at once.
 type pinCommitter struct {
 	c     *Coordinator
 	mu    sync.Mutex
@@ -46,8 +47,17 @@ func (p *pinCommitter) take() []decision {
 	return batch
 }
 
+// pinsInFlight bounds the pin transactions in flight: while one waits for
+// etcd's fsync the next batch is already on its way (pins of different
+// transactions are independent), so a call's answer waits for at most about
+// one commit, not a queue of them.
+const pinsInFlight = 4
+
 func (p *pinCommitter) run() {
 	defer p.c.streams.Done()
+	sem := make(chan struct{}, pinsInFlight)
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for {
 		select {
 		case <-p.c.ctx.Done():
@@ -55,11 +65,21 @@ func (p *pinCommitter) run() {
 		case <-p.kick:
 		}
 		for {
+			select {
+			case sem <- struct{}{}:
+			case <-p.c.ctx.Done():
+				return
+			}
 			batch := p.take()
 			if len(batch) == 0 {
+				<-sem
 				break
 			}
-			p.commit(batch)
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				p.commit(batch)
+			}()
 		}
 	}
 }
@@ -76,6 +96,9 @@ func (p *pinCommitter) commit(batch []decision) {
 		ctx, cancel := context.WithTimeout(p.c.ctx, 5*time.Second)
 		_, err := p.c.commit(ctx, ops...)
 		cancel()
+		if err == nil || errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			p.settled(batch)
+		}
 		switch {
 		case errors.Is(err, ErrFenced):
 			return // another replica leads: these calls get no answer from here
@@ -104,5 +127,18 @@ func (p *pinCommitter) commit(batch []decision) {
 			return
 		}
 		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// settled forgets the pending pins of batch: committed, or their session is
+// gone.
+func (p *pinCommitter) settled(batch []decision) {
+	p.c.mu.Lock()
+	defer p.c.mu.Unlock()
+	for _, d := range batch {
+		key := string(d.pin.KeyBytes())
+		if p.c.pendingPins[key] == d.pin {
+			delete(p.c.pendingPins, key)
+		}
 	}
 }

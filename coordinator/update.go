@@ -454,7 +454,13 @@ func (c *Coordinator) decideLocked(s *session, st *stream, ev *pb.Event, to grap
 			}
 			op := clientv3.OpPut(c.keys.Pin(u.rec.Service, ev.TxnId), msg.Version, clientv3.WithLease(lease))
 			pin = &op
+			c.pendingPins[string(op.KeyBytes())] = pin
 			u.pinned++
+		} else if p := c.pendingPins[c.keys.Pin(u.rec.Service, ev.TxnId)]; p != nil {
+			// A concurrent sub-transaction's first use, its pin not in etcd
+			// yet: this answer must not be sent before it is durable, so it
+			// carries the same (idempotent) pin.
+			pin = p
 		}
 	}
 	c.out = append(c.out, decision{st: st, msg: msg, pin: pin})

@@ -15,11 +15,8 @@ import (
 	"flag"
 	"fmt"
 	"log"
-	"math/rand/v2"
 	"os"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -27,13 +24,13 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/coordinator/coordinator/coordinator/server"
+	"github.com/coordinator/coordinator/internal/loadsim"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
-	"github.com/coordinator/coordinator/sidecar"
 )
 
 // The graph: a -> b, c; b -> d, e; c -> d; d -> f. The updated service is d,
 // reachable on two paths and called up to twice per caller.
-var graph = map[string][]string{"svc-a": {"svc-b", "svc-c"}, "svc-b": {"svc-d", "svc-e"}, "svc-c": {"svc-d"}, "svc-d": {"svc-f"}}
+var graph = loadsim.Graph{"svc-a": {"svc-b", "svc-c"}, "svc-b": {"svc-d", "svc-e"}, "svc-c": {"svc-d"}, "svc-d": {"svc-f"}}
 
 const target = "svc-d"
 
@@ -55,58 +52,6 @@ func main() {
 	}
 }
 
-type sim struct {
-	clients map[string]*sidecar.Client // "svc@version"
-	mu      sync.Mutex
-	ran     map[string]map[string]string // txn -> svc -> version
-	bad     atomic.Int64
-	outside []time.Duration // Route latency of calls that did not wait
-	decided []time.Duration // Route latency of calls that waited for a decision
-	longest atomic.Int64    // ns
-}
-
-func (s *sim) record(txn, svc, version string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m := s.ran[txn]
-	if m == nil {
-		m = map[string]string{}
-		s.ran[txn] = m
-	}
-	if v, ok := m[svc]; ok && v != version {
-		s.bad.Add(1)
-	}
-	m[svc] = version
-}
-
-// exec runs a sub-transaction at svc@version: calls to its successors (each
-// up to twice) with work in between, within the transaction's budget.
-func (s *sim) exec(ctx context.Context, svc, version string, budget time.Duration, rng *rand.Rand) {
-	c := s.clients[svc+"@"+version]
-	for _, next := range graph[svc] {
-		for range 1 + rng.IntN(2) {
-			time.Sleep(time.Duration(rng.Int64N(int64(budget)/6 + 1)))
-			start := time.Now()
-			call, err := c.Route(ctx, next)
-			took := time.Since(start)
-			if err != nil {
-				log.Fatalf("route %s -> %s: %v", svc, next, err)
-			}
-			s.mu.Lock()
-			if took > 50*time.Microsecond || call.Version == "" {
-				s.decided = append(s.decided, took)
-			} else {
-				s.outside = append(s.outside, took)
-			}
-			s.mu.Unlock()
-			t, _ := sidecar.FromContext(ctx)
-			s.record(t.ID, next, call.Version)
-			s.exec(s.clients[next+"@"+call.Version].Join(ctx, t.ID, call.Sub), next, call.Version, budget/2, rng)
-			call.Finish()
-		}
-	}
-}
-
 func runOnce(k pb.Strategy, rate int, warm, hold time.Duration) string {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -118,55 +63,16 @@ func runOnce(k pb.Strategy, rate int, warm, hold time.Duration) string {
 	_, err = srv.WaitLeading(ctx)
 	check(err)
 	defer srv.Close(context.Background())
-	s := &sim{clients: map[string]*sidecar.Client{}, ran: map[string]map[string]string{}}
-	for _, sv := range []string{"svc-a@v1", "svc-b@v1", "svc-c@v1", "svc-d@v1", "svc-e@v1", "svc-f@v1", "svc-d@v2"} {
-		svc, ver := sv[:5], sv[6:]
-		c, err := sidecar.New(sidecar.Config{Coordinators: []string{srv.GRPCAddr()}, InstanceID: sv, Service: svc,
-			Version: ver, Address: "sim-" + sv, Dependencies: graph[svc]})
-		check(err)
-		check(c.Start(ctx))
-		defer c.Close(context.Background())
-		s.clients[sv] = c
-	}
+	s, err := loadsim.Start(ctx, loadsim.Config{Coordinators: []string{srv.GRPCAddr()}, Graph: graph,
+		Instances: []string{"svc-a@v1", "svc-b@v1", "svc-c@v1", "svc-d@v1", "svc-e@v1", "svc-f@v1", "svc-d@v2"}, Entry: "svc-a"})
+	check(err)
+	defer s.Close()
 	// Let every client learn the others' endpoints.
 	time.Sleep(200 * time.Millisecond)
-
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(time.Second / time.Duration(rate))
-		defer tick.Stop()
-		for n := 0; ; n++ {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				rng := rand.New(rand.NewPCG(uint64(n), 7))
-				budget := time.Duration(1+rng.IntN(50)) * time.Millisecond
-				start := time.Now()
-				entry := s.clients["svc-a@v1"]
-				tctx, t := entry.Begin(ctx)
-				s.record(t.ID, "svc-a", "v1")
-				s.exec(tctx, "svc-a", "v1", budget, rng)
-				entry.End(tctx)
-				if d := int64(time.Since(start)); d > s.longest.Load() {
-					s.longest.Store(d)
-				}
-			}()
-		}
-	}()
+	stopLoad := s.Load(ctx, rate, 50)
 
 	time.Sleep(warm)
-	s.mu.Lock()
-	outside := slices.Clone(s.outside)
-	s.decided = nil
-	s.mu.Unlock()
+	outside, _ := s.Latencies(true)
 
 	conn, err := grpc.NewClient(srv.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	check(err)
@@ -176,7 +82,7 @@ func runOnce(k pb.Strategy, rate int, warm, hold time.Duration) string {
 	if k == pb.Strategy_STRATEGY_CV && hold > 0 {
 		// A transaction that used svc-d@v1 and may call it again keeps v1
 		// from draining for `hold`: calls to svc-d are decided meanwhile.
-		entry := s.clients["svc-c@v1"]
+		entry := s.Client("svc-c@v1")
 		tctx, _ := entry.Begin(ctx)
 		call, err := entry.Route(tctx, target)
 		check(err)
@@ -210,12 +116,8 @@ func runOnce(k pb.Strategy, rate int, warm, hold time.Duration) string {
 	}
 	window := time.Since(requested)
 	time.Sleep(200 * time.Millisecond)
-	close(stop)
-	wg.Wait()
-
-	s.mu.Lock()
-	decided := slices.Clone(s.decided)
-	s.mu.Unlock()
+	stopLoad()
+	_, decided := s.Latencies(false)
 	slices.Sort(outside)
 	slices.Sort(decided)
 	p := func(d []time.Duration, q int) time.Duration {
@@ -226,11 +128,11 @@ func runOnce(k pb.Strategy, rate int, warm, hold time.Duration) string {
 	}
 	name := map[pb.Strategy]string{pb.Strategy_STRATEGY_CV: "cv", pb.Strategy_STRATEGY_BF: "bf", pb.Strategy_STRATEGY_WF: "wf"}[k]
 	log.Printf("%s: switch %v after the request, DONE after %v (longest transaction %v); calls outside an update: p50 %v p99 %v (%d); decided calls during it: %d, p50 %v p99 %v; held %d",
-		name, switched.Round(time.Microsecond), done.Round(time.Microsecond), time.Duration(s.longest.Load()).Round(time.Millisecond),
+		name, switched.Round(time.Microsecond), done.Round(time.Microsecond), s.Longest().Round(time.Millisecond),
 		p(outside, 50), p(outside, 99), len(outside), len(decided), p(decided, 50), p(decided, 99), held)
 	return fmt.Sprintf("strategy=%s switch_ms=%d done_ms=%d added_p99_us=%d held=%d pinned_calls_per_s=%.0f pinned_p99_ms=%.2f violations=%d",
 		name, switched.Milliseconds(), done.Milliseconds(), p(outside, 99).Microseconds(), held,
-		float64(len(decided))/window.Seconds(), float64(p(decided, 99).Microseconds())/1000, s.bad.Load())
+		float64(len(decided))/window.Seconds(), float64(p(decided, 99).Microseconds())/1000, s.Violations())
 }
 
 func check(err error) {
