@@ -287,8 +287,13 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 			// No longer the leader: nothing more may be written from here.
 			dead, cancel := context.WithCancel(ctx)
 			cancel()
-			if err = c.wb.Stop(dead); err != nil {
-				err = fmt.Errorf("%w: %w", ErrFenced, err)
+			_ = c.wb.Stop(dead)
+			c.mu.Lock()
+			unwritten := c.eng.DirtyLen() + c.wb.Stats().Pending
+			c.mu.Unlock()
+			if unwritten > 0 {
+				// The next leader treats their transactions as legacy.
+				err = fmt.Errorf("%w: %d transaction records unwritten", ErrFenced, unwritten)
 			}
 		} else {
 			c.flushAll.Add(1)

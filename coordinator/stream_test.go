@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/coordinator/coordinator/coordinator/server/servertest"
+	"github.com/coordinator/coordinator/internal/simsidecar"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 )
 
@@ -62,4 +63,44 @@ func TestWedgedSidecarBlocksOnlyItself(t *testing.T) {
 		t.Fatalf("the routing broadcast did not reach b past the wedged stream: %v", err)
 	}
 	servertest.SendAck(t, b, &pb.Event{Seq: 1, Type: pb.EventType_EVENT_TYPE_BEGIN, TxnId: servertest.TxnID(1), SubId: 1})
+}
+
+// A CALL waiting for a decision that was applied already (its answer lost
+// with a stream, the sidecar resending it) is answered again with the
+// version it runs on, not refused as a duplicate.
+func TestWaitCallAppliedTwiceIsAnsweredAgain(t *testing.T) {
+	ts := servertest.Start(t, "")
+	a := ts.Sidecar("a-1", "a", "v1", "b")
+	ts.Sidecar("b-1", "b", "v1")
+	ts.Sidecar("b-2", "b", "v2")
+	ctx := context.Background()
+	u, err := ts.Admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: "b", ToVersion: "v2", Strategy: pb.Strategy_STRATEGY_CV})
+	if err != nil {
+		t.Fatal(err)
+	}
+	servertest.Eventually(t, 10*time.Second, "the switch", func() bool {
+		g, err := ts.Admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: u.Id})
+		return err == nil && g.SwitchedAt != nil
+	})
+	servertest.Send(t, a, simsidecar.Begin("T", 1))
+	decide := func() *pb.CallDecision {
+		t.Helper()
+		d, _, err := a.SendWait(simsidecar.Call("T", 1, "b", 2))
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case m := <-d:
+			return m
+		case <-time.After(10 * time.Second):
+			t.Fatal("no decision")
+			return nil
+		}
+	}
+	if first := decide(); first.GetVersion() != "v2" || first.GetError() != "" {
+		t.Fatalf("first decision %v, want v2", first)
+	}
+	if again := decide(); again.GetVersion() != "v2" || again.GetError() != "" {
+		t.Fatalf("decision for the same CALL again: %v, want v2 again", again)
+	}
 }

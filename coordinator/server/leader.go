@@ -210,6 +210,7 @@ func (s *Server) serveTerm(stop <-chan struct{}, sess *concurrency.Session, e *c
 	s.mu.Lock()
 	s.cur = t
 	s.terms++
+	s.termErr = nil // Close reports the last term's stop only
 	s.mu.Unlock()
 	s.metrics.isLeader.Set(1)
 	s.lg.Info("leading", "election_key", e.Key(), "election_rev", e.Rev(), "took", time.Since(started))
