@@ -22,6 +22,7 @@ import (
 // member is one coordinatord of a three-member embedded etcd cluster.
 type member struct {
 	name, dataDir, etcdClient string
+	grpcAddr                  string // set when it serves
 	args                      []string
 
 	cmd     *exec.Cmd
@@ -81,6 +82,9 @@ func (m *member) launch(t *testing.T, bin string) {
 			m.mu.Unlock()
 			var line map[string]any
 			if json.Unmarshal(sc.Bytes(), &line) == nil && line["msg"] == "serving" {
+				m.mu.Lock()
+				m.grpcAddr, _ = line["grpc_addr"].(string)
+				m.mu.Unlock()
 				close(m.serving)
 			}
 		}
