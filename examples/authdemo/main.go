@@ -35,7 +35,7 @@ func main() {
 		workers     = flag.Int("concurrency", 16, "concurrent clients")
 		duration    = flag.Duration("duration", 8*time.Second, "length of the load")
 		updateAt    = flag.Duration("update-after", time.Second, "when to start the update")
-		timeout     = flag.Duration("timeout", 0, "wf: abort when auth is not free within this time (0: until the load ends)")
+		timeout     = flag.Duration("timeout", 0, "abort the update when it has not switched within this time (0: for wf until the load ends, none for bf and cv)")
 	)
 	flag.Parse()
 	log.SetFlags(0)
@@ -119,9 +119,9 @@ func main() {
 
 	time.Sleep(*updateAt)
 	wfTimeout := *timeout
-	if wfTimeout == 0 {
+	if wfTimeout == 0 && kind == strategy.WF {
 		wfTimeout = *duration - *updateAt
-	}
+	} // BF is bounded by its max-block (the coordinator's default), CV needs none
 	updateStart := time.Now()
 	id := startUpdate(restAddr, kind, wfTimeout)
 	phase, reason := waitUpdate(restAddr, id, time.Now().Add(*duration+30*time.Second))
@@ -140,7 +140,11 @@ func main() {
 
 // startUpdate asks the coordinator's REST API to update auth to v2.
 func startUpdate(rest string, kind strategy.Kind, timeout time.Duration) string {
-	body, _ := json.Marshal(map[string]any{"toVersion": "v2", "strategy": kind.String(), "timeout": fmt.Sprintf("%.3fs", timeout.Seconds())})
+	req := map[string]any{"toVersion": "v2", "strategy": kind.String()}
+	if timeout > 0 {
+		req["timeout"] = fmt.Sprintf("%.3fs", timeout.Seconds())
+	}
+	body, _ := json.Marshal(req)
 	resp, err := http.Post("http://"+rest+"/v1/services/auth/updates", "application/json", bytes.NewReader(body))
 	check(err)
 	defer resp.Body.Close()
