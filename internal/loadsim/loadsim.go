@@ -124,11 +124,11 @@ func (s *Sim) exec(ctx context.Context, svc, version string, budget time.Duratio
 	for _, next := range s.cfg.Graph[svc] {
 		for range 1 + rng.IntN(2) {
 			time.Sleep(time.Duration(rng.Int64N(int64(budget)/6 + 1)))
-			start := time.Now()
 			rctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+			start := time.Now()
 			call, err := c.Route(rctx, next)
+			took := time.Since(start) // the SDK's cost only
 			cancel()
-			took := time.Since(start)
 			if err != nil {
 				s.fail(fmt.Errorf("route %s -> %s: %w", svc, next, err))
 				return false
