@@ -117,9 +117,9 @@ type Coordinator struct {
 	cache   *storage.Cache
 	metrics *metrics
 
-	// regMu serializes registrations: each does etcd I/O outside mu, and two
-	// registrations of one instance must not interleave.
-	regMu sync.Mutex
+	// regLocks serializes the registrations of one instance, and the
+	// service record updates of one service: each does etcd I/O outside mu.
+	regLocks keyLocks
 
 	mu       sync.Mutex // guards everything below
 	eng      *graph.Engine
@@ -196,6 +196,7 @@ func New(cfg Config) (*Coordinator, error) {
 		updates:     make(map[string]*update),
 	}
 	c.pins = newPinCommitter(c)
+	c.sp.store.kick = make(chan struct{}, 1)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.leases = storage.NewLeases(c.cli, c.lg)
 	c.wb = storage.NewWriteBehind(c.cli, storage.WriteBehindConfig{
@@ -249,12 +250,14 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 	c.wb.Start()
-	c.streams.Add(5)
+	c.streams.Add(6)
 	go c.sweepImplicit()
 	go c.broadcastRouting()
 	go c.runProgress()
 	go c.pins.run()
 	go c.runSelfPreservation()
+	go c.runSelfPreservationStore()
+	c.kickSPStore() // what restore resumed, or found, is written
 	c.started.Store(true)
 	c.lg.Info("coordinator started", "prefix", c.cfg.Prefix, "services", c.eng.NumServices(),
 		"sessions", len(c.sessions), "live_txns", c.eng.Live())
@@ -296,8 +299,9 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 				err = fmt.Errorf("%w: %d transaction records unwritten", ErrFenced, unwritten)
 			}
 		} else {
+			spErr := c.flushSelfPreservation(ctx) // the next leader resumes the mode
 			c.flushAll.Add(1)
-			err = c.wb.Stop(ctx)
+			err = errors.Join(c.wb.Stop(ctx), spErr)
 		}
 		c.cache.Close()
 	}

@@ -131,8 +131,7 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 	if err != nil {
 		return nil, nil, err
 	}
-	c.regMu.Lock()
-	defer c.regMu.Unlock()
+	defer c.regLocks.lock("instance/" + r.InstanceId)()
 	ctx, cancel := context.WithTimeout(ctx, registerTimeout)
 	defer cancel()
 
@@ -228,7 +227,14 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 	defer c.mu.Unlock()
 	s := c.sessions[r.InstanceId]
 	gone := 0 // roots of an expired session taken back that ended while it was away
+	// A session a previous leader queued (self-preservation resumed from
+	// etcd): its roots started before this coordinator led, as a restored
+	// session's did.
+	queuedBefore := false
 	if s == nil || s.lease != lease {
+		if e := c.sp.expired[r.InstanceId]; e != nil && e.restored {
+			queuedBefore = true
+		}
 		if s, gone = c.reclaimExpiredLocked(rec, ttl, r.LiveRoots); s == nil {
 			s = c.addSessionLocked(rec, ttl)
 		}
@@ -246,7 +252,7 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 	// started before this coordinator led (or restarted).
 	_, restored := c.resyncWait[r.InstanceId]
 	delete(c.resyncWait, r.InstanceId)
-	resynced, ended := c.resyncLocked(s, r.LiveRoots, resumed, restored)
+	resynced, ended := c.resyncLocked(s, r.LiveRoots, resumed, restored || queuedBefore)
 	c.metrics.registrations.Inc()
 	c.lg.Info("session registered", "instance", r.InstanceId, "service", r.Service, "version", r.Version,
 		"lease", int64(lease), "ttl", ttl, "resumed", resumed, "resynced", resynced, "ended", ended)
@@ -263,6 +269,7 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 // persistService makes sure the service's record lists deps, and that the
 // service has a route (its first registered version becomes the default).
 func (c *Coordinator) persistService(ctx context.Context, svc string, deps []string, version string) error {
+	defer c.regLocks.lock("service/" + svc)()
 	c.mu.Lock()
 	have := c.deps[svc]
 	merged := slices.Clone(have)
@@ -331,6 +338,14 @@ func (c *Coordinator) addSessionLocked(rec *pb.SessionRecord, ttl time.Duration)
 		lease: clientv3.LeaseID(rec.LeaseId),
 		ttl:   ttl,
 	}
+	c.allocOwnerLocked(s)
+	c.sessions[rec.InstanceId] = s
+	c.sp.noteTTL(ttl)
+	return s
+}
+
+// allocOwnerLocked gives s a fresh owner slot.
+func (c *Coordinator) allocOwnerLocked(s *session) {
 	if n := len(c.free); n > 0 {
 		s.owner = c.free[n-1]
 		c.free = c.free[:n-1]
@@ -339,9 +354,6 @@ func (c *Coordinator) addSessionLocked(rec *pb.SessionRecord, ttl time.Duration)
 		s.owner = graph.Owner(len(c.owners))
 		c.owners = append(c.owners, s)
 	}
-	c.sessions[rec.InstanceId] = s
-	c.sp.noteTTL(ttl)
-	return s
 }
 
 // dropSessionLocked removes a session and ends the root transactions it owns.

@@ -2,6 +2,7 @@ package coordinator_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/coordinator/coordinator/coordinator/server/servertest"
@@ -102,5 +104,43 @@ func TestWaitCallAppliedTwiceIsAnsweredAgain(t *testing.T) {
 	}
 	if again := decide(); again.GetVersion() != "v2" || again.GetError() != "" {
 		t.Fatalf("decision for the same CALL again: %v, want v2 again", again)
+	}
+}
+
+// Registrations of different instances go in parallel; those of one
+// service still merge their dependencies without losing any.
+func TestConcurrentRegistrationsKeepEveryDependency(t *testing.T) {
+	ts := servertest.Start(t, "")
+	const n = 16
+	done := make(chan struct{})
+	for i := range n {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			ts.Sidecar(fmt.Sprintf("s-%d", i), "s", "v1", fmt.Sprintf("d%d", i))
+		}()
+	}
+	for range n {
+		<-done
+	}
+	g, err := ts.Admin.GetGraph(context.Background(), &pb.GetGraphRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deps := 0
+	for _, e := range g.Edges {
+		if e.From == "s" && !e.Learned {
+			deps++
+		}
+	}
+	if deps != n {
+		t.Fatalf("s has %d declared dependencies, want %d: %v", deps, n, g.Edges)
+	}
+	resp, err := ts.Client().Get(context.Background(), ts.Leader().Keys().Service("s"))
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("service record: %v %v", resp, err)
+	}
+	var rec pb.ServiceRecord
+	if err := proto.Unmarshal(resp.Kvs[0].Value, &rec); err != nil || len(rec.Dependencies) != n {
+		t.Fatalf("stored dependencies %v (%v), want %d", rec.Dependencies, err, n)
 	}
 }
