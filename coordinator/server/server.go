@@ -294,12 +294,7 @@ func (s *Server) Close(ctx context.Context) error {
 		s.mu.Unlock()
 		s.stopLead = nil
 	}
-	s.fwdMu.Lock()
-	if s.fwd != nil {
-		s.fwd.Close()
-		s.fwd = nil
-	}
-	s.fwdMu.Unlock()
+	s.closeForward()
 	if s.grpc != nil {
 		stopped := make(chan struct{})
 		go func() { s.grpc.GracefulStop(); close(stopped) }()
@@ -337,12 +332,7 @@ func (s *Server) Crash() {
 		<-s.leadDone
 		s.stopLead = nil
 	}
-	s.fwdMu.Lock()
-	if s.fwd != nil {
-		s.fwd.Close()
-		s.fwd = nil
-	}
-	s.fwdMu.Unlock()
+	s.closeForward()
 	if s.gw != nil {
 		s.gw.Close()
 		s.gw = nil
@@ -350,6 +340,16 @@ func (s *Server) Crash() {
 	s.closeBackends()
 	s.grpc, s.http = nil, nil
 	s.lg.Warn("crashed (test)")
+}
+
+// closeForward closes the follower's connection to the leader.
+func (s *Server) closeForward() {
+	s.fwdMu.Lock()
+	defer s.fwdMu.Unlock()
+	if s.fwd != nil {
+		s.fwd.Close()
+		s.fwd = nil
+	}
 }
 
 func (s *Server) closeBackends() {
