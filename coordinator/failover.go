@@ -17,7 +17,10 @@ import (
 // records or from their entry's resync are legacy, assumed to use every
 // service and to call it again. Updates resume from their persisted phase;
 // no switch happens until every session known in etcd has re-registered or
-// expired (switchHoldLocked).
+// expired (switchHoldLocked). A self-preservation mode the previous leader
+// stored resumes too (restoreSelfPreservation): the sessions it queued are
+// not in etcd any more, and no switch happens until they too have
+// re-registered or their grace has ended.
 
 // resumeLocked takes an update read from etcd back where its persisted
 // phase says. Unfinished, it is active again: its service is in update mode

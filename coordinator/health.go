@@ -18,9 +18,10 @@ const (
 // HealthReport is what /health returns, ServiceCenter style: etcd is
 // reachable, the coordinator is within its capacity, and etcd writes are
 // not slow. Self-preservation is reported but is not a problem: the
-// coordinator is doing what it should, and a restart would lose the
+// coordinator is doing what it should. A restart would lose the
 // transactions it keeps (they are in memory only: their records went with
-// the expired leases).
+// the expired leases), though not the mode: it is stored, and resumed with
+// every switch held until the queued sessions are back or their grace ends.
 type HealthReport struct {
 	Healthy          bool     `json:"healthy"`
 	Problems         []string `json:"problems,omitempty"`

@@ -65,8 +65,9 @@ func (c *Coordinator) collect(max int) []clientv3.Op {
 	return ops
 }
 
-// restore loads services, routes, sessions still leased, and transaction
-// records. Restored transactions are legacy: the coordinator did not see what
+// restore loads services, routes, sessions still leased, the
+// self-preservation mode if one was active, and transaction records.
+// Restored transactions are legacy: the coordinator did not see what
 // they did, so each is assumed to have used every service and to possibly call
 // it again, until it ends or its session's lease expires.
 func (c *Coordinator) restore(ctx context.Context) error {
@@ -112,6 +113,9 @@ func (c *Coordinator) restore(ctx context.Context) error {
 		c.resyncWait[rec.InstanceId] = struct{}{}
 	}
 	c.mu.Unlock()
+	if err := c.restoreSelfPreservation(ctx); err != nil {
+		return err
+	}
 
 	if resp, err = c.cli.Get(ctx, c.keys.Updates(), clientv3.WithPrefix()); err != nil {
 		return err

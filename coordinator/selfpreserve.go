@@ -94,6 +94,13 @@ type selfPreservation struct {
 	// maxTTL is the longest session TTL seen: pending expiries wait
 	// min(window, maxTTL).
 	maxTTL time.Duration
+
+	// The stored mode (selfpreserve_store.go): gen counts the changes of
+	// what the record holds, pins are the pins of queued sessions'
+	// transactions to write again without a lease.
+	gen   uint64
+	pins  []clientv3.Op
+	store spStore
 }
 
 type expiry struct {
@@ -110,6 +117,9 @@ type expiredSession struct {
 	// ordinary expiry; queued, its extended grace is over.
 	until  time.Time
 	queued bool
+	// restored: queued by a previous leader (or before a restart) and
+	// resumed from etcd; s is a placeholder that owns no transaction.
+	restored bool
 }
 
 func (sp *selfPreservation) init() {
@@ -197,6 +207,7 @@ func (c *Coordinator) dropExpiredLocked(e *expiredSession, why string) {
 		delete(sp.expired, s.rec.InstanceId)
 		if e.queued {
 			sp.queued--
+			c.spChangedLocked()
 		}
 	}
 	ended := c.eng.EndOwnedBy(s.owner)
@@ -223,6 +234,8 @@ func (c *Coordinator) queueLocked(e *expiredSession) {
 	e.queued = true
 	e.until = e.at.Add(c.cfg.SelfPreservationGrace)
 	c.sp.queued++
+	c.keepPinsLocked(e.s.owner)
+	c.spChangedLocked()
 	n := c.eng.MakeLegacyOwnedBy(e.s.owner)
 	c.lg.Info("session expiry queued: its transactions are kept as legacy", "instance", e.s.rec.InstanceId,
 		"service", e.s.rec.Service, "lease", int64(e.s.lease), "legacy_txns", n, "until", e.until)
@@ -258,6 +271,7 @@ func (c *Coordinator) endSelfPreservationLocked(why string) {
 	sp.active, sp.since = false, time.Time{}
 	sp.recent = nil
 	clear(sp.recentAt)
+	c.spChangedLocked()
 }
 
 // reclaimExpiredLocked gives a registering instance whose lease expired its
@@ -285,6 +299,7 @@ func (c *Coordinator) reclaimExpiredLocked(rec *pb.SessionRecord, ttl time.Durat
 	delete(sp.expired, id)
 	if e.queued {
 		sp.queued--
+		c.spChangedLocked()
 	}
 	s = &session{
 		owner: e.s.owner,

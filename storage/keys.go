@@ -23,6 +23,7 @@ const MaxNameLen = 253
 //	<prefix>routes/<service>            default version of a service
 //	<prefix>updates/<update>            update plan, phase and history
 //	<prefix>pins/<service>/<txn>        first-use pin of a service mid-update
+//	<prefix>selfpreservation            self-preservation mode and its queue, while active
 //	<prefix>election                    leader election prefix (concurrency.Election)
 //
 // The zero value uses DefaultPrefix. Methods taking names do not validate
@@ -82,6 +83,11 @@ func (k Keys) ServicePins(service string) string { return k.Pins() + service + "
 
 // Pin is the key of transaction txn's first-use pin of service.
 func (k Keys) Pin(service, txn string) string { return k.ServicePins(service) + txn }
+
+// SelfPreservation is the key of the self-preservation record
+// (DESIGN.md §7): present only while the mode is active, so that a new
+// leader resumes it.
+func (k Keys) SelfPreservation() string { return k.Root() + "selfpreservation" }
 
 // Election is the election prefix, for concurrency.NewElection (which
 // appends "/").

@@ -22,6 +22,7 @@ func TestKeysLayout(t *testing.T) {
 			k.Pins():                  "/coordinator/v1/pins/",
 			k.ServicePins("auth"):     "/coordinator/v1/pins/auth/",
 			k.Pin("auth", "4bf92f35"): "/coordinator/v1/pins/auth/4bf92f35",
+			k.SelfPreservation():      "/coordinator/v1/selfpreservation",
 			k.Election():              "/coordinator/v1/election",
 		}
 		for have, want := range got {
@@ -32,7 +33,7 @@ func TestKeysLayout(t *testing.T) {
 	}
 	// Every family is disjoint from the others and inside the root.
 	k := Keys{Prefix: "/x/"}
-	fams := []string{k.Services(), k.Sessions(), k.Txns(), k.Routes(), k.Updates(), k.Pins(), k.Election() + "/"}
+	fams := []string{k.Services(), k.Sessions(), k.Txns(), k.Routes(), k.Updates(), k.Pins(), k.SelfPreservation(), k.Election() + "/"}
 	for i, a := range fams {
 		if !strings.HasPrefix(a, k.Root()) {
 			t.Errorf("%q outside root %q", a, k.Root())

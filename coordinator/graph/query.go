@@ -173,6 +173,18 @@ func (e *Engine) ForEachTxn(fn func(TxnInfo) bool) {
 	}
 }
 
+// ForEachOwnedBy calls fn for every live transaction owned by owner, with
+// the version it first used each service at. used is the engine's own: fn
+// must neither keep nor change it, nor call the engine's event methods.
+// O(live).
+func (e *Engine) ForEachOwnedBy(owner Owner, fn func(txn string, used []Use)) {
+	for id, t := range e.txns {
+		if t.owner == owner {
+			fn(id, t.used)
+		}
+	}
+}
+
 func (e *Engine) info(t *txn) TxnInfo {
 	ti := TxnInfo{
 		ID:          t.id,

@@ -309,6 +309,170 @@ func (x *ServiceVersion) GetVersion() string {
 	return ""
 }
 
+// SelfPreservationRecord is the self-preservation mode (DESIGN.md §7) while
+// it is active: the expired sessions' keys and transaction records went
+// with their leases, so this is all a new leader (or the replica restarted)
+// has to resume the mode from. No key means the mode is not active.
+type SelfPreservationRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Since *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=since,proto3" json:"since,omitempty"`
+	// Sessions whose expiry is queued.
+	Queued []*QueuedSession `protobuf:"bytes,2,rep,name=queued,proto3" json:"queued,omitempty"`
+	// Settings of the leader that wrote it, for diagnosis: a resumed mode
+	// runs on the settings of the replica that resumes it.
+	Window        *durationpb.Duration `protobuf:"bytes,3,opt,name=window,proto3" json:"window,omitempty"`
+	Ratio         float64              `protobuf:"fixed64,4,opt,name=ratio,proto3" json:"ratio,omitempty"`
+	MinCount      uint32               `protobuf:"varint,5,opt,name=min_count,json=minCount,proto3" json:"min_count,omitempty"`
+	Grace         *durationpb.Duration `protobuf:"bytes,6,opt,name=grace,proto3" json:"grace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SelfPreservationRecord) Reset() {
+	*x = SelfPreservationRecord{}
+	mi := &file_coordinator_v1_records_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SelfPreservationRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SelfPreservationRecord) ProtoMessage() {}
+
+func (x *SelfPreservationRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_records_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SelfPreservationRecord.ProtoReflect.Descriptor instead.
+func (*SelfPreservationRecord) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_records_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SelfPreservationRecord) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *SelfPreservationRecord) GetQueued() []*QueuedSession {
+	if x != nil {
+		return x.Queued
+	}
+	return nil
+}
+
+func (x *SelfPreservationRecord) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+func (x *SelfPreservationRecord) GetRatio() float64 {
+	if x != nil {
+		return x.Ratio
+	}
+	return 0
+}
+
+func (x *SelfPreservationRecord) GetMinCount() uint32 {
+	if x != nil {
+		return x.MinCount
+	}
+	return 0
+}
+
+func (x *SelfPreservationRecord) GetGrace() *durationpb.Duration {
+	if x != nil {
+		return x.Grace
+	}
+	return nil
+}
+
+// QueuedSession is a session whose lease expired during self-preservation
+// and whose expiry is queued.
+type QueuedSession struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	InstanceId string                 `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	// Service and version it registered as: it takes its queue entry back
+	// only if it registers again as the same.
+	Service string `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	Version string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	// When the expiry was seen; its grace counts from then.
+	ExpiredAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expired_at,json=expiredAt,proto3" json:"expired_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueuedSession) Reset() {
+	*x = QueuedSession{}
+	mi := &file_coordinator_v1_records_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueuedSession) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueuedSession) ProtoMessage() {}
+
+func (x *QueuedSession) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_records_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueuedSession.ProtoReflect.Descriptor instead.
+func (*QueuedSession) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_records_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *QueuedSession) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *QueuedSession) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *QueuedSession) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *QueuedSession) GetExpiredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiredAt
+	}
+	return nil
+}
+
 var File_coordinator_v1_records_proto protoreflect.FileDescriptor
 
 const file_coordinator_v1_records_proto_rawDesc = "" +
@@ -335,7 +499,21 @@ const file_coordinator_v1_records_proto_rawDesc = "" +
 	"\x04used\x18\x05 \x03(\v2\x1e.coordinator.v1.ServiceVersionR\x04used\"D\n" +
 	"\x0eServiceVersion\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\tR\aversionBGZEgithub.com/coordinator/coordinator/proto/coordinator/v1;coordinatorv1b\x06proto3"
+	"\aversion\x18\x02 \x01(\tR\aversion\"\x98\x02\n" +
+	"\x16SelfPreservationRecord\x120\n" +
+	"\x05since\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x125\n" +
+	"\x06queued\x18\x02 \x03(\v2\x1d.coordinator.v1.QueuedSessionR\x06queued\x121\n" +
+	"\x06window\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x06window\x12\x14\n" +
+	"\x05ratio\x18\x04 \x01(\x01R\x05ratio\x12\x1b\n" +
+	"\tmin_count\x18\x05 \x01(\rR\bminCount\x12/\n" +
+	"\x05grace\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x05grace\"\x9f\x01\n" +
+	"\rQueuedSession\x12\x1f\n" +
+	"\vinstance_id\x18\x01 \x01(\tR\n" +
+	"instanceId\x12\x18\n" +
+	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x129\n" +
+	"\n" +
+	"expired_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiredAtBGZEgithub.com/coordinator/coordinator/proto/coordinator/v1;coordinatorv1b\x06proto3"
 
 var (
 	file_coordinator_v1_records_proto_rawDescOnce sync.Once
@@ -349,24 +527,31 @@ func file_coordinator_v1_records_proto_rawDescGZIP() []byte {
 	return file_coordinator_v1_records_proto_rawDescData
 }
 
-var file_coordinator_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_coordinator_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_coordinator_v1_records_proto_goTypes = []any{
-	(*ServiceRecord)(nil),         // 0: coordinator.v1.ServiceRecord
-	(*SessionRecord)(nil),         // 1: coordinator.v1.SessionRecord
-	(*TxnRecord)(nil),             // 2: coordinator.v1.TxnRecord
-	(*ServiceVersion)(nil),        // 3: coordinator.v1.ServiceVersion
-	(*durationpb.Duration)(nil),   // 4: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 5: google.protobuf.Timestamp
+	(*ServiceRecord)(nil),          // 0: coordinator.v1.ServiceRecord
+	(*SessionRecord)(nil),          // 1: coordinator.v1.SessionRecord
+	(*TxnRecord)(nil),              // 2: coordinator.v1.TxnRecord
+	(*ServiceVersion)(nil),         // 3: coordinator.v1.ServiceVersion
+	(*SelfPreservationRecord)(nil), // 4: coordinator.v1.SelfPreservationRecord
+	(*QueuedSession)(nil),          // 5: coordinator.v1.QueuedSession
+	(*durationpb.Duration)(nil),    // 6: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 7: google.protobuf.Timestamp
 }
 var file_coordinator_v1_records_proto_depIdxs = []int32{
-	4, // 0: coordinator.v1.SessionRecord.heartbeat_interval:type_name -> google.protobuf.Duration
-	5, // 1: coordinator.v1.SessionRecord.registered_at:type_name -> google.protobuf.Timestamp
+	6, // 0: coordinator.v1.SessionRecord.heartbeat_interval:type_name -> google.protobuf.Duration
+	7, // 1: coordinator.v1.SessionRecord.registered_at:type_name -> google.protobuf.Timestamp
 	3, // 2: coordinator.v1.TxnRecord.used:type_name -> coordinator.v1.ServiceVersion
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	7, // 3: coordinator.v1.SelfPreservationRecord.since:type_name -> google.protobuf.Timestamp
+	5, // 4: coordinator.v1.SelfPreservationRecord.queued:type_name -> coordinator.v1.QueuedSession
+	6, // 5: coordinator.v1.SelfPreservationRecord.window:type_name -> google.protobuf.Duration
+	6, // 6: coordinator.v1.SelfPreservationRecord.grace:type_name -> google.protobuf.Duration
+	7, // 7: coordinator.v1.QueuedSession.expired_at:type_name -> google.protobuf.Timestamp
+	8, // [8:8] is the sub-list for method output_type
+	8, // [8:8] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_coordinator_v1_records_proto_init() }
@@ -380,7 +565,7 @@ func file_coordinator_v1_records_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinator_v1_records_proto_rawDesc), len(file_coordinator_v1_records_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
