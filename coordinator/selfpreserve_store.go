@@ -51,7 +51,7 @@ const spStoreRetry = time.Second
 type spStore struct {
 	kick    chan struct{}
 	mu      sync.Mutex
-	written uint64         // selfPreservation.gen of what etcd holds
+	written uint64        // selfPreservation.gen of what etcd holds
 	pins    []clientv3.Op // pins taken from selfPreservation.pins, not yet committed
 }
 
