@@ -299,7 +299,10 @@ func (c *Coordinator) progressOneLocked(u *update, now time.Time) {
 	case u.pending:
 		return
 	case u.rollback:
-		if c.eng.BlockersUsing(u.svc, u.to) == 0 {
+		// Drained means no transaction may use the new version again: the
+		// switch holds cover the transactions this coordinator does not
+		// know (switchHoldLocked), as they cover a switch.
+		if c.eng.BlockersUsing(u.svc, u.to) == 0 && c.switchHoldLocked() == "" {
 			c.releaseHeldLocked(u)
 			u.rollback, u.rec.RollingBack = false, false
 			if c.finishLocked(u, pb.Phase_PHASE_ABORTED, u.rec.Reason) {
@@ -342,7 +345,7 @@ func (c *Coordinator) progressOneLocked(u *update, now time.Time) {
 		// previous leader stopped in between).
 		c.finishLocked(u, pb.Phase_PHASE_DONE, "")
 	case u.rec.Phase == pb.Phase_PHASE_DRAINING:
-		if c.eng.BlockersUsing(u.svc, u.from) == 0 {
+		if c.eng.BlockersUsing(u.svc, u.from) == 0 && c.switchHoldLocked() == "" {
 			if c.setPhaseLocked(u, pb.Phase_PHASE_SWITCHED, "") {
 				c.finishLocked(u, pb.Phase_PHASE_DONE, "")
 			}
