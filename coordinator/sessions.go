@@ -407,9 +407,11 @@ func (c *Coordinator) resyncLocked(s *session, roots []*pb.LiveRoot, resumed, re
 				resynced++
 				continue
 			}
-			if info.Implicit && restored {
-				// Seen through downstream calls since this coordinator
-				// started, but it began before: legacy.
+			if info.Implicit && (restored || !resumed) {
+				// Seen through downstream calls only, and it began before
+				// this session (a new session after an expiry, or one
+				// restored from etcd): what it did before is unknown, so
+				// it is legacy.
 				// What it used here stays; pins and old fill the rest.
 				if c.eng.MakeLegacy(r.TxnId, s.owner, c.legacyUsesLocked(r.TxnId, nil)) {
 					resynced++

@@ -144,3 +144,23 @@ func TestConcurrentRegistrationsKeepEveryDependency(t *testing.T) {
 		t.Fatalf("stored dependencies %v (%v), want %d", rec.Dependencies, err, n)
 	}
 }
+
+// A root a new session reports on registering began before it; if the
+// coordinator knows it only from downstream calls, what it did before is
+// unknown: it is legacy (it blocks every service), not a fresh Begin.
+func TestNewSessionRootSeenOnlyDownstreamIsLegacy(t *testing.T) {
+	ts := servertest.Start(t, "")
+	b := ts.Sidecar("b-1", "b", "v1", "c")
+	ts.Sidecar("c-1", "c", "v1")
+	ts.Sidecar("d-1", "d", "v1")
+	servertest.Send(t, b, simsidecar.Call("T", 5, "c", 6)) // T known implicitly
+	ts.Register(&pb.Register{InstanceId: "a-1", Service: "a", Version: "v1", Address: "127.0.0.1:1",
+		Dependencies: []string{"b"}, HeartbeatInterval: durationpb.New(500 * time.Millisecond), AllowedMisses: 1,
+		LiveRoots: []*pb.LiveRoot{{TxnId: "T", SubId: 1}}})
+	if x := txn(t, ts, "T"); x == nil || !x.Legacy || x.Implicit {
+		t.Fatalf("T after its entry's first registration: %v, want legacy", x)
+	}
+	if f := ts.FreeREST("d"); f.Free {
+		t.Fatal("d is free while legacy T lives")
+	}
+}
