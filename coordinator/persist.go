@@ -112,6 +112,12 @@ func (c *Coordinator) restore(ctx context.Context) error {
 		c.addSessionLocked(rec, c.sessionTTL(hb, rec.AllowedMisses))
 		c.resyncWait[rec.InstanceId] = struct{}{}
 	}
+	// Refresh them at once, before the (long) read of transaction records:
+	// the time without a leader must not expire live sidecars (again in
+	// Start once the watch runs).
+	for _, s := range c.sessions {
+		c.leases.Heartbeat(s.lease)
+	}
 	c.mu.Unlock()
 	if err := c.restoreSelfPreservation(ctx); err != nil {
 		return err

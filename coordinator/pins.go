@@ -89,9 +89,16 @@ func (p *pinCommitter) run() {
 func (p *pinCommitter) commit(batch []decision) {
 	backoff := 5 * time.Millisecond
 	for {
-		ops := make([]clientv3.Op, len(batch))
-		for i, d := range batch {
-			ops[i] = *d.pin
+		// One put per key: several answers may wait on one pin (a
+		// concurrent sub-transaction, a replayed CALL), and etcd refuses a
+		// transaction that names a key twice.
+		ops := make([]clientv3.Op, 0, len(batch))
+		seen := make(map[string]bool, len(batch))
+		for _, d := range batch {
+			if key := string(d.pin.KeyBytes()); !seen[key] {
+				seen[key] = true
+				ops = append(ops, *d.pin)
+			}
 		}
 		ctx, cancel := context.WithTimeout(p.c.ctx, 5*time.Second)
 		_, err := p.c.commit(ctx, ops...)

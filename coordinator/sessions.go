@@ -401,19 +401,23 @@ func (c *Coordinator) resyncLocked(s *session, roots []*pb.LiveRoot, resumed, re
 			}
 		}
 	}
+	// A root runs where it began: on this session's service and version.
+	root := func() []graph.Use { return []graph.Use{{Service: s.svc, Version: s.ver}} }
 	for _, r := range roots {
 		if info, ok := c.eng.Txn(r.TxnId); ok {
 			if info.Owner == s.owner {
 				resynced++
 				continue
 			}
-			if info.Implicit && (restored || !resumed) {
+			if (info.Implicit && (restored || !resumed)) || info.Legacy {
 				// Seen through downstream calls only, and it began before
 				// this session (a new session after an expiry, or one
 				// restored from etcd): what it did before is unknown, so
-				// it is legacy.
-				// What it used here stays; pins and old fill the rest.
-				if c.eng.MakeLegacy(r.TxnId, s.owner, c.legacyUsesLocked(r.TxnId, nil)) {
+				// it is legacy. Or legacy already, restored from a record
+				// written under the session that adopted it: the root's
+				// session owns it from now on. What it used here stays;
+				// its root's use, pins and old fill the rest.
+				if c.eng.MakeLegacy(r.TxnId, s.owner, c.legacyUsesLocked(r.TxnId, root())) {
 					resynced++
 				}
 				continue
@@ -428,9 +432,12 @@ func (c *Coordinator) resyncLocked(s *session, roots []*pb.LiveRoot, resumed, re
 			c.lg.Warn("resync: root owned by another session", "txn", r.TxnId, "instance", s.rec.InstanceId)
 			continue
 		}
-		if c.eng.AddLegacy(r.TxnId, s.owner, c.legacyUsesLocked(r.TxnId, nil)) == nil {
+		if c.eng.AddLegacy(r.TxnId, s.owner, c.legacyUsesLocked(r.TxnId, root())) == nil {
 			resynced++
 		}
+	}
+	for _, r := range roots {
+		c.releaseBegunLocked(r.TxnId) // legacy or begun now
 	}
 	return resynced, ended
 }

@@ -329,7 +329,9 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 	var err error
 	switch typ {
 	case pb.EventType_EVENT_TYPE_BEGIN:
-		err = c.eng.Begin(ev.TxnId, s.svc, s.ver, sub, s.owner)
+		if err = c.eng.Begin(ev.TxnId, s.svc, s.ver, sub, s.owner); err == nil {
+			c.releaseBegunLocked(ev.TxnId)
+		}
 	case pb.EventType_EVENT_TYPE_CALL:
 		if ev.CallerSubId == 0 {
 			return status.Error(codes.InvalidArgument, "CALL: caller_sub_id is 0")
@@ -350,7 +352,10 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 			if at, v, ok := c.eng.SubAt(ev.TxnId, sub); ok && at == to {
 				// Applied already, its answer lost with a stream (the
 				// sidecar resends what was not acknowledged): answer again.
-				c.out = append(c.out, decision{st: st, msg: &pb.CallDecision{Seq: ev.Seq, Version: c.eng.VersionName(v)}})
+				// Not before the pin it was answered with is durable.
+				d := decision{st: st, msg: &pb.CallDecision{Seq: ev.Seq, Version: c.eng.VersionName(v)}}
+				d.pin = c.pendingPins[c.keys.Pin(ev.Service, ev.TxnId)]
+				c.out = append(c.out, d)
 				return nil
 			}
 			err = c.decideLocked(s, st, ev, to)

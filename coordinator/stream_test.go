@@ -164,3 +164,45 @@ func TestNewSessionRootSeenOnlyDownstreamIsLegacy(t *testing.T) {
 		t.Fatal("d is free while legacy T lives")
 	}
 }
+
+// During a CV update, a call of a transaction whose BEGIN has not arrived
+// yet waits for it: the root may run on the new version of the very
+// service the call re-enters, so "not seen begin, so old" would be wrong.
+func TestCallBeforeItsBeginWaitsForIt(t *testing.T) {
+	ts := servertest.Start(t, "")
+	x := ts.Sidecar("x-1", "x", "v1", "d")
+	ts.Sidecar("d-1", "d", "v1", "x")
+	d2 := ts.Sidecar("d-2", "d", "v2", "x")
+	ctx := context.Background()
+	// T0 used d@v1 and may call it again: v1 stays in use, the update in
+	// DRAINING.
+	servertest.Send(t, x, simsidecar.Begin("T0", 1), simsidecar.Call("T0", 1, "d", 2), simsidecar.Return("T0", 2))
+	u, err := ts.Admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: "d", ToVersion: "v2", Strategy: pb.Strategy_STRATEGY_CV})
+	if err != nil {
+		t.Fatal(err)
+	}
+	servertest.Eventually(t, 10*time.Second, "the switch", func() bool {
+		g, err := ts.Admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: u.Id})
+		return err == nil && g.SwitchedAt != nil
+	})
+	// T began on d@v2 (root sub 1) and called x (sub 2); x calls d back.
+	// d@v2's stream is behind: x's CALL arrives first.
+	dec, _, err := x.SendWait(simsidecar.Call("T", 2, "d", 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-dec:
+		t.Fatalf("answered before T's BEGIN arrived: %v", m)
+	case <-time.After(300 * time.Millisecond):
+	}
+	servertest.Send(t, d2, simsidecar.Begin("T", 1), simsidecar.Call("T", 1, "x", 2))
+	select {
+	case m := <-dec:
+		if m.GetVersion() != "v2" || m.GetError() != "" {
+			t.Fatalf("decision after the BEGIN: %v, want v2 (where T's root runs)", m)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no decision after the BEGIN")
+	}
+}

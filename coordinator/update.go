@@ -58,6 +58,9 @@ type heldCall struct {
 	st    *stream
 	ev    *pb.Event
 	since time.Time
+	// waitBegin: held until its transaction's BEGIN is applied (CV), not
+	// for a switch.
+	waitBegin bool
 }
 
 func (u *update) finished() bool {
@@ -295,6 +298,13 @@ func (c *Coordinator) progressLocked() {
 }
 
 func (c *Coordinator) progressOneLocked(u *update, now time.Time) {
+	if len(u.held) > 0 {
+		// A BEGIN that did not come within ImplicitTimeout will not: its
+		// calls go where a transaction not seen begin goes.
+		c.redecideLocked(u, func(h heldCall) bool {
+			return h.waitBegin && now.Sub(h.since) >= c.cfg.ImplicitTimeout
+		}, false)
+	}
 	switch {
 	case u.pending:
 		return
@@ -404,6 +414,12 @@ func (c *Coordinator) runProgress() {
 // when the call is a transaction's first use of a service mid-update, is
 // committed before the answer is sent.
 func (c *Coordinator) decideLocked(s *session, st *stream, ev *pb.Event, to graph.ServiceID) error {
+	return c.decideMaybeWaitLocked(s, st, ev, to, true)
+}
+
+// decideMaybeWaitLocked is decideLocked; with mayWait false it never holds
+// a call for its transaction's BEGIN (see below).
+func (c *Coordinator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Event, to graph.ServiceID, mayWait bool) error {
 	u := c.active[to]
 	if u != nil && u.pending {
 		u = nil // not acting yet: the default applies
@@ -421,7 +437,17 @@ func (c *Coordinator) decideLocked(s *session, st *stream, ev *pb.Event, to grap
 			// past there: BF does not hold it (it could not end, and as
 			// legacy it keeps the service from being free), CV keeps it
 			// on the version it used.
-			if info, live := c.eng.Txn(ev.TxnId); !live || info.Implicit || info.Legacy {
+			info, live := c.eng.Txn(ev.TxnId)
+			if (!live || info.Implicit) && !info.Legacy && u.switched && mayWait {
+				// Its BEGIN has not arrived (another stream is behind): its
+				// root may run on this very service, on either version, and
+				// this call re-enter it. Wait for the BEGIN (or for the
+				// resync that makes it legacy), at most ImplicitTimeout.
+				u.held = append(u.held, heldCall{s: s, st: st, ev: proto.Clone(ev).(*pb.Event), since: time.Now(), waitBegin: true})
+				u.notify()
+				return nil
+			}
+			if !live || info.Implicit || info.Legacy {
 				used, ok = u.from, true
 				if v, pinned := c.restoredPins[to][ev.TxnId]; pinned {
 					used = v
@@ -473,21 +499,44 @@ func (c *Coordinator) decideLocked(s *session, st *stream, ev *pb.Event, to grap
 // releaseHeldLocked answers the held calls of u: to the new version once
 // switched, else (abort) to the old one.
 func (c *Coordinator) releaseHeldLocked(u *update) {
-	if len(u.held) == 0 {
+	c.redecideLocked(u, func(heldCall) bool { return true }, !u.finished())
+}
+
+// redecideLocked decides again the held calls of u that match; with
+// mayWait false none is held for its BEGIN again.
+func (c *Coordinator) redecideLocked(u *update, match func(heldCall) bool, mayWait bool) {
+	var again, keep []heldCall
+	for _, h := range u.held {
+		if match(h) {
+			again = append(again, h)
+		} else {
+			keep = append(keep, h)
+		}
+	}
+	if len(again) == 0 {
 		return
 	}
-	held := u.held
-	u.held = nil
-	for _, h := range held {
+	u.held = keep
+	for _, h := range again {
 		if c.sessions[h.s.rec.InstanceId] != h.s || h.s.stream != h.st {
 			continue // its sidecar is gone; the call failed there
 		}
-		err := c.decideLocked(h.s, h.st, h.ev, u.svc)
+		err := c.decideMaybeWaitLocked(h.s, h.st, h.ev, u.svc, mayWait)
 		if err != nil {
 			c.out = append(c.out, decision{st: h.st, msg: &pb.CallDecision{Seq: h.ev.Seq, Error: status.Convert(err).Message()}})
 		}
 	}
 	u.notify()
+}
+
+// releaseBegunLocked decides the calls held for the BEGIN of txn, now
+// applied (or txn made legacy by a resync).
+func (c *Coordinator) releaseBegunLocked(txn string) {
+	for _, u := range c.active {
+		if len(u.held) > 0 {
+			c.redecideLocked(u, func(h heldCall) bool { return h.waitBegin && h.ev.TxnId == txn }, true)
+		}
+	}
 }
 
 // dropHeldLocked forgets the held calls of session s (of its stream st

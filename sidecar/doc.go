@@ -44,10 +44,10 @@
 // replayed RETURN that follows it; the replay leaves the coordinator in the
 // state a single delivery would have. Such rejections of resent events are
 // counted in Stats.Duplicates, not Stats.Rejected. The Register of the new
-// stream lists the roots begun here and not ended whose BEGIN was sent
+// stream lists the roots begun here and not ended, their BEGIN sent or not
 // (LiveRoots), so the coordinator can end the roots that ended meanwhile and
-// keep the others (a root whose BEGIN was lost on the way becomes legacy
-// there: pessimistic, never wrong).
+// keep the others (a root whose BEGIN it has not seen becomes legacy there:
+// pessimistic, never wrong; the BEGIN that follows is a duplicate).
 //
 // A call waiting for its decision survives a reconnect: its CALL is sent
 // again on the new stream, and it waits for the decision there, until its

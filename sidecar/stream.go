@@ -212,8 +212,7 @@ func (c *Client) drain(stream pb.SidecarService_ConnectClient, recvErr <-chan er
 // did not acknowledge and the CALL of every call still waiting for its
 // decision (the coordinator forgets the calls it held for a stream that
 // ended); routing acks of the old stream are dropped. It returns the
-// Register, whose live roots are the roots begun here and not ended whose
-// BEGIN was sent.
+// Register, whose live roots are the roots begun here and not ended.
 func (c *Client) reregister() *pb.Register {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -259,9 +258,19 @@ func (c *Client) reregister() *pb.Register {
 		HeartbeatInterval: durationpb.New(c.cfg.HeartbeatInterval),
 		AllowedMisses:     c.cfg.AllowedMisses,
 	}
+	// Every live root, its BEGIN sent or not: a request may have made
+	// downstream calls, reported by other sidecars, before its BEGIN went
+	// out, and a coordinator that took over since must treat it as legacy.
+	// Its BEGIN, still queued, is then refused as a duplicate: counted as
+	// one.
 	for id, r := range c.roots {
-		if r.sent {
-			reg.LiveRoots = append(reg.LiveRoots, &pb.LiveRoot{TxnId: id, SubId: r.sub})
+		reg.LiveRoots = append(reg.LiveRoots, &pb.LiveRoot{TxnId: id, SubId: r.sub})
+		if !r.sent {
+			for _, it := range c.queue {
+				if it.ev != nil && it.ev.Type == pb.EventType_EVENT_TYPE_BEGIN && it.ev.TxnId == id {
+					c.resentThrough = max(c.resentThrough, it.ev.Seq)
+				}
+			}
 		}
 	}
 	return reg

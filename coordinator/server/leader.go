@@ -24,6 +24,10 @@ const DefaultLeaderTTL = 2 * time.Second
 // campaignRetry is the pause before a new election session after one failed.
 const campaignRetry = 200 * time.Millisecond
 
+// failedStartBackoff is the pause after winning an election but failing to
+// restore state.
+const failedStartBackoff = 2 * time.Second
+
 // Leadership (DESIGN.md §6), Nomad style: one loop campaigns with an etcd
 // concurrency.Election on its session's context; once elected it starts a
 // Coordinator whose every write is fenced on the election key's create
@@ -205,6 +209,12 @@ func (s *Server) serveTerm(stop <-chan struct{}, sess *concurrency.Session, e *c
 		rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
 		_ = e.Resign(rctx)
 		rcancel()
+		// Do not spin: a state that cannot be restored fails every
+		// replica alike.
+		select {
+		case <-stop:
+		case <-time.After(failedStartBackoff):
+		}
 		return
 	}
 	s.mu.Lock()
@@ -223,14 +233,19 @@ func (s *Server) serveTerm(stop <-chan struct{}, sess *concurrency.Session, e *c
 		s.lg.Warn("election session ended: no longer leading")
 	case <-fenced:
 		s.lg.Warn("a write failed its fence: no longer leading")
+	case <-s.keyLost(e):
+		s.lg.Warn("the election key is not this replica's any more: no longer leading")
 	}
+	if !graceful {
+		t.coord.Abandon() // before anyone else can see no leader here
+	}
+	s.mu.Lock()
+	s.ourKey, s.lostKey = "", nil
+	s.mu.Unlock()
 	s.mu.Lock()
 	s.cur = nil
 	s.mu.Unlock()
 	s.metrics.isLeader.Set(0)
-	if !graceful {
-		t.coord.Abandon()
-	}
 	parent := context.Background()
 	if graceful {
 		s.mu.RLock()
@@ -257,9 +272,30 @@ func (s *Server) serveTerm(stop <-chan struct{}, sess *concurrency.Session, e *c
 	}
 }
 
+// keyLost returns a channel closed once the observed leader is not the
+// key e campaigned with: a leader whose key was deleted (or another
+// replica's is first) stops even if it writes nothing and its session
+// lives (its sidecars' heartbeats would otherwise keep their sessions
+// alive while the new leader waits for them).
+func (s *Server) keyLost(e *concurrency.Election) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lostKey == nil {
+		s.lostKey = make(chan struct{})
+	}
+	s.ourKey = e.Key()
+	return s.lostKey
+}
+
 // observe follows who leads until ctx ends.
 func (s *Server) observe(ctx context.Context, e *concurrency.Election) {
 	for resp := range e.Observe(ctx) {
+		s.mu.Lock()
+		if s.ourKey != "" && s.lostKey != nil && (len(resp.Kvs) == 0 || string(resp.Kvs[0].Key) != s.ourKey) {
+			close(s.lostKey)
+			s.lostKey, s.ourKey = nil, ""
+		}
+		s.mu.Unlock()
 		if len(resp.Kvs) == 0 {
 			s.setLeaderInfo(nil)
 			continue

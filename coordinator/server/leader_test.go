@@ -191,3 +191,24 @@ func TestFencedWriteEndsTheTerm(t *testing.T) {
 		t.Fatalf("the fenced registration was written: %v %v", resp, err)
 	}
 }
+
+// A leader whose election key is gone steps down even if it writes
+// nothing: it sees another replica's key first.
+func TestIdleLeaderWhoseKeyIsGoneStepsDown(t *testing.T) {
+	cl := servertest.StartCluster(t, 2)
+	leader := cl.Leader(within)
+	coord := leader.Leader()
+	key, _ := electionKey(t, leader.Client())
+	if _, err := leader.Client().Delete(context.Background(), key); err != nil {
+		t.Fatal(err)
+	}
+	servertest.Eventually(t, within, "the old term to end without any write", func() bool {
+		for _, r := range cl.Replicas {
+			if r.Leader() == coord {
+				return false
+			}
+		}
+		return true
+	})
+	cl.Leader(within)
+}

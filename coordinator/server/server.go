@@ -101,6 +101,8 @@ type Server struct {
 	leaderChanged chan struct{}
 	terms         int
 	crashed       atomic.Bool
+	ourKey        string          // the election key while leading
+	lostKey       chan struct{}   // closed when the observed leader is not ourKey
 	closeCtx      context.Context // Close's, for the last term's stop
 	termErr       error           // what the last term's graceful stop reported
 
