@@ -251,11 +251,11 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	c.mu.Unlock()
 	c.wb.Start()
 	c.streams.Add(6)
-	go c.sweepImplicit()
+	go c.every(c.cfg.ImplicitTimeout/4, c.sweepImplicitLocked) // ends transactions whose Begin never came
 	go c.broadcastRouting()
-	go c.runProgress()
+	go c.every(progressEvery, c.progressTickLocked)
 	go c.pins.run()
-	go c.runSelfPreservation()
+	go c.every(selfPreservationTick, c.selfPreservationTickAllLocked)
 	go c.runSelfPreservationStore()
 	c.kickSPStore() // what restore resumed, or found, is written
 	c.started.Store(true)
@@ -310,11 +310,12 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 	return err
 }
 
-// sweepImplicit ends implicit transactions whose Begin has not come within
-// ImplicitTimeout, so a lost entry event cannot block services forever.
-func (c *Coordinator) sweepImplicit() {
+// every runs fn under the lock every period until the coordinator stops,
+// then sends what fn queued; the periodic work (timeouts, sweeps) goes
+// through it.
+func (c *Coordinator) every(period time.Duration, fn func(now time.Time)) {
 	defer c.streams.Done()
-	t := time.NewTicker(c.cfg.ImplicitTimeout / 4)
+	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
 		select {
@@ -322,8 +323,8 @@ func (c *Coordinator) sweepImplicit() {
 			return
 		case now := <-t.C:
 			c.mu.Lock()
-			c.sweepImplicitLocked(now)
-			c.mu.Unlock()
+			fn(now)
+			c.unlockAndSend()
 		}
 	}
 }

@@ -375,26 +375,14 @@ func (c *Coordinator) selfPreservationTickLocked(now time.Time) bool {
 	return changed
 }
 
-// runSelfPreservation ends the waits of expired sessions.
-func (c *Coordinator) runSelfPreservation() {
-	defer c.streams.Done()
-	t := time.NewTicker(selfPreservationTick)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-t.C:
-		}
-		c.mu.Lock()
-		if len(c.sp.expired) == 0 && len(c.sp.recent) == 0 {
-			c.mu.Unlock()
-			continue
-		}
-		if c.selfPreservationTickLocked(time.Now()) {
-			c.progressLocked() // an update may have waited for these transactions
-		}
-		c.unlockAndSend()
+// selfPreservationTickAllLocked ends the waits of expired sessions (every
+// selfPreservationTick).
+func (c *Coordinator) selfPreservationTickAllLocked(now time.Time) {
+	if len(c.sp.expired) == 0 && len(c.sp.recent) == 0 {
+		return
+	}
+	if c.selfPreservationTickLocked(now) {
+		c.progressLocked() // an update may have waited for these transactions
 	}
 }
 

@@ -387,24 +387,10 @@ func (c *Coordinator) unackedLocked(u *update) int {
 	return n
 }
 
-// runProgress checks timeouts and draining periodically.
-func (c *Coordinator) runProgress() {
-	defer c.streams.Done()
-	t := time.NewTicker(progressEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-t.C:
-		}
-		c.mu.Lock()
-		if len(c.active) == 0 {
-			c.mu.Unlock()
-			continue
-		}
+// progressTickLocked checks timeouts and draining (every progressEvery).
+func (c *Coordinator) progressTickLocked(time.Time) {
+	if len(c.active) > 0 {
 		c.progressLocked()
-		c.unlockAndSend()
 	}
 }
 
