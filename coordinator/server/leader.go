@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -133,15 +134,19 @@ func (s *Server) lead(stop <-chan struct{}) {
 // campaign runs one election session: it campaigns, leads one term if it
 // wins, and returns when the session is over or stop is closed.
 func (s *Server) campaign(stop <-chan struct{}) error {
-	// The session's context ends with stop, so that a session grant that
-	// cannot reach etcd does not hold Close; the lease outlives it by its
-	// TTL, long enough for the last term's fenced flush.
+	// The session's context ends with stop while not leading, so that a
+	// session grant that cannot reach etcd does not hold Close. While
+	// leading the term ends first: its keep-alives go on until it has
+	// flushed and resigned (a stop must not lose the fence mid-flush).
 	sctx, scancel := context.WithCancel(context.Background())
 	defer scancel()
+	var leading atomic.Bool
 	go func() {
 		select {
 		case <-stop:
-			scancel()
+			if !leading.Load() {
+				scancel()
+			}
 		case <-sctx.Done():
 		}
 	}()
@@ -179,13 +184,14 @@ func (s *Server) campaign(stop <-chan struct{}) error {
 			return err
 		}
 	}
-	s.serveTerm(stop, sess, e)
+	leading.Store(true)
+	s.serveTerm(stop, sess, e, scancel)
 	return nil
 }
 
 // serveTerm leads: it starts a fenced coordinator and keeps it until the
 // session ends, a write fails its fence, or stop.
-func (s *Server) serveTerm(stop <-chan struct{}, sess *concurrency.Session, e *concurrency.Election) {
+func (s *Server) serveTerm(stop <-chan struct{}, sess *concurrency.Session, e *concurrency.Election, endSession context.CancelFunc) {
 	started := time.Now()
 	fenced := make(chan struct{})
 	var once sync.Once
@@ -238,6 +244,9 @@ func (s *Server) serveTerm(stop <-chan struct{}, sess *concurrency.Session, e *c
 	}
 	if !graceful {
 		t.coord.Abandon() // before anyone else can see no leader here
+		if s.crashed.Load() {
+			endSession() // as a dead process: no revoke, the key expires with its TTL
+		}
 	}
 	s.mu.Lock()
 	s.ourKey, s.lostKey = "", nil

@@ -323,6 +323,9 @@ func (s *Server) Crashed() bool { return s.crashed.Load() }
 // An embedded etcd member stops too. Close afterwards is a no-op.
 func (s *Server) Crash() {
 	s.crashed.Store(true)
+	if c := s.Leader(); c != nil {
+		c.Abandon() // a dead process writes nothing more, not even behind
+	}
 	if s.grpc != nil {
 		s.grpc.Stop()
 	}
