@@ -44,6 +44,8 @@ func run(args []string, stderr io.Writer) int {
 		logLevel      = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat     = fs.String("log-format", "text", "text or json")
 		shutdownGrace = fs.Duration("shutdown-timeout", 30*time.Second, "how long a clean shutdown may take")
+		leaderTTL     = fs.Duration("leader-ttl", server.DefaultLeaderTTL, "TTL of the leader's election lease: how long a dead leader keeps the others waiting (whole seconds, at least 2s)")
+		minSession    = fs.Duration("min-session-ttl", coordinator.DefaultMinSessionTTL, "shortest sidecar session lease, whatever the sidecar's heartbeat: keep it above the leader failover time")
 	)
 	cluster := registerClusterFlags(fs) // --name, --initial-cluster[-state], --peer-addr, --etcd-client-addr
 	selfPreservation := registerSelfPreservationFlags(fs)
@@ -83,6 +85,14 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "coordinatord: %v\n", err)
 		return 2
 	}
+	if *leaderTTL < 2*time.Second || *leaderTTL%time.Second != 0 {
+		fmt.Fprintf(stderr, "coordinatord: --leader-ttl %v: want whole seconds, at least 2s\n", *leaderTTL)
+		return 2
+	}
+	if *minSession < *leaderTTL {
+		fmt.Fprintf(stderr, "coordinatord: --min-session-ttl %v is shorter than --leader-ttl %v: sidecars would expire during every failover\n", *minSession, *leaderTTL)
+		return 2
+	}
 	if err := selfPreservation.validate(); err != nil {
 		fmt.Fprintf(stderr, "coordinatord: %v\n", err)
 		return 2
@@ -97,12 +107,14 @@ func run(args []string, stderr io.Writer) int {
 		DataDir:       *dataDir,
 		EtcdEndpoints: eps,
 		Logger:        lg,
+		LeaderTTL:     *leaderTTL,
 		Coordinator: coordinator.Config{
 			Prefix:           *prefix,
 			FlushInterval:    *flush,
 			DefaultHeartbeat: *heartbeat,
 			DefaultMisses:    uint32(*misses),
 			MaxLiveTxns:      *maxTxns,
+			MinSessionTTL:    *minSession,
 		},
 	}
 	cluster.apply(&cfg)

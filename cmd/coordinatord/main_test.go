@@ -1,0 +1,26 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestLeadershipFlagErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--leader-ttl", "1s"}, "--leader-ttl 1s: want whole seconds, at least 2s"},
+		{[]string{"--leader-ttl", "2500ms"}, "--leader-ttl 2.5s: want whole seconds, at least 2s"},
+		{[]string{"--leader-ttl", "10s", "--min-session-ttl", "6s"}, "--min-session-ttl 6s is shorter than --leader-ttl 10s"},
+	} {
+		var stderr bytes.Buffer
+		if code := run(tc.args, &stderr); code != 2 {
+			t.Errorf("%q: exit %d, want 2 (stderr %q)", tc.args, code, stderr.String())
+		}
+		if got := stderr.String(); !strings.HasPrefix(got, "coordinatord: ") || !strings.Contains(got, tc.want) {
+			t.Errorf("%q: stderr %q, want %q", tc.args, got, tc.want)
+		}
+	}
+}
