@@ -187,15 +187,8 @@ func (c *Coordinator) leaseExpiredLocked(s *session, now time.Time) {
 // table), cuts its stream and forgets its held calls and lease. Its owner
 // slot, and so its transactions, stay.
 func (c *Coordinator) removeSessionLocked(s *session) {
-	delete(c.sessions, s.rec.InstanceId)
 	s.expired = true
-	if s.stream != nil {
-		s.stream.takeOver()
-		s.stream = nil
-	}
-	c.dropHeldLocked(s, nil)
-	c.leases.Forget(s.lease)
-	c.bumpRoutingLocked()
+	c.unlistSessionLocked(s)
 }
 
 // dropExpiredLocked ends the transactions of an expired session and frees

@@ -360,16 +360,9 @@ func (c *Coordinator) allocOwnerLocked(s *session) {
 func (c *Coordinator) dropSessionLocked(s *session, why string) int {
 	delete(c.resyncWait, s.rec.InstanceId)
 	ended := c.eng.EndOwnedBy(s.owner)
-	delete(c.sessions, s.rec.InstanceId)
 	c.owners[s.owner] = nil
 	c.free = append(c.free, s.owner)
-	if s.stream != nil {
-		s.stream.takeOver()
-		s.stream = nil
-	}
-	c.dropHeldLocked(s, nil)
-	c.leases.Forget(s.lease)
-	c.bumpRoutingLocked()
+	c.unlistSessionLocked(s)
 	c.metrics.sessionsDropped.WithLabelValues(why).Inc()
 	c.lg.Info("session dropped", "instance", s.rec.InstanceId, "service", s.rec.Service,
 		"lease", int64(s.lease), "reason", why, "ended_txns", len(ended))
@@ -516,6 +509,20 @@ func (c *Coordinator) heartbeat(s *session) *pb.HeartbeatAck {
 		ack.Error = res.Err.Error()
 	}
 	return ack
+}
+
+// unlistSessionLocked takes s out of the sessions, the routing table and
+// the lease keep-alives, ends its stream and forgets its held calls; its
+// owner slot is the caller's business.
+func (c *Coordinator) unlistSessionLocked(s *session) {
+	delete(c.sessions, s.rec.InstanceId)
+	if s.stream != nil {
+		s.stream.takeOver()
+		s.stream = nil
+	}
+	c.dropHeldLocked(s, nil)
+	c.leases.Forget(s.lease)
+	c.bumpRoutingLocked()
 }
 
 // sessionTTL is the lease TTL of a session with heartbeat interval hb that

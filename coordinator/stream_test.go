@@ -75,15 +75,7 @@ func TestWaitCallAppliedTwiceIsAnsweredAgain(t *testing.T) {
 	a := ts.Sidecar("a-1", "a", "v1", "b")
 	ts.Sidecar("b-1", "b", "v1")
 	ts.Sidecar("b-2", "b", "v2")
-	ctx := context.Background()
-	u, err := ts.Admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: "b", ToVersion: "v2", Strategy: pb.Strategy_STRATEGY_CV})
-	if err != nil {
-		t.Fatal(err)
-	}
-	servertest.Eventually(t, 10*time.Second, "the switch", func() bool {
-		g, err := ts.Admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: u.Id})
-		return err == nil && g.SwitchedAt != nil
-	})
+	switchCV(t, ts, "b")
 	servertest.Send(t, a, simsidecar.Begin("T", 1))
 	decide := func() *pb.CallDecision {
 		t.Helper()
@@ -173,18 +165,10 @@ func TestCallBeforeItsBeginWaitsForIt(t *testing.T) {
 	x := ts.Sidecar("x-1", "x", "v1", "d")
 	ts.Sidecar("d-1", "d", "v1", "x")
 	d2 := ts.Sidecar("d-2", "d", "v2", "x")
-	ctx := context.Background()
 	// T0 used d@v1 and may call it again: v1 stays in use, the update in
 	// DRAINING.
 	servertest.Send(t, x, simsidecar.Begin("T0", 1), simsidecar.Call("T0", 1, "d", 2), simsidecar.Return("T0", 2))
-	u, err := ts.Admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: "d", ToVersion: "v2", Strategy: pb.Strategy_STRATEGY_CV})
-	if err != nil {
-		t.Fatal(err)
-	}
-	servertest.Eventually(t, 10*time.Second, "the switch", func() bool {
-		g, err := ts.Admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: u.Id})
-		return err == nil && g.SwitchedAt != nil
-	})
+	switchCV(t, ts, "d")
 	// T began on d@v2 (root sub 1) and called x (sub 2); x calls d back.
 	// d@v2's stream is behind: x's CALL arrives first.
 	dec, _, err := x.SendWait(simsidecar.Call("T", 2, "d", 3))
@@ -205,4 +189,18 @@ func TestCallBeforeItsBeginWaitsForIt(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no decision after the BEGIN")
 	}
+}
+
+// switchCV starts a CV update of svc to v2 and waits for its switch.
+func switchCV(t *testing.T, ts *servertest.Server, svc string) {
+	t.Helper()
+	ctx := context.Background()
+	u, err := ts.Admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: svc, ToVersion: "v2", Strategy: pb.Strategy_STRATEGY_CV})
+	if err != nil {
+		t.Fatal(err)
+	}
+	servertest.Eventually(t, 10*time.Second, "the switch", func() bool {
+		g, err := ts.Admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: u.Id})
+		return err == nil && g.SwitchedAt != nil
+	})
 }
