@@ -46,6 +46,7 @@ func run(args []string, stderr io.Writer) int {
 		shutdownGrace = fs.Duration("shutdown-timeout", 30*time.Second, "how long a clean shutdown may take")
 		leaderTTL     = fs.Duration("leader-ttl", server.DefaultLeaderTTL, "TTL of the leader's election lease: how long a dead leader keeps the others waiting (whole seconds, at least 2s)")
 		minSession    = fs.Duration("min-session-ttl", coordinator.DefaultMinSessionTTL, "shortest sidecar session lease, whatever the sidecar's heartbeat: keep it above the leader failover time")
+		gcPercent     = fs.Int("gc-percent", server.GCPercent(), "garbage collector target (GOGC; default from GOGC when set): higher collects less often, for a larger heap; -1 is off (with GOMEMLIMIT)")
 	)
 	cluster := registerClusterFlags(fs) // --name, --initial-cluster[-state], --peer-addr, --etcd-client-addr
 	selfPreservation := registerSelfPreservationFlags(fs)
@@ -97,6 +98,12 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "coordinatord: %v\n", err)
 		return 2
 	}
+	if err := validateGCPercent(*gcPercent); err != nil {
+		fmt.Fprintf(stderr, "coordinatord: %v\n", err)
+		return 2
+	}
+	setGCPercent(*gcPercent)
+	lg.Info("garbage collector", "gc_percent", *gcPercent)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-func TestLeadershipFlagErrors(t *testing.T) {
+func TestFlagErrors(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -14,6 +14,8 @@ func TestLeadershipFlagErrors(t *testing.T) {
 		{[]string{"--leader-ttl", "1s"}, "--leader-ttl 1s: want whole seconds, at least 2s"},
 		{[]string{"--leader-ttl", "2500ms"}, "--leader-ttl 2.5s: want whole seconds, at least 2s"},
 		{[]string{"--leader-ttl", "10s", "--min-session-ttl", "6s"}, "--min-session-ttl 6s is shorter than --leader-ttl 10s"},
+		{[]string{"--gc-percent", "0"}, "--gc-percent 0: want a positive percentage, or -1"},
+		{[]string{"--gc-percent", "-2"}, "--gc-percent -2: want a positive percentage, or -1"},
 	} {
 		var stderr bytes.Buffer
 		if code := run(tc.args, &stderr); code != 2 {
@@ -22,5 +24,16 @@ func TestLeadershipFlagErrors(t *testing.T) {
 		if got := stderr.String(); !strings.HasPrefix(got, "coordinatord: ") || !strings.Contains(got, tc.want) {
 			t.Errorf("%q: stderr %q, want %q", tc.args, got, tc.want)
 		}
+	}
+}
+
+func TestSetGCPercent(t *testing.T) {
+	orig := setGCPercent(250)
+	defer setGCPercent(orig)
+	if got := setGCPercent(orig); got != 250 {
+		t.Fatalf("GC target after setGCPercent(250): %d", got)
+	}
+	if err := validateGCPercent(-1); err != nil {
+		t.Fatalf("-1 (off) refused: %v", err)
 	}
 }
