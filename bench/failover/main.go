@@ -25,6 +25,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -65,6 +66,7 @@ func runReplica(js string) {
 	if err := json.Unmarshal([]byte(js), &rc); err != nil {
 		log.Fatal(err)
 	}
+	debug.SetGCPercent(server.GCPercent()) // as coordinatord
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	level := slog.LevelWarn

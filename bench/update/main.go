@@ -1,7 +1,10 @@
 // Command update measures updates under load: simulated services that use
 // the Go SDK in-process (no HTTP, so the SDK's own cost is what is
 // measured) run 500 transactions/s of 1 to 50 ms over a 6-service graph
-// while svc-d is updated from v1 to v2 with each strategy. It prints, per
+// while svc-d is updated from v1 to v2 with each strategy. The coordinator
+// runs as it is deployed: in a process of its own (this program
+// re-executed), on its embedded etcd, with coordinatord's garbage-collector
+// setting; the simulated services keep Go's defaults. It prints, per
 // strategy, the time from the request to the switch and to DONE, the
 // latency the SDK adds to a call outside and during the update, the calls
 // BF held, and the rate and p99 latency of calls decided by the
@@ -11,12 +14,18 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"flag"
 	"fmt"
 	"log"
 	"os"
+	"os/exec"
+	"os/signal"
+	"runtime/debug"
 	"slices"
+	"strings"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -36,15 +45,27 @@ const target = "svc-d"
 
 var wfTimeout time.Duration
 
+var strategyOf = map[string]pb.Strategy{"cv": pb.Strategy_STRATEGY_CV, "bf": pb.Strategy_STRATEGY_BF, "wf": pb.Strategy_STRATEGY_WF}
+
 func main() {
 	rate := flag.Int("rate", 500, "transactions per second")
 	warm := flag.Duration("warmup", 2*time.Second, "load before each update (measures calls outside an update)")
 	flag.DurationVar(&wfTimeout, "wf-timeout", 10*time.Second, "WF: abort when the service is not free within this time")
 	hold := flag.Duration("cv-hold", 2*time.Second, "CV: how long a transaction keeps the old version in use, so the rate of decided calls is measured over this window")
+	strategies := flag.String("strategies", "cv,bf,wf", "comma-separated strategies to run, in order")
+	serve := flag.String("serve", "", "internal: run the coordinator on this data directory and print its gRPC address")
 	flag.Parse()
 	log.SetFlags(0)
+	if *serve != "" {
+		runCoordinator(*serve)
+		return
+	}
 	var lines []string
-	for _, k := range []pb.Strategy{pb.Strategy_STRATEGY_CV, pb.Strategy_STRATEGY_BF, pb.Strategy_STRATEGY_WF} {
+	for _, name := range strings.Split(*strategies, ",") {
+		k, ok := strategyOf[strings.TrimSpace(name)]
+		if !ok {
+			log.Fatalf("-strategies: unknown strategy %q (want cv, bf or wf)", name)
+		}
 		lines = append(lines, runOnce(k, *rate, *warm, *hold))
 	}
 	for _, l := range lines {
@@ -58,12 +79,9 @@ func runOnce(k pb.Strategy, rate int, warm, hold time.Duration) string {
 	dir, err := os.MkdirTemp("", "bench-update-")
 	check(err)
 	defer os.RemoveAll(dir)
-	srv, err := server.Start(ctx, server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: dir})
-	check(err)
-	_, err = srv.WaitLeading(ctx)
-	check(err)
-	defer srv.Close(context.Background())
-	s, err := loadsim.Start(ctx, loadsim.Config{Coordinators: []string{srv.GRPCAddr()}, Graph: graph,
+	addr, stopCoordinator := startCoordinator(dir)
+	defer stopCoordinator()
+	s, err := loadsim.Start(ctx, loadsim.Config{Coordinators: []string{addr}, Graph: graph,
 		Instances: []string{"svc-a@v1", "svc-b@v1", "svc-c@v1", "svc-d@v1", "svc-e@v1", "svc-f@v1", "svc-d@v2"}, Entry: "svc-a"})
 	check(err)
 	defer s.Close()
@@ -74,7 +92,7 @@ func runOnce(k pb.Strategy, rate int, warm, hold time.Duration) string {
 	time.Sleep(warm)
 	outside, _ := s.Latencies(true)
 
-	conn, err := grpc.NewClient(srv.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	check(err)
 	defer conn.Close()
 	admin := pb.NewAdminServiceClient(conn)
@@ -126,13 +144,53 @@ func runOnce(k pb.Strategy, rate int, warm, hold time.Duration) string {
 		}
 		return d[len(d)*q/100]
 	}
-	name := map[pb.Strategy]string{pb.Strategy_STRATEGY_CV: "cv", pb.Strategy_STRATEGY_BF: "bf", pb.Strategy_STRATEGY_WF: "wf"}[k]
+	name := strings.ToLower(strings.TrimPrefix(k.String(), "STRATEGY_"))
 	log.Printf("%s: switch %v after the request, DONE after %v (longest transaction %v); calls outside an update: p50 %v p99 %v (%d); decided calls during it: %d, p50 %v p99 %v; held %d",
 		name, switched.Round(time.Microsecond), done.Round(time.Microsecond), s.Longest().Round(time.Millisecond),
 		p(outside, 50), p(outside, 99), len(outside), len(decided), p(decided, 50), p(decided, 99), held)
 	return fmt.Sprintf("strategy=%s switch_ms=%d done_ms=%d added_p99_us=%d held=%d pinned_calls_per_s=%.0f pinned_p99_ms=%.2f violations=%d",
 		name, switched.Milliseconds(), done.Milliseconds(), p(outside, 99).Microseconds(), held,
 		float64(len(decided))/window.Seconds(), float64(p(decided, 99).Microseconds())/1000, s.Violations())
+}
+
+// startCoordinator runs the coordinator in a child process on dir and
+// returns its gRPC address, once it leads, and a func that stops it.
+func startCoordinator(dir string) (addr string, stop func()) {
+	self, err := os.Executable()
+	check(err)
+	cmd := exec.Command(self, "-serve", dir)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	check(err)
+	check(cmd.Start())
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		_ = cmd.Process.Kill()
+		log.Fatalf("coordinator process: %v", err)
+	}
+	return strings.TrimSpace(line), func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}
+}
+
+// runCoordinator is the child: a coordinator as coordinatord runs one, on
+// loopback with its embedded etcd, until SIGTERM.
+func runCoordinator(dir string) {
+	debug.SetGCPercent(server.GCPercent())
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	srv, err := server.Start(ctx, server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: dir})
+	check(err)
+	_, err = srv.WaitLeading(ctx)
+	check(err)
+	fmt.Println(srv.GRPCAddr())
+	<-ctx.Done()
+	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Close(cctx); err != nil {
+		log.Printf("coordinator close: %v", err)
+	}
 }
 
 func check(err error) {
