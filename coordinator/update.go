@@ -73,6 +73,15 @@ func (u *update) finished() bool {
 	return false
 }
 
+// waitingBegin reports whether a call is held for its transaction's BEGIN.
+// The update must not end meanwhile: ending it would decide the call as
+// for a transaction not seen begin (the old version), while the
+// transaction's next call to the service, no longer in update mode, goes
+// to the new default without asking.
+func (u *update) waitingBegin() bool {
+	return slices.ContainsFunc(u.held, func(h heldCall) bool { return h.waitBegin })
+}
+
 func (u *update) notify() {
 	close(u.changed)
 	u.changed = make(chan struct{})
@@ -312,7 +321,7 @@ func (c *Coordinator) progressOneLocked(u *update, now time.Time) {
 		// Drained means no transaction may use the new version again: the
 		// switch holds cover the transactions this coordinator does not
 		// know (switchHoldLocked), as they cover a switch.
-		if c.eng.BlockersUsing(u.svc, u.to) == 0 && c.switchHoldLocked() == "" {
+		if c.eng.BlockersUsing(u.svc, u.to) == 0 && c.switchHoldLocked() == "" && !u.waitingBegin() {
 			c.releaseHeldLocked(u)
 			u.rollback, u.rec.RollingBack = false, false
 			if c.finishLocked(u, pb.Phase_PHASE_ABORTED, u.rec.Reason) {
@@ -338,7 +347,7 @@ func (c *Coordinator) progressOneLocked(u *update, now time.Time) {
 		}
 	case u.rec.Phase == pb.Phase_PHASE_WAITING:
 		if c.eng.Free(u.svc) && c.switchHoldLocked() == "" && c.connectedLocked(u.svc, u.to) {
-			if c.switchLocked(u, pb.Phase_PHASE_SWITCHED) {
+			if c.switchLocked(u, pb.Phase_PHASE_SWITCHED) && !u.waitingBegin() {
 				c.finishLocked(u, pb.Phase_PHASE_DONE, "")
 			}
 			return
@@ -351,11 +360,14 @@ func (c *Coordinator) progressOneLocked(u *update, now time.Time) {
 			_ = c.abortLocked(u, fmt.Sprintf("max-block: a call was held longer than %v", mb))
 		}
 	case u.rec.Phase == pb.Phase_PHASE_SWITCHED:
-		// Switched and, for CV, drained: only DONE was not stored (the
-		// previous leader stopped in between).
-		c.finishLocked(u, pb.Phase_PHASE_DONE, "")
+		// Switched and, for CV, drained: DONE waits only for the calls
+		// held for their BEGIN (WF, BF), or was not stored (the previous
+		// leader stopped in between).
+		if !u.waitingBegin() {
+			c.finishLocked(u, pb.Phase_PHASE_DONE, "")
+		}
 	case u.rec.Phase == pb.Phase_PHASE_DRAINING:
-		if c.eng.BlockersUsing(u.svc, u.from) == 0 && c.switchHoldLocked() == "" {
+		if c.eng.BlockersUsing(u.svc, u.from) == 0 && c.switchHoldLocked() == "" && !u.waitingBegin() {
 			if c.setPhaseLocked(u, pb.Phase_PHASE_SWITCHED, "") {
 				c.finishLocked(u, pb.Phase_PHASE_DONE, "")
 			}
