@@ -144,6 +144,9 @@ func runOnce(k pb.Strategy, rate int, warm, hold time.Duration) string {
 		}
 		return d[len(d)*q/100]
 	}
+	if v := s.FirstViolation(); v != "" {
+		log.Printf("%s: first violation: %s", k, v)
+	}
 	name := strings.ToLower(strings.TrimPrefix(k.String(), "STRATEGY_"))
 	log.Printf("%s: switch %v after the request, DONE after %v (longest transaction %v); calls outside an update: p50 %v p99 %v (%d); decided calls during it: %d, p50 %v p99 %v; held %d",
 		name, switched.Round(time.Microsecond), done.Round(time.Microsecond), s.Longest().Round(time.Millisecond),

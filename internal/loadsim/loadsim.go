@@ -43,10 +43,13 @@ type Sim struct {
 	cfg     Config
 	clients map[string]*sidecar.Client // "svc@version"
 
-	mu      sync.Mutex
-	ran     map[string]map[string]string // txn -> svc -> version
-	outside []time.Duration              // Route latency of calls that did not wait
-	decided []time.Duration              // Route latency of calls that waited for a decision
+	mu       sync.Mutex
+	ran      map[string]map[string]string // txn -> svc -> version
+	trace    map[string][]string          // txn -> what it ran where, in order
+	firstBad string                       // the first violation and its transaction's trace
+	began    time.Time
+	outside  []time.Duration // Route latency of calls that did not wait
+	decided  []time.Duration // Route latency of calls that waited for a decision
 
 	requests, failed, bad atomic.Int64
 	longest               atomic.Int64 // ns
@@ -58,7 +61,8 @@ func Start(ctx context.Context, cfg Config) (*Sim, error) {
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = 30 * time.Second
 	}
-	s := &Sim{cfg: cfg, clients: map[string]*sidecar.Client{}, ran: map[string]map[string]string{}}
+	s := &Sim{cfg: cfg, clients: map[string]*sidecar.Client{}, ran: map[string]map[string]string{},
+		trace: map[string][]string{}, began: time.Now()}
 	for _, inst := range cfg.Instances {
 		svc, ver, ok := strings.Cut(inst, "@")
 		if !ok {
@@ -93,7 +97,9 @@ func (s *Sim) Close() {
 	}
 }
 
-func (s *Sim) record(txn, svc, version string) {
+// record notes that txn ran at svc@version; what says how it got there
+// (kept with the transaction, to explain a violation).
+func (s *Sim) record(txn, svc, version, what string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m := s.ran[txn]
@@ -101,10 +107,22 @@ func (s *Sim) record(txn, svc, version string) {
 		m = map[string]string{}
 		s.ran[txn] = m
 	}
+	s.trace[txn] = append(s.trace[txn], fmt.Sprintf("+%v %s", time.Since(s.began).Round(time.Microsecond), what))
 	if v, ok := m[svc]; ok && v != version {
-		s.bad.Add(1)
+		if s.bad.Add(1) == 1 {
+			s.firstBad = fmt.Sprintf("transaction %s ran on %s@%s and %s@%s:\n  %s", txn, svc, v, svc, version,
+				strings.Join(s.trace[txn], "\n  "))
+		}
 	}
 	m[svc] = version
+}
+
+// FirstViolation describes the first transaction seen on two versions of
+// a service, with everything it ran, in order; "" if none.
+func (s *Sim) FirstViolation() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.firstBad
 }
 
 func (s *Sim) fail(err error) {
@@ -141,7 +159,8 @@ func (s *Sim) exec(ctx context.Context, svc, version string, budget time.Duratio
 			}
 			s.mu.Unlock()
 			t, _ := sidecar.FromContext(ctx)
-			s.record(t.ID, next, call.Version)
+			s.record(t.ID, next, call.Version, fmt.Sprintf("%s@%s (sub %x) -> %s@%s (sub %x) in %v",
+				svc, version, t.Sub, next, call.Version, call.Sub, took))
 			nc := s.clients[next+"@"+call.Version]
 			if nc == nil {
 				call.Finish()
@@ -165,7 +184,7 @@ func (s *Sim) Txn(ctx context.Context, budget time.Duration, rng *rand.Rand) {
 	start := time.Now()
 	entry := s.clients[s.cfg.Entry+"@v1"]
 	tctx, t := entry.Begin(ctx)
-	s.record(t.ID, s.cfg.Entry, "v1")
+	s.record(t.ID, s.cfg.Entry, "v1", "begin at "+s.cfg.Entry+"@v1")
 	s.exec(tctx, s.cfg.Entry, "v1", budget, rng)
 	if err := entry.End(tctx); err != nil {
 		s.fail(fmt.Errorf("end: %w", err))
