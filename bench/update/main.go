@@ -24,6 +24,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -108,6 +109,7 @@ func runOnce(k pb.Strategy, rate int, warm, hold time.Duration) string {
 		blocker = func() { entry.End(tctx) }
 		time.AfterFunc(hold, blocker)
 	}
+	cpu0 := readCPU()
 	requested := time.Now()
 	// WF may never find the service free under load: bounded, it aborts.
 	u, err := admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: target, ToVersion: "v2", Strategy: k,
@@ -133,6 +135,11 @@ func runOnce(k pb.Strategy, rate int, warm, hold time.Duration) string {
 		time.Sleep(time.Millisecond)
 	}
 	window := time.Since(requested)
+	if steal, ok := cpu0.stealSince(readCPU()); ok {
+		// On a shared host the hypervisor may run others on our cores:
+		// figures taken with a high steal are not this program's.
+		log.Printf("%s: CPU stolen by the hypervisor during the update: %.0f%%", strings.ToLower(k.String()[len("STRATEGY_"):]), steal)
+	}
 	time.Sleep(200 * time.Millisecond)
 	stopLoad()
 	_, decided := s.Latencies(false)
@@ -194,6 +201,42 @@ func runCoordinator(dir string) {
 	if err := srv.Close(cctx); err != nil {
 		log.Printf("coordinator close: %v", err)
 	}
+}
+
+// cpuTimes are the machine's CPU jiffies: all of them, and those stolen
+// by the hypervisor (/proc/stat; zero where it cannot be read).
+type cpuTimes struct{ total, steal uint64 }
+
+func readCPU() cpuTimes {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTimes{}
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	var t cpuTimes
+	for i, v := range f[1:] {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return cpuTimes{}
+		}
+		if i < 8 { // guest times are already counted in user
+			t.total += n
+		}
+		if i == 7 {
+			t.steal = n
+		}
+	}
+	return t
+}
+
+// stealSince returns the share of CPU time stolen between t and later, in
+// percent.
+func (t cpuTimes) stealSince(later cpuTimes) (float64, bool) {
+	if later.total <= t.total {
+		return 0, false
+	}
+	return 100 * float64(later.steal-t.steal) / float64(later.total-t.total), true
 }
 
 func check(err error) {
