@@ -175,16 +175,29 @@ func TestCallBeforeItsBeginWaitsForIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	noDecisionBeforeBegin(t, dec)
+	servertest.Send(t, d2, simsidecar.Begin("T", 1), simsidecar.Call("T", 1, "x", 2))
+	decisionAfterBegin(t, dec, "v2", "where T's root runs")
+}
+
+// noDecisionBeforeBegin checks that a call held for its BEGIN stays so.
+func noDecisionBeforeBegin(t *testing.T, dec <-chan *pb.CallDecision) {
+	t.Helper()
 	select {
 	case m := <-dec:
 		t.Fatalf("answered before T's BEGIN arrived: %v", m)
 	case <-time.After(300 * time.Millisecond):
 	}
-	servertest.Send(t, d2, simsidecar.Begin("T", 1), simsidecar.Call("T", 1, "x", 2))
+}
+
+// decisionAfterBegin waits for the decision of a call once its BEGIN has
+// been sent, and wants version (why says why).
+func decisionAfterBegin(t *testing.T, dec <-chan *pb.CallDecision, version, why string) {
+	t.Helper()
 	select {
 	case m := <-dec:
-		if m.GetVersion() != "v2" || m.GetError() != "" {
-			t.Fatalf("decision after the BEGIN: %v, want v2 (where T's root runs)", m)
+		if m.GetVersion() != version || m.GetError() != "" {
+			t.Fatalf("decision after the BEGIN: %v, want %s (%s)", m, version, why)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no decision after the BEGIN")
@@ -221,23 +234,12 @@ func TestUpdateDoesNotEndOverACallWaitingForItsBegin(t *testing.T) {
 	}
 	// T0 ends: v1 is drained, but T's call still waits for T's BEGIN.
 	servertest.Send(t, x, simsidecar.End("T0"))
-	select {
-	case m := <-dec:
-		t.Fatalf("answered before T's BEGIN arrived: %v", m)
-	case <-time.After(300 * time.Millisecond):
-	}
+	noDecisionBeforeBegin(t, dec)
 	if g, err := ts.Admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: u.Id}); err != nil || g.Phase != pb.Phase_PHASE_DRAINING {
 		t.Fatalf("update while a call waits for its BEGIN: %v, %v; want DRAINING", g.GetPhase(), err)
 	}
 	servertest.Send(t, a, simsidecar.Begin("T", 1), simsidecar.Call("T", 1, "x", 2))
-	select {
-	case m := <-dec:
-		if m.GetVersion() != "v2" || m.GetError() != "" {
-			t.Fatalf("decision after the BEGIN: %v, want v2 (T is new)", m)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no decision after the BEGIN")
-	}
+	decisionAfterBegin(t, dec, "v2", "T is new")
 	servertest.Eventually(t, 10*time.Second, "DONE once the call is decided", func() bool {
 		g, err := ts.Admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: u.Id})
 		return err == nil && g.Phase == pb.Phase_PHASE_DONE
