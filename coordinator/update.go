@@ -360,9 +360,9 @@ func (c *Coordinator) progressOneLocked(u *update, now time.Time) {
 			_ = c.abortLocked(u, fmt.Sprintf("max-block: a call was held longer than %v", mb))
 		}
 	case u.rec.Phase == pb.Phase_PHASE_SWITCHED:
-		// Switched and, for CV, drained: DONE waits only for the calls
-		// held for their BEGIN (WF, BF), or was not stored (the previous
-		// leader stopped in between).
+		// Switched and, for CV, drained: DONE was not stored (the
+		// previous leader stopped in between) or waits for a call held
+		// for its BEGIN.
 		if !u.waitingBegin() {
 			c.finishLocked(u, pb.Phase_PHASE_DONE, "")
 		}
