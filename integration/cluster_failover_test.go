@@ -66,6 +66,45 @@ func TestKillLeaderProcessAndItsEtcdMember(t *testing.T) {
 	if leader == nil {
 		t.Fatalf("leader %v is none of the members", view.Leader)
 	}
+	// The leader hands Raft leadership to another member, so that its
+	// death does not also cost a Raft election and a lease TTL more.
+	raftElsewhere := func() {
+		t.Helper()
+		servertest.Eventually(t, 30*time.Second, "Raft led by another member than the leader's", func() bool {
+			v := clusterView(t, addrs[0])
+			if v == nil || v.Leader.GetName() != leader.name {
+				return false
+			}
+			for _, em := range v.Members {
+				if em.RaftLeader {
+					return em.Name != leader.name
+				}
+			}
+			return false
+		})
+	}
+	raftElsewhere()
+	// Raft moved back onto the leader's member (as a Raft election may do)
+	// is handed off again.
+	v := clusterView(t, addrs[0])
+	var own, raft *pb.EtcdMember
+	for _, em := range v.GetMembers() {
+		if em.Name == leader.name {
+			own = em
+		}
+		if em.RaftLeader {
+			raft = em
+		}
+	}
+	if own == nil || raft == nil {
+		t.Fatalf("cluster view without the leader's member or a Raft leader: %v", v)
+	}
+	mctx, mcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if _, err := etcdClient(t, raft.ClientUrls...).MoveLeader(mctx, own.Id); err != nil {
+		t.Fatalf("move Raft leadership to the leader's member: %v", err)
+	}
+	mcancel()
+	raftElsewhere()
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

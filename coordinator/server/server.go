@@ -74,15 +74,18 @@ type Config struct {
 // Server is a running replica.
 type Server struct {
 	etcd *embedetcd.Server
-	cli  *clientv3.Client
-	grpc *grpc.Server
-	http *http.Server
-	gw   *grpc.ClientConn
-	gLis net.Listener
-	hLis net.Listener
-	lg   *slog.Logger
-	reg  *prometheus.Registry
-	done chan error
+	// raftPeers: the embedded member has peers (InitialCluster), so Raft
+	// leadership can be, and is, kept off it while this replica leads.
+	raftPeers bool
+	cli       *clientv3.Client
+	grpc      *grpc.Server
+	http      *http.Server
+	gw        *grpc.ClientConn
+	gLis      net.Listener
+	hLis      net.Listener
+	lg        *slog.Logger
+	reg       *prometheus.Registry
+	done      chan error
 
 	keys      storage.Keys
 	ccfg      coordinator.Config
@@ -157,6 +160,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			return nil, fmt.Errorf("server: embedded etcd: %w", err)
 		}
 		endpoints = s.etcd.Endpoints()
+		s.raftPeers = cfg.InitialCluster != ""
 		if cfg.InitialCluster != "" {
 			// Follow the other members (and their new ports after restarts)
 			// so the client survives the loss of the local member.

@@ -271,3 +271,30 @@ func TestClusterMemberStopAndRejoin(t *testing.T) {
 		}
 	}
 }
+
+// HandOffRaftLeadership moves Raft leadership off the member that has it,
+// to another member, and does nothing on a member that does not lead or
+// on a single member.
+func TestHandOffRaftLeadership(t *testing.T) {
+	c := startCluster(t)
+	lead := c.raftLeader(t)
+	follower := (lead + 1) % 3
+	if err := c.servers[follower].HandOffRaftLeadership(); err != nil {
+		t.Fatalf("hand-off on a follower: %v", err)
+	}
+	if got := c.raftLeader(t); got != lead {
+		t.Fatalf("a follower's hand-off moved Raft leadership from n%d to n%d", lead+1, got+1)
+	}
+	if err := c.servers[lead].HandOffRaftLeadership(); err != nil {
+		t.Fatalf("hand-off on the leader: %v", err)
+	}
+	eventually(t, 10*time.Second, "another Raft leader", func() bool {
+		return c.raftLeader(t) != lead
+	})
+
+	single := start(t, Config{DataDir: t.TempDir()})
+	defer single.Close()
+	if err := single.HandOffRaftLeadership(); err != nil {
+		t.Fatalf("hand-off on a single member: %v", err)
+	}
+}

@@ -265,6 +265,25 @@ func (s *Server) Etcd() *embed.Etcd { return s.etcd }
 // coordinator does. Close it before Close.
 func (s *Server) LocalClient() *clientv3.Client { return v3client.New(s.etcd.Server) }
 
+// HandOffRaftLeadership moves Raft leadership, when this member has it, to
+// the voting member connected longest; it does nothing for a single
+// member or a member that does not lead. A process that must fail over
+// fast calls it so that its own death is not also the Raft leader's:
+// losing the Raft leader costs an election, and the new Raft leader then
+// gives every lease its full TTL again (etcd's lessor promotion), so a
+// dead process's leases outlive it by one more TTL. It waits at most
+// etcd's request timeout.
+func (s *Server) HandOffRaftLeadership() error {
+	return s.etcd.Server.TryTransferLeadershipOnShutdown() // "OnShutdown" is its only caller in etcd, not a requirement
+}
+
+// LeadsRaft reports whether this member is the Raft leader.
+func (s *Server) LeadsRaft() bool { return s.etcd.Server.Leader() == s.etcd.Server.MemberID() }
+
+// RaftLeaderChanged returns a channel closed at the next change of Raft
+// leader (take it before checking LeadsRaft, so no change is missed).
+func (s *Server) RaftLeaderChanged() <-chan struct{} { return s.etcd.Server.LeaderChangedNotify() }
+
 // Stopped is closed when the etcd server has stopped, after Close or on a
 // fatal error.
 func (s *Server) Stopped() <-chan struct{} { return s.etcd.Server.StopNotify() }
