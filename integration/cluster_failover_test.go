@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -99,12 +100,27 @@ func TestKillLeaderProcessAndItsEtcdMember(t *testing.T) {
 	if own == nil || raft == nil {
 		t.Fatalf("cluster view without the leader's member or a Raft leader: %v", v)
 	}
-	mctx, mcancel := context.WithTimeout(context.Background(), 10*time.Second)
-	if _, err := etcdClient(t, raft.ClientUrls...).MoveLeader(mctx, own.Id); err != nil {
-		t.Fatalf("move Raft leadership to the leader's member: %v", err)
+	ecli := etcdClient(t, raft.ClientUrls...)
+	raftTerm := func() uint64 {
+		t.Helper()
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		st, err := ecli.Status(sctx, raft.ClientUrls[0])
+		if err != nil {
+			t.Fatalf("etcd status: %v", err)
+		}
+		return st.RaftTerm
 	}
+	term := raftTerm()
+	// MoveLeader waits to see the transferee lead; the hand-off may move
+	// leadership on before it looks, so its answer says nothing here: the
+	// Raft term does (one election to the leader's member, one away).
+	mctx, mcancel := context.WithTimeout(context.Background(), 3*time.Second)
+	_, err := ecli.MoveLeader(mctx, own.Id)
 	mcancel()
 	raftElsewhere()
+	servertest.Eventually(t, 10*time.Second, fmt.Sprintf("Raft term past %d+1 (leadership to the leader's member and away again; MoveLeader: %v)", term, err),
+		func() bool { return raftTerm() >= term+2 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

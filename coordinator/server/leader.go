@@ -232,7 +232,8 @@ func (s *Server) serveTerm(stop <-chan struct{}, sess *concurrency.Session, e *c
 	s.metrics.isLeader.Set(1)
 	s.lg.Info("leading", "election_key", e.Key(), "election_rev", e.Rev(), "took", time.Since(started))
 	termDone := make(chan struct{})
-	defer close(termDone)
+	endTerm := sync.OnceFunc(func() { close(termDone) })
+	defer endTerm()
 	if s.raftPeers {
 		go s.keepRaftElsewhere(s.etcd, termDone)
 	}
@@ -248,6 +249,7 @@ func (s *Server) serveTerm(stop <-chan struct{}, sess *concurrency.Session, e *c
 	case <-s.keyLost(e):
 		s.lg.Warn("the election key is not this replica's any more: no longer leading")
 	}
+	endTerm() // no more Raft hand-offs: the next leader may be on their destination
 	if !graceful {
 		t.coord.Abandon() // before anyone else can see no leader here
 		if s.crashed.Load() {
