@@ -129,6 +129,13 @@ func memberStatus(ctx context.Context, cli *clientv3.Client, em *pb.EtcdMember) 
 			errs = append(errs, fmt.Sprintf("%s: %v", u, err))
 			continue
 		}
+		if id := st.Header.GetMemberId(); id != em.Id {
+			// An in-process client (a single member's) answers every
+			// Status itself, whatever the URL: a member added since has
+			// no status of its own here.
+			errs = append(errs, fmt.Sprintf("%s: answered by member %x, not %x: not reachable from this replica's client", u, id, em.Id))
+			continue
+		}
 		em.DbSizeBytes = st.DbSize
 		em.RaftIndex = st.RaftIndex
 		em.Healthy = len(st.Errors) == 0

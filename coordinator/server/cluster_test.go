@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -132,4 +133,27 @@ func withLeader(r *pb.Replica, leader bool) *pb.Replica {
 	c := proto.CloneOf(r)
 	c.Leader = leader
 	return c
+}
+
+// An in-process client answers every Status itself, whatever the URL: a
+// member it is not must not be reported with this member's health.
+func TestMemberStatusThroughAnInProcessClient(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	etcd, err := embedetcd.Start(ctx, embedetcd.Config{DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer etcd.Close()
+	cli := etcd.LocalClient()
+	defer cli.Close()
+
+	self := &pb.EtcdMember{Id: etcd.MemberID(), ClientUrls: etcd.Endpoints()}
+	if memberStatus(ctx, cli, self) == nil || !self.Healthy {
+		t.Fatalf("the member itself: %v", self)
+	}
+	other := &pb.EtcdMember{Id: etcd.MemberID() + 1, ClientUrls: []string{"http://127.0.0.1:1"}}
+	if st := memberStatus(ctx, cli, other); st != nil || other.Healthy || !strings.Contains(other.Error, "answered by member") {
+		t.Fatalf("another member through the in-process client: %v (status %v)", other, st)
+	}
 }
