@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"runtime/debug"
 )
@@ -16,3 +17,10 @@ func validateGCPercent(p int) error {
 
 // setGCPercent applies the GC target and returns the one it replaced.
 func setGCPercent(p int) (previous int) { return debug.SetGCPercent(p) }
+
+// gcFlagSet reports whether --gc-percent was given on the command line.
+func gcFlagSet(fs *flag.FlagSet) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == "gc-percent" })
+	return set
+}

@@ -82,6 +82,12 @@ func run(args []string, stderr io.Writer) int {
 			eps = append(eps, e)
 		}
 	}
+	if gcFlagSet(fs) { // from GOGC, the runtime's own reading stands
+		if err := validateGCPercent(*gcPercent); err != nil {
+			fmt.Fprintf(stderr, "coordinatord: %v\n", err)
+			return 2
+		}
+	}
 	if err := cluster.validate(len(eps) > 0); err != nil {
 		fmt.Fprintf(stderr, "coordinatord: %v\n", err)
 		return 2
@@ -95,10 +101,6 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	if err := selfPreservation.validate(); err != nil {
-		fmt.Fprintf(stderr, "coordinatord: %v\n", err)
-		return 2
-	}
-	if err := validateGCPercent(*gcPercent); err != nil {
 		fmt.Fprintf(stderr, "coordinatord: %v\n", err)
 		return 2
 	}

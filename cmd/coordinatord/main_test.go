@@ -27,6 +27,18 @@ func TestFlagErrors(t *testing.T) {
 	}
 }
 
+// GOGC=0 is the runtime's to read: only a --gc-percent given on the
+// command line is checked.
+func TestGCPercentFromTheEnvironmentIsNotAFlagError(t *testing.T) {
+	t.Setenv("GOGC", "0")
+	var stderr bytes.Buffer
+	// A bad --leader-ttl, checked after --gc-percent, stops it before it
+	// starts anything.
+	if code := run([]string{"--leader-ttl", "1s"}, &stderr); code != 2 || strings.Contains(stderr.String(), "--gc-percent") {
+		t.Fatalf("exit %d, stderr %q: want only the --leader-ttl error", code, stderr.String())
+	}
+}
+
 func TestSetGCPercent(t *testing.T) {
 	orig := setGCPercent(250)
 	defer setGCPercent(orig)

@@ -18,7 +18,8 @@ const DefaultGCPercent = 400
 
 // GCPercent returns the GC target for a coordinator process: the GOGC
 // environment variable when it is set (read as the Go runtime reads it:
-// "off" is -1, anything else not a number is 100), else DefaultGCPercent.
+// "off" and any negative number are -1, anything else not a number is
+// 100), else DefaultGCPercent.
 func GCPercent() int {
 	v, ok := os.LookupEnv("GOGC")
 	if !ok || v == "" {
@@ -28,8 +29,11 @@ func GCPercent() int {
 		return -1
 	}
 	n, err := strconv.Atoi(v)
-	if err != nil {
+	switch {
+	case err != nil:
 		return 100
+	case n < 0:
+		return -1
 	}
 	return n
 }

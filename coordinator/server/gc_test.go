@@ -16,6 +16,8 @@ func TestGCPercent(t *testing.T) {
 		{env: "", want: DefaultGCPercent},
 		{env: "250", want: 250},
 		{env: "off", want: -1},
+		{env: "-5", want: -1},
+		{env: "0", want: 0},
 		{env: "lots", want: 100},
 	} {
 		if tc.unset {
