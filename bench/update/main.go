@@ -214,6 +214,9 @@ func readCPU() cpuTimes {
 	}
 	line, _, _ := strings.Cut(string(b), "\n")
 	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	if len(f) < 9 || f[0] != "cpu" {
+		return cpuTimes{}
+	}
 	var t cpuTimes
 	for i, v := range f[1:] {
 		n, err := strconv.ParseUint(v, 10, 64)

@@ -45,7 +45,7 @@ type Sim struct {
 
 	mu       sync.Mutex
 	ran      map[string]map[string]string // txn -> svc -> version
-	trace    map[string][]string          // txn -> what it ran where, in order
+	trace    map[string][]step            // txn -> what it ran where, in order
 	firstBad string                       // the first violation and its transaction's trace
 	began    time.Time
 	outside  []time.Duration // Route latency of calls that did not wait
@@ -62,7 +62,7 @@ func Start(ctx context.Context, cfg Config) (*Sim, error) {
 		cfg.CallTimeout = 30 * time.Second
 	}
 	s := &Sim{cfg: cfg, clients: map[string]*sidecar.Client{}, ran: map[string]map[string]string{},
-		trace: map[string][]string{}, began: time.Now()}
+		trace: map[string][]step{}, began: time.Now()}
 	for _, inst := range cfg.Instances {
 		svc, ver, ok := strings.Cut(inst, "@")
 		if !ok {
@@ -97,9 +97,25 @@ func (s *Sim) Close() {
 	}
 }
 
-// record notes that txn ran at svc@version; what says how it got there
-// (kept with the transaction, to explain a violation).
-func (s *Sim) record(txn, svc, version, what string) {
+// step is one thing a transaction ran, kept to explain a violation (and
+// formatted only then: the load generator shares the measured cores).
+type step struct {
+	at                     time.Duration // since the Sim started
+	from, fromVer, to, ver string        // from is "" at the entry
+	fromSub, sub           uint64
+	took                   time.Duration // the Route
+}
+
+func (st step) String() string {
+	at := st.at.Round(time.Microsecond)
+	if st.from == "" {
+		return fmt.Sprintf("+%v begin at %s@%s", at, st.to, st.ver)
+	}
+	return fmt.Sprintf("+%v %s@%s (sub %x) -> %s@%s (sub %x) in %v", at, st.from, st.fromVer, st.fromSub, st.to, st.ver, st.sub, st.took)
+}
+
+// record notes that txn ran at st.to@st.ver.
+func (s *Sim) record(txn string, st step) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m := s.ran[txn]
@@ -107,14 +123,19 @@ func (s *Sim) record(txn, svc, version, what string) {
 		m = map[string]string{}
 		s.ran[txn] = m
 	}
-	s.trace[txn] = append(s.trace[txn], fmt.Sprintf("+%v %s", time.Since(s.began).Round(time.Microsecond), what))
-	if v, ok := m[svc]; ok && v != version {
+	st.at = time.Since(s.began)
+	s.trace[txn] = append(s.trace[txn], st)
+	if v, ok := m[st.to]; ok && v != st.ver {
 		if s.bad.Add(1) == 1 {
-			s.firstBad = fmt.Sprintf("transaction %s ran on %s@%s and %s@%s:\n  %s", txn, svc, v, svc, version,
-				strings.Join(s.trace[txn], "\n  "))
+			var b strings.Builder
+			fmt.Fprintf(&b, "transaction %s ran on %s@%s and %s@%s:", txn, st.to, v, st.to, st.ver)
+			for _, x := range s.trace[txn] {
+				b.WriteString("\n  " + x.String())
+			}
+			s.firstBad = b.String()
 		}
 	}
-	m[svc] = version
+	m[st.to] = st.ver
 }
 
 // FirstViolation describes the first transaction seen on two versions of
@@ -159,8 +180,7 @@ func (s *Sim) exec(ctx context.Context, svc, version string, budget time.Duratio
 			}
 			s.mu.Unlock()
 			t, _ := sidecar.FromContext(ctx)
-			s.record(t.ID, next, call.Version, fmt.Sprintf("%s@%s (sub %x) -> %s@%s (sub %x) in %v",
-				svc, version, t.Sub, next, call.Version, call.Sub, took))
+			s.record(t.ID, step{from: svc, fromVer: version, fromSub: t.Sub, to: next, ver: call.Version, sub: call.Sub, took: took})
 			nc := s.clients[next+"@"+call.Version]
 			if nc == nil {
 				call.Finish()
@@ -184,7 +204,7 @@ func (s *Sim) Txn(ctx context.Context, budget time.Duration, rng *rand.Rand) {
 	start := time.Now()
 	entry := s.clients[s.cfg.Entry+"@v1"]
 	tctx, t := entry.Begin(ctx)
-	s.record(t.ID, s.cfg.Entry, "v1", "begin at "+s.cfg.Entry+"@v1")
+	s.record(t.ID, step{to: s.cfg.Entry, ver: "v1"})
 	s.exec(tctx, s.cfg.Entry, "v1", budget, rng)
 	if err := entry.End(tctx); err != nil {
 		s.fail(fmt.Errorf("end: %w", err))
