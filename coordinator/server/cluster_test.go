@@ -50,14 +50,22 @@ func viewUntil(ctx context.Context, t *testing.T, cli *clientv3.Client, prefix s
 	}
 }
 
-func TestClusterView(t *testing.T) {
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
+// startEtcd starts a single embedded member for the test, closed at its
+// end (after the clients the test closes with defer).
+func startEtcd(ctx context.Context, t *testing.T) *embedetcd.Server {
+	t.Helper()
 	etcd, err := embedetcd.Start(ctx, embedetcd.Config{DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer etcd.Close()
+	t.Cleanup(etcd.Close)
+	return etcd
+}
+
+func TestClusterView(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	etcd := startEtcd(ctx, t)
 	cli, err := storage.NewClient(etcd.Endpoints(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -140,11 +148,7 @@ func withLeader(r *pb.Replica, leader bool) *pb.Replica {
 func TestMemberStatusThroughAnInProcessClient(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	etcd, err := embedetcd.Start(ctx, embedetcd.Config{DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer etcd.Close()
+	etcd := startEtcd(ctx, t)
 	cli := etcd.LocalClient()
 	defer cli.Close()
 
