@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -351,7 +352,8 @@ func (s *Server) forwardConn() (*grpc.ClientConn, *pb.Replica, error) {
 }
 
 // raftHandOffRetry is how long keepRaftElsewhere waits after a failed
-// hand-off (no other member connected) before it tries again.
+// hand-off (no other member serves and follows this one) before it tries
+// again.
 const raftHandOffRetry = 5 * time.Second
 
 // keepRaftElsewhere hands Raft leadership away from this replica's etcd
@@ -359,16 +361,31 @@ const raftHandOffRetry = 5 * time.Second
 // dies, the next leader waits for its election key to expire; if its etcd
 // member led Raft too, that waits for a Raft election and then a whole
 // lease TTL more, as the new Raft leader renews every lease (bench/failover:
-// 4.2-4.7 s instead of 1.4-2.2 s).
+// 4.2-4.7 s instead of 1.4-2.2 s). The hand-off only picks a member that
+// serves clients, so leadership a stopping member just gave away is not
+// handed back to it (embedetcd.HandOffRaftLeadership).
 func (s *Server) keepRaftElsewhere(member *embedetcd.Server, done <-chan struct{}) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-done
+		cancel()
+	}()
 	for {
 		changed := member.RaftLeaderChanged()
 		var retry <-chan time.Time
 		if member.LeadsRaft() {
-			if err := member.HandOffRaftLeadership(); err != nil {
+			err := member.HandOffRaftLeadership(ctx)
+			switch {
+			case ctx.Err() != nil:
+			case errors.Is(err, embedetcd.ErrNoTransferee):
+				// A degraded cluster: nothing to do until a member is back.
+				s.lg.Debug("no etcd member to hand Raft leadership to", "retry_in", raftHandOffRetry)
+				retry = time.After(raftHandOffRetry)
+			case err != nil:
 				s.lg.Warn("could not hand Raft leadership to another etcd member", "error", err, "retry_in", raftHandOffRetry)
 				retry = time.After(raftHandOffRetry)
-			} else {
+			default:
 				s.lg.Debug("Raft leadership handed to another etcd member")
 			}
 		}

@@ -279,13 +279,13 @@ func TestHandOffRaftLeadership(t *testing.T) {
 	c := startCluster(t)
 	lead := c.raftLeader(t)
 	follower := (lead + 1) % 3
-	if err := c.servers[follower].HandOffRaftLeadership(); err != nil {
+	if err := c.servers[follower].HandOffRaftLeadership(t.Context()); err != nil {
 		t.Fatalf("hand-off on a follower: %v", err)
 	}
 	if got := c.raftLeader(t); got != lead {
 		t.Fatalf("a follower's hand-off moved Raft leadership from n%d to n%d", lead+1, got+1)
 	}
-	if err := c.servers[lead].HandOffRaftLeadership(); err != nil {
+	if err := c.servers[lead].HandOffRaftLeadership(t.Context()); err != nil {
 		t.Fatalf("hand-off on the leader: %v", err)
 	}
 	eventually(t, 10*time.Second, "another Raft leader", func() bool {
@@ -294,7 +294,47 @@ func TestHandOffRaftLeadership(t *testing.T) {
 
 	single := start(t, Config{DataDir: t.TempDir()})
 	defer single.Close()
-	if err := single.HandOffRaftLeadership(); err != nil {
+	if err := single.HandOffRaftLeadership(t.Context()); err != nil {
 		t.Fatalf("hand-off on a single member: %v", err)
+	}
+}
+
+// A member that serves no clients any more (as a stopping member, which
+// closes its client listeners before it gives Raft leadership away) is
+// never handed Raft leadership; with no member left that qualifies, the
+// hand-off says so and leadership stays.
+func TestHandOffSkipsAMemberThatServesNoClients(t *testing.T) {
+	c := startCluster(t)
+	lead := c.raftLeader(t)
+	closed := (lead + 1) % 3
+	for _, l := range c.servers[closed].Etcd().Clients {
+		l.Close()
+	}
+	cur := lead
+	for round := 1; round <= 4; round++ {
+		if err := c.servers[cur].HandOffRaftLeadership(t.Context()); err != nil {
+			t.Fatalf("round %d: hand-off from n%d: %v", round, cur+1, err)
+		}
+		prev := cur
+		eventually(t, 10*time.Second, "another Raft leader", func() bool {
+			cur = c.raftLeader(t)
+			return cur != prev
+		})
+		if cur == closed {
+			t.Fatalf("round %d: Raft leadership went to n%d, which serves no clients", round, closed+1)
+		}
+	}
+	for i, s := range c.servers {
+		if i != cur {
+			for _, l := range s.Etcd().Clients {
+				l.Close()
+			}
+		}
+	}
+	if err := c.servers[cur].HandOffRaftLeadership(t.Context()); !errors.Is(err, ErrNoTransferee) {
+		t.Fatalf("hand-off with no member serving clients: %v, want ErrNoTransferee", err)
+	}
+	if got := c.raftLeader(t); got != cur {
+		t.Fatalf("Raft leadership moved from n%d to n%d with no transferee", cur+1, got+1)
 	}
 }

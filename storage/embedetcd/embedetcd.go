@@ -20,6 +20,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/membership"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/coordinator/coordinator/storage/internal/zapslog"
@@ -33,6 +34,9 @@ var (
 	ErrNotReady = errors.New("embedetcd: etcd did not become ready")
 	// ErrStopped is returned by Start when etcd stopped while starting.
 	ErrStopped = errors.New("embedetcd: etcd stopped")
+	// ErrNoTransferee is returned by HandOffRaftLeadership when no other
+	// member serves clients and follows this one.
+	ErrNoTransferee = errors.New("embedetcd: no member to hand Raft leadership to")
 )
 
 // Defaults applied by Start to zero fields of Config.
@@ -238,6 +242,14 @@ func (s *Server) Endpoints() []string {
 	return eps
 }
 
+// ClientURLs returns the URLs this member serves clients on, and no other
+// member's. A client of a cluster member that lives in the member's process
+// should use these only: a watch or keep-alive stream it holds on another
+// member would keep that member's graceful stop waiting for etcd's whole
+// request timeout (7 s with a cluster's Raft timing), as embed.Etcd.Close
+// drains client streams before it stops.
+func (s *Server) ClientURLs() []string { return slices.Clone(s.endpoints) }
+
 // MemberID returns this member's etcd member ID.
 func (s *Server) MemberID() uint64 { return uint64(s.etcd.Server.MemberID()) }
 
@@ -266,15 +278,77 @@ func (s *Server) Etcd() *embed.Etcd { return s.etcd }
 func (s *Server) LocalClient() *clientv3.Client { return v3client.New(s.etcd.Server) }
 
 // HandOffRaftLeadership moves Raft leadership, when this member has it, to
-// the voting member connected longest; it does nothing for a single
-// member or a member that does not lead. A process that must fail over
-// fast calls it so that its own death is not also the Raft leader's:
-// losing the Raft leader costs an election, and the new Raft leader then
-// gives every lease its full TTL again (etcd's lessor promotion), so a
-// dead process's leases outlive it by one more TTL. It waits at most
-// etcd's request timeout.
-func (s *Server) HandOffRaftLeadership() error {
-	return s.etcd.Server.TryTransferLeadershipOnShutdown() // "OnShutdown" is its only caller in etcd, not a requirement
+// another voting member that serves clients now and follows this member
+// (the most caught-up of them); it does nothing for a single member or a
+// member that does not lead. A process that must fail over fast calls it
+// so that its own death is not also the Raft leader's: losing the Raft
+// leader costs an election, and the new Raft leader then gives every lease
+// its full TTL again (etcd's lessor promotion), so a dead process's leases
+// outlive it by one more TTL.
+//
+// Only a member that answers a client Status is chosen. A member that is
+// stopping closes its client listeners before it gives Raft leadership
+// away (embed.Etcd.Close), so it is never handed leadership back: a member
+// on its way out that takes leadership stalls the others until its
+// shutdown's own transfer times out and a Raft election replaces it (that
+// stalled writes for more than 7 s). It returns ErrNoTransferee when no
+// other member qualifies, and waits at most two election timeouts for the
+// transfer.
+func (s *Server) HandOffRaftLeadership(ctx context.Context) error {
+	srv := s.etcd.Server
+	self := srv.MemberID()
+	if !s.cluster || srv.Leader() != self {
+		return nil
+	}
+	var (
+		to      types.ID
+		applied uint64
+	)
+	for _, m := range srv.Cluster().Members() {
+		if m.ID == self || m.IsLearner || len(m.ClientURLs) == 0 {
+			continue
+		}
+		st, err := memberStatus(ctx, m.ClientURLs[0])
+		if err != nil {
+			s.lg.Debug("not a Raft transferee: no status", "member", m.Name, "error", err)
+			continue
+		}
+		if st.Header.GetMemberId() != uint64(m.ID) || st.Leader != uint64(self) {
+			s.lg.Debug("not a Raft transferee: does not follow this member", "member", m.Name, "its_leader", types.ID(st.Leader).String())
+			continue
+		}
+		if to == 0 || st.RaftAppliedIndex > applied {
+			to, applied = m.ID, st.RaftAppliedIndex
+		}
+	}
+	if to == 0 {
+		return ErrNoTransferee
+	}
+	if srv.Leader() != self { // lost it while asking
+		return nil
+	}
+	election := time.Duration(srv.Cfg.ElectionTicks*int(srv.Cfg.TickMs)) * time.Millisecond
+	tctx, cancel := context.WithTimeout(ctx, 2*election)
+	defer cancel()
+	if err := srv.MoveLeader(tctx, uint64(self), uint64(to)); err != nil {
+		return fmt.Errorf("embedetcd: move Raft leadership to %s: %w", to, err)
+	}
+	return nil
+}
+
+// statusTimeout bounds the Status a hand-off asks of each candidate.
+const statusTimeout = 500 * time.Millisecond
+
+// memberStatus asks one member, at url, for its status.
+func memberStatus(ctx context.Context, url string) (*clientv3.StatusResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
+	defer cancel()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: statusTimeout, Context: ctx, Logger: zap.NewNop()})
+	if err != nil {
+		return nil, err
+	}
+	defer cli.Close()
+	return cli.Status(ctx, url)
 }
 
 // LeadsRaft reports whether this member is the Raft leader.
