@@ -11,23 +11,11 @@ import (
 	"github.com/coordinator/coordinator/storage/internal/zapslog"
 )
 
-// ClientOption adjusts the etcd client NewClient makes.
-type ClientOption func(*clientv3.Config)
-
-// WithAutoSync makes the client replace its endpoints every interval by
-// the client URLs of the cluster's voting members (clientv3's
-// AutoSyncInterval), so that it follows members that move or restart on a
-// new port. Use it for endpoints that are the members themselves (an
-// embedded cluster), not a proxy or load balancer in front of them.
-func WithAutoSync(interval time.Duration) ClientOption {
-	return func(c *clientv3.Config) { c.AutoSyncInterval = interval }
-}
-
 // NewClient returns an etcd client for endpoints whose own (zap) logs go to
 // lg at error level (clientv3 warns on every retried call during an
 // outage; the coordinator reports outages itself). It does not wait for a
 // connection: the first request does. A nil lg means slog.Default().
-func NewClient(endpoints []string, lg *slog.Logger, opts ...ClientOption) (*clientv3.Client, error) {
+func NewClient(endpoints []string, lg *slog.Logger) (*clientv3.Client, error) {
 	if lg == nil {
 		lg = slog.Default()
 	}
@@ -38,9 +26,6 @@ func NewClient(endpoints []string, lg *slog.Logger, opts ...ClientOption) (*clie
 		DialKeepAliveTimeout: 5 * time.Second,
 		PermitWithoutStream:  true,
 		Logger:               zapslog.New(lg.With("component", "etcd-client"), zapcore.ErrorLevel),
-	}
-	for _, o := range opts {
-		o(&cfg)
 	}
 	cli, err := clientv3.New(cfg)
 	if err != nil {

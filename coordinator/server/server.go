@@ -34,10 +34,6 @@ const (
 	DefaultGRPCAddr = "127.0.0.1:7400"
 	DefaultHTTPAddr = "127.0.0.1:7401"
 	DefaultDataDir  = "coordinatord.data"
-
-	// etcdAutoSync is how often the client of an embedded cluster member
-	// re-reads the member list.
-	etcdAutoSync = 30 * time.Second
 )
 
 // Config configures a replica. Zero addresses mean the defaults; use
@@ -85,7 +81,8 @@ type Server struct {
 	hLis      net.Listener
 	lg        *slog.Logger
 	reg       *prometheus.Registry
-	done      chan error
+	done      chan error  // gRPC, HTTP and the embedded member: each sends at most once
+	stopping  atomic.Bool // Close or Crash began: a stopped member is expected
 
 	keys      storage.Keys
 	ccfg      coordinator.Config
@@ -129,7 +126,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{lg: lg, reg: prometheus.NewRegistry(), done: make(chan error, 2),
+	s := &Server{lg: lg, reg: prometheus.NewRegistry(), done: make(chan error, 3),
 		leaderChanged: make(chan struct{}), startTimeout: time.Minute, stopTimeout: 10 * time.Second}
 	if s.leaderTTL = cfg.LeaderTTL; s.leaderTTL == 0 {
 		s.leaderTTL = DefaultLeaderTTL
@@ -146,7 +143,6 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}()
 
 	endpoints := cfg.EtcdEndpoints
-	var clientOpts []storage.ClientOption
 	if len(endpoints) > 0 && cfg.InitialCluster != "" {
 		return nil, errors.New("server: InitialCluster (embedded etcd) and EtcdEndpoints (external etcd) exclude each other")
 	}
@@ -159,13 +155,13 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("server: embedded etcd: %w", err)
 		}
-		endpoints = s.etcd.Endpoints()
+		// The replica talks to its own member only. A stream it held on
+		// another member (watches, the election's keep-alive) would keep
+		// that member's graceful stop waiting for etcd's request timeout
+		// (7 s), and the member this process runs is the one it must be
+		// able to reach anyway: if it stops, the replica stops (watchEtcd).
+		endpoints = s.etcd.ClientURLs()
 		s.raftPeers = cfg.InitialCluster != ""
-		if cfg.InitialCluster != "" {
-			// Follow the other members (and their new ports after restarts)
-			// so the client survives the loss of the local member.
-			clientOpts = append(clientOpts, storage.WithAutoSync(etcdAutoSync))
-		}
 		lg.Info("embedded etcd ready", "data_dir", cfg.DataDir, "endpoints", endpoints)
 	}
 	if s.etcd != nil && cfg.InitialCluster == "" {
@@ -173,7 +169,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		// process. Pinned calls wait for an etcd commit, and a loopback
 		// gRPC client doubles its latency.
 		s.cli = s.etcd.LocalClient()
-	} else if s.cli, err = storage.NewClient(endpoints, lg, clientOpts...); err != nil {
+	} else if s.cli, err = storage.NewClient(endpoints, lg); err != nil {
 		return nil, fmt.Errorf("server: etcd client: %w", err)
 	}
 
@@ -235,8 +231,27 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.stopLead, s.leadDone = make(chan struct{}), make(chan struct{})
 	go s.lead(s.stopLead)
+	if s.etcd != nil {
+		go s.watchEtcd(s.etcd)
+	}
 	lg.Info("serving", "replica", s.self.Name, "grpc_addr", s.GRPCAddr(), "http_addr", s.HTTPAddr())
 	return s, nil
+}
+
+// ErrMemberStopped is reported on Done when the replica's embedded etcd
+// member stopped on its own.
+var ErrMemberStopped = errors.New("server: the embedded etcd member stopped")
+
+// watchEtcd reports on Done an embedded member that stopped on its own (a
+// fatal etcd error): this replica's etcd client talks to that member only,
+// so it can neither lead nor follow any more; its process should exit and
+// be restarted rather than linger as a replica that answers nothing.
+func (s *Server) watchEtcd(member *embedetcd.Server) {
+	<-member.Stopped()
+	if !s.stopping.Load() {
+		s.lg.Error("the embedded etcd member stopped")
+		s.done <- ErrMemberStopped
+	}
 }
 
 // gatherTerm gathers the metrics of the coordinator of the current term.
@@ -275,6 +290,7 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 // REST listener stops, every sidecar stream ends after its current batch,
 // the write-behind flushes, then gRPC, the etcd client and embedded etcd stop.
 func (s *Server) Close(ctx context.Context) error {
+	s.stopping.Store(true)
 	var errs []error
 	if s.http != nil {
 		if err := s.http.Shutdown(ctx); err != nil {
@@ -330,6 +346,7 @@ func (s *Server) Crashed() bool { return s.crashed.Load() }
 // not resigned (it expires with its lease's TTL), the etcd client closes.
 // An embedded etcd member stops too. Close afterwards is a no-op.
 func (s *Server) Crash() {
+	s.stopping.Store(true)
 	s.crashed.Store(true)
 	if c := s.Leader(); c != nil {
 		c.Abandon() // a dead process writes nothing more, not even behind
