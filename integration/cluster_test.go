@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -101,20 +100,11 @@ func (m *member) launch(t *testing.T, bin string) {
 	t.Cleanup(m.kill)
 }
 
-// stop sends SIGTERM and waits for a clean exit.
+// stop sends SIGTERM and waits for a clean exit, within downBound.
 func (m *member) stop(t *testing.T) {
 	t.Helper()
-	if err := m.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-m.exited:
-		if err := m.exitErr(); err != nil {
-			t.Fatalf("%s exit after SIGTERM: %v\n%s", m.name, err, m.stderr())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("%s did not exit within 30 s of SIGTERM", m.name)
-	}
+	took := m.stopWithin(t, downBound)
+	t.Logf("%s exited %v after SIGTERM", m.name, took.Round(time.Millisecond))
 }
 
 // errPortTaken reports a member that lost a picked port to someone else.
@@ -236,7 +226,9 @@ func TestThreeCoordinatordFormOneCluster(t *testing.T) {
 	// n1 stops: n2 and n3 keep serving.
 	members[0].stop(t)
 	c2 := etcdClient(t, url(members[1]))
-	if _, err := c2.Put(ctx, "cluster-test/b", "2"); err != nil {
+	pctx, pcancel := context.WithTimeout(ctx, downBound)
+	defer pcancel()
+	if _, err := c2.Put(pctx, "cluster-test/b", "2"); err != nil {
 		t.Fatalf("Put via n2 with n1 down: %v", err)
 	}
 	if resp, err := c3.Get(ctx, "cluster-test/b"); err != nil || len(resp.Kvs) != 1 {
