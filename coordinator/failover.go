@@ -7,7 +7,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coordinator/coordinator/coordinator/graph"
-	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 	"github.com/coordinator/coordinator/strategy"
 )
 
@@ -26,18 +25,13 @@ import (
 // phase says. Unfinished, it is active again: its service is in update mode
 // (every session acknowledges it anew), timeouts count from its creation.
 func (c *Coordinator) resumeLocked(u *update) {
-	u.rollback = u.rec.Phase == pb.Phase_PHASE_ABORTED && u.rec.RollingBack
-	if u.finished() {
+	st := strategy.Resume(u.rec.Phase, u.rec.RollingBack, strategy.Options{})
+	u.switched, u.rollback = st.Switched, st.RollingBack
+	if st.Finished() {
 		return
 	}
 	u.started = u.rec.GetCreatedAt().AsTime()
-	switch u.rec.Phase {
-	case pb.Phase_PHASE_DRAINING, pb.Phase_PHASE_SWITCHED:
-		u.switched = true
-	case pb.Phase_PHASE_ABORTED: // unfinished: a CV rollback
-		u.switched, u.rollback = true, true
-	}
-	if u.kind == strategy.NAIVE {
+	if !u.strat.UpdateMode() {
 		// The baseline has no update mode: its switch was the whole update.
 		u.updateMode = false
 	} else {
@@ -84,7 +78,7 @@ func (c *Coordinator) restorePins(ctx context.Context) error {
 // version, and the old version is where it must go.
 func (c *Coordinator) legacyUsesLocked(txn string, used []graph.Use) []graph.Use {
 	for _, u := range c.active {
-		if !strategy.Pins(u.kind) || !u.switched {
+		if !u.strat.Pins() || !u.switched {
 			continue
 		}
 		v, pinned := c.restoredPins[u.svc][txn]

@@ -12,6 +12,7 @@ import (
 
 	"github.com/coordinator/coordinator/coordinator/graph"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+	"github.com/coordinator/coordinator/strategy"
 )
 
 // restorePage is how many transaction records one restore read fetches.
@@ -131,7 +132,11 @@ func (c *Coordinator) restore(ctx context.Context) error {
 		if err := proto.Unmarshal(kv.Value, rec); err != nil {
 			return fmt.Errorf("update record %q: %w", kv.Key, err)
 		}
-		u := &update{rec: rec, kind: rec.Strategy, changed: make(chan struct{})}
+		strat, err := strategy.For(rec.Strategy)
+		if err != nil {
+			return fmt.Errorf("update record %q: %w", kv.Key, err)
+		}
+		u := &update{rec: rec, strat: strat, changed: make(chan struct{})}
 		c.mu.Lock()
 		u.svc, u.from, u.to = c.eng.Service(rec.Service), c.eng.Version(rec.FromVersion), c.eng.Version(rec.ToVersion)
 		c.updates[rec.Id] = u

@@ -17,7 +17,6 @@ import (
 	"github.com/coordinator/coordinator/coordinator/graph"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 	"github.com/coordinator/coordinator/storage"
-	"github.com/coordinator/coordinator/strategy"
 )
 
 // Self-preservation across failovers (DESIGN.md §6, §7). The expired
@@ -74,7 +73,7 @@ func (c *Coordinator) kickSPStore() {
 func (c *Coordinator) keepPinsLocked(owner graph.Owner) {
 	var ups []*update
 	for _, u := range c.active {
-		if strategy.Pins(u.kind) && !u.pending {
+		if u.strat.Pins() && !u.pending {
 			ups = append(ups, u)
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"slices"
 	"time"
 
@@ -28,9 +27,6 @@ import (
 // or ABORTED/FAILED with a reason. Switches happen under the coordinator's
 // lock, so they are atomic with event application.
 
-// DefaultMaxBlock bounds how long BF holds a call when the request says not.
-const DefaultMaxBlock = 5 * time.Second
-
 // progressEvery is how often timeouts and draining are checked.
 const progressEvery = 10 * time.Millisecond
 
@@ -39,7 +35,7 @@ type update struct {
 	rec        *pb.Update // what is persisted
 	svc        graph.ServiceID
 	from, to   graph.VersionID
-	kind       strategy.Kind
+	strat      strategy.Strategy
 	updateMode bool   // sidecars ask for a decision on every call to svc
 	prepareRev uint64 // routing revision that put svc in update mode
 	switched   bool   // the default is `to`
@@ -63,14 +59,12 @@ type heldCall struct {
 	waitBegin bool
 }
 
-func (u *update) finished() bool {
-	switch u.rec.Phase {
-	case pb.Phase_PHASE_DONE, pb.Phase_PHASE_FAILED:
-		return true
-	case pb.Phase_PHASE_ABORTED:
-		return !u.rollback
-	}
-	return false
+func (u *update) finished() bool { return u.state().Finished() }
+
+// state is the update as its strategy sees it.
+func (u *update) state() strategy.State {
+	return strategy.State{Phase: u.rec.Phase, Switched: u.switched, RollingBack: u.rollback,
+		Options: strategy.Options{Timeout: u.rec.Timeout.AsDuration(), MaxBlock: u.rec.MaxBlock.AsDuration()}}
 }
 
 // waitingBegin reports whether a call is held for its transaction's BEGIN.
@@ -110,7 +104,8 @@ func (c *Coordinator) startUpdate(ctx context.Context, req *pb.StartUpdateReques
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	kind := req.GetStrategy()
-	if _, ok := pb.Strategy_name[int32(kind)]; !ok || kind == pb.Strategy_STRATEGY_UNSPECIFIED {
+	strat, err := strategy.For(kind)
+	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "strategy %v: want wf, bf, cv or naive", kind)
 	}
 	var timeout, maxBlock time.Duration
@@ -127,9 +122,8 @@ func (c *Coordinator) startUpdate(ctx context.Context, req *pb.StartUpdateReques
 		}
 		*d.out = d.in.AsDuration()
 	}
-	if kind == strategy.BF && maxBlock == 0 {
-		maxBlock = DefaultMaxBlock
-	}
+	opts := strat.Options(strategy.Options{Timeout: timeout, MaxBlock: maxBlock})
+	timeout, maxBlock = opts.Timeout, opts.MaxBlock
 
 	c.mu.Lock()
 	svc, ok := c.eng.LookupService(req.Service)
@@ -162,7 +156,7 @@ func (c *Coordinator) startUpdate(ctx context.Context, req *pb.StartUpdateReques
 			CreatedAt: timestamppb.New(now),
 			History:   []*pb.PhaseChange{{Phase: pb.Phase_PHASE_PREPARING, At: timestamppb.New(now)}},
 		},
-		svc: svc, from: from, to: to, kind: kind, started: now,
+		svc: svc, from: from, to: to, strat: strat, started: now,
 		changed: make(chan struct{}), pending: true,
 	}
 	c.active[svc] = u // reserved: a second request now fails
@@ -179,15 +173,11 @@ func (c *Coordinator) startUpdate(ctx context.Context, req *pb.StartUpdateReques
 	c.updates[u.rec.Id] = u
 	c.lg.Info("update started", "update", u.rec.Id, "service", req.Service, "from", u.rec.FromVersion,
 		"to", req.ToVersion, "strategy", strategy.Name(kind))
-	if kind == strategy.NAIVE {
-		// The baseline: no update mode, no pins, switch at once.
-		c.switchLocked(u, pb.Phase_PHASE_SWITCHED)
-		c.finishLocked(u, pb.Phase_PHASE_DONE, "")
-	} else {
+	if strat.UpdateMode() {
 		u.updateMode = true
 		u.prepareRev = c.bumpRoutingLocked()
-		c.progressLocked()
 	}
+	c.progressLocked()
 	out := c.snapshotLocked(u)
 	c.unlockAndSend()
 	return out, nil
@@ -269,13 +259,12 @@ func (c *Coordinator) abortLocked(u *update, reason string) error {
 	if u.finished() || u.rec.Phase == pb.Phase_PHASE_ABORTED {
 		return status.Errorf(codes.FailedPrecondition, "update %s is %s already", u.rec.Id, u.rec.Phase)
 	}
-	wasSwitched := u.switched
+	plan := u.strat.Abort(u.state())
 	var extra []clientv3.Op
-	if wasSwitched {
+	if plan.RouteBack {
 		extra = append(extra, clientv3.OpPut(c.keys.Route(u.rec.Service), u.rec.FromVersion))
 	}
-	rollback := wasSwitched && strategy.Pins(u.kind)
-	if rollback {
+	if plan.Rollback {
 		u.rec.RollingBack = true // persisted with the phase: a failover resumes the rollback
 		if !c.setPhaseLocked(u, pb.Phase_PHASE_ABORTED, reason, extra...) {
 			u.rec.RollingBack = false
@@ -290,7 +279,7 @@ func (c *Coordinator) abortLocked(u *update, reason string) error {
 		u.updateMode = false
 		delete(c.active, u.svc)
 	}
-	if wasSwitched {
+	if plan.RouteBack {
 		c.routes[u.svc] = u.from
 	}
 	c.releaseHeldLocked(u)
@@ -314,65 +303,82 @@ func (c *Coordinator) progressOneLocked(u *update, now time.Time) {
 			return h.waitBegin && now.Sub(h.since) >= c.cfg.ImplicitTimeout
 		}, false)
 	}
-	switch {
-	case u.pending:
+	if u.pending {
 		return
-	case u.rollback:
-		// Drained means no transaction may use the new version again: the
-		// switch holds cover the transactions this coordinator does not
-		// know (switchHoldLocked), as they cover a switch.
-		if c.eng.BlockersUsing(u.svc, u.to) == 0 && c.switchHoldLocked() == "" && !u.waitingBegin() {
-			c.releaseHeldLocked(u)
-			u.rollback, u.rec.RollingBack = false, false
-			if c.finishLocked(u, pb.Phase_PHASE_ABORTED, u.rec.Reason) {
-				c.lg.Info("aborted update drained of the new version", "update", u.rec.Id)
-			} else {
-				u.rollback, u.rec.RollingBack = true, true
-			}
-		}
-	case u.rec.Phase == pb.Phase_PHASE_PREPARING:
-		if c.unackedLocked(u) > 0 {
-			if t := u.rec.Timeout.AsDuration(); t > 0 && now.Sub(u.started) > t {
-				_ = c.abortLocked(u, fmt.Sprintf("timeout: sessions did not all enter update mode within %v", t))
-			}
+	}
+	// The strategy's phase machine says what to do; each step is
+	// persisted before it acts, and the machine is asked again until it
+	// waits (a WF switch and its DONE happen in one progress check).
+	for range maxStepsPerCheck {
+		a := u.strat.Next(u.state(), updateView{c: c, u: u, now: now})
+		if a.Step == strategy.Wait || !c.stepLocked(u, a) || u.finished() {
 			return
-		}
-		if strategy.SwitchesAtOnce(u.kind) {
-			if c.switchHoldLocked() != "" || !c.connectedLocked(u.svc, u.to) {
-				return
-			}
-			c.switchLocked(u, pb.Phase_PHASE_DRAINING)
-		} else {
-			c.setPhaseLocked(u, pb.Phase_PHASE_WAITING, "")
-		}
-	case u.rec.Phase == pb.Phase_PHASE_WAITING:
-		if c.eng.Free(u.svc) && c.switchHoldLocked() == "" && c.connectedLocked(u.svc, u.to) {
-			if c.switchLocked(u, pb.Phase_PHASE_SWITCHED) && !u.waitingBegin() {
-				c.finishLocked(u, pb.Phase_PHASE_DONE, "")
-			}
-			return
-		}
-		if t := u.rec.Timeout.AsDuration(); t > 0 && now.Sub(u.started) > t {
-			_ = c.abortLocked(u, fmt.Sprintf("timeout: %s was not free within %v", u.rec.Service, t))
-			return
-		}
-		if mb := u.rec.MaxBlock.AsDuration(); mb > 0 && len(u.held) > 0 && now.Sub(u.held[0].since) > mb {
-			_ = c.abortLocked(u, fmt.Sprintf("max-block: a call was held longer than %v", mb))
-		}
-	case u.rec.Phase == pb.Phase_PHASE_SWITCHED:
-		// Switched and, for CV, drained: DONE was not stored (the
-		// previous leader stopped in between) or waits for a call held
-		// for its BEGIN.
-		if !u.waitingBegin() {
-			c.finishLocked(u, pb.Phase_PHASE_DONE, "")
-		}
-	case u.rec.Phase == pb.Phase_PHASE_DRAINING:
-		if c.eng.BlockersUsing(u.svc, u.from) == 0 && c.switchHoldLocked() == "" && !u.waitingBegin() {
-			if c.setPhaseLocked(u, pb.Phase_PHASE_SWITCHED, "") {
-				c.finishLocked(u, pb.Phase_PHASE_DONE, "")
-			}
 		}
 	}
+}
+
+// maxStepsPerCheck bounds the phase changes of one progress check; no
+// strategy takes more than three in a row (PREPARING to DONE).
+const maxStepsPerCheck = 4
+
+// stepLocked carries out one step of a phase machine; it reports whether
+// the update changed (etcd took the phase), so the machine may go on.
+func (c *Coordinator) stepLocked(u *update, a strategy.Action) bool {
+	switch a.Step {
+	case strategy.Enter:
+		return c.setPhaseLocked(u, a.Phase, "")
+	case strategy.Switch:
+		return c.switchLocked(u, a.Phase)
+	case strategy.Finish:
+		if !u.rollback {
+			return c.finishLocked(u, a.Phase, "")
+		}
+		c.releaseHeldLocked(u)
+		u.rollback, u.rec.RollingBack = false, false
+		if !c.finishLocked(u, a.Phase, u.rec.Reason) {
+			u.rollback, u.rec.RollingBack = true, true
+			return false
+		}
+		c.lg.Info("aborted update drained of the new version", "update", u.rec.Id)
+		return true
+	case strategy.Abandon:
+		_ = c.abortLocked(u, a.Reason)
+	}
+	return false
+}
+
+// updateView is what a phase machine observes of u; the coordinator's
+// lock is held while it is asked.
+type updateView struct {
+	c   *Coordinator
+	u   *update
+	now time.Time
+}
+
+func (v updateView) Subject() string        { return v.u.rec.Service }
+func (v updateView) Elapsed() time.Duration { return v.now.Sub(v.u.started) }
+func (v updateView) Unacked() int           { return v.c.unackedLocked(v.u) }
+func (v updateView) Free() bool             { return v.c.eng.Free(v.u.svc) }
+func (v updateView) SwitchesHeld() bool     { return v.c.switchHoldLocked() != "" }
+func (v updateView) Ready() bool            { return v.c.connectedLocked(v.u.svc, v.u.to) }
+func (v updateView) WaitingBegin() bool     { return v.u.waitingBegin() }
+
+// InUse: Drained means no transaction may use that version again: the
+// switch holds cover the transactions this coordinator does not know
+// (switchHoldLocked), as they cover a switch.
+func (v updateView) InUse(t strategy.Target) bool {
+	ver := v.u.from
+	if t == strategy.New {
+		ver = v.u.to
+	}
+	return v.c.eng.BlockersUsing(v.u.svc, ver) > 0
+}
+
+func (v updateView) HeldLongest() time.Duration {
+	if len(v.u.held) == 0 {
+		return 0
+	}
+	return v.now.Sub(v.u.held[0].since)
 }
 
 // connectedLocked reports whether an instance of svc@v is connected: an
@@ -427,7 +433,7 @@ func (c *Coordinator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Event
 	if u != nil {
 		used, ok := c.eng.Used(ev.TxnId, to)
 		first = !ok
-		if !ok && strategy.Pins(u.kind) {
+		if !ok && u.strat.Pins() {
 			// A transaction this coordinator did not see begin (implicit:
 			// known from downstream calls; legacy) may have used the
 			// service before: its pin says where, and without one it can
@@ -452,18 +458,24 @@ func (c *Coordinator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Event
 				}
 			}
 		}
-		d := strategy.Decide(u.kind, u.switched, u.rollback, uint32(u.from), uint32(u.to),
-			strategy.Call{Used: uint32(used), HasUsed: ok})
+		d := u.strat.Decide(u.state(), strategy.Call{Used: ok})
 		if d.Hold && c.selfPreservingLocked() {
 			// The switch it would wait for is paused: old (DESIGN.md §7).
-			d = strategy.Decision{Version: uint32(u.from)}
+			d = strategy.Decision{Target: strategy.Old}
 		}
 		if d.Hold {
 			u.held = append(u.held, heldCall{s: s, st: st, ev: proto.Clone(ev).(*pb.Event), since: time.Now()})
 			u.notify()
 			return nil
 		}
-		version = graph.VersionID(d.Version)
+		switch d.Target {
+		case strategy.Old:
+			version = u.from
+		case strategy.New:
+			version = u.to
+		default:
+			version = used
+		}
 	}
 	if err := c.callLocked(s, ev, to, version); err != nil {
 		return err
@@ -472,7 +484,7 @@ func (c *Coordinator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Event
 	var pin *clientv3.Op
 	if u != nil {
 		u.decided++
-		if first && strategy.Pins(u.kind) {
+		if first && u.strat.Pins() {
 			lease := clientv3.NoLease
 			if info, ok := c.eng.Txn(ev.TxnId); ok {
 				if owner := c.ownerSessionLocked(info.Owner); owner != nil {

@@ -3,16 +3,20 @@ package strategy
 import (
 	"errors"
 	"testing"
+
+	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 )
 
 func TestParse(t *testing.T) {
-	for in, want := range map[string]Kind{"wf": WF, "BF": BF, "Cv": CV, "naive": NAIVE} {
+	for in, want := range map[string]Kind{"wf": WF, "BF": BF, "Cv": CV, "naive": NAIVE, "STRATEGY_CV": CV, "strategy_bf": BF} {
 		if got, err := Parse(in); err != nil || got != want {
 			t.Errorf("Parse(%q) = %v, %v; want %v", in, got, err, want)
 		}
 	}
-	if _, err := Parse("blue-green"); !errors.Is(err, ErrUnknown) {
-		t.Errorf("Parse(blue-green) error = %v, want ErrUnknown", err)
+	for _, in := range []string{"blue-green", "STRATEGY_UNSPECIFIED", "unspecified", ""} {
+		if _, err := Parse(in); !errors.Is(err, ErrUnknown) {
+			t.Errorf("Parse(%q) error = %v, want ErrUnknown", in, err)
+		}
 	}
 	if Name(CV) != "cv" {
 		t.Errorf("Name(CV) = %q", Name(CV))
@@ -20,37 +24,38 @@ func TestParse(t *testing.T) {
 }
 
 func TestDecide(t *testing.T) {
-	const old, nu = 1, 2
-	fresh, usedOld, usedNew := Call{}, Call{Used: old, HasUsed: true}, Call{Used: nu, HasUsed: true}
+	fresh, used := Call{}, Call{Used: true}
+	before, switched, rolling := State{Phase: pb.Phase_PHASE_WAITING}, State{Phase: pb.Phase_PHASE_DRAINING, Switched: true},
+		State{Phase: pb.Phase_PHASE_ABORTED, Switched: true, RollingBack: true}
 	for _, tc := range []struct {
-		name               string
-		k                  Kind
-		switched, rollback bool
-		c                  Call
-		want               Decision
+		name string
+		k    Kind
+		s    State
+		c    Call
+		want Decision
 	}{
-		{"WF before switch, fresh", WF, false, false, fresh, Decision{Version: old}},
-		{"WF before switch, used old", WF, false, false, usedOld, Decision{Version: old}},
-		{"WF after switch, fresh", WF, true, false, fresh, Decision{Version: nu}},
-		{"WF after switch, used old (broke its hint)", WF, true, false, usedOld, Decision{Version: old}},
-		{"BF before switch, past on S", BF, false, false, usedOld, Decision{Version: old}},
-		{"BF before switch, no past: held", BF, false, false, fresh, Decision{Hold: true}},
-		{"BF after switch, fresh", BF, true, false, fresh, Decision{Version: nu}},
-		{"CV switched, fresh", CV, true, false, fresh, Decision{Version: nu}},
-		{"CV switched, pinned old", CV, true, false, usedOld, Decision{Version: old}},
-		{"CV switched, pinned new", CV, true, false, usedNew, Decision{Version: nu}},
-		{"CV rolled back, fresh", CV, true, true, fresh, Decision{Version: old}},
-		{"CV rolled back, pinned new", CV, true, true, usedNew, Decision{Version: nu}},
-		{"NAIVE switched ignores what was used", NAIVE, true, false, usedOld, Decision{Version: nu}},
+		{"WF before switch, fresh", WF, before, fresh, Decision{Target: Old}},
+		{"WF before switch, used", WF, before, used, Decision{Target: Same}},
+		{"WF after switch, fresh", WF, switched, fresh, Decision{Target: New}},
+		{"WF after switch, used old (broke its hint)", WF, switched, used, Decision{Target: Same}},
+		{"BF before switch, past on S", BF, before, used, Decision{Target: Same}},
+		{"BF before switch, no past: held", BF, before, fresh, Decision{Hold: true}},
+		{"BF after switch, fresh", BF, switched, fresh, Decision{Target: New}},
+		{"BF rolled back, fresh: old, not held", BF, rolling, fresh, Decision{Target: Old}},
+		{"CV before switch, fresh", CV, State{Phase: pb.Phase_PHASE_PREPARING}, fresh, Decision{Target: Old}},
+		{"CV switched, fresh", CV, switched, fresh, Decision{Target: New}},
+		{"CV switched, pinned", CV, switched, used, Decision{Target: Same}},
+		{"CV rolled back, fresh", CV, rolling, fresh, Decision{Target: Old}},
+		{"CV rolled back, pinned", CV, rolling, used, Decision{Target: Same}},
+		{"NAIVE before switch ignores what was used", NAIVE, before, used, Decision{Target: Old}},
+		{"NAIVE switched ignores what was used", NAIVE, switched, used, Decision{Target: New}},
 	} {
-		if got := Decide(tc.k, tc.switched, tc.rollback, old, nu, tc.c); got != tc.want {
+		st, err := For(tc.k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.Decide(tc.s, tc.c); got != tc.want {
 			t.Errorf("%s: Decide = %+v, want %+v", tc.name, got, tc.want)
 		}
-	}
-	if !SwitchesAtOnce(CV) || !SwitchesAtOnce(NAIVE) || SwitchesAtOnce(WF) || SwitchesAtOnce(BF) {
-		t.Error("SwitchesAtOnce: want CV and NAIVE only")
-	}
-	if Pins(NAIVE) || !Pins(CV) {
-		t.Error("Pins: want every strategy but NAIVE")
 	}
 }
