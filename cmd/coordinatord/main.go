@@ -46,6 +46,7 @@ func run(args []string, stderr io.Writer) int {
 		shutdownGrace = fs.Duration("shutdown-timeout", 30*time.Second, "how long a clean shutdown may take")
 		leaderTTL     = fs.Duration("leader-ttl", server.DefaultLeaderTTL, "TTL of the leader's election lease: how long a dead leader keeps the others waiting (whole seconds, at least 2s)")
 		minSession    = fs.Duration("min-session-ttl", coordinator.DefaultMinSessionTTL, "shortest sidecar session lease, whatever the sidecar's heartbeat: keep it above the leader failover time")
+		maxBody       = fs.Int64("max-request-bytes", server.DefaultMaxRequestBytes, "largest REST request body; a larger one gets 413")
 		gcPercent     = fs.Int("gc-percent", server.GCPercent(), "garbage collector target (GOGC; default from GOGC when set): higher collects less often, for a larger heap; -1 is off (with GOMEMLIMIT)")
 	)
 	cluster := registerClusterFlags(fs) // --name, --initial-cluster[-state], --peer-addr, --etcd-client-addr
@@ -96,6 +97,10 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "coordinatord: --leader-ttl %v: want whole seconds, at least 2s\n", *leaderTTL)
 		return 2
 	}
+	if *maxBody <= 0 {
+		fmt.Fprintf(stderr, "coordinatord: --max-request-bytes %d: want a positive size\n", *maxBody)
+		return 2
+	}
 	if *minSession < *leaderTTL {
 		fmt.Fprintf(stderr, "coordinatord: --min-session-ttl %v is shorter than --leader-ttl %v: sidecars would expire during every failover\n", *minSession, *leaderTTL)
 		return 2
@@ -111,12 +116,13 @@ func run(args []string, stderr io.Writer) int {
 	defer stop()
 	startCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	cfg := server.Config{
-		GRPCAddr:      *grpcAddr,
-		HTTPAddr:      *httpAddr,
-		DataDir:       *dataDir,
-		EtcdEndpoints: eps,
-		Logger:        lg,
-		LeaderTTL:     *leaderTTL,
+		GRPCAddr:        *grpcAddr,
+		HTTPAddr:        *httpAddr,
+		DataDir:         *dataDir,
+		EtcdEndpoints:   eps,
+		Logger:          lg,
+		LeaderTTL:       *leaderTTL,
+		MaxRequestBytes: *maxBody,
 		Coordinator: coordinator.Config{
 			Prefix:           *prefix,
 			FlushInterval:    *flush,

@@ -62,6 +62,9 @@ type Config struct {
 	// LeaderTTL is the election session's lease TTL (DefaultLeaderTTL),
 	// whole seconds, at least 2.
 	LeaderTTL time.Duration
+	// MaxRequestBytes bounds a REST request body (DefaultMaxRequestBytes);
+	// a larger one gets 413.
+	MaxRequestBytes int64
 	// AdvertiseGRPC and AdvertiseHTTP are the addresses other replicas
 	// send sidecars and operators to; default the bound addresses.
 	AdvertiseGRPC, AdvertiseHTTP string
@@ -204,16 +207,23 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.gw, err = grpc.NewClient(s.gLis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
 		return nil, fmt.Errorf("server: gateway client: %w", err)
 	}
-	gw := runtime.NewServeMux()
+	gw := runtime.NewServeMux(runtime.WithMarshalerOption(runtime.MIMEWildcard, restMarshaler()))
 	if err = pb.RegisterAdminServiceHandler(ctx, gw, s.gw); err != nil {
 		return nil, fmt.Errorf("server: gateway: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", gw)
+	maxBody := cfg.MaxRequestBytes
+	if maxBody <= 0 {
+		maxBody = DefaultMaxRequestBytes
+	}
+	mux.Handle("/v1/", limitBody(maxBody, gw))
 	mux.HandleFunc("/health", s.health)
 	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{s.reg, prometheus.GathererFunc(s.gatherTerm)},
 		promhttp.HandlerOpts{Registry: s.reg}))
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// A client that trickles its request, or sends huge headers, is cut
+	// off; answers (WatchUpdate's included) are not bounded here.
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 	go func() { s.done <- s.http.Serve(s.hLis) }()
 
 	s.self = &pb.Replica{Name: cfg.ReplicaName, GrpcAddress: cfg.AdvertiseGRPC, HttpAddress: cfg.AdvertiseHTTP}
