@@ -23,6 +23,7 @@ const (
 	DefaultAllowedMisses     = 2
 	DefaultMaxLiveTxns       = 2_000_000
 	DefaultImplicitTimeout   = 30 * time.Second
+	DefaultRegisterTimeout   = 10 * time.Second
 	// DefaultMinSessionTTL is three times the default leader TTL: a new
 	// leader is serving before a live sidecar's session can expire.
 	DefaultMinSessionTTL = 6 * time.Second
@@ -52,6 +53,10 @@ type Config struct {
 	// whose Begin never arrived (its entry's events were lost, or arrived
 	// after its End had been forgotten).
 	ImplicitTimeout time.Duration
+	// RegisterTimeout ends a sidecar stream that has not sent its Register
+	// this long after it opened (DefaultRegisterTimeout): an idle stream
+	// holds memory and a descriptor for nothing.
+	RegisterTimeout time.Duration
 	// MinSessionTTL is the shortest lease a sidecar session gets, whatever
 	// its heartbeat settings: longer than a leader failover takes, so
 	// that the sessions of live sidecars outlive the time without a leader
@@ -103,7 +108,16 @@ func (c *Config) setDefaults() {
 	if c.ImplicitTimeout <= 0 {
 		c.ImplicitTimeout = DefaultImplicitTimeout
 	}
+	c.RegisterTimeout = c.RegisterTimeoutOrDefault()
 	c.setSelfPreservationDefaults()
+}
+
+// RegisterTimeoutOrDefault is RegisterTimeout, or its default when unset.
+func (c Config) RegisterTimeoutOrDefault() time.Duration {
+	if c.RegisterTimeout <= 0 {
+		return DefaultRegisterTimeout
+	}
+	return c.RegisterTimeout
 }
 
 // Coordinator is the live state of one coordinator replica.

@@ -169,9 +169,16 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 			c.detach(sess, st)
 		}
 	}()
+	regTimer := time.NewTimer(c.cfg.RegisterTimeout)
+	defer regTimer.Stop()
 	for {
 		var m *pb.SidecarMessage
 		select {
+		case <-regTimer.C:
+			if sess == nil {
+				return status.Errorf(codes.DeadlineExceeded, "no Register within %v of opening the stream", c.cfg.RegisterTimeout)
+			}
+			continue
 		case <-ctx.Done():
 			switch cause := context.Cause(ctx); {
 			case errors.Is(cause, ErrStopped):

@@ -47,6 +47,9 @@ func run(args []string, stderr io.Writer) int {
 		leaderTTL     = fs.Duration("leader-ttl", server.DefaultLeaderTTL, "TTL of the leader's election lease: how long a dead leader keeps the others waiting (whole seconds, at least 2s)")
 		minSession    = fs.Duration("min-session-ttl", coordinator.DefaultMinSessionTTL, "shortest sidecar session lease, whatever the sidecar's heartbeat: keep it above the leader failover time")
 		maxBody       = fs.Int64("max-request-bytes", server.DefaultMaxRequestBytes, "largest REST request body; a larger one gets 413")
+		maxStreams    = fs.Int("max-streams", server.DefaultMaxStreams, "sidecar streams open at once, in all; one more is refused")
+		maxPerPeer    = fs.Int("max-streams-per-peer", server.DefaultMaxStreamsPerPeer, "sidecar streams open at once from one peer address")
+		regTimeout    = fs.Duration("register-timeout", coordinator.DefaultRegisterTimeout, "how long a new sidecar stream may take to send its Register")
 		gcPercent     = fs.Int("gc-percent", server.GCPercent(), "garbage collector target (GOGC; default from GOGC when set): higher collects less often, for a larger heap; -1 is off (with GOMEMLIMIT)")
 	)
 	cluster := registerClusterFlags(fs) // --name, --initial-cluster[-state], --peer-addr, --etcd-client-addr
@@ -97,6 +100,10 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "coordinatord: --leader-ttl %v: want whole seconds, at least 2s\n", *leaderTTL)
 		return 2
 	}
+	if *maxStreams <= 0 || *maxPerPeer <= 0 || *regTimeout <= 0 {
+		fmt.Fprintf(stderr, "coordinatord: --max-streams, --max-streams-per-peer and --register-timeout must be positive\n")
+		return 2
+	}
 	if *maxBody <= 0 {
 		fmt.Fprintf(stderr, "coordinatord: --max-request-bytes %d: want a positive size\n", *maxBody)
 		return 2
@@ -116,13 +123,15 @@ func run(args []string, stderr io.Writer) int {
 	defer stop()
 	startCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	cfg := server.Config{
-		GRPCAddr:        *grpcAddr,
-		HTTPAddr:        *httpAddr,
-		DataDir:         *dataDir,
-		EtcdEndpoints:   eps,
-		Logger:          lg,
-		LeaderTTL:       *leaderTTL,
-		MaxRequestBytes: *maxBody,
+		GRPCAddr:          *grpcAddr,
+		HTTPAddr:          *httpAddr,
+		DataDir:           *dataDir,
+		EtcdEndpoints:     eps,
+		Logger:            lg,
+		LeaderTTL:         *leaderTTL,
+		MaxRequestBytes:   *maxBody,
+		MaxStreams:        *maxStreams,
+		MaxStreamsPerPeer: *maxPerPeer,
 		Coordinator: coordinator.Config{
 			Prefix:           *prefix,
 			FlushInterval:    *flush,
@@ -130,6 +139,7 @@ func run(args []string, stderr io.Writer) int {
 			DefaultMisses:    uint32(*misses),
 			MaxLiveTxns:      *maxTxns,
 			MinSessionTTL:    *minSession,
+			RegisterTimeout:  *regTimeout,
 		},
 	}
 	cluster.apply(&cfg)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -29,15 +30,32 @@ type sidecarGate struct {
 }
 
 func (g sidecarGate) Connect(srv pb.SidecarService_ConnectServer) error {
+	release, err := g.s.streamLimits.acquire(srv.Context())
+	if err != nil {
+		return err
+	}
+	defer release()
 	if c := g.s.Leader(); c != nil {
 		return c.SidecarServer().Connect(srv)
 	}
 	// A follower: read the Register, answer where the leader is.
-	if _, err := srv.Recv(); err != nil {
+	first := make(chan error, 1)
+	go func() {
+		_, err := srv.Recv()
+		first <- err
+	}()
+	t := time.NewTimer(g.s.ccfg.RegisterTimeoutOrDefault())
+	defer t.Stop()
+	select {
+	case err := <-first:
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
-		return err
+		if err != nil {
+			return err
+		}
+	case <-t.C:
+		return status.Errorf(codes.DeadlineExceeded, "no Register within %v of opening the stream", g.s.ccfg.RegisterTimeoutOrDefault())
 	}
 	l := g.s.LeaderInfo()
 	if l == nil || l.Name == g.s.self.Name {

@@ -62,6 +62,10 @@ type Config struct {
 	// LeaderTTL is the election session's lease TTL (DefaultLeaderTTL),
 	// whole seconds, at least 2.
 	LeaderTTL time.Duration
+	// MaxStreams and MaxStreamsPerPeer bound the sidecar streams open at
+	// once, in all and per peer address (DefaultMaxStreams,
+	// DefaultMaxStreamsPerPeer); one more is refused with ResourceExhausted.
+	MaxStreams, MaxStreamsPerPeer int
 	// MaxRequestBytes bounds a REST request body (DefaultMaxRequestBytes);
 	// a larger one gets 413.
 	MaxRequestBytes int64
@@ -95,6 +99,7 @@ type Server struct {
 	// bounds a term's coordinator stop.
 	startTimeout, stopTimeout time.Duration
 	metrics                   serverMetrics
+	streamLimits              *streamLimits
 	stopLead                  chan struct{}
 	leadDone                  chan struct{}
 
@@ -179,6 +184,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.metrics = newServerMetrics(s)
 	s.reg.MustRegister(s.metrics.collectors()...)
+	s.streamLimits = newStreamLimits(cfg.MaxStreams, cfg.MaxStreamsPerPeer)
+	s.reg.MustRegister(s.streamLimits.collectors()...)
 	s.ccfg = cfg.Coordinator
 	s.ccfg.Client = s.cli
 	if s.ccfg.Logger == nil {
