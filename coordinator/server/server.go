@@ -72,6 +72,9 @@ type Config struct {
 	// AdvertiseGRPC and AdvertiseHTTP are the addresses other replicas
 	// send sidecars and operators to; default the bound addresses.
 	AdvertiseGRPC, AdvertiseHTTP string
+	// GRPCServerOptions are added to the gRPC server's own (interceptors,
+	// credentials, stats handlers).
+	GRPCServerOptions []grpc.ServerOption
 }
 
 // Server is a running replica.
@@ -199,11 +202,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.gLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
 		return nil, fmt.Errorf("server: grpc listen: %w", err)
 	}
-	s.grpc = grpc.NewServer(
+	s.grpc = grpc.NewServer(append([]grpc.ServerOption{
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.MaxRecvMsgSize(16<<20),
-	)
+		grpc.MaxRecvMsgSize(16 << 20),
+	}, cfg.GRPCServerOptions...)...)
 	pb.RegisterSidecarServiceServer(s.grpc, sidecarGate{s: s})
 	pb.RegisterAdminServiceServer(s.grpc, adminGate{s: s})
 	go func() { s.done <- s.grpc.Serve(s.gLis) }()
