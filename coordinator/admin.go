@@ -7,8 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/coordinator/coordinator/coordinator/graph"
@@ -26,28 +24,19 @@ const (
 	maxTxnLimit         = 10000
 )
 
-// AdminServer returns the gRPC AdminService implementation. Every read is
-// served from memory.
-func (c *Coordinator) AdminServer() pb.AdminServiceServer { return adminServer{c: c} }
-
-type adminServer struct {
-	pb.UnimplementedAdminServiceServer
-	c *Coordinator
-}
-
 func limit(v uint32, def, max int, field string) (int, error) {
 	switch {
 	case v == 0:
 		return def, nil
 	case int(v) > max:
-		return 0, status.Errorf(codes.InvalidArgument, "%s %d is more than %d", field, v, max)
+		return 0, fmt.Errorf("%w: %s %d is more than %d", ErrInvalidArgument, field, v, max)
 	}
 	return int(v), nil
 }
 
-func (a adminServer) GetFreeness(ctx context.Context, req *pb.GetFreenessRequest) (*pb.Freeness, error) {
+func (a admin) GetFreeness(ctx context.Context, req *pb.GetFreenessRequest) (*pb.Freeness, error) {
 	if err := storage.ValidName("service", req.GetService()); err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, err
 	}
 	n, err := limit(req.GetLimit(), defaultBlockerLimit, maxBlockerLimit, "limit")
 	if err != nil {
@@ -60,7 +49,7 @@ func (a adminServer) GetFreeness(ctx context.Context, req *pb.GetFreenessRequest
 	defer func() { c.metrics.freenessSeconds.Observe(time.Since(start).Seconds()) }()
 	s, ok := c.eng.LookupService(req.Service)
 	if !ok {
-		return nil, status.Errorf(codes.NotFound, "unknown service %q", req.Service)
+		return nil, fmt.Errorf("%w %q", ErrUnknownService, req.Service)
 	}
 	out := &pb.Freeness{Service: req.Service, Free: c.eng.Free(s), Blocking: uint32(c.eng.BlockerCount(s))}
 	for _, b := range c.eng.Blockers(s, n) {
@@ -93,7 +82,7 @@ func (c *Coordinator) blockerLocked(s graph.ServiceID, b graph.Blocker) *pb.Bloc
 	return out
 }
 
-func (a adminServer) GetGraph(ctx context.Context, req *pb.GetGraphRequest) (*pb.Graph, error) {
+func (a admin) GetGraph(ctx context.Context, req *pb.GetGraphRequest) (*pb.Graph, error) {
 	n, err := limit(req.GetTxnLimit(), defaultGraphTxns, maxGraphTxns, "txn_limit")
 	if err != nil {
 		return nil, err
@@ -160,10 +149,10 @@ func (a adminServer) GetGraph(ctx context.Context, req *pb.GetGraphRequest) (*pb
 	return out, nil
 }
 
-func (a adminServer) ListSessions(ctx context.Context, req *pb.ListSessionsRequest) (*pb.ListSessionsResponse, error) {
+func (a admin) ListSessions(ctx context.Context, req *pb.ListSessionsRequest) (*pb.ListSessionsResponse, error) {
 	if req.GetService() != "" {
 		if err := storage.ValidName("service", req.Service); err != nil {
-			return nil, status.Error(codes.InvalidArgument, err.Error())
+			return nil, err
 		}
 	}
 	c := a.c
@@ -195,7 +184,7 @@ func (a adminServer) ListSessions(ctx context.Context, req *pb.ListSessionsReque
 	return out, nil
 }
 
-func (a adminServer) ListTransactions(ctx context.Context, req *pb.ListTransactionsRequest) (*pb.ListTransactionsResponse, error) {
+func (a admin) ListTransactions(ctx context.Context, req *pb.ListTransactionsRequest) (*pb.ListTransactionsResponse, error) {
 	n, err := limit(req.GetLimit(), defaultTxnLimit, maxTxnLimit, "limit")
 	if err != nil {
 		return nil, err
@@ -206,11 +195,11 @@ func (a adminServer) ListTransactions(ctx context.Context, req *pb.ListTransacti
 	filter := graph.ServiceID(0)
 	if req.GetService() != "" {
 		if err := storage.ValidName("service", req.Service); err != nil {
-			return nil, status.Error(codes.InvalidArgument, err.Error())
+			return nil, err
 		}
 		s, ok := c.eng.LookupService(req.Service)
 		if !ok {
-			return nil, status.Errorf(codes.NotFound, "unknown service %q", req.Service)
+			return nil, fmt.Errorf("%w %q", ErrUnknownService, req.Service)
 		}
 		filter = s
 	}

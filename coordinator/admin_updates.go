@@ -2,11 +2,10 @@ package coordinator
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
@@ -19,22 +18,22 @@ const (
 	watchTick = 100 * time.Millisecond
 )
 
-func (a adminServer) StartUpdate(ctx context.Context, req *pb.StartUpdateRequest) (*pb.Update, error) {
+func (a admin) StartUpdate(ctx context.Context, req *pb.StartUpdateRequest) (*pb.Update, error) {
 	return a.c.startUpdate(ctx, req)
 }
 
 func (c *Coordinator) updateLocked(id string) (*update, error) {
 	if id == "" {
-		return nil, status.Error(codes.InvalidArgument, "update id is empty")
+		return nil, fmt.Errorf("%w: update id is empty", ErrInvalidArgument)
 	}
 	u := c.updates[id]
 	if u == nil {
-		return nil, status.Errorf(codes.NotFound, "unknown update %q", id)
+		return nil, fmt.Errorf("%w %q", ErrUnknownUpdate, id)
 	}
 	return u, nil
 }
 
-func (a adminServer) GetUpdate(ctx context.Context, req *pb.GetUpdateRequest) (*pb.Update, error) {
+func (a admin) GetUpdate(ctx context.Context, req *pb.GetUpdateRequest) (*pb.Update, error) {
 	c := a.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -45,7 +44,7 @@ func (a adminServer) GetUpdate(ctx context.Context, req *pb.GetUpdateRequest) (*
 	return c.snapshotLocked(u), nil
 }
 
-func (a adminServer) ListUpdates(ctx context.Context, req *pb.ListUpdatesRequest) (*pb.ListUpdatesResponse, error) {
+func (a admin) ListUpdates(ctx context.Context, req *pb.ListUpdatesRequest) (*pb.ListUpdatesResponse, error) {
 	n, err := limit(req.GetLimit(), defaultUpdateLimit, maxUpdateLimit, "limit")
 	if err != nil {
 		return nil, err
@@ -69,7 +68,7 @@ func (a adminServer) ListUpdates(ctx context.Context, req *pb.ListUpdatesRequest
 	return out, nil
 }
 
-func (a adminServer) AbortUpdate(ctx context.Context, req *pb.AbortUpdateRequest) (*pb.Update, error) {
+func (a admin) AbortUpdate(ctx context.Context, req *pb.AbortUpdateRequest) (*pb.Update, error) {
 	c := a.c
 	c.mu.Lock()
 	u, err := c.updateLocked(req.GetId())
@@ -90,7 +89,7 @@ func (a adminServer) AbortUpdate(ctx context.Context, req *pb.AbortUpdateRequest
 
 // WatchUpdate sends the update at once, then whenever it changes (at most
 // every watchTick for progress counters), and ends once it has finished.
-func (a adminServer) WatchUpdate(req *pb.WatchUpdateRequest, srv pb.AdminService_WatchUpdateServer) error {
+func (a admin) WatchUpdate(req *pb.WatchUpdateRequest, srv pb.AdminService_WatchUpdateServer) error {
 	c := a.c
 	tick := time.NewTicker(watchTick)
 	defer tick.Stop()
@@ -115,9 +114,9 @@ func (a adminServer) WatchUpdate(req *pb.WatchUpdateRequest, srv pb.AdminService
 		}
 		select {
 		case <-srv.Context().Done():
-			return status.FromContextError(srv.Context().Err()).Err()
+			return srv.Context().Err()
 		case <-c.ctx.Done():
-			return status.Error(codes.Unavailable, "coordinator is shutting down")
+			return errShuttingDown
 		case <-changed:
 		case <-tick.C:
 		}

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -422,7 +420,7 @@ func (c *Coordinator) endSelfPreservation() (*pb.SelfPreservation, error) {
 	c.mu.Lock()
 	if !c.sp.active {
 		c.mu.Unlock()
-		return nil, status.Error(codes.FailedPrecondition, ErrSelfPreservationInactive.Error())
+		return nil, ErrSelfPreservationInactive
 	}
 	n := 0
 	for _, e := range c.sp.expired {
@@ -436,14 +434,14 @@ func (c *Coordinator) endSelfPreservation() (*pb.SelfPreservation, error) {
 	return out, nil
 }
 
-func (a adminServer) GetSelfPreservation(ctx context.Context, _ *pb.GetSelfPreservationRequest) (*pb.SelfPreservation, error) {
+func (a admin) GetSelfPreservation(ctx context.Context, _ *pb.GetSelfPreservationRequest) (*pb.SelfPreservation, error) {
 	c := a.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.selfPreservationLocked(), nil
 }
 
-func (a adminServer) EndSelfPreservation(ctx context.Context, _ *pb.EndSelfPreservationRequest) (*pb.SelfPreservation, error) {
+func (a admin) EndSelfPreservation(ctx context.Context, _ *pb.EndSelfPreservationRequest) (*pb.SelfPreservation, error) {
 	return a.c.endSelfPreservation()
 }
 

@@ -4,11 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"slices"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -98,15 +98,15 @@ func newUpdateID() string {
 // startUpdate validates and starts an update.
 func (c *Coordinator) startUpdate(ctx context.Context, req *pb.StartUpdateRequest) (*pb.Update, error) {
 	if err := storage.ValidName("service", req.GetService()); err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, err
 	}
 	if err := storage.ValidName("to_version", req.GetToVersion()); err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, err
 	}
 	kind := req.GetStrategy()
 	strat, err := strategy.For(kind)
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "strategy %v: want wf, bf, cv or naive", kind)
+		return nil, fmt.Errorf("%w: strategy %v: want wf, bf, cv or naive", ErrInvalidArgument, kind)
 	}
 	var timeout, maxBlock time.Duration
 	for _, d := range []struct {
@@ -118,7 +118,7 @@ func (c *Coordinator) startUpdate(ctx context.Context, req *pb.StartUpdateReques
 			continue
 		}
 		if err := d.in.CheckValid(); err != nil || d.in.AsDuration() < 0 {
-			return nil, status.Errorf(codes.InvalidArgument, "%s must be a non-negative duration", d.name)
+			return nil, fmt.Errorf("%w: %s must be a non-negative duration", ErrInvalidArgument, d.name)
 		}
 		*d.out = d.in.AsDuration()
 	}
@@ -129,22 +129,22 @@ func (c *Coordinator) startUpdate(ctx context.Context, req *pb.StartUpdateReques
 	svc, ok := c.eng.LookupService(req.Service)
 	if !ok {
 		c.mu.Unlock()
-		return nil, status.Errorf(codes.NotFound, "unknown service %q", req.Service)
+		return nil, fmt.Errorf("%w %q", ErrUnknownService, req.Service)
 	}
 	if u := c.active[svc]; u != nil {
 		c.mu.Unlock()
-		return nil, status.Errorf(codes.FailedPrecondition, "service %q is already being updated by %s (phase %s)",
-			req.Service, u.rec.Id, u.rec.Phase)
+		return nil, fmt.Errorf("service %q is %w by %s (phase %s)",
+			req.Service, ErrUpdateInProgress, u.rec.Id, u.rec.Phase)
 	}
 	from, to := c.routes[svc], c.eng.Version(req.ToVersion)
 	if from == to {
 		c.mu.Unlock()
-		return nil, status.Errorf(codes.FailedPrecondition, "service %q already runs %s by default", req.Service, req.ToVersion)
+		return nil, fmt.Errorf("service %q %w %s by default", req.Service, ErrAlreadyAtVersion, req.ToVersion)
 	}
 	if !c.connectedLocked(svc, to) {
 		c.mu.Unlock()
-		return nil, status.Errorf(codes.FailedPrecondition, "no connected instance of %s@%s: register the new version first",
-			req.Service, req.ToVersion)
+		return nil, fmt.Errorf("%w of %s@%s: register the new version first",
+			ErrNoInstance, req.Service, req.ToVersion)
 	}
 	now := time.Now()
 	u := &update{
@@ -166,7 +166,7 @@ func (c *Coordinator) startUpdate(ctx context.Context, req *pb.StartUpdateReques
 		c.mu.Lock()
 		delete(c.active, svc)
 		c.mu.Unlock()
-		return nil, status.Errorf(codes.Unavailable, "store update: %v", err)
+		return nil, fmt.Errorf("%w: store update: %w", ErrUnavailable, err)
 	}
 	c.mu.Lock()
 	u.pending = false
@@ -257,7 +257,7 @@ func (c *Coordinator) finishLocked(u *update, p pb.Phase, reason string) bool {
 // go back to old, and update mode lasts until the new version is drained.
 func (c *Coordinator) abortLocked(u *update, reason string) error {
 	if u.finished() || u.rec.Phase == pb.Phase_PHASE_ABORTED {
-		return status.Errorf(codes.FailedPrecondition, "update %s is %s already", u.rec.Id, u.rec.Phase)
+		return fmt.Errorf("update %s %w: it is %s already", u.rec.Id, ErrUpdateEnded, u.rec.Phase)
 	}
 	plan := u.strat.Abort(u.state())
 	var extra []clientv3.Op
@@ -268,13 +268,13 @@ func (c *Coordinator) abortLocked(u *update, reason string) error {
 		u.rec.RollingBack = true // persisted with the phase: a failover resumes the rollback
 		if !c.setPhaseLocked(u, pb.Phase_PHASE_ABORTED, reason, extra...) {
 			u.rec.RollingBack = false
-			return status.Error(codes.Unavailable, "could not store the abort; try again")
+			return fmt.Errorf("%w: could not store the abort; try again", ErrUnavailable)
 		}
 		u.rollback = true
 	} else {
 		extra = append(extra, clientv3.OpDelete(c.keys.ServicePins(u.rec.Service), clientv3.WithPrefix()))
 		if !c.setPhaseLocked(u, pb.Phase_PHASE_ABORTED, reason, extra...) {
-			return status.Error(codes.Unavailable, "could not store the abort; try again")
+			return fmt.Errorf("%w: could not store the abort; try again", ErrUnavailable)
 		}
 		u.updateMode = false
 		delete(c.active, u.svc)
