@@ -39,6 +39,7 @@ import (
 //	  ErrNoInstance, ErrUpdateEnded,
 //	  ErrAlreadyRegistered, ErrNotRegistered,
 //	  ErrSelfPreservationInactive              FailedPrecondition
+//	ErrNoRegister                              DeadlineExceeded
 //	errTakenOver                               Aborted
 //	errSlowSidecar                             ResourceExhausted
 //	ErrUnavailable, ErrStopped, ErrFenced,
@@ -86,6 +87,8 @@ var (
 	ErrUpdateEnded = errors.New("has ended")
 	// ErrAlreadyRegistered: a stream sent a second Register.
 	ErrAlreadyRegistered = errors.New("stream already registered")
+	// ErrNoRegister: a stream sent no Register within RegisterTimeout.
+	ErrNoRegister = errors.New("no Register")
 	// ErrUnavailable: etcd did not take or answer a read or write the
 	// request needs (unreachable, timed out, or this replica was fenced);
 	// the request may be retried.
@@ -115,6 +118,7 @@ var grpcCodes = []struct {
 	{ErrUpdateEnded, codes.FailedPrecondition},
 	{ErrAlreadyRegistered, codes.FailedPrecondition},
 	{ErrNotRegistered, codes.FailedPrecondition},
+	{ErrNoRegister, codes.DeadlineExceeded},
 	{ErrSelfPreservationInactive, codes.FailedPrecondition},
 	{errTakenOver, codes.Aborted},
 	{errSlowSidecar, codes.ResourceExhausted},

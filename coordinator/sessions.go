@@ -10,8 +10,6 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -54,34 +52,35 @@ type session struct {
 
 func validTxnID(id string) error {
 	if id == "" {
-		return errors.New("txn_id is empty")
+		return fmt.Errorf("%w: txn_id is empty", ErrInvalidArgument)
 	}
 	if len(id) > MaxTxnIDLen {
-		return fmt.Errorf("txn_id is %d bytes, more than %d", len(id), MaxTxnIDLen)
+		return fmt.Errorf("%w: txn_id is %d bytes, more than %d", ErrInvalidArgument, len(id), MaxTxnIDLen)
 	}
 	for i := 0; i < len(id); i++ {
 		if id[i] <= ' ' || id[i] > '~' {
-			return fmt.Errorf("txn_id %q has byte 0x%02x: only printable ASCII without spaces", id, id[i])
+			return fmt.Errorf("%w: txn_id %q has byte 0x%02x: only printable ASCII without spaces", ErrInvalidArgument, id, id[i])
 		}
 	}
 	return nil
 }
 
+// invalid is an ErrInvalidArgument saying what was wrong.
 func invalid(format string, args ...any) error {
-	return status.Errorf(codes.InvalidArgument, format, args...)
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidArgument}, args...)...)
 }
 
-// validateRegister checks a Register and fills defaults; the error is a
-// gRPC status saying what was wrong.
+// validateRegister checks a Register and fills defaults; the error says
+// what was wrong.
 func (c *Coordinator) validateRegister(r *pb.Register) (hb time.Duration, misses uint32, err error) {
 	if err := storage.ValidName("instance_id", r.GetInstanceId()); err != nil {
-		return 0, 0, invalid("register: %v", err)
+		return 0, 0, fmt.Errorf("register: %w", err)
 	}
 	if err := storage.ValidName("service", r.GetService()); err != nil {
-		return 0, 0, invalid("register: %v", err)
+		return 0, 0, fmt.Errorf("register: %w", err)
 	}
 	if err := storage.ValidName("version", r.GetVersion()); err != nil {
-		return 0, 0, invalid("register: %v", err)
+		return 0, 0, fmt.Errorf("register: %w", err)
 	}
 	if len(r.GetAddress()) > maxAddressLen {
 		return 0, 0, invalid("register: address is longer than %d bytes", maxAddressLen)
@@ -91,7 +90,7 @@ func (c *Coordinator) validateRegister(r *pb.Register) (hb time.Duration, misses
 	}
 	for _, d := range r.GetDependencies() {
 		if err := storage.ValidName("dependency", d); err != nil {
-			return 0, 0, invalid("register: %v", err)
+			return 0, 0, fmt.Errorf("register: %w", err)
 		}
 	}
 	if len(r.GetLiveRoots()) > MaxLiveRoots {
@@ -99,7 +98,7 @@ func (c *Coordinator) validateRegister(r *pb.Register) (hb time.Duration, misses
 	}
 	for _, lr := range r.GetLiveRoots() {
 		if err := validTxnID(lr.GetTxnId()); err != nil {
-			return 0, 0, invalid("register: live root: %v", err)
+			return 0, 0, fmt.Errorf("register: live root: %w", err)
 		}
 		if lr.GetSubId() == 0 {
 			return 0, 0, invalid("register: live root %q: sub_id is 0", lr.GetTxnId())
@@ -161,7 +160,7 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 			lease, resumed = oldLease, true
 		case !errors.Is(err, rpctypes.ErrLeaseNotFound):
 			// etcd did not answer: do not end a session that may be alive.
-			return nil, nil, status.Errorf(codes.Unavailable, "register: check the session's lease: %v", err)
+			return nil, nil, fmt.Errorf("%w: register: check the session's lease: %w", ErrUnavailable, err)
 		}
 	}
 	if !resumed {
@@ -186,7 +185,7 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 			}
 		}
 		if lease, err = c.leases.Grant(ctx, ttl); err != nil {
-			return nil, nil, status.Errorf(codes.Unavailable, "register: grant lease: %v", err)
+			return nil, nil, fmt.Errorf("%w: register: grant lease: %w", ErrUnavailable, err)
 		}
 	}
 	rec := &pb.SessionRecord{
@@ -206,7 +205,7 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 	}
 	val, err := proto.Marshal(rec)
 	if err != nil {
-		return nil, nil, status.Errorf(codes.Internal, "register: encode session: %v", err)
+		return nil, nil, fmt.Errorf("register: encode session: %w", err)
 	}
 	fail := func(format string, err error) (*session, *pb.Registered, error) {
 		if !resumed { // a lease nobody will use: do not let it linger until its TTL
@@ -214,13 +213,13 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 			_ = c.leases.Revoke(rctx, lease)
 			rcancel()
 		}
-		return nil, nil, status.Errorf(codes.Unavailable, format, err)
+		return nil, nil, fmt.Errorf("%w: "+format, ErrUnavailable, err)
 	}
 	if _, err := c.commit(ctx, clientv3.OpPut(c.keys.Session(r.InstanceId), string(val), clientv3.WithLease(lease))); err != nil {
-		return fail("register: store session: %v", err)
+		return fail("register: store session: %w", err)
 	}
 	if err := c.persistService(ctx, r.Service, r.Dependencies, r.Version); err != nil {
-		return fail("register: store service: %v", err)
+		return fail("register: store service: %w", err)
 	}
 
 	c.mu.Lock()

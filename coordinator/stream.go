@@ -8,9 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/coordinator/coordinator/coordinator/graph"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 	"github.com/coordinator/coordinator/storage"
@@ -129,13 +126,15 @@ type sidecarServer struct {
 	c *Coordinator
 }
 
-func (s sidecarServer) Connect(srv pb.SidecarService_ConnectServer) error { return s.c.connect(srv) }
+func (s sidecarServer) Connect(srv pb.SidecarService_ConnectServer) error {
+	return toGRPCError(s.c.connect(srv))
+}
 
 func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 	c.stopMu.Lock()
 	if c.stopping.Load() {
 		c.stopMu.Unlock()
-		return status.Error(codes.Unavailable, "coordinator is shutting down")
+		return errShuttingDown
 	}
 	c.streams.Add(1)
 	c.stopMu.Unlock()
@@ -176,19 +175,19 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 		select {
 		case <-regTimer.C:
 			if sess == nil {
-				return status.Errorf(codes.DeadlineExceeded, "no Register within %v of opening the stream", c.cfg.RegisterTimeout)
+				return fmt.Errorf("%w within %v of opening the stream", ErrNoRegister, c.cfg.RegisterTimeout)
 			}
 			continue
 		case <-ctx.Done():
 			switch cause := context.Cause(ctx); {
 			case errors.Is(cause, ErrStopped):
-				return status.Error(codes.Unavailable, "coordinator is shutting down")
+				return errShuttingDown
 			case errors.Is(cause, errSlowSidecar):
-				return status.Error(codes.ResourceExhausted, "the sidecar did not read its stream: outbound queue full; reconnect")
+				return fmt.Errorf("%w: outbound queue full; reconnect", errSlowSidecar)
 			case errors.Is(cause, errTakenOver):
-				return status.Error(codes.Aborted, "session taken over by a newer stream or dropped; register again")
+				return fmt.Errorf("%w or dropped; register again", errTakenOver)
 			default:
-				return status.FromContextError(ctx.Err()).Err()
+				return ctx.Err()
 			}
 		case err := <-recvErr:
 			if errors.Is(err, io.EOF) {
@@ -206,8 +205,8 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 		switch k := m.Kind.(type) {
 		case *pb.SidecarMessage_Register:
 			if sess != nil {
-				return status.Errorf(codes.FailedPrecondition,
-					"stream already registered as instance %q; open a new stream to register again", sess.rec.InstanceId)
+				return fmt.Errorf("%w as instance %q; open a new stream to register again",
+					ErrAlreadyRegistered, sess.rec.InstanceId)
 			}
 			s, reg, err := c.register(ctx, st, k.Register)
 			if err != nil {
@@ -226,7 +225,7 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 			continue
 		case *pb.SidecarMessage_RoutingAck:
 			if sess == nil {
-				return status.Error(codes.FailedPrecondition, "routing ack before register")
+				return fmt.Errorf("%w: routing ack before register", ErrNotRegistered)
 			}
 			c.routingAck(sess, k.RoutingAck.GetRevision())
 			continue
@@ -234,11 +233,11 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 			out = &pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_Ack{Ack: c.applyBatch(sess, st, k.Events.GetEvents())}}
 		case *pb.SidecarMessage_Heartbeat:
 			if sess == nil {
-				return status.Error(codes.FailedPrecondition, "heartbeat before register")
+				return fmt.Errorf("%w: heartbeat before register", ErrNotRegistered)
 			}
 			out = &pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_HeartbeatAck{HeartbeatAck: c.heartbeat(sess)}}
 		default:
-			return status.Error(codes.InvalidArgument, "empty sidecar message")
+			return fmt.Errorf("%w: empty sidecar message", ErrInvalidArgument)
 		}
 		if err := st.send(out); err != nil {
 			return err
@@ -268,10 +267,8 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 		ack.ThroughSeq = evs[n-1].GetSeq()
 	}
 	if len(evs) > MaxEventsPerBatch {
-		ack.Errors = append(ack.Errors, &pb.EventError{
-			Code:    int32(codes.InvalidArgument),
-			Message: fmt.Sprintf("batch of %d events is larger than %d; nothing applied", len(evs), MaxEventsPerBatch),
-		})
+		ack.Errors = append(ack.Errors, eventError(0, "",
+			fmt.Errorf("%w: batch of %d events is larger than %d; nothing applied", ErrInvalidArgument, len(evs), MaxEventsPerBatch)))
 		return ack
 	}
 	var counts [int(pb.EventType_EVENT_TYPE_END) + 1]int
@@ -282,7 +279,7 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 	for _, ev := range evs {
 		var err error
 		if !current {
-			err = status.Error(codes.FailedPrecondition, ErrNotRegistered.Error()+": send Register first")
+			err = fmt.Errorf("%w: send Register first", ErrNotRegistered)
 		} else {
 			err = c.applyLocked(s, st, ev)
 		}
@@ -299,16 +296,10 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 			}
 			continue
 		}
-		stat := status.Convert(err)
-		ack.Errors = append(ack.Errors, &pb.EventError{
-			Seq:     ev.GetSeq(),
-			Code:    int32(stat.Code()),
-			Message: stat.Message(),
-			TxnId:   ev.GetTxnId(),
-		})
+		ack.Errors = append(ack.Errors, eventError(ev.GetSeq(), ev.GetTxnId(), err))
 		if ev.GetWait() {
 			// The sidecar holds this call until it hears back.
-			c.out = append(c.out, decision{st: st, msg: &pb.CallDecision{Seq: ev.GetSeq(), Error: stat.Message()}})
+			c.out = append(c.out, decision{st: st, msg: &pb.CallDecision{Seq: ev.GetSeq(), Error: err.Error()}})
 		}
 	}
 	if len(c.active) > 0 {
@@ -319,19 +310,19 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 	return ack
 }
 
-// applyLocked applies one event; the error is a gRPC status (or wraps
-// graph.ErrTxnEnded for late events).
+// applyLocked applies one event; the error says what was wrong (or wraps
+// graph.ErrTxnEnded or errLate for late events).
 func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 	if ev == nil {
-		return status.Error(codes.InvalidArgument, "nil event")
+		return fmt.Errorf("%w: nil event", ErrInvalidArgument)
 	}
 	if err := validTxnID(ev.TxnId); err != nil {
-		return status.Error(codes.InvalidArgument, err.Error())
+		return err
 	}
 	typ := ev.Type
 	sub := graph.SubID(ev.SubId)
 	if sub == 0 && typ != pb.EventType_EVENT_TYPE_END {
-		return status.Errorf(codes.InvalidArgument, "%s: sub_id is 0", typ)
+		return fmt.Errorf("%w: %s: sub_id is 0", ErrInvalidArgument, typ)
 	}
 	var err error
 	switch typ {
@@ -341,17 +332,17 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 		}
 	case pb.EventType_EVENT_TYPE_CALL:
 		if ev.CallerSubId == 0 {
-			return status.Error(codes.InvalidArgument, "CALL: caller_sub_id is 0")
+			return fmt.Errorf("%w: CALL: caller_sub_id is 0", ErrInvalidArgument)
 		}
 		if e := storage.ValidName("service", ev.Service); e != nil {
-			return status.Errorf(codes.InvalidArgument, "CALL: %v", e)
+			return fmt.Errorf("CALL: %w", e)
 		}
 		if ev.SubId == ev.CallerSubId {
-			return status.Error(codes.InvalidArgument, "CALL: sub_id equals caller_sub_id")
+			return fmt.Errorf("%w: CALL: sub_id equals caller_sub_id", ErrInvalidArgument)
 		}
 		if ev.Version != "" {
 			if e := storage.ValidName("version", ev.Version); e != nil {
-				return status.Errorf(codes.InvalidArgument, "CALL: %v", e)
+				return fmt.Errorf("CALL: %w", e)
 			}
 		}
 		to := c.eng.Service(ev.Service)
@@ -378,7 +369,7 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 	case pb.EventType_EVENT_TYPE_DONE:
 		to, ok := c.eng.LookupService(ev.Service)
 		if !ok {
-			return status.Errorf(codes.InvalidArgument, "DONE: unknown service %q", ev.Service)
+			return fmt.Errorf("%w: DONE: unknown service %q", ErrInvalidArgument, ev.Service)
 		}
 		err = c.eng.Done(ev.TxnId, sub, to)
 		if errors.Is(err, graph.ErrUnknownSub) {
@@ -387,15 +378,15 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 	case pb.EventType_EVENT_TYPE_END:
 		err = c.eng.End(ev.TxnId)
 	default:
-		return status.Errorf(codes.InvalidArgument, "unknown event type %d", int32(typ))
+		return fmt.Errorf("%w: unknown event type %d", ErrInvalidArgument, int32(typ))
 	}
 	if err == nil || errors.Is(err, graph.ErrTxnEnded) || errors.Is(err, errLate) {
 		return err
 	}
-	if _, ok := status.FromError(err); ok {
+	if errors.As(err, new(eventFailure)) {
 		return err
 	}
-	return eventStatus(typ, ev, err)
+	return eventErr(typ, ev, err)
 }
 
 // callLocked applies a CALL at the given version of the callee.
@@ -405,7 +396,7 @@ func (c *Coordinator) callLocked(s *session, ev *pb.Event, to graph.ServiceID, v
 		if errors.Is(err, graph.ErrTxnEnded) {
 			return err
 		}
-		return eventStatus(ev.Type, ev, err)
+		return eventErr(ev.Type, ev, err)
 	}
 	if info.Implicit {
 		c.eng.Adopt(ev.TxnId, s.owner) // until its Begin arrives
@@ -422,16 +413,13 @@ func (c *Coordinator) callLocked(s *session, ev *pb.Event, to graph.ServiceID, v
 	return nil
 }
 
-// eventStatus turns an engine error into a status that says what was wrong.
-func eventStatus(typ pb.EventType, ev *pb.Event, err error) error {
-	code := codes.InvalidArgument
-	switch {
-	case errors.Is(err, graph.ErrUnknownTxn):
-		code = codes.NotFound
-	case errors.Is(err, graph.ErrUnknownSub):
-		code = codes.NotFound
-	case errors.Is(err, graph.ErrTxnExists), errors.Is(err, graph.ErrSubExists):
-		code = codes.AlreadyExists
-	}
-	return status.Errorf(code, "%s txn %q sub %016x: %v", typ, ev.TxnId, ev.SubId, err)
+// eventFailure is an engine error that says which event it is about.
+type eventFailure struct{ error }
+
+func (e eventFailure) Unwrap() error { return e.error }
+
+// eventErr says which event an engine error is about (the engine's
+// sentinel stays in the chain, for its gRPC code).
+func eventErr(typ pb.EventType, ev *pb.Event, err error) error {
+	return eventFailure{fmt.Errorf("%s txn %q sub %016x: %w", typ, ev.TxnId, ev.SubId, err)}
 }

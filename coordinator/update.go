@@ -9,7 +9,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -533,7 +532,7 @@ func (c *Coordinator) redecideLocked(u *update, match func(heldCall) bool, mayWa
 		}
 		err := c.decideMaybeWaitLocked(h.s, h.st, h.ev, u.svc, mayWait)
 		if err != nil {
-			c.out = append(c.out, decision{st: h.st, msg: &pb.CallDecision{Seq: h.ev.Seq, Error: status.Convert(err).Message()}})
+			c.out = append(c.out, decision{st: h.st, msg: &pb.CallDecision{Seq: h.ev.Seq, Error: err.Error()}})
 		}
 	}
 	u.notify()
