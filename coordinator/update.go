@@ -131,9 +131,9 @@ func (c *Coordinator) startUpdate(ctx context.Context, req *pb.StartUpdateReques
 		return nil, fmt.Errorf("%w %q", ErrUnknownService, req.Service)
 	}
 	if u := c.active[svc]; u != nil {
+		err := fmt.Errorf("service %q is %w by %s (phase %s)", req.Service, ErrUpdateInProgress, u.rec.Id, u.rec.Phase)
 		c.mu.Unlock()
-		return nil, fmt.Errorf("service %q is %w by %s (phase %s)",
-			req.Service, ErrUpdateInProgress, u.rec.Id, u.rec.Phase)
+		return nil, err
 	}
 	from, to := c.routes[svc], c.eng.Version(req.ToVersion)
 	if from == to {
