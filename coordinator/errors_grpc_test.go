@@ -49,7 +49,8 @@ func startErrorsHarness(t *testing.T) *errorsHarness {
 	c, err := coordinator.New(coordinator.Config{
 		Client: cli, FlushInterval: 2 * time.Millisecond,
 		DefaultHeartbeat: 500 * time.Millisecond, DefaultMisses: 1, MinSessionTTL: 2 * time.Second,
-		Fence: []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(errorsFenceKey), ">", 0)},
+		RegisterTimeout: 300 * time.Millisecond,
+		Fence:           []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(errorsFenceKey), ">", 0)},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +116,7 @@ func (h *errorsHarness) stream(t *testing.T, msgs ...*pb.SidecarMessage) error {
 	}
 	for {
 		if _, err := st.Recv(); err != nil {
-			if errors.Is(err, io.EOF) || status.Code(err) == codes.DeadlineExceeded {
+			if errors.Is(err, io.EOF) || ctx.Err() != nil {
 				return nil
 			}
 			return err
@@ -226,6 +227,8 @@ func TestDomainErrorsReachGRPCClients(t *testing.T) {
 		"invalid argument: register: heartbeat_interval 1ms is outside [100ms, 10m0s]")
 	err = h.stream(t, &pb.SidecarMessage{})
 	wantStatus(t, "ErrInvalidArgument (stream)", err, codes.InvalidArgument, "invalid argument: empty sidecar message")
+	err = h.stream(t)
+	wantStatus(t, "ErrNoRegister", err, codes.DeadlineExceeded, "no Register within 300ms of opening the stream")
 	err = h.stream(t, &pb.SidecarMessage{Kind: &pb.SidecarMessage_Heartbeat{Heartbeat: &pb.Heartbeat{}}})
 	wantStatus(t, "ErrNotRegistered", err, codes.FailedPrecondition, "coordinator: stream has no registered session: heartbeat before register")
 	err = h.stream(t, register("y-1", "y", time.Second), register("y-1", "y", time.Second))
