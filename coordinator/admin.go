@@ -55,7 +55,27 @@ func (a admin) GetFreeness(ctx context.Context, req *pb.GetFreenessRequest) (*pb
 	for _, b := range c.eng.Blockers(s, n) {
 		out.Blockers = append(out.Blockers, c.blockerLocked(s, b))
 	}
+	if m := len(c.resyncWait); m > 0 {
+		// After a failover, what the missing sidecars run is not known
+		// yet: not free, and say who is missing.
+		out.Free, out.ResyncMissing = false, uint32(m)
+		out.ResyncSessions = c.resyncSessionsLocked(n)
+	}
 	return out, nil
+}
+
+// resyncSessionsLocked lists up to n of the sessions a failover still
+// waits for, sorted.
+func (c *Coordinator) resyncSessionsLocked(n int) []string {
+	ids := make([]string, 0, len(c.resyncWait))
+	for id := range c.resyncWait {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	if len(ids) > n {
+		ids = ids[:n]
+	}
+	return ids
 }
 
 func (c *Coordinator) blockerLocked(s graph.ServiceID, b graph.Blocker) *pb.Blocker {

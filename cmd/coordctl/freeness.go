@@ -51,6 +51,18 @@ func renderFreeness(w io.Writer, f *coordinatorv1.Freeness) error {
 		fmt.Fprintf(w, " (showing %d; raise --limit to see more)", shown)
 	}
 	fmt.Fprintln(w)
+	if m := int(f.GetResyncMissing()); m > 0 {
+		fmt.Fprintf(w, "Resync:    %s known in etcd not back since the failover: not known free",
+			plural(m, "session", "sessions"))
+		if ids := f.GetResyncSessions(); len(ids) > 0 {
+			fmt.Fprintf(w, " (%s", strings.Join(ids, ", "))
+			if len(ids) < m {
+				fmt.Fprintf(w, ", ...")
+			}
+			fmt.Fprint(w, ")")
+		}
+		fmt.Fprintln(w)
+	}
 	if shown == 0 {
 		return nil
 	}

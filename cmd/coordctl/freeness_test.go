@@ -62,3 +62,15 @@ func TestBlockerPast(t *testing.T) {
 		t.Errorf("legacy blocker row:\n%s", buf.String())
 	}
 }
+
+func TestRenderFreenessDuringResync(t *testing.T) {
+	var buf bytes.Buffer
+	f := &coordinatorv1.Freeness{Service: "auth", ResyncMissing: 3, ResyncSessions: []string{"auth-1", "portal-1"}}
+	if err := renderFreeness(&buf, f); err != nil {
+		t.Fatal(err)
+	}
+	want := "Resync:    3 sessions known in etcd not back since the failover: not known free (auth-1, portal-1, ...)\n"
+	if !strings.Contains(buf.String(), "Free:      no\n") || !strings.Contains(buf.String(), want) {
+		t.Fatalf("got:\n%s\nwant the line %q", buf.String(), want)
+	}
+}

@@ -687,13 +687,21 @@ func (x *GetFreenessRequest) GetLimit() uint32 {
 type Freeness struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
-	Free    bool                   `protobuf:"varint,2,opt,name=free,proto3" json:"free,omitempty"`
+	// Free: no live transaction blocks the service, and the coordinator
+	// knows every live transaction (false while resync_missing > 0).
+	Free bool `protobuf:"varint,2,opt,name=free,proto3" json:"free,omitempty"`
 	// How many live transactions block the service.
 	Blocking uint32 `protobuf:"varint,3,opt,name=blocking,proto3" json:"blocking,omitempty"`
 	// Up to limit of them, with the reason.
-	Blockers      []*Blocker `protobuf:"bytes,4,rep,name=blockers,proto3" json:"blockers,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Blockers []*Blocker `protobuf:"bytes,4,rep,name=blockers,proto3" json:"blockers,omitempty"`
+	// After a failover, the sessions known in etcd that have neither
+	// re-registered nor expired: their sidecars may run transactions this
+	// coordinator has not heard of yet, so the service is not known free.
+	ResyncMissing uint32 `protobuf:"varint,5,opt,name=resync_missing,json=resyncMissing,proto3" json:"resync_missing,omitempty"`
+	// Up to limit of their instance ids.
+	ResyncSessions []string `protobuf:"bytes,6,rep,name=resync_sessions,json=resyncSessions,proto3" json:"resync_sessions,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Freeness) Reset() {
@@ -750,6 +758,20 @@ func (x *Freeness) GetBlocking() uint32 {
 func (x *Freeness) GetBlockers() []*Blocker {
 	if x != nil {
 		return x.Blockers
+	}
+	return nil
+}
+
+func (x *Freeness) GetResyncMissing() uint32 {
+	if x != nil {
+		return x.ResyncMissing
+	}
+	return 0
+}
+
+func (x *Freeness) GetResyncSessions() []string {
+	if x != nil {
+		return x.ResyncSessions
 	}
 	return nil
 }
@@ -2308,12 +2330,14 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\vactivations\x18\t \x01(\x04R\vactivations\"D\n" +
 	"\x12GetFreenessRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x14\n" +
-	"\x05limit\x18\x02 \x01(\rR\x05limit\"\x89\x01\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"\xd9\x01\n" +
 	"\bFreeness\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x12\n" +
 	"\x04free\x18\x02 \x01(\bR\x04free\x12\x1a\n" +
 	"\bblocking\x18\x03 \x01(\rR\bblocking\x123\n" +
-	"\bblockers\x18\x04 \x03(\v2\x17.coordinator.v1.BlockerR\bblockers\"\xac\x01\n" +
+	"\bblockers\x18\x04 \x03(\v2\x17.coordinator.v1.BlockerR\bblockers\x12%\n" +
+	"\x0eresync_missing\x18\x05 \x01(\rR\rresyncMissing\x12'\n" +
+	"\x0fresync_sessions\x18\x06 \x03(\tR\x0eresyncSessions\"\xac\x01\n" +
 	"\aBlocker\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\tR\x05txnId\x12!\n" +
 	"\fpast_version\x18\x02 \x01(\tR\vpastVersion\x12\x18\n" +
