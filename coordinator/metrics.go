@@ -32,7 +32,7 @@ func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"code"}),
 		lateEvents: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "late_events_total",
-			Help: "Events for transactions that had just ended (sent by another stream before the End); ignored.",
+			Help: "Events that changed nothing because another stream's event made them moot first (their transaction ended, their sub-transaction returned); ignored.",
 		}),
 		learnedEdges: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "learned_edges_total", Help: "Static edges learned from calls nobody declared.",

@@ -45,10 +45,14 @@ var errTakenOver = errors.New("coordinator: session taken over by a newer stream
 // errSlowSidecar ends a stream whose outbound queue is full.
 var errSlowSidecar = errors.New("coordinator: sidecar does not read its stream")
 
-// errLate marks an event that arrived after what it is about was over (from
-// another stream: a DONE hint of a sub-transaction whose RETURN, sent by the
-// caller's sidecar, came first). Such events are ignored and counted.
-var errLate = errors.New("coordinator: late event")
+// isLate reports whether the engine's err says the event came late: what it
+// is about was over when it arrived (its transaction ended, or its
+// sub-transaction returned, by another stream's event), or it is a DONE
+// over the bound of those that wait for their CALL. Such events change
+// nothing; they are ignored and counted.
+func isLate(err error) bool {
+	return errors.Is(err, graph.ErrTxnEnded) || errors.Is(err, graph.ErrSubReturned) || errors.Is(err, graph.ErrEarlyLimit)
+}
 
 func newStream(srv pb.SidecarService_ConnectServer, ctx context.Context, cancel context.CancelCauseFunc) *stream {
 	return &stream{srv: srv, ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1)}
@@ -285,7 +289,7 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 			}
 			continue
 		}
-		if errors.Is(err, graph.ErrTxnEnded) || errors.Is(err, errLate) {
+		if isLate(err) {
 			late++ // a late event from another stream
 			if ev.GetWait() {
 				c.out = append(c.out, decision{st: st, msg: &pb.CallDecision{Seq: ev.GetSeq(), Error: "transaction ended"}})
@@ -312,8 +316,8 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 	return ack
 }
 
-// applyLocked applies one event; the error is a gRPC status (or wraps
-// graph.ErrTxnEnded for late events).
+// applyLocked applies one event; the error is a gRPC status, or an engine
+// error for which isLate holds.
 func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 	if ev == nil {
 		return status.Error(codes.InvalidArgument, "nil event")
@@ -373,16 +377,15 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 		if !ok {
 			return status.Errorf(codes.InvalidArgument, "DONE: unknown service %q", ev.Service)
 		}
+		// Before the CALL of its sub it waits for it; after the
+		// caller's RETURN it is moot (graph.ErrSubReturned).
 		err = c.eng.Done(ev.TxnId, sub, to)
-		if errors.Is(err, graph.ErrUnknownSub) {
-			return errLate // the sub-transaction has returned: the hint is moot
-		}
 	case pb.EventType_EVENT_TYPE_END:
 		err = c.eng.End(ev.TxnId)
 	default:
 		return status.Errorf(codes.InvalidArgument, "unknown event type %d", int32(typ))
 	}
-	if err == nil || errors.Is(err, graph.ErrTxnEnded) || errors.Is(err, errLate) {
+	if err == nil || isLate(err) {
 		return err
 	}
 	if _, ok := status.FromError(err); ok {
@@ -395,7 +398,7 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 func (c *Coordinator) callLocked(s *session, ev *pb.Event, to graph.ServiceID, version graph.VersionID) error {
 	info, err := c.eng.Call(ev.TxnId, s.svc, s.ver, graph.SubID(ev.CallerSubId), to, graph.SubID(ev.SubId), version)
 	if err != nil {
-		if errors.Is(err, graph.ErrTxnEnded) {
+		if isLate(err) {
 			return err
 		}
 		return eventStatus(ev.Type, ev, err)
