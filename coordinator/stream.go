@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -44,15 +45,6 @@ var errTakenOver = errors.New("coordinator: session taken over by a newer stream
 
 // errSlowSidecar ends a stream whose outbound queue is full.
 var errSlowSidecar = errors.New("coordinator: sidecar does not read its stream")
-
-// isLate reports whether the engine's err says the event came late: what it
-// is about was over when it arrived (its transaction ended, or its
-// sub-transaction returned, by another stream's event), or it is a DONE
-// over the bound of those that wait for their CALL. Such events change
-// nothing; they are ignored and counted.
-func isLate(err error) bool {
-	return errors.Is(err, graph.ErrTxnEnded) || errors.Is(err, graph.ErrSubReturned) || errors.Is(err, graph.ErrEarlyLimit)
-}
 
 func newStream(srv pb.SidecarService_ConnectServer, ctx context.Context, cancel context.CancelCauseFunc) *stream {
 	return &stream{srv: srv, ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1)}
@@ -272,7 +264,7 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 		return ack
 	}
 	var counts [int(pb.EventType_EVENT_TYPE_END) + 1]int
-	late := 0
+	var late [numLateReasons]int
 	c.mu.Lock()
 	c.eng.SetEpoch(c.epoch())
 	current := s != nil && s.stream == st && c.sessions[s.rec.InstanceId] == s
@@ -289,10 +281,13 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 			}
 			continue
 		}
-		if isLate(err) {
-			late++ // a late event from another stream
+		if r := lateReason(err); r != pb.LateReason_LATE_REASON_UNSPECIFIED {
+			// Moot: another stream's event came first. Neither applied
+			// nor rejected.
+			late[r]++
+			ack.Late = append(ack.Late, &pb.LateEvent{Seq: ev.GetSeq(), Reason: r, TxnId: ev.GetTxnId()})
 			if ev.GetWait() {
-				c.out = append(c.out, decision{st: st, msg: &pb.CallDecision{Seq: ev.GetSeq(), Error: "transaction ended"}})
+				c.out = append(c.out, decision{st: st, msg: &pb.CallDecision{Seq: ev.GetSeq(), Error: lateMessage(r)}})
 			}
 			continue
 		}
@@ -312,12 +307,44 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 		c.progressLocked() // switching is atomic with event application
 	}
 	c.unlockAndSend()
-	c.metrics.observeBatch(counts[:], late, ack.Errors)
+	c.metrics.observeBatch(counts[:], late[:], ack.Errors)
+	if len(ack.Late) > 0 && c.lg.Enabled(context.Background(), slog.LevelDebug) {
+		c.lg.Debug("late events ignored", "instance", s.rec.InstanceId, "late", len(ack.Late),
+			"first_seq", ack.Late[0].GetSeq(), "first_reason", ack.Late[0].GetReason().String())
+	}
 	return ack
 }
 
+// numLateReasons bounds the pb.LateReason values.
+const numLateReasons = int(pb.LateReason_LATE_REASON_EARLY_LIMIT) + 1
+
+// lateReason says why the engine's err means the event came late (another
+// stream's event made it moot), or LATE_REASON_UNSPECIFIED if it does not.
+func lateReason(err error) pb.LateReason {
+	switch {
+	case errors.Is(err, graph.ErrTxnEnded):
+		return pb.LateReason_LATE_REASON_TXN_ENDED
+	case errors.Is(err, graph.ErrSubReturned):
+		return pb.LateReason_LATE_REASON_SUB_RETURNED
+	case errors.Is(err, graph.ErrEarlyLimit):
+		return pb.LateReason_LATE_REASON_EARLY_LIMIT
+	}
+	return pb.LateReason_LATE_REASON_UNSPECIFIED
+}
+
+// lateMessage answers a waiting CALL that came late.
+func lateMessage(r pb.LateReason) string {
+	switch r {
+	case pb.LateReason_LATE_REASON_TXN_ENDED:
+		return "transaction ended"
+	case pb.LateReason_LATE_REASON_SUB_RETURNED:
+		return "sub-transaction returned"
+	}
+	return "late event"
+}
+
 // applyLocked applies one event; the error is a gRPC status, or an engine
-// error for which isLate holds.
+// error for which lateReason names a reason (a late event).
 func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 	if ev == nil {
 		return status.Error(codes.InvalidArgument, "nil event")
@@ -385,7 +412,7 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 	default:
 		return status.Errorf(codes.InvalidArgument, "unknown event type %d", int32(typ))
 	}
-	if err == nil || isLate(err) {
+	if err == nil || lateReason(err) != pb.LateReason_LATE_REASON_UNSPECIFIED {
 		return err
 	}
 	if _, ok := status.FromError(err); ok {
@@ -398,7 +425,7 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 func (c *Coordinator) callLocked(s *session, ev *pb.Event, to graph.ServiceID, version graph.VersionID) error {
 	info, err := c.eng.Call(ev.TxnId, s.svc, s.ver, graph.SubID(ev.CallerSubId), to, graph.SubID(ev.SubId), version)
 	if err != nil {
-		if isLate(err) {
+		if lateReason(err) != pb.LateReason_LATE_REASON_UNSPECIFIED {
 			return err
 		}
 		return eventStatus(ev.Type, ev, err)
