@@ -53,8 +53,10 @@ func TestOutOfOrderStreams(t *testing.T) {
 	servertest.Send(t, a, simsidecar.Return("T", 2))
 	// b's hint about sub 2 arrives after a's Return of sub 2: moot, ignored.
 	late := ts.Metric("coordinator_late_events_total")
-	if ack := servertest.SendAck(t, b, simsidecar.Done("T", 2, "c")); len(ack.Errors) != 0 {
-		t.Fatalf("late DONE: errors %v, want none", ack.Errors)
+	done := simsidecar.Done("T", 2, "c")
+	if ack := servertest.SendAck(t, b, done); len(ack.Errors) != 0 || len(ack.Late) != 1 ||
+		ack.Late[0].Seq != done.Seq || ack.Late[0].Reason != pb.LateReason_LATE_REASON_SUB_RETURNED {
+		t.Fatalf("late DONE: errors %v, late %v; want none, seq %d late as its sub returned", ack.Errors, ack.Late, done.Seq)
 	}
 	if got := ts.Metric("coordinator_late_events_total"); got != late+1 {
 		t.Fatalf("late events %v, want %v", got, late+1)
@@ -65,9 +67,68 @@ func TestOutOfOrderStreams(t *testing.T) {
 	}
 	// b's late event for the ended transaction is ignored, not an error.
 	ack := servertest.SendAck(t, b, simsidecar.Done("T", 2, "c"))
-	if len(ack.Errors) != 0 || ts.Txns("").Total != 0 {
-		t.Fatalf("late event: errors %v, live %d; want ignored", ack.Errors, ts.Txns("").Total)
+	if len(ack.Errors) != 0 || ts.Txns("").Total != 0 ||
+		len(ack.Late) != 1 || ack.Late[0].Reason != pb.LateReason_LATE_REASON_TXN_ENDED || ack.Late[0].TxnId != "T" {
+		t.Fatalf("late event: errors %v, late %v, live %d; want ignored as late", ack.Errors, ack.Late, ts.Txns("").Total)
 	}
+}
+
+// The seed scenario (DESIGN.md §1) with Portal's stream ahead of Proc's:
+// once every event has arrived, FREENESS is what in-order delivery gives,
+// and the Ack says which events came late.
+func TestReorderedStreamsExact(t *testing.T) {
+	ts := servertest.Start(t, "")
+	portal := ts.Sidecar("portal-1", "portal", "v1", "auth", "proc")
+	ts.Sidecar("auth-1", "auth", "v1")
+	proc := ts.Sidecar("proc-1", "proc", "v1", "auth", "db")
+	ts.Sidecar("db-1", "db", "v1")
+	free := func(svc string) bool { t.Helper(); return ts.FreeREST(svc).Free }
+	metric := func(reason string) float64 {
+		t.Helper()
+		return ts.Metric(`coordinator_late_events_total{reason="` + reason + `"}`)
+	}
+	returned := metric("sub_returned")
+
+	// Portal's stream: T1 at Auth, T2 at Proc, both returned, done with
+	// both.
+	servertest.Send(t, portal, simsidecar.Begin("T", 1),
+		simsidecar.Call("T", 1, "auth", 2), simsidecar.Return("T", 2), simsidecar.Done("T", 1, "auth"),
+		simsidecar.Call("T", 1, "proc", 3), simsidecar.Return("T", 3), simsidecar.Done("T", 1, "proc"))
+	// Proc's stream, behind: T3 at Auth, made by T2 before it returned,
+	// and T2's hint. The Call must not start T2 again; the hint is moot.
+	hint := simsidecar.Done("T", 3, "auth")
+	ack := servertest.SendAck(t, proc, simsidecar.Call("T", 3, "auth", 4), simsidecar.Return("T", 4), hint)
+	if len(ack.Errors) != 0 || len(ack.Late) != 1 || ack.Late[0].Seq != hint.Seq ||
+		ack.Late[0].Reason != pb.LateReason_LATE_REASON_SUB_RETURNED || ack.Late[0].TxnId != "T" {
+		t.Fatalf("Proc's batch: errors %v, late %v; want the hint (seq %d) late, as its sub returned", ack.Errors, ack.Late, hint.Seq)
+	}
+	if got := metric("sub_returned"); got != returned+1 {
+		t.Errorf(`late_events_total{reason="sub_returned"} = %v, want %v`, got, returned+1)
+	}
+	for _, svc := range []string{"auth", "proc", "db"} {
+		if !free(svc) {
+			t.Errorf("%s not free with every event arrived: %v", svc, ts.FreeREST(svc))
+		}
+	}
+
+	// U: Proc's "done with Auth" comes before anything of U. It waits for
+	// Proc's sub to start, and then makes Auth free while Proc still runs
+	// (seed moment D).
+	early := ts.Metric("coordinator_early_done_total")
+	ack = servertest.SendAck(t, proc, simsidecar.Done("U", 3, "auth"))
+	if len(ack.Errors) != 0 || len(ack.Late) != 0 {
+		t.Fatalf("early DONE: errors %v, late %v; want neither", ack.Errors, ack.Late)
+	}
+	servertest.Send(t, portal, simsidecar.Begin("U", 1),
+		simsidecar.Call("U", 1, "auth", 2), simsidecar.Return("U", 2), simsidecar.Done("U", 1, "auth"),
+		simsidecar.Call("U", 1, "proc", 3), simsidecar.Done("U", 1, "proc"))
+	if !free("auth") || free("proc") {
+		t.Errorf("free(auth) %v free(proc) %v, want true false", free("auth"), free("proc"))
+	}
+	if got := ts.Metric("coordinator_early_done_total"); got != early+1 || ts.Metric("coordinator_early_done_applied_total") < 1 {
+		t.Errorf("early_done_total %v (want %v), applied %v", got, early+1, ts.Metric("coordinator_early_done_applied_total"))
+	}
+	servertest.Send(t, portal, simsidecar.Return("U", 3), simsidecar.End("U"), simsidecar.End("T"))
 }
 
 // An implicit transaction whose Begin never comes is ended after

@@ -1,9 +1,12 @@
 package coordinator
 
 import (
+	"strings"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 
+	"github.com/coordinator/coordinator/coordinator/graph"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 )
 
@@ -12,7 +15,7 @@ import (
 type metrics struct {
 	events          []prometheus.Counter // by pb.EventType
 	eventErrors     *prometheus.CounterVec
-	lateEvents      prometheus.Counter
+	lateEvents      []prometheus.Counter // by pb.LateReason
 	learnedEdges    prometheus.Counter
 	registrations   prometheus.Counter
 	heartbeats      prometheus.Counter
@@ -26,14 +29,16 @@ func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
 	events := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: ns, Name: "events_total", Help: "Sidecar events applied, by type.",
 	}, []string{"type"})
+	late := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "late_events_total",
+		Help: "Events that changed nothing because another stream's event made them moot first, by reason: " +
+			"txn_ended (its transaction had ended), sub_returned (its sub-transaction had returned), " +
+			"early_limit (a DONE before its CALL, over the per-transaction bound).",
+	}, []string{"reason"})
 	m := &metrics{
 		eventErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "event_errors_total", Help: "Sidecar events rejected, by gRPC code.",
 		}, []string{"code"}),
-		lateEvents: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: ns, Name: "late_events_total",
-			Help: "Events for transactions that had just ended (sent by another stream before the End); ignored.",
-		}),
 		learnedEdges: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "learned_edges_total", Help: "Static edges learned from calls nobody declared.",
 		}),
@@ -62,6 +67,13 @@ func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
 		}
 		m.events = append(m.events, events.WithLabelValues(name))
 	}
+	m.lateEvents = make([]prometheus.Counter, numLateReasons)
+	for r := range int32(numLateReasons) {
+		if r > 0 {
+			name := strings.ToLower(pb.LateReason(r).String()[len("LATE_REASON_"):])
+			m.lateEvents[r] = late.WithLabelValues(name)
+		}
+	}
 	if reg == nil {
 		return m, nil
 	}
@@ -72,7 +84,7 @@ func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: name, Help: help}, f)
 	}
 	cs := []prometheus.Collector{
-		events, m.eventErrors, m.lateEvents, m.learnedEdges, m.registrations, m.heartbeats,
+		events, m.eventErrors, late, m.learnedEdges, m.registrations, m.heartbeats,
 		m.sessionsDropped, m.freenessSeconds, m.implicitExpired,
 		gauge("live_transactions", "Live distributed transactions.", func() float64 { return float64(c.Live()) }),
 		gauge("sessions", "Sidecar sessions with a live lease.", func() float64 {
@@ -85,6 +97,12 @@ func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
 			defer c.mu.Unlock()
 			return float64(c.eng.NumServices())
 		}),
+		counter("early_done_total", "DONE hints that came before the CALL of their sub-transaction (from another stream), kept to apply as it starts.",
+			func() float64 { return float64(c.reorderStats().EarlyDone) }),
+		counter("early_done_applied_total", "Early DONE hints applied as their sub-transaction started.",
+			func() float64 { return float64(c.reorderStats().EarlyDoneApplied) }),
+		counter("early_done_dropped_total", "Early DONE hints dropped unapplied: their transaction ended first, or never started.",
+			func() float64 { return float64(c.reorderStats().EarlyDoneDropped) }),
 		counter("writebehind_txns_total", "etcd transactions committed by the write-behind.",
 			func() float64 { return float64(c.wb.Stats().Txns) }),
 		counter("writebehind_ops_total", "Record writes committed by the write-behind.",
@@ -123,16 +141,24 @@ func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
-func (m *metrics) observeBatch(counts []int, late int, errs []*pb.EventError) {
+func (m *metrics) observeBatch(counts, late []int, errs []*pb.EventError) {
 	for t, n := range counts {
 		if n > 0 {
 			m.events[t].Add(float64(n))
 		}
 	}
-	if late > 0 {
-		m.lateEvents.Add(float64(late))
+	for r, n := range late {
+		if n > 0 {
+			m.lateEvents[r].Add(float64(n))
+		}
 	}
 	for _, e := range errs {
 		m.eventErrors.WithLabelValues(codes.Code(e.Code).String()).Inc()
 	}
+}
+
+func (c *Coordinator) reorderStats() graph.ReorderStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.eng.ReorderStats()
 }

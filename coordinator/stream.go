@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -41,11 +42,6 @@ var errTakenOver = errors.New("coordinator: session taken over by a newer stream
 
 // errSlowSidecar ends a stream whose outbound queue is full.
 var errSlowSidecar = errors.New("coordinator: sidecar does not read its stream")
-
-// errLate marks an event that arrived after what it is about was over (from
-// another stream: a DONE hint of a sub-transaction whose RETURN, sent by the
-// caller's sidecar, came first). Such events are ignored and counted.
-var errLate = errors.New("coordinator: late event")
 
 func newStream(srv pb.SidecarService_ConnectServer, ctx context.Context, cancel context.CancelCauseFunc) *stream {
 	return &stream{srv: srv, ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1)}
@@ -272,7 +268,7 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 		return ack
 	}
 	var counts [int(pb.EventType_EVENT_TYPE_END) + 1]int
-	late := 0
+	var late [numLateReasons]int
 	c.mu.Lock()
 	c.eng.SetEpoch(c.epoch())
 	current := s != nil && s.stream == st && c.sessions[s.rec.InstanceId] == s
@@ -289,10 +285,13 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 			}
 			continue
 		}
-		if errors.Is(err, graph.ErrTxnEnded) || errors.Is(err, errLate) {
-			late++ // a late event from another stream
+		if r := lateReason(err); r != pb.LateReason_LATE_REASON_UNSPECIFIED {
+			// Moot: another stream's event came first. Neither applied
+			// nor rejected.
+			late[r]++
+			ack.Late = append(ack.Late, &pb.LateEvent{Seq: ev.GetSeq(), Reason: r, TxnId: ev.GetTxnId()})
 			if ev.GetWait() {
-				c.out = append(c.out, decision{st: st, msg: &pb.CallDecision{Seq: ev.GetSeq(), Error: "transaction ended"}})
+				c.out = append(c.out, decision{st: st, msg: &pb.CallDecision{Seq: ev.GetSeq(), Error: lateMessage(r)}})
 			}
 			continue
 		}
@@ -306,12 +305,44 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 		c.progressLocked() // switching is atomic with event application
 	}
 	c.unlockAndSend()
-	c.metrics.observeBatch(counts[:], late, ack.Errors)
+	c.metrics.observeBatch(counts[:], late[:], ack.Errors)
+	if len(ack.Late) > 0 && c.lg.Enabled(context.Background(), slog.LevelDebug) {
+		c.lg.Debug("late events ignored", "instance", s.rec.InstanceId, "late", len(ack.Late),
+			"first_seq", ack.Late[0].GetSeq(), "first_reason", ack.Late[0].GetReason().String())
+	}
 	return ack
 }
 
-// applyLocked applies one event; the error says what was wrong (or wraps
-// graph.ErrTxnEnded or errLate for late events).
+// numLateReasons bounds the pb.LateReason values.
+const numLateReasons = int(pb.LateReason_LATE_REASON_EARLY_LIMIT) + 1
+
+// lateReason says why the engine's err means the event came late (another
+// stream's event made it moot), or LATE_REASON_UNSPECIFIED if it does not.
+func lateReason(err error) pb.LateReason {
+	switch {
+	case errors.Is(err, graph.ErrTxnEnded):
+		return pb.LateReason_LATE_REASON_TXN_ENDED
+	case errors.Is(err, graph.ErrSubReturned):
+		return pb.LateReason_LATE_REASON_SUB_RETURNED
+	case errors.Is(err, graph.ErrEarlyLimit):
+		return pb.LateReason_LATE_REASON_EARLY_LIMIT
+	}
+	return pb.LateReason_LATE_REASON_UNSPECIFIED
+}
+
+// lateMessage answers a waiting CALL that came late.
+func lateMessage(r pb.LateReason) string {
+	switch r {
+	case pb.LateReason_LATE_REASON_TXN_ENDED:
+		return "transaction ended"
+	case pb.LateReason_LATE_REASON_SUB_RETURNED:
+		return "sub-transaction returned"
+	}
+	return "late event"
+}
+
+// applyLocked applies one event; the error says what was wrong, or is an
+// engine error for which lateReason names a reason (a late event).
 func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 	if ev == nil {
 		return fmt.Errorf("%w: nil event", ErrInvalidArgument)
@@ -371,16 +402,15 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 		if !ok {
 			return fmt.Errorf("%w: DONE: unknown service %q", ErrInvalidArgument, ev.Service)
 		}
+		// Before the CALL of its sub it waits for it; after the
+		// caller's RETURN it is moot (graph.ErrSubReturned).
 		err = c.eng.Done(ev.TxnId, sub, to)
-		if errors.Is(err, graph.ErrUnknownSub) {
-			return errLate // the sub-transaction has returned: the hint is moot
-		}
 	case pb.EventType_EVENT_TYPE_END:
 		err = c.eng.End(ev.TxnId)
 	default:
 		return fmt.Errorf("%w: unknown event type %d", ErrInvalidArgument, int32(typ))
 	}
-	if err == nil || errors.Is(err, graph.ErrTxnEnded) || errors.Is(err, errLate) {
+	if err == nil || lateReason(err) != pb.LateReason_LATE_REASON_UNSPECIFIED {
 		return err
 	}
 	if errors.As(err, new(eventFailure)) {
@@ -393,7 +423,7 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 func (c *Coordinator) callLocked(s *session, ev *pb.Event, to graph.ServiceID, version graph.VersionID) error {
 	info, err := c.eng.Call(ev.TxnId, s.svc, s.ver, graph.SubID(ev.CallerSubId), to, graph.SubID(ev.SubId), version)
 	if err != nil {
-		if errors.Is(err, graph.ErrTxnEnded) {
+		if lateReason(err) != pb.LateReason_LATE_REASON_UNSPECIFIED {
 			return err
 		}
 		return eventErr(ev.Type, ev, err)

@@ -78,6 +78,11 @@ type Stats struct {
 	// Duplicates counts resent events rejected because they had been
 	// applied already (harmless; see the package documentation).
 	Duplicates uint64
+	// Late counts events the coordinator ignored because another
+	// sidecar's event about the same transaction reached it first (its End,
+	// or the caller's Return of the sub-transaction the event is about).
+	// Normal with many streams, not an error; each is logged at debug level.
+	Late uint64
 	// Registrations counts successful (re)registrations.
 	Registrations uint64
 	// Connected is true while a registered stream is up.
@@ -117,7 +122,7 @@ type Client struct {
 
 	connected atomic.Bool
 	lastRecv  atomic.Int64 // unix nanos of the last message from the coordinator
-	stats     struct{ sent, resent, acked, rejected, duplicates, registrations atomic.Uint64 }
+	stats     struct{ sent, resent, acked, rejected, duplicates, late, registrations atomic.Uint64 }
 }
 
 // item is one outgoing message: an event, or the ack of a routing revision.
@@ -254,6 +259,7 @@ func (c *Client) Stats() Stats {
 		Acked:         c.stats.acked.Load(),
 		Rejected:      c.stats.rejected.Load(),
 		Duplicates:    c.stats.duplicates.Load(),
+		Late:          c.stats.late.Load(),
 		Registrations: c.stats.registrations.Load(),
 		Connected:     c.connected.Load(),
 	}

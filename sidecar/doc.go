@@ -39,11 +39,12 @@
 // transaction used a service may switch that service under it: exactly the
 // inconsistency the coordinator exists to prevent. Replaying an ordered
 // suffix of the stream is safe: an event applied twice is rejected as a
-// duplicate (AlreadyExists, NotFound) and changes nothing, or is ignored as
-// late, or (a CALL whose sub-transaction had returned) is undone by the
-// replayed RETURN that follows it; the replay leaves the coordinator in the
-// state a single delivery would have. Such rejections of resent events are
-// counted in Stats.Duplicates, not Stats.Rejected. The Register of the new
+// duplicate (AlreadyExists, NotFound) and changes nothing, or is reported
+// late in the Ack (a CALL or RETURN of a sub-transaction that has returned,
+// any event of a transaction that has ended) and changes nothing either;
+// the replay leaves the coordinator in the state a single delivery would
+// have. Such answers to resent events are counted in Stats.Duplicates, not
+// Stats.Rejected; other late events in Stats.Late. The Register of the new
 // stream lists the roots begun here and not ended, their BEGIN sent or not
 // (LiveRoots), so the coordinator can end the roots that ended meanwhile and
 // keep the others (a root whose BEGIN it has not seen becomes legacy there:

@@ -352,7 +352,11 @@ func (c *Client) receive(stream pb.SidecarService_ConnectClient, regc chan<- *pb
 }
 
 // onAck forgets the acknowledged events and counts their errors: a
-// resent event rejected as a duplicate had been applied already.
+// resent event rejected as a duplicate had been applied already. Events
+// the coordinator reports late changed nothing there, and need nothing
+// here: a resent one was applied before (its sub-transaction has returned
+// or its transaction ended since), any other lost a race with another
+// sidecar's stream.
 func (c *Client) onAck(a *pb.Ack) {
 	c.mu.Lock()
 	n := 0
@@ -373,6 +377,15 @@ func (c *Client) onAck(a *pb.Ack) {
 		}
 		c.stats.rejected.Add(1)
 		c.lg.Warn("event rejected", "seq", e.GetSeq(), "txn", e.GetTxnId(), "code", code.String(), "error", e.GetMessage())
+	}
+	for _, l := range a.GetLate() {
+		if l.GetSeq() <= resent {
+			c.stats.duplicates.Add(1)
+			c.lg.Debug("resent event had been applied", "seq", l.GetSeq(), "txn", l.GetTxnId(), "reason", l.GetReason().String())
+			continue
+		}
+		c.stats.late.Add(1)
+		c.lg.Debug("event came late, after another stream's", "seq", l.GetSeq(), "txn", l.GetTxnId(), "reason", l.GetReason().String())
 	}
 }
 

@@ -411,7 +411,7 @@ func scrape(addr string) (applied, late float64) {
 		switch {
 		case strings.HasPrefix(name, "coordinator_events_total{"):
 			applied += v
-		case name == "coordinator_late_events_total":
+		case strings.HasPrefix(name, "coordinator_late_events_total{"): // by reason
 			late += v
 		}
 	}

@@ -28,6 +28,16 @@ var (
 	ErrUnknownSub = errors.New("graph: unknown sub-transaction")
 	ErrSubExists  = errors.New("graph: sub-transaction exists")
 	ErrInvalid    = errors.New("graph: invalid argument")
+
+	// ErrSubReturned: the event is about a sub-transaction whose Return
+	// was applied. It came late, from another stream (a Done sent by the
+	// callee's sidecar after the caller's Return overtook it), or it is a
+	// resend. It changes nothing.
+	ErrSubReturned = errors.New("graph: sub-transaction returned")
+	// ErrEarlyLimit: a Done about a sub-transaction (or transaction) not
+	// seen yet, when maxEarly such hints wait for it already. Dropping it
+	// is safe: a hint only ever makes freeness less pessimistic.
+	ErrEarlyLimit = errors.New("graph: too many done hints waiting for their call")
 )
 
 // Engine holds the static graph and the live transactions. It is not safe for
@@ -64,6 +74,12 @@ type Engine struct {
 
 	spare []*txn // ended transactions nothing refers to, for reuse
 
+	// Done hints of transactions not seen yet, by transaction id, in two
+	// generations of at most maxOrphans each; a transaction takes its
+	// hints when it starts.
+	orphans, oldOrphans map[string][]hint
+	reorder             ReorderStats
+
 	// Scratch bitsets, words long.
 	bufR, bufF, bufEx, bufSub []uint64
 }
@@ -90,6 +106,8 @@ func New(opts ...Option) *Engine {
 		tombs:      make(map[uint64]struct{}),
 		oldTombs:   make(map[uint64]struct{}),
 		pendingDel: make(map[string]*txn),
+		orphans:    make(map[string][]hint),
+		oldOrphans: make(map[string][]hint),
 		maxTombs:   1 << 16,
 	}
 	for _, o := range opts {

@@ -42,11 +42,12 @@ type state struct {
 	Future, Past          map[string][]bool
 	Live, Dirty, Services int
 	Edges                 [][]ServiceID
+	Reorder               ReorderStats
 }
 
 func snapshot(e *Engine) state {
 	s := state{Txns: map[string]TxnInfo{}, Future: map[string][]bool{}, Past: map[string][]bool{},
-		Live: e.Live(), Dirty: e.DirtyLen(), Services: e.NumServices()}
+		Live: e.Live(), Dirty: e.DirtyLen(), Services: e.NumServices(), Reorder: e.ReorderStats()}
 	e.ForEachTxn(func(ti TxnInfo) bool {
 		s.Txns[ti.ID] = ti
 		for i := range e.NumServices() {
@@ -72,10 +73,17 @@ func TestErrorsChangeNothing(t *testing.T) {
 	v1 := e.Version("v1")
 	must(t, e.Begin("T", a, v1, 1, 1))
 	mustCall(t, e, "T", a, 1, b, 2, v1)
+	mustCall(t, e, "T", b, 2, c, 3, v1)
+	must(t, e.Return("T", 3))
 	must(t, e.Done("T", 2, c))
 	must(t, e.Begin("gone", a, v1, 1, 1))
 	must(t, e.End("gone"))
 	mustCall(t, e, "imp", b, 5, c, 6, v1) // implicit: sub 5 waits at b
+	// Hints waiting for their Call, up to the limit.
+	for i := range maxEarly {
+		must(t, e.Done("T", SubID(100+i), c))
+		must(t, e.Done("unseen", SubID(100+i), c))
+	}
 	call := func(txn string, from ServiceID, fromVer VersionID, caller SubID, to ServiceID, sub SubID, toVer VersionID) func() error {
 		return func() error { _, err := e.Call(txn, from, fromVer, caller, to, sub, toVer); return err }
 	}
@@ -101,19 +109,24 @@ func TestErrorsChangeNothing(t *testing.T) {
 		{"Call caller runs elsewhere", ErrInvalid, call("T", c, v1, 1, b, 9, v1)},
 		{"Call ended", ErrTxnEnded, call("gone", a, v1, 1, b, 9, v1)},
 		{"Call running sub", ErrSubExists, call("T", a, v1, 1, b, 2, v1)},
+		{"Call returned sub", ErrSubReturned, call("T", b, v1, 2, c, 3, v1)},
 		{"Call root sub", ErrSubExists, call("T", b, v1, 2, c, 1, v1)},
 		{"Call implicit sub at another service", ErrSubExists, call("imp", a, v1, 9, c, 5, v1)},
 		{"Return empty id", ErrInvalid, func() error { return e.Return("", 2) }},
 		{"Return zero sub", ErrInvalid, func() error { return e.Return("T", 0) }},
 		{"Return root", ErrInvalid, func() error { return e.Return("T", 1) }},
 		{"Return unknown sub", ErrUnknownSub, func() error { return e.Return("T", 42) }},
+		{"Return returned sub", ErrSubReturned, func() error { return e.Return("T", 3) }},
 		{"Return unknown txn", ErrUnknownTxn, func() error { return e.Return("nope", 2) }},
 		{"Return ended", ErrTxnEnded, func() error { return e.Return("gone", 2) }},
 		{"Done empty id", ErrInvalid, func() error { return e.Done("", 2, c) }},
 		{"Done zero sub", ErrInvalid, func() error { return e.Done("T", 0, c) }},
 		{"Done unknown service", ErrInvalid, func() error { return e.Done("T", 2, 99) }},
-		{"Done unknown sub", ErrUnknownSub, func() error { return e.Done("T", 42, c) }},
-		{"Done unknown txn", ErrUnknownTxn, func() error { return e.Done("nope", 2, c) }},
+		{"Done returned sub", ErrSubReturned, func() error { return e.Done("T", 3, c) }},
+		{"Done unknown sub over the limit", ErrEarlyLimit, func() error { return e.Done("T", 42, c) }},
+		{"Done unknown txn over the limit", ErrEarlyLimit, func() error { return e.Done("unseen", 2, c) }},
+		{"Done unknown sub again", nil, func() error { return e.Done("T", 100, c) }},
+		{"Done unknown txn again", nil, func() error { return e.Done("unseen", 100, c) }},
 		{"Done ended", ErrTxnEnded, func() error { return e.Done("gone", 2, c) }},
 		{"Done again", nil, func() error { return e.Done("T", 2, c) }},
 		{"End empty id", ErrInvalid, func() error { return e.End("") }},
@@ -208,9 +221,11 @@ func TestOutOfOrder(t *testing.T) {
 			t.Errorf("used[entry] = %d, want %d", v, v2)
 		}
 		must(t, e.Return("V", 2)) // an implicit sub can return
-		mustCall(t, e, "V", a, 1, b, 2, v1)
-		if len(running("V")) != 3 {
-			t.Errorf("late Call of a returned sub: %v", running("V"))
+		if _, err := e.Call("V", a, v1, 1, b, 2, v1); !errors.Is(err, ErrSubReturned) {
+			t.Errorf("late Call of a returned sub: %v, want ErrSubReturned", err)
+		}
+		if got := running("V"); !reflect.DeepEqual(got, map[SubID]ServiceID{1: a, 3: c}) {
+			t.Errorf("late Call of a returned sub started it again: %v", got)
 		}
 		must(t, e.End("V"))
 	})
@@ -376,8 +391,9 @@ func TestBrokenHint(t *testing.T) {
 	}
 }
 
-// TestReturnDropsHints: hints go with their sub, so a sub id seen again does
-// not inherit them.
+// TestReturnDropsHints: hints go with their sub, and a late nested Call of
+// the returned sub (from the callee's stream) brings back neither the sub
+// nor its hints.
 func TestReturnDropsHints(t *testing.T) {
 	e := New()
 	a, b, c, d := e.Service("a"), e.Service("b"), e.Service("c"), e.Service("d")
@@ -392,9 +408,13 @@ func TestReturnDropsHints(t *testing.T) {
 		t.Fatal("hint ignored")
 	}
 	must(t, e.Return("T", 2))
-	mustCall(t, e, "T", b, 2, d, 3, 0) // sub 2 starts implicitly at b again
-	if ti, _ := e.Txn("T"); !e.HasFuture("T", c) || ti.Running[1].Done != nil {
-		t.Errorf("sub 2 inherited the hints of its returned namesake: %+v", ti)
+	if hs := e.txns["T"].hints; len(hs) != 1 || hs[0] != (hint{1, b}) {
+		t.Fatalf("hints after the Return %v, want sub 2's gone", hs)
+	}
+	mustCall(t, e, "T", b, 2, d, 3, 0) // late: sent by b before the Return
+	ti, _ := e.Txn("T")
+	if len(ti.Running) != 2 || ti.Running[1].ID != 3 || e.HasFuture("T", c) || e.HasFuture("T", b) {
+		t.Errorf("the late Call started sub 2 again: %+v", ti)
 	}
 }
 

@@ -9,14 +9,18 @@ import (
 // txn is a live distributed transaction (or, once ended, a queued deletion).
 type txn struct {
 	id    string
-	subs  []subtx  // running sub-transactions
-	hints []hint   // done hints of running subs, no duplicates
-	used  []Use    // first-use version per service, in order; has every running service
-	block []uint64 // block(T) as of T's last event; unused if legacy
-	entry ServiceID
-	owner Owner
-	flags uint8
-	epoch uint64 // the engine's epoch when t was last queued
+	subs  []subtx // running sub-transactions
+	hints []hint  // done hints of running subs, no duplicates
+	// Ids of returned subs, oldest first, at most maxReturned: a late event
+	// about one (from another stream) must not start it again.
+	returned []SubID
+	early    []hint   // done hints of subs not seen yet, at most maxEarly
+	used     []Use    // first-use version per service, in order; has every running service
+	block    []uint64 // block(T) as of T's last event; unused if legacy
+	entry    ServiceID
+	owner    Owner
+	flags    uint8
+	epoch    uint64 // the engine's epoch when t was last queued
 }
 
 const (
@@ -71,6 +75,7 @@ func (e *Engine) Begin(txn string, entry ServiceID, ver VersionID, sub SubID, ow
 	if t == nil {
 		t = e.newTxn(txn, entry, owner)
 		t.subs = append(t.subs, subtx{sub, entry, subRoot})
+		e.applyEarly(t, sub)
 	} else {
 		if t.flags&txImplicit == 0 {
 			return ErrTxnExists
@@ -85,6 +90,7 @@ func (e *Engine) Begin(txn string, entry ServiceID, ver VersionID, sub SubID, ow
 			t.subs[i].flags = subRoot
 		} else {
 			t.subs = append(t.subs, subtx{sub, entry, subRoot})
+			e.applyEarly(t, sub)
 		}
 	}
 	e.use(t, entry, ver)
@@ -111,7 +117,11 @@ func (e *Engine) Adopt(txn string, owner Owner) bool {
 // An undeclared edge from→to is learned. Events of one transaction come
 // from several streams, so Call tolerates disorder: an unknown txn is created
 // implicitly, an unknown callerSub is started implicitly at from, and the
-// Call of a sub so started confirms it.
+// Call of a sub so started confirms it. A callerSub that has returned is not
+// started again: this Call came late, after the caller's own Return (sent by
+// another stream), and only starts sub. A sub that has returned is not
+// started again either (ErrSubReturned). Done hints that came before the Call
+// of the sub they are about apply as it starts.
 func (e *Engine) Call(txn string, from ServiceID, fromVer VersionID, callerSub SubID, to ServiceID, sub SubID, toVer VersionID) (CallInfo, error) {
 	var info CallInfo
 	if txn == "" || sub == 0 || callerSub == 0 || sub == callerSub ||
@@ -126,6 +136,8 @@ func (e *Engine) Call(txn string, from ServiceID, fromVer VersionID, callerSub S
 		t = e.newTxn(txn, from, 0)
 		t.flags |= txImplicit
 		t.subs = append(t.subs, subtx{callerSub, from, subImplicit}, subtx{sub, to, 0})
+		e.applyEarly(t, callerSub)
+		e.applyEarly(t, sub)
 		info.Implicit = true
 	} else {
 		ci, si := t.findSub(callerSub), t.findSub(sub)
@@ -135,17 +147,22 @@ func (e *Engine) Call(txn string, from ServiceID, fromVer VersionID, callerSub S
 		if si >= 0 && (t.subs[si].flags&subImplicit == 0 || t.subs[si].svc != to) {
 			return info, ErrSubExists
 		}
+		if si < 0 && t.wasReturned(sub) {
+			return info, ErrSubReturned
+		}
 		if si >= 0 {
 			t.subs[si].flags &^= subImplicit
 		} else {
 			t.subs = append(t.subs, subtx{sub, to, 0})
+			e.applyEarly(t, sub)
 		}
-		if i := slices.Index(t.hints, hint{callerSub, to}); i >= 0 {
-			t.hints = slices.Delete(t.hints, i, i+1) // a broken hint no longer holds
-		}
-		if ci < 0 {
+		if ci < 0 && !t.wasReturned(callerSub) {
 			t.subs = append(t.subs, subtx{callerSub, from, subImplicit})
+			e.applyEarly(t, callerSub)
 		}
+	}
+	if i := slices.Index(t.hints, hint{callerSub, to}); i >= 0 {
+		t.hints = slices.Delete(t.hints, i, i+1) // a broken hint no longer holds
 	}
 	if u1, u2 := e.use(t, from, fromVer), e.use(t, to, toVer); u1 || u2 {
 		e.markDirty(t)
@@ -161,7 +178,8 @@ func (e *Engine) Call(txn string, from ServiceID, fromVer VersionID, callerSub S
 }
 
 // Return ends the running sub-transaction sub of txn (its past edge stays
-// through used). The root sub-transaction runs until End.
+// through used). The root sub-transaction runs until End. A Return of a sub
+// that has returned already fails with ErrSubReturned.
 func (e *Engine) Return(txn string, sub SubID) error {
 	if sub == 0 {
 		return ErrInvalid
@@ -172,6 +190,9 @@ func (e *Engine) Return(txn string, sub SubID) error {
 	}
 	i := t.findSub(sub)
 	if i < 0 {
+		if t.wasReturned(sub) {
+			return ErrSubReturned
+		}
 		return ErrUnknownSub
 	}
 	if t.subs[i].flags&subRoot != 0 {
@@ -179,22 +200,33 @@ func (e *Engine) Return(txn string, sub SubID) error {
 	}
 	t.subs = slices.Delete(t.subs, i, i+1)
 	t.hints = slices.DeleteFunc(t.hints, func(h hint) bool { return h.sub == sub })
+	t.remember(sub)
 	e.update(t)
 	return nil
 }
 
 // Done records that the running sub-transaction sub of txn will not call
-// service to again.
+// service to again. The service of sub sends it, on another stream than the
+// caller's Call that starts sub and its Return. A Done that comes before
+// that Call (or before anything of txn) is kept, at most maxEarly per
+// transaction, and applies when sub starts; it goes with its transaction. A
+// Done that comes after the Return fails with ErrSubReturned.
 func (e *Engine) Done(txn string, sub SubID, to ServiceID) error {
-	if sub == 0 || !e.validSvc(to) {
+	if txn == "" || sub == 0 || !e.validSvc(to) {
 		return ErrInvalid
 	}
-	t, err := e.live(txn)
-	if err != nil {
-		return err
+	t := e.txns[txn]
+	if t == nil {
+		if e.ended(txn) {
+			return ErrTxnEnded
+		}
+		return e.deferOrphan(txn, hint{sub, to})
 	}
 	if t.findSub(sub) < 0 {
-		return ErrUnknownSub
+		if t.wasReturned(sub) {
+			return ErrSubReturned
+		}
+		return e.deferEarly(t, hint{sub, to})
 	}
 	if slices.Contains(t.hints, hint{sub, to}) {
 		return nil
@@ -304,6 +336,9 @@ func (e *Engine) newTxn(id string, entry ServiceID, owner Owner) *txn {
 		t = new(txn)
 	}
 	t.id, t.entry, t.owner = id, entry, owner
+	if len(e.orphans)+len(e.oldOrphans) > 0 {
+		e.takeOrphans(t)
+	}
 	if old := e.pendingDel[id]; old != nil {
 		// The put of the new incarnation supersedes the pending deletion.
 		delete(e.pendingDel, id)
@@ -329,6 +364,8 @@ func (e *Engine) end(t *txn) {
 	for _, u := range t.used {
 		e.usedN[u.Service]--
 	}
+	e.reorder.EarlyDoneDropped += uint64(len(t.early))
+	t.early = t.early[:0]
 	// A live transaction is dirty or emitted, so t is or now gets queued;
 	// TakeDirty recycles it.
 	if t.flags&txEmitted != 0 {
@@ -381,7 +418,8 @@ func (e *Engine) markDirty(t *txn) {
 // recycle keeps t, ended and no longer referred to, for reuse by newTxn.
 func (e *Engine) recycle(t *txn) {
 	if len(e.spare) < maxSpare {
-		*t = txn{subs: t.subs[:0], hints: t.hints[:0], used: t.used[:0], block: t.block[:0]}
+		*t = txn{subs: t.subs[:0], hints: t.hints[:0], used: t.used[:0], block: t.block[:0],
+			returned: t.returned[:0], early: t.early[:0]}
 		e.spare = append(e.spare, t)
 	}
 }

@@ -89,6 +89,66 @@ func (EventType) EnumDescriptor() ([]byte, []int) {
 	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{0}
 }
 
+// LateReason says why an event changed nothing although it was valid.
+type LateReason int32
+
+const (
+	LateReason_LATE_REASON_UNSPECIFIED LateReason = 0
+	// Its transaction had ended (the entry's END came first).
+	LateReason_LATE_REASON_TXN_ENDED LateReason = 1
+	// Its sub-transaction had returned (the caller's RETURN came first): a
+	// DONE of it, a RETURN or CALL of it sent again.
+	LateReason_LATE_REASON_SUB_RETURNED LateReason = 2
+	// A DONE that came before the CALL of its sub-transaction, when as many
+	// such hints as the coordinator keeps per transaction were waiting
+	// already. Dropping a hint is safe; the service is free later than it
+	// could be.
+	LateReason_LATE_REASON_EARLY_LIMIT LateReason = 3
+)
+
+// Enum value maps for LateReason.
+var (
+	LateReason_name = map[int32]string{
+		0: "LATE_REASON_UNSPECIFIED",
+		1: "LATE_REASON_TXN_ENDED",
+		2: "LATE_REASON_SUB_RETURNED",
+		3: "LATE_REASON_EARLY_LIMIT",
+	}
+	LateReason_value = map[string]int32{
+		"LATE_REASON_UNSPECIFIED":  0,
+		"LATE_REASON_TXN_ENDED":    1,
+		"LATE_REASON_SUB_RETURNED": 2,
+		"LATE_REASON_EARLY_LIMIT":  3,
+	}
+)
+
+func (x LateReason) Enum() *LateReason {
+	p := new(LateReason)
+	*p = x
+	return p
+}
+
+func (x LateReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (LateReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_coordinator_v1_sidecar_proto_enumTypes[1].Descriptor()
+}
+
+func (LateReason) Type() protoreflect.EnumType {
+	return &file_coordinator_v1_sidecar_proto_enumTypes[1]
+}
+
+func (x LateReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use LateReason.Descriptor instead.
+func (LateReason) EnumDescriptor() ([]byte, []int) {
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{1}
+}
+
 // SidecarMessage is one message from a sidecar to the coordinator.
 type SidecarMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -847,7 +907,12 @@ type Ack struct {
 	// Highest seq of the batch.
 	ThroughSeq uint64 `protobuf:"varint,1,opt,name=through_seq,json=throughSeq,proto3" json:"through_seq,omitempty"`
 	// Events that were rejected; each changed nothing.
-	Errors        []*EventError `protobuf:"bytes,2,rep,name=errors,proto3" json:"errors,omitempty"`
+	Errors []*EventError `protobuf:"bytes,2,rep,name=errors,proto3" json:"errors,omitempty"`
+	// Events that changed nothing because they came late: another stream's
+	// event made them moot before they arrived. Not errors: the sidecar did
+	// nothing wrong and must not resend them. Events neither rejected nor
+	// late were applied.
+	Late          []*LateEvent `protobuf:"bytes,3,rep,name=late,proto3" json:"late,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -896,6 +961,74 @@ func (x *Ack) GetErrors() []*EventError {
 	return nil
 }
 
+func (x *Ack) GetLate() []*LateEvent {
+	if x != nil {
+		return x.Late
+	}
+	return nil
+}
+
+// LateEvent names one event of the batch that came late, and why.
+type LateEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Reason        LateReason             `protobuf:"varint,2,opt,name=reason,proto3,enum=coordinator.v1.LateReason" json:"reason,omitempty"`
+	TxnId         string                 `protobuf:"bytes,3,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LateEvent) Reset() {
+	*x = LateEvent{}
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LateEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LateEvent) ProtoMessage() {}
+
+func (x *LateEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LateEvent.ProtoReflect.Descriptor instead.
+func (*LateEvent) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *LateEvent) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *LateEvent) GetReason() LateReason {
+	if x != nil {
+		return x.Reason
+	}
+	return LateReason_LATE_REASON_UNSPECIFIED
+}
+
+func (x *LateEvent) GetTxnId() string {
+	if x != nil {
+		return x.TxnId
+	}
+	return ""
+}
+
 // EventError says why one event was rejected.
 type EventError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -910,7 +1043,7 @@ type EventError struct {
 
 func (x *EventError) Reset() {
 	*x = EventError{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[10]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -922,7 +1055,7 @@ func (x *EventError) String() string {
 func (*EventError) ProtoMessage() {}
 
 func (x *EventError) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[10]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -935,7 +1068,7 @@ func (x *EventError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventError.ProtoReflect.Descriptor instead.
 func (*EventError) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{10}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *EventError) GetSeq() uint64 {
@@ -981,7 +1114,7 @@ type HeartbeatAck struct {
 
 func (x *HeartbeatAck) Reset() {
 	*x = HeartbeatAck{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[11]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -993,7 +1126,7 @@ func (x *HeartbeatAck) String() string {
 func (*HeartbeatAck) ProtoMessage() {}
 
 func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[11]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1006,7 +1139,7 @@ func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatAck.ProtoReflect.Descriptor instead.
 func (*HeartbeatAck) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{11}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *HeartbeatAck) GetTtl() *durationpb.Duration {
@@ -1046,7 +1179,7 @@ type Routing struct {
 
 func (x *Routing) Reset() {
 	*x = Routing{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[12]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1058,7 +1191,7 @@ func (x *Routing) String() string {
 func (*Routing) ProtoMessage() {}
 
 func (x *Routing) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[12]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1071,7 +1204,7 @@ func (x *Routing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Routing.ProtoReflect.Descriptor instead.
 func (*Routing) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{12}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Routing) GetRevision() uint64 {
@@ -1104,7 +1237,7 @@ type ServiceRoute struct {
 
 func (x *ServiceRoute) Reset() {
 	*x = ServiceRoute{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[13]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1116,7 +1249,7 @@ func (x *ServiceRoute) String() string {
 func (*ServiceRoute) ProtoMessage() {}
 
 func (x *ServiceRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[13]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1129,7 +1262,7 @@ func (x *ServiceRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceRoute.ProtoReflect.Descriptor instead.
 func (*ServiceRoute) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{13}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ServiceRoute) GetService() string {
@@ -1172,7 +1305,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[14]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1184,7 +1317,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[14]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1197,7 +1330,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{14}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Endpoint) GetInstanceId() string {
@@ -1231,7 +1364,7 @@ type RoutingAck struct {
 
 func (x *RoutingAck) Reset() {
 	*x = RoutingAck{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[15]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1243,7 +1376,7 @@ func (x *RoutingAck) String() string {
 func (*RoutingAck) ProtoMessage() {}
 
 func (x *RoutingAck) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[15]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1256,7 +1389,7 @@ func (x *RoutingAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoutingAck.ProtoReflect.Descriptor instead.
 func (*RoutingAck) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{15}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RoutingAck) GetRevision() uint64 {
@@ -1279,7 +1412,7 @@ type CallDecision struct {
 
 func (x *CallDecision) Reset() {
 	*x = CallDecision{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[16]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1424,7 @@ func (x *CallDecision) String() string {
 func (*CallDecision) ProtoMessage() {}
 
 func (x *CallDecision) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[16]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1437,7 @@ func (x *CallDecision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallDecision.ProtoReflect.Descriptor instead.
 func (*CallDecision) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{16}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CallDecision) GetSeq() uint64 {
@@ -1387,11 +1520,16 @@ const file_coordinator_v1_sidecar_proto_rawDesc = "" +
 	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x18\n" +
 	"\aresumed\x18\x04 \x01(\bR\aresumed\x12\x1a\n" +
 	"\bresynced\x18\x05 \x01(\rR\bresynced\x12\x14\n" +
-	"\x05ended\x18\x06 \x01(\rR\x05ended\"Z\n" +
+	"\x05ended\x18\x06 \x01(\rR\x05ended\"\x89\x01\n" +
 	"\x03Ack\x12\x1f\n" +
 	"\vthrough_seq\x18\x01 \x01(\x04R\n" +
 	"throughSeq\x122\n" +
-	"\x06errors\x18\x02 \x03(\v2\x1a.coordinator.v1.EventErrorR\x06errors\"c\n" +
+	"\x06errors\x18\x02 \x03(\v2\x1a.coordinator.v1.EventErrorR\x06errors\x12-\n" +
+	"\x04late\x18\x03 \x03(\v2\x19.coordinator.v1.LateEventR\x04late\"h\n" +
+	"\tLateEvent\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x122\n" +
+	"\x06reason\x18\x02 \x01(\x0e2\x1a.coordinator.v1.LateReasonR\x06reason\x12\x15\n" +
+	"\x06txn_id\x18\x03 \x01(\tR\x05txnId\"c\n" +
 	"\n" +
 	"EventError\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
@@ -1429,7 +1567,13 @@ const file_coordinator_v1_sidecar_proto_rawDesc = "" +
 	"\x0fEVENT_TYPE_CALL\x10\x02\x12\x15\n" +
 	"\x11EVENT_TYPE_RETURN\x10\x03\x12\x13\n" +
 	"\x0fEVENT_TYPE_DONE\x10\x04\x12\x12\n" +
-	"\x0eEVENT_TYPE_END\x10\x052c\n" +
+	"\x0eEVENT_TYPE_END\x10\x05*\x7f\n" +
+	"\n" +
+	"LateReason\x12\x1b\n" +
+	"\x17LATE_REASON_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15LATE_REASON_TXN_ENDED\x10\x01\x12\x1c\n" +
+	"\x18LATE_REASON_SUB_RETURNED\x10\x02\x12\x1b\n" +
+	"\x17LATE_REASON_EARLY_LIMIT\x10\x032c\n" +
 	"\x0eSidecarService\x12Q\n" +
 	"\aConnect\x12\x1e.coordinator.v1.SidecarMessage\x1a\".coordinator.v1.CoordinatorMessage(\x010\x01BGZEgithub.com/coordinator/coordinator/proto/coordinator/v1;coordinatorv1b\x06proto3"
 
@@ -1445,56 +1589,60 @@ func file_coordinator_v1_sidecar_proto_rawDescGZIP() []byte {
 	return file_coordinator_v1_sidecar_proto_rawDescData
 }
 
-var file_coordinator_v1_sidecar_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_coordinator_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_coordinator_v1_sidecar_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_coordinator_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_coordinator_v1_sidecar_proto_goTypes = []any{
 	(EventType)(0),              // 0: coordinator.v1.EventType
-	(*SidecarMessage)(nil),      // 1: coordinator.v1.SidecarMessage
-	(*Register)(nil),            // 2: coordinator.v1.Register
-	(*LiveRoot)(nil),            // 3: coordinator.v1.LiveRoot
-	(*Heartbeat)(nil),           // 4: coordinator.v1.Heartbeat
-	(*EventBatch)(nil),          // 5: coordinator.v1.EventBatch
-	(*Event)(nil),               // 6: coordinator.v1.Event
-	(*CoordinatorMessage)(nil),  // 7: coordinator.v1.CoordinatorMessage
-	(*Redirect)(nil),            // 8: coordinator.v1.Redirect
-	(*Registered)(nil),          // 9: coordinator.v1.Registered
-	(*Ack)(nil),                 // 10: coordinator.v1.Ack
-	(*EventError)(nil),          // 11: coordinator.v1.EventError
-	(*HeartbeatAck)(nil),        // 12: coordinator.v1.HeartbeatAck
-	(*Routing)(nil),             // 13: coordinator.v1.Routing
-	(*ServiceRoute)(nil),        // 14: coordinator.v1.ServiceRoute
-	(*Endpoint)(nil),            // 15: coordinator.v1.Endpoint
-	(*RoutingAck)(nil),          // 16: coordinator.v1.RoutingAck
-	(*CallDecision)(nil),        // 17: coordinator.v1.CallDecision
-	(*durationpb.Duration)(nil), // 18: google.protobuf.Duration
+	(LateReason)(0),             // 1: coordinator.v1.LateReason
+	(*SidecarMessage)(nil),      // 2: coordinator.v1.SidecarMessage
+	(*Register)(nil),            // 3: coordinator.v1.Register
+	(*LiveRoot)(nil),            // 4: coordinator.v1.LiveRoot
+	(*Heartbeat)(nil),           // 5: coordinator.v1.Heartbeat
+	(*EventBatch)(nil),          // 6: coordinator.v1.EventBatch
+	(*Event)(nil),               // 7: coordinator.v1.Event
+	(*CoordinatorMessage)(nil),  // 8: coordinator.v1.CoordinatorMessage
+	(*Redirect)(nil),            // 9: coordinator.v1.Redirect
+	(*Registered)(nil),          // 10: coordinator.v1.Registered
+	(*Ack)(nil),                 // 11: coordinator.v1.Ack
+	(*LateEvent)(nil),           // 12: coordinator.v1.LateEvent
+	(*EventError)(nil),          // 13: coordinator.v1.EventError
+	(*HeartbeatAck)(nil),        // 14: coordinator.v1.HeartbeatAck
+	(*Routing)(nil),             // 15: coordinator.v1.Routing
+	(*ServiceRoute)(nil),        // 16: coordinator.v1.ServiceRoute
+	(*Endpoint)(nil),            // 17: coordinator.v1.Endpoint
+	(*RoutingAck)(nil),          // 18: coordinator.v1.RoutingAck
+	(*CallDecision)(nil),        // 19: coordinator.v1.CallDecision
+	(*durationpb.Duration)(nil), // 20: google.protobuf.Duration
 }
 var file_coordinator_v1_sidecar_proto_depIdxs = []int32{
-	2,  // 0: coordinator.v1.SidecarMessage.register:type_name -> coordinator.v1.Register
-	5,  // 1: coordinator.v1.SidecarMessage.events:type_name -> coordinator.v1.EventBatch
-	4,  // 2: coordinator.v1.SidecarMessage.heartbeat:type_name -> coordinator.v1.Heartbeat
-	16, // 3: coordinator.v1.SidecarMessage.routing_ack:type_name -> coordinator.v1.RoutingAck
-	18, // 4: coordinator.v1.Register.heartbeat_interval:type_name -> google.protobuf.Duration
-	3,  // 5: coordinator.v1.Register.live_roots:type_name -> coordinator.v1.LiveRoot
-	6,  // 6: coordinator.v1.EventBatch.events:type_name -> coordinator.v1.Event
+	3,  // 0: coordinator.v1.SidecarMessage.register:type_name -> coordinator.v1.Register
+	6,  // 1: coordinator.v1.SidecarMessage.events:type_name -> coordinator.v1.EventBatch
+	5,  // 2: coordinator.v1.SidecarMessage.heartbeat:type_name -> coordinator.v1.Heartbeat
+	18, // 3: coordinator.v1.SidecarMessage.routing_ack:type_name -> coordinator.v1.RoutingAck
+	20, // 4: coordinator.v1.Register.heartbeat_interval:type_name -> google.protobuf.Duration
+	4,  // 5: coordinator.v1.Register.live_roots:type_name -> coordinator.v1.LiveRoot
+	7,  // 6: coordinator.v1.EventBatch.events:type_name -> coordinator.v1.Event
 	0,  // 7: coordinator.v1.Event.type:type_name -> coordinator.v1.EventType
-	9,  // 8: coordinator.v1.CoordinatorMessage.registered:type_name -> coordinator.v1.Registered
-	10, // 9: coordinator.v1.CoordinatorMessage.ack:type_name -> coordinator.v1.Ack
-	12, // 10: coordinator.v1.CoordinatorMessage.heartbeat_ack:type_name -> coordinator.v1.HeartbeatAck
-	13, // 11: coordinator.v1.CoordinatorMessage.routing:type_name -> coordinator.v1.Routing
-	17, // 12: coordinator.v1.CoordinatorMessage.call_decision:type_name -> coordinator.v1.CallDecision
-	8,  // 13: coordinator.v1.CoordinatorMessage.redirect:type_name -> coordinator.v1.Redirect
-	18, // 14: coordinator.v1.Registered.ttl:type_name -> google.protobuf.Duration
-	11, // 15: coordinator.v1.Ack.errors:type_name -> coordinator.v1.EventError
-	18, // 16: coordinator.v1.HeartbeatAck.ttl:type_name -> google.protobuf.Duration
-	14, // 17: coordinator.v1.Routing.services:type_name -> coordinator.v1.ServiceRoute
-	15, // 18: coordinator.v1.ServiceRoute.endpoints:type_name -> coordinator.v1.Endpoint
-	1,  // 19: coordinator.v1.SidecarService.Connect:input_type -> coordinator.v1.SidecarMessage
-	7,  // 20: coordinator.v1.SidecarService.Connect:output_type -> coordinator.v1.CoordinatorMessage
-	20, // [20:21] is the sub-list for method output_type
-	19, // [19:20] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	10, // 8: coordinator.v1.CoordinatorMessage.registered:type_name -> coordinator.v1.Registered
+	11, // 9: coordinator.v1.CoordinatorMessage.ack:type_name -> coordinator.v1.Ack
+	14, // 10: coordinator.v1.CoordinatorMessage.heartbeat_ack:type_name -> coordinator.v1.HeartbeatAck
+	15, // 11: coordinator.v1.CoordinatorMessage.routing:type_name -> coordinator.v1.Routing
+	19, // 12: coordinator.v1.CoordinatorMessage.call_decision:type_name -> coordinator.v1.CallDecision
+	9,  // 13: coordinator.v1.CoordinatorMessage.redirect:type_name -> coordinator.v1.Redirect
+	20, // 14: coordinator.v1.Registered.ttl:type_name -> google.protobuf.Duration
+	13, // 15: coordinator.v1.Ack.errors:type_name -> coordinator.v1.EventError
+	12, // 16: coordinator.v1.Ack.late:type_name -> coordinator.v1.LateEvent
+	1,  // 17: coordinator.v1.LateEvent.reason:type_name -> coordinator.v1.LateReason
+	20, // 18: coordinator.v1.HeartbeatAck.ttl:type_name -> google.protobuf.Duration
+	16, // 19: coordinator.v1.Routing.services:type_name -> coordinator.v1.ServiceRoute
+	17, // 20: coordinator.v1.ServiceRoute.endpoints:type_name -> coordinator.v1.Endpoint
+	2,  // 21: coordinator.v1.SidecarService.Connect:input_type -> coordinator.v1.SidecarMessage
+	8,  // 22: coordinator.v1.SidecarService.Connect:output_type -> coordinator.v1.CoordinatorMessage
+	22, // [22:23] is the sub-list for method output_type
+	21, // [21:22] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_coordinator_v1_sidecar_proto_init() }
@@ -1521,8 +1669,8 @@ func file_coordinator_v1_sidecar_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinator_v1_sidecar_proto_rawDesc), len(file_coordinator_v1_sidecar_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   17,
+			NumEnums:      2,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
