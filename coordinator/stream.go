@@ -314,7 +314,7 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 }
 
 // numLateReasons bounds the pb.LateReason values.
-const numLateReasons = int(pb.LateReason_LATE_REASON_EARLY_LIMIT) + 1
+const numLateReasons = int(pb.LateReason_LATE_REASON_LEGACY) + 1
 
 // lateReason says why the engine's err means the event came late (another
 // stream's event made it moot), or LATE_REASON_UNSPECIFIED if it does not.
@@ -326,6 +326,8 @@ func lateReason(err error) pb.LateReason {
 		return pb.LateReason_LATE_REASON_SUB_RETURNED
 	case errors.Is(err, graph.ErrEarlyLimit):
 		return pb.LateReason_LATE_REASON_EARLY_LIMIT
+	case errors.Is(err, graph.ErrLegacySub):
+		return pb.LateReason_LATE_REASON_LEGACY
 	}
 	return pb.LateReason_LATE_REASON_UNSPECIFIED
 }

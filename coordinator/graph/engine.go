@@ -38,6 +38,11 @@ var (
 	// seen yet, when maxEarly such hints wait for it already. Dropping it
 	// is safe: a hint only ever makes freeness less pessimistic.
 	ErrEarlyLimit = errors.New("graph: too many done hints waiting for their call")
+	// ErrLegacySub: a Return about a sub-transaction of a legacy
+	// transaction that this engine never saw start (it started before a
+	// failover). Expected after a failover; it changes nothing: the
+	// transaction blocks every service until it ends.
+	ErrLegacySub = errors.New("graph: sub-transaction of a legacy transaction, started before this engine")
 )
 
 // Engine holds the static graph and the live transactions. It is not safe for

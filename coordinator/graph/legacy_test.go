@@ -1,6 +1,7 @@
 package graph
 
 import (
+	"errors"
 	"reflect"
 	"testing"
 )
@@ -50,5 +51,36 @@ func TestMakeLegacyOwnedBy(t *testing.T) {
 	}
 	if bs := e.Blockers(c, 10); len(bs) != 1 || !reflect.DeepEqual(bs[0], Blocker{Txn: "U", Running: true, PastVersion: v1, FutureVia: c, FutureViaOK: true}) {
 		t.Errorf("blockers of c after End = %+v", bs)
+	}
+}
+
+// A Return about a sub-transaction a legacy transaction ran before this
+// engine (a failover) is ErrLegacySub and changes nothing; a sub-transaction
+// it starts after is returned as usual; End ends it.
+func TestReturnOfALegacySubStartedBefore(t *testing.T) {
+	e := New()
+	s := chain(e, 2)
+	a, b := s[0], s[1]
+	v1 := e.Version("v1")
+	if err := e.AddLegacy("T", 1, []Use{{Service: a, Version: v1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Return("T", 7); !errors.Is(err, ErrLegacySub) {
+		t.Fatalf("Return of a sub T ran before = %v, want ErrLegacySub", err)
+	}
+	if err := e.Return("U", 7); !errors.Is(err, ErrUnknownTxn) {
+		t.Fatalf("Return in an unknown transaction = %v, want ErrUnknownTxn", err)
+	}
+	if e.Free(b) {
+		t.Fatal("b free with legacy T live")
+	}
+	mustCall(t, e, "T", a, 1, b, 8, v1)
+	must(t, e.Return("T", 8))
+	if err := e.Return("T", 8); !errors.Is(err, ErrSubReturned) {
+		t.Fatalf("second Return of T's sub 8 = %v, want ErrSubReturned", err)
+	}
+	must(t, e.End("T"))
+	if !e.Free(a) || !e.Free(b) {
+		t.Fatal("a or b not free after legacy T ended")
 	}
 }

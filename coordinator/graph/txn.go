@@ -193,6 +193,9 @@ func (e *Engine) Return(txn string, sub SubID) error {
 		if t.wasReturned(sub) {
 			return ErrSubReturned
 		}
+		if t.flags&txLegacy != 0 {
+			return ErrLegacySub
+		}
 		return ErrUnknownSub
 	}
 	if t.subs[i].flags&subRoot != 0 {

@@ -104,6 +104,10 @@ const (
 	// already. Dropping a hint is safe; the service is free later than it
 	// could be.
 	LateReason_LATE_REASON_EARLY_LIMIT LateReason = 3
+	// The RETURN is about a sub-transaction of a legacy transaction that
+	// started before a failover: the new leader never saw it start. The
+	// transaction stays legacy (pessimistic) until its END.
+	LateReason_LATE_REASON_LEGACY LateReason = 4
 )
 
 // Enum value maps for LateReason.
@@ -113,12 +117,14 @@ var (
 		1: "LATE_REASON_TXN_ENDED",
 		2: "LATE_REASON_SUB_RETURNED",
 		3: "LATE_REASON_EARLY_LIMIT",
+		4: "LATE_REASON_LEGACY",
 	}
 	LateReason_value = map[string]int32{
 		"LATE_REASON_UNSPECIFIED":  0,
 		"LATE_REASON_TXN_ENDED":    1,
 		"LATE_REASON_SUB_RETURNED": 2,
 		"LATE_REASON_EARLY_LIMIT":  3,
+		"LATE_REASON_LEGACY":       4,
 	}
 )
 
@@ -1567,13 +1573,14 @@ const file_coordinator_v1_sidecar_proto_rawDesc = "" +
 	"\x0fEVENT_TYPE_CALL\x10\x02\x12\x15\n" +
 	"\x11EVENT_TYPE_RETURN\x10\x03\x12\x13\n" +
 	"\x0fEVENT_TYPE_DONE\x10\x04\x12\x12\n" +
-	"\x0eEVENT_TYPE_END\x10\x05*\x7f\n" +
+	"\x0eEVENT_TYPE_END\x10\x05*\x97\x01\n" +
 	"\n" +
 	"LateReason\x12\x1b\n" +
 	"\x17LATE_REASON_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15LATE_REASON_TXN_ENDED\x10\x01\x12\x1c\n" +
 	"\x18LATE_REASON_SUB_RETURNED\x10\x02\x12\x1b\n" +
-	"\x17LATE_REASON_EARLY_LIMIT\x10\x032c\n" +
+	"\x17LATE_REASON_EARLY_LIMIT\x10\x03\x12\x16\n" +
+	"\x12LATE_REASON_LEGACY\x10\x042c\n" +
 	"\x0eSidecarService\x12Q\n" +
 	"\aConnect\x12\x1e.coordinator.v1.SidecarMessage\x1a\".coordinator.v1.CoordinatorMessage(\x010\x01BGZEgithub.com/coordinator/coordinator/proto/coordinator/v1;coordinatorv1b\x06proto3"
 
