@@ -13,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coordinator/coordinator/coordinator/graph"
+	"github.com/coordinator/coordinator/internal/ratelog"
 	"github.com/coordinator/coordinator/storage"
 )
 
@@ -189,8 +190,10 @@ func New(cfg Config) (*Coordinator, error) {
 	}
 	cfg.setDefaults()
 	c := &Coordinator{
-		cfg:          cfg,
-		lg:           cfg.Logger,
+		cfg: cfg,
+		// Sidecars can make the coordinator log (registrations, learned
+		// edges, transactions whose Begin never came): bounded per kind.
+		lg:           slog.New(ratelog.New(cfg.Logger.Handler(), ratelog.DefaultPerSecond, ratelog.DefaultBurst)),
 		cli:          cfg.Client,
 		keys:         storage.Keys{Prefix: cfg.Prefix},
 		eng:          graph.New(),
