@@ -164,6 +164,7 @@ type SidecarMessage struct {
 	//	*SidecarMessage_Events
 	//	*SidecarMessage_Heartbeat
 	//	*SidecarMessage_RoutingAck
+	//	*SidecarMessage_Deregister
 	Kind          isSidecarMessage_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -242,6 +243,15 @@ func (x *SidecarMessage) GetRoutingAck() *RoutingAck {
 	return nil
 }
 
+func (x *SidecarMessage) GetDeregister() *Deregister {
+	if x != nil {
+		if x, ok := x.Kind.(*SidecarMessage_Deregister); ok {
+			return x.Deregister
+		}
+	}
+	return nil
+}
+
 type isSidecarMessage_Kind interface {
 	isSidecarMessage_Kind()
 }
@@ -262,6 +272,10 @@ type SidecarMessage_RoutingAck struct {
 	RoutingAck *RoutingAck `protobuf:"bytes,4,opt,name=routing_ack,json=routingAck,proto3,oneof"`
 }
 
+type SidecarMessage_Deregister struct {
+	Deregister *Deregister `protobuf:"bytes,5,opt,name=deregister,proto3,oneof"`
+}
+
 func (*SidecarMessage_Register) isSidecarMessage_Kind() {}
 
 func (*SidecarMessage_Events) isSidecarMessage_Kind() {}
@@ -269,6 +283,62 @@ func (*SidecarMessage_Events) isSidecarMessage_Kind() {}
 func (*SidecarMessage_Heartbeat) isSidecarMessage_Kind() {}
 
 func (*SidecarMessage_RoutingAck) isSidecarMessage_Kind() {}
+
+func (*SidecarMessage_Deregister) isSidecarMessage_Kind() {}
+
+// Deregister ends the session at once, on a clean shutdown: the sidecar
+// sends it after its last events, and the coordinator answers Deregistered
+// and ends the stream. The session's lease is revoked and its record
+// removed; a clean shutdown is not a lease expiry, so it never counts
+// toward self-preservation's mass expiry. Of the session's root
+// transactions, those that run nowhere but on this instance end at once;
+// those that still have sub-transactions running on other services are
+// kept, blocking what they block, until the coordinator's implicit timeout
+// (their RETURNs would have come from this sidecar), then end.
+type Deregister struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Why the instance leaves, for the coordinator's log (e.g. "SIGTERM").
+	Reason        string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Deregister) Reset() {
+	*x = Deregister{}
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Deregister) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Deregister) ProtoMessage() {}
+
+func (x *Deregister) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Deregister.ProtoReflect.Descriptor instead.
+func (*Deregister) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Deregister) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
 
 // Register opens (or resumes) the session of one sidecar instance.
 type Register struct {
@@ -296,7 +366,7 @@ type Register struct {
 
 func (x *Register) Reset() {
 	*x = Register{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[1]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -308,7 +378,7 @@ func (x *Register) String() string {
 func (*Register) ProtoMessage() {}
 
 func (x *Register) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[1]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -321,7 +391,7 @@ func (x *Register) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Register.ProtoReflect.Descriptor instead.
 func (*Register) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{1}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Register) GetInstanceId() string {
@@ -391,7 +461,7 @@ type LiveRoot struct {
 
 func (x *LiveRoot) Reset() {
 	*x = LiveRoot{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[2]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -403,7 +473,7 @@ func (x *LiveRoot) String() string {
 func (*LiveRoot) ProtoMessage() {}
 
 func (x *LiveRoot) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[2]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -416,7 +486,7 @@ func (x *LiveRoot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LiveRoot.ProtoReflect.Descriptor instead.
 func (*LiveRoot) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{2}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *LiveRoot) GetTxnId() string {
@@ -442,7 +512,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[3]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -454,7 +524,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[3]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -467,7 +537,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{3}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{4}
 }
 
 // EventBatch carries many events; they are applied in order.
@@ -480,7 +550,7 @@ type EventBatch struct {
 
 func (x *EventBatch) Reset() {
 	*x = EventBatch{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[4]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -492,7 +562,7 @@ func (x *EventBatch) String() string {
 func (*EventBatch) ProtoMessage() {}
 
 func (x *EventBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[4]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -505,7 +575,7 @@ func (x *EventBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventBatch.ProtoReflect.Descriptor instead.
 func (*EventBatch) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{4}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *EventBatch) GetEvents() []*Event {
@@ -542,7 +612,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[5]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -554,7 +624,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[5]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -567,7 +637,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{5}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -637,6 +707,7 @@ type CoordinatorMessage struct {
 	//	*CoordinatorMessage_Routing
 	//	*CoordinatorMessage_CallDecision
 	//	*CoordinatorMessage_Redirect
+	//	*CoordinatorMessage_Deregistered
 	Kind          isCoordinatorMessage_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -644,7 +715,7 @@ type CoordinatorMessage struct {
 
 func (x *CoordinatorMessage) Reset() {
 	*x = CoordinatorMessage{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[6]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -656,7 +727,7 @@ func (x *CoordinatorMessage) String() string {
 func (*CoordinatorMessage) ProtoMessage() {}
 
 func (x *CoordinatorMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[6]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -669,7 +740,7 @@ func (x *CoordinatorMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorMessage.ProtoReflect.Descriptor instead.
 func (*CoordinatorMessage) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{6}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CoordinatorMessage) GetKind() isCoordinatorMessage_Kind {
@@ -733,6 +804,15 @@ func (x *CoordinatorMessage) GetRedirect() *Redirect {
 	return nil
 }
 
+func (x *CoordinatorMessage) GetDeregistered() *Deregistered {
+	if x != nil {
+		if x, ok := x.Kind.(*CoordinatorMessage_Deregistered); ok {
+			return x.Deregistered
+		}
+	}
+	return nil
+}
+
 type isCoordinatorMessage_Kind interface {
 	isCoordinatorMessage_Kind()
 }
@@ -761,6 +841,10 @@ type CoordinatorMessage_Redirect struct {
 	Redirect *Redirect `protobuf:"bytes,6,opt,name=redirect,proto3,oneof"`
 }
 
+type CoordinatorMessage_Deregistered struct {
+	Deregistered *Deregistered `protobuf:"bytes,7,opt,name=deregistered,proto3,oneof"`
+}
+
 func (*CoordinatorMessage_Registered) isCoordinatorMessage_Kind() {}
 
 func (*CoordinatorMessage_Ack) isCoordinatorMessage_Kind() {}
@@ -773,6 +857,63 @@ func (*CoordinatorMessage_CallDecision) isCoordinatorMessage_Kind() {}
 
 func (*CoordinatorMessage_Redirect) isCoordinatorMessage_Kind() {}
 
+func (*CoordinatorMessage_Deregistered) isCoordinatorMessage_Kind() {}
+
+// Deregistered answers a Deregister; the stream ends after it.
+type Deregistered struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Root transactions of the session that ended with it.
+	Ended uint32 `protobuf:"varint,1,opt,name=ended,proto3" json:"ended,omitempty"`
+	// Root transactions kept because other services still run parts of them.
+	Kept          uint32 `protobuf:"varint,2,opt,name=kept,proto3" json:"kept,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Deregistered) Reset() {
+	*x = Deregistered{}
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Deregistered) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Deregistered) ProtoMessage() {}
+
+func (x *Deregistered) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Deregistered.ProtoReflect.Descriptor instead.
+func (*Deregistered) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Deregistered) GetEnded() uint32 {
+	if x != nil {
+		return x.Ended
+	}
+	return 0
+}
+
+func (x *Deregistered) GetKept() uint32 {
+	if x != nil {
+		return x.Kept
+	}
+	return 0
+}
+
 // Redirect tells a sidecar that this replica does not lead: reconnect to the
 // leader's address. The stream ends after it.
 type Redirect struct {
@@ -784,7 +925,7 @@ type Redirect struct {
 
 func (x *Redirect) Reset() {
 	*x = Redirect{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[7]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -796,7 +937,7 @@ func (x *Redirect) String() string {
 func (*Redirect) ProtoMessage() {}
 
 func (x *Redirect) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[7]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -809,7 +950,7 @@ func (x *Redirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Redirect.ProtoReflect.Descriptor instead.
 func (*Redirect) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{7}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Redirect) GetLeaderAddress() string {
@@ -837,7 +978,7 @@ type Registered struct {
 
 func (x *Registered) Reset() {
 	*x = Registered{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[8]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -849,7 +990,7 @@ func (x *Registered) String() string {
 func (*Registered) ProtoMessage() {}
 
 func (x *Registered) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[8]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -862,7 +1003,7 @@ func (x *Registered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registered.ProtoReflect.Descriptor instead.
 func (*Registered) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{8}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Registered) GetInstanceId() string {
@@ -925,7 +1066,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[9]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -937,7 +1078,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[9]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -950,7 +1091,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{9}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Ack) GetThroughSeq() uint64 {
@@ -986,7 +1127,7 @@ type LateEvent struct {
 
 func (x *LateEvent) Reset() {
 	*x = LateEvent{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[10]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -998,7 +1139,7 @@ func (x *LateEvent) String() string {
 func (*LateEvent) ProtoMessage() {}
 
 func (x *LateEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[10]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1011,7 +1152,7 @@ func (x *LateEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LateEvent.ProtoReflect.Descriptor instead.
 func (*LateEvent) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{10}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LateEvent) GetSeq() uint64 {
@@ -1049,7 +1190,7 @@ type EventError struct {
 
 func (x *EventError) Reset() {
 	*x = EventError{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[11]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1061,7 +1202,7 @@ func (x *EventError) String() string {
 func (*EventError) ProtoMessage() {}
 
 func (x *EventError) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[11]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1074,7 +1215,7 @@ func (x *EventError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventError.ProtoReflect.Descriptor instead.
 func (*EventError) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{11}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *EventError) GetSeq() uint64 {
@@ -1120,7 +1261,7 @@ type HeartbeatAck struct {
 
 func (x *HeartbeatAck) Reset() {
 	*x = HeartbeatAck{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[12]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1132,7 +1273,7 @@ func (x *HeartbeatAck) String() string {
 func (*HeartbeatAck) ProtoMessage() {}
 
 func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[12]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1145,7 +1286,7 @@ func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatAck.ProtoReflect.Descriptor instead.
 func (*HeartbeatAck) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{12}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *HeartbeatAck) GetTtl() *durationpb.Duration {
@@ -1185,7 +1326,7 @@ type Routing struct {
 
 func (x *Routing) Reset() {
 	*x = Routing{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[13]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1197,7 +1338,7 @@ func (x *Routing) String() string {
 func (*Routing) ProtoMessage() {}
 
 func (x *Routing) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[13]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1210,7 +1351,7 @@ func (x *Routing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Routing.ProtoReflect.Descriptor instead.
 func (*Routing) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{13}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Routing) GetRevision() uint64 {
@@ -1243,7 +1384,7 @@ type ServiceRoute struct {
 
 func (x *ServiceRoute) Reset() {
 	*x = ServiceRoute{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[14]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1255,7 +1396,7 @@ func (x *ServiceRoute) String() string {
 func (*ServiceRoute) ProtoMessage() {}
 
 func (x *ServiceRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[14]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1268,7 +1409,7 @@ func (x *ServiceRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceRoute.ProtoReflect.Descriptor instead.
 func (*ServiceRoute) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{14}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ServiceRoute) GetService() string {
@@ -1311,7 +1452,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[15]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1323,7 +1464,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[15]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1336,7 +1477,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{15}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Endpoint) GetInstanceId() string {
@@ -1370,7 +1511,7 @@ type RoutingAck struct {
 
 func (x *RoutingAck) Reset() {
 	*x = RoutingAck{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[16]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1382,7 +1523,7 @@ func (x *RoutingAck) String() string {
 func (*RoutingAck) ProtoMessage() {}
 
 func (x *RoutingAck) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[16]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1395,7 +1536,7 @@ func (x *RoutingAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoutingAck.ProtoReflect.Descriptor instead.
 func (*RoutingAck) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{16}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RoutingAck) GetRevision() uint64 {
@@ -1418,7 +1559,7 @@ type CallDecision struct {
 
 func (x *CallDecision) Reset() {
 	*x = CallDecision{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[17]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1430,7 +1571,7 @@ func (x *CallDecision) String() string {
 func (*CallDecision) ProtoMessage() {}
 
 func (x *CallDecision) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[17]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1443,7 +1584,7 @@ func (x *CallDecision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallDecision.ProtoReflect.Descriptor instead.
 func (*CallDecision) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{17}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CallDecision) GetSeq() uint64 {
@@ -1471,14 +1612,20 @@ var File_coordinator_v1_sidecar_proto protoreflect.FileDescriptor
 
 const file_coordinator_v1_sidecar_proto_rawDesc = "" +
 	"\n" +
-	"\x1ccoordinator/v1/sidecar.proto\x12\x0ecoordinator.v1\x1a\x1egoogle/protobuf/duration.proto\"\x80\x02\n" +
+	"\x1ccoordinator/v1/sidecar.proto\x12\x0ecoordinator.v1\x1a\x1egoogle/protobuf/duration.proto\"\xbe\x02\n" +
 	"\x0eSidecarMessage\x126\n" +
 	"\bregister\x18\x01 \x01(\v2\x18.coordinator.v1.RegisterH\x00R\bregister\x124\n" +
 	"\x06events\x18\x02 \x01(\v2\x1a.coordinator.v1.EventBatchH\x00R\x06events\x129\n" +
 	"\theartbeat\x18\x03 \x01(\v2\x19.coordinator.v1.HeartbeatH\x00R\theartbeat\x12=\n" +
 	"\vrouting_ack\x18\x04 \x01(\v2\x1a.coordinator.v1.RoutingAckH\x00R\n" +
-	"routingAckB\x06\n" +
-	"\x04kind\"\xc7\x02\n" +
+	"routingAck\x12<\n" +
+	"\n" +
+	"deregister\x18\x05 \x01(\v2\x1a.coordinator.v1.DeregisterH\x00R\n" +
+	"deregisterB\x06\n" +
+	"\x04kind\"$\n" +
+	"\n" +
+	"Deregister\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"\xc7\x02\n" +
 	"\bRegister\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12\x18\n" +
@@ -1505,7 +1652,7 @@ const file_coordinator_v1_sidecar_proto_rawDesc = "" +
 	"\x06sub_id\x18\x05 \x01(\x06R\x05subId\x12\"\n" +
 	"\rcaller_sub_id\x18\x06 \x01(\x06R\vcallerSubId\x12\x12\n" +
 	"\x04wait\x18\a \x01(\bR\x04wait\x12\x18\n" +
-	"\aversion\x18\b \x01(\tR\aversion\"\xfa\x02\n" +
+	"\aversion\x18\b \x01(\tR\aversion\"\xbe\x03\n" +
 	"\x12CoordinatorMessage\x12<\n" +
 	"\n" +
 	"registered\x18\x01 \x01(\v2\x1a.coordinator.v1.RegisteredH\x00R\n" +
@@ -1514,8 +1661,12 @@ const file_coordinator_v1_sidecar_proto_rawDesc = "" +
 	"\rheartbeat_ack\x18\x03 \x01(\v2\x1c.coordinator.v1.HeartbeatAckH\x00R\fheartbeatAck\x123\n" +
 	"\arouting\x18\x04 \x01(\v2\x17.coordinator.v1.RoutingH\x00R\arouting\x12C\n" +
 	"\rcall_decision\x18\x05 \x01(\v2\x1c.coordinator.v1.CallDecisionH\x00R\fcallDecision\x126\n" +
-	"\bredirect\x18\x06 \x01(\v2\x18.coordinator.v1.RedirectH\x00R\bredirectB\x06\n" +
-	"\x04kind\"1\n" +
+	"\bredirect\x18\x06 \x01(\v2\x18.coordinator.v1.RedirectH\x00R\bredirect\x12B\n" +
+	"\fderegistered\x18\a \x01(\v2\x1c.coordinator.v1.DeregisteredH\x00R\fderegisteredB\x06\n" +
+	"\x04kind\"8\n" +
+	"\fDeregistered\x12\x14\n" +
+	"\x05ended\x18\x01 \x01(\rR\x05ended\x12\x12\n" +
+	"\x04kept\x18\x02 \x01(\rR\x04kept\"1\n" +
 	"\bRedirect\x12%\n" +
 	"\x0eleader_address\x18\x01 \x01(\tR\rleaderAddress\"\xc1\x01\n" +
 	"\n" +
@@ -1597,59 +1748,63 @@ func file_coordinator_v1_sidecar_proto_rawDescGZIP() []byte {
 }
 
 var file_coordinator_v1_sidecar_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_coordinator_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_coordinator_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_coordinator_v1_sidecar_proto_goTypes = []any{
 	(EventType)(0),              // 0: coordinator.v1.EventType
 	(LateReason)(0),             // 1: coordinator.v1.LateReason
 	(*SidecarMessage)(nil),      // 2: coordinator.v1.SidecarMessage
-	(*Register)(nil),            // 3: coordinator.v1.Register
-	(*LiveRoot)(nil),            // 4: coordinator.v1.LiveRoot
-	(*Heartbeat)(nil),           // 5: coordinator.v1.Heartbeat
-	(*EventBatch)(nil),          // 6: coordinator.v1.EventBatch
-	(*Event)(nil),               // 7: coordinator.v1.Event
-	(*CoordinatorMessage)(nil),  // 8: coordinator.v1.CoordinatorMessage
-	(*Redirect)(nil),            // 9: coordinator.v1.Redirect
-	(*Registered)(nil),          // 10: coordinator.v1.Registered
-	(*Ack)(nil),                 // 11: coordinator.v1.Ack
-	(*LateEvent)(nil),           // 12: coordinator.v1.LateEvent
-	(*EventError)(nil),          // 13: coordinator.v1.EventError
-	(*HeartbeatAck)(nil),        // 14: coordinator.v1.HeartbeatAck
-	(*Routing)(nil),             // 15: coordinator.v1.Routing
-	(*ServiceRoute)(nil),        // 16: coordinator.v1.ServiceRoute
-	(*Endpoint)(nil),            // 17: coordinator.v1.Endpoint
-	(*RoutingAck)(nil),          // 18: coordinator.v1.RoutingAck
-	(*CallDecision)(nil),        // 19: coordinator.v1.CallDecision
-	(*durationpb.Duration)(nil), // 20: google.protobuf.Duration
+	(*Deregister)(nil),          // 3: coordinator.v1.Deregister
+	(*Register)(nil),            // 4: coordinator.v1.Register
+	(*LiveRoot)(nil),            // 5: coordinator.v1.LiveRoot
+	(*Heartbeat)(nil),           // 6: coordinator.v1.Heartbeat
+	(*EventBatch)(nil),          // 7: coordinator.v1.EventBatch
+	(*Event)(nil),               // 8: coordinator.v1.Event
+	(*CoordinatorMessage)(nil),  // 9: coordinator.v1.CoordinatorMessage
+	(*Deregistered)(nil),        // 10: coordinator.v1.Deregistered
+	(*Redirect)(nil),            // 11: coordinator.v1.Redirect
+	(*Registered)(nil),          // 12: coordinator.v1.Registered
+	(*Ack)(nil),                 // 13: coordinator.v1.Ack
+	(*LateEvent)(nil),           // 14: coordinator.v1.LateEvent
+	(*EventError)(nil),          // 15: coordinator.v1.EventError
+	(*HeartbeatAck)(nil),        // 16: coordinator.v1.HeartbeatAck
+	(*Routing)(nil),             // 17: coordinator.v1.Routing
+	(*ServiceRoute)(nil),        // 18: coordinator.v1.ServiceRoute
+	(*Endpoint)(nil),            // 19: coordinator.v1.Endpoint
+	(*RoutingAck)(nil),          // 20: coordinator.v1.RoutingAck
+	(*CallDecision)(nil),        // 21: coordinator.v1.CallDecision
+	(*durationpb.Duration)(nil), // 22: google.protobuf.Duration
 }
 var file_coordinator_v1_sidecar_proto_depIdxs = []int32{
-	3,  // 0: coordinator.v1.SidecarMessage.register:type_name -> coordinator.v1.Register
-	6,  // 1: coordinator.v1.SidecarMessage.events:type_name -> coordinator.v1.EventBatch
-	5,  // 2: coordinator.v1.SidecarMessage.heartbeat:type_name -> coordinator.v1.Heartbeat
-	18, // 3: coordinator.v1.SidecarMessage.routing_ack:type_name -> coordinator.v1.RoutingAck
-	20, // 4: coordinator.v1.Register.heartbeat_interval:type_name -> google.protobuf.Duration
-	4,  // 5: coordinator.v1.Register.live_roots:type_name -> coordinator.v1.LiveRoot
-	7,  // 6: coordinator.v1.EventBatch.events:type_name -> coordinator.v1.Event
-	0,  // 7: coordinator.v1.Event.type:type_name -> coordinator.v1.EventType
-	10, // 8: coordinator.v1.CoordinatorMessage.registered:type_name -> coordinator.v1.Registered
-	11, // 9: coordinator.v1.CoordinatorMessage.ack:type_name -> coordinator.v1.Ack
-	14, // 10: coordinator.v1.CoordinatorMessage.heartbeat_ack:type_name -> coordinator.v1.HeartbeatAck
-	15, // 11: coordinator.v1.CoordinatorMessage.routing:type_name -> coordinator.v1.Routing
-	19, // 12: coordinator.v1.CoordinatorMessage.call_decision:type_name -> coordinator.v1.CallDecision
-	9,  // 13: coordinator.v1.CoordinatorMessage.redirect:type_name -> coordinator.v1.Redirect
-	20, // 14: coordinator.v1.Registered.ttl:type_name -> google.protobuf.Duration
-	13, // 15: coordinator.v1.Ack.errors:type_name -> coordinator.v1.EventError
-	12, // 16: coordinator.v1.Ack.late:type_name -> coordinator.v1.LateEvent
-	1,  // 17: coordinator.v1.LateEvent.reason:type_name -> coordinator.v1.LateReason
-	20, // 18: coordinator.v1.HeartbeatAck.ttl:type_name -> google.protobuf.Duration
-	16, // 19: coordinator.v1.Routing.services:type_name -> coordinator.v1.ServiceRoute
-	17, // 20: coordinator.v1.ServiceRoute.endpoints:type_name -> coordinator.v1.Endpoint
-	2,  // 21: coordinator.v1.SidecarService.Connect:input_type -> coordinator.v1.SidecarMessage
-	8,  // 22: coordinator.v1.SidecarService.Connect:output_type -> coordinator.v1.CoordinatorMessage
-	22, // [22:23] is the sub-list for method output_type
-	21, // [21:22] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	4,  // 0: coordinator.v1.SidecarMessage.register:type_name -> coordinator.v1.Register
+	7,  // 1: coordinator.v1.SidecarMessage.events:type_name -> coordinator.v1.EventBatch
+	6,  // 2: coordinator.v1.SidecarMessage.heartbeat:type_name -> coordinator.v1.Heartbeat
+	20, // 3: coordinator.v1.SidecarMessage.routing_ack:type_name -> coordinator.v1.RoutingAck
+	3,  // 4: coordinator.v1.SidecarMessage.deregister:type_name -> coordinator.v1.Deregister
+	22, // 5: coordinator.v1.Register.heartbeat_interval:type_name -> google.protobuf.Duration
+	5,  // 6: coordinator.v1.Register.live_roots:type_name -> coordinator.v1.LiveRoot
+	8,  // 7: coordinator.v1.EventBatch.events:type_name -> coordinator.v1.Event
+	0,  // 8: coordinator.v1.Event.type:type_name -> coordinator.v1.EventType
+	12, // 9: coordinator.v1.CoordinatorMessage.registered:type_name -> coordinator.v1.Registered
+	13, // 10: coordinator.v1.CoordinatorMessage.ack:type_name -> coordinator.v1.Ack
+	16, // 11: coordinator.v1.CoordinatorMessage.heartbeat_ack:type_name -> coordinator.v1.HeartbeatAck
+	17, // 12: coordinator.v1.CoordinatorMessage.routing:type_name -> coordinator.v1.Routing
+	21, // 13: coordinator.v1.CoordinatorMessage.call_decision:type_name -> coordinator.v1.CallDecision
+	11, // 14: coordinator.v1.CoordinatorMessage.redirect:type_name -> coordinator.v1.Redirect
+	10, // 15: coordinator.v1.CoordinatorMessage.deregistered:type_name -> coordinator.v1.Deregistered
+	22, // 16: coordinator.v1.Registered.ttl:type_name -> google.protobuf.Duration
+	15, // 17: coordinator.v1.Ack.errors:type_name -> coordinator.v1.EventError
+	14, // 18: coordinator.v1.Ack.late:type_name -> coordinator.v1.LateEvent
+	1,  // 19: coordinator.v1.LateEvent.reason:type_name -> coordinator.v1.LateReason
+	22, // 20: coordinator.v1.HeartbeatAck.ttl:type_name -> google.protobuf.Duration
+	18, // 21: coordinator.v1.Routing.services:type_name -> coordinator.v1.ServiceRoute
+	19, // 22: coordinator.v1.ServiceRoute.endpoints:type_name -> coordinator.v1.Endpoint
+	2,  // 23: coordinator.v1.SidecarService.Connect:input_type -> coordinator.v1.SidecarMessage
+	9,  // 24: coordinator.v1.SidecarService.Connect:output_type -> coordinator.v1.CoordinatorMessage
+	24, // [24:25] is the sub-list for method output_type
+	23, // [23:24] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_coordinator_v1_sidecar_proto_init() }
@@ -1662,14 +1817,16 @@ func file_coordinator_v1_sidecar_proto_init() {
 		(*SidecarMessage_Events)(nil),
 		(*SidecarMessage_Heartbeat)(nil),
 		(*SidecarMessage_RoutingAck)(nil),
+		(*SidecarMessage_Deregister)(nil),
 	}
-	file_coordinator_v1_sidecar_proto_msgTypes[6].OneofWrappers = []any{
+	file_coordinator_v1_sidecar_proto_msgTypes[7].OneofWrappers = []any{
 		(*CoordinatorMessage_Registered)(nil),
 		(*CoordinatorMessage_Ack)(nil),
 		(*CoordinatorMessage_HeartbeatAck)(nil),
 		(*CoordinatorMessage_Routing)(nil),
 		(*CoordinatorMessage_CallDecision)(nil),
 		(*CoordinatorMessage_Redirect)(nil),
+		(*CoordinatorMessage_Deregistered)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1677,7 +1834,7 @@ func file_coordinator_v1_sidecar_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinator_v1_sidecar_proto_rawDesc), len(file_coordinator_v1_sidecar_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
