@@ -141,6 +141,9 @@ type Coordinator struct {
 	sessions map[string]*session // by instance id
 	owners   []*session          // by graph.Owner; owners[0] is always nil
 	free     []graph.Owner       // reusable owner slots
+	// departed are deregistered sessions whose owner slot is kept for
+	// the transactions they own that still run elsewhere (deregister.go).
+	departed map[graph.Owner]*departed
 	declared map[edge]struct{}   // static edges declared by registrations
 	deps     map[string][]string // persisted ServiceRecord dependencies
 	routes   map[graph.ServiceID]graph.VersionID
@@ -199,6 +202,7 @@ func New(cfg Config) (*Coordinator, error) {
 		eng:          graph.New(),
 		sessions:     make(map[string]*session),
 		owners:       []*session{nil},
+		departed:     make(map[graph.Owner]*departed),
 		declared:     make(map[edge]struct{}),
 		deps:         make(map[string][]string),
 		routes:       make(map[graph.ServiceID]graph.VersionID),
@@ -268,7 +272,10 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	c.mu.Unlock()
 	c.wb.Start()
 	c.streams.Add(6)
-	go c.every(c.cfg.ImplicitTimeout/4, c.sweepImplicitLocked) // ends transactions whose Begin never came
+	go c.every(c.cfg.ImplicitTimeout/4, func(now time.Time) {
+		c.sweepImplicitLocked(now) // ends transactions whose Begin never came
+		c.sweepDepartedLocked(now) // and those deregistered sessions kept
+	})
 	go c.broadcastRouting()
 	go c.every(progressEvery, c.progressTickLocked)
 	go c.pins.run()

@@ -227,6 +227,19 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 			continue
 		case *pb.SidecarMessage_Events:
 			out = &pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_Ack{Ack: c.applyBatch(sess, st, k.Events.GetEvents())}}
+		case *pb.SidecarMessage_Deregister:
+			if sess == nil {
+				return fmt.Errorf("%w: deregister before register", ErrNotRegistered)
+			}
+			d, err := c.deregister(ctx, sess, st, k.Deregister.GetReason())
+			if err != nil {
+				return err
+			}
+			sess = nil // over: nothing to detach
+			if err := st.send(&pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_Deregistered{Deregistered: d}}); err != nil {
+				return err
+			}
+			return st.flush()
 		case *pb.SidecarMessage_Heartbeat:
 			if sess == nil {
 				return fmt.Errorf("%w: heartbeat before register", ErrNotRegistered)

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 
@@ -38,6 +39,7 @@ type Sidecar struct {
 	routing   *pb.Routing
 	routingCh chan struct{} // closed and replaced when routing changes
 	hb        chan *pb.HeartbeatAck
+	dereg     chan *pb.Deregistered
 	err       error
 	done      chan struct{}
 	// AutoAck makes the sidecar acknowledge every routing table as soon as
@@ -89,6 +91,7 @@ func Connect(ctx context.Context, conn grpc.ClientConnInterface, reg *pb.Registe
 		decisions: make(map[uint64]chan *pb.CallDecision),
 		routingCh: make(chan struct{}),
 		hb:        make(chan *pb.HeartbeatAck, 16),
+		dereg:     make(chan *pb.Deregistered, 1),
 		done:      make(chan struct{}),
 		autoAck:   true,
 	}
@@ -126,6 +129,11 @@ func (s *Sidecar) recv() {
 			s.mu.Unlock()
 			if w != nil {
 				w <- k.Ack
+			}
+		case *pb.CoordinatorMessage_Deregistered:
+			select {
+			case s.dereg <- k.Deregistered:
+			default:
 			}
 		case *pb.CoordinatorMessage_HeartbeatAck:
 			select {
@@ -307,6 +315,32 @@ func (s *Sidecar) Heartbeat(ctx context.Context) (*pb.HeartbeatAck, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// Deregister ends the session as a sidecar shutting down cleanly does: it
+// sends Deregister, waits for the answer and for the coordinator to end the
+// stream.
+func (s *Sidecar) Deregister(ctx context.Context, reason string) (*pb.Deregistered, error) {
+	if err := s.send(&pb.SidecarMessage{Kind: &pb.SidecarMessage_Deregister{Deregister: &pb.Deregister{Reason: reason}}}); err != nil {
+		return nil, err
+	}
+	var d *pb.Deregistered
+	select {
+	case d = <-s.dereg:
+	case <-s.done:
+		return nil, fmt.Errorf("simsidecar: stream ended before Deregistered: %w", s.Err())
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if err := s.Err(); !errors.Is(err, io.EOF) {
+		return d, fmt.Errorf("simsidecar: stream after Deregistered: %w", err)
+	}
+	return d, nil
 }
 
 // Close ends the stream (the session keeps its lease until the TTL).
