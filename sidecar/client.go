@@ -64,6 +64,11 @@ type Config struct {
 	// Logger receives the client's logs; nil discards them (Stats counts
 	// what matters).
 	Logger *slog.Logger
+	// KeepSessionOnClose makes Close leave the session to its lease, for an
+	// instance that restarts at once under the same InstanceID and resumes
+	// it. By default Close deregisters: the session ends at once, and its
+	// going is not counted as a lease expiry (self-preservation).
+	KeepSessionOnClose bool
 }
 
 // Stats are counters of a Client.
@@ -205,8 +210,12 @@ func (c *Client) Start(ctx context.Context) error {
 }
 
 // Close sends what is queued, waits (within ctx) for the coordinator to
-// acknowledge it and closes the stream. It does not end live roots: they
-// stay at the coordinator until they End or the session's lease expires.
+// acknowledge it, deregisters and closes the stream. The coordinator ends
+// the session at once: live roots that run only on this instance end with
+// it; those still running on other services are kept there for a bounded
+// time (the coordinator's implicit timeout). With KeepSessionOnClose the
+// session stays instead, with its live roots, until they End or its lease
+// expires.
 // Calls waiting for a decision fail with ErrClosed. Close returns an error
 // wrapping ErrUnflushed if events could not be delivered.
 func (c *Client) Close(ctx context.Context) error {

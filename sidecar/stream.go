@@ -183,12 +183,19 @@ func (c *Client) session(addr string) (registered bool, err error) {
 	}
 }
 
-// drain sends what is queued at Close, half-closes the stream and waits
-// (within Close's context) for the coordinator to acknowledge everything
-// and end the stream.
+// drain sends what is queued at Close, deregisters (unless
+// KeepSessionOnClose), half-closes the stream and waits (within Close's
+// context) for the coordinator to acknowledge everything and end the
+// stream.
 func (c *Client) drain(stream pb.SidecarService_ConnectClient, recvErr <-chan error) error {
 	if err := c.flush(stream); err != nil {
 		return err
+	}
+	if !c.cfg.KeepSessionOnClose {
+		msg := &pb.SidecarMessage{Kind: &pb.SidecarMessage_Deregister{Deregister: &pb.Deregister{Reason: "sidecar closed"}}}
+		if err := stream.Send(msg); err != nil {
+			return err
+		}
 	}
 	if err := stream.CloseSend(); err != nil {
 		return err
@@ -343,6 +350,8 @@ func (c *Client) receive(stream pb.SidecarService_ConnectClient, regc chan<- *pb
 			c.applyRouting(k.Routing)
 		case *pb.CoordinatorMessage_CallDecision:
 			c.onDecision(k.CallDecision)
+		case *pb.CoordinatorMessage_Deregistered:
+			c.lg.Info("deregistered", "ended_roots", k.Deregistered.GetEnded(), "kept_roots", k.Deregistered.GetKept())
 		case *pb.CoordinatorMessage_HeartbeatAck:
 			if e := k.HeartbeatAck.GetError(); e != "" {
 				c.lg.Warn("lease refresh failed at the coordinator", "error", e)

@@ -367,11 +367,12 @@ func TestStartErrors(t *testing.T) {
 	}
 }
 
-// Close delivers what is queued; the roots stay live at the coordinator.
+// Close delivers what is queued; with KeepSessionOnClose the roots stay
+// live at the coordinator.
 func TestCloseFlushes(t *testing.T) {
 	ts := servertest.Start(t, "")
 	c := startClient(t, ts, sidecar.Config{InstanceID: "a-1", Service: "a", Version: "v1",
-		FlushInterval: time.Hour, BatchSize: 1000})
+		FlushInterval: time.Hour, BatchSize: 1000, KeepSessionOnClose: true})
 	var ids []string
 	for range 10 {
 		_, root := c.Begin(context.Background())
@@ -392,5 +393,42 @@ func TestCloseFlushes(t *testing.T) {
 		if x := txn(ts, id); x == nil || x.Owner != "a-1" {
 			t.Fatalf("root %s after Close: %v", id, x)
 		}
+	}
+}
+
+// By default Close delivers what is queued, then deregisters: the session
+// ends at once, with the roots that ran only here, and it is no expiry.
+func TestCloseDeregisters(t *testing.T) {
+	ts := servertest.Start(t, "")
+	c := startClient(t, ts, sidecar.Config{InstanceID: "a-1", Service: "a", Version: "v1",
+		FlushInterval: time.Hour, BatchSize: 1000})
+	var ids []string
+	for range 3 {
+		_, root := c.Begin(context.Background())
+		ids = append(ids, root.ID)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Stats(); st.Queued != 0 || st.Acked != 3 {
+		t.Fatalf("stats after Close: %+v, want 3 acked", st)
+	}
+	for _, id := range ids {
+		if x := txn(ts, id); x != nil {
+			t.Fatalf("root %s after Close: %v, want ended with the session", id, x)
+		}
+	}
+	resp, err := ts.Admin.ListSessions(ctx, &pb.ListSessionsRequest{})
+	if err != nil || len(resp.Sessions) != 0 {
+		t.Fatalf("sessions after Close: %v %v, want none", resp, err)
+	}
+	if got := ts.Metric(`coordinator_sessions_dropped_total{reason="deregistered"}`); got != 1 {
+		t.Fatalf("sessions dropped as deregistered = %v, want 1", got)
+	}
+	sp, err := ts.Admin.GetSelfPreservation(ctx, &pb.GetSelfPreservationRequest{})
+	if err != nil || sp.RecentExpiries != 0 {
+		t.Fatalf("self-preservation after Close: %v %v, want no expiry", sp, err)
 	}
 }
