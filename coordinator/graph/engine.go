@@ -56,9 +56,13 @@ type Engine struct {
 	reach    [][]uint64          // services reachable by >= 1 static edge
 	blockers []map[*txn]struct{} // non-legacy transactions blocking each service
 	usedN    []int               // live transactions with used[s] set
+	svcGone  []bool              // removed; its id is in svcFree
+	svcFree  []ServiceID         // removed ids, reused by Service
 
 	verNames []string
 	verIDs   map[string]VersionID
+	verN     []int       // first uses of live transactions at each version
+	verFree  []VersionID // removed ids, reused by Version
 
 	txns   map[string]*txn
 	legacy map[*txn]struct{} // legacy transactions block every service
@@ -104,6 +108,7 @@ func New(opts ...Option) *Engine {
 	e := &Engine{
 		svcIDs:     make(map[string]ServiceID),
 		verNames:   []string{""},
+		verN:       []int{0},
 		verIDs:     map[string]VersionID{"": 0},
 		txns:       make(map[string]*txn),
 		legacy:     make(map[*txn]struct{}),
@@ -126,6 +131,15 @@ func (e *Engine) Service(name string) ServiceID {
 	if id, ok := e.svcIDs[name]; ok {
 		return id
 	}
+	if n := len(e.svcFree); n > 0 {
+		// A removed id: its edges, reach, blockers and users are empty
+		// (RemoveServices).
+		id := e.svcFree[n-1]
+		e.svcFree = e.svcFree[:n-1]
+		e.svcNames[id], e.svcGone[id] = name, false
+		e.svcIDs[name] = id
+		return id
+	}
 	id := ServiceID(len(e.svcNames))
 	e.svcNames = append(e.svcNames, name)
 	e.svcIDs[name] = id
@@ -144,6 +158,7 @@ func (e *Engine) Service(name string) ServiceID {
 	e.reach = append(e.reach, make([]uint64, e.words))
 	e.blockers = append(e.blockers, make(map[*txn]struct{}))
 	e.usedN = append(e.usedN, 0)
+	e.svcGone = append(e.svcGone, false)
 	return id
 }
 
@@ -161,17 +176,25 @@ func (e *Engine) ServiceName(id ServiceID) string {
 	return e.svcNames[id]
 }
 
-// NumServices returns how many services are interned; their ids are
-// 0..NumServices()-1.
-func (e *Engine) NumServices() int { return len(e.svcNames) }
+// NumServices returns how many services are interned (and not removed);
+// their ids are below ServiceIDBound().
+func (e *Engine) NumServices() int { return len(e.svcIDs) }
 
 // Version interns a version name; "" is 0.
 func (e *Engine) Version(name string) VersionID {
 	if v, ok := e.verIDs[name]; ok {
 		return v
 	}
+	if n := len(e.verFree); n > 0 {
+		v := e.verFree[n-1]
+		e.verFree = e.verFree[:n-1]
+		e.verNames[v] = name
+		e.verIDs[name] = v
+		return v
+	}
 	v := VersionID(len(e.verNames))
 	e.verNames = append(e.verNames, name)
+	e.verN = append(e.verN, 0)
 	e.verIDs[name] = v
 	return v
 }
@@ -218,8 +241,12 @@ func (e *Engine) Successors(s ServiceID) []ServiceID {
 	return members(e.succ[s])
 }
 
-func (e *Engine) validSvc(s ServiceID) bool { return int(s) < len(e.svcNames) }
-func (e *Engine) validVer(v VersionID) bool { return int(v) < len(e.verNames) }
+func (e *Engine) validSvc(s ServiceID) bool { return int(s) < len(e.svcNames) && !e.svcGone[s] }
+
+// validVer: a removed version's name is "", which only version 0 has.
+func (e *Engine) validVer(v VersionID) bool {
+	return int(v) < len(e.verNames) && (v == 0 || e.verNames[v] != "")
+}
 
 func has(b []uint64, s ServiceID) bool {
 	i := int(s >> 6)

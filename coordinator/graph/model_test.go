@@ -319,6 +319,74 @@ func runModel(t *testing.T, seed uint64) {
 		}
 	}
 
+	// forget asks the engine to remove s. It must do so exactly when no
+	// live transaction has used s or may still call it (on a cyclic graph
+	// the engine's future is within the model's, so it may remove s where
+	// the model keeps a future edge into it that nothing can reach). A
+	// removed s is interned again at once under a new name, gets its id
+	// back and only outgoing edges: what no live transaction can reach.
+	forgotten := 0
+	forget := func(s ServiceID) {
+		t.Helper()
+		removable := true
+		for _, mt := range m.txns {
+			for e := range mt.future {
+				if e[1] == s {
+					removable = false
+				}
+			}
+			if mt.used[s] != 0 || mt.runsAt(s) {
+				removable = false
+			}
+		}
+		name := e.ServiceName(s)
+		got := e.RemoveServices([]ServiceID{s})
+		switch {
+		case len(got) > 1 || len(got) == 1 && got[0] != s:
+			fail("RemoveServices(s%d) = %v", s, got)
+		case removable && len(got) == 0:
+			fail("RemoveServices(s%d) kept it; no live transaction used or may call it", s)
+		case len(got) == 0:
+			return
+		case !cyclic && !removable:
+			fail("RemoveServices(s%d) removed it while a live transaction may call it", s)
+		}
+		for _, mt := range m.txns {
+			if mt.used[s] != 0 {
+				fail("RemoveServices(s%d) removed a service a live transaction used", s)
+			}
+		}
+		if _, ok := e.LookupService(name); ok || e.ServiceName(s) != "" || e.ValidService(s) {
+			fail("s%d still known after its removal", s)
+		}
+		for x := range n {
+			m.succ[s][x], m.succ[x][s] = false, false
+			if e.HasEdge(ServiceID(x), s) || e.HasEdge(s, ServiceID(x)) {
+				fail("edge of removed s%d left", s)
+			}
+		}
+		for _, mt := range m.txns {
+			for ed := range mt.future {
+				if ed[0] == s || ed[1] == s {
+					delete(mt.future, ed)
+				}
+			}
+			for _, sb := range mt.subs {
+				delete(sb.done, s)
+			}
+		}
+		forgotten++
+		if id := e.Service(fmt.Sprint("new", forgotten)); id != s {
+			fail("the service interned after removing s%d got id %d, want its id back", s, id)
+		}
+		for y := range n {
+			if ServiceID(y) != s && rng.Float64() < p {
+				m.succ[s][y] = true
+				e.AddEdge(s, ServiceID(y))
+			}
+		}
+	}
+
 	var nextTxn int
 	var nextSub SubID
 	ids := func() []string { // live ids, in a reproducible order
@@ -405,6 +473,10 @@ func runModel(t *testing.T, seed uint64) {
 			}
 		}
 		check()
+		if rng.IntN(12) == 0 {
+			forget(ServiceID(rng.IntN(n)))
+			check()
+		}
 		if rng.IntN(10) == 0 {
 			take(1 + rng.IntN(4))
 		}

@@ -205,9 +205,11 @@ func (e *Engine) info(t *txn) TxnInfo {
 		}
 	}
 	if ti.Legacy {
-		ti.Blocks = make([]ServiceID, len(e.svcNames))
-		for i := range ti.Blocks {
-			ti.Blocks[i] = ServiceID(i)
+		ti.Blocks = make([]ServiceID, 0, len(e.svcIDs))
+		for i := range e.svcNames {
+			if !e.svcGone[i] {
+				ti.Blocks = append(ti.Blocks, ServiceID(i))
+			}
 		}
 	} else {
 		ti.Blocks = members(t.block)

@@ -366,6 +366,7 @@ func (e *Engine) end(t *txn) {
 	}
 	for _, u := range t.used {
 		e.usedN[u.Service]--
+		e.verN[u.Version]--
 	}
 	e.reorder.EarlyDoneDropped += uint64(len(t.early))
 	t.early = t.early[:0]
@@ -406,6 +407,7 @@ func (e *Engine) use(t *txn, s ServiceID, v VersionID) bool {
 	}
 	t.used = append(t.used, Use{s, v})
 	e.usedN[s]++
+	e.verN[v]++
 	return true
 }
 

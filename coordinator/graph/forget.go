@@ -1,0 +1,151 @@
+package graph
+
+import (
+	"math/bits"
+	"slices"
+)
+
+// Forgetting. Services and versions are numbered densely, and the numbers
+// index every bitset (succ, reach, block sets) and per-service slice of the
+// engine. A removed service's number goes to a free list and is given to
+// the next service interned, so the bitsets stay as wide as the most
+// services known at once, not as the most ever known. Before a number is
+// reused nothing may still refer to it:
+//
+//   - no live transaction has used the service (used, and so running subs
+//     and block sets, which are within used), nor has it as entry;
+//   - no live transaction may still reach it (it is in no F(T)): removing
+//     its edges then changes no F(T), so every block set stays exact;
+//   - its edges go both ways, and every reach set that held it is computed
+//     again without it;
+//   - the Done hints naming it, applied, waiting for their sub or for their
+//     transaction, are dropped: a hint only ever makes a service less
+//     blocked, and one left behind would apply to the service given the
+//     number next. Dropping a hint is sound (a hint never given).
+//
+// A removed version must be used by no live transaction; the owner makes
+// sure nothing else it keeps (routes, sessions, updates) names it.
+
+// RemoveServices removes the services of ids that no live transaction has
+// used or may still reach, with their static edges, and returns those it
+// removed; the others stay as they are. Unknown ids are skipped. A removed
+// id is invalid until Service gives it to a new name. O(live × running subs
+// × words + removed × services × words).
+func (e *Engine) RemoveServices(ids []ServiceID) []ServiceID {
+	k := make([]uint64, e.words) // candidates
+	some := false
+	for _, s := range ids {
+		if e.validSvc(s) && e.usedN[s] == 0 && len(e.blockers[s]) == 0 {
+			k[s>>6] |= 1 << (s & 63)
+			some = true
+		}
+	}
+	if !some {
+		return nil
+	}
+	for _, t := range e.txns {
+		k[t.entry>>6] &^= 1 << (t.entry & 63)
+		if t.flags&txLegacy != 0 {
+			continue // blocks every service whatever the edges; used is excluded above
+		}
+		f := e.bufF
+		clear(f)
+		e.future(t, e.running(t), f)
+		for i := range k {
+			k[i] &^= f[i]
+		}
+	}
+	removed := members(k)
+	if len(removed) == 0 {
+		return nil
+	}
+	for _, s := range removed {
+		clear(e.succ[s])
+	}
+	for x := range e.succ {
+		for i := range k {
+			e.succ[x][i] &^= k[i]
+		}
+	}
+	// Reach sets that held a removed service may have reached others only
+	// through it: compute them again. The others are unchanged.
+	for x, r := range e.reach {
+		hit := false
+		for i := range k {
+			if r[i]&k[i] != 0 {
+				hit = true
+				break
+			}
+		}
+		if hit || has(k, ServiceID(x)) {
+			e.reachFrom(ServiceID(x), r)
+		}
+	}
+	for _, t := range e.txns {
+		t.hints = slices.DeleteFunc(t.hints, func(h hint) bool { return has(k, h.to) })
+		t.early = slices.DeleteFunc(t.early, func(h hint) bool { return has(k, h.to) })
+	}
+	for _, gen := range [2]map[string][]hint{e.orphans, e.oldOrphans} {
+		for id, hs := range gen {
+			if hs = slices.DeleteFunc(hs, func(h hint) bool { return has(k, h.to) }); len(hs) == 0 {
+				delete(gen, id)
+			} else {
+				gen[id] = hs
+			}
+		}
+	}
+	for _, s := range removed {
+		delete(e.svcIDs, e.svcNames[s])
+		e.svcNames[s] = ""
+		e.svcGone[s] = true
+		e.svcFree = append(e.svcFree, s)
+	}
+	return removed
+}
+
+// reachFrom computes into r the services reachable from x by at least one
+// static edge.
+func (e *Engine) reachFrom(x ServiceID, r []uint64) {
+	clear(r)
+	stack := members(e.succ[x])
+	or(r, e.succ[x])
+	for len(stack) > 0 {
+		y := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		for i, w := range e.succ[y] {
+			for nw := w &^ r[i]; nw != 0; nw &= nw - 1 {
+				stack = append(stack, ServiceID(i*64+bits.TrailingZeros64(nw)))
+			}
+			r[i] |= w
+		}
+	}
+}
+
+// RemoveVersion removes version v if no live transaction has used a service
+// at it, and reports whether it did. The empty version (0) stays. A removed
+// id is invalid until Version gives it to a new name.
+func (e *Engine) RemoveVersion(v VersionID) bool {
+	if v == 0 || !e.validVer(v) || e.verN[v] > 0 {
+		return false
+	}
+	delete(e.verIDs, e.verNames[v])
+	e.verNames[v] = ""
+	e.verFree = append(e.verFree, v)
+	return true
+}
+
+// VersionUsers returns how many first uses of live transactions are at
+// version v.
+func (e *Engine) VersionUsers(v VersionID) int {
+	if !e.validVer(v) {
+		return 0
+	}
+	return e.verN[v]
+}
+
+// ServiceIDBound is one more than the highest service id ever given: the
+// live services are the ids below it for which ValidService holds.
+func (e *Engine) ServiceIDBound() int { return len(e.svcNames) }
+
+// ValidService reports whether s names a service (interned, not removed).
+func (e *Engine) ValidService(s ServiceID) bool { return e.validSvc(s) }
