@@ -111,18 +111,25 @@ func (a admin) GetGraph(ctx context.Context, req *pb.GetGraphRequest) (*pb.Graph
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := &pb.Graph{LiveTransactions: uint32(c.eng.Live())}
-	nodes := make([]*pb.ServiceNode, c.eng.NumServices())
-	for i := range nodes {
+	// byID has a node per service id, nil for a removed (forgotten) one.
+	byID := make([]*pb.ServiceNode, c.eng.ServiceIDBound())
+	nodes := make([]*pb.ServiceNode, 0, c.eng.NumServices())
+	for i := range byID {
 		s := graph.ServiceID(i)
-		nodes[i] = &pb.ServiceNode{
+		if !c.eng.ValidService(s) {
+			continue
+		}
+		nd := &pb.ServiceNode{
 			Name:     c.eng.ServiceName(s),
 			Free:     c.eng.Free(s),
 			UsedBy:   uint32(c.eng.UsedCount(s)),
 			Blocking: uint32(c.eng.BlockerCount(s)),
 		}
+		byID[i] = nd
+		nodes = append(nodes, nd)
 		for _, to := range c.eng.Successors(s) {
 			_, declared := c.declared[edge{s, to}]
-			out.Edges = append(out.Edges, &pb.Edge{From: nodes[i].Name, To: c.eng.ServiceName(to), Learned: !declared})
+			out.Edges = append(out.Edges, &pb.Edge{From: nd.Name, To: c.eng.ServiceName(to), Learned: !declared})
 		}
 	}
 	// Which live transactions used each service: one pass, stopping once every
@@ -134,7 +141,7 @@ func (a admin) GetGraph(ctx context.Context, req *pb.GetGraphRequest) (*pb.Graph
 	if want > 0 {
 		c.eng.ForEachTxn(func(t graph.TxnInfo) bool {
 			for _, u := range t.Used {
-				if nd := nodes[u.Service]; len(nd.Transactions) < n {
+				if nd := byID[u.Service]; nd != nil && len(nd.Transactions) < n {
 					nd.Transactions = append(nd.Transactions, t.ID)
 					want--
 				}

@@ -82,6 +82,14 @@ type Config struct {
 	SelfPreservationRatio  float64
 	SelfPreservationMin    int
 	SelfPreservationGrace  time.Duration
+	// Forgetting (forget.go): services and versions unused for ForgetAfter
+	// are removed (DefaultForgetAfter; negative: never); of the finished
+	// updates, the UpdateRetention newest per service are kept, none
+	// finished more than UpdateMaxAge ago (DefaultUpdateRetention,
+	// DefaultUpdateMaxAge).
+	ForgetAfter     time.Duration
+	UpdateRetention int
+	UpdateMaxAge    time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -111,6 +119,7 @@ func (c *Config) setDefaults() {
 	}
 	c.RegisterTimeout = c.RegisterTimeoutOrDefault()
 	c.setSelfPreservationDefaults()
+	c.setForgetDefaults()
 }
 
 // RegisterTimeoutOrDefault is RegisterTimeout, or its default when unset.
@@ -182,6 +191,7 @@ type Coordinator struct {
 	fenced   atomic.Bool // a write failed its fence: act no more
 
 	sp selfPreservation // DESIGN.md §7; guarded by mu
+	fg forgetState      // forget.go; guarded by mu
 }
 
 type edge struct{ from, to graph.ServiceID }
@@ -216,6 +226,8 @@ func New(cfg Config) (*Coordinator, error) {
 		active:      make(map[graph.ServiceID]*update),
 		updates:     make(map[string]*update),
 	}
+	c.fg = forgetState{idleSvc: make(map[string]time.Time), idleVer: make(map[string]time.Time),
+		registering: make(map[string]int)}
 	c.pins = newPinCommitter(c)
 	c.sp.store.kick = make(chan struct{}, 1)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -271,7 +283,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 	c.wb.Start()
-	c.streams.Add(6)
+	c.streams.Add(7)
 	go c.every(c.cfg.ImplicitTimeout/4, func(now time.Time) {
 		c.sweepImplicitLocked(now) // ends transactions whose Begin never came
 		c.sweepDepartedLocked(now) // and those deregistered sessions kept
@@ -281,6 +293,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	go c.pins.run()
 	go c.every(selfPreservationTick, c.selfPreservationTickAllLocked)
 	go c.runSelfPreservationStore()
+	go c.runForget()
 	c.kickSPStore() // what restore resumed, or found, is written
 	c.started.Store(true)
 	c.lg.Info("coordinator started", "prefix", c.cfg.Prefix, "services", c.eng.NumServices(),

@@ -28,8 +28,9 @@ func (c *Coordinator) resumeLocked(u *update) {
 	st := strategy.Resume(u.rec.Phase, u.rec.RollingBack, strategy.Options{})
 	u.switched, u.rollback = st.Switched, st.RollingBack
 	if st.Finished() {
-		return
+		return // its record is all that is kept: it names no service of the graph
 	}
+	u.svc, u.from, u.to = c.eng.Service(u.rec.Service), c.eng.Version(u.rec.FromVersion), c.eng.Version(u.rec.ToVersion)
 	u.started = u.rec.GetCreatedAt().AsTime()
 	if !u.strat.UpdateMode() {
 		// The baseline has no update mode: its switch was the whole update.
@@ -56,8 +57,8 @@ func (c *Coordinator) restorePins(ctx context.Context) error {
 		if !ok || txn == "" {
 			continue
 		}
-		id := c.eng.Service(svc)
-		if c.active[id] == nil {
+		id, ok := c.eng.LookupService(svc)
+		if !ok || c.active[id] == nil {
 			continue // left by an update that finished
 		}
 		m := c.restoredPins[id]

@@ -22,6 +22,7 @@ type metrics struct {
 	sessionsDropped *prometheus.CounterVec
 	freenessSeconds prometheus.Histogram
 	implicitExpired prometheus.Counter
+	forgotten       *prometheus.CounterVec
 }
 
 func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
@@ -51,6 +52,10 @@ func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
 		sessionsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "sessions_dropped_total", Help: "Sessions removed, by reason.",
 		}, []string{"reason"}),
+		forgotten: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "forgotten_total",
+			Help: "Unused services and versions forgotten, and finished updates deleted past their retention, by kind.",
+		}, []string{"kind"}),
 		implicitExpired: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "implicit_expired_total",
 			Help: "Transactions known only from downstream calls, ended because their Begin never arrived.",
@@ -85,7 +90,7 @@ func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
 	}
 	cs := []prometheus.Collector{
 		events, m.eventErrors, late, m.learnedEdges, m.registrations, m.heartbeats,
-		m.sessionsDropped, m.freenessSeconds, m.implicitExpired,
+		m.sessionsDropped, m.freenessSeconds, m.implicitExpired, m.forgotten,
 		gauge("live_transactions", "Live distributed transactions.", func() float64 { return float64(c.Live()) }),
 		gauge("sessions", "Sidecar sessions with a live lease.", func() float64 {
 			c.mu.Lock()

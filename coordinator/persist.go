@@ -138,7 +138,6 @@ func (c *Coordinator) restore(ctx context.Context) error {
 		}
 		u := &update{rec: rec, strat: strat, changed: make(chan struct{})}
 		c.mu.Lock()
-		u.svc, u.from, u.to = c.eng.Service(rec.Service), c.eng.Version(rec.FromVersion), c.eng.Version(rec.ToVersion)
 		c.updates[rec.Id] = u
 		c.resumeLocked(u)
 		c.mu.Unlock()

@@ -135,6 +135,16 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 	defer cancel()
 
 	c.mu.Lock()
+	// Until it is in memory, the sweep must not forget the service whose
+	// records this registration writes.
+	c.fg.registering[r.Service]++
+	defer func() {
+		c.mu.Lock()
+		if c.fg.registering[r.Service]--; c.fg.registering[r.Service] <= 0 {
+			delete(c.fg.registering, r.Service)
+		}
+		c.mu.Unlock()
+	}()
 	old := c.sessions[r.InstanceId]
 	var oldLease clientv3.LeaseID
 	same := false

@@ -54,6 +54,7 @@ func run(args []string, stderr io.Writer) int {
 	)
 	cluster := registerClusterFlags(fs) // --name, --initial-cluster[-state], --peer-addr, --etcd-client-addr
 	selfPreservation := registerSelfPreservationFlags(fs)
+	forget := registerForgetFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -116,6 +117,10 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "coordinatord: %v\n", err)
 		return 2
 	}
+	if err := forget.validate(); err != nil {
+		fmt.Fprintf(stderr, "coordinatord: %v\n", err)
+		return 2
+	}
 	setGCPercent(*gcPercent)
 	lg.Info("garbage collector", "gc_percent", *gcPercent)
 
@@ -144,6 +149,7 @@ func run(args []string, stderr io.Writer) int {
 	}
 	cluster.apply(&cfg)
 	selfPreservation.apply(&cfg.Coordinator)
+	forget.apply(&cfg.Coordinator)
 	srv, err := server.Start(startCtx, cfg)
 	cancel()
 	if err != nil {

@@ -147,5 +147,9 @@ func (e *Engine) VersionUsers(v VersionID) int {
 // live services are the ids below it for which ValidService holds.
 func (e *Engine) ServiceIDBound() int { return len(e.svcNames) }
 
+// VersionIDBound is one more than the highest version id ever given; a
+// removed one has the name "".
+func (e *Engine) VersionIDBound() int { return len(e.verNames) }
+
 // ValidService reports whether s names a service (interned, not removed).
 func (e *Engine) ValidService(s ServiceID) bool { return e.validSvc(s) }

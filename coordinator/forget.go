@@ -1,0 +1,388 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/coordinator/coordinator/coordinator/graph"
+	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+)
+
+// Forgetting (issue 13, item 2). What sidecars introduce is not kept for
+// ever:
+//
+//   - a service that has had, for ForgetAfter, no session (live, expired
+//     and kept by self-preservation, or deregistered with transactions
+//     kept), no registration under way, no unfinished update, no live
+//     transaction that used it or may still call it, and that no known
+//     service declares as a dependency, is removed: its record, route and
+//     pins from etcd (fenced), its node and edges from the graph, learned
+//     edges included. A declared dependency stays while its declarer is
+//     known: otherwise the declarer's edge to it would be gone when it
+//     comes back, and a call over it would be taken for a learned edge.
+//     A service that comes back is new: its first registered version is
+//     its route, as for any new service;
+//   - a version no session runs, no route names, no unfinished update or
+//     pin names and no live transaction used, for ForgetAfter, leaves the
+//     graph's table of versions (versions have no record of their own);
+//   - finished updates are kept, per service, the UpdateRetention newest,
+//     and none finished more than UpdateMaxAge ago; older ones are deleted
+//     from etcd (fenced) and from memory. An unfinished update is never.
+//
+// The sweep runs every forgetTick(ForgetAfter); a negative ForgetAfter
+// turns forgetting of services and versions off.
+
+// Defaults of the forgetting settings (Config).
+const (
+	DefaultForgetAfter     = 10 * time.Minute
+	DefaultUpdateRetention = 20
+	DefaultUpdateMaxAge    = 7 * 24 * time.Hour
+
+	// forgetOpsPerTxn bounds the deletions of one etcd transaction (etcd's
+	// default limit is 128 operations).
+	forgetOpsPerTxn = 96
+)
+
+func (c *Config) setForgetDefaults() {
+	if c.ForgetAfter == 0 {
+		c.ForgetAfter = DefaultForgetAfter
+	}
+	if c.UpdateRetention <= 0 {
+		c.UpdateRetention = DefaultUpdateRetention
+	}
+	if c.UpdateMaxAge <= 0 {
+		c.UpdateMaxAge = DefaultUpdateMaxAge
+	}
+}
+
+// forgetTick is how often the sweep runs: a quarter of the grace, within
+// [100 ms, 1 min].
+func forgetTick(after time.Duration) time.Duration {
+	if after <= 0 {
+		return time.Minute // update retention only
+	}
+	return min(max(after/4, 100*time.Millisecond), time.Minute)
+}
+
+// forgetState is the sweep's memory; guarded by Coordinator.mu.
+type forgetState struct {
+	// idleSvc and idleVer say since when each unused service and version
+	// (by name) has been unused.
+	idleSvc map[string]time.Time
+	idleVer map[string]time.Time
+	// registering counts the registrations under way per service: their
+	// session is not in memory yet, but their records are being written.
+	registering map[string]int
+	services    uint64 // forgotten so far
+	versions    uint64
+	updates     uint64
+}
+
+// runForget sweeps until the coordinator stops.
+func (c *Coordinator) runForget() {
+	defer c.streams.Done()
+	t := time.NewTicker(forgetTick(c.cfg.ForgetAfter))
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case now := <-t.C:
+			c.forgetSweep(c.ctx, now)
+		}
+	}
+}
+
+// forgetSweep forgets what has been unused long enough, and the updates
+// past their retention.
+func (c *Coordinator) forgetSweep(ctx context.Context, now time.Time) {
+	if c.fenced.Load() {
+		return
+	}
+	if c.cfg.ForgetAfter > 0 {
+		c.forgetServices(ctx, now)
+		c.mu.Lock()
+		c.forgetVersionsLocked(now)
+		c.mu.Unlock()
+	}
+	c.forgetUpdates(ctx, now)
+}
+
+// idleServicesLocked returns the services unused for ForgetAfter that no
+// service staying declares as a dependency; it updates idleSvc.
+func (c *Coordinator) idleServicesLocked(now time.Time) []graph.ServiceID {
+	f := &c.fg
+	used := make(map[graph.ServiceID]bool)
+	for _, s := range c.sessions {
+		used[s.svc] = true
+	}
+	for _, e := range c.sp.expired {
+		used[e.s.svc] = true
+	}
+	for _, d := range c.departed {
+		used[d.s.svc] = true
+	}
+	for svc := range c.active {
+		used[svc] = true
+	}
+	for name, n := range f.registering {
+		if id, ok := c.eng.LookupService(name); ok && n > 0 {
+			used[id] = true
+		}
+	}
+	due := make(map[graph.ServiceID]bool)
+	seen := make(map[string]bool, len(f.idleSvc))
+	for i := range c.eng.ServiceIDBound() {
+		id := graph.ServiceID(i)
+		if !c.eng.ValidService(id) || used[id] || c.eng.UsedCount(id) > 0 {
+			continue
+		}
+		name := c.eng.ServiceName(id)
+		seen[name] = true
+		since, ok := f.idleSvc[name]
+		if !ok {
+			f.idleSvc[name] = now
+			continue
+		}
+		if now.Sub(since) >= c.cfg.ForgetAfter {
+			due[id] = true
+		}
+	}
+	for name := range f.idleSvc {
+		if !seen[name] {
+			delete(f.idleSvc, name) // in use again, or gone
+		}
+	}
+	// A service that stays keeps what it declares, to a fixpoint.
+	for changed := len(due) > 0; changed; {
+		changed = false
+		for name, deps := range c.deps {
+			if id, ok := c.eng.LookupService(name); ok && due[id] {
+				continue
+			}
+			for _, d := range deps {
+				if did, ok := c.eng.LookupService(d); ok && due[did] {
+					delete(due, did)
+					changed = true
+				}
+			}
+		}
+	}
+	out := make([]graph.ServiceID, 0, len(due))
+	for id := range due {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// forgetServices removes the services unused for ForgetAfter. Those with
+// nothing in etcd (a name only ever called) go in one step; the others
+// one by one, under the lock a registration of the service takes, their
+// records deleted before they leave memory.
+func (c *Coordinator) forgetServices(ctx context.Context, now time.Time) {
+	c.mu.Lock()
+	due := c.idleServicesLocked(now)
+	var stored []string
+	var bare []graph.ServiceID
+	for _, id := range due {
+		name := c.eng.ServiceName(id)
+		_, hasDeps := c.deps[name]
+		_, hasRoute := c.routes[id]
+		if hasDeps || hasRoute {
+			stored = append(stored, name)
+		} else {
+			bare = append(bare, id)
+		}
+	}
+	if len(bare) > 0 {
+		c.removeServicesLocked(bare, now)
+	}
+	c.mu.Unlock()
+	for _, name := range stored {
+		if ctx.Err() != nil || c.fenced.Load() {
+			return
+		}
+		c.forgetStoredService(ctx, name, now)
+	}
+}
+
+// forgetStoredService removes one service that has records in etcd.
+func (c *Coordinator) forgetStoredService(ctx context.Context, name string, now time.Time) {
+	defer c.regLocks.lock("service/" + name)()
+	c.mu.Lock()
+	id, ok := c.eng.LookupService(name)
+	still := ok && slices.Contains(c.idleServicesLocked(now), id)
+	c.mu.Unlock()
+	if !still {
+		return // used again since the sweep began
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	_, err := c.commit(cctx,
+		clientv3.OpDelete(c.keys.Service(name)),
+		clientv3.OpDelete(c.keys.Route(name)),
+		clientv3.OpDelete(c.keys.ServicePins(name), clientv3.WithPrefix()))
+	cancel()
+	if err != nil {
+		if !errors.Is(err, ErrFenced) {
+			c.lg.Warn("forget service: delete its records", "service", name, "error", err)
+		}
+		return
+	}
+	c.mu.Lock()
+	// Its records are gone: so is what memory keeps of them, whatever
+	// happens to the graph node below (a call may have used it meanwhile:
+	// it is then a service known only from calls, removed later).
+	delete(c.deps, name)
+	if id, ok := c.eng.LookupService(name); ok {
+		delete(c.routes, id)
+		c.removeServicesLocked([]graph.ServiceID{id}, now)
+	}
+	c.bumpRoutingLocked()
+	c.mu.Unlock()
+}
+
+// removeServicesLocked removes services from the graph (those it still
+// may) and what the coordinator keeps by their ids.
+func (c *Coordinator) removeServicesLocked(ids []graph.ServiceID, now time.Time) {
+	names := make(map[graph.ServiceID]string, len(ids))
+	for _, id := range ids {
+		names[id] = c.eng.ServiceName(id)
+	}
+	removed := c.eng.RemoveServices(ids)
+	if len(removed) == 0 {
+		return
+	}
+	gone := make(map[graph.ServiceID]bool, len(removed))
+	for _, id := range removed {
+		gone[id] = true
+		delete(c.routes, id)
+		delete(c.restoredPins, id)
+		delete(c.fg.idleSvc, names[id])
+	}
+	for e := range c.declared {
+		if gone[e.from] || gone[e.to] {
+			delete(c.declared, e)
+		}
+	}
+	c.fg.services += uint64(len(removed))
+	c.metrics.forgotten.WithLabelValues("service").Add(float64(len(removed)))
+	first := make([]string, 0, min(len(removed), 5))
+	for _, id := range removed[:min(len(removed), 5)] {
+		first = append(first, names[id])
+	}
+	c.lg.Info("forgot unused services", "count", len(removed), "first", strings.Join(first, ","),
+		"unused_for_at_least", c.cfg.ForgetAfter)
+}
+
+// forgetVersionsLocked removes the versions unused for ForgetAfter.
+func (c *Coordinator) forgetVersionsLocked(now time.Time) {
+	f := &c.fg
+	used := make(map[graph.VersionID]bool)
+	for _, s := range c.sessions {
+		used[s.ver] = true
+	}
+	for _, e := range c.sp.expired {
+		used[e.s.ver] = true
+	}
+	for _, d := range c.departed {
+		used[d.s.ver] = true
+	}
+	for _, v := range c.routes {
+		used[v] = true
+	}
+	for _, u := range c.active {
+		used[u.from], used[u.to] = true, true
+	}
+	for _, m := range c.restoredPins {
+		for _, v := range m {
+			used[v] = true
+		}
+	}
+	seen := make(map[string]bool, len(f.idleVer))
+	n := 0
+	for i := 1; i < c.eng.VersionIDBound(); i++ {
+		v := graph.VersionID(i)
+		name := c.eng.VersionName(v)
+		if name == "" || used[v] || c.eng.VersionUsers(v) > 0 {
+			continue
+		}
+		seen[name] = true
+		since, ok := f.idleVer[name]
+		if !ok {
+			f.idleVer[name] = now
+			continue
+		}
+		if now.Sub(since) >= c.cfg.ForgetAfter && c.eng.RemoveVersion(v) {
+			delete(f.idleVer, name)
+			n++
+		}
+	}
+	for name := range f.idleVer {
+		if !seen[name] {
+			delete(f.idleVer, name)
+		}
+	}
+	if n > 0 {
+		f.versions += uint64(n)
+		c.metrics.forgotten.WithLabelValues("version").Add(float64(n))
+		c.lg.Info("forgot unused versions", "count", n, "unused_for_at_least", c.cfg.ForgetAfter)
+	}
+}
+
+// forgetUpdates deletes the finished updates past their retention: beyond
+// the UpdateRetention newest of their service, or finished more than
+// UpdateMaxAge ago.
+func (c *Coordinator) forgetUpdates(ctx context.Context, now time.Time) {
+	c.mu.Lock()
+	byService := make(map[string][]*pb.Update)
+	for _, u := range c.updates {
+		if u.finished() && u.rec.GetFinishedAt() != nil {
+			byService[u.rec.Service] = append(byService[u.rec.Service], u.rec)
+		}
+	}
+	var old []string
+	for _, recs := range byService {
+		slices.SortFunc(recs, func(a, b *pb.Update) int { // newest first
+			return b.GetFinishedAt().AsTime().Compare(a.GetFinishedAt().AsTime())
+		})
+		for i, r := range recs {
+			if i >= c.cfg.UpdateRetention || now.Sub(r.GetFinishedAt().AsTime()) > c.cfg.UpdateMaxAge {
+				old = append(old, r.Id)
+			}
+		}
+	}
+	c.mu.Unlock()
+	slices.Sort(old)
+	for len(old) > 0 && ctx.Err() == nil {
+		batch := old[:min(len(old), forgetOpsPerTxn)]
+		old = old[len(batch):]
+		ops := make([]clientv3.Op, len(batch))
+		for i, id := range batch {
+			ops[i] = clientv3.OpDelete(c.keys.Update(id))
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := c.commit(cctx, ops...)
+		cancel()
+		if err != nil {
+			if !errors.Is(err, ErrFenced) {
+				c.lg.Warn("forget updates: delete records", "count", len(batch), "error", err)
+			}
+			return
+		}
+		c.mu.Lock()
+		for _, id := range batch {
+			delete(c.updates, id)
+		}
+		c.fg.updates += uint64(len(batch))
+		c.mu.Unlock()
+		c.metrics.forgotten.WithLabelValues("update").Add(float64(len(batch)))
+		c.lg.Info("deleted finished updates past their retention", "count", len(batch),
+			"keep_per_service", c.cfg.UpdateRetention, "max_age", c.cfg.UpdateMaxAge)
+	}
+}
