@@ -14,8 +14,10 @@ import (
 //
 //   - no live transaction has used the service (used, and so running subs
 //     and block sets, which are within used), nor has it as entry;
-//   - no live transaction may still reach it (it is in no F(T)): removing
-//     its edges then changes no F(T), so every block set stays exact;
+//   - a live transaction that may still call it (it is in F(T)) may reach
+//     through it only services removed with it: F(T) then loses only
+//     services T did not use, so no block set changes (a block set is
+//     within used);
 //   - its edges go both ways, and every reach set that held it is computed
 //     again without it;
 //   - the Done hints naming it, applied, waiting for their sub or for their
@@ -27,8 +29,9 @@ import (
 // sure nothing else it keeps (routes, sessions, updates) names it.
 
 // RemoveServices removes the services of ids that no live transaction has
-// used or may still reach, with their static edges, and returns those it
-// removed; the others stay as they are. Unknown ids are skipped. A removed
+// used, and that no live transaction may still reach other than those
+// removed with them (see above), with their static edges, and returns
+// those it removed; the others stay as they are. Unknown ids are skipped. A removed
 // id is invalid until Service gives it to a new name. O(live × running subs
 // × words + removed × services × words).
 func (e *Engine) RemoveServices(ids []ServiceID) []ServiceID {
@@ -43,6 +46,8 @@ func (e *Engine) RemoveServices(ids []ServiceID) []ServiceID {
 	if !some {
 		return nil
 	}
+	// u: the services some live transaction may still call.
+	u := make([]uint64, e.words)
 	for _, t := range e.txns {
 		k[t.entry>>6] &^= 1 << (t.entry & 63)
 		if t.flags&txLegacy != 0 {
@@ -51,8 +56,27 @@ func (e *Engine) RemoveServices(ids []ServiceID) []ServiceID {
 		f := e.bufF
 		clear(f)
 		e.future(t, e.running(t), f)
-		for i := range k {
-			k[i] &^= f[i]
+		or(u, f)
+	}
+	// A candidate some transaction may call goes only if all it reaches
+	// goes too: then what the transaction may call loses only services
+	// nobody used, and no block set changes. (A name called over a
+	// learned edge, a sink, goes; calling it again learns the edge again,
+	// which makes the transaction legacy.) Dropping one candidate may
+	// keep another: to a fixpoint.
+	for changed := true; changed; {
+		changed = false
+		for _, c := range members(k) {
+			if !has(u, c) {
+				continue
+			}
+			for i, w := range e.reach[c] {
+				if w&^k[i] != 0 {
+					k[c>>6] &^= 1 << (c & 63)
+					changed = true
+					break
+				}
+			}
 		}
 	}
 	removed := members(k)

@@ -17,8 +17,9 @@ func TestRemoveServices(t *testing.T) {
 	if err := e.Begin("T", a, v1, 1, 1); err != nil {
 		t.Fatal(err)
 	}
-	if got := e.RemoveServices([]ServiceID{s, b}); got != nil {
-		t.Fatalf("RemoveServices while T may call s and b = %v, want none", got)
+	// T may call s, and through it b, which stays: s stays.
+	if got := e.RemoveServices([]ServiceID{s}); got != nil {
+		t.Fatalf("RemoveServices(s) while T may call s and b through it = %v, want none", got)
 	}
 	if _, err := e.Call("T", a, v1, 1, s, 2, v1); err != nil {
 		t.Fatal(err)
@@ -57,6 +58,39 @@ func TestRemoveServices(t *testing.T) {
 	}
 	if e.AddEdge(a, s) != true || !e.HasFuture("U", s) {
 		t.Fatal("a new edge to the reused id is not in U's future")
+	}
+}
+
+// A service a live transaction may call but that leads nowhere (a name
+// called over a learned edge) goes: no block set changes. Called again,
+// its edge is learned again.
+func TestRemoveServicesSinkInFuture(t *testing.T) {
+	e := New()
+	a, g, b := e.Service("a"), e.Service("g"), e.Service("b")
+	e.AddEdge(a, g)
+	e.AddEdge(a, b)
+	v1 := e.Version("v1")
+	if err := e.Begin("T", a, v1, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Call("T", a, v1, 1, b, 2, v1); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Return("T", 2); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := e.Txn("T")
+	if got := e.RemoveServices([]ServiceID{g, b}); !slices.Equal(got, []ServiceID{g}) {
+		t.Fatalf("RemoveServices(g, b) = %v, want [g] (b is used)", got)
+	}
+	after, _ := e.Txn("T")
+	if !slices.Equal(before.Blocks, after.Blocks) || !e.HasFuture("T", b) || e.Free(b) {
+		t.Fatalf("T's block set %v became %v", before.Blocks, after.Blocks)
+	}
+	g2 := e.Service("g2")
+	info, err := e.Call("T", a, v1, 1, g2, 3, v1)
+	if err != nil || !info.LearnedEdge {
+		t.Fatalf("Call to the new g2 = %+v %v, want a learned edge", info, err)
 	}
 }
 
