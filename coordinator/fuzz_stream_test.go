@@ -1,0 +1,263 @@
+package coordinator_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/coordinator/coordinator/coordinator/server/servertest"
+	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+)
+
+// fuzzBytes hands out the bytes of a fuzz input; past the end, zeros.
+type fuzzBytes struct {
+	b []byte
+	i int
+}
+
+func (f *fuzzBytes) more() bool { return f.i < len(f.b) }
+
+func (f *fuzzBytes) byte() byte {
+	if f.i >= len(f.b) {
+		return 0
+	}
+	f.i++
+	return f.b[f.i-1]
+}
+
+func (f *fuzzBytes) pick(names []string) string { return names[int(f.byte())%len(names)] }
+
+func (f *fuzzBytes) uint64() uint64 {
+	var v uint64
+	for range 8 {
+		v = v<<8 | uint64(f.byte())
+	}
+	return v
+}
+
+// The names a fuzzed stream uses: few, so that events meet (the same
+// transactions, subs and services), plus some the coordinator must refuse.
+var (
+	fuzzServices  = []string{"a", "b", "c", "d", "", strings.Repeat("s", 300), "with space", "nul\x00"}
+	fuzzVersions  = []string{"v1", "v2", "", strings.Repeat("v", 300)}
+	fuzzTxns      = []string{"t0", "t1", "t2", "t3", "t4", "", strings.Repeat("t", 300), "t 5", "é"}
+	fuzzInstances = []string{"fz-1", "fz-2", ""}
+	validTxns     = 5 // t0..t4: the only ids that can become transactions
+)
+
+// sidecarMessages decodes a fuzz input into the messages of one stream.
+func sidecarMessages(in *fuzzBytes) []*pb.SidecarMessage {
+	var msgs []*pb.SidecarMessage
+	var seq uint64
+	for in.more() && len(msgs) < 64 {
+		switch op := in.byte() % 8; op {
+		case 0, 1: // Register
+			r := &pb.Register{InstanceId: in.pick(fuzzInstances), Service: in.pick(fuzzServices), Version: in.pick(fuzzVersions),
+				Address: "127.0.0.1:1", AllowedMisses: uint32(in.byte() % 4)}
+			for deps := in.byte(); deps != 0; deps >>= 1 {
+				if deps&1 != 0 {
+					r.Dependencies = append(r.Dependencies, fuzzServices[int(deps)%len(fuzzServices)])
+				}
+			}
+			if hb := in.byte(); hb%4 != 0 {
+				r.HeartbeatInterval = durationpb.New(time.Duration(int8(hb)) * 100 * time.Millisecond) // negative too
+			}
+			for n := in.byte() % 4; n > 0; n-- {
+				r.LiveRoots = append(r.LiveRoots, &pb.LiveRoot{TxnId: in.pick(fuzzTxns), SubId: uint64(in.byte() % 6)})
+			}
+			msgs = append(msgs, &pb.SidecarMessage{Kind: &pb.SidecarMessage_Register{Register: r}})
+		case 2, 3, 4: // a batch of events
+			var evs []*pb.Event
+			for n := 1 + in.byte()%4; n > 0; n-- {
+				seq++
+				ev := &pb.Event{Seq: seq, Type: pb.EventType(in.byte() % 7), TxnId: in.pick(fuzzTxns),
+					SubId: uint64(in.byte() % 6), CallerSubId: uint64(in.byte() % 6)}
+				if x := in.byte(); x&1 != 0 {
+					ev.Service = in.pick(fuzzServices)
+				}
+				if x := in.byte(); x&1 != 0 {
+					ev.Version = in.pick(fuzzVersions)
+				}
+				ev.Wait = in.byte()&1 != 0
+				if in.byte() == 255 {
+					ev.Seq, ev.SubId = in.uint64(), in.uint64()
+				}
+				evs = append(evs, ev)
+			}
+			msgs = append(msgs, &pb.SidecarMessage{Kind: &pb.SidecarMessage_Events{Events: &pb.EventBatch{Events: evs}}})
+		case 5:
+			msgs = append(msgs, &pb.SidecarMessage{Kind: &pb.SidecarMessage_Heartbeat{Heartbeat: &pb.Heartbeat{}}})
+		case 6:
+			msgs = append(msgs, &pb.SidecarMessage{Kind: &pb.SidecarMessage_RoutingAck{RoutingAck: &pb.RoutingAck{Revision: uint64(in.byte())}}})
+		default:
+			if in.byte()%2 == 0 {
+				msgs = append(msgs, &pb.SidecarMessage{}) // no kind
+			} else {
+				msgs = append(msgs, &pb.SidecarMessage{Kind: &pb.SidecarMessage_Events{Events: &pb.EventBatch{}}})
+			}
+		}
+	}
+	return msgs
+}
+
+// unclear reports whether a status code says nothing about what was wrong.
+func unclear(c codes.Code) bool {
+	return c == codes.Unknown || c == codes.Internal || c == codes.OK
+}
+
+// FuzzSidecarStream sends the messages decoded from a fuzz input on one
+// sidecar stream to a real coordinator (embedded etcd) and checks that it
+// never panics (a panic in a handler ends the test binary), that every
+// refusal has a clear status (the stream's, or an event's in its Ack: not
+// Unknown or Internal, with a message), that each batch and heartbeat of a
+// stream that ends cleanly is answered, and that the state stays sound:
+// no more live transactions than the ids the streams can name, and
+// FREENESS answers for every service, with blockers that agree with the
+// transactions' own "blocks".
+func FuzzSidecarStream(f *testing.F) {
+	ts := servertest.Start(f, "")
+	for _, seed := range [][]byte{
+		{},
+		{0, 0, 0, 0, 0, 1, 0, 0, 2, 0, 1, 0, 1, 1, 0, 0, 0, 0},                // register, BEGIN t0
+		{0, 0, 0, 0, 0, 1, 0, 0, 2, 1, 2, 0, 1, 2, 1, 1, 1, 1, 0, 0, 5, 6, 1}, // register, CALL, heartbeat, ack
+		{5, 2, 0, 1, 0, 1, 0, 0, 0, 0, 7, 0, 7, 1},                            // before register: heartbeat, events, empty
+		{0, 1, 1, 0, 3, 200, 2, 0, 1, 0, 1, 0, 0, 0, 0},                       // a bad register
+		{0, 0, 0, 0, 0xff, 1, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6},                // register twice
+		[]byte("a stream of whatever the fuzzer finds: events, registers, heartbeats and acks"),
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		msgs := sidecarMessages(&fuzzBytes{b: data})
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		stream, err := pb.NewSidecarServiceClient(ts.Conn).Connect(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var (
+			mu                       sync.Mutex
+			acks, hbAcks, registered int
+			end                      error
+		)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				m, err := stream.Recv()
+				if err != nil {
+					mu.Lock()
+					end = err
+					mu.Unlock()
+					return
+				}
+				mu.Lock()
+				switch k := m.Kind.(type) {
+				case *pb.CoordinatorMessage_Ack:
+					acks++
+					for _, e := range k.Ack.Errors {
+						if unclear(codes.Code(e.Code)) || e.Message == "" {
+							t.Errorf("event seq %d (%s) refused with code %v %q", e.Seq, e.TxnId, codes.Code(e.Code), e.Message)
+						}
+					}
+				case *pb.CoordinatorMessage_HeartbeatAck:
+					hbAcks++
+				case *pb.CoordinatorMessage_Registered:
+					registered++
+				case *pb.CoordinatorMessage_CallDecision:
+					if d := k.CallDecision; d.Error == "" && d.Version == "" {
+						t.Errorf("call decision %v names no version and no error", d)
+					}
+				}
+				mu.Unlock()
+			}
+		}()
+		var batches, heartbeats int
+		for _, m := range msgs {
+			if err := stream.Send(m); err != nil {
+				break // the coordinator ended the stream: Recv says why
+			}
+			switch m.Kind.(type) {
+			case *pb.SidecarMessage_Events:
+				batches++
+			case *pb.SidecarMessage_Heartbeat:
+				heartbeats++
+			}
+		}
+		_ = stream.CloseSend()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			t.Fatalf("the stream did not end after CloseSend: %d messages sent", len(msgs))
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if errors.Is(end, io.EOF) {
+			if acks != batches || hbAcks != heartbeats {
+				t.Fatalf("stream ended cleanly with %d acks for %d batches, %d heartbeat acks for %d heartbeats", acks, batches, hbAcks, heartbeats)
+			}
+		} else if s := status.Convert(end); unclear(s.Code()) || s.Message() == "" {
+			t.Fatalf("stream ended with %v %q: not a clear status", s.Code(), s.Message())
+		}
+		checkState(t, ts)
+	})
+}
+
+// checkState checks what the admin API says after a fuzzed stream: at most
+// validTxns live transactions, and for each service a FREENESS answer
+// whose blockers are the transactions that say they block it. Reads of the
+// two are not atomic (a session may expire between them): a mismatch must
+// persist over three reads to fail.
+func checkState(t *testing.T, ts *servertest.Server) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var why string
+	for range 3 {
+		why = ""
+		txns, err := ts.Admin.ListTransactions(ctx, &pb.ListTransactionsRequest{Limit: 1000})
+		if err != nil {
+			t.Fatalf("ListTransactions: %v", err)
+		}
+		if txns.Total > uint32(validTxns) || len(txns.Transactions) != int(txns.Total) {
+			t.Fatalf("%d live transactions (%d listed); the streams can name only %d", txns.Total, len(txns.Transactions), validTxns)
+		}
+		for _, svc := range fuzzServices[:4] {
+			fr, err := ts.Admin.GetFreeness(ctx, &pb.GetFreenessRequest{Service: svc, Limit: 1000})
+			if status.Code(err) == codes.NotFound {
+				continue // never registered
+			}
+			if err != nil {
+				t.Fatalf("freeness of %s: %v", svc, err)
+			}
+			var blockers, blocks []string
+			for _, b := range fr.Blockers {
+				blockers = append(blockers, b.TxnId)
+			}
+			for _, x := range txns.Transactions {
+				if slices.Contains(x.Blocks, svc) {
+					blocks = append(blocks, x.TxnId)
+				}
+			}
+			slices.Sort(blockers)
+			slices.Sort(blocks)
+			if fr.Free != (fr.Blocking == 0) || int(fr.Blocking) != len(fr.Blockers) || !slices.Equal(blockers, blocks) {
+				why = svc + ": freeness " + fr.String() + "; transactions that block it: " + strings.Join(blocks, ",")
+			}
+		}
+		if why == "" {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal(why)
+}
