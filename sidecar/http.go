@@ -19,7 +19,7 @@ import (
 // transaction (DESIGN.md §1). An entry point strips the mesh headers from
 // what it receives (see StripMeshHeaders).
 const (
-	// HeaderTxn is the transaction's id (the root's): 1 to 128 printable
+	// HeaderTxn is the transaction's id (the root's): 1 to 256 printable
 	// ASCII characters.
 	HeaderTxn = "x-coordinator-txn"
 	// HeaderSub is the id of the sub-transaction the caller created, in 16
@@ -46,8 +46,10 @@ const (
 	carryRequestID
 )
 
-// maxTxnID is the longest transaction id HeaderTxn may carry.
-const maxTxnID = 128
+// maxTxnID is the longest transaction id HeaderTxn may carry
+// (coordinator.MaxTxnIDLen, not imported: it would pull the server into
+// every service).
+const maxTxnID = 256
 
 // fromHeaders reads an inbound call's headers (get returns the first value
 // of a lower-case name). joined is true when the mesh headers name a
