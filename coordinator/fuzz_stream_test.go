@@ -148,6 +148,7 @@ func FuzzSidecarStream(f *testing.F) {
 			mu                       sync.Mutex
 			acks, hbAcks, registered int
 			end                      error
+			sent                     [][]uint64 // the seqs of each batch sent, in order
 		)
 		done := make(chan struct{})
 		go func() {
@@ -163,11 +164,28 @@ func FuzzSidecarStream(f *testing.F) {
 				mu.Lock()
 				switch k := m.Kind.(type) {
 				case *pb.CoordinatorMessage_Ack:
+					var seqs []uint64
+					if acks < len(sent) {
+						seqs = sent[acks]
+					} else {
+						t.Errorf("ack %d of %d batches sent: %v", acks+1, len(sent), k.Ack)
+					}
 					acks++
 					for _, e := range k.Ack.Errors {
 						if unclear(codes.Code(e.Code)) || e.Message == "" {
 							t.Errorf("event seq %d (%s) refused with code %v %q", e.Seq, e.TxnId, codes.Code(e.Code), e.Message)
 						}
+						if !slices.Contains(seqs, e.Seq) {
+							t.Errorf("error for seq %d in the ack of a batch of seqs %v", e.Seq, seqs)
+						}
+					}
+					for _, l := range k.Ack.Late {
+						if l.Reason == pb.LateReason_LATE_REASON_UNSPECIFIED || !slices.Contains(seqs, l.Seq) {
+							t.Errorf("late event %v in the ack of a batch of seqs %v", l, seqs)
+						}
+					}
+					if len(k.Ack.Errors)+len(k.Ack.Late) > len(seqs) {
+						t.Errorf("ack of %d events reports %d errors and %d late", len(seqs), len(k.Ack.Errors), len(k.Ack.Late))
 					}
 				case *pb.CoordinatorMessage_HeartbeatAck:
 					hbAcks++
@@ -183,6 +201,15 @@ func FuzzSidecarStream(f *testing.F) {
 		}()
 		var batches, heartbeats int
 		for _, m := range msgs {
+			if b, ok := m.Kind.(*pb.SidecarMessage_Events); ok {
+				var seqs []uint64
+				for _, ev := range b.Events.Events {
+					seqs = append(seqs, ev.Seq)
+				}
+				mu.Lock()
+				sent = append(sent, seqs)
+				mu.Unlock()
+			}
 			if err := stream.Send(m); err != nil {
 				break // the coordinator ended the stream: Recv says why
 			}
