@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/coordinator/coordinator/coordinator/server/servertest"
+	"github.com/coordinator/coordinator/internal/simsidecar"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 )
 
@@ -51,8 +52,12 @@ var (
 	fuzzVersions  = []string{"v1", "v2", "", strings.Repeat("v", 300)}
 	fuzzTxns      = []string{"t0", "t1", "t2", "t3", "t4", "", strings.Repeat("t", 300), "t 5", "é"}
 	fuzzInstances = []string{"fz-1", "fz-2", ""}
-	validTxns     = 5 // t0..t4: the only ids that can become transactions
+	validTxns     = 5 // t0..t4: the only ids the streams can make transactions of
 )
+
+// keepTxn keeps FuzzSidecarStream's CV update of d DRAINING: it used d@v1
+// and its root, at x, may call d again. No fuzzed stream can name it.
+const keepTxn = "keep-draining"
 
 // sidecarMessages decodes a fuzz input into the messages of one stream.
 func sidecarMessages(in *fuzzBytes) []*pb.SidecarMessage {
@@ -123,8 +128,24 @@ func unclear(c codes.Code) bool {
 // no more live transactions than the ids the streams can name, and
 // FREENESS answers for every service, with blockers that agree with the
 // transactions' own "blocks".
+//
+// Service d is mid-update all along (CV, switched, DRAINING), so that
+// fuzzed calls to it go through the update's decisions: pins, calls held
+// for their BEGIN, released when their stream ends.
 func FuzzSidecarStream(f *testing.F) {
 	ts := servertest.Start(f, "")
+	x := longLived(ts, "x-keep", "x", "v1", "d")
+	longLived(ts, "d-keep-1", "d", "v1")
+	longLived(ts, "d-keep-2", "d", "v2")
+	servertest.Send(f, x, simsidecar.Begin(keepTxn, 1), simsidecar.Call(keepTxn, 1, "d", 2), simsidecar.Return(keepTxn, 2))
+	u, err := ts.Admin.StartUpdate(context.Background(), &pb.StartUpdateRequest{Service: "d", ToVersion: "v2", Strategy: pb.Strategy_STRATEGY_CV})
+	if err != nil {
+		f.Fatal(err)
+	}
+	servertest.Eventually(f, 10*time.Second, "the switch of d", func() bool {
+		g, err := ts.Admin.GetUpdate(context.Background(), &pb.GetUpdateRequest{Id: u.Id})
+		return err == nil && g.Phase == pb.Phase_PHASE_DRAINING
+	})
 	for _, seed := range [][]byte{
 		{},
 		{0, 0, 0, 0, 0, 1, 0, 0, 2, 0, 1, 0, 1, 1, 0, 0, 0, 0},                // register, BEGIN t0
@@ -132,6 +153,15 @@ func FuzzSidecarStream(f *testing.F) {
 		{5, 2, 0, 1, 0, 1, 0, 0, 0, 0, 7, 0, 7, 1},                            // before register: heartbeat, events, empty
 		{0, 1, 1, 0, 3, 200, 2, 0, 1, 0, 1, 0, 0, 0, 0},                       // a bad register
 		{0, 0, 0, 0, 0xff, 1, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6},                // register twice
+		// Register fz-1 as a@v1 calling d and b; BEGIN t0 (sub 1), which
+		// calls d (sub 2) and waits for the decision: d is mid-update.
+		{0, 0, 0, 0, 0, 3, 0, 0, 2, 1, 1, 0, 1, 0, 0, 0, 0, 0, 2, 0, 2, 1, 1, 3, 0, 1, 0},
+		// The same call of t1, whose BEGIN never comes: held, then dropped
+		// with its stream.
+		{0, 0, 0, 0, 0, 3, 0, 0, 2, 0, 2, 1, 2, 1, 1, 3, 0, 1, 0},
+		// t2 begins, calls d, says done with d, returns, ends.
+		{0, 0, 0, 0, 0, 3, 0, 0, 2, 3, 1, 2, 1, 0, 0, 0, 0, 0, 2, 2, 2, 1, 1, 3, 0, 1, 0,
+			4, 2, 1, 0, 1, 3, 0, 0, 0, 3, 2, 2, 0, 0, 0, 0, 0, 5, 2, 0, 0, 0, 0, 0, 0},
 		[]byte("a stream of whatever the fuzzer finds: events, registers, heartbeats and acks"),
 	} {
 		f.Add(seed)
@@ -147,6 +177,7 @@ func FuzzSidecarStream(f *testing.F) {
 		var (
 			mu                       sync.Mutex
 			acks, hbAcks, registered int
+			decisions                int
 			end                      error
 			sent                     [][]uint64 // the seqs of each batch sent, in order
 		)
@@ -192,19 +223,23 @@ func FuzzSidecarStream(f *testing.F) {
 				case *pb.CoordinatorMessage_Registered:
 					registered++
 				case *pb.CoordinatorMessage_CallDecision:
-					if d := k.CallDecision; d.Error == "" && d.Version == "" {
-						t.Errorf("call decision %v names no version and no error", d)
+					decisions++
+					if d := k.CallDecision; d.Error == "" && d.Version != "v1" && d.Version != "v2" {
+						t.Errorf("call decision %v names neither a version that can register (v1, v2) nor an error", d)
 					}
 				}
 				mu.Unlock()
 			}
 		}()
-		var batches, heartbeats int
+		var batches, heartbeats, waits int
 		for _, m := range msgs {
 			if b, ok := m.Kind.(*pb.SidecarMessage_Events); ok {
 				var seqs []uint64
 				for _, ev := range b.Events.Events {
 					seqs = append(seqs, ev.Seq)
+					if ev.Wait {
+						waits++
+					}
 				}
 				mu.Lock()
 				sent = append(sent, seqs)
@@ -218,6 +253,17 @@ func FuzzSidecarStream(f *testing.F) {
 				batches++
 			case *pb.SidecarMessage_Heartbeat:
 				heartbeats++
+			}
+		}
+		// A decision comes once its pin is committed: give the calls that
+		// wait a moment before the stream ends (ending it drops those still
+		// waiting; a call held for its BEGIN waits longer than this).
+		for deadline := time.Now().Add(100 * time.Millisecond); waits > 0 && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			mu.Lock()
+			n, over := decisions, end != nil
+			mu.Unlock()
+			if n >= waits || over {
+				break
 			}
 		}
 		_ = stream.CloseSend()
@@ -235,19 +281,23 @@ func FuzzSidecarStream(f *testing.F) {
 		} else if s := status.Convert(end); unclear(s.Code()) || s.Message() == "" {
 			t.Fatalf("stream ended with %v %q: not a clear status", s.Code(), s.Message())
 		}
-		checkState(t, ts)
+		checkState(t, ts, u.Id)
 	})
 }
 
-// checkState checks what the admin API says after a fuzzed stream: at most
-// validTxns live transactions, and for each service a FREENESS answer
+// checkState checks what the admin API says after a fuzzed stream: the
+// update of d still DRAINING, at most validTxns live transactions besides
+// keepTxn, and for each service a FREENESS answer
 // whose blockers are the transactions that say they block it. Reads of the
 // two are not atomic (a session may expire between them): a mismatch must
 // persist over three reads to fail.
-func checkState(t *testing.T, ts *servertest.Server) {
+func checkState(t *testing.T, ts *servertest.Server, update string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if g, err := ts.Admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: update}); err != nil || g.Phase != pb.Phase_PHASE_DRAINING {
+		t.Fatalf("the update of d: %v, %v; want DRAINING while %s lives", g.GetPhase(), err, keepTxn)
+	}
 	var why string
 	for range 3 {
 		why = ""
@@ -255,8 +305,8 @@ func checkState(t *testing.T, ts *servertest.Server) {
 		if err != nil {
 			t.Fatalf("ListTransactions: %v", err)
 		}
-		if txns.Total > uint32(validTxns) || len(txns.Transactions) != int(txns.Total) {
-			t.Fatalf("%d live transactions (%d listed); the streams can name only %d", txns.Total, len(txns.Transactions), validTxns)
+		if txns.Total > uint32(validTxns)+1 || len(txns.Transactions) != int(txns.Total) {
+			t.Fatalf("%d live transactions (%d listed); the streams can name only %d, and %s", txns.Total, len(txns.Transactions), validTxns, keepTxn)
 		}
 		for _, svc := range fuzzServices[:4] {
 			fr, err := ts.Admin.GetFreeness(ctx, &pb.GetFreenessRequest{Service: svc, Limit: 1000})
