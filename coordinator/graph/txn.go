@@ -442,13 +442,17 @@ func (e *Engine) update(t *txn) {
 			o = old[i]
 		}
 		for a := w &^ o; a != 0; a &= a - 1 {
-			e.blockers[i*64+bits.TrailingZeros64(a)][t] = struct{}{}
+			s := i*64 + bits.TrailingZeros64(a)
+			if e.blockers[s] == nil {
+				e.blockers[s] = make(map[*txn]struct{})
+			}
+			e.blockers[s][t] = struct{}{}
 		}
 		for r := o &^ w; r != 0; r &= r - 1 {
 			delete(e.blockers[i*64+bits.TrailingZeros64(r)], t)
 		}
 	}
-	t.block = append(old[:0], nb...)
+	t.block = append(old[:0], trim(nb)...) // as long as its members need
 }
 
 // block computes block(T) = R ∪ (F ∩ U) into e.bufR and returns it.
@@ -492,6 +496,7 @@ func (e *Engine) futureOf(t *txn, x ServiceID, f []uint64) {
 		return
 	}
 	ex := e.bufEx // successors every sub at x is done with
+	clear(ex)
 	copy(ex, e.succ[x])
 	for _, s := range t.subs {
 		if s.svc != x {
