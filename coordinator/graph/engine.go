@@ -69,6 +69,7 @@ type Engine struct {
 	verFree  []VersionID // removed ids, reused by Version
 
 	txns   map[string]*txn
+	owned  map[Owner]int     // live transactions by owner (0 not counted)
 	legacy map[*txn]struct{} // legacy transactions block every service
 
 	// Recently ended ids by 64-bit hash (an unknown id matches one with
@@ -115,6 +116,7 @@ func New(opts ...Option) *Engine {
 		verN:       []int{0},
 		verIDs:     map[string]VersionID{"": 0},
 		txns:       make(map[string]*txn),
+		owned:      make(map[Owner]int),
 		legacy:     make(map[*txn]struct{}),
 		seed:       maphash.MakeSeed(),
 		tombs:      make(map[uint64]struct{}),
