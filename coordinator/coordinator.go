@@ -49,8 +49,21 @@ type Config struct {
 	// Heartbeat defaults for sidecars that do not say.
 	DefaultHeartbeat time.Duration
 	DefaultMisses    uint32
-	// MaxLiveTxns is the capacity /health checks live transactions against.
+	// MaxLiveTxns bounds the live transactions in all: a BEGIN, or a CALL
+	// that would start a transaction, past it is refused (ErrQuota);
+	// /health reports over capacity at 90 % of it.
 	MaxLiveTxns int
+	// Quotas per session (quota.go; zero means the Default...): live
+	// transactions it owns, services and versions it may introduce by
+	// naming them in CALLs, static edges it may teach by undeclared calls
+	// (and MaxLearnedEdges in all), and its events' token bucket.
+	MaxLiveTxnsPerSession     int
+	MaxNewServicesPerSession  int
+	MaxNewVersionsPerSession  int
+	MaxLearnedEdgesPerSession int
+	MaxLearnedEdges           int
+	MaxEventsPerSecond        float64
+	EventBurst                int
 	// ImplicitTimeout ends a transaction known only from downstream calls
 	// whose Begin never arrived (its entry's events were lost, or arrived
 	// after its End had been forgotten).
@@ -129,6 +142,7 @@ func (c *Config) setDefaults() {
 		c.BeginWaitTimeout = DefaultBeginWaitTimeout
 	}
 	c.RegisterTimeout = c.RegisterTimeoutOrDefault()
+	c.setQuotaDefaults()
 	c.setSelfPreservationDefaults()
 	c.setForgetDefaults()
 }
@@ -178,6 +192,9 @@ type Coordinator struct {
 	// pendingPins are the pins being committed, by key: a later answer
 	// that relies on one waits for it too.
 	pendingPins map[string]*clientv3.Op
+	// learnedEdges counts the static edges learned from undeclared calls
+	// (MaxLearnedEdges bounds it).
+	learnedEdges int
 
 	routingRev  uint64
 	routingKick chan struct{}

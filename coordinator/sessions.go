@@ -48,6 +48,8 @@ type session struct {
 	// expired is set once its lease expired: it is no longer live, though
 	// self-preservation may keep its owner slot (DESIGN.md §7).
 	expired bool
+	// quota is what the session used of its quotas (quota.go).
+	quota sessionQuota
 }
 
 func validTxnID(id string) error {

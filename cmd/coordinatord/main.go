@@ -40,7 +40,7 @@ func run(args []string, stderr io.Writer) int {
 		flush         = fs.Duration("flush-interval", coordinator.DefaultFlushInterval, "write-behind period of transaction records")
 		heartbeat     = fs.Duration("default-heartbeat", coordinator.DefaultHeartbeatInterval, "heartbeat interval for sidecars that do not set one")
 		misses        = fs.Uint("default-misses", coordinator.DefaultAllowedMisses, "missed heartbeats allowed for sidecars that do not set it")
-		maxTxns       = fs.Int("max-live-txns", coordinator.DefaultMaxLiveTxns, "live transactions at which /health reports over capacity (at 90%)")
+		maxTxns       = fs.Int("max-live-txns", coordinator.DefaultMaxLiveTxns, "live transactions in all: a BEGIN (or CALL) that would start one more is refused; /health reports over capacity at 90%")
 		logLevel      = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat     = fs.String("log-format", "text", "text or json")
 		shutdownGrace = fs.Duration("shutdown-timeout", 30*time.Second, "how long a clean shutdown may take")
@@ -56,6 +56,7 @@ func run(args []string, stderr io.Writer) int {
 	cluster := registerClusterFlags(fs) // --name, --initial-cluster[-state], --peer-addr, --etcd-client-addr
 	selfPreservation := registerSelfPreservationFlags(fs)
 	forget := registerForgetFlags(fs)
+	quotas := registerQuotaFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -122,6 +123,14 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "coordinatord: %v\n", err)
 		return 2
 	}
+	if err := quotas.validate(); err != nil {
+		fmt.Fprintf(stderr, "coordinatord: %v\n", err)
+		return 2
+	}
+	if *maxTxns <= 0 {
+		fmt.Fprintf(stderr, "coordinatord: --max-live-txns %d: want a positive number\n", *maxTxns)
+		return 2
+	}
 	setGCPercent(*gcPercent)
 	lg.Info("garbage collector", "gc_percent", *gcPercent)
 
@@ -152,6 +161,7 @@ func run(args []string, stderr io.Writer) int {
 	cluster.apply(&cfg)
 	selfPreservation.apply(&cfg.Coordinator)
 	forget.apply(&cfg.Coordinator)
+	quotas.apply(&cfg.Coordinator)
 	srv, err := server.Start(startCtx, cfg)
 	cancel()
 	if err != nil {

@@ -203,6 +203,12 @@ func (e *Engine) Version(name string) VersionID {
 	return v
 }
 
+// LookupVersion returns the id of an interned version.
+func (e *Engine) LookupVersion(name string) (VersionID, bool) {
+	v, ok := e.verIDs[name]
+	return v, ok
+}
+
 // VersionName returns the name of a version, "" if the id is unknown.
 func (e *Engine) VersionName(v VersionID) string {
 	if !e.validVer(v) {
