@@ -2,11 +2,13 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coordinator/coordinator/coordinator/graph"
+	"github.com/coordinator/coordinator/storage"
 	"github.com/coordinator/coordinator/strategy"
 )
 
@@ -45,16 +47,24 @@ func (c *Coordinator) resumeLocked(u *update) {
 }
 
 // restorePins reads the first-use pins of the services mid-update.
-func (c *Coordinator) restorePins(ctx context.Context) error {
+func (c *Coordinator) restorePins(ctx context.Context) (err error) {
 	resp, err := c.cli.Get(ctx, c.keys.Pins(), clientv3.WithPrefix())
 	if err != nil {
 		return err
 	}
+	var bad []badRecord
+	defer func() { // after the unlock below
+		if qerr := c.quarantine(ctx, "pin", bad); err == nil {
+			err = qerr
+		}
+	}()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, kv := range resp.Kvs {
-		svc, txn, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), c.keys.Pins()), "/")
-		if !ok || txn == "" {
+		svc, txn, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), c.keys.Pins()), "/")
+		if err := errors.Join(storage.ValidName("service", svc), validTxnID(txn),
+			storage.ValidName("version", string(kv.Value))); err != nil {
+			bad = append(bad, badRecord{kv, err})
 			continue
 		}
 		id, ok := c.eng.LookupService(svc)

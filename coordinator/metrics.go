@@ -27,6 +27,7 @@ type metrics struct {
 	// by outcome: "begun" (it came) or "timeout" (BeginWaitTimeout passed).
 	beginWait     *prometheus.HistogramVec
 	quotaRefusals map[string]prometheus.Counter // by quota label
+	quarantined   *prometheus.CounterVec        // by record kind
 }
 
 func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
@@ -78,6 +79,10 @@ func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
 		Namespace: ns, Name: "quota_refusals_total",
 		Help: "Events refused because they went past a quota, by quota (the flag that sets it is in the refusal's message).",
 	}, []string{"quota"})
+	m.quarantined = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "quarantined_records_total",
+		Help: "Records restore could not decode, moved to the quarantine prefix, by kind (update, session, service, route, pin, selfpreservation, txn).",
+	}, []string{"kind"})
 	m.quotaRefusals = make(map[string]prometheus.Counter)
 	for _, l := range quotaLabels() {
 		m.quotaRefusals[l] = refusals.WithLabelValues(l)
@@ -107,7 +112,7 @@ func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
 	}
 	cs := []prometheus.Collector{
 		events, m.eventErrors, late, m.learnedEdges, m.registrations, m.heartbeats,
-		m.sessionsDropped, m.freenessSeconds, m.implicitExpired, m.forgotten, m.beginWait, refusals,
+		m.sessionsDropped, m.freenessSeconds, m.implicitExpired, m.forgotten, m.beginWait, refusals, m.quarantined,
 		gauge("live_transactions", "Live distributed transactions.", func() float64 { return float64(c.Live()) }),
 		gauge("sessions", "Sidecar sessions with a live lease.", func() float64 {
 			c.mu.Lock()

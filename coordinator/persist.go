@@ -2,7 +2,7 @@ package coordinator
 
 import (
 	"context"
-	"fmt"
+	"errors"
 	"math"
 	"strings"
 	"time"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/coordinator/coordinator/coordinator/graph"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+	"github.com/coordinator/coordinator/storage"
 	"github.com/coordinator/coordinator/strategy"
 )
 
@@ -77,37 +78,50 @@ func (c *Coordinator) restore(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var bad []badRecord
 	c.mu.Lock()
 	for _, kv := range resp.Kvs {
 		var rec pb.ServiceRecord
-		if err := proto.Unmarshal(kv.Value, &rec); err != nil {
-			c.mu.Unlock()
-			return fmt.Errorf("service record %q: %w", kv.Key, err)
+		if err := decodeServiceRecord(kv.Value, &rec); err != nil {
+			bad = append(bad, badRecord{kv, err})
+			continue
 		}
 		c.deps[rec.Name] = rec.Dependencies
 		c.declareLocked(rec.Name, rec.Dependencies)
 	}
 	c.mu.Unlock()
+	if err := c.quarantine(ctx, "service", bad); err != nil {
+		return err
+	}
 
 	if resp, err = c.cli.Get(ctx, c.keys.Routes(), clientv3.WithPrefix()); err != nil {
 		return err
 	}
+	bad = nil
 	c.mu.Lock()
 	for _, kv := range resp.Kvs {
 		svc := strings.TrimPrefix(string(kv.Key), c.keys.Routes())
+		if err := errors.Join(storage.ValidName("service", svc), storage.ValidName("version", string(kv.Value))); err != nil {
+			bad = append(bad, badRecord{kv, err})
+			continue
+		}
 		c.routes[c.eng.Service(svc)] = c.eng.Version(string(kv.Value))
 	}
 	c.mu.Unlock()
+	if err := c.quarantine(ctx, "route", bad); err != nil {
+		return err
+	}
 
 	if resp, err = c.cli.Get(ctx, c.keys.Sessions(), clientv3.WithPrefix()); err != nil {
 		return err
 	}
+	bad = nil
 	c.mu.Lock()
 	for _, kv := range resp.Kvs {
 		rec := &pb.SessionRecord{}
-		if err := proto.Unmarshal(kv.Value, rec); err != nil {
-			c.mu.Unlock()
-			return fmt.Errorf("session record %q: %w", kv.Key, err)
+		if err := decodeSessionRecord(kv.Value, rec); err != nil {
+			bad = append(bad, badRecord{kv, err})
+			continue
 		}
 		hb := rec.GetHeartbeatInterval().AsDuration()
 		c.addSessionLocked(rec, c.sessionTTL(hb, rec.AllowedMisses))
@@ -120,6 +134,9 @@ func (c *Coordinator) restore(ctx context.Context) error {
 		c.leases.Heartbeat(s.lease)
 	}
 	c.mu.Unlock()
+	if err := c.quarantine(ctx, "session", bad); err != nil {
+		return err
+	}
 	if err := c.restoreSelfPreservation(ctx); err != nil {
 		return err
 	}
@@ -127,20 +144,22 @@ func (c *Coordinator) restore(ctx context.Context) error {
 	if resp, err = c.cli.Get(ctx, c.keys.Updates(), clientv3.WithPrefix()); err != nil {
 		return err
 	}
+	bad = nil
 	for _, kv := range resp.Kvs {
 		rec := &pb.Update{}
-		if err := proto.Unmarshal(kv.Value, rec); err != nil {
-			return fmt.Errorf("update record %q: %w", kv.Key, err)
-		}
-		strat, err := strategy.For(rec.Strategy)
+		strat, err := decodeUpdateRecord(kv.Value, rec)
 		if err != nil {
-			return fmt.Errorf("update record %q: %w", kv.Key, err)
+			bad = append(bad, badRecord{kv, err})
+			continue
 		}
 		u := &update{rec: rec, strat: strat, changed: make(chan struct{})}
 		c.mu.Lock()
 		c.updates[rec.Id] = u
 		c.resumeLocked(u)
 		c.mu.Unlock()
+	}
+	if err := c.quarantine(ctx, "update", bad); err != nil {
+		return err
 	}
 	if err := c.restorePins(ctx); err != nil {
 		return err
@@ -153,11 +172,12 @@ func (c *Coordinator) restore(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		bad = nil
 		c.mu.Lock()
 		for _, kv := range resp.Kvs {
 			var rec pb.TxnRecord
-			if err := proto.Unmarshal(kv.Value, &rec); err != nil {
-				c.lg.Warn("restore: undecodable transaction record", "key", string(kv.Key), "error", err)
+			if err := decodeTxnRecord(kv.Value, &rec); err != nil {
+				bad = append(bad, badRecord{kv, err})
 				continue
 			}
 			s := c.sessions[rec.Owner]
@@ -173,6 +193,9 @@ func (c *Coordinator) restore(ctx context.Context) error {
 			}
 		}
 		c.mu.Unlock()
+		if err := c.quarantine(ctx, "txn", bad); err != nil {
+			return err
+		}
 		if !resp.More || len(resp.Kvs) == 0 {
 			break
 		}
@@ -185,4 +208,41 @@ func (c *Coordinator) restore(ctx context.Context) error {
 	c.lg.Info("restored state", "services", len(c.deps), "sessions", len(c.sessions), "txns", txns,
 		"took", time.Since(start))
 	return nil
+}
+
+// The decoders of restore: an error means the record is quarantined
+// (quarantine.go). Besides proto decoding they check what restore relies
+// on: the names that become keys and map keys.
+
+func decodeServiceRecord(b []byte, rec *pb.ServiceRecord) error {
+	if err := proto.Unmarshal(b, rec); err != nil {
+		return err
+	}
+	return storage.ValidName("service", rec.Name)
+}
+
+func decodeSessionRecord(b []byte, rec *pb.SessionRecord) error {
+	if err := proto.Unmarshal(b, rec); err != nil {
+		return err
+	}
+	return errors.Join(storage.ValidName("instance", rec.InstanceId),
+		storage.ValidName("service", rec.Service), storage.ValidName("version", rec.Version))
+}
+
+func decodeUpdateRecord(b []byte, rec *pb.Update) (strategy.Strategy, error) {
+	if err := proto.Unmarshal(b, rec); err != nil {
+		return nil, err
+	}
+	if err := errors.Join(storage.ValidName("update", rec.Id), storage.ValidName("service", rec.Service),
+		storage.ValidName("version", rec.ToVersion)); err != nil {
+		return nil, err
+	}
+	return strategy.For(rec.Strategy)
+}
+
+func decodeTxnRecord(b []byte, rec *pb.TxnRecord) error {
+	if err := proto.Unmarshal(b, rec); err != nil {
+		return err
+	}
+	return validTxnID(rec.TxnId)
 }

@@ -221,7 +221,9 @@ func (c *Coordinator) restoreSelfPreservation(ctx context.Context) error {
 	}
 	rec := &pb.SelfPreservationRecord{}
 	if err := proto.Unmarshal(resp.Kvs[0].Value, rec); err != nil {
-		return fmt.Errorf("self-preservation record %q: %w", resp.Kvs[0].Key, err)
+		// Without it the mode does not resume: as if it had not been
+		// active (the sessions it queued are gone already).
+		return c.quarantine(ctx, "selfpreservation", []badRecord{{resp.Kvs[0], err}})
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
