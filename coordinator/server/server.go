@@ -116,6 +116,14 @@ type Server struct {
 	lostKey       chan struct{}   // closed when the observed leader is not ourKey
 	closeCtx      context.Context // Close's, for the last term's stop
 	termErr       error           // what the last term's graceful stop reported
+	// startErr is why this replica, elected, could not start its
+	// coordinator (and when), until a term of it starts or the failure
+	// ages past startErrShown; /health reports it.
+	startErr   error
+	startErrAt time.Time
+	// etcdErr is the last etcd check's failure (nil when it answered);
+	// monitorEtcd keeps it and logs each change at once.
+	etcdErr error
 
 	fwdMu   sync.Mutex
 	fwd     *grpc.ClientConn // to the leader, for followers
@@ -251,6 +259,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.stopLead, s.leadDone = make(chan struct{}), make(chan struct{})
 	go s.lead(s.stopLead)
+	go s.monitorEtcd(s.stopLead)
 	if s.etcd != nil {
 		go s.watchEtcd(s.etcd)
 	}
