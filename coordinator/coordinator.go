@@ -26,6 +26,10 @@ const (
 	DefaultImplicitTimeout   = 30 * time.Second
 	DefaultBeginWaitTimeout  = 2 * time.Second
 	DefaultRegisterTimeout   = 10 * time.Second
+	// DefaultPrepareTimeout bounds PREPARING when the update does not say:
+	// far above the few routing round trips it takes, well below the
+	// time an operator would wait without looking.
+	DefaultPrepareTimeout = 2 * time.Minute
 	// DefaultMinSessionTTL is three times the default leader TTL: a new
 	// leader is serving before a live sidecar's session can expire.
 	DefaultMinSessionTTL = 6 * time.Second
@@ -79,6 +83,10 @@ type Config struct {
 	// this long after it opened (DefaultRegisterTimeout): an idle stream
 	// holds memory and a descriptor for nothing.
 	RegisterTimeout time.Duration
+	// PrepareTimeout aborts an update still PREPARING after it (when the
+	// update sets no prepare_timeout), naming the sessions that did not
+	// acknowledge update mode (DefaultPrepareTimeout).
+	PrepareTimeout time.Duration
 	// MinSessionTTL is the shortest lease a sidecar session gets, whatever
 	// its heartbeat settings: longer than a leader failover takes, so
 	// that the sessions of live sidecars outlive the time without a leader
@@ -134,6 +142,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MinSessionTTL <= 0 {
 		c.MinSessionTTL = DefaultMinSessionTTL
+	}
+	if c.PrepareTimeout <= 0 {
+		c.PrepareTimeout = DefaultPrepareTimeout
 	}
 	if c.ImplicitTimeout <= 0 {
 		c.ImplicitTimeout = DefaultImplicitTimeout

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/coordinator/coordinator/coordinator/graph"
 	"github.com/coordinator/coordinator/storage"
@@ -34,6 +35,10 @@ func (c *Coordinator) resumeLocked(u *update) {
 	}
 	u.svc, u.from, u.to = c.eng.Service(u.rec.Service), c.eng.Version(u.rec.FromVersion), c.eng.Version(u.rec.ToVersion)
 	u.started = u.rec.GetCreatedAt().AsTime()
+	if u.rec.PrepareTimeout.AsDuration() <= 0 {
+		// Stored before updates had the bound: the server's applies.
+		u.rec.PrepareTimeout = durationpb.New(c.cfg.PrepareTimeout)
+	}
 	if !u.strat.UpdateMode() {
 		// The baseline has no update mode: its switch was the whole update.
 		u.updateMode = false

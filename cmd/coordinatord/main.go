@@ -50,6 +50,7 @@ func run(args []string, stderr io.Writer) int {
 		maxStreams    = fs.Int("max-streams", server.DefaultMaxStreams, "sidecar streams open at once, in all; one more is refused")
 		maxPerPeer    = fs.Int("max-streams-per-peer", server.DefaultMaxStreamsPerPeer, "sidecar streams open at once from one peer address")
 		beginWait     = fs.Duration("begin-wait-timeout", coordinator.DefaultBeginWaitTimeout, "how long a call during an update may wait for its transaction's BEGIN to arrive from another sidecar; then it goes where a transaction not seen begin goes")
+		prepTimeout   = fs.Duration("prepare-timeout", coordinator.DefaultPrepareTimeout, "abort an update still PREPARING after this long, naming the sessions that did not acknowledge update mode (an update's prepare_timeout overrides it)")
 		regTimeout    = fs.Duration("register-timeout", coordinator.DefaultRegisterTimeout, "how long a new sidecar stream may take to send its Register")
 		gcPercent     = fs.Int("gc-percent", server.GCPercent(), "garbage collector target (GOGC; default from GOGC when set): higher collects less often, for a larger heap; -1 is off (with GOMEMLIMIT)")
 	)
@@ -127,6 +128,10 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "coordinatord: %v\n", err)
 		return 2
 	}
+	if *prepTimeout <= 0 {
+		fmt.Fprintf(stderr, "coordinatord: --prepare-timeout %v: want a positive duration\n", *prepTimeout)
+		return 2
+	}
 	if *maxTxns <= 0 {
 		fmt.Fprintf(stderr, "coordinatord: --max-live-txns %d: want a positive number\n", *maxTxns)
 		return 2
@@ -156,6 +161,7 @@ func run(args []string, stderr io.Writer) int {
 			MinSessionTTL:    *minSession,
 			RegisterTimeout:  *regTimeout,
 			BeginWaitTimeout: *beginWait,
+			PrepareTimeout:   *prepTimeout,
 		},
 	}
 	cluster.apply(&cfg)
