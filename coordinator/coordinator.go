@@ -30,6 +30,10 @@ const (
 	// far above the few routing round trips it takes, well below the
 	// time an operator would wait without looking.
 	DefaultPrepareTimeout = 2 * time.Minute
+	// DefaultUpdateTimeout bounds WAITING (WF, BF) when the update sets no
+	// timeout: long enough for a busy service to become free, short enough
+	// that an update nobody watches does not wait forever.
+	DefaultUpdateTimeout = time.Hour
 	// DefaultMinSessionTTL is three times the default leader TTL: a new
 	// leader is serving before a live sidecar's session can expire.
 	DefaultMinSessionTTL = 6 * time.Second
@@ -87,6 +91,9 @@ type Config struct {
 	// update sets no prepare_timeout), naming the sessions that did not
 	// acknowledge update mode (DefaultPrepareTimeout).
 	PrepareTimeout time.Duration
+	// UpdateTimeout is the timeout of a WF or BF update that sets none
+	// (DefaultUpdateTimeout).
+	UpdateTimeout time.Duration
 	// MinSessionTTL is the shortest lease a sidecar session gets, whatever
 	// its heartbeat settings: longer than a leader failover takes, so
 	// that the sessions of live sidecars outlive the time without a leader
@@ -142,6 +149,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MinSessionTTL <= 0 {
 		c.MinSessionTTL = DefaultMinSessionTTL
+	}
+	if c.UpdateTimeout <= 0 {
+		c.UpdateTimeout = DefaultUpdateTimeout
 	}
 	if c.PrepareTimeout <= 0 {
 		c.PrepareTimeout = DefaultPrepareTimeout

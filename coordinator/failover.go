@@ -39,6 +39,9 @@ func (c *Coordinator) resumeLocked(u *update) {
 		// Stored before updates had the bound: the server's applies.
 		u.rec.PrepareTimeout = durationpb.New(c.cfg.PrepareTimeout)
 	}
+	if u.rec.Timeout.AsDuration() <= 0 && (u.strat.Kind() == strategy.WF || u.strat.Kind() == strategy.BF) {
+		u.rec.Timeout = durationpb.New(c.cfg.UpdateTimeout)
+	}
 	if !u.strat.UpdateMode() {
 		// The baseline has no update mode: its switch was the whole update.
 		u.updateMode = false

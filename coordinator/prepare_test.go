@@ -10,6 +10,7 @@ import (
 
 	"github.com/coordinator/coordinator/coordinator/server"
 	"github.com/coordinator/coordinator/coordinator/server/servertest"
+	"github.com/coordinator/coordinator/internal/simsidecar"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 )
 
@@ -76,5 +77,39 @@ func TestPrepareTimeoutNamesTheSessionsThatDidNotAcknowledge(t *testing.T) {
 				t.Fatalf("route of b after the abort: %v, want v1", r)
 			}
 		})
+	}
+}
+
+// A WF update that sets no timeout gets the server's --update-timeout:
+// WAITING for a service that is never free ends, ABORTED with the reason.
+func TestWaitingWithoutTimeoutHasTheServerBound(t *testing.T) {
+	ts := servertest.Start(t, "", func(c *server.Config) { c.Coordinator.UpdateTimeout = time.Second })
+	a := ts.Sidecar("a-1", "a", "v1", "b")
+	ts.Sidecar("b-1", "b", "v1")
+	ts.Sidecar("b-2", "b", "v2")
+	// T used b and may call it again: b is not free while T lives.
+	servertest.Send(t, a, simsidecar.Begin("T", 1), simsidecar.Call("T", 1, "b", 2), simsidecar.Return("T", 2))
+	ctx := context.Background()
+	u, err := ts.Admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: "b", ToVersion: "v2", Strategy: pb.Strategy_STRATEGY_WF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := u.Timeout.AsDuration(); got != time.Second {
+		t.Fatalf("update's timeout = %v, want the server's 1s", got)
+	}
+	var g *pb.Update
+	servertest.Eventually(t, 5*time.Second, "WAITING, saying for what", func() bool {
+		g, err = ts.Admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: u.Id})
+		return err == nil && g.Phase == pb.Phase_PHASE_WAITING
+	})
+	if w := g.GetProgress().GetWaitingFor(); !strings.HasPrefix(w, "b to be free (1 transactions block it): aborts at timeout 1s") {
+		t.Fatalf("waiting_for %q", w)
+	}
+	servertest.Eventually(t, 10*time.Second, "the update to abort", func() bool {
+		g, err = ts.Admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: u.Id})
+		return err == nil && g.Phase == pb.Phase_PHASE_ABORTED
+	})
+	if want := "timeout: b was not free within 1s"; g.Reason != want {
+		t.Fatalf("reason %q, want %q", g.Reason, want)
 	}
 }

@@ -138,6 +138,9 @@ func (c *Coordinator) startUpdate(ctx context.Context, req *pb.StartUpdateReques
 	if prepareTimeout == 0 {
 		prepareTimeout = c.cfg.PrepareTimeout
 	}
+	if timeout == 0 && (strat.Kind() == strategy.WF || strat.Kind() == strategy.BF) {
+		timeout = c.cfg.UpdateTimeout // WAITING has a bound
+	}
 	opts := strat.Options(strategy.Options{Timeout: timeout, MaxBlock: maxBlock, PrepareTimeout: prepareTimeout})
 	timeout, maxBlock = opts.Timeout, opts.MaxBlock
 
@@ -686,7 +689,7 @@ func (c *Coordinator) waitingForLocked(u *update, p *pb.UpdateProgress, now time
 		if opts.Timeout > 0 {
 			w += fmt.Sprintf(": aborts at timeout %v, %s", opts.Timeout, left(opts.Timeout))
 		} else {
-			w += ": no --timeout, so until it is free or aborted"
+			w += ": no timeout (stored before updates had one), so until it is free or aborted"
 		}
 		why = append(why, w)
 		if len(u.held) > 0 && opts.MaxBlock > 0 {

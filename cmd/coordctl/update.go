@@ -66,7 +66,7 @@ ABORTED or FAILED.`,
 	f := cmd.Flags()
 	f.StringVar(&to, "to", "", "version to update to (required)")
 	f.StringVar(&strat, "strategy", "", "wf, bf, cv or naive (required)")
-	f.DurationVar(&timeout, "timeout", 0, "wf: abort if the service is not free within this time (0: no limit)")
+	f.DurationVar(&timeout, "timeout", 0, "wf, bf: abort if the service is not free within this time (0: the server's --update-timeout, default 1h)")
 	f.DurationVar(&maxBlock, "max-block", 0, "bf: abort when a call has been held this long (0: the server's default, 5s)")
 	f.DurationVar(&prepareTimeout, "prepare-timeout", 0, "abort if sessions have not all acknowledged update mode within this time; the abort names them (0: the server's default, 2m)")
 	f.BoolVar(&watch, "watch", false, "follow the update until it finishes")

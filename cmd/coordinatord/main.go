@@ -51,6 +51,7 @@ func run(args []string, stderr io.Writer) int {
 		maxPerPeer    = fs.Int("max-streams-per-peer", server.DefaultMaxStreamsPerPeer, "sidecar streams open at once from one peer address")
 		beginWait     = fs.Duration("begin-wait-timeout", coordinator.DefaultBeginWaitTimeout, "how long a call during an update may wait for its transaction's BEGIN to arrive from another sidecar; then it goes where a transaction not seen begin goes")
 		prepTimeout   = fs.Duration("prepare-timeout", coordinator.DefaultPrepareTimeout, "abort an update still PREPARING after this long, naming the sessions that did not acknowledge update mode (an update's prepare_timeout overrides it)")
+		updTimeout    = fs.Duration("update-timeout", coordinator.DefaultUpdateTimeout, "abort a wf or bf update whose service is not free within this long, when the update sets no timeout")
 		regTimeout    = fs.Duration("register-timeout", coordinator.DefaultRegisterTimeout, "how long a new sidecar stream may take to send its Register")
 		gcPercent     = fs.Int("gc-percent", server.GCPercent(), "garbage collector target (GOGC; default from GOGC when set): higher collects less often, for a larger heap; -1 is off (with GOMEMLIMIT)")
 	)
@@ -128,6 +129,10 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "coordinatord: %v\n", err)
 		return 2
 	}
+	if *updTimeout <= 0 {
+		fmt.Fprintf(stderr, "coordinatord: --update-timeout %v: want a positive duration\n", *updTimeout)
+		return 2
+	}
 	if *prepTimeout <= 0 {
 		fmt.Fprintf(stderr, "coordinatord: --prepare-timeout %v: want a positive duration\n", *prepTimeout)
 		return 2
@@ -162,6 +167,7 @@ func run(args []string, stderr io.Writer) int {
 			RegisterTimeout:  *regTimeout,
 			BeginWaitTimeout: *beginWait,
 			PrepareTimeout:   *prepTimeout,
+			UpdateTimeout:    *updTimeout,
 		},
 	}
 	cluster.apply(&cfg)

@@ -1657,7 +1657,9 @@ type StartUpdateRequest struct {
 	Service   string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
 	ToVersion string                 `protobuf:"bytes,2,opt,name=to_version,json=toVersion,proto3" json:"to_version,omitempty"`
 	Strategy  Strategy               `protobuf:"varint,3,opt,name=strategy,proto3,enum=coordinator.v1.Strategy" json:"strategy,omitempty"`
-	// WF: abort if the service is not free within this time (0: no limit).
+	// WF, BF: abort if the service is not free within this time (counted
+	// from the update's creation, PREPARING included). Unset or 0: the
+	// server's --update-timeout (default 1h): no update waits unbounded.
 	Timeout *durationpb.Duration `protobuf:"bytes,4,opt,name=timeout,proto3" json:"timeout,omitempty"`
 	// BF: abort (releasing held calls to the old version) when a call has
 	// been held this long (default 5s).
