@@ -6,8 +6,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/coordinator/coordinator/coordinator/server"
@@ -132,5 +134,32 @@ func TestQuotas(t *testing.T) {
 			}
 			servertest.Send(t, o, tc.others...) // fails on any refusal
 		})
+	}
+}
+
+// A Register whose live roots (each a transaction the session will own)
+// are more than the per-session quota is refused whole: ResourceExhausted
+// naming the quota, no session, no transaction.
+func TestRegisterPastLiveQuotaIsRefused(t *testing.T) {
+	ts := servertest.Start(t, "", func(c *server.Config) { c.Coordinator.MaxLiveTxnsPerSession = 2 })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	reg := &pb.Register{InstanceId: "h-1", Service: "h", Version: "v1", Address: "127.0.0.1:1"}
+	for i := range 3 {
+		reg.LiveRoots = append(reg.LiveRoots, &pb.LiveRoot{TxnId: servertest.TxnID(i), SubId: 1})
+	}
+	_, _, err := simsidecar.Connect(ctx, ts.Conn, reg)
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(fmt.Sprint(err), "--max-live-txns-per-session") {
+		t.Fatalf("register with 3 live roots: %v, want ResourceExhausted naming --max-live-txns-per-session", err)
+	}
+	if n := ts.Leader().Live(); n != 0 {
+		t.Fatalf("%d live transactions after the refusal, want 0", n)
+	}
+	if got := ts.Metric(`coordinator_quota_refusals_total{quota="session_live_txns"}`); got != 1 {
+		t.Fatalf("refusals = %v, want 1", got)
+	}
+	reg.LiveRoots = reg.LiveRoots[:2]
+	if _, _, err := simsidecar.Connect(ctx, ts.Conn, reg); err != nil {
+		t.Fatalf("register with 2 live roots: %v", err)
 	}
 }

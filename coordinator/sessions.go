@@ -98,6 +98,11 @@ func (c *Coordinator) validateRegister(r *pb.Register) (hb time.Duration, misses
 	if len(r.GetLiveRoots()) > MaxLiveRoots {
 		return 0, 0, invalid("register: %d live roots, more than %d", len(r.GetLiveRoots()), MaxLiveRoots)
 	}
+	if n := len(r.GetLiveRoots()); n > c.cfg.MaxLiveTxnsPerSession {
+		// Each becomes a live transaction the session owns.
+		c.metrics.quotaRefusals[quotaSessionLiveTxns.label].Inc()
+		return 0, 0, quotaExceeded(quotaSessionLiveTxns, fmt.Sprintf("register: %d live roots", n), c.cfg.MaxLiveTxnsPerSession)
+	}
 	for _, lr := range r.GetLiveRoots() {
 		if err := validTxnID(lr.GetTxnId()); err != nil {
 			return 0, 0, fmt.Errorf("register: live root: %w", err)
