@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/coordinator/coordinator/coordinator"
 	"github.com/coordinator/coordinator/coordinator/server"
 	"github.com/coordinator/coordinator/coordinator/server/servertest"
 	"github.com/coordinator/coordinator/internal/simsidecar"
@@ -161,5 +162,36 @@ func TestRegisterPastLiveQuotaIsRefused(t *testing.T) {
 	reg.LiveRoots = reg.LiveRoots[:2]
 	if _, _, err := simsidecar.Connect(ctx, ts.Conn, reg); err != nil {
 		t.Fatalf("register with 2 live roots: %v", err)
+	}
+}
+
+// With the defaults, a session that CALLs 30,000 invented service names
+// is stopped after DefaultMaxNewServicesPerSession of them: the rest are
+// refused and the graph does not grow (issue 13's probe).
+func TestInventedServicesStoppedEarlyByDefault(t *testing.T) {
+	ts := servertest.Start(t, "")
+	h := ts.Sidecar("h-1", "h", "v1")
+	services0 := ts.Metric("coordinator_services")
+	servertest.Send(t, h, simsidecar.Begin("T", 1))
+	const n, batch = 30000, 1000
+	refused := 0
+	for i := 0; i < n; i += batch {
+		evs := make([]*pb.Event, 0, batch)
+		for j := i; j < i+batch; j++ {
+			evs = append(evs, simsidecar.Call("T", 1, fmt.Sprintf("invented-%d", j), uint64(j+2)))
+		}
+		for _, e := range servertest.SendAck(t, h, evs...).Errors {
+			if codes.Code(e.Code) != codes.ResourceExhausted {
+				t.Fatalf("seq %d: %s", e.Seq, e.Message)
+			}
+			refused++
+		}
+	}
+	limit := coordinator.DefaultMaxNewServicesPerSession
+	if refused != n-limit {
+		t.Fatalf("%d of %d CALLs refused, want %d", refused, n, n-limit)
+	}
+	if got := ts.Metric("coordinator_services") - services0; got != float64(limit) {
+		t.Fatalf("%v services added, want %d", got, limit)
 	}
 }
