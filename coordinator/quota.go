@@ -4,8 +4,9 @@ import (
 	"fmt"
 	"time"
 
-	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 	"golang.org/x/time/rate"
+
+	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 )
 
 // Quotas (issue 13): what one session may make the coordinator hold or do.
