@@ -148,3 +148,33 @@ func TestHealthWhenEtcdStops(t *testing.T) {
 	defer scancel()
 	_ = ts.StopWith(sctx) // records may be unwritten: etcd is gone
 }
+
+// A replica that is elected but cannot start its coordinator (here: its
+// restore cannot finish within the start timeout) is not healthy: /health
+// answers 503 with the reason while it resigns and campaigns again.
+func TestHealthWhenTheCoordinatorCannotStart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv, err := server.Start(ctx, server.Config{
+		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: t.TempDir(),
+		StartTimeout: time.Nanosecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close(context.Background())
+	var h server.HealthReport
+	servertest.Eventually(t, 15*time.Second, "/health 503 saying the coordinator could not start", func() bool {
+		resp, err := http.Get("http://" + srv.HTTPAddr() + "/health")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		h = server.HealthReport{}
+		return json.NewDecoder(resp.Body).Decode(&h) == nil && resp.StatusCode == http.StatusServiceUnavailable &&
+			strings.Contains(strings.Join(h.Problems, "; "), "but the coordinator could not start: coordinator: restore:")
+	})
+	if h.Healthy || srv.Leader() != nil {
+		t.Fatalf("health %+v while no coordinator runs", h)
+	}
+}

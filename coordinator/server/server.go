@@ -62,6 +62,9 @@ type Config struct {
 	// LeaderTTL is the election session's lease TTL (DefaultLeaderTTL),
 	// whole seconds, at least 2.
 	LeaderTTL time.Duration
+	// StartTimeout bounds restoring state when elected (default 1m); a
+	// term that does not start within it resigns, and /health says so.
+	StartTimeout time.Duration
 	// MaxStreams and MaxStreamsPerPeer bound the sidecar streams open at
 	// once, in all and per peer address (DefaultMaxStreams,
 	// DefaultMaxStreamsPerPeer); one more is refused with ResourceExhausted.
@@ -147,6 +150,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s := &Server{lg: lg, reg: prometheus.NewRegistry(), done: make(chan error, 3),
 		leaderChanged: make(chan struct{}), startTimeout: time.Minute, stopTimeout: 10 * time.Second}
+	if cfg.StartTimeout > 0 {
+		s.startTimeout = cfg.StartTimeout
+	}
 	if s.leaderTTL = cfg.LeaderTTL; s.leaderTTL == 0 {
 		s.leaderTTL = DefaultLeaderTTL
 	}
