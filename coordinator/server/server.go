@@ -126,7 +126,8 @@ type Server struct {
 	startErrAt time.Time
 	// etcdErr is the last etcd check's failure (nil when it answered);
 	// monitorEtcd keeps it and logs each change at once.
-	etcdErr error
+	etcdErr     error
+	monitorDone chan struct{} // closed when monitorEtcd has returned
 
 	fwdMu   sync.Mutex
 	fwd     *grpc.ClientConn // to the leader, for followers
@@ -265,7 +266,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.stopLead, s.leadDone = make(chan struct{}), make(chan struct{})
 	go s.lead(s.stopLead)
-	go s.monitorEtcd(s.stopLead)
+	stop, monitorDone := s.stopLead, make(chan struct{})
+	s.monitorDone = monitorDone
+	go func() { defer close(monitorDone); s.monitorEtcd(stop) }()
 	if s.etcd != nil {
 		go s.watchEtcd(s.etcd)
 	}
@@ -418,6 +421,9 @@ func (s *Server) closeForward() {
 }
 
 func (s *Server) closeBackends() {
+	if s.monitorDone != nil {
+		<-s.monitorDone // it ends with stopLead, before its client closes
+	}
 	if s.cli != nil {
 		s.cli.Close()
 		s.cli = nil
