@@ -213,9 +213,9 @@ type Coordinator struct {
 	// pendingPins are the pins being committed, by key: a later answer
 	// that relies on one waits for it too.
 	pendingPins map[string]*clientv3.Op
-	// learnedEdges counts the static edges learned from undeclared calls
-	// (MaxLearnedEdges bounds it).
-	learnedEdges int
+	// learned are the static edges learned from undeclared calls, until
+	// declared or forgotten (MaxLearnedEdges bounds them).
+	learned map[edge]struct{}
 
 	routingRev  uint64
 	routingKick chan struct{}
@@ -263,6 +263,7 @@ func New(cfg Config) (*Coordinator, error) {
 		owners:       []*session{nil},
 		departed:     make(map[graph.Owner]*departed),
 		declared:     make(map[edge]struct{}),
+		learned:      make(map[edge]struct{}),
 		deps:         make(map[string][]string),
 		routes:       make(map[graph.ServiceID]graph.VersionID),
 		implicit:     make(map[string]time.Time),

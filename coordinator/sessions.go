@@ -342,6 +342,7 @@ func (c *Coordinator) declareLocked(svc string, deps []string) {
 		to := c.eng.Service(d)
 		c.eng.AddEdge(from, to)
 		c.declared[edge{from, to}] = struct{}{}
+		delete(c.learned, edge{from, to}) // declared now: not a learned one
 	}
 }
 

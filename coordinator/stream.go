@@ -467,7 +467,7 @@ func (c *Coordinator) callLocked(s *session, ev *pb.Event, to graph.ServiceID, v
 	}
 	if info.LearnedEdge {
 		s.quota.learned++
-		c.learnedEdges++
+		c.learned[edge{s.svc, to}] = struct{}{}
 		c.metrics.learnedEdges.Inc()
 		c.lg.Warn("learned undeclared static edge", "from", s.rec.Service, "to", ev.Service, "txn", ev.TxnId)
 		// Its services declared less than they call: what else this
