@@ -106,10 +106,14 @@ func TestQuotas(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			ts := servertest.Start(t, "", tc.set)
-			ts.Sidecar("b-1", "b", "v1")
-			ts.Sidecar("c-1", "c", "v1")
+			// Live sidecars heartbeat: their 2 s leases must outlive the
+			// test on a slow (race-instrumented) run.
+			keepAlive(t, ts.Sidecar("b-1", "b", "v1"))
+			keepAlive(t, ts.Sidecar("c-1", "c", "v1"))
 			h := ts.Sidecar("h-1", "h", "v1", tc.hDeps...)
+			keepAlive(t, h)
 			o := ts.Sidecar("o-1", "o", "v1", "b")
+			keepAlive(t, o)
 			servertest.Send(t, h, tc.setup...)
 			before := quotaState(t, ts)
 			metric := fmt.Sprintf("coordinator_quota_refusals_total{quota=%q}", tc.label)
@@ -171,6 +175,7 @@ func TestRegisterPastLiveQuotaIsRefused(t *testing.T) {
 func TestInventedServicesStoppedEarlyByDefault(t *testing.T) {
 	ts := servertest.Start(t, "")
 	h := ts.Sidecar("h-1", "h", "v1")
+	keepAlive(t, h) // its 2 s lease must outlive 30 batches on a race-instrumented run
 	services0 := ts.Metric("coordinator_services")
 	servertest.Send(t, h, simsidecar.Begin("T", 1))
 	const n, batch = 30000, 1000
