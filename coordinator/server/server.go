@@ -69,6 +69,10 @@ type Config struct {
 	// AdvertiseGRPC and AdvertiseHTTP are the addresses other replicas
 	// send sidecars and operators to; default the bound addresses.
 	AdvertiseGRPC, AdvertiseHTTP string
+	// WrapKV, if set, replaces the etcd client's KV before anything uses
+	// it: tests and benchmarks hold or delay some writes with it (see
+	// internal/etcdgate).
+	WrapKV func(clientv3.KV) clientv3.KV
 }
 
 // Server is a running replica.
@@ -175,6 +179,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		s.cli = s.etcd.LocalClient()
 	} else if s.cli, err = storage.NewClient(endpoints, lg, clientOpts...); err != nil {
 		return nil, fmt.Errorf("server: etcd client: %w", err)
+	}
+	if cfg.WrapKV != nil {
+		s.cli.KV = cfg.WrapKV(s.cli.KV)
 	}
 
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
