@@ -10,6 +10,17 @@
 // The last line is exactly:
 //
 //	events/s=N etcd_puts/s=M ratio=R free_p99_us=F bytes_per_txn=B etcd_writes_per_txn=W
+//
+// With -update-cycle it measures instead how updates affect the event path:
+// during two ingest phases of -duration each, CV updates of svc-e (to v2,
+// back to v1, ...) follow one another without pause, the first phase with
+// every etcd write of an update record delayed by -update-delay, the second
+// without delay; the last line is then
+//
+//	delayed_events_per_s=A undelayed_events_per_s=B max_ack_gap_ms=G
+//
+// where G is the longest any stream waited for the Ack of a batch during the
+// delayed phase.
 package main
 
 import (
@@ -39,6 +50,7 @@ import (
 
 	"github.com/coordinator/coordinator/coordinator"
 	"github.com/coordinator/coordinator/coordinator/server"
+	"github.com/coordinator/coordinator/internal/etcdgate"
 	"github.com/coordinator/coordinator/internal/simsidecar"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 	"github.com/coordinator/coordinator/storage"
@@ -60,6 +72,8 @@ func main() {
 		putTime   = flag.Duration("put-duration", 3*time.Second, "raw etcd put measurement time")
 		shortTime = flag.Duration("short-duration", 3*time.Second, "time of the short-transaction write measurement")
 		cpuProf   = flag.String("cpuprofile", "", "write a CPU profile of the ingest phase to this file")
+		cycle     = flag.Bool("update-cycle", false, "measure ingest while CV updates of svc-e cycle, with update records' writes delayed, then not")
+		delay     = flag.Duration("update-delay", 200*time.Millisecond, "with -update-cycle: delay of each update record write in the delayed phase")
 	)
 	flag.Parse()
 	if *etcdChild != "" {
@@ -82,9 +96,14 @@ func main() {
 	cli.Close()
 	log.Printf("raw etcd: %.0f puts/s with 256 concurrent clients", puts)
 
+	var gate *etcdgate.KV
 	srv, err := server.Start(ctx, server.Config{
 		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", EtcdEndpoints: []string{endpoint},
 		Coordinator: coordinator.Config{FlushInterval: *flush},
+		WrapKV: func(kv clientv3.KV) clientv3.KV {
+			gate = etcdgate.New(kv, storage.Keys{Prefix: storage.DefaultPrefix}.Updates())
+			return gate
+		},
 	})
 	check(err)
 	defer srv.Close(context.Background())
@@ -101,6 +120,10 @@ func main() {
 
 	// 1. Throughput of short transactions (Begin, 4 Calls, 4 Returns, End).
 	runPhase(gs, time.Second) // warm-up
+	if *cycle {
+		updateCycle(ctx, conn, gs, gate, *delay, *duration)
+		return
+	}
 	before := srv.Leader().WriteBehindStats()
 	applied0, late0 := scrape(srv.HTTPAddr())
 	if *cpuProf != "" {
@@ -184,6 +207,10 @@ func main() {
 		rate, puts, rate/puts, p99.Microseconds(), bytesPerTxn, writes)
 }
 
+// ackWait is the longest any stream waited for an Ack (ns) since it was
+// last reset.
+var ackWait atomic.Int64
+
 // group is one simulated deployment of the chain: a stream per service.
 type group struct {
 	id      int
@@ -260,7 +287,12 @@ func (o *outbox) flush() {
 }
 
 func (o *outbox) waitOne() {
+	start := time.Now()
 	ack, ok := <-o.pending[0]
+	if w := int64(time.Since(start)); w > ackWait.Load() {
+		for old := ackWait.Load(); w > old && !ackWait.CompareAndSwap(old, w); old = ackWait.Load() {
+		}
+	}
 	if !ok {
 		log.Fatalf("stream ended: %v", o.sc.Err())
 	}
@@ -478,4 +510,77 @@ func runEtcdChild(dir string) {
 		stop()
 	}()
 	<-ctx.Done()
+}
+
+// updateCycle runs two ingest phases of d while CV updates of the chain's
+// last service follow one another: the first with every write of an update
+// record delayed by delay (a slow etcd), the second without. It prints the
+// events/s of each and the longest a stream waited for an Ack while
+// delayed: a coordinator that waited for etcd on the event path would
+// stall every stream for each delayed write.
+func updateCycle(ctx context.Context, conn *grpc.ClientConn, gs []*group, gate *etcdgate.KV, delay, d time.Duration) {
+	svc := services[len(services)-1]
+	// The other version's instance: an update switches only to a
+	// connected version.
+	v2, _, err := simsidecar.Connect(ctx, conn, &pb.Register{InstanceId: svc + "-v2", Service: svc, Version: "v2"})
+	check(err)
+	defer v2.Close()
+	admin := pb.NewAdminServiceClient(conn)
+	versions := [2]string{"v2", "v1"}
+	var next int // versions[next] is the next update's target
+	phase := func(delay time.Duration) (rate float64, updates int, maxWait time.Duration) {
+		gate.SetDelay(delay)
+		defer gate.SetDelay(0)
+		stop := make(chan struct{})
+		done := make(chan int)
+		go func() {
+			n := 0
+			for {
+				select {
+				case <-stop:
+					done <- n
+					return
+				default:
+				}
+				u, err := admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: svc, ToVersion: versions[next], Strategy: pb.Strategy_STRATEGY_CV})
+				check(err)
+				for u.Phase != pb.Phase_PHASE_DONE {
+					if u.FinishedAt != nil {
+						log.Fatalf("update %s ended %s: %s", u.Id, u.Phase, u.Reason)
+					}
+					time.Sleep(2 * time.Millisecond)
+					u, err = admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: u.Id})
+					check(err)
+				}
+				next = 1 - next
+				n++
+			}
+		}()
+		ackWait.Store(0)
+		evs, _, elapsed := runPhase(gs, d)
+		maxWait = time.Duration(ackWait.Load())
+		close(stop)
+		updates = <-done // the update under way finishes, still delayed
+		return float64(evs) / elapsed.Seconds(), updates, maxWait
+	}
+	matched := gate.Matched()
+	dRate, dUpdates, dWait := phase(delay)
+	dWrites := gate.Matched() - matched
+	uRate, uUpdates, uWait := phase(0)
+	log.Printf("update cycle, update record writes delayed %v: %.0f events/s, %d CV updates of %s (%d delayed writes), longest wait for an Ack %v",
+		delay, dRate, dUpdates, svc, dWrites, dWait.Round(time.Microsecond))
+	log.Printf("update cycle, undelayed: %.0f events/s, %d CV updates, longest wait for an Ack %v",
+		uRate, uUpdates, uWait.Round(time.Microsecond))
+	var errs int64
+	for _, g := range gs {
+		errs += g.errors.Load()
+	}
+	if errs > 0 {
+		log.Fatalf("ingest: %d events were rejected", errs)
+	}
+	for _, g := range gs {
+		g.close()
+	}
+	fmt.Printf("delayed_events_per_s=%.0f undelayed_events_per_s=%.0f max_ack_gap_ms=%.1f\n",
+		dRate, uRate, float64(dWait)/float64(time.Millisecond))
 }
