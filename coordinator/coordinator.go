@@ -147,6 +147,8 @@ type Coordinator struct {
 	updates     map[string]*update          // every update by id (history)
 	out         []decision                  // call decisions to send after unlocking
 	pins        *pinCommitter
+	phaseQueue  []*phaseChange // for the phase writer
+	phaseKick   chan struct{}
 
 	// Write-behind age gate: changes are stamped with the flush interval
 	// they happen in (epoch), and collect takes only those at least one
@@ -192,6 +194,7 @@ func New(cfg Config) (*Coordinator, error) {
 		t0:           time.Now(),
 
 		routingKick: make(chan struct{}, 1),
+		phaseKick:   make(chan struct{}, 1),
 		active:      make(map[graph.ServiceID]*update),
 		updates:     make(map[string]*update),
 	}
@@ -250,7 +253,8 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 	c.wb.Start()
-	c.streams.Add(6)
+	c.streams.Add(7)
+	go c.runPhaseWriter()
 	go c.every(c.cfg.ImplicitTimeout/4, c.sweepImplicitLocked) // ends transactions whose Begin never came
 	go c.broadcastRouting()
 	go c.every(progressEvery, c.progressTickLocked)

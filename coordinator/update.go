@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -25,8 +26,20 @@ import (
 // etcd before they act: PREPARING (every session enters update mode for the
 // service and acknowledges), then WAITING for freeness (WF, BF) or DRAINING
 // the old version after an immediate switch (CV), then SWITCHED, then DONE;
-// or ABORTED/FAILED with a reason. Switches happen under the coordinator's
-// lock, so they are atomic with event application.
+// or ABORTED/FAILED with a reason.
+//
+// A phase change is decided under the coordinator's lock, in the critical
+// section of event application that saw it due (for a switch: the one
+// that saw the service free), and marks the update as switching
+// (update.writing). It is then written to etcd without the lock, by the
+// phase writer (runPhaseWriter) or, for an operator's abort, by the admin
+// call itself; once stored it is applied under the lock again. While the
+// mark is set, every call to the service that waits for a decision is
+// parked, as a held call, and decided only once the new phase is applied:
+// no call is decided for the old phase after the change was decided
+// (DESIGN.md §4.2), and a slow etcd delays only those calls, never the
+// event path (§5). A write that fails removes the mark, changing nothing;
+// the change is decided again at the next progress check.
 
 // DefaultMaxBlock bounds how long BF holds a call when the request says not.
 const DefaultMaxBlock = 5 * time.Second
@@ -47,12 +60,17 @@ type update struct {
 	pending    bool   // reserved while its first record is being stored: not acting yet
 	started    time.Time
 	held       []heldCall
-	decided    uint64
-	pinned     uint64
-	changed    chan struct{} // closed and replaced on every change
+	// writing is the phase change being stored; while set the update is
+	// switching: calls to svc are parked, and no other change is decided.
+	writing *phaseChange
+	decided uint64
+	pinned  uint64
+	changed chan struct{} // closed and replaced on every change
 }
 
-// heldCall is a BF call waiting for the switch (or the abort).
+// heldCall is a call waiting for its decision: a BF call waiting for the
+// switch (or the abort), a call waiting for its transaction's BEGIN, or a
+// call parked while the update's next phase is being stored.
 type heldCall struct {
 	s     *session
 	st    *stream
@@ -61,6 +79,22 @@ type heldCall struct {
 	// waitBegin: held until its transaction's BEGIN is applied (CV), not
 	// for a switch.
 	waitBegin bool
+	// switching: parked while the update's next phase is stored; decided
+	// once that phase is applied (or its write failed).
+	switching bool
+	// noWaitBegin: its wait for BEGIN is over; it is not held for it again.
+	noWaitBegin bool
+}
+
+// phaseChange is a new phase of an update, decided under the coordinator's
+// lock, stored in etcd without it, then applied under it again.
+type phaseChange struct {
+	u     *update
+	rec   *pb.Update    // the record with the new phase
+	extra []clientv3.Op // written in the same etcd transaction
+	apply func()        // under mu, once stored; may be nil
+	done  chan struct{} // closed once applied, or given up
+	err   error         // why it was not stored; set before done closes
 }
 
 func (u *update) finished() bool {
@@ -180,9 +214,11 @@ func (c *Coordinator) startUpdate(ctx context.Context, req *pb.StartUpdateReques
 	c.lg.Info("update started", "update", u.rec.Id, "service", req.Service, "from", u.rec.FromVersion,
 		"to", req.ToVersion, "strategy", strategy.Name(kind))
 	if kind == strategy.NAIVE {
-		// The baseline: no update mode, no pins, switch at once.
-		c.switchLocked(u, pb.Phase_PHASE_SWITCHED)
-		c.finishLocked(u, pb.Phase_PHASE_DONE, "")
+		// The baseline: no update mode, no pins, switch at once. The
+		// request waits for both writes, not the lock.
+		if c.storePhaseLocked(c.switchLocked(u, pb.Phase_PHASE_SWITCHED)) == nil {
+			_ = c.storePhaseLocked(c.finishLocked(u, pb.Phase_PHASE_DONE, ""))
+		}
 	} else {
 		u.updateMode = true
 		u.prepareRev = c.bumpRoutingLocked()
@@ -209,10 +245,11 @@ func (c *Coordinator) persistUpdate(ctx context.Context, rec *pb.Update, extra .
 	return err
 }
 
-// setPhaseLocked persists a new phase (and extra ops) and records it; it
-// reports false, changing nothing, if etcd did not take it (the caller
-// retries at the next progress check).
-func (c *Coordinator) setPhaseLocked(u *update, p pb.Phase, reason string, extra ...clientv3.Op) bool {
+// phaseChangeLocked decides a new phase of u (and extra ops to store with
+// it): it marks u as switching and returns the change, to be stored by
+// queuePhaseLocked or storePhaseLocked; apply runs under the lock once it
+// is stored.
+func (c *Coordinator) phaseChangeLocked(u *update, p pb.Phase, reason string, apply func(), extra ...clientv3.Op) *phaseChange {
 	rec := proto.Clone(u.rec).(*pb.Update)
 	now := time.Now()
 	rec.Phase, rec.Reason = p, reason
@@ -221,53 +258,132 @@ func (c *Coordinator) setPhaseLocked(u *update, p pb.Phase, reason string, extra
 	case pb.Phase_PHASE_DONE, pb.Phase_PHASE_ABORTED, pb.Phase_PHASE_FAILED:
 		rec.FinishedAt = timestamppb.New(now)
 	}
-	if err := c.persistUpdate(c.ctx, rec, extra...); err != nil {
-		c.lg.Warn("persist update phase", "update", u.rec.Id, "phase", p, "error", err)
-		return false
-	}
-	u.rec = rec
-	c.lg.Info("update phase", "update", rec.Id, "service", rec.Service, "phase", p, "reason", reason)
+	pc := &phaseChange{u: u, rec: rec, extra: extra, apply: apply, done: make(chan struct{})}
+	u.writing = pc
 	u.notify()
-	return true
+	return pc
 }
 
-// switchLocked moves the default to the new version, persisting the phase
-// and the route in one etcd transaction before it acts.
-func (c *Coordinator) switchLocked(u *update, p pb.Phase) bool {
+// queuePhaseLocked hands a change to the phase writer.
+func (c *Coordinator) queuePhaseLocked(pc *phaseChange) {
+	c.phaseQueue = append(c.phaseQueue, pc)
+	select {
+	case c.phaseKick <- struct{}{}:
+	default:
+	}
+}
+
+// storePhaseLocked stores a change and applies it, releasing the lock
+// (sending what was queued) meanwhile: for callers that must answer with
+// the outcome (an operator's abort). The lock is held again on return.
+func (c *Coordinator) storePhaseLocked(pc *phaseChange) error {
+	c.unlockAndSend()
+	err := c.persistUpdate(c.ctx, pc.rec, pc.extra...)
+	c.mu.Lock()
+	c.endPhaseLocked(pc, err)
+	return err
+}
+
+// endPhaseLocked applies a stored change, or forgets one etcd did not take
+// (the progress check decides it again), and decides the calls parked
+// meanwhile under the phase now in force.
+func (c *Coordinator) endPhaseLocked(pc *phaseChange, err error) {
+	u := pc.u
+	if u.writing == pc {
+		u.writing = nil
+	}
+	pc.err = err
+	if err != nil {
+		c.lg.Warn("persist update phase", "update", u.rec.Id, "phase", pc.rec.Phase, "error", err)
+	} else {
+		u.rec = pc.rec
+		c.lg.Info("update phase", "update", u.rec.Id, "service", u.rec.Service, "phase", u.rec.Phase, "reason", u.rec.Reason)
+		if pc.apply != nil {
+			pc.apply()
+		}
+	}
+	close(pc.done)
+	c.redecideLocked(u, func(h heldCall) bool { return h.switching }, !u.finished())
+	u.notify()
+}
+
+// runPhaseWriter stores the queued phase changes, each in its own
+// goroutine (one change per update at a time: the switching mark), and
+// applies them; it moves updates on at once, as a progress check would.
+func (c *Coordinator) runPhaseWriter() {
+	defer c.streams.Done()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-c.phaseKick:
+		}
+		c.mu.Lock()
+		queue := c.phaseQueue
+		c.phaseQueue = nil
+		c.mu.Unlock()
+		for _, pc := range queue {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				err := c.persistUpdate(c.ctx, pc.rec, pc.extra...)
+				c.mu.Lock()
+				c.endPhaseLocked(pc, err)
+				if err == nil && len(c.active) > 0 {
+					c.progressLocked() // the next phase may be due at once (SWITCHED, DONE)
+				}
+				c.unlockAndSend()
+			}()
+		}
+	}
+}
+
+// changePhaseLocked decides a phase change with nothing to apply but the
+// record, and queues it.
+func (c *Coordinator) changePhaseLocked(u *update, p pb.Phase) {
+	c.queuePhaseLocked(c.phaseChangeLocked(u, p, "", nil))
+}
+
+// switchLocked decides the switch of the default to the new version: the
+// phase and the route are stored in one etcd transaction before it acts.
+func (c *Coordinator) switchLocked(u *update, p pb.Phase) *phaseChange {
 	route := clientv3.OpPut(c.keys.Route(u.rec.Service), u.rec.ToVersion)
-	if !c.setPhaseLocked(u, p, "", route) {
-		return false
-	}
-	u.switched = true
-	u.rec.SwitchedAt = timestamppb.Now()
-	c.routes[u.svc] = u.to
-	c.bumpRoutingLocked()
-	c.releaseHeldLocked(u)
-	return true
-}
-
-// finishLocked ends an update: update mode off, pins of the service gone.
-func (c *Coordinator) finishLocked(u *update, p pb.Phase, reason string) bool {
-	if !c.setPhaseLocked(u, p, reason, clientv3.OpDelete(c.keys.ServicePins(u.rec.Service), clientv3.WithPrefix())) {
-		return false
-	}
-	c.releaseHeldLocked(u)
-	if u.finished() {
-		u.updateMode = false
-		delete(c.active, u.svc)
-		delete(c.restoredPins, u.svc)
+	return c.phaseChangeLocked(u, p, "", func() {
+		u.switched = true
+		u.rec.SwitchedAt = timestamppb.Now()
+		c.routes[u.svc] = u.to
 		c.bumpRoutingLocked()
-	}
-	return true
+		c.releaseHeldLocked(u)
+	}, route)
 }
 
-// abortLocked aborts an unfinished update. Before the switch nothing ran on
-// the new version: the default stays old and held calls go there. After
-// a CV switch transactions keep the version they used (pins stay), new ones
-// go back to old, and update mode lasts until the new version is drained.
-func (c *Coordinator) abortLocked(u *update, reason string) error {
+// finishLocked decides the end of an update: update mode off, pins of the
+// service gone, and no rollback left.
+func (c *Coordinator) finishLocked(u *update, p pb.Phase, reason string) *phaseChange {
+	pc := c.phaseChangeLocked(u, p, reason, func() {
+		u.rollback = false
+		c.releaseHeldLocked(u)
+		if u.finished() {
+			u.updateMode = false
+			delete(c.active, u.svc)
+			delete(c.restoredPins, u.svc)
+			c.bumpRoutingLocked()
+		}
+	}, clientv3.OpDelete(c.keys.ServicePins(u.rec.Service), clientv3.WithPrefix()))
+	pc.rec.RollingBack = false
+	return pc
+}
+
+// abortLocked decides the abort of an unfinished update. Before the switch
+// nothing ran on the new version: the default stays old and held calls go
+// there. After a CV switch transactions keep the version they used (pins
+// stay), new ones go back to old, and update mode lasts until the new
+// version is drained.
+func (c *Coordinator) abortLocked(u *update, reason string) (*phaseChange, error) {
 	if u.finished() || u.rec.Phase == pb.Phase_PHASE_ABORTED {
-		return status.Errorf(codes.FailedPrecondition, "update %s is %s already", u.rec.Id, u.rec.Phase)
+		return nil, status.Errorf(codes.FailedPrecondition, "update %s is %s already", u.rec.Id, u.rec.Phase)
 	}
 	wasSwitched := u.switched
 	var extra []clientv3.Op
@@ -275,27 +391,70 @@ func (c *Coordinator) abortLocked(u *update, reason string) error {
 		extra = append(extra, clientv3.OpPut(c.keys.Route(u.rec.Service), u.rec.FromVersion))
 	}
 	rollback := wasSwitched && strategy.Pins(u.kind)
-	if rollback {
-		u.rec.RollingBack = true // persisted with the phase: a failover resumes the rollback
-		if !c.setPhaseLocked(u, pb.Phase_PHASE_ABORTED, reason, extra...) {
-			u.rec.RollingBack = false
-			return status.Error(codes.Unavailable, "could not store the abort; try again")
-		}
-		u.rollback = true
-	} else {
+	if !rollback {
 		extra = append(extra, clientv3.OpDelete(c.keys.ServicePins(u.rec.Service), clientv3.WithPrefix()))
-		if !c.setPhaseLocked(u, pb.Phase_PHASE_ABORTED, reason, extra...) {
-			return status.Error(codes.Unavailable, "could not store the abort; try again")
+	}
+	pc := c.phaseChangeLocked(u, pb.Phase_PHASE_ABORTED, reason, func() {
+		if rollback {
+			u.rollback = true
+		} else {
+			u.updateMode = false
+			delete(c.active, u.svc)
 		}
-		u.updateMode = false
-		delete(c.active, u.svc)
+		if wasSwitched {
+			c.routes[u.svc] = u.from
+		}
+		c.releaseHeldLocked(u)
+		c.bumpRoutingLocked()
+	}, extra...)
+	// Persisted with the phase: a failover resumes the rollback.
+	pc.rec.RollingBack = rollback
+	return pc, nil
+}
+
+// abortQueuedLocked decides an abort (a timeout) and queues it.
+func (c *Coordinator) abortQueuedLocked(u *update, reason string) {
+	if pc, err := c.abortLocked(u, reason); err == nil {
+		c.queuePhaseLocked(pc)
 	}
-	if wasSwitched {
-		c.routes[u.svc] = u.from
+}
+
+// abort aborts the update id for an operator: it waits for a change being
+// stored, then stores the abort, without holding the lock meanwhile, and
+// returns the update as aborted.
+func (c *Coordinator) abort(ctx context.Context, id, reason string) (*pb.Update, error) {
+	c.mu.Lock()
+	for {
+		u, err := c.updateLocked(id)
+		if err != nil {
+			c.unlockAndSend()
+			return nil, err
+		}
+		if pc := u.writing; pc != nil {
+			c.unlockAndSend()
+			select {
+			case <-pc.done:
+			case <-ctx.Done():
+				return nil, status.FromContextError(ctx.Err()).Err()
+			case <-c.ctx.Done():
+				return nil, status.Error(codes.Unavailable, "coordinator is shutting down")
+			}
+			c.mu.Lock()
+			continue
+		}
+		pc, err := c.abortLocked(u, reason)
+		if err != nil {
+			c.unlockAndSend()
+			return nil, err
+		}
+		if err := c.storePhaseLocked(pc); err != nil {
+			c.unlockAndSend()
+			return nil, status.Error(codes.Unavailable, "could not store the abort; try again")
+		}
+		out := c.snapshotLocked(u)
+		c.unlockAndSend()
+		return out, nil
 	}
-	c.releaseHeldLocked(u)
-	c.bumpRoutingLocked()
-	return nil
 }
 
 // progressLocked moves every active update on as far as it can now.
@@ -307,6 +466,9 @@ func (c *Coordinator) progressLocked() {
 }
 
 func (c *Coordinator) progressOneLocked(u *update, now time.Time) {
+	if u.writing != nil {
+		return // switching: the change being stored comes first
+	}
 	if len(u.held) > 0 {
 		// A BEGIN that did not come within ImplicitTimeout will not: its
 		// calls go where a transaction not seen begin goes.
@@ -323,17 +485,18 @@ func (c *Coordinator) progressOneLocked(u *update, now time.Time) {
 		// know (switchHoldLocked), as they cover a switch.
 		if c.eng.BlockersUsing(u.svc, u.to) == 0 && c.switchHoldLocked() == "" && !u.waitingBegin() {
 			c.releaseHeldLocked(u)
-			u.rollback, u.rec.RollingBack = false, false
-			if c.finishLocked(u, pb.Phase_PHASE_ABORTED, u.rec.Reason) {
+			pc := c.finishLocked(u, pb.Phase_PHASE_ABORTED, u.rec.Reason)
+			finish := pc.apply
+			pc.apply = func() {
+				finish()
 				c.lg.Info("aborted update drained of the new version", "update", u.rec.Id)
-			} else {
-				u.rollback, u.rec.RollingBack = true, true
 			}
+			c.queuePhaseLocked(pc)
 		}
 	case u.rec.Phase == pb.Phase_PHASE_PREPARING:
 		if c.unackedLocked(u) > 0 {
 			if t := u.rec.Timeout.AsDuration(); t > 0 && now.Sub(u.started) > t {
-				_ = c.abortLocked(u, fmt.Sprintf("timeout: sessions did not all enter update mode within %v", t))
+				c.abortQueuedLocked(u, fmt.Sprintf("timeout: sessions did not all enter update mode within %v", t))
 			}
 			return
 		}
@@ -341,36 +504,36 @@ func (c *Coordinator) progressOneLocked(u *update, now time.Time) {
 			if c.switchHoldLocked() != "" || !c.connectedLocked(u.svc, u.to) {
 				return
 			}
-			c.switchLocked(u, pb.Phase_PHASE_DRAINING)
+			c.queuePhaseLocked(c.switchLocked(u, pb.Phase_PHASE_DRAINING))
 		} else {
-			c.setPhaseLocked(u, pb.Phase_PHASE_WAITING, "")
+			c.changePhaseLocked(u, pb.Phase_PHASE_WAITING)
 		}
 	case u.rec.Phase == pb.Phase_PHASE_WAITING:
+		// Free now, in this critical section of event application: the
+		// switch is decided here, and from here on no call to the service
+		// is decided before it is applied (DESIGN.md §4.2). Once applied,
+		// DONE follows (case SWITCHED).
 		if c.eng.Free(u.svc) && c.switchHoldLocked() == "" && c.connectedLocked(u.svc, u.to) {
-			if c.switchLocked(u, pb.Phase_PHASE_SWITCHED) && !u.waitingBegin() {
-				c.finishLocked(u, pb.Phase_PHASE_DONE, "")
-			}
+			c.queuePhaseLocked(c.switchLocked(u, pb.Phase_PHASE_SWITCHED))
 			return
 		}
 		if t := u.rec.Timeout.AsDuration(); t > 0 && now.Sub(u.started) > t {
-			_ = c.abortLocked(u, fmt.Sprintf("timeout: %s was not free within %v", u.rec.Service, t))
+			c.abortQueuedLocked(u, fmt.Sprintf("timeout: %s was not free within %v", u.rec.Service, t))
 			return
 		}
 		if mb := u.rec.MaxBlock.AsDuration(); mb > 0 && len(u.held) > 0 && now.Sub(u.held[0].since) > mb {
-			_ = c.abortLocked(u, fmt.Sprintf("max-block: a call was held longer than %v", mb))
+			c.abortQueuedLocked(u, fmt.Sprintf("max-block: a call was held longer than %v", mb))
 		}
 	case u.rec.Phase == pb.Phase_PHASE_SWITCHED:
-		// Switched and, for CV, drained: DONE was not stored (the
-		// previous leader stopped in between) or waits for a call held
-		// for its BEGIN.
+		// Switched and, for WF and BF, just applied, or for CV drained:
+		// DONE is not stored yet (or the previous leader stopped in
+		// between), or waits for a call held for its BEGIN.
 		if !u.waitingBegin() {
-			c.finishLocked(u, pb.Phase_PHASE_DONE, "")
+			c.queuePhaseLocked(c.finishLocked(u, pb.Phase_PHASE_DONE, ""))
 		}
 	case u.rec.Phase == pb.Phase_PHASE_DRAINING:
 		if c.eng.BlockersUsing(u.svc, u.from) == 0 && c.switchHoldLocked() == "" && !u.waitingBegin() {
-			if c.setPhaseLocked(u, pb.Phase_PHASE_SWITCHED, "") {
-				c.finishLocked(u, pb.Phase_PHASE_DONE, "")
-			}
+			c.changePhaseLocked(u, pb.Phase_PHASE_SWITCHED) // then DONE (case SWITCHED)
 		}
 	}
 }
@@ -412,15 +575,29 @@ func (c *Coordinator) progressTickLocked(time.Time) {
 // when the call is a transaction's first use of a service mid-update, is
 // committed before the answer is sent.
 func (c *Coordinator) decideLocked(s *session, st *stream, ev *pb.Event, to graph.ServiceID) error {
-	return c.decideMaybeWaitLocked(s, st, ev, to, true)
+	return c.decideMaybeWaitLocked(s, st, ev, to, true, time.Time{})
 }
 
 // decideMaybeWaitLocked is decideLocked; with mayWait false it never holds
 // a call for its transaction's BEGIN (see below).
-func (c *Coordinator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Event, to graph.ServiceID, mayWait bool) error {
+//
+// since is when the call first waited, if it did (zero: now).
+func (c *Coordinator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Event, to graph.ServiceID, mayWait bool, since time.Time) error {
 	u := c.active[to]
 	if u != nil && u.pending {
 		u = nil // not acting yet: the default applies
+	}
+	if since.IsZero() {
+		since = time.Now()
+	}
+	if u != nil && u.writing != nil {
+		// Switching: the phase being stored decides this call once it is
+		// applied; deciding it under the phase in force now could send it
+		// to the old version after the switch was decided (DESIGN.md §4.2).
+		u.held = append(u.held, heldCall{s: s, st: st, ev: proto.Clone(ev).(*pb.Event), since: since,
+			switching: true, noWaitBegin: !mayWait})
+		u.notify()
+		return nil
 	}
 	version := c.routes[to]
 	first := true
@@ -441,7 +618,7 @@ func (c *Coordinator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Event
 				// root may run on this very service, on either version, and
 				// this call re-enter it. Wait for the BEGIN (or for the
 				// resync that makes it legacy), at most ImplicitTimeout.
-				u.held = append(u.held, heldCall{s: s, st: st, ev: proto.Clone(ev).(*pb.Event), since: time.Now(), waitBegin: true})
+				u.held = append(u.held, heldCall{s: s, st: st, ev: proto.Clone(ev).(*pb.Event), since: since, waitBegin: true})
 				u.notify()
 				return nil
 			}
@@ -459,7 +636,7 @@ func (c *Coordinator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Event
 			d = strategy.Decision{Version: uint32(u.from)}
 		}
 		if d.Hold {
-			u.held = append(u.held, heldCall{s: s, st: st, ev: proto.Clone(ev).(*pb.Event), since: time.Now()})
+			u.held = append(u.held, heldCall{s: s, st: st, ev: proto.Clone(ev).(*pb.Event), since: since})
 			u.notify()
 			return nil
 		}
@@ -519,7 +696,11 @@ func (c *Coordinator) redecideLocked(u *update, match func(heldCall) bool, mayWa
 		if c.sessions[h.s.rec.InstanceId] != h.s || h.s.stream != h.st {
 			continue // its sidecar is gone; the call failed there
 		}
-		err := c.decideMaybeWaitLocked(h.s, h.st, h.ev, u.svc, mayWait)
+		var since time.Time // held again: from now, as before
+		if h.switching {
+			since = h.since // parked: it has waited since then already
+		}
+		err := c.decideMaybeWaitLocked(h.s, h.st, h.ev, u.svc, mayWait && !h.noWaitBegin, since)
 		if err != nil {
 			c.out = append(c.out, decision{st: h.st, msg: &pb.CallDecision{Seq: h.ev.Seq, Error: status.Convert(err).Message()}})
 		}
