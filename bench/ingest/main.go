@@ -531,8 +531,10 @@ func updateCycle(ctx context.Context, conn *grpc.ClientConn, gs []*group, gate *
 	defer v2.Close()
 	admin := pb.NewAdminServiceClient(conn)
 	versions := [2]string{"v2", "v1"}
-	var next int // versions[next] is the next update's target
+	var next int                           // versions[next] is the next update's target
+	var inPhase map[pb.Phase]time.Duration // time the updates spent in each phase
 	phase := func(delay time.Duration) (rate float64, updates int, maxGap, blocked time.Duration) {
+		inPhase = map[pb.Phase]time.Duration{}
 		gate.SetDelay(delay)
 		defer gate.SetDelay(0)
 		stop := make(chan struct{})
@@ -556,6 +558,9 @@ func updateCycle(ctx context.Context, conn *grpc.ClientConn, gs []*group, gate *
 					u, err = admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: u.Id})
 					check(err)
 				}
+				for i := 1; i < len(u.History); i++ {
+					inPhase[u.History[i-1].Phase] += u.History[i].At.AsTime().Sub(u.History[i-1].At.AsTime())
+				}
 				next = 1 - next
 				n++
 			}
@@ -577,10 +582,19 @@ func updateCycle(ctx context.Context, conn *grpc.ClientConn, gs []*group, gate *
 		updates = <-done // the update under way finishes, still delayed
 		return float64(evs) / elapsed.Seconds(), updates, maxGap, blocked
 	}
+	mean := func(n int) string {
+		var out []string
+		for _, p := range []pb.Phase{pb.Phase_PHASE_PREPARING, pb.Phase_PHASE_DRAINING, pb.Phase_PHASE_SWITCHED} {
+			out = append(out, fmt.Sprintf("%s %v", strings.TrimPrefix(p.String(), "PHASE_"), (inPhase[p]/time.Duration(max(n, 1))).Round(time.Microsecond)))
+		}
+		return strings.Join(out, ", ")
+	}
 	matched := gate.Matched()
 	dRate, dUpdates, dGap, dBlocked := phase(delay)
 	dWrites := gate.Matched() - matched
+	log.Printf("update cycle, delayed: mean time per update in %s", mean(dUpdates))
 	uRate, uUpdates, uGap, uBlocked := phase(0)
+	log.Printf("update cycle, undelayed: mean time per update in %s", mean(uUpdates))
 	log.Printf("update cycle, update record writes delayed %v: %.0f events/s, %d CV updates of %s (%d delayed writes); longest a stream went without an Ack %v, longest a producer blocked on a full window %v",
 		delay, dRate, dUpdates, svc, dWrites, dGap.Round(time.Microsecond), dBlocked.Round(time.Microsecond))
 	log.Printf("update cycle, undelayed: %.0f events/s, %d CV updates; longest a stream went without an Ack %v, longest a producer blocked on a full window %v",
