@@ -121,7 +121,16 @@ type Coordinator struct {
 	// service record updates of one service: each does etcd I/O outside mu.
 	regLocks keyLocks
 
-	mu       sync.Mutex // guards everything below
+	// mu guards everything below; event application takes it. It is never
+	// held across an etcd round trip: update phases are stored by the
+	// phase writer without it (update.go), registrations and the
+	// self-preservation store do their etcd I/O between locked sections.
+	// Lock order: a regLocks key ("instance/" before "service/") or
+	// sp.store.mu, then mu, then the leases' lock (storage.Leases);
+	// stream.sendMu and pinCommitter.mu are taken with none of these held
+	// (decisions, acks and routing tables are sent after unlocking:
+	// unlockAndSend).
+	mu       sync.Mutex
 	eng      *graph.Engine
 	sessions map[string]*session // by instance id
 	owners   []*session          // by graph.Owner; owners[0] is always nil
