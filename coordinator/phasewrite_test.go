@@ -9,6 +9,7 @@ import (
 	"github.com/coordinator/coordinator/internal/etcdgate"
 	"github.com/coordinator/coordinator/internal/simsidecar"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+	"github.com/coordinator/coordinator/storage"
 )
 
 // While etcd holds the write of an update's phase (here: its switch), the
@@ -112,4 +113,81 @@ func TestHeldPhaseWriteDoesNotStallStreams(t *testing.T) {
 		g, err := getUpdate(10 * time.Second)
 		return err == nil && g.Phase == pb.Phase_PHASE_DONE
 	})
+}
+
+// A registration that replaces a session (same instance, new version) does
+// its etcd work first and then replaces the old session in one step: while
+// etcd holds the new session's write, the old session and its transaction
+// are still in place and other streams go on; once stored, the new session
+// replaces it.
+func TestRegistrationAppliesOnceStored(t *testing.T) {
+	var gate *etcdgate.KV
+	ts := servertest.Start(t, "", servertest.GateWrites(storage.Keys.Sessions, &gate))
+	t.Cleanup(gate.Release) // before the replica stops
+	ctx := context.Background()
+	old, _ := ts.Register(&pb.Register{InstanceId: "a-1", Service: "a", Version: "v1", Address: "127.0.0.1:1"})
+	servertest.Send(t, old, simsidecar.Begin("T", 1))
+	b := ts.Sidecar("b-1", "b", "v1")
+
+	gate.Hold()
+	type result struct {
+		r   *pb.Registered
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		sc, r, err := simsidecar.Connect(rctx, ts.Conn, &pb.Register{InstanceId: "a-1", Service: "a", Version: "v2", Address: "127.0.0.1:2"})
+		if err == nil {
+			t.Cleanup(sc.Close)
+		}
+		done <- result{r, err}
+	}()
+	servertest.Eventually(t, 10*time.Second, "the new session's write to reach etcd", func() bool { return gate.Waiting() == 1 })
+
+	sctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if ack, err := b.Send(sctx, simsidecar.Begin(servertest.TxnID(1), 1), simsidecar.End(servertest.TxnID(1))); err != nil || len(ack.Errors) > 0 {
+		t.Fatalf("b's batch while a registration's write is held: %v %v", ack.GetErrors(), err)
+	}
+	sessions := func() map[string]*pb.Session {
+		ss, err := ts.Admin.ListSessions(sctx, &pb.ListSessionsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]*pb.Session{}
+		for _, s := range ss.Sessions {
+			out[s.InstanceId] = s
+		}
+		return out
+	}
+	if s := sessions()["a-1"]; s.GetVersion() != "v1" || s.GetRoots() != 1 {
+		t.Fatalf("a-1 while its new session is being stored: %v, want the v1 session with its root", s)
+	}
+	if txn(t, ts, "T") == nil {
+		t.Fatal("the old session's transaction ended before the new session was stored")
+	}
+	select {
+	case r := <-done:
+		t.Fatalf("registered while its session's write was held: %v %v", r.r, r.err)
+	default:
+	}
+
+	gate.Release()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no answer to the registration once released")
+	}
+	if r.err != nil || r.r.Resumed {
+		t.Fatalf("registration: %v %v, want a new session", r.r, r.err)
+	}
+	if s := sessions()["a-1"]; s.GetVersion() != "v2" || s.GetRoots() != 0 {
+		t.Fatalf("a-1 after its registration: %v, want the v2 session", s)
+	}
+	if txn(t, ts, "T") != nil {
+		t.Fatal("the replaced session's transaction is still live")
+	}
 }

@@ -274,13 +274,18 @@ func (ts *Server) Metric(name string) float64 {
 // is set when the replica starts. Give it after any option that sets the
 // coordinator's prefix.
 func GateUpdateWrites(gate **etcdgate.KV) Option {
+	return GateWrites(storage.Keys.Updates, gate)
+}
+
+// GateWrites is GateUpdateWrites for the keys under(keys) instead.
+func GateWrites(under func(storage.Keys) string, gate **etcdgate.KV) Option {
 	return func(c *server.Config) {
 		prefix := c.Coordinator.Prefix
 		if prefix == "" {
 			prefix = storage.DefaultPrefix
 		}
 		c.WrapKV = func(kv clientv3.KV) clientv3.KV {
-			*gate = etcdgate.New(kv, storage.Keys{Prefix: prefix}.Updates())
+			*gate = etcdgate.New(kv, under(storage.Keys{Prefix: prefix}))
 			return *gate
 		}
 	}
