@@ -75,9 +75,10 @@ func (k *KV) Waiting() int { return int(k.waiting.Load()) }
 // Matched is the number of matching writes seen so far.
 func (k *KV) Matched() int { return int(k.matched.Load()) }
 
+// matches reports whether ops write under the prefix (reads never wait).
 func (k *KV) matches(ops []clientv3.Op) bool {
 	for _, op := range ops {
-		if strings.HasPrefix(string(op.KeyBytes()), k.prefix) {
+		if (op.IsPut() || op.IsDelete()) && strings.HasPrefix(string(op.KeyBytes()), k.prefix) {
 			return true
 		}
 		if op.IsTxn() {
@@ -139,7 +140,7 @@ func (k *KV) Delete(ctx context.Context, key string, opts ...clientv3.OpOption) 
 
 // Do waits if op is a write that matches.
 func (k *KV) Do(ctx context.Context, op clientv3.Op) (clientv3.OpResponse, error) {
-	if (op.IsPut() || op.IsDelete() || op.IsTxn()) && k.matches([]clientv3.Op{op}) {
+	if k.matches([]clientv3.Op{op}) {
 		if err := k.wait(ctx); err != nil {
 			return clientv3.OpResponse{}, err
 		}
