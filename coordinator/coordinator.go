@@ -129,7 +129,7 @@ type Coordinator struct {
 	// sp.store.mu, then mu, then the leases' lock (storage.Leases);
 	// stream.sendMu and pinCommitter.mu are taken with none of these held
 	// (decisions, acks and routing tables are sent after unlocking:
-	// unlockAndSend).
+	// unlockAndSend); phaseMu is taken last.
 	mu       sync.Mutex
 	eng      *graph.Engine
 	sessions map[string]*session // by instance id
@@ -156,8 +156,13 @@ type Coordinator struct {
 	updates     map[string]*update          // every update by id (history)
 	out         []decision                  // call decisions to send after unlocking
 	pins        *pinCommitter
-	phaseQueue  []*phaseChange // for the phase writer
 	phaseKick   chan struct{}
+	// phaseMu guards the phase changes on their way to etcd and back; it
+	// is taken with or without mu, and nothing is taken under it.
+	phaseMu      sync.Mutex
+	phaseQueue   []*phaseChange // decided, for the phase writer
+	phaseStored  []storedPhase  // written (or failed), to apply under mu
+	phaseStoredN atomic.Int32   // len(phaseStored), read without phaseMu
 
 	// Write-behind age gate: changes are stamped with the flush interval
 	// they happen in (epoch), and collect takes only those at least one

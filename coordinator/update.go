@@ -264,9 +264,17 @@ func (c *Coordinator) phaseChangeLocked(u *update, p pb.Phase, reason string, ap
 	return pc
 }
 
+// storedPhase is a change the phase writer wrote (err nil) or could not.
+type storedPhase struct {
+	pc  *phaseChange
+	err error
+}
+
 // queuePhaseLocked hands a change to the phase writer.
 func (c *Coordinator) queuePhaseLocked(pc *phaseChange) {
+	c.phaseMu.Lock()
 	c.phaseQueue = append(c.phaseQueue, pc)
+	c.phaseMu.Unlock()
 	select {
 	case c.phaseKick <- struct{}{}:
 	default:
@@ -308,8 +316,11 @@ func (c *Coordinator) endPhaseLocked(pc *phaseChange, err error) {
 }
 
 // runPhaseWriter stores the queued phase changes, each in its own
-// goroutine (one change per update at a time: the switching mark), and
-// applies them; it moves updates on at once, as a progress check would.
+// goroutine (one change per update at a time: the switching mark). A
+// stored change is applied by whoever holds mu next (applyBatch, the
+// progress check: applyStoredPhasesLocked), or by the writer itself if mu
+// is free: under load the writer does not queue for mu behind every
+// stream.
 func (c *Coordinator) runPhaseWriter() {
 	defer c.streams.Done()
 	var wg sync.WaitGroup
@@ -320,23 +331,50 @@ func (c *Coordinator) runPhaseWriter() {
 			return
 		case <-c.phaseKick:
 		}
-		c.mu.Lock()
+		c.phaseMu.Lock()
 		queue := c.phaseQueue
 		c.phaseQueue = nil
-		c.mu.Unlock()
+		c.phaseMu.Unlock()
 		for _, pc := range queue {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				err := c.persistUpdate(c.ctx, pc.rec, pc.extra...)
-				c.mu.Lock()
-				c.endPhaseLocked(pc, err)
-				if err == nil && len(c.active) > 0 {
-					c.progressLocked() // the next phase may be due at once (SWITCHED, DONE)
+				c.phaseMu.Lock()
+				c.phaseStored = append(c.phaseStored, storedPhase{pc, err})
+				c.phaseStoredN.Add(1)
+				c.phaseMu.Unlock()
+				if c.mu.TryLock() {
+					c.applyStoredPhasesLocked()
+					c.unlockAndSend()
 				}
-				c.unlockAndSend()
 			}()
 		}
+	}
+}
+
+// applyStoredPhasesLocked applies the changes the phase writer has
+// written (or forgets those it could not), then moves updates on at once,
+// as a progress check would: the next phase may be due (SWITCHED, DONE).
+// It runs first in every critical section that may decide a call or a
+// phase (applyBatch, the progress check), so a stored change acts as soon
+// as the lock is free.
+func (c *Coordinator) applyStoredPhasesLocked() {
+	if c.phaseStoredN.Load() == 0 {
+		return
+	}
+	c.phaseMu.Lock()
+	stored := c.phaseStored
+	c.phaseStored = nil
+	c.phaseStoredN.Add(-int32(len(stored)))
+	c.phaseMu.Unlock()
+	applied := false
+	for _, sp := range stored {
+		c.endPhaseLocked(sp.pc, sp.err)
+		applied = applied || sp.err == nil
+	}
+	if applied && len(c.active) > 0 {
+		c.progressLocked() // a failed one waits for the next progress check
 	}
 }
 
@@ -564,6 +602,7 @@ func (c *Coordinator) unackedLocked(u *update) int {
 
 // progressTickLocked checks timeouts and draining (every progressEvery).
 func (c *Coordinator) progressTickLocked(time.Time) {
+	c.applyStoredPhasesLocked()
 	if len(c.active) > 0 {
 		c.progressLocked()
 	}
