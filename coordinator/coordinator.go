@@ -121,10 +121,13 @@ type Coordinator struct {
 	// service record updates of one service: each does etcd I/O outside mu.
 	regLocks keyLocks
 
-	// mu guards everything below; event application takes it. It is never
-	// held across an etcd round trip: update phases are stored by the
-	// phase writer without it (update.go), registrations and the
-	// self-preservation store do their etcd I/O between locked sections.
+	// mu guards everything below unless said otherwise; event application
+	// takes it. It is never held across an etcd round trip: update phases
+	// are stored by the phase writer without it and applied after
+	// (update.go); a registration does its etcd work first, then applies
+	// it in one locked section, as restore does (but for the transaction
+	// records, page by page); the self-preservation store writes what it
+	// took under mu after releasing it.
 	// Lock order: a regLocks key ("instance/" before "service/") or
 	// sp.store.mu, then mu, then the leases' lock (storage.Leases);
 	// stream.sendMu and pinCommitter.mu are taken with none of these held
@@ -157,8 +160,8 @@ type Coordinator struct {
 	out         []decision                  // call decisions to send after unlocking
 	pins        *pinCommitter
 	phaseKick   chan struct{}
-	// phaseMu guards the phase changes on their way to etcd and back; it
-	// is taken with or without mu, and nothing is taken under it.
+	// phaseMu, not mu, guards the phase changes on their way to etcd and
+	// back; it is taken with or without mu, and nothing is taken under it.
 	phaseMu      sync.Mutex
 	phaseQueue   []*phaseChange // decided, for the phase writer
 	phaseStored  []storedPhase  // written (or failed), to apply under mu
