@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
@@ -67,84 +68,25 @@ func (c *Coordinator) collect(max int) []clientv3.Op {
 }
 
 // restore loads services, routes, sessions still leased, the
-// self-preservation mode if one was active, and transaction records.
-// Restored transactions are legacy: the coordinator did not see what
-// they did, so each is assumed to have used every service and to possibly call
-// it again, until it ends or its session's lease expires.
+// self-preservation mode if one was active, updates and their pins, and
+// transaction records. Restored transactions are legacy: the coordinator
+// did not see what they did, so each is assumed to have used every service
+// and to possibly call it again, until it ends or its session's lease
+// expires.
+//
+// The state but the transaction records is read first, in one etcd
+// transaction (one revision), and applied in one locked section; the
+// transaction records, which may be many, follow page by page, each page
+// read and then applied.
 func (c *Coordinator) restore(ctx context.Context) error {
 	start := time.Now()
-	resp, err := c.cli.Get(ctx, c.keys.Services(), clientv3.WithPrefix())
+	st, err := c.readState(ctx)
 	if err != nil {
 		return err
 	}
 	c.mu.Lock()
-	for _, kv := range resp.Kvs {
-		var rec pb.ServiceRecord
-		if err := proto.Unmarshal(kv.Value, &rec); err != nil {
-			c.mu.Unlock()
-			return fmt.Errorf("service record %q: %w", kv.Key, err)
-		}
-		c.deps[rec.Name] = rec.Dependencies
-		c.declareLocked(rec.Name, rec.Dependencies)
-	}
+	c.applyStateLocked(st)
 	c.mu.Unlock()
-
-	if resp, err = c.cli.Get(ctx, c.keys.Routes(), clientv3.WithPrefix()); err != nil {
-		return err
-	}
-	c.mu.Lock()
-	for _, kv := range resp.Kvs {
-		svc := strings.TrimPrefix(string(kv.Key), c.keys.Routes())
-		c.routes[c.eng.Service(svc)] = c.eng.Version(string(kv.Value))
-	}
-	c.mu.Unlock()
-
-	if resp, err = c.cli.Get(ctx, c.keys.Sessions(), clientv3.WithPrefix()); err != nil {
-		return err
-	}
-	c.mu.Lock()
-	for _, kv := range resp.Kvs {
-		rec := &pb.SessionRecord{}
-		if err := proto.Unmarshal(kv.Value, rec); err != nil {
-			c.mu.Unlock()
-			return fmt.Errorf("session record %q: %w", kv.Key, err)
-		}
-		hb := rec.GetHeartbeatInterval().AsDuration()
-		c.addSessionLocked(rec, c.sessionTTL(hb, rec.AllowedMisses))
-		c.resyncWait[rec.InstanceId] = struct{}{}
-	}
-	// Refresh them at once, before the (long) read of transaction records:
-	// the time without a leader must not expire live sidecars (again in
-	// Start once the watch runs).
-	for _, s := range c.sessions {
-		c.leases.Heartbeat(s.lease)
-	}
-	c.mu.Unlock()
-	if err := c.restoreSelfPreservation(ctx); err != nil {
-		return err
-	}
-
-	if resp, err = c.cli.Get(ctx, c.keys.Updates(), clientv3.WithPrefix()); err != nil {
-		return err
-	}
-	for _, kv := range resp.Kvs {
-		rec := &pb.Update{}
-		if err := proto.Unmarshal(kv.Value, rec); err != nil {
-			return fmt.Errorf("update record %q: %w", kv.Key, err)
-		}
-		strat, err := strategy.For(rec.Strategy)
-		if err != nil {
-			return fmt.Errorf("update record %q: %w", kv.Key, err)
-		}
-		u := &update{rec: rec, strat: strat, changed: make(chan struct{})}
-		c.mu.Lock()
-		c.updates[rec.Id] = u
-		c.resumeLocked(u)
-		c.mu.Unlock()
-	}
-	if err := c.restorePins(ctx); err != nil {
-		return err
-	}
 
 	txns := 0
 	key, end := c.keys.Txns(), clientv3.GetPrefixRangeEnd(c.keys.Txns())
@@ -185,4 +127,110 @@ func (c *Coordinator) restore(ctx context.Context) error {
 	c.lg.Info("restored state", "services", len(c.deps), "sessions", len(c.sessions), "txns", txns,
 		"took", time.Since(start))
 	return nil
+}
+
+// storedState is what restore reads from etcd before the transaction
+// records, decoded.
+type storedState struct {
+	services []*pb.ServiceRecord
+	routes   map[string]string // service -> default version
+	sessions []*pb.SessionRecord
+	sp       *pb.SelfPreservationRecord // nil: none stored
+	updates  []*pb.Update
+	pins     map[string]map[string]string // service -> txn -> version
+}
+
+// readState reads and decodes the state restore applies first.
+func (c *Coordinator) readState(ctx context.Context) (*storedState, error) {
+	resp, err := c.cli.Txn(ctx).Then(
+		clientv3.OpGet(c.keys.Services(), clientv3.WithPrefix()),
+		clientv3.OpGet(c.keys.Routes(), clientv3.WithPrefix()),
+		clientv3.OpGet(c.keys.Sessions(), clientv3.WithPrefix()),
+		clientv3.OpGet(c.keys.SelfPreservation()),
+		clientv3.OpGet(c.keys.Updates(), clientv3.WithPrefix()),
+		clientv3.OpGet(c.keys.Pins(), clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		return nil, err
+	}
+	kvs := func(i int) []*mvccpb.KeyValue { return resp.Responses[i].GetResponseRange().GetKvs() }
+	st := &storedState{routes: map[string]string{}, pins: map[string]map[string]string{}}
+	for _, kv := range kvs(0) {
+		rec := &pb.ServiceRecord{}
+		if err := proto.Unmarshal(kv.Value, rec); err != nil {
+			return nil, fmt.Errorf("service record %q: %w", kv.Key, err)
+		}
+		st.services = append(st.services, rec)
+	}
+	for _, kv := range kvs(1) {
+		st.routes[strings.TrimPrefix(string(kv.Key), c.keys.Routes())] = string(kv.Value)
+	}
+	for _, kv := range kvs(2) {
+		rec := &pb.SessionRecord{}
+		if err := proto.Unmarshal(kv.Value, rec); err != nil {
+			return nil, fmt.Errorf("session record %q: %w", kv.Key, err)
+		}
+		st.sessions = append(st.sessions, rec)
+	}
+	if sp := kvs(3); len(sp) > 0 {
+		st.sp = &pb.SelfPreservationRecord{}
+		if err := proto.Unmarshal(sp[0].Value, st.sp); err != nil {
+			return nil, fmt.Errorf("self-preservation record %q: %w", sp[0].Key, err)
+		}
+	}
+	for _, kv := range kvs(4) {
+		rec := &pb.Update{}
+		if err := proto.Unmarshal(kv.Value, rec); err != nil {
+			return nil, fmt.Errorf("update record %q: %w", kv.Key, err)
+		}
+		if _, err := strategy.For(rec.Strategy); err != nil {
+			return nil, fmt.Errorf("update record %q: %w", kv.Key, err)
+		}
+		st.updates = append(st.updates, rec)
+	}
+	for _, kv := range kvs(5) {
+		svc, txn, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), c.keys.Pins()), "/")
+		if !ok || txn == "" {
+			continue
+		}
+		if st.pins[svc] == nil {
+			st.pins[svc] = map[string]string{}
+		}
+		st.pins[svc][txn] = string(kv.Value)
+	}
+	return st, nil
+}
+
+// applyStateLocked applies what readState read, in the order each part
+// needs: services and routes, sessions (each awaiting its resync, its lease
+// refreshed at once: the time without a leader must not expire live
+// sidecars, and the read of transaction records may be long; again in
+// Start once the watch runs), the self-preservation mode, updates from
+// their phases, and the pins of those mid-update.
+func (c *Coordinator) applyStateLocked(st *storedState) {
+	for _, rec := range st.services {
+		c.deps[rec.Name] = rec.Dependencies
+		c.declareLocked(rec.Name, rec.Dependencies)
+	}
+	for svc, v := range st.routes {
+		c.routes[c.eng.Service(svc)] = c.eng.Version(v)
+	}
+	for _, rec := range st.sessions {
+		hb := rec.GetHeartbeatInterval().AsDuration()
+		c.addSessionLocked(rec, c.sessionTTL(hb, rec.AllowedMisses))
+		c.resyncWait[rec.InstanceId] = struct{}{}
+	}
+	for _, s := range c.sessions {
+		c.leases.Heartbeat(s.lease)
+	}
+	if st.sp != nil {
+		c.restoreSelfPreservationLocked(st.sp)
+	}
+	for _, rec := range st.updates {
+		strat, _ := strategy.For(rec.Strategy) // readState checked it
+		u := &update{rec: rec, strat: strat, changed: make(chan struct{})}
+		c.updates[rec.Id] = u
+		c.resumeLocked(u)
+	}
+	c.restorePinsLocked(st.pins)
 }
