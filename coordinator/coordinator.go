@@ -24,6 +24,7 @@ const (
 	DefaultAllowedMisses     = 2
 	DefaultMaxLiveTxns       = 2_000_000
 	DefaultImplicitTimeout   = 30 * time.Second
+	DefaultBeginWaitTimeout  = 2 * time.Second
 	DefaultRegisterTimeout   = 10 * time.Second
 	// DefaultMinSessionTTL is three times the default leader TTL: a new
 	// leader is serving before a live sidecar's session can expire.
@@ -54,6 +55,13 @@ type Config struct {
 	// whose Begin never arrived (its entry's events were lost, or arrived
 	// after its End had been forgotten).
 	ImplicitTimeout time.Duration
+	// BeginWaitTimeout bounds how long a CALL of a transaction whose BEGIN
+	// has not arrived is held during a switched update, waiting for it
+	// (DefaultBeginWaitTimeout). The BEGIN of a transaction the mesh began
+	// is at most a flush or a reconnect behind; one that has not come by
+	// then will not (the caller joined a transaction nobody began), and the
+	// call is decided as for a transaction not seen begin.
+	BeginWaitTimeout time.Duration
 	// RegisterTimeout ends a sidecar stream that has not sent its Register
 	// this long after it opened (DefaultRegisterTimeout): an idle stream
 	// holds memory and a descriptor for nothing.
@@ -116,6 +124,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ImplicitTimeout <= 0 {
 		c.ImplicitTimeout = DefaultImplicitTimeout
+	}
+	if c.BeginWaitTimeout <= 0 {
+		c.BeginWaitTimeout = DefaultBeginWaitTimeout
 	}
 	c.RegisterTimeout = c.RegisterTimeoutOrDefault()
 	c.setSelfPreservationDefaults()

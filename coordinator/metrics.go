@@ -23,6 +23,9 @@ type metrics struct {
 	freenessSeconds prometheus.Histogram
 	implicitExpired prometheus.Counter
 	forgotten       *prometheus.CounterVec
+	// beginWait: how long CALLs were held for their transaction's BEGIN,
+	// by outcome: "begun" (it came) or "timeout" (BeginWaitTimeout passed).
+	beginWait *prometheus.HistogramVec
 }
 
 func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
@@ -60,6 +63,11 @@ func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
 			Namespace: ns, Name: "implicit_expired_total",
 			Help: "Transactions known only from downstream calls, ended because their Begin never arrived.",
 		}),
+		beginWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Name: "begin_wait_seconds",
+			Help:    "Time CALLs were held for their transaction's BEGIN during an update, by outcome: begun, or timeout (BeginWaitTimeout).",
+			Buckets: prometheus.ExponentialBuckets(1e-3, 4, 8),
+		}, []string{"outcome"}),
 		freenessSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: ns, Name: "freeness_query_seconds", Help: "Time to answer a FREENESS query.",
 			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 10),
@@ -90,7 +98,7 @@ func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
 	}
 	cs := []prometheus.Collector{
 		events, m.eventErrors, late, m.learnedEdges, m.registrations, m.heartbeats,
-		m.sessionsDropped, m.freenessSeconds, m.implicitExpired, m.forgotten,
+		m.sessionsDropped, m.freenessSeconds, m.implicitExpired, m.forgotten, m.beginWait,
 		gauge("live_transactions", "Live distributed transactions.", func() float64 { return float64(c.Live()) }),
 		gauge("sessions", "Sidecar sessions with a live lease.", func() float64 {
 			c.mu.Lock()

@@ -503,10 +503,15 @@ func (c *Coordinator) progressOneLocked(u *update, now time.Time) {
 		return // switching: the change being stored comes first
 	}
 	if len(u.held) > 0 {
-		// A BEGIN that did not come within ImplicitTimeout will not: its
+		// A BEGIN that did not come within BeginWaitTimeout will not: its
 		// calls go where a transaction not seen begin goes.
 		c.redecideLocked(u, func(h heldCall) bool {
-			return h.waitBegin && now.Sub(h.since) >= c.cfg.ImplicitTimeout
+			if !h.waitBegin || now.Sub(h.since) < c.cfg.BeginWaitTimeout {
+				return false
+			}
+			c.metrics.beginWait.WithLabelValues("timeout").Observe(now.Sub(h.since).Seconds())
+			c.lg.Debug("call held for its BEGIN timed out", "txn", h.ev.TxnId, "service", h.ev.Service, "waited", now.Sub(h.since))
+			return true
 		}, false)
 	}
 	if u.pending {
@@ -685,7 +690,7 @@ func (c *Coordinator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Event
 				// Its BEGIN has not arrived (another stream is behind): its
 				// root may run on this very service, on either version, and
 				// this call re-enter it. Wait for the BEGIN (or for the
-				// resync that makes it legacy), at most ImplicitTimeout.
+				// resync that makes it legacy), at most BeginWaitTimeout.
 				u.held = append(u.held, heldCall{s: s, st: st, ev: proto.Clone(ev).(*pb.Event), since: since, waitBegin: true})
 				u.notify()
 				return nil
@@ -787,7 +792,13 @@ func (c *Coordinator) redecideLocked(u *update, match func(heldCall) bool, mayWa
 func (c *Coordinator) releaseBegunLocked(txn string) {
 	for _, u := range c.active {
 		if len(u.held) > 0 {
-			c.redecideLocked(u, func(h heldCall) bool { return h.waitBegin && h.ev.TxnId == txn }, true)
+			c.redecideLocked(u, func(h heldCall) bool {
+				if !h.waitBegin || h.ev.TxnId != txn {
+					return false
+				}
+				c.metrics.beginWait.WithLabelValues("begun").Observe(time.Since(h.since).Seconds())
+				return true
+			}, true)
 		}
 	}
 }

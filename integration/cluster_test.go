@@ -21,7 +21,7 @@ import (
 // member is one coordinatord of a three-member embedded etcd cluster.
 type member struct {
 	name, dataDir, etcdClient string
-	grpcAddr                  string // set when it serves
+	grpcAddr, httpAddr        string // set when it serves
 	args                      []string
 
 	cmd     *exec.Cmd
@@ -83,6 +83,7 @@ func (m *member) launch(t *testing.T, bin string) {
 			if json.Unmarshal(sc.Bytes(), &line) == nil && line["msg"] == "serving" {
 				m.mu.Lock()
 				m.grpcAddr, _ = line["grpc_addr"].(string)
+				m.httpAddr, _ = line["http_addr"].(string)
 				m.mu.Unlock()
 				close(m.serving)
 			}

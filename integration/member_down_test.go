@@ -2,7 +2,9 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"syscall"
 	"testing"
 	"time"
@@ -115,6 +117,9 @@ func TestEachMemberDownInTurn(t *testing.T) {
 					putWithin(t, m, gone, fmt.Sprintf("%s %s (%s)", how, role, victim.name), how == "kill")
 				}
 			}
+			if role == "coordinator-leader" {
+				survivorsNameANewLeader(t, members, victim, gone, fmt.Sprintf("%s %s (%s)", how, role, victim.name))
+			}
 			victim.launch(t, bin)
 			if err := waitServing([]*member{victim}); err != nil {
 				t.Fatalf("%s %s: restart of %s: %v", how, role, victim.name, err)
@@ -157,4 +162,52 @@ func putWithin(t *testing.T, m *member, gone time.Time, what string, retry bool)
 		}
 		t.Logf("%s: Put via %s attempt %d: %v (%v after the member was gone)", what, m.name, attempt, err, took)
 	}
+}
+
+// survivorsNameANewLeader waits until every member but the victim names
+// (in /health) the same live leader, not the victim,: a follower must not go on sending
+// sidecars to a dead leader once another leads. Each replica watches the
+// election through its own etcd member, so a dead member takes no watch
+// with it.
+func survivorsNameANewLeader(t *testing.T, members []*member, victim *member, gone time.Time, what string) {
+	t.Helper()
+	deadline := gone.Add(15 * time.Second)
+	for {
+		names := map[string]bool{}
+		for _, m := range members {
+			if m == victim {
+				continue
+			}
+			names[healthLeader(m)] = true
+		}
+		if len(names) == 1 && !names[""] && !names[victim.addr()] {
+			for n := range names {
+				t.Logf("%s: both survivors name %s as the leader %v after the leader was gone", what, n, time.Since(gone).Round(time.Millisecond))
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: survivors name %v as the leader 15 s after the leader was gone", what, names)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// healthLeader is the leader's gRPC address as m's /health names it ("" if
+// none or no answer).
+func healthLeader(m *member) string {
+	m.mu.Lock()
+	addr := m.httpAddr
+	m.mu.Unlock()
+	cl := http.Client{Timeout: 2 * time.Second}
+	resp, err := cl.Get("http://" + addr + "/health")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	var h struct{ Leader string }
+	if json.NewDecoder(resp.Body).Decode(&h) != nil {
+		return ""
+	}
+	return h.Leader
 }

@@ -48,6 +48,12 @@ type Config struct {
 	Address string
 	// Dependencies are the services this service may call.
 	Dependencies []string
+	// EntryPoint marks a service that takes requests from outside the
+	// mesh (an edge: API gateway, web front end). Its Middleware and
+	// server interceptors strip the mesh headers from every request by
+	// default (StripMeshHeaders), so that every request it serves is a new
+	// root transaction, whatever headers a client outside sent.
+	EntryPoint bool
 	// HeartbeatInterval (default 1s) and AllowedMisses (default 2) set the
 	// session's lease TTL: interval × (misses + 1).
 	HeartbeatInterval time.Duration

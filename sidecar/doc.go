@@ -7,9 +7,28 @@
 // reconnects on its own. The transaction API (Begin, End, Route, Done) reports
 // what each distributed transaction does; Middleware and Transport do it for
 // net/http, UnaryServerInterceptor, StreamServerInterceptor and Client.Conn
-// for gRPC. Transactions travel between services in the W3C traceparent
-// header, or B3 or x-request-id when the caller used those, plus
-// x-coordinator-sub, the id of the sub-transaction the caller created.
+// for gRPC. Transactions travel between services in the mesh's own
+// headers: x-coordinator-txn (the transaction's id) and x-coordinator-sub
+// (the sub-transaction the caller created).
+//
+// # Trust in inbound headers
+//
+// Only those mesh headers make an inbound request join a transaction. A
+// request without them (from outside the mesh) starts a new root
+// transaction with a fresh random id, even when it carries a valid W3C
+// traceparent, B3 headers or an x-request-id: anyone can send those, and a
+// request that joined a transaction nobody began would, during an update,
+// wait for a BEGIN that never comes, run on the old version and keep it
+// from draining. Their id is kept as Txn.Correlation (for logs) and carried
+// on to callees in the headers it came by, so outside tracing still sees
+// one trace.
+//
+// A service that takes requests from outside the mesh is marked with
+// Config.EntryPoint: its Middleware and server interceptors then strip the
+// mesh headers from every request, so that an outside client cannot name a
+// transaction either. StripMeshHeaders overrides that per listener (off
+// for a listener that serves calls from inside the mesh, on for an edge
+// listener of a service not marked).
 //
 // # Cost on the request path
 //

@@ -22,10 +22,13 @@ func incoming(ctx context.Context) func(string) string {
 }
 
 // UnaryServerInterceptor is Middleware for unary RPCs: an RPC whose
-// metadata names a transaction joins it, any other is an entry and runs as
-// a new root transaction until the handler returns.
-func UnaryServerInterceptor(c *Client) grpc.UnaryServerInterceptor {
+// metadata carries the mesh headers joins the transaction they name, any
+// other is an entry and runs as a new root transaction until the handler
+// returns. Options as for Middleware.
+func UnaryServerInterceptor(c *Client, opts ...InboundOption) grpc.UnaryServerInterceptor {
+	ic := c.inboundConfig(opts)
 	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		ctx = ic.stripIncoming(c, ctx)
 		ctx, end := c.inbound(ctx, incoming(ctx))
 		defer end()
 		return handler(ctx, req)
@@ -33,12 +36,29 @@ func UnaryServerInterceptor(c *Client) grpc.UnaryServerInterceptor {
 }
 
 // StreamServerInterceptor is UnaryServerInterceptor for streaming RPCs.
-func StreamServerInterceptor(c *Client) grpc.StreamServerInterceptor {
+func StreamServerInterceptor(c *Client, opts ...InboundOption) grpc.StreamServerInterceptor {
+	ic := c.inboundConfig(opts)
 	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		ctx, end := c.inbound(ss.Context(), incoming(ss.Context()))
+		ctx := ic.stripIncoming(c, ss.Context())
+		ctx, end := c.inbound(ctx, incoming(ctx))
 		defer end()
 		return handler(srv, &serverStream{ServerStream: ss, ctx: ctx})
 	}
+}
+
+// stripIncoming removes the mesh headers from ctx's incoming metadata when
+// the interceptor strips them.
+func (ic inboundConfig) stripIncoming(c *Client, ctx context.Context) context.Context {
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ic.strip || !ok || !hasMeshHeader(incoming(ctx)) {
+		return ctx
+	}
+	c.lg.Debug("mesh headers stripped from an RPC to an entry point")
+	md = md.Copy()
+	for _, h := range meshHeaders {
+		md.Delete(h)
+	}
+	return metadata.NewIncomingContext(ctx, md)
 }
 
 type serverStream struct {

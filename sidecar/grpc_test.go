@@ -118,7 +118,8 @@ func TestGRPCConnAndInterceptors(t *testing.T) {
 		return slices.Equal(running(txn(ts, root.ID)), subs("front", root.Sub))
 	})
 
-	// A caller that speaks B3 in metadata, on a connection of its own.
+	// A caller (a sidecar proxy) that sets the mesh metadata itself, on a
+	// connection of its own: joined.
 	raw, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -128,7 +129,7 @@ func TestGRPCConnAndInterceptors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mctx := metadata.AppendToOutgoingContext(ctx, "x-b3-traceid", root.ID, "x-b3-spanid", fmt.Sprintf("%016x", call.Sub))
+	mctx := metadata.AppendToOutgoingContext(ctx, sidecar.HeaderTxn, root.ID, sidecar.HeaderSub, fmt.Sprintf("%016x", call.Sub))
 	if _, err := pb.NewAdminServiceClient(raw).GetFreeness(mctx, &pb.GetFreenessRequest{}); err != nil {
 		t.Fatal(err)
 	}
@@ -136,6 +137,22 @@ func TestGRPCConnAndInterceptors(t *testing.T) {
 		t.Fatalf("backend ran as %s/%016x, want %s/%016x", got.ID, got.Sub, root.ID, call.Sub)
 	}
 	call.Finish()
+
+	// B3 or traceparent metadata alone (a caller outside the mesh), even
+	// naming the live transaction: an entry, the outside id its
+	// correlation.
+	for _, kv := range [][]string{
+		{"x-b3-traceid", root.ID, "x-b3-spanid", fmt.Sprintf("%016x", call.Sub)},
+		{"traceparent", "00-" + root.ID + "-" + fmt.Sprintf("%016x", call.Sub) + "-01", sidecar.HeaderSub, fmt.Sprintf("%016x", call.Sub)},
+	} {
+		mctx := metadata.AppendToOutgoingContext(ctx, kv...)
+		if _, err := pb.NewAdminServiceClient(raw).GetFreeness(mctx, &pb.GetFreenessRequest{}); err != nil {
+			t.Fatal(err)
+		}
+		if got := <-b.seen; len(got.ID) != 32 || got.ID == root.ID || got.Correlation != root.ID {
+			t.Fatalf("%s alone: backend ran as %q (correlation %q), want a new root correlated with %s", kv[0], got.ID, got.Correlation, root.ID)
+		}
+	}
 	if err := front.End(tctx); err != nil {
 		t.Fatal(err)
 	}
@@ -152,6 +169,7 @@ func TestGRPCConnAndInterceptors(t *testing.T) {
 	}
 	servertest.Eventually(t, within, "every transaction to end", func() bool { return ts.Txns("").Total == 0 })
 	noRejections(t, front, server)
+	servertest.Eventually(t, within, "backend's 8 events acked: BEGIN and END of 4 entries", func() bool { return server.Stats().Acked == 8 })
 	if st := front.Stats(); st.Acked != 8 {
 		t.Fatalf("front's stats = %+v, want 8 events: BEGIN, 3 CALLs, 3 RETURNs, END", st)
 	}

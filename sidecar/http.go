@@ -10,79 +10,129 @@ import (
 )
 
 // Headers (and gRPC metadata keys) that carry a transaction.
+//
+// Only the mesh's own headers, HeaderTxn and HeaderSub, make an inbound call
+// join a transaction; an upstream SDK (or a sidecar proxy speaking this
+// protocol) sets both on every outbound call. The tracing headers
+// (traceparent, B3, x-request-id) come from anywhere, outside the mesh
+// too: they are kept as Txn.Correlation and passed on, but never name the
+// transaction (DESIGN.md §1). An entry point strips the mesh headers from
+// what it receives (see StripMeshHeaders).
 const (
-	// HeaderTraceparent is W3C Trace Context: 00-<trace id>-<span id>-<flags>;
-	// the trace id names the transaction, the span id the sub-transaction.
+	// HeaderTxn is the transaction's id (the root's): 1 to 256 printable
+	// ASCII characters.
+	HeaderTxn = "x-coordinator-txn"
+	// HeaderSub is the id of the sub-transaction the caller created, in 16
+	// lower-case hex digits (not zero).
+	HeaderSub = "x-coordinator-sub"
+	// HeaderTraceparent is W3C Trace Context: 00-<trace id>-<span id>-<flags>.
 	HeaderTraceparent = "traceparent"
 	// HeaderB3TraceID and HeaderB3SpanID are Zipkin B3.
 	HeaderB3TraceID = "x-b3-traceid"
 	HeaderB3SpanID  = "x-b3-spanid"
-	// HeaderRequestID names the transaction by any printable id.
+	// HeaderRequestID is a request id set by a proxy or a client.
 	HeaderRequestID = "x-request-id"
-	// HeaderSub is the sub-transaction's id in 16 hex digits; always set on
-	// outbound calls, it wins over the span id of traceparent or B3 (a
-	// tracing proxy may rewrite those).
-	HeaderSub = "x-coordinator-sub"
 )
 
-// carriers are the optional headers a transaction came in by.
+// meshHeaders are the headers an entry point strips.
+var meshHeaders = []string{HeaderTxn, HeaderSub}
+
+// carriers are the tracing headers a transaction came in by, to carry on.
 type carriers uint8
 
 const (
-	carryB3 carriers = 1 << iota
+	carryTraceparent carriers = 1 << iota
+	carryB3
 	carryRequestID
 )
 
-// fromHeaders returns the transaction an inbound call joins, from its
-// headers (get returns the first value of a lower-case name): a valid
-// traceparent, else B3, else x-request-id names it; the sub-transaction is
-// x-coordinator-sub, else the span id of traceparent or B3. ok is false
-// when there is no transaction or no sub-transaction: the call is an entry.
-func fromHeaders(get func(string) string) (t Txn, ok bool) {
+// maxTxnID is the longest transaction id HeaderTxn may carry
+// (coordinator.MaxTxnIDLen, not imported: it would pull the server into
+// every service).
+const maxTxnID = 256
+
+// fromHeaders reads an inbound call's headers (get returns the first value
+// of a lower-case name). joined is true when the mesh headers name a
+// transaction (HeaderTxn) and the sub-transaction the caller created
+// (HeaderSub): the call joins it. Otherwise the call is an entry and t has
+// no ID. Either way t carries the correlation of the tracing headers: the
+// trace id of a valid traceparent, else of B3, else x-request-id.
+func fromHeaders(get func(string) string) (t Txn, joined bool) {
+	t.flags = "01"
 	tp, b3, rid := get(HeaderTraceparent), get(HeaderB3TraceID), get(HeaderRequestID)
-	switch {
-	case len(tp) >= 55 && tp[2] == '-' && tp[35] == '-' && tp[52] == '-' &&
-		tp[:2] != "ff" && isHex(tp[:2]) && isTraceID(tp[3:35]) && isHex(tp[53:55]):
-		t = Txn{ID: tp[3:35], Sub: parseSpan(tp[36:52]), flags: tp[53:55]}
-	case (len(b3) == 16 || len(b3) == 32) && isHex(b3):
-		t = Txn{ID: b3, Sub: parseSpan(get(HeaderB3SpanID)), flags: "01"}
-	case rid != "":
-		t = Txn{ID: rid, flags: "01"}
-	default:
-		return Txn{}, false
+	if len(tp) >= 55 && tp[2] == '-' && tp[35] == '-' && tp[52] == '-' &&
+		tp[:2] != "ff" && isHex(tp[:2]) && isTraceID(tp[3:35]) && isHex(tp[53:55]) {
+		t.trace, t.flags, t.carry = tp[3:35], tp[53:55], carryTraceparent
 	}
-	if sub := parseSpan(get(HeaderSub)); sub != 0 {
-		t.Sub = sub
+	if (len(b3) == 16 || len(b3) == 32) && isHex(b3) && b3 != "0000000000000000" && b3 != "00000000000000000000000000000000" {
+		if t.trace == "" {
+			t.trace = b3
+		}
+		if b3 == t.trace {
+			t.carry |= carryB3
+		}
 	}
-	if b3 == t.ID {
-		t.carry |= carryB3
-	}
-	if rid == t.ID {
+	if isPrintable(rid, maxTxnID) {
+		t.requestID = rid
 		t.carry |= carryRequestID
 	}
-	return t, t.Sub != 0
+	t.Correlation = t.trace
+	if t.Correlation == "" {
+		t.Correlation = t.requestID
+	}
+	id, sub := get(HeaderTxn), parseSpan(get(HeaderSub))
+	if !isPrintable(id, maxTxnID) || sub == 0 {
+		return t, false
+	}
+	t.ID, t.Sub = id, sub
+	if t.trace == id && t.carry&carryTraceparent != 0 && t.carry&carryB3 == 0 {
+		// The traceparent an upstream SDK set for a transaction no outside
+		// trace started: nothing to correlate with, and it goes on as such.
+		t.trace, t.carry = "", t.carry&^carryTraceparent
+		t.Correlation = t.requestID
+	}
+	return t, true
 }
 
-// propagate sets the headers that carry the call to its callee: the
-// sub-transaction always, traceparent when the transaction id is a W3C
-// trace id, B3 and x-request-id when the transaction came in by them (or
-// x-request-id when nothing else can carry the id).
+// propagate sets the headers that carry the call to its callee: the mesh
+// headers always (the transaction and the new sub-transaction); the
+// tracing headers the transaction came in by, continuing the outside trace
+// with the new span; and traceparent naming the transaction when nothing
+// outside started a trace (a root begun here is the trace's root too).
 func (call Call) propagate(set func(key, value string)) {
 	span := strconv.FormatUint(call.Sub, 16)
 	span = "0000000000000000"[len(span):] + span
+	set(HeaderTxn, call.TxnID)
 	set(HeaderSub, span)
-	w3c := isTraceID(call.TxnID)
-	if w3c {
-		set(HeaderTraceparent, "00-"+call.TxnID+"-"+span+"-"+call.txn.flags)
+	tx := call.txn
+	trace := tx.trace
+	if trace == "" {
+		trace = call.TxnID
 	}
-	b3 := call.txn.carry&carryB3 != 0
-	if b3 {
-		set(HeaderB3TraceID, call.TxnID)
+	if isTraceID(trace) && (tx.carry&carryTraceparent != 0 || tx.trace == "") {
+		set(HeaderTraceparent, "00-"+trace+"-"+span+"-"+tx.flags)
+	}
+	if tx.carry&carryB3 != 0 {
+		set(HeaderB3TraceID, trace)
 		set(HeaderB3SpanID, span)
 	}
-	if call.txn.carry&carryRequestID != 0 || (!w3c && !b3) {
-		set(HeaderRequestID, call.TxnID)
+	if tx.carry&carryRequestID != 0 {
+		set(HeaderRequestID, tx.requestID)
 	}
+}
+
+// isPrintable reports whether s is 1 to max printable ASCII characters
+// (no space).
+func isPrintable(s string, max int) bool {
+	if s == "" || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
 }
 
 // parseSpan parses 16 lower-case hex digits; 0 means invalid.
@@ -109,25 +159,75 @@ func isHex(s string) bool {
 	return true
 }
 
+// InboundOption adjusts Middleware and the server interceptors.
+type InboundOption func(*inboundConfig)
+
+type inboundConfig struct{ strip bool }
+
+// StripMeshHeaders(true) removes the mesh headers (HeaderTxn, HeaderSub)
+// from every inbound request before anything reads them, so that every
+// request runs as a new root transaction, whatever it claims: for a
+// listener that takes requests from outside the mesh, where anyone can set
+// any header. It is the default for a client whose Config.EntryPoint is
+// set; StripMeshHeaders(false) turns it off (a listener of an entry point
+// that also serves calls from inside the mesh).
+func StripMeshHeaders(strip bool) InboundOption {
+	return func(c *inboundConfig) { c.strip = strip }
+}
+
+func (c *Client) inboundConfig(opts []InboundOption) inboundConfig {
+	ic := inboundConfig{strip: c.cfg.EntryPoint}
+	for _, o := range opts {
+		o(&ic)
+	}
+	return ic
+}
+
 // inbound returns ctx carrying the transaction of an inbound call: the one
-// its headers name, joined; else a new root begun here, which end ends.
+// its mesh headers name, joined; else a new root begun here, which end
+// ends. The tracing headers of either are kept as its correlation.
 func (c *Client) inbound(ctx context.Context, get func(string) string) (_ context.Context, end func()) {
-	if t, ok := fromHeaders(get); ok {
+	t, joined := fromHeaders(get)
+	if joined {
 		t.c = c
 		return withTxn(ctx, t), func() {}
 	}
-	ctx, _ = c.Begin(ctx)
+	ctx, root := c.begin(ctx, t)
+	if root.Correlation != "" {
+		c.lg.Debug("new root transaction for a request from outside the mesh", "txn", root.ID, "correlation", root.Correlation)
+	}
 	return ctx, func() { _ = c.End(ctx) }
 }
 
+// hasMeshHeader reports whether get has a mesh header.
+func hasMeshHeader(get func(string) string) bool {
+	for _, h := range meshHeaders {
+		if get(h) != "" {
+			return true
+		}
+	}
+	return false
+}
+
 // Middleware puts the transaction of each inbound request in its context:
-// a request with propagation headers joins the transaction they name as the
-// sub-transaction its caller created; any other request is an entry, and
-// runs as a new root transaction that ends when the handler returns (even
-// by a panic).
-func Middleware(c *Client) func(http.Handler) http.Handler {
+// a request whose mesh headers (HeaderTxn, HeaderSub) name a transaction
+// joins it as the sub-transaction its caller created; any other request
+// is an entry, and runs as a new root transaction, with a fresh id, that
+// ends when the handler returns (even by a panic). Tracing headers
+// (traceparent, B3, x-request-id) never make a request join: they are kept
+// as Txn.Correlation. With StripMeshHeaders (the default for an
+// EntryPoint client) every request is an entry.
+func Middleware(c *Client, opts ...InboundOption) func(http.Handler) http.Handler {
+	ic := c.inboundConfig(opts)
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if ic.strip && hasMeshHeader(r.Header.Get) {
+				c.lg.Debug("mesh headers stripped from a request to an entry point", "remote", r.RemoteAddr)
+				r = r.Clone(r.Context())
+				for _, h := range meshHeaders {
+					r.Header.Del(h)
+				}
+			}
 			ctx, end := c.inbound(r.Context(), r.Header.Get)
 			defer end()
 			next.ServeHTTP(w, r.WithContext(ctx))

@@ -277,9 +277,14 @@ func TestChainThroughHTTPIsOneTransaction(t *testing.T) {
 	noRejections(t, front.client, mid.client, back.client)
 }
 
-// Every kind of propagation header joins the transaction it names as the
-// sub-transaction the caller created, and goes on to the next call the way
-// it came; a request without one is an entry.
+// Only the mesh's own headers (x-coordinator-txn and x-coordinator-sub,
+// both valid) make a request join the transaction they name, as the
+// sub-transaction the caller created; the tracing headers that come along
+// are its correlation, and go on to the next call the way they came. A
+// request with tracing headers only (a valid traceparent, B3, x-request-id
+// from outside the mesh) or incomplete mesh headers is an entry: a new root
+// with a fresh id, the outside id kept as its correlation, never a
+// transaction of the coordinator.
 func TestPropagationHeaders(t *testing.T) {
 	ts := servertest.Start(t, "")
 	type hop struct {
@@ -301,52 +306,78 @@ func TestPropagationHeaders(t *testing.T) {
 
 	var (
 		tp1, tp2, b3long = txnID(1), txnID(2), txnID(3)
+		outside          = txnID(4) // a trace id from outside the mesh
 		b3short          = "a3ce929d0e0e4736"
 		span             = func(sub uint64) string { return fmt.Sprintf("%016x", sub) }
+		mesh             = func(id string, sub uint64, h http.Header) http.Header {
+			if h == nil {
+				h = http.Header{}
+			}
+			h.Set("X-Coordinator-Txn", id)
+			h.Set("X-Coordinator-Sub", span(sub))
+			return h
+		}
 	)
 	for i, tc := range []struct {
-		name     string
-		txn      string // "" for an entry
-		header   func(sub uint64) http.Header
-		wantHdrs []string // propagation headers back must get
-		flags    string   // of back's traceparent
+		name        string
+		txn         string // the transaction the request joins; "" for an entry
+		header      func(sub uint64) http.Header
+		correlation string   // the Txn's at mid and back
+		wantHdrs    []string // propagation headers back must get
+		trace       string   // the trace id of back's traceparent ("" for mid's transaction)
+		flags       string   // of back's traceparent
+		b3, rid     string   // back's B3 trace id and x-request-id
 	}{
-		{name: "traceparent", txn: tp1,
+		{name: "mesh headers join", txn: tp1,
+			header:   func(sub uint64) http.Header { return mesh(tp1, sub, nil) },
+			wantHdrs: []string{"Traceparent", "X-Coordinator-Sub", "X-Coordinator-Txn"}, flags: "01"},
+		{name: "mesh headers join any printable id", txn: "req-42",
+			header:   func(sub uint64) http.Header { return mesh("req-42", sub, nil) },
+			wantHdrs: []string{"X-Coordinator-Sub", "X-Coordinator-Txn"}},
+		{name: "mesh headers with an outside traceparent: joined, the trace continues", txn: tp2, correlation: outside,
 			header: func(sub uint64) http.Header {
-				return http.Header{"Traceparent": {"00-" + tp1 + "-" + span(sub) + "-00"}}
+				return mesh(tp2, sub, http.Header{"Traceparent": {"00-" + outside + "-00f067aa0ba902b7-00"}})
 			},
-			wantHdrs: []string{"Traceparent", "X-Coordinator-Sub"}, flags: "00"},
-		{name: "traceparent rewritten by a tracing proxy: x-coordinator-sub wins", txn: tp2,
+			wantHdrs: []string{"Traceparent", "X-Coordinator-Sub", "X-Coordinator-Txn"}, trace: outside, flags: "00"},
+		{name: "mesh headers with b3 128-bit", txn: txnID(5), correlation: b3long,
 			header: func(sub uint64) http.Header {
-				return http.Header{"Traceparent": {"00-" + tp2 + "-00f067aa0ba902b7-01"}, "X-Coordinator-Sub": {span(sub)}}
+				return mesh(txnID(5), sub, http.Header{"X-B3-Traceid": {b3long}, "X-B3-Spanid": {"00f067aa0ba902b7"}, "X-B3-Sampled": {"1"}})
 			},
-			wantHdrs: []string{"Traceparent", "X-Coordinator-Sub"}, flags: "01"},
-		{name: "b3 128-bit", txn: b3long,
+			wantHdrs: []string{"X-B3-Spanid", "X-B3-Traceid", "X-Coordinator-Sub", "X-Coordinator-Txn"}, b3: b3long},
+		{name: "mesh headers with b3 64-bit and x-request-id", txn: txnID(6), correlation: b3short,
 			header: func(sub uint64) http.Header {
-				return http.Header{"X-B3-Traceid": {b3long}, "X-B3-Spanid": {span(sub)}, "X-B3-Sampled": {"1"}}
+				return mesh(txnID(6), sub, http.Header{"X-B3-Traceid": {b3short}, "X-B3-Spanid": {"00f067aa0ba902b7"}, "X-Request-Id": {"req-7"}})
 			},
-			wantHdrs: []string{"Traceparent", "X-B3-Spanid", "X-B3-Traceid", "X-Coordinator-Sub"}, flags: "01"},
-		{name: "b3 64-bit", txn: b3short,
+			wantHdrs: []string{"X-B3-Spanid", "X-B3-Traceid", "X-Coordinator-Sub", "X-Coordinator-Txn", "X-Request-Id"}, b3: b3short, rid: "req-7"},
+		{name: "a valid traceparent alone from outside: entry", correlation: outside,
 			header: func(sub uint64) http.Header {
-				return http.Header{"X-B3-Traceid": {b3short}, "X-B3-Spanid": {span(sub)}}
+				return http.Header{"Traceparent": {"00-" + outside + "-" + span(sub) + "-01"}}
 			},
-			wantHdrs: []string{"X-B3-Spanid", "X-B3-Traceid", "X-Coordinator-Sub"}},
-		{name: "x-request-id", txn: "req-42",
+			wantHdrs: []string{"Traceparent", "X-Coordinator-Sub", "X-Coordinator-Txn"}, trace: outside, flags: "01"},
+		{name: "traceparent and x-coordinator-sub without x-coordinator-txn: entry", correlation: outside,
 			header: func(sub uint64) http.Header {
-				return http.Header{"X-Request-Id": {"req-42"}, "X-Coordinator-Sub": {span(sub)}}
+				return http.Header{"Traceparent": {"00-" + outside + "-00f067aa0ba902b7-01"}, "X-Coordinator-Sub": {span(sub)}}
 			},
-			wantHdrs: []string{"X-Coordinator-Sub", "X-Request-Id"}},
+			wantHdrs: []string{"Traceparent", "X-Coordinator-Sub", "X-Coordinator-Txn"}, trace: outside, flags: "01"},
+		{name: "b3 alone: entry", correlation: b3long,
+			header: func(sub uint64) http.Header {
+				return http.Header{"X-B3-Traceid": {b3long}, "X-B3-Spanid": {span(sub)}}
+			},
+			wantHdrs: []string{"X-B3-Spanid", "X-B3-Traceid", "X-Coordinator-Sub", "X-Coordinator-Txn"}, b3: b3long},
+		{name: "x-request-id alone: entry", correlation: "from-a-browser",
+			header:   func(uint64) http.Header { return http.Header{"X-Request-Id": {"from-a-browser"}} },
+			wantHdrs: []string{"Traceparent", "X-Coordinator-Sub", "X-Coordinator-Txn", "X-Request-Id"}, flags: "01", rid: "from-a-browser"},
+		{name: "x-coordinator-txn with an invalid sub: entry",
+			header: func(sub uint64) http.Header {
+				return http.Header{"X-Coordinator-Txn": {tp1}, "X-Coordinator-Sub": {"0000000000000000"}}
+			},
+			wantHdrs: []string{"Traceparent", "X-Coordinator-Sub", "X-Coordinator-Txn"}, flags: "01"},
+		{name: "x-coordinator-txn not printable: entry",
+			header:   func(sub uint64) http.Header { return mesh("a b", sub, nil) },
+			wantHdrs: []string{"Traceparent", "X-Coordinator-Sub", "X-Coordinator-Txn"}, flags: "01"},
 		{name: "no headers: entry",
 			header:   func(uint64) http.Header { return nil },
-			wantHdrs: []string{"Traceparent", "X-Coordinator-Sub"}, flags: "01"},
-		{name: "invalid traceparent: entry",
-			header: func(sub uint64) http.Header {
-				return http.Header{"Traceparent": {"00-00000000000000000000000000000000-" + span(sub) + "-01"}}
-			},
-			wantHdrs: []string{"Traceparent", "X-Coordinator-Sub"}, flags: "01"},
-		{name: "x-request-id without a sub: entry",
-			header:   func(uint64) http.Header { return http.Header{"X-Request-Id": {"from-a-browser"}} },
-			wantHdrs: []string{"Traceparent", "X-Coordinator-Sub"}, flags: "01"},
+			wantHdrs: []string{"Traceparent", "X-Coordinator-Sub", "X-Coordinator-Txn"}, flags: "01"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id := tc.txn
@@ -361,12 +392,20 @@ func TestPropagationHeaders(t *testing.T) {
 			}
 			m, b := <-atMid, <-atBack
 			if id == "" {
-				if len(m.ID) != 32 || m.ID == "from-a-browser" {
-					t.Fatalf("entry ran in %q, want a new trace id", m.ID)
+				if len(m.ID) != 32 || m.ID == outside || m.ID == b3long || m.ID == tp1 || m.Sub == sub {
+					t.Fatalf("entry ran as %s/%016x, want a new root with a fresh id", m.ID, m.Sub)
 				}
 				servertest.Eventually(t, within, "the entry's transaction to end", func() bool { return txn(ts, m.ID) == nil })
+				for _, other := range []string{outside, b3long, tp1, "from-a-browser"} {
+					if txn(ts, other) != nil {
+						t.Fatalf("the coordinator has a transaction %s, named by an outside header", other)
+					}
+				}
 			} else if m.ID != id || m.Sub != sub {
 				t.Fatalf("mid ran as %s/%016x, want %s/%016x", m.ID, m.Sub, id, sub)
+			}
+			if m.Correlation != tc.correlation || b.txn.Correlation != tc.correlation {
+				t.Fatalf("correlation at mid %q, at back %q; want %q", m.Correlation, b.txn.Correlation, tc.correlation)
 			}
 			if b.txn.ID != m.ID || b.txn.Sub == 0 || b.txn.Sub == m.Sub {
 				t.Fatalf("back ran as %s/%016x, want a new sub-transaction of %s", b.txn.ID, b.txn.Sub, m.ID)
@@ -382,17 +421,21 @@ func TestPropagationHeaders(t *testing.T) {
 				t.Fatalf("back got headers %v, want %v", got, tc.wantHdrs)
 			}
 			span := span(b.txn.Sub)
-			if v := b.hdr.Get("X-Coordinator-Sub"); v != span {
-				t.Fatalf("x-coordinator-sub = %q, want %s", v, span)
+			if v, w := b.hdr.Get("X-Coordinator-Sub"), b.hdr.Get("X-Coordinator-Txn"); v != span || w != m.ID {
+				t.Fatalf("mesh headers %s/%s, want %s/%s", w, v, m.ID, span)
 			}
-			if v := b.hdr.Get("Traceparent"); v != "" && v != "00-"+m.ID+"-"+span+"-"+tc.flags {
-				t.Fatalf("traceparent = %q, want 00-%s-%s-%s", v, m.ID, span, tc.flags)
+			trace := tc.trace
+			if trace == "" {
+				trace = m.ID
 			}
-			if v := b.hdr.Get("X-B3-Traceid"); v != "" && (v != m.ID || b.hdr.Get("X-B3-Spanid") != span) {
-				t.Fatalf("b3 = %q/%q, want %s/%s", v, b.hdr.Get("X-B3-Spanid"), m.ID, span)
+			if v := b.hdr.Get("Traceparent"); v != "" && v != "00-"+trace+"-"+span+"-"+tc.flags {
+				t.Fatalf("traceparent = %q, want 00-%s-%s-%s", v, trace, span, tc.flags)
 			}
-			if v := b.hdr.Get("X-Request-Id"); v != "" && v != m.ID {
-				t.Fatalf("x-request-id = %q, want %s", v, m.ID)
+			if v := b.hdr.Get("X-B3-Traceid"); v != tc.b3 || v != "" && b.hdr.Get("X-B3-Spanid") != span {
+				t.Fatalf("b3 = %q/%q, want %s/%s", v, b.hdr.Get("X-B3-Spanid"), tc.b3, span)
+			}
+			if v := b.hdr.Get("X-Request-Id"); v != tc.rid {
+				t.Fatalf("x-request-id = %q, want %q", v, tc.rid)
 			}
 			if id == "" {
 				return
@@ -405,6 +448,7 @@ func TestPropagationHeaders(t *testing.T) {
 				return slices.Equal(running(x), subs("edge", root, "mid", sub)) && slices.Contains(used(x), "back@v1")
 			})
 			servertest.Send(t, edge, simsidecar.Return(id, sub), simsidecar.End(id))
+			servertest.Eventually(t, within, "the end", func() bool { return txn(ts, id) == nil })
 		})
 	}
 	noRejections(t, mid.client, back.client)

@@ -19,10 +19,19 @@ type Txn struct {
 	ID string
 	// Sub is the id of this service's sub-transaction (the span id).
 	Sub uint64
+	// Correlation is the id outside tracing gave the request that started
+	// the transaction, if any: the trace id of its traceparent, else of its
+	// B3 headers, else its x-request-id. It is only for logs and traces,
+	// and is carried on to the callees in the headers it came by; it never
+	// names the transaction (an outside header must not make a request
+	// join, block or end a transaction it did not start).
+	Correlation string
 
-	c     *Client
-	carry carriers // headers that carried it in, to carry on
-	flags string   // traceparent trace-flags to pass on
+	c         *Client
+	carry     carriers // tracing headers that carried it in, to carry on
+	trace     string   // the outside trace id, carried in traceparent and B3
+	requestID string   // the x-request-id it came with, carried on
+	flags     string   // traceparent trace-flags to pass on
 }
 
 // FromContext returns the transaction ctx carries, if any.
@@ -48,9 +57,14 @@ func newID() uint64 {
 // random trace id, and queues its BEGIN. After Close the transaction is
 // still returned, but nothing is reported.
 func (c *Client) Begin(ctx context.Context) (context.Context, Txn) {
+	return c.begin(ctx, Txn{flags: "01"})
+}
+
+// begin is Begin of a root that keeps the correlation of t.
+func (c *Client) begin(ctx context.Context, t Txn) (context.Context, Txn) {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
-	t := Txn{ID: hex.EncodeToString(b[:]), Sub: newID(), c: c, flags: "01"}
+	t.ID, t.Sub, t.c = hex.EncodeToString(b[:]), newID(), c
 	c.mu.Lock()
 	if c.enqueueLocked(&pb.Event{Type: pb.EventType_EVENT_TYPE_BEGIN, TxnId: t.ID, SubId: t.Sub}, false) == nil {
 		c.roots[t.ID] = &root{sub: t.Sub}

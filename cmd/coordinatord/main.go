@@ -49,6 +49,7 @@ func run(args []string, stderr io.Writer) int {
 		maxBody       = fs.Int64("max-request-bytes", server.DefaultMaxRequestBytes, "largest REST request body; a larger one gets 413")
 		maxStreams    = fs.Int("max-streams", server.DefaultMaxStreams, "sidecar streams open at once, in all; one more is refused")
 		maxPerPeer    = fs.Int("max-streams-per-peer", server.DefaultMaxStreamsPerPeer, "sidecar streams open at once from one peer address")
+		beginWait     = fs.Duration("begin-wait-timeout", coordinator.DefaultBeginWaitTimeout, "how long a call during an update may wait for its transaction's BEGIN to arrive from another sidecar; then it goes where a transaction not seen begin goes")
 		regTimeout    = fs.Duration("register-timeout", coordinator.DefaultRegisterTimeout, "how long a new sidecar stream may take to send its Register")
 		gcPercent     = fs.Int("gc-percent", server.GCPercent(), "garbage collector target (GOGC; default from GOGC when set): higher collects less often, for a larger heap; -1 is off (with GOMEMLIMIT)")
 	)
@@ -101,8 +102,8 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "coordinatord: --leader-ttl %v: want whole seconds, at least 2s\n", *leaderTTL)
 		return 2
 	}
-	if *maxStreams <= 0 || *maxPerPeer <= 0 || *regTimeout <= 0 {
-		fmt.Fprintf(stderr, "coordinatord: --max-streams, --max-streams-per-peer and --register-timeout must be positive\n")
+	if *maxStreams <= 0 || *maxPerPeer <= 0 || *regTimeout <= 0 || *beginWait <= 0 {
+		fmt.Fprintf(stderr, "coordinatord: --max-streams, --max-streams-per-peer, --register-timeout and --begin-wait-timeout must be positive\n")
 		return 2
 	}
 	if *maxBody <= 0 {
@@ -145,6 +146,7 @@ func run(args []string, stderr io.Writer) int {
 			MaxLiveTxns:      *maxTxns,
 			MinSessionTTL:    *minSession,
 			RegisterTimeout:  *regTimeout,
+			BeginWaitTimeout: *beginWait,
 		},
 	}
 	cluster.apply(&cfg)

@@ -16,6 +16,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--leader-ttl", "10s", "--min-session-ttl", "6s"}, "--min-session-ttl 6s is shorter than --leader-ttl 10s"},
 		{[]string{"--gc-percent", "0"}, "--gc-percent 0: want a positive percentage, or -1"},
 		{[]string{"--gc-percent", "-2"}, "--gc-percent -2: want a positive percentage, or -1"},
+		{[]string{"--begin-wait-timeout", "0s"}, "--begin-wait-timeout must be positive"},
 	} {
 		var stderr bytes.Buffer
 		if code := run(tc.args, &stderr); code != 2 {

@@ -171,9 +171,25 @@ func TestModel(t *testing.T) {
 
 func runModel(t *testing.T, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
+	runModelWith(t, rng, fmt.Sprintf("seed %d (rerun with -model.seed=%d)", seed, seed), 120, nil, false)
+}
+
+// picker is where runModelWith takes its choices from: a seeded PRNG
+// (TestModel), or the bytes of a fuzz input (FuzzEngineModel).
+type picker interface {
+	IntN(n int) int
+	Float64() float64
+}
+
+// runModelWith runs up to steps random steps (fewer if more returns false)
+// on the engine and the model, checking them after each. With hostile set,
+// some steps are events the engine must reject (ErrInvalid, ErrTxnExists,
+// ErrSubExists, ErrUnknownSub, ErrUnknownTxn, ErrTxnEnded) without any
+// change: the model, which does not apply them, must still agree.
+func runModelWith(t *testing.T, rng picker, label string, steps int, more func() bool, hostile bool) {
 	fail := func(format string, args ...any) {
 		t.Helper()
-		t.Fatalf("seed %d (rerun with -model.seed=%d): %s", seed, seed, fmt.Sprintf(format, args...))
+		t.Fatalf("%s: %s", label, fmt.Sprintf(format, args...))
 	}
 	n := 2 + rng.IntN(9)
 	if rng.IntN(10) == 0 {
@@ -415,7 +431,14 @@ func runModel(t *testing.T, seed uint64) {
 			}
 		})
 	}
-	for step := 0; step < 120; step++ {
+	var ended []string
+	lastReturned := map[string]SubID{} // per live transaction, its sub that returned last
+	for step := 0; step < steps && (more == nil || more()); step++ {
+		if hostile && rng.IntN(5) == 0 {
+			hostileStep(e, m, n, vers, rng, ids(), ended, lastReturned, fail)
+			check()
+			continue
+		}
 		live := ids()
 		if len(live) == 0 || len(live) < 4 && rng.IntN(8) == 0 {
 			nextTxn++
@@ -465,6 +488,7 @@ func runModel(t *testing.T, seed uint64) {
 				}
 				mt.ret(s)
 				mt.settle()
+				lastReturned[id] = s
 			case r < 95:
 				y := ServiceID(rng.IntN(n))
 				if err := e.Done(id, s, y); err != nil {
@@ -478,6 +502,7 @@ func runModel(t *testing.T, seed uint64) {
 				}
 				delete(m.txns, id)
 				delete(never, id)
+				ended = append(ended, id)
 			}
 		}
 		check()
@@ -509,5 +534,103 @@ func runModel(t *testing.T, seed uint64) {
 	take(1 << 20)
 	if len(store) != 0 {
 		fail("store keeps %d records of ended transactions", len(store))
+	}
+}
+
+// hostileStep sends the engine one event it must reject, chosen by rng
+// among the live transactions and the ended ones, and fails unless it is
+// rejected with the expected error. It changes nothing in the model.
+func hostileStep(e *Engine, m *model, n int, vers []VersionID, rng picker, live, ended []string,
+	lastReturned map[string]SubID, fail func(string, ...any)) {
+	want := func(what string, got, wantErr error) {
+		if got != wantErr {
+			fail("%s = %v, want %v", what, got, wantErr)
+		}
+	}
+	bad := ServiceID(n + rng.IntN(3)) // not a service
+	if len(live) == 0 || rng.IntN(4) == 0 {
+		switch rng.IntN(6) {
+		case 0:
+			want("Begin with no id", e.Begin("", 0, vers[0], 1, 1), ErrInvalid)
+		case 1:
+			want("Begin with sub 0", e.Begin("fresh", 0, vers[0], 0, 1), ErrInvalid)
+		case 2:
+			want("Begin at no service", e.Begin("fresh", bad, vers[0], 1, 1), ErrInvalid)
+		case 3:
+			want("Begin at no version", e.Begin("fresh", 0, VersionID(len(vers)+1+rng.IntN(3)), 1, 1), ErrInvalid)
+		case 4:
+			want("End of an unknown transaction", e.End("never-begun"), ErrUnknownTxn)
+		default:
+			if len(ended) == 0 {
+				return
+			}
+			id := ended[rng.IntN(len(ended))]
+			if m.txns[id] != nil {
+				return // begun again (ids are not reused, but be safe)
+			}
+			want("Return in an ended transaction", e.Return(id, 1), ErrTxnEnded)
+			want("Done in an ended transaction", e.Done(id, 1, 0), ErrTxnEnded)
+			want("End of an ended transaction", e.End(id), ErrTxnEnded)
+		}
+		return
+	}
+	id := live[rng.IntN(len(live))]
+	mt := m.txns[id]
+	var subs []SubID
+	for s := range mt.subs {
+		subs = append(subs, s)
+	}
+	slices.Sort(subs)
+	s := subs[rng.IntN(len(subs))]
+	ms := mt.subs[s]
+	other := subs[rng.IntN(len(subs))] // a running sub, maybe s
+	unknown := SubID(1<<62 + rng.IntN(1000))
+	v := vers[rng.IntN(len(vers))]
+	switch rng.IntN(13) {
+	case 0:
+		want("Begin of a live transaction", e.Begin(id, ms.svc, v, unknown, 1), ErrTxnExists)
+	case 1:
+		_, err := e.Call(id, ms.svc, mt.used[ms.svc], s, ms.svc, other, v)
+		if other == s {
+			want("Call of a sub as its own caller", err, ErrInvalid)
+		} else {
+			want("Call of a running sub", err, ErrSubExists)
+		}
+	case 2:
+		if y := ServiceID(rng.IntN(n)); y != ms.svc {
+			_, err := e.Call(id, y, v, s, ms.svc, unknown, v)
+			want("Call from a service its caller sub does not run at", err, ErrInvalid)
+		}
+	case 3:
+		_, err := e.Call(id, ms.svc, mt.used[ms.svc], s, bad, unknown, v)
+		want("Call to no service", err, ErrInvalid)
+	case 4:
+		_, err := e.Call(id, ms.svc, mt.used[ms.svc], 0, ms.svc, unknown, v)
+		want("Call with caller sub 0", err, ErrInvalid)
+	case 5:
+		_, err := e.Call(id, ms.svc, mt.used[ms.svc], s, ms.svc, unknown, VersionID(len(vers)+1))
+		want("Call at no version", err, ErrInvalid)
+	case 6:
+		want("Return of the root", e.Return(id, mt.root), ErrInvalid)
+	case 7:
+		want("Return of an unknown sub", e.Return(id, unknown), ErrUnknownSub)
+	case 8:
+		want("Return of sub 0", e.Return(id, 0), ErrInvalid)
+	case 9:
+		// Kept until the sub's Call, which never comes: nothing the model
+		// sees changes (check() verifies it).
+		if err := e.Done(id, unknown, ms.svc); err != nil && err != ErrEarlyLimit {
+			fail("Done of a sub not started = %v, want nil or %v", err, ErrEarlyLimit)
+		}
+	case 10:
+		if r := lastReturned[id]; r != 0 {
+			want("Return of a returned sub", e.Return(id, r), ErrSubReturned)
+		}
+	case 11:
+		if r := lastReturned[id]; r != 0 {
+			want("Done of a returned sub", e.Done(id, r, ms.svc), ErrSubReturned)
+		}
+	default:
+		want("Done to no service", e.Done(id, s, bad), ErrInvalid)
 	}
 }
