@@ -191,3 +191,76 @@ func TestRegistrationAppliesOnceStored(t *testing.T) {
 		t.Fatal("the replaced session's transaction is still live")
 	}
 }
+
+// A call parked while the end of an update (DONE) is being stored is
+// decided once the update is over, at the service's default (the new
+// version), as every later call of its transaction will be. Here its
+// transaction's BEGIN has not arrived: decided as the update would (one
+// not seen begin may have used the old version), it went to the old
+// version, and with the update over and its pin deleted, the
+// transaction's next call went to the new one: a version-inconsistent
+// transaction (seen under load in TestFailoverInEveryPhase, CV).
+func TestCallParkedWhileDoneIsStoredGoesToDefault(t *testing.T) {
+	var gate *etcdgate.KV
+	ts := servertest.Start(t, "", servertest.GateUpdateWrites(&gate))
+	t.Cleanup(gate.Release) // before the replica stops
+	ctx := context.Background()
+	a := ts.Sidecar("a-1", "a", "v1", "s")
+	ts.Sidecar("s-1", "s", "v1")
+	ts.Sidecar("s-2", "s", "v2")
+
+	// T used s@v1 and, without hints, keeps v1 from draining until it ends.
+	servertest.Send(t, a, simsidecar.Begin("T", 1), simsidecar.Call("T", 1, "s", 2), simsidecar.Return("T", 2))
+	u, err := ts.Admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: "s", ToVersion: "v2", Strategy: pb.Strategy_STRATEGY_CV})
+	if err != nil {
+		t.Fatal(err)
+	}
+	getUpdate := func() (*pb.Update, error) {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		return ts.Admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: u.Id})
+	}
+	servertest.Eventually(t, 10*time.Second, "DRAINING", func() bool {
+		g, err := getUpdate()
+		return err == nil && g.Phase == pb.Phase_PHASE_DRAINING
+	})
+
+	// T ends: v1 is drained; SWITCHED is decided and held at the gate.
+	gate.Hold()
+	before := gate.Matched()
+	servertest.Send(t, a, simsidecar.End("T"))
+	servertest.Eventually(t, 10*time.Second, "SWITCHED's write to reach etcd", func() bool { return gate.Waiting() == 1 })
+	// Once SWITCHED is stored, DONE is decided at once; its write is
+	// delayed (within persistUpdate's 5 s), and a call comes meanwhile.
+	gate.SetDelay(1500 * time.Millisecond)
+	gate.Release()
+	servertest.Eventually(t, 10*time.Second, "DONE's write to reach etcd", func() bool {
+		return gate.Matched() == before+2 && gate.Waiting() == 1
+	})
+	dec, callAck, err := a.SendWait(simsidecar.Call("U", 1, "s", 2)) // U's BEGIN is behind
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ack := <-callAck:
+		if len(ack.GetErrors()) > 0 {
+			t.Fatalf("the call's batch: %v", ack.Errors)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("the call's batch was not acknowledged within 1s")
+	}
+	var m *pb.CallDecision
+	select {
+	case m = <-dec:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no decision once DONE was stored")
+	}
+	g, err := getUpdate()
+	if err != nil || g.Phase != pb.Phase_PHASE_DONE {
+		t.Fatalf("update once the call was decided: %v %v, want DONE", g.GetPhase(), err)
+	}
+	if m.GetVersion() != "v2" || m.GetError() != "" {
+		t.Fatalf("call parked while DONE was stored: decided %v, want v2 (U's next call goes to the default, v2)", m)
+	}
+	servertest.Send(t, a, simsidecar.Return("U", 2), simsidecar.Begin("U", 1), simsidecar.End("U"))
+}

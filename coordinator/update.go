@@ -395,16 +395,24 @@ func (c *Coordinator) switchLocked(u *update, p pb.Phase) *phaseChange {
 
 // finishLocked decides the end of an update: update mode off, pins of the
 // service gone, and no rollback left.
+//
+// The calls held then were parked while the end was being stored (when it
+// was decided, none waited for its BEGIN): they are decided once the
+// update is over, at the service's default, as every later call of their
+// transactions will be. Decided as the update would (a transaction not
+// seen begin may have used the old version), such a call would go to the
+// old version with its pin deleted and nothing left to keep the
+// transaction's next call there.
 func (c *Coordinator) finishLocked(u *update, p pb.Phase, reason string) *phaseChange {
 	pc := c.phaseChangeLocked(u, p, reason, func() {
 		u.rollback = false
-		c.releaseHeldLocked(u)
 		if u.finished() {
 			u.updateMode = false
 			delete(c.active, u.svc)
 			delete(c.restoredPins, u.svc)
 			c.bumpRoutingLocked()
 		}
+		c.releaseHeldLocked(u)
 	}, clientv3.OpDelete(c.keys.ServicePins(u.rec.Service), clientv3.WithPrefix()))
 	pc.rec.RollingBack = false
 	return pc
