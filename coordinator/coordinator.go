@@ -26,6 +26,14 @@ const (
 	DefaultImplicitTimeout   = 30 * time.Second
 	DefaultBeginWaitTimeout  = 2 * time.Second
 	DefaultRegisterTimeout   = 10 * time.Second
+	// DefaultPrepareTimeout bounds PREPARING when the update does not say:
+	// far above the few routing round trips it takes, well below the
+	// time an operator would wait without looking.
+	DefaultPrepareTimeout = 2 * time.Minute
+	// DefaultUpdateTimeout bounds WAITING (WF, BF) when the update sets no
+	// timeout: long enough for a busy service to become free, short enough
+	// that an update nobody watches does not wait forever.
+	DefaultUpdateTimeout = time.Hour
 	// DefaultMinSessionTTL is three times the default leader TTL: a new
 	// leader is serving before a live sidecar's session can expire.
 	DefaultMinSessionTTL = 6 * time.Second
@@ -49,8 +57,21 @@ type Config struct {
 	// Heartbeat defaults for sidecars that do not say.
 	DefaultHeartbeat time.Duration
 	DefaultMisses    uint32
-	// MaxLiveTxns is the capacity /health checks live transactions against.
+	// MaxLiveTxns bounds the live transactions in all: a BEGIN, or a CALL
+	// that would start a transaction, past it is refused (ErrQuota);
+	// /health reports over capacity at 90 % of it.
 	MaxLiveTxns int
+	// Quotas per session (quota.go; zero means the Default...): live
+	// transactions it owns, services and versions it may introduce by
+	// naming them in CALLs, static edges it may teach by undeclared calls
+	// (and MaxLearnedEdges in all), and its events' token bucket.
+	MaxLiveTxnsPerSession     int
+	MaxNewServicesPerSession  int
+	MaxNewVersionsPerSession  int
+	MaxLearnedEdgesPerSession int
+	MaxLearnedEdges           int
+	MaxEventsPerSecond        float64
+	EventBurst                int
 	// ImplicitTimeout ends a transaction known only from downstream calls
 	// whose Begin never arrived (its entry's events were lost, or arrived
 	// after its End had been forgotten).
@@ -66,6 +87,13 @@ type Config struct {
 	// this long after it opened (DefaultRegisterTimeout): an idle stream
 	// holds memory and a descriptor for nothing.
 	RegisterTimeout time.Duration
+	// PrepareTimeout aborts an update still PREPARING after it (when the
+	// update sets no prepare_timeout), naming the sessions that did not
+	// acknowledge update mode (DefaultPrepareTimeout).
+	PrepareTimeout time.Duration
+	// UpdateTimeout is the timeout of a WF or BF update that sets none
+	// (DefaultUpdateTimeout).
+	UpdateTimeout time.Duration
 	// MinSessionTTL is the shortest lease a sidecar session gets, whatever
 	// its heartbeat settings: longer than a leader failover takes, so
 	// that the sessions of live sidecars outlive the time without a leader
@@ -122,6 +150,12 @@ func (c *Config) setDefaults() {
 	if c.MinSessionTTL <= 0 {
 		c.MinSessionTTL = DefaultMinSessionTTL
 	}
+	if c.UpdateTimeout <= 0 {
+		c.UpdateTimeout = DefaultUpdateTimeout
+	}
+	if c.PrepareTimeout <= 0 {
+		c.PrepareTimeout = DefaultPrepareTimeout
+	}
 	if c.ImplicitTimeout <= 0 {
 		c.ImplicitTimeout = DefaultImplicitTimeout
 	}
@@ -129,6 +163,7 @@ func (c *Config) setDefaults() {
 		c.BeginWaitTimeout = DefaultBeginWaitTimeout
 	}
 	c.RegisterTimeout = c.RegisterTimeoutOrDefault()
+	c.setQuotaDefaults()
 	c.setSelfPreservationDefaults()
 	c.setForgetDefaults()
 }
@@ -190,6 +225,9 @@ type Coordinator struct {
 	// pendingPins are the pins being committed, by key: a later answer
 	// that relies on one waits for it too.
 	pendingPins map[string]*clientv3.Op
+	// learned are the static edges learned from undeclared calls, until
+	// declared or forgotten (MaxLearnedEdges bounds them).
+	learned map[edge]struct{}
 
 	routingRev  uint64
 	routingKick chan struct{}
@@ -244,6 +282,7 @@ func New(cfg Config) (*Coordinator, error) {
 		owners:       []*session{nil},
 		departed:     make(map[graph.Owner]*departed),
 		declared:     make(map[edge]struct{}),
+		learned:      make(map[edge]struct{}),
 		deps:         make(map[string][]string),
 		routes:       make(map[graph.ServiceID]graph.VersionID),
 		implicit:     make(map[string]time.Time),

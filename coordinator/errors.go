@@ -41,7 +41,7 @@ import (
 //	  ErrSelfPreservationInactive              FailedPrecondition
 //	ErrNoRegister                              DeadlineExceeded
 //	errTakenOver                               Aborted
-//	errSlowSidecar                             ResourceExhausted
+//	errSlowSidecar, ErrQuota                   ResourceExhausted
 //	ErrUnavailable, ErrStopped, ErrFenced,
 //	  storage.ErrUnavailable, storage.ErrFenced,
 //	  storage.ErrClosed                        Unavailable
@@ -89,6 +89,10 @@ var (
 	ErrAlreadyRegistered = errors.New("stream already registered")
 	// ErrNoRegister: a stream sent no Register within RegisterTimeout.
 	ErrNoRegister = errors.New("no Register")
+	// ErrQuota: a session's event (or the coordinator's total) went past a
+	// quota; the message names the quota, the use and the limit, and the
+	// event changed nothing (quota.go).
+	ErrQuota = errors.New("quota exceeded")
 	// ErrUnavailable: etcd did not take or answer a read or write the
 	// request needs (unreachable, timed out, or this replica was fenced);
 	// the request may be retried.
@@ -122,6 +126,7 @@ var grpcCodes = []struct {
 	{ErrSelfPreservationInactive, codes.FailedPrecondition},
 	{errTakenOver, codes.Aborted},
 	{errSlowSidecar, codes.ResourceExhausted},
+	{ErrQuota, codes.ResourceExhausted},
 	{ErrUnavailable, codes.Unavailable},
 	{ErrStopped, codes.Unavailable},
 	{ErrFenced, codes.Unavailable},

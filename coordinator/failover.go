@@ -1,6 +1,8 @@
 package coordinator
 
 import (
+	"google.golang.org/protobuf/types/known/durationpb"
+
 	"github.com/coordinator/coordinator/coordinator/graph"
 	"github.com/coordinator/coordinator/strategy"
 )
@@ -27,6 +29,13 @@ func (c *Coordinator) resumeLocked(u *update) {
 	}
 	u.svc, u.from, u.to = c.eng.Service(u.rec.Service), c.eng.Version(u.rec.FromVersion), c.eng.Version(u.rec.ToVersion)
 	u.started = u.rec.GetCreatedAt().AsTime()
+	if u.rec.PrepareTimeout.AsDuration() <= 0 {
+		// Stored before updates had the bound: the server's applies.
+		u.rec.PrepareTimeout = durationpb.New(c.cfg.PrepareTimeout)
+	}
+	if u.rec.Timeout.AsDuration() <= 0 && (u.strat.Kind() == strategy.WF || u.strat.Kind() == strategy.BF) {
+		u.rec.Timeout = durationpb.New(c.cfg.UpdateTimeout)
+	}
 	if !u.strat.UpdateMode() {
 		// The baseline has no update mode: its switch was the whole update.
 		u.updateMode = false

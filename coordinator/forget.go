@@ -270,6 +270,11 @@ func (c *Coordinator) removeServicesLocked(ids []graph.ServiceID, now time.Time)
 			delete(c.declared, e)
 		}
 	}
+	for e := range c.learned { // no longer count against MaxLearnedEdges
+		if gone[e.from] || gone[e.to] {
+			delete(c.learned, e)
+		}
+	}
 	c.fg.services += uint64(len(removed))
 	c.metrics.forgotten.WithLabelValues("service").Add(float64(len(removed)))
 	first := make([]string, 0, min(len(removed), 5))

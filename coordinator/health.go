@@ -33,6 +33,10 @@ type HealthReport struct {
 	PendingRecords   int      `json:"pending_records"`
 	// SelfPreservation is the self-preservation mode (DESIGN.md §7).
 	SelfPreservation SelfPreservationReport `json:"self_preservation"`
+	// Quarantine lists the records restore could not decode and moved
+	// aside (quarantine.go), if any. The replica serves without them: not
+	// a problem that makes /health fail, but one an operator must read.
+	Quarantine *QuarantineReport `json:"quarantine,omitempty"`
 }
 
 // Health checks etcd, capacity and write latency.
@@ -43,6 +47,8 @@ func (c *Coordinator) Health(ctx context.Context) HealthReport {
 	if err := storage.Check(ctx, c.cli); err != nil {
 		r.Etcd = err.Error()
 		r.Problems = append(r.Problems, "etcd: "+err.Error())
+	} else if q, err := ReadQuarantine(ctx, c.cli, c.keys.Root()); err == nil {
+		r.Quarantine = q
 	}
 	c.mu.Lock()
 	r.LiveTransactions = c.eng.Live()

@@ -25,7 +25,9 @@ type metrics struct {
 	forgotten       *prometheus.CounterVec
 	// beginWait: how long CALLs were held for their transaction's BEGIN,
 	// by outcome: "begun" (it came) or "timeout" (BeginWaitTimeout passed).
-	beginWait *prometheus.HistogramVec
+	beginWait     *prometheus.HistogramVec
+	quotaRefusals map[string]prometheus.Counter // by quota label
+	quarantined   *prometheus.CounterVec        // by record kind
 }
 
 func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
@@ -73,6 +75,18 @@ func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 10),
 		}),
 	}
+	refusals := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "quota_refusals_total",
+		Help: "Events refused because they went past a quota, by quota (the flag that sets it is in the refusal's message).",
+	}, []string{"quota"})
+	m.quarantined = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "quarantined_records_total",
+		Help: "Records restore could not decode, moved to the quarantine prefix, by kind (update, session, service, route, pin, selfpreservation, txn).",
+	}, []string{"kind"})
+	m.quotaRefusals = make(map[string]prometheus.Counter)
+	for _, l := range quotaLabels() {
+		m.quotaRefusals[l] = refusals.WithLabelValues(l)
+	}
 	for t := range int32(pb.EventType_EVENT_TYPE_END) + 1 {
 		name := "unspecified"
 		if t > 0 {
@@ -98,7 +112,7 @@ func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
 	}
 	cs := []prometheus.Collector{
 		events, m.eventErrors, late, m.learnedEdges, m.registrations, m.heartbeats,
-		m.sessionsDropped, m.freenessSeconds, m.implicitExpired, m.forgotten, m.beginWait,
+		m.sessionsDropped, m.freenessSeconds, m.implicitExpired, m.forgotten, m.beginWait, refusals, m.quarantined,
 		gauge("live_transactions", "Live distributed transactions.", func() float64 { return float64(c.Live()) }),
 		gauge("sessions", "Sidecar sessions with a live lease.", func() float64 {
 			c.mu.Lock()

@@ -2,7 +2,7 @@ package coordinator
 
 import (
 	"context"
-	"fmt"
+	"errors"
 	"math"
 	"strings"
 	"time"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/coordinator/coordinator/coordinator/graph"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+	"github.com/coordinator/coordinator/storage"
 	"github.com/coordinator/coordinator/strategy"
 )
 
@@ -87,7 +88,15 @@ func (c *Coordinator) restore(ctx context.Context) error {
 	c.mu.Lock()
 	c.applyStateLocked(st)
 	c.mu.Unlock()
+	// The records that could not be decoded are moved aside (etcd
+	// writes: after the locked section), in the order restore read them.
+	for _, q := range st.bad {
+		if err := c.quarantine(ctx, q.kind, q.bad); err != nil {
+			return err
+		}
+	}
 
+	var bad []badRecord
 	txns := 0
 	key, end := c.keys.Txns(), clientv3.GetPrefixRangeEnd(c.keys.Txns())
 	for {
@@ -95,11 +104,12 @@ func (c *Coordinator) restore(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		bad = nil
 		c.mu.Lock()
 		for _, kv := range resp.Kvs {
 			var rec pb.TxnRecord
-			if err := proto.Unmarshal(kv.Value, &rec); err != nil {
-				c.lg.Warn("restore: undecodable transaction record", "key", string(kv.Key), "error", err)
+			if err := decodeTxnRecord(kv.Value, &rec); err != nil {
+				bad = append(bad, badRecord{kv, err})
 				continue
 			}
 			s := c.sessions[rec.Owner]
@@ -115,6 +125,9 @@ func (c *Coordinator) restore(ctx context.Context) error {
 			}
 		}
 		c.mu.Unlock()
+		if err := c.quarantine(ctx, "txn", bad); err != nil {
+			return err
+		}
 		if !resp.More || len(resp.Kvs) == 0 {
 			break
 		}
@@ -138,9 +151,21 @@ type storedState struct {
 	sp       *pb.SelfPreservationRecord // nil: none stored
 	updates  []*pb.Update
 	pins     map[string]map[string]string // service -> txn -> version
+	// bad are the records that could not be decoded, by kind, to
+	// quarantine once the rest is applied.
+	bad []quarantined
 }
 
-// readState reads and decodes the state restore applies first.
+// quarantined are records of one kind that restore moves aside.
+type quarantined struct {
+	kind string
+	bad  []badRecord
+}
+
+// readState reads and decodes the state restore applies first. A record
+// that cannot be decoded (decodeServiceRecord and the others below) is
+// left out and listed in bad.
+
 func (c *Coordinator) readState(ctx context.Context) (*storedState, error) {
 	resp, err := c.cli.Txn(ctx).Then(
 		clientv3.OpGet(c.keys.Services(), clientv3.WithPrefix()),
@@ -155,42 +180,65 @@ func (c *Coordinator) readState(ctx context.Context) (*storedState, error) {
 	}
 	kvs := func(i int) []*mvccpb.KeyValue { return resp.Responses[i].GetResponseRange().GetKvs() }
 	st := &storedState{routes: map[string]string{}, pins: map[string]map[string]string{}}
+	var bad []badRecord
+	setAside := func(kind string) {
+		if len(bad) > 0 {
+			st.bad = append(st.bad, quarantined{kind, bad})
+		}
+		bad = nil
+	}
 	for _, kv := range kvs(0) {
 		rec := &pb.ServiceRecord{}
-		if err := proto.Unmarshal(kv.Value, rec); err != nil {
-			return nil, fmt.Errorf("service record %q: %w", kv.Key, err)
+		if err := decodeServiceRecord(kv.Value, rec); err != nil {
+			bad = append(bad, badRecord{kv, err})
+			continue
 		}
 		st.services = append(st.services, rec)
 	}
+	setAside("service")
 	for _, kv := range kvs(1) {
-		st.routes[strings.TrimPrefix(string(kv.Key), c.keys.Routes())] = string(kv.Value)
+		svc := strings.TrimPrefix(string(kv.Key), c.keys.Routes())
+		if err := errors.Join(storage.ValidName("service", svc), storage.ValidName("version", string(kv.Value))); err != nil {
+			bad = append(bad, badRecord{kv, err})
+			continue
+		}
+		st.routes[svc] = string(kv.Value)
 	}
+	setAside("route")
 	for _, kv := range kvs(2) {
 		rec := &pb.SessionRecord{}
-		if err := proto.Unmarshal(kv.Value, rec); err != nil {
-			return nil, fmt.Errorf("session record %q: %w", kv.Key, err)
+		if err := decodeSessionRecord(kv.Value, rec); err != nil {
+			bad = append(bad, badRecord{kv, err})
+			continue
 		}
 		st.sessions = append(st.sessions, rec)
 	}
+	setAside("session")
 	if sp := kvs(3); len(sp) > 0 {
-		st.sp = &pb.SelfPreservationRecord{}
-		if err := proto.Unmarshal(sp[0].Value, st.sp); err != nil {
-			return nil, fmt.Errorf("self-preservation record %q: %w", sp[0].Key, err)
+		rec := &pb.SelfPreservationRecord{}
+		if err := proto.Unmarshal(sp[0].Value, rec); err != nil {
+			// Without it the mode does not resume: as if it had not been
+			// active (the sessions it queued are gone already).
+			bad = append(bad, badRecord{sp[0], err})
+		} else {
+			st.sp = rec
 		}
 	}
+	setAside("selfpreservation")
 	for _, kv := range kvs(4) {
 		rec := &pb.Update{}
-		if err := proto.Unmarshal(kv.Value, rec); err != nil {
-			return nil, fmt.Errorf("update record %q: %w", kv.Key, err)
-		}
-		if _, err := strategy.For(rec.Strategy); err != nil {
-			return nil, fmt.Errorf("update record %q: %w", kv.Key, err)
+		if _, err := decodeUpdateRecord(kv.Value, rec); err != nil {
+			bad = append(bad, badRecord{kv, err})
+			continue
 		}
 		st.updates = append(st.updates, rec)
 	}
+	setAside("update")
 	for _, kv := range kvs(5) {
-		svc, txn, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), c.keys.Pins()), "/")
-		if !ok || txn == "" {
+		svc, txn, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), c.keys.Pins()), "/")
+		if err := errors.Join(storage.ValidName("service", svc), validTxnID(txn),
+			storage.ValidName("version", string(kv.Value))); err != nil {
+			bad = append(bad, badRecord{kv, err})
 			continue
 		}
 		if st.pins[svc] == nil {
@@ -198,6 +246,7 @@ func (c *Coordinator) readState(ctx context.Context) (*storedState, error) {
 		}
 		st.pins[svc][txn] = string(kv.Value)
 	}
+	setAside("pin")
 	return st, nil
 }
 
@@ -227,10 +276,47 @@ func (c *Coordinator) applyStateLocked(st *storedState) {
 		c.restoreSelfPreservationLocked(st.sp)
 	}
 	for _, rec := range st.updates {
-		strat, _ := strategy.For(rec.Strategy) // readState checked it
+		strat, _ := strategy.For(rec.Strategy) // decodeUpdateRecord checked it
 		u := &update{rec: rec, strat: strat, changed: make(chan struct{})}
 		c.updates[rec.Id] = u
 		c.resumeLocked(u)
 	}
 	c.restorePinsLocked(st.pins)
+}
+
+// The decoders of restore: an error means the record is quarantined
+// (quarantine.go). Besides proto decoding they check what restore relies
+// on: the names that become keys and map keys.
+
+func decodeServiceRecord(b []byte, rec *pb.ServiceRecord) error {
+	if err := proto.Unmarshal(b, rec); err != nil {
+		return err
+	}
+	return storage.ValidName("service", rec.Name)
+}
+
+func decodeSessionRecord(b []byte, rec *pb.SessionRecord) error {
+	if err := proto.Unmarshal(b, rec); err != nil {
+		return err
+	}
+	return errors.Join(storage.ValidName("instance", rec.InstanceId),
+		storage.ValidName("service", rec.Service), storage.ValidName("version", rec.Version))
+}
+
+func decodeUpdateRecord(b []byte, rec *pb.Update) (strategy.Strategy, error) {
+	if err := proto.Unmarshal(b, rec); err != nil {
+		return nil, err
+	}
+	if err := errors.Join(storage.ValidName("update", rec.Id), storage.ValidName("service", rec.Service),
+		storage.ValidName("version", rec.ToVersion)); err != nil {
+		return nil, err
+	}
+	return strategy.For(rec.Strategy)
+}
+
+func decodeTxnRecord(b []byte, rec *pb.TxnRecord) error {
+	if err := proto.Unmarshal(b, rec); err != nil {
+		return err
+	}
+	return validTxnID(rec.TxnId)
 }

@@ -48,6 +48,8 @@ type session struct {
 	// expired is set once its lease expired: it is no longer live, though
 	// self-preservation may keep its owner slot (DESIGN.md §7).
 	expired bool
+	// quota is what the session used of its quotas (quota.go).
+	quota sessionQuota
 }
 
 func validTxnID(id string) error {
@@ -95,6 +97,11 @@ func (c *Coordinator) validateRegister(r *pb.Register) (hb time.Duration, misses
 	}
 	if len(r.GetLiveRoots()) > MaxLiveRoots {
 		return 0, 0, invalid("register: %d live roots, more than %d", len(r.GetLiveRoots()), MaxLiveRoots)
+	}
+	if n := len(r.GetLiveRoots()); n > c.cfg.MaxLiveTxnsPerSession {
+		// Each becomes a live transaction the session owns.
+		c.metrics.quotaRefusals[quotaSessionLiveTxns.label].Inc()
+		return 0, 0, quotaExceeded(quotaSessionLiveTxns, fmt.Sprintf("register: %d live roots", n), c.cfg.MaxLiveTxnsPerSession)
 	}
 	for _, lr := range r.GetLiveRoots() {
 		if err := validTxnID(lr.GetTxnId()); err != nil {
@@ -380,6 +387,7 @@ func (c *Coordinator) declareLocked(svc string, deps []string) {
 		to := c.eng.Service(d)
 		c.eng.AddEdge(from, to)
 		c.declared[edge{from, to}] = struct{}{}
+		delete(c.learned, edge{from, to}) // declared now: not a learned one
 	}
 }
 

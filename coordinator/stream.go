@@ -286,11 +286,21 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 	c.applyStoredPhasesLocked() // a phase stored meanwhile acts before these events
 	c.eng.SetEpoch(c.epoch())
 	current := s != nil && s.stream == st && c.sessions[s.rec.InstanceId] == s
-	for _, ev := range evs {
+	admitted := len(evs)
+	var rateErr error
+	if current {
+		if admitted = c.admitEventsLocked(s, len(evs), time.Now()); admitted < len(evs) {
+			rateErr = c.refuseLocked(s, quotaEventRate, c.eventRateExceeded(), len(evs)-admitted)
+		}
+	}
+	for i, ev := range evs {
 		var err error
-		if !current {
+		switch {
+		case !current:
 			err = fmt.Errorf("%w: send Register first", ErrNotRegistered)
-		} else {
+		case i >= admitted:
+			err = rateErr
+		default:
 			err = c.applyLocked(s, st, ev)
 		}
 		if err == nil {
@@ -374,6 +384,9 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 	var err error
 	switch typ {
 	case pb.EventType_EVENT_TYPE_BEGIN:
+		if err := c.checkNewTxnLocked(s, ev.TxnId); err != nil {
+			return err
+		}
 		if err = c.eng.Begin(ev.TxnId, s.svc, s.ver, sub, s.owner); err == nil {
 			c.releaseBegunLocked(ev.TxnId)
 		}
@@ -392,7 +405,12 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 				return fmt.Errorf("CALL: %w", e)
 			}
 		}
+		ch, qerr := c.checkCallLocked(s, ev)
+		if qerr != nil {
+			return qerr
+		}
 		to := c.eng.Service(ev.Service)
+		defer c.chargeCallLocked(s, ev, ch)
 		if ev.Wait {
 			if at, v, ok := c.eng.SubAt(ev.TxnId, sub); ok && at == to {
 				// Applied already, its answer lost with a stream (the
@@ -449,6 +467,8 @@ func (c *Coordinator) callLocked(s *session, ev *pb.Event, to graph.ServiceID, v
 		c.implicit[ev.TxnId] = time.Now()
 	}
 	if info.LearnedEdge {
+		s.quota.learned++
+		c.learned[edge{s.svc, to}] = struct{}{}
 		c.metrics.learnedEdges.Inc()
 		c.lg.Warn("learned undeclared static edge", "from", s.rec.Service, "to", ev.Service, "txn", ev.TxnId)
 		// Its services declared less than they call: what else this

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -97,7 +98,8 @@ func (u *update) finished() bool { return u.state().Finished() }
 // state is the update as its strategy sees it.
 func (u *update) state() strategy.State {
 	return strategy.State{Phase: u.rec.Phase, Switched: u.switched, RollingBack: u.rollback,
-		Options: strategy.Options{Timeout: u.rec.Timeout.AsDuration(), MaxBlock: u.rec.MaxBlock.AsDuration()}}
+		Options: strategy.Options{Timeout: u.rec.Timeout.AsDuration(), MaxBlock: u.rec.MaxBlock.AsDuration(),
+			PrepareTimeout: u.rec.PrepareTimeout.AsDuration()}}
 }
 
 // waitingBegin reports whether a call is held for its transaction's BEGIN.
@@ -107,6 +109,17 @@ func (u *update) state() strategy.State {
 // to the new default without asking.
 func (u *update) waitingBegin() bool {
 	return slices.ContainsFunc(u.held, func(h heldCall) bool { return h.waitBegin })
+}
+
+// waitingBeginCount counts the calls held for their transaction's BEGIN.
+func (u *update) waitingBeginCount() int {
+	n := 0
+	for _, h := range u.held {
+		if h.waitBegin {
+			n++
+		}
+	}
+	return n
 }
 
 func (u *update) notify() {
@@ -141,12 +154,13 @@ func (c *Coordinator) startUpdate(ctx context.Context, req *pb.StartUpdateReques
 	if err != nil {
 		return nil, fmt.Errorf("%w: strategy %v: want wf, bf, cv or naive", ErrInvalidArgument, kind)
 	}
-	var timeout, maxBlock time.Duration
+	var timeout, maxBlock, prepareTimeout time.Duration
 	for _, d := range []struct {
 		name string
 		in   *durationpb.Duration
 		out  *time.Duration
-	}{{"timeout", req.GetTimeout(), &timeout}, {"max_block", req.GetMaxBlock(), &maxBlock}} {
+	}{{"timeout", req.GetTimeout(), &timeout}, {"max_block", req.GetMaxBlock(), &maxBlock},
+		{"prepare_timeout", req.GetPrepareTimeout(), &prepareTimeout}} {
 		if d.in == nil {
 			continue
 		}
@@ -155,7 +169,13 @@ func (c *Coordinator) startUpdate(ctx context.Context, req *pb.StartUpdateReques
 		}
 		*d.out = d.in.AsDuration()
 	}
-	opts := strat.Options(strategy.Options{Timeout: timeout, MaxBlock: maxBlock})
+	if prepareTimeout == 0 {
+		prepareTimeout = c.cfg.PrepareTimeout
+	}
+	if timeout == 0 && (strat.Kind() == strategy.WF || strat.Kind() == strategy.BF) {
+		timeout = c.cfg.UpdateTimeout // WAITING has a bound
+	}
+	opts := strat.Options(strategy.Options{Timeout: timeout, MaxBlock: maxBlock, PrepareTimeout: prepareTimeout})
 	timeout, maxBlock = opts.Timeout, opts.MaxBlock
 
 	c.mu.Lock()
@@ -186,8 +206,9 @@ func (c *Coordinator) startUpdate(ctx context.Context, req *pb.StartUpdateReques
 			FromVersion: c.eng.VersionName(from), ToVersion: req.ToVersion,
 			Strategy: kind, Phase: pb.Phase_PHASE_PREPARING,
 			Timeout: durationpb.New(timeout), MaxBlock: durationpb.New(maxBlock),
-			CreatedAt: timestamppb.New(now),
-			History:   []*pb.PhaseChange{{Phase: pb.Phase_PHASE_PREPARING, At: timestamppb.New(now)}},
+			PrepareTimeout: durationpb.New(prepareTimeout),
+			CreatedAt:      timestamppb.New(now),
+			History:        []*pb.PhaseChange{{Phase: pb.Phase_PHASE_PREPARING, At: timestamppb.New(now)}},
 		},
 		svc: svc, from: from, to: to, strat: strat, started: now,
 		changed: make(chan struct{}), pending: true,
@@ -595,10 +616,13 @@ type updateView struct {
 func (v updateView) Subject() string        { return v.u.rec.Service }
 func (v updateView) Elapsed() time.Duration { return v.now.Sub(v.u.started) }
 func (v updateView) Unacked() int           { return v.c.unackedLocked(v.u) }
-func (v updateView) Free() bool             { return v.c.eng.Free(v.u.svc) }
-func (v updateView) SwitchesHeld() bool     { return v.c.switchHoldLocked() != "" }
-func (v updateView) Ready() bool            { return v.c.connectedLocked(v.u.svc, v.u.to) }
-func (v updateView) WaitingBegin() bool     { return v.u.waitingBegin() }
+func (v updateView) UnackedSessions(limit int) []string {
+	return v.c.unackedSessionsLocked(v.u, limit)
+}
+func (v updateView) Free() bool         { return v.c.eng.Free(v.u.svc) }
+func (v updateView) SwitchesHeld() bool { return v.c.switchHoldLocked() != "" }
+func (v updateView) Ready() bool        { return v.c.connectedLocked(v.u.svc, v.u.to) }
+func (v updateView) WaitingBegin() bool { return v.u.waitingBegin() }
 
 // InUse: Drained means no transaction may use that version again: the
 // switch holds cover the transactions this coordinator does not know
@@ -640,6 +664,19 @@ func (c *Coordinator) unackedLocked(u *update) int {
 		}
 	}
 	return n
+}
+
+// unackedSessionsLocked names the first (by instance id) limit of the
+// sessions unackedLocked counts.
+func (c *Coordinator) unackedSessionsLocked(u *update, limit int) []string {
+	var ids []string
+	for id, s := range c.sessions {
+		if s.ackedRev < u.prepareRev {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids[:min(limit, len(ids))]
 }
 
 // progressTickLocked checks timeouts and draining (every progressEvery).
@@ -862,6 +899,9 @@ func (c *Coordinator) snapshotLocked(u *update) *pb.Update {
 		DecidedCalls:           u.decided,
 		PinnedCalls:            u.pinned,
 	}
+	if p.UnacknowledgedSessions > 0 {
+		p.UnacknowledgedSessionIds = c.unackedSessionsLocked(u, strategy.MaxNamed)
+	}
 	if u.switched {
 		old := u.from
 		if u.rollback {
@@ -869,6 +909,51 @@ func (c *Coordinator) snapshotLocked(u *update) *pb.Update {
 		}
 		p.OldTransactions = uint32(c.eng.BlockersUsing(u.svc, old))
 	}
+	p.WaitingFor = c.waitingForLocked(u, p, time.Now())
 	out.Progress = p
 	return out
+}
+
+// waitingForLocked says what u waits for now and what bounds that wait
+// (UpdateProgress.waiting_for); each wait an update can be in is here.
+func (c *Coordinator) waitingForLocked(u *update, p *pb.UpdateProgress, now time.Time) string {
+	opts := u.state().Options
+	left := func(bound time.Duration) string {
+		return fmt.Sprintf("%v left", max(bound-now.Sub(u.started), 0).Round(time.Second))
+	}
+	var why []string
+	if hold := c.switchHoldLocked(); hold != "" {
+		why = append(why, "switches held ("+hold+"): until each such session re-registers or its lease, or self-preservation's grace, ends")
+	}
+	switch {
+	case u.rollback:
+		why = append(why, fmt.Sprintf("%d transactions that used %s@%s to end (each ends, or its session's lease expires)",
+			p.OldTransactions, u.rec.Service, u.rec.ToVersion))
+	case u.rec.Phase == pb.Phase_PHASE_PREPARING && p.UnacknowledgedSessions > 0:
+		why = append(why, fmt.Sprintf("%d sessions to acknowledge update mode (%s): aborts at prepare-timeout %v, %s",
+			p.UnacknowledgedSessions, strategy.Named(p.UnacknowledgedSessionIds, int(p.UnacknowledgedSessions)),
+			opts.PrepareTimeout, left(opts.PrepareTimeout)))
+	case u.rec.Phase == pb.Phase_PHASE_PREPARING && u.updateMode && !c.connectedLocked(u.svc, u.to):
+		why = append(why, fmt.Sprintf("an instance of %s@%s to connect: aborts at prepare-timeout %v, %s",
+			u.rec.Service, u.rec.ToVersion, opts.PrepareTimeout, left(opts.PrepareTimeout)))
+	case u.rec.Phase == pb.Phase_PHASE_WAITING:
+		w := fmt.Sprintf("%s to be free (%d transactions block it)", u.rec.Service, p.Blocking)
+		if opts.Timeout > 0 {
+			w += fmt.Sprintf(": aborts at timeout %v, %s", opts.Timeout, left(opts.Timeout))
+		} else {
+			w += ": no timeout (stored before updates had one), so until it is free or aborted"
+		}
+		why = append(why, w)
+		if len(u.held) > 0 && opts.MaxBlock > 0 {
+			why = append(why, fmt.Sprintf("%d calls held, the oldest for %v: aborts at max-block %v",
+				len(u.held), now.Sub(u.held[0].since).Round(time.Millisecond), opts.MaxBlock))
+		}
+	case u.rec.Phase == pb.Phase_PHASE_DRAINING:
+		why = append(why, fmt.Sprintf("%d transactions that used %s@%s to end (each ends, or its session's lease expires)",
+			p.OldTransactions, u.rec.Service, u.rec.FromVersion))
+	}
+	if n := u.waitingBeginCount(); n > 0 {
+		why = append(why, fmt.Sprintf("%d calls waiting for their transaction's BEGIN: each at most %v (--begin-wait-timeout)", n, c.cfg.BeginWaitTimeout))
+	}
+	return strings.Join(why, "; ")
 }

@@ -24,6 +24,8 @@ const MaxNameLen = 253
 //	<prefix>updates/<update>            update plan, phase and history
 //	<prefix>pins/<service>/<txn>        first-use pin of a service mid-update
 //	<prefix>selfpreservation            self-preservation mode and its queue, while active
+//	<prefix>quarantine/<key>            a record restore could not decode, moved here from
+//	                                    <prefix><key> (kept, without a lease, for an operator)
 //	<prefix>election                    leader election prefix (concurrency.Election)
 //
 // The zero value uses DefaultPrefix. Methods taking names do not validate
@@ -88,6 +90,16 @@ func (k Keys) Pin(service, txn string) string { return k.ServicePins(service) + 
 // (DESIGN.md §7): present only while the mode is active, so that a new
 // leader resumes it.
 func (k Keys) SelfPreservation() string { return k.Root() + "selfpreservation" }
+
+// Quarantine is the prefix of the records moved aside because restore
+// could not decode them.
+func (k Keys) Quarantine() string { return k.Root() + "quarantine/" }
+
+// Quarantined is where the record at key (under Root) is moved when it
+// cannot be decoded: Quarantine() followed by key's path under Root.
+func (k Keys) Quarantined(key string) string {
+	return k.Quarantine() + strings.TrimPrefix(key, k.Root())
+}
 
 // Election is the election prefix, for concurrency.NewElection (which
 // appends "/").

@@ -9,21 +9,24 @@ import (
 func TestKeysLayout(t *testing.T) {
 	for _, k := range []Keys{{}, {Prefix: "/coordinator/v1"}, {Prefix: DefaultPrefix}} {
 		got := map[string]string{
-			k.Services():              "/coordinator/v1/services/",
-			k.Service("auth"):         "/coordinator/v1/services/auth",
-			k.Sessions():              "/coordinator/v1/sessions/",
-			k.Session("i-1"):          "/coordinator/v1/sessions/i-1",
-			k.Txns():                  "/coordinator/v1/txns/",
-			k.Txn("4bf92f35"):         "/coordinator/v1/txns/4bf92f35",
-			k.Routes():                "/coordinator/v1/routes/",
-			k.Route("auth"):           "/coordinator/v1/routes/auth",
-			k.Updates():               "/coordinator/v1/updates/",
-			k.Update("u1"):            "/coordinator/v1/updates/u1",
-			k.Pins():                  "/coordinator/v1/pins/",
-			k.ServicePins("auth"):     "/coordinator/v1/pins/auth/",
-			k.Pin("auth", "4bf92f35"): "/coordinator/v1/pins/auth/4bf92f35",
-			k.SelfPreservation():      "/coordinator/v1/selfpreservation",
-			k.Election():              "/coordinator/v1/election",
+			k.Services():                        "/coordinator/v1/services/",
+			k.Service("auth"):                   "/coordinator/v1/services/auth",
+			k.Sessions():                        "/coordinator/v1/sessions/",
+			k.Session("i-1"):                    "/coordinator/v1/sessions/i-1",
+			k.Txns():                            "/coordinator/v1/txns/",
+			k.Txn("4bf92f35"):                   "/coordinator/v1/txns/4bf92f35",
+			k.Routes():                          "/coordinator/v1/routes/",
+			k.Route("auth"):                     "/coordinator/v1/routes/auth",
+			k.Updates():                         "/coordinator/v1/updates/",
+			k.Update("u1"):                      "/coordinator/v1/updates/u1",
+			k.Pins():                            "/coordinator/v1/pins/",
+			k.ServicePins("auth"):               "/coordinator/v1/pins/auth/",
+			k.Pin("auth", "4bf92f35"):           "/coordinator/v1/pins/auth/4bf92f35",
+			k.SelfPreservation():                "/coordinator/v1/selfpreservation",
+			k.Election():                        "/coordinator/v1/election",
+			k.Quarantine():                      "/coordinator/v1/quarantine/",
+			k.Quarantined(k.Update("u1")):       "/coordinator/v1/quarantine/updates/u1",
+			k.Quarantined(k.SelfPreservation()): "/coordinator/v1/quarantine/selfpreservation",
 		}
 		for have, want := range got {
 			if have != want {
@@ -33,7 +36,7 @@ func TestKeysLayout(t *testing.T) {
 	}
 	// Every family is disjoint from the others and inside the root.
 	k := Keys{Prefix: "/x/"}
-	fams := []string{k.Services(), k.Sessions(), k.Txns(), k.Routes(), k.Updates(), k.Pins(), k.SelfPreservation(), k.Election() + "/"}
+	fams := []string{k.Services(), k.Sessions(), k.Txns(), k.Routes(), k.Updates(), k.Pins(), k.SelfPreservation(), k.Election() + "/", k.Quarantine()}
 	for i, a := range fams {
 		if !strings.HasPrefix(a, k.Root()) {
 			t.Errorf("%q outside root %q", a, k.Root())

@@ -3,6 +3,7 @@ package strategy
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
@@ -64,6 +65,27 @@ type Options struct {
 	// MaxBlock aborts an update whose oldest held call waited longer; zero
 	// is none (BF's default is DefaultMaxBlock).
 	MaxBlock time.Duration
+	// PrepareTimeout aborts an update still PREPARING after it, naming the
+	// sessions that did not acknowledge update mode; zero is none (the
+	// coordinator always sets one: its --prepare-timeout by default).
+	PrepareTimeout time.Duration
+}
+
+// MaxNamed bounds the sessions a reason or a progress report names; the
+// rest are counted.
+const MaxNamed = 10
+
+// Named lists names, the first MaxNamed of n in all, and says how many more
+// there are: "a-1, b-1 and 3 more".
+func Named(names []string, n int) string {
+	if len(names) > MaxNamed {
+		names = names[:MaxNamed]
+	}
+	out := strings.Join(names, ", ")
+	if more := n - len(names); more > 0 {
+		out += fmt.Sprintf(" and %d more", more)
+	}
+	return out
 }
 
 // DefaultMaxBlock bounds how long BF holds a call when the update says not.
@@ -158,6 +180,9 @@ type Observation interface {
 	// Unacked counts the sessions that can call the set and have not
 	// acknowledged update mode.
 	Unacked() int
+	// UnackedSessions names the first (at most limit) of them, in a stable
+	// order.
+	UnackedSessions(limit int) []string
 	// Free: no live transaction used a service of the set and may still
 	// call one (DESIGN §4.8; free(S) for one service).
 	Free() bool
@@ -243,15 +268,31 @@ type AbortPlan struct {
 var wait = Action{Step: Wait}
 
 // prepared is the PREPARING step shared by the strategies with update
-// mode: wait for every acknowledgement, within the timeout.
+// mode: wait for every acknowledgement, within the prepare timeout and the
+// timeout. An abort names the sessions that did not acknowledge.
 func prepared(s State, o Observation) (Action, bool) {
-	if o.Unacked() == 0 {
+	n := o.Unacked()
+	if n == 0 {
 		return Action{}, true
 	}
+	if t := s.Options.PrepareTimeout; t > 0 && o.Elapsed() > t {
+		return Action{Step: Abandon, Reason: fmt.Sprintf("prepare-timeout: %d sessions did not acknowledge update mode within %v: %s",
+			n, t, Named(o.UnackedSessions(MaxNamed), n))}, false
+	}
 	if t := s.Options.Timeout; t > 0 && o.Elapsed() > t {
-		return Action{Step: Abandon, Reason: fmt.Sprintf("timeout: sessions did not all enter update mode within %v", t)}, false
+		return Action{Step: Abandon, Reason: fmt.Sprintf("timeout: sessions did not all enter update mode within %v: %d did not: %s",
+			t, n, Named(o.UnackedSessions(MaxNamed), n))}, false
 	}
 	return wait, false
+}
+
+// notReady is the step of an update that would switch but no instance of
+// the new version is connected: wait, within the prepare timeout.
+func notReady(s State, o Observation) Action {
+	if t := s.Options.PrepareTimeout; t > 0 && o.Elapsed() > t {
+		return Action{Step: Abandon, Reason: fmt.Sprintf("prepare-timeout: no instance of the new version of %s connected within %v", o.Subject(), t)}
+	}
+	return wait
 }
 
 // rolledBack is the step of a rollback: it ends, ABORTED (keeping the
@@ -381,8 +422,13 @@ func (cv) Next(s State, o Observation) Action {
 		if a, ok := prepared(s, o); !ok {
 			return a
 		}
-		if o.SwitchesHeld() || !o.Ready() {
+		if o.SwitchesHeld() {
+			// Bounded by the resync (each missing session's lease) and by
+			// self-preservation's grace.
 			return wait
+		}
+		if !o.Ready() {
+			return notReady(s, o)
 		}
 		return Action{Step: Switch, Phase: pb.Phase_PHASE_DRAINING}
 	case pb.Phase_PHASE_DRAINING:

@@ -2,6 +2,7 @@ package strategy
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -17,9 +18,16 @@ type seen struct {
 	notReady, waitingBegin         bool
 }
 
-func (seen) Subject() string              { return "auth" }
-func (o seen) Elapsed() time.Duration     { return o.elapsed }
-func (o seen) Unacked() int               { return o.unacked }
+func (seen) Subject() string          { return "auth" }
+func (o seen) Elapsed() time.Duration { return o.elapsed }
+func (o seen) Unacked() int           { return o.unacked }
+func (o seen) UnackedSessions(limit int) []string {
+	var out []string
+	for i := range min(o.unacked, limit) {
+		out = append(out, fmt.Sprintf("s-%d", i+1))
+	}
+	return out
+}
 func (o seen) Free() bool                 { return o.free }
 func (o seen) SwitchesHeld() bool         { return o.held }
 func (o seen) Ready() bool                { return !o.notReady }
@@ -209,6 +217,54 @@ func TestEveryStrategyRegistered(t *testing.T) {
 		}
 		if err != nil || st.Kind() != k {
 			t.Errorf("For(%s) = %v, %v", name, st, err)
+		}
+	}
+}
+
+// PREPARING is bounded by PrepareTimeout: past it the update aborts with a
+// reason naming (at most MaxNamed of) the sessions that did not
+// acknowledge, or, for CV, saying no instance of the new version came.
+// It bounds PREPARING only.
+func TestPrepareTimeout(t *testing.T) {
+	o := Options{PrepareTimeout: 2 * time.Minute}
+	at := func(p pb.Phase) State { return State{Phase: p, Options: o} }
+	late, early := 3*time.Minute, time.Minute
+	names := "s-1, s-2, s-3, s-4, s-5, s-6, s-7, s-8, s-9, s-10"
+	abandon := func(why string) Action { return Action{Step: Abandon, Reason: why} }
+	type tc struct {
+		name string
+		s    State
+		o    seen
+		want Action // Reason compared whole
+	}
+	common := []tc{
+		{"one unacknowledged, before the bound", at(preparing), seen{unacked: 1, elapsed: early}, wait},
+		{"one unacknowledged, past the bound", at(preparing), seen{unacked: 1, elapsed: late},
+			abandon("prepare-timeout: 1 sessions did not acknowledge update mode within 2m0s: s-1")},
+		{"twelve unacknowledged, past the bound: ten named", at(preparing), seen{unacked: 12, elapsed: late},
+			abandon("prepare-timeout: 12 sessions did not acknowledge update mode within 2m0s: " + names + " and 2 more")},
+		{"past the bound, switches held, unacknowledged", at(preparing), seen{unacked: 1, held: true, elapsed: late},
+			abandon("prepare-timeout: 1 sessions did not acknowledge update mode within 2m0s: s-1")},
+	}
+	cases := map[Kind][]tc{
+		WF: append(common[:len(common):len(common)],
+			tc{"waiting past the prepare bound is not bounded by it", at(waiting), seen{elapsed: late}, wait}),
+		BF: common,
+		CV: append(common[:len(common):len(common)],
+			tc{"acknowledged, new version not connected, before the bound", at(preparing), seen{notReady: true, elapsed: early}, wait},
+			tc{"acknowledged, new version not connected, past the bound", at(preparing), seen{notReady: true, elapsed: late},
+				abandon("prepare-timeout: no instance of the new version of auth connected within 2m0s")},
+			tc{"acknowledged, switches held past the bound: their own bounds apply", at(preparing), seen{held: true, elapsed: late}, wait},
+			tc{"draining past the prepare bound is not bounded by it", State{Phase: draining, Switched: true, Options: o}, seen{oldInUse: true, elapsed: late}, wait},
+		),
+		NAIVE: {{"no update mode: nothing to acknowledge", at(preparing), seen{unacked: 3, elapsed: late}, Action{Step: Switch, Phase: switchedP}}},
+	}
+	for k, list := range cases {
+		st, _ := For(k)
+		for _, c := range list {
+			if got := st.Next(c.s, c.o); got != c.want {
+				t.Errorf("%s, %s: Next = %+v, want %+v", Name(k), c.name, got, c.want)
+			}
 		}
 	}
 }

@@ -18,6 +18,7 @@ func newUpdateCmd(c *cli) *cobra.Command {
 	var (
 		to, strat         string
 		timeout, maxBlock time.Duration
+		prepareTimeout    time.Duration
 		watch             bool
 	)
 	cmd := &cobra.Command{
@@ -44,11 +45,12 @@ ABORTED or FAILED.`,
 			if err != nil {
 				return usageErrorf("--strategy: %v", err)
 			}
-			if timeout < 0 || maxBlock < 0 {
-				return usageErrorf("--timeout and --max-block must not be negative")
+			if timeout < 0 || maxBlock < 0 || prepareTimeout < 0 {
+				return usageErrorf("--timeout, --max-block and --prepare-timeout must not be negative")
 			}
 			req := &coordinatorv1.StartUpdateRequest{Service: args[0], ToVersion: to, Strategy: k,
-				Timeout: durationpb.New(timeout), MaxBlock: durationpb.New(maxBlock)}
+				Timeout: durationpb.New(timeout), MaxBlock: durationpb.New(maxBlock),
+				PrepareTimeout: durationpb.New(prepareTimeout)}
 			u, err := callAdmin(c, cmd, func(ctx context.Context, cl coordinatorv1.AdminServiceClient) (*coordinatorv1.Update, error) {
 				return cl.StartUpdate(ctx, req)
 			})
@@ -64,8 +66,9 @@ ABORTED or FAILED.`,
 	f := cmd.Flags()
 	f.StringVar(&to, "to", "", "version to update to (required)")
 	f.StringVar(&strat, "strategy", "", "wf, bf, cv or naive (required)")
-	f.DurationVar(&timeout, "timeout", 0, "wf: abort if the service is not free within this time (0: no limit)")
+	f.DurationVar(&timeout, "timeout", 0, "wf, bf: abort if the service is not free within this time (0: the server's --update-timeout, default 1h)")
 	f.DurationVar(&maxBlock, "max-block", 0, "bf: abort when a call has been held this long (0: the server's default, 5s)")
+	f.DurationVar(&prepareTimeout, "prepare-timeout", 0, "abort if sessions have not all acknowledged update mode within this time; the abort names them (0: the server's default, 2m)")
 	f.BoolVar(&watch, "watch", false, "follow the update until it finishes")
 	return cmd
 }

@@ -142,3 +142,23 @@ func TestUpdateFlagErrors(t *testing.T) {
 		}
 	}
 }
+
+// While PREPARING the line names the sessions that have not acknowledged
+// (the first ten, and how many more) and what the update waits for.
+func TestWatchLineNamesUnacknowledgedSessions(t *testing.T) {
+	var out bytes.Buffer
+	err := watchUpdate(&out, recvAll(
+		upd(coordinatorv1.Phase_PHASE_PREPARING, "", &coordinatorv1.UpdateProgress{UnacknowledgedSessions: 12,
+			UnacknowledgedSessionIds: []string{"a-1", "b-1"}, WaitingFor: "12 sessions to acknowledge update mode"}),
+		upd(coordinatorv1.Phase_PHASE_ABORTED, "prepare-timeout: 12 sessions did not acknowledge update mode within 2m0s: a-1, b-1 and 10 more", nil),
+	), false, false, now)
+	if !errors.Is(err, errUpdateFailed) {
+		t.Fatalf("watch of an ABORTED update: %v, want errUpdateFailed", err)
+	}
+	want := "phase=PREPARING elapsed=1s blocking=0 held=0 old_txns=0 unacked=12 decided=0 pinned=0 unacked_sessions=a-1,b-1,+10 waiting_for=\"12 sessions to acknowledge update mode\"\n" +
+		"phase=ABORTED elapsed=1.5s blocking=0 held=0 old_txns=0 unacked=0 decided=0 pinned=0\n" +
+		"update u1 of auth to v2: ABORTED after 1.5s: prepare-timeout: 12 sessions did not acknowledge update mode within 2m0s: a-1, b-1 and 10 more\n"
+	if out.String() != want {
+		t.Fatalf("output:\n%s\nwant:\n%s", out.String(), want)
+	}
+}

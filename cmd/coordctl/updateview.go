@@ -79,9 +79,19 @@ func renderUpdates(w io.Writer, r *coordinatorv1.ListUpdatesResponse, now time.T
 // progressLine is the one-line state of an update, for --watch.
 func progressLine(u *coordinatorv1.Update, now time.Time) string {
 	p := u.GetProgress()
-	return fmt.Sprintf("phase=%s elapsed=%s blocking=%d held=%d old_txns=%d unacked=%d decided=%d pinned=%d",
+	line := fmt.Sprintf("phase=%s elapsed=%s blocking=%d held=%d old_txns=%d unacked=%d decided=%d pinned=%d",
 		phaseName(u.GetPhase()), elapsed(u, now), p.GetBlocking(), p.GetHeldCalls(), p.GetOldTransactions(),
 		p.GetUnacknowledgedSessions(), p.GetDecidedCalls(), p.GetPinnedCalls())
+	if ids := p.GetUnacknowledgedSessionIds(); len(ids) > 0 {
+		line += " unacked_sessions=" + strings.Join(ids, ",")
+		if more := int(p.GetUnacknowledgedSessions()) - len(ids); more > 0 {
+			line += fmt.Sprintf(",+%d", more)
+		}
+	}
+	if w := p.GetWaitingFor(); w != "" {
+		line += fmt.Sprintf(" waiting_for=%q", w)
+	}
+	return line
 }
 
 // summaryLine ends a watch.

@@ -40,7 +40,7 @@ func run(args []string, stderr io.Writer) int {
 		flush         = fs.Duration("flush-interval", coordinator.DefaultFlushInterval, "write-behind period of transaction records")
 		heartbeat     = fs.Duration("default-heartbeat", coordinator.DefaultHeartbeatInterval, "heartbeat interval for sidecars that do not set one")
 		misses        = fs.Uint("default-misses", coordinator.DefaultAllowedMisses, "missed heartbeats allowed for sidecars that do not set it")
-		maxTxns       = fs.Int("max-live-txns", coordinator.DefaultMaxLiveTxns, "live transactions at which /health reports over capacity (at 90%)")
+		maxTxns       = fs.Int("max-live-txns", coordinator.DefaultMaxLiveTxns, "live transactions in all: a BEGIN (or CALL) that would start one more is refused; /health reports over capacity at 90%")
 		logLevel      = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat     = fs.String("log-format", "text", "text or json")
 		shutdownGrace = fs.Duration("shutdown-timeout", 30*time.Second, "how long a clean shutdown may take")
@@ -50,12 +50,15 @@ func run(args []string, stderr io.Writer) int {
 		maxStreams    = fs.Int("max-streams", server.DefaultMaxStreams, "sidecar streams open at once, in all; one more is refused")
 		maxPerPeer    = fs.Int("max-streams-per-peer", server.DefaultMaxStreamsPerPeer, "sidecar streams open at once from one peer address")
 		beginWait     = fs.Duration("begin-wait-timeout", coordinator.DefaultBeginWaitTimeout, "how long a call during an update may wait for its transaction's BEGIN to arrive from another sidecar; then it goes where a transaction not seen begin goes")
+		prepTimeout   = fs.Duration("prepare-timeout", coordinator.DefaultPrepareTimeout, "abort an update still PREPARING after this long, naming the sessions that did not acknowledge update mode (an update's prepare_timeout overrides it)")
+		updTimeout    = fs.Duration("update-timeout", coordinator.DefaultUpdateTimeout, "abort a wf or bf update whose service is not free within this long, when the update sets no timeout")
 		regTimeout    = fs.Duration("register-timeout", coordinator.DefaultRegisterTimeout, "how long a new sidecar stream may take to send its Register")
 		gcPercent     = fs.Int("gc-percent", server.GCPercent(), "garbage collector target (GOGC; default from GOGC when set): higher collects less often, for a larger heap; -1 is off (with GOMEMLIMIT)")
 	)
 	cluster := registerClusterFlags(fs) // --name, --initial-cluster[-state], --peer-addr, --etcd-client-addr
 	selfPreservation := registerSelfPreservationFlags(fs)
 	forget := registerForgetFlags(fs)
+	quotas := registerQuotaFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -122,6 +125,22 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "coordinatord: %v\n", err)
 		return 2
 	}
+	if err := quotas.validate(); err != nil {
+		fmt.Fprintf(stderr, "coordinatord: %v\n", err)
+		return 2
+	}
+	if *updTimeout <= 0 {
+		fmt.Fprintf(stderr, "coordinatord: --update-timeout %v: want a positive duration\n", *updTimeout)
+		return 2
+	}
+	if *prepTimeout <= 0 {
+		fmt.Fprintf(stderr, "coordinatord: --prepare-timeout %v: want a positive duration\n", *prepTimeout)
+		return 2
+	}
+	if *maxTxns <= 0 {
+		fmt.Fprintf(stderr, "coordinatord: --max-live-txns %d: want a positive number\n", *maxTxns)
+		return 2
+	}
 	setGCPercent(*gcPercent)
 	lg.Info("garbage collector", "gc_percent", *gcPercent)
 
@@ -147,11 +166,14 @@ func run(args []string, stderr io.Writer) int {
 			MinSessionTTL:    *minSession,
 			RegisterTimeout:  *regTimeout,
 			BeginWaitTimeout: *beginWait,
+			PrepareTimeout:   *prepTimeout,
+			UpdateTimeout:    *updTimeout,
 		},
 	}
 	cluster.apply(&cfg)
 	selfPreservation.apply(&cfg.Coordinator)
 	forget.apply(&cfg.Coordinator)
+	quotas.apply(&cfg.Coordinator)
 	srv, err := server.Start(startCtx, cfg)
 	cancel()
 	if err != nil {

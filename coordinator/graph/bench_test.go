@@ -159,3 +159,58 @@ func BenchmarkBlockers(b *testing.B) {
 		}
 	}
 }
+
+// bytesPerService measures the heap held per service when one hub service
+// calls n others, each new (the shape of a sidecar that calls invented
+// service names: every call interns a service and learns an edge), with
+// one live transaction running through the last of them.
+func bytesPerService(tb testing.TB, n int) float64 {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	e := New()
+	hub := e.Service("hub")
+	v := e.Version("v1")
+	if err := e.Begin("t", hub, v, 1, 1); err != nil {
+		tb.Fatal(err)
+	}
+	for i := range n {
+		to := e.Service(fmt.Sprint("invented-", i))
+		if _, err := e.Call("t", hub, v, 1, to, SubID(i+2), v); err != nil {
+			tb.Fatal(err)
+		}
+		if err := e.Return("t", SubID(i+2)); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if e.NumServices() != n+1 || !e.HasEdge(hub, ServiceID(n)) {
+		tb.Fatal("services lost")
+	}
+	runtime.KeepAlive(e)
+	return float64(after.HeapAlloc-before.HeapAlloc) / float64(n)
+}
+
+// TestMemoryPerService: what a service costs does not grow with the number
+// of services (issue 13: per-service bitsets were as long as the number of
+// services, so their total grew with its square).
+func TestMemoryPerService(t *testing.T) {
+	small, large := bytesPerService(t, 2000), bytesPerService(t, 20000)
+	t.Logf("bytes per service: %.0f with 2000 services, %.0f with 20000", small, large)
+	if large > 1024 || large > 2*small {
+		t.Errorf("%.0f bytes per service with 20000 services (%.0f with 2000), want <= 1024 and not growing", large, small)
+	}
+}
+
+func BenchmarkMemoryPerService(b *testing.B) {
+	for _, n := range []int{1000, 10000, 30000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			var bytes float64
+			for b.Loop() {
+				bytes = bytesPerService(b, n)
+			}
+			b.ReportMetric(bytes, "bytes/service")
+		})
+	}
+}

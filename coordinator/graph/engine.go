@@ -51,10 +51,14 @@ var (
 type Engine struct {
 	svcNames []string
 	svcIDs   map[string]ServiceID
-	words    int                 // uint64 words in a service bitset
+	words    int // uint64 words in a service bitset
+	// Per-service bitsets are only as long as their highest member needs
+	// (nil when empty): what a service costs does not grow with the number
+	// of services, only with its own edges.
 	succ     [][]uint64          // static successors of each service
 	reach    [][]uint64          // services reachable by >= 1 static edge
-	blockers []map[*txn]struct{} // non-legacy transactions blocking each service
+	blockers []map[*txn]struct{} // non-legacy transactions blocking each service; nil until one does
+	callers  []ServiceID         // services with a static successor: the only ones that reach any
 	usedN    []int               // live transactions with used[s] set
 	svcGone  []bool              // removed; its id is in svcFree
 	svcFree  []ServiceID         // removed ids, reused by Service
@@ -65,6 +69,7 @@ type Engine struct {
 	verFree  []VersionID // removed ids, reused by Version
 
 	txns   map[string]*txn
+	owned  map[Owner]int     // live transactions by owner (0 not counted)
 	legacy map[*txn]struct{} // legacy transactions block every service
 
 	// Recently ended ids by 64-bit hash (an unknown id matches one with
@@ -111,6 +116,7 @@ func New(opts ...Option) *Engine {
 		verN:       []int{0},
 		verIDs:     map[string]VersionID{"": 0},
 		txns:       make(map[string]*txn),
+		owned:      make(map[Owner]int),
 		legacy:     make(map[*txn]struct{}),
 		seed:       maphash.MakeSeed(),
 		tombs:      make(map[uint64]struct{}),
@@ -144,19 +150,17 @@ func (e *Engine) Service(name string) ServiceID {
 	e.svcNames = append(e.svcNames, name)
 	e.svcIDs[name] = id
 	if len(e.svcNames) > e.words*64 {
-		e.words++
-		for i := range e.succ {
-			e.succ[i] = append(e.succ[i], 0)
-			e.reach[i] = append(e.reach[i], 0)
-		}
+		// Only the scratch bitsets span every service; they grow by
+		// doubling, so interning n services costs O(n) in all.
+		e.words = max(2*e.words, 1)
 		e.bufR = make([]uint64, e.words)
 		e.bufF = make([]uint64, e.words)
 		e.bufEx = make([]uint64, e.words)
 		e.bufSub = make([]uint64, e.words)
 	}
-	e.succ = append(e.succ, make([]uint64, e.words))
-	e.reach = append(e.reach, make([]uint64, e.words))
-	e.blockers = append(e.blockers, make(map[*txn]struct{}))
+	e.succ = append(e.succ, nil)
+	e.reach = append(e.reach, nil)
+	e.blockers = append(e.blockers, nil)
 	e.usedN = append(e.usedN, 0)
 	e.svcGone = append(e.svcGone, false)
 	return id
@@ -199,6 +203,12 @@ func (e *Engine) Version(name string) VersionID {
 	return v
 }
 
+// LookupVersion returns the id of an interned version.
+func (e *Engine) LookupVersion(name string) (VersionID, bool) {
+	v, ok := e.verIDs[name]
+	return v, ok
+}
+
 // VersionName returns the name of a version, "" if the id is unknown.
 func (e *Engine) VersionName(v VersionID) string {
 	if !e.validVer(v) {
@@ -214,12 +224,14 @@ func (e *Engine) AddEdge(from, to ServiceID) bool {
 	if !e.validSvc(from) || !e.validSvc(to) || has(e.succ[from], to) {
 		return false
 	}
-	e.succ[from][to>>6] |= 1 << (to & 63)
+	if len(e.succ[from]) == 0 {
+		e.callers = append(e.callers, from)
+	}
+	e.succ[from] = set(e.succ[from], to)
 	// Whoever reaches from (or is from) now reaches to and all to reaches.
-	for s, r := range e.reach {
-		if ServiceID(s) == from || has(r, from) {
-			r[to>>6] |= 1 << (to & 63)
-			or(r, e.reach[to])
+	for _, s := range e.callers {
+		if r := e.reach[s]; s == from || has(r, from) {
+			e.reach[s] = orGrow(set(r, to), e.reach[to])
 		}
 	}
 	for _, t := range e.txns {
@@ -253,6 +265,35 @@ func has(b []uint64, s ServiceID) bool {
 	return i < len(b) && b[i]&(1<<(s&63)) != 0
 }
 
+// set returns b with s added, grown if s is past its end.
+func set(b []uint64, s ServiceID) []uint64 {
+	i := int(s >> 6)
+	if i >= len(b) {
+		b = append(b, make([]uint64, i+1-len(b))...)
+	}
+	b[i] |= 1 << (s & 63)
+	return b
+}
+
+// orGrow returns dst | src, dst grown to src's length if shorter.
+func orGrow(dst, src []uint64) []uint64 {
+	if len(src) > len(dst) {
+		dst = append(dst, make([]uint64, len(src)-len(dst))...)
+	}
+	or(dst, src)
+	return dst
+}
+
+// trim returns b without its trailing zero words.
+func trim(b []uint64) []uint64 {
+	n := len(b)
+	for n > 0 && b[n-1] == 0 {
+		n--
+	}
+	return b[:n]
+}
+
+// or ORs src into dst, which is at least as long.
 func or(dst, src []uint64) {
 	for i, w := range src {
 		dst[i] |= w

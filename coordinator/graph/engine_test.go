@@ -822,3 +822,39 @@ func TestMakeLegacy(t *testing.T) {
 		t.Fatalf("after End: free(b)=%v free(c)=%v live=%d", e.Free(b), e.Free(c), e.Live())
 	}
 }
+
+// TestOwnedCounts: Owned follows every way a transaction gains, changes or
+// loses its owner.
+func TestOwnedCounts(t *testing.T) {
+	e := New()
+	a, b := e.Service("a"), e.Service("b")
+	v := e.Version("v1")
+	must(t, e.Begin("t1", a, v, 1, 7))
+	must(t, e.Begin("t2", a, v, 1, 7))
+	if _, err := e.Call("t3", a, v, 1, b, 2, v); err != nil { // implicit: no owner
+		t.Fatal(err)
+	}
+	if e.Owned(7) != 2 || e.Owned(8) != 0 {
+		t.Fatalf("owned 7=%d 8=%d, want 2 0", e.Owned(7), e.Owned(8))
+	}
+	e.Adopt("t3", 8)
+	if e.Owned(8) != 1 {
+		t.Fatalf("owned 8=%d after Adopt, want 1", e.Owned(8))
+	}
+	must(t, e.Begin("t3", a, v, 1, 7)) // its Begin: the entry's session owns it
+	if e.Owned(7) != 3 || e.Owned(8) != 0 {
+		t.Fatalf("owned 7=%d 8=%d after Begin, want 3 0", e.Owned(7), e.Owned(8))
+	}
+	e.MakeLegacy("t1", 8, nil)
+	must(t, e.End("t2"))
+	if e.Owned(7) != 1 || e.Owned(8) != 1 {
+		t.Fatalf("owned 7=%d 8=%d, want 1 1", e.Owned(7), e.Owned(8))
+	}
+	e.EndOwnedBy(7)
+	e.EndOwnedBy(8)
+	e.TakeDirty(100, func(Record) {})
+	must(t, e.Begin("t4", a, v, 1, 9)) // a recycled txn starts uncounted
+	if e.Owned(7) != 0 || e.Owned(8) != 0 || e.Owned(9) != 1 {
+		t.Fatalf("owned 7=%d 8=%d 9=%d, want 0 0 1", e.Owned(7), e.Owned(8), e.Owned(9))
+	}
+}

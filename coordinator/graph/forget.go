@@ -87,7 +87,7 @@ func (e *Engine) RemoveServices(ids []ServiceID) []ServiceID {
 		clear(e.succ[s])
 	}
 	for x := range e.succ {
-		for i := range k {
+		for i := range e.succ[x] { // as long as its members need: at most k's
 			e.succ[x][i] &^= k[i]
 		}
 	}
@@ -95,14 +95,14 @@ func (e *Engine) RemoveServices(ids []ServiceID) []ServiceID {
 	// through it: compute them again. The others are unchanged.
 	for x, r := range e.reach {
 		hit := false
-		for i := range k {
+		for i := range r {
 			if r[i]&k[i] != 0 {
 				hit = true
 				break
 			}
 		}
 		if hit || has(k, ServiceID(x)) {
-			e.reachFrom(ServiceID(x), r)
+			e.reach[x] = e.reachFrom(ServiceID(x), r)
 		}
 	}
 	for _, t := range e.txns {
@@ -127,15 +127,18 @@ func (e *Engine) RemoveServices(ids []ServiceID) []ServiceID {
 	return removed
 }
 
-// reachFrom computes into r the services reachable from x by at least one
-// static edge.
-func (e *Engine) reachFrom(x ServiceID, r []uint64) {
+// reachFrom computes the services reachable from x by at least one static
+// edge, into r (grown as needed), and returns it.
+func (e *Engine) reachFrom(x ServiceID, r []uint64) []uint64 {
 	clear(r)
 	stack := members(e.succ[x])
-	or(r, e.succ[x])
+	r = orGrow(r, e.succ[x])
 	for len(stack) > 0 {
 		y := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
+		if len(e.succ[y]) > len(r) {
+			r = append(r, make([]uint64, len(e.succ[y])-len(r))...)
+		}
 		for i, w := range e.succ[y] {
 			for nw := w &^ r[i]; nw != 0; nw &= nw - 1 {
 				stack = append(stack, ServiceID(i*64+bits.TrailingZeros64(nw)))
@@ -143,6 +146,7 @@ func (e *Engine) reachFrom(x ServiceID, r []uint64) {
 			r[i] |= w
 		}
 	}
+	return r
 }
 
 // RemoveVersion removes version v if no live transaction has used a service

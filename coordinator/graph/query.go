@@ -146,6 +146,12 @@ func (e *Engine) Used(txn string, s ServiceID) (VersionID, bool) {
 // Live returns the number of live transactions.
 func (e *Engine) Live() int { return len(e.txns) }
 
+// Owned returns how many live transactions owner owns. O(1).
+func (e *Engine) Owned(owner Owner) int { return e.owned[owner] }
+
+// Has reports whether txn is live.
+func (e *Engine) Has(txn string) bool { return e.txns[txn] != nil }
+
 // UsedCount returns how many live transactions have used s. O(1).
 func (e *Engine) UsedCount(s ServiceID) int {
 	if !e.validSvc(s) {

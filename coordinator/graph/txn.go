@@ -85,7 +85,8 @@ func (e *Engine) Begin(txn string, entry ServiceID, ver VersionID, sub SubID, ow
 			return ErrSubExists
 		}
 		t.flags &^= txImplicit
-		t.entry, t.owner = entry, owner
+		t.entry = entry
+		e.setOwner(t, owner)
 		if i >= 0 {
 			t.subs[i].flags = subRoot
 		} else {
@@ -108,7 +109,7 @@ func (e *Engine) Adopt(txn string, owner Owner) bool {
 	if t == nil || t.owner != 0 || owner == 0 {
 		return false
 	}
-	t.owner = owner
+	e.setOwner(t, owner)
 	return true
 }
 
@@ -295,7 +296,7 @@ func (e *Engine) MakeLegacy(txn string, owner Owner, uses []Use) bool {
 		}
 	}
 	if owner != 0 {
-		t.owner = owner
+		e.setOwner(t, owner)
 		t.flags &^= txImplicit
 	}
 	e.toLegacy(t)
@@ -338,7 +339,8 @@ func (e *Engine) newTxn(id string, entry ServiceID, owner Owner) *txn {
 	} else {
 		t = new(txn)
 	}
-	t.id, t.entry, t.owner = id, entry, owner
+	t.id, t.entry, t.owner = id, entry, 0
+	e.setOwner(t, owner)
 	if len(e.orphans)+len(e.oldOrphans) > 0 {
 		e.takeOrphans(t)
 	}
@@ -356,6 +358,9 @@ func (e *Engine) newTxn(id string, entry ServiceID, owner Owner) *txn {
 func (e *Engine) end(t *txn) {
 	id := t.id
 	delete(e.txns, id)
+	owner := t.owner
+	e.setOwner(t, 0) // uncounted; the owner stays on t for its record
+	t.owner = owner
 	if t.flags&txLegacy != 0 {
 		delete(e.legacy, t)
 	}
@@ -388,6 +393,24 @@ func (e *Engine) end(t *txn) {
 		e.tombs, e.oldTombs = e.oldTombs, e.tombs
 	}
 	e.tombs[maphash.String(e.seed, id)] = struct{}{}
+}
+
+// setOwner makes owner own t, keeping the per-owner counts.
+func (e *Engine) setOwner(t *txn, owner Owner) {
+	if t.owner == owner {
+		return
+	}
+	if t.owner != 0 {
+		if n := e.owned[t.owner] - 1; n > 0 {
+			e.owned[t.owner] = n
+		} else {
+			delete(e.owned, t.owner)
+		}
+	}
+	t.owner = owner
+	if owner != 0 {
+		e.owned[owner]++
+	}
 }
 
 // ended reports whether id is a tombstone.
@@ -442,13 +465,17 @@ func (e *Engine) update(t *txn) {
 			o = old[i]
 		}
 		for a := w &^ o; a != 0; a &= a - 1 {
-			e.blockers[i*64+bits.TrailingZeros64(a)][t] = struct{}{}
+			s := i*64 + bits.TrailingZeros64(a)
+			if e.blockers[s] == nil {
+				e.blockers[s] = make(map[*txn]struct{})
+			}
+			e.blockers[s][t] = struct{}{}
 		}
 		for r := o &^ w; r != 0; r &= r - 1 {
 			delete(e.blockers[i*64+bits.TrailingZeros64(r)], t)
 		}
 	}
-	t.block = append(old[:0], nb...)
+	t.block = append(old[:0], trim(nb)...) // as long as its members need
 }
 
 // block computes block(T) = R ∪ (F ∩ U) into e.bufR and returns it.
@@ -492,6 +519,7 @@ func (e *Engine) futureOf(t *txn, x ServiceID, f []uint64) {
 		return
 	}
 	ex := e.bufEx // successors every sub at x is done with
+	clear(ex)
 	copy(ex, e.succ[x])
 	for _, s := range t.subs {
 		if s.svc != x {

@@ -210,6 +210,9 @@ func (s *Server) serveTerm(stop <-chan struct{}, sess *concurrency.Session, e *c
 	}
 	if err != nil {
 		s.lg.Error("elected, but the coordinator did not start; resigning", "error", err)
+		s.mu.Lock()
+		s.startErr, s.startErrAt = err, time.Now()
+		s.mu.Unlock()
 		if t.coord != nil {
 			t.coord.Abandon()
 			_ = t.coord.Stop(context.Background())
@@ -228,6 +231,7 @@ func (s *Server) serveTerm(stop <-chan struct{}, sess *concurrency.Session, e *c
 	s.mu.Lock()
 	s.cur = t
 	s.terms++
+	s.startErr = nil
 	s.termErr = nil // Close reports the last term's stop only
 	s.mu.Unlock()
 	s.metrics.isLeader.Set(1)

@@ -62,6 +62,9 @@ type Config struct {
 	// LeaderTTL is the election session's lease TTL (DefaultLeaderTTL),
 	// whole seconds, at least 2.
 	LeaderTTL time.Duration
+	// StartTimeout bounds restoring state when elected (default 1m); a
+	// term that does not start within it resigns, and /health says so.
+	StartTimeout time.Duration
 	// MaxStreams and MaxStreamsPerPeer bound the sidecar streams open at
 	// once, in all and per peer address (DefaultMaxStreams,
 	// DefaultMaxStreamsPerPeer); one more is refused with ResourceExhausted.
@@ -120,6 +123,15 @@ type Server struct {
 	lostKey       chan struct{}   // closed when the observed leader is not ourKey
 	closeCtx      context.Context // Close's, for the last term's stop
 	termErr       error           // what the last term's graceful stop reported
+	// startErr is why this replica, elected, could not start its
+	// coordinator (and when), until a term of it starts or the failure
+	// ages past startErrShown; /health reports it.
+	startErr   error
+	startErrAt time.Time
+	// etcdErr is the last etcd check's failure (nil when it answered);
+	// monitorEtcd keeps it and logs each change at once.
+	etcdErr     error
+	monitorDone chan struct{} // closed when monitorEtcd has returned
 
 	fwdMu   sync.Mutex
 	fwd     *grpc.ClientConn // to the leader, for followers
@@ -143,6 +155,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s := &Server{lg: lg, reg: prometheus.NewRegistry(), done: make(chan error, 3),
 		leaderChanged: make(chan struct{}), startTimeout: time.Minute, stopTimeout: 10 * time.Second}
+	if cfg.StartTimeout > 0 {
+		s.startTimeout = cfg.StartTimeout
+	}
 	if s.leaderTTL = cfg.LeaderTTL; s.leaderTTL == 0 {
 		s.leaderTTL = DefaultLeaderTTL
 	}
@@ -258,6 +273,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.stopLead, s.leadDone = make(chan struct{}), make(chan struct{})
 	go s.lead(s.stopLead)
+	stop, monitorDone := s.stopLead, make(chan struct{})
+	s.monitorDone = monitorDone
+	go func() { defer close(monitorDone); s.monitorEtcd(stop) }()
 	if s.etcd != nil {
 		go s.watchEtcd(s.etcd)
 	}
@@ -410,6 +428,9 @@ func (s *Server) closeForward() {
 }
 
 func (s *Server) closeBackends() {
+	if s.monitorDone != nil {
+		<-s.monitorDone // it ends with stopLead, before its client closes
+	}
 	if s.cli != nil {
 		s.cli.Close()
 		s.cli = nil

@@ -1657,13 +1657,21 @@ type StartUpdateRequest struct {
 	Service   string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
 	ToVersion string                 `protobuf:"bytes,2,opt,name=to_version,json=toVersion,proto3" json:"to_version,omitempty"`
 	Strategy  Strategy               `protobuf:"varint,3,opt,name=strategy,proto3,enum=coordinator.v1.Strategy" json:"strategy,omitempty"`
-	// WF: abort if the service is not free within this time (0: no limit).
+	// WF, BF: abort if the service is not free within this time (counted
+	// from the update's creation, PREPARING included). Unset or 0: the
+	// server's --update-timeout (default 1h): no update waits unbounded.
 	Timeout *durationpb.Duration `protobuf:"bytes,4,opt,name=timeout,proto3" json:"timeout,omitempty"`
 	// BF: abort (releasing held calls to the old version) when a call has
 	// been held this long (default 5s).
-	MaxBlock      *durationpb.Duration `protobuf:"bytes,5,opt,name=max_block,json=maxBlock,proto3" json:"max_block,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MaxBlock *durationpb.Duration `protobuf:"bytes,5,opt,name=max_block,json=maxBlock,proto3" json:"max_block,omitempty"`
+	// Abort if the update is still PREPARING after this long: the sessions
+	// that can call the service have not all acknowledged update mode (the
+	// reason names those that did not), or (CV) no instance of the new
+	// version is connected. Unset or 0: the server's --prepare-timeout
+	// (default 2m).
+	PrepareTimeout *durationpb.Duration `protobuf:"bytes,6,opt,name=prepare_timeout,json=prepareTimeout,proto3" json:"prepare_timeout,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *StartUpdateRequest) Reset() {
@@ -1727,6 +1735,13 @@ func (x *StartUpdateRequest) GetTimeout() *durationpb.Duration {
 func (x *StartUpdateRequest) GetMaxBlock() *durationpb.Duration {
 	if x != nil {
 		return x.MaxBlock
+	}
+	return nil
+}
+
+func (x *StartUpdateRequest) GetPrepareTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.PrepareTimeout
 	}
 	return nil
 }
@@ -1990,9 +2005,11 @@ type Update struct {
 	// Aborted after a CV switch: the default is the old version again and
 	// transactions pinned to the new one are draining; the update finishes
 	// (ABORTED, finished_at set again) when none is left.
-	RollingBack   bool `protobuf:"varint,15,opt,name=rolling_back,json=rollingBack,proto3" json:"rolling_back,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RollingBack bool `protobuf:"varint,15,opt,name=rolling_back,json=rollingBack,proto3" json:"rolling_back,omitempty"`
+	// PREPARING's bound (see StartUpdateRequest.prepare_timeout).
+	PrepareTimeout *durationpb.Duration `protobuf:"bytes,16,opt,name=prepare_timeout,json=prepareTimeout,proto3" json:"prepare_timeout,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Update) Reset() {
@@ -2130,6 +2147,13 @@ func (x *Update) GetRollingBack() bool {
 	return false
 }
 
+func (x *Update) GetPrepareTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.PrepareTimeout
+	}
+	return nil
+}
+
 // PhaseChange is one step of an update's history.
 type PhaseChange struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2205,8 +2229,14 @@ type UpdateProgress struct {
 	UnacknowledgedSessions uint32 `protobuf:"varint,4,opt,name=unacknowledged_sessions,json=unacknowledgedSessions,proto3" json:"unacknowledged_sessions,omitempty"`
 	// Calls answered while the update ran, and of those pinned to a version
 	// a transaction used first.
-	DecidedCalls  uint64 `protobuf:"varint,5,opt,name=decided_calls,json=decidedCalls,proto3" json:"decided_calls,omitempty"`
-	PinnedCalls   uint64 `protobuf:"varint,6,opt,name=pinned_calls,json=pinnedCalls,proto3" json:"pinned_calls,omitempty"`
+	DecidedCalls uint64 `protobuf:"varint,5,opt,name=decided_calls,json=decidedCalls,proto3" json:"decided_calls,omitempty"`
+	PinnedCalls  uint64 `protobuf:"varint,6,opt,name=pinned_calls,json=pinnedCalls,proto3" json:"pinned_calls,omitempty"`
+	// The instance ids of the first (at most 10) sessions counted in
+	// unacknowledged_sessions, in order.
+	UnacknowledgedSessionIds []string `protobuf:"bytes,7,rep,name=unacknowledged_session_ids,json=unacknowledgedSessionIds,proto3" json:"unacknowledged_session_ids,omitempty"`
+	// What the update waits for now and the bound of that wait, in words:
+	// every wait has one (docs/updates.md, "Every wait has a bound").
+	WaitingFor    string `protobuf:"bytes,8,opt,name=waiting_for,json=waitingFor,proto3" json:"waiting_for,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2281,6 +2311,20 @@ func (x *UpdateProgress) GetPinnedCalls() uint64 {
 		return x.PinnedCalls
 	}
 	return 0
+}
+
+func (x *UpdateProgress) GetUnacknowledgedSessionIds() []string {
+	if x != nil {
+		return x.UnacknowledgedSessionIds
+	}
+	return nil
+}
+
+func (x *UpdateProgress) GetWaitingFor() string {
+	if x != nil {
+		return x.WaitingFor
+	}
+	return ""
 }
 
 var File_coordinator_v1_admin_proto protoreflect.FileDescriptor
@@ -2400,14 +2444,15 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\x0eSubTransaction\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x06R\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x12\n" +
-	"\x04done\x18\x03 \x03(\tR\x04done\"\xf0\x01\n" +
+	"\x04done\x18\x03 \x03(\tR\x04done\"\xb4\x02\n" +
 	"\x12StartUpdateRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1d\n" +
 	"\n" +
 	"to_version\x18\x02 \x01(\tR\ttoVersion\x124\n" +
 	"\bstrategy\x18\x03 \x01(\x0e2\x18.coordinator.v1.StrategyR\bstrategy\x123\n" +
 	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x126\n" +
-	"\tmax_block\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bmaxBlock\"\"\n" +
+	"\tmax_block\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bmaxBlock\x12B\n" +
+	"\x0fprepare_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0eprepareTimeout\"\"\n" +
 	"\x10GetUpdateRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"D\n" +
 	"\x12ListUpdatesRequest\x12\x18\n" +
@@ -2419,7 +2464,7 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"$\n" +
 	"\x12WatchUpdateRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\xa7\x05\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xeb\x05\n" +
 	"\x06Update\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12!\n" +
@@ -2440,11 +2485,12 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"finishedAt\x125\n" +
 	"\ahistory\x18\r \x03(\v2\x1b.coordinator.v1.PhaseChangeR\ahistory\x12:\n" +
 	"\bprogress\x18\x0e \x01(\v2\x1e.coordinator.v1.UpdateProgressR\bprogress\x12!\n" +
-	"\frolling_back\x18\x0f \x01(\bR\vrollingBack\"~\n" +
+	"\frolling_back\x18\x0f \x01(\bR\vrollingBack\x12B\n" +
+	"\x0fprepare_timeout\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\x0eprepareTimeout\"~\n" +
 	"\vPhaseChange\x12+\n" +
 	"\x05phase\x18\x01 \x01(\x0e2\x15.coordinator.v1.PhaseR\x05phase\x12*\n" +
 	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xf7\x01\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xd6\x02\n" +
 	"\x0eUpdateProgress\x12\x1a\n" +
 	"\bblocking\x18\x01 \x01(\rR\bblocking\x12\x1d\n" +
 	"\n" +
@@ -2452,7 +2498,10 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\x10old_transactions\x18\x03 \x01(\rR\x0foldTransactions\x127\n" +
 	"\x17unacknowledged_sessions\x18\x04 \x01(\rR\x16unacknowledgedSessions\x12#\n" +
 	"\rdecided_calls\x18\x05 \x01(\x04R\fdecidedCalls\x12!\n" +
-	"\fpinned_calls\x18\x06 \x01(\x04R\vpinnedCalls*k\n" +
+	"\fpinned_calls\x18\x06 \x01(\x04R\vpinnedCalls\x12<\n" +
+	"\x1aunacknowledged_session_ids\x18\a \x03(\tR\x18unacknowledgedSessionIds\x12\x1f\n" +
+	"\vwaiting_for\x18\b \x01(\tR\n" +
+	"waitingFor*k\n" +
 	"\bStrategy\x12\x18\n" +
 	"\x14STRATEGY_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vSTRATEGY_WF\x10\x01\x12\x0f\n" +
@@ -2556,47 +2605,49 @@ var file_coordinator_v1_admin_proto_depIdxs = []int32{
 	0,  // 16: coordinator.v1.StartUpdateRequest.strategy:type_name -> coordinator.v1.Strategy
 	34, // 17: coordinator.v1.StartUpdateRequest.timeout:type_name -> google.protobuf.Duration
 	34, // 18: coordinator.v1.StartUpdateRequest.max_block:type_name -> google.protobuf.Duration
-	30, // 19: coordinator.v1.ListUpdatesResponse.updates:type_name -> coordinator.v1.Update
-	0,  // 20: coordinator.v1.Update.strategy:type_name -> coordinator.v1.Strategy
-	1,  // 21: coordinator.v1.Update.phase:type_name -> coordinator.v1.Phase
-	34, // 22: coordinator.v1.Update.timeout:type_name -> google.protobuf.Duration
-	34, // 23: coordinator.v1.Update.max_block:type_name -> google.protobuf.Duration
-	33, // 24: coordinator.v1.Update.created_at:type_name -> google.protobuf.Timestamp
-	33, // 25: coordinator.v1.Update.switched_at:type_name -> google.protobuf.Timestamp
-	33, // 26: coordinator.v1.Update.finished_at:type_name -> google.protobuf.Timestamp
-	31, // 27: coordinator.v1.Update.history:type_name -> coordinator.v1.PhaseChange
-	32, // 28: coordinator.v1.Update.progress:type_name -> coordinator.v1.UpdateProgress
-	1,  // 29: coordinator.v1.PhaseChange.phase:type_name -> coordinator.v1.Phase
-	33, // 30: coordinator.v1.PhaseChange.at:type_name -> google.protobuf.Timestamp
-	9,  // 31: coordinator.v1.AdminService.GetFreeness:input_type -> coordinator.v1.GetFreenessRequest
-	12, // 32: coordinator.v1.AdminService.GetGraph:input_type -> coordinator.v1.GetGraphRequest
-	17, // 33: coordinator.v1.AdminService.ListSessions:input_type -> coordinator.v1.ListSessionsRequest
-	20, // 34: coordinator.v1.AdminService.ListTransactions:input_type -> coordinator.v1.ListTransactionsRequest
-	24, // 35: coordinator.v1.AdminService.StartUpdate:input_type -> coordinator.v1.StartUpdateRequest
-	25, // 36: coordinator.v1.AdminService.GetUpdate:input_type -> coordinator.v1.GetUpdateRequest
-	26, // 37: coordinator.v1.AdminService.ListUpdates:input_type -> coordinator.v1.ListUpdatesRequest
-	28, // 38: coordinator.v1.AdminService.AbortUpdate:input_type -> coordinator.v1.AbortUpdateRequest
-	29, // 39: coordinator.v1.AdminService.WatchUpdate:input_type -> coordinator.v1.WatchUpdateRequest
-	2,  // 40: coordinator.v1.AdminService.GetCluster:input_type -> coordinator.v1.GetClusterRequest
-	6,  // 41: coordinator.v1.AdminService.GetSelfPreservation:input_type -> coordinator.v1.GetSelfPreservationRequest
-	7,  // 42: coordinator.v1.AdminService.EndSelfPreservation:input_type -> coordinator.v1.EndSelfPreservationRequest
-	10, // 43: coordinator.v1.AdminService.GetFreeness:output_type -> coordinator.v1.Freeness
-	13, // 44: coordinator.v1.AdminService.GetGraph:output_type -> coordinator.v1.Graph
-	18, // 45: coordinator.v1.AdminService.ListSessions:output_type -> coordinator.v1.ListSessionsResponse
-	21, // 46: coordinator.v1.AdminService.ListTransactions:output_type -> coordinator.v1.ListTransactionsResponse
-	30, // 47: coordinator.v1.AdminService.StartUpdate:output_type -> coordinator.v1.Update
-	30, // 48: coordinator.v1.AdminService.GetUpdate:output_type -> coordinator.v1.Update
-	27, // 49: coordinator.v1.AdminService.ListUpdates:output_type -> coordinator.v1.ListUpdatesResponse
-	30, // 50: coordinator.v1.AdminService.AbortUpdate:output_type -> coordinator.v1.Update
-	30, // 51: coordinator.v1.AdminService.WatchUpdate:output_type -> coordinator.v1.Update
-	3,  // 52: coordinator.v1.AdminService.GetCluster:output_type -> coordinator.v1.Cluster
-	8,  // 53: coordinator.v1.AdminService.GetSelfPreservation:output_type -> coordinator.v1.SelfPreservation
-	8,  // 54: coordinator.v1.AdminService.EndSelfPreservation:output_type -> coordinator.v1.SelfPreservation
-	43, // [43:55] is the sub-list for method output_type
-	31, // [31:43] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	34, // 19: coordinator.v1.StartUpdateRequest.prepare_timeout:type_name -> google.protobuf.Duration
+	30, // 20: coordinator.v1.ListUpdatesResponse.updates:type_name -> coordinator.v1.Update
+	0,  // 21: coordinator.v1.Update.strategy:type_name -> coordinator.v1.Strategy
+	1,  // 22: coordinator.v1.Update.phase:type_name -> coordinator.v1.Phase
+	34, // 23: coordinator.v1.Update.timeout:type_name -> google.protobuf.Duration
+	34, // 24: coordinator.v1.Update.max_block:type_name -> google.protobuf.Duration
+	33, // 25: coordinator.v1.Update.created_at:type_name -> google.protobuf.Timestamp
+	33, // 26: coordinator.v1.Update.switched_at:type_name -> google.protobuf.Timestamp
+	33, // 27: coordinator.v1.Update.finished_at:type_name -> google.protobuf.Timestamp
+	31, // 28: coordinator.v1.Update.history:type_name -> coordinator.v1.PhaseChange
+	32, // 29: coordinator.v1.Update.progress:type_name -> coordinator.v1.UpdateProgress
+	34, // 30: coordinator.v1.Update.prepare_timeout:type_name -> google.protobuf.Duration
+	1,  // 31: coordinator.v1.PhaseChange.phase:type_name -> coordinator.v1.Phase
+	33, // 32: coordinator.v1.PhaseChange.at:type_name -> google.protobuf.Timestamp
+	9,  // 33: coordinator.v1.AdminService.GetFreeness:input_type -> coordinator.v1.GetFreenessRequest
+	12, // 34: coordinator.v1.AdminService.GetGraph:input_type -> coordinator.v1.GetGraphRequest
+	17, // 35: coordinator.v1.AdminService.ListSessions:input_type -> coordinator.v1.ListSessionsRequest
+	20, // 36: coordinator.v1.AdminService.ListTransactions:input_type -> coordinator.v1.ListTransactionsRequest
+	24, // 37: coordinator.v1.AdminService.StartUpdate:input_type -> coordinator.v1.StartUpdateRequest
+	25, // 38: coordinator.v1.AdminService.GetUpdate:input_type -> coordinator.v1.GetUpdateRequest
+	26, // 39: coordinator.v1.AdminService.ListUpdates:input_type -> coordinator.v1.ListUpdatesRequest
+	28, // 40: coordinator.v1.AdminService.AbortUpdate:input_type -> coordinator.v1.AbortUpdateRequest
+	29, // 41: coordinator.v1.AdminService.WatchUpdate:input_type -> coordinator.v1.WatchUpdateRequest
+	2,  // 42: coordinator.v1.AdminService.GetCluster:input_type -> coordinator.v1.GetClusterRequest
+	6,  // 43: coordinator.v1.AdminService.GetSelfPreservation:input_type -> coordinator.v1.GetSelfPreservationRequest
+	7,  // 44: coordinator.v1.AdminService.EndSelfPreservation:input_type -> coordinator.v1.EndSelfPreservationRequest
+	10, // 45: coordinator.v1.AdminService.GetFreeness:output_type -> coordinator.v1.Freeness
+	13, // 46: coordinator.v1.AdminService.GetGraph:output_type -> coordinator.v1.Graph
+	18, // 47: coordinator.v1.AdminService.ListSessions:output_type -> coordinator.v1.ListSessionsResponse
+	21, // 48: coordinator.v1.AdminService.ListTransactions:output_type -> coordinator.v1.ListTransactionsResponse
+	30, // 49: coordinator.v1.AdminService.StartUpdate:output_type -> coordinator.v1.Update
+	30, // 50: coordinator.v1.AdminService.GetUpdate:output_type -> coordinator.v1.Update
+	27, // 51: coordinator.v1.AdminService.ListUpdates:output_type -> coordinator.v1.ListUpdatesResponse
+	30, // 52: coordinator.v1.AdminService.AbortUpdate:output_type -> coordinator.v1.Update
+	30, // 53: coordinator.v1.AdminService.WatchUpdate:output_type -> coordinator.v1.Update
+	3,  // 54: coordinator.v1.AdminService.GetCluster:output_type -> coordinator.v1.Cluster
+	8,  // 55: coordinator.v1.AdminService.GetSelfPreservation:output_type -> coordinator.v1.SelfPreservation
+	8,  // 56: coordinator.v1.AdminService.EndSelfPreservation:output_type -> coordinator.v1.SelfPreservation
+	45, // [45:57] is the sub-list for method output_type
+	33, // [33:45] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_coordinator_v1_admin_proto_init() }

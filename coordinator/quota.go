@@ -1,0 +1,222 @@
+package coordinator
+
+import (
+	"fmt"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+)
+
+// Quotas (issue 13): what one session may make the coordinator hold or do.
+// An event past a quota is refused with ErrQuota (gRPC ResourceExhausted)
+// in its Ack, changes nothing, and is counted in
+// coordinator_quota_refusals_total{quota=...}; other sessions are not
+// affected. The defaults leave room for the heaviest legitimate sidecar we
+// measure (bench/ingest: about 65k events/s and 25k live transactions per
+// stream) and stop a hostile one long before it costs much memory.
+const (
+	// DefaultMaxLiveTxnsPerSession: live transactions a session owns (its
+	// BEGINs, and the transactions its CALLs start before their BEGIN).
+	// About 100 MB at the ~1 KB a live transaction costs.
+	DefaultMaxLiveTxnsPerSession = 100_000
+	// DefaultMaxNewServicesPerSession: services a session may introduce by
+	// calling names nobody registered or declared.
+	DefaultMaxNewServicesPerSession = 1000
+	// DefaultMaxNewVersionsPerSession: versions a session may introduce by
+	// naming them in its CALLs.
+	DefaultMaxNewVersionsPerSession = 100
+	// DefaultMaxLearnedEdgesPerSession and DefaultMaxLearnedEdges: static
+	// edges learned from undeclared calls, from one session and in all.
+	DefaultMaxLearnedEdgesPerSession = 1000
+	DefaultMaxLearnedEdges           = 10_000
+	// DefaultEventsPerSecond and DefaultEventBurst: each session's token
+	// bucket. Three times bench/ingest's per-stream rate; the burst holds
+	// several full batches (MaxEventsPerBatch).
+	DefaultEventsPerSecond = 200_000
+	DefaultEventBurst      = 4 * MaxEventsPerBatch
+)
+
+// quota names one quota: its metric label and the coordinatord flag that
+// sets it.
+type quota struct{ label, flag string }
+
+var (
+	quotaLiveTxns          = quota{"live_txns", "--max-live-txns"}
+	quotaSessionLiveTxns   = quota{"session_live_txns", "--max-live-txns-per-session"}
+	quotaServices          = quota{"session_services", "--max-new-services-per-session"}
+	quotaVersions          = quota{"session_versions", "--max-new-versions-per-session"}
+	quotaEventRate         = quota{"session_event_rate", "--max-events-per-second"}
+	quotaSessionLearned    = quota{"session_learned_edges", "--max-learned-edges-per-session"}
+	quotaLearnedEdgesTotal = quota{"learned_edges", "--max-learned-edges"}
+
+	quotas = []quota{quotaLiveTxns, quotaSessionLiveTxns, quotaServices, quotaVersions,
+		quotaEventRate, quotaSessionLearned, quotaLearnedEdgesTotal}
+)
+
+// quotaLogEvery rate-limits the refusal log: one line per session and quota
+// at most this often (a client causes them).
+const quotaLogEvery = 10 * time.Second
+
+// sessionQuota is a session's use of its quotas; guarded by Coordinator.mu.
+type sessionQuota struct {
+	services, versions, learned int
+	events                      *rate.Limiter
+	logged                      map[string]time.Time // last refusal logged, by quota
+}
+
+func (c *Config) setQuotaDefaults() {
+	if c.MaxLiveTxnsPerSession <= 0 {
+		c.MaxLiveTxnsPerSession = DefaultMaxLiveTxnsPerSession
+	}
+	if c.MaxNewServicesPerSession <= 0 {
+		c.MaxNewServicesPerSession = DefaultMaxNewServicesPerSession
+	}
+	if c.MaxNewVersionsPerSession <= 0 {
+		c.MaxNewVersionsPerSession = DefaultMaxNewVersionsPerSession
+	}
+	if c.MaxLearnedEdgesPerSession <= 0 {
+		c.MaxLearnedEdgesPerSession = DefaultMaxLearnedEdgesPerSession
+	}
+	if c.MaxLearnedEdges <= 0 {
+		c.MaxLearnedEdges = DefaultMaxLearnedEdges
+	}
+	if c.MaxEventsPerSecond <= 0 {
+		c.MaxEventsPerSecond = DefaultEventsPerSecond
+	}
+	if c.EventBurst <= 0 {
+		c.EventBurst = DefaultEventBurst
+	}
+}
+
+// quotaExceeded is the refusal of an event past q: it names what was
+// exceeded and the limit.
+func quotaExceeded(q quota, what string, limit int) error {
+	return fmt.Errorf("%w: %s: the limit is %d (%s)", ErrQuota, what, limit, q.flag)
+}
+
+// refuseLocked counts and (rate-limited) logs a refusal, and returns err.
+func (c *Coordinator) refuseLocked(s *session, q quota, err error, n int) error {
+	c.metrics.quotaRefusals[q.label].Add(float64(n))
+	now := time.Now()
+	if s != nil {
+		if s.quota.logged == nil {
+			s.quota.logged = make(map[string]time.Time)
+		}
+		if last, ok := s.quota.logged[q.label]; ok && now.Sub(last) < quotaLogEvery {
+			return err
+		}
+		s.quota.logged[q.label] = now
+		c.lg.Warn("event refused: quota exceeded", "instance", s.rec.InstanceId, "quota", q.label,
+			"refused", n, "error", err.Error(), "next_log_in", quotaLogEvery)
+	}
+	return err
+}
+
+// admitEventsLocked takes tokens for n events from s's bucket and returns
+// how many may be applied; the rest are refused.
+func (c *Coordinator) admitEventsLocked(s *session, n int, now time.Time) int {
+	if s == nil || n == 0 {
+		return n
+	}
+	if s.quota.events == nil {
+		s.quota.events = rate.NewLimiter(rate.Limit(c.cfg.MaxEventsPerSecond), c.cfg.EventBurst)
+	}
+	k := min(n, int(s.quota.events.TokensAt(now)))
+	if k > 0 && !s.quota.events.AllowN(now, k) {
+		k = 0
+	}
+	return k
+}
+
+// eventRateExceeded is the refusal of the events over s's rate.
+func (c *Coordinator) eventRateExceeded() error {
+	return quotaExceeded(quotaEventRate,
+		fmt.Sprintf("more than %.0f events per second from this session (burst %d)", c.cfg.MaxEventsPerSecond, c.cfg.EventBurst),
+		int(c.cfg.MaxEventsPerSecond))
+}
+
+// checkNewTxnLocked refuses an event that would start a live transaction
+// (a BEGIN, or a CALL of a transaction not live) past the live quotas.
+func (c *Coordinator) checkNewTxnLocked(s *session, txn string) error {
+	if c.eng.Has(txn) {
+		return nil
+	}
+	if n := c.eng.Live(); n >= c.cfg.MaxLiveTxns {
+		return c.refuseLocked(s, quotaLiveTxns, quotaExceeded(quotaLiveTxns,
+			fmt.Sprintf("%d live transactions in all", n), c.cfg.MaxLiveTxns), 1)
+	}
+	if n := c.eng.Owned(s.owner); n >= c.cfg.MaxLiveTxnsPerSession {
+		return c.refuseLocked(s, quotaSessionLiveTxns, quotaExceeded(quotaSessionLiveTxns,
+			fmt.Sprintf("session %q owns %d live transactions", s.rec.InstanceId, n), c.cfg.MaxLiveTxnsPerSession), 1)
+	}
+	return nil
+}
+
+// callCharge is what a CALL that passed checkCallLocked will add.
+type callCharge struct{ service, version bool }
+
+// checkCallLocked refuses a CALL that would introduce a service, a version
+// or a learned edge past s's quotas, or start a transaction past the live
+// quotas. It changes nothing.
+func (c *Coordinator) checkCallLocked(s *session, ev *pb.Event) (callCharge, error) {
+	var ch callCharge
+	to, known := c.eng.LookupService(ev.Service)
+	if !known {
+		if s.quota.services >= c.cfg.MaxNewServicesPerSession {
+			return ch, c.refuseLocked(s, quotaServices, quotaExceeded(quotaServices,
+				fmt.Sprintf("session %q introduced %d services; CALL names another, %q", s.rec.InstanceId, s.quota.services, ev.Service),
+				c.cfg.MaxNewServicesPerSession), 1)
+		}
+		ch.service = true
+	}
+	if ev.Version != "" && !ev.Wait {
+		if _, ok := c.eng.LookupVersion(ev.Version); !ok {
+			if s.quota.versions >= c.cfg.MaxNewVersionsPerSession {
+				return ch, c.refuseLocked(s, quotaVersions, quotaExceeded(quotaVersions,
+					fmt.Sprintf("session %q introduced %d versions; CALL names another, %q", s.rec.InstanceId, s.quota.versions, ev.Version),
+					c.cfg.MaxNewVersionsPerSession), 1)
+			}
+			ch.version = true
+		}
+	}
+	if !known || !c.eng.HasEdge(s.svc, to) {
+		if s.quota.learned >= c.cfg.MaxLearnedEdgesPerSession {
+			return ch, c.refuseLocked(s, quotaSessionLearned, quotaExceeded(quotaSessionLearned,
+				fmt.Sprintf("session %q taught %d undeclared edges; CALL %s→%s is another", s.rec.InstanceId, s.quota.learned, s.rec.Service, ev.Service),
+				c.cfg.MaxLearnedEdgesPerSession), 1)
+		}
+		if n := len(c.learned); n >= c.cfg.MaxLearnedEdges {
+			return ch, c.refuseLocked(s, quotaLearnedEdgesTotal, quotaExceeded(quotaLearnedEdgesTotal,
+				fmt.Sprintf("%d undeclared edges learned in all; CALL %s→%s is another", n, s.rec.Service, ev.Service),
+				c.cfg.MaxLearnedEdges), 1)
+		}
+	}
+	return ch, c.checkNewTxnLocked(s, ev.TxnId)
+}
+
+// chargeCallLocked charges s with what its CALL added: a service or version
+// now interned. Learned edges are charged where they are learned
+// (callLocked), a held call's when it is released.
+func (c *Coordinator) chargeCallLocked(s *session, ev *pb.Event, ch callCharge) {
+	if ch.service {
+		if _, ok := c.eng.LookupService(ev.Service); ok {
+			s.quota.services++
+		}
+	}
+	if ch.version {
+		if _, ok := c.eng.LookupVersion(ev.Version); ok {
+			s.quota.versions++
+		}
+	}
+}
+
+// quotaLabels lists every quota's metric label.
+func quotaLabels() []string {
+	out := make([]string, len(quotas))
+	for i, q := range quotas {
+		out[i] = q.label
+	}
+	return out
+}
