@@ -1,0 +1,549 @@
+// Command abuse is a bounded soak: legitimate load (500 transactions/s of
+// simulated services on the Go SDK, the update bench's graph, checked by
+// loadsim's version-consistency oracle) runs against a coordinator in a
+// process of its own, first alone (baseline) and then next to one hostile
+// session that pushes every per-session quota at least tenfold, opens ten
+// times the streams a peer may, and posts REST bodies ten times the limit.
+// In each phase a CV update of svc-d is held in DRAINING, so every call to
+// svc-d waits for the coordinator's decision: their p99 is what the hostile
+// session could slow down. It prints one line per quota with how often it
+// refused, then:
+//
+//	hostile_refused=N baseline_p99_ms=Q legit_p99_ms=P legit_failed=F rss_mb=R rss_growth_mb=G violations=V
+//
+// (G: growth of the coordinator's RSS after the first 30 s of the hostile
+// phase). The quotas are set low (flags below) so that ten times each is
+// reached in seconds; the defaults are documented in docs/limits.md.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/coordinator/coordinator/coordinator"
+	"github.com/coordinator/coordinator/coordinator/server"
+	"github.com/coordinator/coordinator/internal/loadsim"
+	"github.com/coordinator/coordinator/internal/simsidecar"
+	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+)
+
+// The update bench's graph; svc-d is updated in each phase.
+var graph = loadsim.Graph{"svc-a": {"svc-b", "svc-c"}, "svc-b": {"svc-d", "svc-e"}, "svc-c": {"svc-d"}, "svc-d": {"svc-f"}}
+
+// The quotas of the soak (coordinatord flags of the same names).
+const (
+	liveTxnsPerSession  = 2_000 // --max-live-txns-per-session
+	newServices         = 100   // --max-new-services-per-session
+	newVersions         = 20    // --max-new-versions-per-session
+	learnedEdges        = 100   // --max-learned-edges-per-session
+	eventsPerSecond     = 5_000 // --max-events-per-second
+	eventBurst          = 5_000 // --event-burst
+	streamsPerPeer      = 20    // --max-streams-per-peer
+	hostileAddr         = "127.0.0.2"
+	push                = 10 // each quota is pushed this many times over
+	maxRequestBodyBytes = server.DefaultMaxRequestBytes
+)
+
+func main() {
+	rate := flag.Int("rate", 500, "legitimate transactions per second")
+	baseline := flag.Duration("baseline", 20*time.Second, "length of the phase without the hostile session")
+	hostile := flag.Duration("hostile", 60*time.Second, "length of the phase with it (at least 30s: RSS growth is measured after its first 30 s)")
+	serve := flag.String("serve", "", "internal: run the coordinator on this data directory and print its addresses")
+	flag.Parse()
+	log.SetFlags(0)
+	if *serve != "" {
+		runCoordinator(*serve)
+		return
+	}
+	if *hostile < 40*time.Second {
+		log.Fatalf("-hostile %v: want at least 40s", *hostile)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir, err := os.MkdirTemp("", "bench-abuse-")
+	check(err)
+	defer os.RemoveAll(dir)
+	co := startCoordinator(dir)
+	defer co.stop()
+
+	s, err := loadsim.Start(ctx, loadsim.Config{Coordinators: []string{co.grpc}, Graph: graph,
+		Instances: []string{"svc-a@v1", "svc-b@v1", "svc-c@v1", "svc-d@v1", "svc-e@v1", "svc-f@v1", "svc-d@v2"}, Entry: "svc-a"})
+	check(err)
+	defer s.Close()
+	time.Sleep(200 * time.Millisecond)
+	stopLoad := s.Load(ctx, *rate, 50)
+	defer stopLoad()
+	conn, err := grpc.NewClient(co.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	check(err)
+	defer conn.Close()
+	admin := pb.NewAdminServiceClient(conn)
+
+	// Baseline: the update held in DRAINING, no hostile session.
+	baseP99, baseFailed := phase(ctx, s, admin, "v2", *baseline, nil)
+	log.Printf("baseline: decided calls p99 %v, failed %d, rss %d MB", baseP99, baseFailed, co.rssMB())
+
+	// Hostile: the same, with the hostile session from the start.
+	var rss30 int
+	h := &hostileRun{co: co}
+	legitP99, _ := phase(ctx, s, admin, "v1", *hostile, func(pctx context.Context) {
+		go func() {
+			select {
+			case <-time.After(30 * time.Second):
+				rss30 = co.rssMB()
+				log.Printf("hostile phase at 30 s: rss %d MB, heap in use %.0f MB", rss30, co.metric("go_memstats_heap_inuse_bytes")/(1<<20))
+			case <-pctx.Done():
+			}
+		}()
+		h.run(pctx)
+	})
+	rssEnd := co.rssMB()
+	log.Printf("hostile phase at its end: rss %d MB, heap in use %.0f MB", rssEnd, co.metric("go_memstats_heap_inuse_bytes")/(1<<20))
+	failed := s.Failed() - baseFailed
+	if v := s.FirstViolation(); v != "" {
+		log.Printf("first violation: %s", v)
+	}
+	if err := s.FirstError(); err != nil && failed > 0 {
+		log.Printf("first legitimate failure: %v", err)
+	}
+	refused := h.report(co)
+	if n := h.sendErrs.Load(); n > 0 {
+		log.Printf("hostile session: %d batches not acknowledged (not counted as pushed)", n)
+	}
+	fmt.Printf("hostile_refused=%d baseline_p99_ms=%.2f legit_p99_ms=%.2f legit_failed=%d rss_mb=%d rss_growth_mb=%d violations=%d\n",
+		refused, ms(baseP99), ms(legitP99), failed, rssEnd, rssEnd-rss30, s.Violations())
+}
+
+// phase runs a CV update of svc-d to `to` held in DRAINING for d (a
+// transaction keeps the old version in use), with extra running next to
+// it, and returns the p99 of the calls the coordinator decided meanwhile
+// and the legitimate failures so far.
+func phase(ctx context.Context, s *loadsim.Sim, admin pb.AdminServiceClient, to string, d time.Duration, extra func(context.Context)) (time.Duration, int64) {
+	from := "v1"
+	if to == "v1" {
+		from = "v2"
+	}
+	entry := s.Client("svc-c@v1")
+	tctx, _ := entry.Begin(ctx)
+	call, err := entry.Route(tctx, "svc-d") // uses svc-d@from and may call it again
+	check(err)
+	call.Finish()
+	_, _ = s.Latencies(true)
+	u, err := admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: "svc-d", ToVersion: to, Strategy: pb.Strategy_STRATEGY_CV})
+	check(err)
+	pctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var wg sync.WaitGroup
+	if extra != nil {
+		wg.Go(func() { extra(pctx) })
+	}
+	<-pctx.Done()
+	wg.Wait()
+	_, decided := s.Latencies(true)
+	entry.End(tctx) // svc-d@from drains: the update ends DONE
+	for {
+		g, err := admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: u.Id})
+		check(err)
+		if g.FinishedAt != nil && g.Progress == nil {
+			if g.Phase != pb.Phase_PHASE_DONE {
+				log.Fatalf("update of svc-d %s -> %s ended %s: %s", from, to, g.Phase, g.Reason)
+			}
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	slices.Sort(decided)
+	if len(decided) == 0 {
+		log.Fatalf("no call to svc-d was decided during the %v phase", d)
+	}
+	return decided[len(decided)*99/100], s.Failed()
+}
+
+// hostileRun is one hostile session and what it pushed.
+type hostileRun struct {
+	co     *coordinatorProc
+	pushed sync.Map // quota -> *atomic.Int64
+	// refused413 and refusedStreams are counted here: the REST body limit
+	// and the stream limit refuse before any coordinator metric.
+	refused413, refusedStreams atomic.Int64
+	sendErrs                   atomic.Int64
+}
+
+func (h *hostileRun) add(quota string, n int64) {
+	v, _ := h.pushed.LoadOrStore(quota, new(atomic.Int64))
+	v.(*atomic.Int64).Add(n)
+}
+
+// run pushes every quota, each from its own goroutine, until ctx ends.
+func (h *hostileRun) run(ctx context.Context) {
+	conn, err := grpc.NewClient(h.co.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	check(err)
+	defer conn.Close()
+	// Services it may call without teaching an edge: declared by another
+	// service (a setup registration), so that calling them only pushes
+	// the learned-edge quota.
+	var decl []string
+	for i := range push * learnedEdges {
+		decl = append(decl, fmt.Sprintf("declared-%d", i))
+	}
+	setup, _, err := simsidecar.Connect(ctx, conn, &pb.Register{InstanceId: "hostile-setup", Service: "library", Version: "v1",
+		Address: "127.0.0.1:1", Dependencies: decl})
+	check(err)
+	setup.Close()
+	sc, _, err := simsidecar.Connect(ctx, conn, &pb.Register{InstanceId: "hostile-1", Service: "hostile", Version: "v1", Address: "127.0.0.1:1",
+		Dependencies: []string{"svc-f"}})
+	check(err)
+	defer sc.Close()
+	var wg sync.WaitGroup
+	wg.Go(func() { // a misbehaving sidecar, but a live one: it heartbeats
+		for ctx.Err() == nil {
+			hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, _ = sc.Heartbeat(hctx)
+			cancel()
+			pace(ctx, time.Second)
+		}
+	})
+	wg.Go(func() { h.streams(ctx) })
+	wg.Go(func() { h.bodies(ctx) })
+	// The session's own quotas one after the other, each under its event
+	// rate (so that each is refused by its own quota), then the rate
+	// itself, flooded for the rest of the phase.
+	h.namesAndEdges(ctx, sc) // its first 100 names teach 100 edges too
+	h.learnEdges(ctx, sc, decl)
+	h.liveTxns(ctx, sc)
+	h.eventRate(ctx, sc)
+	wg.Wait()
+}
+
+// send sends a batch and waits for its Ack (bounded), so that the hostile
+// session never has more than one batch in flight per goroutine; it
+// reports whether the batch was acknowledged (and so pushed).
+func (h *hostileRun) send(ctx context.Context, sc *simsidecar.Sidecar, evs []*pb.Event) bool {
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := sc.Send(sctx, evs...); err != nil {
+		if ctx.Err() == nil && h.sendErrs.Add(1) == 1 {
+			log.Printf("hostile session: a batch was not acknowledged: %v", err)
+		}
+		return false
+	}
+	return true
+}
+
+// liveTxns begins ten times the live transactions a session may own.
+func (h *hostileRun) liveTxns(ctx context.Context, sc *simsidecar.Sidecar) {
+	for i := 0; i < push*liveTxnsPerSession && ctx.Err() == nil; i += 500 {
+		var evs []*pb.Event
+		for j := i; j < i+500; j++ {
+			evs = append(evs, simsidecar.Begin(fmt.Sprintf("hostile-live-%d", j), 1))
+		}
+		if h.send(ctx, sc, evs) {
+			h.add("session_live_txns", int64(len(evs)))
+		}
+		pace(ctx, 200*time.Millisecond) // 2,500 events/s: under the rate quota
+	}
+}
+
+// namesAndEdges calls ten times the services, versions and undeclared
+// edges a session may introduce, inside one transaction of its own.
+func (h *hostileRun) namesAndEdges(ctx context.Context, sc *simsidecar.Sidecar) {
+	txn := "hostile-names"
+	h.send(ctx, sc, []*pb.Event{simsidecar.Begin(txn, 1)})
+	sub := uint64(2)
+	call := func(svc, version string) *pb.Event {
+		ev := simsidecar.Call(txn, 1, svc, sub)
+		ev.Version = version
+		sub++
+		return ev
+	}
+	for i := 0; i < push*newServices && ctx.Err() == nil; i += 100 {
+		var evs []*pb.Event
+		for j := i; j < i+100; j++ {
+			evs = append(evs, call(fmt.Sprintf("invented-%d", j), ""))
+		}
+		if h.send(ctx, sc, evs) {
+			h.add("session_services", int64(len(evs)))
+		}
+		pace(ctx, 50*time.Millisecond)
+	}
+	for i := 0; i < push*newVersions && ctx.Err() == nil; i += 50 {
+		var evs []*pb.Event
+		for j := i; j < i+50; j++ {
+			evs = append(evs, call("svc-f", fmt.Sprintf("v-invented-%d", j)))
+		}
+		if h.send(ctx, sc, evs) {
+			h.add("session_versions", int64(len(evs)))
+		}
+		pace(ctx, 50*time.Millisecond)
+	}
+}
+
+// learnEdges calls, in a transaction of its own, services another
+// service declared and this one did not: each call teaches an edge.
+func (h *hostileRun) learnEdges(ctx context.Context, sc *simsidecar.Sidecar, to []string) {
+	txn := "hostile-edges"
+	h.send(ctx, sc, []*pb.Event{simsidecar.Begin(txn, 1)})
+	for i := 0; i < len(to) && ctx.Err() == nil; i += 100 {
+		var evs []*pb.Event
+		for j := i; j < min(i+100, len(to)); j++ {
+			evs = append(evs, simsidecar.Call(txn, 1, to[j], uint64(2+j)))
+		}
+		if h.send(ctx, sc, evs) {
+			h.add("session_learned_edges", int64(len(evs)))
+		}
+		pace(ctx, 50*time.Millisecond)
+	}
+}
+
+// eventRate sends ten times the session's event rate for the phase: ENDs
+// of transactions that do not exist, which change nothing and touch no
+// other quota.
+func (h *hostileRun) eventRate(ctx context.Context, sc *simsidecar.Sidecar) {
+	const batch = 1000
+	per := time.Duration(float64(time.Second) * batch / (push * eventsPerSecond))
+	next := time.Now()
+	for i := 0; ctx.Err() == nil; i++ {
+		evs := make([]*pb.Event, 0, batch)
+		for j := 0; j < batch; j++ {
+			evs = append(evs, simsidecar.End(fmt.Sprintf("hostile-rate-%d-%d", i, j)))
+		}
+		if h.send(ctx, sc, evs) {
+			h.add("session_event_rate", batch)
+		}
+		next = next.Add(per)
+		pace(ctx, time.Until(next))
+	}
+}
+
+// streams opens ten times the streams one peer may have, from another
+// loopback address, and never registers them.
+func (h *hostileRun) streams(ctx context.Context) {
+	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(hostileAddr)}}
+	conn, err := grpc.NewClient(h.co.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return dialer.DialContext(ctx, "tcp", addr) }))
+	check(err)
+	defer conn.Close()
+	cl := pb.NewSidecarServiceClient(conn)
+	var wg sync.WaitGroup
+	for round := 0; ctx.Err() == nil; round++ {
+		for range push * streamsPerPeer {
+			st, err := cl.Connect(ctx)
+			h.add("streams_per_peer", 1)
+			if err != nil {
+				continue
+			}
+			wg.Go(func() {
+				for {
+					if _, err := st.Recv(); err != nil {
+						if status.Code(err) == codes.ResourceExhausted {
+							h.refusedStreams.Add(1)
+						}
+						return
+					}
+				}
+			})
+		}
+		pace(ctx, 12*time.Second) // the idle ones end at the Register deadline (10 s)
+	}
+	wg.Wait()
+}
+
+// bodies posts REST bodies ten times the limit, once a second.
+func (h *hostileRun) bodies(ctx context.Context) {
+	body := bytes.Repeat([]byte("x"), push*maxRequestBodyBytes)
+	for ctx.Err() == nil {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+h.co.http+"/v1/services/svc-d/updates", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		h.add("request_body_bytes", 1)
+		if err == nil {
+			if resp.StatusCode == http.StatusRequestEntityTooLarge {
+				h.refused413.Add(1)
+			}
+			resp.Body.Close()
+		}
+		pace(ctx, time.Second)
+	}
+}
+
+// report prints a line per quota (what was pushed, how often the
+// coordinator refused) and returns the refusals in all.
+func (h *hostileRun) report(co *coordinatorProc) int64 {
+	refusals := co.metricByLabel("coordinator_quota_refusals_total", "quota")
+	refusals["request_body_bytes"] = float64(h.refused413.Load())
+	refusals["streams_per_peer"] = float64(h.refusedStreams.Load())
+	limits := map[string]int{
+		"session_live_txns": liveTxnsPerSession, "session_services": newServices, "session_versions": newVersions,
+		"session_learned_edges": learnedEdges, "session_event_rate": eventsPerSecond, "streams_per_peer": streamsPerPeer,
+		"request_body_bytes": maxRequestBodyBytes,
+	}
+	var names []string
+	for q := range limits {
+		names = append(names, q)
+	}
+	slices.Sort(names)
+	var total int64
+	for _, q := range names {
+		var pushed int64
+		if v, ok := h.pushed.Load(q); ok {
+			pushed = v.(*atomic.Int64).Load()
+		}
+		fmt.Printf("quota=%s limit=%d pushed=%d refused=%.0f\n", q, limits[q], pushed, refusals[q])
+		total += int64(refusals[q])
+	}
+	return total
+}
+
+func pace(ctx context.Context, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	select {
+	case <-time.After(d):
+	case <-ctx.Done():
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// coordinatorProc is the coordinator's process.
+type coordinatorProc struct {
+	cmd        *exec.Cmd
+	grpc, http string
+}
+
+// startCoordinator runs the coordinator in a child process on dir, with
+// the soak's quotas, and returns once it leads.
+func startCoordinator(dir string) *coordinatorProc {
+	self, err := os.Executable()
+	check(err)
+	cmd := exec.Command(self, "-serve", dir)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	check(err)
+	check(cmd.Start())
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		_ = cmd.Process.Kill()
+		log.Fatalf("coordinator process: %v", err)
+	}
+	g, h, _ := strings.Cut(strings.TrimSpace(line), " ")
+	return &coordinatorProc{cmd: cmd, grpc: g, http: h}
+}
+
+func (c *coordinatorProc) stop() {
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	_ = c.cmd.Wait()
+}
+
+// rssMB is the coordinator process's resident set, in MB.
+func (c *coordinatorProc) rssMB() int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.Atoi(f[1])
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// metric reads an unlabelled metric from /metrics.
+func (c *coordinatorProc) metric(name string) float64 {
+	resp, err := http.Get("http://" + c.http + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return 0
+}
+
+// metricByLabel reads a counter from /metrics, by the value of label.
+func (c *coordinatorProc) metricByLabel(name, label string) map[string]float64 {
+	out := map[string]float64{}
+	resp, err := http.Get("http://" + c.http + "/metrics")
+	if err != nil {
+		log.Printf("/metrics: %v", err)
+		return out
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		l := sc.Text()
+		if !strings.HasPrefix(l, name+"{") {
+			continue
+		}
+		_, rest, _ := strings.Cut(l, label+`="`)
+		val, _, _ := strings.Cut(rest, `"`)
+		_, num, _ := strings.Cut(l, "} ")
+		v, _ := strconv.ParseFloat(num, 64)
+		out[val] += v
+	}
+	return out
+}
+
+// runCoordinator is the child: a coordinator as coordinatord runs one,
+// with the soak's quotas, until SIGTERM; it prints its gRPC and HTTP
+// addresses.
+func runCoordinator(dir string) {
+	debug.SetGCPercent(server.GCPercent())
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	srv, err := server.Start(ctx, server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: dir,
+		MaxStreamsPerPeer: streamsPerPeer,
+		Coordinator: coordinator.Config{
+			MaxLiveTxnsPerSession:     liveTxnsPerSession,
+			MaxNewServicesPerSession:  newServices,
+			MaxNewVersionsPerSession:  newVersions,
+			MaxLearnedEdgesPerSession: learnedEdges,
+			MaxEventsPerSecond:        eventsPerSecond,
+			EventBurst:                eventBurst,
+		}})
+	check(err)
+	_, err = srv.WaitLeading(ctx)
+	check(err)
+	fmt.Println(srv.GRPCAddr(), srv.HTTPAddr())
+	<-ctx.Done()
+	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Close(cctx); err != nil {
+		log.Printf("coordinator close: %v", err)
+	}
+}
+
+func check(err error) {
+	if err != nil {
+		log.Fatal(err)
+	}
+}
