@@ -69,22 +69,11 @@ func (a admin) ListUpdates(ctx context.Context, req *pb.ListUpdatesRequest) (*pb
 }
 
 func (a admin) AbortUpdate(ctx context.Context, req *pb.AbortUpdateRequest) (*pb.Update, error) {
-	c := a.c
-	c.mu.Lock()
-	u, err := c.updateLocked(req.GetId())
-	if err == nil {
-		reason := req.GetReason()
-		if reason == "" {
-			reason = "aborted by an operator"
-		}
-		err = c.abortLocked(u, reason)
+	reason := req.GetReason()
+	if reason == "" {
+		reason = "aborted by an operator"
 	}
-	var out *pb.Update
-	if err == nil {
-		out = c.snapshotLocked(u)
-	}
-	c.unlockAndSend()
-	return out, err
+	return a.c.abort(ctx, req.GetId(), reason)
 }
 
 // WatchUpdate sends the update at once, then whenever it changes (at most

@@ -191,7 +191,19 @@ type Coordinator struct {
 	// service record updates of one service: each does etcd I/O outside mu.
 	regLocks keyLocks
 
-	mu       sync.Mutex // guards everything below
+	// mu guards everything below unless said otherwise; event application
+	// takes it. It is never held across an etcd round trip: update phases
+	// are stored by the phase writer without it and applied after
+	// (update.go); a registration does its etcd work first, then applies
+	// it in one locked section, as restore does (but for the transaction
+	// records, page by page); the self-preservation store writes what it
+	// took under mu after releasing it.
+	// Lock order: a regLocks key ("instance/" before "service/") or
+	// sp.store.mu, then mu, then the leases' lock (storage.Leases);
+	// stream.sendMu and pinCommitter.mu are taken with none of these held
+	// (decisions, acks and routing tables are sent after unlocking:
+	// unlockAndSend); phaseMu is taken last.
+	mu       sync.Mutex
 	eng      *graph.Engine
 	sessions map[string]*session // by instance id
 	owners   []*session          // by graph.Owner; owners[0] is always nil
@@ -223,6 +235,13 @@ type Coordinator struct {
 	updates     map[string]*update          // every update by id (history)
 	out         []decision                  // call decisions to send after unlocking
 	pins        *pinCommitter
+	phaseKick   chan struct{}
+	// phaseMu, not mu, guards the phase changes on their way to etcd and
+	// back; it is taken with or without mu, and nothing is taken under it.
+	phaseMu      sync.Mutex
+	phaseQueue   []*phaseChange // decided, for the phase writer
+	phaseStored  []storedPhase  // written (or failed), to apply under mu
+	phaseStoredN atomic.Int32   // len(phaseStored), read without phaseMu
 
 	// Write-behind age gate: changes are stamped with the flush interval
 	// they happen in (epoch), and collect takes only those at least one
@@ -273,6 +292,7 @@ func New(cfg Config) (*Coordinator, error) {
 		t0:           time.Now(),
 
 		routingKick: make(chan struct{}, 1),
+		phaseKick:   make(chan struct{}, 1),
 		active:      make(map[graph.ServiceID]*update),
 		updates:     make(map[string]*update),
 	}
@@ -333,7 +353,8 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 	c.wb.Start()
-	c.streams.Add(7)
+	c.streams.Add(8)
+	go c.runPhaseWriter()
 	go c.every(c.cfg.ImplicitTimeout/4, func(now time.Time) {
 		c.sweepImplicitLocked(now) // ends transactions whose Begin never came
 		c.sweepDepartedLocked(now) // and those deregistered sessions kept

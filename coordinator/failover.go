@@ -1,15 +1,9 @@
 package coordinator
 
 import (
-	"context"
-	"errors"
-	"strings"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/coordinator/coordinator/coordinator/graph"
-	"github.com/coordinator/coordinator/storage"
 	"github.com/coordinator/coordinator/strategy"
 )
 
@@ -20,9 +14,9 @@ import (
 // service and to call it again. Updates resume from their persisted phase;
 // no switch happens until every session known in etcd has re-registered or
 // expired (switchHoldLocked). A self-preservation mode the previous leader
-// stored resumes too (restoreSelfPreservation): the sessions it queued are
-// not in etcd any more, and no switch happens until they too have
-// re-registered or their grace has ended.
+// stored resumes too (restoreSelfPreservationLocked): the sessions it
+// queued are not in etcd any more, and no switch happens until they too
+// have re-registered or their grace has ended.
 
 // resumeLocked takes an update read from etcd back where its persisted
 // phase says. Unfinished, it is active again: its service is in update mode
@@ -54,27 +48,10 @@ func (c *Coordinator) resumeLocked(u *update) {
 		"rolling_back", u.rollback)
 }
 
-// restorePins reads the first-use pins of the services mid-update.
-func (c *Coordinator) restorePins(ctx context.Context) (err error) {
-	resp, err := c.cli.Get(ctx, c.keys.Pins(), clientv3.WithPrefix())
-	if err != nil {
-		return err
-	}
-	var bad []badRecord
-	defer func() { // after the unlock below
-		if qerr := c.quarantine(ctx, "pin", bad); err == nil {
-			err = qerr
-		}
-	}()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, kv := range resp.Kvs {
-		svc, txn, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), c.keys.Pins()), "/")
-		if err := errors.Join(storage.ValidName("service", svc), validTxnID(txn),
-			storage.ValidName("version", string(kv.Value))); err != nil {
-			bad = append(bad, badRecord{kv, err})
-			continue
-		}
+// restorePinsLocked keeps the first-use pins read from etcd (service ->
+// transaction -> version) of the services mid-update.
+func (c *Coordinator) restorePinsLocked(pins map[string]map[string]string) {
+	for svc, byTxn := range pins {
 		id, ok := c.eng.LookupService(svc)
 		if !ok || c.active[id] == nil {
 			continue // left by an update that finished
@@ -84,9 +61,10 @@ func (c *Coordinator) restorePins(ctx context.Context) (err error) {
 			m = make(map[string]graph.VersionID)
 			c.restoredPins[id] = m
 		}
-		m[txn] = c.eng.Version(string(kv.Value))
+		for txn, v := range byTxn {
+			m[txn] = c.eng.Version(v)
+		}
 	}
-	return nil
 }
 
 // legacyUsesLocked completes what a legacy transaction is known to have

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
@@ -68,103 +69,34 @@ func (c *Coordinator) collect(max int) []clientv3.Op {
 }
 
 // restore loads services, routes, sessions still leased, the
-// self-preservation mode if one was active, and transaction records.
-// Restored transactions are legacy: the coordinator did not see what
-// they did, so each is assumed to have used every service and to possibly call
-// it again, until it ends or its session's lease expires.
+// self-preservation mode if one was active, updates and their pins, and
+// transaction records. Restored transactions are legacy: the coordinator
+// did not see what they did, so each is assumed to have used every service
+// and to possibly call it again, until it ends or its session's lease
+// expires.
+//
+// The state but the transaction records is read first, in one etcd
+// transaction (one revision), and applied in one locked section; the
+// transaction records, which may be many, follow page by page, each page
+// read and then applied.
 func (c *Coordinator) restore(ctx context.Context) error {
 	start := time.Now()
-	resp, err := c.cli.Get(ctx, c.keys.Services(), clientv3.WithPrefix())
+	st, err := c.readState(ctx)
 	if err != nil {
 		return err
 	}
+	c.mu.Lock()
+	c.applyStateLocked(st)
+	c.mu.Unlock()
+	// The records that could not be decoded are moved aside (etcd
+	// writes: after the locked section), in the order restore read them.
+	for _, q := range st.bad {
+		if err := c.quarantine(ctx, q.kind, q.bad); err != nil {
+			return err
+		}
+	}
+
 	var bad []badRecord
-	c.mu.Lock()
-	for _, kv := range resp.Kvs {
-		var rec pb.ServiceRecord
-		if err := decodeServiceRecord(kv.Value, &rec); err != nil {
-			bad = append(bad, badRecord{kv, err})
-			continue
-		}
-		c.deps[rec.Name] = rec.Dependencies
-		c.declareLocked(rec.Name, rec.Dependencies)
-	}
-	c.mu.Unlock()
-	if err := c.quarantine(ctx, "service", bad); err != nil {
-		return err
-	}
-
-	if resp, err = c.cli.Get(ctx, c.keys.Routes(), clientv3.WithPrefix()); err != nil {
-		return err
-	}
-	bad = nil
-	c.mu.Lock()
-	for _, kv := range resp.Kvs {
-		svc := strings.TrimPrefix(string(kv.Key), c.keys.Routes())
-		if err := errors.Join(storage.ValidName("service", svc), storage.ValidName("version", string(kv.Value))); err != nil {
-			bad = append(bad, badRecord{kv, err})
-			continue
-		}
-		c.routes[c.eng.Service(svc)] = c.eng.Version(string(kv.Value))
-	}
-	c.mu.Unlock()
-	if err := c.quarantine(ctx, "route", bad); err != nil {
-		return err
-	}
-
-	if resp, err = c.cli.Get(ctx, c.keys.Sessions(), clientv3.WithPrefix()); err != nil {
-		return err
-	}
-	bad = nil
-	c.mu.Lock()
-	for _, kv := range resp.Kvs {
-		rec := &pb.SessionRecord{}
-		if err := decodeSessionRecord(kv.Value, rec); err != nil {
-			bad = append(bad, badRecord{kv, err})
-			continue
-		}
-		hb := rec.GetHeartbeatInterval().AsDuration()
-		c.addSessionLocked(rec, c.sessionTTL(hb, rec.AllowedMisses))
-		c.resyncWait[rec.InstanceId] = struct{}{}
-	}
-	// Refresh them at once, before the (long) read of transaction records:
-	// the time without a leader must not expire live sidecars (again in
-	// Start once the watch runs).
-	for _, s := range c.sessions {
-		c.leases.Heartbeat(s.lease)
-	}
-	c.mu.Unlock()
-	if err := c.quarantine(ctx, "session", bad); err != nil {
-		return err
-	}
-	if err := c.restoreSelfPreservation(ctx); err != nil {
-		return err
-	}
-
-	if resp, err = c.cli.Get(ctx, c.keys.Updates(), clientv3.WithPrefix()); err != nil {
-		return err
-	}
-	bad = nil
-	for _, kv := range resp.Kvs {
-		rec := &pb.Update{}
-		strat, err := decodeUpdateRecord(kv.Value, rec)
-		if err != nil {
-			bad = append(bad, badRecord{kv, err})
-			continue
-		}
-		u := &update{rec: rec, strat: strat, changed: make(chan struct{})}
-		c.mu.Lock()
-		c.updates[rec.Id] = u
-		c.resumeLocked(u)
-		c.mu.Unlock()
-	}
-	if err := c.quarantine(ctx, "update", bad); err != nil {
-		return err
-	}
-	if err := c.restorePins(ctx); err != nil {
-		return err
-	}
-
 	txns := 0
 	key, end := c.keys.Txns(), clientv3.GetPrefixRangeEnd(c.keys.Txns())
 	for {
@@ -208,6 +140,148 @@ func (c *Coordinator) restore(ctx context.Context) error {
 	c.lg.Info("restored state", "services", len(c.deps), "sessions", len(c.sessions), "txns", txns,
 		"took", time.Since(start))
 	return nil
+}
+
+// storedState is what restore reads from etcd before the transaction
+// records, decoded.
+type storedState struct {
+	services []*pb.ServiceRecord
+	routes   map[string]string // service -> default version
+	sessions []*pb.SessionRecord
+	sp       *pb.SelfPreservationRecord // nil: none stored
+	updates  []*pb.Update
+	pins     map[string]map[string]string // service -> txn -> version
+	// bad are the records that could not be decoded, by kind, to
+	// quarantine once the rest is applied.
+	bad []quarantined
+}
+
+// quarantined are records of one kind that restore moves aside.
+type quarantined struct {
+	kind string
+	bad  []badRecord
+}
+
+// readState reads and decodes the state restore applies first. A record
+// that cannot be decoded (decodeServiceRecord and the others below) is
+// left out and listed in bad.
+
+func (c *Coordinator) readState(ctx context.Context) (*storedState, error) {
+	resp, err := c.cli.Txn(ctx).Then(
+		clientv3.OpGet(c.keys.Services(), clientv3.WithPrefix()),
+		clientv3.OpGet(c.keys.Routes(), clientv3.WithPrefix()),
+		clientv3.OpGet(c.keys.Sessions(), clientv3.WithPrefix()),
+		clientv3.OpGet(c.keys.SelfPreservation()),
+		clientv3.OpGet(c.keys.Updates(), clientv3.WithPrefix()),
+		clientv3.OpGet(c.keys.Pins(), clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		return nil, err
+	}
+	kvs := func(i int) []*mvccpb.KeyValue { return resp.Responses[i].GetResponseRange().GetKvs() }
+	st := &storedState{routes: map[string]string{}, pins: map[string]map[string]string{}}
+	var bad []badRecord
+	setAside := func(kind string) {
+		if len(bad) > 0 {
+			st.bad = append(st.bad, quarantined{kind, bad})
+		}
+		bad = nil
+	}
+	for _, kv := range kvs(0) {
+		rec := &pb.ServiceRecord{}
+		if err := decodeServiceRecord(kv.Value, rec); err != nil {
+			bad = append(bad, badRecord{kv, err})
+			continue
+		}
+		st.services = append(st.services, rec)
+	}
+	setAside("service")
+	for _, kv := range kvs(1) {
+		svc := strings.TrimPrefix(string(kv.Key), c.keys.Routes())
+		if err := errors.Join(storage.ValidName("service", svc), storage.ValidName("version", string(kv.Value))); err != nil {
+			bad = append(bad, badRecord{kv, err})
+			continue
+		}
+		st.routes[svc] = string(kv.Value)
+	}
+	setAside("route")
+	for _, kv := range kvs(2) {
+		rec := &pb.SessionRecord{}
+		if err := decodeSessionRecord(kv.Value, rec); err != nil {
+			bad = append(bad, badRecord{kv, err})
+			continue
+		}
+		st.sessions = append(st.sessions, rec)
+	}
+	setAside("session")
+	if sp := kvs(3); len(sp) > 0 {
+		rec := &pb.SelfPreservationRecord{}
+		if err := proto.Unmarshal(sp[0].Value, rec); err != nil {
+			// Without it the mode does not resume: as if it had not been
+			// active (the sessions it queued are gone already).
+			bad = append(bad, badRecord{sp[0], err})
+		} else {
+			st.sp = rec
+		}
+	}
+	setAside("selfpreservation")
+	for _, kv := range kvs(4) {
+		rec := &pb.Update{}
+		if _, err := decodeUpdateRecord(kv.Value, rec); err != nil {
+			bad = append(bad, badRecord{kv, err})
+			continue
+		}
+		st.updates = append(st.updates, rec)
+	}
+	setAside("update")
+	for _, kv := range kvs(5) {
+		svc, txn, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), c.keys.Pins()), "/")
+		if err := errors.Join(storage.ValidName("service", svc), validTxnID(txn),
+			storage.ValidName("version", string(kv.Value))); err != nil {
+			bad = append(bad, badRecord{kv, err})
+			continue
+		}
+		if st.pins[svc] == nil {
+			st.pins[svc] = map[string]string{}
+		}
+		st.pins[svc][txn] = string(kv.Value)
+	}
+	setAside("pin")
+	return st, nil
+}
+
+// applyStateLocked applies what readState read, in the order each part
+// needs: services and routes, sessions (each awaiting its resync, its lease
+// refreshed at once: the time without a leader must not expire live
+// sidecars, and the read of transaction records may be long; again in
+// Start once the watch runs), the self-preservation mode, updates from
+// their phases, and the pins of those mid-update.
+func (c *Coordinator) applyStateLocked(st *storedState) {
+	for _, rec := range st.services {
+		c.deps[rec.Name] = rec.Dependencies
+		c.declareLocked(rec.Name, rec.Dependencies)
+	}
+	for svc, v := range st.routes {
+		c.routes[c.eng.Service(svc)] = c.eng.Version(v)
+	}
+	for _, rec := range st.sessions {
+		hb := rec.GetHeartbeatInterval().AsDuration()
+		c.addSessionLocked(rec, c.sessionTTL(hb, rec.AllowedMisses))
+		c.resyncWait[rec.InstanceId] = struct{}{}
+	}
+	for _, s := range c.sessions {
+		c.leases.Heartbeat(s.lease)
+	}
+	if st.sp != nil {
+		c.restoreSelfPreservationLocked(st.sp)
+	}
+	for _, rec := range st.updates {
+		strat, _ := strategy.For(rec.Strategy) // decodeUpdateRecord checked it
+		u := &update{rec: rec, strat: strat, changed: make(chan struct{})}
+		c.updates[rec.Id] = u
+		c.resumeLocked(u)
+	}
+	c.restorePinsLocked(st.pins)
 }
 
 // The decoders of restore: an error means the record is quarantined

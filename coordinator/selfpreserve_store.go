@@ -201,7 +201,7 @@ func (c *Coordinator) runSelfPreservationStore() {
 	}
 }
 
-// restoreSelfPreservation resumes the mode a previous leader stored: its
+// restoreSelfPreservationLocked resumes the mode a previous leader stored: its
 // queued sessions are queued again, as placeholders that own no
 // transaction, until they register again or their grace ends. A queued
 // session that has a session in etcd registered again before the record
@@ -211,22 +211,7 @@ func (c *Coordinator) runSelfPreservationStore() {
 // leader (so failovers do not extend it), but a resumed session gets at
 // least MinSessionTTL from now, the time a live sidecar gets to find the
 // new leader (Start), since it could not register while none led.
-func (c *Coordinator) restoreSelfPreservation(ctx context.Context) error {
-	resp, err := c.cli.Get(ctx, c.keys.SelfPreservation())
-	if err != nil {
-		return err
-	}
-	if len(resp.Kvs) == 0 {
-		return nil
-	}
-	rec := &pb.SelfPreservationRecord{}
-	if err := proto.Unmarshal(resp.Kvs[0].Value, rec); err != nil {
-		// Without it the mode does not resume: as if it had not been
-		// active (the sessions it queued are gone already).
-		return c.quarantine(ctx, "selfpreservation", []badRecord{{resp.Kvs[0], err}})
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
+func (c *Coordinator) restoreSelfPreservationLocked(rec *pb.SelfPreservationRecord) {
 	sp := &c.sp
 	sp.init()
 	now := time.Now()
@@ -262,7 +247,7 @@ func (c *Coordinator) restoreSelfPreservation(ctx context.Context) error {
 	sp.gen++
 	if sp.queued == 0 {
 		c.lg.Info("stored self-preservation not resumed: every queued session has a session again", "registered_again", back)
-		return nil
+		return
 	}
 	sp.active, sp.since = true, now
 	if rec.Since != nil {
@@ -276,5 +261,5 @@ func (c *Coordinator) restoreSelfPreservation(ctx context.Context) error {
 	c.lg.Warn("self-preservation resumed from etcd: the transactions of the queued sessions are unknown here, "+
 		"every switch is paused until they register again or their grace ends",
 		"since", sp.since, "queued", sp.queued, "registered_again", back, "grace", c.cfg.SelfPreservationGrace)
-	return nil
+	return
 }

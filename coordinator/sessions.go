@@ -131,7 +131,11 @@ func (c *Coordinator) validateRegister(r *pb.Register) (hb time.Duration, misses
 	return hb, misses, nil
 }
 
-// register opens or resumes the session of r.InstanceId on stream st.
+// register opens or resumes the session of r.InstanceId on stream st. Its
+// etcd work (the lease, the session and service records, the route) is
+// done first, between read-only looks at the state; then one locked
+// section applies all of it. A registration that fails changes nothing
+// here.
 func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) (*session, *pb.Registered, error) {
 	hb, misses, err := c.validateRegister(r)
 	if err != nil {
@@ -141,6 +145,7 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 	ctx, cancel := context.WithTimeout(ctx, registerTimeout)
 	defer cancel()
 
+	ttl := c.sessionTTL(hb, misses)
 	c.mu.Lock()
 	// Until it is in memory, the sweep must not forget the service whose
 	// records this registration writes.
@@ -154,17 +159,16 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 	}()
 	old := c.sessions[r.InstanceId]
 	var oldLease clientv3.LeaseID
+	var registeredAt *timestamppb.Timestamp
 	same := false
 	if old != nil {
-		oldLease = old.lease
+		oldLease, registeredAt = old.lease, old.rec.RegisteredAt
 		// Same service, version and lease TTL: a different TTL needs a new
 		// lease (etcd cannot change a lease's TTL).
-		same = old.rec.Service == r.Service && old.rec.Version == r.Version &&
-			old.ttl == c.sessionTTL(hb, misses)
+		same = old.rec.Service == r.Service && old.rec.Version == r.Version && old.ttl == ttl
 	}
 	c.mu.Unlock()
 
-	ttl := c.sessionTTL(hb, misses)
 	lease := clientv3.LeaseID(0)
 	resumed := false
 	if old != nil && same {
@@ -181,26 +185,6 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 		}
 	}
 	if !resumed {
-		if old != nil {
-			// A different version under the same id, or a dead lease: the old
-			// session is over. A dead lease is an expiry the session watch
-			// has not reported yet: self-preservation decides what happens
-			// to its transactions (below, the new session may take them).
-			c.mu.Lock()
-			if cur := c.sessions[r.InstanceId]; cur == old {
-				if same {
-					c.leaseExpiredLocked(old, time.Now())
-				} else {
-					c.dropSessionLocked(old, "replaced")
-				}
-			}
-			c.unlockAndSend()
-			if !same {
-				if _, err := c.cli.Revoke(ctx, oldLease); err != nil && !errors.Is(err, context.Canceled) {
-					c.lg.Debug("revoke replaced session lease", "instance", r.InstanceId, "lease", int64(oldLease), "error", err)
-				}
-			}
-		}
 		if lease, err = c.leases.Grant(ctx, ttl); err != nil {
 			return nil, nil, fmt.Errorf("%w: register: grant lease: %w", ErrUnavailable, err)
 		}
@@ -216,31 +200,73 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 		RegisteredAt:      timestamppb.Now(),
 	}
 	if resumed {
-		c.mu.Lock()
-		rec.RegisteredAt = old.rec.RegisteredAt
-		c.mu.Unlock()
+		rec.RegisteredAt = registeredAt
 	}
 	val, err := proto.Marshal(rec)
 	if err != nil {
 		return nil, nil, fmt.Errorf("register: encode session: %w", err)
 	}
+	// endOldLocked ends the old session when a new one replaces it: a
+	// different version under the same id, or a dead lease. A dead lease
+	// is an expiry the session watch has not reported yet:
+	// self-preservation decides what happens to its transactions (the new
+	// session may take them).
+	endOldLocked := func() {
+		if old == nil || resumed || c.sessions[r.InstanceId] != old {
+			return
+		}
+		if same {
+			c.leaseExpiredLocked(old, time.Now())
+		} else {
+			c.dropSessionLocked(old, "replaced")
+		}
+	}
+	revokeOld := func() {
+		if old != nil && !same {
+			rctx, rcancel := context.WithTimeout(context.Background(), resumeCheckBudget)
+			defer rcancel()
+			if _, err := c.cli.Revoke(rctx, oldLease); err != nil {
+				c.lg.Debug("revoke replaced session lease", "instance", r.InstanceId, "lease", int64(oldLease), "error", err)
+			}
+		}
+	}
+	stored := false // the session record may have been replaced in etcd
 	fail := func(format string, err error) (*session, *pb.Registered, error) {
 		if !resumed { // a lease nobody will use: do not let it linger until its TTL
 			rctx, rcancel := context.WithTimeout(context.Background(), resumeCheckBudget)
 			_ = c.leases.Revoke(rctx, lease)
 			rcancel()
 		}
+		if stored {
+			// The old session's record is gone (or may be): so is the
+			// old session, as a registration that succeeded would end it.
+			c.mu.Lock()
+			endOldLocked()
+			c.unlockAndSend()
+			revokeOld()
+		}
 		return nil, nil, fmt.Errorf("%w: "+format, ErrUnavailable, err)
 	}
+	// The new lease's record replaces the old one's: revoking the old
+	// lease (below, once the session is replaced here) deletes nothing
+	// that the session watch would take for an expiry.
+	stored = true
 	if _, err := c.commit(ctx, clientv3.OpPut(c.keys.Session(r.InstanceId), string(val), clientv3.WithLease(lease))); err != nil {
 		return fail("register: store session: %w", err)
 	}
-	if err := c.persistService(ctx, r.Service, r.Dependencies, r.Version); err != nil {
+	// The service's records: its lock is held until they are applied, so
+	// that concurrent registrations of the service merge their
+	// dependencies.
+	unlockService := c.regLocks.lock("service/" + r.Service)
+	svc, err := c.storeService(ctx, r.Service, r.Dependencies, r.Version)
+	if err != nil {
+		unlockService()
 		return fail("register: store service: %w", err)
 	}
 
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	endOldLocked()
+	c.applyServiceLocked(svc)
 	s := c.sessions[r.InstanceId]
 	gone := 0 // roots of an expired session taken back that ended while it was away
 	// A session a previous leader queued (self-preservation resumed from
@@ -272,48 +298,60 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 	c.metrics.registrations.Inc()
 	c.lg.Info("session registered", "instance", r.InstanceId, "service", r.Service, "version", r.Version,
 		"lease", int64(lease), "ttl", ttl, "resumed", resumed, "resynced", resynced, "ended", ended)
-	return s, &pb.Registered{
+	out := &pb.Registered{
 		InstanceId: r.InstanceId,
 		LeaseId:    int64(lease),
 		Ttl:        durationpb.New(ttl),
 		Resumed:    resumed,
 		Resynced:   uint32(resynced),
 		Ended:      uint32(ended + gone),
-	}, nil
+	}
+	c.unlockAndSend()
+	unlockService()
+	revokeOld()
+	return s, out, nil
 }
 
-// persistService makes sure the service's record lists deps, and that the
-// service has a route (its first registered version becomes the default).
-func (c *Coordinator) persistService(ctx context.Context, svc string, deps []string, version string) error {
-	defer c.regLocks.lock("service/" + svc)()
+// serviceState is what a registration stored for its service, to apply.
+type serviceState struct {
+	name  string
+	deps  []string // the record's dependencies, nil if unchanged
+	route string   // the default version, "" if it had one already
+}
+
+// storeService makes sure the service's record lists deps, and that the
+// service has a route (its first registered version becomes the default),
+// in etcd; applyServiceLocked applies what it returns. The caller holds the
+// service's regLock from before this call until that apply.
+func (c *Coordinator) storeService(ctx context.Context, svc string, deps []string, version string) (serviceState, error) {
+	out := serviceState{name: svc}
 	c.mu.Lock()
 	have := c.deps[svc]
+	_, known := c.deps[svc]
+	_, routed := c.routes[c.eng.Service(svc)]
+	c.mu.Unlock()
 	merged := slices.Clone(have)
 	for _, d := range deps {
 		if !slices.Contains(merged, d) {
 			merged = append(merged, d)
 		}
 	}
-	_, known := c.deps[svc]
-	c.mu.Unlock()
 	if !known || len(merged) != len(have) {
 		slices.Sort(merged)
 		val, err := proto.Marshal(&pb.ServiceRecord{Name: svc, Dependencies: merged})
 		if err != nil {
-			return err
+			return out, err
 		}
 		if _, err := c.commit(ctx, clientv3.OpPut(c.keys.Service(svc), string(val))); err != nil {
-			return err
+			return out, err
 		}
-		c.mu.Lock()
-		c.deps[svc] = merged
-		c.mu.Unlock()
+		if merged == nil {
+			merged = []string{}
+		}
+		out.deps = merged
 	}
-	c.mu.Lock()
-	_, routed := c.routes[c.eng.Service(svc)]
-	c.mu.Unlock()
 	if routed {
-		return nil
+		return out, nil
 	}
 	key := c.keys.Route(svc)
 	resp, err := c.commit(ctx, clientv3.OpTxn(
@@ -321,18 +359,25 @@ func (c *Coordinator) persistService(ctx context.Context, svc string, deps []str
 		[]clientv3.Op{clientv3.OpPut(key, version)},
 		[]clientv3.Op{clientv3.OpGet(key)}))
 	if err != nil {
-		return err
+		return out, err
 	}
-	route := version
+	out.route = version
 	if inner := resp.Responses[0].GetResponseTxn(); !inner.GetSucceeded() {
 		if kvs := inner.GetResponses()[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
-			route = string(kvs[0].Value)
+			out.route = string(kvs[0].Value)
 		}
 	}
-	c.mu.Lock()
-	c.routes[c.eng.Service(svc)] = c.eng.Version(route)
-	c.mu.Unlock()
-	return nil
+	return out, nil
+}
+
+// applyServiceLocked applies what storeService stored.
+func (c *Coordinator) applyServiceLocked(s serviceState) {
+	if s.deps != nil {
+		c.deps[s.name] = s.deps
+	}
+	if s.route != "" {
+		c.routes[c.eng.Service(s.name)] = c.eng.Version(s.route)
+	}
 }
 
 // declareLocked adds the declared static edges svc -> deps.

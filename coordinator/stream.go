@@ -283,6 +283,7 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 	var counts [int(pb.EventType_EVENT_TYPE_END) + 1]int
 	var late [numLateReasons]int
 	c.mu.Lock()
+	c.applyStoredPhasesLocked() // a phase stored meanwhile acts before these events
 	c.eng.SetEpoch(c.epoch())
 	current := s != nil && s.stream == st && c.sessions[s.rec.InstanceId] == s
 	admitted := len(evs)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -24,8 +25,20 @@ import (
 // etcd before they act: PREPARING (every session enters update mode for the
 // service and acknowledges), then WAITING for freeness (WF, BF) or DRAINING
 // the old version after an immediate switch (CV), then SWITCHED, then DONE;
-// or ABORTED/FAILED with a reason. Switches happen under the coordinator's
-// lock, so they are atomic with event application.
+// or ABORTED/FAILED with a reason.
+//
+// A phase change is decided under the coordinator's lock, in the critical
+// section of event application that saw it due (for a switch: the one
+// that saw the service free), and marks the update as switching
+// (update.writing). It is then written to etcd without the lock, by the
+// phase writer (runPhaseWriter) or, for an operator's abort, by the admin
+// call itself; once stored it is applied under the lock again. While the
+// mark is set, every call to the service that waits for a decision is
+// parked, as a held call, and decided only once the new phase is applied:
+// no call is decided for the old phase after the change was decided
+// (DESIGN.md §4.2), and a slow etcd delays only those calls, never the
+// event path (§5). A write that fails removes the mark, changing nothing;
+// the change is decided again at the next progress check.
 
 // progressEvery is how often timeouts and draining are checked.
 const progressEvery = 10 * time.Millisecond
@@ -43,12 +56,17 @@ type update struct {
 	pending    bool   // reserved while its first record is being stored: not acting yet
 	started    time.Time
 	held       []heldCall
-	decided    uint64
-	pinned     uint64
-	changed    chan struct{} // closed and replaced on every change
+	// writing is the phase change being stored; while set the update is
+	// switching: calls to svc are parked, and no other change is decided.
+	writing *phaseChange
+	decided uint64
+	pinned  uint64
+	changed chan struct{} // closed and replaced on every change
 }
 
-// heldCall is a BF call waiting for the switch (or the abort).
+// heldCall is a call waiting for its decision: a BF call waiting for the
+// switch (or the abort), a call waiting for its transaction's BEGIN, or a
+// call parked while the update's next phase is being stored.
 type heldCall struct {
 	s     *session
 	st    *stream
@@ -57,6 +75,22 @@ type heldCall struct {
 	// waitBegin: held until its transaction's BEGIN is applied (CV), not
 	// for a switch.
 	waitBegin bool
+	// switching: parked while the update's next phase is stored; decided
+	// once that phase is applied (or its write failed).
+	switching bool
+	// noWaitBegin: its wait for BEGIN is over; it is not held for it again.
+	noWaitBegin bool
+}
+
+// phaseChange is a new phase of an update, decided under the coordinator's
+// lock, stored in etcd without it, then applied under it again.
+type phaseChange struct {
+	u     *update
+	rec   *pb.Update    // the record with the new phase
+	extra []clientv3.Op // written in the same etcd transaction
+	apply func()        // under mu, once stored; may be nil
+	done  chan struct{} // closed once applied, or given up
+	err   error         // why it was not stored; set before done closes
 }
 
 func (u *update) finished() bool { return u.state().Finished() }
@@ -196,8 +230,17 @@ func (c *Coordinator) startUpdate(ctx context.Context, req *pb.StartUpdateReques
 	if strat.UpdateMode() {
 		u.updateMode = true
 		u.prepareRev = c.bumpRoutingLocked()
+		c.progressLocked()
+	} else {
+		// The baseline switches at once, with no update mode: the
+		// request waits for its phase writes (not holding the lock).
+		for range maxStepsPerCheck {
+			a := u.strat.Next(u.state(), updateView{c: c, u: u, now: time.Now()})
+			if a.Step == strategy.Wait || !c.stepLocked(u, a, c.storedLocked) || u.finished() {
+				break
+			}
+		}
 	}
-	c.progressLocked()
 	out := c.snapshotLocked(u)
 	c.unlockAndSend()
 	return out, nil
@@ -219,10 +262,11 @@ func (c *Coordinator) persistUpdate(ctx context.Context, rec *pb.Update, extra .
 	return err
 }
 
-// setPhaseLocked persists a new phase (and extra ops) and records it; it
-// reports false, changing nothing, if etcd did not take it (the caller
-// retries at the next progress check).
-func (c *Coordinator) setPhaseLocked(u *update, p pb.Phase, reason string, extra ...clientv3.Op) bool {
+// phaseChangeLocked decides a new phase of u (and extra ops to store with
+// it): it marks u as switching and returns the change, to be stored by
+// queuePhaseLocked or storePhaseLocked; apply runs under the lock once it
+// is stored.
+func (c *Coordinator) phaseChangeLocked(u *update, p pb.Phase, reason string, apply func(), extra ...clientv3.Op) *phaseChange {
 	rec := proto.Clone(u.rec).(*pb.Update)
 	now := time.Now()
 	rec.Phase, rec.Reason = p, reason
@@ -231,80 +275,248 @@ func (c *Coordinator) setPhaseLocked(u *update, p pb.Phase, reason string, extra
 	case pb.Phase_PHASE_DONE, pb.Phase_PHASE_ABORTED, pb.Phase_PHASE_FAILED:
 		rec.FinishedAt = timestamppb.New(now)
 	}
-	if err := c.persistUpdate(c.ctx, rec, extra...); err != nil {
-		c.lg.Warn("persist update phase", "update", u.rec.Id, "phase", p, "error", err)
-		return false
-	}
-	u.rec = rec
-	c.lg.Info("update phase", "update", rec.Id, "service", rec.Service, "phase", p, "reason", reason)
+	pc := &phaseChange{u: u, rec: rec, extra: extra, apply: apply, done: make(chan struct{})}
+	u.writing = pc
 	u.notify()
-	return true
+	return pc
 }
 
-// switchLocked moves the default to the new version, persisting the phase
-// and the route in one etcd transaction before it acts.
-func (c *Coordinator) switchLocked(u *update, p pb.Phase) bool {
+// storedPhase is a change the phase writer wrote (err nil) or could not.
+type storedPhase struct {
+	pc  *phaseChange
+	err error
+}
+
+// queuePhaseLocked hands a change to the phase writer.
+func (c *Coordinator) queuePhaseLocked(pc *phaseChange) {
+	c.phaseMu.Lock()
+	c.phaseQueue = append(c.phaseQueue, pc)
+	c.phaseMu.Unlock()
+	select {
+	case c.phaseKick <- struct{}{}:
+	default:
+	}
+}
+
+// storePhaseLocked stores a change and applies it, releasing the lock
+// (sending what was queued) meanwhile: for callers that must answer with
+// the outcome (an operator's abort). The lock is held again on return.
+func (c *Coordinator) storePhaseLocked(pc *phaseChange) error {
+	c.unlockAndSend()
+	err := c.persistUpdate(c.ctx, pc.rec, pc.extra...)
+	c.mu.Lock()
+	c.endPhaseLocked(pc, err)
+	return err
+}
+
+// endPhaseLocked applies a stored change, or forgets one etcd did not take
+// (the progress check decides it again), and decides the calls parked
+// meanwhile under the phase now in force.
+func (c *Coordinator) endPhaseLocked(pc *phaseChange, err error) {
+	u := pc.u
+	if u.writing == pc {
+		u.writing = nil
+	}
+	pc.err = err
+	if err != nil {
+		c.lg.Warn("persist update phase", "update", u.rec.Id, "phase", pc.rec.Phase, "error", err)
+	} else {
+		u.rec = pc.rec
+		c.lg.Info("update phase", "update", u.rec.Id, "service", u.rec.Service, "phase", u.rec.Phase, "reason", u.rec.Reason)
+		if pc.apply != nil {
+			pc.apply()
+		}
+	}
+	close(pc.done)
+	c.redecideLocked(u, func(h heldCall) bool { return h.switching }, !u.finished())
+	u.notify()
+}
+
+// runPhaseWriter stores the queued phase changes, each in its own
+// goroutine (one change per update at a time: the switching mark). A
+// stored change is applied by whoever holds mu next (applyBatch, the
+// progress check: applyStoredPhasesLocked), or by the writer itself if mu
+// is free: under load the writer does not queue for mu behind every
+// stream.
+func (c *Coordinator) runPhaseWriter() {
+	defer c.streams.Done()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-c.phaseKick:
+		}
+		c.phaseMu.Lock()
+		queue := c.phaseQueue
+		c.phaseQueue = nil
+		c.phaseMu.Unlock()
+		for _, pc := range queue {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				err := c.persistUpdate(c.ctx, pc.rec, pc.extra...)
+				c.phaseMu.Lock()
+				c.phaseStored = append(c.phaseStored, storedPhase{pc, err})
+				c.phaseStoredN.Add(1)
+				c.phaseMu.Unlock()
+				if c.mu.TryLock() {
+					c.applyStoredPhasesLocked()
+					c.unlockAndSend()
+				}
+			}()
+		}
+	}
+}
+
+// applyStoredPhasesLocked applies the changes the phase writer has
+// written (or forgets those it could not), then moves updates on at once,
+// as a progress check would: the next phase may be due (SWITCHED, DONE).
+// It runs first in every critical section that may decide a call or a
+// phase (applyBatch, the progress check), so a stored change acts as soon
+// as the lock is free.
+func (c *Coordinator) applyStoredPhasesLocked() {
+	if c.phaseStoredN.Load() == 0 {
+		return
+	}
+	c.phaseMu.Lock()
+	stored := c.phaseStored
+	c.phaseStored = nil
+	c.phaseStoredN.Add(-int32(len(stored)))
+	c.phaseMu.Unlock()
+	applied := false
+	for _, sp := range stored {
+		c.endPhaseLocked(sp.pc, sp.err)
+		applied = applied || sp.err == nil
+	}
+	if applied && len(c.active) > 0 {
+		c.progressLocked() // a failed one waits for the next progress check
+	}
+}
+
+// changePhaseLocked decides a phase change with nothing to apply but the
+// record, and queues it.
+func (c *Coordinator) changePhaseLocked(u *update, p pb.Phase) {
+	c.queuePhaseLocked(c.phaseChangeLocked(u, p, "", nil))
+}
+
+// switchLocked decides the switch of the default to the new version: the
+// phase and the route are stored in one etcd transaction before it acts.
+func (c *Coordinator) switchLocked(u *update, p pb.Phase) *phaseChange {
 	route := clientv3.OpPut(c.keys.Route(u.rec.Service), u.rec.ToVersion)
-	if !c.setPhaseLocked(u, p, "", route) {
-		return false
-	}
-	u.switched = true
-	u.rec.SwitchedAt = timestamppb.Now()
-	c.routes[u.svc] = u.to
-	c.bumpRoutingLocked()
-	c.releaseHeldLocked(u)
-	return true
-}
-
-// finishLocked ends an update: update mode off, pins of the service gone.
-func (c *Coordinator) finishLocked(u *update, p pb.Phase, reason string) bool {
-	if !c.setPhaseLocked(u, p, reason, clientv3.OpDelete(c.keys.ServicePins(u.rec.Service), clientv3.WithPrefix())) {
-		return false
-	}
-	c.releaseHeldLocked(u)
-	if u.finished() {
-		u.updateMode = false
-		delete(c.active, u.svc)
-		delete(c.restoredPins, u.svc)
+	return c.phaseChangeLocked(u, p, "", func() {
+		u.switched = true
+		u.rec.SwitchedAt = timestamppb.Now()
+		c.routes[u.svc] = u.to
 		c.bumpRoutingLocked()
-	}
-	return true
+		c.releaseHeldLocked(u)
+	}, route)
 }
 
-// abortLocked aborts an unfinished update. Before the switch nothing ran on
-// the new version: the default stays old and held calls go there. After
-// a CV switch transactions keep the version they used (pins stay), new ones
-// go back to old, and update mode lasts until the new version is drained.
-func (c *Coordinator) abortLocked(u *update, reason string) error {
+// finishLocked decides the end of an update: update mode off, pins of the
+// service gone, and no rollback left.
+//
+// The calls held then were parked while the end was being stored (when it
+// was decided, none waited for its BEGIN): they are decided once the
+// update is over, at the service's default, as every later call of their
+// transactions will be. Decided as the update would (a transaction not
+// seen begin may have used the old version), such a call would go to the
+// old version with its pin deleted and nothing left to keep the
+// transaction's next call there.
+func (c *Coordinator) finishLocked(u *update, p pb.Phase, reason string) *phaseChange {
+	pc := c.phaseChangeLocked(u, p, reason, func() {
+		u.rollback = false
+		if u.finished() {
+			u.updateMode = false
+			delete(c.active, u.svc)
+			delete(c.restoredPins, u.svc)
+			c.bumpRoutingLocked()
+		}
+		c.releaseHeldLocked(u)
+	}, clientv3.OpDelete(c.keys.ServicePins(u.rec.Service), clientv3.WithPrefix()))
+	pc.rec.RollingBack = false
+	return pc
+}
+
+// abortLocked decides the abort of an unfinished update. Before the switch
+// nothing ran on the new version: the default stays old and held calls go
+// there. After a CV switch transactions keep the version they used (pins
+// stay), new ones go back to old, and update mode lasts until the new
+// version is drained.
+func (c *Coordinator) abortLocked(u *update, reason string) (*phaseChange, error) {
 	if u.finished() || u.rec.Phase == pb.Phase_PHASE_ABORTED {
-		return fmt.Errorf("update %s %w: it is %s already", u.rec.Id, ErrUpdateEnded, u.rec.Phase)
+		return nil, fmt.Errorf("update %s %w: it is %s already", u.rec.Id, ErrUpdateEnded, u.rec.Phase)
 	}
 	plan := u.strat.Abort(u.state())
 	var extra []clientv3.Op
 	if plan.RouteBack {
 		extra = append(extra, clientv3.OpPut(c.keys.Route(u.rec.Service), u.rec.FromVersion))
 	}
-	if plan.Rollback {
-		u.rec.RollingBack = true // persisted with the phase: a failover resumes the rollback
-		if !c.setPhaseLocked(u, pb.Phase_PHASE_ABORTED, reason, extra...) {
-			u.rec.RollingBack = false
-			return fmt.Errorf("%w: could not store the abort; try again", ErrUnavailable)
-		}
-		u.rollback = true
-	} else {
+	if !plan.Rollback {
 		extra = append(extra, clientv3.OpDelete(c.keys.ServicePins(u.rec.Service), clientv3.WithPrefix()))
-		if !c.setPhaseLocked(u, pb.Phase_PHASE_ABORTED, reason, extra...) {
-			return fmt.Errorf("%w: could not store the abort; try again", ErrUnavailable)
+	}
+	pc := c.phaseChangeLocked(u, pb.Phase_PHASE_ABORTED, reason, func() {
+		if plan.Rollback {
+			u.rollback = true
+		} else {
+			u.updateMode = false
+			delete(c.active, u.svc)
 		}
-		u.updateMode = false
-		delete(c.active, u.svc)
+		if plan.RouteBack {
+			c.routes[u.svc] = u.from
+		}
+		c.releaseHeldLocked(u)
+		c.bumpRoutingLocked()
+	}, extra...)
+	// Persisted with the phase: a failover resumes the rollback.
+	pc.rec.RollingBack = plan.Rollback
+	return pc, nil
+}
+
+// abortQueuedLocked decides an abort (a timeout) and queues it.
+func (c *Coordinator) abortQueuedLocked(u *update, reason string) {
+	if pc, err := c.abortLocked(u, reason); err == nil {
+		c.queuePhaseLocked(pc)
 	}
-	if plan.RouteBack {
-		c.routes[u.svc] = u.from
+}
+
+// abort aborts the update id for an operator: it waits for a change being
+// stored, then stores the abort, without holding the lock meanwhile, and
+// returns the update as aborted.
+func (c *Coordinator) abort(ctx context.Context, id, reason string) (*pb.Update, error) {
+	c.mu.Lock()
+	for {
+		u, err := c.updateLocked(id)
+		if err != nil {
+			c.unlockAndSend()
+			return nil, err
+		}
+		if pc := u.writing; pc != nil {
+			c.unlockAndSend()
+			select {
+			case <-pc.done:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-c.ctx.Done():
+				return nil, errShuttingDown
+			}
+			c.mu.Lock()
+			continue
+		}
+		pc, err := c.abortLocked(u, reason)
+		if err != nil {
+			c.unlockAndSend()
+			return nil, err
+		}
+		if err := c.storePhaseLocked(pc); err != nil {
+			c.unlockAndSend()
+			return nil, fmt.Errorf("%w: could not store the abort; try again", ErrUnavailable)
+		}
+		out := c.snapshotLocked(u)
+		c.unlockAndSend()
+		return out, nil
 	}
-	c.releaseHeldLocked(u)
-	c.bumpRoutingLocked()
-	return nil
 }
 
 // progressLocked moves every active update on as far as it can now.
@@ -316,6 +528,9 @@ func (c *Coordinator) progressLocked() {
 }
 
 func (c *Coordinator) progressOneLocked(u *update, now time.Time) {
+	if u.writing != nil {
+		return // switching: the change being stored comes first
+	}
 	if len(u.held) > 0 {
 		// A BEGIN that did not come within BeginWaitTimeout will not: its
 		// calls go where a transaction not seen begin goes.
@@ -331,14 +546,12 @@ func (c *Coordinator) progressOneLocked(u *update, now time.Time) {
 	if u.pending {
 		return
 	}
-	// The strategy's phase machine says what to do; each step is
-	// persisted before it acts, and the machine is asked again until it
-	// waits (a WF switch and its DONE happen in one progress check).
-	for range maxStepsPerCheck {
-		a := u.strat.Next(u.state(), updateView{c: c, u: u, now: now})
-		if a.Step == strategy.Wait || !c.stepLocked(u, a) || u.finished() {
-			return
-		}
+	// The strategy's phase machine says what to do. A change is stored
+	// by the phase writer, off the lock; until it is applied, u.writing
+	// parks the calls that need a decision and no other change is
+	// decided (the next check, after it is applied, asks again).
+	if a := u.strat.Next(u.state(), updateView{c: c, u: u, now: now}); a.Step != strategy.Wait {
+		c.stepLocked(u, a, c.queuedLocked)
 	}
 }
 
@@ -346,31 +559,51 @@ func (c *Coordinator) progressOneLocked(u *update, now time.Time) {
 // strategy takes more than three in a row (PREPARING to DONE).
 const maxStepsPerCheck = 4
 
-// stepLocked carries out one step of a phase machine; it reports whether
-// the update changed (etcd took the phase), so the machine may go on.
-func (c *Coordinator) stepLocked(u *update, a strategy.Action) bool {
+// stepLocked decides one step of u's phase machine and hands the change
+// to store: queuedLocked (the phase writer stores it off the lock and it
+// is applied later) or storedLocked (stored and applied before it
+// returns). It reports whether the change is in force already, so that the
+// machine may be asked again.
+func (c *Coordinator) stepLocked(u *update, a strategy.Action, store func(*phaseChange) bool) bool {
+	var pc *phaseChange
 	switch a.Step {
 	case strategy.Enter:
-		return c.setPhaseLocked(u, a.Phase, "")
+		pc = c.phaseChangeLocked(u, a.Phase, "", nil)
 	case strategy.Switch:
-		return c.switchLocked(u, a.Phase)
+		pc = c.switchLocked(u, a.Phase)
 	case strategy.Finish:
 		if !u.rollback {
-			return c.finishLocked(u, a.Phase, "")
+			pc = c.finishLocked(u, a.Phase, "")
+			break
 		}
+		// The end of a rollback keeps the abort's reason.
 		c.releaseHeldLocked(u)
-		u.rollback, u.rec.RollingBack = false, false
-		if !c.finishLocked(u, a.Phase, u.rec.Reason) {
-			u.rollback, u.rec.RollingBack = true, true
+		pc = c.finishLocked(u, a.Phase, u.rec.Reason)
+		finish := pc.apply
+		pc.apply = func() {
+			finish()
+			c.lg.Info("aborted update drained of the new version", "update", u.rec.Id)
+		}
+	case strategy.Abandon:
+		var err error
+		if pc, err = c.abortLocked(u, a.Reason); err != nil {
 			return false
 		}
-		c.lg.Info("aborted update drained of the new version", "update", u.rec.Id)
-		return true
-	case strategy.Abandon:
-		_ = c.abortLocked(u, a.Reason)
+	default:
+		return false
 	}
+	return store(pc)
+}
+
+// queuedLocked hands a change to the phase writer; it is not in force yet.
+func (c *Coordinator) queuedLocked(pc *phaseChange) bool {
+	c.queuePhaseLocked(pc)
 	return false
 }
+
+// storedLocked stores a change and applies it (releasing the lock
+// meanwhile); it reports whether etcd took it.
+func (c *Coordinator) storedLocked(pc *phaseChange) bool { return c.storePhaseLocked(pc) == nil }
 
 // updateView is what a phase machine observes of u; the coordinator's
 // lock is held while it is asked.
@@ -448,6 +681,7 @@ func (c *Coordinator) unackedSessionsLocked(u *update, limit int) []string {
 
 // progressTickLocked checks timeouts and draining (every progressEvery).
 func (c *Coordinator) progressTickLocked(time.Time) {
+	c.applyStoredPhasesLocked()
 	if len(c.active) > 0 {
 		c.progressLocked()
 	}
@@ -459,15 +693,29 @@ func (c *Coordinator) progressTickLocked(time.Time) {
 // when the call is a transaction's first use of a service mid-update, is
 // committed before the answer is sent.
 func (c *Coordinator) decideLocked(s *session, st *stream, ev *pb.Event, to graph.ServiceID) error {
-	return c.decideMaybeWaitLocked(s, st, ev, to, true)
+	return c.decideMaybeWaitLocked(s, st, ev, to, true, time.Time{})
 }
 
 // decideMaybeWaitLocked is decideLocked; with mayWait false it never holds
 // a call for its transaction's BEGIN (see below).
-func (c *Coordinator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Event, to graph.ServiceID, mayWait bool) error {
+//
+// since is when the call first waited, if it did (zero: now).
+func (c *Coordinator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Event, to graph.ServiceID, mayWait bool, since time.Time) error {
 	u := c.active[to]
 	if u != nil && u.pending {
 		u = nil // not acting yet: the default applies
+	}
+	if since.IsZero() {
+		since = time.Now()
+	}
+	if u != nil && u.writing != nil {
+		// Switching: the phase being stored decides this call once it is
+		// applied; deciding it under the phase in force now could send it
+		// to the old version after the switch was decided (DESIGN.md §4.2).
+		u.held = append(u.held, heldCall{s: s, st: st, ev: proto.Clone(ev).(*pb.Event), since: since,
+			switching: true, noWaitBegin: !mayWait})
+		u.notify()
+		return nil
 	}
 	version := c.routes[to]
 	first := true
@@ -488,7 +736,7 @@ func (c *Coordinator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Event
 				// root may run on this very service, on either version, and
 				// this call re-enter it. Wait for the BEGIN (or for the
 				// resync that makes it legacy), at most BeginWaitTimeout.
-				u.held = append(u.held, heldCall{s: s, st: st, ev: proto.Clone(ev).(*pb.Event), since: time.Now(), waitBegin: true})
+				u.held = append(u.held, heldCall{s: s, st: st, ev: proto.Clone(ev).(*pb.Event), since: since, waitBegin: true})
 				u.notify()
 				return nil
 			}
@@ -505,7 +753,7 @@ func (c *Coordinator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Event
 			d = strategy.Decision{Target: strategy.Old}
 		}
 		if d.Hold {
-			u.held = append(u.held, heldCall{s: s, st: st, ev: proto.Clone(ev).(*pb.Event), since: time.Now()})
+			u.held = append(u.held, heldCall{s: s, st: st, ev: proto.Clone(ev).(*pb.Event), since: since})
 			u.notify()
 			return nil
 		}
@@ -572,7 +820,11 @@ func (c *Coordinator) redecideLocked(u *update, match func(heldCall) bool, mayWa
 		if c.sessions[h.s.rec.InstanceId] != h.s || h.s.stream != h.st {
 			continue // its sidecar is gone; the call failed there
 		}
-		err := c.decideMaybeWaitLocked(h.s, h.st, h.ev, u.svc, mayWait)
+		var since time.Time // held again: from now, as before
+		if h.switching {
+			since = h.since // parked: it has waited since then already
+		}
+		err := c.decideMaybeWaitLocked(h.s, h.st, h.ev, u.svc, mayWait && !h.noWaitBegin, since)
 		if err != nil {
 			c.out = append(c.out, decision{st: h.st, msg: &pb.CallDecision{Seq: h.ev.Seq, Error: err.Error()}})
 		}

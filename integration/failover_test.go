@@ -176,7 +176,7 @@ func TestFailoverInEveryPhase(t *testing.T) {
 				t.Fatalf("update ended %s: %s", final.Phase, final.Reason)
 			}
 			if v := sim.Violations(); v != 0 {
-				t.Errorf("%d version-inconsistent transactions", v)
+				t.Errorf("%d version-inconsistent transactions; first: %s", v, sim.FirstViolation())
 			}
 			if f := sim.Failed(); f != 0 {
 				t.Errorf("%d of %d requests failed; first: %v", f, sim.Requests(), sim.FirstError())

@@ -2,11 +2,15 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/coordinator/coordinator/coordinator/server/servertest"
+	"github.com/coordinator/coordinator/internal/etcdgate"
+	"github.com/coordinator/coordinator/internal/simsidecar"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 )
 
@@ -18,66 +22,170 @@ import (
 func TestUpdatesKeepVersionConsistency(t *testing.T) {
 	for _, k := range []pb.Strategy{pb.Strategy_STRATEGY_WF, pb.Strategy_STRATEGY_BF, pb.Strategy_STRATEGY_CV} {
 		for _, hints := range []bool{false, true} {
-			name := strings.TrimPrefix(k.String(), "STRATEGY_")
-			if hints {
-				name += "/hints"
-			}
-			t.Run(name, func(t *testing.T) {
-				seed := uint64(time.Now().UnixNano())
-				t.Logf("seed %d", seed)
-				rng := rand.New(rand.NewPCG(seed, 1))
-				w := newWorld(t, rng, 6, 0.4, "s2@v2")
-				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-				defer cancel()
-				stop := make(chan struct{})
-				wait := w.load(ctx, seed, 6, hints, stop)
-				// Besides the random load, transactions that used s2 and
-				// call it again only after the update has started (CV:
-				// after the switch): the shape the update must not break.
-				gate := make(chan struct{})
-				paused := w.paused(ctx, "s2", 3, gate)
-				time.Sleep(time.Duration(50+rng.IntN(200)) * time.Millisecond)
-				u := w.startUpdate("s2", "v2", k, 20*time.Second, 10*time.Second)
-				openAt := pb.Phase_PHASE_WAITING
-				if k == pb.Strategy_STRATEGY_CV {
-					openAt = pb.Phase_PHASE_DRAINING
-				}
-				w.waitPhase(u.Id, openAt)
-				close(gate)
-				if err := paused(); err != nil {
-					t.Fatal(err)
-				}
-				if k == pb.Strategy_STRATEGY_WF {
-					// WF may never find s2 free under unbounded load (DESIGN
-					// §4): once the paused transactions have re-called s2
-					// during the update, the load pauses until the switch.
-					close(stop)
-					if err := wait(); err != nil {
-						t.Fatalf("load: %v", err)
-					}
-					stop = make(chan struct{})
-					u = w.waitFinished(u.Id, 30*time.Second)
-					wait = w.load(ctx, seed+1, 6, hints, stop)
-				} else {
-					u = w.waitFinished(u.Id, 30*time.Second)
-				}
-				time.Sleep(100 * time.Millisecond) // traffic after the switch
-				close(stop)
-				if err := wait(); err != nil {
-					t.Fatalf("load: %v", err)
-				}
-				if u.Phase != pb.Phase_PHASE_DONE {
-					t.Fatalf("update ended %s (%s), want DONE", u.Phase, u.Reason)
-				}
-				if v := w.violations(); len(v) > 0 {
-					t.Fatalf("%d version-inconsistent transactions (of %d), e.g. %v", len(v), w.txns.Load(), v[:min(5, len(v))])
-				}
-				if n := w.ranOn("s2", "v2"); n == 0 {
-					t.Fatalf("no transaction ran on s2@v2 after the update")
-				}
-				t.Logf("%d transactions, %d calls; %d ran on s2@v2; history %v", w.txns.Load(), w.calls.Load(), w.ranOn("s2", "v2"), phases(u))
-			})
+			t.Run(consistencyName(k, hints), func(t *testing.T) { checkUpdateConsistency(t, k, hints, false) })
 		}
+	}
+}
+
+// TestUpdatesKeepVersionConsistencyWithSlowPhaseWrites is the same with a
+// slow etcd for the update records: every phase write is delayed by a
+// random 20 to 100 ms, and the write that follows WAITING (the switch) is
+// held at a gate while the load goes on. Calls to the service decided
+// while its switch is stored would run on the old version after the switch
+// was decided: the oracle must still see no violation, and the event path
+// must keep acknowledging batches while the write is held.
+func TestUpdatesKeepVersionConsistencyWithSlowPhaseWrites(t *testing.T) {
+	for _, k := range []pb.Strategy{pb.Strategy_STRATEGY_WF, pb.Strategy_STRATEGY_BF} {
+		for _, hints := range []bool{false, true} {
+			t.Run(consistencyName(k, hints), func(t *testing.T) { checkUpdateConsistency(t, k, hints, true) })
+		}
+	}
+}
+
+func consistencyName(k pb.Strategy, hints bool) string {
+	name := strings.TrimPrefix(k.String(), "STRATEGY_")
+	if hints {
+		name += "/hints"
+	}
+	return name
+}
+
+// checkUpdateConsistency updates s2 to v2 with strategy k under random load
+// and checks the oracle; slow makes the update records' writes slow (see
+// TestUpdatesKeepVersionConsistencyWithSlowPhaseWrites).
+func checkUpdateConsistency(t *testing.T, k pb.Strategy, hints, slow bool) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	var gate *etcdgate.KV
+	var opts []servertest.Option
+	if slow {
+		opts = append(opts, servertest.GateUpdateWrites(&gate))
+	}
+	w := newWorldWith(t, opts, rng, 6, 0.4, "s2@v2")
+	if slow {
+		t.Cleanup(gate.Release) // before the replica stops
+		gate.SetDelay(time.Duration(20+rng.IntN(80)) * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	stop := make(chan struct{})
+	wait := w.load(ctx, seed, 6, hints, stop)
+	// Besides the random load, transactions that used s2 and
+	// call it again only after the update has started (CV:
+	// after the switch): the shape the update must not break.
+	paused := make(chan struct{})
+	pausedDone := w.paused(ctx, "s2", 3, paused)
+	time.Sleep(time.Duration(50+rng.IntN(200)) * time.Millisecond)
+	u := w.startUpdate("s2", "v2", k, 20*time.Second, 10*time.Second)
+	openAt := pb.Phase_PHASE_WAITING
+	if k == pb.Strategy_STRATEGY_CV {
+		openAt = pb.Phase_PHASE_DRAINING
+	}
+	w.waitPhase(u.Id, openAt)
+	close(paused)
+	if err := pausedDone(); err != nil {
+		t.Fatal(err)
+	}
+	if slow {
+		gate.Hold() // the next write: the switch (or an abort)
+	}
+	if k == pb.Strategy_STRATEGY_WF {
+		// WF may never find s2 free under unbounded load (DESIGN
+		// §4): once the paused transactions have re-called s2
+		// during the update, the load pauses until the switch.
+		close(stop)
+		if err := wait(); err != nil {
+			t.Fatalf("load: %v", err)
+		}
+		stop = make(chan struct{})
+		if slow {
+			// The switch is decided and its write held: the load
+			// comes back while s2 is switching, and transactions
+			// that call s2 now and again once the update is over.
+			w.heldSwitch(gate)
+			wait = w.load(ctx, seed+1, 6, hints, stop)
+			again := make(chan struct{})
+			late := w.startPaused(ctx, "s2", 3, again)
+			w.eventPathGoesOn(gate)
+			gate.Release()
+			u = w.waitFinished(u.Id, 30*time.Second)
+			w.waitDefault("s2", "v2")
+			close(again)
+			if err := late(); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			u = w.waitFinished(u.Id, 30*time.Second)
+			wait = w.load(ctx, seed+1, 6, hints, stop)
+		}
+	} else {
+		if slow {
+			w.heldSwitch(gate)
+			w.eventPathGoesOn(gate)
+			gate.Release()
+		}
+		u = w.waitFinished(u.Id, 30*time.Second)
+	}
+	time.Sleep(100 * time.Millisecond) // traffic after the switch
+	close(stop)
+	if err := wait(); err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	if u.Phase != pb.Phase_PHASE_DONE {
+		t.Fatalf("update ended %s (%s), want DONE", u.Phase, u.Reason)
+	}
+	if v := w.violations(); len(v) > 0 {
+		t.Fatalf("%d version-inconsistent transactions (of %d), e.g. %v", len(v), w.txns.Load(), v[:min(5, len(v))])
+	}
+	if n := w.ranOn("s2", "v2"); n == 0 {
+		t.Fatalf("no transaction ran on s2@v2 after the update")
+	}
+	t.Logf("%d transactions, %d calls; %d ran on s2@v2; history %v", w.txns.Load(), w.calls.Load(), w.ranOn("s2", "v2"), phases(u))
+}
+
+// heldSwitch waits until a write of an update record waits at the gate.
+func (w *world) heldSwitch(gate *etcdgate.KV) {
+	w.t.Helper()
+	servertest.Eventually(w.t, 30*time.Second, "the switch's write to be held", func() bool { return gate.Waiting() > 0 })
+}
+
+// waitDefault waits until every sidecar routes calls to svc to version
+// without asking the coordinator (update mode over).
+func (w *world) waitDefault(svc, version string) {
+	w.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, m := range w.inst {
+		for _, sc := range m {
+			if err := sc.WaitRouting(ctx, func(*pb.Routing) bool {
+				r := sc.Route(svc)
+				return r.GetDefaultVersion() == version && !r.GetUpdateMode()
+			}); err != nil {
+				w.t.Fatalf("routing of %s to %s without update mode: %v", svc, version, err)
+			}
+		}
+	}
+}
+
+// eventPathGoesOn checks, for 300 ms while a phase write is held, that
+// batches of the entry's stream are applied and acknowledged within a
+// second each, and that the write is still held after.
+func (w *world) eventPathGoesOn(gate *etcdgate.KV) {
+	w.t.Helper()
+	sc := w.inst[w.svcs[0]]["v1"]
+	for i := 0; i < 6; i++ {
+		txn := fmt.Sprintf("probe-%d", w.subs.Add(1))
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ack, err := sc.Send(ctx, simsidecar.Begin(txn, w.subs.Add(1)), simsidecar.End(txn))
+		cancel()
+		if err != nil || len(ack.Errors) > 0 {
+			w.t.Fatalf("a batch while the phase write is held: %v %v, want acknowledged within 1s", ack.GetErrors(), err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if gate.Waiting() == 0 {
+		w.t.Fatal("the phase write was not held throughout")
 	}
 }
 

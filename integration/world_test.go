@@ -43,8 +43,13 @@ type world struct {
 // reachable. Each service gets a v1 instance; extra lists more instances
 // ("service@version").
 func newWorld(t *testing.T, rng *rand.Rand, n int, p float64, extra ...string) *world {
+	return newWorldWith(t, nil, rng, n, p, extra...)
+}
+
+// newWorldWith is newWorld on a replica started with opts.
+func newWorldWith(t *testing.T, opts []servertest.Option, rng *rand.Rand, n int, p float64, extra ...string) *world {
 	w := &world{
-		t: t, ts: servertest.Start(t, ""),
+		t: t, ts: servertest.Start(t, "", opts...),
 		succ: map[string][]string{}, inst: map[string]map[string]*simsidecar.Sidecar{},
 		ran: map[string]map[string]map[string]bool{},
 	}
@@ -299,6 +304,16 @@ func (w *world) waitFinished(id string, within time.Duration) *pb.Update {
 // returns once all have used svc; the returned func waits for their end.
 func (w *world) paused(ctx context.Context, svc string, n int, gate <-chan struct{}) (wait func() error) {
 	w.t.Helper()
+	before := w.ranOn(svc, "")
+	wait = w.startPaused(ctx, svc, n, gate)
+	servertest.Eventually(w.t, 10*time.Second, "paused transactions to use "+svc, func() bool {
+		return w.ranOn(svc, "") >= before+n
+	})
+	return wait
+}
+
+// startPaused is paused without waiting for the first use of svc.
+func (w *world) startPaused(ctx context.Context, svc string, n int, gate <-chan struct{}) (wait func() error) {
 	var path []string // s0 -> ... -> svc along s_i -> s_(i+1)
 	for _, s := range w.svcs {
 		path = append(path, s)
@@ -318,15 +333,11 @@ func (w *world) paused(ctx context.Context, svc string, n int, gate <-chan struc
 		return call{to: path[1], gate: g, child: p}
 	}
 	errs := make(chan error, n)
-	before := w.ranOn(svc, "")
 	for range n {
 		root := &plan{svc: path[0], calls: []call{chain(nil), chain(gate)}}
 		id := fmt.Sprintf("paused-%d", w.pausedN.Add(1))
 		go func() { errs <- w.run(ctx, id, root) }()
 	}
-	servertest.Eventually(w.t, 10*time.Second, "paused transactions to use "+svc, func() bool {
-		return w.ranOn(svc, "") >= before+n
-	})
 	return func() error {
 		var first error
 		for range n {

@@ -10,6 +10,21 @@
 // The last line is exactly:
 //
 //	events/s=N etcd_puts/s=M ratio=R free_p99_us=F bytes_per_txn=B etcd_writes_per_txn=W
+//
+// With -update-cycle it measures instead how updates affect the event path:
+// during two ingest phases of -duration each, CV updates of svc-e (to v2,
+// back to v1, ...) follow one another without pause, the first phase with
+// every etcd write of an update record delayed by -update-delay, the second
+// without delay; the last line is then
+//
+//	delayed_events_per_s=A undelayed_events_per_s=B max_ack_gap_ms=G
+//
+// where G is the longest any stream waited for an Ack during the delayed
+// phase: the longest time a stream with batches unacknowledged went without
+// receiving an Ack (simsidecar.MaxAckGap). Under this saturating load every
+// batch also queues behind the stream's window, so the time from sending a
+// batch to its Ack is logged too, as the longest a producer blocked on a
+// full window.
 package main
 
 import (
@@ -39,6 +54,7 @@ import (
 
 	"github.com/coordinator/coordinator/coordinator"
 	"github.com/coordinator/coordinator/coordinator/server"
+	"github.com/coordinator/coordinator/internal/etcdgate"
 	"github.com/coordinator/coordinator/internal/simsidecar"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 	"github.com/coordinator/coordinator/storage"
@@ -60,6 +76,8 @@ func main() {
 		putTime   = flag.Duration("put-duration", 3*time.Second, "raw etcd put measurement time")
 		shortTime = flag.Duration("short-duration", 3*time.Second, "time of the short-transaction write measurement")
 		cpuProf   = flag.String("cpuprofile", "", "write a CPU profile of the ingest phase to this file")
+		cycle     = flag.Bool("update-cycle", false, "measure ingest while CV updates of svc-e cycle, with update records' writes delayed, then not")
+		delay     = flag.Duration("update-delay", 200*time.Millisecond, "with -update-cycle: delay of each update record write in the delayed phase")
 	)
 	flag.Parse()
 	if *etcdChild != "" {
@@ -82,9 +100,14 @@ func main() {
 	cli.Close()
 	log.Printf("raw etcd: %.0f puts/s with 256 concurrent clients", puts)
 
+	var gate *etcdgate.KV
 	srv, err := server.Start(ctx, server.Config{
 		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", EtcdEndpoints: []string{endpoint},
 		Coordinator: coordinator.Config{FlushInterval: *flush},
+		WrapKV: func(kv clientv3.KV) clientv3.KV {
+			gate = etcdgate.New(kv, storage.Keys{Prefix: storage.DefaultPrefix}.Updates())
+			return gate
+		},
 	})
 	check(err)
 	defer srv.Close(context.Background())
@@ -101,6 +124,10 @@ func main() {
 
 	// 1. Throughput of short transactions (Begin, 4 Calls, 4 Returns, End).
 	runPhase(gs, time.Second) // warm-up
+	if *cycle {
+		updateCycle(ctx, conn, gs, gate, *delay, *duration)
+		return
+	}
 	before := srv.Leader().WriteBehindStats()
 	applied0, late0 := scrape(srv.HTTPAddr())
 	if *cpuProf != "" {
@@ -184,6 +211,10 @@ func main() {
 		rate, puts, rate/puts, p99.Microseconds(), bytesPerTxn, writes)
 }
 
+// ackWait is the longest any stream waited for an Ack (ns) since it was
+// last reset.
+var ackWait atomic.Int64
+
 // group is one simulated deployment of the chain: a stream per service.
 type group struct {
 	id      int
@@ -260,7 +291,12 @@ func (o *outbox) flush() {
 }
 
 func (o *outbox) waitOne() {
+	start := time.Now()
 	ack, ok := <-o.pending[0]
+	if w := int64(time.Since(start)); w > ackWait.Load() {
+		for old := ackWait.Load(); w > old && !ackWait.CompareAndSwap(old, w); old = ackWait.Load() {
+		}
+	}
 	if !ok {
 		log.Fatalf("stream ended: %v", o.sc.Err())
 	}
@@ -478,4 +514,101 @@ func runEtcdChild(dir string) {
 		stop()
 	}()
 	<-ctx.Done()
+}
+
+// updateCycle runs two ingest phases of d while CV updates of the chain's
+// last service follow one another: the first with every write of an update
+// record delayed by delay (a slow etcd), the second without. It prints the
+// events/s of each and the longest a stream waited for an Ack while
+// delayed: a coordinator that waited for etcd on the event path would
+// stall every stream for each delayed write.
+func updateCycle(ctx context.Context, conn *grpc.ClientConn, gs []*group, gate *etcdgate.KV, delay, d time.Duration) {
+	svc := services[len(services)-1]
+	// The other version's instance: an update switches only to a
+	// connected version.
+	v2, _, err := simsidecar.Connect(ctx, conn, &pb.Register{InstanceId: svc + "-v2", Service: svc, Version: "v2"})
+	check(err)
+	defer v2.Close()
+	admin := pb.NewAdminServiceClient(conn)
+	versions := [2]string{"v2", "v1"}
+	var next int                           // versions[next] is the next update's target
+	var inPhase map[pb.Phase]time.Duration // time the updates spent in each phase
+	phase := func(delay time.Duration) (rate float64, updates int, maxGap, blocked time.Duration) {
+		inPhase = map[pb.Phase]time.Duration{}
+		gate.SetDelay(delay)
+		defer gate.SetDelay(0)
+		stop := make(chan struct{})
+		done := make(chan int)
+		go func() {
+			n := 0
+			for {
+				select {
+				case <-stop:
+					done <- n
+					return
+				default:
+				}
+				u, err := admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: svc, ToVersion: versions[next], Strategy: pb.Strategy_STRATEGY_CV})
+				check(err)
+				for u.Phase != pb.Phase_PHASE_DONE {
+					if u.FinishedAt != nil {
+						log.Fatalf("update %s ended %s: %s", u.Id, u.Phase, u.Reason)
+					}
+					time.Sleep(2 * time.Millisecond)
+					u, err = admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: u.Id})
+					check(err)
+				}
+				for i := 1; i < len(u.History); i++ {
+					inPhase[u.History[i-1].Phase] += u.History[i].At.AsTime().Sub(u.History[i-1].At.AsTime())
+				}
+				next = 1 - next
+				n++
+			}
+		}()
+		ackWait.Store(0)
+		for _, g := range gs {
+			for _, sc := range g.sc {
+				sc.MaxAckGap(true)
+			}
+		}
+		evs, _, elapsed := runPhase(gs, d)
+		blocked = time.Duration(ackWait.Load())
+		for _, g := range gs {
+			for _, sc := range g.sc {
+				maxGap = max(maxGap, sc.MaxAckGap(false))
+			}
+		}
+		close(stop)
+		updates = <-done // the update under way finishes, still delayed
+		return float64(evs) / elapsed.Seconds(), updates, maxGap, blocked
+	}
+	mean := func(n int) string {
+		var out []string
+		for _, p := range []pb.Phase{pb.Phase_PHASE_PREPARING, pb.Phase_PHASE_DRAINING, pb.Phase_PHASE_SWITCHED} {
+			out = append(out, fmt.Sprintf("%s %v", strings.TrimPrefix(p.String(), "PHASE_"), (inPhase[p]/time.Duration(max(n, 1))).Round(time.Microsecond)))
+		}
+		return strings.Join(out, ", ")
+	}
+	matched := gate.Matched()
+	dRate, dUpdates, dGap, dBlocked := phase(delay)
+	dWrites := gate.Matched() - matched
+	log.Printf("update cycle, delayed: mean time per update in %s", mean(dUpdates))
+	uRate, uUpdates, uGap, uBlocked := phase(0)
+	log.Printf("update cycle, undelayed: mean time per update in %s", mean(uUpdates))
+	log.Printf("update cycle, update record writes delayed %v: %.0f events/s, %d CV updates of %s (%d delayed writes); longest a stream went without an Ack %v, longest a producer blocked on a full window %v",
+		delay, dRate, dUpdates, svc, dWrites, dGap.Round(time.Microsecond), dBlocked.Round(time.Microsecond))
+	log.Printf("update cycle, undelayed: %.0f events/s, %d CV updates; longest a stream went without an Ack %v, longest a producer blocked on a full window %v",
+		uRate, uUpdates, uGap.Round(time.Microsecond), uBlocked.Round(time.Microsecond))
+	var errs int64
+	for _, g := range gs {
+		errs += g.errors.Load()
+	}
+	if errs > 0 {
+		log.Fatalf("ingest: %d events were rejected", errs)
+	}
+	for _, g := range gs {
+		g.close()
+	}
+	fmt.Printf("delayed_events_per_s=%.0f undelayed_events_per_s=%.0f max_ack_gap_ms=%.1f\n",
+		dRate, uRate, float64(dGap)/float64(time.Millisecond))
 }

@@ -78,6 +78,10 @@ type Config struct {
 	// GRPCServerOptions are added to the gRPC server's own (interceptors,
 	// credentials, stats handlers).
 	GRPCServerOptions []grpc.ServerOption
+	// WrapKV, if set, replaces the etcd client's KV before anything uses
+	// it: tests and benchmarks hold or delay some writes with it (see
+	// internal/etcdgate).
+	WrapKV func(clientv3.KV) clientv3.KV
 }
 
 // Server is a running replica.
@@ -197,6 +201,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		s.cli = s.etcd.LocalClient()
 	} else if s.cli, err = storage.NewClient(endpoints, lg); err != nil {
 		return nil, fmt.Errorf("server: etcd client: %w", err)
+	}
+	if cfg.WrapKV != nil {
+		s.cli.KV = cfg.WrapKV(s.cli.KV)
 	}
 
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

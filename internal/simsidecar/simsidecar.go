@@ -11,6 +11,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -33,8 +34,12 @@ type Sidecar struct {
 	// call sent after the ack of an update-mode table must wait.
 	routeMu sync.RWMutex
 
-	mu        sync.Mutex
-	waiters   map[uint64]chan *pb.Ack // by through_seq
+	mu      sync.Mutex
+	waiters map[uint64]chan *pb.Ack // by through_seq
+	// waitFrom is since when the stream, with batches unacknowledged,
+	// has been waiting for the next Ack; maxAckGap the longest such wait.
+	waitFrom  time.Time
+	maxAckGap time.Duration
 	decisions map[uint64]chan *pb.CallDecision
 	routing   *pb.Routing
 	routingCh chan struct{} // closed and replaced when routing changes
@@ -126,6 +131,11 @@ func (s *Sidecar) recv() {
 			s.mu.Lock()
 			w := s.waiters[k.Ack.ThroughSeq]
 			delete(s.waiters, k.Ack.ThroughSeq)
+			if w != nil {
+				now := time.Now()
+				s.maxAckGap = max(s.maxAckGap, now.Sub(s.waitFrom))
+				s.waitFrom = now
+			}
 			s.mu.Unlock()
 			if w != nil {
 				w <- k.Ack
@@ -166,6 +176,26 @@ func (s *Sidecar) recv() {
 	}
 }
 
+// startWaitLocked starts the wait for an Ack when a batch is sent on a
+// stream with none unacknowledged.
+func (s *Sidecar) startWaitLocked() {
+	if len(s.waiters) == 0 {
+		s.waitFrom = time.Now()
+	}
+}
+
+// MaxAckGap returns the longest the stream went without an Ack while it had
+// batches unacknowledged (since the last reset), and resets it if asked.
+func (s *Sidecar) MaxAckGap(reset bool) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := s.maxAckGap
+	if reset {
+		s.maxAckGap = 0
+	}
+	return g
+}
+
 // Rejected returns how many events the coordinator rejected so far, and
 // the last rejection.
 func (s *Sidecar) Rejected() (int64, *pb.EventError) { return s.rejected.Load(), s.lastErr.Load() }
@@ -199,6 +229,7 @@ func (s *Sidecar) SendAsync(evs ...*pb.Event) (<-chan *pb.Ack, error) {
 		s.mu.Unlock()
 		return nil, s.err
 	}
+	s.startWaitLocked()
 	s.waiters[evs[len(evs)-1].Seq] = w
 	s.mu.Unlock()
 	if err := s.stream.Send(&pb.SidecarMessage{Kind: &pb.SidecarMessage_Events{Events: &pb.EventBatch{Events: evs}}}); err != nil {
@@ -277,6 +308,7 @@ func (s *Sidecar) SendWait(ev *pb.Event) (<-chan *pb.CallDecision, <-chan *pb.Ac
 		return nil, nil, s.err
 	}
 	s.decisions[ev.Seq] = d
+	s.startWaitLocked()
 	s.waiters[ev.Seq] = a
 	s.mu.Unlock()
 	if err := s.stream.Send(&pb.SidecarMessage{Kind: &pb.SidecarMessage_Events{Events: &pb.EventBatch{Events: []*pb.Event{ev}}}}); err != nil {

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -26,8 +27,10 @@ import (
 
 	"github.com/coordinator/coordinator/coordinator"
 	"github.com/coordinator/coordinator/coordinator/server"
+	"github.com/coordinator/coordinator/internal/etcdgate"
 	"github.com/coordinator/coordinator/internal/simsidecar"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+	"github.com/coordinator/coordinator/storage"
 )
 
 // Server is a coordinator replica on an embedded etcd in Dir.
@@ -264,4 +267,26 @@ func (ts *Server) Metric(name string) float64 {
 		sum += v
 	}
 	return sum
+}
+
+// GateUpdateWrites wraps the replica's etcd KV so that the writes of update
+// records (their phases) can be held or delayed, as a slow etcd would; *gate
+// is set when the replica starts. Give it after any option that sets the
+// coordinator's prefix.
+func GateUpdateWrites(gate **etcdgate.KV) Option {
+	return GateWrites(storage.Keys.Updates, gate)
+}
+
+// GateWrites is GateUpdateWrites for the keys under(keys) instead.
+func GateWrites(under func(storage.Keys) string, gate **etcdgate.KV) Option {
+	return func(c *server.Config) {
+		prefix := c.Coordinator.Prefix
+		if prefix == "" {
+			prefix = storage.DefaultPrefix
+		}
+		c.WrapKV = func(kv clientv3.KV) clientv3.KV {
+			*gate = etcdgate.New(kv, under(storage.Keys{Prefix: prefix}))
+			return *gate
+		}
+	}
 }
