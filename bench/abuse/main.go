@@ -26,7 +26,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"runtime/debug"
 	"slices"
@@ -44,6 +43,7 @@ import (
 
 	"github.com/coordinator/coordinator/coordinator"
 	"github.com/coordinator/coordinator/coordinator/server"
+	"github.com/coordinator/coordinator/internal/benchproc"
 	"github.com/coordinator/coordinator/internal/loadsim"
 	"github.com/coordinator/coordinator/internal/simsidecar"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
@@ -86,7 +86,7 @@ func main() {
 	check(err)
 	defer os.RemoveAll(dir)
 	co := startCoordinator(dir)
-	defer co.stop()
+	defer co.Stop()
 
 	s, err := loadsim.Start(ctx, loadsim.Config{Coordinators: []string{co.grpc}, Graph: graph,
 		Instances: []string{"svc-a@v1", "svc-b@v1", "svc-c@v1", "svc-d@v1", "svc-e@v1", "svc-f@v1", "svc-d@v2"}, Entry: "svc-a"})
@@ -102,7 +102,7 @@ func main() {
 
 	// Baseline: the update held in DRAINING, no hostile session.
 	baseP99, baseFailed := phase(ctx, s, admin, "v2", *baseline, nil)
-	log.Printf("baseline: decided calls p99 %v, failed %d, rss %d MB", baseP99, baseFailed, co.rssMB())
+	log.Printf("baseline: decided calls p99 %v, failed %d, rss %d MB", baseP99, baseFailed, co.RSSMB())
 
 	// Hostile: the same, with the hostile session from the start.
 	var rss30 int
@@ -111,14 +111,14 @@ func main() {
 		go func() {
 			select {
 			case <-time.After(30 * time.Second):
-				rss30 = co.rssMB()
+				rss30 = co.RSSMB()
 				log.Printf("hostile phase at 30 s: rss %d MB, heap in use %.0f MB", rss30, co.metric("go_memstats_heap_inuse_bytes")/(1<<20))
 			case <-pctx.Done():
 			}
 		}()
 		h.run(pctx)
 	})
-	rssEnd := co.rssMB()
+	rssEnd := co.RSSMB()
 	log.Printf("hostile phase at its end: rss %d MB, heap in use %.0f MB", rssEnd, co.metric("go_memstats_heap_inuse_bytes")/(1<<20))
 	failed := s.Failed() - baseFailed
 	if v := s.FirstViolation(); v != "" {
@@ -427,49 +427,19 @@ func pace(ctx context.Context, d time.Duration) {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// coordinatorProc is the coordinator's process.
+// coordinatorProc is the coordinator's process and its addresses.
 type coordinatorProc struct {
-	cmd        *exec.Cmd
+	*benchproc.Proc
 	grpc, http string
 }
 
 // startCoordinator runs the coordinator in a child process on dir, with
 // the soak's quotas, and returns once it leads.
 func startCoordinator(dir string) *coordinatorProc {
-	self, err := os.Executable()
+	p, err := benchproc.Start("-serve", dir)
 	check(err)
-	cmd := exec.Command(self, "-serve", dir)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	check(err)
-	check(cmd.Start())
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		_ = cmd.Process.Kill()
-		log.Fatalf("coordinator process: %v", err)
-	}
-	g, h, _ := strings.Cut(strings.TrimSpace(line), " ")
-	return &coordinatorProc{cmd: cmd, grpc: g, http: h}
-}
-
-func (c *coordinatorProc) stop() {
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	_ = c.cmd.Wait()
-}
-
-// rssMB is the coordinator process's resident set, in MB.
-func (c *coordinatorProc) rssMB() int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.Atoi(f[1])
-			return kb / 1024
-		}
-	}
-	return 0
+	g, h, _ := strings.Cut(p.Line, " ")
+	return &coordinatorProc{Proc: p, grpc: g, http: h}
 }
 
 // metric reads an unlabelled metric from /metrics.

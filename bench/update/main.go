@@ -14,13 +14,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
 	"log"
 	"os"
-	"os/exec"
 	"os/signal"
 	"runtime/debug"
 	"slices"
@@ -34,6 +32,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/coordinator/coordinator/coordinator/server"
+	"github.com/coordinator/coordinator/internal/benchproc"
 	"github.com/coordinator/coordinator/internal/loadsim"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 )
@@ -166,22 +165,9 @@ func runOnce(k pb.Strategy, rate int, warm, hold time.Duration) string {
 // startCoordinator runs the coordinator in a child process on dir and
 // returns its gRPC address, once it leads, and a func that stops it.
 func startCoordinator(dir string) (addr string, stop func()) {
-	self, err := os.Executable()
+	p, err := benchproc.Start("-serve", dir)
 	check(err)
-	cmd := exec.Command(self, "-serve", dir)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	check(err)
-	check(cmd.Start())
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		_ = cmd.Process.Kill()
-		log.Fatalf("coordinator process: %v", err)
-	}
-	return strings.TrimSpace(line), func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-	}
+	return p.Line, p.Stop
 }
 
 // runCoordinator is the child: a coordinator as coordinatord runs one, on
