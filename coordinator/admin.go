@@ -55,7 +55,7 @@ func (a admin) GetFreeness(ctx context.Context, req *pb.GetFreenessRequest) (*pb
 	for _, b := range c.eng.Blockers(s, n) {
 		out.Blockers = append(out.Blockers, c.blockerLocked(s, b))
 	}
-	if m := len(c.resyncWait); m > 0 {
+	if m := c.sess.resyncPending(); m > 0 {
 		// After a failover, what the missing sidecars run is not known
 		// yet: not free, and say who is missing.
 		out.Free, out.ResyncMissing = false, uint32(m)
@@ -67,8 +67,8 @@ func (a admin) GetFreeness(ctx context.Context, req *pb.GetFreenessRequest) (*pb
 // resyncSessionsLocked lists up to n of the sessions a failover still
 // waits for, sorted.
 func (c *Coordinator) resyncSessionsLocked(n int) []string {
-	ids := make([]string, 0, len(c.resyncWait))
-	for id := range c.resyncWait {
+	ids := make([]string, 0, c.sess.resyncPending())
+	for id := range c.sess.resyncPendingIDs() {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
@@ -128,7 +128,7 @@ func (a admin) GetGraph(ctx context.Context, req *pb.GetGraphRequest) (*pb.Graph
 		byID[i] = nd
 		nodes = append(nodes, nd)
 		for _, to := range c.eng.Successors(s) {
-			_, declared := c.declared[edge{s, to}]
+			declared := c.cat.isDeclared(edge{s, to})
 			out.Edges = append(out.Edges, &pb.Edge{From: nd.Name, To: c.eng.ServiceName(to), Learned: !declared})
 		}
 	}
@@ -150,7 +150,7 @@ func (a admin) GetGraph(ctx context.Context, req *pb.GetGraphRequest) (*pb.Graph
 		})
 	}
 	perVersion := make(map[string]map[string]uint32)
-	for _, s := range c.sessions {
+	for s := range c.sess.all() {
 		m := perVersion[s.rec.Service]
 		if m == nil {
 			m = make(map[string]uint32)
@@ -191,7 +191,7 @@ func (a admin) ListSessions(ctx context.Context, req *pb.ListSessionsRequest) (*
 		return true
 	})
 	out := &pb.ListSessionsResponse{}
-	for _, s := range c.sessions {
+	for s := range c.sess.all() {
 		if req.GetService() != "" && s.rec.Service != req.Service {
 			continue
 		}
@@ -253,7 +253,7 @@ func (c *Coordinator) txnLocked(t graph.TxnInfo) *pb.Transaction {
 		Implicit:    t.Implicit,
 		LearnedEdge: t.LearnedEdge,
 	}
-	if s := c.ownerLocked(t.Owner); s != nil { // an expired one kept by self-preservation too
+	if s := c.sess.owner(t.Owner); s != nil { // an expired one kept by self-preservation too
 		out.Owner = s.rec.InstanceId
 	}
 	for _, u := range t.Used {

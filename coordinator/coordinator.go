@@ -203,21 +203,14 @@ type Coordinator struct {
 	// stream.sendMu and pinCommitter.mu are taken with none of these held
 	// (decisions, acks and routing tables are sent after unlocking:
 	// unlockAndSend); phaseMu is taken last.
-	mu       sync.Mutex
-	eng      *graph.Engine
-	sessions map[string]*session // by instance id
-	owners   []*session          // by graph.Owner; owners[0] is always nil
-	free     []graph.Owner       // reusable owner slots
-	// departed are deregistered sessions whose owner slot is kept for
-	// the transactions they own that still run elsewhere (deregister.go).
-	departed map[graph.Owner]*departed
-	declared map[edge]struct{}   // static edges declared by registrations
-	deps     map[string][]string // persisted ServiceRecord dependencies
-	routes   map[graph.ServiceID]graph.VersionID
+	mu  sync.Mutex
+	eng *graph.Engine
+	// The components below keep their own state (and lock: see each);
+	// changes to it are made under mu too.
+	sess     *sessionTable        // sessions and owner slots (sessiontable.go)
+	cat      *catalog             // service records, static edges, routes (catalog.go)
+	routing  *routingPublisher    // routing revisions and tables (routing.go)
 	implicit map[string]time.Time // transactions created by a Call, awaiting their Begin
-	// resyncWait holds the sessions restored from etcd that have neither
-	// re-registered nor expired: no switch happens while it is not empty.
-	resyncWait map[string]struct{}
 	// restoredPins are the first-use pins read from etcd at restore, by
 	// service mid-update: what a transaction the coordinator did not see
 	// start used there (DESIGN.md §4.5, §6).
@@ -225,17 +218,12 @@ type Coordinator struct {
 	// pendingPins are the pins being committed, by key: a later answer
 	// that relies on one waits for it too.
 	pendingPins map[string]*clientv3.Op
-	// learned are the static edges learned from undeclared calls, until
-	// declared or forgotten (MaxLearnedEdges bounds them).
-	learned map[edge]struct{}
 
-	routingRev  uint64
-	routingKick chan struct{}
-	active      map[graph.ServiceID]*update // unfinished updates by service
-	updates     map[string]*update          // every update by id (history)
-	out         []decision                  // call decisions to send after unlocking
-	pins        *pinCommitter
-	phaseKick   chan struct{}
+	active    map[graph.ServiceID]*update // unfinished updates by service
+	updates   map[string]*update          // every update by id (history)
+	out       []decision                  // call decisions to send after unlocking
+	pins      *pinCommitter
+	phaseKick chan struct{}
 	// phaseMu, not mu, guards the phase changes on their way to etcd and
 	// back; it is taken with or without mu, and nothing is taken under it.
 	phaseMu      sync.Mutex
@@ -262,8 +250,6 @@ type Coordinator struct {
 	fg forgetState      // forget.go; guarded by mu
 }
 
-type edge struct{ from, to graph.ServiceID }
-
 // New returns a coordinator; Start loads its state from etcd.
 func New(cfg Config) (*Coordinator, error) {
 	if cfg.Client == nil {
@@ -278,24 +264,18 @@ func New(cfg Config) (*Coordinator, error) {
 		cli:          cfg.Client,
 		keys:         storage.Keys{Prefix: cfg.Prefix},
 		eng:          graph.New(),
-		sessions:     make(map[string]*session),
-		owners:       []*session{nil},
-		departed:     make(map[graph.Owner]*departed),
-		declared:     make(map[edge]struct{}),
-		learned:      make(map[edge]struct{}),
-		deps:         make(map[string][]string),
-		routes:       make(map[graph.ServiceID]graph.VersionID),
+		sess:         newSessionTable(),
+		cat:          newCatalog(),
 		implicit:     make(map[string]time.Time),
-		resyncWait:   make(map[string]struct{}),
 		restoredPins: make(map[graph.ServiceID]map[string]graph.VersionID),
 		pendingPins:  make(map[string]*clientv3.Op),
 		t0:           time.Now(),
 
-		routingKick: make(chan struct{}, 1),
-		phaseKick:   make(chan struct{}, 1),
-		active:      make(map[graph.ServiceID]*update),
-		updates:     make(map[string]*update),
+		phaseKick: make(chan struct{}, 1),
+		active:    make(map[graph.ServiceID]*update),
+		updates:   make(map[string]*update),
 	}
+	c.routing = newRoutingPublisher(c.cat, c.sess)
 	c.fg = forgetState{idleSvc: make(map[string]time.Time), idleVer: make(map[string]time.Time),
 		registering: make(map[string]int)}
 	c.pins = newPinCommitter(c)
@@ -341,14 +321,15 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	// A session whose lease expired after restore read it and before the
 	// cache listed is in no event: it expires now.
 	c.mu.Lock()
-	for id, s := range c.sessions {
+	for s := range c.sess.all() {
+		id := s.rec.InstanceId
 		if ev, ok := c.cache.Get(c.keys.Session(id)); !ok || ev.Lease != s.lease {
 			c.leaseExpiredLocked(s, time.Now())
 		}
 	}
 	// The time without a leader must not count against the sidecars:
 	// every session restored gets a fresh TTL to re-register in.
-	for _, s := range c.sessions {
+	for s := range c.sess.all() {
 		c.leases.Heartbeat(s.lease)
 	}
 	c.mu.Unlock()
@@ -368,7 +349,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	c.kickSPStore() // what restore resumed, or found, is written
 	c.started.Store(true)
 	c.lg.Info("coordinator started", "prefix", c.cfg.Prefix, "services", c.eng.NumServices(),
-		"sessions", len(c.sessions), "live_txns", c.eng.Live())
+		"sessions", c.sess.len(), "live_txns", c.eng.Live())
 	return nil
 }
 

@@ -53,21 +53,20 @@ func (c *Coordinator) deregister(ctx context.Context, s *session, st *stream, re
 	id := s.rec.InstanceId
 	defer c.regLocks.lock("instance/" + id)()
 	c.mu.Lock()
-	if c.sessions[id] != s || s.stream != st {
+	if c.sess.get(id) != s || s.stream != st {
 		c.mu.Unlock()
 		return nil, fmt.Errorf("%w: deregister: the session was taken over by another stream or expired", ErrNotRegistered)
 	}
 	now := time.Now()
-	delete(c.resyncWait, id)
-	s.stream = nil   // st answers, then ends by itself
-	s.expired = true // no lease any more: nothing is written for what it owns
+	c.sess.resynced(id)
+	c.sess.attach(s, nil) // st answers, then ends by itself
+	s.expired = true      // no lease any more: nothing is written for what it owns
 	c.unlistSessionLocked(s)
 	ended, kept := c.settleDepartingLocked(s)
 	if kept == 0 {
-		c.owners[s.owner] = nil
-		c.free = append(c.free, s.owner)
+		c.sess.freeOwner(s.owner)
 	} else {
-		c.departed[s.owner] = &departed{s: s, until: now.Add(c.cfg.ImplicitTimeout)}
+		c.sess.depart(s.owner, &departed{s: s, until: now.Add(c.cfg.ImplicitTimeout)})
 	}
 	c.metrics.sessionsDropped.WithLabelValues(dropDeregistered).Inc()
 	c.lg.Info("session deregistered", "instance", id, "service", s.rec.Service, "version", s.rec.Version,
@@ -125,14 +124,12 @@ func (c *Coordinator) settleDepartingLocked(s *session) (ended, kept int) {
 // sweepDepartedLocked ends what deregistered sessions kept once their time
 // is over, and frees their owner slots.
 func (c *Coordinator) sweepDepartedLocked(now time.Time) {
-	for o, d := range c.departed {
+	for o, d := range c.sess.departures() {
 		if now.Before(d.until) {
 			continue
 		}
-		delete(c.departed, o)
+		c.sess.endDeparture(o)
 		ended := c.eng.EndOwnedBy(o)
-		c.owners[o] = nil
-		c.free = append(c.free, o)
 		if len(ended) > 0 {
 			c.lg.Info("ended the transactions a deregistered session kept", "instance", d.s.rec.InstanceId,
 				"service", d.s.rec.Service, "ended_txns", len(ended))

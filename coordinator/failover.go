@@ -38,9 +38,9 @@ func (c *Coordinator) resumeLocked(u *update) {
 	}
 	if !u.strat.UpdateMode() {
 		// The baseline has no update mode: its switch was the whole update.
-		u.updateMode = false
+		c.setUpdateModeLocked(u, false)
 	} else {
-		u.updateMode = true
+		c.setUpdateModeLocked(u, true)
 		u.prepareRev = c.bumpRoutingLocked()
 	}
 	c.active[u.svc] = u

@@ -118,13 +118,13 @@ func (c *Coordinator) forgetSweep(ctx context.Context, now time.Time) {
 func (c *Coordinator) idleServicesLocked(now time.Time) []graph.ServiceID {
 	f := &c.fg
 	used := make(map[graph.ServiceID]bool)
-	for _, s := range c.sessions {
+	for s := range c.sess.all() {
 		used[s.svc] = true
 	}
 	for _, e := range c.sp.expired {
 		used[e.s.svc] = true
 	}
-	for _, d := range c.departed {
+	for _, d := range c.sess.departures() {
 		used[d.s.svc] = true
 	}
 	for svc := range c.active {
@@ -161,7 +161,7 @@ func (c *Coordinator) idleServicesLocked(now time.Time) []graph.ServiceID {
 	// A service that stays keeps what it declares, to a fixpoint.
 	for changed := len(due) > 0; changed; {
 		changed = false
-		for name, deps := range c.deps {
+		for name, deps := range c.cat.records() {
 			if id, ok := c.eng.LookupService(name); ok && due[id] {
 				continue
 			}
@@ -192,8 +192,8 @@ func (c *Coordinator) forgetServices(ctx context.Context, now time.Time) {
 	var bare []graph.ServiceID
 	for _, id := range due {
 		name := c.eng.ServiceName(id)
-		_, hasDeps := c.deps[name]
-		_, hasRoute := c.routes[id]
+		_, hasDeps := c.cat.dependencies(name)
+		hasRoute := c.cat.routed(id)
 		if hasDeps || hasRoute {
 			stored = append(stored, name)
 		} else {
@@ -238,9 +238,9 @@ func (c *Coordinator) forgetStoredService(ctx context.Context, name string, now 
 	// Its records are gone: so is what memory keeps of them, whatever
 	// happens to the graph node below (a call may have used it meanwhile:
 	// it is then a service known only from calls, removed later).
-	delete(c.deps, name)
-	if id, ok := c.eng.LookupService(name); ok {
-		delete(c.routes, id)
+	id, ok = c.eng.LookupService(name)
+	c.cat.forgetRecord(name, id, ok)
+	if ok {
 		c.removeServicesLocked([]graph.ServiceID{id}, now)
 	}
 	c.bumpRoutingLocked()
@@ -261,20 +261,10 @@ func (c *Coordinator) removeServicesLocked(ids []graph.ServiceID, now time.Time)
 	gone := make(map[graph.ServiceID]bool, len(removed))
 	for _, id := range removed {
 		gone[id] = true
-		delete(c.routes, id)
 		delete(c.restoredPins, id)
 		delete(c.fg.idleSvc, names[id])
 	}
-	for e := range c.declared {
-		if gone[e.from] || gone[e.to] {
-			delete(c.declared, e)
-		}
-	}
-	for e := range c.learned { // no longer count against MaxLearnedEdges
-		if gone[e.from] || gone[e.to] {
-			delete(c.learned, e)
-		}
-	}
+	c.cat.removeServices(gone)
 	c.fg.services += uint64(len(removed))
 	c.metrics.forgotten.WithLabelValues("service").Add(float64(len(removed)))
 	first := make([]string, 0, min(len(removed), 5))
@@ -289,18 +279,16 @@ func (c *Coordinator) removeServicesLocked(ids []graph.ServiceID, now time.Time)
 func (c *Coordinator) forgetVersionsLocked(now time.Time) {
 	f := &c.fg
 	used := make(map[graph.VersionID]bool)
-	for _, s := range c.sessions {
+	for s := range c.sess.all() {
 		used[s.ver] = true
 	}
 	for _, e := range c.sp.expired {
 		used[e.s.ver] = true
 	}
-	for _, d := range c.departed {
+	for _, d := range c.sess.departures() {
 		used[d.s.ver] = true
 	}
-	for _, v := range c.routes {
-		used[v] = true
-	}
+	c.cat.eachRouteVersion(func(v graph.VersionID) { used[v] = true })
 	for _, u := range c.active {
 		used[u.from], used[u.to] = true, true
 	}

@@ -52,7 +52,7 @@ func (c *Coordinator) Health(ctx context.Context) HealthReport {
 	}
 	c.mu.Lock()
 	r.LiveTransactions = c.eng.Live()
-	r.Sessions = len(c.sessions)
+	r.Sessions = c.sess.len()
 	r.PendingRecords = c.eng.DirtyLen()
 	r.SelfPreservation = c.selfPreservationReportLocked()
 	c.mu.Unlock()

@@ -13,7 +13,7 @@ import "fmt"
 //   - self-preservation (DESIGN.md §7), resumed from etcd by a new leader
 //     too: the queued sessions' transactions are unknown to it.
 func (c *Coordinator) switchHoldLocked() string {
-	if n := len(c.resyncWait); n > 0 {
+	if n := c.sess.resyncPending(); n > 0 {
 		return fmt.Sprintf("resync: %d sessions known in etcd have not re-registered", n)
 	}
 	return c.selfPreservationHoldLocked()

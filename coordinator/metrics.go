@@ -114,11 +114,7 @@ func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
 		events, m.eventErrors, late, m.learnedEdges, m.registrations, m.heartbeats,
 		m.sessionsDropped, m.freenessSeconds, m.implicitExpired, m.forgotten, m.beginWait, refusals, m.quarantined,
 		gauge("live_transactions", "Live distributed transactions.", func() float64 { return float64(c.Live()) }),
-		gauge("sessions", "Sidecar sessions with a live lease.", func() float64 {
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			return float64(len(c.sessions))
-		}),
+		gauge("sessions", "Sidecar sessions with a live lease.", func() float64 { return float64(c.sess.lenShared()) }),
 		gauge("services", "Services in the static graph.", func() float64 {
 			c.mu.Lock()
 			defer c.mu.Unlock()

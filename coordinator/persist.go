@@ -41,7 +41,7 @@ func (c *Coordinator) collect(max int) []clientv3.Op {
 			ops = append(ops, clientv3.OpDelete(key))
 			return
 		}
-		s := c.ownerSessionLocked(r.Owner)
+		s := c.sess.liveOwner(r.Owner)
 		if s == nil {
 			return // no owning session (yet): nothing to attach the record to
 		}
@@ -112,7 +112,7 @@ func (c *Coordinator) restore(ctx context.Context) error {
 				bad = append(bad, badRecord{kv, err})
 				continue
 			}
-			s := c.sessions[rec.Owner]
+			s := c.sess.get(rec.Owner)
 			if s == nil || int64(s.lease) != kv.Lease {
 				continue // its session is gone; the record goes with the lease
 			}
@@ -137,7 +137,7 @@ func (c *Coordinator) restore(ctx context.Context) error {
 	c.mu.Lock()
 	c.eng.TakeDirty(c.eng.DirtyLen(), func(graph.Record) {})
 	c.mu.Unlock()
-	c.lg.Info("restored state", "services", len(c.deps), "sessions", len(c.sessions), "txns", txns,
+	c.lg.Info("restored state", "services", c.cat.recorded(), "sessions", c.sess.len(), "txns", txns,
 		"took", time.Since(start))
 	return nil
 }
@@ -258,18 +258,18 @@ func (c *Coordinator) readState(ctx context.Context) (*storedState, error) {
 // their phases, and the pins of those mid-update.
 func (c *Coordinator) applyStateLocked(st *storedState) {
 	for _, rec := range st.services {
-		c.deps[rec.Name] = rec.Dependencies
+		c.cat.setRecord(rec.Name, rec.Dependencies)
 		c.declareLocked(rec.Name, rec.Dependencies)
 	}
 	for svc, v := range st.routes {
-		c.routes[c.eng.Service(svc)] = c.eng.Version(v)
+		c.cat.setRoute(c.eng.Service(svc), svc, c.eng.Version(v), v)
 	}
 	for _, rec := range st.sessions {
 		hb := rec.GetHeartbeatInterval().AsDuration()
 		c.addSessionLocked(rec, c.sessionTTL(hb, rec.AllowedMisses))
-		c.resyncWait[rec.InstanceId] = struct{}{}
+		c.sess.awaitResync(rec.InstanceId)
 	}
-	for _, s := range c.sessions {
+	for s := range c.sess.all() {
 		c.leases.Heartbeat(s.lease)
 	}
 	if st.sp != nil {

@@ -187,7 +187,7 @@ func (c *Coordinator) checkCallLocked(s *session, ev *pb.Event) (callCharge, err
 				fmt.Sprintf("session %q taught %d undeclared edges; CALL %s→%s is another", s.rec.InstanceId, s.quota.learned, s.rec.Service, ev.Service),
 				c.cfg.MaxLearnedEdgesPerSession), 1)
 		}
-		if n := len(c.learned); n >= c.cfg.MaxLearnedEdges {
+		if n := c.cat.learnedEdges(); n >= c.cfg.MaxLearnedEdges {
 			return ch, c.refuseLocked(s, quotaLearnedEdgesTotal, quotaExceeded(quotaLearnedEdgesTotal,
 				fmt.Sprintf("%d undeclared edges learned in all; CALL %s→%s is another", n, s.rec.Service, ev.Service),
 				c.cfg.MaxLearnedEdges), 1)

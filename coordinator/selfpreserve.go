@@ -154,7 +154,7 @@ func (c *Coordinator) leaseExpiredLocked(s *session, now time.Time) {
 	sp.init()
 	id := s.rec.InstanceId
 	c.removeSessionLocked(s)
-	delete(c.resyncWait, id)               // expired: it will not resync
+	c.sess.resynced(id)                    // expired: it will not resync
 	if old := sp.expired[id]; old != nil { // cannot happen: it registered again first
 		c.dropExpiredLocked(old, dropReplaced)
 	}
@@ -166,7 +166,7 @@ func (c *Coordinator) leaseExpiredLocked(s *session, now time.Time) {
 	case sp.active:
 		sp.expired[id] = e
 		c.queueLocked(e)
-	case len(c.sessions)+len(sp.recentAt) < c.cfg.SelfPreservationMin:
+	case c.sess.len()+len(sp.recentAt) < c.cfg.SelfPreservationMin:
 		// Too few sessions for a mass expiry: an ordinary one.
 		sp.expired[id] = e
 		c.dropExpiredLocked(e, dropLeaseExpired)
@@ -202,8 +202,7 @@ func (c *Coordinator) dropExpiredLocked(e *expiredSession, why string) {
 		}
 	}
 	ended := c.eng.EndOwnedBy(s.owner)
-	c.owners[s.owner] = nil
-	c.free = append(c.free, s.owner)
+	c.sess.freeOwner(s.owner)
 	c.metrics.sessionsDropped.WithLabelValues(why).Inc()
 	c.lg.Info("session dropped", "instance", s.rec.InstanceId, "service", s.rec.Service,
 		"lease", int64(s.lease), "reason", why, "ended_txns", len(ended), "expired_for", time.Since(e.at))
@@ -214,7 +213,7 @@ func (c *Coordinator) dropExpiredLocked(e *expiredSession, why string) {
 // live now and those expired in the window).
 func (c *Coordinator) massExpiryLocked() bool {
 	n := len(c.sp.recentAt)
-	total := len(c.sessions) + n
+	total := c.sess.len() + n
 	// The epsilon keeps 4 of 5 at 0.8 from failing on rounding.
 	return n >= c.cfg.SelfPreservationMin && float64(n) >= c.cfg.SelfPreservationRatio*float64(total)-1e-9
 }
@@ -248,7 +247,7 @@ func (c *Coordinator) startSelfPreservationLocked(now time.Time) {
 	}
 	c.lg.Warn("self-preservation started: most sessions' leases expired together, likely a partition around the coordinator; "+
 		"their expiry is queued, their transactions are kept and every switch is paused",
-		"expired", len(sp.recentAt), "sessions", len(c.sessions)+len(sp.recentAt), "queued", sp.queued,
+		"expired", len(sp.recentAt), "sessions", c.sess.len()+len(sp.recentAt), "queued", sp.queued,
 		"window", c.cfg.SelfPreservationWindow, "ratio", c.cfg.SelfPreservationRatio,
 		"min", c.cfg.SelfPreservationMin, "grace", c.cfg.SelfPreservationGrace)
 }
@@ -300,8 +299,7 @@ func (c *Coordinator) reclaimExpiredLocked(rec *pb.SessionRecord, ttl time.Durat
 		lease: clientv3.LeaseID(rec.LeaseId),
 		ttl:   ttl,
 	}
-	c.owners[s.owner] = s
-	c.sessions[id] = s
+	c.sess.adopt(s)
 	sp.noteTTL(ttl)
 	gone = c.endGoneRootsLocked(s, roots)
 	n := c.eng.MakeLegacyOwnedBy(s.owner)

@@ -221,7 +221,7 @@ func (c *Coordinator) restoreSelfPreservationLocked(rec *pb.SelfPreservationReco
 		if id == "" || sp.expired[id] != nil {
 			continue
 		}
-		if c.sessions[id] != nil {
+		if c.sess.get(id) != nil {
 			back++
 			continue
 		}
@@ -231,7 +231,7 @@ func (c *Coordinator) restoreSelfPreservationLocked(rec *pb.SelfPreservationReco
 			ver:     c.eng.Version(q.Version),
 			expired: true,
 		}
-		c.allocOwnerLocked(s)
+		c.sess.addExpired(s)
 		e := &expiredSession{s: s, at: q.ExpiredAt.AsTime(), queued: true, restored: true}
 		if q.ExpiredAt == nil {
 			e.at = now

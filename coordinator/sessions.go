@@ -157,7 +157,7 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 		}
 		c.mu.Unlock()
 	}()
-	old := c.sessions[r.InstanceId]
+	old := c.sess.get(r.InstanceId)
 	var oldLease clientv3.LeaseID
 	var registeredAt *timestamppb.Timestamp
 	same := false
@@ -212,7 +212,7 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 	// self-preservation decides what happens to its transactions (the new
 	// session may take them).
 	endOldLocked := func() {
-		if old == nil || resumed || c.sessions[r.InstanceId] != old {
+		if old == nil || resumed || c.sess.get(r.InstanceId) != old {
 			return
 		}
 		if same {
@@ -267,7 +267,7 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 	c.mu.Lock()
 	endOldLocked()
 	c.applyServiceLocked(svc)
-	s := c.sessions[r.InstanceId]
+	s := c.sess.get(r.InstanceId)
 	gone := 0 // roots of an expired session taken back that ended while it was away
 	// A session a previous leader queued (self-preservation resumed from
 	// etcd): its roots started before this coordinator led, as a restored
@@ -281,19 +281,19 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 			s = c.addSessionLocked(rec, ttl)
 		}
 	} else {
-		s.rec, s.ttl = rec, ttl
+		c.sess.setRecord(s, rec)
+		s.ttl = ttl
 	}
 	if s.stream != nil && s.stream != st {
 		s.stream.takeOver() // a newer stream of the same instance wins
 	}
-	s.stream = st
+	c.sess.attach(s, st)
 	s.ackedRev = 0 // a new stream: update mode counts from its own ack
 	c.bumpRoutingLocked()
 	c.declareLocked(r.Service, r.Dependencies)
 	// The first registration of a session restored from etcd: its roots
 	// started before this coordinator led (or restarted).
-	_, restored := c.resyncWait[r.InstanceId]
-	delete(c.resyncWait, r.InstanceId)
+	restored := c.sess.resynced(r.InstanceId)
 	resynced, ended := c.resyncLocked(s, r.LiveRoots, resumed, restored || queuedBefore)
 	c.metrics.registrations.Inc()
 	c.lg.Info("session registered", "instance", r.InstanceId, "service", r.Service, "version", r.Version,
@@ -326,9 +326,8 @@ type serviceState struct {
 func (c *Coordinator) storeService(ctx context.Context, svc string, deps []string, version string) (serviceState, error) {
 	out := serviceState{name: svc}
 	c.mu.Lock()
-	have := c.deps[svc]
-	_, known := c.deps[svc]
-	_, routed := c.routes[c.eng.Service(svc)]
+	have, known := c.cat.dependencies(svc)
+	routed := c.cat.routed(c.eng.Service(svc))
 	c.mu.Unlock()
 	merged := slices.Clone(have)
 	for _, d := range deps {
@@ -373,22 +372,23 @@ func (c *Coordinator) storeService(ctx context.Context, svc string, deps []strin
 // applyServiceLocked applies what storeService stored.
 func (c *Coordinator) applyServiceLocked(s serviceState) {
 	if s.deps != nil {
-		c.deps[s.name] = s.deps
+		c.cat.setRecord(s.name, s.deps)
 	}
 	if s.route != "" {
-		c.routes[c.eng.Service(s.name)] = c.eng.Version(s.route)
+		c.cat.setRoute(c.eng.Service(s.name), s.name, c.eng.Version(s.route), s.route)
 	}
 }
 
 // declareLocked adds the declared static edges svc -> deps.
 func (c *Coordinator) declareLocked(svc string, deps []string) {
 	from := c.eng.Service(svc)
+	edges := make([]edge, 0, len(deps))
 	for _, d := range deps {
 		to := c.eng.Service(d)
 		c.eng.AddEdge(from, to)
-		c.declared[edge{from, to}] = struct{}{}
-		delete(c.learned, edge{from, to}) // declared now: not a learned one
+		edges = append(edges, edge{from, to})
 	}
+	c.cat.declare(edges) // declared now: not learned ones
 }
 
 // addSessionLocked installs a session under a fresh owner slot.
@@ -400,31 +400,17 @@ func (c *Coordinator) addSessionLocked(rec *pb.SessionRecord, ttl time.Duration)
 		lease: clientv3.LeaseID(rec.LeaseId),
 		ttl:   ttl,
 	}
-	c.allocOwnerLocked(s)
-	c.sessions[rec.InstanceId] = s
+	c.sess.add(s)
 	c.sp.noteTTL(ttl)
 	return s
 }
 
-// allocOwnerLocked gives s a fresh owner slot.
-func (c *Coordinator) allocOwnerLocked(s *session) {
-	if n := len(c.free); n > 0 {
-		s.owner = c.free[n-1]
-		c.free = c.free[:n-1]
-		c.owners[s.owner] = s
-	} else {
-		s.owner = graph.Owner(len(c.owners))
-		c.owners = append(c.owners, s)
-	}
-}
-
 // dropSessionLocked removes a session and ends the root transactions it owns.
 func (c *Coordinator) dropSessionLocked(s *session, why string) int {
-	delete(c.resyncWait, s.rec.InstanceId)
+	c.sess.resynced(s.rec.InstanceId)
 	ended := c.eng.EndOwnedBy(s.owner)
-	c.owners[s.owner] = nil
-	c.free = append(c.free, s.owner)
 	c.unlistSessionLocked(s)
+	c.sess.freeOwner(s.owner)
 	c.metrics.sessionsDropped.WithLabelValues(why).Inc()
 	c.lg.Info("session dropped", "instance", s.rec.InstanceId, "service", s.rec.Service,
 		"lease", int64(s.lease), "reason", why, "ended_txns", len(ended))
@@ -497,24 +483,6 @@ func (c *Coordinator) resyncLocked(s *session, roots []*pb.LiveRoot, resumed, re
 	return resynced, ended
 }
 
-// ownerSessionLocked returns the live session behind an owner tag: nil
-// for an expired session kept by self-preservation (it has no lease to
-// attach a record or pin to).
-func (c *Coordinator) ownerSessionLocked(o graph.Owner) *session {
-	if s := c.ownerLocked(o); s != nil && !s.expired {
-		return s
-	}
-	return nil
-}
-
-// ownerLocked returns the session behind an owner tag, expired or not.
-func (c *Coordinator) ownerLocked(o graph.Owner) *session {
-	if int(o) >= len(c.owners) {
-		return nil
-	}
-	return c.owners[o]
-}
-
 // onCacheEvent reacts to session keys vanishing: a lease expired (or a
 // session was replaced). The session's transaction records went with the
 // lease; its root transactions end, now or, if the expiry may be part of a
@@ -531,7 +499,7 @@ func (c *Coordinator) onCacheEvent(ev storage.Event) {
 		}
 	}
 	c.mu.Lock()
-	s := c.sessions[instance]
+	s := c.sess.get(instance)
 	if s == nil || ev.Lease != s.lease {
 		c.mu.Unlock() // gone already, or an older lease of a session that re-registered
 		return
@@ -544,7 +512,7 @@ func (c *Coordinator) onCacheEvent(ev storage.Event) {
 // onLeaseNotFound is called by the write-behind when a record's lease is gone.
 func (c *Coordinator) onLeaseNotFound(id clientv3.LeaseID) {
 	c.mu.Lock()
-	for _, s := range c.sessions {
+	for s := range c.sess.all() {
 		if s.lease == id {
 			c.leaseExpiredLocked(s, time.Now())
 			c.progressLocked()
@@ -559,7 +527,7 @@ func (c *Coordinator) onLeaseNotFound(id clientv3.LeaseID) {
 func (c *Coordinator) heartbeat(s *session) *pb.HeartbeatAck {
 	c.mu.Lock()
 	lease := s.lease
-	live := c.sessions[s.rec.InstanceId] == s
+	live := c.sess.get(s.rec.InstanceId) == s
 	c.mu.Unlock()
 	c.metrics.heartbeats.Inc()
 	if !live {
@@ -577,10 +545,10 @@ func (c *Coordinator) heartbeat(s *session) *pb.HeartbeatAck {
 // the lease keep-alives, ends its stream and forgets its held calls; its
 // owner slot is the caller's business.
 func (c *Coordinator) unlistSessionLocked(s *session) {
-	delete(c.sessions, s.rec.InstanceId)
+	c.sess.unlist(s)
 	if s.stream != nil {
 		s.stream.takeOver()
-		s.stream = nil
+		c.sess.attach(s, nil)
 	}
 	c.dropHeldLocked(s, nil)
 	c.leases.Forget(s.lease)

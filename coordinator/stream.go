@@ -263,7 +263,7 @@ func (c *Coordinator) detach(s *session, st *stream) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if s.stream == st {
-		s.stream = nil
+		c.sess.attach(s, nil)
 		c.lg.Info("session disconnected", "instance", s.rec.InstanceId, "lease", int64(s.lease))
 	}
 	c.dropHeldLocked(s, st)
@@ -285,7 +285,7 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 	c.mu.Lock()
 	c.applyStoredPhasesLocked() // a phase stored meanwhile acts before these events
 	c.eng.SetEpoch(c.epoch())
-	current := s != nil && s.stream == st && c.sessions[s.rec.InstanceId] == s
+	current := s != nil && s.stream == st && c.sess.get(s.rec.InstanceId) == s
 	admitted := len(evs)
 	var rateErr error
 	if current {
@@ -424,7 +424,7 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 			err = c.decideLocked(s, st, ev, to)
 			break
 		}
-		version := c.routes[to]
+		version := c.cat.defaultVersion(to)
 		if ev.Version != "" {
 			version = c.eng.Version(ev.Version)
 		}
@@ -468,7 +468,7 @@ func (c *Coordinator) callLocked(s *session, ev *pb.Event, to graph.ServiceID, v
 	}
 	if info.LearnedEdge {
 		s.quota.learned++
-		c.learned[edge{s.svc, to}] = struct{}{}
+		c.cat.learn(edge{s.svc, to})
 		c.metrics.learnedEdges.Inc()
 		c.lg.Warn("learned undeclared static edge", "from", s.rec.Service, "to", ev.Service, "txn", ev.TxnId)
 		// Its services declared less than they call: what else this

@@ -189,7 +189,7 @@ func (c *Coordinator) startUpdate(ctx context.Context, req *pb.StartUpdateReques
 		c.mu.Unlock()
 		return nil, err
 	}
-	from, to := c.routes[svc], c.eng.Version(req.ToVersion)
+	from, to := c.cat.defaultVersion(svc), c.eng.Version(req.ToVersion)
 	if from == to {
 		c.mu.Unlock()
 		return nil, fmt.Errorf("service %q %w %s by default", req.Service, ErrAlreadyAtVersion, req.ToVersion)
@@ -228,7 +228,7 @@ func (c *Coordinator) startUpdate(ctx context.Context, req *pb.StartUpdateReques
 	c.lg.Info("update started", "update", u.rec.Id, "service", req.Service, "from", u.rec.FromVersion,
 		"to", req.ToVersion, "strategy", strategy.Name(kind))
 	if strat.UpdateMode() {
-		u.updateMode = true
+		c.setUpdateModeLocked(u, true)
 		u.prepareRev = c.bumpRoutingLocked()
 		c.progressLocked()
 	} else {
@@ -408,7 +408,7 @@ func (c *Coordinator) switchLocked(u *update, p pb.Phase) *phaseChange {
 	return c.phaseChangeLocked(u, p, "", func() {
 		u.switched = true
 		u.rec.SwitchedAt = timestamppb.Now()
-		c.routes[u.svc] = u.to
+		c.cat.setRoute(u.svc, u.rec.Service, u.to, u.rec.ToVersion)
 		c.bumpRoutingLocked()
 		c.releaseHeldLocked(u)
 	}, route)
@@ -428,7 +428,7 @@ func (c *Coordinator) finishLocked(u *update, p pb.Phase, reason string) *phaseC
 	pc := c.phaseChangeLocked(u, p, reason, func() {
 		u.rollback = false
 		if u.finished() {
-			u.updateMode = false
+			c.setUpdateModeLocked(u, false)
 			delete(c.active, u.svc)
 			delete(c.restoredPins, u.svc)
 			c.bumpRoutingLocked()
@@ -460,11 +460,11 @@ func (c *Coordinator) abortLocked(u *update, reason string) (*phaseChange, error
 		if plan.Rollback {
 			u.rollback = true
 		} else {
-			u.updateMode = false
+			c.setUpdateModeLocked(u, false)
 			delete(c.active, u.svc)
 		}
 		if plan.RouteBack {
-			c.routes[u.svc] = u.from
+			c.cat.setRoute(u.svc, u.rec.Service, u.from, u.rec.FromVersion)
 		}
 		c.releaseHeldLocked(u)
 		c.bumpRoutingLocked()
@@ -646,7 +646,7 @@ func (v updateView) HeldLongest() time.Duration {
 // update switches only to a version that can take the calls (after a
 // failover, once one of its sidecars is back).
 func (c *Coordinator) connectedLocked(svc graph.ServiceID, v graph.VersionID) bool {
-	for _, s := range c.sessions {
+	for s := range c.sess.all() {
 		if s.svc == svc && s.ver == v && s.stream != nil {
 			return true
 		}
@@ -658,7 +658,7 @@ func (c *Coordinator) connectedLocked(svc graph.ServiceID, v graph.VersionID) bo
 // revision that put the service in update mode.
 func (c *Coordinator) unackedLocked(u *update) int {
 	n := 0
-	for _, s := range c.sessions {
+	for s := range c.sess.all() {
 		if s.ackedRev < u.prepareRev {
 			n++
 		}
@@ -670,9 +670,9 @@ func (c *Coordinator) unackedLocked(u *update) int {
 // sessions unackedLocked counts.
 func (c *Coordinator) unackedSessionsLocked(u *update, limit int) []string {
 	var ids []string
-	for id, s := range c.sessions {
+	for s := range c.sess.all() {
 		if s.ackedRev < u.prepareRev {
-			ids = append(ids, id)
+			ids = append(ids, s.rec.InstanceId)
 		}
 	}
 	slices.Sort(ids)
@@ -717,7 +717,7 @@ func (c *Coordinator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Event
 		u.notify()
 		return nil
 	}
-	version := c.routes[to]
+	version := c.cat.defaultVersion(to)
 	first := true
 	if u != nil {
 		used, ok := c.eng.Used(ev.TxnId, to)
@@ -776,7 +776,7 @@ func (c *Coordinator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Event
 		if first && u.strat.Pins() {
 			lease := clientv3.NoLease
 			if info, ok := c.eng.Txn(ev.TxnId); ok {
-				if owner := c.ownerSessionLocked(info.Owner); owner != nil {
+				if owner := c.sess.liveOwner(info.Owner); owner != nil {
 					lease = owner.lease
 				}
 			}
@@ -817,7 +817,7 @@ func (c *Coordinator) redecideLocked(u *update, match func(heldCall) bool, mayWa
 	}
 	u.held = keep
 	for _, h := range again {
-		if c.sessions[h.s.rec.InstanceId] != h.s || h.s.stream != h.st {
+		if c.sess.get(h.s.rec.InstanceId) != h.s || h.s.stream != h.st {
 			continue // its sidecar is gone; the call failed there
 		}
 		var since time.Time // held again: from now, as before
