@@ -26,7 +26,7 @@ func (c *Coordinator) updateLocked(id string) (*update, error) {
 	if id == "" {
 		return nil, fmt.Errorf("%w: update id is empty", ErrInvalidArgument)
 	}
-	u := c.updates[id]
+	u := c.upd.get(id)
 	if u == nil {
 		return nil, fmt.Errorf("%w %q", ErrUnknownUpdate, id)
 	}
@@ -53,7 +53,7 @@ func (a admin) ListUpdates(ctx context.Context, req *pb.ListUpdatesRequest) (*pb
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var all []*update
-	for _, u := range c.updates {
+	for u := range c.upd.all() {
 		if req.GetService() == "" || u.rec.Service == req.Service {
 			all = append(all, u)
 		}

@@ -76,10 +76,11 @@ func (k *catalog) records() iter.Seq2[string, []string] {
 	}
 }
 
-// eachRouteVersion calls fn with every default version.
-func (k *catalog) eachRouteVersion(fn func(graph.VersionID)) {
+// markUsed marks every default version (forget.go); a service's record
+// keeps it by name, which forgetting checks itself.
+func (k *catalog) markUsed(_ func(graph.ServiceID), version func(graph.VersionID)) {
 	for _, r := range k.routes {
-		fn(r.version)
+		version(r.version)
 	}
 }
 

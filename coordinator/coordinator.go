@@ -211,17 +211,12 @@ type Coordinator struct {
 	cat      *catalog             // service records, static edges, routes (catalog.go)
 	routing  *routingPublisher    // routing revisions and tables (routing.go)
 	implicit map[string]time.Time // transactions created by a Call, awaiting their Begin
-	// restoredPins are the first-use pins read from etcd at restore, by
-	// service mid-update: what a transaction the coordinator did not see
-	// start used there (DESIGN.md §4.5, §6).
-	restoredPins map[graph.ServiceID]map[string]graph.VersionID
 	// pendingPins are the pins being committed, by key: a later answer
 	// that relies on one waits for it too.
 	pendingPins map[string]*clientv3.Op
 
-	active    map[graph.ServiceID]*update // unfinished updates by service
-	updates   map[string]*update          // every update by id (history)
-	out       []decision                  // call decisions to send after unlocking
+	upd       *updateTable // updates, unfinished and kept (updatetable.go)
+	out       []decision   // call decisions to send after unlocking
 	pins      *pinCommitter
 	phaseKick chan struct{}
 	// phaseMu, not mu, guards the phase changes on their way to etcd and
@@ -260,20 +255,18 @@ func New(cfg Config) (*Coordinator, error) {
 		cfg: cfg,
 		// Sidecars can make the coordinator log (registrations, learned
 		// edges, transactions whose Begin never came): bounded per kind.
-		lg:           slog.New(ratelog.New(cfg.Logger.Handler(), ratelog.DefaultPerSecond, ratelog.DefaultBurst)),
-		cli:          cfg.Client,
-		keys:         storage.Keys{Prefix: cfg.Prefix},
-		eng:          graph.New(),
-		sess:         newSessionTable(),
-		cat:          newCatalog(),
-		implicit:     make(map[string]time.Time),
-		restoredPins: make(map[graph.ServiceID]map[string]graph.VersionID),
-		pendingPins:  make(map[string]*clientv3.Op),
-		t0:           time.Now(),
+		lg:          slog.New(ratelog.New(cfg.Logger.Handler(), ratelog.DefaultPerSecond, ratelog.DefaultBurst)),
+		cli:         cfg.Client,
+		keys:        storage.Keys{Prefix: cfg.Prefix},
+		eng:         graph.New(),
+		sess:        newSessionTable(),
+		cat:         newCatalog(),
+		implicit:    make(map[string]time.Time),
+		pendingPins: make(map[string]*clientv3.Op),
+		t0:          time.Now(),
 
 		phaseKick: make(chan struct{}, 1),
-		active:    make(map[graph.ServiceID]*update),
-		updates:   make(map[string]*update),
+		upd:       newUpdateTable(),
 	}
 	c.routing = newRoutingPublisher(c.cat, c.sess)
 	c.fg = forgetState{idleSvc: make(map[string]time.Time), idleVer: make(map[string]time.Time),

@@ -43,7 +43,7 @@ func (c *Coordinator) resumeLocked(u *update) {
 		c.setUpdateModeLocked(u, true)
 		u.prepareRev = c.bumpRoutingLocked()
 	}
-	c.active[u.svc] = u
+	c.upd.activate(u)
 	c.lg.Info("update resumed", "update", u.rec.Id, "service", u.rec.Service, "phase", u.rec.Phase,
 		"rolling_back", u.rollback)
 }
@@ -53,16 +53,11 @@ func (c *Coordinator) resumeLocked(u *update) {
 func (c *Coordinator) restorePinsLocked(pins map[string]map[string]string) {
 	for svc, byTxn := range pins {
 		id, ok := c.eng.LookupService(svc)
-		if !ok || c.active[id] == nil {
+		if !ok || c.upd.active(id) == nil {
 			continue // left by an update that finished
 		}
-		m := c.restoredPins[id]
-		if m == nil {
-			m = make(map[string]graph.VersionID)
-			c.restoredPins[id] = m
-		}
 		for txn, v := range byTxn {
-			m[txn] = c.eng.Version(v)
+			c.upd.restorePin(id, txn, c.eng.Version(v))
 		}
 	}
 }
@@ -74,11 +69,11 @@ func (c *Coordinator) restorePinsLocked(pins map[string]map[string]string) {
 // service during the update, so if it used it at all that was the old
 // version, and the old version is where it must go.
 func (c *Coordinator) legacyUsesLocked(txn string, used []graph.Use) []graph.Use {
-	for _, u := range c.active {
+	for u := range c.upd.actives() {
 		if !u.strat.Pins() || !u.switched {
 			continue
 		}
-		v, pinned := c.restoredPins[u.svc][txn]
+		v, pinned := c.upd.restoredPin(u.svc, txn)
 		if !pinned {
 			v = u.from
 		}

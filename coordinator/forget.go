@@ -113,22 +113,24 @@ func (c *Coordinator) forgetSweep(ctx context.Context, now time.Time) {
 	c.forgetUpdates(ctx, now)
 }
 
+// serviceUser is a component that keeps services or versions in use:
+// forgetting asks each, under the event lock, and reaches into none.
+type serviceUser interface {
+	markUsed(service func(graph.ServiceID), version func(graph.VersionID))
+}
+
+// users are the components that keep services and versions in use.
+func (c *Coordinator) users() []serviceUser {
+	return []serviceUser{c.sess, &c.sp, c.upd, c.cat}
+}
+
 // idleServicesLocked returns the services unused for ForgetAfter that no
 // service staying declares as a dependency; it updates idleSvc.
 func (c *Coordinator) idleServicesLocked(now time.Time) []graph.ServiceID {
 	f := &c.fg
 	used := make(map[graph.ServiceID]bool)
-	for s := range c.sess.all() {
-		used[s.svc] = true
-	}
-	for _, e := range c.sp.expired {
-		used[e.s.svc] = true
-	}
-	for _, d := range c.sess.departures() {
-		used[d.s.svc] = true
-	}
-	for svc := range c.active {
-		used[svc] = true
+	for _, u := range c.users() {
+		u.markUsed(func(s graph.ServiceID) { used[s] = true }, func(graph.VersionID) {})
 	}
 	for name, n := range f.registering {
 		if id, ok := c.eng.LookupService(name); ok && n > 0 {
@@ -261,10 +263,10 @@ func (c *Coordinator) removeServicesLocked(ids []graph.ServiceID, now time.Time)
 	gone := make(map[graph.ServiceID]bool, len(removed))
 	for _, id := range removed {
 		gone[id] = true
-		delete(c.restoredPins, id)
 		delete(c.fg.idleSvc, names[id])
 	}
 	c.cat.removeServices(gone)
+	c.upd.removeServices(gone)
 	c.fg.services += uint64(len(removed))
 	c.metrics.forgotten.WithLabelValues("service").Add(float64(len(removed)))
 	first := make([]string, 0, min(len(removed), 5))
@@ -279,23 +281,8 @@ func (c *Coordinator) removeServicesLocked(ids []graph.ServiceID, now time.Time)
 func (c *Coordinator) forgetVersionsLocked(now time.Time) {
 	f := &c.fg
 	used := make(map[graph.VersionID]bool)
-	for s := range c.sess.all() {
-		used[s.ver] = true
-	}
-	for _, e := range c.sp.expired {
-		used[e.s.ver] = true
-	}
-	for _, d := range c.sess.departures() {
-		used[d.s.ver] = true
-	}
-	c.cat.eachRouteVersion(func(v graph.VersionID) { used[v] = true })
-	for _, u := range c.active {
-		used[u.from], used[u.to] = true, true
-	}
-	for _, m := range c.restoredPins {
-		for _, v := range m {
-			used[v] = true
-		}
+	for _, u := range c.users() {
+		u.markUsed(func(graph.ServiceID) {}, func(v graph.VersionID) { used[v] = true })
 	}
 	seen := make(map[string]bool, len(f.idleVer))
 	n := 0
@@ -334,7 +321,7 @@ func (c *Coordinator) forgetVersionsLocked(now time.Time) {
 func (c *Coordinator) forgetUpdates(ctx context.Context, now time.Time) {
 	c.mu.Lock()
 	byService := make(map[string][]*pb.Update)
-	for _, u := range c.updates {
+	for u := range c.upd.all() {
 		if u.finished() && u.rec.GetFinishedAt() != nil {
 			byService[u.rec.Service] = append(byService[u.rec.Service], u.rec)
 		}
@@ -369,9 +356,7 @@ func (c *Coordinator) forgetUpdates(ctx context.Context, now time.Time) {
 			return
 		}
 		c.mu.Lock()
-		for _, id := range batch {
-			delete(c.updates, id)
-		}
+		c.upd.forget(batch)
 		c.fg.updates += uint64(len(batch))
 		c.mu.Unlock()
 		c.metrics.forgotten.WithLabelValues("update").Add(float64(len(batch)))

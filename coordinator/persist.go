@@ -278,7 +278,7 @@ func (c *Coordinator) applyStateLocked(st *storedState) {
 	for _, rec := range st.updates {
 		strat, _ := strategy.For(rec.Strategy) // decodeUpdateRecord checked it
 		u := &update{rec: rec, strat: strat, changed: make(chan struct{})}
-		c.updates[rec.Id] = u
+		c.upd.keep(u)
 		c.resumeLocked(u)
 	}
 	c.restorePinsLocked(st.pins)

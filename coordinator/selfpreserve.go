@@ -120,6 +120,15 @@ type expiredSession struct {
 	restored bool
 }
 
+// markUsed marks the services and versions of the expired sessions it
+// keeps (forget.go).
+func (sp *selfPreservation) markUsed(service func(graph.ServiceID), version func(graph.VersionID)) {
+	for _, e := range sp.expired {
+		service(e.s.svc)
+		version(e.s.ver)
+	}
+}
+
 func (sp *selfPreservation) init() {
 	if sp.expired == nil {
 		sp.expired = make(map[string]*expiredSession)
@@ -242,7 +251,7 @@ func (c *Coordinator) startSelfPreservationLocked(now time.Time) {
 	}
 	// BF calls held for the switch would wait for the mode: they run on
 	// the old version (decideLocked does so for new ones).
-	for _, u := range c.active {
+	for u := range c.upd.actives() {
 		c.releaseHeldLocked(u)
 	}
 	c.lg.Warn("self-preservation started: most sessions' leases expired together, likely a partition around the coordinator; "+

@@ -72,7 +72,7 @@ func (c *Coordinator) kickSPStore() {
 // progress: what each used there.
 func (c *Coordinator) keepPinsLocked(owner graph.Owner) {
 	var ups []*update
-	for _, u := range c.active {
+	for u := range c.upd.actives() {
 		if u.strat.Pins() && !u.pending {
 			ups = append(ups, u)
 		}

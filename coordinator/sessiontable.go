@@ -112,6 +112,19 @@ func (t *sessionTable) departures() iter.Seq2[graph.Owner, *departed] {
 	}
 }
 
+// markUsed marks the services and versions of the live and departed
+// sessions (forget.go).
+func (t *sessionTable) markUsed(service func(graph.ServiceID), version func(graph.VersionID)) {
+	for _, s := range t.byID {
+		service(s.svc)
+		version(s.ver)
+	}
+	for _, d := range t.departed {
+		service(d.s.svc)
+		version(d.s.ver)
+	}
+}
+
 // Changes: the caller holds the event lock; each takes mu.
 
 // add installs s as its instance's live session under a fresh owner slot.

@@ -325,7 +325,7 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 			c.out = append(c.out, decision{st: st, msg: &pb.CallDecision{Seq: ev.GetSeq(), Error: err.Error()}})
 		}
 	}
-	if len(c.active) > 0 {
+	if c.upd.anyActive() {
 		c.progressLocked() // switching is atomic with event application
 	}
 	c.unlockAndSend()

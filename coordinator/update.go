@@ -184,7 +184,7 @@ func (c *Coordinator) startUpdate(ctx context.Context, req *pb.StartUpdateReques
 		c.mu.Unlock()
 		return nil, fmt.Errorf("%w %q", ErrUnknownService, req.Service)
 	}
-	if u := c.active[svc]; u != nil {
+	if u := c.upd.active(svc); u != nil {
 		err := fmt.Errorf("service %q is %w by %s (phase %s)", req.Service, ErrUpdateInProgress, u.rec.Id, u.rec.Phase)
 		c.mu.Unlock()
 		return nil, err
@@ -213,18 +213,18 @@ func (c *Coordinator) startUpdate(ctx context.Context, req *pb.StartUpdateReques
 		svc: svc, from: from, to: to, strat: strat, started: now,
 		changed: make(chan struct{}), pending: true,
 	}
-	c.active[svc] = u // reserved: a second request now fails
+	c.upd.activate(u) // reserved: a second request now fails
 	c.mu.Unlock()
 
 	if err := c.persistUpdate(ctx, u.rec); err != nil {
 		c.mu.Lock()
-		delete(c.active, svc)
+		c.upd.deactivate(svc)
 		c.mu.Unlock()
 		return nil, fmt.Errorf("%w: store update: %w", ErrUnavailable, err)
 	}
 	c.mu.Lock()
 	u.pending = false
-	c.updates[u.rec.Id] = u
+	c.upd.keep(u)
 	c.lg.Info("update started", "update", u.rec.Id, "service", req.Service, "from", u.rec.FromVersion,
 		"to", req.ToVersion, "strategy", strategy.Name(kind))
 	if strat.UpdateMode() {
@@ -390,7 +390,7 @@ func (c *Coordinator) applyStoredPhasesLocked() {
 		c.endPhaseLocked(sp.pc, sp.err)
 		applied = applied || sp.err == nil
 	}
-	if applied && len(c.active) > 0 {
+	if applied && c.upd.anyActive() {
 		c.progressLocked() // a failed one waits for the next progress check
 	}
 }
@@ -429,8 +429,7 @@ func (c *Coordinator) finishLocked(u *update, p pb.Phase, reason string) *phaseC
 		u.rollback = false
 		if u.finished() {
 			c.setUpdateModeLocked(u, false)
-			delete(c.active, u.svc)
-			delete(c.restoredPins, u.svc)
+			c.upd.deactivate(u.svc)
 			c.bumpRoutingLocked()
 		}
 		c.releaseHeldLocked(u)
@@ -461,7 +460,7 @@ func (c *Coordinator) abortLocked(u *update, reason string) (*phaseChange, error
 			u.rollback = true
 		} else {
 			c.setUpdateModeLocked(u, false)
-			delete(c.active, u.svc)
+			c.upd.deactivate(u.svc)
 		}
 		if plan.RouteBack {
 			c.cat.setRoute(u.svc, u.rec.Service, u.from, u.rec.FromVersion)
@@ -522,7 +521,7 @@ func (c *Coordinator) abort(ctx context.Context, id, reason string) (*pb.Update,
 // progressLocked moves every active update on as far as it can now.
 func (c *Coordinator) progressLocked() {
 	now := time.Now()
-	for _, u := range c.active {
+	for u := range c.upd.actives() {
 		c.progressOneLocked(u, now)
 	}
 }
@@ -682,7 +681,7 @@ func (c *Coordinator) unackedSessionsLocked(u *update, limit int) []string {
 // progressTickLocked checks timeouts and draining (every progressEvery).
 func (c *Coordinator) progressTickLocked(time.Time) {
 	c.applyStoredPhasesLocked()
-	if len(c.active) > 0 {
+	if c.upd.anyActive() {
 		c.progressLocked()
 	}
 }
@@ -701,7 +700,7 @@ func (c *Coordinator) decideLocked(s *session, st *stream, ev *pb.Event, to grap
 //
 // since is when the call first waited, if it did (zero: now).
 func (c *Coordinator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Event, to graph.ServiceID, mayWait bool, since time.Time) error {
-	u := c.active[to]
+	u := c.upd.active(to)
 	if u != nil && u.pending {
 		u = nil // not acting yet: the default applies
 	}
@@ -742,7 +741,7 @@ func (c *Coordinator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Event
 			}
 			if !live || info.Implicit || info.Legacy {
 				used, ok = u.from, true
-				if v, pinned := c.restoredPins[to][ev.TxnId]; pinned {
+				if v, pinned := c.upd.restoredPin(to, ev.TxnId); pinned {
 					used = v
 				}
 			}
@@ -835,7 +834,7 @@ func (c *Coordinator) redecideLocked(u *update, match func(heldCall) bool, mayWa
 // releaseBegunLocked decides the calls held for the BEGIN of txn, now
 // applied (or txn made legacy by a resync).
 func (c *Coordinator) releaseBegunLocked(txn string) {
-	for _, u := range c.active {
+	for u := range c.upd.actives() {
 		if len(u.held) > 0 {
 			c.redecideLocked(u, func(h heldCall) bool {
 				if !h.waitBegin || h.ev.TxnId != txn {
@@ -852,7 +851,7 @@ func (c *Coordinator) releaseBegunLocked(txn string) {
 // only, if st is set): their sidecar is gone, so is the request that made
 // them, and a dead call must not count toward --max-block.
 func (c *Coordinator) dropHeldLocked(s *session, st *stream) {
-	for _, u := range c.active {
+	for u := range c.upd.actives() {
 		n := len(u.held)
 		u.held = slices.DeleteFunc(u.held, func(h heldCall) bool { return h.s == s && (st == nil || h.st == st) })
 		if len(u.held) != n {
