@@ -191,18 +191,9 @@ type Coordinator struct {
 	// service record updates of one service: each does etcd I/O outside mu.
 	regLocks keyLocks
 
-	// mu guards everything below unless said otherwise; event application
-	// takes it. It is never held across an etcd round trip: update phases
-	// are stored by the phase writer without it and applied after
-	// (update.go); a registration does its etcd work first, then applies
-	// it in one locked section, as restore does (but for the transaction
-	// records, page by page); the self-preservation store writes what it
-	// took under mu after releasing it.
-	// Lock order: a regLocks key ("instance/" before "service/") or
-	// sp.store.mu, then mu, then the leases' lock (storage.Leases);
-	// stream.sendMu and pinCommitter.mu are taken with none of these held
-	// (decisions, acks and routing tables are sent after unlocking:
-	// unlockAndSend); phaseMu is taken last.
+	// mu is the event lock: it guards the engine and the fields below
+	// unless said otherwise, and every change to the components' state is
+	// made under it. doc.go says who owns what and the lock order.
 	mu  sync.Mutex
 	eng *graph.Engine
 	// The components below keep their own state (and lock: see each);
@@ -215,16 +206,10 @@ type Coordinator struct {
 	// that relies on one waits for it too.
 	pendingPins map[string]*clientv3.Op
 
-	upd       *updateTable // updates, unfinished and kept (updatetable.go)
-	out       []decision   // call decisions to send after unlocking
-	pins      *pinCommitter
-	phaseKick chan struct{}
-	// phaseMu, not mu, guards the phase changes on their way to etcd and
-	// back; it is taken with or without mu, and nothing is taken under it.
-	phaseMu      sync.Mutex
-	phaseQueue   []*phaseChange // decided, for the phase writer
-	phaseStored  []storedPhase  // written (or failed), to apply under mu
-	phaseStoredN atomic.Int32   // len(phaseStored), read without phaseMu
+	upd    *updateTable // updates, unfinished and kept (updatetable.go)
+	out    []decision   // call decisions to send after unlocking
+	pins   *pinCommitter
+	phases *phaseWriter // update phases on their way to etcd (phasewriter.go)
 
 	// Write-behind age gate: changes are stamped with the flush interval
 	// they happen in (epoch), and collect takes only those at least one
@@ -265,8 +250,8 @@ func New(cfg Config) (*Coordinator, error) {
 		pendingPins: make(map[string]*clientv3.Op),
 		t0:          time.Now(),
 
-		phaseKick: make(chan struct{}, 1),
-		upd:       newUpdateTable(),
+		phases: newPhaseWriter(),
+		upd:    newUpdateTable(),
 	}
 	c.routing = newRoutingPublisher(c.cat, c.sess)
 	c.fg = forgetState{idleSvc: make(map[string]time.Time), idleVer: make(map[string]time.Time),

@@ -1,13 +1,78 @@
 // Package coordinator owns the live state of a coordinator replica: the
-// dependency-graph engine (package graph) behind one mutex, the sidecar
-// sessions and their leases, the application of sidecar events in stream
-// order, the write-behind of transaction records to etcd, the restore of that
-// state after a restart, and the gRPC services for sidecars and operators.
+// sidecar sessions and their leases, the application of sidecar events in
+// stream order over the dependency-graph engine (package graph), the
+// updates and their strategies' phase machines (package strategy), the
+// write-behind of transaction records to etcd, the restore of that state
+// after a restart, and the gRPC services for sidecars and operators.
+// Package coordinator/server wires these services to listeners and runs
+// the leader election.
 //
-// Everything that touches etcd goes through package storage; the engine itself
-// does no I/O. Package coordinator/server wires these services to listeners.
+// # Who owns what
 //
-// Errors: domain code returns sentinel errors (ErrUnknownService,
+// Coordinator is the event applier: it holds the event lock (mu), the
+// engine and the transactions awaiting their BEGIN, and composes the
+// components below. Each component owns its state and says so in its
+// file; the others use its methods, never its maps.
+//
+//   - sessionTable (sessiontable.go): sessions by instance and by owner
+//     slot, free slots, departed sessions, sessions awaiting resync.
+//   - catalog (catalog.go): service records (dependencies), static edges
+//     declared and learned, default routes.
+//   - routingPublisher (routing.go): the routing revision, which services
+//     are published in update mode, and the goroutine that builds tables
+//     (from the catalog and the session table, off the event lock) and
+//     sends them.
+//   - updateTable (updatetable.go): the unfinished update of each service,
+//     the updates kept in history, the pins restored for those mid-update.
+//     The orchestrator (update.go, failover.go, hold.go) drives them
+//     through strategy.Strategy; it has no state of its own beyond the
+//     updates' and runs under the event lock, because switching is atomic
+//     with event application (DESIGN.md §4.2).
+//   - phaseWriter (phasewriter.go): update phases on their way to etcd and
+//     back, with its own goroutine.
+//   - pinCommitter (pins.go): first-use pins group-committed to etcd
+//     before the call decisions that rely on them are sent, with its own
+//     goroutine.
+//   - selfPreservation (selfpreserve.go, selfpreserve_store.go): the mass
+//     expiry window, the expired sessions kept, the mode and its store
+//     (own goroutine).
+//   - forgetState (forget.go): what has been unused since when; its sweep
+//     asks every serviceUser what is in use.
+//   - quotas (quota.go): per-session usage, kept in each session.
+//
+// # Locks
+//
+// The event lock (Coordinator.mu) is taken by event application, the
+// progress check, registrations' and restore's apply steps, expiries and
+// admin reads of the graph. It is never held across an etcd round trip:
+// update phases are stored by the phase writer without it and applied
+// after; a registration does its etcd work first, then applies it in one
+// locked section, as restore does; the self-preservation store writes what
+// it took under mu after releasing it.
+//
+// sessionTable, catalog, updateTable and routingPublisher each have their
+// own lock, a leaf: every change to their state is made holding the event
+// lock and then their lock, so that event application reads them under the
+// event lock alone while readers that must not stall it (the routing
+// publisher, metrics, admin lists) take only the component's lock.
+//
+// Allowed orders (a lock may be taken only after those before it):
+//
+//	regLocks key ("instance/" before "service/")  or  sp.store.mu
+//	  → mu (event lock)
+//	    → sessionTable.mu | catalog.mu | updateTable.mu | routingPublisher.mu
+//	      | the leases' lock (storage.Leases) | phaseWriter.mu
+//
+// stream.sendMu and pinCommitter.mu are taken with none of these held:
+// decisions, acks and routing tables are sent after unlocking
+// (unlockAndSend) or from the routing publisher's goroutine.
+//
+// # Storage and errors
+//
+// Everything that touches etcd goes through package storage; the engine
+// itself does no I/O.
+//
+// Domain code returns sentinel errors (ErrUnknownService,
 // ErrUpdateInProgress, ErrInvalidArgument, ErrUnavailable, ..., and those of
 // packages graph and storage) wrapped with %w in a message that names what
 // was wrong, and never builds a gRPC status. The gRPC edge (edge.go: the

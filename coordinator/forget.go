@@ -83,6 +83,17 @@ type forgetState struct {
 	updates     uint64
 }
 
+// registeringStart says a registration of svc is under way: its records
+// are being written, its session is not in memory yet.
+func (f *forgetState) registeringStart(svc string) { f.registering[svc]++ }
+
+// registeringDone says it is over.
+func (f *forgetState) registeringDone(svc string) {
+	if f.registering[svc]--; f.registering[svc] <= 0 {
+		delete(f.registering, svc)
+	}
+}
+
 // runForget sweeps until the coordinator stops.
 func (c *Coordinator) runForget() {
 	defer c.streams.Done()

@@ -129,6 +129,13 @@ func (sp *selfPreservation) markUsed(service func(graph.ServiceID), version func
 	}
 }
 
+// queuedBefore says whether the instance's expired session was queued by
+// a previous leader (resumed from etcd).
+func (sp *selfPreservation) queuedBefore(id string) bool {
+	e := sp.expired[id]
+	return e != nil && e.restored
+}
+
 func (sp *selfPreservation) init() {
 	if sp.expired == nil {
 		sp.expired = make(map[string]*expiredSession)

@@ -149,12 +149,10 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 	c.mu.Lock()
 	// Until it is in memory, the sweep must not forget the service whose
 	// records this registration writes.
-	c.fg.registering[r.Service]++
+	c.fg.registeringStart(r.Service)
 	defer func() {
 		c.mu.Lock()
-		if c.fg.registering[r.Service]--; c.fg.registering[r.Service] <= 0 {
-			delete(c.fg.registering, r.Service)
-		}
+		c.fg.registeringDone(r.Service)
 		c.mu.Unlock()
 	}()
 	old := c.sess.get(r.InstanceId)
@@ -274,9 +272,7 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 	// session's did.
 	queuedBefore := false
 	if s == nil || s.lease != lease {
-		if e := c.sp.expired[r.InstanceId]; e != nil && e.restored {
-			queuedBefore = true
-		}
+		queuedBefore = c.sp.queuedBefore(r.InstanceId)
 		if s, gone = c.reclaimExpiredLocked(rec, ttl, r.LiveRoots); s == nil {
 			s = c.addSessionLocked(rec, ttl)
 		}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -281,22 +280,8 @@ func (c *Coordinator) phaseChangeLocked(u *update, p pb.Phase, reason string, ap
 	return pc
 }
 
-// storedPhase is a change the phase writer wrote (err nil) or could not.
-type storedPhase struct {
-	pc  *phaseChange
-	err error
-}
-
 // queuePhaseLocked hands a change to the phase writer.
-func (c *Coordinator) queuePhaseLocked(pc *phaseChange) {
-	c.phaseMu.Lock()
-	c.phaseQueue = append(c.phaseQueue, pc)
-	c.phaseMu.Unlock()
-	select {
-	case c.phaseKick <- struct{}{}:
-	default:
-	}
-}
+func (c *Coordinator) queuePhaseLocked(pc *phaseChange) { c.phases.add(pc) }
 
 // storePhaseLocked stores a change and applies it, releasing the lock
 // (sending what was queued) meanwhile: for callers that must answer with
@@ -332,42 +317,20 @@ func (c *Coordinator) endPhaseLocked(pc *phaseChange, err error) {
 	u.notify()
 }
 
-// runPhaseWriter stores the queued phase changes, each in its own
-// goroutine (one change per update at a time: the switching mark). A
-// stored change is applied by whoever holds mu next (applyBatch, the
-// progress check: applyStoredPhasesLocked), or by the writer itself if mu
-// is free: under load the writer does not queue for mu behind every
-// stream.
+// runPhaseWriter runs the phase writer. A stored change is applied by
+// whoever holds mu next (applyBatch, the progress check:
+// applyStoredPhasesLocked), or by the writer itself if mu is free: under
+// load the writer does not queue for mu behind every stream.
 func (c *Coordinator) runPhaseWriter() {
 	defer c.streams.Done()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-c.phaseKick:
+	c.phases.run(c.ctx, func(ctx context.Context, pc *phaseChange) error {
+		return c.persistUpdate(ctx, pc.rec, pc.extra...)
+	}, func() {
+		if c.mu.TryLock() {
+			c.applyStoredPhasesLocked()
+			c.unlockAndSend()
 		}
-		c.phaseMu.Lock()
-		queue := c.phaseQueue
-		c.phaseQueue = nil
-		c.phaseMu.Unlock()
-		for _, pc := range queue {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				err := c.persistUpdate(c.ctx, pc.rec, pc.extra...)
-				c.phaseMu.Lock()
-				c.phaseStored = append(c.phaseStored, storedPhase{pc, err})
-				c.phaseStoredN.Add(1)
-				c.phaseMu.Unlock()
-				if c.mu.TryLock() {
-					c.applyStoredPhasesLocked()
-					c.unlockAndSend()
-				}
-			}()
-		}
-	}
+	})
 }
 
 // applyStoredPhasesLocked applies the changes the phase writer has
@@ -377,16 +340,11 @@ func (c *Coordinator) runPhaseWriter() {
 // phase (applyBatch, the progress check), so a stored change acts as soon
 // as the lock is free.
 func (c *Coordinator) applyStoredPhasesLocked() {
-	if c.phaseStoredN.Load() == 0 {
+	if !c.phases.hasStored() {
 		return
 	}
-	c.phaseMu.Lock()
-	stored := c.phaseStored
-	c.phaseStored = nil
-	c.phaseStoredN.Add(-int32(len(stored)))
-	c.phaseMu.Unlock()
 	applied := false
-	for _, sp := range stored {
+	for _, sp := range c.phases.takeStored() {
 		c.endPhaseLocked(sp.pc, sp.err)
 		applied = applied || sp.err == nil
 	}
