@@ -19,14 +19,14 @@ const (
 )
 
 func (a admin) StartUpdate(ctx context.Context, req *pb.StartUpdateRequest) (*pb.Update, error) {
-	return a.c.startUpdate(ctx, req)
+	return a.c.orch.startUpdate(ctx, req)
 }
 
-func (c *Coordinator) updateLocked(id string) (*update, error) {
+func (o *orchestrator) updateLocked(id string) (*update, error) {
 	if id == "" {
 		return nil, fmt.Errorf("%w: update id is empty", ErrInvalidArgument)
 	}
-	u := c.upd.get(id)
+	u := o.upd.get(id)
 	if u == nil {
 		return nil, fmt.Errorf("%w %q", ErrUnknownUpdate, id)
 	}
@@ -37,11 +37,11 @@ func (a admin) GetUpdate(ctx context.Context, req *pb.GetUpdateRequest) (*pb.Upd
 	c := a.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	u, err := c.updateLocked(req.GetId())
+	u, err := c.orch.updateLocked(req.GetId())
 	if err != nil {
 		return nil, err
 	}
-	return c.snapshotLocked(u), nil
+	return c.orch.snapshotLocked(u), nil
 }
 
 func (a admin) ListUpdates(ctx context.Context, req *pb.ListUpdatesRequest) (*pb.ListUpdatesResponse, error) {
@@ -53,7 +53,7 @@ func (a admin) ListUpdates(ctx context.Context, req *pb.ListUpdatesRequest) (*pb
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var all []*update
-	for u := range c.upd.all() {
+	for u := range c.orch.upd.all() {
 		if req.GetService() == "" || u.rec.Service == req.Service {
 			all = append(all, u)
 		}
@@ -63,7 +63,7 @@ func (a admin) ListUpdates(ctx context.Context, req *pb.ListUpdatesRequest) (*pb
 	})
 	out := &pb.ListUpdatesResponse{}
 	for _, u := range all[:min(n, len(all))] {
-		out.Updates = append(out.Updates, c.snapshotLocked(u))
+		out.Updates = append(out.Updates, c.orch.snapshotLocked(u))
 	}
 	return out, nil
 }
@@ -73,7 +73,7 @@ func (a admin) AbortUpdate(ctx context.Context, req *pb.AbortUpdateRequest) (*pb
 	if reason == "" {
 		reason = "aborted by an operator"
 	}
-	return a.c.abort(ctx, req.GetId(), reason)
+	return a.c.orch.abort(ctx, req.GetId(), reason)
 }
 
 // WatchUpdate sends the update at once, then whenever it changes (at most
@@ -85,12 +85,12 @@ func (a admin) WatchUpdate(req *pb.WatchUpdateRequest, srv pb.AdminService_Watch
 	var last *pb.Update
 	for {
 		c.mu.Lock()
-		u, err := c.updateLocked(req.GetId())
+		u, err := c.orch.updateLocked(req.GetId())
 		if err != nil {
 			c.mu.Unlock()
 			return err
 		}
-		snap, changed, done := c.snapshotLocked(u), u.changed, u.finished()
+		snap, changed, done := c.orch.snapshotLocked(u), u.changed, u.finished()
 		c.mu.Unlock()
 		if last == nil || !proto.Equal(last, snap) {
 			if err := srv.Send(snap); err != nil {

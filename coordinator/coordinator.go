@@ -202,14 +202,7 @@ type Coordinator struct {
 	cat      *catalog             // service records, static edges, routes (catalog.go)
 	routing  *routingPublisher    // routing revisions and tables (routing.go)
 	implicit map[string]time.Time // transactions created by a Call, awaiting their Begin
-	// pendingPins are the pins being committed, by key: a later answer
-	// that relies on one waits for it too.
-	pendingPins map[string]*clientv3.Op
-
-	upd    *updateTable // updates, unfinished and kept (updatetable.go)
-	out    []decision   // call decisions to send after unlocking
-	pins   *pinCommitter
-	phases *phaseWriter // update phases on their way to etcd (phasewriter.go)
+	orch     *orchestrator        // updates, held calls, pins (orchestrator.go)
 
 	// Write-behind age gate: changes are stamped with the flush interval
 	// they happen in (epoch), and collect takes only those at least one
@@ -240,23 +233,24 @@ func New(cfg Config) (*Coordinator, error) {
 		cfg: cfg,
 		// Sidecars can make the coordinator log (registrations, learned
 		// edges, transactions whose Begin never came): bounded per kind.
-		lg:          slog.New(ratelog.New(cfg.Logger.Handler(), ratelog.DefaultPerSecond, ratelog.DefaultBurst)),
-		cli:         cfg.Client,
-		keys:        storage.Keys{Prefix: cfg.Prefix},
-		eng:         graph.New(),
-		sess:        newSessionTable(),
-		cat:         newCatalog(),
-		implicit:    make(map[string]time.Time),
-		pendingPins: make(map[string]*clientv3.Op),
-		t0:          time.Now(),
-
-		phases: newPhaseWriter(),
-		upd:    newUpdateTable(),
+		lg:       slog.New(ratelog.New(cfg.Logger.Handler(), ratelog.DefaultPerSecond, ratelog.DefaultBurst)),
+		cli:      cfg.Client,
+		keys:     storage.Keys{Prefix: cfg.Prefix},
+		eng:      graph.New(),
+		sess:     newSessionTable(),
+		cat:      newCatalog(),
+		implicit: make(map[string]time.Time),
+		t0:       time.Now(),
 	}
 	c.routing = newRoutingPublisher(c.cat, c.sess)
 	c.fg = forgetState{idleSvc: make(map[string]time.Time), idleVer: make(map[string]time.Time),
 		registering: make(map[string]int)}
-	c.pins = newPinCommitter(c)
+	c.orch = &orchestrator{
+		cfg: &c.cfg, lg: c.lg, keys: c.keys, ev: c,
+		eng: c.eng, sess: c.sess, cat: c.cat, routing: c.routing,
+		upd: newUpdateTable(), phases: newPhaseWriter(), pins: newPinCommitter(c),
+		pendingPins: make(map[string]*clientv3.Op),
+	}
 	c.sp.store.kick = make(chan struct{}, 1)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.leases = storage.NewLeases(c.cli, c.lg)
@@ -284,6 +278,7 @@ func New(cfg Config) (*Coordinator, error) {
 		return nil, err
 	}
 	c.metrics = m
+	c.orch.metrics = m
 	return c, nil
 }
 
@@ -319,8 +314,8 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		c.sweepDepartedLocked(now) // and those deregistered sessions kept
 	})
 	go c.broadcastRouting()
-	go c.every(progressEvery, c.progressTickLocked)
-	go c.pins.run()
+	go c.every(progressEvery, c.orch.progressTickLocked)
+	go c.orch.pins.run()
 	go c.every(selfPreservationTick, c.selfPreservationTickAllLocked)
 	go c.runSelfPreservationStore()
 	go c.runForget()

@@ -72,7 +72,7 @@ func (c *Coordinator) deregister(ctx context.Context, s *session, st *stream, re
 	c.lg.Info("session deregistered", "instance", id, "service", s.rec.Service, "version", s.rec.Version,
 		"lease", int64(s.lease), "reason", reason, "ended_txns", ended, "kept_txns", kept,
 		"kept_until", now.Add(c.cfg.ImplicitTimeout))
-	c.progressLocked() // an update may have waited for this session's ack
+	c.orch.progressLocked() // an update may have waited for this session's ack
 	c.unlockAndSend()
 
 	// Its record goes now; the revoke takes its transaction records along.
@@ -133,7 +133,7 @@ func (c *Coordinator) sweepDepartedLocked(now time.Time) {
 		if len(ended) > 0 {
 			c.lg.Info("ended the transactions a deregistered session kept", "instance", d.s.rec.InstanceId,
 				"service", d.s.rec.Service, "ended_txns", len(ended))
-			c.progressLocked()
+			c.orch.progressLocked()
 		}
 	}
 }

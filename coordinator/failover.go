@@ -21,43 +21,43 @@ import (
 // resumeLocked takes an update read from etcd back where its persisted
 // phase says. Unfinished, it is active again: its service is in update mode
 // (every session acknowledges it anew), timeouts count from its creation.
-func (c *Coordinator) resumeLocked(u *update) {
+func (o *orchestrator) resumeLocked(u *update) {
 	st := strategy.Resume(u.rec.Phase, u.rec.RollingBack, strategy.Options{})
 	u.switched, u.rollback = st.Switched, st.RollingBack
 	if st.Finished() {
 		return // its record is all that is kept: it names no service of the graph
 	}
-	u.svc, u.from, u.to = c.eng.Service(u.rec.Service), c.eng.Version(u.rec.FromVersion), c.eng.Version(u.rec.ToVersion)
+	u.svc, u.from, u.to = o.eng.Service(u.rec.Service), o.eng.Version(u.rec.FromVersion), o.eng.Version(u.rec.ToVersion)
 	u.started = u.rec.GetCreatedAt().AsTime()
 	if u.rec.PrepareTimeout.AsDuration() <= 0 {
 		// Stored before updates had the bound: the server's applies.
-		u.rec.PrepareTimeout = durationpb.New(c.cfg.PrepareTimeout)
+		u.rec.PrepareTimeout = durationpb.New(o.cfg.PrepareTimeout)
 	}
 	if u.rec.Timeout.AsDuration() <= 0 && (u.strat.Kind() == strategy.WF || u.strat.Kind() == strategy.BF) {
-		u.rec.Timeout = durationpb.New(c.cfg.UpdateTimeout)
+		u.rec.Timeout = durationpb.New(o.cfg.UpdateTimeout)
 	}
 	if !u.strat.UpdateMode() {
 		// The baseline has no update mode: its switch was the whole update.
-		c.setUpdateModeLocked(u, false)
+		o.setUpdateModeLocked(u, false)
 	} else {
-		c.setUpdateModeLocked(u, true)
-		u.prepareRev = c.bumpRoutingLocked()
+		o.setUpdateModeLocked(u, true)
+		u.prepareRev = o.routing.bump()
 	}
-	c.upd.activate(u)
-	c.lg.Info("update resumed", "update", u.rec.Id, "service", u.rec.Service, "phase", u.rec.Phase,
+	o.upd.activate(u)
+	o.lg.Info("update resumed", "update", u.rec.Id, "service", u.rec.Service, "phase", u.rec.Phase,
 		"rolling_back", u.rollback)
 }
 
 // restorePinsLocked keeps the first-use pins read from etcd (service ->
 // transaction -> version) of the services mid-update.
-func (c *Coordinator) restorePinsLocked(pins map[string]map[string]string) {
+func (o *orchestrator) restorePinsLocked(pins map[string]map[string]string) {
 	for svc, byTxn := range pins {
-		id, ok := c.eng.LookupService(svc)
-		if !ok || c.upd.active(id) == nil {
+		id, ok := o.eng.LookupService(svc)
+		if !ok || o.upd.active(id) == nil {
 			continue // left by an update that finished
 		}
 		for txn, v := range byTxn {
-			c.upd.restorePin(id, txn, c.eng.Version(v))
+			o.upd.restorePin(id, txn, o.eng.Version(v))
 		}
 	}
 }
@@ -68,12 +68,12 @@ func (c *Coordinator) restorePinsLocked(pins map[string]map[string]string) {
 // before that call was answered; without a pin it did not call the
 // service during the update, so if it used it at all that was the old
 // version, and the old version is where it must go.
-func (c *Coordinator) legacyUsesLocked(txn string, used []graph.Use) []graph.Use {
-	for u := range c.upd.actives() {
+func (o *orchestrator) legacyUsesLocked(txn string, used []graph.Use) []graph.Use {
+	for u := range o.upd.actives() {
 		if !u.strat.Pins() || !u.switched {
 			continue
 		}
-		v, pinned := c.upd.restoredPin(u.svc, txn)
+		v, pinned := o.upd.restoredPin(u.svc, txn)
 		if !pinned {
 			v = u.from
 		}

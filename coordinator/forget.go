@@ -132,7 +132,7 @@ type serviceUser interface {
 
 // users are the components that keep services and versions in use.
 func (c *Coordinator) users() []serviceUser {
-	return []serviceUser{c.sess, &c.sp, c.upd, c.cat}
+	return []serviceUser{c.sess, &c.sp, c.orch.upd, c.cat}
 }
 
 // idleServicesLocked returns the services unused for ForgetAfter that no
@@ -277,7 +277,7 @@ func (c *Coordinator) removeServicesLocked(ids []graph.ServiceID, now time.Time)
 		delete(c.fg.idleSvc, names[id])
 	}
 	c.cat.removeServices(gone)
-	c.upd.removeServices(gone)
+	c.orch.upd.removeServices(gone)
 	c.fg.services += uint64(len(removed))
 	c.metrics.forgotten.WithLabelValues("service").Add(float64(len(removed)))
 	first := make([]string, 0, min(len(removed), 5))
@@ -332,7 +332,7 @@ func (c *Coordinator) forgetVersionsLocked(now time.Time) {
 func (c *Coordinator) forgetUpdates(ctx context.Context, now time.Time) {
 	c.mu.Lock()
 	byService := make(map[string][]*pb.Update)
-	for u := range c.upd.all() {
+	for u := range c.orch.upd.all() {
 		if u.finished() && u.rec.GetFinishedAt() != nil {
 			byService[u.rec.Service] = append(byService[u.rec.Service], u.rec)
 		}
@@ -367,7 +367,7 @@ func (c *Coordinator) forgetUpdates(ctx context.Context, now time.Time) {
 			return
 		}
 		c.mu.Lock()
-		c.upd.forget(batch)
+		c.orch.upd.forget(batch)
 		c.fg.updates += uint64(len(batch))
 		c.mu.Unlock()
 		c.metrics.forgotten.WithLabelValues("update").Add(float64(len(batch)))

@@ -120,7 +120,7 @@ func (c *Coordinator) restore(ctx context.Context) error {
 			for _, u := range rec.Used {
 				used = append(used, graph.Use{Service: c.eng.Service(u.Service), Version: c.eng.Version(u.Version)})
 			}
-			if err := c.eng.AddLegacy(rec.TxnId, s.owner, c.legacyUsesLocked(rec.TxnId, used)); err == nil {
+			if err := c.eng.AddLegacy(rec.TxnId, s.owner, c.orch.legacyUsesLocked(rec.TxnId, used)); err == nil {
 				txns++
 			}
 		}
@@ -278,10 +278,10 @@ func (c *Coordinator) applyStateLocked(st *storedState) {
 	for _, rec := range st.updates {
 		strat, _ := strategy.For(rec.Strategy) // decodeUpdateRecord checked it
 		u := &update{rec: rec, strat: strat, changed: make(chan struct{})}
-		c.upd.keep(u)
-		c.resumeLocked(u)
+		c.orch.upd.keep(u)
+		c.orch.resumeLocked(u)
 	}
-	c.restorePinsLocked(st.pins)
+	c.orch.restorePinsLocked(st.pins)
 }
 
 // The decoders of restore: an error means the record is quarantined

@@ -144,8 +144,8 @@ func (p *pinCommitter) settled(batch []decision) {
 	defer p.c.mu.Unlock()
 	for _, d := range batch {
 		key := string(d.pin.KeyBytes())
-		if p.c.pendingPins[key] == d.pin {
-			delete(p.c.pendingPins, key)
+		if p.c.orch.pendingPins[key] == d.pin {
+			delete(p.c.orch.pendingPins, key)
 		}
 	}
 }

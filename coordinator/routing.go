@@ -122,13 +122,6 @@ func (p *routingPublisher) table() (*pb.Routing, []*stream) {
 // bumpRoutingLocked makes a new routing revision and wakes the publisher.
 func (c *Coordinator) bumpRoutingLocked() uint64 { return c.routing.bump() }
 
-// setUpdateModeLocked turns update mode of u's service on or off (in the
-// table from the next bump).
-func (c *Coordinator) setUpdateModeLocked(u *update, on bool) {
-	u.updateMode = on
-	c.routing.setUpdateMode(u.svc, on)
-}
-
 // broadcastRouting sends the newest table to every connected stream each
 // time the revision moves; bursts of changes coalesce into one send.
 func (c *Coordinator) broadcastRouting() {
@@ -163,5 +156,5 @@ func (c *Coordinator) routingAck(s *session, rev uint64) {
 		return
 	}
 	s.ackedRev = max(s.ackedRev, rev)
-	c.progressLocked()
+	c.orch.progressLocked()
 }

@@ -258,8 +258,8 @@ func (c *Coordinator) startSelfPreservationLocked(now time.Time) {
 	}
 	// BF calls held for the switch would wait for the mode: they run on
 	// the old version (decideLocked does so for new ones).
-	for u := range c.upd.actives() {
-		c.releaseHeldLocked(u)
+	for u := range c.orch.upd.actives() {
+		c.orch.releaseHeldLocked(u)
 	}
 	c.lg.Warn("self-preservation started: most sessions' leases expired together, likely a partition around the coordinator; "+
 		"their expiry is queued, their transactions are kept and every switch is paused",
@@ -387,7 +387,7 @@ func (c *Coordinator) selfPreservationTickAllLocked(now time.Time) {
 		return
 	}
 	if c.selfPreservationTickLocked(now) {
-		c.progressLocked() // an update may have waited for these transactions
+		c.orch.progressLocked() // an update may have waited for these transactions
 	}
 }
 
@@ -443,7 +443,7 @@ func (c *Coordinator) endSelfPreservation() (*pb.SelfPreservation, error) {
 	}
 	c.endSelfPreservationLocked(fmt.Sprintf("ended by an operator: %d queued sessions dropped", n))
 	out := c.selfPreservationLocked()
-	c.progressLocked()
+	c.orch.progressLocked()
 	c.unlockAndSend()
 	return out, nil
 }

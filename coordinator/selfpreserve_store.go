@@ -72,7 +72,7 @@ func (c *Coordinator) kickSPStore() {
 // progress: what each used there.
 func (c *Coordinator) keepPinsLocked(owner graph.Owner) {
 	var ups []*update
-	for u := range c.upd.actives() {
+	for u := range c.orch.upd.actives() {
 		if u.strat.Pins() && !u.pending {
 			ups = append(ups, u)
 		}

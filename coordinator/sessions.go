@@ -454,7 +454,7 @@ func (c *Coordinator) resyncLocked(s *session, roots []*pb.LiveRoot, resumed, re
 				// written under the session that adopted it: the root's
 				// session owns it from now on. What it used here stays;
 				// its root's use, pins and old fill the rest.
-				if c.eng.MakeLegacy(r.TxnId, s.owner, c.legacyUsesLocked(r.TxnId, root())) {
+				if c.eng.MakeLegacy(r.TxnId, s.owner, c.orch.legacyUsesLocked(r.TxnId, root())) {
 					resynced++
 				}
 				continue
@@ -469,12 +469,12 @@ func (c *Coordinator) resyncLocked(s *session, roots []*pb.LiveRoot, resumed, re
 			c.lg.Warn("resync: root owned by another session", "txn", r.TxnId, "instance", s.rec.InstanceId)
 			continue
 		}
-		if c.eng.AddLegacy(r.TxnId, s.owner, c.legacyUsesLocked(r.TxnId, root())) == nil {
+		if c.eng.AddLegacy(r.TxnId, s.owner, c.orch.legacyUsesLocked(r.TxnId, root())) == nil {
 			resynced++
 		}
 	}
 	for _, r := range roots {
-		c.releaseBegunLocked(r.TxnId) // legacy or begun now
+		c.orch.releaseBegunLocked(r.TxnId) // legacy or begun now
 	}
 	return resynced, ended
 }
@@ -501,7 +501,7 @@ func (c *Coordinator) onCacheEvent(ev storage.Event) {
 		return
 	}
 	c.leaseExpiredLocked(s, time.Now())
-	c.progressLocked() // an update may have waited for this session
+	c.orch.progressLocked() // an update may have waited for this session
 	c.unlockAndSend()
 }
 
@@ -511,7 +511,7 @@ func (c *Coordinator) onLeaseNotFound(id clientv3.LeaseID) {
 	for s := range c.sess.all() {
 		if s.lease == id {
 			c.leaseExpiredLocked(s, time.Now())
-			c.progressLocked()
+			c.orch.progressLocked()
 			break
 		}
 	}
@@ -546,7 +546,7 @@ func (c *Coordinator) unlistSessionLocked(s *session) {
 		s.stream.takeOver()
 		c.sess.attach(s, nil)
 	}
-	c.dropHeldLocked(s, nil)
+	c.orch.dropHeldLocked(s, nil)
 	c.leases.Forget(s.lease)
 	c.bumpRoutingLocked()
 }

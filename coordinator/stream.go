@@ -266,7 +266,7 @@ func (c *Coordinator) detach(s *session, st *stream) {
 		c.sess.attach(s, nil)
 		c.lg.Info("session disconnected", "instance", s.rec.InstanceId, "lease", int64(s.lease))
 	}
-	c.dropHeldLocked(s, st)
+	c.orch.dropHeldLocked(s, st)
 }
 
 // applyBatch applies events in order under one lock and acknowledges them.
@@ -283,7 +283,7 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 	var counts [int(pb.EventType_EVENT_TYPE_END) + 1]int
 	var late [numLateReasons]int
 	c.mu.Lock()
-	c.applyStoredPhasesLocked() // a phase stored meanwhile acts before these events
+	c.orch.applyStoredPhasesLocked() // a phase stored meanwhile acts before these events
 	c.eng.SetEpoch(c.epoch())
 	current := s != nil && s.stream == st && c.sess.get(s.rec.InstanceId) == s
 	admitted := len(evs)
@@ -315,18 +315,18 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 			late[r]++
 			ack.Late = append(ack.Late, &pb.LateEvent{Seq: ev.GetSeq(), Reason: r, TxnId: ev.GetTxnId()})
 			if ev.GetWait() {
-				c.out = append(c.out, decision{st: st, msg: &pb.CallDecision{Seq: ev.GetSeq(), Error: lateMessage(r)}})
+				c.orch.emit(decision{st: st, msg: &pb.CallDecision{Seq: ev.GetSeq(), Error: lateMessage(r)}})
 			}
 			continue
 		}
 		ack.Errors = append(ack.Errors, eventError(ev.GetSeq(), ev.GetTxnId(), err))
 		if ev.GetWait() {
 			// The sidecar holds this call until it hears back.
-			c.out = append(c.out, decision{st: st, msg: &pb.CallDecision{Seq: ev.GetSeq(), Error: err.Error()}})
+			c.orch.emit(decision{st: st, msg: &pb.CallDecision{Seq: ev.GetSeq(), Error: err.Error()}})
 		}
 	}
-	if c.upd.anyActive() {
-		c.progressLocked() // switching is atomic with event application
+	if c.orch.upd.anyActive() {
+		c.orch.progressLocked() // switching is atomic with event application
 	}
 	c.unlockAndSend()
 	c.metrics.observeBatch(counts[:], late[:], ack.Errors)
@@ -388,7 +388,7 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 			return err
 		}
 		if err = c.eng.Begin(ev.TxnId, s.svc, s.ver, sub, s.owner); err == nil {
-			c.releaseBegunLocked(ev.TxnId)
+			c.orch.releaseBegunLocked(ev.TxnId)
 		}
 	case pb.EventType_EVENT_TYPE_CALL:
 		if ev.CallerSubId == 0 {
@@ -417,11 +417,11 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 				// sidecar resends what was not acknowledged): answer again.
 				// Not before the pin it was answered with is durable.
 				d := decision{st: st, msg: &pb.CallDecision{Seq: ev.Seq, Version: c.eng.VersionName(v)}}
-				d.pin = c.pendingPins[c.keys.Pin(ev.Service, ev.TxnId)]
-				c.out = append(c.out, d)
+				d.pin = c.orch.pendingPins[c.keys.Pin(ev.Service, ev.TxnId)]
+				c.orch.emit(d)
 				return nil
 			}
-			err = c.decideLocked(s, st, ev, to)
+			err = c.orch.decideLocked(s, st, ev, to)
 			break
 		}
 		version := c.cat.defaultVersion(to)

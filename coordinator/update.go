@@ -141,7 +141,7 @@ func newUpdateID() string {
 }
 
 // startUpdate validates and starts an update.
-func (c *Coordinator) startUpdate(ctx context.Context, req *pb.StartUpdateRequest) (*pb.Update, error) {
+func (o *orchestrator) startUpdate(ctx context.Context, req *pb.StartUpdateRequest) (*pb.Update, error) {
 	if err := storage.ValidName("service", req.GetService()); err != nil {
 		return nil, err
 	}
@@ -169,32 +169,32 @@ func (c *Coordinator) startUpdate(ctx context.Context, req *pb.StartUpdateReques
 		*d.out = d.in.AsDuration()
 	}
 	if prepareTimeout == 0 {
-		prepareTimeout = c.cfg.PrepareTimeout
+		prepareTimeout = o.cfg.PrepareTimeout
 	}
 	if timeout == 0 && (strat.Kind() == strategy.WF || strat.Kind() == strategy.BF) {
-		timeout = c.cfg.UpdateTimeout // WAITING has a bound
+		timeout = o.cfg.UpdateTimeout // WAITING has a bound
 	}
 	opts := strat.Options(strategy.Options{Timeout: timeout, MaxBlock: maxBlock, PrepareTimeout: prepareTimeout})
 	timeout, maxBlock = opts.Timeout, opts.MaxBlock
 
-	c.mu.Lock()
-	svc, ok := c.eng.LookupService(req.Service)
+	o.ev.lock()
+	svc, ok := o.eng.LookupService(req.Service)
 	if !ok {
-		c.mu.Unlock()
+		o.ev.unlock()
 		return nil, fmt.Errorf("%w %q", ErrUnknownService, req.Service)
 	}
-	if u := c.upd.active(svc); u != nil {
+	if u := o.upd.active(svc); u != nil {
 		err := fmt.Errorf("service %q is %w by %s (phase %s)", req.Service, ErrUpdateInProgress, u.rec.Id, u.rec.Phase)
-		c.mu.Unlock()
+		o.ev.unlock()
 		return nil, err
 	}
-	from, to := c.cat.defaultVersion(svc), c.eng.Version(req.ToVersion)
+	from, to := o.cat.defaultVersion(svc), o.eng.Version(req.ToVersion)
 	if from == to {
-		c.mu.Unlock()
+		o.ev.unlock()
 		return nil, fmt.Errorf("service %q %w %s by default", req.Service, ErrAlreadyAtVersion, req.ToVersion)
 	}
-	if !c.connectedLocked(svc, to) {
-		c.mu.Unlock()
+	if !o.connectedLocked(svc, to) {
+		o.ev.unlock()
 		return nil, fmt.Errorf("%w of %s@%s: register the new version first",
 			ErrNoInstance, req.Service, req.ToVersion)
 	}
@@ -202,7 +202,7 @@ func (c *Coordinator) startUpdate(ctx context.Context, req *pb.StartUpdateReques
 	u := &update{
 		rec: &pb.Update{
 			Id: newUpdateID(), Service: req.Service,
-			FromVersion: c.eng.VersionName(from), ToVersion: req.ToVersion,
+			FromVersion: o.eng.VersionName(from), ToVersion: req.ToVersion,
 			Strategy: kind, Phase: pb.Phase_PHASE_PREPARING,
 			Timeout: durationpb.New(timeout), MaxBlock: durationpb.New(maxBlock),
 			PrepareTimeout: durationpb.New(prepareTimeout),
@@ -212,42 +212,42 @@ func (c *Coordinator) startUpdate(ctx context.Context, req *pb.StartUpdateReques
 		svc: svc, from: from, to: to, strat: strat, started: now,
 		changed: make(chan struct{}), pending: true,
 	}
-	c.upd.activate(u) // reserved: a second request now fails
-	c.mu.Unlock()
+	o.upd.activate(u) // reserved: a second request now fails
+	o.ev.unlock()
 
-	if err := c.persistUpdate(ctx, u.rec); err != nil {
-		c.mu.Lock()
-		c.upd.deactivate(svc)
-		c.mu.Unlock()
+	if err := o.persistUpdate(ctx, u.rec); err != nil {
+		o.ev.lock()
+		o.upd.deactivate(svc)
+		o.ev.unlock()
 		return nil, fmt.Errorf("%w: store update: %w", ErrUnavailable, err)
 	}
-	c.mu.Lock()
+	o.ev.lock()
 	u.pending = false
-	c.upd.keep(u)
-	c.lg.Info("update started", "update", u.rec.Id, "service", req.Service, "from", u.rec.FromVersion,
+	o.upd.keep(u)
+	o.lg.Info("update started", "update", u.rec.Id, "service", req.Service, "from", u.rec.FromVersion,
 		"to", req.ToVersion, "strategy", strategy.Name(kind))
 	if strat.UpdateMode() {
-		c.setUpdateModeLocked(u, true)
-		u.prepareRev = c.bumpRoutingLocked()
-		c.progressLocked()
+		o.setUpdateModeLocked(u, true)
+		u.prepareRev = o.routing.bump()
+		o.progressLocked()
 	} else {
 		// The baseline switches at once, with no update mode: the
 		// request waits for its phase writes (not holding the lock).
 		for range maxStepsPerCheck {
-			a := u.strat.Next(u.state(), updateView{c: c, u: u, now: time.Now()})
-			if a.Step == strategy.Wait || !c.stepLocked(u, a, c.storedLocked) || u.finished() {
+			a := u.strat.Next(u.state(), updateView{o: o, u: u, now: time.Now()})
+			if a.Step == strategy.Wait || !o.stepLocked(u, a, o.storedLocked) || u.finished() {
 				break
 			}
 		}
 	}
-	out := c.snapshotLocked(u)
-	c.unlockAndSend()
+	out := o.snapshotLocked(u)
+	o.ev.unlockAndSend()
 	return out, nil
 }
 
 // persistUpdate writes an update record, with extra ops in the same etcd
 // transaction.
-func (c *Coordinator) persistUpdate(ctx context.Context, rec *pb.Update, extra ...clientv3.Op) error {
+func (o *orchestrator) persistUpdate(ctx context.Context, rec *pb.Update, extra ...clientv3.Op) error {
 	stored := proto.Clone(rec).(*pb.Update)
 	stored.Progress = nil
 	val, err := proto.Marshal(stored)
@@ -256,8 +256,8 @@ func (c *Coordinator) persistUpdate(ctx context.Context, rec *pb.Update, extra .
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	ops := append([]clientv3.Op{clientv3.OpPut(c.keys.Update(rec.Id), string(val))}, extra...)
-	_, err = c.commit(ctx, ops...)
+	ops := append([]clientv3.Op{clientv3.OpPut(o.keys.Update(rec.Id), string(val))}, extra...)
+	_, err = o.ev.commit(ctx, ops...)
 	return err
 }
 
@@ -265,7 +265,7 @@ func (c *Coordinator) persistUpdate(ctx context.Context, rec *pb.Update, extra .
 // it): it marks u as switching and returns the change, to be stored by
 // queuePhaseLocked or storePhaseLocked; apply runs under the lock once it
 // is stored.
-func (c *Coordinator) phaseChangeLocked(u *update, p pb.Phase, reason string, apply func(), extra ...clientv3.Op) *phaseChange {
+func (o *orchestrator) phaseChangeLocked(u *update, p pb.Phase, reason string, apply func(), extra ...clientv3.Op) *phaseChange {
 	rec := proto.Clone(u.rec).(*pb.Update)
 	now := time.Now()
 	rec.Phase, rec.Reason = p, reason
@@ -281,39 +281,39 @@ func (c *Coordinator) phaseChangeLocked(u *update, p pb.Phase, reason string, ap
 }
 
 // queuePhaseLocked hands a change to the phase writer.
-func (c *Coordinator) queuePhaseLocked(pc *phaseChange) { c.phases.add(pc) }
+func (o *orchestrator) queuePhaseLocked(pc *phaseChange) { o.phases.add(pc) }
 
 // storePhaseLocked stores a change and applies it, releasing the lock
 // (sending what was queued) meanwhile: for callers that must answer with
 // the outcome (an operator's abort). The lock is held again on return.
-func (c *Coordinator) storePhaseLocked(pc *phaseChange) error {
-	c.unlockAndSend()
-	err := c.persistUpdate(c.ctx, pc.rec, pc.extra...)
-	c.mu.Lock()
-	c.endPhaseLocked(pc, err)
+func (o *orchestrator) storePhaseLocked(pc *phaseChange) error {
+	o.ev.unlockAndSend()
+	err := o.persistUpdate(o.ev.context(), pc.rec, pc.extra...)
+	o.ev.lock()
+	o.endPhaseLocked(pc, err)
 	return err
 }
 
 // endPhaseLocked applies a stored change, or forgets one etcd did not take
 // (the progress check decides it again), and decides the calls parked
 // meanwhile under the phase now in force.
-func (c *Coordinator) endPhaseLocked(pc *phaseChange, err error) {
+func (o *orchestrator) endPhaseLocked(pc *phaseChange, err error) {
 	u := pc.u
 	if u.writing == pc {
 		u.writing = nil
 	}
 	pc.err = err
 	if err != nil {
-		c.lg.Warn("persist update phase", "update", u.rec.Id, "phase", pc.rec.Phase, "error", err)
+		o.lg.Warn("persist update phase", "update", u.rec.Id, "phase", pc.rec.Phase, "error", err)
 	} else {
 		u.rec = pc.rec
-		c.lg.Info("update phase", "update", u.rec.Id, "service", u.rec.Service, "phase", u.rec.Phase, "reason", u.rec.Reason)
+		o.lg.Info("update phase", "update", u.rec.Id, "service", u.rec.Service, "phase", u.rec.Phase, "reason", u.rec.Reason)
 		if pc.apply != nil {
 			pc.apply()
 		}
 	}
 	close(pc.done)
-	c.redecideLocked(u, func(h heldCall) bool { return h.switching }, !u.finished())
+	o.redecideLocked(u, func(h heldCall) bool { return h.switching }, !u.finished())
 	u.notify()
 }
 
@@ -323,11 +323,11 @@ func (c *Coordinator) endPhaseLocked(pc *phaseChange, err error) {
 // load the writer does not queue for mu behind every stream.
 func (c *Coordinator) runPhaseWriter() {
 	defer c.streams.Done()
-	c.phases.run(c.ctx, func(ctx context.Context, pc *phaseChange) error {
-		return c.persistUpdate(ctx, pc.rec, pc.extra...)
+	c.orch.phases.run(c.ctx, func(ctx context.Context, pc *phaseChange) error {
+		return c.orch.persistUpdate(ctx, pc.rec, pc.extra...)
 	}, func() {
 		if c.mu.TryLock() {
-			c.applyStoredPhasesLocked()
+			c.orch.applyStoredPhasesLocked()
 			c.unlockAndSend()
 		}
 	})
@@ -339,36 +339,36 @@ func (c *Coordinator) runPhaseWriter() {
 // It runs first in every critical section that may decide a call or a
 // phase (applyBatch, the progress check), so a stored change acts as soon
 // as the lock is free.
-func (c *Coordinator) applyStoredPhasesLocked() {
-	if !c.phases.hasStored() {
+func (o *orchestrator) applyStoredPhasesLocked() {
+	if !o.phases.hasStored() {
 		return
 	}
 	applied := false
-	for _, sp := range c.phases.takeStored() {
-		c.endPhaseLocked(sp.pc, sp.err)
+	for _, sp := range o.phases.takeStored() {
+		o.endPhaseLocked(sp.pc, sp.err)
 		applied = applied || sp.err == nil
 	}
-	if applied && c.upd.anyActive() {
-		c.progressLocked() // a failed one waits for the next progress check
+	if applied && o.upd.anyActive() {
+		o.progressLocked() // a failed one waits for the next progress check
 	}
 }
 
 // changePhaseLocked decides a phase change with nothing to apply but the
 // record, and queues it.
-func (c *Coordinator) changePhaseLocked(u *update, p pb.Phase) {
-	c.queuePhaseLocked(c.phaseChangeLocked(u, p, "", nil))
+func (o *orchestrator) changePhaseLocked(u *update, p pb.Phase) {
+	o.queuePhaseLocked(o.phaseChangeLocked(u, p, "", nil))
 }
 
 // switchLocked decides the switch of the default to the new version: the
 // phase and the route are stored in one etcd transaction before it acts.
-func (c *Coordinator) switchLocked(u *update, p pb.Phase) *phaseChange {
-	route := clientv3.OpPut(c.keys.Route(u.rec.Service), u.rec.ToVersion)
-	return c.phaseChangeLocked(u, p, "", func() {
+func (o *orchestrator) switchLocked(u *update, p pb.Phase) *phaseChange {
+	route := clientv3.OpPut(o.keys.Route(u.rec.Service), u.rec.ToVersion)
+	return o.phaseChangeLocked(u, p, "", func() {
 		u.switched = true
 		u.rec.SwitchedAt = timestamppb.Now()
-		c.cat.setRoute(u.svc, u.rec.Service, u.to, u.rec.ToVersion)
-		c.bumpRoutingLocked()
-		c.releaseHeldLocked(u)
+		o.cat.setRoute(u.svc, u.rec.Service, u.to, u.rec.ToVersion)
+		o.routing.bump()
+		o.releaseHeldLocked(u)
 	}, route)
 }
 
@@ -382,16 +382,16 @@ func (c *Coordinator) switchLocked(u *update, p pb.Phase) *phaseChange {
 // seen begin may have used the old version), such a call would go to the
 // old version with its pin deleted and nothing left to keep the
 // transaction's next call there.
-func (c *Coordinator) finishLocked(u *update, p pb.Phase, reason string) *phaseChange {
-	pc := c.phaseChangeLocked(u, p, reason, func() {
+func (o *orchestrator) finishLocked(u *update, p pb.Phase, reason string) *phaseChange {
+	pc := o.phaseChangeLocked(u, p, reason, func() {
 		u.rollback = false
 		if u.finished() {
-			c.setUpdateModeLocked(u, false)
-			c.upd.deactivate(u.svc)
-			c.bumpRoutingLocked()
+			o.setUpdateModeLocked(u, false)
+			o.upd.deactivate(u.svc)
+			o.routing.bump()
 		}
-		c.releaseHeldLocked(u)
-	}, clientv3.OpDelete(c.keys.ServicePins(u.rec.Service), clientv3.WithPrefix()))
+		o.releaseHeldLocked(u)
+	}, clientv3.OpDelete(o.keys.ServicePins(u.rec.Service), clientv3.WithPrefix()))
 	pc.rec.RollingBack = false
 	return pc
 }
@@ -401,30 +401,30 @@ func (c *Coordinator) finishLocked(u *update, p pb.Phase, reason string) *phaseC
 // there. After a CV switch transactions keep the version they used (pins
 // stay), new ones go back to old, and update mode lasts until the new
 // version is drained.
-func (c *Coordinator) abortLocked(u *update, reason string) (*phaseChange, error) {
+func (o *orchestrator) abortLocked(u *update, reason string) (*phaseChange, error) {
 	if u.finished() || u.rec.Phase == pb.Phase_PHASE_ABORTED {
 		return nil, fmt.Errorf("update %s %w: it is %s already", u.rec.Id, ErrUpdateEnded, u.rec.Phase)
 	}
 	plan := u.strat.Abort(u.state())
 	var extra []clientv3.Op
 	if plan.RouteBack {
-		extra = append(extra, clientv3.OpPut(c.keys.Route(u.rec.Service), u.rec.FromVersion))
+		extra = append(extra, clientv3.OpPut(o.keys.Route(u.rec.Service), u.rec.FromVersion))
 	}
 	if !plan.Rollback {
-		extra = append(extra, clientv3.OpDelete(c.keys.ServicePins(u.rec.Service), clientv3.WithPrefix()))
+		extra = append(extra, clientv3.OpDelete(o.keys.ServicePins(u.rec.Service), clientv3.WithPrefix()))
 	}
-	pc := c.phaseChangeLocked(u, pb.Phase_PHASE_ABORTED, reason, func() {
+	pc := o.phaseChangeLocked(u, pb.Phase_PHASE_ABORTED, reason, func() {
 		if plan.Rollback {
 			u.rollback = true
 		} else {
-			c.setUpdateModeLocked(u, false)
-			c.upd.deactivate(u.svc)
+			o.setUpdateModeLocked(u, false)
+			o.upd.deactivate(u.svc)
 		}
 		if plan.RouteBack {
-			c.cat.setRoute(u.svc, u.rec.Service, u.from, u.rec.FromVersion)
+			o.cat.setRoute(u.svc, u.rec.Service, u.from, u.rec.FromVersion)
 		}
-		c.releaseHeldLocked(u)
-		c.bumpRoutingLocked()
+		o.releaseHeldLocked(u)
+		o.routing.bump()
 	}, extra...)
 	// Persisted with the phase: a failover resumes the rollback.
 	pc.rec.RollingBack = plan.Rollback
@@ -432,71 +432,71 @@ func (c *Coordinator) abortLocked(u *update, reason string) (*phaseChange, error
 }
 
 // abortQueuedLocked decides an abort (a timeout) and queues it.
-func (c *Coordinator) abortQueuedLocked(u *update, reason string) {
-	if pc, err := c.abortLocked(u, reason); err == nil {
-		c.queuePhaseLocked(pc)
+func (o *orchestrator) abortQueuedLocked(u *update, reason string) {
+	if pc, err := o.abortLocked(u, reason); err == nil {
+		o.queuePhaseLocked(pc)
 	}
 }
 
 // abort aborts the update id for an operator: it waits for a change being
 // stored, then stores the abort, without holding the lock meanwhile, and
 // returns the update as aborted.
-func (c *Coordinator) abort(ctx context.Context, id, reason string) (*pb.Update, error) {
-	c.mu.Lock()
+func (o *orchestrator) abort(ctx context.Context, id, reason string) (*pb.Update, error) {
+	o.ev.lock()
 	for {
-		u, err := c.updateLocked(id)
+		u, err := o.updateLocked(id)
 		if err != nil {
-			c.unlockAndSend()
+			o.ev.unlockAndSend()
 			return nil, err
 		}
 		if pc := u.writing; pc != nil {
-			c.unlockAndSend()
+			o.ev.unlockAndSend()
 			select {
 			case <-pc.done:
 			case <-ctx.Done():
 				return nil, ctx.Err()
-			case <-c.ctx.Done():
+			case <-o.ev.context().Done():
 				return nil, errShuttingDown
 			}
-			c.mu.Lock()
+			o.ev.lock()
 			continue
 		}
-		pc, err := c.abortLocked(u, reason)
+		pc, err := o.abortLocked(u, reason)
 		if err != nil {
-			c.unlockAndSend()
+			o.ev.unlockAndSend()
 			return nil, err
 		}
-		if err := c.storePhaseLocked(pc); err != nil {
-			c.unlockAndSend()
+		if err := o.storePhaseLocked(pc); err != nil {
+			o.ev.unlockAndSend()
 			return nil, fmt.Errorf("%w: could not store the abort; try again", ErrUnavailable)
 		}
-		out := c.snapshotLocked(u)
-		c.unlockAndSend()
+		out := o.snapshotLocked(u)
+		o.ev.unlockAndSend()
 		return out, nil
 	}
 }
 
 // progressLocked moves every active update on as far as it can now.
-func (c *Coordinator) progressLocked() {
+func (o *orchestrator) progressLocked() {
 	now := time.Now()
-	for u := range c.upd.actives() {
-		c.progressOneLocked(u, now)
+	for u := range o.upd.actives() {
+		o.progressOneLocked(u, now)
 	}
 }
 
-func (c *Coordinator) progressOneLocked(u *update, now time.Time) {
+func (o *orchestrator) progressOneLocked(u *update, now time.Time) {
 	if u.writing != nil {
 		return // switching: the change being stored comes first
 	}
 	if len(u.held) > 0 {
 		// A BEGIN that did not come within BeginWaitTimeout will not: its
 		// calls go where a transaction not seen begin goes.
-		c.redecideLocked(u, func(h heldCall) bool {
-			if !h.waitBegin || now.Sub(h.since) < c.cfg.BeginWaitTimeout {
+		o.redecideLocked(u, func(h heldCall) bool {
+			if !h.waitBegin || now.Sub(h.since) < o.cfg.BeginWaitTimeout {
 				return false
 			}
-			c.metrics.beginWait.WithLabelValues("timeout").Observe(now.Sub(h.since).Seconds())
-			c.lg.Debug("call held for its BEGIN timed out", "txn", h.ev.TxnId, "service", h.ev.Service, "waited", now.Sub(h.since))
+			o.metrics.beginWait.WithLabelValues("timeout").Observe(now.Sub(h.since).Seconds())
+			o.lg.Debug("call held for its BEGIN timed out", "txn", h.ev.TxnId, "service", h.ev.Service, "waited", now.Sub(h.since))
 			return true
 		}, false)
 	}
@@ -507,8 +507,8 @@ func (c *Coordinator) progressOneLocked(u *update, now time.Time) {
 	// by the phase writer, off the lock; until it is applied, u.writing
 	// parks the calls that need a decision and no other change is
 	// decided (the next check, after it is applied, asks again).
-	if a := u.strat.Next(u.state(), updateView{c: c, u: u, now: now}); a.Step != strategy.Wait {
-		c.stepLocked(u, a, c.queuedLocked)
+	if a := u.strat.Next(u.state(), updateView{o: o, u: u, now: now}); a.Step != strategy.Wait {
+		o.stepLocked(u, a, o.queuedLocked)
 	}
 }
 
@@ -521,29 +521,29 @@ const maxStepsPerCheck = 4
 // is applied later) or storedLocked (stored and applied before it
 // returns). It reports whether the change is in force already, so that the
 // machine may be asked again.
-func (c *Coordinator) stepLocked(u *update, a strategy.Action, store func(*phaseChange) bool) bool {
+func (o *orchestrator) stepLocked(u *update, a strategy.Action, store func(*phaseChange) bool) bool {
 	var pc *phaseChange
 	switch a.Step {
 	case strategy.Enter:
-		pc = c.phaseChangeLocked(u, a.Phase, "", nil)
+		pc = o.phaseChangeLocked(u, a.Phase, "", nil)
 	case strategy.Switch:
-		pc = c.switchLocked(u, a.Phase)
+		pc = o.switchLocked(u, a.Phase)
 	case strategy.Finish:
 		if !u.rollback {
-			pc = c.finishLocked(u, a.Phase, "")
+			pc = o.finishLocked(u, a.Phase, "")
 			break
 		}
 		// The end of a rollback keeps the abort's reason.
-		c.releaseHeldLocked(u)
-		pc = c.finishLocked(u, a.Phase, u.rec.Reason)
+		o.releaseHeldLocked(u)
+		pc = o.finishLocked(u, a.Phase, u.rec.Reason)
 		finish := pc.apply
 		pc.apply = func() {
 			finish()
-			c.lg.Info("aborted update drained of the new version", "update", u.rec.Id)
+			o.lg.Info("aborted update drained of the new version", "update", u.rec.Id)
 		}
 	case strategy.Abandon:
 		var err error
-		if pc, err = c.abortLocked(u, a.Reason); err != nil {
+		if pc, err = o.abortLocked(u, a.Reason); err != nil {
 			return false
 		}
 	default:
@@ -553,32 +553,32 @@ func (c *Coordinator) stepLocked(u *update, a strategy.Action, store func(*phase
 }
 
 // queuedLocked hands a change to the phase writer; it is not in force yet.
-func (c *Coordinator) queuedLocked(pc *phaseChange) bool {
-	c.queuePhaseLocked(pc)
+func (o *orchestrator) queuedLocked(pc *phaseChange) bool {
+	o.queuePhaseLocked(pc)
 	return false
 }
 
 // storedLocked stores a change and applies it (releasing the lock
 // meanwhile); it reports whether etcd took it.
-func (c *Coordinator) storedLocked(pc *phaseChange) bool { return c.storePhaseLocked(pc) == nil }
+func (o *orchestrator) storedLocked(pc *phaseChange) bool { return o.storePhaseLocked(pc) == nil }
 
 // updateView is what a phase machine observes of u; the coordinator's
 // lock is held while it is asked.
 type updateView struct {
-	c   *Coordinator
+	o   *orchestrator
 	u   *update
 	now time.Time
 }
 
 func (v updateView) Subject() string        { return v.u.rec.Service }
 func (v updateView) Elapsed() time.Duration { return v.now.Sub(v.u.started) }
-func (v updateView) Unacked() int           { return v.c.unackedLocked(v.u) }
+func (v updateView) Unacked() int           { return v.o.unackedLocked(v.u) }
 func (v updateView) UnackedSessions(limit int) []string {
-	return v.c.unackedSessionsLocked(v.u, limit)
+	return v.o.unackedSessionsLocked(v.u, limit)
 }
-func (v updateView) Free() bool         { return v.c.eng.Free(v.u.svc) }
-func (v updateView) SwitchesHeld() bool { return v.c.switchHoldLocked() != "" }
-func (v updateView) Ready() bool        { return v.c.connectedLocked(v.u.svc, v.u.to) }
+func (v updateView) Free() bool         { return v.o.eng.Free(v.u.svc) }
+func (v updateView) SwitchesHeld() bool { return v.o.ev.switchHoldLocked() != "" }
+func (v updateView) Ready() bool        { return v.o.connectedLocked(v.u.svc, v.u.to) }
 func (v updateView) WaitingBegin() bool { return v.u.waitingBegin() }
 
 // InUse: Drained means no transaction may use that version again: the
@@ -589,7 +589,7 @@ func (v updateView) InUse(t strategy.Target) bool {
 	if t == strategy.New {
 		ver = v.u.to
 	}
-	return v.c.eng.BlockersUsing(v.u.svc, ver) > 0
+	return v.o.eng.BlockersUsing(v.u.svc, ver) > 0
 }
 
 func (v updateView) HeldLongest() time.Duration {
@@ -602,8 +602,8 @@ func (v updateView) HeldLongest() time.Duration {
 // connectedLocked reports whether an instance of svc@v is connected: an
 // update switches only to a version that can take the calls (after a
 // failover, once one of its sidecars is back).
-func (c *Coordinator) connectedLocked(svc graph.ServiceID, v graph.VersionID) bool {
-	for s := range c.sess.all() {
+func (o *orchestrator) connectedLocked(svc graph.ServiceID, v graph.VersionID) bool {
+	for s := range o.sess.all() {
 		if s.svc == svc && s.ver == v && s.stream != nil {
 			return true
 		}
@@ -613,9 +613,9 @@ func (c *Coordinator) connectedLocked(svc graph.ServiceID, v graph.VersionID) bo
 
 // unackedLocked counts live sessions that have not acknowledged the routing
 // revision that put the service in update mode.
-func (c *Coordinator) unackedLocked(u *update) int {
+func (o *orchestrator) unackedLocked(u *update) int {
 	n := 0
-	for s := range c.sess.all() {
+	for s := range o.sess.all() {
 		if s.ackedRev < u.prepareRev {
 			n++
 		}
@@ -625,9 +625,9 @@ func (c *Coordinator) unackedLocked(u *update) int {
 
 // unackedSessionsLocked names the first (by instance id) limit of the
 // sessions unackedLocked counts.
-func (c *Coordinator) unackedSessionsLocked(u *update, limit int) []string {
+func (o *orchestrator) unackedSessionsLocked(u *update, limit int) []string {
 	var ids []string
-	for s := range c.sess.all() {
+	for s := range o.sess.all() {
 		if s.ackedRev < u.prepareRev {
 			ids = append(ids, s.rec.InstanceId)
 		}
@@ -637,10 +637,10 @@ func (c *Coordinator) unackedSessionsLocked(u *update, limit int) []string {
 }
 
 // progressTickLocked checks timeouts and draining (every progressEvery).
-func (c *Coordinator) progressTickLocked(time.Time) {
-	c.applyStoredPhasesLocked()
-	if c.upd.anyActive() {
-		c.progressLocked()
+func (o *orchestrator) progressTickLocked(time.Time) {
+	o.applyStoredPhasesLocked()
+	if o.upd.anyActive() {
+		o.progressLocked()
 	}
 }
 
@@ -649,16 +649,16 @@ func (c *Coordinator) progressTickLocked(time.Time) {
 // is not being updated), or holds it (BF). The answer is queued; its pin,
 // when the call is a transaction's first use of a service mid-update, is
 // committed before the answer is sent.
-func (c *Coordinator) decideLocked(s *session, st *stream, ev *pb.Event, to graph.ServiceID) error {
-	return c.decideMaybeWaitLocked(s, st, ev, to, true, time.Time{})
+func (o *orchestrator) decideLocked(s *session, st *stream, ev *pb.Event, to graph.ServiceID) error {
+	return o.decideMaybeWaitLocked(s, st, ev, to, true, time.Time{})
 }
 
 // decideMaybeWaitLocked is decideLocked; with mayWait false it never holds
 // a call for its transaction's BEGIN (see below).
 //
 // since is when the call first waited, if it did (zero: now).
-func (c *Coordinator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Event, to graph.ServiceID, mayWait bool, since time.Time) error {
-	u := c.upd.active(to)
+func (o *orchestrator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Event, to graph.ServiceID, mayWait bool, since time.Time) error {
+	u := o.upd.active(to)
 	if u != nil && u.pending {
 		u = nil // not acting yet: the default applies
 	}
@@ -674,10 +674,10 @@ func (c *Coordinator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Event
 		u.notify()
 		return nil
 	}
-	version := c.cat.defaultVersion(to)
+	version := o.cat.defaultVersion(to)
 	first := true
 	if u != nil {
-		used, ok := c.eng.Used(ev.TxnId, to)
+		used, ok := o.eng.Used(ev.TxnId, to)
 		first = !ok
 		if !ok && u.strat.Pins() {
 			// A transaction this coordinator did not see begin (implicit:
@@ -687,7 +687,7 @@ func (c *Coordinator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Event
 			// past there: BF does not hold it (it could not end, and as
 			// legacy it keeps the service from being free), CV keeps it
 			// on the version it used.
-			info, live := c.eng.Txn(ev.TxnId)
+			info, live := o.eng.Txn(ev.TxnId)
 			if (!live || info.Implicit) && !info.Legacy && u.switched && mayWait {
 				// Its BEGIN has not arrived (another stream is behind): its
 				// root may run on this very service, on either version, and
@@ -699,13 +699,13 @@ func (c *Coordinator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Event
 			}
 			if !live || info.Implicit || info.Legacy {
 				used, ok = u.from, true
-				if v, pinned := c.upd.restoredPin(to, ev.TxnId); pinned {
+				if v, pinned := o.upd.restoredPin(to, ev.TxnId); pinned {
 					used = v
 				}
 			}
 		}
 		d := u.strat.Decide(u.state(), strategy.Call{Used: ok})
-		if d.Hold && c.selfPreservingLocked() {
+		if d.Hold && o.ev.selfPreservingLocked() {
 			// The switch it would wait for is paused: old (DESIGN.md §7).
 			d = strategy.Decision{Target: strategy.Old}
 		}
@@ -723,44 +723,44 @@ func (c *Coordinator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Event
 			version = used
 		}
 	}
-	if err := c.callLocked(s, ev, to, version); err != nil {
+	if err := o.ev.callLocked(s, ev, to, version); err != nil {
 		return err
 	}
-	msg := &pb.CallDecision{Seq: ev.Seq, Version: c.eng.VersionName(version)}
+	msg := &pb.CallDecision{Seq: ev.Seq, Version: o.eng.VersionName(version)}
 	var pin *clientv3.Op
 	if u != nil {
 		u.decided++
 		if first && u.strat.Pins() {
 			lease := clientv3.NoLease
-			if info, ok := c.eng.Txn(ev.TxnId); ok {
-				if owner := c.sess.liveOwner(info.Owner); owner != nil {
+			if info, ok := o.eng.Txn(ev.TxnId); ok {
+				if owner := o.sess.liveOwner(info.Owner); owner != nil {
 					lease = owner.lease
 				}
 			}
-			op := clientv3.OpPut(c.keys.Pin(u.rec.Service, ev.TxnId), msg.Version, clientv3.WithLease(lease))
+			op := clientv3.OpPut(o.keys.Pin(u.rec.Service, ev.TxnId), msg.Version, clientv3.WithLease(lease))
 			pin = &op
-			c.pendingPins[string(op.KeyBytes())] = pin
+			o.pendingPins[string(op.KeyBytes())] = pin
 			u.pinned++
-		} else if p := c.pendingPins[c.keys.Pin(u.rec.Service, ev.TxnId)]; p != nil {
+		} else if p := o.pendingPins[o.keys.Pin(u.rec.Service, ev.TxnId)]; p != nil {
 			// A concurrent sub-transaction's first use, its pin not in etcd
 			// yet: this answer must not be sent before it is durable, so it
 			// carries the same (idempotent) pin.
 			pin = p
 		}
 	}
-	c.out = append(c.out, decision{st: st, msg: msg, pin: pin})
+	o.out = append(o.out, decision{st: st, msg: msg, pin: pin})
 	return nil
 }
 
 // releaseHeldLocked answers the held calls of u: to the new version once
 // switched, else (abort) to the old one.
-func (c *Coordinator) releaseHeldLocked(u *update) {
-	c.redecideLocked(u, func(heldCall) bool { return true }, !u.finished())
+func (o *orchestrator) releaseHeldLocked(u *update) {
+	o.redecideLocked(u, func(heldCall) bool { return true }, !u.finished())
 }
 
 // redecideLocked decides again the held calls of u that match; with
 // mayWait false none is held for its BEGIN again.
-func (c *Coordinator) redecideLocked(u *update, match func(heldCall) bool, mayWait bool) {
+func (o *orchestrator) redecideLocked(u *update, match func(heldCall) bool, mayWait bool) {
 	var again, keep []heldCall
 	for _, h := range u.held {
 		if match(h) {
@@ -774,16 +774,16 @@ func (c *Coordinator) redecideLocked(u *update, match func(heldCall) bool, mayWa
 	}
 	u.held = keep
 	for _, h := range again {
-		if c.sess.get(h.s.rec.InstanceId) != h.s || h.s.stream != h.st {
+		if o.sess.get(h.s.rec.InstanceId) != h.s || h.s.stream != h.st {
 			continue // its sidecar is gone; the call failed there
 		}
 		var since time.Time // held again: from now, as before
 		if h.switching {
 			since = h.since // parked: it has waited since then already
 		}
-		err := c.decideMaybeWaitLocked(h.s, h.st, h.ev, u.svc, mayWait && !h.noWaitBegin, since)
+		err := o.decideMaybeWaitLocked(h.s, h.st, h.ev, u.svc, mayWait && !h.noWaitBegin, since)
 		if err != nil {
-			c.out = append(c.out, decision{st: h.st, msg: &pb.CallDecision{Seq: h.ev.Seq, Error: err.Error()}})
+			o.out = append(o.out, decision{st: h.st, msg: &pb.CallDecision{Seq: h.ev.Seq, Error: err.Error()}})
 		}
 	}
 	u.notify()
@@ -791,14 +791,14 @@ func (c *Coordinator) redecideLocked(u *update, match func(heldCall) bool, mayWa
 
 // releaseBegunLocked decides the calls held for the BEGIN of txn, now
 // applied (or txn made legacy by a resync).
-func (c *Coordinator) releaseBegunLocked(txn string) {
-	for u := range c.upd.actives() {
+func (o *orchestrator) releaseBegunLocked(txn string) {
+	for u := range o.upd.actives() {
 		if len(u.held) > 0 {
-			c.redecideLocked(u, func(h heldCall) bool {
+			o.redecideLocked(u, func(h heldCall) bool {
 				if !h.waitBegin || h.ev.TxnId != txn {
 					return false
 				}
-				c.metrics.beginWait.WithLabelValues("begun").Observe(time.Since(h.since).Seconds())
+				o.metrics.beginWait.WithLabelValues("begun").Observe(time.Since(h.since).Seconds())
 				return true
 			}, true)
 		}
@@ -808,8 +808,8 @@ func (c *Coordinator) releaseBegunLocked(txn string) {
 // dropHeldLocked forgets the held calls of session s (of its stream st
 // only, if st is set): their sidecar is gone, so is the request that made
 // them, and a dead call must not count toward --max-block.
-func (c *Coordinator) dropHeldLocked(s *session, st *stream) {
-	for u := range c.upd.actives() {
+func (o *orchestrator) dropHeldLocked(s *session, st *stream) {
+	for u := range o.upd.actives() {
 		n := len(u.held)
 		u.held = slices.DeleteFunc(u.held, func(h heldCall) bool { return h.s == s && (st == nil || h.st == st) })
 		if len(u.held) != n {
@@ -821,12 +821,11 @@ func (c *Coordinator) dropHeldLocked(s *session, st *stream) {
 // unlockAndSend releases the lock and sends the queued call decisions:
 // those with pins go through the pin committer.
 func (c *Coordinator) unlockAndSend() {
-	out := c.out
-	c.out = nil
+	out := c.orch.takeDecisions()
 	c.mu.Unlock()
 	for _, d := range out {
 		if d.pin != nil {
-			c.pins.add(d)
+			c.orch.pins.add(d)
 			continue
 		}
 		c.sendDecision(d)
@@ -844,42 +843,42 @@ func (c *Coordinator) sendDecision(d decision) {
 }
 
 // snapshotLocked returns the update with its live progress.
-func (c *Coordinator) snapshotLocked(u *update) *pb.Update {
+func (o *orchestrator) snapshotLocked(u *update) *pb.Update {
 	out := proto.Clone(u.rec).(*pb.Update)
 	if u.finished() {
 		return out
 	}
 	p := &pb.UpdateProgress{
-		Blocking:               uint32(c.eng.BlockerCount(u.svc)),
+		Blocking:               uint32(o.eng.BlockerCount(u.svc)),
 		HeldCalls:              uint32(len(u.held)),
-		UnacknowledgedSessions: uint32(c.unackedLocked(u)),
+		UnacknowledgedSessions: uint32(o.unackedLocked(u)),
 		DecidedCalls:           u.decided,
 		PinnedCalls:            u.pinned,
 	}
 	if p.UnacknowledgedSessions > 0 {
-		p.UnacknowledgedSessionIds = c.unackedSessionsLocked(u, strategy.MaxNamed)
+		p.UnacknowledgedSessionIds = o.unackedSessionsLocked(u, strategy.MaxNamed)
 	}
 	if u.switched {
 		old := u.from
 		if u.rollback {
 			old = u.to
 		}
-		p.OldTransactions = uint32(c.eng.BlockersUsing(u.svc, old))
+		p.OldTransactions = uint32(o.eng.BlockersUsing(u.svc, old))
 	}
-	p.WaitingFor = c.waitingForLocked(u, p, time.Now())
+	p.WaitingFor = o.waitingForLocked(u, p, time.Now())
 	out.Progress = p
 	return out
 }
 
 // waitingForLocked says what u waits for now and what bounds that wait
 // (UpdateProgress.waiting_for); each wait an update can be in is here.
-func (c *Coordinator) waitingForLocked(u *update, p *pb.UpdateProgress, now time.Time) string {
+func (o *orchestrator) waitingForLocked(u *update, p *pb.UpdateProgress, now time.Time) string {
 	opts := u.state().Options
 	left := func(bound time.Duration) string {
 		return fmt.Sprintf("%v left", max(bound-now.Sub(u.started), 0).Round(time.Second))
 	}
 	var why []string
-	if hold := c.switchHoldLocked(); hold != "" {
+	if hold := o.ev.switchHoldLocked(); hold != "" {
 		why = append(why, "switches held ("+hold+"): until each such session re-registers or its lease, or self-preservation's grace, ends")
 	}
 	switch {
@@ -890,7 +889,7 @@ func (c *Coordinator) waitingForLocked(u *update, p *pb.UpdateProgress, now time
 		why = append(why, fmt.Sprintf("%d sessions to acknowledge update mode (%s): aborts at prepare-timeout %v, %s",
 			p.UnacknowledgedSessions, strategy.Named(p.UnacknowledgedSessionIds, int(p.UnacknowledgedSessions)),
 			opts.PrepareTimeout, left(opts.PrepareTimeout)))
-	case u.rec.Phase == pb.Phase_PHASE_PREPARING && u.updateMode && !c.connectedLocked(u.svc, u.to):
+	case u.rec.Phase == pb.Phase_PHASE_PREPARING && u.updateMode && !o.connectedLocked(u.svc, u.to):
 		why = append(why, fmt.Sprintf("an instance of %s@%s to connect: aborts at prepare-timeout %v, %s",
 			u.rec.Service, u.rec.ToVersion, opts.PrepareTimeout, left(opts.PrepareTimeout)))
 	case u.rec.Phase == pb.Phase_PHASE_WAITING:
@@ -910,7 +909,7 @@ func (c *Coordinator) waitingForLocked(u *update, p *pb.UpdateProgress, now time
 			p.OldTransactions, u.rec.Service, u.rec.FromVersion))
 	}
 	if n := u.waitingBeginCount(); n > 0 {
-		why = append(why, fmt.Sprintf("%d calls waiting for their transaction's BEGIN: each at most %v (--begin-wait-timeout)", n, c.cfg.BeginWaitTimeout))
+		why = append(why, fmt.Sprintf("%d calls waiting for their transaction's BEGIN: each at most %v (--begin-wait-timeout)", n, o.cfg.BeginWaitTimeout))
 	}
 	return strings.Join(why, "; ")
 }
