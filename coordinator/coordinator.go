@@ -252,6 +252,7 @@ func New(cfg Config) (*Coordinator, error) {
 		pendingPins: make(map[string]*clientv3.Op),
 	}
 	c.sp.store.kick = make(chan struct{}, 1)
+	c.sp.cfg, c.sp.lg, c.sp.eng, c.sp.sess, c.sp.orch, c.sp.side = &c.cfg, c.lg, c.eng, c.sess, c.orch, c
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.leases = storage.NewLeases(c.cli, c.lg)
 	c.wb = storage.NewWriteBehind(c.cli, storage.WriteBehindConfig{
@@ -279,6 +280,7 @@ func New(cfg Config) (*Coordinator, error) {
 	}
 	c.metrics = m
 	c.orch.metrics = m
+	c.sp.metrics = m
 	return c, nil
 }
 
@@ -297,7 +299,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	for s := range c.sess.all() {
 		id := s.rec.InstanceId
 		if ev, ok := c.cache.Get(c.keys.Session(id)); !ok || ev.Lease != s.lease {
-			c.leaseExpiredLocked(s, time.Now())
+			c.sp.leaseExpiredLocked(s, time.Now())
 		}
 	}
 	// The time without a leader must not count against the sidecars:
@@ -316,7 +318,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	go c.broadcastRouting()
 	go c.every(progressEvery, c.orch.progressTickLocked)
 	go c.orch.pins.run()
-	go c.every(selfPreservationTick, c.selfPreservationTickAllLocked)
+	go c.every(selfPreservationTick, c.sp.selfPreservationTickAllLocked)
 	go c.runSelfPreservationStore()
 	go c.runForget()
 	c.kickSPStore() // what restore resumed, or found, is written

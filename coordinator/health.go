@@ -54,7 +54,7 @@ func (c *Coordinator) Health(ctx context.Context) HealthReport {
 	r.LiveTransactions = c.eng.Live()
 	r.Sessions = c.sess.len()
 	r.PendingRecords = c.eng.DirtyLen()
-	r.SelfPreservation = c.selfPreservationReportLocked()
+	r.SelfPreservation = c.sp.selfPreservationReportLocked()
 	c.mu.Unlock()
 	if r.LiveTransactions*100 >= r.MaxTransactions*healthCapacityPercent {
 		r.Problems = append(r.Problems, fmt.Sprintf("capacity: %d live transactions, limit %d", r.LiveTransactions, r.MaxTransactions))

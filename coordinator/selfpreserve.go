@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
@@ -74,8 +75,22 @@ func (c *Config) setSelfPreservationDefaults() {
 	}
 }
 
-// selfPreservation is the mode's state; guarded by Coordinator.mu.
+// selfPreservation owns the mode (DESIGN.md §7): the window of recent
+// expiries, the expired sessions whose transactions it keeps, the mode
+// itself and its store (selfpreserve_store.go, own goroutine). It decides
+// under the event lock, on the lease expiries the session table reports,
+// and uses the engine (ending or keeping an owner's transactions), the
+// session table (owner slots), the orchestrator (held calls) and what
+// spSide gives it of the Coordinator.
 type selfPreservation struct {
+	cfg     *Config
+	lg      *slog.Logger
+	metrics *metrics
+	eng     *graph.Engine
+	sess    *sessionTable
+	orch    *orchestrator
+	side    spSide
+
 	active      bool
 	since       time.Time
 	activations uint64
@@ -99,6 +114,15 @@ type selfPreservation struct {
 	gen   uint64
 	pins  []clientv3.Op
 	store spStore
+}
+
+// spSide is what self-preservation needs of the Coordinator: taking a
+// session out of the live ones (stream, held calls, lease, routing), and
+// its store's hooks (selfpreserve_store.go).
+type spSide interface {
+	unlistSessionLocked(s *session)
+	spChangedLocked()
+	keepPinsLocked(owner graph.Owner)
 }
 
 type expiry struct {
@@ -165,34 +189,33 @@ func (sp *selfPreservation) prune(now time.Time, window time.Duration) {
 // gone). The session is over either way: it leaves the routing table and its
 // stream is cut. Its transactions are kept if self-preservation is active or
 // may still start (see the package comment above); otherwise they end now.
-func (c *Coordinator) leaseExpiredLocked(s *session, now time.Time) {
-	sp := &c.sp
+func (sp *selfPreservation) leaseExpiredLocked(s *session, now time.Time) {
 	sp.init()
 	id := s.rec.InstanceId
-	c.removeSessionLocked(s)
-	c.sess.resynced(id)                    // expired: it will not resync
+	sp.removeSessionLocked(s)
+	sp.sess.resynced(id)                   // expired: it will not resync
 	if old := sp.expired[id]; old != nil { // cannot happen: it registered again first
-		c.dropExpiredLocked(old, dropReplaced)
+		sp.dropExpiredLocked(old, dropReplaced)
 	}
-	sp.prune(now, c.cfg.SelfPreservationWindow)
+	sp.prune(now, sp.cfg.SelfPreservationWindow)
 	sp.recent = append(sp.recent, expiry{id, now})
 	sp.recentAt[id] = now
 	e := &expiredSession{s: s, at: now}
 	switch {
 	case sp.active:
 		sp.expired[id] = e
-		c.queueLocked(e)
-	case c.sess.len()+len(sp.recentAt) < c.cfg.SelfPreservationMin:
+		sp.queueLocked(e)
+	case sp.sess.len()+len(sp.recentAt) < sp.cfg.SelfPreservationMin:
 		// Too few sessions for a mass expiry: an ordinary one.
 		sp.expired[id] = e
-		c.dropExpiredLocked(e, dropLeaseExpired)
+		sp.dropExpiredLocked(e, dropLeaseExpired)
 	default:
-		e.until = now.Add(min(c.cfg.SelfPreservationWindow, sp.maxTTL))
+		e.until = now.Add(min(sp.cfg.SelfPreservationWindow, sp.maxTTL))
 		sp.expired[id] = e
-		c.lg.Debug("session lease expired; its transactions are kept until it is clear whether most sessions expire",
+		sp.lg.Debug("session lease expired; its transactions are kept until it is clear whether most sessions expire",
 			"instance", id, "service", s.rec.Service, "lease", int64(s.lease), "until", e.until)
-		if c.massExpiryLocked() {
-			c.startSelfPreservationLocked(now)
+		if sp.massExpiryLocked() {
+			sp.startSelfPreservationLocked(now)
 		}
 	}
 }
@@ -200,84 +223,81 @@ func (c *Coordinator) leaseExpiredLocked(s *session, now time.Time) {
 // removeSessionLocked takes s out of the live sessions (and the routing
 // table), cuts its stream and forgets its held calls and lease. Its owner
 // slot, and so its transactions, stay.
-func (c *Coordinator) removeSessionLocked(s *session) {
+func (sp *selfPreservation) removeSessionLocked(s *session) {
 	s.expired = true
-	c.unlistSessionLocked(s)
+	sp.side.unlistSessionLocked(s)
 }
 
 // dropExpiredLocked ends the transactions of an expired session and frees
 // its owner slot.
-func (c *Coordinator) dropExpiredLocked(e *expiredSession, why string) {
-	sp := &c.sp
+func (sp *selfPreservation) dropExpiredLocked(e *expiredSession, why string) {
 	s := e.s
 	if sp.expired[s.rec.InstanceId] == e {
 		delete(sp.expired, s.rec.InstanceId)
 		if e.queued {
 			sp.queued--
-			c.spChangedLocked()
+			sp.side.spChangedLocked()
 		}
 	}
-	ended := c.eng.EndOwnedBy(s.owner)
-	c.sess.freeOwner(s.owner)
-	c.metrics.sessionsDropped.WithLabelValues(why).Inc()
-	c.lg.Info("session dropped", "instance", s.rec.InstanceId, "service", s.rec.Service,
+	ended := sp.eng.EndOwnedBy(s.owner)
+	sp.sess.freeOwner(s.owner)
+	sp.metrics.sessionsDropped.WithLabelValues(why).Inc()
+	sp.lg.Info("session dropped", "instance", s.rec.InstanceId, "service", s.rec.Service,
 		"lease", int64(s.lease), "reason", why, "ended_txns", len(ended), "expired_for", time.Since(e.at))
 }
 
 // massExpiryLocked says whether the expiries of the window make a mass
 // expiry: at least min of them, and at least ratio of the sessions (those
 // live now and those expired in the window).
-func (c *Coordinator) massExpiryLocked() bool {
-	n := len(c.sp.recentAt)
-	total := c.sess.len() + n
+func (sp *selfPreservation) massExpiryLocked() bool {
+	n := len(sp.recentAt)
+	total := sp.sess.len() + n
 	// The epsilon keeps 4 of 5 at 0.8 from failing on rounding.
-	return n >= c.cfg.SelfPreservationMin && float64(n) >= c.cfg.SelfPreservationRatio*float64(total)-1e-9
+	return n >= sp.cfg.SelfPreservationMin && float64(n) >= sp.cfg.SelfPreservationRatio*float64(total)-1e-9
 }
 
 // queueLocked queues an expired session's expiry: its transactions become
 // legacy and stay until it registers again or its grace ends.
-func (c *Coordinator) queueLocked(e *expiredSession) {
+func (sp *selfPreservation) queueLocked(e *expiredSession) {
 	e.queued = true
-	e.until = e.at.Add(c.cfg.SelfPreservationGrace)
-	c.sp.queued++
-	c.keepPinsLocked(e.s.owner)
-	c.spChangedLocked()
-	n := c.eng.MakeLegacyOwnedBy(e.s.owner)
-	c.lg.Info("session expiry queued: its transactions are kept as legacy", "instance", e.s.rec.InstanceId,
+	e.until = e.at.Add(sp.cfg.SelfPreservationGrace)
+	sp.queued++
+	sp.side.keepPinsLocked(e.s.owner)
+	sp.side.spChangedLocked()
+	n := sp.eng.MakeLegacyOwnedBy(e.s.owner)
+	sp.lg.Info("session expiry queued: its transactions are kept as legacy", "instance", e.s.rec.InstanceId,
 		"service", e.s.rec.Service, "lease", int64(e.s.lease), "legacy_txns", n, "until", e.until)
 }
 
-func (c *Coordinator) startSelfPreservationLocked(now time.Time) {
-	sp := &c.sp
+func (sp *selfPreservation) startSelfPreservationLocked(now time.Time) {
 	sp.active, sp.since = true, now
 	sp.activations++
 	for _, e := range sp.expired {
 		if !e.queued {
-			c.queueLocked(e)
+			sp.queueLocked(e)
 		}
 	}
 	// BF calls held for the switch would wait for the mode: they run on
 	// the old version (decideLocked does so for new ones).
-	for u := range c.orch.upd.actives() {
-		c.orch.releaseHeldLocked(u)
+	for u := range sp.orch.upd.actives() {
+		sp.orch.releaseHeldLocked(u)
 	}
-	c.lg.Warn("self-preservation started: most sessions' leases expired together, likely a partition around the coordinator; "+
+	sp.lg.Warn("self-preservation started: most sessions' leases expired together, likely a partition around the coordinator; "+
 		"their expiry is queued, their transactions are kept and every switch is paused",
-		"expired", len(sp.recentAt), "sessions", c.sess.len()+len(sp.recentAt), "queued", sp.queued,
-		"window", c.cfg.SelfPreservationWindow, "ratio", c.cfg.SelfPreservationRatio,
-		"min", c.cfg.SelfPreservationMin, "grace", c.cfg.SelfPreservationGrace)
+		"expired", len(sp.recentAt), "sessions", sp.sess.len()+len(sp.recentAt), "queued", sp.queued,
+		"window", sp.cfg.SelfPreservationWindow, "ratio", sp.cfg.SelfPreservationRatio,
+		"min", sp.cfg.SelfPreservationMin, "grace", sp.cfg.SelfPreservationGrace)
 }
 
 // endSelfPreservationLocked ends the mode. The window starts afresh: the
 // expiries that started it must not start it again. The caller moves the
 // updates on (progressLocked) when it can send what that decides.
-func (c *Coordinator) endSelfPreservationLocked(why string) {
-	sp := &c.sp
-	c.lg.Warn("self-preservation ended", "reason", why, "lasted", time.Since(sp.since), "queued", sp.queued)
+func (sp *selfPreservation) endSelfPreservationLocked(why string) {
+	sp.lg.Warn("self-preservation ended", "reason", why, "lasted", time.Since(sp.since), "queued", sp.queued)
 	sp.active, sp.since = false, time.Time{}
 	sp.recent = nil
 	clear(sp.recentAt)
-	c.spChangedLocked()
+	sp.side.spChangedLocked()
 }
 
 // reclaimExpiredLocked gives a registering instance whose lease expired its
@@ -288,8 +308,7 @@ func (c *Coordinator) endSelfPreservationLocked(why string) {
 // away. It returns nil if the instance has no expired session, or one of
 // another service or version (whose transactions end). gone counts the
 // ended roots. The instance's expiry no longer counts toward a mass expiry.
-func (c *Coordinator) reclaimExpiredLocked(rec *pb.SessionRecord, ttl time.Duration, roots []*pb.LiveRoot) (s *session, gone int) {
-	sp := &c.sp
+func (sp *selfPreservation) reclaimExpiredLocked(rec *pb.SessionRecord, ttl time.Duration, roots []*pb.LiveRoot) (s *session, gone int) {
 	sp.init()
 	id := rec.InstanceId
 	delete(sp.recentAt, id)
@@ -298,42 +317,42 @@ func (c *Coordinator) reclaimExpiredLocked(rec *pb.SessionRecord, ttl time.Durat
 		return nil, 0
 	}
 	if e.s.rec.Service != rec.Service || e.s.rec.Version != rec.Version {
-		c.dropExpiredLocked(e, dropReplaced)
-		c.endIfQueueEmptyLocked("every queued session registered again or was replaced")
+		sp.dropExpiredLocked(e, dropReplaced)
+		sp.endIfQueueEmptyLocked("every queued session registered again or was replaced")
 		return nil, 0
 	}
 	delete(sp.expired, id)
 	if e.queued {
 		sp.queued--
-		c.spChangedLocked()
+		sp.side.spChangedLocked()
 	}
 	s = &session{
 		owner: e.s.owner,
 		rec:   rec,
-		svc:   c.eng.Service(rec.Service),
-		ver:   c.eng.Version(rec.Version),
+		svc:   sp.eng.Service(rec.Service),
+		ver:   sp.eng.Version(rec.Version),
 		lease: clientv3.LeaseID(rec.LeaseId),
 		ttl:   ttl,
 	}
-	c.sess.adopt(s)
+	sp.sess.adopt(s)
 	sp.noteTTL(ttl)
-	gone = c.endGoneRootsLocked(s, roots)
-	n := c.eng.MakeLegacyOwnedBy(s.owner)
-	c.lg.Info("expired session registered again: its transactions are back, as legacy", "instance", id,
+	gone = sp.endGoneRootsLocked(s, roots)
+	n := sp.eng.MakeLegacyOwnedBy(s.owner)
+	sp.lg.Info("expired session registered again: its transactions are back, as legacy", "instance", id,
 		"service", rec.Service, "queued", e.queued, "away", time.Since(e.at), "legacy_txns", n, "ended", gone)
-	c.endIfQueueEmptyLocked("every queued session registered again")
+	sp.endIfQueueEmptyLocked("every queued session registered again")
 	return s, gone
 }
 
 // endGoneRootsLocked ends the roots owned by s that the sidecar no longer
 // reports (transactions adopted from downstream calls are not its roots).
-func (c *Coordinator) endGoneRootsLocked(s *session, roots []*pb.LiveRoot) int {
+func (sp *selfPreservation) endGoneRootsLocked(s *session, roots []*pb.LiveRoot) int {
 	want := make(map[string]struct{}, len(roots))
 	for _, r := range roots {
 		want[r.TxnId] = struct{}{}
 	}
 	var gone []string
-	c.eng.ForEachTxn(func(t graph.TxnInfo) bool {
+	sp.eng.ForEachTxn(func(t graph.TxnInfo) bool {
 		if t.Owner == s.owner && !t.Implicit {
 			if _, ok := want[t.ID]; !ok {
 				gone = append(gone, t.ID)
@@ -343,7 +362,7 @@ func (c *Coordinator) endGoneRootsLocked(s *session, roots []*pb.LiveRoot) int {
 	})
 	n := 0
 	for _, id := range gone {
-		if c.eng.End(id) == nil {
+		if sp.eng.End(id) == nil {
 			n++
 		}
 	}
@@ -351,17 +370,16 @@ func (c *Coordinator) endGoneRootsLocked(s *session, roots []*pb.LiveRoot) int {
 }
 
 // endIfQueueEmptyLocked ends an active mode whose queue is empty.
-func (c *Coordinator) endIfQueueEmptyLocked(why string) {
-	if c.sp.active && c.sp.queued == 0 {
-		c.endSelfPreservationLocked(why)
+func (sp *selfPreservation) endIfQueueEmptyLocked(why string) {
+	if sp.active && sp.queued == 0 {
+		sp.endSelfPreservationLocked(why)
 	}
 }
 
 // selfPreservationTickLocked drops the expired sessions whose wait is over;
 // it reports whether it changed anything.
-func (c *Coordinator) selfPreservationTickLocked(now time.Time) bool {
-	sp := &c.sp
-	sp.prune(now, c.cfg.SelfPreservationWindow)
+func (sp *selfPreservation) selfPreservationTickLocked(now time.Time) bool {
+	sp.prune(now, sp.cfg.SelfPreservationWindow)
 	changed := false
 	for _, e := range sp.expired {
 		if now.Before(e.until) {
@@ -371,23 +389,23 @@ func (c *Coordinator) selfPreservationTickLocked(now time.Time) bool {
 		if e.queued {
 			why = dropGraceEnded
 		}
-		c.dropExpiredLocked(e, why)
+		sp.dropExpiredLocked(e, why)
 		changed = true
 	}
 	if changed {
-		c.endIfQueueEmptyLocked("the grace of every queued session ended")
+		sp.endIfQueueEmptyLocked("the grace of every queued session ended")
 	}
 	return changed
 }
 
 // selfPreservationTickAllLocked ends the waits of expired sessions (every
 // selfPreservationTick).
-func (c *Coordinator) selfPreservationTickAllLocked(now time.Time) {
-	if len(c.sp.expired) == 0 && len(c.sp.recent) == 0 {
+func (sp *selfPreservation) selfPreservationTickAllLocked(now time.Time) {
+	if len(sp.expired) == 0 && len(sp.recent) == 0 {
 		return
 	}
-	if c.selfPreservationTickLocked(now) {
-		c.orch.progressLocked() // an update may have waited for these transactions
+	if sp.selfPreservationTickLocked(now) {
+		sp.orch.progressLocked() // an update may have waited for these transactions
 	}
 }
 
@@ -404,15 +422,14 @@ func (c *Coordinator) selfPreservationHoldLocked() string {
 }
 
 // selfPreservationLocked reports the mode and its settings.
-func (c *Coordinator) selfPreservationLocked() *pb.SelfPreservation {
-	sp := &c.sp
-	sp.prune(time.Now(), c.cfg.SelfPreservationWindow)
+func (sp *selfPreservation) selfPreservationLocked() *pb.SelfPreservation {
+	sp.prune(time.Now(), sp.cfg.SelfPreservationWindow)
 	out := &pb.SelfPreservation{
 		Active:         sp.active,
-		Window:         durationpb.New(c.cfg.SelfPreservationWindow),
-		Ratio:          c.cfg.SelfPreservationRatio,
-		MinCount:       uint32(c.cfg.SelfPreservationMin),
-		Grace:          durationpb.New(c.cfg.SelfPreservationGrace),
+		Window:         durationpb.New(sp.cfg.SelfPreservationWindow),
+		Ratio:          sp.cfg.SelfPreservationRatio,
+		MinCount:       uint32(sp.cfg.SelfPreservationMin),
+		Grace:          durationpb.New(sp.cfg.SelfPreservationGrace),
 		RecentExpiries: uint32(len(sp.recentAt)),
 		Activations:    sp.activations,
 	}
@@ -438,11 +455,11 @@ func (c *Coordinator) endSelfPreservation() (*pb.SelfPreservation, error) {
 	}
 	n := 0
 	for _, e := range c.sp.expired {
-		c.dropExpiredLocked(e, dropOperatorEnded)
+		c.sp.dropExpiredLocked(e, dropOperatorEnded)
 		n++
 	}
-	c.endSelfPreservationLocked(fmt.Sprintf("ended by an operator: %d queued sessions dropped", n))
-	out := c.selfPreservationLocked()
+	c.sp.endSelfPreservationLocked(fmt.Sprintf("ended by an operator: %d queued sessions dropped", n))
+	out := c.sp.selfPreservationLocked()
 	c.orch.progressLocked()
 	c.unlockAndSend()
 	return out, nil
@@ -452,7 +469,7 @@ func (a admin) GetSelfPreservation(ctx context.Context, _ *pb.GetSelfPreservatio
 	c := a.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.selfPreservationLocked(), nil
+	return c.sp.selfPreservationLocked(), nil
 }
 
 func (a admin) EndSelfPreservation(ctx context.Context, _ *pb.EndSelfPreservationRequest) (*pb.SelfPreservation, error) {
@@ -467,13 +484,13 @@ type SelfPreservationReport struct {
 	Queued []string `json:"queued"`
 }
 
-func (c *Coordinator) selfPreservationReportLocked() SelfPreservationReport {
-	r := SelfPreservationReport{Active: c.sp.active, Queued: []string{}}
-	if c.sp.active {
-		since := c.sp.since.UTC()
+func (sp *selfPreservation) selfPreservationReportLocked() SelfPreservationReport {
+	r := SelfPreservationReport{Active: sp.active, Queued: []string{}}
+	if sp.active {
+		since := sp.since.UTC()
 		r.Since = &since
 	}
-	for id, e := range c.sp.expired {
+	for id, e := range sp.expired {
 		if e.queued {
 			r.Queued = append(r.Queued, id)
 		}

@@ -214,7 +214,7 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 			return
 		}
 		if same {
-			c.leaseExpiredLocked(old, time.Now())
+			c.sp.leaseExpiredLocked(old, time.Now())
 		} else {
 			c.dropSessionLocked(old, "replaced")
 		}
@@ -273,7 +273,7 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 	queuedBefore := false
 	if s == nil || s.lease != lease {
 		queuedBefore = c.sp.queuedBefore(r.InstanceId)
-		if s, gone = c.reclaimExpiredLocked(rec, ttl, r.LiveRoots); s == nil {
+		if s, gone = c.sp.reclaimExpiredLocked(rec, ttl, r.LiveRoots); s == nil {
 			s = c.addSessionLocked(rec, ttl)
 		}
 	} else {
@@ -500,7 +500,7 @@ func (c *Coordinator) onCacheEvent(ev storage.Event) {
 		c.mu.Unlock() // gone already, or an older lease of a session that re-registered
 		return
 	}
-	c.leaseExpiredLocked(s, time.Now())
+	c.sp.leaseExpiredLocked(s, time.Now())
 	c.orch.progressLocked() // an update may have waited for this session
 	c.unlockAndSend()
 }
@@ -510,7 +510,7 @@ func (c *Coordinator) onLeaseNotFound(id clientv3.LeaseID) {
 	c.mu.Lock()
 	for s := range c.sess.all() {
 		if s.lease == id {
-			c.leaseExpiredLocked(s, time.Now())
+			c.sp.leaseExpiredLocked(s, time.Now())
 			c.orch.progressLocked()
 			break
 		}
