@@ -1,0 +1,38 @@
+package coordinator_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/coordinator/coordinator/coordinator/server/servertest"
+	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+)
+
+// Routing tables are built and sent by the routing publisher from the
+// catalog and the session table under their own locks: a revision made by
+// event application reaches the sidecars while the event lock is still
+// held (before, the publisher waited for that lock to build the table).
+func TestRoutingIsSentWhileTheEventLockIsHeld(t *testing.T) {
+	ts := servertest.Start(t, "")
+	a := ts.Sidecar("a-1", "a", "v1", "s")
+	ts.Sidecar("s-1", "s", "v1")
+	ts.Leader().BumpRoutingUnderEventLock(func(rev uint64) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		err := a.WaitRouting(ctx, func(r *pb.Routing) bool { return r.GetRevision() >= rev })
+		if err != nil {
+			t.Fatalf("routing revision %d not received within 5s while the event lock is held: %v (have %d)",
+				rev, err, a.Routing().GetRevision())
+		}
+		var s *pb.ServiceRoute
+		for _, r := range a.Routing().GetServices() {
+			if r.Service == "s" {
+				s = r
+			}
+		}
+		if s.GetDefaultVersion() != "v1" || len(s.GetEndpoints()) != 1 || s.Endpoints[0].InstanceId != "s-1" {
+			t.Fatalf("route of s = %v, want default v1 with endpoint s-1", s)
+		}
+	})
+}
