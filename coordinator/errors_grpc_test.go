@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -19,16 +18,17 @@ import (
 	"github.com/coordinator/coordinator/coordinator"
 	"github.com/coordinator/coordinator/internal/simsidecar"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+	"github.com/coordinator/coordinator/storage"
 	"github.com/coordinator/coordinator/storage/embedetcd"
 )
 
 // errorsHarness is a coordinator served on its own gRPC server (no replica
 // gate in between), with every write fenced on a key the test can delete.
 type errorsHarness struct {
-	cli   *clientv3.Client
 	conn  *grpc.ClientConn
 	admin pb.AdminServiceClient
-	fence string
+	// unfence deletes the fence key: every later write fails its fence.
+	unfence func(context.Context) error
 }
 
 const errorsFenceKey = "/test/fence"
@@ -43,14 +43,16 @@ func startErrorsHarness(t *testing.T) *errorsHarness {
 	}
 	t.Cleanup(func() { etcd.Close() })
 	cli := etcd.LocalClient()
-	if _, err := cli.Put(ctx, errorsFenceKey, "held"); err != nil {
+	put, err := cli.Put(ctx, errorsFenceKey, "held")
+	if err != nil {
 		t.Fatal(err)
 	}
 	c, err := coordinator.New(coordinator.Config{
-		Client: cli, FlushInterval: 2 * time.Millisecond,
+		Store: storage.NewEtcd(cli, storage.EtcdConfig{
+			Fence: &storage.Fence{Key: errorsFenceKey, CreateRev: put.Header.Revision}}),
+		FlushInterval:    2 * time.Millisecond,
 		DefaultHeartbeat: 500 * time.Millisecond, DefaultMisses: 1, MinSessionTTL: 2 * time.Second,
 		RegisterTimeout: 300 * time.Millisecond,
-		Fence:           []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(errorsFenceKey), ">", 0)},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +83,8 @@ func startErrorsHarness(t *testing.T) *errorsHarness {
 		gs.Stop()
 		cli.Close()
 	})
-	return &errorsHarness{cli: cli, conn: conn, admin: pb.NewAdminServiceClient(conn), fence: errorsFenceKey}
+	unfence := func(ctx context.Context) error { _, err := cli.Delete(ctx, errorsFenceKey); return err }
+	return &errorsHarness{conn: conn, admin: pb.NewAdminServiceClient(conn), unfence: unfence}
 }
 
 func (h *errorsHarness) sidecar(t *testing.T, instance, svc, version string, deps ...string) *simsidecar.Sidecar {
@@ -256,7 +259,7 @@ func TestDomainErrorsReachGRPCClients(t *testing.T) {
 	if _, err := watch.Recv(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.cli.Delete(ctx, h.fence); err != nil {
+	if err := h.unfence(ctx); err != nil {
 		t.Fatal(err)
 	}
 	_, err = h.admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: "b", ToVersion: "v2", Strategy: pb.Strategy_STRATEGY_CV})

@@ -7,12 +7,12 @@ import (
 	"slices"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/coordinator/coordinator/coordinator/graph"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+	"github.com/coordinator/coordinator/storage"
 )
 
 // Self-preservation (DESIGN.md §7). When the leases of most sessions expire
@@ -97,7 +97,7 @@ type selfPreservation struct {
 	// what the record holds, pins are the pins of queued sessions'
 	// transactions to write again without a lease.
 	gen   uint64
-	pins  []clientv3.Op
+	pins  []storage.Op
 	store spStore
 }
 
@@ -297,7 +297,7 @@ func (c *Coordinator) reclaimExpiredLocked(rec *pb.SessionRecord, ttl time.Durat
 		rec:   rec,
 		svc:   c.eng.Service(rec.Service),
 		ver:   c.eng.Version(rec.Version),
-		lease: clientv3.LeaseID(rec.LeaseId),
+		lease: storage.LeaseID(rec.LeaseId),
 		ttl:   ttl,
 	}
 	c.owners[s.owner] = s

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -87,7 +86,7 @@ type heldCall struct {
 type phaseChange struct {
 	u     *update
 	rec   *pb.Update    // the record with the new phase
-	extra []clientv3.Op // written in the same etcd transaction
+	extra []storage.Op  // written in the same store transaction
 	apply func()        // under mu, once stored; may be nil
 	done  chan struct{} // closed once applied, or given up
 	err   error         // why it was not stored; set before done closes
@@ -132,7 +131,7 @@ func (u *update) notify() {
 type decision struct {
 	st  *stream
 	msg *pb.CallDecision
-	pin *clientv3.Op
+	pin *storage.Op
 }
 
 func newUpdateID() string {
@@ -248,25 +247,23 @@ func (c *Coordinator) startUpdate(ctx context.Context, req *pb.StartUpdateReques
 
 // persistUpdate writes an update record, with extra ops in the same etcd
 // transaction.
-func (c *Coordinator) persistUpdate(ctx context.Context, rec *pb.Update, extra ...clientv3.Op) error {
+func (c *Coordinator) persistUpdate(ctx context.Context, rec *pb.Update, extra ...storage.Op) error {
 	stored := proto.Clone(rec).(*pb.Update)
 	stored.Progress = nil
-	val, err := proto.Marshal(stored)
-	if err != nil {
+	put := storage.PutUpdate(stored)
+	if err := put.Err(); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	ops := append([]clientv3.Op{clientv3.OpPut(c.keys.Update(rec.Id), string(val))}, extra...)
-	_, err = c.commit(ctx, ops...)
-	return err
+	return c.commit(ctx, append([]storage.Op{put}, extra...)...)
 }
 
 // phaseChangeLocked decides a new phase of u (and extra ops to store with
 // it): it marks u as switching and returns the change, to be stored by
 // queuePhaseLocked or storePhaseLocked; apply runs under the lock once it
 // is stored.
-func (c *Coordinator) phaseChangeLocked(u *update, p pb.Phase, reason string, apply func(), extra ...clientv3.Op) *phaseChange {
+func (c *Coordinator) phaseChangeLocked(u *update, p pb.Phase, reason string, apply func(), extra ...storage.Op) *phaseChange {
 	rec := proto.Clone(u.rec).(*pb.Update)
 	now := time.Now()
 	rec.Phase, rec.Reason = p, reason
@@ -404,7 +401,7 @@ func (c *Coordinator) changePhaseLocked(u *update, p pb.Phase) {
 // switchLocked decides the switch of the default to the new version: the
 // phase and the route are stored in one etcd transaction before it acts.
 func (c *Coordinator) switchLocked(u *update, p pb.Phase) *phaseChange {
-	route := clientv3.OpPut(c.keys.Route(u.rec.Service), u.rec.ToVersion)
+	route := storage.PutRoute(u.rec.Service, u.rec.ToVersion)
 	return c.phaseChangeLocked(u, p, "", func() {
 		u.switched = true
 		u.rec.SwitchedAt = timestamppb.Now()
@@ -434,7 +431,7 @@ func (c *Coordinator) finishLocked(u *update, p pb.Phase, reason string) *phaseC
 			c.bumpRoutingLocked()
 		}
 		c.releaseHeldLocked(u)
-	}, clientv3.OpDelete(c.keys.ServicePins(u.rec.Service), clientv3.WithPrefix()))
+	}, storage.DeleteServicePins(u.rec.Service))
 	pc.rec.RollingBack = false
 	return pc
 }
@@ -449,12 +446,12 @@ func (c *Coordinator) abortLocked(u *update, reason string) (*phaseChange, error
 		return nil, fmt.Errorf("update %s %w: it is %s already", u.rec.Id, ErrUpdateEnded, u.rec.Phase)
 	}
 	plan := u.strat.Abort(u.state())
-	var extra []clientv3.Op
+	var extra []storage.Op
 	if plan.RouteBack {
-		extra = append(extra, clientv3.OpPut(c.keys.Route(u.rec.Service), u.rec.FromVersion))
+		extra = append(extra, storage.PutRoute(u.rec.Service, u.rec.FromVersion))
 	}
 	if !plan.Rollback {
-		extra = append(extra, clientv3.OpDelete(c.keys.ServicePins(u.rec.Service), clientv3.WithPrefix()))
+		extra = append(extra, storage.DeleteServicePins(u.rec.Service))
 	}
 	pc := c.phaseChangeLocked(u, pb.Phase_PHASE_ABORTED, reason, func() {
 		if plan.Rollback {
@@ -770,21 +767,21 @@ func (c *Coordinator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Event
 		return err
 	}
 	msg := &pb.CallDecision{Seq: ev.Seq, Version: c.eng.VersionName(version)}
-	var pin *clientv3.Op
+	var pin *storage.Op
 	if u != nil {
 		u.decided++
 		if first && u.strat.Pins() {
-			lease := clientv3.NoLease
+			lease := storage.NoLease
 			if info, ok := c.eng.Txn(ev.TxnId); ok {
 				if owner := c.ownerSessionLocked(info.Owner); owner != nil {
 					lease = owner.lease
 				}
 			}
-			op := clientv3.OpPut(c.keys.Pin(u.rec.Service, ev.TxnId), msg.Version, clientv3.WithLease(lease))
+			op := storage.PutPin(u.rec.Service, ev.TxnId, msg.Version, lease)
 			pin = &op
-			c.pendingPins[string(op.KeyBytes())] = pin
+			c.pendingPins[op.Key()] = pin
 			u.pinned++
-		} else if p := c.pendingPins[c.keys.Pin(u.rec.Service, ev.TxnId)]; p != nil {
+		} else if p := c.pendingPins[pinKey(u.rec.Service, ev.TxnId)]; p != nil {
 			// A concurrent sub-transaction's first use, its pin not in etcd
 			// yet: this answer must not be sent before it is durable, so it
 			// carries the same (idempotent) pin.
