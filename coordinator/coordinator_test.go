@@ -22,7 +22,7 @@ import (
 	"github.com/coordinator/coordinator/storage/embedetcd"
 )
 
-func txn(t *testing.T, ts *servertest.Server, id string) *pb.Transaction {
+func txn(t *testing.T, ts testServer, id string) *pb.Transaction {
 	t.Helper()
 	for _, tx := range ts.Txns("").Transactions {
 		if tx.TxnId == id {

@@ -20,9 +20,9 @@ func withForgetAfter(d time.Duration) servertest.Option {
 }
 
 // graphOf returns the services and edges ("a->b") of the graph, sorted.
-func graphOf(t *testing.T, ts *servertest.Server) (services, edges []string) {
+func graphOf(t *testing.T, ts testServer) (services, edges []string) {
 	t.Helper()
-	g, err := ts.Admin.GetGraph(context.Background(), &pb.GetGraphRequest{})
+	g, err := ts.AdminClient().GetGraph(context.Background(), &pb.GetGraphRequest{})
 	if err != nil {
 		t.Fatalf("GetGraph: %v", err)
 	}

@@ -66,17 +66,17 @@ func storedQueue(rec *pb.SelfPreservationRecord) []string {
 
 // spActive reports whether ts reports self-preservation; false while no
 // replica answers (a failover).
-func spActive(ts *servertest.Server) bool {
-	sp, err := ts.Admin.GetSelfPreservation(context.Background(), &pb.GetSelfPreservationRequest{})
+func spActive(ts testServer) bool {
+	sp, err := ts.AdminClient().GetSelfPreservation(context.Background(), &pb.GetSelfPreservationRequest{})
 	return err == nil && sp.Active
 }
 
 // startUpdate starts an update of svc to version to with strategy s.
-func startUpdate(t *testing.T, ts *servertest.Server, svc, to string, s pb.Strategy) *pb.Update {
+func startUpdate(t *testing.T, ts testServer, svc, to string, s pb.Strategy) *pb.Update {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	u, err := ts.Admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: svc, ToVersion: to, Strategy: s})
+	u, err := ts.AdminClient().StartUpdate(ctx, &pb.StartUpdateRequest{Service: svc, ToVersion: to, Strategy: s})
 	if err != nil {
 		t.Fatalf("start %s update of %s: %v", s, svc, err)
 	}
@@ -87,7 +87,7 @@ func startUpdate(t *testing.T, ts *servertest.Server, svc, to string, s pb.Strat
 // stay in the phases given: switches are held. A hold can only be seen as
 // nothing happening, so this watches for some time; want is checked at
 // every poll and the first change fails the test.
-func stillHeld(t *testing.T, ts *servertest.Server, want map[string]pb.Phase) {
+func stillHeld(t *testing.T, ts testServer, want map[string]pb.Phase) {
 	t.Helper()
 	deadline := time.Now().Add(time.Second)
 	for time.Now().Before(deadline) {
