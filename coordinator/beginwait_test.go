@@ -18,7 +18,7 @@ import (
 // not seen begin, and the wait is counted as a timeout. One whose BEGIN
 // comes is counted as begun.
 func TestCallWaitsForItsBeginAtMostBeginWaitTimeout(t *testing.T) {
-	ts := servertest.Start(t, "")
+	ts := startMem(t) // event application and update decisions: no durability claimed
 	x := longLived(ts, "x-1", "x", "v1", "d")
 	longLived(ts, "d-1", "d", "v1")
 	longLived(ts, "d-2", "d", "v2")
@@ -64,7 +64,7 @@ func TestCallWaitsForItsBeginAtMostBeginWaitTimeout(t *testing.T) {
 // longLived registers a simulated sidecar whose session outlives the test
 // without heartbeats, and a 3-minute fuzz run (servertest.Sidecar's
 // expires in 2 s).
-func longLived(ts *servertest.Server, instance, svc, version string, deps ...string) *simsidecar.Sidecar {
+func longLived(ts testServer, instance, svc, version string, deps ...string) *simsidecar.Sidecar {
 	sc, _ := ts.Register(&pb.Register{InstanceId: instance, Service: svc, Version: version, Dependencies: deps,
 		HeartbeatInterval: durationpb.New(10 * time.Minute), AllowedMisses: 2})
 	return sc

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coordinator/coordinator/coordinator/graph"
 	"github.com/coordinator/coordinator/internal/ratelog"
@@ -45,9 +44,12 @@ const (
 
 // Config configures a Coordinator.
 type Config struct {
-	// Client talks to etcd (embedded or external). Required.
-	Client *clientv3.Client
-	// Prefix of every key the coordinator owns (storage.DefaultPrefix).
+	// Store holds the coordinator's durable state (storage.NewEtcd on
+	// etcd, fenced by the leader's election key; storage/memstore in
+	// component tests). Required. Its key prefix is the coordinator's.
+	Store storage.Store
+	// Prefix is filled from Store.Keys() by New (storage.DefaultPrefix
+	// when the store's is empty); informational.
 	Prefix string
 	Logger *slog.Logger
 	// Registerer receives the coordinator's metrics; nil registers nothing.
@@ -99,13 +101,10 @@ type Config struct {
 	// that the sessions of live sidecars outlive the time without a leader
 	// to heartbeat to (DefaultMinSessionTTL).
 	MinSessionTTL time.Duration
-	// Fence is the compare every write of this coordinator is conditional
-	// on: the leader's election key still has the create revision it had
-	// when this replica won (DESIGN.md §6). Empty writes unconditionally (a
-	// coordinator that does not campaign, in tests).
-	Fence []clientv3.Cmp
 	// OnFenced is called once, from its own goroutine, when a write failed
-	// its fence: the coordinator has stopped acting and should be stopped.
+	// the store's fence (storage.ErrFenced: the leader's election key is no
+	// longer this replica's, DESIGN.md §6): the coordinator has stopped
+	// acting and should be stopped.
 	OnFenced func()
 	// Self-preservation (DESIGN.md §7): when the leases of at least
 	// SelfPreservationRatio of the sessions, and of at least
@@ -129,9 +128,7 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
-	if c.Prefix == "" {
-		c.Prefix = storage.DefaultPrefix
-	}
+	c.Prefix = c.Store.Keys().Root()
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -180,11 +177,11 @@ func (c Config) RegisterTimeoutOrDefault() time.Duration {
 type Coordinator struct {
 	cfg     Config
 	lg      *slog.Logger
-	cli     *clientv3.Client
+	store   storage.Store
 	keys    storage.Keys
 	leases  *storage.Leases
 	wb      *storage.WriteBehind
-	cache   *storage.Cache
+	watch   storage.SessionWatch // set by Start
 	metrics *metrics
 
 	// regLocks serializes the registrations of one instance, and the
@@ -225,8 +222,8 @@ type Coordinator struct {
 
 // New returns a coordinator; Start loads its state from etcd.
 func New(cfg Config) (*Coordinator, error) {
-	if cfg.Client == nil {
-		return nil, errors.New("coordinator: Config.Client is required")
+	if cfg.Store == nil {
+		return nil, errors.New("coordinator: Config.Store is required")
 	}
 	cfg.setDefaults()
 	c := &Coordinator{
@@ -234,8 +231,8 @@ func New(cfg Config) (*Coordinator, error) {
 		// Sidecars can make the coordinator log (registrations, learned
 		// edges, transactions whose Begin never came): bounded per kind.
 		lg:       slog.New(ratelog.New(cfg.Logger.Handler(), ratelog.DefaultPerSecond, ratelog.DefaultBurst)),
-		cli:      cfg.Client,
-		keys:     storage.Keys{Prefix: cfg.Prefix},
+		store:    cfg.Store,
+		keys:     cfg.Store.Keys(),
 		eng:      graph.New(),
 		sess:     newSessionTable(),
 		cat:      newCatalog(),
@@ -249,31 +246,19 @@ func New(cfg Config) (*Coordinator, error) {
 		cfg: &c.cfg, lg: c.lg, keys: c.keys, ev: c,
 		eng: c.eng, sess: c.sess, cat: c.cat, routing: c.routing,
 		upd: newUpdateTable(), phases: newPhaseWriter(), pins: newPinCommitter(c),
-		pendingPins: make(map[string]*clientv3.Op),
+		pendingPins: make(map[string]*storage.Op),
 	}
 	c.sp.store.kick = make(chan struct{}, 1)
 	c.sp.cfg, c.sp.lg, c.sp.eng, c.sp.sess, c.sp.orch, c.sp.side = &c.cfg, c.lg, c.eng, c.sess, c.orch, c
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.leases = storage.NewLeases(c.cli, c.lg)
-	c.wb = storage.NewWriteBehind(c.cli, storage.WriteBehindConfig{
+	c.leases = storage.NewLeases(c.store, c.lg)
+	c.wb = storage.NewWriteBehind(c.store, storage.WriteBehindConfig{
 		Interval:        cfg.FlushInterval,
 		Collect:         c.collect,
 		OnLeaseNotFound: c.onLeaseNotFound,
 		OnFenced:        c.lostLeadership,
 		Logger:          c.lg,
 	})
-	if len(cfg.Fence) > 0 {
-		c.wb = storage.NewWriteBehind(c.cli, storage.WriteBehindConfig{
-			Interval:        cfg.FlushInterval,
-			Collect:         c.collect,
-			Fence:           func() []clientv3.Cmp { return cfg.Fence },
-			OnLeaseNotFound: c.onLeaseNotFound,
-			OnFenced:        c.lostLeadership,
-			Logger:          c.lg,
-		})
-	}
-	c.cache = storage.NewCache(c.cli, []string{c.keys.Sessions()}, c.lg)
-	c.cache.OnEvent(c.onCacheEvent)
 	m, err := newMetrics(c, cfg.Registerer)
 	if err != nil {
 		return nil, err
@@ -290,15 +275,17 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	if err := c.restore(ctx); err != nil {
 		return fmt.Errorf("coordinator: restore: %w", err)
 	}
-	if err := c.cache.Start(ctx); err != nil {
+	w, err := c.store.WatchSessions(ctx, c.onSessionGone)
+	if err != nil {
 		return fmt.Errorf("coordinator: session watch: %w", err)
 	}
+	c.watch = w
 	// A session whose lease expired after restore read it and before the
 	// cache listed is in no event: it expires now.
 	c.mu.Lock()
 	for s := range c.sess.all() {
 		id := s.rec.InstanceId
-		if ev, ok := c.cache.Get(c.keys.Session(id)); !ok || ev.Lease != s.lease {
+		if lease, ok := c.watch.Lease(id); !ok || lease != s.lease {
 			c.sp.leaseExpiredLocked(s, time.Now())
 		}
 	}
@@ -367,7 +354,7 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 			c.flushAll.Add(1)
 			err = errors.Join(c.wb.Stop(ctx), spErr)
 		}
-		c.cache.Close()
+		c.watch.Close()
 	}
 	c.leases.Close()
 	c.lg.Info("coordinator stopped", "live_txns", c.Live(), "error", err)
@@ -431,8 +418,8 @@ func (c *Coordinator) epoch() uint64 {
 // WriteBehindStats exposes the write-behind counters (for /health and benchmarks).
 func (c *Coordinator) WriteBehindStats() storage.WriteBehindStats { return c.wb.Stats() }
 
-// Client returns the etcd client the coordinator uses.
-func (c *Coordinator) Client() *clientv3.Client { return c.cli }
+// Store returns the store the coordinator uses.
+func (c *Coordinator) Store() storage.Store { return c.store }
 
 // Keys returns the key layout the coordinator uses.
 func (c *Coordinator) Keys() storage.Keys { return c.keys }

@@ -6,10 +6,9 @@ import (
 	"fmt"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/coordinator/coordinator/coordinator/graph"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+	"github.com/coordinator/coordinator/storage"
 )
 
 // Deregistration (issue 13, item 2). A sidecar that shuts down cleanly
@@ -77,7 +76,7 @@ func (c *Coordinator) deregister(ctx context.Context, s *session, st *stream, re
 
 	// Its record goes now; the revoke takes its transaction records along.
 	// The session watch then finds no session under the key: no expiry.
-	if _, err := c.commit(ctx, clientv3.OpDelete(c.keys.Session(id))); err != nil {
+	if err := c.commit(ctx, storage.DeleteSession(id)); err != nil {
 		if errors.Is(err, ErrFenced) {
 			return nil, err
 		}

@@ -2,12 +2,36 @@
 // sidecar sessions and their leases, the application of sidecar events in
 // stream order over the dependency-graph engine (package graph), the
 // updates and their strategies' phase machines (package strategy), the
-// write-behind of transaction records to etcd, the restore of that state
-// after a restart, and the gRPC services for sidecars and operators.
-// Package coordinator/server wires these services to listeners and runs
-// the leader election.
+// write-behind of transaction records, the restore of that state after a
+// restart, and the gRPC services for sidecars and operators.
 //
-// # Who owns what
+// # Packages
+//
+//   - package coordinator owns the in-memory state and decides what is
+//     written and when (records are encoded, and a phase change is decided,
+//     here); it never builds a key, an etcd op or an etcd error itself, and
+//     imports no etcd package.
+//   - package storage owns the durable state behind one typed interface,
+//     storage.Store (Config.Store): the writes as typed ops committed
+//     atomically and fenced (storage.PutSession, PutPin, DeleteServicePins,
+//     PutTxn, ...), the reads of restore (Load, Txns), leases, the session
+//     watch, the health check and the quarantine. storage.Leases (async
+//     heartbeats) and storage.WriteBehind (batched transaction records) run
+//     on that Store. Its key layout is storage.Keys; its errors are the
+//     storage sentinels (ErrFenced, ErrLeaseExpired, ...), which this
+//     package maps to its own (commit, checkFence).
+//   - package coordinator/server owns etcd itself: the client, the
+//     election (concurrency.Election) and, per leadership term, the
+//     storage.Etcd store fenced on the election key, given to New. It wires
+//     the gRPC services to listeners.
+//
+// Tests: components that claim nothing about durability may run on
+// storage/memstore (memharness_test.go), which passes the conformance
+// suite (storage/storetest) that storage.Etcd passes on embedded etcd;
+// restore, failover, quarantine and integration/ tests run on embedded
+// etcd (coordinator/server/servertest). The engine itself does no I/O.
+//
+// # Who owns what in this package
 //
 // Coordinator is the event applier: it holds the event lock (mu), the
 // engine and the transactions awaiting their BEGIN, and composes the
@@ -67,10 +91,7 @@
 // decisions, acks and routing tables are sent after unlocking
 // (unlockAndSend) or from the routing publisher's goroutine.
 //
-// # Storage and errors
-//
-// Everything that touches etcd goes through package storage; the engine
-// itself does no I/O.
+// # Errors
 //
 // Domain code returns sentinel errors (ErrUnknownService,
 // ErrUpdateInProgress, ErrInvalidArgument, ErrUnavailable, ..., and those of

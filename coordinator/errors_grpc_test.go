@@ -4,84 +4,35 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/coordinator/coordinator/coordinator"
 	"github.com/coordinator/coordinator/internal/simsidecar"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
-	"github.com/coordinator/coordinator/storage/embedetcd"
 )
 
 // errorsHarness is a coordinator served on its own gRPC server (no replica
-// gate in between), with every write fenced on a key the test can delete.
+// gate in between), on the memory store (memharness_test.go), which the
+// test can fence.
 type errorsHarness struct {
-	cli   *clientv3.Client
 	conn  *grpc.ClientConn
 	admin pb.AdminServiceClient
-	fence string
+	// unfence makes every later write fail its fence.
+	unfence func(context.Context) error
 }
-
-const errorsFenceKey = "/test/fence"
 
 func startErrorsHarness(t *testing.T) *errorsHarness {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	etcd, err := embedetcd.Start(ctx, embedetcd.Config{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { etcd.Close() })
-	cli := etcd.LocalClient()
-	if _, err := cli.Put(ctx, errorsFenceKey, "held"); err != nil {
-		t.Fatal(err)
-	}
-	c, err := coordinator.New(coordinator.Config{
-		Client: cli, FlushInterval: 2 * time.Millisecond,
-		DefaultHeartbeat: 500 * time.Millisecond, DefaultMisses: 1, MinSessionTTL: 2 * time.Second,
-		RegisterTimeout: 300 * time.Millisecond,
-		Fence:           []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(errorsFenceKey), ">", 0)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	pb.RegisterAdminServiceServer(gs, c.AdminServer())
-	pb.RegisterSidecarServiceServer(gs, c.SidecarServer())
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go gs.Serve(lis)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer scancel()
-		// Fenced on purpose: records may be left unwritten; that is not under test.
-		if err := c.Stop(sctx); err != nil && !errors.Is(err, coordinator.ErrFenced) {
-			t.Errorf("stop: %v", err)
-		}
-		gs.Stop()
-		cli.Close()
-	})
-	return &errorsHarness{cli: cli, conn: conn, admin: pb.NewAdminServiceClient(conn), fence: errorsFenceKey}
+	m := startMem(t, func(c *coordinator.Config) { c.RegisterTimeout = 300 * time.Millisecond })
+	unfence := func(context.Context) error { m.Store.Fence(); return nil }
+	return &errorsHarness{conn: m.Conn, admin: m.Admin, unfence: unfence}
 }
 
 func (h *errorsHarness) sidecar(t *testing.T, instance, svc, version string, deps ...string) *simsidecar.Sidecar {
@@ -256,7 +207,7 @@ func TestDomainErrorsReachGRPCClients(t *testing.T) {
 	if _, err := watch.Recv(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.cli.Delete(ctx, h.fence); err != nil {
+	if err := h.unfence(ctx); err != nil {
 		t.Fatal(err)
 	}
 	_, err = h.admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: "b", ToVersion: "v2", Strategy: pb.Strategy_STRATEGY_CV})

@@ -2,26 +2,30 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
+	"github.com/coordinator/coordinator/storage"
 )
 
-// commit writes ops in one etcd transaction, conditional on the fence
-// (Config.Fence). A failed fence means another replica leads now: the
-// coordinator stops acting (lostLeadership) and ErrFenced is returned.
-func (c *Coordinator) commit(ctx context.Context, ops ...clientv3.Op) (*clientv3.TxnResponse, error) {
+// commit writes ops atomically through the store, which fences them (the
+// leader's election key, DESIGN.md §6). A failed fence means another
+// replica leads now: the coordinator stops acting (lostLeadership) and
+// ErrFenced is returned.
+func (c *Coordinator) commit(ctx context.Context, ops ...storage.Op) error {
 	if c.fenced.Load() {
-		return nil, ErrFenced
+		return ErrFenced
 	}
-	resp, err := c.cli.Txn(ctx).If(c.cfg.Fence...).Then(ops...).Commit()
-	if err != nil {
-		return nil, err
-	}
-	if !resp.Succeeded {
+	return c.checkFence(c.store.Commit(ctx, ops...))
+}
+
+// checkFence turns a store error that failed the fence into ErrFenced,
+// after making the coordinator stop acting.
+func (c *Coordinator) checkFence(err error) error {
+	if errors.Is(err, storage.ErrFenced) {
 		c.lostLeadership()
-		return nil, ErrFenced
+		return ErrFenced
 	}
-	return resp, nil
+	return err
 }
 
 // lostLeadership makes the coordinator stop acting at once: streams end

@@ -7,10 +7,9 @@ import (
 	"strings"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/coordinator/coordinator/coordinator/graph"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+	"github.com/coordinator/coordinator/storage"
 )
 
 // Forgetting (issue 13, item 2). What sidecars introduce is not kept for
@@ -236,10 +235,10 @@ func (c *Coordinator) forgetStoredService(ctx context.Context, name string, now 
 		return // used again since the sweep began
 	}
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	_, err := c.commit(cctx,
-		clientv3.OpDelete(c.keys.Service(name)),
-		clientv3.OpDelete(c.keys.Route(name)),
-		clientv3.OpDelete(c.keys.ServicePins(name), clientv3.WithPrefix()))
+	err := c.commit(cctx,
+		storage.DeleteService(name),
+		storage.DeleteRoute(name),
+		storage.DeleteServicePins(name))
 	cancel()
 	if err != nil {
 		if !errors.Is(err, ErrFenced) {
@@ -353,12 +352,12 @@ func (c *Coordinator) forgetUpdates(ctx context.Context, now time.Time) {
 	for len(old) > 0 && ctx.Err() == nil {
 		batch := old[:min(len(old), forgetOpsPerTxn)]
 		old = old[len(batch):]
-		ops := make([]clientv3.Op, len(batch))
+		ops := make([]storage.Op, len(batch))
 		for i, id := range batch {
-			ops[i] = clientv3.OpDelete(c.keys.Update(id))
+			ops[i] = storage.DeleteUpdate(id)
 		}
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := c.commit(cctx, ops...)
+		err := c.commit(cctx, ops...)
 		cancel()
 		if err != nil {
 			if !errors.Is(err, ErrFenced) {

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/coordinator/coordinator/coordinator/server"
 	"github.com/coordinator/coordinator/coordinator/server/servertest"
 	"github.com/coordinator/coordinator/internal/simsidecar"
@@ -22,9 +20,9 @@ func withForgetAfter(d time.Duration) servertest.Option {
 }
 
 // graphOf returns the services and edges ("a->b") of the graph, sorted.
-func graphOf(t *testing.T, ts *servertest.Server) (services, edges []string) {
+func graphOf(t *testing.T, ts testServer) (services, edges []string) {
 	t.Helper()
-	g, err := ts.Admin.GetGraph(context.Background(), &pb.GetGraphRequest{})
+	g, err := ts.AdminClient().GetGraph(context.Background(), &pb.GetGraphRequest{})
 	if err != nil {
 		t.Fatalf("GetGraph: %v", err)
 	}
@@ -196,11 +194,11 @@ func TestUpdateRetention(t *testing.T) {
 		return out
 	}
 	stored := func() int {
-		resp, err := ts.Client().Get(ctx, ts.Leader().Keys().Updates(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+		st, err := ts.Store().Load(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return int(resp.Count)
+		return len(st.Updates)
 	}
 	newest := slices.Sorted(slices.Values(ids[1:]))
 	servertest.Eventually(t, 10*time.Second, "the oldest update to be deleted", func() bool {

@@ -291,17 +291,17 @@ func FuzzSidecarStream(f *testing.F) {
 // whose blockers are the transactions that say they block it. Reads of the
 // two are not atomic (a session may expire between them): a mismatch must
 // persist over three reads to fail.
-func checkState(t *testing.T, ts *servertest.Server, update string) {
+func checkState(t *testing.T, ts testServer, update string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if g, err := ts.Admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: update}); err != nil || g.Phase != pb.Phase_PHASE_DRAINING {
+	if g, err := ts.AdminClient().GetUpdate(ctx, &pb.GetUpdateRequest{Id: update}); err != nil || g.Phase != pb.Phase_PHASE_DRAINING {
 		t.Fatalf("the update of d: %v, %v; want DRAINING while %s lives", g.GetPhase(), err, keepTxn)
 	}
 	var why string
 	for range 3 {
 		why = ""
-		txns, err := ts.Admin.ListTransactions(ctx, &pb.ListTransactionsRequest{Limit: 1000})
+		txns, err := ts.AdminClient().ListTransactions(ctx, &pb.ListTransactionsRequest{Limit: 1000})
 		if err != nil {
 			t.Fatalf("ListTransactions: %v", err)
 		}
@@ -309,7 +309,7 @@ func checkState(t *testing.T, ts *servertest.Server, update string) {
 			t.Fatalf("%d live transactions (%d listed); the streams can name only %d, and %s", txns.Total, len(txns.Transactions), validTxns, keepTxn)
 		}
 		for _, svc := range fuzzServices[:4] {
-			fr, err := ts.Admin.GetFreeness(ctx, &pb.GetFreenessRequest{Service: svc, Limit: 1000})
+			fr, err := ts.AdminClient().GetFreeness(ctx, &pb.GetFreenessRequest{Service: svc, Limit: 1000})
 			if status.Code(err) == codes.NotFound {
 				continue // never registered
 			}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"time"
-
-	"github.com/coordinator/coordinator/storage"
 )
 
 // Health thresholds.
@@ -44,10 +42,10 @@ func (c *Coordinator) Health(ctx context.Context) HealthReport {
 	r := HealthReport{Etcd: "ok", MaxTransactions: c.cfg.MaxLiveTxns}
 	ctx, cancel := context.WithTimeout(ctx, healthEtcdTimeout)
 	defer cancel()
-	if err := storage.Check(ctx, c.cli); err != nil {
+	if err := c.store.Check(ctx); err != nil {
 		r.Etcd = err.Error()
 		r.Problems = append(r.Problems, "etcd: "+err.Error())
-	} else if q, err := ReadQuarantine(ctx, c.cli, c.keys.Root()); err == nil {
+	} else if q, err := ReadQuarantine(ctx, c.store); err == nil {
 		r.Quarantine = q
 	}
 	c.mu.Lock()

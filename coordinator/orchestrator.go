@@ -4,8 +4,6 @@ import (
 	"context"
 	"log/slog"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/coordinator/coordinator/coordinator/graph"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 	"github.com/coordinator/coordinator/storage"
@@ -42,7 +40,7 @@ type orchestrator struct {
 
 	// pendingPins are the pins being committed, by key: a later answer
 	// that relies on one waits for it too.
-	pendingPins map[string]*clientv3.Op
+	pendingPins map[string]*storage.Op
 	out         []decision // call decisions to send once the event lock is released
 }
 
@@ -58,7 +56,7 @@ type eventSide interface {
 	callLocked(s *session, ev *pb.Event, to graph.ServiceID, version graph.VersionID) error
 	switchHoldLocked() string
 	selfPreservingLocked() bool
-	commit(ctx context.Context, ops ...clientv3.Op) (*clientv3.TxnResponse, error)
+	commit(ctx context.Context, ops ...storage.Op) error
 }
 
 // emit queues a call decision, sent once the event lock is released.

@@ -7,8 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/mvccpb"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/coordinator/coordinator/coordinator/graph"
@@ -23,7 +21,7 @@ const restorePage = 10000
 // collect hands the write-behind up to max ops for the transactions that
 // changed since the last call. Records are encoded here, under the lock, so
 // several events of one transaction in a window become one put.
-func (c *Coordinator) collect(max int) []clientv3.Op {
+func (c *Coordinator) collect(max int) []storage.Op {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := c.eng.DirtyLen()
@@ -34,11 +32,10 @@ func (c *Coordinator) collect(max int) []clientv3.Op {
 	if c.flushAll.Load() == 0 {
 		before = c.epoch() - 1 // changes at least one full interval old
 	}
-	ops := make([]clientv3.Op, 0, min(n, max))
+	ops := make([]storage.Op, 0, min(n, max))
 	c.eng.TakeDirtyBefore(before, max, func(r graph.Record) {
-		key := c.keys.Txn(r.Txn)
 		if r.Deleted {
-			ops = append(ops, clientv3.OpDelete(key))
+			ops = append(ops, storage.DeleteTxn(r.Txn))
 			return
 		}
 		s := c.sess.liveOwner(r.Owner)
@@ -58,12 +55,12 @@ func (c *Coordinator) collect(max int) []clientv3.Op {
 				Version: c.eng.VersionName(u.Version),
 			})
 		}
-		val, err := proto.Marshal(rec)
-		if err != nil {
+		op := storage.PutTxn(rec, s.lease)
+		if err := op.Err(); err != nil {
 			c.lg.Error("encode transaction record", "txn", r.Txn, "error", err)
 			return
 		}
-		ops = append(ops, clientv3.OpPut(key, string(val), clientv3.WithLease(s.lease)))
+		ops = append(ops, op)
 	})
 	return ops
 }
@@ -75,8 +72,8 @@ func (c *Coordinator) collect(max int) []clientv3.Op {
 // and to possibly call it again, until it ends or its session's lease
 // expires.
 //
-// The state but the transaction records is read first, in one etcd
-// transaction (one revision), and applied in one locked section; the
+// The state but the transaction records is read first, at one revision
+// (Store.Load), and applied in one locked section; the
 // transaction records, which may be many, follow page by page, each page
 // read and then applied.
 func (c *Coordinator) restore(ctx context.Context) error {
@@ -98,22 +95,22 @@ func (c *Coordinator) restore(ctx context.Context) error {
 
 	var bad []badRecord
 	txns := 0
-	key, end := c.keys.Txns(), clientv3.GetPrefixRangeEnd(c.keys.Txns())
+	after := ""
 	for {
-		resp, err := c.cli.Get(ctx, key, clientv3.WithRange(end), clientv3.WithLimit(restorePage))
+		recs, more, err := c.store.Txns(ctx, after, restorePage)
 		if err != nil {
 			return err
 		}
 		bad = nil
 		c.mu.Lock()
-		for _, kv := range resp.Kvs {
+		for _, kv := range recs {
 			var rec pb.TxnRecord
 			if err := decodeTxnRecord(kv.Value, &rec); err != nil {
 				bad = append(bad, badRecord{kv, err})
 				continue
 			}
 			s := c.sess.get(rec.Owner)
-			if s == nil || int64(s.lease) != kv.Lease {
+			if s == nil || s.lease != kv.Lease {
 				continue // its session is gone; the record goes with the lease
 			}
 			used := make([]graph.Use, 0, len(rec.Used))
@@ -128,10 +125,10 @@ func (c *Coordinator) restore(ctx context.Context) error {
 		if err := c.quarantine(ctx, "txn", bad); err != nil {
 			return err
 		}
-		if !resp.More || len(resp.Kvs) == 0 {
+		if !more || len(recs) == 0 {
 			break
 		}
-		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+		after = recs[len(recs)-1].Name
 	}
 	// The restored records are in etcd already: nothing to write back.
 	c.mu.Lock()
@@ -167,18 +164,10 @@ type quarantined struct {
 // left out and listed in bad.
 
 func (c *Coordinator) readState(ctx context.Context) (*storedState, error) {
-	resp, err := c.cli.Txn(ctx).Then(
-		clientv3.OpGet(c.keys.Services(), clientv3.WithPrefix()),
-		clientv3.OpGet(c.keys.Routes(), clientv3.WithPrefix()),
-		clientv3.OpGet(c.keys.Sessions(), clientv3.WithPrefix()),
-		clientv3.OpGet(c.keys.SelfPreservation()),
-		clientv3.OpGet(c.keys.Updates(), clientv3.WithPrefix()),
-		clientv3.OpGet(c.keys.Pins(), clientv3.WithPrefix()),
-	).Commit()
+	loaded, err := c.store.Load(ctx)
 	if err != nil {
 		return nil, err
 	}
-	kvs := func(i int) []*mvccpb.KeyValue { return resp.Responses[i].GetResponseRange().GetKvs() }
 	st := &storedState{routes: map[string]string{}, pins: map[string]map[string]string{}}
 	var bad []badRecord
 	setAside := func(kind string) {
@@ -187,7 +176,7 @@ func (c *Coordinator) readState(ctx context.Context) (*storedState, error) {
 		}
 		bad = nil
 	}
-	for _, kv := range kvs(0) {
+	for _, kv := range loaded.Services {
 		rec := &pb.ServiceRecord{}
 		if err := decodeServiceRecord(kv.Value, rec); err != nil {
 			bad = append(bad, badRecord{kv, err})
@@ -196,8 +185,8 @@ func (c *Coordinator) readState(ctx context.Context) (*storedState, error) {
 		st.services = append(st.services, rec)
 	}
 	setAside("service")
-	for _, kv := range kvs(1) {
-		svc := strings.TrimPrefix(string(kv.Key), c.keys.Routes())
+	for _, kv := range loaded.Routes {
+		svc := kv.Name
 		if err := errors.Join(storage.ValidName("service", svc), storage.ValidName("version", string(kv.Value))); err != nil {
 			bad = append(bad, badRecord{kv, err})
 			continue
@@ -205,7 +194,7 @@ func (c *Coordinator) readState(ctx context.Context) (*storedState, error) {
 		st.routes[svc] = string(kv.Value)
 	}
 	setAside("route")
-	for _, kv := range kvs(2) {
+	for _, kv := range loaded.Sessions {
 		rec := &pb.SessionRecord{}
 		if err := decodeSessionRecord(kv.Value, rec); err != nil {
 			bad = append(bad, badRecord{kv, err})
@@ -214,18 +203,18 @@ func (c *Coordinator) readState(ctx context.Context) (*storedState, error) {
 		st.sessions = append(st.sessions, rec)
 	}
 	setAside("session")
-	if sp := kvs(3); len(sp) > 0 {
+	if sp := loaded.SelfPreservation; sp != nil {
 		rec := &pb.SelfPreservationRecord{}
-		if err := proto.Unmarshal(sp[0].Value, rec); err != nil {
+		if err := proto.Unmarshal(sp.Value, rec); err != nil {
 			// Without it the mode does not resume: as if it had not been
 			// active (the sessions it queued are gone already).
-			bad = append(bad, badRecord{sp[0], err})
+			bad = append(bad, badRecord{*sp, err})
 		} else {
 			st.sp = rec
 		}
 	}
 	setAside("selfpreservation")
-	for _, kv := range kvs(4) {
+	for _, kv := range loaded.Updates {
 		rec := &pb.Update{}
 		if _, err := decodeUpdateRecord(kv.Value, rec); err != nil {
 			bad = append(bad, badRecord{kv, err})
@@ -234,8 +223,8 @@ func (c *Coordinator) readState(ctx context.Context) (*storedState, error) {
 		st.updates = append(st.updates, rec)
 	}
 	setAside("update")
-	for _, kv := range kvs(5) {
-		svc, txn, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), c.keys.Pins()), "/")
+	for _, kv := range loaded.Pins {
+		svc, txn, _ := strings.Cut(kv.Name, "/")
 		if err := errors.Join(storage.ValidName("service", svc), validTxnID(txn),
 			storage.ValidName("version", string(kv.Value))); err != nil {
 			bad = append(bad, badRecord{kv, err})

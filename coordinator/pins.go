@@ -6,9 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 	"github.com/coordinator/coordinator/storage"
 )
@@ -92,18 +89,18 @@ func (p *pinCommitter) commit(batch []decision) {
 		// One put per key: several answers may wait on one pin (a
 		// concurrent sub-transaction, a replayed CALL), and etcd refuses a
 		// transaction that names a key twice.
-		ops := make([]clientv3.Op, 0, len(batch))
+		ops := make([]storage.Op, 0, len(batch))
 		seen := make(map[string]bool, len(batch))
 		for _, d := range batch {
-			if key := string(d.pin.KeyBytes()); !seen[key] {
+			if key := d.pin.Key(); !seen[key] {
 				seen[key] = true
 				ops = append(ops, *d.pin)
 			}
 		}
 		ctx, cancel := context.WithTimeout(p.c.ctx, 5*time.Second)
-		_, err := p.c.commit(ctx, ops...)
+		err := p.c.commit(ctx, ops...)
 		cancel()
-		if err == nil || errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		if err == nil || errors.Is(err, storage.ErrLeaseExpired) {
 			p.settled(batch)
 		}
 		switch {
@@ -114,12 +111,12 @@ func (p *pinCommitter) commit(batch []decision) {
 				p.c.sendDecision(d)
 			}
 			return
-		case errors.Is(err, rpctypes.ErrLeaseNotFound) && len(batch) > 1:
+		case errors.Is(err, storage.ErrLeaseExpired) && len(batch) > 1:
 			for _, d := range batch {
 				p.commit([]decision{d})
 			}
 			return
-		case errors.Is(err, rpctypes.ErrLeaseNotFound):
+		case errors.Is(err, storage.ErrLeaseExpired):
 			d := batch[0]
 			d.msg = &pb.CallDecision{Seq: d.msg.Seq, Error: "the transaction's session expired"}
 			p.c.sendDecision(d)
@@ -137,13 +134,16 @@ func (p *pinCommitter) commit(batch []decision) {
 	}
 }
 
+// pinKey is the key of txn's pin of svc among pendingPins: its op's Key.
+func pinKey(svc, txn string) string { return storage.PutPin(svc, txn, "", storage.NoLease).Key() }
+
 // settled forgets the pending pins of batch: committed, or their session is
 // gone.
 func (p *pinCommitter) settled(batch []decision) {
 	p.c.mu.Lock()
 	defer p.c.mu.Unlock()
 	for _, d := range batch {
-		key := string(d.pin.KeyBytes())
+		key := d.pin.Key()
 		if p.c.orch.pendingPins[key] == d.pin {
 			delete(p.c.orch.pendingPins, key)
 		}

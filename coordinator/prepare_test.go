@@ -8,7 +8,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/coordinator/coordinator/coordinator/server"
+	"github.com/coordinator/coordinator/coordinator"
 	"github.com/coordinator/coordinator/coordinator/server/servertest"
 	"github.com/coordinator/coordinator/internal/simsidecar"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
@@ -29,7 +29,7 @@ func TestPrepareTimeoutNamesTheSessionsThatDidNotAcknowledge(t *testing.T) {
 		{"per update, wf", time.Hour, 1500 * time.Millisecond, pb.Strategy_STRATEGY_WF},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ts := servertest.Start(t, "", func(c *server.Config) { c.Coordinator.PrepareTimeout = tc.server })
+			ts := startMem(t, func(c *coordinator.Config) { c.PrepareTimeout = tc.server })
 			ts.Sidecar("a-1", "a", "v1", "b")
 			ts.Sidecar("b-1", "b", "v1")
 			ts.Sidecar("b-2", "b", "v2")
@@ -83,7 +83,7 @@ func TestPrepareTimeoutNamesTheSessionsThatDidNotAcknowledge(t *testing.T) {
 // A WF update that sets no timeout gets the server's --update-timeout:
 // WAITING for a service that is never free ends, ABORTED with the reason.
 func TestWaitingWithoutTimeoutHasTheServerBound(t *testing.T) {
-	ts := servertest.Start(t, "", func(c *server.Config) { c.Coordinator.UpdateTimeout = time.Second })
+	ts := startMem(t, func(c *coordinator.Config) { c.UpdateTimeout = time.Second })
 	a := ts.Sidecar("a-1", "a", "v1", "b")
 	ts.Sidecar("b-1", "b", "v1")
 	ts.Sidecar("b-2", "b", "v2")

@@ -4,9 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"go.etcd.io/etcd/api/v3/mvccpb"
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/coordinator/coordinator/storage"
 )
 
@@ -28,25 +25,20 @@ const maxHealthQuarantined = 10
 
 // badRecord is a record restore could not decode, and why.
 type badRecord struct {
-	kv  *mvccpb.KeyValue
+	rec storage.Record
 	err error
 }
 
 // quarantine moves each bad record of kind to the quarantine prefix.
 func (c *Coordinator) quarantine(ctx context.Context, kind string, bad []badRecord) error {
 	for _, b := range bad {
-		key := string(b.kv.Key)
-		to := c.keys.Quarantined(key)
-		cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", b.kv.ModRevision)}, c.cfg.Fence...)
-		resp, err := c.cli.Txn(ctx).If(cmps...).
-			Then(clientv3.OpPut(to, string(b.kv.Value)), clientv3.OpDelete(key)).Commit()
+		key := b.rec.Key
+		to, err := c.store.Quarantine(ctx, b.rec)
 		if err != nil {
-			return fmt.Errorf("%w: quarantine %s record %q: %v", ErrUnavailable, kind, key, err)
-		}
-		if !resp.Succeeded {
-			// Rewritten meanwhile, or this replica no longer leads: the
-			// next restore reads it again.
-			return fmt.Errorf("%w: quarantine %s record %q: it changed, or leadership was lost", ErrUnavailable, kind, key)
+			// Rewritten meanwhile (storage.ErrChanged), or this replica no
+			// longer leads (storage.ErrFenced): the next restore reads it
+			// again.
+			return fmt.Errorf("%w: quarantine %s record %q: %w", ErrUnavailable, kind, key, err)
 		}
 		c.metrics.quarantined.WithLabelValues(kind).Inc()
 		c.lg.Error("restore: undecodable record moved to quarantine; restore goes on without it",
@@ -66,21 +58,15 @@ type QuarantineReport struct {
 	Keys []string `json:"keys"`
 }
 
-// ReadQuarantine lists the quarantine prefix of the key space under prefix
-// (keys only): nil if it is empty.
-func ReadQuarantine(ctx context.Context, cli *clientv3.Client, prefix string) (*QuarantineReport, error) {
-	k := storage.Keys{Prefix: prefix}
-	resp, err := cli.Get(ctx, k.Quarantine(), clientv3.WithPrefix(), clientv3.WithKeysOnly(),
-		clientv3.WithLimit(maxHealthQuarantined))
+// ReadQuarantine lists the quarantine prefix of st (keys only): nil if it
+// is empty.
+func ReadQuarantine(ctx context.Context, st storage.Store) (*QuarantineReport, error) {
+	n, keys, err := st.Quarantined(ctx, maxHealthQuarantined)
 	if err != nil {
 		return nil, err
 	}
-	if resp.Count == 0 {
+	if n == 0 {
 		return nil, nil
 	}
-	r := &QuarantineReport{Records: resp.Count, Prefix: k.Quarantine()}
-	for _, kv := range resp.Kvs {
-		r.Keys = append(r.Keys, string(kv.Key[len(k.Quarantine()):]))
-	}
-	return r, nil
+	return &QuarantineReport{Records: n, Prefix: st.Keys().Quarantine(), Keys: keys}, nil
 }

@@ -13,7 +13,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/coordinator/coordinator/coordinator"
-	"github.com/coordinator/coordinator/coordinator/server"
 	"github.com/coordinator/coordinator/coordinator/server/servertest"
 	"github.com/coordinator/coordinator/internal/simsidecar"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
@@ -21,7 +20,7 @@ import (
 
 // quotaState is what a refused event must not change: the graph (services,
 // edges, what each is used by) and every live transaction.
-func quotaState(t *testing.T, ts *servertest.Server) []proto.Message {
+func quotaState(t *testing.T, ts *memServer) []proto.Message {
 	t.Helper()
 	g, err := ts.Admin.GetGraph(context.Background(), &pb.GetGraphRequest{})
 	if err != nil {
@@ -37,6 +36,9 @@ func quotaState(t *testing.T, ts *servertest.Server) []proto.Message {
 
 func withVersion(ev *pb.Event, v string) *pb.Event { ev.Version = v; return ev }
 
+// Quota tests run on the memory store (memharness_test.go): they are about
+// event application, not durability.
+
 // Each quota, pushed by one session (h): the event past it is refused with
 // ResourceExhausted naming the quota's flag and its limit, changes nothing,
 // is counted under its label, and another session (o) goes on working.
@@ -47,56 +49,56 @@ func TestQuotas(t *testing.T) {
 		label  string // coordinator_quota_refusals_total label
 		flag   string // named in the refusal
 		limit  int
-		set    func(*server.Config)
+		set    func(*coordinator.Config)
 		hDeps  []string
 		setup  []*pb.Event // from h, all accepted
 		probe  []*pb.Event // from h, all refused
 		others []*pb.Event // from o (declares b), all accepted afterwards
 	}{{
 		name: "live transactions per session", label: "session_live_txns", flag: "--max-live-txns-per-session", limit: 2,
-		set:    func(c *server.Config) { c.Coordinator.MaxLiveTxnsPerSession = 2 },
+		set:    func(c *coordinator.Config) { c.MaxLiveTxnsPerSession = 2 },
 		hDeps:  []string{"b"},
 		setup:  []*pb.Event{simsidecar.Begin(T(1), 1), simsidecar.Begin(T(2), 1)},
 		probe:  []*pb.Event{simsidecar.Begin(T(3), 1), simsidecar.Call(T(4), 1, "b", 2)}, // a BEGIN, an implicit one
 		others: []*pb.Event{simsidecar.Begin(T(10), 1), simsidecar.Begin(T(11), 1), simsidecar.End(T(10)), simsidecar.End(T(11))},
 	}, {
 		name: "live transactions in all", label: "live_txns", flag: "--max-live-txns", limit: 3,
-		set:    func(c *server.Config) { c.Coordinator.MaxLiveTxns = 3 },
+		set:    func(c *coordinator.Config) { c.MaxLiveTxns = 3 },
 		hDeps:  []string{"b"},
 		setup:  []*pb.Event{simsidecar.Begin(T(1), 1), simsidecar.Begin(T(2), 1), simsidecar.Begin(T(3), 1)},
 		probe:  []*pb.Event{simsidecar.Begin(T(4), 1), simsidecar.Call(T(5), 1, "b", 2)},
 		others: []*pb.Event{simsidecar.Call(T(1), 7, "b", 8), simsidecar.Return(T(1), 8)}, // the running ones go on
 	}, {
 		name: "services a session introduces", label: "session_services", flag: "--max-new-services-per-session", limit: 2,
-		set: func(c *server.Config) { c.Coordinator.MaxNewServicesPerSession = 2 },
+		set: func(c *coordinator.Config) { c.MaxNewServicesPerSession = 2 },
 		setup: []*pb.Event{simsidecar.Begin(T(1), 1),
 			simsidecar.Call(T(1), 1, "invented-1", 2), simsidecar.Call(T(1), 1, "invented-2", 3)},
 		probe:  []*pb.Event{simsidecar.Call(T(1), 1, "invented-3", 4), simsidecar.Call(T(1), 1, "invented-4", 5)},
 		others: []*pb.Event{simsidecar.Begin(T(10), 1), simsidecar.Call(T(10), 1, "o-new-1", 2), simsidecar.Call(T(10), 1, "o-new-2", 3)}, // its own two
 	}, {
 		name: "versions a session introduces", label: "session_versions", flag: "--max-new-versions-per-session", limit: 1,
-		set:    func(c *server.Config) { c.Coordinator.MaxNewVersionsPerSession = 1 },
+		set:    func(c *coordinator.Config) { c.MaxNewVersionsPerSession = 1 },
 		hDeps:  []string{"b"},
 		setup:  []*pb.Event{simsidecar.Begin(T(1), 1), withVersion(simsidecar.Call(T(1), 1, "b", 2), "v7")},
 		probe:  []*pb.Event{withVersion(simsidecar.Call(T(1), 1, "b", 3), "v8")},
 		others: []*pb.Event{simsidecar.Begin(T(10), 1), withVersion(simsidecar.Call(T(10), 1, "b", 2), "v9")},
 	}, {
 		name: "learned edges per session", label: "session_learned_edges", flag: "--max-learned-edges-per-session", limit: 1,
-		set:    func(c *server.Config) { c.Coordinator.MaxLearnedEdgesPerSession = 1 },
+		set:    func(c *coordinator.Config) { c.MaxLearnedEdgesPerSession = 1 },
 		setup:  []*pb.Event{simsidecar.Begin(T(1), 1), simsidecar.Call(T(1), 1, "b", 2)},
 		probe:  []*pb.Event{simsidecar.Call(T(1), 1, "c", 3)},
 		others: []*pb.Event{simsidecar.Begin(T(10), 1), simsidecar.Call(T(10), 1, "c", 2)},
 	}, {
 		name: "learned edges in all", label: "learned_edges", flag: "--max-learned-edges", limit: 1,
-		set:    func(c *server.Config) { c.Coordinator.MaxLearnedEdges = 1 },
+		set:    func(c *coordinator.Config) { c.MaxLearnedEdges = 1 },
 		setup:  []*pb.Event{simsidecar.Begin(T(1), 1), simsidecar.Call(T(1), 1, "b", 2)},
 		probe:  []*pb.Event{simsidecar.Call(T(1), 1, "c", 3)},
 		others: []*pb.Event{simsidecar.Begin(T(10), 1), simsidecar.Call(T(10), 1, "b", 2), simsidecar.Return(T(10), 2)}, // declared
 	}, {
 		name: "events per second per session", label: "session_event_rate", flag: "--max-events-per-second", limit: 0,
-		set: func(c *server.Config) {
-			c.Coordinator.MaxEventsPerSecond = 0.001 // no token comes back during the test
-			c.Coordinator.EventBurst = 3
+		set: func(c *coordinator.Config) {
+			c.MaxEventsPerSecond = 0.001 // no token comes back during the test
+			c.EventBurst = 3
 		},
 		hDeps:  []string{"b"},
 		setup:  []*pb.Event{simsidecar.Begin(T(1), 1), simsidecar.Call(T(1), 1, "b", 2), simsidecar.Return(T(1), 2)},
@@ -105,7 +107,7 @@ func TestQuotas(t *testing.T) {
 	}}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			ts := servertest.Start(t, "", tc.set)
+			ts := startMem(t, tc.set)
 			// Live sidecars heartbeat: their 2 s leases must outlive the
 			// test on a slow (race-instrumented) run.
 			keepAlive(t, ts.Sidecar("b-1", "b", "v1"))
@@ -146,7 +148,7 @@ func TestQuotas(t *testing.T) {
 // are more than the per-session quota is refused whole: ResourceExhausted
 // naming the quota, no session, no transaction.
 func TestRegisterPastLiveQuotaIsRefused(t *testing.T) {
-	ts := servertest.Start(t, "", func(c *server.Config) { c.Coordinator.MaxLiveTxnsPerSession = 2 })
+	ts := startMem(t, func(c *coordinator.Config) { c.MaxLiveTxnsPerSession = 2 })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	reg := &pb.Register{InstanceId: "h-1", Service: "h", Version: "v1", Address: "127.0.0.1:1"}
@@ -173,7 +175,7 @@ func TestRegisterPastLiveQuotaIsRefused(t *testing.T) {
 // is stopped after DefaultMaxNewServicesPerSession of them: the rest are
 // refused and the graph does not grow (issue 13's probe).
 func TestInventedServicesStoppedEarlyByDefault(t *testing.T) {
-	ts := servertest.Start(t, "")
+	ts := startMem(t)
 	h := ts.Sidecar("h-1", "h", "v1")
 	keepAlive(t, h) // its 2 s lease must outlive 30 batches on a race-instrumented run
 	services0 := ts.Metric("coordinator_services")

@@ -8,12 +8,12 @@ import (
 	"slices"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/coordinator/coordinator/coordinator/graph"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+	"github.com/coordinator/coordinator/storage"
 )
 
 // Self-preservation (DESIGN.md §7). When the leases of most sessions expire
@@ -112,7 +112,7 @@ type selfPreservation struct {
 	// what the record holds, pins are the pins of queued sessions'
 	// transactions to write again without a lease.
 	gen   uint64
-	pins  []clientv3.Op
+	pins  []storage.Op
 	store spStore
 }
 
@@ -331,7 +331,7 @@ func (sp *selfPreservation) reclaimExpiredLocked(rec *pb.SessionRecord, ttl time
 		rec:   rec,
 		svc:   sp.eng.Service(rec.Service),
 		ver:   sp.eng.Version(rec.Version),
-		lease: clientv3.LeaseID(rec.LeaseId),
+		lease: storage.LeaseID(rec.LeaseId),
 		ttl:   ttl,
 	}
 	sp.sess.adopt(s)

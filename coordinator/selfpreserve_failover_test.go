@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/coordinator/coordinator/coordinator"
@@ -39,19 +38,19 @@ func spFailoverOpts(grace time.Duration) servertest.Option {
 }
 
 // storedSP reads the stored self-preservation record: nil if there is none.
-func storedSP(t *testing.T, cli *clientv3.Client) *pb.SelfPreservationRecord {
+func storedSP(t *testing.T, st storage.Store) *pb.SelfPreservationRecord {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	resp, err := cli.Get(ctx, spKeys.SelfPreservation())
+	loaded, err := st.Load(ctx)
 	if err != nil {
 		t.Fatalf("get the self-preservation record: %v", err)
 	}
-	if len(resp.Kvs) == 0 {
+	if loaded.SelfPreservation == nil {
 		return nil
 	}
 	rec := &pb.SelfPreservationRecord{}
-	if err := proto.Unmarshal(resp.Kvs[0].Value, rec); err != nil {
+	if err := proto.Unmarshal(loaded.SelfPreservation.Value, rec); err != nil {
 		t.Fatalf("decode the self-preservation record: %v", err)
 	}
 	return rec
@@ -67,17 +66,17 @@ func storedQueue(rec *pb.SelfPreservationRecord) []string {
 
 // spActive reports whether ts reports self-preservation; false while no
 // replica answers (a failover).
-func spActive(ts *servertest.Server) bool {
-	sp, err := ts.Admin.GetSelfPreservation(context.Background(), &pb.GetSelfPreservationRequest{})
+func spActive(ts testServer) bool {
+	sp, err := ts.AdminClient().GetSelfPreservation(context.Background(), &pb.GetSelfPreservationRequest{})
 	return err == nil && sp.Active
 }
 
 // startUpdate starts an update of svc to version to with strategy s.
-func startUpdate(t *testing.T, ts *servertest.Server, svc, to string, s pb.Strategy) *pb.Update {
+func startUpdate(t *testing.T, ts testServer, svc, to string, s pb.Strategy) *pb.Update {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	u, err := ts.Admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: svc, ToVersion: to, Strategy: s})
+	u, err := ts.AdminClient().StartUpdate(ctx, &pb.StartUpdateRequest{Service: svc, ToVersion: to, Strategy: s})
 	if err != nil {
 		t.Fatalf("start %s update of %s: %v", s, svc, err)
 	}
@@ -88,7 +87,7 @@ func startUpdate(t *testing.T, ts *servertest.Server, svc, to string, s pb.Strat
 // stay in the phases given: switches are held. A hold can only be seen as
 // nothing happening, so this watches for some time; want is checked at
 // every poll and the first change fails the test.
-func stillHeld(t *testing.T, ts *servertest.Server, want map[string]pb.Phase) {
+func stillHeld(t *testing.T, ts testServer, want map[string]pb.Phase) {
 	t.Helper()
 	deadline := time.Now().Add(time.Second)
 	for time.Now().Before(deadline) {
@@ -165,14 +164,14 @@ func TestSelfPreservationSurvivesFailover(t *testing.T) {
 	before := getSP(t, a)
 	// Stored: the record, and T2's pin again, without a lease.
 	servertest.Eventually(t, spWait, "the mode and the queued transactions' pins to be stored", func() bool {
-		rec := storedSP(t, a.Client())
+		rec := storedSP(t, a.Store())
 		if !slices.Equal(storedQueue(rec), queued) {
 			return false
 		}
 		resp, err := a.Client().Get(ctx, spKeys.Pin("auth", "T2"))
 		return err == nil && len(resp.Kvs) == 1 && string(resp.Kvs[0].Value) == "v2" && resp.Kvs[0].Lease == 0
 	})
-	rec := storedSP(t, a.Client())
+	rec := storedSP(t, a.Store())
 	if !rec.Since.AsTime().Equal(before.Since.AsTime()) || rec.Grace.AsDuration() != 2*coordinator.DefaultSelfPreservationWindow ||
 		rec.Ratio != 0.5 || rec.Queued[0].Service != "portal" || rec.Queued[0].Version != "v1" || rec.Queued[0].ExpiredAt == nil {
 		t.Fatalf("stored record %v, want since %v, the settings and portal@v1 sessions with their expiry", rec, before.Since.AsTime())
@@ -233,7 +232,7 @@ func TestSelfPreservationSurvivesFailover(t *testing.T) {
 		t.Fatalf("after every queued session came back: %v, want inactive", sp)
 	}
 	// The delete is written behind.
-	servertest.Eventually(t, spWait, "the stored mode to be deleted", func() bool { return storedSP(t, b.Client()) == nil })
+	servertest.Eventually(t, spWait, "the stored mode to be deleted", func() bool { return storedSP(t, b.Store()) == nil })
 	txns := txnMap(t, b)
 	for id, owner := range map[string]string{"T1": "p-1", "T2": "p-2"} {
 		if tx := txns[id]; tx == nil || !tx.Legacy || tx.Owner != owner {
@@ -279,7 +278,7 @@ func TestSelfPreservationGraceEndsAtNewLeader(t *testing.T) {
 	}
 	queued := []string{"p-1", "p-2", "p-3"}
 	servertest.Eventually(t, spWait, "self-preservation to start and be stored", func() bool {
-		return slices.Equal(getSP(t, a).QueuedSessions, queued) && slices.Equal(storedQueue(storedSP(t, a.Client())), queued)
+		return slices.Equal(getSP(t, a).QueuedSessions, queued) && slices.Equal(storedQueue(storedSP(t, a.Store())), queued)
 	})
 
 	cl.Crash(a)
@@ -315,7 +314,7 @@ func TestSelfPreservationGraceEndsAtNewLeader(t *testing.T) {
 	servertest.Eventually(t, spWait, "the WF update to switch", func() bool {
 		return getUpdate(t, b, wf.Id).Phase == pb.Phase_PHASE_DONE
 	})
-	servertest.Eventually(t, spWait, "the stored mode to be deleted", func() bool { return storedSP(t, b.Client()) == nil })
+	servertest.Eventually(t, spWait, "the stored mode to be deleted", func() bool { return storedSP(t, b.Store()) == nil })
 }
 
 // A replica alone on its etcd restarts during self-preservation: it
@@ -353,5 +352,5 @@ func TestSelfPreservationSurvivesRestart(t *testing.T) {
 	if tx := txnMap(t, ts2)["T"]; tx == nil || !tx.Legacy || tx.Owner != "p-1" {
 		t.Fatalf("T after p-1 came back = %v, want legacy, owned by p-1", tx)
 	}
-	servertest.Eventually(t, spWait, "the stored mode to be deleted", func() bool { return storedSP(t, ts2.Client()) == nil })
+	servertest.Eventually(t, spWait, "the stored mode to be deleted", func() bool { return storedSP(t, ts2.Store()) == nil })
 }

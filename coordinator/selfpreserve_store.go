@@ -9,8 +9,6 @@ import (
 	"sync"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -50,8 +48,8 @@ const spStoreRetry = time.Second
 type spStore struct {
 	kick    chan struct{}
 	mu      sync.Mutex
-	written uint64        // selfPreservation.gen of what etcd holds
-	pins    []clientv3.Op // pins taken from selfPreservation.pins, not yet committed
+	written uint64       // selfPreservation.gen of what etcd holds
+	pins    []storage.Op // pins taken from selfPreservation.pins, not yet committed
 }
 
 // spChangedLocked notes that the stored record must change.
@@ -85,7 +83,7 @@ func (c *Coordinator) keepPinsLocked(owner graph.Owner) {
 			for _, use := range used {
 				if use.Service == u.svc {
 					c.sp.pins = append(c.sp.pins,
-						clientv3.OpPut(c.keys.Pin(u.rec.Service, txn), c.eng.VersionName(use.Version)))
+						storage.PutPin(u.rec.Service, txn, c.eng.VersionName(use.Version), storage.NoLease))
 					break
 				}
 			}
@@ -137,16 +135,16 @@ func (c *Coordinator) flushSelfPreservation(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 
-	var ops []clientv3.Op
+	var ops []storage.Op
 	if gen != w.written {
 		if rec == nil {
-			ops = append(ops, clientv3.OpDelete(c.keys.SelfPreservation()))
+			ops = append(ops, storage.DeleteSelfPreservation())
 		} else {
-			val, err := proto.Marshal(rec)
-			if err != nil {
+			op := storage.PutSelfPreservation(rec)
+			if err := op.Err(); err != nil {
 				return fmt.Errorf("encode self-preservation record: %w", err)
 			}
-			ops = append(ops, clientv3.OpPut(c.keys.SelfPreservation(), string(val)))
+			ops = append(ops, op)
 		}
 	}
 	// The record and the first pins in one transaction; the rest follow.
@@ -156,7 +154,7 @@ func (c *Coordinator) flushSelfPreservation(ctx context.Context) error {
 		if len(batch) == 0 {
 			break
 		}
-		if _, err := c.commit(ctx, batch...); err != nil {
+		if err := c.commit(ctx, batch...); err != nil {
 			return err
 		}
 		w.pins = w.pins[n:]

@@ -30,7 +30,7 @@ const spWait = 30 * time.Second // generous bound for anything lease-driven
 
 // spSidecar registers instance svc@version with deps and live roots, keeps
 // it alive, and returns it with a cut function.
-func spSidecar(t *testing.T, ts *servertest.Server, instance, svc, version string, deps []string, roots ...string) (*simsidecar.Sidecar, *pb.Registered, func()) {
+func spSidecar(t *testing.T, ts testServer, instance, svc, version string, deps []string, roots ...string) (*simsidecar.Sidecar, *pb.Registered, func()) {
 	t.Helper()
 	reg := &pb.Register{
 		InstanceId: instance, Service: svc, Version: version, Address: "127.0.0.1:1", Dependencies: deps,
@@ -76,25 +76,25 @@ func keepAlive(t *testing.T, sc *simsidecar.Sidecar) (stop func()) {
 	return stop
 }
 
-func getSP(t *testing.T, ts *servertest.Server) *pb.SelfPreservation {
+func getSP(t *testing.T, ts testServer) *pb.SelfPreservation {
 	t.Helper()
-	sp, err := ts.Admin.GetSelfPreservation(context.Background(), &pb.GetSelfPreservationRequest{})
+	sp, err := ts.AdminClient().GetSelfPreservation(context.Background(), &pb.GetSelfPreservationRequest{})
 	if err != nil {
 		t.Fatalf("GetSelfPreservation: %v", err)
 	}
 	return sp
 }
 
-func getUpdate(t *testing.T, ts *servertest.Server, id string) *pb.Update {
+func getUpdate(t *testing.T, ts testServer, id string) *pb.Update {
 	t.Helper()
-	u, err := ts.Admin.GetUpdate(context.Background(), &pb.GetUpdateRequest{Id: id})
+	u, err := ts.AdminClient().GetUpdate(context.Background(), &pb.GetUpdateRequest{Id: id})
 	if err != nil {
 		t.Fatalf("GetUpdate %s: %v", id, err)
 	}
 	return u
 }
 
-func txnMap(t *testing.T, ts *servertest.Server) map[string]*pb.Transaction {
+func txnMap(t *testing.T, ts testServer) map[string]*pb.Transaction {
 	t.Helper()
 	m := map[string]*pb.Transaction{}
 	for _, tx := range ts.Txns("").Transactions {

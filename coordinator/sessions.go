@@ -5,12 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -38,7 +34,7 @@ type session struct {
 	rec   *pb.SessionRecord
 	svc   graph.ServiceID
 	ver   graph.VersionID
-	lease clientv3.LeaseID
+	lease storage.LeaseID
 	ttl   time.Duration
 	// stream is the stream the session is attached to now, nil when
 	// disconnected (the lease then runs until its TTL).
@@ -156,7 +152,7 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 		c.mu.Unlock()
 	}()
 	old := c.sess.get(r.InstanceId)
-	var oldLease clientv3.LeaseID
+	var oldLease storage.LeaseID
 	var registeredAt *timestamppb.Timestamp
 	same := false
 	if old != nil {
@@ -167,17 +163,17 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 	}
 	c.mu.Unlock()
 
-	lease := clientv3.LeaseID(0)
+	lease := storage.NoLease
 	resumed := false
 	if old != nil && same {
 		// Resume the session if its lease is still alive.
 		kctx, kcancel := context.WithTimeout(ctx, resumeCheckBudget)
-		_, err := c.cli.KeepAliveOnce(kctx, oldLease)
+		_, err := c.store.KeepAliveOnce(kctx, oldLease)
 		kcancel()
 		switch {
 		case err == nil:
 			lease, resumed = oldLease, true
-		case !errors.Is(err, rpctypes.ErrLeaseNotFound):
+		case !errors.Is(err, storage.ErrLeaseExpired):
 			// etcd did not answer: do not end a session that may be alive.
 			return nil, nil, fmt.Errorf("%w: register: check the session's lease: %w", ErrUnavailable, err)
 		}
@@ -200,8 +196,8 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 	if resumed {
 		rec.RegisteredAt = registeredAt
 	}
-	val, err := proto.Marshal(rec)
-	if err != nil {
+	put := storage.PutSession(rec, lease)
+	if err := put.Err(); err != nil {
 		return nil, nil, fmt.Errorf("register: encode session: %w", err)
 	}
 	// endOldLocked ends the old session when a new one replaces it: a
@@ -223,7 +219,7 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 		if old != nil && !same {
 			rctx, rcancel := context.WithTimeout(context.Background(), resumeCheckBudget)
 			defer rcancel()
-			if _, err := c.cli.Revoke(rctx, oldLease); err != nil {
+			if err := c.store.Revoke(rctx, oldLease); err != nil {
 				c.lg.Debug("revoke replaced session lease", "instance", r.InstanceId, "lease", int64(oldLease), "error", err)
 			}
 		}
@@ -249,7 +245,7 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 	// lease (below, once the session is replaced here) deletes nothing
 	// that the session watch would take for an expiry.
 	stored = true
-	if _, err := c.commit(ctx, clientv3.OpPut(c.keys.Session(r.InstanceId), string(val), clientv3.WithLease(lease))); err != nil {
+	if err := c.commit(ctx, put); err != nil {
 		return fail("register: store session: %w", err)
 	}
 	// The service's records: its lock is held until they are applied, so
@@ -333,11 +329,11 @@ func (c *Coordinator) storeService(ctx context.Context, svc string, deps []strin
 	}
 	if !known || len(merged) != len(have) {
 		slices.Sort(merged)
-		val, err := proto.Marshal(&pb.ServiceRecord{Name: svc, Dependencies: merged})
-		if err != nil {
+		put := storage.PutService(&pb.ServiceRecord{Name: svc, Dependencies: merged})
+		if err := put.Err(); err != nil {
 			return out, err
 		}
-		if _, err := c.commit(ctx, clientv3.OpPut(c.keys.Service(svc), string(val))); err != nil {
+		if err := c.commit(ctx, put); err != nil {
 			return out, err
 		}
 		if merged == nil {
@@ -348,20 +344,14 @@ func (c *Coordinator) storeService(ctx context.Context, svc string, deps []strin
 	if routed {
 		return out, nil
 	}
-	key := c.keys.Route(svc)
-	resp, err := c.commit(ctx, clientv3.OpTxn(
-		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)},
-		[]clientv3.Op{clientv3.OpPut(key, version)},
-		[]clientv3.Op{clientv3.OpGet(key)}))
+	if c.fenced.Load() {
+		return out, ErrFenced
+	}
+	route, err := c.store.CreateRoute(ctx, svc, version)
 	if err != nil {
-		return out, err
+		return out, c.checkFence(err)
 	}
-	out.route = version
-	if inner := resp.Responses[0].GetResponseTxn(); !inner.GetSucceeded() {
-		if kvs := inner.GetResponses()[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
-			out.route = string(kvs[0].Value)
-		}
-	}
+	out.route = route
 	return out, nil
 }
 
@@ -393,7 +383,7 @@ func (c *Coordinator) addSessionLocked(rec *pb.SessionRecord, ttl time.Duration)
 		rec:   rec,
 		svc:   c.eng.Service(rec.Service),
 		ver:   c.eng.Version(rec.Version),
-		lease: clientv3.LeaseID(rec.LeaseId),
+		lease: storage.LeaseID(rec.LeaseId),
 		ttl:   ttl,
 	}
 	c.sess.add(s)
@@ -479,23 +469,13 @@ func (c *Coordinator) resyncLocked(s *session, roots []*pb.LiveRoot, resumed, re
 	return resynced, ended
 }
 
-// onCacheEvent reacts to session keys vanishing: a lease expired (or a
+// onSessionGone reacts to session records vanishing: a lease expired (or a
 // session was replaced). The session's transaction records went with the
 // lease; its root transactions end, now or, if the expiry may be part of a
 // mass expiry, later (leaseExpiredLocked).
-func (c *Coordinator) onCacheEvent(ev storage.Event) {
-	if ev.Type != storage.EventDelete || !strings.HasPrefix(ev.Key, c.keys.Sessions()) {
-		return
-	}
-	instance := strings.TrimPrefix(ev.Key, c.keys.Sessions())
-	var prev pb.SessionRecord
-	if len(ev.PrevValue) > 0 {
-		if err := proto.Unmarshal(ev.PrevValue, &prev); err != nil {
-			c.lg.Warn("session watch: undecodable previous value", "key", ev.Key, "error", err)
-		}
-	}
+func (c *Coordinator) onSessionGone(ev storage.SessionGone) {
 	c.mu.Lock()
-	s := c.sess.get(instance)
+	s := c.sess.get(ev.Instance)
 	if s == nil || ev.Lease != s.lease {
 		c.mu.Unlock() // gone already, or an older lease of a session that re-registered
 		return
@@ -506,7 +486,7 @@ func (c *Coordinator) onCacheEvent(ev storage.Event) {
 }
 
 // onLeaseNotFound is called by the write-behind when a record's lease is gone.
-func (c *Coordinator) onLeaseNotFound(id clientv3.LeaseID) {
+func (c *Coordinator) onLeaseNotFound(id storage.LeaseID) {
 	c.mu.Lock()
 	for s := range c.sess.all() {
 		if s.lease == id {

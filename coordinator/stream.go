@@ -417,7 +417,7 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 				// sidecar resends what was not acknowledged): answer again.
 				// Not before the pin it was answered with is durable.
 				d := decision{st: st, msg: &pb.CallDecision{Seq: ev.Seq, Version: c.eng.VersionName(v)}}
-				d.pin = c.orch.pendingPins[c.keys.Pin(ev.Service, ev.TxnId)]
+				d.pin = c.orch.pendingPins[pinKey(ev.Service, ev.TxnId)]
 				c.orch.emit(d)
 				return nil
 			}

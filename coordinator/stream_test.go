@@ -71,7 +71,7 @@ func TestWedgedSidecarBlocksOnlyItself(t *testing.T) {
 // with a stream, the sidecar resending it) is answered again with the
 // version it runs on, not refused as a duplicate.
 func TestWaitCallAppliedTwiceIsAnsweredAgain(t *testing.T) {
-	ts := servertest.Start(t, "")
+	ts := startMem(t)
 	a := ts.Sidecar("a-1", "a", "v1", "b")
 	ts.Sidecar("b-1", "b", "v1")
 	ts.Sidecar("b-2", "b", "v2")
@@ -141,7 +141,7 @@ func TestConcurrentRegistrationsKeepEveryDependency(t *testing.T) {
 // coordinator knows it only from downstream calls, what it did before is
 // unknown: it is legacy (it blocks every service), not a fresh Begin.
 func TestNewSessionRootSeenOnlyDownstreamIsLegacy(t *testing.T) {
-	ts := servertest.Start(t, "")
+	ts := startMem(t)
 	b := ts.Sidecar("b-1", "b", "v1", "c")
 	ts.Sidecar("c-1", "c", "v1")
 	ts.Sidecar("d-1", "d", "v1")
@@ -152,7 +152,7 @@ func TestNewSessionRootSeenOnlyDownstreamIsLegacy(t *testing.T) {
 	if x := txn(t, ts, "T"); x == nil || !x.Legacy || x.Implicit {
 		t.Fatalf("T after its entry's first registration: %v, want legacy", x)
 	}
-	if f := ts.FreeREST("d"); f.Free {
+	if f := ts.Freeness("d"); f.Free {
 		t.Fatal("d is free while legacy T lives")
 	}
 }
@@ -161,7 +161,7 @@ func TestNewSessionRootSeenOnlyDownstreamIsLegacy(t *testing.T) {
 // yet waits for it: the root may run on the new version of the very
 // service the call re-enters, so "not seen begin, so old" would be wrong.
 func TestCallBeforeItsBeginWaitsForIt(t *testing.T) {
-	ts := servertest.Start(t, "")
+	ts := startMem(t)
 	x := ts.Sidecar("x-1", "x", "v1", "d")
 	ts.Sidecar("d-1", "d", "v1", "x")
 	d2 := ts.Sidecar("d-2", "d", "v2", "x")
@@ -212,7 +212,7 @@ func decisionAfterBegin(t *testing.T, dec <-chan *pb.CallDecision, version, why 
 // update drained, got v1, and its next call went to v2.
 func TestUpdateDoesNotEndOverACallWaitingForItsBegin(t *testing.T) {
 	ctx := context.Background()
-	ts := servertest.Start(t, "")
+	ts := startMem(t)
 	a := ts.Sidecar("a-1", "a", "v1", "x")
 	x := ts.Sidecar("x-1", "x", "v1", "d")
 	ts.Sidecar("d-1", "d", "v1")
@@ -247,15 +247,15 @@ func TestUpdateDoesNotEndOverACallWaitingForItsBegin(t *testing.T) {
 }
 
 // switchCV starts a CV update of svc to v2 and waits for its switch.
-func switchCV(t *testing.T, ts *servertest.Server, svc string) {
+func switchCV(t *testing.T, ts testServer, svc string) {
 	t.Helper()
 	ctx := context.Background()
-	u, err := ts.Admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: svc, ToVersion: "v2", Strategy: pb.Strategy_STRATEGY_CV})
+	u, err := ts.AdminClient().StartUpdate(ctx, &pb.StartUpdateRequest{Service: svc, ToVersion: "v2", Strategy: pb.Strategy_STRATEGY_CV})
 	if err != nil {
 		t.Fatal(err)
 	}
 	servertest.Eventually(t, 10*time.Second, "the switch", func() bool {
-		g, err := ts.Admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: u.Id})
+		g, err := ts.AdminClient().GetUpdate(ctx, &pb.GetUpdateRequest{Id: u.Id})
 		return err == nil && g.SwitchedAt != nil
 	})
 }

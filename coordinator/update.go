@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -86,7 +85,7 @@ type heldCall struct {
 type phaseChange struct {
 	u     *update
 	rec   *pb.Update    // the record with the new phase
-	extra []clientv3.Op // written in the same etcd transaction
+	extra []storage.Op  // written in the same store transaction
 	apply func()        // under mu, once stored; may be nil
 	done  chan struct{} // closed once applied, or given up
 	err   error         // why it was not stored; set before done closes
@@ -131,7 +130,7 @@ func (u *update) notify() {
 type decision struct {
 	st  *stream
 	msg *pb.CallDecision
-	pin *clientv3.Op
+	pin *storage.Op
 }
 
 func newUpdateID() string {
@@ -247,25 +246,23 @@ func (o *orchestrator) startUpdate(ctx context.Context, req *pb.StartUpdateReque
 
 // persistUpdate writes an update record, with extra ops in the same etcd
 // transaction.
-func (o *orchestrator) persistUpdate(ctx context.Context, rec *pb.Update, extra ...clientv3.Op) error {
+func (o *orchestrator) persistUpdate(ctx context.Context, rec *pb.Update, extra ...storage.Op) error {
 	stored := proto.Clone(rec).(*pb.Update)
 	stored.Progress = nil
-	val, err := proto.Marshal(stored)
-	if err != nil {
+	put := storage.PutUpdate(stored)
+	if err := put.Err(); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	ops := append([]clientv3.Op{clientv3.OpPut(o.keys.Update(rec.Id), string(val))}, extra...)
-	_, err = o.ev.commit(ctx, ops...)
-	return err
+	return o.ev.commit(ctx, append([]storage.Op{put}, extra...)...)
 }
 
 // phaseChangeLocked decides a new phase of u (and extra ops to store with
 // it): it marks u as switching and returns the change, to be stored by
 // queuePhaseLocked or storePhaseLocked; apply runs under the lock once it
 // is stored.
-func (o *orchestrator) phaseChangeLocked(u *update, p pb.Phase, reason string, apply func(), extra ...clientv3.Op) *phaseChange {
+func (o *orchestrator) phaseChangeLocked(u *update, p pb.Phase, reason string, apply func(), extra ...storage.Op) *phaseChange {
 	rec := proto.Clone(u.rec).(*pb.Update)
 	now := time.Now()
 	rec.Phase, rec.Reason = p, reason
@@ -362,7 +359,7 @@ func (o *orchestrator) changePhaseLocked(u *update, p pb.Phase) {
 // switchLocked decides the switch of the default to the new version: the
 // phase and the route are stored in one etcd transaction before it acts.
 func (o *orchestrator) switchLocked(u *update, p pb.Phase) *phaseChange {
-	route := clientv3.OpPut(o.keys.Route(u.rec.Service), u.rec.ToVersion)
+	route := storage.PutRoute(u.rec.Service, u.rec.ToVersion)
 	return o.phaseChangeLocked(u, p, "", func() {
 		u.switched = true
 		u.rec.SwitchedAt = timestamppb.Now()
@@ -391,7 +388,7 @@ func (o *orchestrator) finishLocked(u *update, p pb.Phase, reason string) *phase
 			o.routing.bump()
 		}
 		o.releaseHeldLocked(u)
-	}, clientv3.OpDelete(o.keys.ServicePins(u.rec.Service), clientv3.WithPrefix()))
+	}, storage.DeleteServicePins(u.rec.Service))
 	pc.rec.RollingBack = false
 	return pc
 }
@@ -406,12 +403,12 @@ func (o *orchestrator) abortLocked(u *update, reason string) (*phaseChange, erro
 		return nil, fmt.Errorf("update %s %w: it is %s already", u.rec.Id, ErrUpdateEnded, u.rec.Phase)
 	}
 	plan := u.strat.Abort(u.state())
-	var extra []clientv3.Op
+	var extra []storage.Op
 	if plan.RouteBack {
-		extra = append(extra, clientv3.OpPut(o.keys.Route(u.rec.Service), u.rec.FromVersion))
+		extra = append(extra, storage.PutRoute(u.rec.Service, u.rec.FromVersion))
 	}
 	if !plan.Rollback {
-		extra = append(extra, clientv3.OpDelete(o.keys.ServicePins(u.rec.Service), clientv3.WithPrefix()))
+		extra = append(extra, storage.DeleteServicePins(u.rec.Service))
 	}
 	pc := o.phaseChangeLocked(u, pb.Phase_PHASE_ABORTED, reason, func() {
 		if plan.Rollback {
@@ -727,21 +724,21 @@ func (o *orchestrator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Even
 		return err
 	}
 	msg := &pb.CallDecision{Seq: ev.Seq, Version: o.eng.VersionName(version)}
-	var pin *clientv3.Op
+	var pin *storage.Op
 	if u != nil {
 		u.decided++
 		if first && u.strat.Pins() {
-			lease := clientv3.NoLease
+			lease := storage.NoLease
 			if info, ok := o.eng.Txn(ev.TxnId); ok {
 				if owner := o.sess.liveOwner(info.Owner); owner != nil {
 					lease = owner.lease
 				}
 			}
-			op := clientv3.OpPut(o.keys.Pin(u.rec.Service, ev.TxnId), msg.Version, clientv3.WithLease(lease))
+			op := storage.PutPin(u.rec.Service, ev.TxnId, msg.Version, lease)
 			pin = &op
-			o.pendingPins[string(op.KeyBytes())] = pin
+			o.pendingPins[op.Key()] = pin
 			u.pinned++
-		} else if p := o.pendingPins[o.keys.Pin(u.rec.Service, ev.TxnId)]; p != nil {
+		} else if p := o.pendingPins[pinKey(u.rec.Service, ev.TxnId)]; p != nil {
 			// A concurrent sub-transaction's first use, its pin not in etcd
 			// yet: this answer must not be sent before it is durable, so it
 			// carries the same (idempotent) pin.

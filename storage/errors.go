@@ -22,6 +22,13 @@ var (
 	ErrUnavailable = errors.New("storage: etcd unavailable")
 	// ErrClosed is returned by calls on a closed Leases or Cache.
 	ErrClosed = errors.New("storage: closed")
+	// ErrRefused means the store refused a transaction as invalid (too
+	// many ops, too large, two ops on one key, an op that could not be
+	// encoded): retrying it unchanged cannot succeed.
+	ErrRefused = errors.New("storage: transaction refused")
+	// ErrChanged means a conditional write found its record changed since
+	// it was read (Store.Quarantine).
+	ErrChanged = errors.New("storage: record changed")
 )
 
 // isLeaseNotFound reports whether err is etcd's "requested lease not

@@ -48,52 +48,52 @@ func (k Keys) Root() string {
 }
 
 // Services is the prefix of every service record.
-func (k Keys) Services() string { return k.Root() + "services/" }
+func (k Keys) Services() string { return k.Root() + relServices }
 
 // Service is the key of a service record.
-func (k Keys) Service(name string) string { return k.Services() + name }
+func (k Keys) Service(name string) string { return k.Root() + relService(name) }
 
 // Sessions is the prefix of every sidecar session.
-func (k Keys) Sessions() string { return k.Root() + "sessions/" }
+func (k Keys) Sessions() string { return k.Root() + relSessions }
 
 // Session is the key of a sidecar session (an instance).
-func (k Keys) Session(instance string) string { return k.Sessions() + instance }
+func (k Keys) Session(instance string) string { return k.Root() + relSession(instance) }
 
 // Txns is the prefix of every transaction record.
-func (k Keys) Txns() string { return k.Root() + "txns/" }
+func (k Keys) Txns() string { return k.Root() + relTxns }
 
 // Txn is the key of a distributed transaction's record.
-func (k Keys) Txn(id string) string { return k.Txns() + id }
+func (k Keys) Txn(id string) string { return k.Root() + relTxn(id) }
 
 // Routes is the prefix of every route (default version per service).
-func (k Keys) Routes() string { return k.Root() + "routes/" }
+func (k Keys) Routes() string { return k.Root() + relRoutes }
 
 // Route is the key of a service's route.
-func (k Keys) Route(service string) string { return k.Routes() + service }
+func (k Keys) Route(service string) string { return k.Root() + relRoute(service) }
 
 // Updates is the prefix of every update.
-func (k Keys) Updates() string { return k.Root() + "updates/" }
+func (k Keys) Updates() string { return k.Root() + relUpdates }
 
 // Update is the key of an update.
-func (k Keys) Update(id string) string { return k.Updates() + id }
+func (k Keys) Update(id string) string { return k.Root() + relUpdate(id) }
 
 // Pins is the prefix of every pin.
-func (k Keys) Pins() string { return k.Root() + "pins/" }
+func (k Keys) Pins() string { return k.Root() + relPins }
 
 // ServicePins is the prefix of the pins of one service.
-func (k Keys) ServicePins(service string) string { return k.Pins() + service + "/" }
+func (k Keys) ServicePins(service string) string { return k.Root() + relServicePins(service) }
 
 // Pin is the key of transaction txn's first-use pin of service.
-func (k Keys) Pin(service, txn string) string { return k.ServicePins(service) + txn }
+func (k Keys) Pin(service, txn string) string { return k.Root() + relPin(service, txn) }
 
 // SelfPreservation is the key of the self-preservation record
 // (DESIGN.md §7): present only while the mode is active, so that a new
 // leader resumes it.
-func (k Keys) SelfPreservation() string { return k.Root() + "selfpreservation" }
+func (k Keys) SelfPreservation() string { return k.Root() + relSelfPreservation }
 
 // Quarantine is the prefix of the records moved aside because restore
 // could not decode them.
-func (k Keys) Quarantine() string { return k.Root() + "quarantine/" }
+func (k Keys) Quarantine() string { return k.Root() + relQuarantine }
 
 // Quarantined is where the record at key (under Root) is moved when it
 // cannot be decoded: Quarantine() followed by key's path under Root.
@@ -128,3 +128,26 @@ func ValidName(kind, s string) error {
 	}
 	return nil
 }
+
+// The key layout under Root, shared by Keys and the Ops.
+const (
+	relServices         = "services/"
+	relSessions         = "sessions/"
+	relTxns             = "txns/"
+	relRoutes           = "routes/"
+	relUpdates          = "updates/"
+	relPins             = "pins/"
+	relSelfPreservation = "selfpreservation"
+	relQuarantine       = "quarantine/"
+)
+
+func relService(name string) string        { return relServices + name }
+func relSession(instance string) string    { return relSessions + instance }
+func relTxn(id string) string              { return relTxns + id }
+func relRoute(service string) string       { return relRoutes + service }
+func relUpdate(id string) string           { return relUpdates + id }
+func relServicePins(service string) string { return relPins + service + "/" }
+func relPin(service, txn string) string    { return relServicePins(service) + txn }
+
+// Abs is the full key of rel, a key under Root (Op.Key).
+func (k Keys) Abs(rel string) string { return k.Root() + rel }

@@ -5,11 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"sync"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // MinTTL is the shortest lease the coordinator asks for. etcd raises any
@@ -49,11 +46,11 @@ func SessionTTL(interval time.Duration, misses int) time.Duration {
 	return min(ttl, maxTTL)
 }
 
-// leaseAPI is the part of clientv3.Lease that Leases uses; tests wrap it.
+// leaseAPI is the part of Store that Leases uses; tests wrap it.
 type leaseAPI interface {
-	Grant(ctx context.Context, ttl int64) (*clientv3.LeaseGrantResponse, error)
-	Revoke(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseRevokeResponse, error)
-	KeepAliveOnce(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseKeepAliveResponse, error)
+	Grant(ctx context.Context, ttl time.Duration) (LeaseID, time.Duration, error)
+	Revoke(ctx context.Context, id LeaseID) error
+	KeepAliveOnce(ctx context.Context, id LeaseID) (time.Duration, error)
 }
 
 // HeartbeatResult is the outcome of the last keep-alive of a lease that
@@ -91,7 +88,7 @@ type Leases struct {
 
 	mu     sync.Mutex
 	closed bool
-	leases map[clientv3.LeaseID]*leaseState
+	leases map[LeaseID]*leaseState
 }
 
 type leaseState struct {
@@ -99,10 +96,10 @@ type leaseState struct {
 	last     HeartbeatResult
 }
 
-// NewLeases returns a Leases using cli's lease API. A nil lg means
+// NewLeases returns a Leases on st's leases. A nil lg means
 // slog.Default().
-func NewLeases(cli *clientv3.Client, lg *slog.Logger) *Leases {
-	return newLeases(cli.Lease, lg)
+func NewLeases(st Store, lg *slog.Logger) *Leases {
+	return newLeases(st, lg)
 }
 
 func newLeases(api leaseAPI, lg *slog.Logger) *Leases {
@@ -116,27 +113,23 @@ func newLeases(api leaseAPI, lg *slog.Logger) *Leases {
 		now:    time.Now,
 		ctx:    ctx,
 		cancel: cancel,
-		leases: make(map[clientv3.LeaseID]*leaseState),
+		leases: make(map[LeaseID]*leaseState),
 	}
 }
 
 // Grant creates a lease of at least ttl (MinTTL at least, whole seconds)
 // and starts tracking it: its first Heartbeat reports the grant.
-func (l *Leases) Grant(ctx context.Context, ttl time.Duration) (clientv3.LeaseID, error) {
-	secs := int64(math.Ceil(max(ttl, MinTTL).Seconds()))
-	resp, err := l.api.Grant(ctx, secs)
-	if err == nil && resp.Error != "" {
-		err = errors.New(resp.Error)
-	}
+func (l *Leases) Grant(ctx context.Context, ttl time.Duration) (LeaseID, error) {
+	id, got, err := l.api.Grant(ctx, max(ttl, MinTTL))
 	if err != nil {
-		return 0, fmt.Errorf("storage: grant lease of %ds: %w", secs, err)
+		return 0, err
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.closed {
-		l.leases[resp.ID] = &leaseState{last: HeartbeatResult{TTL: time.Duration(resp.TTL) * time.Second, At: l.now()}}
+		l.leases[id] = &leaseState{last: HeartbeatResult{TTL: got, At: l.now()}}
 	}
-	return resp.ID, nil
+	return id, nil
 }
 
 // Heartbeat asks for lease id to be refreshed and returns at once, never
@@ -145,7 +138,7 @@ func (l *Leases) Grant(ctx context.Context, ttl time.Duration) (clientv3.LeaseID
 // said the lease is gone, Heartbeat keeps returning that error (wrapping
 // ErrLeaseExpired) without asking etcd again: a new session needs a new
 // lease. After Close it returns ErrClosed.
-func (l *Leases) Heartbeat(id clientv3.LeaseID) HeartbeatResult {
+func (l *Leases) Heartbeat(id LeaseID) HeartbeatResult {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
@@ -170,20 +163,17 @@ func (l *Leases) Heartbeat(id clientv3.LeaseID) HeartbeatResult {
 	return res
 }
 
-func (l *Leases) keepAlive(id clientv3.LeaseID, st *leaseState, timeout time.Duration) {
+func (l *Leases) keepAlive(id LeaseID, st *leaseState, timeout time.Duration) {
 	defer l.wg.Done()
 	ctx, cancel := context.WithTimeout(l.ctx, timeout)
-	resp, err := l.api.KeepAliveOnce(ctx, id)
+	ttl, err := l.api.KeepAliveOnce(ctx, id)
 	cancel()
 
 	res := HeartbeatResult{At: l.now()}
-	switch {
-	case err == nil:
-		res.TTL = time.Duration(resp.TTL) * time.Second
-	case isLeaseNotFound(err):
-		res.Err = fmt.Errorf("%w: lease %016x", ErrLeaseExpired, int64(id))
-	default:
-		res.Err = fmt.Errorf("storage: keep-alive of lease %016x: %w", int64(id), err)
+	if err == nil {
+		res.TTL = ttl
+	} else {
+		res.Err = err // wraps ErrLeaseExpired when the lease is gone
 	}
 
 	l.mu.Lock()
@@ -203,14 +193,10 @@ func (l *Leases) keepAlive(id clientv3.LeaseID, st *leaseState, timeout time.Dur
 
 // Revoke revokes lease id, deleting its keys, and forgets it. A lease etcd
 // no longer knows gives an error wrapping ErrLeaseExpired.
-func (l *Leases) Revoke(ctx context.Context, id clientv3.LeaseID) error {
-	_, err := l.api.Revoke(ctx, id)
-	switch {
-	case err == nil:
-	case isLeaseNotFound(err):
-		err = fmt.Errorf("%w: lease %016x", ErrLeaseExpired, int64(id))
-	default:
-		return fmt.Errorf("storage: revoke lease %016x: %w", int64(id), err)
+func (l *Leases) Revoke(ctx context.Context, id LeaseID) error {
+	err := l.api.Revoke(ctx, id)
+	if err != nil && !errors.Is(err, ErrLeaseExpired) {
+		return err
 	}
 	l.Forget(id)
 	return err
@@ -218,7 +204,7 @@ func (l *Leases) Revoke(ctx context.Context, id clientv3.LeaseID) error {
 
 // Forget drops the bookkeeping of lease id (its last result) without
 // touching etcd; an in-flight keep-alive finishes unobserved.
-func (l *Leases) Forget(id clientv3.LeaseID) {
+func (l *Leases) Forget(id LeaseID) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.leases, id)
@@ -243,7 +229,7 @@ func (l *Leases) Close() {
 }
 
 // last returns the last result of id without starting a keep-alive.
-func (l *Leases) last(id clientv3.LeaseID) (HeartbeatResult, bool) {
+func (l *Leases) last(id LeaseID) (HeartbeatResult, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	st, ok := l.leases[id]

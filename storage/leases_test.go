@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -50,7 +51,7 @@ type keepAliveAnswer struct {
 
 func newGatedLease() *gatedLease { return &gatedLease{answers: make(chan keepAliveAnswer)} }
 
-func (g *gatedLease) KeepAliveOnce(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseKeepAliveResponse, error) {
+func (g *gatedLease) KeepAliveOnce(ctx context.Context, id LeaseID) (time.Duration, error) {
 	g.calls.Add(1)
 	n := g.running.Add(1)
 	defer g.running.Add(-1)
@@ -64,18 +65,18 @@ func (g *gatedLease) KeepAliveOnce(ctx context.Context, id clientv3.LeaseID) (*c
 	select {
 	case a := <-g.answers:
 		if a.err != nil {
-			return nil, a.err
+			return 0, a.err
 		}
-		return &clientv3.LeaseKeepAliveResponse{ID: id, TTL: a.ttl}, nil
+		return time.Duration(a.ttl) * time.Second, nil
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return 0, ctx.Err()
 	}
 }
 
 func TestHeartbeatOneInFlight(t *testing.T) {
 	g := newGatedLease()
 	l := newLeases(g, testLogger())
-	const id = clientv3.LeaseID(42)
+	const id = LeaseID(42)
 
 	if r := l.Heartbeat(id); !r.Pending || r.Err != nil {
 		t.Fatalf("first Heartbeat = %+v, want Pending", r)
@@ -143,10 +144,10 @@ func TestHeartbeatLeaseNotFound(t *testing.T) {
 	g := newGatedLease()
 	l := newLeases(g, testLogger())
 	defer l.Close()
-	const id = clientv3.LeaseID(7)
+	const id = LeaseID(7)
 
 	l.Heartbeat(id)
-	g.answers <- keepAliveAnswer{err: rpctypes.ErrLeaseNotFound}
+	g.answers <- keepAliveAnswer{err: fmt.Errorf("%w: lease 7", ErrLeaseExpired)}
 	eventually(t, 5*time.Second, "result recorded", func() bool {
 		r, inFlight := l.last(id)
 		return !inFlight && r.Err != nil
@@ -171,7 +172,7 @@ type countingLease struct {
 	calls, running, maxRunning atomic.Int32
 }
 
-func (c *countingLease) KeepAliveOnce(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseKeepAliveResponse, error) {
+func (c *countingLease) KeepAliveOnce(ctx context.Context, id LeaseID) (time.Duration, error) {
 	c.calls.Add(1)
 	n := c.running.Add(1)
 	defer c.running.Add(-1)
@@ -187,7 +188,7 @@ func (c *countingLease) KeepAliveOnce(ctx context.Context, id clientv3.LeaseID) 
 func TestLeasesKeepAliveRealEtcd(t *testing.T) {
 	_, cli := startEtcd(t)
 	ctx := testCtx(t, 60*time.Second)
-	api := &countingLease{leaseAPI: cli.Lease}
+	api := &countingLease{leaseAPI: testStore(cli)}
 	l := newLeases(api, testLogger())
 	defer l.Close()
 
@@ -198,7 +199,7 @@ func TestLeasesKeepAliveRealEtcd(t *testing.T) {
 	if r := l.Heartbeat(id); r.Pending || r.TTL != MinTTL {
 		t.Fatalf("Heartbeat after Grant = %+v, want the granted TTL %v", r, MinTTL)
 	}
-	if _, err := cli.Put(ctx, "session", "s", clientv3.WithLease(id)); err != nil {
+	if _, err := cli.Put(ctx, "session", "s", clientv3.WithLease(clientv3.LeaseID(id))); err != nil {
 		t.Fatal(err)
 	}
 
@@ -220,7 +221,7 @@ func TestLeasesKeepAliveRealEtcd(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	ttl, err := cli.TimeToLive(ctx, id)
+	ttl, err := cli.TimeToLive(ctx, clientv3.LeaseID(id))
 	if err != nil || ttl.TTL <= 0 {
 		t.Fatalf("after %v of heartbeats TimeToLive = %+v, %v; want alive", time.Since(granted), ttl, err)
 	}
@@ -251,14 +252,14 @@ func TestLeasesKeepAliveRealEtcd(t *testing.T) {
 func TestLeasesRevoke(t *testing.T) {
 	_, cli := startEtcd(t)
 	ctx := testCtx(t, 30*time.Second)
-	l := NewLeases(cli, testLogger())
+	l := NewLeases(testStore(cli), testLogger())
 	defer l.Close()
 
 	id, err := l.Grant(ctx, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cli.Put(ctx, "k", "v", clientv3.WithLease(id)); err != nil {
+	if _, err := cli.Put(ctx, "k", "v", clientv3.WithLease(clientv3.LeaseID(id))); err != nil {
 		t.Fatal(err)
 	}
 	if err := l.Revoke(ctx, id); err != nil {

@@ -66,18 +66,18 @@ func BenchmarkWriteBehind(b *testing.B) {
 			for b.Loop() {
 				n := 0
 				deadline := time.Now().Add(2 * time.Second)
-				collect := func(max int) []clientv3.Op {
+				collect := func(max int) []Op {
 					if time.Now().After(deadline) {
 						return nil
 					}
-					ops := make([]clientv3.Op, max)
+					ops := make([]Op, max)
 					for i := range ops {
-						ops[i] = clientv3.OpPut(fmt.Sprintf("/wbbench/%05d", (n+i)%10000), value)
+						ops[i] = rawPut(fmt.Sprintf("/wbbench/%05d", (n+i)%10000), value, NoLease)
 					}
 					n += max
 					return ops
 				}
-				w := NewWriteBehind(cli, WriteBehindConfig{MaxOps: maxOps, Collect: collect, Logger: testLogger()})
+				w := NewWriteBehind(testStore(cli), WriteBehindConfig{MaxOps: maxOps, Collect: collect, Logger: testLogger()})
 				start := time.Now()
 				if err := w.Flush(context.Background()); err != nil {
 					b.Fatal(err)

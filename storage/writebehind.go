@@ -8,11 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 )
 
 // Write-behind defaults.
@@ -34,7 +29,7 @@ const (
 // several writes of one key into the last one. An empty result means
 // nothing is pending. Collect is called by one goroutine at a time and must
 // not block on the WriteBehind.
-type Collect func(max int) []clientv3.Op
+type Collect func(max int) []Op
 
 // WriteBehindConfig configures a WriteBehind.
 type WriteBehindConfig struct {
@@ -45,18 +40,15 @@ type WriteBehindConfig struct {
 	MaxOps int
 	// Collect is the source of writes; required.
 	Collect Collect
-	// Fence, if set, returns compares added to every transaction (leader
-	// fencing: the election key's create revision). When they fail the
-	// write-behind stops for good and returns ErrFenced.
-	Fence func() []clientv3.Cmp
 	// OnFenced, if set, is called once, on the flushing goroutine, when a
-	// fence compare fails.
+	// transaction fails the store's fence (Store.Commit returns
+	// ErrFenced): the write-behind then stops for good.
 	OnFenced func()
 	// OnLeaseNotFound is called, once per lease, when a put failed because
 	// its lease is gone (the session expired). The ops on that lease are
 	// dropped; the others are written. It runs on the flushing goroutine:
 	// keep it short and do not call Flush or Stop from it.
-	OnLeaseNotFound func(clientv3.LeaseID)
+	OnLeaseNotFound func(LeaseID)
 	// Timeout bounds one attempt of one transaction; default
 	// DefaultTxnTimeout.
 	Timeout time.Duration
@@ -80,7 +72,8 @@ type WriteBehindStats struct {
 	Fenced      bool
 }
 
-// WriteBehind writes batches of ops to etcd asynchronously. One flusher
+// WriteBehind writes batches of ops to a Store asynchronously, each batch
+// one Store.Commit (fenced by the store). One flusher
 // goroutine wakes every Interval (or on Kick), takes up to MaxOps ops from
 // Collect and commits them in one transaction, and goes on while Collect
 // returns full batches.
@@ -99,16 +92,15 @@ type WriteBehindStats struct {
 // refuses for good (a dead lease, see OnLeaseNotFound; an invalid op).
 // A transaction refused as too large or with too many ops is split.
 type WriteBehind struct {
-	kv    clientv3.KV
-	lease clientv3.Lease
-	cfg   WriteBehindConfig
-	lg    *slog.Logger
+	st  wbStore
+	cfg WriteBehindConfig
+	lg  *slog.Logger
 
 	// sem is held by whoever drains (the flusher or Flush/Stop): one
 	// transaction in flight, and carry and dead belong to its holder.
 	sem   chan struct{}
-	carry []clientv3.Op // collected, not committed yet; committed first
-	dead  map[clientv3.LeaseID]struct{}
+	carry []Op // collected, not committed yet; committed first
+	dead  map[LeaseID]struct{}
 
 	kick      chan struct{}
 	stopc     chan struct{}
@@ -126,13 +118,19 @@ type WriteBehind struct {
 	totalLatency time.Duration
 }
 
-// NewWriteBehind returns a stopped WriteBehind; call Start. It panics if
-// cfg.Collect is nil.
-func NewWriteBehind(cli *clientv3.Client, cfg WriteBehindConfig) *WriteBehind {
-	return newWriteBehind(cli.KV, cli.Lease, cfg)
+// wbStore is the part of Store that WriteBehind uses.
+type wbStore interface {
+	Commit(ctx context.Context, ops ...Op) error
+	TimeToLive(ctx context.Context, id LeaseID) (time.Duration, error)
 }
 
-func newWriteBehind(kv clientv3.KV, lease clientv3.Lease, cfg WriteBehindConfig) *WriteBehind {
+// NewWriteBehind returns a stopped WriteBehind writing to st; call Start.
+// It panics if cfg.Collect is nil.
+func NewWriteBehind(st Store, cfg WriteBehindConfig) *WriteBehind {
+	return newWriteBehind(st, cfg)
+}
+
+func newWriteBehind(st wbStore, cfg WriteBehindConfig) *WriteBehind {
 	if cfg.Collect == nil {
 		panic("storage: WriteBehindConfig.Collect is nil")
 	}
@@ -150,12 +148,11 @@ func newWriteBehind(kv clientv3.KV, lease clientv3.Lease, cfg WriteBehindConfig)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &WriteBehind{
-		kv:      kv,
-		lease:   lease,
+		st:      st,
 		cfg:     cfg,
 		lg:      cfg.Logger.With("component", "writebehind"),
 		sem:     make(chan struct{}, 1),
-		dead:    make(map[clientv3.LeaseID]struct{}),
+		dead:    make(map[LeaseID]struct{}),
 		kick:    make(chan struct{}, 1),
 		stopc:   make(chan struct{}),
 		donec:   make(chan struct{}),
@@ -289,7 +286,7 @@ func (w *WriteBehind) drain(ctx context.Context) error {
 	}
 }
 
-func (w *WriteBehind) setCarry(ops []clientv3.Op) {
+func (w *WriteBehind) setCarry(ops []Op) {
 	w.carry = ops
 	w.pending.Store(int64(len(ops)))
 }
@@ -316,7 +313,7 @@ func (w *WriteBehind) commitCarry(ctx context.Context) error {
 			w.addDropped(len(w.carry))
 			w.setCarry(nil)
 			return ErrFenced
-		case isLeaseNotFound(err):
+		case errors.Is(err, ErrLeaseExpired):
 			dropped, lerr := w.dropDeadLeases(ctx, batch)
 			if lerr == nil && dropped > 0 {
 				continue
@@ -324,7 +321,7 @@ func (w *WriteBehind) commitCarry(ctx context.Context) error {
 			if lerr != nil {
 				err = fmt.Errorf("%w (finding dead leases: %w)", err, lerr)
 			}
-		case errCode(err) == codes.InvalidArgument:
+		case errors.Is(err, ErrRefused):
 			// Too many ops, request too large, duplicate keys: retrying
 			// the same batch cannot help.
 			if n > 1 {
@@ -332,7 +329,7 @@ func (w *WriteBehind) commitCarry(ctx context.Context) error {
 				w.lg.Warn("transaction refused, splitting", "ops", n, "error", err)
 				continue
 			}
-			w.lg.Error("op refused by etcd, dropped", "key", string(batch[0].KeyBytes()), "error", err)
+			w.lg.Error("op refused by the store, dropped", "key", batch[0].Key(), "error", err)
 			w.addDropped(1)
 			w.setCarry(w.carry[1:])
 			continue
@@ -362,20 +359,15 @@ func (w *WriteBehind) stopSignal(ctx context.Context) <-chan struct{} {
 	return nil
 }
 
-func (w *WriteBehind) txn(ctx context.Context, ops []clientv3.Op) error {
-	var cmps []clientv3.Cmp
-	if w.cfg.Fence != nil {
-		cmps = w.cfg.Fence()
-	}
+func (w *WriteBehind) txn(ctx context.Context, ops []Op) error {
 	tctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
 	defer cancel()
 	start := time.Now()
-	resp, err := w.kv.Txn(tctx).If(cmps...).Then(ops...).Commit()
-	if err != nil {
+	if err := w.st.Commit(tctx, ops...); err != nil {
+		if errors.Is(err, ErrFenced) {
+			return ErrFenced
+		}
 		return err
-	}
-	if !resp.Succeeded {
-		return ErrFenced
 	}
 	took := time.Since(start)
 
@@ -411,10 +403,10 @@ func (w *WriteBehind) addDropped(n int) {
 
 // dropDeadLeases finds which leases of batch etcd no longer knows, reports
 // each once to OnLeaseNotFound and removes every op on them from carry.
-func (w *WriteBehind) dropDeadLeases(ctx context.Context, batch []clientv3.Op) (int, error) {
-	dead := make(map[clientv3.LeaseID]bool)
+func (w *WriteBehind) dropDeadLeases(ctx context.Context, batch []Op) (int, error) {
+	dead := make(map[LeaseID]bool)
 	for _, op := range batch {
-		id := opLease(op)
+		id := op.Lease()
 		if id == 0 {
 			continue
 		}
@@ -426,12 +418,12 @@ func (w *WriteBehind) dropDeadLeases(ctx context.Context, batch []clientv3.Op) (
 			continue
 		}
 		tctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
-		resp, err := w.lease.TimeToLive(tctx, id)
+		ttl, err := w.st.TimeToLive(tctx, id)
 		cancel()
-		if err != nil && !isLeaseNotFound(err) {
+		if err != nil && !errors.Is(err, ErrLeaseExpired) {
 			return 0, err
 		}
-		dead[id] = err != nil || resp.TTL <= 0
+		dead[id] = err != nil || ttl <= 0
 	}
 	for id, isDead := range dead {
 		if !isDead {
@@ -451,7 +443,7 @@ func (w *WriteBehind) dropDeadLeases(ctx context.Context, batch []clientv3.Op) (
 	}
 	kept := w.carry[:0:0]
 	for _, op := range w.carry {
-		if id := opLease(op); id == 0 || !dead[id] {
+		if id := op.Lease(); id == NoLease || !dead[id] {
 			kept = append(kept, op)
 		}
 	}
@@ -459,26 +451,4 @@ func (w *WriteBehind) dropDeadLeases(ctx context.Context, batch []clientv3.Op) (
 	w.addDropped(dropped)
 	w.setCarry(kept)
 	return dropped, nil
-}
-
-// opLease returns the lease of a put (0 for other ops or none).
-// clientv3.Op keeps its lease unexported; this renders the op through
-// clientv3's own KV onto a recorder, using only exported API.
-func opLease(op clientv3.Op) clientv3.LeaseID {
-	if !op.IsPut() {
-		return 0
-	}
-	var r putRecorder
-	_, _ = clientv3.NewKVFromKVClient(&r, nil).Do(context.Background(), op)
-	return clientv3.LeaseID(r.lease)
-}
-
-type putRecorder struct {
-	pb.KVClient // nil: only Put is called
-	lease       int64
-}
-
-func (r *putRecorder) Put(_ context.Context, in *pb.PutRequest, _ ...grpc.CallOption) (*pb.PutResponse, error) {
-	r.lease = in.Lease
-	return &pb.PutResponse{}, nil
 }

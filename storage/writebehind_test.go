@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,28 +21,42 @@ import (
 type source struct {
 	mu      sync.Mutex
 	order   []string
-	pending map[string]clientv3.Op
+	pending map[string]Op
 	batches []int
 	collect atomic.Int32
 }
 
-func newSource() *source { return &source{pending: make(map[string]clientv3.Op)} }
+func newSource() *source { return &source{pending: make(map[string]Op)} }
 
-func (s *source) put(key, val string, opts ...clientv3.OpOption) {
+// rawPut is a put of any key (under "/", the root of testStore's keys).
+func rawPut(key, val string, lease LeaseID) Op {
+	return Op{kind: opPut, rel: strings.TrimPrefix(key, "/"), val: []byte(val), lease: lease}
+}
+
+// testStore is an unfenced Etcd store on cli whose root is "/".
+func testStore(cli *clientv3.Client) *Etcd {
+	return NewEtcd(cli, EtcdConfig{Prefix: "/", Logger: testLogger()})
+}
+
+func (s *source) put(key, val string, lease ...LeaseID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.pending[key]; !ok {
 		s.order = append(s.order, key)
 	}
-	s.pending[key] = clientv3.OpPut(key, val, opts...)
+	var l LeaseID
+	if len(lease) > 0 {
+		l = lease[0]
+	}
+	s.pending[key] = rawPut(key, val, l)
 }
 
-func (s *source) Collect(max int) []clientv3.Op {
+func (s *source) Collect(max int) []Op {
 	s.collect.Add(1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := min(max, len(s.order))
-	ops := make([]clientv3.Op, 0, n)
+	ops := make([]Op, 0, n)
 	for _, k := range s.order[:n] {
 		ops = append(ops, s.pending[k])
 		delete(s.pending, k)
@@ -76,7 +91,7 @@ func TestWriteBehindBatchesAllLand(t *testing.T) {
 	ctx := testCtx(t, 60*time.Second)
 	src := newSource()
 	const maxOps, keys, rounds = 16, 500, 3
-	w := NewWriteBehind(cli, WriteBehindConfig{MaxOps: maxOps, Collect: src.Collect, Logger: testLogger()})
+	w := NewWriteBehind(testStore(cli), WriteBehindConfig{MaxOps: maxOps, Collect: src.Collect, Logger: testLogger()})
 	w.Start()
 
 	for r := range rounds {
@@ -125,7 +140,7 @@ func TestWriteBehindPerKeyOrder(t *testing.T) {
 	_, cli := startEtcd(t)
 	ctx := testCtx(t, 60*time.Second)
 	src := newSource()
-	w := NewWriteBehind(cli, WriteBehindConfig{MaxOps: 8, Interval: time.Millisecond, Collect: src.Collect, Logger: testLogger()})
+	w := NewWriteBehind(testStore(cli), WriteBehindConfig{MaxOps: 8, Interval: time.Millisecond, Collect: src.Collect, Logger: testLogger()})
 
 	start, err := cli.Get(ctx, "/order/")
 	if err != nil {
@@ -176,7 +191,7 @@ func TestWriteBehindStopFlushes(t *testing.T) {
 	ctx := testCtx(t, 30*time.Second)
 	src := newSource()
 	// The flusher would not wake for an hour: only Stop writes.
-	w := NewWriteBehind(cli, WriteBehindConfig{Interval: time.Hour, Collect: src.Collect, Logger: testLogger()})
+	w := NewWriteBehind(testStore(cli), WriteBehindConfig{Interval: time.Hour, Collect: src.Collect, Logger: testLogger()})
 	w.Start()
 	for i := range 300 {
 		src.put(fmt.Sprintf("/stop/%03d", i), "v")
@@ -217,12 +232,12 @@ func TestWriteBehindLeaseNotFound(t *testing.T) {
 	}
 
 	var mu sync.Mutex
-	var reported []clientv3.LeaseID
+	var reported []LeaseID
 	src := newSource()
-	w := NewWriteBehind(cli, WriteBehindConfig{
+	w := NewWriteBehind(testStore(cli), WriteBehindConfig{
 		Collect: src.Collect,
 		Logger:  testLogger(),
-		OnLeaseNotFound: func(id clientv3.LeaseID) {
+		OnLeaseNotFound: func(id LeaseID) {
 			mu.Lock()
 			reported = append(reported, id)
 			mu.Unlock()
@@ -231,9 +246,9 @@ func TestWriteBehindLeaseNotFound(t *testing.T) {
 	for i := range 30 {
 		switch i % 3 {
 		case 0:
-			src.put(fmt.Sprintf("/lnf/live/%02d", i), "v", clientv3.WithLease(live.ID))
+			src.put(fmt.Sprintf("/lnf/live/%02d", i), "v", LeaseID(live.ID))
 		case 1:
-			src.put(fmt.Sprintf("/lnf/dead/%02d", i), "v", clientv3.WithLease(dead.ID))
+			src.put(fmt.Sprintf("/lnf/dead/%02d", i), "v", LeaseID(dead.ID))
 		default:
 			src.put(fmt.Sprintf("/lnf/none/%02d", i), "v")
 		}
@@ -256,7 +271,7 @@ func TestWriteBehindLeaseNotFound(t *testing.T) {
 	}
 
 	// More writes on the dead lease: dropped, not reported again.
-	src.put("/lnf/dead/late", "v", clientv3.WithLease(dead.ID))
+	src.put("/lnf/dead/late", "v", LeaseID(dead.ID))
 	src.put("/lnf/none/late", "v")
 	if err := w.Flush(ctx); err != nil {
 		t.Fatalf("second Flush: %v", err)
@@ -266,7 +281,7 @@ func TestWriteBehindLeaseNotFound(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(reported) != 1 || reported[0] != dead.ID {
+	if len(reported) != 1 || reported[0] != LeaseID(dead.ID) {
 		t.Fatalf("OnLeaseNotFound got %v, want once %x", reported, dead.ID)
 	}
 }
@@ -274,16 +289,16 @@ func TestWriteBehindLeaseNotFound(t *testing.T) {
 func TestWriteBehindFenced(t *testing.T) {
 	_, cli := startEtcd(t)
 	ctx := testCtx(t, 30*time.Second)
-	if _, err := cli.Put(ctx, "/fence", "me"); err != nil {
+	put, err := cli.Put(ctx, "/fence", "me")
+	if err != nil {
 		t.Fatal(err)
 	}
 	src := newSource()
-	w := NewWriteBehind(cli, WriteBehindConfig{
+	fenced := NewEtcd(cli, EtcdConfig{Prefix: "/", Logger: testLogger(),
+		Fence: &Fence{Key: "/fence", CreateRev: put.Header.Revision}})
+	w := NewWriteBehind(fenced, WriteBehindConfig{
 		Collect: src.Collect,
 		Logger:  testLogger(),
-		Fence: func() []clientv3.Cmp {
-			return []clientv3.Cmp{clientv3.Compare(clientv3.Value("/fence"), "=", "me")}
-		},
 	})
 	w.Start()
 	src.put("/fenced/a", "1")
@@ -294,6 +309,10 @@ func TestWriteBehindFenced(t *testing.T) {
 		t.Fatalf("write while leading lost")
 	}
 
+	// Someone else's election key now.
+	if _, err := cli.Delete(ctx, "/fence"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := cli.Put(ctx, "/fence", "someone else"); err != nil {
 		t.Fatal(err)
 	}
@@ -348,8 +367,9 @@ func TestWriteBehindRetriesTransient(t *testing.T) {
 	ctx := testCtx(t, 30*time.Second)
 	kv := &flakyKV{KV: cli.KV}
 	kv.fail.Store(4)
+	cli.KV = kv
 	src := newSource()
-	w := newWriteBehind(kv, cli.Lease, WriteBehindConfig{MaxOps: 10, Collect: src.Collect, Logger: testLogger()})
+	w := NewWriteBehind(testStore(cli), WriteBehindConfig{MaxOps: 10, Collect: src.Collect, Logger: testLogger()})
 	for i := range 25 {
 		src.put(fmt.Sprintf("/flaky/%02d", i), strconv.Itoa(i))
 	}
@@ -375,8 +395,9 @@ func TestWriteBehindStopInterruptsRetries(t *testing.T) {
 	_, cli := startEtcd(t)
 	kv := &flakyKV{KV: cli.KV}
 	kv.fail.Store(1 << 30)
+	cli.KV = kv
 	src := newSource()
-	w := newWriteBehind(kv, cli.Lease, WriteBehindConfig{Collect: src.Collect, Logger: testLogger()})
+	w := NewWriteBehind(testStore(cli), WriteBehindConfig{Collect: src.Collect, Logger: testLogger()})
 	w.Start()
 	src.put("/stuck", "v")
 	eventually(t, 10*time.Second, "a failed attempt", func() bool { return w.Stats().Failures > 0 })
@@ -406,7 +427,7 @@ func TestWriteBehindSplitsRefusedBatch(t *testing.T) {
 	_, cli := startEtcd(t)
 	ctx := testCtx(t, 30*time.Second)
 	src := newSource()
-	w := NewWriteBehind(cli, WriteBehindConfig{MaxOps: 300, Collect: src.Collect, Logger: testLogger()})
+	w := NewWriteBehind(testStore(cli), WriteBehindConfig{MaxOps: 300, Collect: src.Collect, Logger: testLogger()})
 	for i := range 300 {
 		src.put(fmt.Sprintf("/split/%03d", i), "v")
 	}
@@ -419,17 +440,5 @@ func TestWriteBehindSplitsRefusedBatch(t *testing.T) {
 	}
 	if st := w.Stats(); st.Dropped != 0 || st.Txns < 3 {
 		t.Fatalf("Stats = %+v, want >= 3 txns, none dropped", st)
-	}
-}
-
-func TestOpLease(t *testing.T) {
-	if got := opLease(clientv3.OpPut("k", "v", clientv3.WithLease(0x1234))); got != 0x1234 {
-		t.Fatalf("opLease(put with lease) = %x", got)
-	}
-	if got := opLease(clientv3.OpPut("k", "v")); got != 0 {
-		t.Fatalf("opLease(put) = %x", got)
-	}
-	if got := opLease(clientv3.OpDelete("k")); got != 0 {
-		t.Fatalf("opLease(delete) = %x", got)
 	}
 }

@@ -102,7 +102,7 @@ func (s *Server) Health(ctx context.Context) HealthReport {
 	if err := storage.Check(cctx, s.cli); err != nil {
 		r.Etcd = err.Error()
 		r.Problems = append(r.Problems, "etcd: "+err.Error())
-	} else if q, err := coordinator.ReadQuarantine(cctx, s.cli, s.keys.Root()); err == nil {
+	} else if q, err := coordinator.ReadQuarantine(cctx, s.store); err == nil {
 		r.Quarantine = q
 	}
 	if r.Leader == "" {

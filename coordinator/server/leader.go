@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/coordinator/coordinator/coordinator"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+	"github.com/coordinator/coordinator/storage"
 	"github.com/coordinator/coordinator/storage/embedetcd"
 )
 
@@ -198,7 +198,10 @@ func (s *Server) serveTerm(stop <-chan struct{}, sess *concurrency.Session, e *c
 	fenced := make(chan struct{})
 	var once sync.Once
 	cfg := s.ccfg
-	cfg.Fence = []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(e.Key()), "=", e.Rev())}
+	// Every write of the term is fenced on the election key's create
+	// revision (DESIGN.md §6).
+	cfg.Store = storage.NewEtcd(s.cli, storage.EtcdConfig{Prefix: s.keys.Prefix, Logger: s.lg,
+		Fence: &storage.Fence{Key: e.Key(), CreateRev: e.Rev()}})
 	cfg.OnFenced = func() { once.Do(func() { close(fenced) }) }
 	t := &term{reg: prometheus.NewRegistry()}
 	cfg.Registerer = t.reg

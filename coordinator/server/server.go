@@ -52,8 +52,10 @@ type Config struct {
 	// EtcdClientAddr (default "127.0.0.1:0") and ClusterState ("new" or
 	// "existing"). All empty: a single member on loopback.
 	Name, InitialCluster, PeerAddr, EtcdClientAddr, ClusterState string
-	// Coordinator settings; Client, Registerer, Fence and OnFenced are
-	// filled in for each leadership term.
+	// Coordinator settings; Store (on this replica's etcd client, fenced
+	// by the term's election key, with the key prefix of
+	// Coordinator.Prefix), Registerer and OnFenced are filled in for each
+	// leadership term.
 	Coordinator coordinator.Config
 	Logger      *slog.Logger
 	// ReplicaName names this replica in the election and the cluster view,
@@ -91,6 +93,7 @@ type Server struct {
 	// leadership can be, and is, kept off it while this replica leads.
 	raftPeers bool
 	cli       *clientv3.Client
+	store     *storage.Etcd // unfenced: a follower's reads
 	grpc      *grpc.Server
 	http      *http.Server
 	gw        *grpc.ClientConn
@@ -212,7 +215,6 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.streamLimits = newStreamLimits(cfg.MaxStreams, cfg.MaxStreamsPerPeer)
 	s.reg.MustRegister(s.streamLimits.collectors()...)
 	s.ccfg = cfg.Coordinator
-	s.ccfg.Client = s.cli
 	if s.ccfg.Logger == nil {
 		s.ccfg.Logger = lg
 	}
@@ -220,6 +222,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.keys.Prefix == "" {
 		s.keys.Prefix = storage.DefaultPrefix
 	}
+	s.store = storage.NewEtcd(s.cli, storage.EtcdConfig{Prefix: s.keys.Prefix, Logger: lg})
 
 	if s.gLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
 		return nil, fmt.Errorf("server: grpc listen: %w", err)
@@ -318,6 +321,10 @@ func (s *Server) HTTPAddr() string { return s.hLis.Addr().String() }
 
 // Client is the replica's etcd client.
 func (s *Server) Client() *clientv3.Client { return s.cli }
+
+// Store is the replica's store on etcd, unfenced: for reads (a leader's
+// writes go through its term's fenced store).
+func (s *Server) Store() storage.Store { return s.store }
 
 // Done reports a listener that stopped serving on its own.
 func (s *Server) Done() <-chan error { return s.done }

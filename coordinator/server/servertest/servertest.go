@@ -121,6 +121,9 @@ func (ts *Server) StopWith(ctx context.Context) error {
 	return ts.Close(ctx)
 }
 
+// AdminClient is the admin service's client (Admin).
+func (ts *Server) AdminClient() pb.AdminServiceClient { return ts.Admin }
+
 // Sidecar registers a simulated sidecar of svc@version with deps.
 func (ts *Server) Sidecar(instance, svc, version string, deps ...string) *simsidecar.Sidecar {
 	ts.t.Helper()
