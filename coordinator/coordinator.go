@@ -208,13 +208,13 @@ type Coordinator struct {
 	t0       time.Time
 	flushAll atomic.Int32
 
-	ctx      context.Context // cancelled by Stop: ends every stream
-	cancel   context.CancelFunc
-	streams  sync.WaitGroup
-	stopping atomic.Bool
-	stopMu   sync.Mutex // orders connect's streams.Add before Stop's Wait
-	started  atomic.Bool
-	fenced   atomic.Bool // a write failed its fence: act no more
+	ctx        context.Context // cancelled by Stop: ends every stream
+	cancel     context.CancelFunc
+	streams    sync.WaitGroup
+	stopping   atomic.Bool
+	stopMu     sync.Mutex // orders connect's streams.Add before Stop's Wait
+	started    atomic.Bool
+	fencedFlag atomic.Bool // a write failed its fence: act no more
 
 	sp selfPreservation // DESIGN.md §7; guarded by mu
 	fg forgetState      // forget.go; guarded by mu
@@ -240,8 +240,6 @@ func New(cfg Config) (*Coordinator, error) {
 		t0:       time.Now(),
 	}
 	c.routing = newRoutingPublisher(c.cat, c.sess)
-	c.fg = forgetState{idleSvc: make(map[string]time.Time), idleVer: make(map[string]time.Time),
-		registering: make(map[string]int)}
 	c.orch = &orchestrator{
 		cfg: &c.cfg, lg: c.lg, keys: c.keys, ev: c,
 		eng: c.eng, sess: c.sess, cat: c.cat, routing: c.routing,
@@ -250,6 +248,9 @@ func New(cfg Config) (*Coordinator, error) {
 	}
 	c.sp.store.kick = make(chan struct{}, 1)
 	c.sp.cfg, c.sp.lg, c.sp.eng, c.sp.sess, c.sp.orch, c.sp.side = &c.cfg, c.lg, c.eng, c.sess, c.orch, c
+	c.fg = forgetState{cfg: &c.cfg, lg: c.lg, eng: c.eng, cat: c.cat, upd: c.orch.upd, routing: c.routing,
+		users: c.users(), side: c,
+		idleSvc: make(map[string]time.Time), idleVer: make(map[string]time.Time), registering: make(map[string]int)}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.leases = storage.NewLeases(c.store, c.lg)
 	c.wb = storage.NewWriteBehind(c.store, storage.WriteBehindConfig{
@@ -266,6 +267,7 @@ func New(cfg Config) (*Coordinator, error) {
 	c.metrics = m
 	c.orch.metrics = m
 	c.sp.metrics = m
+	c.fg.metrics = m
 	return c, nil
 }
 
@@ -337,7 +339,7 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 	}
 	var err error
 	if c.started.Load() {
-		if c.fenced.Load() {
+		if c.fencedFlag.Load() {
 			// No longer the leader: nothing more may be written from here.
 			dead, cancel := context.WithCancel(ctx)
 			cancel()

@@ -12,7 +12,7 @@ import (
 // replica leads now: the coordinator stops acting (lostLeadership) and
 // ErrFenced is returned.
 func (c *Coordinator) commit(ctx context.Context, ops ...storage.Op) error {
-	if c.fenced.Load() {
+	if c.fencedFlag.Load() {
 		return ErrFenced
 	}
 	return c.checkFence(c.store.Commit(ctx, ops...))
@@ -32,7 +32,7 @@ func (c *Coordinator) checkFence(err error) error {
 // (their sidecars reconnect and are redirected to the new leader), no call
 // decision or routing table is sent any more, and OnFenced is told.
 func (c *Coordinator) lostLeadership() {
-	if !c.fenced.CompareAndSwap(false, true) {
+	if !c.fencedFlag.CompareAndSwap(false, true) {
 		return
 	}
 	c.lg.Warn("leadership lost: a write failed its fence; the coordinator stops acting")
@@ -46,7 +46,7 @@ func (c *Coordinator) lostLeadership() {
 // whose election session ended (another replica may lead already). Stop
 // must still be called to release resources; it will not flush.
 func (c *Coordinator) Abandon() {
-	if c.fenced.CompareAndSwap(false, true) {
+	if c.fencedFlag.CompareAndSwap(false, true) {
 		c.lg.Warn("leadership lost: the election session ended; the coordinator stops acting")
 	}
 	c.cancel()

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"slices"
 	"strings"
 	"time"
@@ -68,8 +69,24 @@ func forgetTick(after time.Duration) time.Duration {
 	return min(max(after/4, 100*time.Millisecond), time.Minute)
 }
 
-// forgetState is the sweep's memory; guarded by Coordinator.mu.
+// forgetState owns forgetting: what has been unused since when, and the
+// sweep (its own goroutine, runForget) that removes services, versions and
+// finished updates past their time. It finds what is in use by asking each
+// serviceUser, removes from the engine, the catalog and the update table
+// through their methods, and deletes records through forgetSide. Its state
+// is guarded by the event lock, which the sweep takes for each step and
+// never holds across an etcd write.
 type forgetState struct {
+	cfg     *Config
+	lg      *slog.Logger
+	metrics *metrics
+	eng     *graph.Engine
+	cat     *catalog
+	upd     *updateTable
+	routing *routingPublisher
+	users   []serviceUser
+	side    forgetSide
+
 	// idleSvc and idleVer say since when each unused service and version
 	// (by name) has been unused.
 	idleSvc map[string]time.Time
@@ -80,6 +97,17 @@ type forgetState struct {
 	services    uint64 // forgotten so far
 	versions    uint64
 	updates     uint64
+}
+
+// forgetSide is what forgetting needs of the Coordinator: the event lock,
+// the per-service registration lock (a registration and the removal of the
+// service's records exclude each other), and fenced etcd writes.
+type forgetSide interface {
+	lock()
+	unlock()
+	lockKey(key string) (unlock func())
+	fenced() bool
+	commit(ctx context.Context, ops ...storage.Op) error
 }
 
 // registeringStart says a registration of svc is under way: its records
@@ -103,24 +131,24 @@ func (c *Coordinator) runForget() {
 		case <-c.ctx.Done():
 			return
 		case now := <-t.C:
-			c.forgetSweep(c.ctx, now)
+			c.fg.forgetSweep(c.ctx, now)
 		}
 	}
 }
 
 // forgetSweep forgets what has been unused long enough, and the updates
 // past their retention.
-func (c *Coordinator) forgetSweep(ctx context.Context, now time.Time) {
-	if c.fenced.Load() {
+func (f *forgetState) forgetSweep(ctx context.Context, now time.Time) {
+	if f.side.fenced() {
 		return
 	}
-	if c.cfg.ForgetAfter > 0 {
-		c.forgetServices(ctx, now)
-		c.mu.Lock()
-		c.forgetVersionsLocked(now)
-		c.mu.Unlock()
+	if f.cfg.ForgetAfter > 0 {
+		f.forgetServices(ctx, now)
+		f.side.lock()
+		f.forgetVersionsLocked(now)
+		f.side.unlock()
 	}
-	c.forgetUpdates(ctx, now)
+	f.forgetUpdates(ctx, now)
 }
 
 // serviceUser is a component that keeps services or versions in use:
@@ -136,32 +164,31 @@ func (c *Coordinator) users() []serviceUser {
 
 // idleServicesLocked returns the services unused for ForgetAfter that no
 // service staying declares as a dependency; it updates idleSvc.
-func (c *Coordinator) idleServicesLocked(now time.Time) []graph.ServiceID {
-	f := &c.fg
+func (f *forgetState) idleServicesLocked(now time.Time) []graph.ServiceID {
 	used := make(map[graph.ServiceID]bool)
-	for _, u := range c.users() {
+	for _, u := range f.users {
 		u.markUsed(func(s graph.ServiceID) { used[s] = true }, func(graph.VersionID) {})
 	}
 	for name, n := range f.registering {
-		if id, ok := c.eng.LookupService(name); ok && n > 0 {
+		if id, ok := f.eng.LookupService(name); ok && n > 0 {
 			used[id] = true
 		}
 	}
 	due := make(map[graph.ServiceID]bool)
 	seen := make(map[string]bool, len(f.idleSvc))
-	for i := range c.eng.ServiceIDBound() {
+	for i := range f.eng.ServiceIDBound() {
 		id := graph.ServiceID(i)
-		if !c.eng.ValidService(id) || used[id] || c.eng.UsedCount(id) > 0 {
+		if !f.eng.ValidService(id) || used[id] || f.eng.UsedCount(id) > 0 {
 			continue
 		}
-		name := c.eng.ServiceName(id)
+		name := f.eng.ServiceName(id)
 		seen[name] = true
 		since, ok := f.idleSvc[name]
 		if !ok {
 			f.idleSvc[name] = now
 			continue
 		}
-		if now.Sub(since) >= c.cfg.ForgetAfter {
+		if now.Sub(since) >= f.cfg.ForgetAfter {
 			due[id] = true
 		}
 	}
@@ -173,12 +200,12 @@ func (c *Coordinator) idleServicesLocked(now time.Time) []graph.ServiceID {
 	// A service that stays keeps what it declares, to a fixpoint.
 	for changed := len(due) > 0; changed; {
 		changed = false
-		for name, deps := range c.cat.records() {
-			if id, ok := c.eng.LookupService(name); ok && due[id] {
+		for name, deps := range f.cat.records() {
+			if id, ok := f.eng.LookupService(name); ok && due[id] {
 				continue
 			}
 			for _, d := range deps {
-				if did, ok := c.eng.LookupService(d); ok && due[did] {
+				if did, ok := f.eng.LookupService(d); ok && due[did] {
 					delete(due, did)
 					changed = true
 				}
@@ -197,15 +224,15 @@ func (c *Coordinator) idleServicesLocked(now time.Time) []graph.ServiceID {
 // nothing in etcd (a name only ever called) go in one step; the others
 // one by one, under the lock a registration of the service takes, their
 // records deleted before they leave memory.
-func (c *Coordinator) forgetServices(ctx context.Context, now time.Time) {
-	c.mu.Lock()
-	due := c.idleServicesLocked(now)
+func (f *forgetState) forgetServices(ctx context.Context, now time.Time) {
+	f.side.lock()
+	due := f.idleServicesLocked(now)
 	var stored []string
 	var bare []graph.ServiceID
 	for _, id := range due {
-		name := c.eng.ServiceName(id)
-		_, hasDeps := c.cat.dependencies(name)
-		hasRoute := c.cat.routed(id)
+		name := f.eng.ServiceName(id)
+		_, hasDeps := f.cat.dependencies(name)
+		hasRoute := f.cat.routed(id)
 		if hasDeps || hasRoute {
 			stored = append(stored, name)
 		} else {
@@ -213,93 +240,92 @@ func (c *Coordinator) forgetServices(ctx context.Context, now time.Time) {
 		}
 	}
 	if len(bare) > 0 {
-		c.removeServicesLocked(bare, now)
+		f.removeServicesLocked(bare, now)
 	}
-	c.mu.Unlock()
+	f.side.unlock()
 	for _, name := range stored {
-		if ctx.Err() != nil || c.fenced.Load() {
+		if ctx.Err() != nil || f.side.fenced() {
 			return
 		}
-		c.forgetStoredService(ctx, name, now)
+		f.forgetStoredService(ctx, name, now)
 	}
 }
 
 // forgetStoredService removes one service that has records in etcd.
-func (c *Coordinator) forgetStoredService(ctx context.Context, name string, now time.Time) {
-	defer c.regLocks.lock("service/" + name)()
-	c.mu.Lock()
-	id, ok := c.eng.LookupService(name)
-	still := ok && slices.Contains(c.idleServicesLocked(now), id)
-	c.mu.Unlock()
+func (f *forgetState) forgetStoredService(ctx context.Context, name string, now time.Time) {
+	defer f.side.lockKey("service/" + name)()
+	f.side.lock()
+	id, ok := f.eng.LookupService(name)
+	still := ok && slices.Contains(f.idleServicesLocked(now), id)
+	f.side.unlock()
 	if !still {
 		return // used again since the sweep began
 	}
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	err := c.commit(cctx,
+	err := f.side.commit(cctx,
 		storage.DeleteService(name),
 		storage.DeleteRoute(name),
 		storage.DeleteServicePins(name))
 	cancel()
 	if err != nil {
 		if !errors.Is(err, ErrFenced) {
-			c.lg.Warn("forget service: delete its records", "service", name, "error", err)
+			f.lg.Warn("forget service: delete its records", "service", name, "error", err)
 		}
 		return
 	}
-	c.mu.Lock()
+	f.side.lock()
 	// Its records are gone: so is what memory keeps of them, whatever
 	// happens to the graph node below (a call may have used it meanwhile:
 	// it is then a service known only from calls, removed later).
-	id, ok = c.eng.LookupService(name)
-	c.cat.forgetRecord(name, id, ok)
+	id, ok = f.eng.LookupService(name)
+	f.cat.forgetRecord(name, id, ok)
 	if ok {
-		c.removeServicesLocked([]graph.ServiceID{id}, now)
+		f.removeServicesLocked([]graph.ServiceID{id}, now)
 	}
-	c.bumpRoutingLocked()
-	c.mu.Unlock()
+	f.routing.bump()
+	f.side.unlock()
 }
 
 // removeServicesLocked removes services from the graph (those it still
 // may) and what the coordinator keeps by their ids.
-func (c *Coordinator) removeServicesLocked(ids []graph.ServiceID, now time.Time) {
+func (f *forgetState) removeServicesLocked(ids []graph.ServiceID, now time.Time) {
 	names := make(map[graph.ServiceID]string, len(ids))
 	for _, id := range ids {
-		names[id] = c.eng.ServiceName(id)
+		names[id] = f.eng.ServiceName(id)
 	}
-	removed := c.eng.RemoveServices(ids)
+	removed := f.eng.RemoveServices(ids)
 	if len(removed) == 0 {
 		return
 	}
 	gone := make(map[graph.ServiceID]bool, len(removed))
 	for _, id := range removed {
 		gone[id] = true
-		delete(c.fg.idleSvc, names[id])
+		delete(f.idleSvc, names[id])
 	}
-	c.cat.removeServices(gone)
-	c.orch.upd.removeServices(gone)
-	c.fg.services += uint64(len(removed))
-	c.metrics.forgotten.WithLabelValues("service").Add(float64(len(removed)))
+	f.cat.removeServices(gone)
+	f.upd.removeServices(gone)
+	f.services += uint64(len(removed))
+	f.metrics.forgotten.WithLabelValues("service").Add(float64(len(removed)))
 	first := make([]string, 0, min(len(removed), 5))
 	for _, id := range removed[:min(len(removed), 5)] {
 		first = append(first, names[id])
 	}
-	c.lg.Info("forgot unused services", "count", len(removed), "first", strings.Join(first, ","),
-		"unused_for_at_least", c.cfg.ForgetAfter)
+	f.lg.Info("forgot unused services", "count", len(removed), "first", strings.Join(first, ","),
+		"unused_for_at_least", f.cfg.ForgetAfter)
 }
 
 // forgetVersionsLocked removes the versions unused for ForgetAfter.
-func (c *Coordinator) forgetVersionsLocked(now time.Time) {
-	f := &c.fg
+func (f *forgetState) forgetVersionsLocked(now time.Time) {
 	used := make(map[graph.VersionID]bool)
-	for _, u := range c.users() {
+	for _, u := range f.users {
 		u.markUsed(func(graph.ServiceID) {}, func(v graph.VersionID) { used[v] = true })
 	}
 	seen := make(map[string]bool, len(f.idleVer))
 	n := 0
-	for i := 1; i < c.eng.VersionIDBound(); i++ {
+	for i := 1; i < f.eng.VersionIDBound(); i++ {
 		v := graph.VersionID(i)
-		name := c.eng.VersionName(v)
-		if name == "" || used[v] || c.eng.VersionUsers(v) > 0 {
+		name := f.eng.VersionName(v)
+		if name == "" || used[v] || f.eng.VersionUsers(v) > 0 {
 			continue
 		}
 		seen[name] = true
@@ -308,7 +334,7 @@ func (c *Coordinator) forgetVersionsLocked(now time.Time) {
 			f.idleVer[name] = now
 			continue
 		}
-		if now.Sub(since) >= c.cfg.ForgetAfter && c.eng.RemoveVersion(v) {
+		if now.Sub(since) >= f.cfg.ForgetAfter && f.eng.RemoveVersion(v) {
 			delete(f.idleVer, name)
 			n++
 		}
@@ -320,18 +346,18 @@ func (c *Coordinator) forgetVersionsLocked(now time.Time) {
 	}
 	if n > 0 {
 		f.versions += uint64(n)
-		c.metrics.forgotten.WithLabelValues("version").Add(float64(n))
-		c.lg.Info("forgot unused versions", "count", n, "unused_for_at_least", c.cfg.ForgetAfter)
+		f.metrics.forgotten.WithLabelValues("version").Add(float64(n))
+		f.lg.Info("forgot unused versions", "count", n, "unused_for_at_least", f.cfg.ForgetAfter)
 	}
 }
 
 // forgetUpdates deletes the finished updates past their retention: beyond
 // the UpdateRetention newest of their service, or finished more than
 // UpdateMaxAge ago.
-func (c *Coordinator) forgetUpdates(ctx context.Context, now time.Time) {
-	c.mu.Lock()
+func (f *forgetState) forgetUpdates(ctx context.Context, now time.Time) {
+	f.side.lock()
 	byService := make(map[string][]*pb.Update)
-	for u := range c.orch.upd.all() {
+	for u := range f.upd.all() {
 		if u.finished() && u.rec.GetFinishedAt() != nil {
 			byService[u.rec.Service] = append(byService[u.rec.Service], u.rec)
 		}
@@ -342,12 +368,12 @@ func (c *Coordinator) forgetUpdates(ctx context.Context, now time.Time) {
 			return b.GetFinishedAt().AsTime().Compare(a.GetFinishedAt().AsTime())
 		})
 		for i, r := range recs {
-			if i >= c.cfg.UpdateRetention || now.Sub(r.GetFinishedAt().AsTime()) > c.cfg.UpdateMaxAge {
+			if i >= f.cfg.UpdateRetention || now.Sub(r.GetFinishedAt().AsTime()) > f.cfg.UpdateMaxAge {
 				old = append(old, r.Id)
 			}
 		}
 	}
-	c.mu.Unlock()
+	f.side.unlock()
 	slices.Sort(old)
 	for len(old) > 0 && ctx.Err() == nil {
 		batch := old[:min(len(old), forgetOpsPerTxn)]
@@ -357,20 +383,20 @@ func (c *Coordinator) forgetUpdates(ctx context.Context, now time.Time) {
 			ops[i] = storage.DeleteUpdate(id)
 		}
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := c.commit(cctx, ops...)
+		err := f.side.commit(cctx, ops...)
 		cancel()
 		if err != nil {
 			if !errors.Is(err, ErrFenced) {
-				c.lg.Warn("forget updates: delete records", "count", len(batch), "error", err)
+				f.lg.Warn("forget updates: delete records", "count", len(batch), "error", err)
 			}
 			return
 		}
-		c.mu.Lock()
-		c.orch.upd.forget(batch)
-		c.fg.updates += uint64(len(batch))
-		c.mu.Unlock()
-		c.metrics.forgotten.WithLabelValues("update").Add(float64(len(batch)))
-		c.lg.Info("deleted finished updates past their retention", "count", len(batch),
-			"keep_per_service", c.cfg.UpdateRetention, "max_age", c.cfg.UpdateMaxAge)
+		f.side.lock()
+		f.upd.forget(batch)
+		f.updates += uint64(len(batch))
+		f.side.unlock()
+		f.metrics.forgotten.WithLabelValues("update").Add(float64(len(batch)))
+		f.lg.Info("deleted finished updates past their retention", "count", len(batch),
+			"keep_per_service", f.cfg.UpdateRetention, "max_age", f.cfg.UpdateMaxAge)
 	}
 }

@@ -81,3 +81,9 @@ func (o *orchestrator) setUpdateModeLocked(u *update, on bool) {
 func (c *Coordinator) lock()                    { c.mu.Lock() }
 func (c *Coordinator) unlock()                  { c.mu.Unlock() }
 func (c *Coordinator) context() context.Context { return c.ctx }
+
+// lockKey takes the registration lock of key (keylock.go).
+func (c *Coordinator) lockKey(key string) (unlock func()) { return c.regLocks.lock(key) }
+
+// fenced says whether a write failed its fence: this replica acts no more.
+func (c *Coordinator) fenced() bool { return c.fencedFlag.Load() }

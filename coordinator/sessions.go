@@ -344,7 +344,7 @@ func (c *Coordinator) storeService(ctx context.Context, svc string, deps []strin
 	if routed {
 		return out, nil
 	}
-	if c.fenced.Load() {
+	if c.fencedFlag.Load() {
 		return out, ErrFenced
 	}
 	route, err := c.store.CreateRoute(ctx, svc, version)

@@ -830,7 +830,7 @@ func (c *Coordinator) unlockAndSend() {
 }
 
 func (c *Coordinator) sendDecision(d decision) {
-	if c.fenced.Load() {
+	if c.fencedFlag.Load() {
 		return // another replica leads: it answers the call when the sidecar reconnects
 	}
 	err := d.st.send(&pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_CallDecision{CallDecision: d.msg}})
