@@ -310,7 +310,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	go c.every(selfPreservationTick, c.sp.selfPreservationTickAllLocked)
 	go c.runSelfPreservationStore()
 	go c.runForget()
-	c.kickSPStore() // what restore resumed, or found, is written
+	c.sp.kickSPStore() // what restore resumed, or found, is written
 	c.started.Store(true)
 	c.lg.Info("coordinator started", "prefix", c.cfg.Prefix, "services", c.eng.NumServices(),
 		"sessions", c.sess.len(), "live_txns", c.eng.Live())
@@ -352,7 +352,7 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 				err = fmt.Errorf("%w: %d transaction records unwritten", ErrFenced, unwritten)
 			}
 		} else {
-			spErr := c.flushSelfPreservation(ctx) // the next leader resumes the mode
+			spErr := c.sp.flushSelfPreservation(ctx) // the next leader resumes the mode
 			c.flushAll.Add(1)
 			err = errors.Join(c.wb.Stop(ctx), spErr)
 		}

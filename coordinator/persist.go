@@ -262,7 +262,7 @@ func (c *Coordinator) applyStateLocked(st *storedState) {
 		c.leases.Heartbeat(s.lease)
 	}
 	if st.sp != nil {
-		c.restoreSelfPreservationLocked(st.sp)
+		c.sp.restoreSelfPreservationLocked(st.sp)
 	}
 	for _, rec := range st.updates {
 		strat, _ := strategy.For(rec.Strategy) // decodeUpdateRecord checked it

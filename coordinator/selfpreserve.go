@@ -117,12 +117,13 @@ type selfPreservation struct {
 }
 
 // spSide is what self-preservation needs of the Coordinator: taking a
-// session out of the live ones (stream, held calls, lease, routing), and
-// its store's hooks (selfpreserve_store.go).
+// session out of the live ones (stream, held calls, lease, routing), and,
+// for its store's writer, the event lock and fenced etcd writes.
 type spSide interface {
 	unlistSessionLocked(s *session)
-	spChangedLocked()
-	keepPinsLocked(owner graph.Owner)
+	lock()
+	unlock()
+	commit(ctx context.Context, ops ...storage.Op) error
 }
 
 type expiry struct {
@@ -236,7 +237,7 @@ func (sp *selfPreservation) dropExpiredLocked(e *expiredSession, why string) {
 		delete(sp.expired, s.rec.InstanceId)
 		if e.queued {
 			sp.queued--
-			sp.side.spChangedLocked()
+			sp.spChangedLocked()
 		}
 	}
 	ended := sp.eng.EndOwnedBy(s.owner)
@@ -262,8 +263,8 @@ func (sp *selfPreservation) queueLocked(e *expiredSession) {
 	e.queued = true
 	e.until = e.at.Add(sp.cfg.SelfPreservationGrace)
 	sp.queued++
-	sp.side.keepPinsLocked(e.s.owner)
-	sp.side.spChangedLocked()
+	sp.keepPinsLocked(e.s.owner)
+	sp.spChangedLocked()
 	n := sp.eng.MakeLegacyOwnedBy(e.s.owner)
 	sp.lg.Info("session expiry queued: its transactions are kept as legacy", "instance", e.s.rec.InstanceId,
 		"service", e.s.rec.Service, "lease", int64(e.s.lease), "legacy_txns", n, "until", e.until)
@@ -297,7 +298,7 @@ func (sp *selfPreservation) endSelfPreservationLocked(why string) {
 	sp.active, sp.since = false, time.Time{}
 	sp.recent = nil
 	clear(sp.recentAt)
-	sp.side.spChangedLocked()
+	sp.spChangedLocked()
 }
 
 // reclaimExpiredLocked gives a registering instance whose lease expired its
@@ -324,7 +325,7 @@ func (sp *selfPreservation) reclaimExpiredLocked(rec *pb.SessionRecord, ttl time
 	delete(sp.expired, id)
 	if e.queued {
 		sp.queued--
-		sp.side.spChangedLocked()
+		sp.spChangedLocked()
 	}
 	s = &session{
 		owner: e.s.owner,

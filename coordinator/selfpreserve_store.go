@@ -53,14 +53,14 @@ type spStore struct {
 }
 
 // spChangedLocked notes that the stored record must change.
-func (c *Coordinator) spChangedLocked() {
-	c.sp.gen++
-	c.kickSPStore()
+func (sp *selfPreservation) spChangedLocked() {
+	sp.gen++
+	sp.kickSPStore()
 }
 
-func (c *Coordinator) kickSPStore() {
+func (sp *selfPreservation) kickSPStore() {
 	select {
-	case c.sp.store.kick <- struct{}{}:
+	case sp.store.kick <- struct{}{}:
 	default:
 	}
 }
@@ -68,9 +68,9 @@ func (c *Coordinator) kickSPStore() {
 // keepPinsLocked queues, for writing without a lease, the pins of the
 // transactions owned by owner at the services of the pinning updates in
 // progress: what each used there.
-func (c *Coordinator) keepPinsLocked(owner graph.Owner) {
+func (sp *selfPreservation) keepPinsLocked(owner graph.Owner) {
 	var ups []*update
-	for u := range c.orch.upd.actives() {
+	for u := range sp.orch.upd.actives() {
 		if u.strat.Pins() && !u.pending {
 			ups = append(ups, u)
 		}
@@ -78,12 +78,12 @@ func (c *Coordinator) keepPinsLocked(owner graph.Owner) {
 	if len(ups) == 0 {
 		return
 	}
-	c.eng.ForEachOwnedBy(owner, func(txn string, used []graph.Use) {
+	sp.eng.ForEachOwnedBy(owner, func(txn string, used []graph.Use) {
 		for _, u := range ups {
 			for _, use := range used {
 				if use.Service == u.svc {
-					c.sp.pins = append(c.sp.pins,
-						storage.PutPin(u.rec.Service, txn, c.eng.VersionName(use.Version), storage.NoLease))
+					sp.pins = append(sp.pins,
+						storage.PutPin(u.rec.Service, txn, sp.eng.VersionName(use.Version), storage.NoLease))
 					break
 				}
 			}
@@ -93,17 +93,16 @@ func (c *Coordinator) keepPinsLocked(owner graph.Owner) {
 
 // selfPreservationRecordLocked is what the key must hold: nil when the
 // mode is not active (the key must not exist).
-func (c *Coordinator) selfPreservationRecordLocked() *pb.SelfPreservationRecord {
-	sp := &c.sp
+func (sp *selfPreservation) selfPreservationRecordLocked() *pb.SelfPreservationRecord {
 	if !sp.active {
 		return nil
 	}
 	rec := &pb.SelfPreservationRecord{
 		Since:    timestamppb.New(sp.since),
-		Window:   durationpb.New(c.cfg.SelfPreservationWindow),
-		Ratio:    c.cfg.SelfPreservationRatio,
-		MinCount: uint32(c.cfg.SelfPreservationMin),
-		Grace:    durationpb.New(c.cfg.SelfPreservationGrace),
+		Window:   durationpb.New(sp.cfg.SelfPreservationWindow),
+		Ratio:    sp.cfg.SelfPreservationRatio,
+		MinCount: uint32(sp.cfg.SelfPreservationMin),
+		Grace:    durationpb.New(sp.cfg.SelfPreservationGrace),
 	}
 	for id, e := range sp.expired {
 		if e.queued {
@@ -121,19 +120,19 @@ func (c *Coordinator) selfPreservationRecordLocked() *pb.SelfPreservationRecord 
 
 // flushSelfPreservation writes the pins kept so far and the record (or
 // deletes it) if the mode changed since it was last written.
-func (c *Coordinator) flushSelfPreservation(ctx context.Context) error {
-	w := &c.sp.store
+func (sp *selfPreservation) flushSelfPreservation(ctx context.Context) error {
+	w := &sp.store
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	c.mu.Lock()
-	gen := c.sp.gen
-	w.pins = append(w.pins, c.sp.pins...)
-	c.sp.pins = nil
+	sp.side.lock()
+	gen := sp.gen
+	w.pins = append(w.pins, sp.pins...)
+	sp.pins = nil
 	var rec *pb.SelfPreservationRecord
 	if gen != w.written {
-		rec = c.selfPreservationRecordLocked()
+		rec = sp.selfPreservationRecordLocked()
 	}
-	c.mu.Unlock()
+	sp.side.unlock()
 
 	var ops []storage.Op
 	if gen != w.written {
@@ -154,14 +153,14 @@ func (c *Coordinator) flushSelfPreservation(ctx context.Context) error {
 		if len(batch) == 0 {
 			break
 		}
-		if err := c.commit(ctx, batch...); err != nil {
+		if err := sp.side.commit(ctx, batch...); err != nil {
 			return err
 		}
 		w.pins = w.pins[n:]
 		if len(ops) > 0 {
 			ops = nil
 			w.written = gen
-			c.lg.Debug("self-preservation stored", "active", rec != nil, "queued", len(rec.GetQueued()))
+			sp.lg.Debug("self-preservation stored", "active", rec != nil, "queued", len(rec.GetQueued()))
 		}
 	}
 	if len(w.pins) == 0 {
@@ -181,7 +180,7 @@ func (c *Coordinator) runSelfPreservationStore() {
 		}
 		for backoff := 10 * time.Millisecond; ; backoff = min(2*backoff, spStoreRetry) {
 			ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
-			err := c.flushSelfPreservation(ctx)
+			err := c.sp.flushSelfPreservation(ctx)
 			cancel()
 			if err == nil {
 				break
@@ -209,8 +208,7 @@ func (c *Coordinator) runSelfPreservationStore() {
 // leader (so failovers do not extend it), but a resumed session gets at
 // least MinSessionTTL from now, the time a live sidecar gets to find the
 // new leader (Start), since it could not register while none led.
-func (c *Coordinator) restoreSelfPreservationLocked(rec *pb.SelfPreservationRecord) {
-	sp := &c.sp
+func (sp *selfPreservation) restoreSelfPreservationLocked(rec *pb.SelfPreservationRecord) {
 	sp.init()
 	now := time.Now()
 	back := 0
@@ -219,23 +217,23 @@ func (c *Coordinator) restoreSelfPreservationLocked(rec *pb.SelfPreservationReco
 		if id == "" || sp.expired[id] != nil {
 			continue
 		}
-		if c.sess.get(id) != nil {
+		if sp.sess.get(id) != nil {
 			back++
 			continue
 		}
 		s := &session{
 			rec:     &pb.SessionRecord{InstanceId: id, Service: q.Service, Version: q.Version},
-			svc:     c.eng.Service(q.Service),
-			ver:     c.eng.Version(q.Version),
+			svc:     sp.eng.Service(q.Service),
+			ver:     sp.eng.Version(q.Version),
 			expired: true,
 		}
-		c.sess.addExpired(s)
+		sp.sess.addExpired(s)
 		e := &expiredSession{s: s, at: q.ExpiredAt.AsTime(), queued: true, restored: true}
 		if q.ExpiredAt == nil {
 			e.at = now
 		}
-		e.until = e.at.Add(c.cfg.SelfPreservationGrace)
-		if floor := now.Add(c.cfg.MinSessionTTL); e.until.Before(floor) {
+		e.until = e.at.Add(sp.cfg.SelfPreservationGrace)
+		if floor := now.Add(sp.cfg.MinSessionTTL); e.until.Before(floor) {
 			e.until = floor
 		}
 		sp.expired[id] = e
@@ -244,7 +242,7 @@ func (c *Coordinator) restoreSelfPreservationLocked(rec *pb.SelfPreservationReco
 	// Whatever it resumes, the first write makes the key say so.
 	sp.gen++
 	if sp.queued == 0 {
-		c.lg.Info("stored self-preservation not resumed: every queued session has a session again", "registered_again", back)
+		sp.lg.Info("stored self-preservation not resumed: every queued session has a session again", "registered_again", back)
 		return
 	}
 	sp.active, sp.since = true, now
@@ -252,12 +250,12 @@ func (c *Coordinator) restoreSelfPreservationLocked(rec *pb.SelfPreservationReco
 		sp.since = rec.Since.AsTime()
 	}
 	sp.activations++
-	if rec.GetGrace().AsDuration() != c.cfg.SelfPreservationGrace {
-		c.lg.Warn("resumed self-preservation was stored with another grace; this replica's applies",
-			"stored", rec.GetGrace().AsDuration(), "grace", c.cfg.SelfPreservationGrace)
+	if rec.GetGrace().AsDuration() != sp.cfg.SelfPreservationGrace {
+		sp.lg.Warn("resumed self-preservation was stored with another grace; this replica's applies",
+			"stored", rec.GetGrace().AsDuration(), "grace", sp.cfg.SelfPreservationGrace)
 	}
-	c.lg.Warn("self-preservation resumed from etcd: the transactions of the queued sessions are unknown here, "+
+	sp.lg.Warn("self-preservation resumed from etcd: the transactions of the queued sessions are unknown here, "+
 		"every switch is paused until they register again or their grace ends",
-		"since", sp.since, "queued", sp.queued, "registered_again", back, "grace", c.cfg.SelfPreservationGrace)
+		"since", sp.since, "queued", sp.queued, "registered_again", back, "grace", sp.cfg.SelfPreservationGrace)
 	return
 }
