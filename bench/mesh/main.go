@@ -56,6 +56,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -99,6 +100,7 @@ type options struct {
 	registerTimeout            time.Duration
 	phaseTimeout               time.Duration
 	profileDir                 string
+	nice                       int
 }
 
 func main() {
@@ -120,6 +122,7 @@ func main() {
 	flag.DurationVar(&o.registerTimeout, "register-timeout", 3*time.Minute, "bound of the registration phase")
 	flag.DurationVar(&o.phaseTimeout, "phase-timeout", 2*time.Minute, "bound of every other phase (an update, a flip's propagation, the settling of routing)")
 	flag.StringVar(&o.profileDir, "profile-dir", "", "if set, save the coordinator's heap profiles (after registration, after the load) and a CPU profile of the idle phase there")
+	flag.IntVar(&o.nice, "nice", 10, "nice value of the simulated sidecars (this process, not the coordinator's): on a machine shared with the coordinator they should not take its CPU")
 	serve := flag.String("serve", "", "internal: run the coordinator on this data directory and print its addresses")
 	flag.Parse()
 	log.SetFlags(log.Ltime | log.Lmicroseconds)
@@ -202,10 +205,21 @@ func run(ctx context.Context, o options) (*result, error) {
 			log.Print("coordinator did not stop within 20 s of SIGTERM: killed")
 		}
 	}()
+	if o.nice != 0 {
+		if err := renice(o.nice); err != nil {
+			log.Printf("renice: %v", err)
+		}
+	}
 	conn, err := grpc.NewClient(co.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, err
 	}
+	sdk := newSDKLog()
+	defer func() {
+		log.Printf("coordinator: %.0f leader terms, %.0f registrations, self-preservation activated %.0f times; SDK warnings since the last report: %s",
+			co.metric("coordinator_leader_terms_total"), co.metric("coordinator_registrations_total"),
+			co.metric("coordinator_self_preservation_activations_total"), sdk.summary())
+	}()
 	defer conn.Close()
 	admin := pb.NewAdminServiceClient(conn)
 
@@ -219,7 +233,7 @@ func run(ctx context.Context, o options) (*result, error) {
 		}
 	}
 	for _, inst := range insts {
-		trackers[inst] = newTracker(flipSvc, &rstats)
+		trackers[inst] = newTracker(&rstats, flipSvc, cvSvc)
 	}
 	towardCV := m.reaching(cvIdx)
 	var ready atomic.Int64
@@ -228,6 +242,7 @@ func run(ctx context.Context, o options) (*result, error) {
 		StartConcurrency: o.startConcurrency,
 		Configure: func(inst string, c *sidecar.Config) {
 			c.DialOptions = append(c.DialOptions, trackers[inst].dialOption())
+			c.Logger = slog.New(sdk)
 		},
 		OnReady: func(string) { ready.Add(1) },
 		Choose: func(svc string, next []string, rng *rand.Rand) []string {
@@ -251,6 +266,9 @@ func run(ctx context.Context, o options) (*result, error) {
 		r.rss = strconv.Itoa(co.RSSMB())
 		log.Printf("registration: %d of %d sidecars ready after %v (%d routing tables received); giving up: %v",
 			ready.Load(), len(insts), regTook.Round(time.Millisecond), rstats.tables.Load(), err)
+		if ctx.Err() != nil {
+			r.register = "interrupted"
+		}
 		return r, nil
 	}
 	defer func() {
@@ -261,6 +279,7 @@ func run(ctx context.Context, o options) (*result, error) {
 	r.register = fmt.Sprintf("%.1f", regTook.Seconds())
 	log.Printf("registration: %d sidecars ready in %v; %d routing tables received so far; coordinator rss %d MB, heap in use %.0f MB",
 		len(insts), regTook.Round(time.Millisecond), rstats.tables.Load(), co.RSSMB(), co.metric("go_memstats_heap_inuse_bytes")/(1<<20))
+	log.Printf("SDK warnings during registration: %s", sdk.summary())
 	if o.profileDir != "" {
 		co.saveProfile(ctx, "heap", 0, filepath.Join(o.profileDir, fmt.Sprintf("heap-registered-%d.pb.gz", o.sidecars)))
 	}
@@ -300,6 +319,10 @@ func run(ctx context.Context, o options) (*result, error) {
 		}
 	}
 
+	if ctx.Err() != nil {
+		return r, ctx.Err()
+	}
+
 	// 3. NAIVE flips of flipSvc, without load.
 	var callers []*tracker
 	for _, inst := range insts {
@@ -312,12 +335,16 @@ func run(ctx context.Context, o options) (*result, error) {
 	for _, t := range trackers {
 		all = append(all, t)
 	}
+	// The first version of a service to register is its default: with
+	// every sidecar connecting at once, that may be v2.
+	initial := trackers[insts[0]].defaults()
+	log.Printf("default versions after registration: %s %s, %s %s", flipSvc, initial[0], cvSvc, initial[1])
 	var lat, latAll []time.Duration
 	flipsOK := true
 	for i := range o.flips {
-		to := "v2"
+		to := other(initial[0])
 		if i%2 == 1 {
-			to = "v1"
+			to = initial[0]
 		}
 		u, err := runUpdate(ctx, admin, flipSvc, to, pb.Strategy_STRATEGY_NAIVE, o.phaseTimeout)
 		if err != nil {
@@ -350,6 +377,11 @@ func run(ctx context.Context, o options) (*result, error) {
 		r.routing = fmt.Sprintf("%.1f", float64(pick(lat, 99).Microseconds())/1000)
 	case !flipsOK:
 		r.routing = "timeout"
+	}
+
+	log.Printf("SDK warnings until the flips ended: %s", sdk.summary())
+	if ctx.Err() != nil {
+		return r, ctx.Err()
 	}
 
 	// 4. Load, with the CV update in its middle and NAIVE ones after it.
@@ -391,7 +423,7 @@ func run(ctx context.Context, o options) (*result, error) {
 	v0 := sim.Violations()
 	log.Printf("load: %d transactions in %v (%d failed); starting the CV update of %s",
 		sim.Requests(), time.Since(load0).Round(time.Millisecond), sim.Failed(), cvSvc)
-	u, err := runUpdate(ctx, admin, cvSvc, "v2", pb.Strategy_STRATEGY_CV, o.phaseTimeout)
+	u, err := runUpdate(ctx, admin, cvSvc, other(initial[1]), pb.Strategy_STRATEGY_CV, o.phaseTimeout)
 	switch {
 	case err != nil:
 		log.Printf("CV update of %s: %v", cvSvc, err)
@@ -418,7 +450,7 @@ func run(ctx context.Context, o options) (*result, error) {
 		sleep(ctx, rest)
 	}
 	if o.naive && err == nil {
-		r.naiveLine = naivePhase(ctx, o, sim, admin, cvSvc)
+		r.naiveLine = naivePhase(ctx, o, sim, admin, cvSvc, initial[1])
 	}
 	queued := 0
 	for _, inst := range insts {
@@ -427,6 +459,10 @@ func run(ctx context.Context, o options) (*result, error) {
 	end1 := co.metricLabel("coordinator_events_total", "type", "END")
 	win := time.Since(load0)
 	stopAll()
+	if ctx.Err() != nil {
+		r.rate = "interrupted"
+		return r, ctx.Err()
+	}
 	r.rate = fmt.Sprintf("%.0f", (end1-end0)/win.Seconds())
 	log.Printf("load: %d transactions started in %v, %d succeeded, %d failed (first error: %v); the coordinator applied %.0f ENDs; %d events unacknowledged at the end",
 		sim.Requests(), win.Round(time.Millisecond), txnOK.Load(), sim.Failed(), sim.FirstError(), end1-end0, queued)
@@ -438,16 +474,16 @@ func run(ctx context.Context, o options) (*result, error) {
 	return r, ctx.Err()
 }
 
-// naivePhase runs NAIVE updates of svc under the running load, back and
-// forth from v2, until the oracle sees a violation (at most 5), and
+// naivePhase runs NAIVE updates of svc under the running load, back to
+// its initial version and forth again, until the oracle sees a violation (at most 5), and
 // returns their line.
-func naivePhase(ctx context.Context, o options, sim *loadsim.Sim, admin pb.AdminServiceClient, svc string) string {
+func naivePhase(ctx context.Context, o options, sim *loadsim.Sim, admin pb.AdminServiceClient, svc, initial string) string {
 	v0 := sim.Violations()
 	n := 0
 	for n < 5 && sim.Violations() == v0 && ctx.Err() == nil {
-		to := "v1"
+		to := initial
 		if n%2 == 1 {
-			to = "v2"
+			to = other(initial)
 		}
 		n++
 		if _, err := runUpdate(ctx, admin, svc, to, pb.Strategy_STRATEGY_NAIVE, o.phaseTimeout); err != nil {
@@ -569,6 +605,14 @@ func pick(d []time.Duration, q int) time.Duration {
 	}
 	i := (len(d)*q + 99) / 100
 	return d[min(max(i-1, 0), len(d)-1)]
+}
+
+// other is the version the updates move a service to from v.
+func other(v string) string {
+	if v == "v2" {
+		return "v1"
+	}
+	return "v2"
 }
 
 func countTrue(idx []int, set []bool) int {

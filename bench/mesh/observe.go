@@ -19,42 +19,53 @@ type routingStats struct {
 }
 
 // tracker watches one SDK client's coordinator stream on the wire (a gRPC
-// stream interceptor: the SDK is used as it is): which default version of
-// the watched service each routing table it receives names, and when the
-// client acknowledges (sends the RoutingAck of) a table that changes it.
+// stream interceptor: the SDK is used as it is): which default versions of
+// the watched services each routing table it receives names, and when the
+// client acknowledges (sends the RoutingAck of) a table that changes the
+// first one's.
 // The SDK applies a table before it queues the table's ack, so the ack's
 // send time is when the client holds the table and tells the coordinator.
 type tracker struct {
-	watched string
+	watched []string
 	stats   *routingStats
 
 	mu      sync.Mutex
-	pending map[uint64]string // revision -> watched's default version in it
-	acked   string            // watched's default in the last acked table
-	ackedAt time.Time         // when that default was first acked
+	pending map[uint64][]string // revision -> the watched services' default versions in it
+	acked   []string            // their defaults in the last acked table
+	ackedAt time.Time           // when the first one's default was first acked
 }
 
-func newTracker(watched string, stats *routingStats) *tracker {
-	return &tracker{watched: watched, stats: stats, pending: map[uint64]string{}}
+func newTracker(stats *routingStats, watched ...string) *tracker {
+	return &tracker{watched: watched, stats: stats, pending: map[uint64][]string{}, acked: make([]string, len(watched))}
 }
 
-// ackedDefault is the watched service's default version in the last table
-// the client acknowledged, and when it first acknowledged that version.
+// ackedDefault is the first watched service's default version in the last
+// table the client acknowledged, and when it first acknowledged that
+// version.
 func (t *tracker) ackedDefault() (string, time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.acked, t.ackedAt
+	return t.acked[0], t.ackedAt
+}
+
+// defaults are the watched services' default versions in the last table
+// the client acknowledged.
+func (t *tracker) defaults() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]string(nil), t.acked...)
 }
 
 func (t *tracker) received(r *pb.Routing) {
 	now := time.Now()
 	t.stats.tables.Add(1)
 	t.stats.last.Store(now.UnixNano())
-	def := ""
+	def := make([]string, len(t.watched))
 	for _, s := range r.GetServices() {
-		if s.GetService() == t.watched {
-			def = s.GetDefaultVersion()
-			break
+		for i, w := range t.watched {
+			if s.GetService() == w {
+				def[i] = s.GetDefaultVersion()
+			}
 		}
 	}
 	t.mu.Lock()
@@ -72,8 +83,11 @@ func (t *tracker) sentAck(rev uint64) {
 			delete(t.pending, r)
 		}
 	}
-	if ok && def != t.acked {
-		t.acked, t.ackedAt = def, now
+	if ok {
+		if def[0] != t.acked[0] {
+			t.ackedAt = now
+		}
+		t.acked = def
 	}
 }
 
