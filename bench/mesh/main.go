@@ -28,7 +28,9 @@
 //     the switch (the update's switched_at) to the moment the last sidecar
 //     of a service that declares a call to it sends the RoutingAck of a
 //     table naming the new default (seen on the wire by a gRPC interceptor
-//     on the SDK's stream); routing_p99_ms is their p99.
+//     on the SDK's stream); routing_p99_ms is their p99. No flip starts
+//     after -flips-budget: the figure then names how many it is over,
+//     e.g. "812.0(7/20)".
 //  4. load: closed-loop transactions (-workers at once, at most -rate a
 //     second) begin at entry services and walk the mesh (each sub-
 //     transaction calls up to -fanout of its successors, each once or
@@ -42,6 +44,14 @@
 //     to v1 follow under the same load (up to 5, until the oracle sees a
 //     violation), printed on a line of their own.
 //  5. rss_mb is the coordinator's VmRSS after the load.
+//
+// The coordinator child runs with coordinatord's defaults (quotas, GC
+// setting) plus net/http/pprof on a loopback port; -profile-dir saves its
+// heap after registration and after the load, and 10 s CPU profiles of the
+// idle phase, the flips and the load. The sidecars heartbeat at the SDK's
+// default (1 s; -heartbeat) and run at the priority of this process
+// (-nice). Every child process is killed when this one exits, also on a
+// panic or a signal.
 //
 // The last line:
 //
@@ -101,6 +111,8 @@ type options struct {
 	phaseTimeout               time.Duration
 	profileDir                 string
 	nice                       int
+	heartbeat                  time.Duration
+	flipsBudget                time.Duration
 }
 
 func main() {
@@ -117,12 +129,14 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 30*time.Second, "length of the load (the CV update starts after a third of it)")
 	flag.DurationVar(&o.idle, "idle", 10*time.Second, "window of the idle CPU measure")
 	flag.IntVar(&o.flips, "flips", 20, "NAIVE flips timed for routing propagation")
+	flag.DurationVar(&o.flipsBudget, "flips-budget", 6*time.Minute, "no flip starts after this long in the flips phase (routing_p99_ms then says over how many flips, e.g. 812.0(7/20))")
 	flag.BoolVar(&o.naive, "naive", true, "after the CV update, NAIVE updates of the same service under the same load (the oracle must see violations)")
 	flag.IntVar(&o.startConcurrency, "start-concurrency", 0, "sidecars connecting at once (0: all)")
 	flag.DurationVar(&o.registerTimeout, "register-timeout", 3*time.Minute, "bound of the registration phase")
 	flag.DurationVar(&o.phaseTimeout, "phase-timeout", 2*time.Minute, "bound of every other phase (an update, a flip's propagation, the settling of routing)")
 	flag.StringVar(&o.profileDir, "profile-dir", "", "if set, save the coordinator's heap profiles (after registration, after the load) and a CPU profile of the idle phase there")
-	flag.IntVar(&o.nice, "nice", 10, "nice value of the simulated sidecars (this process, not the coordinator's): on a machine shared with the coordinator they should not take its CPU")
+	flag.IntVar(&o.nice, "nice", 0, "nice value of the simulated sidecars (this process, not the coordinator's child); above 0 the coordinator gets the CPU first, but sidecars that cannot keep up with reading their tables then stall its streams")
+	flag.DurationVar(&o.heartbeat, "heartbeat", 0, "heartbeat interval of the sidecars (0: the SDK's default, 1s; lease TTL 3 intervals)")
 	serve := flag.String("serve", "", "internal: run the coordinator on this data directory and print its addresses")
 	flag.Parse()
 	log.SetFlags(log.Ltime | log.Lmicroseconds)
@@ -238,8 +252,9 @@ func run(ctx context.Context, o options) (*result, error) {
 	towardCV := m.reaching(cvIdx)
 	var ready atomic.Int64
 	cfg := loadsim.Config{Coordinators: []string{co.grpc}, Graph: graph, Instances: insts,
-		CallTimeout:      o.phaseTimeout,
-		StartConcurrency: o.startConcurrency,
+		CallTimeout:       o.phaseTimeout,
+		HeartbeatInterval: o.heartbeat,
+		StartConcurrency:  o.startConcurrency,
 		Configure: func(inst string, c *sidecar.Config) {
 			c.DialOptions = append(c.DialOptions, trackers[inst].dialOption())
 			c.Logger = slog.New(sdk)
@@ -341,7 +356,15 @@ func run(ctx context.Context, o options) (*result, error) {
 	log.Printf("default versions after registration: %s %s, %s %s", flipSvc, initial[0], cvSvc, initial[1])
 	var lat, latAll []time.Duration
 	flipsOK := true
+	if o.profileDir != "" {
+		go co.saveProfile(ctx, "profile", 10, filepath.Join(o.profileDir, fmt.Sprintf("cpu-flips-%d.pb.gz", o.sidecars)))
+	}
+	flips0 := time.Now()
 	for i := range o.flips {
+		if time.Since(flips0) > o.flipsBudget {
+			log.Printf("flips: budget of %v spent after %d flips", o.flipsBudget, i)
+			break
+		}
 		to := other(initial[0])
 		if i%2 == 1 {
 			to = initial[0]
@@ -364,6 +387,9 @@ func run(ctx context.Context, o options) (*result, error) {
 		if okAll {
 			latAll = append(latAll, lastAll.Sub(sw))
 		}
+		if o.flips >= 10 && (i+1)%5 == 0 {
+			log.Printf("flips: %d done in %v, the last one's callers acknowledged %v after its switch", i+1, time.Since(flips0).Round(time.Millisecond), last.Sub(sw).Round(time.Millisecond))
+		}
 	}
 	if len(lat) > 0 {
 		slices.Sort(lat)
@@ -373,8 +399,10 @@ func run(ctx context.Context, o options) (*result, error) {
 			len(all), pick(latAll, 50).Round(time.Microsecond), pick(latAll, 100).Round(time.Microsecond))
 	}
 	switch {
-	case flipsOK && len(lat) > 0:
+	case flipsOK && len(lat) == o.flips:
 		r.routing = fmt.Sprintf("%.1f", float64(pick(lat, 99).Microseconds())/1000)
+	case flipsOK && len(lat) > 0:
+		r.routing = fmt.Sprintf("%.1f(%d/%d)", float64(pick(lat, 99).Microseconds())/1000, len(lat), o.flips)
 	case !flipsOK:
 		r.routing = "timeout"
 	}
@@ -423,6 +451,9 @@ func run(ctx context.Context, o options) (*result, error) {
 	v0 := sim.Violations()
 	log.Printf("load: %d transactions in %v (%d failed); starting the CV update of %s",
 		sim.Requests(), time.Since(load0).Round(time.Millisecond), sim.Failed(), cvSvc)
+	if o.profileDir != "" {
+		go co.saveProfile(ctx, "profile", 10, filepath.Join(o.profileDir, fmt.Sprintf("cpu-load-%d.pb.gz", o.sidecars)))
+	}
 	u, err := runUpdate(ctx, admin, cvSvc, other(initial[1]), pb.Strategy_STRATEGY_CV, o.phaseTimeout)
 	switch {
 	case err != nil:
