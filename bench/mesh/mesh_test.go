@@ -84,7 +84,7 @@ func TestSmallMeshRuns(t *testing.T) {
 	}
 	settleQuiet = 200 * time.Millisecond
 	o := options{sidecars: 14, services: 9, layers: 3, seed: 7, workers: 8, rate: 200, fanout: 2, maxCalls: 8, maxMS: 5,
-		duration: 2 * time.Second, idle: 300 * time.Millisecond, flips: 2, naive: true,
+		duration: 2 * time.Second, idle: 300 * time.Millisecond, flips: 2, flipsBudget: time.Minute, naive: true,
 		registerTimeout: time.Minute, phaseTimeout: time.Minute}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
