@@ -315,7 +315,11 @@ func run(ctx context.Context, o options) (*result, error) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if r.hbCPU != "timeout" {
+	{
+		// Measured even when routing did not settle, and then logged as
+		// such: the figure printed stays "timeout" (the sessions were not
+		// idle).
+		unsettled := r.hbCPU == "timeout"
 		hb0 := co.metric("coordinator_heartbeats_total")
 		c0, ok0 := co.CPU()
 		t0 := time.Now()
@@ -323,14 +327,22 @@ func run(ctx context.Context, o options) (*result, error) {
 		c1, ok1 := co.CPU()
 		win := time.Since(t0)
 		hb1 := co.metric("coordinator_heartbeats_total")
-		if ok0 && ok1 && ctx.Err() == nil {
+		switch {
+		case ok0 && ok1 && ctx.Err() == nil && unsettled:
+			log.Printf("not idle (routing still churning): %v of CPU in %v (%.0f%% of a core; %.0f heartbeats/s)", (c1 - c0).Round(time.Millisecond),
+				win.Round(time.Millisecond), 100*(c1-c0).Seconds()/win.Seconds(), (hb1-hb0)/win.Seconds())
+		case ok0 && ok1 && ctx.Err() == nil:
 			r.hbCPU = fmt.Sprintf("%.1f", 100*(c1-c0).Seconds()/win.Seconds())
 			log.Printf("idle: %v of CPU in %v (%.0f heartbeats/s)", (c1 - c0).Round(time.Millisecond), win.Round(time.Millisecond), (hb1-hb0)/win.Seconds())
-		} else {
+		case !unsettled:
 			r.hbCPU = "unavailable"
 		}
 		if o.profileDir != "" {
-			co.saveProfile(ctx, "profile", 10, filepath.Join(o.profileDir, fmt.Sprintf("cpu-idle-%d.pb.gz", o.sidecars)))
+			name := "cpu-idle"
+			if unsettled {
+				name = "cpu-unsettled"
+			}
+			co.saveProfile(ctx, "profile", 10, filepath.Join(o.profileDir, fmt.Sprintf("%s-%d.pb.gz", name, o.sidecars)))
 		}
 	}
 
