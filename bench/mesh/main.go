@@ -83,7 +83,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/coordinator/coordinator/coordinator/server"
@@ -368,6 +370,7 @@ func run(ctx context.Context, o options) (*result, error) {
 	log.Printf("default versions after registration: %s %s, %s %s", flipSvc, initial[0], cvSvc, initial[1])
 	var lat, latAll []time.Duration
 	flipsOK := true
+	var flipErr error // nil when a flip's propagation timed out
 	if o.profileDir != "" {
 		go co.saveProfile(ctx, "profile", 10, filepath.Join(o.profileDir, fmt.Sprintf("cpu-flips-%d.pb.gz", o.sidecars)))
 	}
@@ -384,7 +387,7 @@ func run(ctx context.Context, o options) (*result, error) {
 		u, err := runUpdate(ctx, admin, flipSvc, to, pb.Strategy_STRATEGY_NAIVE, o.phaseTimeout)
 		if err != nil {
 			log.Printf("flip %d of %s to %s: %v", i+1, flipSvc, to, err)
-			flipsOK = false
+			flipsOK, flipErr = false, err
 			break
 		}
 		sw := u.GetSwitchedAt().AsTime()
@@ -415,6 +418,8 @@ func run(ctx context.Context, o options) (*result, error) {
 		r.routing = fmt.Sprintf("%.1f", float64(pick(lat, 99).Microseconds())/1000)
 	case flipsOK && len(lat) > 0:
 		r.routing = fmt.Sprintf("%.1f(%d/%d)", float64(pick(lat, 99).Microseconds())/1000, len(lat), o.flips)
+	case !flipsOK && flipErr != nil:
+		r.routing = failure(flipErr)
 	case !flipsOK:
 		r.routing = "timeout"
 	}
@@ -470,7 +475,7 @@ func run(ctx context.Context, o options) (*result, error) {
 	switch {
 	case err != nil:
 		log.Printf("CV update of %s: %v", cvSvc, err)
-		r.prepare, r.violations = "timeout", "timeout"
+		r.prepare, r.violations = failure(err), failure(err)
 		if u != nil {
 			if p, ok := prepared(u); ok {
 				r.prepare = strconv.FormatInt(p.Milliseconds(), 10)
@@ -648,6 +653,16 @@ func pick(d []time.Duration, q int) time.Duration {
 	}
 	i := (len(d)*q + 99) / 100
 	return d[min(max(i-1, 0), len(d)-1)]
+}
+
+// failure is how a figure whose phase ended with err is printed: "timeout"
+// when its bound expired, "failed" when the coordinator refused or ended
+// it otherwise (the log says why).
+func failure(err error) string {
+	if errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded {
+		return "timeout"
+	}
+	return "failed"
 }
 
 // other is the version the updates move a service to from v.
