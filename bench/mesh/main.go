@@ -271,7 +271,22 @@ func run(ctx context.Context, o options) (*result, error) {
 		cfg.StartConcurrency = len(insts)
 	}
 	rctx, cancel := context.WithTimeout(ctx, o.registerTimeout)
+	defer cancel()
 	began := time.Now()
+	if o.profileDir != "" {
+		// Profiles of the coordinator as the registration gives up, taken
+		// before the clients are closed.
+		go func() {
+			select {
+			case <-time.After(o.registerTimeout - 12*time.Second):
+			case <-rctx.Done():
+				return
+			}
+			go co.saveProfile(rctx, "profile", 10, filepath.Join(o.profileDir, fmt.Sprintf("cpu-registering-%d.pb.gz", o.sidecars)))
+			sleep(rctx, 9*time.Second)
+			co.saveProfile(ctx, "heap", 0, filepath.Join(o.profileDir, fmt.Sprintf("heap-registering-%d.pb.gz", o.sidecars)))
+		}()
+	}
 	done := make(chan struct{})
 	go progress(done, "registered", len(insts), &ready, co)
 	sim, err := loadsim.Start(rctx, cfg)
