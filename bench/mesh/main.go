@@ -232,7 +232,7 @@ func run(ctx context.Context, o options) (*result, error) {
 	}
 	sdk := newSDKLog()
 	defer func() {
-		log.Printf("coordinator: %.0f leader terms, %.0f registrations, self-preservation activated %.0f times; SDK warnings since the last report: %s",
+		log.Printf("coordinator: %.0f leader terms; in the current term %.0f registrations, self-preservation activated %.0f times; SDK warnings since the last report: %s",
 			co.metric("coordinator_leader_terms_total"), co.metric("coordinator_registrations_total"),
 			co.metric("coordinator_self_preservation_activations_total"), sdk.summary())
 	}()
