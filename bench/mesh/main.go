@@ -14,7 +14,9 @@
 // has two sidecars. -services defaults to half of -sidecars.
 //
 // Phases, each bounded by a timeout (a phase that does not complete prints
-// "timeout" or "skipped" for its figures, never an estimate):
+// "timeout" when its bound expired, "failed" when the coordinator refused
+// or aborted it, "skipped" when an earlier phase failed; never an
+// estimate):
 //
 //  1. register: every sidecar connects at once; register_s is the time
 //     until all are registered and hold their first routing table (the
@@ -41,9 +43,10 @@
 //     its start until 1 s after it is DONE. rate is the transactions/s the
 //     coordinator applied over the load (its coordinator_events_total of
 //     END). With -naive (default), NAIVE updates of the same service back
-//     to v1 follow under the same load (up to 5, until the oracle sees a
+//     to its first version follow under the same load (up to 5, until the oracle sees a
 //     violation), printed on a line of their own.
-//  5. rss_mb is the coordinator's VmRSS after the load.
+//  5. rss_mb is the coordinator's VmRSS after the load (or when
+//     registration gave up).
 //
 // The coordinator child runs with coordinatord's defaults (quotas, GC
 // setting) plus net/http/pprof on a loopback port; -profile-dir saves its
