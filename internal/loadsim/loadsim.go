@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/coordinator/coordinator/sidecar"
 )
 
@@ -25,7 +27,10 @@ type Config struct {
 	// Coordinators are the replicas' gRPC addresses.
 	Coordinators []string
 	Graph        Graph
-	// Instances are "service@version", one SDK client each.
+	// Instances are "service@version", one SDK client each; several
+	// instances of one version are told apart by a suffix,
+	// "service@version#2". A call goes to the instance whose address the
+	// SDK picked (every instance's address is "sim-" and its name).
 	Instances []string
 	// Entry is the service transactions begin at.
 	Entry string
@@ -36,12 +41,30 @@ type Config struct {
 	// when zero).
 	HeartbeatInterval time.Duration
 	AllowedMisses     uint32
+	// StartConcurrency is how many clients Start connects at once (default
+	// 1: one after the other).
+	StartConcurrency int
+	// Configure, if set, adjusts each client's configuration before it is
+	// created (dial options that observe the stream, for one).
+	Configure func(inst string, cfg *sidecar.Config)
+	// OnReady, if set, is called as each client is ready (registered and
+	// holding its first routing table), from the goroutine that started it.
+	OnReady func(inst string)
+	// Choose, if set, picks which of svc's successors a sub-transaction
+	// calls (each still once or twice); default all of them. A large mesh
+	// calls a few, or a transaction's calls grow exponentially with depth.
+	Choose func(svc string, next []string, rng *rand.Rand) []string
+	// MaxCalls bounds the calls of one transaction (0: unbounded); past it
+	// its sub-transactions call nothing more.
+	MaxCalls int
 }
 
 // Sim is a set of simulated services and their load.
 type Sim struct {
 	cfg     Config
-	clients map[string]*sidecar.Client // "svc@version"
+	clients map[string]*sidecar.Client // by instance name
+	byAddr  map[string]*instance       // by address
+	of      map[*sidecar.Client]*instance
 
 	mu       sync.Mutex
 	ran      map[string]map[string]string // txn -> svc -> version
@@ -56,31 +79,79 @@ type Sim struct {
 	firstErr              atomic.Value // error
 }
 
+// instance is one simulated instance: its client, service and version.
+type instance struct {
+	c            *sidecar.Client
+	svc, version string
+}
+
 // Start connects one SDK client per instance and waits until each is ready.
 func Start(ctx context.Context, cfg Config) (*Sim, error) {
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = 30 * time.Second
 	}
-	s := &Sim{cfg: cfg, clients: map[string]*sidecar.Client{}, ran: map[string]map[string]string{},
+	s := &Sim{cfg: cfg, clients: map[string]*sidecar.Client{}, byAddr: map[string]*instance{},
+		of: map[*sidecar.Client]*instance{}, ran: map[string]map[string]string{},
 		trace: map[string][]step{}, began: time.Now()}
 	for _, inst := range cfg.Instances {
-		svc, ver, ok := strings.Cut(inst, "@")
-		if !ok {
-			s.Close()
+		svc, rest, ok := strings.Cut(inst, "@")
+		ver, _, _ := strings.Cut(rest, "#")
+		if !ok || svc == "" || ver == "" {
 			return nil, fmt.Errorf("loadsim: instance %q: want service@version", inst)
 		}
-		c, err := sidecar.New(sidecar.Config{Coordinators: cfg.Coordinators, InstanceID: inst, Service: svc,
+		if s.clients[inst] != nil {
+			return nil, fmt.Errorf("loadsim: instance %q named twice", inst)
+		}
+		scfg := sidecar.Config{Coordinators: cfg.Coordinators, InstanceID: inst, Service: svc,
 			Version: ver, Address: "sim-" + inst, Dependencies: cfg.Graph[svc],
-			HeartbeatInterval: cfg.HeartbeatInterval, AllowedMisses: cfg.AllowedMisses})
+			HeartbeatInterval: cfg.HeartbeatInterval, AllowedMisses: cfg.AllowedMisses}
+		if cfg.Configure != nil {
+			cfg.Configure(inst, &scfg)
+		}
+		c, err := sidecar.New(scfg)
 		if err != nil {
-			s.Close()
 			return nil, err
 		}
-		if err := c.Start(ctx); err != nil {
-			s.Close()
-			return nil, fmt.Errorf("loadsim: start %s: %w", inst, err)
-		}
 		s.clients[inst] = c
+		in := &instance{c: c, svc: svc, version: ver}
+		s.byAddr[scfg.Address], s.of[c] = in, in
+	}
+	var (
+		wg       sync.WaitGroup
+		errMu    sync.Mutex
+		firstErr error
+	)
+	sem := make(chan struct{}, max(cfg.StartConcurrency, 1))
+	for _, inst := range cfg.Instances {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := s.clients[inst].Start(ctx); err != nil {
+				errMu.Lock()
+				if firstErr == nil {
+					firstErr = fmt.Errorf("loadsim: start %s: %w", inst, err)
+				}
+				errMu.Unlock()
+				return
+			}
+			if cfg.OnReady != nil {
+				cfg.OnReady(inst)
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr == nil && ctx.Err() != nil {
+		firstErr = fmt.Errorf("loadsim: start: %w", ctx.Err())
+	}
+	if firstErr != nil {
+		s.Close()
+		return nil, firstErr
 	}
 	return s, nil
 }
@@ -88,13 +159,20 @@ func Start(ctx context.Context, cfg Config) (*Sim, error) {
 // Client returns the SDK client of "svc@version".
 func (s *Sim) Client(inst string) *sidecar.Client { return s.clients[inst] }
 
-// Close closes every client.
+// Close closes every client, at most 64 at once, within 5 s in all.
 func (s *Sim) Close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
 	for _, c := range s.clients {
-		_ = c.Close(ctx)
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			_ = c.Close(ctx)
+		})
 	}
+	wg.Wait()
 }
 
 // step is one thing a transaction ran, kept to explain a violation (and
@@ -151,17 +229,24 @@ func (s *Sim) fail(err error) {
 	s.firstErr.CompareAndSwap(nil, err)
 }
 
-// exec runs a sub-transaction at svc@version: calls to its successors (each
-// up to twice) with work in between, within budget. It reports false when
-// a call failed (the request fails).
-func (s *Sim) exec(ctx context.Context, svc, version string, budget time.Duration, rng *rand.Rand) bool {
-	c := s.clients[svc+"@"+version]
-	if c == nil {
-		s.fail(fmt.Errorf("loadsim: no instance of %s@%s", svc, version))
-		return false
+// exec runs a sub-transaction at in: calls to its successors (each up to
+// twice; those Choose picks) with work in between, within budget, while
+// the transaction has calls left. It reports false when a call failed (the
+// request fails).
+func (s *Sim) exec(ctx context.Context, in *instance, budget time.Duration, rng *rand.Rand, calls *int) bool {
+	c, svc, version := in.c, in.svc, in.version
+	next := s.cfg.Graph[svc]
+	if s.cfg.Choose != nil && len(next) > 0 {
+		next = s.cfg.Choose(svc, next, rng)
 	}
-	for _, next := range s.cfg.Graph[svc] {
+	for _, next := range next {
 		for range 1 + rng.IntN(2) {
+			if s.cfg.MaxCalls > 0 {
+				if *calls >= s.cfg.MaxCalls {
+					return true
+				}
+				*calls++
+			}
 			time.Sleep(time.Duration(rng.Int64N(int64(budget)/6 + 1)))
 			rctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
 			start := time.Now()
@@ -181,13 +266,13 @@ func (s *Sim) exec(ctx context.Context, svc, version string, budget time.Duratio
 			s.mu.Unlock()
 			t, _ := sidecar.FromContext(ctx)
 			s.record(t.ID, step{from: svc, fromVer: version, fromSub: t.Sub, to: next, ver: call.Version, sub: call.Sub, took: took})
-			nc := s.clients[next+"@"+call.Version]
-			if nc == nil {
+			nc := s.byAddr[call.Address]
+			if nc == nil || nc.svc != next || nc.version != call.Version {
 				call.Finish()
-				s.fail(fmt.Errorf("loadsim: routed to %s@%s, which does not exist", next, call.Version))
+				s.fail(fmt.Errorf("loadsim: routed to %s@%s at %q, which does not exist", next, call.Version, call.Address))
 				return false
 			}
-			ok := s.exec(nc.Join(ctx, t.ID, call.Sub), next, call.Version, budget/2, rng)
+			ok := s.exec(nc.c.Join(ctx, t.ID, call.Sub), nc, budget/2, rng, calls)
 			call.Finish()
 			if !ok {
 				return false
@@ -200,18 +285,66 @@ func (s *Sim) exec(ctx context.Context, svc, version string, budget time.Duratio
 // Txn runs one transaction at the entry (v1 of the entry service), of
 // about budget.
 func (s *Sim) Txn(ctx context.Context, budget time.Duration, rng *rand.Rand) {
+	s.TxnAt(ctx, s.cfg.Entry+"@v1", budget, rng)
+}
+
+// TxnAt runs one transaction of about budget that begins at instance inst.
+// It reports whether every call succeeded.
+func (s *Sim) TxnAt(ctx context.Context, inst string, budget time.Duration, rng *rand.Rand) bool {
 	s.requests.Add(1)
 	start := time.Now()
-	entry := s.clients[s.cfg.Entry+"@v1"]
+	entry := s.clients[inst]
+	if entry == nil {
+		s.fail(fmt.Errorf("loadsim: no instance %s", inst))
+		return false
+	}
+	in := s.of[entry]
 	tctx, t := entry.Begin(ctx)
-	s.record(t.ID, step{to: s.cfg.Entry, ver: "v1"})
-	s.exec(tctx, s.cfg.Entry, "v1", budget, rng)
+	s.record(t.ID, step{to: in.svc, ver: in.version})
+	calls := 0
+	ok := s.exec(tctx, in, budget, rng, &calls)
 	if err := entry.End(tctx); err != nil {
 		s.fail(fmt.Errorf("end: %w", err))
+		ok = false
 	}
 	if d := int64(time.Since(start)); d > s.longest.Load() {
 		s.longest.Store(d)
 	}
+	s.forget(t.ID)
+	return ok
+}
+
+// forget drops what the oracle kept of a finished transaction: it runs
+// nothing more, so nothing more can be checked against it.
+func (s *Sim) forget(txn string) {
+	s.mu.Lock()
+	delete(s.ran, txn)
+	delete(s.trace, txn)
+	s.mu.Unlock()
+}
+
+// Drive runs txn back to back on each of workers goroutines, in all at
+// most perSecond a second (0: no bound), until the returned stop is called;
+// stop lets the running ones finish and waits for them. Each worker has
+// its own rng. The load is closed: its rate is what the system sustains,
+// up to the bound.
+func (s *Sim) Drive(ctx context.Context, workers, perSecond int, txn func(ctx context.Context, rng *rand.Rand)) (stop func()) {
+	wctx, cancel := context.WithCancel(ctx)
+	lim := rate.NewLimiter(rate.Inf, 1)
+	if perSecond > 0 {
+		lim = rate.NewLimiter(rate.Limit(perSecond), max(1, perSecond/100))
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
+			for lim.Wait(wctx) == nil {
+				txn(ctx, rng)
+			}
+		})
+	}
+	var once sync.Once
+	return func() { once.Do(func() { cancel(); wg.Wait() }) }
 }
 
 // Load runs rate transactions per second of 1 to maxMS ms until the

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+
+	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+)
+
+// routingStats counts, over every client, the routing tables received and
+// when the last one came.
+type routingStats struct {
+	tables atomic.Int64
+	last   atomic.Int64 // unix nanos
+}
+
+// tracker watches one SDK client's coordinator stream on the wire (a gRPC
+// stream interceptor: the SDK is used as it is): which default versions of
+// the watched services each routing table it receives names, and when the
+// client acknowledges (sends the RoutingAck of) a table that changes the
+// first one's.
+// The SDK applies a table before it queues the table's ack, so the ack's
+// send time is when the client holds the table and tells the coordinator.
+type tracker struct {
+	watched []string
+	stats   *routingStats
+
+	mu      sync.Mutex
+	pending map[uint64][]string // revision -> the watched services' default versions in it
+	acked   []string            // their defaults in the last acked table
+	ackedAt time.Time           // when the first one's default was first acked
+}
+
+func newTracker(stats *routingStats, watched ...string) *tracker {
+	return &tracker{watched: watched, stats: stats, pending: map[uint64][]string{}, acked: make([]string, len(watched))}
+}
+
+// ackedDefault is the first watched service's default version in the last
+// table the client acknowledged, and when it first acknowledged that
+// version.
+func (t *tracker) ackedDefault() (string, time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.acked[0], t.ackedAt
+}
+
+// defaults are the watched services' default versions in the last table
+// the client acknowledged.
+func (t *tracker) defaults() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]string(nil), t.acked...)
+}
+
+func (t *tracker) received(r *pb.Routing) {
+	now := time.Now()
+	t.stats.tables.Add(1)
+	t.stats.last.Store(now.UnixNano())
+	def := make([]string, len(t.watched))
+	for _, s := range r.GetServices() {
+		for i, w := range t.watched {
+			if s.GetService() == w {
+				def[i] = s.GetDefaultVersion()
+			}
+		}
+	}
+	t.mu.Lock()
+	t.pending[r.GetRevision()] = def
+	t.mu.Unlock()
+}
+
+func (t *tracker) sentAck(rev uint64) {
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	def, ok := t.pending[rev]
+	for r := range t.pending {
+		if r <= rev {
+			delete(t.pending, r)
+		}
+	}
+	if ok {
+		if def[0] != t.acked[0] {
+			t.ackedAt = now
+		}
+		t.acked = def
+	}
+}
+
+// dialOption installs the tracker on the client's streams.
+func (t *tracker) dialOption() grpc.DialOption {
+	return grpc.WithStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string,
+		streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		cs, err := streamer(ctx, desc, cc, method, opts...)
+		if err != nil {
+			return nil, err
+		}
+		return &observed{ClientStream: cs, t: t}, nil
+	})
+}
+
+type observed struct {
+	grpc.ClientStream
+	t *tracker
+}
+
+func (o *observed) RecvMsg(m any) error {
+	err := o.ClientStream.RecvMsg(m)
+	if err == nil {
+		if cm, ok := m.(*pb.CoordinatorMessage); ok {
+			if r := cm.GetRouting(); r != nil {
+				o.t.received(r)
+			}
+		}
+	}
+	return err
+}
+
+func (o *observed) SendMsg(m any) error {
+	sm, ok := m.(*pb.SidecarMessage)
+	var ack *pb.RoutingAck
+	if ok {
+		ack = sm.GetRoutingAck()
+	}
+	err := o.ClientStream.SendMsg(m)
+	if err == nil && ack != nil {
+		o.t.sentAck(ack.GetRevision())
+	}
+	return err
+}
