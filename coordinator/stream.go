@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+
 	"github.com/coordinator/coordinator/coordinator/graph"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 	"github.com/coordinator/coordinator/storage"
@@ -270,6 +272,10 @@ func (c *Coordinator) detach(s *session, st *stream) {
 }
 
 // applyBatch applies events in order under one lock and acknowledges them.
+// Events it refuses without looking at them (past the session's event
+// rate, or all of them on a stream that did not register) get one error
+// for the run, not one each: a flood of them costs the event lock and the
+// Ack next to nothing per event.
 func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ack {
 	ack := &pb.Ack{}
 	if n := len(evs); n > 0 {
@@ -282,27 +288,23 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 	}
 	var counts [int(pb.EventType_EVENT_TYPE_END) + 1]int
 	var late [numLateReasons]int
+	var errCodes errorCounts
 	c.mu.Lock()
 	c.applyStoredPhasesLocked() // a phase stored meanwhile acts before these events
 	c.eng.SetEpoch(c.epoch())
 	current := s != nil && s.stream == st && c.sessions[s.rec.InstanceId] == s
-	admitted := len(evs)
-	var rateErr error
-	if current {
+	admitted := 0
+	var refusal error // of evs[admitted:]
+	switch {
+	case !current:
+		refusal = fmt.Errorf("%w: send Register first", ErrNotRegistered)
+	default:
 		if admitted = c.admitEventsLocked(s, len(evs), time.Now()); admitted < len(evs) {
-			rateErr = c.refuseLocked(s, quotaEventRate, c.eventRateExceeded(), len(evs)-admitted)
+			refusal = c.refuseLocked(s, quotaEventRate, c.eventRateExceeded(), len(evs)-admitted)
 		}
 	}
-	for i, ev := range evs {
-		var err error
-		switch {
-		case !current:
-			err = fmt.Errorf("%w: send Register first", ErrNotRegistered)
-		case i >= admitted:
-			err = rateErr
-		default:
-			err = c.applyLocked(s, st, ev)
-		}
+	for _, ev := range evs[:admitted] {
+		err := c.applyLocked(s, st, ev)
 		if err == nil {
 			if t := ev.GetType(); t > 0 && int(t) < len(counts) {
 				counts[t]++
@@ -319,22 +321,52 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 			}
 			continue
 		}
-		ack.Errors = append(ack.Errors, eventError(ev.GetSeq(), ev.GetTxnId(), err))
+		e := eventError(ev.GetSeq(), ev.GetTxnId(), err)
+		ack.Errors = append(ack.Errors, e)
+		errCodes.add(e.Code, 1)
 		if ev.GetWait() {
 			// The sidecar holds this call until it hears back.
 			c.out = append(c.out, decision{st: st, msg: &pb.CallDecision{Seq: ev.GetSeq(), Error: err.Error()}})
+		}
+	}
+	var refusedMsg string
+	if refusal != nil {
+		refusedMsg = refusal.Error()
+		for _, ev := range evs[admitted:] {
+			if ev.GetWait() { // held by the sidecar until it hears back
+				c.out = append(c.out, decision{st: st, msg: &pb.CallDecision{Seq: ev.GetSeq(), Error: refusedMsg}})
+			}
 		}
 	}
 	if len(c.active) > 0 {
 		c.progressLocked() // switching is atomic with event application
 	}
 	c.unlockAndSend()
-	c.metrics.observeBatch(counts[:], late[:], ack.Errors)
+	if refusal != nil {
+		first := evs[admitted]
+		e := eventError(first.GetSeq(), first.GetTxnId(), refusal)
+		if n := len(evs) - admitted; n > 1 {
+			e.ThroughSeq, e.TxnId = evs[len(evs)-1].GetSeq(), ""
+		}
+		ack.Errors = append(ack.Errors, e)
+		errCodes.add(e.Code, len(evs)-admitted)
+	}
+	c.metrics.observeBatch(counts[:], late[:], &errCodes)
 	if len(ack.Late) > 0 && c.lg.Enabled(context.Background(), slog.LevelDebug) {
 		c.lg.Debug("late events ignored", "instance", s.rec.InstanceId, "late", len(ack.Late),
 			"first_seq", ack.Late[0].GetSeq(), "first_reason", ack.Late[0].GetReason().String())
 	}
 	return ack
+}
+
+// errorCounts counts a batch's rejected events by gRPC code.
+type errorCounts [int(codes.Unauthenticated) + 1]int
+
+func (ec *errorCounts) add(code int32, n int) {
+	if code < 0 || int(code) >= len(ec) {
+		code = int32(codes.Unknown)
+	}
+	ec[code] += n
 }
 
 // numLateReasons bounds the pb.LateReason values.
