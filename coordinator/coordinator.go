@@ -225,6 +225,8 @@ type Coordinator struct {
 	// pendingPins are the pins being committed, by key: a later answer
 	// that relies on one waits for it too.
 	pendingPins map[string]*clientv3.Op
+	// mootPins are pin keys of ended transactions, to delete (mootpins.go).
+	mootPins []mootPin
 	// learned are the static edges learned from undeclared calls, until
 	// declared or forgotten (MaxLearnedEdges bounds them).
 	learned map[edge]struct{}

@@ -27,7 +27,7 @@ func (c *Coordinator) collect(max int) []clientv3.Op {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := c.eng.DirtyLen()
-	if n == 0 {
+	if n == 0 && len(c.mootPins) == 0 {
 		return nil
 	}
 	before := uint64(math.MaxUint64)
@@ -35,7 +35,7 @@ func (c *Coordinator) collect(max int) []clientv3.Op {
 		before = c.epoch() - 1 // changes at least one full interval old
 	}
 	ops := make([]clientv3.Op, 0, min(n, max))
-	c.eng.TakeDirtyBefore(before, max, func(r graph.Record) {
+	taken := c.eng.TakeDirtyBefore(before, max, func(r graph.Record) {
 		key := c.keys.Txn(r.Txn)
 		if r.Deleted {
 			ops = append(ops, clientv3.OpDelete(key))
@@ -65,7 +65,7 @@ func (c *Coordinator) collect(max int) []clientv3.Op {
 		}
 		ops = append(ops, clientv3.OpPut(key, string(val), clientv3.WithLease(s.lease)))
 	})
-	return ops
+	return c.appendMootPinsLocked(ops, max, before, taken < max)
 }
 
 // restore loads services, routes, sessions still leased, the

@@ -472,7 +472,11 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 		// caller's RETURN it is moot (graph.ErrSubReturned).
 		err = c.eng.Done(ev.TxnId, sub, to)
 	case pb.EventType_EVENT_TYPE_END:
-		err = c.eng.End(ev.TxnId)
+		n := len(c.mootPins)
+		c.notePinsLocked(ev.TxnId) // while its uses are known
+		if err = c.eng.End(ev.TxnId); err != nil {
+			c.mootPins = c.mootPins[:n]
+		}
 	default:
 		return fmt.Errorf("%w: unknown event type %d", ErrInvalidArgument, int32(typ))
 	}
