@@ -41,6 +41,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -580,6 +581,7 @@ func runCoordinator(dir string, withPprof bool) {
 	if withPprof {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		check(err)
+		go countWrites(ctx, srv.Client())
 		http.Handle("/metrics", promhttp.Handler()) // etcd's metrics are on the default registry
 		go func() { _ = http.Serve(l, nil) }()      // and net/http/pprof's handlers
 		addrs = append(addrs, l.Addr().String())
@@ -590,6 +592,36 @@ func runCoordinator(dir string, withPprof bool) {
 	defer cancel()
 	if err := srv.Close(cctx); err != nil {
 		log.Printf("coordinator close: %v", err)
+	}
+}
+
+// countWrites logs, every 10 s, the etcd writes of the last 10 s by kind
+// of key (with -profile: what the coordinator writes, and for whom).
+func countWrites(ctx context.Context, cli *clientv3.Client) {
+	counts := map[string]int{}
+	tick := time.NewTicker(10 * time.Second)
+	defer tick.Stop()
+	wch := cli.Watch(ctx, "/", clientv3.WithPrefix())
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			log.Printf("etcd writes in 10 s: %v", counts)
+			clear(counts)
+		case resp, ok := <-wch:
+			if !ok {
+				return
+			}
+			for _, ev := range resp.Events {
+				f := strings.SplitN(string(ev.Kv.Key), "/", 6) // "", coordinator, v1, kind, name...
+				k := strings.Join(f[:min(4, len(f))], "/")
+				if len(f) > 4 && strings.HasPrefix(f[4], "hostile") {
+					k += "/hostile*"
+				}
+				counts[ev.Type.String()+" "+k]++
+			}
+		}
 	}
 }
 
