@@ -289,6 +289,7 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 	var counts [int(pb.EventType_EVENT_TYPE_END) + 1]int
 	var late [numLateReasons]int
 	var errCodes errorCounts
+	var failed []failedEvent
 	c.mu.Lock()
 	c.applyStoredPhasesLocked() // a phase stored meanwhile acts before these events
 	c.eng.SetEpoch(c.epoch())
@@ -321,9 +322,7 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 			}
 			continue
 		}
-		e := eventError(ev.GetSeq(), ev.GetTxnId(), err)
-		ack.Errors = append(ack.Errors, e)
-		errCodes.add(e.Code, 1)
+		failed = append(failed, failedEvent{ev, err}) // its error is built after unlocking
 		if ev.GetWait() {
 			// The sidecar holds this call until it hears back.
 			c.out = append(c.out, decision{st: st, msg: &pb.CallDecision{Seq: ev.GetSeq(), Error: err.Error()}})
@@ -342,6 +341,11 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 		c.progressLocked() // switching is atomic with event application
 	}
 	c.unlockAndSend()
+	for _, f := range failed {
+		e := eventError(f.ev.GetSeq(), f.ev.GetTxnId(), f.err)
+		ack.Errors = append(ack.Errors, e)
+		errCodes.add(e.Code, 1)
+	}
 	if refusal != nil {
 		first := evs[admitted]
 		e := eventError(first.GetSeq(), first.GetTxnId(), refusal)
@@ -357,6 +361,12 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 			"first_seq", ack.Late[0].GetSeq(), "first_reason", ack.Late[0].GetReason().String())
 	}
 	return ack
+}
+
+// failedEvent is an event applyBatch rejected, and why.
+type failedEvent struct {
+	ev  *pb.Event
+	err error
 }
 
 // errorCounts counts a batch's rejected events by gRPC code.
@@ -515,13 +525,24 @@ func (c *Coordinator) callLocked(s *session, ev *pb.Event, to graph.ServiceID, v
 	return nil
 }
 
-// eventFailure is an engine error that says which event it is about.
-type eventFailure struct{ error }
+// eventFailure is an engine error that says which event it is about. Its
+// message is formatted when it is read, after the event lock is released
+// (applyBatch): a sidecar's failing events cost the lock little.
+type eventFailure struct {
+	typ pb.EventType
+	txn string
+	sub uint64
+	err error
+}
 
-func (e eventFailure) Unwrap() error { return e.error }
+func (e eventFailure) Error() string {
+	return fmt.Sprintf("%s txn %q sub %016x: %v", e.typ, e.txn, e.sub, e.err)
+}
+
+func (e eventFailure) Unwrap() error { return e.err }
 
 // eventErr says which event an engine error is about (the engine's
 // sentinel stays in the chain, for its gRPC code).
 func eventErr(typ pb.EventType, ev *pb.Event, err error) error {
-	return eventFailure{fmt.Errorf("%s txn %q sub %016x: %w", typ, ev.TxnId, ev.SubId, err)}
+	return eventFailure{typ: typ, txn: ev.TxnId, sub: ev.SubId, err: err}
 }
