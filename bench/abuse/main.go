@@ -30,6 +30,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 	"slices"
@@ -477,6 +478,7 @@ func (p *profiler) heap(name string) {
 	}
 	p.save(name+".heap.pb.gz", "/debug/pprof/heap?gc=1")
 	p.save(name+".metrics.txt", "/metrics") // etcd's own metrics too
+	p.save(name+".mutex.pb.gz", "/debug/pprof/mutex")
 }
 
 // cpu saves a CPU profile of 15 s, from after into the phase.
@@ -581,6 +583,7 @@ func runCoordinator(dir string, withPprof bool) {
 	if withPprof {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		check(err)
+		runtime.SetMutexProfileFraction(10) // who waits for the event lock
 		go countWrites(ctx, srv.Client())
 		http.Handle("/metrics", promhttp.Handler()) // etcd's metrics are on the default registry
 		go func() { _ = http.Serve(l, nil) }()      // and net/http/pprof's handlers
