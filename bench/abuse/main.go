@@ -111,13 +111,15 @@ func main() {
 	admin := pb.NewAdminServiceClient(conn)
 
 	// Baseline: the update held in DRAINING, no hostile session.
+	baseLoad := co.StartLoad()
 	baseP99, baseFailed := phase(ctx, s, admin, "v2", *baseline, func(pctx context.Context) { prof.cpu(pctx, "baseline", 3*time.Second) })
-	log.Printf("baseline: decided calls p99 %v, failed %d, rss %d MB", baseP99, baseFailed, co.RSSMB())
+	log.Printf("baseline: decided calls p99 %v, failed %d, rss %d MB (%v)", baseP99, baseFailed, co.RSSMB(), baseLoad)
 	prof.heap("baseline-end")
 
 	// Hostile: the same, with the hostile session from the start.
 	var rss30 int
 	h := &hostileRun{co: co}
+	hostileLoad := co.StartLoad()
 	legitP99, _ := phase(ctx, s, admin, "v1", *hostile, func(pctx context.Context) {
 		go func() {
 			select {
@@ -132,7 +134,7 @@ func main() {
 		h.run(pctx)
 	})
 	rssEnd := co.RSSMB()
-	log.Printf("hostile phase at its end: rss %d MB, heap in use %.0f MB", rssEnd, co.metric("go_memstats_heap_inuse_bytes")/(1<<20))
+	log.Printf("hostile phase at its end: rss %d MB, heap in use %.0f MB (%v)", rssEnd, co.metric("go_memstats_heap_inuse_bytes")/(1<<20), hostileLoad)
 	prof.heap("hostile-end")
 	failed := s.Failed() - baseFailed
 	if v := s.FirstViolation(); v != "" {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -66,4 +67,83 @@ func (p *Proc) RSSMB() int {
 		}
 	}
 	return 0
+}
+
+// CPUSeconds is the CPU time (user and system) the child has used so far
+// (0 where /proc cannot tell).
+func (p *Proc) CPUSeconds() float64 { return procCPUSeconds(p.cmd.Process.Pid) }
+
+// procCPUSeconds reads utime and stime of pid from /proc/pid/stat.
+func procCPUSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command may hold spaces: fields start after its closing paren.
+	_, rest, ok := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / clockTicks
+}
+
+// clockTicks is USER_HZ, 100 on every Linux we run on.
+const clockTicks = 100
+
+// MachineLoad measures, between Start and Stop, how busy the machine's
+// CPUs were and how much of that was neither this process nor the child:
+// benchmarks on a shared machine report it next to their latencies.
+type MachineLoad struct {
+	p                *Proc
+	busy0, ours0     float64
+	total0           float64
+	busy, ours, wall float64
+}
+
+// StartLoad starts measuring.
+func (p *Proc) StartLoad() *MachineLoad {
+	m := &MachineLoad{p: p}
+	m.busy0, m.total0 = cpuStat()
+	m.ours0 = procCPUSeconds(os.Getpid()) + p.CPUSeconds()
+	return m
+}
+
+// String stops measuring (once) and says, in cores, how busy the machine
+// was and how much of it was others.
+func (m *MachineLoad) String() string {
+	if m.wall == 0 {
+		busy, total := cpuStat()
+		m.busy, m.wall = busy-m.busy0, total-m.total0
+		m.ours = procCPUSeconds(os.Getpid()) + m.p.CPUSeconds() - m.ours0
+	}
+	if m.wall <= 0 {
+		return "machine load unknown"
+	}
+	n := float64(runtime.NumCPU())
+	wall := m.wall / n // seconds
+	return fmt.Sprintf("cpu busy %.2f of %.0f cores, of which others %.2f", m.busy/wall, n, (m.busy-m.ours)/wall)
+}
+
+// cpuStat returns the busy and total CPU seconds of all CPUs from /proc/stat.
+func cpuStat() (busy, total float64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 5 || f[0] != "cpu" {
+		return 0, 0
+	}
+	for i, v := range f[1:] {
+		x, _ := strconv.ParseFloat(v, 64)
+		total += x
+		if i != 3 && i != 4 { // idle, iowait
+			busy += x
+		}
+	}
+	return busy / clockTicks, total / clockTicks
 }
