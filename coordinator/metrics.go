@@ -164,7 +164,7 @@ func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
-func (m *metrics) observeBatch(counts, late []int, errs []*pb.EventError) {
+func (m *metrics) observeBatch(counts, late []int, errs *errorCounts) {
 	for t, n := range counts {
 		if n > 0 {
 			m.events[t].Add(float64(n))
@@ -175,8 +175,10 @@ func (m *metrics) observeBatch(counts, late []int, errs []*pb.EventError) {
 			m.lateEvents[r].Add(float64(n))
 		}
 	}
-	for _, e := range errs {
-		m.eventErrors.WithLabelValues(codes.Code(e.Code).String()).Inc()
+	for code, n := range errs {
+		if n > 0 {
+			m.eventErrors.WithLabelValues(codes.Code(code).String()).Add(float64(n))
+		}
 	}
 }
 

@@ -42,6 +42,8 @@ type orchestrator struct {
 	// that relies on one waits for it too.
 	pendingPins map[string]*storage.Op
 	out         []decision // call decisions to send once the event lock is released
+	// mootPins are the pins of ended transactions, to delete (mootpins.go).
+	mootPins []mootPin
 }
 
 // eventSide is what the orchestrator needs of event application (the

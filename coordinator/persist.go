@@ -25,7 +25,7 @@ func (c *Coordinator) collect(max int) []storage.Op {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := c.eng.DirtyLen()
-	if n == 0 {
+	if n == 0 && !c.orch.hasMootPins() {
 		return nil
 	}
 	before := uint64(math.MaxUint64)
@@ -33,7 +33,7 @@ func (c *Coordinator) collect(max int) []storage.Op {
 		before = c.epoch() - 1 // changes at least one full interval old
 	}
 	ops := make([]storage.Op, 0, min(n, max))
-	c.eng.TakeDirtyBefore(before, max, func(r graph.Record) {
+	taken := c.eng.TakeDirtyBefore(before, max, func(r graph.Record) {
 		if r.Deleted {
 			ops = append(ops, storage.DeleteTxn(r.Txn))
 			return
@@ -62,7 +62,7 @@ func (c *Coordinator) collect(max int) []storage.Op {
 		}
 		ops = append(ops, op)
 	})
-	return ops
+	return c.orch.appendMootPinsLocked(ops, max, before, taken < max)
 }
 
 // restore loads services, routes, sessions still leased, the

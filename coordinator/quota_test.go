@@ -122,8 +122,8 @@ func TestQuotas(t *testing.T) {
 			refused0 := ts.Metric(metric)
 
 			ack := servertest.SendAck(t, h, tc.probe...)
-			if len(ack.Errors) != len(tc.probe) {
-				t.Fatalf("%d of %d probe events refused: %v", len(ack.Errors), len(tc.probe), ack.Errors)
+			if n := refusedEvents(ack, tc.probe); n != len(tc.probe) {
+				t.Fatalf("%d of %d probe events refused: %v", n, len(tc.probe), ack.Errors)
 			}
 			for _, e := range ack.Errors {
 				if codes.Code(e.Code) != codes.ResourceExhausted {
@@ -142,6 +142,84 @@ func TestQuotas(t *testing.T) {
 			servertest.Send(t, o, tc.others...) // fails on any refusal
 		})
 	}
+}
+
+// refusedEvents counts the events of evs that ack's errors are about: an
+// error with a through_seq is about each event from its seq through it.
+func refusedEvents(ack *pb.Ack, evs []*pb.Event) int {
+	n := 0
+	for _, ev := range evs {
+		for _, e := range ack.Errors {
+			if ev.Seq == e.Seq || (ev.Seq > e.Seq && ev.Seq <= e.ThroughSeq) {
+				n++
+				break
+			}
+		}
+	}
+	return n
+}
+
+// Events past the session's rate are refused as a run, without being
+// looked at: one error in the Ack (from the first refused seq through the
+// last) rather than one per event, each of them counted in the metrics, and
+// a waiting CALL among them still hears back.
+func TestEventRateRefusesARunWithOneError(t *testing.T) {
+	T := servertest.TxnID
+	ts := startMem(t, func(c *coordinator.Config) {
+		c.MaxEventsPerSecond = 0.001 // no token comes back during the test
+		c.EventBurst = 3
+	})
+	keepAlive(t, ts.Sidecar("b-1", "b", "v1"))
+	h := ts.Sidecar("h-1", "h", "v1", "b")
+	keepAlive(t, h)
+	o := ts.Sidecar("o-1", "o", "v1", "b")
+	keepAlive(t, o)
+	refused0 := ts.Metric(`coordinator_quota_refusals_total{quota="session_event_rate"}`)
+	errors0 := ts.Metric(`coordinator_event_errors_total{code="ResourceExhausted"}`)
+
+	evs := []*pb.Event{simsidecar.Begin(T(1), 1), simsidecar.Begin(T(2), 1), simsidecar.Begin(T(3), 1)}
+	for i := range 100 {
+		evs = append(evs, simsidecar.End(fmt.Sprintf("unknown-%d", i)))
+	}
+	ack := servertest.SendAck(t, h, evs...)
+	if len(ack.Errors) != 1 {
+		t.Fatalf("%d errors for 100 events past the rate, want 1: %v", len(ack.Errors), ack.Errors[:min(3, len(ack.Errors))])
+	}
+	e := ack.Errors[0]
+	if e.Seq != evs[3].Seq || e.ThroughSeq != evs[len(evs)-1].Seq || e.TxnId != "" {
+		t.Errorf("error is about seq %d through %d (txn %q), want %d through %d", e.Seq, e.ThroughSeq, e.TxnId, evs[3].Seq, evs[len(evs)-1].Seq)
+	}
+	if codes.Code(e.Code) != codes.ResourceExhausted || !strings.Contains(e.Message, "--max-events-per-second") {
+		t.Errorf("error %v %q, want ResourceExhausted naming --max-events-per-second", codes.Code(e.Code), e.Message)
+	}
+	if n := ts.Leader().Live(); n != 3 {
+		t.Errorf("%d live transactions, want the 3 admitted BEGINs", n)
+	}
+	if got := ts.Metric(`coordinator_quota_refusals_total{quota="session_event_rate"}`) - refused0; got != 100 {
+		t.Errorf("session_event_rate refusals rose by %v, want 100", got)
+	}
+	if got := ts.Metric(`coordinator_event_errors_total{code="ResourceExhausted"}`) - errors0; got != 100 {
+		t.Errorf("ResourceExhausted event errors rose by %v, want 100", got)
+	}
+
+	// A lone waiting CALL past the rate: its error names it, and the call
+	// is answered.
+	d, a, err := h.SendWait(simsidecar.Call(T(1), 1, "b", 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case dec := <-d:
+		if !strings.Contains(dec.GetError(), "--max-events-per-second") {
+			t.Errorf("decision of the refused CALL: %v, want the rate refusal", dec)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no decision for a waiting CALL past the rate")
+	}
+	if ack := <-a; len(ack.GetErrors()) != 1 || ack.Errors[0].ThroughSeq != 0 || ack.Errors[0].TxnId != T(1) {
+		t.Errorf("ack of the refused CALL: %v, want one error about it alone", ack)
+	}
+	servertest.Send(t, o, simsidecar.Begin(T(10), 1), simsidecar.Call(T(10), 1, "b", 2), simsidecar.End(T(10)))
 }
 
 // A Register whose live roots (each a transaction the session will own)

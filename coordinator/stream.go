@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+
 	"github.com/coordinator/coordinator/coordinator/graph"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 	"github.com/coordinator/coordinator/storage"
@@ -270,6 +272,10 @@ func (c *Coordinator) detach(s *session, st *stream) {
 }
 
 // applyBatch applies events in order under one lock and acknowledges them.
+// Events it refuses without looking at them (past the session's event
+// rate, or all of them on a stream that did not register) get one error
+// for the run, not one each: a flood of them costs the event lock and the
+// Ack next to nothing per event.
 func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ack {
 	ack := &pb.Ack{}
 	if n := len(evs); n > 0 {
@@ -282,27 +288,24 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 	}
 	var counts [int(pb.EventType_EVENT_TYPE_END) + 1]int
 	var late [numLateReasons]int
+	var errCodes errorCounts
+	var failed []failedEvent
 	c.mu.Lock()
 	c.orch.applyStoredPhasesLocked() // a phase stored meanwhile acts before these events
 	c.eng.SetEpoch(c.epoch())
 	current := s != nil && s.stream == st && c.sess.get(s.rec.InstanceId) == s
-	admitted := len(evs)
-	var rateErr error
-	if current {
+	admitted := 0
+	var refusal error // of evs[admitted:]
+	switch {
+	case !current:
+		refusal = fmt.Errorf("%w: send Register first", ErrNotRegistered)
+	default:
 		if admitted = c.admitEventsLocked(s, len(evs), time.Now()); admitted < len(evs) {
-			rateErr = c.refuseLocked(s, quotaEventRate, c.eventRateExceeded(), len(evs)-admitted)
+			refusal = c.refuseLocked(s, quotaEventRate, c.eventRateExceeded(), len(evs)-admitted)
 		}
 	}
-	for i, ev := range evs {
-		var err error
-		switch {
-		case !current:
-			err = fmt.Errorf("%w: send Register first", ErrNotRegistered)
-		case i >= admitted:
-			err = rateErr
-		default:
-			err = c.applyLocked(s, st, ev)
-		}
+	for _, ev := range evs[:admitted] {
+		err := c.applyLocked(s, st, ev)
 		if err == nil {
 			if t := ev.GetType(); t > 0 && int(t) < len(counts) {
 				counts[t]++
@@ -319,22 +322,61 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 			}
 			continue
 		}
-		ack.Errors = append(ack.Errors, eventError(ev.GetSeq(), ev.GetTxnId(), err))
+		failed = append(failed, failedEvent{ev, err}) // its error is built after unlocking
 		if ev.GetWait() {
 			// The sidecar holds this call until it hears back.
 			c.orch.emit(decision{st: st, msg: &pb.CallDecision{Seq: ev.GetSeq(), Error: err.Error()}})
+		}
+	}
+	var refusedMsg string
+	if refusal != nil {
+		refusedMsg = refusal.Error()
+		for _, ev := range evs[admitted:] {
+			if ev.GetWait() { // held by the sidecar until it hears back
+				c.orch.emit(decision{st: st, msg: &pb.CallDecision{Seq: ev.GetSeq(), Error: refusedMsg}})
+			}
 		}
 	}
 	if c.orch.upd.anyActive() {
 		c.orch.progressLocked() // switching is atomic with event application
 	}
 	c.unlockAndSend()
-	c.metrics.observeBatch(counts[:], late[:], ack.Errors)
+	for _, f := range failed {
+		e := eventError(f.ev.GetSeq(), f.ev.GetTxnId(), f.err)
+		ack.Errors = append(ack.Errors, e)
+		errCodes.add(e.Code, 1)
+	}
+	if refusal != nil {
+		first := evs[admitted]
+		e := eventError(first.GetSeq(), first.GetTxnId(), refusal)
+		if n := len(evs) - admitted; n > 1 {
+			e.ThroughSeq, e.TxnId = evs[len(evs)-1].GetSeq(), ""
+		}
+		ack.Errors = append(ack.Errors, e)
+		errCodes.add(e.Code, len(evs)-admitted)
+	}
+	c.metrics.observeBatch(counts[:], late[:], &errCodes)
 	if len(ack.Late) > 0 && c.lg.Enabled(context.Background(), slog.LevelDebug) {
 		c.lg.Debug("late events ignored", "instance", s.rec.InstanceId, "late", len(ack.Late),
 			"first_seq", ack.Late[0].GetSeq(), "first_reason", ack.Late[0].GetReason().String())
 	}
 	return ack
+}
+
+// failedEvent is an event applyBatch rejected, and why.
+type failedEvent struct {
+	ev  *pb.Event
+	err error
+}
+
+// errorCounts counts a batch's rejected events by gRPC code.
+type errorCounts [int(codes.Unauthenticated) + 1]int
+
+func (ec *errorCounts) add(code int32, n int) {
+	if code < 0 || int(code) >= len(ec) {
+		code = int32(codes.Unknown)
+	}
+	ec[code] += n
 }
 
 // numLateReasons bounds the pb.LateReason values.
@@ -440,7 +482,10 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 		// caller's RETURN it is moot (graph.ErrSubReturned).
 		err = c.eng.Done(ev.TxnId, sub, to)
 	case pb.EventType_EVENT_TYPE_END:
-		err = c.eng.End(ev.TxnId)
+		n := c.orch.notePinsLocked(ev.TxnId, c.epoch) // while its uses are known
+		if err = c.eng.End(ev.TxnId); err != nil {
+			c.orch.forgetPinsSince(n)
+		}
 	default:
 		return fmt.Errorf("%w: unknown event type %d", ErrInvalidArgument, int32(typ))
 	}
@@ -479,13 +524,24 @@ func (c *Coordinator) callLocked(s *session, ev *pb.Event, to graph.ServiceID, v
 	return nil
 }
 
-// eventFailure is an engine error that says which event it is about.
-type eventFailure struct{ error }
+// eventFailure is an engine error that says which event it is about. Its
+// message is formatted when it is read, after the event lock is released
+// (applyBatch): a sidecar's failing events cost the lock little.
+type eventFailure struct {
+	typ pb.EventType
+	txn string
+	sub uint64
+	err error
+}
 
-func (e eventFailure) Unwrap() error { return e.error }
+func (e eventFailure) Error() string {
+	return fmt.Sprintf("%s txn %q sub %016x: %v", e.typ, e.txn, e.sub, e.err)
+}
+
+func (e eventFailure) Unwrap() error { return e.err }
 
 // eventErr says which event an engine error is about (the engine's
 // sentinel stays in the chain, for its gRPC code).
 func eventErr(typ pb.EventType, ev *pb.Event, err error) error {
-	return eventFailure{fmt.Errorf("%s txn %q sub %016x: %w", typ, ev.TxnId, ev.SubId, err)}
+	return eventFailure{typ: typ, txn: ev.TxnId, sub: ev.SubId, err: err}
 }

@@ -586,7 +586,7 @@ func (v updateView) InUse(t strategy.Target) bool {
 	if t == strategy.New {
 		ver = v.u.to
 	}
-	return v.o.eng.BlockersUsing(v.u.svc, ver) > 0
+	return v.o.eng.AnyBlockerUsing(v.u.svc, ver)
 }
 
 func (v updateView) HeldLongest() time.Duration {

@@ -84,7 +84,8 @@ type Stats struct {
 	// Sent counts events sent, resent ones included; Resent counts those
 	// sent again after a reconnect; Acked those the coordinator confirmed.
 	Sent, Resent, Acked uint64
-	// Rejected counts events the coordinator rejected (each is logged).
+	// Rejected counts events the coordinator rejected (each error is
+	// logged; a run of events refused together is logged once).
 	Rejected uint64
 	// Duplicates counts resent events rejected because they had been
 	// applied already (harmless; see the package documentation).

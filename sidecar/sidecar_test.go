@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coordinator/coordinator/coordinator/server"
 	"github.com/coordinator/coordinator/coordinator/server/servertest"
 	"github.com/coordinator/coordinator/internal/simsidecar"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
@@ -511,5 +512,25 @@ func TestRejectedEventsAreCounted(t *testing.T) {
 	servertest.Eventually(t, within, "the end", func() bool { return ts.Txns("").Total == 0 && c.Stats().Queued == 0 })
 	if st := c.Stats(); st.Rejected != 1 || st.Duplicates != 0 || st.Acked != 3 {
 		t.Fatalf("stats = %+v, want 3 acked, 1 rejected", st)
+	}
+}
+
+// Events the coordinator refuses as a run (past the session's event rate:
+// one error from its first seq through its last) count one each.
+func TestRejectedRunCountsEachEvent(t *testing.T) {
+	ts := servertest.Start(t, "", func(c *server.Config) {
+		c.Coordinator.MaxEventsPerSecond = 0.001 // no token comes back during the test
+		c.Coordinator.EventBurst = 2
+	})
+	c := startClient(t, ts, sidecar.Config{InstanceID: "a-1", Service: "a", Version: "v1"})
+	for range 5 {
+		ctx, _ := c.Begin(context.Background())
+		if err := c.End(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	servertest.Eventually(t, within, "every event acknowledged", func() bool { return c.Stats().Queued == 0 })
+	if st := c.Stats(); st.Acked != 10 || st.Rejected != 8 {
+		t.Fatalf("stats = %+v, want 10 acked, 8 rejected (2 within the burst)", st)
 	}
 }

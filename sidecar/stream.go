@@ -372,13 +372,34 @@ func (c *Client) onAck(a *pb.Ack) {
 	for n < len(c.inflight) && c.inflight[n].Seq <= a.GetThroughSeq() {
 		n++
 	}
+	// An error about a run of events (EventError.through_seq) counts each
+	// event of the run.
+	var runs []int
+	for _, e := range a.GetErrors() {
+		k := 1
+		if e.GetThroughSeq() > e.GetSeq() {
+			k = 0
+			for _, ev := range c.inflight[:n] {
+				if ev.Seq >= e.GetSeq() && ev.Seq <= e.GetThroughSeq() {
+					k++
+				}
+			}
+		}
+		runs = append(runs, max(k, 1))
+	}
 	c.inflight = slices.Delete(c.inflight, 0, n)
 	c.ackedThrough = max(c.ackedThrough, a.GetThroughSeq())
 	resent := c.resentThrough
 	c.mu.Unlock()
 	c.stats.acked.Add(uint64(n))
-	for _, e := range a.GetErrors() {
+	for i, e := range a.GetErrors() {
 		code := codes.Code(e.GetCode())
+		if e.GetThroughSeq() > e.GetSeq() {
+			c.stats.rejected.Add(uint64(runs[i]))
+			c.lg.Warn("events rejected", "seq", e.GetSeq(), "through_seq", e.GetThroughSeq(), "events", runs[i],
+				"code", code.String(), "error", e.GetMessage())
+			continue
+		}
 		if e.GetSeq() <= resent && (code == codes.AlreadyExists || code == codes.NotFound) {
 			c.stats.duplicates.Add(1)
 			c.lg.Debug("resent event had been applied", "seq", e.GetSeq(), "txn", e.GetTxnId(), "code", code.String())

@@ -213,6 +213,10 @@ func PutPin(service, txn, version string, lease LeaseID) Op {
 	return Op{kind: opPut, rel: relPin(service, txn), val: []byte(version), lease: lease}
 }
 
+// DeletePin deletes the first-use pin of txn on service, once txn has
+// ended (a pin that was never written costs a no-op delete).
+func DeletePin(service, txn string) Op { return Op{kind: opDelete, rel: relPin(service, txn)} }
+
 // DeleteServicePins deletes every pin of service.
 func DeleteServicePins(service string) Op {
 	return Op{kind: opDeletePrefix, rel: relServicePins(service)}

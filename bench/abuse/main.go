@@ -22,12 +22,17 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
+	_ "net/http/pprof" // the child's profiles, with -profile
 	"os"
 	"os/signal"
+	"path/filepath"
+	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,6 +41,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -71,10 +78,12 @@ func main() {
 	baseline := flag.Duration("baseline", 20*time.Second, "length of the phase without the hostile session")
 	hostile := flag.Duration("hostile", 60*time.Second, "length of the phase with it (at least 30s: RSS growth is measured after its first 30 s)")
 	serve := flag.String("serve", "", "internal: run the coordinator on this data directory and print its addresses")
+	servePprof := flag.Bool("serve-pprof", false, "internal: with -serve, also serve /debug/pprof and print its address")
+	profile := flag.String("profile", "", "write the coordinator's heap and CPU profiles into this directory (diagnosis; the figures are then not comparable)")
 	flag.Parse()
 	log.SetFlags(0)
 	if *serve != "" {
-		runCoordinator(*serve)
+		runCoordinator(*serve, *servePprof)
 		return
 	}
 	if *hostile < 40*time.Second {
@@ -85,8 +94,9 @@ func main() {
 	dir, err := os.MkdirTemp("", "bench-abuse-")
 	check(err)
 	defer os.RemoveAll(dir)
-	co := startCoordinator(dir)
+	co := startCoordinator(dir, *profile != "")
 	defer co.Stop()
+	prof := &profiler{co: co, dir: *profile}
 
 	s, err := loadsim.Start(ctx, loadsim.Config{Coordinators: []string{co.grpc}, Graph: graph,
 		Instances: []string{"svc-a@v1", "svc-b@v1", "svc-c@v1", "svc-d@v1", "svc-e@v1", "svc-f@v1", "svc-d@v2"}, Entry: "svc-a"})
@@ -101,25 +111,31 @@ func main() {
 	admin := pb.NewAdminServiceClient(conn)
 
 	// Baseline: the update held in DRAINING, no hostile session.
-	baseP99, baseFailed := phase(ctx, s, admin, "v2", *baseline, nil)
-	log.Printf("baseline: decided calls p99 %v, failed %d, rss %d MB", baseP99, baseFailed, co.RSSMB())
+	baseLoad := co.StartLoad()
+	baseP99, baseFailed := phase(ctx, s, admin, "v2", *baseline, func(pctx context.Context) { prof.cpu(pctx, "baseline", 3*time.Second) })
+	log.Printf("baseline: decided calls p99 %v, failed %d, rss %d MB (%v)", baseP99, baseFailed, co.RSSMB(), baseLoad)
+	prof.heap("baseline-end")
 
 	// Hostile: the same, with the hostile session from the start.
 	var rss30 int
 	h := &hostileRun{co: co}
+	hostileLoad := co.StartLoad()
 	legitP99, _ := phase(ctx, s, admin, "v1", *hostile, func(pctx context.Context) {
 		go func() {
 			select {
 			case <-time.After(30 * time.Second):
 				rss30 = co.RSSMB()
 				log.Printf("hostile phase at 30 s: rss %d MB, heap in use %.0f MB", rss30, co.metric("go_memstats_heap_inuse_bytes")/(1<<20))
+				prof.heap("hostile-30s")
 			case <-pctx.Done():
 			}
 		}()
+		go prof.cpu(pctx, "hostile", 12*time.Second) // in the event flood
 		h.run(pctx)
 	})
 	rssEnd := co.RSSMB()
-	log.Printf("hostile phase at its end: rss %d MB, heap in use %.0f MB", rssEnd, co.metric("go_memstats_heap_inuse_bytes")/(1<<20))
+	log.Printf("hostile phase at its end: rss %d MB, heap in use %.0f MB (%v)", rssEnd, co.metric("go_memstats_heap_inuse_bytes")/(1<<20), hostileLoad)
+	prof.heap("hostile-end")
 	failed := s.Failed() - baseFailed
 	if v := s.FirstViolation(); v != "" {
 		log.Printf("first violation: %s", v)
@@ -431,15 +447,77 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 type coordinatorProc struct {
 	*benchproc.Proc
 	grpc, http string
+	pprof      string // its /debug/pprof listener, with -profile
 }
 
 // startCoordinator runs the coordinator in a child process on dir, with
 // the soak's quotas, and returns once it leads.
-func startCoordinator(dir string) *coordinatorProc {
-	p, err := benchproc.Start("-serve", dir)
+func startCoordinator(dir string, withPprof bool) *coordinatorProc {
+	args := []string{"-serve", dir}
+	if withPprof {
+		args = append(args, "-serve-pprof")
+	}
+	p, err := benchproc.Start(args...)
 	check(err)
-	g, h, _ := strings.Cut(p.Line, " ")
-	return &coordinatorProc{Proc: p, grpc: g, http: h}
+	f := strings.Fields(p.Line)
+	co := &coordinatorProc{Proc: p, grpc: f[0], http: f[1]}
+	if len(f) > 2 {
+		co.pprof = f[2]
+	}
+	return co
+}
+
+// profiler saves the coordinator's profiles with -profile.
+type profiler struct {
+	co  *coordinatorProc
+	dir string
+}
+
+// heap saves an in-use heap profile (after a GC) as name.heap.pb.gz.
+func (p *profiler) heap(name string) {
+	if p.dir == "" {
+		return
+	}
+	p.save(name+".heap.pb.gz", "/debug/pprof/heap?gc=1")
+	p.save(name+".metrics.txt", "/metrics") // etcd's own metrics too
+	p.save(name+".mutex.pb.gz", "/debug/pprof/mutex")
+}
+
+// cpu saves a CPU profile of 15 s, from after into the phase.
+func (p *profiler) cpu(ctx context.Context, name string, after time.Duration) {
+	if p.dir == "" {
+		return
+	}
+	pace(ctx, after)
+	if ctx.Err() != nil {
+		return
+	}
+	// This process too: the simulated sidecars' latency is measured here.
+	f, err := os.Create(filepath.Join(p.dir, name+".bench-cpu.pb.gz"))
+	check(err)
+	defer f.Close()
+	if err := pprof.StartCPUProfile(f); err != nil {
+		log.Printf("bench CPU profile: %v", err)
+	} else {
+		defer pprof.StopCPUProfile()
+	}
+	p.save(name+".cpu.pb.gz", "/debug/pprof/profile?seconds=15")
+}
+
+func (p *profiler) save(file, path string) {
+	resp, err := http.Get("http://" + p.co.pprof + path)
+	if err != nil {
+		log.Printf("profile %s: %v", file, err)
+		return
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(p.dir, file), b, 0o644)
+	}
+	if err != nil {
+		log.Printf("profile %s: %v", file, err)
+	}
 }
 
 // metric reads an unlabelled metric from /metrics.
@@ -486,7 +564,7 @@ func (c *coordinatorProc) metricByLabel(name, label string) map[string]float64 {
 // runCoordinator is the child: a coordinator as coordinatord runs one,
 // with the soak's quotas, until SIGTERM; it prints its gRPC and HTTP
 // addresses.
-func runCoordinator(dir string) {
+func runCoordinator(dir string, withPprof bool) {
 	debug.SetGCPercent(server.GCPercent())
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -503,12 +581,52 @@ func runCoordinator(dir string) {
 	check(err)
 	_, err = srv.WaitLeading(ctx)
 	check(err)
-	fmt.Println(srv.GRPCAddr(), srv.HTTPAddr())
+	addrs := []string{srv.GRPCAddr(), srv.HTTPAddr()}
+	if withPprof {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		check(err)
+		runtime.SetMutexProfileFraction(10) // who waits for the event lock
+		go countWrites(ctx, srv.Client())
+		http.Handle("/metrics", promhttp.Handler()) // etcd's metrics are on the default registry
+		go func() { _ = http.Serve(l, nil) }()      // and net/http/pprof's handlers
+		addrs = append(addrs, l.Addr().String())
+	}
+	fmt.Println(strings.Join(addrs, " "))
 	<-ctx.Done()
 	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := srv.Close(cctx); err != nil {
 		log.Printf("coordinator close: %v", err)
+	}
+}
+
+// countWrites logs, every 10 s, the etcd writes of the last 10 s by kind
+// of key (with -profile: what the coordinator writes, and for whom).
+func countWrites(ctx context.Context, cli *clientv3.Client) {
+	counts := map[string]int{}
+	tick := time.NewTicker(10 * time.Second)
+	defer tick.Stop()
+	wch := cli.Watch(ctx, "/", clientv3.WithPrefix())
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			log.Printf("etcd writes in 10 s: %v", counts)
+			clear(counts)
+		case resp, ok := <-wch:
+			if !ok {
+				return
+			}
+			for _, ev := range resp.Events {
+				f := strings.SplitN(string(ev.Kv.Key), "/", 6) // "", coordinator, v1, kind, name...
+				k := strings.Join(f[:min(4, len(f))], "/")
+				if len(f) > 4 && strings.HasPrefix(f[4], "hostile") {
+					k += "/hostile*"
+				}
+				counts[ev.Type.String()+" "+k]++
+			}
+		}
 	}
 }
 

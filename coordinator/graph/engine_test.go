@@ -760,29 +760,34 @@ func TestAdoptImplicitTransaction(t *testing.T) {
 	}
 }
 
+// BlockersUsing counts, and AnyBlockerUsing (what an update's progress
+// asks after every batch) agrees with it.
 func TestBlockersUsing(t *testing.T) {
 	e := New()
 	s := chain(e, 2)
 	v1, v2 := e.Version("v1"), e.Version("v2")
+	check := func(when string, v VersionID, want int) {
+		t.Helper()
+		if got := e.BlockersUsing(s[1], v); got != want {
+			t.Fatalf("%s: BlockersUsing(s1, %s) = %d, want %d", when, e.VersionName(v), got, want)
+		}
+		if got := e.AnyBlockerUsing(s[1], v); got != (want > 0) {
+			t.Fatalf("%s: AnyBlockerUsing(s1, %s) = %v, want %v", when, e.VersionName(v), got, want > 0)
+		}
+	}
+	check("no transaction", v1, 0)
 	must(t, e.Begin("old", s[0], v1, 1, 1))
 	mustCall(t, e, "old", s[0], 1, s[1], 2, v1)
 	must(t, e.Return("old", 2)) // used s1@v1, s0 may call it again
 	must(t, e.Begin("new", s[0], v1, 1, 1))
 	mustCall(t, e, "new", s[0], 1, s[1], 2, v2) // runs on s1@v2
-	if got := e.BlockersUsing(s[1], v1); got != 1 {
-		t.Fatalf("BlockersUsing(s1, v1) = %d, want 1", got)
-	}
-	if got := e.BlockersUsing(s[1], v2); got != 1 {
-		t.Fatalf("BlockersUsing(s1, v2) = %d, want 1", got)
-	}
+	check("old and new", v1, 1)
+	check("old and new", v2, 1)
 	must(t, e.Done("old", 1, s[1])) // no future at s1 any more
-	if got := e.BlockersUsing(s[1], v1); got != 0 {
-		t.Fatalf("after the done hint: BlockersUsing(s1, v1) = %d, want 0", got)
-	}
+	check("after the done hint", v1, 0)
 	must(t, e.AddLegacy("legacy", 1, nil))
-	if got := e.BlockersUsing(s[1], v1); got != 1 {
-		t.Fatalf("with a legacy transaction: BlockersUsing(s1, v1) = %d, want 1", got)
-	}
+	check("with a legacy transaction", v1, 1)
+	check("with a legacy transaction", v2, 2)
 }
 
 // A live transaction made legacy blocks every service, keeps what it used,

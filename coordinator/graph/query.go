@@ -63,6 +63,25 @@ func (e *Engine) BlockersUsing(s ServiceID, v VersionID) int {
 	return n
 }
 
+// AnyBlockerUsing reports whether BlockersUsing(s, v) > 0, stopping at the
+// first such transaction: O(1) while a legacy transaction lives, else
+// O(blockers of s) at worst. An update's progress asks it after every
+// batch of events.
+func (e *Engine) AnyBlockerUsing(s ServiceID, v VersionID) bool {
+	if len(e.legacy) > 0 {
+		return true
+	}
+	if !e.validSvc(s) {
+		return false
+	}
+	for t := range e.blockers[s] {
+		if u, ok := t.version(s); ok && u == v {
+			return true
+		}
+	}
+	return false
+}
+
 // Blockers returns at most limit transactions blocking s, in no particular
 // order, each with its reason. O(limit × running subs × words).
 func (e *Engine) Blockers(s ServiceID, limit int) []Blocker {

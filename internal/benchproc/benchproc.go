@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -99,8 +100,18 @@ func (p *Proc) RSSMB() int {
 // CPU is the CPU time the child has used so far, user and system, from
 // /proc/<pid>/stat (utime + stime, in clock ticks of AT_CLKTCK); false
 // where /proc cannot tell.
-func (p *Proc) CPU() (time.Duration, bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+func (p *Proc) CPU() (time.Duration, bool) { return procCPU(p.cmd.Process.Pid) }
+
+// CPUSeconds is the CPU time (user and system) the child has used so far
+// (0 where /proc cannot tell).
+func (p *Proc) CPUSeconds() float64 {
+	d, _ := p.CPU()
+	return d.Seconds()
+}
+
+// procCPU reads utime and stime of pid from /proc/pid/stat.
+func procCPU(pid int) (time.Duration, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, false
 	}
@@ -142,4 +153,66 @@ func clockTicks() uint64 {
 		b = b[16:]
 	}
 	return 100
+}
+
+// MachineLoad measures, between Start and Stop, how busy the machine's
+// CPUs were and how much of that was neither this process nor the child:
+// benchmarks on a shared machine report it next to their latencies.
+type MachineLoad struct {
+	p                *Proc
+	busy0, ours0     float64
+	total0           float64
+	busy, ours, wall float64
+}
+
+// ownCPUSeconds is the CPU time this process has used so far.
+func ownCPUSeconds() float64 {
+	d, _ := procCPU(os.Getpid())
+	return d.Seconds()
+}
+
+// StartLoad starts measuring.
+func (p *Proc) StartLoad() *MachineLoad {
+	m := &MachineLoad{p: p}
+	m.busy0, m.total0 = cpuStat()
+	m.ours0 = ownCPUSeconds() + p.CPUSeconds()
+	return m
+}
+
+// String stops measuring (once) and says, in cores, how busy the machine
+// was and how much of it was others.
+func (m *MachineLoad) String() string {
+	if m.wall == 0 {
+		busy, total := cpuStat()
+		m.busy, m.wall = busy-m.busy0, total-m.total0
+		m.ours = ownCPUSeconds() + m.p.CPUSeconds() - m.ours0
+	}
+	if m.wall <= 0 {
+		return "machine load unknown"
+	}
+	n := float64(runtime.NumCPU())
+	wall := m.wall / n // seconds
+	return fmt.Sprintf("cpu busy %.2f of %.0f cores, of which others %.2f", m.busy/wall, n, (m.busy-m.ours)/wall)
+}
+
+// cpuStat returns the busy and total CPU seconds of all CPUs from /proc/stat.
+func cpuStat() (busy, total float64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 5 || f[0] != "cpu" {
+		return 0, 0
+	}
+	hz := float64(clockTicks())
+	for i, v := range f[1:] {
+		x, _ := strconv.ParseFloat(v, 64)
+		total += x
+		if i != 3 && i != 4 { // idle, iowait
+			busy += x
+		}
+	}
+	return busy / hz, total / hz
 }

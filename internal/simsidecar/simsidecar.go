@@ -125,7 +125,11 @@ func (s *Sidecar) recv() {
 		switch k := m.Kind.(type) {
 		case *pb.CoordinatorMessage_Ack:
 			if n := len(k.Ack.Errors); n > 0 {
-				s.rejected.Add(int64(n))
+				for _, e := range k.Ack.Errors {
+					// A run of events refused together (seqs here are
+					// consecutive) counts each.
+					s.rejected.Add(int64(max(e.ThroughSeq, e.Seq) - e.Seq + 1))
+				}
 				s.lastErr.Store(k.Ack.Errors[n-1])
 			}
 			s.mu.Lock()

@@ -7,9 +7,11 @@ import (
 	"log/slog"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -207,5 +209,53 @@ func TestStartTimeout(t *testing.T) {
 			s.Close()
 		}
 		t.Fatalf("Start = %v, want ErrNotReady", err)
+	}
+}
+
+// The default keeps seconds of history: a coordinator writes revisions all
+// the time, and etcd holds each in memory until it is compacted.
+func TestDefaultCompactionKeepsSeconds(t *testing.T) {
+	cfg := Config{DataDir: t.TempDir()}
+	if err := cfg.setDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	ec, _, err := cfg.embedConfig(new(atomic.Bool))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := time.ParseDuration(ec.AutoCompactionRetention)
+	if ec.AutoCompactionMode != "periodic" || err != nil || d <= 0 || d > 30*time.Second {
+		t.Fatalf("auto compaction %s %q (%v): want periodic, at most 30s", ec.AutoCompactionMode, ec.AutoCompactionRetention, err)
+	}
+}
+
+// The retention reaches etcd: history older than it is compacted away.
+func TestAutoCompactionRuns(t *testing.T) {
+	s := start(t, Config{DataDir: t.TempDir(), AutoCompactionRetention: "1s"})
+	defer s.Close()
+	cli := newClient(t, s)
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	first, err := cli.Put(ctx, "k", "v0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; ; i++ {
+		if _, err := cli.Put(ctx, "k", fmt.Sprint("v", i)); err != nil {
+			t.Fatal(err)
+		}
+		_, err := cli.Get(ctx, "k", clientv3.WithRev(first.Header.Revision))
+		if errors.Is(err, rpctypes.ErrCompacted) {
+			return
+		}
+		if err != nil {
+			t.Fatalf("Get at revision %d: %v", first.Header.Revision, err)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("revision %d not compacted within 20 s with a 1s retention", first.Header.Revision)
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }

@@ -1176,14 +1176,21 @@ func (x *LateEvent) GetTxnId() string {
 	return ""
 }
 
-// EventError says why one event was rejected.
+// EventError says why one event was rejected, or a run of them.
 type EventError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Seq   uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
 	// A gRPC status code (google.rpc.Code numbering).
-	Code          int32  `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
-	Message       string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
-	TxnId         string `protobuf:"bytes,4,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	Code    int32  `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
+	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// Empty when through_seq is set.
+	TxnId string `protobuf:"bytes,4,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	// When not 0, this error is about every event of the batch from seq
+	// through through_seq, each refused for the same reason without being
+	// looked at (the batch's tail past the session's event rate, a batch on
+	// a stream that did not register): one error rather than one per event,
+	// so that refusing a flood costs little. None of them was applied.
+	ThroughSeq    uint64 `protobuf:"varint,5,opt,name=through_seq,json=throughSeq,proto3" json:"through_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1244,6 +1251,13 @@ func (x *EventError) GetTxnId() string {
 		return x.TxnId
 	}
 	return ""
+}
+
+func (x *EventError) GetThroughSeq() uint64 {
+	if x != nil {
+		return x.ThroughSeq
+	}
+	return 0
 }
 
 // HeartbeatAck returns the result of the last lease refresh at once.
@@ -1686,13 +1700,15 @@ const file_coordinator_v1_sidecar_proto_rawDesc = "" +
 	"\tLateEvent\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x122\n" +
 	"\x06reason\x18\x02 \x01(\x0e2\x1a.coordinator.v1.LateReasonR\x06reason\x12\x15\n" +
-	"\x06txn_id\x18\x03 \x01(\tR\x05txnId\"c\n" +
+	"\x06txn_id\x18\x03 \x01(\tR\x05txnId\"\x84\x01\n" +
 	"\n" +
 	"EventError\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x15\n" +
-	"\x06txn_id\x18\x04 \x01(\tR\x05txnId\"k\n" +
+	"\x06txn_id\x18\x04 \x01(\tR\x05txnId\x12\x1f\n" +
+	"\vthrough_seq\x18\x05 \x01(\x04R\n" +
+	"throughSeq\"k\n" +
 	"\fHeartbeatAck\x12+\n" +
 	"\x03ttl\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x18\n" +
 	"\apending\x18\x02 \x01(\bR\apending\x12\x14\n" +
