@@ -282,7 +282,9 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 	}
 	var counts [int(pb.EventType_EVENT_TYPE_END) + 1]int
 	var late [numLateReasons]int
+	waitFrom := time.Now()
 	c.mu.Lock()
+	lockedAt := time.Now()
 	c.orch.applyStoredPhasesLocked() // a phase stored meanwhile acts before these events
 	c.eng.SetEpoch(c.epoch())
 	current := s != nil && s.stream == st && c.sess.get(s.rec.InstanceId) == s
@@ -328,7 +330,10 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 	if c.orch.upd.anyActive() {
 		c.orch.progressLocked() // switching is atomic with event application
 	}
+	heldFor := time.Since(lockedAt)
 	c.unlockAndSend()
+	c.metrics.batchLockWait.Observe(lockedAt.Sub(waitFrom).Seconds())
+	c.metrics.batchLockHeld.Observe(heldFor.Seconds())
 	c.metrics.observeBatch(counts[:], late[:], ack.Errors)
 	if len(ack.Late) > 0 && c.lg.Enabled(context.Background(), slog.LevelDebug) {
 		c.lg.Debug("late events ignored", "instance", s.rec.InstanceId, "late", len(ack.Late),

@@ -33,6 +33,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -40,6 +41,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strconv"
 	"strings"
@@ -78,6 +80,8 @@ func main() {
 		cpuProf   = flag.String("cpuprofile", "", "write a CPU profile of the ingest phase to this file")
 		cycle     = flag.Bool("update-cycle", false, "measure ingest while CV updates of svc-e cycle, with update records' writes delayed, then not")
 		delay     = flag.Duration("update-delay", 200*time.Millisecond, "with -update-cycle: delay of each update record write in the delayed phase")
+		traceOut  = flag.String("trace", "", "with -update-cycle: write a runtime/trace of the delayed phase to this file")
+		mutexOut  = flag.String("mutexprofile", "", "with -update-cycle: write a mutex contention profile of the delayed phase to this file")
 	)
 	flag.Parse()
 	if *etcdChild != "" {
@@ -125,7 +129,7 @@ func main() {
 	// 1. Throughput of short transactions (Begin, 4 Calls, 4 Returns, End).
 	runPhase(gs, time.Second) // warm-up
 	if *cycle {
-		updateCycle(ctx, conn, gs, gate, *delay, *duration)
+		updateCycle(ctx, conn, gs, gate, srv.HTTPAddr(), *delay, *duration, *traceOut, *mutexOut)
 		return
 	}
 	before := srv.Leader().WriteBehindStats()
@@ -522,7 +526,7 @@ func runEtcdChild(dir string) {
 // events/s of each and the longest a stream waited for an Ack while
 // delayed: a coordinator that waited for etcd on the event path would
 // stall every stream for each delayed write.
-func updateCycle(ctx context.Context, conn *grpc.ClientConn, gs []*group, gate *etcdgate.KV, delay, d time.Duration) {
+func updateCycle(ctx context.Context, conn *grpc.ClientConn, gs []*group, gate *etcdgate.KV, httpAddr string, delay, d time.Duration, traceOut, mutexOut string) {
 	svc := services[len(services)-1]
 	// The other version's instance: an update switches only to a
 	// connected version.
@@ -571,7 +575,31 @@ func updateCycle(ctx context.Context, conn *grpc.ClientConn, gs []*group, gate *
 				sc.MaxAckGap(true)
 			}
 		}
+		h0 := scrapeHists(httpAddr)
+		if delay > 0 && traceOut != "" {
+			f, err := os.Create(traceOut)
+			check(err)
+			defer f.Close()
+			check(trace.Start(f))
+		}
+		if delay > 0 && mutexOut != "" {
+			runtime.SetMutexProfileFraction(1)
+		}
 		evs, _, elapsed := runPhase(gs, d)
+		if delay > 0 && traceOut != "" {
+			trace.Stop()
+		}
+		if delay > 0 && mutexOut != "" {
+			f, err := os.Create(mutexOut)
+			check(err)
+			check(pprof.Lookup("mutex").WriteTo(f, 0))
+			check(f.Close())
+			runtime.SetMutexProfileFraction(0)
+		}
+		h1 := scrapeHists(httpAddr)
+		for _, name := range []string{"coordinator_batch_lock_wait_seconds", "coordinator_batch_lock_held_seconds"} {
+			log.Printf("update cycle, delay %v: %s %s", delay, strings.TrimPrefix(name, "coordinator_"), h1[name].since(h0[name]))
+		}
 		blocked = time.Duration(ackWait.Load())
 		for _, g := range gs {
 			for _, sc := range g.sc {
@@ -611,4 +639,88 @@ func updateCycle(ctx context.Context, conn *grpc.ClientConn, gs []*group, gate *
 	}
 	fmt.Printf("delayed_events_per_s=%.0f undelayed_events_per_s=%.0f max_ack_gap_ms=%.1f\n",
 		dRate, uRate, float64(dGap)/float64(time.Millisecond))
+}
+
+// hist is a Prometheus histogram read from /metrics: cumulative counts by
+// upper bound, in the order exposed (ascending), +Inf last.
+type hist struct {
+	le  []float64
+	cum []float64
+}
+
+// scrapeHists reads every histogram's buckets from /metrics.
+func scrapeHists(addr string) map[string]*hist {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	check(err)
+	defer resp.Body.Close()
+	out := map[string]*hist{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		name, rest, ok := strings.Cut(line, "_bucket{")
+		if !ok || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.Index(rest, `le="`)
+		if i < 0 {
+			continue
+		}
+		leStr, val, _ := strings.Cut(rest[i+4:], `"} `)
+		le, err := strconv.ParseFloat(leStr, 64) // "+Inf" parses as +Inf
+		check(err)
+		v, err := strconv.ParseFloat(val, 64)
+		check(err)
+		h := out[name]
+		if h == nil {
+			h = &hist{}
+			out[name] = h
+		}
+		h.le = append(h.le, le)
+		h.cum = append(h.cum, v)
+	}
+	check(sc.Err())
+	return out
+}
+
+// since describes the observations made between h0 and h: their count,
+// and the bucket bounds that hold the median, the 99th percentile and the
+// largest.
+func (h *hist) since(h0 *hist) string {
+	if h == nil {
+		return "(not exposed)"
+	}
+	cum := slices.Clone(h.cum)
+	if h0 != nil && len(h0.cum) == len(cum) {
+		for i := range cum {
+			cum[i] -= h0.cum[i]
+		}
+	}
+	n := cum[len(cum)-1]
+	if n == 0 {
+		return "n=0"
+	}
+	bound := func(q float64) string {
+		for i, c := range cum {
+			if c >= q*n {
+				if i > 0 && math.IsInf(h.le[i], 1) {
+					return fmt.Sprintf(">%v", time.Duration(h.le[i-1]*1e9))
+				}
+				return fmt.Sprintf("<=%v", time.Duration(h.le[i]*1e9))
+			}
+		}
+		return "?"
+	}
+	maxB := "?"
+	for i := len(cum) - 1; i >= 0; i-- {
+		if i == 0 || cum[i] > cum[i-1] {
+			if math.IsInf(h.le[i], 1) && i > 0 {
+				maxB = fmt.Sprintf(">%v", time.Duration(h.le[i-1]*1e9))
+			} else {
+				maxB = fmt.Sprintf("<=%v", time.Duration(h.le[i]*1e9))
+			}
+			break
+		}
+	}
+	return fmt.Sprintf("n=%.0f p50 %s p99 %s max %s", n, bound(0.5), bound(0.99), maxB)
 }
