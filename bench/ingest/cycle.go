@@ -308,9 +308,14 @@ func updateCycle(ctx context.Context, conn *grpc.ClientConn, gs []*group, t targ
 				}
 				u, err := admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: svc, ToVersion: versions[next], Strategy: pb.Strategy_STRATEGY_CV})
 				check(err)
+				slow := time.Now().Add(10 * time.Second) // then say where it waits, once
 				for u.Phase != pb.Phase_PHASE_DONE {
 					if u.FinishedAt != nil {
 						log.Fatalf("update %s ended %s: %s", u.Id, u.Phase, u.Reason)
+					}
+					if !slow.IsZero() && time.Now().After(slow) {
+						slow = time.Time{}
+						log.Printf("update %s still %s after 10s: %v", u.Id, u.Phase, u.GetProgress())
 					}
 					time.Sleep(2 * time.Millisecond)
 					u, err = admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: u.Id})

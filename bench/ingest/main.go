@@ -11,11 +11,15 @@
 //
 //	events/s=N etcd_puts/s=M ratio=R free_p99_us=F bytes_per_txn=B etcd_writes_per_txn=W
 //
-// With -update-cycle it measures instead how updates affect the event path:
-// during two ingest phases of -duration each, CV updates of svc-e (to v2,
-// back to v1, ...) follow one another without pause, the first phase with
-// every etcd write of an update record delayed by -update-delay, the second
-// without delay; the last line is then
+// With -update-cycle it measures instead how updates affect the event path,
+// with the coordinator as it is deployed: in a child process of its own
+// (internal/benchproc; embedded etcd, coordinatord's GC target and quotas),
+// the simulated sidecars in this one, each on its own gRPC connection
+// (-one-conn: one shared). During two ingest phases of -duration each, CV
+// updates of svc-e (to v2, back to v1, ...) follow one another without
+// pause, the first phase with every etcd write of an update record delayed
+// by -update-delay (an internal/etcdgate in the child, set over its
+// loopback debug listener), the second without delay; the last line is then
 //
 //	delayed_events_per_s=A undelayed_events_per_s=B max_ack_gap_ms=G
 //
@@ -24,7 +28,13 @@
 // receiving an Ack (simsidecar.MaxAckGap). Under this saturating load every
 // batch also queues behind the stream's window, so the time from sending a
 // batch to its Ack is logged too, as the longest a producer blocked on a
-// full window.
+// full window. Each phase also logs the CPU each process used, the
+// machine's, the time their threads waited in the kernel's run queues and
+// the coordinator's event lock histograms (batch_lock_wait_seconds,
+// batch_lock_held_seconds); -trace and -mutexprofile save profiles of the
+// delayed phase, -nice lowers this process's priority, and
+// -cycle-in-process runs the coordinator in this process on one connection,
+// as this mode first did (docs/BENCHMARKS.md explains the difference).
 package main
 
 import (
