@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -265,6 +266,48 @@ func machineCPU() (busy, total uint64) {
 	return busy, total
 }
 
+// heartbeatEvery is the simulated sidecars' heartbeat interval in the
+// update cycle: the Go SDK's default.
+const heartbeatEvery = time.Second
+
+// heartbeats sends a heartbeat on each sidecar every period, as a real
+// sidecar does, until the func it returns is called; the first failures
+// are logged.
+func heartbeats(ctx context.Context, scs []*simsidecar.Sidecar, period time.Duration) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for _, sc := range scs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := time.NewTicker(period)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+				a, err := sc.Heartbeat(ctx)
+				if ctx.Err() != nil {
+					return
+				}
+				if err == nil && a.Error != "" {
+					err = errors.New(a.Error)
+				}
+				if err != nil && failed.Add(1) <= 3 {
+					log.Printf("heartbeat of a simulated sidecar: %v", err)
+				}
+			}
+		}()
+	}
+	return func() {
+		cancel()
+		wg.Wait()
+	}
+}
+
 // selfCPU is the CPU time this process used so far.
 func selfCPU() time.Duration {
 	var ru syscall.Rusage
@@ -287,6 +330,14 @@ func updateCycle(ctx context.Context, conn *grpc.ClientConn, gs []*group, t targ
 	v2, _, err := simsidecar.Connect(ctx, conn, &pb.Register{InstanceId: svc + "-v2", Service: svc, Version: "v2"})
 	check(err)
 	defer v2.Close()
+	// Sidecars heartbeat; without it their leases (3 × the default 5 s
+	// interval) expire during a slow run, self-preservation queues the
+	// expiries and the update under way holds its switch until they end.
+	all := []*simsidecar.Sidecar{v2}
+	for _, g := range gs {
+		all = append(all, g.sc...)
+	}
+	defer heartbeats(ctx, all, heartbeatEvery)()
 	admin := pb.NewAdminServiceClient(conn)
 	versions := [2]string{"v2", "v1"}
 	var next int                           // versions[next] is the next update's target
