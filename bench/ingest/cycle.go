@@ -65,6 +65,25 @@ func (o cycleOpts) run(ctx context.Context) {
 	p, err := benchproc.Start(args...)
 	check(err)
 	defer p.StopWithin(30 * time.Second)
+	// Interrupted, remove the child's data while it still runs (its open
+	// files stay valid), then kill it and remove what it wrote meanwhile:
+	// once it is gone, the streams' end makes a producer exit at once. A
+	// log.Fatal leaves the data (the kernel kills the child, see
+	// benchproc.Start).
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		sig, ok := <-sigs
+		if !ok {
+			return
+		}
+		os.RemoveAll(dir)
+		p.StopWithin(0)
+		os.RemoveAll(dir)
+		log.Printf("%v: coordinator killed, its data removed", sig)
+		os.Exit(1)
+	}()
 	f := strings.Fields(p.Line)
 	if len(f) != 3 {
 		log.Fatalf("coordinator printed %q: want its gRPC, HTTP and debug addresses", p.Line)
