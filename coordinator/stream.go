@@ -290,7 +290,9 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 	var late [numLateReasons]int
 	var errCodes errorCounts
 	var failed []failedEvent
+	waitFrom := time.Now()
 	c.mu.Lock()
+	lockedAt := time.Now()
 	c.orch.applyStoredPhasesLocked() // a phase stored meanwhile acts before these events
 	c.eng.SetEpoch(c.epoch())
 	current := s != nil && s.stream == st && c.sess.get(s.rec.InstanceId) == s
@@ -340,7 +342,10 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 	if c.orch.upd.anyActive() {
 		c.orch.progressLocked() // switching is atomic with event application
 	}
+	heldFor := time.Since(lockedAt)
 	c.unlockAndSend()
+	c.metrics.batchLockWait.Observe(lockedAt.Sub(waitFrom).Seconds())
+	c.metrics.batchLockHeld.Observe(heldFor.Seconds())
 	for _, f := range failed {
 		e := eventError(f.ev.GetSeq(), f.ev.GetTxnId(), f.err)
 		ack.Errors = append(ack.Errors, e)

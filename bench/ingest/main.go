@@ -11,11 +11,15 @@
 //
 //	events/s=N etcd_puts/s=M ratio=R free_p99_us=F bytes_per_txn=B etcd_writes_per_txn=W
 //
-// With -update-cycle it measures instead how updates affect the event path:
-// during two ingest phases of -duration each, CV updates of svc-e (to v2,
-// back to v1, ...) follow one another without pause, the first phase with
-// every etcd write of an update record delayed by -update-delay, the second
-// without delay; the last line is then
+// With -update-cycle it measures instead how updates affect the event path,
+// with the coordinator as it is deployed: in a child process of its own
+// (internal/benchproc; embedded etcd, coordinatord's GC target and quotas),
+// the simulated sidecars in this one, each on its own gRPC connection
+// (-one-conn: one shared). During two ingest phases of -duration each, CV
+// updates of svc-e (to v2, back to v1, ...) follow one another without
+// pause, the first phase with every etcd write of an update record delayed
+// by -update-delay (an internal/etcdgate in the child, set over its
+// loopback debug listener), the second without delay; the last line is then
 //
 //	delayed_events_per_s=A undelayed_events_per_s=B max_ack_gap_ms=G
 //
@@ -24,7 +28,13 @@
 // receiving an Ack (simsidecar.MaxAckGap). Under this saturating load every
 // batch also queues behind the stream's window, so the time from sending a
 // batch to its Ack is logged too, as the longest a producer blocked on a
-// full window.
+// full window. Each phase also logs the CPU each process used, the
+// machine's, the time their threads waited in the kernel's run queues and
+// the coordinator's event lock histograms (batch_lock_wait_seconds,
+// batch_lock_held_seconds); -trace and -mutexprofile save profiles of the
+// delayed phase, -nice lowers this process's priority, and
+// -cycle-in-process runs the coordinator in this process on one connection,
+// as this mode first did (docs/BENCHMARKS.md explains the difference).
 package main
 
 import (
@@ -78,14 +88,31 @@ func main() {
 		cpuProf   = flag.String("cpuprofile", "", "write a CPU profile of the ingest phase to this file")
 		cycle     = flag.Bool("update-cycle", false, "measure ingest while CV updates of svc-e cycle, with update records' writes delayed, then not")
 		delay     = flag.Duration("update-delay", 200*time.Millisecond, "with -update-cycle: delay of each update record write in the delayed phase")
+		traceOut  = flag.String("trace", "", "with -update-cycle: write runtime/traces of the delayed phase to this file (this process) and to this file + \".coordinator\" (the coordinator's)")
+		mutexOut  = flag.String("mutexprofile", "", "with -update-cycle: write the coordinator's mutex contention profile of the delayed phase to this file")
+		inProc    = flag.Bool("cycle-in-process", false, "with -update-cycle: run the coordinator in this process, beside the simulated sidecars, on one shared connection (the measurement before it moved to a child; for comparison)")
+		oneConn   = flag.Bool("one-conn", false, "with -update-cycle: every stream on one shared gRPC connection instead of one connection per sidecar")
+		nice      = flag.Int("nice", 0, "with -update-cycle: nice value of this process's threads (the simulated sidecars) once the coordinator's child started; 0 leaves it")
+		serve     = flag.String("serve", "", "internal: run the coordinator on this data directory and print its addresses")
 	)
 	flag.Parse()
 	if *etcdChild != "" {
 		runEtcdChild(*etcdChild)
 		return
 	}
+	if *serve != "" {
+		runCoordinator(*serve, *flush, *mutexOut != "")
+		return
+	}
 	log.SetFlags(0)
 	ctx := context.Background()
+	if *cycle && !*inProc {
+		cycleOpts{
+			groups: *groups, batch: *batch, window: *window, delay: *delay, d: *duration, flush: *flush,
+			trace: *traceOut, mutex: *mutexOut, oneConn: *oneConn, nice: *nice,
+		}.run(ctx)
+		return
+	}
 	dir, err := os.MkdirTemp("", "ingest-bench-")
 	check(err)
 	defer os.RemoveAll(dir)
@@ -119,13 +146,13 @@ func main() {
 
 	gs := make([]*group, *groups)
 	for g := range gs {
-		gs[g] = newGroup(ctx, conn, g, *batch, *window)
+		gs[g] = newGroup(ctx, func() *grpc.ClientConn { return conn }, g, *batch, *window)
 	}
 
 	// 1. Throughput of short transactions (Begin, 4 Calls, 4 Returns, End).
 	runPhase(gs, time.Second) // warm-up
 	if *cycle {
-		updateCycle(ctx, conn, gs, gate, *delay, *duration)
+		inProcessCycle(ctx, conn, gs, gate, srv.HTTPAddr(), *delay, *duration, *traceOut, *mutexOut)
 		return
 	}
 	before := srv.Leader().WriteBehindStats()
@@ -155,7 +182,7 @@ func main() {
 	// 1b. etcd writes per transaction shorter than the flush interval: one
 	// group sending each stream's batch only after the previous one was
 	// acknowledged, so a transaction lives a few loopback round trips.
-	short := newGroup(ctx, conn, len(gs), 32, 1)
+	short := newGroup(ctx, func() *grpc.ClientConn { return conn }, len(gs), 32, 1)
 	short.sync = true
 	before = srv.Leader().WriteBehindStats()
 	_, stxns, selapsed := runPhase([]*group{short}, *shortTime)
@@ -241,14 +268,16 @@ type outbox struct {
 	sub     uint64 // the sub-transaction this service's returns are about
 }
 
-func newGroup(ctx context.Context, conn *grpc.ClientConn, id, batch, window int) *group {
+// newGroup connects the group's sidecars, each on the connection dial
+// returns.
+func newGroup(ctx context.Context, dial func() *grpc.ClientConn, id, batch, window int) *group {
 	g := &group{id: id, k: batch / 2}
 	for i, s := range services {
 		var deps []string
 		if i+1 < len(services) {
 			deps = []string{services[i+1]}
 		}
-		sc, _, err := simsidecar.Connect(ctx, conn, &pb.Register{
+		sc, _, err := simsidecar.Connect(ctx, dial(), &pb.Register{
 			InstanceId: fmt.Sprintf("%s-%d", s, id), Service: s, Version: "v1", Dependencies: deps,
 		})
 		check(err)
@@ -514,101 +543,4 @@ func runEtcdChild(dir string) {
 		stop()
 	}()
 	<-ctx.Done()
-}
-
-// updateCycle runs two ingest phases of d while CV updates of the chain's
-// last service follow one another: the first with every write of an update
-// record delayed by delay (a slow etcd), the second without. It prints the
-// events/s of each and the longest a stream waited for an Ack while
-// delayed: a coordinator that waited for etcd on the event path would
-// stall every stream for each delayed write.
-func updateCycle(ctx context.Context, conn *grpc.ClientConn, gs []*group, gate *etcdgate.KV, delay, d time.Duration) {
-	svc := services[len(services)-1]
-	// The other version's instance: an update switches only to a
-	// connected version.
-	v2, _, err := simsidecar.Connect(ctx, conn, &pb.Register{InstanceId: svc + "-v2", Service: svc, Version: "v2"})
-	check(err)
-	defer v2.Close()
-	admin := pb.NewAdminServiceClient(conn)
-	versions := [2]string{"v2", "v1"}
-	var next int                           // versions[next] is the next update's target
-	var inPhase map[pb.Phase]time.Duration // time the updates spent in each phase
-	phase := func(delay time.Duration) (rate float64, updates int, maxGap, blocked time.Duration) {
-		inPhase = map[pb.Phase]time.Duration{}
-		gate.SetDelay(delay)
-		defer gate.SetDelay(0)
-		stop := make(chan struct{})
-		done := make(chan int)
-		go func() {
-			n := 0
-			for {
-				select {
-				case <-stop:
-					done <- n
-					return
-				default:
-				}
-				u, err := admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: svc, ToVersion: versions[next], Strategy: pb.Strategy_STRATEGY_CV})
-				check(err)
-				for u.Phase != pb.Phase_PHASE_DONE {
-					if u.FinishedAt != nil {
-						log.Fatalf("update %s ended %s: %s", u.Id, u.Phase, u.Reason)
-					}
-					time.Sleep(2 * time.Millisecond)
-					u, err = admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: u.Id})
-					check(err)
-				}
-				for i := 1; i < len(u.History); i++ {
-					inPhase[u.History[i-1].Phase] += u.History[i].At.AsTime().Sub(u.History[i-1].At.AsTime())
-				}
-				next = 1 - next
-				n++
-			}
-		}()
-		ackWait.Store(0)
-		for _, g := range gs {
-			for _, sc := range g.sc {
-				sc.MaxAckGap(true)
-			}
-		}
-		evs, _, elapsed := runPhase(gs, d)
-		blocked = time.Duration(ackWait.Load())
-		for _, g := range gs {
-			for _, sc := range g.sc {
-				maxGap = max(maxGap, sc.MaxAckGap(false))
-			}
-		}
-		close(stop)
-		updates = <-done // the update under way finishes, still delayed
-		return float64(evs) / elapsed.Seconds(), updates, maxGap, blocked
-	}
-	mean := func(n int) string {
-		var out []string
-		for _, p := range []pb.Phase{pb.Phase_PHASE_PREPARING, pb.Phase_PHASE_DRAINING, pb.Phase_PHASE_SWITCHED} {
-			out = append(out, fmt.Sprintf("%s %v", strings.TrimPrefix(p.String(), "PHASE_"), (inPhase[p]/time.Duration(max(n, 1))).Round(time.Microsecond)))
-		}
-		return strings.Join(out, ", ")
-	}
-	matched := gate.Matched()
-	dRate, dUpdates, dGap, dBlocked := phase(delay)
-	dWrites := gate.Matched() - matched
-	log.Printf("update cycle, delayed: mean time per update in %s", mean(dUpdates))
-	uRate, uUpdates, uGap, uBlocked := phase(0)
-	log.Printf("update cycle, undelayed: mean time per update in %s", mean(uUpdates))
-	log.Printf("update cycle, update record writes delayed %v: %.0f events/s, %d CV updates of %s (%d delayed writes); longest a stream went without an Ack %v, longest a producer blocked on a full window %v",
-		delay, dRate, dUpdates, svc, dWrites, dGap.Round(time.Microsecond), dBlocked.Round(time.Microsecond))
-	log.Printf("update cycle, undelayed: %.0f events/s, %d CV updates; longest a stream went without an Ack %v, longest a producer blocked on a full window %v",
-		uRate, uUpdates, uGap.Round(time.Microsecond), uBlocked.Round(time.Microsecond))
-	var errs int64
-	for _, g := range gs {
-		errs += g.errors.Load()
-	}
-	if errs > 0 {
-		log.Fatalf("ingest: %d events were rejected", errs)
-	}
-	for _, g := range gs {
-		g.close()
-	}
-	fmt.Printf("delayed_events_per_s=%.0f undelayed_events_per_s=%.0f max_ack_gap_ms=%.1f\n",
-		dRate, uRate, float64(dGap)/float64(time.Millisecond))
 }
