@@ -598,8 +598,8 @@ func (v updateView) HeldLongest() time.Duration {
 // update switches only to a version that can take the calls (after a
 // failover, once one of its sidecars is back).
 func (o *orchestrator) connectedLocked(svc graph.ServiceID, v graph.VersionID) bool {
-	for s := range o.sess.all() {
-		if s.svc == svc && s.ver == v && s.stream != nil {
+	for s := range o.sess.ofService(svc) {
+		if s.ver == v && s.stream != nil {
 			return true
 		}
 	}
