@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -98,6 +99,30 @@ func TestMeshFootprint(t *testing.T) {
 		}
 	}
 	heapWith := heapInUse()
+	// Idle sessions heartbeating every second (the SDK's default) for 5 s:
+	// the process's CPU, simulated sidecars' gRPC included (an upper bound
+	// of the coordinator's).
+	cpu0, hbStart := cpuTime(), time.Now()
+	var hbs sync.WaitGroup
+	for _, sc := range scs {
+		if sc == nil {
+			continue
+		}
+		hbs.Add(1)
+		go func() {
+			defer hbs.Done()
+			time.Sleep(time.Duration(rand.IntN(1000)) * time.Millisecond)
+			for time.Since(hbStart) < 5*time.Second {
+				if _, err := sc.Heartbeat(ctx); err != nil {
+					t.Error(err)
+					return
+				}
+				time.Sleep(time.Second)
+			}
+		}()
+	}
+	hbs.Wait()
+	hbCPU := 100 * (cpuTime() - cpu0).Seconds() / time.Since(hbStart).Seconds()
 	for _, sc := range scs {
 		if sc != nil {
 			sc.Close()
@@ -105,8 +130,8 @@ func TestMeshFootprint(t *testing.T) {
 	}
 	time.Sleep(time.Second)
 	heapAfter := heapInUse()
-	t.Logf("services=%d sidecars=%d register_s=%.2f heap_connected_mb=%.1f heap_disconnected_mb=%.1f routes_held=%d routing_bytes_held=%d",
-		n, len(regs), took.Seconds(), heapWith, heapAfter, routes, bytes)
+	t.Logf("services=%d sidecars=%d register_s=%.2f heap_connected_mb=%.1f heap_disconnected_mb=%.1f routes_held=%d routing_bytes_held=%d hb_cpu_pct_upper=%.1f",
+		n, len(regs), took.Seconds(), heapWith, heapAfter, routes, bytes, hbCPU)
 }
 
 func heapInUse() float64 {
@@ -115,4 +140,11 @@ func heapInUse() float64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return float64(m.HeapInuse) / (1 << 20)
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
