@@ -93,7 +93,7 @@
 //	      | the leases' lock (storage.Leases) | phaseWriter.mu
 //
 // stream.sendMu and pinCommitter.mu are taken with none of these held:
-// decisions, acks and routing tables are sent after unlocking
+// decisions, acks and routing are sent after unlocking
 // (unlockAndSend) or from the routing publisher's goroutine.
 //
 // # Errors
