@@ -23,6 +23,11 @@ type catalog struct {
 	declared map[edge]struct{}
 	learned  map[edge]struct{}
 	routes   map[graph.ServiceID]route
+	// callees and callers index the static edges, declared and learned:
+	// a session's routing scope is its service's callees, and the
+	// sessions whose scope holds a service are its callers' (routing.go).
+	callees map[graph.ServiceID]map[graph.ServiceID]struct{}
+	callers map[graph.ServiceID]map[graph.ServiceID]struct{}
 }
 
 type edge struct{ from, to graph.ServiceID }
@@ -41,7 +46,30 @@ func newCatalog() *catalog {
 		declared: make(map[edge]struct{}),
 		learned:  make(map[edge]struct{}),
 		routes:   make(map[graph.ServiceID]route),
+		callees:  make(map[graph.ServiceID]map[graph.ServiceID]struct{}),
+		callers:  make(map[graph.ServiceID]map[graph.ServiceID]struct{}),
 	}
+}
+
+// indexLocked adds e to callees and callers; mu is held. It reports
+// whether the edge is new.
+func (k *catalog) indexLocked(e edge) bool {
+	to := k.callees[e.from]
+	if to == nil {
+		to = make(map[graph.ServiceID]struct{})
+		k.callees[e.from] = to
+	}
+	if _, ok := to[e.to]; ok {
+		return false
+	}
+	to[e.to] = struct{}{}
+	from := k.callers[e.to]
+	if from == nil {
+		from = make(map[graph.ServiceID]struct{})
+		k.callers[e.to] = from
+	}
+	from[e.from] = struct{}{}
+	return true
 }
 
 // Reads: the caller holds the event lock (or mu).
@@ -109,21 +137,36 @@ func (k *catalog) setRoute(s graph.ServiceID, service string, v graph.VersionID,
 	k.routes[s] = route{service: service, version: v, name: version}
 }
 
-// declare records declared edges; they are learned ones no longer.
-func (k *catalog) declare(edges []edge) {
+// declare records declared edges; they are learned ones no longer. It
+// returns the edges that are new (neither declared nor learned before):
+// they widen their callers' routing scope.
+func (k *catalog) declare(edges []edge) []edge {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	var added []edge
 	for _, e := range edges {
 		k.declared[e] = struct{}{}
 		delete(k.learned, e)
+		if k.indexLocked(e) {
+			added = append(added, e)
+		}
 	}
+	return added
 }
 
-// learn records an edge learned from an undeclared call.
-func (k *catalog) learn(e edge) {
+// learn records an edge learned from an undeclared call; it reports
+// whether the edge is new.
+func (k *catalog) learn(e edge) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.learned[e] = struct{}{}
+	return k.indexLocked(e)
+}
+
+// hasEdge says whether from may call to (a declared or learned edge).
+func (k *catalog) hasEdge(from, to graph.ServiceID) bool {
+	_, ok := k.callees[from][to]
+	return ok
 }
 
 // forgetRecord forgets a service's record and route (its records in etcd
@@ -138,12 +181,31 @@ func (k *catalog) forgetRecord(name string, id graph.ServiceID, hasID bool) {
 }
 
 // removeServices forgets what the catalog keeps by the ids of services
-// removed from the graph.
-func (k *catalog) removeServices(gone map[graph.ServiceID]bool) {
+// removed from the graph. It returns the edges it removed whose caller
+// stays: the callee leaves that caller's routing scope.
+func (k *catalog) removeServices(gone map[graph.ServiceID]bool) []edge {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	var narrowed []edge
 	for id := range gone {
 		delete(k.routes, id)
+		for from := range k.callers[id] {
+			if !gone[from] {
+				narrowed = append(narrowed, edge{from, id})
+			}
+			delete(k.callees[from], id)
+			if len(k.callees[from]) == 0 {
+				delete(k.callees, from)
+			}
+		}
+		delete(k.callers, id)
+		for to := range k.callees[id] {
+			delete(k.callers[to], id)
+			if len(k.callers[to]) == 0 {
+				delete(k.callers, to)
+			}
+		}
+		delete(k.callees, id)
 	}
 	for e := range k.declared {
 		if gone[e.from] || gone[e.to] {
@@ -155,17 +217,57 @@ func (k *catalog) removeServices(gone map[graph.ServiceID]bool) {
 			delete(k.learned, e)
 		}
 	}
+	return narrowed
 }
 
 // Reads without the event lock: take mu.
 
-// routesShared returns a copy of the routes.
-func (k *catalog) routesShared() map[graph.ServiceID]route {
+// routeShared returns a service's route, if it has one.
+func (k *catalog) routeShared(s graph.ServiceID) (route, bool) {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
-	out := make(map[graph.ServiceID]route, len(k.routes))
-	for s, r := range k.routes {
-		out[s] = r
+	r, ok := k.routes[s]
+	return r, ok
+}
+
+// callersShared returns the services with an edge to s.
+func (k *catalog) callersShared(s graph.ServiceID) []graph.ServiceID {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	out := make([]graph.ServiceID, 0, len(k.callers[s]))
+	for from := range k.callers[s] {
+		out = append(out, from)
 	}
 	return out
+}
+
+// calleesShared returns the services s has an edge to: the routing scope
+// of its sessions.
+func (k *catalog) calleesShared(s graph.ServiceID) []graph.ServiceID {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	out := make([]graph.ServiceID, 0, len(k.callees[s]))
+	for to := range k.callees[s] {
+		out = append(out, to)
+	}
+	return out
+}
+
+// hasEdgeShared is hasEdge for a caller without the event lock.
+func (k *catalog) hasEdgeShared(from, to graph.ServiceID) bool {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.hasEdge(from, to)
+}
+
+// callersOf ranges over the services with an edge to s; the caller holds
+// the event lock (or mu).
+func (k *catalog) callersOf(s graph.ServiceID) iter.Seq[graph.ServiceID] {
+	return func(yield func(graph.ServiceID) bool) {
+		for from := range k.callers[s] {
+			if !yield(from) {
+				return
+			}
+		}
+	}
 }

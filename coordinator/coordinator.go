@@ -197,7 +197,7 @@ type Coordinator struct {
 	// changes to it are made under mu too.
 	sess     *sessionTable        // sessions and owner slots (sessiontable.go)
 	cat      *catalog             // service records, static edges, routes (catalog.go)
-	routing  *routingPublisher    // routing revisions and tables (routing.go)
+	routing  *routingPublisher    // routing revisions, snapshots and deltas (routing.go)
 	implicit map[string]time.Time // transactions created by a Call, awaiting their Begin
 	orch     *orchestrator        // updates, held calls, pins (orchestrator.go)
 

@@ -38,14 +38,19 @@
 // components below. Each component owns its state and says so in its
 // file; the others use its methods, never its maps.
 //
-//   - sessionTable (sessiontable.go): sessions by instance and by owner
-//     slot, free slots, departed sessions, sessions awaiting resync.
+//   - sessionTable (sessiontable.go): sessions by instance, by service
+//     and by owner slot, free slots, departed sessions, sessions awaiting
+//     resync, sessions that have not applied their first snapshot.
 //   - catalog (catalog.go): service records (dependencies), static edges
-//     declared and learned, default routes.
+//     declared and learned, indexed both ways (a session's routing scope
+//     is its service's callees), default routes.
 //   - routingPublisher (routing.go): the routing revision, which services
-//     are published in update mode, and the goroutine that builds tables
-//     (from the catalog and the session table, off the event lock) and
-//     sends them.
+//     are published in update mode, what changed since its last round
+//     (the dirty set: services, edges added and removed, sessions owed a
+//     snapshot), and the goroutine that builds each session's scoped
+//     snapshot or delta (from the catalog and the session table, off the
+//     event lock) and offers it to the stream's routing slot (stream.go:
+//     one pending message, newer ones merged in).
 //   - updateTable (updatetable.go): the unfinished update of each service,
 //     the updates kept in history, the pins restored for those mid-update.
 //     The orchestrator (update.go, failover.go, hold.go) drives them
@@ -88,7 +93,7 @@
 //	      | the leases' lock (storage.Leases) | phaseWriter.mu
 //
 // stream.sendMu and pinCommitter.mu are taken with none of these held:
-// decisions, acks and routing tables are sent after unlocking
+// decisions, acks and routing are sent after unlocking
 // (unlockAndSend) or from the routing publisher's goroutine.
 //
 // # Errors

@@ -40,8 +40,7 @@ func (o *orchestrator) resumeLocked(u *update) {
 		// The baseline has no update mode: its switch was the whole update.
 		o.setUpdateModeLocked(u, false)
 	} else {
-		o.setUpdateModeLocked(u, true)
-		u.prepareRev = o.routing.bump()
+		u.prepareRev = o.setUpdateModeLocked(u, true)
 	}
 	o.upd.activate(u)
 	o.lg.Info("update resumed", "update", u.rec.Id, "service", u.rec.Service, "phase", u.rec.Phase,

@@ -30,7 +30,7 @@ func (c *Coordinator) checkFence(err error) error {
 
 // lostLeadership makes the coordinator stop acting at once: streams end
 // (their sidecars reconnect and are redirected to the new leader), no call
-// decision or routing table is sent any more, and OnFenced is told.
+// decision or routing is sent any more, and OnFenced is told.
 func (c *Coordinator) lostLeadership() {
 	if !c.fencedFlag.CompareAndSwap(false, true) {
 		return

@@ -280,9 +280,9 @@ func (f *forgetState) forgetStoredService(ctx context.Context, name string, now 
 	id, ok = f.eng.LookupService(name)
 	f.cat.forgetRecord(name, id, ok)
 	if ok {
+		f.routing.changed(id, name) // its route is gone
 		f.removeServicesLocked([]graph.ServiceID{id}, now)
 	}
-	f.routing.bump()
 	f.side.unlock()
 }
 
@@ -302,7 +302,12 @@ func (f *forgetState) removeServicesLocked(ids []graph.ServiceID, now time.Time)
 		gone[id] = true
 		delete(f.idleSvc, names[id])
 	}
-	f.cat.removeServices(gone)
+	narrowed := f.cat.removeServices(gone)
+	named := make([]namedEdge, 0, len(narrowed))
+	for _, e := range narrowed {
+		named = append(named, namedEdge{edge: e, name: names[e.to]})
+	}
+	f.routing.narrow(named)
 	f.upd.removeServices(gone)
 	f.services += uint64(len(removed))
 	f.metrics.forgotten.WithLabelValues("service").Add(float64(len(removed)))

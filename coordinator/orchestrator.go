@@ -71,11 +71,11 @@ func (o *orchestrator) takeDecisions() []decision {
 	return out
 }
 
-// setUpdateModeLocked turns update mode of u's service on or off (in the
-// routing table from the next bump).
-func (o *orchestrator) setUpdateModeLocked(u *update, on bool) {
+// setUpdateModeLocked turns update mode of u's service on or off, and
+// returns the routing revision that carries it.
+func (o *orchestrator) setUpdateModeLocked(u *update, on bool) uint64 {
 	u.updateMode = on
-	o.routing.setUpdateMode(u.svc, on)
+	return o.routing.setUpdateMode(u.svc, u.rec.Service, on)
 }
 
 // The Coordinator is the orchestrator's event side.

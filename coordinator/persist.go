@@ -251,7 +251,9 @@ func (c *Coordinator) applyStateLocked(st *storedState) {
 		c.declareLocked(rec.Name, rec.Dependencies)
 	}
 	for svc, v := range st.routes {
-		c.cat.setRoute(c.eng.Service(svc), svc, c.eng.Version(v), v)
+		id := c.eng.Service(svc)
+		c.cat.setRoute(id, svc, c.eng.Version(v), v)
+		c.routing.changed(id, svc)
 	}
 	for _, rec := range st.sessions {
 		hb := rec.GetHeartbeatInterval().AsDuration()

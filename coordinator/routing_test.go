@@ -9,7 +9,7 @@ import (
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 )
 
-// Routing tables are built and sent by the routing publisher from the
+// Routing is built and sent by the routing publisher from the
 // catalog and the session table under their own locks: a revision made by
 // event application reaches the sidecars while the event lock is still
 // held (before, the publisher waited for that lock to build the table).
@@ -17,7 +17,7 @@ func TestRoutingIsSentWhileTheEventLockIsHeld(t *testing.T) {
 	ts := servertest.Start(t, "")
 	a := ts.Sidecar("a-1", "a", "v1", "s")
 	ts.Sidecar("s-1", "s", "v1")
-	ts.Leader().BumpRoutingUnderEventLock(func(rev uint64) {
+	ts.Leader().TouchRoutingUnderEventLock("s", func(rev uint64) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		err := a.WaitRouting(ctx, func(r *pb.Routing) bool { return r.GetRevision() >= rev })

@@ -41,6 +41,8 @@ type session struct {
 	stream *stream
 	// ackedRev is the newest routing revision the session has applied.
 	ackedRev uint64
+	// snapRev is the revision of its stream's first snapshot.
+	snapRev uint64
 	// expired is set once its lease expired: it is no longer live, though
 	// self-preservation may keep its owner slot (DESIGN.md §7).
 	expired bool
@@ -281,8 +283,10 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 	}
 	c.sess.attach(s, st)
 	s.ackedRev = 0 // a new stream: update mode counts from its own ack
-	c.bumpRoutingLocked()
 	c.declareLocked(r.Service, r.Dependencies)
+	c.routing.changed(s.svc, r.Service) // its endpoints
+	s.snapRev = c.routing.snapshot(s)
+	c.sess.awaitSnapshot(s)
 	// The first registration of a session restored from etcd: its roots
 	// started before this coordinator led (or restarted).
 	restored := c.sess.resynced(r.InstanceId)
@@ -361,7 +365,9 @@ func (c *Coordinator) applyServiceLocked(s serviceState) {
 		c.cat.setRecord(s.name, s.deps)
 	}
 	if s.route != "" {
-		c.cat.setRoute(c.eng.Service(s.name), s.name, c.eng.Version(s.route), s.route)
+		id := c.eng.Service(s.name)
+		c.cat.setRoute(id, s.name, c.eng.Version(s.route), s.route)
+		c.routing.changed(id, s.name)
 	}
 }
 
@@ -374,7 +380,9 @@ func (c *Coordinator) declareLocked(svc string, deps []string) {
 		c.eng.AddEdge(from, to)
 		edges = append(edges, edge{from, to})
 	}
-	c.cat.declare(edges) // declared now: not learned ones
+	// Declared now, not learned ones; new edges widen the scope of the
+	// caller's sessions.
+	c.routing.widen(c.cat.declare(edges))
 }
 
 // addSessionLocked installs a session under a fresh owner slot.
@@ -528,7 +536,7 @@ func (c *Coordinator) unlistSessionLocked(s *session) {
 	}
 	c.orch.dropHeldLocked(s, nil)
 	c.leases.Forget(s.lease)
-	c.bumpRoutingLocked()
+	c.routing.changed(s.svc, s.rec.Service) // its endpoint
 }
 
 // sessionTTL is the lease TTL of a session with heartbeat interval hb that

@@ -29,6 +29,14 @@ type sessionTable struct {
 	free       []graph.Owner
 	departed   map[graph.Owner]*departed
 	resyncWait map[string]struct{}
+	// byService indexes the live sessions by service: a service's
+	// endpoints, and the sessions whose routing scope a service's callers
+	// make (routing.go).
+	byService map[graph.ServiceID]map[*session]struct{}
+	// unsnapped are the live sessions that have not acknowledged the first
+	// snapshot of their stream: until they do, they count for the prepare
+	// handshake of every update (update.go). The event lock's alone.
+	unsnapped map[*session]struct{}
 }
 
 func newSessionTable() *sessionTable {
@@ -37,6 +45,32 @@ func newSessionTable() *sessionTable {
 		owners:     []*session{nil},
 		departed:   make(map[graph.Owner]*departed),
 		resyncWait: make(map[string]struct{}),
+		byService:  make(map[graph.ServiceID]map[*session]struct{}),
+		unsnapped:  make(map[*session]struct{}),
+	}
+}
+
+// listLocked makes s its instance's live session; mu is held.
+func (t *sessionTable) listLocked(s *session) {
+	if old := t.byID[s.rec.InstanceId]; old != nil && old != s {
+		t.unindexLocked(old)
+	}
+	t.byID[s.rec.InstanceId] = s
+	m := t.byService[s.svc]
+	if m == nil {
+		m = make(map[*session]struct{})
+		t.byService[s.svc] = m
+	}
+	m[s] = struct{}{}
+}
+
+func (t *sessionTable) unindexLocked(s *session) {
+	delete(t.unsnapped, s)
+	if m := t.byService[s.svc]; m != nil {
+		delete(m, s)
+		if len(m) == 0 {
+			delete(t.byService, s.svc)
+		}
 	}
 }
 
@@ -132,7 +166,7 @@ func (t *sessionTable) add(s *session) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.allocOwner(s)
-	t.byID[s.rec.InstanceId] = s
+	t.listLocked(s)
 }
 
 // addExpired gives an expired session (restored queued by
@@ -160,7 +194,7 @@ func (t *sessionTable) adopt(s *session) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.owners[s.owner] = s
-	t.byID[s.rec.InstanceId] = s
+	t.listLocked(s)
 }
 
 // unlist takes s out of the live sessions; its owner slot stays.
@@ -169,6 +203,7 @@ func (t *sessionTable) unlist(s *session) {
 	defer t.mu.Unlock()
 	if t.byID[s.rec.InstanceId] == s {
 		delete(t.byID, s.rec.InstanceId)
+		t.unindexLocked(s)
 	}
 }
 
@@ -227,7 +262,50 @@ func (t *sessionTable) setRecord(s *session, rec *pb.SessionRecord) {
 	s.rec = rec
 }
 
+// awaitSnapshot marks s as not having applied its stream's first
+// snapshot yet (the event lock is enough: only it reads this).
+func (t *sessionTable) awaitSnapshot(s *session) { t.unsnapped[s] = struct{}{} }
+
+// snapshotApplied says s has applied it.
+func (t *sessionTable) snapshotApplied(s *session) { delete(t.unsnapped, s) }
+
+// ofService ranges over the live sessions of a service.
+func (t *sessionTable) ofService(svc graph.ServiceID) iter.Seq[*session] {
+	return func(yield func(*session) bool) {
+		for s := range t.byService[svc] {
+			if !yield(s) {
+				return
+			}
+		}
+	}
+}
+
+// awaitingSnapshot ranges over the sessions marked by awaitSnapshot.
+func (t *sessionTable) awaitingSnapshot() iter.Seq[*session] {
+	return func(yield func(*session) bool) {
+		for s := range t.unsnapped {
+			if !yield(s) {
+				return
+			}
+		}
+	}
+}
+
 // Reads without the event lock: take mu.
+
+// endpointsShared returns the endpoints of a service's live sessions, and
+// the service's name ("" if it has none).
+func (t *sessionTable) endpointsShared(svc graph.ServiceID) (string, []*pb.Endpoint) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	var name string
+	eps := make([]*pb.Endpoint, 0, len(t.byService[svc]))
+	for s := range t.byService[svc] {
+		name = s.rec.Service
+		eps = append(eps, &pb.Endpoint{InstanceId: s.rec.InstanceId, Version: s.rec.Version, Address: s.rec.Address})
+	}
+	return name, eps
+}
 
 // lenShared is len for a caller without the event lock.
 func (t *sessionTable) lenShared() int {
@@ -236,14 +314,32 @@ func (t *sessionTable) lenShared() int {
 	return len(t.byID)
 }
 
-// eachShared is each for a caller without the event lock; fn must not
-// take the event lock.
-func (t *sessionTable) eachShared(fn func(*session) bool) {
+// serviceShared returns the live sessions of a service, each with the
+// stream it is attached to (nil: disconnected), read together.
+func (t *sessionTable) serviceShared(svc graph.ServiceID) []attached {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	for s := range t.all() {
-		if !fn(s) {
-			return
-		}
+	m := t.byService[svc]
+	out := make([]attached, 0, len(m))
+	for s := range m {
+		out = append(out, attached{s: s, st: s.stream})
 	}
+	return out
+}
+
+// attachedShared returns s's stream if s is still its instance's live
+// session (nil otherwise, or if it is disconnected).
+func (t *sessionTable) attachedShared(s *session) *stream {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if t.byID[s.rec.InstanceId] != s {
+		return nil
+	}
+	return s.stream
+}
+
+// attached is a session and its stream as read together.
+type attached struct {
+	s  *session
+	st *stream
 }

@@ -25,19 +25,25 @@ const MaxEventsPerBatch = 65536
 const MaxOutbound = 1 << 16
 
 // stream is one sidecar stream. Messages to the sidecar (acks, call
-// decisions, routing tables) are queued by whoever produces them and sent
-// by the stream's handler goroutine alone, in queue order: a sidecar that
-// does not read blocks only its own handler, never the broadcaster, the
-// pin committer or another stream's events.
+// decisions, routing) are queued by whoever produces them and sent by the
+// stream's handler goroutine alone: a sidecar that does not read blocks
+// only its own handler, never the routing publisher, the pin committer or
+// another stream's events.
+//
+// Routing has a slot of its own rather than a place in the queue: at most
+// one routing message is pending, and a newer one is merged into it
+// (routingSlot), so a slow stream holds one snapshot, or one bounded run
+// of deltas, never a backlog of tables. The slot is sent after the queued
+// messages, once Registered was queued.
 type stream struct {
 	srv     pb.SidecarService_ConnectServer
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
 	sendMu  sync.Mutex
 	out     []*pb.CoordinatorMessage // queued; guarded by sendMu
-	kick    chan struct{}            // signals out is not empty
+	kick    chan struct{}            // signals out or the routing slot is not empty
 	ready   bool                     // Registered was queued; guarded by sendMu
-	lastRev uint64                   // newest routing revision queued; guarded by sendMu
+	routing routingSlot              // guarded by sendMu
 }
 
 var errTakenOver = errors.New("coordinator: session taken over by a newer stream")
@@ -86,30 +92,47 @@ func (st *stream) sendRegistered(r *pb.Registered) error {
 	return nil
 }
 
-// sendRouting queues a routing table unless a newer one was queued already,
-// or the stream is not registered yet (it gets the newest table right after).
-func (st *stream) sendRouting(rev uint64, m *pb.CoordinatorMessage) error {
+// offerRouting merges a routing message into the stream's slot (see
+// routingSlot.offer); it reports whether the stream must be resynced with
+// a snapshot.
+func (st *stream) offerRouting(m *routingMsg) (resync bool) {
 	st.sendMu.Lock()
 	defer st.sendMu.Unlock()
-	if !st.ready || rev <= st.lastRev {
-		return nil
+	if st.ctx.Err() != nil {
+		return false
 	}
-	st.lastRev = rev
-	return st.enqueueLocked(m)
+	queued, resync := st.routing.offer(m)
+	if queued {
+		select {
+		case st.kick <- struct{}{}:
+		default:
+		}
+	}
+	return resync
 }
 
-// flush sends the queued messages; only the handler goroutine calls it.
+// flush sends the queued messages, then the pending routing; only the
+// handler goroutine calls it.
 func (st *stream) flush() error {
 	for {
 		st.sendMu.Lock()
 		out := st.out
 		st.out = nil
+		var r *pb.Routing
+		if st.ready {
+			r = st.routing.take()
+		}
 		st.sendMu.Unlock()
-		if len(out) == 0 {
+		if len(out) == 0 && r == nil {
 			return nil
 		}
 		for _, m := range out {
 			if err := st.srv.Send(m); err != nil {
+				return err
+			}
+		}
+		if r != nil {
+			if err := st.srv.Send(&pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_Routing{Routing: r}}); err != nil {
 				return err
 			}
 		}
@@ -211,10 +234,9 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 				return err
 			}
 			sess = s
+			// Its snapshot comes from the routing publisher (the
+			// registration asked for it).
 			if err := st.sendRegistered(reg); err != nil {
-				return err
-			}
-			if err := c.sendRoutingTo(st); err != nil {
 				return err
 			}
 			if err := st.flush(); err != nil {
@@ -322,6 +344,12 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 			if ev.GetWait() {
 				c.orch.emit(decision{st: st, msg: &pb.CallDecision{Seq: ev.GetSeq(), Error: lateMessage(r)}})
 			}
+			continue
+		}
+		if ev.GetWait() && errors.Is(err, ErrUnknownService) {
+			// Not a service of the mesh (an external host): the decision
+			// says so, and the sidecar lets the call go out untouched.
+			c.orch.emit(decision{st: st, msg: &pb.CallDecision{Seq: ev.GetSeq(), Error: err.Error(), UnknownService: true}})
 			continue
 		}
 		failed = append(failed, failedEvent{ev, err}) // its error is built after unlocking
@@ -452,6 +480,12 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 				return fmt.Errorf("CALL: %w", e)
 			}
 		}
+		if ev.Wait && !c.knownServiceLocked(ev.Service) {
+			// A sidecar asks before its first call to a service outside
+			// its routing scope; one that never registered is not the
+			// mesh's.
+			return fmt.Errorf("CALL: %w %q", ErrUnknownService, ev.Service)
+		}
 		ch, qerr := c.checkCallLocked(s, ev)
 		if qerr != nil {
 			return qerr
@@ -503,6 +537,22 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 	return eventErr(typ, ev, err)
 }
 
+// knownServiceLocked says whether a service registered: it has a route,
+// or a live session.
+func (c *Coordinator) knownServiceLocked(name string) bool {
+	id, ok := c.eng.LookupService(name)
+	if !ok {
+		return false
+	}
+	if c.cat.routed(id) {
+		return true
+	}
+	for range c.sess.ofService(id) {
+		return true
+	}
+	return false
+}
+
 // callLocked applies a CALL at the given version of the callee.
 func (c *Coordinator) callLocked(s *session, ev *pb.Event, to graph.ServiceID, version graph.VersionID) error {
 	info, err := c.eng.Call(ev.TxnId, s.svc, s.ver, graph.SubID(ev.CallerSubId), to, graph.SubID(ev.SubId), version)
@@ -518,7 +568,11 @@ func (c *Coordinator) callLocked(s *session, ev *pb.Event, to graph.ServiceID, v
 	}
 	if info.LearnedEdge {
 		s.quota.learned++
-		c.cat.learn(edge{s.svc, to})
+		if c.cat.learn(edge{s.svc, to}) {
+			// The callee joins the scope of the caller's sessions: its
+			// route follows as a delta.
+			c.routing.widen([]edge{{s.svc, to}})
+		}
 		c.metrics.learnedEdges.Inc()
 		c.lg.Warn("learned undeclared static edge", "from", s.rec.Service, "to", ev.Service, "txn", ev.TxnId)
 		// Its services declared less than they call: what else this

@@ -55,8 +55,8 @@ func TestWedgedSidecarBlocksOnlyItself(t *testing.T) {
 		return n > 0 && sent.Load() == n
 	})
 
-	b := ts.Sidecar("b-1", "b", "v1")
-	ts.Sidecar("c-1", "c", "v1") // a routing change broadcast to every stream
+	b := ts.Sidecar("b-1", "b", "v1", "c")
+	ts.Sidecar("c-1", "c", "v1") // a routing change sent to every stream whose scope holds c
 	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer wcancel()
 	if err := b.WaitRouting(wctx, func(r *pb.Routing) bool {

@@ -226,8 +226,7 @@ func (o *orchestrator) startUpdate(ctx context.Context, req *pb.StartUpdateReque
 	o.lg.Info("update started", "update", u.rec.Id, "service", req.Service, "from", u.rec.FromVersion,
 		"to", req.ToVersion, "strategy", strategy.Name(kind))
 	if strat.UpdateMode() {
-		o.setUpdateModeLocked(u, true)
-		u.prepareRev = o.routing.bump()
+		u.prepareRev = o.setUpdateModeLocked(u, true)
 		o.progressLocked()
 	} else {
 		// The baseline switches at once, with no update mode: the
@@ -364,7 +363,7 @@ func (o *orchestrator) switchLocked(u *update, p pb.Phase) *phaseChange {
 		u.switched = true
 		u.rec.SwitchedAt = timestamppb.Now()
 		o.cat.setRoute(u.svc, u.rec.Service, u.to, u.rec.ToVersion)
-		o.routing.bump()
+		o.routing.changed(u.svc, u.rec.Service)
 		o.releaseHeldLocked(u)
 	}, route)
 }
@@ -385,7 +384,6 @@ func (o *orchestrator) finishLocked(u *update, p pb.Phase, reason string) *phase
 		if u.finished() {
 			o.setUpdateModeLocked(u, false)
 			o.upd.deactivate(u.svc)
-			o.routing.bump()
 		}
 		o.releaseHeldLocked(u)
 	}, storage.DeleteServicePins(u.rec.Service))
@@ -421,7 +419,7 @@ func (o *orchestrator) abortLocked(u *update, reason string) (*phaseChange, erro
 			o.cat.setRoute(u.svc, u.rec.Service, u.from, u.rec.FromVersion)
 		}
 		o.releaseHeldLocked(u)
-		o.routing.bump()
+		o.routing.changed(u.svc, u.rec.Service)
 	}, extra...)
 	// Persisted with the phase: a failover resumes the rollback.
 	pc.rec.RollingBack = plan.Rollback
@@ -600,23 +598,45 @@ func (v updateView) HeldLongest() time.Duration {
 // update switches only to a version that can take the calls (after a
 // failover, once one of its sidecars is back).
 func (o *orchestrator) connectedLocked(svc graph.ServiceID, v graph.VersionID) bool {
-	for s := range o.sess.all() {
-		if s.svc == svc && s.ver == v && s.stream != nil {
+	for s := range o.sess.ofService(svc) {
+		if s.ver == v && s.stream != nil {
 			return true
 		}
 	}
 	return false
 }
 
-// unackedLocked counts live sessions that have not acknowledged the routing
-// revision that put the service in update mode.
-func (o *orchestrator) unackedLocked(u *update) int {
-	n := 0
-	for s := range o.sess.all() {
-		if s.ackedRev < u.prepareRev {
-			n++
+// eachUnackedLocked calls fn for each live session the prepare handshake
+// of u waits for (DESIGN.md §4.1): a session whose scope holds the
+// service (its service may call it) and that has not acknowledged the
+// routing revision that put the service in update mode. A session whose
+// scope widens to the service later gets its route in a delta of a newer
+// revision, and is counted until it acknowledges one; until then its
+// calls to the service are waiting CALLs, decided here. A session that has
+// not yet acknowledged its stream's first snapshot counts for every
+// update: it may still route by a table of an earlier stream (of another
+// leader, whose learned edges this one does not know).
+func (o *orchestrator) eachUnackedLocked(u *update, fn func(*session)) {
+	seen := make(map[*session]bool)
+	for from := range o.cat.callersOf(u.svc) {
+		for s := range o.sess.ofService(from) {
+			if s.ackedRev < u.prepareRev {
+				seen[s] = true
+				fn(s)
+			}
 		}
 	}
+	for s := range o.sess.awaitingSnapshot() {
+		if !seen[s] && s.ackedRev < s.snapRev {
+			fn(s)
+		}
+	}
+}
+
+// unackedLocked counts the sessions eachUnackedLocked names.
+func (o *orchestrator) unackedLocked(u *update) int {
+	n := 0
+	o.eachUnackedLocked(u, func(*session) { n++ })
 	return n
 }
 
@@ -624,11 +644,7 @@ func (o *orchestrator) unackedLocked(u *update) int {
 // sessions unackedLocked counts.
 func (o *orchestrator) unackedSessionsLocked(u *update, limit int) []string {
 	var ids []string
-	for s := range o.sess.all() {
-		if s.ackedRev < u.prepareRev {
-			ids = append(ids, s.rec.InstanceId)
-		}
-	}
+	o.eachUnackedLocked(u, func(s *session) { ids = append(ids, s.rec.InstanceId) })
 	slices.Sort(ids)
 	return ids[:min(limit, len(ids))]
 }

@@ -219,12 +219,16 @@ func TestCVAbortAfterSwitchRollsBackConsistently(t *testing.T) {
 	}
 }
 
-// A session that does not acknowledge update mode keeps the update in
-// PREPARING; once it acknowledges, the update goes on.
+// A session that may call the service (it is in its routing scope) and
+// does not acknowledge update mode keeps the update in PREPARING; once it
+// acknowledges, the update goes on. A session that cannot call it (s2 of
+// s0 -> s1 -> s2, updating s1) is not waited for (DESIGN.md §4.1): it never
+// acknowledges here.
 func TestPrepareWaitsForEverySession(t *testing.T) {
 	w := chainWorld(t)
-	lazy := w.inst["s2"]["v1"]
+	lazy := w.inst["s0"]["v1"]
 	lazy.SetAutoAck(false)
+	w.inst["s2"]["v1"].SetAutoAck(false)
 	u := w.startUpdate("s1", "v2", pb.Strategy_STRATEGY_CV, 0, 0)
 	w.eventuallyUnacked(u.Id, 1)
 	time.Sleep(50 * time.Millisecond)

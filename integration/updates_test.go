@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -150,16 +151,22 @@ func (w *world) heldSwitch(gate *etcdgate.KV) {
 	servertest.Eventually(w.t, 30*time.Second, "the switch's write to be held", func() bool { return gate.Waiting() > 0 })
 }
 
-// waitDefault waits until every sidecar routes calls to svc to version
-// without asking the coordinator (update mode over).
+// waitDefault waits until every sidecar that may call svc (routing is
+// scoped: svc is in its routing) routes calls to svc to version without
+// asking the coordinator (update mode over); the others have no route to
+// svc (they would ask).
 func (w *world) waitDefault(svc, version string) {
 	w.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for _, m := range w.inst {
+	for from, m := range w.inst {
+		calls := slices.Contains(w.succ[from], svc)
 		for _, sc := range m {
 			if err := sc.WaitRouting(ctx, func(*pb.Routing) bool {
 				r := sc.Route(svc)
+				if !calls {
+					return r == nil
+				}
 				return r.GetDefaultVersion() == version && !r.GetUpdateMode()
 			}); err != nil {
 				w.t.Fatalf("routing of %s to %s without update mode: %v", svc, version, err)

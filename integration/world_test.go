@@ -36,6 +36,10 @@ type world struct {
 	calls   atomic.Int64
 	pausedN atomic.Int64
 	loads   atomic.Int64
+	// late are edges no registration declares: plans take them once
+	// useLate is set, and the calls learn them (learned_test.go).
+	late    map[string][]string
+	useLate atomic.Bool
 }
 
 // newWorld builds n services s0..s(n-1) with s0 the entry; edge i->j (i<j)
@@ -48,10 +52,16 @@ func newWorld(t *testing.T, rng *rand.Rand, n int, p float64, extra ...string) *
 
 // newWorldWith is newWorld on a replica started with opts.
 func newWorldWith(t *testing.T, opts []servertest.Option, rng *rand.Rand, n int, p float64, extra ...string) *world {
+	return buildWorld(t, opts, rng, n, p, "", extra...)
+}
+
+// buildWorld is newWorldWith; if hide names a service, no registration
+// declares an edge into it: those edges are w.late.
+func buildWorld(t *testing.T, opts []servertest.Option, rng *rand.Rand, n int, p float64, hide string, extra ...string) *world {
 	w := &world{
 		t: t, ts: servertest.Start(t, "", opts...),
 		succ: map[string][]string{}, inst: map[string]map[string]*simsidecar.Sidecar{},
-		ran: map[string]map[string]map[string]bool{},
+		ran: map[string]map[string]map[string]bool{}, late: map[string][]string{},
 	}
 	for i := range n {
 		w.svcs = append(w.svcs, fmt.Sprintf("s%d", i))
@@ -59,6 +69,10 @@ func newWorldWith(t *testing.T, opts []servertest.Option, rng *rand.Rand, n int,
 	for i := range n {
 		for j := i + 1; j < n; j++ {
 			if j == i+1 || rng.Float64() < p {
+				if w.svcs[j] == hide {
+					w.late[w.svcs[i]] = append(w.late[w.svcs[i]], w.svcs[j])
+					continue
+				}
 				w.succ[w.svcs[i]] = append(w.succ[w.svcs[i]], w.svcs[j])
 			}
 		}
@@ -160,6 +174,9 @@ type call struct {
 func (w *world) randomPlan(rng *rand.Rand, svc string, depth int, hints bool) *plan {
 	p := &plan{svc: svc}
 	succ := w.succ[svc]
+	if w.useLate.Load() && len(w.late[svc]) > 0 {
+		succ = append(slices.Clone(succ), w.late[svc]...)
+	}
 	if depth == 0 || len(succ) == 0 {
 		return p
 	}

@@ -23,7 +23,7 @@ var (
 	ErrUnflushed      = errors.New("sidecar: events not delivered before close")
 	ErrNoTxn          = errors.New("sidecar: no transaction in context")
 	ErrNotRoot        = errors.New("sidecar: transaction was not begun by this client")
-	ErrUnknownService = errors.New("sidecar: service not in the routing table")
+	ErrUnknownService = errors.New("sidecar: not a service of the mesh")
 	ErrNoEndpoint     = errors.New("sidecar: no endpoint of the chosen version")
 	ErrRefused        = errors.New("sidecar: the coordinator refused the call")
 )
@@ -116,8 +116,9 @@ type Client struct {
 	ackedThrough  uint64      // highest seq acked on any stream
 	resentThrough uint64      // highest seq resent at the last reconnect
 	roots         map[string]*root
-	waiters       map[uint64]*waiter // calls waiting for a CallDecision, by seq
-	urgent        bool               // send the queue now
+	waiters       map[uint64]*waiter   // calls waiting for a CallDecision, by seq
+	unknown       map[string]time.Time // names the coordinator said are no service, since when
+	urgent        bool                 // send the queue now
 	closed        bool
 	closeCtx      context.Context // Close's, for the final flush
 
@@ -189,6 +190,7 @@ func New(cfg Config) (*Client, error) {
 		lg:      lg.With("instance", cfg.InstanceID),
 		roots:   make(map[string]*root),
 		waiters: make(map[uint64]*waiter),
+		unknown: make(map[string]time.Time),
 		conns:   make(map[string]*grpc.ClientConn),
 		kick:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),

@@ -37,12 +37,23 @@
 // (an atomic pointer, read without locks), queues the CALL event and
 // returns. One goroutine per client sends queued events in batches, at most
 // Config.FlushInterval after they were queued. Only while the callee is in
-// update mode does Route send its CALL at once and wait for the
-// coordinator's CallDecision.
+// update mode, or outside this service's routing scope, does Route send its
+// CALL at once and wait for the coordinator's CallDecision.
+//
+// # Routing scope
+//
+// The routing table holds the services this service may call (its
+// declared dependencies and those it has called), not the whole mesh: a
+// snapshot after each registration, then deltas. The first call to a
+// service outside it is a waiting CALL: the coordinator decides it, adds
+// the service to the scope and sends its route, which Route waits for. A
+// name the coordinator does not know as a service is ErrUnknownService (the
+// HTTP transport sends such a request out untouched, and does not ask
+// again for a second).
 //
 // # Routing acks
 //
-// A routing table is applied and its RoutingAck queued behind every event
+// A routing snapshot or delta is applied and its RoutingAck queued behind every event
 // routed by the table before it, on the same stream: so when the
 // coordinator reads the ack of a table that puts a service in update mode,
 // it has already applied every call routed to that service without asking.

@@ -133,7 +133,9 @@ func (r *routedConn) route(ctx context.Context) (_ context.Context, _ *grpc.Clie
 	} else {
 		rt := r.c.routing.Load().lookup(r.service)
 		if rt == nil {
-			return nil, nil, nil, fmt.Errorf("%w: %q", ErrUnknownService, r.service)
+			// Without a transaction there is no CALL to ask with: only
+			// the services of this one's routing scope are known here.
+			return nil, nil, nil, fmt.Errorf("%w: %q is not in the routing scope", ErrUnknownService, r.service)
 		}
 		if addr, err = rt.pick(rt.defaultVersion); err != nil {
 			return nil, nil, nil, fmt.Errorf("route to %s: %w", r.service, err)

@@ -373,6 +373,14 @@ func TestCloseFlushes(t *testing.T) {
 	ts := servertest.Start(t, "")
 	c := startClient(t, ts, sidecar.Config{InstanceID: "a-1", Service: "a", Version: "v1",
 		FlushInterval: time.Hour, BatchSize: 1000, KeepSessionOnClose: true})
+	// Start returns once the first routing is applied, its ack queued and
+	// the sender woken to send it at once: BEGINs queued before that send
+	// would go with it. Let it go first (nothing else is urgent here: no
+	// other routing comes to a service that calls nothing).
+	servertest.Eventually(t, within, "the first routing ack to be sent", func() bool {
+		time.Sleep(100 * time.Millisecond)
+		return c.Stats().Connected
+	})
 	var ids []string
 	for range 10 {
 		_, root := c.Begin(context.Background())

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"time"
 
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 )
@@ -113,11 +114,15 @@ type Call struct {
 // callee's sub-transaction and picks an endpoint (round-robin) of the
 // version the call must run on. Outside update mode that is the service's
 // default version; Route queues the CALL naming it and returns at once.
-// While the service is in update mode Route sends the CALL now and waits,
-// until ctx ends, for the coordinator to name the version. Call Finish
-// when the call returns. Errors wrap ErrNoTxn, ErrUnknownService (the
-// service never registered), ErrNoEndpoint, ErrRefused or ErrClosed; a
-// Route that fails has nothing to Finish.
+// While the service is in update mode, or when it is not in the routing
+// table (outside this service's scope: the first call to a service not
+// declared as a dependency), Route sends the CALL now and waits, until ctx
+// ends, for the coordinator to name the version (and then for the route of
+// that version, which follows the decision of a call outside the scope).
+// Call Finish when the call returns. Errors wrap ErrNoTxn,
+// ErrUnknownService (the service never registered: the coordinator said
+// so), ErrNoEndpoint, ErrRefused or ErrClosed; a Route that fails has
+// nothing to Finish.
 func (c *Client) Route(ctx context.Context, service string) (Call, error) {
 	t, ok := FromContext(ctx)
 	if !ok {
@@ -128,10 +133,10 @@ func (c *Client) Route(ctx context.Context, service string) (Call, error) {
 	for {
 		tab := c.routing.Load()
 		rt := tab.lookup(service)
-		if rt == nil {
+		if rt == nil && c.knownUnknown(service) {
 			return Call{}, fmt.Errorf("%w: %q", ErrUnknownService, service)
 		}
-		if rt.updateMode {
+		if rt == nil || rt.updateMode {
 			return c.await(ctx, call, ev)
 		}
 		addr, err := rt.pick(rt.defaultVersion)
@@ -185,11 +190,17 @@ func (c *Client) await(ctx context.Context, call Call, ev *pb.Event) (Call, erro
 	if d == nil {
 		return Call{}, ErrClosed
 	}
+	if d.GetUnknownService() {
+		c.mu.Lock()
+		c.unknown[call.Service] = time.Now()
+		c.mu.Unlock()
+		return Call{}, fmt.Errorf("%w: %q: %s", ErrUnknownService, call.Service, d.GetError())
+	}
 	if d.GetError() != "" {
 		return Call{}, fmt.Errorf("%w: call to %s: %s", ErrRefused, call.Service, d.GetError())
 	}
 	call.Version = d.GetVersion()
-	addr, err := c.routing.Load().lookup(call.Service).pick(call.Version)
+	addr, err := c.waitRoute(ctx, call.Service, call.Version)
 	if err != nil {
 		call.Finish()
 		return Call{}, fmt.Errorf("route to %s: %w", call.Service, err)

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -157,8 +159,8 @@ func (s *Sidecar) recv() {
 		case *pb.CoordinatorMessage_Routing:
 			s.routeMu.Lock()
 			s.mu.Lock()
-			if s.routing == nil || k.Routing.Revision > s.routing.Revision {
-				s.routing = k.Routing
+			if r := applyRouting(s.routing, k.Routing); r != nil {
+				s.routing = r
 				close(s.routingCh)
 				s.routingCh = make(chan struct{})
 			}
@@ -260,7 +262,38 @@ func (s *Sidecar) AckRouting(rev uint64) error {
 	return s.send(&pb.SidecarMessage{Kind: &pb.SidecarMessage_RoutingAck{RoutingAck: &pb.RoutingAck{Revision: rev}}})
 }
 
-// Routing returns the newest routing table received (nil before the first).
+// applyRouting returns the table that results from applying r (a snapshot
+// or a delta) to the current table cur, or nil if r is older than cur. The
+// result is always a full table (delta false) of the sidecar's scope.
+func applyRouting(cur, r *pb.Routing) *pb.Routing {
+	if !r.GetDelta() {
+		if cur != nil && r.GetRevision() < cur.GetRevision() {
+			return nil
+		}
+		return r
+	}
+	if cur == nil || r.GetRevision() < cur.GetRevision() {
+		return nil // a delta before any snapshot: the coordinator never sends one
+	}
+	byName := make(map[string]*pb.ServiceRoute, len(cur.GetServices())+len(r.GetServices()))
+	for _, sr := range cur.GetServices() {
+		byName[sr.GetService()] = sr
+	}
+	for _, n := range r.GetRemoved() {
+		delete(byName, n)
+	}
+	for _, sr := range r.GetServices() {
+		byName[sr.GetService()] = sr
+	}
+	out := &pb.Routing{Revision: r.GetRevision()}
+	for _, n := range slices.Sorted(maps.Keys(byName)) {
+		out.Services = append(out.Services, byName[n])
+	}
+	return out
+}
+
+// Routing returns the newest routing table received (nil before the
+// first): the snapshot with every delta since applied.
 func (s *Sidecar) Routing() *pb.Routing {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -389,18 +422,17 @@ func (s *Sidecar) Close() {
 }
 
 // RouteCall does what a sidecar does before an outbound call of txn from
-// sub caller to service `to`, creating sub: if `to` is in update mode it
-// sends the CALL with wait and returns the version of the CallDecision;
-// otherwise it sends the CALL naming the default version and returns that
-// at once. It returns an error if the decision carries one.
+// sub caller to service `to`, creating sub: if `to` is in update mode, or
+// outside its routing scope (not in its table), it sends the CALL with
+// wait and returns the version of the CallDecision; otherwise it sends the
+// CALL naming the default version and returns that at once. It returns an
+// error if the decision carries one.
 func (s *Sidecar) RouteCall(ctx context.Context, txn string, caller uint64, to string, sub uint64) (string, error) {
 	s.routeMu.RLock()
 	r := s.Route(to)
 	ev := Call(txn, caller, to, sub)
-	if r == nil || !r.UpdateMode {
-		if r != nil {
-			ev.Version = r.DefaultVersion
-		}
+	if r != nil && !r.UpdateMode {
+		ev.Version = r.DefaultVersion
 		_, err := s.SendAsync(ev)
 		s.routeMu.RUnlock()
 		return ev.Version, err

@@ -1324,16 +1324,32 @@ func (x *HeartbeatAck) GetError() string {
 	return ""
 }
 
-// Routing is the full routing table, sent after Registered and whenever it
-// changes. The sidecar applies it, then answers RoutingAck with its
-// revision: every event it sent before that ack was routed by an older
-// table. Entering update mode for a service is a new revision with
+// Routing is the routing of one session's scope: the services its service
+// may call (its declared dependencies and the services it has called).
+// The first Routing of a stream is a snapshot (delta false): the whole
+// scope, replacing whatever the sidecar had. After it, each Routing is a
+// delta (delta true): the new ServiceRoute of each service of the scope
+// that changed (replacing that service's route as a whole), and the
+// services removed from the scope. A snapshot may come again at any time
+// (a slow stream is resynced with one).
+//
+// The sidecar applies it, then answers RoutingAck with its revision: every
+// event it sent before that ack was routed by an older routing, and the
+// sidecar has applied every change to its scope made at or before that
+// revision. Entering update mode for a service is a new revision with
 // update_mode set, so its ack means the sidecar now waits for a
-// CallDecision on every call to that service.
+// CallDecision on every call to that service. A call to a service outside
+// the scope is sent as a CALL with wait: the coordinator decides it, adds
+// the service to the scope and sends its route.
 type Routing struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
-	Services      []*ServiceRoute        `protobuf:"bytes,2,rep,name=services,proto3" json:"services,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Revision uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Snapshot: the whole scope. Delta: only the services that changed.
+	Services []*ServiceRoute `protobuf:"bytes,2,rep,name=services,proto3" json:"services,omitempty"`
+	// True for a delta, false for a snapshot.
+	Delta bool `protobuf:"varint,3,opt,name=delta,proto3" json:"delta,omitempty"`
+	// Delta only: services no longer in the scope (forgotten).
+	Removed       []string `protobuf:"bytes,4,rep,name=removed,proto3" json:"removed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1378,6 +1394,20 @@ func (x *Routing) GetRevision() uint64 {
 func (x *Routing) GetServices() []*ServiceRoute {
 	if x != nil {
 		return x.Services
+	}
+	return nil
+}
+
+func (x *Routing) GetDelta() bool {
+	if x != nil {
+		return x.Delta
+	}
+	return false
+}
+
+func (x *Routing) GetRemoved() []string {
+	if x != nil {
+		return x.Removed
 	}
 	return nil
 }
@@ -1566,9 +1596,12 @@ type CallDecision struct {
 	Seq     uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
 	Version string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
 	// Set when the call must not be made (the event was rejected).
-	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Error string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// Set with error when the callee is not a service the coordinator knows
+	// (it never registered): the call is not the mesh's (an external host).
+	UnknownService bool `protobuf:"varint,4,opt,name=unknown_service,json=unknownService,proto3" json:"unknown_service,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *CallDecision) Reset() {
@@ -1620,6 +1653,13 @@ func (x *CallDecision) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *CallDecision) GetUnknownService() bool {
+	if x != nil {
+		return x.UnknownService
+	}
+	return false
 }
 
 var File_coordinator_v1_sidecar_proto protoreflect.FileDescriptor
@@ -1712,10 +1752,12 @@ const file_coordinator_v1_sidecar_proto_rawDesc = "" +
 	"\fHeartbeatAck\x12+\n" +
 	"\x03ttl\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x18\n" +
 	"\apending\x18\x02 \x01(\bR\apending\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error\"_\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"\x8f\x01\n" +
 	"\aRouting\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x128\n" +
-	"\bservices\x18\x02 \x03(\v2\x1c.coordinator.v1.ServiceRouteR\bservices\"\xaa\x01\n" +
+	"\bservices\x18\x02 \x03(\v2\x1c.coordinator.v1.ServiceRouteR\bservices\x12\x14\n" +
+	"\x05delta\x18\x03 \x01(\bR\x05delta\x12\x18\n" +
+	"\aremoved\x18\x04 \x03(\tR\aremoved\"\xaa\x01\n" +
 	"\fServiceRoute\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12'\n" +
 	"\x0fdefault_version\x18\x02 \x01(\tR\x0edefaultVersion\x12\x1f\n" +
@@ -1729,11 +1771,12 @@ const file_coordinator_v1_sidecar_proto_rawDesc = "" +
 	"\aaddress\x18\x03 \x01(\tR\aaddress\"(\n" +
 	"\n" +
 	"RoutingAck\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision\"P\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"y\n" +
 	"\fCallDecision\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error*\x92\x01\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x12'\n" +
+	"\x0funknown_service\x18\x04 \x01(\bR\x0eunknownService*\x92\x01\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10EVENT_TYPE_BEGIN\x10\x01\x12\x13\n" +
