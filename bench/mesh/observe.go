@@ -30,13 +30,15 @@ type tracker struct {
 	stats   *routingStats
 
 	mu      sync.Mutex
-	pending map[uint64][]string // revision -> the watched services' default versions in it
+	held    []string            // the watched services' defaults after the last message received
+	pending map[uint64][]string // revision -> the watched services' default versions as of it
 	acked   []string            // their defaults in the last acked table
 	ackedAt time.Time           // when the first one's default was first acked
 }
 
 func newTracker(stats *routingStats, watched ...string) *tracker {
-	return &tracker{watched: watched, stats: stats, pending: map[uint64][]string{}, acked: make([]string, len(watched))}
+	return &tracker{watched: watched, stats: stats, pending: map[uint64][]string{},
+		held: make([]string, len(watched)), acked: make([]string, len(watched))}
 }
 
 // ackedDefault is the first watched service's default version in the last
@@ -56,21 +58,34 @@ func (t *tracker) defaults() []string {
 	return append([]string(nil), t.acked...)
 }
 
+// received applies r to the watched services' defaults as the client
+// holds them: a snapshot names every service of the scope (one it does not
+// name has no route), a delta only those that changed (the others keep the
+// default of the earlier messages) and those it removes.
 func (t *tracker) received(r *pb.Routing) {
 	now := time.Now()
 	t.stats.tables.Add(1)
 	t.stats.last.Store(now.UnixNano())
-	def := make([]string, len(t.watched))
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !r.GetDelta() {
+		clear(t.held)
+	}
 	for _, s := range r.GetServices() {
 		for i, w := range t.watched {
 			if s.GetService() == w {
-				def[i] = s.GetDefaultVersion()
+				t.held[i] = s.GetDefaultVersion()
 			}
 		}
 	}
-	t.mu.Lock()
-	t.pending[r.GetRevision()] = def
-	t.mu.Unlock()
+	for _, gone := range r.GetRemoved() {
+		for i, w := range t.watched {
+			if gone == w {
+				t.held[i] = ""
+			}
+		}
+	}
+	t.pending[r.GetRevision()] = append([]string(nil), t.held...)
 }
 
 func (t *tracker) sentAck(rev uint64) {
