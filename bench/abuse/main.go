@@ -566,6 +566,7 @@ func (c *coordinatorProc) metricByLabel(name, label string) map[string]float64 {
 // addresses.
 func runCoordinator(dir string, withPprof bool) {
 	debug.SetGCPercent(server.GCPercent())
+	defer server.StartGCHeadroom(server.DefaultGCHeadroom)()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	srv, err := server.Start(ctx, server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: dir,

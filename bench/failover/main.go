@@ -67,6 +67,7 @@ func runReplica(js string) {
 		log.Fatal(err)
 	}
 	debug.SetGCPercent(server.GCPercent()) // as coordinatord
+	defer server.StartGCHeadroom(server.DefaultGCHeadroom)()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	level := slog.LevelWarn

@@ -481,6 +481,7 @@ func updateCycle(ctx context.Context, conn *grpc.ClientConn, gs []*group, t targ
 // update record write and answers the number of such writes so far.
 func runCoordinator(dir string, flush time.Duration, mutexProfile bool) {
 	debug.SetGCPercent(server.GCPercent())
+	defer server.StartGCHeadroom(server.DefaultGCHeadroom)()
 	if mutexProfile {
 		runtime.SetMutexProfileFraction(1)
 	}

@@ -174,6 +174,7 @@ func startCoordinator(dir string) (addr string, stop func()) {
 // loopback with its embedded etcd, until SIGTERM.
 func runCoordinator(dir string) {
 	debug.SetGCPercent(server.GCPercent())
+	defer server.StartGCHeadroom(server.DefaultGCHeadroom)()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	srv, err := server.Start(ctx, server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: dir})

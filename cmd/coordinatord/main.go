@@ -54,6 +54,7 @@ func run(args []string, stderr io.Writer) int {
 		updTimeout    = fs.Duration("update-timeout", coordinator.DefaultUpdateTimeout, "abort a wf or bf update whose service is not free within this long, when the update sets no timeout")
 		regTimeout    = fs.Duration("register-timeout", coordinator.DefaultRegisterTimeout, "how long a new sidecar stream may take to send its Register")
 		gcPercent     = fs.Int("gc-percent", server.GCPercent(), "garbage collector target (GOGC; default from GOGC when set): higher collects less often, for a larger heap; -1 is off (with GOMEMLIMIT)")
+		gcHeadroom    = fs.Int("gc-headroom-mb", server.DefaultGCHeadroom>>20, "collect sooner than --gc-percent says once the heap is this many MiB past the live heap (a soft memory limit that follows the live heap, never above GOMEMLIMIT); 0 is off")
 	)
 	cluster := registerClusterFlags(fs) // --name, --initial-cluster[-state], --peer-addr, --etcd-client-addr
 	selfPreservation := registerSelfPreservationFlags(fs)
@@ -90,6 +91,10 @@ func run(args []string, stderr io.Writer) int {
 		if e = strings.TrimSpace(e); e != "" {
 			eps = append(eps, e)
 		}
+	}
+	if *gcHeadroom < 0 {
+		fmt.Fprintf(stderr, "coordinatord: --gc-headroom-mb %d: want 0 (off) or a positive number of MiB\n", *gcHeadroom)
+		return 2
 	}
 	if gcFlagSet(fs) { // from GOGC, the runtime's own reading stands
 		if err := validateGCPercent(*gcPercent); err != nil {
@@ -142,7 +147,10 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	setGCPercent(*gcPercent)
-	lg.Info("garbage collector", "gc_percent", *gcPercent)
+	if *gcHeadroom > 0 {
+		defer server.StartGCHeadroom(uint64(*gcHeadroom) << 20)()
+	}
+	lg.Info("garbage collector", "gc_percent", *gcPercent, "gc_headroom_mb", *gcHeadroom)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

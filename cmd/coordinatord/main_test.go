@@ -17,6 +17,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--gc-percent", "0"}, "--gc-percent 0: want a positive percentage, or -1"},
 		{[]string{"--gc-percent", "-2"}, "--gc-percent -2: want a positive percentage, or -1"},
 		{[]string{"--begin-wait-timeout", "0s"}, "--begin-wait-timeout must be positive"},
+		{[]string{"--gc-headroom-mb", "-1"}, "--gc-headroom-mb -1: want 0 (off) or a positive number of MiB"},
 	} {
 		var stderr bytes.Buffer
 		if code := run(tc.args, &stderr); code != 2 {
