@@ -507,17 +507,15 @@ func (c *Coordinator) onLeaseNotFound(id storage.LeaseID) {
 }
 
 // heartbeat refreshes the session's lease asynchronously and answers with the
-// last completed refresh at once.
+// last completed refresh at once. It does not take the event lock: a
+// session's lease never changes, and the session table answers whether s is
+// still its instance's session under its own lock.
 func (c *Coordinator) heartbeat(s *session) *pb.HeartbeatAck {
-	c.mu.Lock()
-	lease := s.lease
-	live := c.sess.get(s.rec.InstanceId) == s
-	c.mu.Unlock()
 	c.metrics.heartbeats.Inc()
-	if !live {
+	if !c.sess.currentShared(s) {
 		return &pb.HeartbeatAck{Error: "session expired: register again"}
 	}
-	res := c.leases.Heartbeat(lease)
+	res := c.leases.Heartbeat(s.lease)
 	ack := &pb.HeartbeatAck{Ttl: durationpb.New(res.TTL), Pending: res.Pending}
 	if res.Err != nil {
 		ack.Error = res.Err.Error()

@@ -327,6 +327,13 @@ func (t *sessionTable) serviceShared(svc graph.ServiceID) []attached {
 	return out
 }
 
+// currentShared is current for a caller without the event lock.
+func (t *sessionTable) currentShared(s *session) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.current(s)
+}
+
 // attachedShared returns s's stream if s is still its instance's live
 // session (nil otherwise, or if it is disconnected).
 func (t *sessionTable) attachedShared(s *session) *stream {

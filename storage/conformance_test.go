@@ -13,9 +13,16 @@ import (
 )
 
 // The Etcd store passes the conformance suite on a real embedded etcd
-// (storage/memstore runs the same suite on itself). The subtests share one
-// etcd, each under a prefix of its own, fenced on a key of its own.
+// (storage/memstore runs the same suite on itself), with leases renewed by
+// the client and, as coordinatord does on a single member, in process. The
+// subtests share one etcd, each under a prefix of its own, fenced on a key
+// of its own.
 func TestEtcdStoreConformance(t *testing.T) {
+	t.Run("client", func(t *testing.T) { testEtcdStoreConformance(t, false) })
+	t.Run("renew-in-process", func(t *testing.T) { testEtcdStoreConformance(t, true) })
+}
+
+func testEtcdStoreConformance(t *testing.T, inProcess bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	lg := slog.New(slog.DiscardHandler)
@@ -38,8 +45,14 @@ func TestEtcdStoreConformance(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st := storage.NewEtcd(cli, storage.EtcdConfig{Prefix: prefix, Logger: lg,
-			Fence: &storage.Fence{Key: fence, CreateRev: put.Header.Revision}})
+		cfg := storage.EtcdConfig{Prefix: prefix, Logger: lg,
+			Fence: &storage.Fence{Key: fence, CreateRev: put.Header.Revision}}
+		if inProcess {
+			cfg.Renew = func(ctx context.Context, id storage.LeaseID) (time.Duration, error) {
+				return srv.RenewLease(ctx, int64(id))
+			}
+		}
+		st := storage.NewEtcd(cli, cfg)
 		return storetest.Harness{Store: st, Fence: func(t *testing.T) {
 			// Another replica's election key now, with a new create revision.
 			if _, err := cli.Delete(context.Background(), fence); err != nil {

@@ -30,16 +30,21 @@ type EtcdConfig struct {
 	Fence *Fence
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Renew, if set, renews a lease in place of the client's KeepAliveOnce
+	// (a single embedded member renews in process: embedetcd.RenewLease).
+	// An unknown lease must give an error etcd's client would give for it.
+	Renew func(ctx context.Context, id LeaseID) (time.Duration, error)
 }
 
 // Etcd is the Store on etcd. It holds no state of its own but the
 // client: a term's coordinator builds Leases, WriteBehind and its session
 // watch (a Cache) on it.
 type Etcd struct {
-	cli  *clientv3.Client
-	keys Keys
-	cmps []clientv3.Cmp
-	lg   *slog.Logger
+	cli   *clientv3.Client
+	keys  Keys
+	renew func(ctx context.Context, id LeaseID) (time.Duration, error)
+	cmps  []clientv3.Cmp
+	lg    *slog.Logger
 }
 
 var _ Store = (*Etcd)(nil)
@@ -50,7 +55,7 @@ func NewEtcd(cli *clientv3.Client, cfg EtcdConfig) *Etcd {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Etcd{cli: cli, keys: Keys{Prefix: cfg.Prefix}, lg: cfg.Logger}
+	s := &Etcd{cli: cli, keys: Keys{Prefix: cfg.Prefix}, lg: cfg.Logger, renew: cfg.Renew}
 	if f := cfg.Fence; f != nil {
 		s.cmps = []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(f.Key), "=", f.CreateRev)}
 	}
@@ -245,6 +250,16 @@ func (s *Etcd) Grant(ctx context.Context, ttl time.Duration) (LeaseID, time.Dura
 
 // KeepAliveOnce refreshes an etcd lease once.
 func (s *Etcd) KeepAliveOnce(ctx context.Context, id LeaseID) (time.Duration, error) {
+	if s.renew != nil {
+		ttl, err := s.renew(ctx, id)
+		if err != nil {
+			if isLeaseNotFound(err) {
+				return 0, fmt.Errorf("%w: lease %016x", ErrLeaseExpired, int64(id))
+			}
+			return 0, fmt.Errorf("storage: keep-alive of lease %016x: %w", int64(id), err)
+		}
+		return ttl, nil
+	}
 	resp, err := s.cli.KeepAliveOnce(ctx, clientv3.LeaseID(id))
 	if err != nil {
 		if isLeaseNotFound(err) {

@@ -201,7 +201,7 @@ func (s *Server) serveTerm(stop <-chan struct{}, sess *concurrency.Session, e *c
 	// Every write of the term is fenced on the election key's create
 	// revision (DESIGN.md §6).
 	cfg.Store = storage.NewEtcd(s.cli, storage.EtcdConfig{Prefix: s.keys.Prefix, Logger: s.lg,
-		Fence: &storage.Fence{Key: e.Key(), CreateRev: e.Rev()}})
+		Fence: &storage.Fence{Key: e.Key(), CreateRev: e.Rev()}, Renew: s.renew})
 	cfg.OnFenced = func() { once.Do(func() { close(fenced) }) }
 	t := &term{reg: prometheus.NewRegistry()}
 	cfg.Registerer = t.reg

@@ -93,16 +93,19 @@ type Server struct {
 	// leadership can be, and is, kept off it while this replica leads.
 	raftPeers bool
 	cli       *clientv3.Client
-	store     *storage.Etcd // unfenced: a follower's reads
-	grpc      *grpc.Server
-	http      *http.Server
-	gw        *grpc.ClientConn
-	gLis      net.Listener
-	hLis      net.Listener
-	lg        *slog.Logger
-	reg       *prometheus.Registry
-	done      chan error  // gRPC, HTTP and the embedded member: each sends at most once
-	stopping  atomic.Bool // Close or Crash began: a stopped member is expected
+	// renew renews a session lease in process on a single embedded member
+	// (nil: through cli).
+	renew    func(ctx context.Context, id storage.LeaseID) (time.Duration, error)
+	store    *storage.Etcd // unfenced: a follower's reads
+	grpc     *grpc.Server
+	http     *http.Server
+	gw       *grpc.ClientConn
+	gLis     net.Listener
+	hLis     net.Listener
+	lg       *slog.Logger
+	reg      *prometheus.Registry
+	done     chan error  // gRPC, HTTP and the embedded member: each sends at most once
+	stopping atomic.Bool // Close or Crash began: a stopped member is expected
 
 	keys      storage.Keys
 	ccfg      coordinator.Config
@@ -202,6 +205,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		// process. Pinned calls wait for an etcd commit, and a loopback
 		// gRPC client doubles its latency.
 		s.cli = s.etcd.LocalClient()
+		s.renew = func(ctx context.Context, id storage.LeaseID) (time.Duration, error) {
+			return s.etcd.RenewLease(ctx, int64(id))
+		}
 	} else if s.cli, err = storage.NewClient(endpoints, lg); err != nil {
 		return nil, fmt.Errorf("server: etcd client: %w", err)
 	}
@@ -222,7 +228,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.keys.Prefix == "" {
 		s.keys.Prefix = storage.DefaultPrefix
 	}
-	s.store = storage.NewEtcd(s.cli, storage.EtcdConfig{Prefix: s.keys.Prefix, Logger: lg})
+	s.store = storage.NewEtcd(s.cli, storage.EtcdConfig{Prefix: s.keys.Prefix, Logger: lg, Renew: s.renew})
 
 	if s.gLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
 		return nil, fmt.Errorf("server: grpc listen: %w", err)

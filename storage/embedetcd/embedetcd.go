@@ -15,11 +15,13 @@ import (
 	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/client/pkg/v3/types"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/membership"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
+	"go.etcd.io/etcd/server/v3/lease"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -289,6 +291,25 @@ func (s *Server) Etcd() *embed.Etcd { return s.etcd }
 // where the caller lives and dies with the member, as a single-member
 // coordinator does. Close it before Close.
 func (s *Server) LocalClient() *clientv3.Client { return v3client.New(s.etcd.Server) }
+
+// RenewLease renews lease id on this member, in process: what a client's
+// keep-alive does, without a keep-alive stream per call (a coordinator
+// renews a session's lease on each of its heartbeats; through the client,
+// each KeepAliveOnce opens and closes a stream). Like LocalClient, use it
+// where the caller lives and dies with a single member, which is always
+// the Raft leader (a follower's renewal fails with ErrNotPrimary). A lease
+// etcd does not know gives rpctypes.ErrGRPCLeaseNotFound, as a client
+// would see.
+func (s *Server) RenewLease(ctx context.Context, id int64) (ttl time.Duration, err error) {
+	secs, err := s.etcd.Server.LeaseRenew(ctx, lease.LeaseID(id))
+	switch {
+	case errors.Is(err, lease.ErrLeaseNotFound):
+		return 0, rpctypes.ErrGRPCLeaseNotFound
+	case err != nil:
+		return 0, fmt.Errorf("embedetcd: renew lease %016x: %w", id, err)
+	}
+	return time.Duration(secs) * time.Second, nil
+}
 
 // HandOffRaftLeadership moves Raft leadership, when this member has it, to
 // another voting member that serves clients now and follows this member
