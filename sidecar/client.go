@@ -34,6 +34,14 @@ var (
 const maxBatch = 65536
 
 // Config configures a Client.
+// DefaultHeartbeatInterval is Config.HeartbeatInterval's default.
+const DefaultHeartbeatInterval = 2 * time.Second
+
+// maxReconnectBackoff caps the wait between two attempts to reach a
+// coordinator, whatever the heartbeat interval: a new leader is found
+// within about a second of its election.
+const maxReconnectBackoff = time.Second
+
 type Config struct {
 	// Coordinators are gRPC targets of coordinator replicas, tried in turn
 	// (a replica that does not lead redirects to the one that does).
@@ -54,8 +62,12 @@ type Config struct {
 	// default (StripMeshHeaders), so that every request it serves is a new
 	// root transaction, whatever headers a client outside sent.
 	EntryPoint bool
-	// HeartbeatInterval (default 1s) and AllowedMisses (default 2) set the
-	// session's lease TTL: interval × (misses + 1).
+	// HeartbeatInterval (default 2s) and AllowedMisses (default 2) set the
+	// session's lease TTL: interval × (misses + 1), or the coordinator's
+	// minimum session TTL if longer (6s by default: what the defaults
+	// give). Each heartbeat is a message each way and a lease renewal in
+	// etcd: at 1s, 2,000 idle sidecars cost a coordinator 18% of a core
+	// (docs/BENCHMARKS.md, mesh scale) for the same 6s lease.
 	HeartbeatInterval time.Duration
 	AllowedMisses     uint32
 	// BatchSize is the most events per EventBatch (default 256); a full
@@ -170,7 +182,7 @@ func New(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("%w: BatchSize %d is more than the coordinator takes (%d)", ErrInvalidConfig, cfg.BatchSize, maxBatch)
 	}
 	if cfg.HeartbeatInterval == 0 {
-		cfg.HeartbeatInterval = time.Second
+		cfg.HeartbeatInterval = DefaultHeartbeatInterval
 	}
 	if cfg.AllowedMisses == 0 {
 		cfg.AllowedMisses = 2

@@ -30,8 +30,9 @@ func (e redirectError) Error() string { return "sidecar: redirected to the leade
 
 // run keeps a session until Close: it connects to the coordinators in turn,
 // follows a redirect at once, and otherwise retries with exponential
-// backoff and jitter, capped at the heartbeat interval so that a
-// coordinator that comes back is found while the session's lease lives.
+// backoff and jitter, capped at the heartbeat interval (and at a second)
+// so that a coordinator that comes back is found while the session's lease
+// lives.
 func (c *Client) run() {
 	defer close(c.done)
 	defer c.markReady(ErrClosed) // Close before the first table: Start returns
@@ -84,9 +85,9 @@ func (c *Client) run() {
 }
 
 // backoff is the wait before attempt n+1: exponential from 25ms, capped at
-// the heartbeat interval, half of it random.
+// the heartbeat interval and maxReconnectBackoff, half of it random.
 func (c *Client) backoff(n int) time.Duration {
-	d := min(25*time.Millisecond<<min(n, 20), c.cfg.HeartbeatInterval)
+	d := min(25*time.Millisecond<<min(n, 20), c.cfg.HeartbeatInterval, maxReconnectBackoff)
 	return d/2 + rand.N(d/2+1)
 }
 

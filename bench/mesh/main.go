@@ -141,7 +141,7 @@ func main() {
 	flag.DurationVar(&o.phaseTimeout, "phase-timeout", 2*time.Minute, "bound of every other phase (an update, a flip's propagation, the settling of routing)")
 	flag.StringVar(&o.profileDir, "profile-dir", "", "if set, save the coordinator's heap profiles (after registration, after the load) and a CPU profile of the idle phase there")
 	flag.IntVar(&o.nice, "nice", 0, "nice value of the simulated sidecars (this process, not the coordinator's child); above 0 the coordinator gets the CPU first, but sidecars that cannot keep up with reading their tables then stall its streams")
-	flag.DurationVar(&o.heartbeat, "heartbeat", 0, "heartbeat interval of the sidecars (0: the SDK's default, 1s; lease TTL 3 intervals)")
+	flag.DurationVar(&o.heartbeat, "heartbeat", 0, "heartbeat interval of the sidecars (0: the SDK's default, sidecar.DefaultHeartbeatInterval; lease TTL 3 intervals, at least the coordinator's minimum of 6s)")
 	serve := flag.String("serve", "", "internal: run the coordinator on this data directory and print its addresses")
 	flag.Parse()
 	log.SetFlags(log.Ltime | log.Lmicroseconds)
