@@ -496,7 +496,11 @@ func run(ctx context.Context, o options) (*result, error) {
 	if o.profileDir != "" {
 		go co.saveProfile(ctx, "profile", 10, filepath.Join(o.profileDir, fmt.Sprintf("cpu-load-%d.pb.gz", o.sidecars)))
 	}
+	for _, t := range callersCV {
+		t.resetUpdateMode()
+	}
 	u, err := runUpdate(ctx, admin, cvSvc, other(initial[1]), pb.Strategy_STRATEGY_CV, o.phaseTimeout)
+	logUpdateModeAcks(u, callersCV)
 	switch {
 	case err != nil:
 		log.Printf("CV update of %s: %v", cvSvc, err)
@@ -856,4 +860,28 @@ func runCoordinator(dir string) {
 	if err := srv.Close(cctx); err != nil {
 		log.Printf("coordinator close: %v", err)
 	}
+}
+
+// logUpdateModeAcks says how long after the update began the sidecars of
+// the updated service's callers sent the ack of update mode (on the wire,
+// as the tracker sees it), so that a slow prepare handshake can be told
+// between the sidecars' side (receiving, applying and sending behind their
+// queued events) and the coordinator's (reading the acks behind those
+// events, and deciding).
+func logUpdateModeAcks(u *pb.Update, callers []*tracker) {
+	h := u.GetHistory()
+	if len(h) == 0 {
+		return
+	}
+	start := h[0].GetAt().AsTime()
+	var last time.Duration
+	n := 0
+	for _, t := range callers {
+		if at := t.updateModeAckedAt(); !at.IsZero() {
+			n++
+			last = max(last, at.Sub(start))
+		}
+	}
+	log.Printf("prepare: %d of %d caller sidecars sent their update-mode ack, the last %v after PREPARING began",
+		n, len(callers), last.Round(time.Millisecond))
 }

@@ -32,13 +32,19 @@ type tracker struct {
 	mu      sync.Mutex
 	held    []string            // the watched services' defaults after the last message received
 	pending map[uint64][]string // revision -> the watched services' default versions as of it
-	acked   []string            // their defaults in the last acked table
-	ackedAt time.Time           // when the first one's default was first acked
+	// The second watched service's update mode, as for defaults: held
+	// after the last message, by pending revision, and when the client
+	// first acknowledged a revision with it set (zero: not since reset).
+	modeHeld    bool
+	modePending map[uint64]bool
+	modeAckedAt time.Time
+	acked       []string  // their defaults in the last acked table
+	ackedAt     time.Time // when the first one's default was first acked
 }
 
 func newTracker(stats *routingStats, watched ...string) *tracker {
 	return &tracker{watched: watched, stats: stats, pending: map[uint64][]string{},
-		held: make([]string, len(watched)), acked: make([]string, len(watched))}
+		held: make([]string, len(watched)), acked: make([]string, len(watched)), modePending: map[uint64]bool{}}
 }
 
 // ackedDefault is the first watched service's default version in the last
@@ -70,11 +76,15 @@ func (t *tracker) received(r *pb.Routing) {
 	defer t.mu.Unlock()
 	if !r.GetDelta() {
 		clear(t.held)
+		t.modeHeld = false
 	}
 	for _, s := range r.GetServices() {
 		for i, w := range t.watched {
 			if s.GetService() == w {
 				t.held[i] = s.GetDefaultVersion()
+				if i == 1 {
+					t.modeHeld = s.GetUpdateMode()
+				}
 			}
 		}
 	}
@@ -82,10 +92,29 @@ func (t *tracker) received(r *pb.Routing) {
 		for i, w := range t.watched {
 			if gone == w {
 				t.held[i] = ""
+				if i == 1 {
+					t.modeHeld = false
+				}
 			}
 		}
 	}
 	t.pending[r.GetRevision()] = append([]string(nil), t.held...)
+	t.modePending[r.GetRevision()] = t.modeHeld
+}
+
+// updateModeAckedAt is when the client first acknowledged a revision that
+// puts the second watched service in update mode, since resetUpdateMode.
+func (t *tracker) updateModeAckedAt() time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.modeAckedAt
+}
+
+// resetUpdateMode forgets when update mode was acknowledged.
+func (t *tracker) resetUpdateMode() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.modeAckedAt = time.Time{}
 }
 
 func (t *tracker) sentAck(rev uint64) {
@@ -93,10 +122,15 @@ func (t *tracker) sentAck(rev uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	def, ok := t.pending[rev]
+	mode := t.modePending[rev]
 	for r := range t.pending {
 		if r <= rev {
 			delete(t.pending, r)
+			delete(t.modePending, r)
 		}
+	}
+	if ok && mode && t.modeAckedAt.IsZero() {
+		t.modeAckedAt = now
 	}
 	if ok {
 		if def[0] != t.acked[0] {

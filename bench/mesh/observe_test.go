@@ -29,4 +29,16 @@ func TestTrackerAppliesDeltas(t *testing.T) {
 			t.Fatalf("after revision %d (delta %v): defaults %q, want %q", s.msg.Revision, s.msg.Delta, got, s.want)
 		}
 	}
+	if !tr.updateModeAckedAt().IsZero() {
+		t.Fatal("update mode acknowledged, but no revision set it")
+	}
+	// A delta that puts b in update mode: acknowledged when its ack is sent.
+	tr.received(&pb.Routing{Revision: 5, Delta: true, Services: []*pb.ServiceRoute{{Service: "b", DefaultVersion: "v3", UpdateMode: true}}})
+	if !tr.updateModeAckedAt().IsZero() {
+		t.Fatal("update mode acknowledged before the ack was sent")
+	}
+	tr.sentAck(5)
+	if tr.updateModeAckedAt().IsZero() {
+		t.Fatal("the ack of the revision that set update mode was not seen")
+	}
 }
