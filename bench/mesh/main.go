@@ -874,14 +874,15 @@ func logUpdateModeAcks(u *pb.Update, callers []*tracker) {
 		return
 	}
 	start := h[0].GetAt().AsTime()
-	var last time.Duration
+	var lastRecv, lastAck time.Duration
 	n := 0
 	for _, t := range callers {
 		if at := t.updateModeAckedAt(); !at.IsZero() {
 			n++
-			last = max(last, at.Sub(start))
+			lastAck = max(lastAck, at.Sub(start))
+			lastRecv = max(lastRecv, t.updateModeReceivedAt().Sub(start))
 		}
 	}
-	log.Printf("prepare: %d of %d caller sidecars sent their update-mode ack, the last %v after PREPARING began",
-		n, len(callers), last.Round(time.Millisecond))
+	log.Printf("prepare: %d of %d caller sidecars acknowledged update mode; the last received it %v and sent its ack %v after PREPARING began",
+		n, len(callers), lastRecv.Round(time.Millisecond), lastAck.Round(time.Millisecond))
 }

@@ -38,6 +38,7 @@ type tracker struct {
 	modeHeld    bool
 	modePending map[uint64]bool
 	modeAckedAt time.Time
+	modeRecvAt  time.Time // when a revision that set it was first received
 	acked       []string  // their defaults in the last acked table
 	ackedAt     time.Time // when the first one's default was first acked
 }
@@ -100,6 +101,9 @@ func (t *tracker) received(r *pb.Routing) {
 	}
 	t.pending[r.GetRevision()] = append([]string(nil), t.held...)
 	t.modePending[r.GetRevision()] = t.modeHeld
+	if t.modeHeld && t.modeRecvAt.IsZero() {
+		t.modeRecvAt = now
+	}
 }
 
 // updateModeAckedAt is when the client first acknowledged a revision that
@@ -110,11 +114,18 @@ func (t *tracker) updateModeAckedAt() time.Time {
 	return t.modeAckedAt
 }
 
+// updateModeReceivedAt is when the client first received such a revision.
+func (t *tracker) updateModeReceivedAt() time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.modeRecvAt
+}
+
 // resetUpdateMode forgets when update mode was acknowledged.
 func (t *tracker) resetUpdateMode() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.modeAckedAt = time.Time{}
+	t.modeAckedAt, t.modeRecvAt = time.Time{}, time.Time{}
 }
 
 func (t *tracker) sentAck(rev uint64) {
