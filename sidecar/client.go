@@ -34,8 +34,9 @@ var (
 const maxBatch = 65536
 
 // Config configures a Client.
-// DefaultHeartbeatInterval is Config.HeartbeatInterval's default.
-const DefaultHeartbeatInterval = 2 * time.Second
+// DefaultHeartbeatInterval is Config.HeartbeatInterval's default: the
+// coordinator's own default for a client that sets none.
+const DefaultHeartbeatInterval = 5 * time.Second
 
 // maxReconnectBackoff caps the wait between two attempts to reach a
 // coordinator, whatever the heartbeat interval: a new leader is found
@@ -62,12 +63,14 @@ type Config struct {
 	// default (StripMeshHeaders), so that every request it serves is a new
 	// root transaction, whatever headers a client outside sent.
 	EntryPoint bool
-	// HeartbeatInterval (default 2s) and AllowedMisses (default 2) set the
-	// session's lease TTL: interval × (misses + 1), or the coordinator's
-	// minimum session TTL if longer (6s by default: what the defaults
-	// give). Each heartbeat is a message each way and a lease renewal in
-	// etcd: at 1s, 2,000 idle sidecars cost a coordinator 18% of a core
-	// (docs/BENCHMARKS.md, mesh scale) for the same 6s lease.
+	// HeartbeatInterval (default 5s, DefaultHeartbeatInterval) and
+	// AllowedMisses (default 2) set the session's lease TTL: interval ×
+	// (misses + 1), or the coordinator's minimum session TTL (6s by
+	// default) if longer. So by default a sidecar that dies holds its
+	// transactions for up to 15s. Each heartbeat is a message each way and
+	// a lease renewal in etcd: at 1s, 2,000 idle sidecars cost a
+	// coordinator 18% of a core (docs/BENCHMARKS.md, mesh scale); set a
+	// shorter interval where a dead instance must be noticed sooner.
 	HeartbeatInterval time.Duration
 	AllowedMisses     uint32
 	// BatchSize is the most events per EventBatch (default 256); a full
