@@ -93,6 +93,12 @@ var (
 	// quota; the message names the quota, the use and the limit, and the
 	// event changed nothing (quota.go).
 	ErrQuota = errors.New("quota exceeded")
+	// ErrNotOwner: a session's event is about what another session owns
+	// (DESIGN.md §3, "sent by"): a RETURN of a sub-transaction its service
+	// did not call, an END of a transaction another session began. It
+	// changes nothing. graph.ErrNotOwner is the engine's own case (a CALL
+	// or DONE about a sub-transaction at another service).
+	ErrNotOwner = errors.New("not the session's to send")
 	// ErrUnavailable: etcd did not take or answer a read or write the
 	// request needs (unreachable, timed out, or this replica was fenced);
 	// the request may be retried.
@@ -127,6 +133,8 @@ var grpcCodes = []struct {
 	{errTakenOver, codes.Aborted},
 	{errSlowSidecar, codes.ResourceExhausted},
 	{ErrQuota, codes.ResourceExhausted},
+	{ErrNotOwner, codes.PermissionDenied},
+	{graph.ErrNotOwner, codes.PermissionDenied},
 	{ErrUnavailable, codes.Unavailable},
 	{ErrStopped, codes.Unavailable},
 	{ErrFenced, codes.Unavailable},

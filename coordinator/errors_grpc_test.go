@@ -159,8 +159,12 @@ func TestDomainErrorsReachGRPCClients(t *testing.T) {
 	wantEventError(t, "ErrInvalidArgument (event)", a, simsidecar.Begin("", 1), codes.InvalidArgument, "invalid argument: txn_id is empty")
 	wantEventError(t, "storage.ErrInvalidName (event)", a, simsidecar.Call("T", 1, "a/b", 9), codes.InvalidArgument,
 		`CALL: storage: invalid name: service name "a/b" contains '/' at byte 1`)
-	wantEventError(t, "graph.ErrInvalid", b, simsidecar.Call("T", 1, "c", 5), codes.InvalidArgument,
-		`EVENT_TYPE_CALL txn "T" sub 0000000000000005: graph: invalid argument`)
+	wantEventError(t, "graph.ErrInvalid", a, simsidecar.Return("T", 1), codes.InvalidArgument,
+		`EVENT_TYPE_RETURN txn "T" sub 0000000000000001: graph: invalid argument`)
+	wantEventError(t, "graph.ErrNotOwner", b, simsidecar.Call("T", 1, "c", 5), codes.PermissionDenied,
+		`EVENT_TYPE_CALL txn "T" sub 0000000000000005: graph: the sub-transaction runs at another service`)
+	wantEventError(t, "ErrNotOwner", b, simsidecar.End("T"), codes.PermissionDenied,
+		`not the session's to send: END txn "T": it is not a root of instance "b-1"`)
 	wantEventError(t, "graph.ErrUnknownTxn", a, simsidecar.End("nope"), codes.NotFound,
 		`EVENT_TYPE_END txn "nope" sub 0000000000000000: graph: unknown transaction`)
 	wantEventError(t, "graph.ErrUnknownSub", a, simsidecar.Return("T", 42), codes.NotFound,

@@ -15,7 +15,8 @@ import (
 type metrics struct {
 	events          []prometheus.Counter // by pb.EventType
 	eventErrors     *prometheus.CounterVec
-	lateEvents      []prometheus.Counter // by pb.LateReason
+	ownership       *prometheus.CounterVec // refusals by event type
+	lateEvents      []prometheus.Counter   // by pb.LateReason
 	learnedEdges    prometheus.Counter
 	registrations   prometheus.Counter
 	heartbeats      prometheus.Counter
@@ -51,6 +52,11 @@ func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
 		eventErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Name: "event_errors_total", Help: "Sidecar events rejected, by gRPC code.",
 		}, []string{"code"}),
+		ownership: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "ownership_refusals_total",
+			Help: "Sidecar events refused because the session does not own what they are about " +
+				"(a CALL, RETURN or DONE about another service's sub-transaction, an END of another session's transaction), by event type.",
+		}, []string{"type"}),
 		learnedEdges: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "learned_edges_total", Help: "Static edges learned from calls nobody declared.",
 		}),
@@ -127,7 +133,7 @@ func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: name, Help: help}, f)
 	}
 	cs := []prometheus.Collector{
-		events, m.eventErrors, late, m.learnedEdges, m.registrations, m.heartbeats,
+		events, m.eventErrors, m.ownership, late, m.learnedEdges, m.registrations, m.heartbeats,
 		m.sessionsDropped, m.freenessSeconds, m.implicitExpired, m.forgotten, m.beginWait, refusals, m.quarantined,
 		m.batchLockWait, m.batchLockHeld,
 		gauge("live_transactions", "Live distributed transactions.", func() float64 { return float64(c.Live()) }),

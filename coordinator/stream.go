@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -511,6 +512,10 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 		}
 		err = c.callLocked(s, ev, to, version)
 	case pb.EventType_EVENT_TYPE_RETURN:
+		if from, ok := c.eng.SubCaller(ev.TxnId, sub); ok && from != s.svc {
+			c.metrics.ownership.WithLabelValues("RETURN").Inc()
+			return fmt.Errorf("%w: RETURN txn %q sub %016x: service %q did not call it", ErrNotOwner, ev.TxnId, ev.SubId, s.rec.Service)
+		}
 		err = c.eng.Return(ev.TxnId, sub)
 	case pb.EventType_EVENT_TYPE_DONE:
 		to, ok := c.eng.LookupService(ev.Service)
@@ -519,8 +524,18 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 		}
 		// Before the CALL of its sub it waits for it; after the
 		// caller's RETURN it is moot (graph.ErrSubReturned).
-		err = c.eng.Done(ev.TxnId, sub, to)
+		err = c.eng.DoneBy(ev.TxnId, sub, to, s.svc) // only sub's own service says it is done
 	case pb.EventType_EVENT_TYPE_END:
+		if owner, entry, adopted, ok := c.eng.OwnerOf(ev.TxnId); ok && owner != s.owner && (!adopted || entry != s.svc) {
+			// Only the session that began it (or its instance's session
+			// after a resync, which owns it then) ends a transaction. One
+			// adopted by another session (seen through its calls, or
+			// restored as legacy from a record that session wrote) may be
+			// ended by a session of its entry service too: its root's,
+			// whose END was sent before a failover and is replayed.
+			c.metrics.ownership.WithLabelValues("END").Inc()
+			return fmt.Errorf("%w: END txn %q: it is not a root of instance %q", ErrNotOwner, ev.TxnId, s.rec.InstanceId)
+		}
 		n := c.orch.notePinsLocked(ev.TxnId, c.epoch) // while its uses are known
 		if err = c.eng.End(ev.TxnId); err != nil {
 			c.orch.forgetPinsSince(n)
@@ -530,6 +545,9 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 	}
 	if err == nil || lateReason(err) != pb.LateReason_LATE_REASON_UNSPECIFIED {
 		return err
+	}
+	if errors.Is(err, graph.ErrNotOwner) {
+		c.metrics.ownership.WithLabelValues(strings.TrimPrefix(typ.String(), "EVENT_TYPE_")).Inc()
 	}
 	if errors.As(err, new(eventFailure)) {
 		return err

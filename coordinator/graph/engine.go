@@ -19,6 +19,10 @@ type SubID uint64
 // unknown (a transaction created implicitly, before its Begin).
 type Owner uint32
 
+// noService is no service: a sub-transaction's caller not known yet, or a
+// Done whose sender is trusted (Done rather than DoneBy).
+const noService = ^ServiceID(0)
+
 // Sentinel errors returned by the event methods. A failing event changes
 // nothing.
 var (
@@ -43,6 +47,10 @@ var (
 	// failover). Expected after a failover; it changes nothing: the
 	// transaction blocks every service until it ends.
 	ErrLegacySub = errors.New("graph: sub-transaction of a legacy transaction, started before this engine")
+	// ErrNotOwner: the event names a sub-transaction that runs at another
+	// service than the sender's (a CALL from a caller that is not there, a
+	// DONE about another service's sub-transaction). It changes nothing.
+	ErrNotOwner = errors.New("graph: the sub-transaction runs at another service")
 )
 
 // Engine holds the static graph and the live transactions. It is not safe for

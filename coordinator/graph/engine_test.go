@@ -106,7 +106,7 @@ func TestErrorsChangeNothing(t *testing.T) {
 		{"Call unknown to", ErrInvalid, call("T", a, v1, 1, 99, 9, v1)},
 		{"Call unknown from version", ErrInvalid, call("T", a, 99, 1, b, 9, v1)},
 		{"Call unknown to version", ErrInvalid, call("T", a, v1, 1, b, 9, 99)},
-		{"Call caller runs elsewhere", ErrInvalid, call("T", c, v1, 1, b, 9, v1)},
+		{"Call caller runs elsewhere", ErrNotOwner, call("T", c, v1, 1, b, 9, v1)},
 		{"Call ended", ErrTxnEnded, call("gone", a, v1, 1, b, 9, v1)},
 		{"Call running sub", ErrSubExists, call("T", a, v1, 1, b, 2, v1)},
 		{"Call returned sub", ErrSubReturned, call("T", b, v1, 2, c, 3, v1)},
@@ -408,7 +408,7 @@ func TestReturnDropsHints(t *testing.T) {
 		t.Fatal("hint ignored")
 	}
 	must(t, e.Return("T", 2))
-	if hs := e.txns["T"].hints; len(hs) != 1 || hs[0] != (hint{1, b}) {
+	if hs := e.txns["T"].hints; len(hs) != 1 || hs[0] != (hint{sub: 1, to: b}) {
 		t.Fatalf("hints after the Return %v, want sub 2's gone", hs)
 	}
 	mustCall(t, e, "T", b, 2, d, 3, 0) // late: sent by b before the Return

@@ -599,7 +599,7 @@ func hostileStep(e *Engine, m *model, n int, vers []VersionID, rng picker, live,
 	case 2:
 		if y := ServiceID(rng.IntN(n)); y != ms.svc {
 			_, err := e.Call(id, y, v, s, ms.svc, unknown, v)
-			want("Call from a service its caller sub does not run at", err, ErrInvalid)
+			want("Call from a service its caller sub does not run at", err, ErrNotOwner)
 		}
 	case 3:
 		_, err := e.Call(id, ms.svc, mt.used[ms.svc], s, bad, unknown, v)

@@ -266,3 +266,30 @@ func (e *Engine) SubAt(txn string, sub SubID) (ServiceID, VersionID, bool) {
 	v, _ := t.version(s)
 	return s, v, true
 }
+
+// SubCaller returns the service that called sub-transaction sub of txn (the
+// one whose Return ends it), if sub runs and its Call was seen: false for a
+// root, a sub not running, or one known only as a caller so far.
+func (e *Engine) SubCaller(txn string, sub SubID) (ServiceID, bool) {
+	t := e.txns[txn]
+	if t == nil {
+		return 0, false
+	}
+	i := t.findSub(sub)
+	if i < 0 || t.subs[i].from == noService {
+		return 0, false
+	}
+	return t.subs[i].from, true
+}
+
+// OwnerOf returns the owner of a live transaction, its entry service, and
+// whether it is adopted: known only through calls (its Begin not seen) or
+// legacy, its owner then being the session that adopted it, not
+// necessarily its root's.
+func (e *Engine) OwnerOf(txn string) (owner Owner, entry ServiceID, adopted, ok bool) {
+	t := e.txns[txn]
+	if t == nil {
+		return 0, 0, false, false
+	}
+	return t.owner, t.entry, t.flags&(txImplicit|txLegacy) != 0, true
+}

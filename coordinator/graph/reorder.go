@@ -37,6 +37,7 @@ type ReorderStats struct {
 	EarlyDone        uint64 // kept to apply when the sub-transaction starts
 	EarlyDoneApplied uint64 // applied as it started
 	EarlyDoneDropped uint64 // gone unapplied: the transaction ended, or was never seen and forgotten
+	EarlyDoneRefused uint64 // gone unapplied: sent by another service than the one its sub started at
 }
 
 // ReorderStats returns the counts since the engine was made.
@@ -60,6 +61,10 @@ func (e *Engine) applyEarly(t *txn, sub SubID) {
 	if len(t.early) == 0 {
 		return
 	}
+	var svc ServiceID
+	if i := t.findSub(sub); i >= 0 {
+		svc = t.subs[i].svc
+	}
 	j := 0
 	for _, h := range t.early {
 		if h.sub != sub {
@@ -67,6 +72,11 @@ func (e *Engine) applyEarly(t *txn, sub SubID) {
 			j++
 			continue
 		}
+		if h.by != noService && h.by != svc {
+			e.reorder.EarlyDoneRefused++ // sent by another service than sub's
+			continue
+		}
+		h.by = 0
 		if !slices.Contains(t.hints, h) {
 			t.hints = append(t.hints, h)
 		}

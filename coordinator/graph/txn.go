@@ -38,6 +38,7 @@ const maxSpare = 256
 type subtx struct {
 	id    SubID
 	svc   ServiceID
+	from  ServiceID // the caller's service (noService: a root, or not known yet)
 	flags uint8
 }
 
@@ -46,10 +47,14 @@ const (
 	subImplicit       // started by a Call naming it as caller; its own Call not seen yet
 )
 
-// hint says running sub will not call service to again.
+// hint says running sub will not call service to again. by is the
+// service that said so while the hint waits for sub to start (noService
+// when the sender is trusted): it applies only if sub runs there. Applied
+// hints have by 0.
 type hint struct {
 	sub SubID
 	to  ServiceID
+	by  ServiceID
 }
 
 // CallInfo reports what a Call did besides starting the sub-transaction.
@@ -74,7 +79,7 @@ func (e *Engine) Begin(txn string, entry ServiceID, ver VersionID, sub SubID, ow
 	t := e.txns[txn]
 	if t == nil {
 		t = e.newTxn(txn, entry, owner)
-		t.subs = append(t.subs, subtx{sub, entry, subRoot})
+		t.subs = append(t.subs, subtx{id: sub, svc: entry, from: noService, flags: subRoot})
 		e.applyEarly(t, sub)
 	} else {
 		if t.flags&txImplicit == 0 {
@@ -90,7 +95,7 @@ func (e *Engine) Begin(txn string, entry ServiceID, ver VersionID, sub SubID, ow
 		if i >= 0 {
 			t.subs[i].flags = subRoot
 		} else {
-			t.subs = append(t.subs, subtx{sub, entry, subRoot})
+			t.subs = append(t.subs, subtx{id: sub, svc: entry, from: noService, flags: subRoot})
 			e.applyEarly(t, sub)
 		}
 	}
@@ -136,14 +141,14 @@ func (e *Engine) Call(txn string, from ServiceID, fromVer VersionID, callerSub S
 		}
 		t = e.newTxn(txn, from, 0)
 		t.flags |= txImplicit
-		t.subs = append(t.subs, subtx{callerSub, from, subImplicit}, subtx{sub, to, 0})
+		t.subs = append(t.subs, subtx{id: callerSub, svc: from, from: noService, flags: subImplicit}, subtx{id: sub, svc: to, from: from})
 		e.applyEarly(t, callerSub)
 		e.applyEarly(t, sub)
 		info.Implicit = true
 	} else {
 		ci, si := t.findSub(callerSub), t.findSub(sub)
 		if ci >= 0 && t.subs[ci].svc != from {
-			return info, ErrInvalid
+			return info, ErrNotOwner // the caller runs at another service
 		}
 		if si >= 0 && (t.subs[si].flags&subImplicit == 0 || t.subs[si].svc != to) {
 			return info, ErrSubExists
@@ -153,16 +158,17 @@ func (e *Engine) Call(txn string, from ServiceID, fromVer VersionID, callerSub S
 		}
 		if si >= 0 {
 			t.subs[si].flags &^= subImplicit
+			t.subs[si].from = from
 		} else {
-			t.subs = append(t.subs, subtx{sub, to, 0})
+			t.subs = append(t.subs, subtx{id: sub, svc: to, from: from})
 			e.applyEarly(t, sub)
 		}
 		if ci < 0 && !t.wasReturned(callerSub) {
-			t.subs = append(t.subs, subtx{callerSub, from, subImplicit})
+			t.subs = append(t.subs, subtx{id: callerSub, svc: from, from: noService, flags: subImplicit})
 			e.applyEarly(t, callerSub)
 		}
 	}
-	if i := slices.Index(t.hints, hint{callerSub, to}); i >= 0 {
+	if i := slices.Index(t.hints, hint{sub: callerSub, to: to}); i >= 0 {
 		t.hints = slices.Delete(t.hints, i, i+1) // a broken hint no longer holds
 	}
 	if u1, u2 := e.use(t, from, fromVer), e.use(t, to, toVer); u1 || u2 {
@@ -214,9 +220,18 @@ func (e *Engine) Return(txn string, sub SubID) error {
 // caller's Call that starts sub and its Return. A Done that comes before
 // that Call (or before anything of txn) is kept, at most maxEarly per
 // transaction, and applies when sub starts; it goes with its transaction. A
-// Done that comes after the Return fails with ErrSubReturned.
+// Done that comes after the Return fails with ErrSubReturned. Done trusts
+// its caller to be sub's service; DoneBy checks it.
 func (e *Engine) Done(txn string, sub SubID, to ServiceID) error {
-	if txn == "" || sub == 0 || !e.validSvc(to) {
+	return e.DoneBy(txn, sub, to, noService)
+}
+
+// DoneBy is Done sent by service by: a sub-transaction running at another
+// service fails with ErrNotOwner, and a hint kept for a sub not started
+// yet is dropped when it starts elsewhere (a hint makes freeness less
+// pessimistic, so only the sub's own service may give it).
+func (e *Engine) DoneBy(txn string, sub SubID, to, by ServiceID) error {
+	if txn == "" || sub == 0 || !e.validSvc(to) || (by != noService && !e.validSvc(by)) {
 		return ErrInvalid
 	}
 	t := e.txns[txn]
@@ -224,18 +239,23 @@ func (e *Engine) Done(txn string, sub SubID, to ServiceID) error {
 		if e.ended(txn) {
 			return ErrTxnEnded
 		}
-		return e.deferOrphan(txn, hint{sub, to})
+		return e.deferOrphan(txn, hint{sub, to, by})
 	}
-	if t.findSub(sub) < 0 {
+	i := t.findSub(sub)
+	if i < 0 {
 		if t.wasReturned(sub) {
 			return ErrSubReturned
 		}
-		return e.deferEarly(t, hint{sub, to})
+		return e.deferEarly(t, hint{sub, to, by})
 	}
-	if slices.Contains(t.hints, hint{sub, to}) {
+	if by != noService && t.subs[i].svc != by {
+		return ErrNotOwner
+	}
+	h := hint{sub: sub, to: to}
+	if slices.Contains(t.hints, h) {
 		return nil
 	}
-	t.hints = append(t.hints, hint{sub, to})
+	t.hints = append(t.hints, h)
 	e.update(t)
 	return nil
 }
