@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +28,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/coordinator/coordinator/coordinator"
+	"github.com/coordinator/coordinator/docs/openapi"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 	"github.com/coordinator/coordinator/storage"
 	"github.com/coordinator/coordinator/storage/embedetcd"
@@ -276,6 +278,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	mux.Handle("/v1/", limitBody(maxBody, gw))
 	mux.HandleFunc("/health", s.health)
+	mux.HandleFunc("/openapi.json", serveOpenAPI)
 	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{s.reg, prometheus.GathererFunc(s.gatherTerm)},
 		promhttp.HandlerOpts{Registry: s.reg}))
 	// A client that trickles its request, or sends huge headers, is cut
@@ -339,7 +342,7 @@ func (s *Server) gatherTerm() ([]*dto.MetricFamily, error) {
 // GRPCAddr is the bound gRPC address (sidecars and admin).
 func (s *Server) GRPCAddr() string { return s.gLis.Addr().String() }
 
-// HTTPAddr is the bound HTTP address (REST, /health, /metrics).
+// HTTPAddr is the bound HTTP address (REST, /health, /metrics, /openapi.json).
 func (s *Server) HTTPAddr() string { return s.hLis.Addr().String() }
 
 // Client is the replica's etcd client.
@@ -359,6 +362,20 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
 	_ = json.NewEncoder(w).Encode(rep)
+}
+
+// serveOpenAPI serves the REST API's OpenAPI document (docs/openapi).
+func serveOpenAPI(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(openapi.JSON)))
+	if r.Method == http.MethodGet {
+		_, _ = w.Write(openapi.JSON)
+	}
 }
 
 // Close shuts the replica down without losing anything acknowledged: the
