@@ -35,7 +35,48 @@ type metrics struct {
 	// check). Two clock reads and two observations per batch.
 	batchLockWait prometheus.Histogram
 	batchLockHeld prometheus.Histogram
+
+	// Updates (DESIGN.md §4). Counters and histograms are by strategy
+	// (wf, bf, cv, naive); ended and duration also by outcome (done,
+	// aborted, failed); phase durations by the phase that ended.
+	updatesStarted *prometheus.CounterVec
+	updatesEnded   *prometheus.CounterVec
+	updateSeconds  *prometheus.HistogramVec
+	phaseSeconds   *prometheus.HistogramVec
+	// callHolds counts the times a call to a service under update was
+	// held, by holdReason; a call may be held more than once (parked
+	// while a phase is stored, then held for the switch).
+	callHolds map[holdReason]prometheus.Counter
+	// pinCommit: each etcd transaction of the pin committer (a batch of
+	// first-use pins); callDecided: per call to a service under update,
+	// from its CALL's application to its decision being sent (holds and
+	// the pin's commit included), by strategy.
+	pinCommit   prometheus.Histogram
+	callDecided map[pb.Strategy]prometheus.Observer
 }
+
+// holdReason says why a call to a service under update was held.
+type holdReason string
+
+const (
+	holdStrategy   holdReason = "strategy"    // the strategy waits for the switch (BF)
+	holdBegin      holdReason = "begin"       // waiting for its transaction's BEGIN (CV)
+	holdPhaseWrite holdReason = "phase_write" // parked while the update's next phase is stored
+)
+
+// updateStrategies are the strategies' label values, in protocol order.
+func updateStrategies() []pb.Strategy {
+	return []pb.Strategy{pb.Strategy_STRATEGY_WF, pb.Strategy_STRATEGY_BF, pb.Strategy_STRATEGY_CV, pb.Strategy_STRATEGY_NAIVE}
+}
+
+// strategyLabel is a strategy's label value: wf, bf, cv or naive.
+func strategyLabel(k pb.Strategy) string {
+	return strings.ToLower(strings.TrimPrefix(k.String(), "STRATEGY_"))
+}
+
+// phaseLabel is a phase's label value: preparing, waiting, draining,
+// switched, done, aborted or failed.
+func phaseLabel(p pb.Phase) string { return strings.ToLower(strings.TrimPrefix(p.String(), "PHASE_")) }
 
 func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
 	const ns = "coordinator"
@@ -46,7 +87,8 @@ func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
 		Namespace: ns, Name: "late_events_total",
 		Help: "Events that changed nothing because another stream's event made them moot first, by reason: " +
 			"txn_ended (its transaction had ended), sub_returned (its sub-transaction had returned), " +
-			"early_limit (a DONE before its CALL, over the per-transaction bound).",
+			"early_limit (a DONE before its CALL, over the per-transaction bound), " +
+			"legacy (a RETURN in a transaction begun before a failover, which the leader never saw start).",
 	}, []string{"reason"})
 	m := &metrics{
 		eventErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -97,6 +139,49 @@ func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 10),
 		}),
 	}
+	m.updatesStarted = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "updates_started_total", Help: "Updates started, by strategy.",
+	}, []string{"strategy"})
+	m.updatesEnded = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "updates_ended_total",
+		Help: "Updates that ended, by strategy and outcome (done, aborted, failed; an abort after a CV switch ends once the new version is drained).",
+	}, []string{"strategy", "outcome"})
+	m.updateSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: ns, Name: "update_duration_seconds", Help: "Duration of the updates that ended, from start to end, by strategy and outcome.",
+		Buckets: prometheus.ExponentialBuckets(0.01, 4, 10),
+	}, []string{"strategy", "outcome"})
+	m.phaseSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: ns, Name: "update_phase_duration_seconds",
+		Help:    "Time updates spent in a phase, observed as it ends, by strategy and phase (preparing, waiting, draining, switched, aborted).",
+		Buckets: prometheus.ExponentialBuckets(1e-3, 4, 10),
+	}, []string{"strategy", "phase"})
+	holds := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "update_call_holds_total",
+		Help: "Times a call to a service under update was held for its decision, by reason: strategy (BF waits for the switch), " +
+			"begin (its transaction's BEGIN had not arrived), phase_write (the update's next phase was being stored).",
+	}, []string{"reason"})
+	m.callHolds = make(map[holdReason]prometheus.Counter)
+	for _, r := range []holdReason{holdStrategy, holdBegin, holdPhaseWrite} {
+		m.callHolds[r] = holds.WithLabelValues(string(r))
+	}
+	m.pinCommit = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: ns, Name: "pin_commit_seconds",
+		Help:    "Time of each etcd transaction that commits a batch of first-use pins (a call's answer waits for its pin).",
+		Buckets: prometheus.ExponentialBuckets(1e-4, 2, 16),
+	})
+	decided := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: ns, Name: "update_call_decision_seconds",
+		Help:    "Per call to a service under update, the time from its CALL's application to its decision being sent (holds and the pin's commit included), by strategy.",
+		Buckets: prometheus.ExponentialBuckets(1e-5, 4, 12),
+	}, []string{"strategy"})
+	m.callDecided = make(map[pb.Strategy]prometheus.Observer)
+	for _, k := range updateStrategies() {
+		m.callDecided[k] = decided.WithLabelValues(strategyLabel(k))
+		m.updatesStarted.WithLabelValues(strategyLabel(k))
+		for _, o := range []pb.Phase{pb.Phase_PHASE_DONE, pb.Phase_PHASE_ABORTED, pb.Phase_PHASE_FAILED} {
+			m.updatesEnded.WithLabelValues(strategyLabel(k), phaseLabel(o))
+		}
+	}
 	refusals := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: ns, Name: "quota_refusals_total",
 		Help: "Events refused because they went past a quota, by quota (the flag that sets it is in the refusal's message).",
@@ -109,12 +194,12 @@ func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
 	for _, l := range quotaLabels() {
 		m.quotaRefusals[l] = refusals.WithLabelValues(l)
 	}
-	for t := range int32(pb.EventType_EVENT_TYPE_END) + 1 {
-		name := "unspecified"
-		if t > 0 {
-			name = pb.EventType(t).String()[len("EVENT_TYPE_"):]
-		}
-		m.events = append(m.events, events.WithLabelValues(name))
+	// By type: BEGIN, CALL, RETURN, END. An event of no type is rejected
+	// (event_errors_total), never applied: it has no label; its slot
+	// counts into a counter nobody exports.
+	m.events = append(m.events, prometheus.NewCounter(prometheus.CounterOpts{Name: "unexported"}))
+	for t := int32(1); t <= int32(pb.EventType_EVENT_TYPE_END); t++ {
+		m.events = append(m.events, events.WithLabelValues(pb.EventType(t).String()[len("EVENT_TYPE_"):]))
 	}
 	m.lateEvents = make([]prometheus.Counter, numLateReasons)
 	for r := range int32(numLateReasons) {
@@ -136,6 +221,8 @@ func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
 		events, m.eventErrors, m.ownership, late, m.learnedEdges, m.registrations, m.heartbeats,
 		m.sessionsDropped, m.freenessSeconds, m.implicitExpired, m.forgotten, m.beginWait, refusals, m.quarantined,
 		m.batchLockWait, m.batchLockHeld,
+		m.updatesStarted, m.updatesEnded, m.updateSeconds, m.phaseSeconds, holds, m.pinCommit, decided,
+		updateGauges{c},
 		gauge("live_transactions", "Live distributed transactions.", func() float64 { return float64(c.Live()) }),
 		gauge("sessions", "Sidecar sessions with a live lease.", func() float64 { return float64(c.sess.lenShared()) }),
 		gauge("services", "Services in the static graph.", func() float64 {
@@ -209,4 +296,45 @@ func (c *Coordinator) reorderStats() graph.ReorderStats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.eng.ReorderStats()
+}
+
+// updateGauges are the gauges of the updates in progress, read at scrape
+// time: coordinator_update_phase (1, labelled with the update's service,
+// strategy and current phase; one series per service under update) and
+// coordinator_update_held_calls (calls held now, per service).
+type updateGauges struct{ c *Coordinator }
+
+var (
+	updatePhaseDesc = prometheus.NewDesc("coordinator_update_phase",
+		"1 for each service under update, labelled with the update's strategy and current phase (preparing, waiting, draining, switched, or aborted while a CV rollback drains).",
+		[]string{"service", "strategy", "phase"}, nil)
+	updateHeldDesc = prometheus.NewDesc("coordinator_update_held_calls",
+		"Calls to a service under update held for their decision now, per service.",
+		[]string{"service"}, nil)
+)
+
+func (g updateGauges) Describe(ch chan<- *prometheus.Desc) {
+	ch <- updatePhaseDesc
+	ch <- updateHeldDesc
+}
+
+func (g updateGauges) Collect(ch chan<- prometheus.Metric) {
+	type row struct {
+		svc   string
+		strat pb.Strategy
+		phase pb.Phase
+		held  int
+	}
+	var rows []row
+	g.c.mu.Lock()
+	for u := range g.c.orch.upd.actives() {
+		if !u.pending {
+			rows = append(rows, row{u.rec.Service, u.rec.Strategy, u.rec.Phase, len(u.held)})
+		}
+	}
+	g.c.mu.Unlock()
+	for _, r := range rows {
+		ch <- prometheus.MustNewConstMetric(updatePhaseDesc, prometheus.GaugeValue, 1, r.svc, strategyLabel(r.strat), phaseLabel(r.phase))
+		ch <- prometheus.MustNewConstMetric(updateHeldDesc, prometheus.GaugeValue, float64(r.held), r.svc)
+	}
 }

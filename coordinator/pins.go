@@ -98,8 +98,12 @@ func (p *pinCommitter) commit(batch []decision) {
 			}
 		}
 		ctx, cancel := context.WithTimeout(p.c.ctx, 5*time.Second)
+		start := time.Now()
 		err := p.c.commit(ctx, ops...)
 		cancel()
+		if err == nil {
+			p.c.metrics.pinCommit.Observe(time.Since(start).Seconds())
+		}
 		if err == nil || errors.Is(err, storage.ErrLeaseExpired) {
 			p.settled(batch)
 		}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -78,6 +79,9 @@ type heldCall struct {
 	switching bool
 	// noWaitBegin: its wait for BEGIN is over; it is not held for it again.
 	noWaitBegin bool
+	// arrived is when the call was first decided (held since): its
+	// decision's latency counts from then, however often it is held.
+	arrived time.Time
 }
 
 // phaseChange is a new phase of an update, decided under the coordinator's
@@ -131,6 +135,10 @@ type decision struct {
 	st  *stream
 	msg *pb.CallDecision
 	pin *storage.Op
+	// latency, for a call to a service under update, observes the time
+	// from arrived to the decision being sent.
+	latency prometheus.Observer
+	arrived time.Time
 }
 
 func newUpdateID() string {
@@ -223,6 +231,7 @@ func (o *orchestrator) startUpdate(ctx context.Context, req *pb.StartUpdateReque
 	o.ev.lock()
 	u.pending = false
 	o.upd.keep(u)
+	o.metrics.updatesStarted.WithLabelValues(strategyLabel(kind)).Inc()
 	o.lg.Info("update started", "update", u.rec.Id, "service", req.Service, "from", u.rec.FromVersion,
 		"to", req.ToVersion, "strategy", strategy.Name(kind))
 	if strat.UpdateMode() {
@@ -302,7 +311,9 @@ func (o *orchestrator) endPhaseLocked(pc *phaseChange, err error) {
 	if err != nil {
 		o.lg.Warn("persist update phase", "update", u.rec.Id, "phase", pc.rec.Phase, "error", err)
 	} else {
+		prev, wasFinished := u.rec, u.finished()
 		u.rec = pc.rec
+		o.observePhaseLocked(u, prev, wasFinished)
 		o.lg.Info("update phase", "update", u.rec.Id, "service", u.rec.Service, "phase", u.rec.Phase, "reason", u.rec.Reason)
 		if pc.apply != nil {
 			pc.apply()
@@ -311,6 +322,27 @@ func (o *orchestrator) endPhaseLocked(pc *phaseChange, err error) {
 	close(pc.done)
 	o.redecideLocked(u, func(h heldCall) bool { return h.switching }, !u.finished())
 	u.notify()
+}
+
+// observePhaseLocked records a stored phase change of u (from prev) in the
+// update metrics: how long the phase that ended lasted, and the end of
+// the update if it is now over (u.rec is the new record; the caller
+// applies the change after this).
+func (o *orchestrator) observePhaseLocked(u *update, prev *pb.Update, wasFinished bool) {
+	strat := strategyLabel(u.rec.Strategy)
+	if h := prev.GetHistory(); len(h) > 0 && len(u.rec.History) > 0 {
+		began, ended := h[len(h)-1].GetAt().AsTime(), u.rec.History[len(u.rec.History)-1].GetAt().AsTime()
+		o.metrics.phaseSeconds.WithLabelValues(strat, phaseLabel(prev.Phase)).Observe(ended.Sub(began).Seconds())
+	}
+	ended := strategy.State{Phase: u.rec.Phase, RollingBack: u.rec.RollingBack}.Finished()
+	if ended && !wasFinished {
+		outcome := phaseLabel(u.rec.Phase)
+		o.metrics.updatesEnded.WithLabelValues(strat, outcome).Inc()
+		if u.rec.CreatedAt != nil && u.rec.FinishedAt != nil {
+			o.metrics.updateSeconds.WithLabelValues(strat, outcome).Observe(
+				u.rec.FinishedAt.AsTime().Sub(u.rec.CreatedAt.AsTime()).Seconds())
+		}
+	}
 }
 
 // runPhaseWriter runs the phase writer. A stored change is applied by
@@ -663,14 +695,15 @@ func (o *orchestrator) progressTickLocked(time.Time) {
 // when the call is a transaction's first use of a service mid-update, is
 // committed before the answer is sent.
 func (o *orchestrator) decideLocked(s *session, st *stream, ev *pb.Event, to graph.ServiceID) error {
-	return o.decideMaybeWaitLocked(s, st, ev, to, true, time.Time{})
+	return o.decideMaybeWaitLocked(s, st, ev, to, true, time.Time{}, time.Time{})
 }
 
 // decideMaybeWaitLocked is decideLocked; with mayWait false it never holds
 // a call for its transaction's BEGIN (see below).
 //
-// since is when the call first waited, if it did (zero: now).
-func (o *orchestrator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Event, to graph.ServiceID, mayWait bool, since time.Time) error {
+// since is when the call first waited, if it did (zero: now); arrived is
+// when it was first decided (zero: now), for its decision's latency.
+func (o *orchestrator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Event, to graph.ServiceID, mayWait bool, since, arrived time.Time) error {
 	u := o.upd.active(to)
 	if u != nil && u.pending {
 		u = nil // not acting yet: the default applies
@@ -678,12 +711,16 @@ func (o *orchestrator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Even
 	if since.IsZero() {
 		since = time.Now()
 	}
+	if arrived.IsZero() {
+		arrived = since
+	}
 	if u != nil && u.writing != nil {
 		// Switching: the phase being stored decides this call once it is
 		// applied; deciding it under the phase in force now could send it
 		// to the old version after the switch was decided (DESIGN.md §4.2).
 		u.held = append(u.held, heldCall{s: s, st: st, ev: proto.Clone(ev).(*pb.Event), since: since,
-			switching: true, noWaitBegin: !mayWait})
+			switching: true, noWaitBegin: !mayWait, arrived: arrived})
+		o.metrics.callHolds[holdPhaseWrite].Inc()
 		u.notify()
 		return nil
 	}
@@ -706,7 +743,8 @@ func (o *orchestrator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Even
 				// root may run on this very service, on either version, and
 				// this call re-enter it. Wait for the BEGIN (or for the
 				// resync that makes it legacy), at most BeginWaitTimeout.
-				u.held = append(u.held, heldCall{s: s, st: st, ev: proto.Clone(ev).(*pb.Event), since: since, waitBegin: true})
+				u.held = append(u.held, heldCall{s: s, st: st, ev: proto.Clone(ev).(*pb.Event), since: since, waitBegin: true, arrived: arrived})
+				o.metrics.callHolds[holdBegin].Inc()
 				u.notify()
 				return nil
 			}
@@ -723,7 +761,8 @@ func (o *orchestrator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Even
 			d = strategy.Decision{Target: strategy.Old}
 		}
 		if d.Hold {
-			u.held = append(u.held, heldCall{s: s, st: st, ev: proto.Clone(ev).(*pb.Event), since: since})
+			u.held = append(u.held, heldCall{s: s, st: st, ev: proto.Clone(ev).(*pb.Event), since: since, arrived: arrived})
+			o.metrics.callHolds[holdStrategy].Inc()
 			u.notify()
 			return nil
 		}
@@ -741,7 +780,9 @@ func (o *orchestrator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Even
 	}
 	msg := &pb.CallDecision{Seq: ev.Seq, Version: o.eng.VersionName(version)}
 	var pin *storage.Op
+	var latency prometheus.Observer
 	if u != nil {
+		latency = o.metrics.callDecided[u.rec.Strategy]
 		u.decided++
 		if first && u.strat.Pins() {
 			lease := storage.NoLease
@@ -761,7 +802,7 @@ func (o *orchestrator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Even
 			pin = p
 		}
 	}
-	o.out = append(o.out, decision{st: st, msg: msg, pin: pin})
+	o.out = append(o.out, decision{st: st, msg: msg, pin: pin, latency: latency, arrived: arrived})
 	return nil
 }
 
@@ -794,7 +835,7 @@ func (o *orchestrator) redecideLocked(u *update, match func(heldCall) bool, mayW
 		if h.switching {
 			since = h.since // parked: it has waited since then already
 		}
-		err := o.decideMaybeWaitLocked(h.s, h.st, h.ev, u.svc, mayWait && !h.noWaitBegin, since)
+		err := o.decideMaybeWaitLocked(h.s, h.st, h.ev, u.svc, mayWait && !h.noWaitBegin, since, h.arrived)
 		if err != nil {
 			o.out = append(o.out, decision{st: h.st, msg: &pb.CallDecision{Seq: h.ev.Seq, Error: err.Error()}})
 		}
@@ -852,6 +893,8 @@ func (c *Coordinator) sendDecision(d decision) {
 	err := d.st.send(&pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_CallDecision{CallDecision: d.msg}})
 	if err != nil {
 		c.lg.Debug("send call decision", "seq", d.msg.Seq, "error", err)
+	} else if d.latency != nil && d.msg.Error == "" {
+		d.latency.Observe(time.Since(d.arrived).Seconds())
 	}
 }
 

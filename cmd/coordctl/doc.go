@@ -16,9 +16,13 @@
 //	txns               live transactions
 //	cluster            the replicas, which one leads, and the etcd members' health
 //	selfpreservation   the self-preservation mode (status), or end it (off)
+//	version            this build's version and commit (also --version)
 //
 // The server address defaults to 127.0.0.1:7400 and can be set with the
-// COORDCTL_SERVER environment variable; --server wins over it.
+// COORDCTL_SERVER environment variable; --server wins over it. Either may
+// list the replicas of a cluster, comma-separated: each call goes to them in
+// turn until one answers, passing over a replica that cannot be reached or
+// answers Unavailable.
 //
 // Errors are printed as "Error: <message>" on stderr. The exit status is 0 on
 // success, 1 when a call fails and 2 on a usage error (bad flag or argument).

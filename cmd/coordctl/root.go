@@ -15,9 +15,13 @@ import (
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
 
+	"github.com/coordinator/coordinator/internal/buildinfo"
 	coordinatorv1 "github.com/coordinator/coordinator/proto/coordinator/v1"
 )
 
@@ -37,7 +41,7 @@ const (
 
 // globalOptions are the root command's persistent flags.
 type globalOptions struct {
-	server  string
+	server  string // one address, or a comma-separated list of replicas
 	output  outputFormat
 	timeout time.Duration
 }
@@ -48,6 +52,9 @@ type cli struct {
 	stdout io.Writer
 	stderr io.Writer
 	getenv func(string) string
+	// tried are the servers the last call tried, in order: an error
+	// names them.
+	tried []string
 }
 
 // commandFactories are the subcommands; each command file adds its own from
@@ -91,7 +98,10 @@ func newRootCmd(c *cli) *cobra.Command {
 		Long: `coordctl is the operators' client of the coordinator's admin API.
 
 The coordinator is reached over gRPC at --server (default ` + defaultServer + `,
-or $` + serverEnv + `). Use -o json for the protojson form of any answer.`,
+or $` + serverEnv + `): one address, or a comma-separated list of the
+replicas of a cluster, tried in turn; a replica that cannot be reached or
+answers Unavailable passes the call to the next. Use -o json for the
+protojson form of any answer.`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -100,6 +110,9 @@ or $` + serverEnv + `). Use -o json for the protojson form of any answer.`,
 	}
 	root.SetOut(c.stdout)
 	root.SetErr(c.stderr)
+	// --version, as `coordctl version` prints it.
+	root.Version = buildinfo.Read().String()
+	root.SetVersionTemplate("coordctl {{.Version}}\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return usageError{plainFlagError(err)}
 	})
@@ -117,7 +130,8 @@ or $` + serverEnv + `). Use -o json for the protojson form of any answer.`,
 	root.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
 
 	pf := root.PersistentFlags()
-	pf.StringVar(&c.opts.server, "server", defaultServer, "gRPC address of the coordinator (env "+serverEnv+")")
+	pf.StringVar(&c.opts.server, "server", defaultServer,
+		"gRPC address of the coordinator, or a comma-separated list of replicas tried in turn (env "+serverEnv+")")
 	pf.VarP(&c.opts.output, "output", "o", "output format: table or json")
 	pf.DurationVar(&c.opts.timeout, "timeout", defaultTimeout, "deadline of each call to the coordinator")
 
@@ -134,7 +148,7 @@ func (c *cli) completeGlobals(cmd *cobra.Command) error {
 			c.opts.server = v
 		}
 	}
-	if strings.TrimSpace(c.opts.server) == "" {
+	if len(c.servers()) == 0 {
 		return usageErrorf("--server must not be empty")
 	}
 	if c.opts.timeout <= 0 {
@@ -143,10 +157,49 @@ func (c *cli) completeGlobals(cmd *cobra.Command) error {
 	return nil
 }
 
-// dial opens a client connection to the coordinator. grpc.NewClient does not
-// connect; the first call does.
+// servers are the addresses of --server, in order.
+func (c *cli) servers() []string {
+	var out []string
+	for _, a := range strings.Split(c.opts.server, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// dialAddr opens a client connection to one replica. grpc.NewClient does
+// not connect; the first call does.
+func (c *cli) dialAddr(addr string) (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient(addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithUserAgent("coordctl"),
+	)
+	if err != nil {
+		return nil, usageErrorf("invalid --server %q: %v", addr, err)
+	}
+	return conn, nil
+}
+
+// dial opens one client connection to the coordinator for a stream: over
+// all the --server addresses, which gRPC's pick_first policy tries in
+// order until one connects (a replica it cannot reach passes to the next).
+// Unary calls go through callAdmin, which also moves on from a replica
+// that answers Unavailable.
 func (c *cli) dial() (*grpc.ClientConn, error) {
-	conn, err := grpc.NewClient(c.opts.server,
+	addrs := c.servers()
+	c.tried = addrs
+	if len(addrs) == 1 {
+		return c.dialAddr(addrs[0])
+	}
+	r := manual.NewBuilderWithScheme("coordctl")
+	var st resolver.State
+	for _, a := range addrs {
+		st.Addresses = append(st.Addresses, resolver.Address{Addr: a})
+	}
+	r.InitialState(st)
+	conn, err := grpc.NewClient(r.Scheme()+":///replicas",
+		grpc.WithResolvers(r),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithUserAgent("coordctl"),
 	)
@@ -156,18 +209,45 @@ func (c *cli) dial() (*grpc.ClientConn, error) {
 	return conn, nil
 }
 
-// callAdmin dials the coordinator, makes one admin call under --timeout and
-// closes the connection.
+// callAdmin makes one admin call under --timeout, to each --server address
+// in turn until one answers: a replica that cannot be reached (no
+// connection within --timeout, or refused) or that answers Unavailable (a
+// follower that cannot reach the leader, one shutting down) passes the call
+// to the next. Any other answer, an error included, is final.
 func callAdmin[T any](c *cli, cmd *cobra.Command, call func(context.Context, coordinatorv1.AdminServiceClient) (T, error)) (T, error) {
 	var zero T
-	conn, err := c.dial()
-	if err != nil {
-		return zero, err
+	addrs := c.servers()
+	c.tried = nil
+	for i, addr := range addrs {
+		conn, err := c.dialAddr(addr)
+		if err != nil {
+			return zero, err
+		}
+		c.tried = append(c.tried, addr)
+		ctx, cancel := context.WithTimeout(cmd.Context(), c.opts.timeout)
+		res, err := call(ctx, coordinatorv1.NewAdminServiceClient(conn))
+		cancel()
+		next := err != nil && i < len(addrs)-1 && cmd.Context().Err() == nil && passOn(err, conn)
+		conn.Close()
+		if !next {
+			return res, err
+		}
 	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(cmd.Context(), c.opts.timeout)
-	defer cancel()
-	return call(ctx, coordinatorv1.NewAdminServiceClient(conn))
+	return zero, errors.New("no server") // not reached: completeGlobals wants one
+}
+
+// passOn reports whether a call's error means that the replica could not
+// serve it, so another replica should be asked: Unavailable, or a deadline
+// that passed before the connection was ever ready (an address that drops
+// the packets).
+func passOn(err error, conn *grpc.ClientConn) bool {
+	switch status.Code(err) {
+	case codes.Unavailable:
+		return true
+	case codes.DeadlineExceeded:
+		return conn.GetState() != connectivity.Ready
+	}
+	return false
 }
 
 // errorMessage is what follows "Error: ". gRPC errors show the server's
@@ -183,11 +263,18 @@ func (c *cli) errorMessage(err error) string {
 	if msg == "" {
 		msg = st.Code().String()
 	}
+	servers := "server " + c.opts.server
+	switch {
+	case len(c.tried) == 1:
+		servers = "server " + c.tried[0]
+	case len(c.tried) > 1:
+		servers = "servers " + strings.Join(c.tried, ", ")
+	}
 	switch st.Code() {
 	case codes.Unavailable:
-		return fmt.Sprintf("%s (server %s)", msg, c.opts.server)
+		return fmt.Sprintf("%s (%s)", msg, servers)
 	case codes.DeadlineExceeded:
-		return fmt.Sprintf("%s (server %s, timeout %s)", msg, c.opts.server, c.opts.timeout)
+		return fmt.Sprintf("%s (%s, timeout %s)", msg, servers, c.opts.timeout)
 	}
 	return msg
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"maps"
 	"net"
@@ -10,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/spf13/pflag"
 	"go.etcd.io/etcd/client/pkg/v3/types"
 
 	"github.com/coordinator/coordinator/coordinator/server"
@@ -24,7 +24,7 @@ type clusterFlags struct {
 }
 
 // registerClusterFlags defines the cluster flags on fs.
-func registerClusterFlags(fs *flag.FlagSet) *clusterFlags {
+func registerClusterFlags(fs *pflag.FlagSet) *clusterFlags {
 	c := &clusterFlags{}
 	fs.StringVar(&c.name, "name", "", "embedded etcd member name; with --initial-cluster, this member's entry there")
 	fs.StringVar(&c.initialCluster, "initial-cluster", "",

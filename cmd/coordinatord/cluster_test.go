@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"strings"
 	"testing"
 
@@ -38,7 +39,7 @@ func TestClusterFlagErrors(t *testing.T) {
 		{[]string{"--peer-addr", "12380"}, `--peer-addr "12380": want host:port`},
 	} {
 		var stderr bytes.Buffer
-		code := run(tc.args, &stderr)
+		code := run(tc.args, io.Discard, &stderr)
 		if code != 2 {
 			t.Errorf("%q: exit %d, want 2 (stderr %q)", tc.args, code, stderr.String())
 		}

@@ -1,9 +1,10 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/coordinator/coordinator/coordinator"
 )
@@ -17,7 +18,7 @@ type forgetFlags struct {
 	retention     int
 }
 
-func registerForgetFlags(fs *flag.FlagSet) *forgetFlags {
+func registerForgetFlags(fs *pflag.FlagSet) *forgetFlags {
 	f := &forgetFlags{}
 	fs.DurationVar(&f.after, "forget-after", coordinator.DefaultForgetAfter,
 		"remove a service or version that has had no session and no live transaction this long (from memory and etcd); 0 or negative: never")

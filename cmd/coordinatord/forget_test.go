@@ -2,11 +2,12 @@ package main
 
 import (
 	"bytes"
-	"flag"
 	"io"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/coordinator/coordinator/coordinator"
 )
@@ -20,7 +21,7 @@ func TestForgetFlagErrors(t *testing.T) {
 		{[]string{"--update-max-age", "0s"}, "--update-max-age must be positive, got 0s"},
 	} {
 		var stderr bytes.Buffer
-		if code := run(tc.args, &stderr); code != 2 {
+		if code := run(tc.args, io.Discard, &stderr); code != 2 {
 			t.Errorf("%q: exit %d, want 2 (stderr %q)", tc.args, code, stderr.String())
 		}
 		if got := stderr.String(); !strings.HasPrefix(got, "coordinatord: ") || !strings.Contains(got, tc.want) {
@@ -30,7 +31,7 @@ func TestForgetFlagErrors(t *testing.T) {
 }
 
 func TestForgetFlagsApply(t *testing.T) {
-	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	f := registerForgetFlags(fs)
 	if err := fs.Parse(nil); err != nil || f.validate() != nil {

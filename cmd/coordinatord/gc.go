@@ -1,9 +1,10 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"runtime/debug"
+
+	"github.com/spf13/pflag"
 )
 
 // validateGCPercent checks --gc-percent: -1 turns the collector off (then
@@ -18,9 +19,6 @@ func validateGCPercent(p int) error {
 // setGCPercent applies the GC target and returns the one it replaced.
 func setGCPercent(p int) (previous int) { return debug.SetGCPercent(p) }
 
-// gcFlagSet reports whether --gc-percent was given on the command line.
-func gcFlagSet(fs *flag.FlagSet) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == "gc-percent" })
-	return set
-}
+// gcFlagSet reports whether --gc-percent was given, on the command line
+// or as COORDINATORD_GC_PERCENT (not GOGC).
+func gcFlagSet(fs *pflag.FlagSet) bool { return fs.Changed("gc-percent") }

@@ -1,15 +1,19 @@
 // Command coordinatord runs a coordinator replica: with no flags it starts an
 // embedded single-member etcd in ./coordinatord.data and serves sidecars and
 // operators on 127.0.0.1:7400 (gRPC) and 127.0.0.1:7401 (REST, /health,
-// /metrics). Three coordinatord given the same --initial-cluster, each with
-// its own --name, --peer-addr and --data-dir, form a three-member embedded
-// etcd cluster instead; --etcd-endpoints uses an external etcd.
+// /metrics, /openapi.json). Three coordinatord given the same
+// --initial-cluster, each with its own --name, --peer-addr and --data-dir,
+// form a three-member embedded etcd cluster instead; --etcd-endpoints uses
+// an external etcd.
+//
+// Flags are GNU style (--name value or --name=value); every flag can also be
+// set by an environment variable, COORDINATORD_ and the flag's name in upper
+// case with - as _ (--max-live-txns: COORDINATORD_MAX_LIVE_TXNS); a flag on
+// the command line wins. --version prints the build's version and commit.
 package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,18 +23,26 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/coordinator/coordinator/coordinator"
 	"github.com/coordinator/coordinator/coordinator/server"
+	"github.com/coordinator/coordinator/internal/buildinfo"
 	"github.com/coordinator/coordinator/storage"
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("coordinatord", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+// run runs coordinatord with args (without the program name) and returns
+// its exit status: 0, 1 when it failed while running, 2 for a bad command
+// line or environment variable.
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := pflag.NewFlagSet("coordinatord", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are reported in one line below, not with the usage
+	fs.Usage = func() {}
+	showVersion := fs.Bool("version", false, "print the version and the commit of this build, and exit")
 	var (
 		dataDir       = fs.String("data-dir", server.DefaultDataDir, "directory of the embedded etcd's data")
 		grpcAddr      = fs.String("grpc-addr", server.DefaultGRPCAddr, "gRPC listen address (sidecar stream and admin API)")
@@ -60,20 +72,28 @@ func run(args []string, stderr io.Writer) int {
 	selfPreservation := registerSelfPreservationFlags(fs)
 	forget := registerForgetFlags(fs)
 	quotas := registerQuotaFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
+	cl, err := parseCommandLine(fs, args, os.LookupEnv)
+	switch {
+	case err == pflag.ErrHelp:
+		printUsage(stdout, fs)
+		return 0
+	case err != nil:
+		fmt.Fprintf(stderr, "coordinatord: %v\n", err)
+		fmt.Fprintln(stderr, "Run 'coordinatord --help' for usage.")
 		return 2
+	case *showVersion:
+		fmt.Fprintf(stdout, "coordinatord %s\n", buildinfo.Read())
+		return 0
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "coordinatord: unexpected argument %q\n", fs.Arg(0))
+	// fail reports a bad setting: its flag, and the variable that set it
+	// if one did.
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "coordinatord: %s\n", cl.explain(fmt.Sprintf(format, a...)))
 		return 2
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		fmt.Fprintf(stderr, "coordinatord: --log-level: %v\n", err)
-		return 2
+		return fail("--log-level: %v", err)
 	}
 	var h slog.Handler
 	switch *logFormat {
@@ -82,8 +102,7 @@ func run(args []string, stderr io.Writer) int {
 	case "json":
 		h = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})
 	default:
-		fmt.Fprintf(stderr, "coordinatord: --log-format must be text or json, not %q\n", *logFormat)
-		return 2
+		return fail("--log-format must be text or json, not %q", *logFormat)
 	}
 	lg := slog.New(h)
 	var eps []string
@@ -98,53 +117,41 @@ func run(args []string, stderr io.Writer) int {
 	}
 	if gcFlagSet(fs) { // from GOGC, the runtime's own reading stands
 		if err := validateGCPercent(*gcPercent); err != nil {
-			fmt.Fprintf(stderr, "coordinatord: %v\n", err)
-			return 2
+			return fail("%v", err)
 		}
 	}
 	if err := cluster.validate(len(eps) > 0); err != nil {
-		fmt.Fprintf(stderr, "coordinatord: %v\n", err)
-		return 2
+		return fail("%v", err)
 	}
 	if *leaderTTL < 2*time.Second || *leaderTTL%time.Second != 0 {
-		fmt.Fprintf(stderr, "coordinatord: --leader-ttl %v: want whole seconds, at least 2s\n", *leaderTTL)
-		return 2
+		return fail("--leader-ttl %v: want whole seconds, at least 2s", *leaderTTL)
 	}
 	if *maxStreams <= 0 || *maxPerPeer <= 0 || *regTimeout <= 0 || *beginWait <= 0 {
-		fmt.Fprintf(stderr, "coordinatord: --max-streams, --max-streams-per-peer, --register-timeout and --begin-wait-timeout must be positive\n")
-		return 2
+		return fail("--max-streams, --max-streams-per-peer, --register-timeout and --begin-wait-timeout must be positive")
 	}
 	if *maxBody <= 0 {
-		fmt.Fprintf(stderr, "coordinatord: --max-request-bytes %d: want a positive size\n", *maxBody)
-		return 2
+		return fail("--max-request-bytes %d: want a positive size", *maxBody)
 	}
 	if *minSession < *leaderTTL {
-		fmt.Fprintf(stderr, "coordinatord: --min-session-ttl %v is shorter than --leader-ttl %v: sidecars would expire during every failover\n", *minSession, *leaderTTL)
-		return 2
+		return fail("--min-session-ttl %v is shorter than --leader-ttl %v: sidecars would expire during every failover", *minSession, *leaderTTL)
 	}
 	if err := selfPreservation.validate(); err != nil {
-		fmt.Fprintf(stderr, "coordinatord: %v\n", err)
-		return 2
+		return fail("%v", err)
 	}
 	if err := forget.validate(); err != nil {
-		fmt.Fprintf(stderr, "coordinatord: %v\n", err)
-		return 2
+		return fail("%v", err)
 	}
 	if err := quotas.validate(); err != nil {
-		fmt.Fprintf(stderr, "coordinatord: %v\n", err)
-		return 2
+		return fail("%v", err)
 	}
 	if *updTimeout <= 0 {
-		fmt.Fprintf(stderr, "coordinatord: --update-timeout %v: want a positive duration\n", *updTimeout)
-		return 2
+		return fail("--update-timeout %v: want a positive duration", *updTimeout)
 	}
 	if *prepTimeout <= 0 {
-		fmt.Fprintf(stderr, "coordinatord: --prepare-timeout %v: want a positive duration\n", *prepTimeout)
-		return 2
+		return fail("--prepare-timeout %v: want a positive duration", *prepTimeout)
 	}
 	if *maxTxns <= 0 {
-		fmt.Fprintf(stderr, "coordinatord: --max-live-txns %d: want a positive number\n", *maxTxns)
-		return 2
+		return fail("--max-live-txns %d: want a positive number", *maxTxns)
 	}
 	setGCPercent(*gcPercent)
 	if *gcHeadroom > 0 {

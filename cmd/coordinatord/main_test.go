@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"strings"
 	"testing"
 )
@@ -20,7 +21,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--gc-headroom-mb", "-1"}, "--gc-headroom-mb -1: want 0 (off) or a positive number of MiB"},
 	} {
 		var stderr bytes.Buffer
-		if code := run(tc.args, &stderr); code != 2 {
+		if code := run(tc.args, io.Discard, &stderr); code != 2 {
 			t.Errorf("%q: exit %d, want 2 (stderr %q)", tc.args, code, stderr.String())
 		}
 		if got := stderr.String(); !strings.HasPrefix(got, "coordinatord: ") || !strings.Contains(got, tc.want) {
@@ -36,7 +37,7 @@ func TestGCPercentFromTheEnvironmentIsNotAFlagError(t *testing.T) {
 	var stderr bytes.Buffer
 	// A bad --leader-ttl, checked after --gc-percent, stops it before it
 	// starts anything.
-	if code := run([]string{"--leader-ttl", "1s"}, &stderr); code != 2 || strings.Contains(stderr.String(), "--gc-percent") {
+	if code := run([]string{"--leader-ttl", "1s"}, io.Discard, &stderr); code != 2 || strings.Contains(stderr.String(), "--gc-percent") {
 		t.Fatalf("exit %d, stderr %q: want only the --leader-ttl error", code, stderr.String())
 	}
 }

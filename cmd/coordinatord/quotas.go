@@ -1,8 +1,9 @@
 package main
 
 import (
-	"flag"
 	"fmt"
+
+	"github.com/spf13/pflag"
 
 	"github.com/coordinator/coordinator/coordinator"
 )
@@ -14,7 +15,7 @@ type quotaFlags struct {
 	eventRate                                                  *float64
 }
 
-func registerQuotaFlags(fs *flag.FlagSet) *quotaFlags {
+func registerQuotaFlags(fs *pflag.FlagSet) *quotaFlags {
 	return &quotaFlags{
 		liveTxns: fs.Int("max-live-txns-per-session", coordinator.DefaultMaxLiveTxnsPerSession,
 			"live transactions one sidecar session may own (its BEGINs and the transactions its CALLs start); one more is refused"),

@@ -1,10 +1,11 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/coordinator/coordinator/coordinator"
 )
@@ -21,7 +22,7 @@ type selfPreservationFlags struct {
 }
 
 // registerSelfPreservationFlags defines the self-preservation flags on fs.
-func registerSelfPreservationFlags(fs *flag.FlagSet) *selfPreservationFlags {
+func registerSelfPreservationFlags(fs *pflag.FlagSet) *selfPreservationFlags {
 	f := &selfPreservationFlags{}
 	fs.DurationVar(&f.window, "self-preservation-window", coordinator.DefaultSelfPreservationWindow,
 		"lease expiries within this window may start self-preservation")

@@ -2,11 +2,12 @@ package main
 
 import (
 	"bytes"
-	"flag"
 	"io"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/coordinator/coordinator/coordinator"
 )
@@ -25,7 +26,7 @@ func TestSelfPreservationFlagErrors(t *testing.T) {
 		{[]string{"--self-preservation-grace", "-5s"}, "--self-preservation-grace must not be negative"},
 	} {
 		var stderr bytes.Buffer
-		code := run(tc.args, &stderr)
+		code := run(tc.args, io.Discard, &stderr)
 		if code != 2 {
 			t.Errorf("%q: exit %d, want 2 (stderr %q)", tc.args, code, stderr.String())
 		}
@@ -36,7 +37,7 @@ func TestSelfPreservationFlagErrors(t *testing.T) {
 }
 
 func TestSelfPreservationFlagsApply(t *testing.T) {
-	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	f := registerSelfPreservationFlags(fs)
 	if err := fs.Parse(nil); err != nil || f.validate() != nil {

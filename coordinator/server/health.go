@@ -3,9 +3,16 @@ package server
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/coordinator/coordinator/coordinator"
 	"github.com/coordinator/coordinator/storage"
@@ -61,6 +68,7 @@ func (s *Server) monitorEtcd(stop <-chan struct{}) {
 		was := s.etcdErr
 		s.etcdErr = err
 		s.mu.Unlock()
+		s.updateServing()
 		switch {
 		case err != nil && was == nil:
 			down = time.Now()
@@ -117,4 +125,105 @@ func (s *Server) Health(ctx context.Context) HealthReport {
 	}
 	r.Healthy = len(r.Problems) == 0
 	return r
+}
+
+// healthServices are the names grpc.health.v1 answers for besides ""
+// (the whole replica): all share the replica's status.
+var healthServices = []string{"", "coordinator.v1.AdminService", "coordinator.v1.SidecarService"}
+
+// healthService is the replica's grpc.health.v1 service, NOT_SERVING
+// until updateServing finds that it can serve. Its Watch streams end
+// when the replica stops serving gRPC (closeWatches), after a last
+// NOT_SERVING: an open Watch (gRPC client-side health checking keeps one)
+// must not hold the graceful stop until its deadline.
+type healthService struct {
+	*health.Server
+	stop      chan struct{}
+	closeOnce sync.Once
+}
+
+func newHealthService() *healthService {
+	h := &healthService{Server: health.NewServer(), stop: make(chan struct{})}
+	for _, svc := range healthServices {
+		h.SetServingStatus(svc, healthpb.HealthCheckResponse_NOT_SERVING)
+	}
+	return h
+}
+
+// closeWatches ends every Watch stream, now and to come.
+func (h *healthService) closeWatches() { h.closeOnce.Do(func() { close(h.stop) }) }
+
+func (h *healthService) Watch(req *healthpb.HealthCheckRequest, stream grpc.ServerStreamingServer[healthpb.HealthCheckResponse]) error {
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- h.Server.Watch(req, ctxStream{stream, ctx}) }()
+	select {
+	case err := <-done:
+		return err
+	case <-h.stop:
+		cancel()
+		<-done // no Send of its own after this
+		if slices.Contains(healthServices, req.GetService()) {
+			_ = stream.Send(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_NOT_SERVING})
+		}
+		return status.Error(codes.Unavailable, "the replica is shutting down")
+	}
+}
+
+// ctxStream is a server stream with another context.
+type ctxStream struct {
+	grpc.ServerStreamingServer[healthpb.HealthCheckResponse]
+	ctx context.Context
+}
+
+func (s ctxStream) Context() context.Context { return s.ctx }
+
+// canServe reports whether this replica can answer sidecars and operators
+// now, and if not why: it leads with its coordinator started, or it
+// follows a known leader it can forward to (no failed start of its own
+// pending); either way its last etcd check answered. This is /health's
+// notion of a working replica without the leader's load warnings
+// (capacity, slow etcd writes): those make /health fail so that someone
+// looks, but the replica still serves, and taking the only leader out of
+// a load balancer would make things worse. Kubernetes gRPC probes and
+// grpc_health_probe read it through grpc.health.v1.
+func (s *Server) canServe() (bool, string) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	switch {
+	case s.stopping.Load():
+		return false, "stopping"
+	case s.etcdErr != nil:
+		return false, "etcd: " + s.etcdErr.Error()
+	case s.cur != nil:
+		return true, "leading"
+	case s.leader == nil:
+		return false, "no leader elected"
+	case s.self != nil && s.leader.Name == s.self.Name:
+		return false, "elected, coordinator not started yet"
+	case s.startErr != nil && time.Since(s.startErrAt) < startErrShown:
+		return false, "elected, but the coordinator could not start: " + s.startErr.Error()
+	}
+	return true, "following " + s.leader.Name
+}
+
+// updateServing sets the grpc.health.v1 status from canServe; it is called
+// after every etcd check (each second), as a term starts or ends and as
+// the observed leader changes. A change is logged.
+func (s *Server) updateServing() {
+	if s.healthSrv == nil {
+		return
+	}
+	ok, why := s.canServe()
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if ok {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	if s.serving.Swap(ok) != ok {
+		s.lg.Info("grpc health", "status", st.String(), "reason", why)
+	}
+	for _, svc := range healthServices {
+		s.healthSrv.SetServingStatus(svc, st)
+	}
 }

@@ -108,6 +108,7 @@ func (s *Server) setLeaderInfo(l *pb.Replica) {
 	s.leader = l
 	close(s.leaderChanged)
 	s.leaderChanged = make(chan struct{})
+	defer func() { go s.updateServing() }() // it takes s.mu, held here
 	if l != nil {
 		s.lg.Info("leader observed", "leader", l.Name, "grpc_addr", l.GrpcAddress, "self", l.Name == s.self.Name)
 	}
@@ -238,6 +239,7 @@ func (s *Server) serveTerm(stop <-chan struct{}, sess *concurrency.Session, e *c
 	s.termErr = nil // Close reports the last term's stop only
 	s.mu.Unlock()
 	s.metrics.isLeader.Set(1)
+	s.updateServing()
 	s.lg.Info("leading", "election_key", e.Key(), "election_rev", e.Rev(), "took", time.Since(started))
 	termDone := make(chan struct{})
 	endTerm := sync.OnceFunc(func() { close(termDone) })
@@ -271,6 +273,7 @@ func (s *Server) serveTerm(stop <-chan struct{}, sess *concurrency.Session, e *c
 	s.cur = nil
 	s.mu.Unlock()
 	s.metrics.isLeader.Set(0)
+	s.updateServing()
 	parent := context.Background()
 	if graceful {
 		s.mu.RLock()

@@ -9,10 +9,12 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -21,9 +23,12 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
 
 	"github.com/coordinator/coordinator/coordinator"
+	"github.com/coordinator/coordinator/docs/openapi"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 	"github.com/coordinator/coordinator/storage"
 	"github.com/coordinator/coordinator/storage/embedetcd"
@@ -95,17 +100,21 @@ type Server struct {
 	cli       *clientv3.Client
 	// renew renews a session lease in process on a single embedded member
 	// (nil: through cli).
-	renew    func(ctx context.Context, id storage.LeaseID) (time.Duration, error)
-	store    *storage.Etcd // unfenced: a follower's reads
-	grpc     *grpc.Server
-	http     *http.Server
-	gw       *grpc.ClientConn
-	gLis     net.Listener
-	hLis     net.Listener
-	lg       *slog.Logger
-	reg      *prometheus.Registry
-	done     chan error  // gRPC, HTTP and the embedded member: each sends at most once
-	stopping atomic.Bool // Close or Crash began: a stopped member is expected
+	renew func(ctx context.Context, id storage.LeaseID) (time.Duration, error)
+	store *storage.Etcd // unfenced: a follower's reads
+	grpc  *grpc.Server
+	http  *http.Server
+	gw    *grpc.ClientConn
+	gLis  net.Listener
+	hLis  net.Listener
+	lg    *slog.Logger
+	reg   *prometheus.Registry
+	// healthSrv is grpc.health.v1; serving is its last status (true:
+	// SERVING), set by updateServing.
+	healthSrv *healthService
+	serving   atomic.Bool
+	done      chan error  // gRPC, HTTP and the embedded member: each sends at most once
+	stopping  atomic.Bool // Close or Crash began: a stopped member is expected
 
 	keys      storage.Keys
 	ccfg      coordinator.Config
@@ -233,13 +242,29 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.gLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
 		return nil, fmt.Errorf("server: grpc listen: %w", err)
 	}
+	// Per-RPC metrics (grpc_server_started_total, _handled_total by
+	// code, _msg_received_total, _msg_sent_total, and
+	// grpc_server_handling_seconds), on every service including health
+	// and reflection.
+	rpcMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
+		grpcprom.WithHistogramBuckets(prometheus.ExponentialBuckets(1e-4, 4, 10))))
+	s.reg.MustRegister(rpcMetrics)
 	s.grpc = grpc.NewServer(append([]grpc.ServerOption{
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(16 << 20),
+		grpc.ChainUnaryInterceptor(rpcMetrics.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(rpcMetrics.StreamServerInterceptor()),
 	}, cfg.GRPCServerOptions...)...)
 	pb.RegisterSidecarServiceServer(s.grpc, sidecarGate{s: s})
 	pb.RegisterAdminServiceServer(s.grpc, adminGate{s: s})
+	// grpc.health.v1 (Kubernetes gRPC probes, grpc_health_probe): SERVING
+	// only while this replica can serve (canServe).
+	s.healthSrv = newHealthService()
+	healthpb.RegisterHealthServer(s.grpc, s.healthSrv)
+	// Server reflection: grpcurl and friends need no proto files.
+	reflection.Register(s.grpc)
+	rpcMetrics.InitializeMetrics(s.grpc)
 	go func() { s.done <- s.grpc.Serve(s.gLis) }()
 
 	if s.hLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
@@ -259,6 +284,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	mux.Handle("/v1/", limitBody(maxBody, gw))
 	mux.HandleFunc("/health", s.health)
+	mux.HandleFunc("/openapi.json", serveOpenAPI)
 	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{s.reg, prometheus.GathererFunc(s.gatherTerm)},
 		promhttp.HandlerOpts{Registry: s.reg}))
 	// A client that trickles its request, or sends huge headers, is cut
@@ -322,7 +348,7 @@ func (s *Server) gatherTerm() ([]*dto.MetricFamily, error) {
 // GRPCAddr is the bound gRPC address (sidecars and admin).
 func (s *Server) GRPCAddr() string { return s.gLis.Addr().String() }
 
-// HTTPAddr is the bound HTTP address (REST, /health, /metrics).
+// HTTPAddr is the bound HTTP address (REST, /health, /metrics, /openapi.json).
 func (s *Server) HTTPAddr() string { return s.hLis.Addr().String() }
 
 // Client is the replica's etcd client.
@@ -344,11 +370,28 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(rep)
 }
 
+// serveOpenAPI serves the REST API's OpenAPI document (docs/openapi).
+func serveOpenAPI(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(openapi.JSON)))
+	if r.Method == http.MethodGet {
+		_, _ = w.Write(openapi.JSON)
+	}
+}
+
 // Close shuts the replica down without losing anything acknowledged: the
 // REST listener stops, every sidecar stream ends after its current batch,
 // the write-behind flushes, then gRPC, the etcd client and embedded etcd stop.
 func (s *Server) Close(ctx context.Context) error {
 	s.stopping.Store(true)
+	if s.healthSrv != nil {
+		s.healthSrv.Shutdown() // NOT_SERVING from now on: probes see the stop
+	}
 	var errs []error
 	if s.http != nil {
 		if err := s.http.Shutdown(ctx); err != nil {
@@ -379,6 +422,9 @@ func (s *Server) Close(ctx context.Context) error {
 		s.stopLead = nil
 	}
 	s.closeForward()
+	if s.healthSrv != nil {
+		s.healthSrv.closeWatches()
+	}
 	if s.grpc != nil {
 		stopped := make(chan struct{})
 		go func() { s.grpc.GracefulStop(); close(stopped) }()
@@ -405,6 +451,9 @@ func (s *Server) Crashed() bool { return s.crashed.Load() }
 // An embedded etcd member stops too. Close afterwards is a no-op.
 func (s *Server) Crash() {
 	s.stopping.Store(true)
+	if s.healthSrv != nil {
+		s.healthSrv.Shutdown()
+	}
 	s.crashed.Store(true)
 	if c := s.Leader(); c != nil {
 		c.Abandon() // a dead process writes nothing more, not even behind
