@@ -83,14 +83,14 @@ func (o *orchestrator) constraintsLocked(plan *pb.UpdatePlan, svc graph.ServiceI
 		out = append(out, "switches are held now ("+hold+"): no switch until that ends")
 	}
 	if opts.strat.UpdateMode() {
-		out = append(out, fmt.Sprintf("PREPARING: %d sessions that can call %s must acknowledge update mode (aborts at prepare-timeout %v)",
-			plan.CallerSessions, s, opts.prepareTimeout))
+		out = append(out, fmt.Sprintf("PREPARING: %s that can call %s must acknowledge update mode (aborts at prepare-timeout %v)",
+			count(int(plan.CallerSessions), "session", "sessions"), s, opts.prepareTimeout))
 	}
 	blocking := fmt.Sprintf("%s is free now", s)
 	if !plan.Free {
-		blocking = fmt.Sprintf("%s is not free now (%d transactions block it", s, plan.Blocking)
+		blocking = fmt.Sprintf("%s is not free now (%s", s, count(int(plan.Blocking), "transaction blocks it", "transactions block it"))
 		if plan.ResyncMissing > 0 {
-			blocking += fmt.Sprintf(", %d sessions not back since the failover", plan.ResyncMissing)
+			blocking += fmt.Sprintf(", %s not back since the failover", count(int(plan.ResyncMissing), "session", "sessions"))
 		}
 		blocking += ")"
 	}
@@ -107,10 +107,19 @@ func (o *orchestrator) constraintsLocked(plan *pb.UpdatePlan, svc graph.ServiceI
 			fmt.Sprintf("BF: meanwhile calls of transactions that have not used %s are held; aborts when one is held max-block %v", s, opts.maxBlock))
 	case strategy.CV:
 		out = append(out, fmt.Sprintf("CV: switches to %s once PREPARING is over, free or not", to),
-			fmt.Sprintf("CV: transactions that used %s@%s keep it; DRAINING lasts until none may call it (%d now)", s, from, oldUsers))
+			fmt.Sprintf("CV: transactions that used %s@%s keep it; DRAINING lasts until none may call it (%s now)", s, from,
+				count(oldUsers, "transaction", "transactions")))
 	case strategy.NAIVE:
-		out = append(out, fmt.Sprintf("NAIVE: switches to %s at once with no pinning: the %d transactions that block %s may run on both versions",
-			to, plan.Blocking, s))
+		out = append(out, fmt.Sprintf("NAIVE: switches to %s at once with no pinning: %s that block %s now may run on both versions",
+			to, count(int(plan.Blocking), "the transaction", "the transactions"), s))
 	}
 	return out
+}
+
+// count is "1 thing" or "n things".
+func count(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }

@@ -135,14 +135,18 @@ func TestDryRunUpdate(t *testing.T) {
 	servertest.Send(t, portal, simsidecar.Begin(txn, 1), simsidecar.Call(txn, 1, "auth", 2), simsidecar.Return(txn, 2))
 
 	req := &pb.StartUpdateRequest{Service: "auth", ToVersion: "v2", Strategy: pb.Strategy_STRATEGY_WF}
-	plan, err := ts.Admin.DryRunUpdate(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var plan *pb.UpdatePlan
+	servertest.Eventually(t, 10*time.Second, "auth-2 to acknowledge its routing", func() bool {
+		var err error
+		if plan, err = ts.Admin.DryRunUpdate(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+		return plan.TargetAcknowledged == 1
+	})
 	if !plan.WouldStart || plan.Refused != "" || plan.FromVersion != "v1" || plan.TargetInstances != 1 || plan.TargetConnected != 1 ||
 		plan.TargetAcknowledged != 1 || plan.Free || plan.Blocking != 1 || len(plan.Blockers) != 1 || plan.Blockers[0].TxnId != txn ||
 		plan.CallerSessions != 1 || plan.Timeout.AsDuration() != time.Hour || len(plan.Constraints) != 2 ||
-		!strings.HasPrefix(plan.Constraints[1], "WF: switches to v2 only once auth is free; auth is not free now (1 transactions block it)") {
+		!strings.HasPrefix(plan.Constraints[1], "WF: switches to v2 only once auth is free; auth is not free now (1 transaction blocks it)") {
 		t.Fatalf("dry run = %v", plan)
 	}
 	// Over REST, with the strategy as people type it.
