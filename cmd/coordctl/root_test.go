@@ -84,7 +84,7 @@ func TestCommandsWellFormed(t *testing.T) {
 			t.Errorf("%s: want Args, RunE and Short", c.Name())
 		}
 	}
-	for _, name := range []string{"freeness", "graph", "sessions", "txns"} {
+	for _, name := range []string{"freeness", "graph", "sessions", "txns", "services", "service", "history", "rollback", "update"} {
 		if !seen[name] {
 			t.Errorf("command %s not registered", name)
 		}
