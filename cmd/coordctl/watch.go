@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	coordinatorv1 "github.com/coordinator/coordinator/proto/coordinator/v1"
 )
@@ -81,7 +83,9 @@ func (c *cli) runWatch(cmd *cobra.Command, id string, timeout time.Duration) err
 		return err
 	case cmd.Context().Err() != nil:
 		return fmt.Errorf("stopped watching update %s; it goes on (coordctl status %s -w follows it, coordctl abort %s stops it)", id, id, id)
-	case ctx.Err() != nil:
+	case ctx.Err() != nil || (timeout > 0 && status.Code(err) == codes.DeadlineExceeded):
+		// The server may end the call at its deadline before the
+		// client's own timer has fired.
 		return fmt.Errorf("stopped watching update %s after --watch-timeout %s; it goes on (coordctl status %s -w follows it, coordctl abort %s stops it)",
 			id, timeout, id, id)
 	}
