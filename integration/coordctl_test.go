@@ -146,8 +146,8 @@ func TestCoordctlOperatorExitStatuses(t *testing.T) {
 	}
 	bin := buildBinary(t, "cmd/coordctl")
 	ts := servertest.Start(t, "")
-	portal := ts.Sidecar("portal-1", "portal", "v1", "auth-service")
-	ts.Sidecar("auth-1", "auth-service", "v1")
+	portal := ts.LongSidecar("portal-1", "portal", "v1", "auth-service")
+	ts.LongSidecar("auth-1", "auth-service", "v1")
 	ctl := func(args ...string) (string, int) {
 		t.Helper()
 		cmd := exec.Command(bin, append([]string{"--server", ts.GRPCAddr()}, args...)...)
@@ -170,8 +170,8 @@ func TestCoordctlOperatorExitStatuses(t *testing.T) {
 	}
 
 	expect(2, "registered: v1 (default, 1 instance)", "update", "auth-service", "--strategy=cv")
-	ts.Sidecar("auth-2", "auth-service", "v2")
-	ts.Sidecar("auth-3", "auth-service", "v3")
+	ts.LongSidecar("auth-2", "auth-service", "v2")
+	ts.LongSidecar("auth-3", "auth-service", "v3")
 	expect(2, "has 2 registered versions other than its default v1", "update", "auth-service", "--strategy=cv")
 	expect(1, `unknown service "nosuch"`, "service", "nosuch")
 	expect(0, "auth-service", "services")

@@ -25,8 +25,8 @@ func TestOperatorCommands(t *testing.T) {
 		t.Helper()
 		return runCLI(append([]string{"--server", addr}, args...)...)
 	}
-	portal := ts.Sidecar("portal-1", "portal", "v1", "auth-service")
-	ts.Sidecar("auth-1", "auth-service", "v1")
+	portal := ts.LongSidecar("portal-1", "portal", "v1", "auth-service")
+	ts.LongSidecar("auth-1", "auth-service", "v1")
 	t1 := servertest.TxnID(1)
 	servertest.Send(t, portal, simsidecar.Begin(t1, 1), simsidecar.Call(t1, 1, "auth-service", 2), simsidecar.Return(t1, 2))
 
@@ -37,7 +37,7 @@ func TestOperatorCommands(t *testing.T) {
 		"auth-service has no registered version other than its default v1 (registered: v1 (default, 1 instance))") {
 		t.Fatalf("update with no other version: exit %d\n%s%s", code, out, errOut)
 	}
-	auth2 := ts.Sidecar("auth-2", "auth-service", "v2")
+	auth2 := ts.LongSidecar("auth-2", "auth-service", "v2")
 
 	// services: one row per service, fitting a terminal.
 	code, out, errOut = ctl("services")
