@@ -69,6 +69,12 @@
 //     asks every serviceUser what is in use.
 //   - quotas (quota.go): per-session usage, kept in each session.
 //
+// The admin views (admin.go, admin_updates.go, admin_services.go: the
+// services view; admin_dryrun.go: what an update would do) own nothing: they
+// copy what they answer from the components above under the event lock, in
+// at most one pass over the live transactions, and build or sort the rest
+// after unlocking where they can.
+//
 // # Locks
 //
 // The event lock (Coordinator.mu) is taken by event application, the

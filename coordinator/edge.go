@@ -77,3 +77,15 @@ func (s adminServer) GetSelfPreservation(ctx context.Context, r *pb.GetSelfPrese
 func (s adminServer) EndSelfPreservation(ctx context.Context, r *pb.EndSelfPreservationRequest) (*pb.SelfPreservation, error) {
 	return answer(s.a.EndSelfPreservation(ctx, r))
 }
+
+func (s adminServer) ListServices(ctx context.Context, r *pb.ListServicesRequest) (*pb.ListServicesResponse, error) {
+	return answer(s.a.ListServices(ctx, r))
+}
+
+func (s adminServer) GetService(ctx context.Context, r *pb.GetServiceRequest) (*pb.ServiceState, error) {
+	return answer(s.a.GetService(ctx, r))
+}
+
+func (s adminServer) DryRunUpdate(ctx context.Context, r *pb.StartUpdateRequest) (*pb.UpdatePlan, error) {
+	return answer(s.a.DryRunUpdate(ctx, r))
+}

@@ -147,18 +147,28 @@ func newUpdateID() string {
 	return time.Now().UTC().Format("20060102T150405") + "-" + hex.EncodeToString(b[:])
 }
 
-// startUpdate validates and starts an update.
-func (o *orchestrator) startUpdate(ctx context.Context, req *pb.StartUpdateRequest) (*pb.Update, error) {
+// startOptions is a StartUpdateRequest checked for what does not depend
+// on the state: its strategy and the bounds it would run with.
+type startOptions struct {
+	kind                              pb.Strategy
+	strat                             strategy.Strategy
+	timeout, maxBlock, prepareTimeout time.Duration
+}
+
+// checkStart validates req and works out the bounds the update would run
+// with: the request's, else the server's defaults, as the strategy wants
+// them.
+func (o *orchestrator) checkStart(req *pb.StartUpdateRequest) (startOptions, error) {
 	if err := storage.ValidName("service", req.GetService()); err != nil {
-		return nil, err
+		return startOptions{}, err
 	}
 	if err := storage.ValidName("to_version", req.GetToVersion()); err != nil {
-		return nil, err
+		return startOptions{}, err
 	}
 	kind := req.GetStrategy()
 	strat, err := strategy.For(kind)
 	if err != nil {
-		return nil, fmt.Errorf("%w: strategy %v: want wf, bf, cv or naive", ErrInvalidArgument, kind)
+		return startOptions{}, fmt.Errorf("%w: strategy %v: want wf, bf, cv or naive", ErrInvalidArgument, kind)
 	}
 	var timeout, maxBlock, prepareTimeout time.Duration
 	for _, d := range []struct {
@@ -171,7 +181,7 @@ func (o *orchestrator) startUpdate(ctx context.Context, req *pb.StartUpdateReque
 			continue
 		}
 		if err := d.in.CheckValid(); err != nil || d.in.AsDuration() < 0 {
-			return nil, fmt.Errorf("%w: %s must be a non-negative duration", ErrInvalidArgument, d.name)
+			return startOptions{}, fmt.Errorf("%w: %s must be a non-negative duration", ErrInvalidArgument, d.name)
 		}
 		*d.out = d.in.AsDuration()
 	}
@@ -182,28 +192,46 @@ func (o *orchestrator) startUpdate(ctx context.Context, req *pb.StartUpdateReque
 		timeout = o.cfg.UpdateTimeout // WAITING has a bound
 	}
 	opts := strat.Options(strategy.Options{Timeout: timeout, MaxBlock: maxBlock, PrepareTimeout: prepareTimeout})
-	timeout, maxBlock = opts.Timeout, opts.MaxBlock
+	return startOptions{kind: kind, strat: strat, timeout: opts.Timeout, maxBlock: opts.MaxBlock,
+		prepareTimeout: prepareTimeout}, nil
+}
 
-	o.ev.lock()
-	svc, ok := o.eng.LookupService(req.Service)
+// startableLocked says whether an update of service to version may start
+// now, and if so returns the service and both versions: the service is
+// known, has no unfinished update, does not run version by default, and an
+// instance of version is connected. The event lock is held.
+func (o *orchestrator) startableLocked(service, version string) (svc graph.ServiceID, from, to graph.VersionID, err error) {
+	svc, ok := o.eng.LookupService(service)
 	if !ok {
-		o.ev.unlock()
-		return nil, fmt.Errorf("%w %q", ErrUnknownService, req.Service)
+		return 0, 0, 0, fmt.Errorf("%w %q", ErrUnknownService, service)
 	}
 	if u := o.upd.active(svc); u != nil {
-		err := fmt.Errorf("service %q is %w by %s (phase %s)", req.Service, ErrUpdateInProgress, u.rec.Id, u.rec.Phase)
-		o.ev.unlock()
+		return 0, 0, 0, fmt.Errorf("service %q is %w by %s (phase %s)", service, ErrUpdateInProgress, u.rec.Id, u.rec.Phase)
+	}
+	from = o.cat.defaultVersion(svc)
+	to, ok = o.eng.LookupVersion(version)
+	if ok && from == to {
+		return 0, 0, 0, fmt.Errorf("service %q %w %s by default", service, ErrAlreadyAtVersion, version)
+	}
+	if !ok || !o.connectedLocked(svc, to) {
+		return 0, 0, 0, fmt.Errorf("%w of %s@%s: register the new version first", ErrNoInstance, service, version)
+	}
+	return svc, from, to, nil
+}
+
+// startUpdate validates and starts an update.
+func (o *orchestrator) startUpdate(ctx context.Context, req *pb.StartUpdateRequest) (*pb.Update, error) {
+	opts, err := o.checkStart(req)
+	if err != nil {
 		return nil, err
 	}
-	from, to := o.cat.defaultVersion(svc), o.eng.Version(req.ToVersion)
-	if from == to {
+	kind, strat, timeout, maxBlock, prepareTimeout := opts.kind, opts.strat, opts.timeout, opts.maxBlock, opts.prepareTimeout
+
+	o.ev.lock()
+	svc, from, to, err := o.startableLocked(req.Service, req.ToVersion)
+	if err != nil {
 		o.ev.unlock()
-		return nil, fmt.Errorf("service %q %w %s by default", req.Service, ErrAlreadyAtVersion, req.ToVersion)
-	}
-	if !o.connectedLocked(svc, to) {
-		o.ev.unlock()
-		return nil, fmt.Errorf("%w of %s@%s: register the new version first",
-			ErrNoInstance, req.Service, req.ToVersion)
+		return nil, err
 	}
 	now := time.Now()
 	u := &update{

@@ -26,26 +26,38 @@ func TestCoordctl(t *testing.T) {
 	ts.Sidecar("auth-1", "auth", "v1")
 	servertest.Send(t, portal, simsidecar.Begin("t-1", 1), simsidecar.Call("t-1", 1, "auth", 2), simsidecar.Return("t-1", 2))
 
-	run := func(wantOK bool, args ...string) string {
+	runStatus := func(want int, args ...string) string {
 		t.Helper()
 		cmd := exec.Command(bin, append([]string{"--server", ts.GRPCAddr()}, args...)...)
 		var out, errb bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &errb
 		err := cmd.Run()
-		if (err == nil) != wantOK {
-			t.Fatalf("coordctl %v: err=%v stdout=%s stderr=%s", args, err, out.String(), errb.String())
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		if code != want || (err != nil && code == 0) {
+			t.Fatalf("coordctl %v: exit %d (err=%v), want %d; stdout=%s stderr=%s", args, code, err, want, out.String(), errb.String())
 		}
 		return out.String() + errb.String()
 	}
+	run := func(wantOK bool, args ...string) string {
+		t.Helper()
+		if wantOK {
+			return runStatus(0, args...)
+		}
+		return runStatus(1, args...)
+	}
 
-	out := run(true, "freeness", "auth")
+	// t-1 blocks auth: freeness answers, and exits 3 (not free).
+	out := runStatus(3, "freeness", "auth")
 	for _, want := range []string{"t-1", "v1", "portal"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("coordctl freeness auth: missing %q in:\n%s", want, out)
 		}
 	}
 	var f pb.Freeness
-	if err := protojson.Unmarshal([]byte(run(true, "freeness", "auth", "-o", "json")), &f); err != nil {
+	if err := protojson.Unmarshal([]byte(runStatus(3, "freeness", "auth", "-o", "json")), &f); err != nil {
 		t.Fatal(err)
 	}
 	if f.Free || f.Blocking != 1 || f.Blockers[0].TxnId != "t-1" {
@@ -120,5 +132,70 @@ func TestCoordctlUpdate(t *testing.T) {
 	}
 	if out, code = ctl("abort", u.Id); code != 1 || !strings.Contains(out, "ABORTED already") {
 		t.Fatalf("second abort: exit %d\n%s", code, out)
+	}
+}
+
+// TestCoordctlOperatorExitStatuses runs the coordctl binary's operator
+// commands against a live coordinator and checks their exit statuses as a
+// script sees them: 0 done, 1 a failed call or a refused update, 2 a bad
+// command line (update without --to and no single other version), 3 a
+// service that is not free.
+func TestCoordctlOperatorExitStatuses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs coordctl")
+	}
+	bin := buildBinary(t, "cmd/coordctl")
+	ts := servertest.Start(t, "")
+	portal := ts.LongSidecar("portal-1", "portal", "v1", "auth-service")
+	ts.LongSidecar("auth-1", "auth-service", "v1")
+	ctl := func(args ...string) (string, int) {
+		t.Helper()
+		cmd := exec.Command(bin, append([]string{"--server", ts.GRPCAddr()}, args...)...)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), code
+	}
+	expect := func(want int, says string, args ...string) string {
+		t.Helper()
+		out, code := ctl(args...)
+		if code != want || !strings.Contains(out, says) {
+			t.Fatalf("coordctl %s: exit %d, want %d saying %q:\n%s", strings.Join(args, " "), code, want, says, out)
+		}
+		return out
+	}
+
+	expect(2, "registered: v1 (default, 1 instance)", "update", "auth-service", "--strategy=cv")
+	ts.LongSidecar("auth-2", "auth-service", "v2")
+	ts.LongSidecar("auth-3", "auth-service", "v3")
+	expect(2, "has 2 registered versions other than its default v1", "update", "auth-service", "--strategy=cv")
+	expect(1, `unknown service "nosuch"`, "service", "nosuch")
+	expect(0, "auth-service", "services")
+	expect(0, "Default:      v1", "service", "auth-service")
+	expect(0, "No updates of auth-service.", "history", "auth-service")
+	expect(1, "nothing to roll back", "rollback", "auth-service")
+
+	txn := servertest.TxnID(1)
+	servertest.Send(t, portal, simsidecar.Begin(txn, 1), simsidecar.Call(txn, 1, "auth-service", 2), simsidecar.Return(txn, 2))
+	expect(3, "Free:      no", "freeness", "auth-service")
+	expect(3, "still not free", "freeness", "auth-service", "--wait", "--wait-timeout", "200ms")
+	expect(0, "would start now", "update", "auth-service", "--to", "v2", "--strategy=bf", "--dry-run")
+	expect(1, "the update would be refused", "update", "auth-service", "--to", "v9", "--strategy=bf", "--dry-run")
+	servertest.Send(t, portal, simsidecar.End(txn))
+	expect(0, "Free:      yes", "freeness", "auth-service")
+
+	out := expect(0, ": DONE after", "update", "auth-service", "--to", "v2", "--strategy=wf", "-w", "--watch-timeout", "1m")
+	if !strings.HasPrefix(out, "Update ") {
+		t.Fatalf("update -w does not print the id first:\n%s", out)
+	}
+	expect(0, "auth-service v2 -> v1 (wf): would start now", "rollback", "auth-service", "--dry-run")
+	expect(0, "Rolling back auth-service from v2 back to v1", "rollback", "auth-service", "--strategy=cv", "-w")
+	out = expect(0, "v2 -> v1", "history", "auth-service")
+	if !strings.Contains(out, "cv") || !strings.Contains(out, "wf") || strings.Count(out, "DONE") != 2 {
+		t.Fatalf("history after an update and its rollback:\n%s", out)
 	}
 }

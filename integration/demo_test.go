@@ -31,7 +31,7 @@ func TestAuthDemo(t *testing.T) {
 		if m[1] != s || m[2] == "0" || m[3] != "0" || m[4] != "0" {
 			t.Fatalf("authdemo --strategy=%s: %s, want requests > 0, failed=0, violations=0\n%s", s, m[0], out)
 		}
-		if !strings.Contains(string(out), "of auth to v2 ("+s+"): DONE") {
+		if !strings.Contains(string(out), "of auth-service to v2 ("+s+"): DONE") {
 			t.Fatalf("authdemo --strategy=%s: the update did not finish DONE:\n%s", s, out)
 		}
 	}

@@ -20,10 +20,16 @@ type outputFormat string
 
 const (
 	outputTable outputFormat = "table"
-	outputJSON  outputFormat = "json"
+	// outputWide is table with every column and no cell cut short;
+	// commands without a wide form print their table.
+	outputWide outputFormat = "wide"
+	outputJSON outputFormat = "json"
 )
 
-var outputFormats = []outputFormat{outputTable, outputJSON}
+var outputFormats = []outputFormat{outputTable, outputWide, outputJSON}
+
+// termWidth is the width tables fit by default (not -o wide).
+const termWidth = 80
 
 func (o *outputFormat) String() string { return string(*o) }
 
@@ -43,6 +49,9 @@ func (o *outputFormat) Set(s string) error {
 }
 
 func (o *outputFormat) Type() string { return "format" }
+
+// wide says whether tables show every column, uncut (-o wide).
+func (c *cli) wide() bool { return c.opts.output == outputWide }
 
 // print writes m in the chosen output format: as JSON, or through table.
 func (c *cli) print(m proto.Message, table func(io.Writer) error) error {
@@ -128,6 +137,19 @@ func cell(s string) string {
 	return s
 }
 
+// fit cuts s to at most n characters, ending it in "~" when cut, so that a
+// table of cells cut so fits a terminal; n <= 0 leaves s whole (-o wide).
+func fit(s string, n int) string {
+	r := []rune(s)
+	if n <= 0 || len(r) <= n {
+		return s
+	}
+	if n == 1 {
+		return "~"
+	}
+	return string(r[:n-1]) + "~"
+}
+
 func yesNo(b bool) string {
 	if b {
 		return "yes"
@@ -157,4 +179,41 @@ func plural(n int, one, many string) string {
 		return fmt.Sprintf("%d %s", n, one)
 	}
 	return fmt.Sprintf("%d %s", n, many)
+}
+
+// writeField writes "Label:   value", the label padded to labelWidth and
+// the value wrapped under itself to width (0: one line).
+func writeField(w io.Writer, labelWidth int, label, value string, width int) {
+	first := fmt.Sprintf("%-*s ", labelWidth, label+":")
+	for _, l := range wrap(cell(value), width, first, strings.Repeat(" ", len(first))) {
+		fmt.Fprintln(w, l)
+	}
+}
+
+// wrap breaks s at spaces into lines of at most width characters (0: one
+// line), the first starting with first, the others with rest. A word
+// longer than a line is cut.
+func wrap(s string, width int, first, rest string) []string {
+	if width <= 0 {
+		return []string{first + s}
+	}
+	var lines []string
+	cur := first
+	empty := true
+	for _, word := range strings.Fields(s) {
+		if !empty && len([]rune(cur))+1+len([]rune(word)) > width {
+			lines = append(lines, cur)
+			cur, empty = rest, true
+		}
+		if !empty {
+			cur += " "
+		}
+		cur += word
+		empty = false
+	}
+	lines = append(lines, cur)
+	for i, l := range lines {
+		lines[i] = fit(l, width)
+	}
+	return lines
 }

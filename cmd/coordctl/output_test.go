@@ -23,7 +23,7 @@ func TestOutputFormatSet(t *testing.T) {
 	}
 	var o outputFormat = outputTable
 	err := o.Set("yaml")
-	if err == nil || !strings.Contains(err.Error(), `"yaml"`) || !strings.Contains(err.Error(), "table, json") {
+	if err == nil || !strings.Contains(err.Error(), `"yaml"`) || !strings.Contains(err.Error(), "table, wide, json") {
 		t.Errorf("Set(yaml) = %v, want an error naming yaml and the formats", err)
 	}
 	if o != outputTable {

@@ -37,6 +37,9 @@ const (
 	exitOK    = 0
 	exitError = 1 // a call or the output failed
 	exitUsage = 2 // bad command, flag or argument
+	// exitNotFree: freeness answered, and the service is not free (or did
+	// not become free within --wait-timeout).
+	exitNotFree = 3
 )
 
 // globalOptions are the root command's persistent flags.
@@ -77,6 +80,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return exitOK
+	}
+	var se statusError
+	if errors.As(err, &se) {
+		if se.err != nil {
+			fmt.Fprintf(stderr, "Error: %s\n", c.errorMessage(se.err))
+		}
+		return se.code
 	}
 	fmt.Fprintf(stderr, "Error: %s\n", c.errorMessage(err))
 	if isUsageError(err) {
@@ -132,7 +142,7 @@ protojson form of any answer.`,
 	pf := root.PersistentFlags()
 	pf.StringVar(&c.opts.server, "server", defaultServer,
 		"gRPC address of the coordinator, or a comma-separated list of replicas tried in turn (env "+serverEnv+")")
-	pf.VarP(&c.opts.output, "output", "o", "output format: table or json")
+	pf.VarP(&c.opts.output, "output", "o", "output format: table, wide (every column, uncut) or json")
 	pf.DurationVar(&c.opts.timeout, "timeout", defaultTimeout, "deadline of each call to the coordinator")
 
 	for _, f := range commandFactories {
@@ -305,6 +315,22 @@ func plainFlagError(err error) error {
 	}
 	return fmt.Errorf("invalid value %q for --%s: want %s", ive.GetValue(), f.Name, want)
 }
+
+// statusError ends coordctl with an exit status of its own; err, if set,
+// is printed after "Error: " (nil: the output said it all).
+type statusError struct {
+	code int
+	err  error
+}
+
+func (e statusError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func (e statusError) Unwrap() error { return e.err }
 
 // usageError marks a bad command line: exit status 2 and a hint to --help.
 type usageError struct{ err error }

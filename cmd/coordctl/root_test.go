@@ -24,7 +24,7 @@ func TestUsageErrors(t *testing.T) {
 		args []string
 		want string // in the first line of stderr, after "Error: "
 	}{
-		{[]string{"-o", "yaml", "sessions"}, `unknown output format "yaml", must be one of: table, json`},
+		{[]string{"-o", "yaml", "sessions"}, `unknown output format "yaml", must be one of: table, wide, json`},
 		{[]string{"sessions", "--output=xml"}, `unknown output format "xml"`},
 		{[]string{"freeness"}, "freeness: missing argument SERVICE"},
 		{[]string{"freeness", ""}, "freeness: SERVICE must not be empty"},
@@ -84,7 +84,7 @@ func TestCommandsWellFormed(t *testing.T) {
 			t.Errorf("%s: want Args, RunE and Short", c.Name())
 		}
 	}
-	for _, name := range []string{"freeness", "graph", "sessions", "txns"} {
+	for _, name := range []string{"freeness", "graph", "sessions", "txns", "services", "service", "history", "rollback", "update"} {
 		if !seen[name] {
 			t.Errorf("command %s not registered", name)
 		}

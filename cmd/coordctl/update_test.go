@@ -128,7 +128,16 @@ func TestUpdateFlagErrors(t *testing.T) {
 		args []string
 		msg  string
 	}{
-		{[]string{"update", "auth", "--strategy=cv"}, "--to VERSION is required"},
+		{[]string{"update", "auth", "--to", "v2", "--strategy=cv", "--dry-run", "-w"}, "--dry-run and --watch cannot be used together"},
+		{[]string{"update", "auth", "--to", "v2", "--strategy=cv", "--watch-timeout=1s"}, "--watch-timeout needs --watch"},
+		{[]string{"update", "auth", "--to", "v2", "--strategy=cv", "-w", "--watch-timeout=-1s"}, "must not be negative"},
+		{[]string{"rollback", "auth", "--strategy=blue"}, `unknown strategy "blue"`},
+		{[]string{"rollback"}, "SERVICE"},
+		{[]string{"history"}, "SERVICE"},
+		{[]string{"service"}, "NAME"},
+		{[]string{"services", "x"}, `unexpected argument "x"`},
+		{[]string{"freeness", "auth", "--wait-timeout=5s"}, "--wait-timeout needs --wait"},
+		{[]string{"status", "ID", "--watch-timeout=5s"}, "--watch-timeout needs --watch"},
 		{[]string{"update", "auth", "--to", "v2"}, "--strategy"},
 		{[]string{"update", "auth", "--to", "v2", "--strategy=blue"}, `unknown strategy "blue"`},
 		{[]string{"update", "auth", "--to", "v2", "--strategy=wf", "--timeout=-1s"}, "must not be negative"},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	coordinatorv1 "github.com/coordinator/coordinator/proto/coordinator/v1"
 )
@@ -57,19 +60,36 @@ func watchUpdate(w io.Writer, recv func() (*coordinatorv1.Update, error), termin
 	return outcome(last)
 }
 
-// runWatch opens WatchUpdate for id and follows it (no --timeout: an update
-// may take long; Ctrl-C stops watching, not the update).
-func (c *cli) runWatch(cmd *cobra.Command, id string) error {
+// runWatch opens WatchUpdate for id and follows it: with no --timeout (an
+// update may take long), for at most timeout if it is positive. Ctrl-C and
+// the timeout stop the watching, not the update; the error says so.
+func (c *cli) runWatch(cmd *cobra.Command, id string, timeout time.Duration) error {
 	conn, err := c.dial()
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	stream, err := coordinatorv1.NewAdminServiceClient(conn).WatchUpdate(cmd.Context(), &coordinatorv1.WatchUpdateRequest{Id: id})
-	if err != nil {
-		return err
+	ctx, cancel := cmd.Context(), context.CancelFunc(func() {})
+	if timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, timeout)
 	}
-	return watchUpdate(c.stdout, stream.Recv, isTerminal(c.stdout), c.opts.output == outputJSON, time.Now)
+	defer cancel()
+	stream, err := coordinatorv1.NewAdminServiceClient(conn).WatchUpdate(ctx, &coordinatorv1.WatchUpdateRequest{Id: id})
+	if err == nil {
+		err = watchUpdate(c.stdout, stream.Recv, isTerminal(c.stdout), c.opts.output == outputJSON, time.Now)
+	}
+	switch {
+	case err == nil || errors.Is(err, errUpdateFailed):
+		return err
+	case cmd.Context().Err() != nil:
+		return fmt.Errorf("stopped watching update %s; it goes on (coordctl status %s -w follows it, coordctl abort %s stops it)", id, id, id)
+	case ctx.Err() != nil || (timeout > 0 && status.Code(err) == codes.DeadlineExceeded):
+		// The server may end the call at its deadline before the
+		// client's own timer has fired.
+		return fmt.Errorf("stopped watching update %s after --watch-timeout %s; it goes on (coordctl status %s -w follows it, coordctl abort %s stops it)",
+			id, timeout, id, id)
+	}
+	return err
 }
 
 // isTerminal reports whether w is a character device (a terminal).

@@ -198,6 +198,19 @@ func (e *Engine) ForEachTxn(fn func(TxnInfo) bool) {
 	}
 }
 
+// ForEachUse calls fn for every live transaction, in no particular order,
+// with the version it first used each service at, until fn returns false.
+// used is the engine's own: fn must neither keep nor change it, nor call
+// the engine's event methods. O(live), with no allocation per transaction
+// (ForEachTxn builds a TxnInfo each).
+func (e *Engine) ForEachUse(fn func(txn string, used []Use) bool) {
+	for id, t := range e.txns {
+		if !fn(id, t.used) {
+			return
+		}
+	}
+}
+
 // ForEachOwnedBy calls fn for every live transaction owned by owner, with
 // the version it first used each service at. used is the engine's own: fn
 // must neither keep nor change it, nor call the engine's event methods.

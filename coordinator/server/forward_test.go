@@ -211,6 +211,8 @@ func TestFollowerForwardsEveryAdminMethod(t *testing.T) {
 		"GetUpdate":        &pb.GetUpdateRequest{Id: upd.Id},
 		"AbortUpdate":      &pb.AbortUpdateRequest{Id: upd.Id, Reason: "forwarding test"},
 		"WatchUpdate":      &pb.WatchUpdateRequest{Id: upd.Id}, // aborted just before: one message, then the end
+		"GetService":       &pb.GetServiceRequest{Service: "a"},
+		"DryRunUpdate":     &pb.StartUpdateRequest{Service: "a", ToVersion: "v2", Strategy: pb.Strategy_STRATEGY_BF},
 	}
 	const local = "GetCluster" // answered by every replica itself, on purpose
 

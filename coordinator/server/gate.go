@@ -178,3 +178,18 @@ func (g adminGate) EndSelfPreservation(ctx context.Context, r *pb.EndSelfPreserv
 	return route(g, func(a pb.AdminServiceServer) (*pb.SelfPreservation, error) { return a.EndSelfPreservation(ctx, r) },
 		func(a pb.AdminServiceClient) (*pb.SelfPreservation, error) { return a.EndSelfPreservation(ctx, r) })
 }
+
+func (g adminGate) ListServices(ctx context.Context, r *pb.ListServicesRequest) (*pb.ListServicesResponse, error) {
+	return route(g, func(a pb.AdminServiceServer) (*pb.ListServicesResponse, error) { return a.ListServices(ctx, r) },
+		func(a pb.AdminServiceClient) (*pb.ListServicesResponse, error) { return a.ListServices(ctx, r) })
+}
+
+func (g adminGate) GetService(ctx context.Context, r *pb.GetServiceRequest) (*pb.ServiceState, error) {
+	return route(g, func(a pb.AdminServiceServer) (*pb.ServiceState, error) { return a.GetService(ctx, r) },
+		func(a pb.AdminServiceClient) (*pb.ServiceState, error) { return a.GetService(ctx, r) })
+}
+
+func (g adminGate) DryRunUpdate(ctx context.Context, r *pb.StartUpdateRequest) (*pb.UpdatePlan, error) {
+	return route(g, func(a pb.AdminServiceServer) (*pb.UpdatePlan, error) { return a.DryRunUpdate(ctx, r) },
+		func(a pb.AdminServiceClient) (*pb.UpdatePlan, error) { return a.DryRunUpdate(ctx, r) })
+}

@@ -27,6 +27,11 @@ import (
 	"github.com/coordinator/coordinator/strategy"
 )
 
+// authService is the service name Auth registers under: the name the
+// README's coordctl and curl examples use (Portal, Proc and DB register as
+// portal, proc and db).
+const authService = "auth-service"
+
 func main() {
 	var (
 		strat       = flag.String("strategy", "cv", "naive, wf, bf or cv")
@@ -68,11 +73,11 @@ func main() {
 		deps          []string
 		h             func(*service, http.ResponseWriter, *http.Request)
 	}{
-		{"auth", "v1", nil, authHandler("v1")},
+		{authService, "v1", nil, authHandler("v1")},
 		{"db", "v1", nil, dbHandler},
-		{"proc", "v1", []string{"auth", "db"}, procHandler},
-		{"portal", "v1", []string{"auth", "proc"}, portalHandler},
-		{"auth", "v2", nil, authHandler("v2")}, // the new version, registered and ready
+		{"proc", "v1", []string{authService, "db"}, procHandler},
+		{"portal", "v1", []string{authService, "proc"}, portalHandler},
+		{authService, "v2", nil, authHandler("v2")}, // the new version, registered and ready
 	} {
 		svc, err := start(ctx, grpcAddr, rec, s.name, s.version, s.deps, s.h)
 		check(err)
@@ -126,7 +131,7 @@ func main() {
 	id := startUpdate(restAddr, kind, wfTimeout)
 	phase, reason := waitUpdate(restAddr, id, time.Now().Add(*duration+30*time.Second))
 	updateMS := time.Since(updateStart).Milliseconds()
-	log.Printf("update %s of auth to v2 (%s): %s %s after %d ms", id, strategy.Name(kind), phase, reason, updateMS)
+	log.Printf("update %s of %s to v2 (%s): %s %s after %d ms", id, authService, strategy.Name(kind), phase, reason, updateMS)
 	wg.Wait()
 
 	slices.Sort(lats)
@@ -138,14 +143,14 @@ func main() {
 		strategy.Name(kind), requests.Load(), failed.Load(), rec.violations(), updateMS, float64(p99.Microseconds())/1000)
 }
 
-// startUpdate asks the coordinator's REST API to update auth to v2.
+// startUpdate asks the coordinator's REST API to update Auth to v2.
 func startUpdate(rest string, kind strategy.Kind, timeout time.Duration) string {
 	req := map[string]any{"toVersion": "v2", "strategy": kind.String()}
 	if timeout > 0 {
 		req["timeout"] = fmt.Sprintf("%.3fs", timeout.Seconds())
 	}
 	body, _ := json.Marshal(req)
-	resp, err := http.Post("http://"+rest+"/v1/services/auth/updates", "application/json", bytes.NewReader(body))
+	resp, err := http.Post("http://"+rest+"/v1/services/"+authService+"/updates", "application/json", bytes.NewReader(body))
 	check(err)
 	defer resp.Body.Close()
 	var u struct {

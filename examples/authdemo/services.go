@@ -151,11 +151,11 @@ func dbHandler(_ *service, w http.ResponseWriter, _ *http.Request) { fmt.Fprint(
 // then reads DB (T4).
 func procHandler(s *service, w http.ResponseWriter, r *http.Request) {
 	work(2 * time.Millisecond)
-	if _, err := s.get(r, "http://auth/validate?token="+r.URL.Query().Get("token")); err != nil {
+	if _, err := s.get(r, "http://"+authService+"/validate?token="+r.URL.Query().Get("token")); err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
-	sidecar.Done(r.Context(), "auth")
+	sidecar.Done(r.Context(), authService)
 	if _, err := s.get(r, "http://db/query"); err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
@@ -165,12 +165,12 @@ func procHandler(s *service, w http.ResponseWriter, r *http.Request) {
 
 // portalHandler gets a token (T1), then has Proc process the request (T2).
 func portalHandler(s *service, w http.ResponseWriter, r *http.Request) {
-	tok, err := s.get(r, "http://auth/token")
+	tok, err := s.get(r, "http://"+authService+"/token")
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
-	sidecar.Done(r.Context(), "auth") // Portal itself will not call Auth again
+	sidecar.Done(r.Context(), authService) // Portal itself will not call Auth again
 	work(3 * time.Millisecond)
 	if _, err := s.get(r, "http://proc/process?token="+tok); err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)

@@ -135,6 +135,20 @@ func (ts *Server) Sidecar(instance, svc, version string, deps ...string) *simsid
 	return sc
 }
 
+// LongSidecar registers a simulated sidecar of svc@version with deps whose
+// lease lasts minutes (a one-minute heartbeat interval): for tests that send
+// no heartbeats and must not see the session expire however slow the
+// machine is (Sidecar's lease is 2 s).
+func (ts *Server) LongSidecar(instance, svc, version string, deps ...string) *simsidecar.Sidecar {
+	ts.t.Helper()
+	sc, _ := ts.Register(&pb.Register{
+		InstanceId: instance, Service: svc, Version: version,
+		Address: "127.0.0.1:1", Dependencies: deps,
+		HeartbeatInterval: durationpb.New(time.Minute), AllowedMisses: 1,
+	})
+	return sc
+}
+
 // Register opens a simulated sidecar stream with reg; it closes at cleanup.
 func (ts *Server) Register(reg *pb.Register) (*simsidecar.Sidecar, *pb.Registered) {
 	ts.t.Helper()

@@ -149,6 +149,653 @@ func (Phase) EnumDescriptor() ([]byte, []int) {
 	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{1}
 }
 
+type ListServicesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Most services to return, by name (default 100, at most 10000).
+	Limit         uint32 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListServicesRequest) Reset() {
+	*x = ListServicesRequest{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListServicesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListServicesRequest) ProtoMessage() {}
+
+func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
+func (*ListServicesRequest) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ListServicesRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListServicesResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Services []*ServiceState        `protobuf:"bytes,1,rep,name=services,proto3" json:"services,omitempty"`
+	// Services known in all.
+	Total         uint32 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListServicesResponse) Reset() {
+	*x = ListServicesResponse{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListServicesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListServicesResponse) ProtoMessage() {}
+
+func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
+func (*ListServicesResponse) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ListServicesResponse) GetServices() []*ServiceState {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+func (x *ListServicesResponse) GetTotal() uint32 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+type GetServiceRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// Most instances to list (default 100, at most 10000).
+	InstanceLimit uint32 `protobuf:"varint,2,opt,name=instance_limit,json=instanceLimit,proto3" json:"instance_limit,omitempty"`
+	// Most transaction ids to list per version (default 20, at most 1000).
+	TxnLimit      uint32 `protobuf:"varint,3,opt,name=txn_limit,json=txnLimit,proto3" json:"txn_limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetServiceRequest) Reset() {
+	*x = GetServiceRequest{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetServiceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetServiceRequest) ProtoMessage() {}
+
+func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetServiceRequest.ProtoReflect.Descriptor instead.
+func (*GetServiceRequest) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *GetServiceRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *GetServiceRequest) GetInstanceLimit() uint32 {
+	if x != nil {
+		return x.InstanceLimit
+	}
+	return 0
+}
+
+func (x *GetServiceRequest) GetTxnLimit() uint32 {
+	if x != nil {
+		return x.TxnLimit
+	}
+	return 0
+}
+
+// ServiceState is what a service runs now and how it is being updated.
+type ServiceState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The version calls go to by default (empty if the service has no route).
+	DefaultVersion string `protobuf:"bytes,2,opt,name=default_version,json=defaultVersion,proto3" json:"default_version,omitempty"`
+	// Each version with an instance, the default, or live transactions, by
+	// name.
+	Versions []*VersionState `protobuf:"bytes,3,rep,name=versions,proto3" json:"versions,omitempty"`
+	// No live transaction blocks the service and the coordinator knows every
+	// live transaction (see Freeness.free).
+	Free bool `protobuf:"varint,4,opt,name=free,proto3" json:"free,omitempty"`
+	// Live transactions that block it.
+	Blocking uint32 `protobuf:"varint,5,opt,name=blocking,proto3" json:"blocking,omitempty"`
+	// Live transactions that used it.
+	LiveTransactions uint32 `protobuf:"varint,6,opt,name=live_transactions,json=liveTransactions,proto3" json:"live_transactions,omitempty"`
+	// The unfinished update of the service, with its phase and progress.
+	Update *Update `protobuf:"bytes,7,opt,name=update,proto3" json:"update,omitempty"`
+	// The newest update of the service that has finished (history omitted in
+	// ListServices).
+	LastUpdate *Update `protobuf:"bytes,8,opt,name=last_update,json=lastUpdate,proto3" json:"last_update,omitempty"`
+	// After a failover: sessions not back yet (the service is then not free).
+	ResyncMissing uint32 `protobuf:"varint,9,opt,name=resync_missing,json=resyncMissing,proto3" json:"resync_missing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceState) Reset() {
+	*x = ServiceState{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceState) ProtoMessage() {}
+
+func (x *ServiceState) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceState.ProtoReflect.Descriptor instead.
+func (*ServiceState) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ServiceState) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ServiceState) GetDefaultVersion() string {
+	if x != nil {
+		return x.DefaultVersion
+	}
+	return ""
+}
+
+func (x *ServiceState) GetVersions() []*VersionState {
+	if x != nil {
+		return x.Versions
+	}
+	return nil
+}
+
+func (x *ServiceState) GetFree() bool {
+	if x != nil {
+		return x.Free
+	}
+	return false
+}
+
+func (x *ServiceState) GetBlocking() uint32 {
+	if x != nil {
+		return x.Blocking
+	}
+	return 0
+}
+
+func (x *ServiceState) GetLiveTransactions() uint32 {
+	if x != nil {
+		return x.LiveTransactions
+	}
+	return 0
+}
+
+func (x *ServiceState) GetUpdate() *Update {
+	if x != nil {
+		return x.Update
+	}
+	return nil
+}
+
+func (x *ServiceState) GetLastUpdate() *Update {
+	if x != nil {
+		return x.LastUpdate
+	}
+	return nil
+}
+
+func (x *ServiceState) GetResyncMissing() uint32 {
+	if x != nil {
+		return x.ResyncMissing
+	}
+	return 0
+}
+
+// VersionState is one version of a service.
+type VersionState struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Version string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	Default bool                   `protobuf:"varint,2,opt,name=default,proto3" json:"default,omitempty"`
+	// Registered sessions (instances) of the version, and of those the ones
+	// with a stream open now.
+	Instances uint32 `protobuf:"varint,3,opt,name=instances,proto3" json:"instances,omitempty"`
+	Connected uint32 `protobuf:"varint,4,opt,name=connected,proto3" json:"connected,omitempty"`
+	// Live transactions that used the service at this version.
+	LiveTransactions uint32 `protobuf:"varint,5,opt,name=live_transactions,json=liveTransactions,proto3" json:"live_transactions,omitempty"`
+	// GetService only: up to instance_limit instances (by id) and up to
+	// txn_limit transaction ids (sorted).
+	InstanceList  []*Instance `protobuf:"bytes,6,rep,name=instance_list,json=instanceList,proto3" json:"instance_list,omitempty"`
+	Transactions  []string    `protobuf:"bytes,7,rep,name=transactions,proto3" json:"transactions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VersionState) Reset() {
+	*x = VersionState{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VersionState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VersionState) ProtoMessage() {}
+
+func (x *VersionState) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VersionState.ProtoReflect.Descriptor instead.
+func (*VersionState) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *VersionState) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *VersionState) GetDefault() bool {
+	if x != nil {
+		return x.Default
+	}
+	return false
+}
+
+func (x *VersionState) GetInstances() uint32 {
+	if x != nil {
+		return x.Instances
+	}
+	return 0
+}
+
+func (x *VersionState) GetConnected() uint32 {
+	if x != nil {
+		return x.Connected
+	}
+	return 0
+}
+
+func (x *VersionState) GetLiveTransactions() uint32 {
+	if x != nil {
+		return x.LiveTransactions
+	}
+	return 0
+}
+
+func (x *VersionState) GetInstanceList() []*Instance {
+	if x != nil {
+		return x.InstanceList
+	}
+	return nil
+}
+
+func (x *VersionState) GetTransactions() []string {
+	if x != nil {
+		return x.Transactions
+	}
+	return nil
+}
+
+// Instance is one sidecar session of a service.
+type Instance struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	InstanceId    string                 `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Connected     bool                   `protobuf:"varint,3,opt,name=connected,proto3" json:"connected,omitempty"`
+	RegisteredAt  *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=registered_at,json=registeredAt,proto3" json:"registered_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Instance) Reset() {
+	*x = Instance{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Instance) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Instance) ProtoMessage() {}
+
+func (x *Instance) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Instance.ProtoReflect.Descriptor instead.
+func (*Instance) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Instance) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *Instance) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Instance) GetConnected() bool {
+	if x != nil {
+		return x.Connected
+	}
+	return false
+}
+
+func (x *Instance) GetRegisteredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RegisteredAt
+	}
+	return nil
+}
+
+// UpdatePlan is what StartUpdate would do now (DryRunUpdate).
+type UpdatePlan struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Service     string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	FromVersion string                 `protobuf:"bytes,2,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
+	ToVersion   string                 `protobuf:"bytes,3,opt,name=to_version,json=toVersion,proto3" json:"to_version,omitempty"`
+	Strategy    Strategy               `protobuf:"varint,4,opt,name=strategy,proto3,enum=coordinator.v1.Strategy" json:"strategy,omitempty"`
+	// Whether StartUpdate would start the update now, and if not why not
+	// (its error message, e.g. no connected instance of the target).
+	WouldStart bool   `protobuf:"varint,5,opt,name=would_start,json=wouldStart,proto3" json:"would_start,omitempty"`
+	Refused    string `protobuf:"bytes,6,opt,name=refused,proto3" json:"refused,omitempty"`
+	// Registered instances of the target version, those with a stream open,
+	// and of those the ones that have acknowledged their routing (ready).
+	TargetInstances    uint32 `protobuf:"varint,7,opt,name=target_instances,json=targetInstances,proto3" json:"target_instances,omitempty"`
+	TargetConnected    uint32 `protobuf:"varint,8,opt,name=target_connected,json=targetConnected,proto3" json:"target_connected,omitempty"`
+	TargetAcknowledged uint32 `protobuf:"varint,9,opt,name=target_acknowledged,json=targetAcknowledged,proto3" json:"target_acknowledged,omitempty"`
+	// Freeness of the service now (see Freeness), with up to 20 blockers.
+	Free          bool       `protobuf:"varint,10,opt,name=free,proto3" json:"free,omitempty"`
+	Blocking      uint32     `protobuf:"varint,11,opt,name=blocking,proto3" json:"blocking,omitempty"`
+	Blockers      []*Blocker `protobuf:"bytes,12,rep,name=blockers,proto3" json:"blockers,omitempty"`
+	ResyncMissing uint32     `protobuf:"varint,13,opt,name=resync_missing,json=resyncMissing,proto3" json:"resync_missing,omitempty"`
+	// Sessions that may call the service: PREPARING waits for each of them
+	// to acknowledge update mode.
+	CallerSessions uint32 `protobuf:"varint,14,opt,name=caller_sessions,json=callerSessions,proto3" json:"caller_sessions,omitempty"`
+	// The bounds the update would run with (the request's, else the
+	// server's defaults).
+	Timeout        *durationpb.Duration `protobuf:"bytes,15,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	MaxBlock       *durationpb.Duration `protobuf:"bytes,16,opt,name=max_block,json=maxBlock,proto3" json:"max_block,omitempty"`
+	PrepareTimeout *durationpb.Duration `protobuf:"bytes,17,opt,name=prepare_timeout,json=prepareTimeout,proto3" json:"prepare_timeout,omitempty"`
+	// What the strategy does from here, in words, one constraint a line.
+	Constraints []string `protobuf:"bytes,18,rep,name=constraints,proto3" json:"constraints,omitempty"`
+	// The service's unfinished update, if any (the reason it is refused).
+	InProgress    *Update `protobuf:"bytes,19,opt,name=in_progress,json=inProgress,proto3" json:"in_progress,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdatePlan) Reset() {
+	*x = UpdatePlan{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdatePlan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdatePlan) ProtoMessage() {}
+
+func (x *UpdatePlan) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdatePlan.ProtoReflect.Descriptor instead.
+func (*UpdatePlan) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *UpdatePlan) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *UpdatePlan) GetFromVersion() string {
+	if x != nil {
+		return x.FromVersion
+	}
+	return ""
+}
+
+func (x *UpdatePlan) GetToVersion() string {
+	if x != nil {
+		return x.ToVersion
+	}
+	return ""
+}
+
+func (x *UpdatePlan) GetStrategy() Strategy {
+	if x != nil {
+		return x.Strategy
+	}
+	return Strategy_STRATEGY_UNSPECIFIED
+}
+
+func (x *UpdatePlan) GetWouldStart() bool {
+	if x != nil {
+		return x.WouldStart
+	}
+	return false
+}
+
+func (x *UpdatePlan) GetRefused() string {
+	if x != nil {
+		return x.Refused
+	}
+	return ""
+}
+
+func (x *UpdatePlan) GetTargetInstances() uint32 {
+	if x != nil {
+		return x.TargetInstances
+	}
+	return 0
+}
+
+func (x *UpdatePlan) GetTargetConnected() uint32 {
+	if x != nil {
+		return x.TargetConnected
+	}
+	return 0
+}
+
+func (x *UpdatePlan) GetTargetAcknowledged() uint32 {
+	if x != nil {
+		return x.TargetAcknowledged
+	}
+	return 0
+}
+
+func (x *UpdatePlan) GetFree() bool {
+	if x != nil {
+		return x.Free
+	}
+	return false
+}
+
+func (x *UpdatePlan) GetBlocking() uint32 {
+	if x != nil {
+		return x.Blocking
+	}
+	return 0
+}
+
+func (x *UpdatePlan) GetBlockers() []*Blocker {
+	if x != nil {
+		return x.Blockers
+	}
+	return nil
+}
+
+func (x *UpdatePlan) GetResyncMissing() uint32 {
+	if x != nil {
+		return x.ResyncMissing
+	}
+	return 0
+}
+
+func (x *UpdatePlan) GetCallerSessions() uint32 {
+	if x != nil {
+		return x.CallerSessions
+	}
+	return 0
+}
+
+func (x *UpdatePlan) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *UpdatePlan) GetMaxBlock() *durationpb.Duration {
+	if x != nil {
+		return x.MaxBlock
+	}
+	return nil
+}
+
+func (x *UpdatePlan) GetPrepareTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.PrepareTimeout
+	}
+	return nil
+}
+
+func (x *UpdatePlan) GetConstraints() []string {
+	if x != nil {
+		return x.Constraints
+	}
+	return nil
+}
+
+func (x *UpdatePlan) GetInProgress() *Update {
+	if x != nil {
+		return x.InProgress
+	}
+	return nil
+}
+
 type GetClusterRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -157,7 +804,7 @@ type GetClusterRequest struct {
 
 func (x *GetClusterRequest) Reset() {
 	*x = GetClusterRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[0]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -169,7 +816,7 @@ func (x *GetClusterRequest) String() string {
 func (*GetClusterRequest) ProtoMessage() {}
 
 func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[0]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -182,7 +829,7 @@ func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 type Cluster struct {
@@ -201,7 +848,7 @@ type Cluster struct {
 
 func (x *Cluster) Reset() {
 	*x = Cluster{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[1]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -213,7 +860,7 @@ func (x *Cluster) String() string {
 func (*Cluster) ProtoMessage() {}
 
 func (x *Cluster) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[1]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -226,7 +873,7 @@ func (x *Cluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
 func (*Cluster) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Cluster) GetLeader() *Replica {
@@ -270,7 +917,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[2]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -282,7 +929,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[2]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -295,7 +942,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Replica) GetName() string {
@@ -346,7 +993,7 @@ type EtcdMember struct {
 
 func (x *EtcdMember) Reset() {
 	*x = EtcdMember{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[3]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -358,7 +1005,7 @@ func (x *EtcdMember) String() string {
 func (*EtcdMember) ProtoMessage() {}
 
 func (x *EtcdMember) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[3]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -371,7 +1018,7 @@ func (x *EtcdMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EtcdMember.ProtoReflect.Descriptor instead.
 func (*EtcdMember) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *EtcdMember) GetId() uint64 {
@@ -452,7 +1099,7 @@ type GetSelfPreservationRequest struct {
 
 func (x *GetSelfPreservationRequest) Reset() {
 	*x = GetSelfPreservationRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[4]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -464,7 +1111,7 @@ func (x *GetSelfPreservationRequest) String() string {
 func (*GetSelfPreservationRequest) ProtoMessage() {}
 
 func (x *GetSelfPreservationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[4]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -477,7 +1124,7 @@ func (x *GetSelfPreservationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSelfPreservationRequest.ProtoReflect.Descriptor instead.
 func (*GetSelfPreservationRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 type EndSelfPreservationRequest struct {
@@ -488,7 +1135,7 @@ type EndSelfPreservationRequest struct {
 
 func (x *EndSelfPreservationRequest) Reset() {
 	*x = EndSelfPreservationRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[5]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -500,7 +1147,7 @@ func (x *EndSelfPreservationRequest) String() string {
 func (*EndSelfPreservationRequest) ProtoMessage() {}
 
 func (x *EndSelfPreservationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[5]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -513,7 +1160,7 @@ func (x *EndSelfPreservationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndSelfPreservationRequest.ProtoReflect.Descriptor instead.
 func (*EndSelfPreservationRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 type SelfPreservation struct {
@@ -539,7 +1186,7 @@ type SelfPreservation struct {
 
 func (x *SelfPreservation) Reset() {
 	*x = SelfPreservation{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[6]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -551,7 +1198,7 @@ func (x *SelfPreservation) String() string {
 func (*SelfPreservation) ProtoMessage() {}
 
 func (x *SelfPreservation) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[6]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -564,7 +1211,7 @@ func (x *SelfPreservation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SelfPreservation.ProtoReflect.Descriptor instead.
 func (*SelfPreservation) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SelfPreservation) GetActive() bool {
@@ -641,7 +1288,7 @@ type GetFreenessRequest struct {
 
 func (x *GetFreenessRequest) Reset() {
 	*x = GetFreenessRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[7]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -653,7 +1300,7 @@ func (x *GetFreenessRequest) String() string {
 func (*GetFreenessRequest) ProtoMessage() {}
 
 func (x *GetFreenessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[7]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -666,7 +1313,7 @@ func (x *GetFreenessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFreenessRequest.ProtoReflect.Descriptor instead.
 func (*GetFreenessRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetFreenessRequest) GetService() string {
@@ -706,7 +1353,7 @@ type Freeness struct {
 
 func (x *Freeness) Reset() {
 	*x = Freeness{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[8]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -718,7 +1365,7 @@ func (x *Freeness) String() string {
 func (*Freeness) ProtoMessage() {}
 
 func (x *Freeness) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[8]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -731,7 +1378,7 @@ func (x *Freeness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Freeness.ProtoReflect.Descriptor instead.
 func (*Freeness) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Freeness) GetService() string {
@@ -796,7 +1443,7 @@ type Blocker struct {
 
 func (x *Blocker) Reset() {
 	*x = Blocker{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[9]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -808,7 +1455,7 @@ func (x *Blocker) String() string {
 func (*Blocker) ProtoMessage() {}
 
 func (x *Blocker) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[9]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -821,7 +1468,7 @@ func (x *Blocker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Blocker.ProtoReflect.Descriptor instead.
 func (*Blocker) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Blocker) GetTxnId() string {
@@ -876,7 +1523,7 @@ type GetGraphRequest struct {
 
 func (x *GetGraphRequest) Reset() {
 	*x = GetGraphRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[10]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -888,7 +1535,7 @@ func (x *GetGraphRequest) String() string {
 func (*GetGraphRequest) ProtoMessage() {}
 
 func (x *GetGraphRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[10]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -901,7 +1548,7 @@ func (x *GetGraphRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGraphRequest.ProtoReflect.Descriptor instead.
 func (*GetGraphRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetGraphRequest) GetTxnLimit() uint32 {
@@ -923,7 +1570,7 @@ type Graph struct {
 
 func (x *Graph) Reset() {
 	*x = Graph{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[11]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -935,7 +1582,7 @@ func (x *Graph) String() string {
 func (*Graph) ProtoMessage() {}
 
 func (x *Graph) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[11]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -948,7 +1595,7 @@ func (x *Graph) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Graph.ProtoReflect.Descriptor instead.
 func (*Graph) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Graph) GetServices() []*ServiceNode {
@@ -990,7 +1637,7 @@ type ServiceNode struct {
 
 func (x *ServiceNode) Reset() {
 	*x = ServiceNode{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[12]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1002,7 +1649,7 @@ func (x *ServiceNode) String() string {
 func (*ServiceNode) ProtoMessage() {}
 
 func (x *ServiceNode) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[12]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1015,7 +1662,7 @@ func (x *ServiceNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceNode.ProtoReflect.Descriptor instead.
 func (*ServiceNode) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ServiceNode) GetName() string {
@@ -1070,7 +1717,7 @@ type VersionSessions struct {
 
 func (x *VersionSessions) Reset() {
 	*x = VersionSessions{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[13]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1082,7 +1729,7 @@ func (x *VersionSessions) String() string {
 func (*VersionSessions) ProtoMessage() {}
 
 func (x *VersionSessions) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[13]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1095,7 +1742,7 @@ func (x *VersionSessions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionSessions.ProtoReflect.Descriptor instead.
 func (*VersionSessions) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *VersionSessions) GetVersion() string {
@@ -1124,7 +1771,7 @@ type Edge struct {
 
 func (x *Edge) Reset() {
 	*x = Edge{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[14]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1136,7 +1783,7 @@ func (x *Edge) String() string {
 func (*Edge) ProtoMessage() {}
 
 func (x *Edge) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[14]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1149,7 +1796,7 @@ func (x *Edge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Edge.ProtoReflect.Descriptor instead.
 func (*Edge) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Edge) GetFrom() string {
@@ -1183,7 +1830,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[15]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1195,7 +1842,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[15]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1208,7 +1855,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListSessionsRequest) GetService() string {
@@ -1227,7 +1874,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[16]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1239,7 +1886,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[16]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1252,7 +1899,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*Session {
@@ -1281,7 +1928,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[17]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1293,7 +1940,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[17]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1306,7 +1953,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Session) GetInstanceId() string {
@@ -1384,7 +2031,7 @@ type ListTransactionsRequest struct {
 
 func (x *ListTransactionsRequest) Reset() {
 	*x = ListTransactionsRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[18]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1396,7 +2043,7 @@ func (x *ListTransactionsRequest) String() string {
 func (*ListTransactionsRequest) ProtoMessage() {}
 
 func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[18]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1409,7 +2056,7 @@ func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransactionsRequest.ProtoReflect.Descriptor instead.
 func (*ListTransactionsRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListTransactionsRequest) GetService() string {
@@ -1437,7 +2084,7 @@ type ListTransactionsResponse struct {
 
 func (x *ListTransactionsResponse) Reset() {
 	*x = ListTransactionsResponse{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[19]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1449,7 +2096,7 @@ func (x *ListTransactionsResponse) String() string {
 func (*ListTransactionsResponse) ProtoMessage() {}
 
 func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[19]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1462,7 +2109,7 @@ func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransactionsResponse.ProtoReflect.Descriptor instead.
 func (*ListTransactionsResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListTransactionsResponse) GetTransactions() []*Transaction {
@@ -1500,7 +2147,7 @@ type Transaction struct {
 
 func (x *Transaction) Reset() {
 	*x = Transaction{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[20]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1512,7 +2159,7 @@ func (x *Transaction) String() string {
 func (*Transaction) ProtoMessage() {}
 
 func (x *Transaction) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[20]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1525,7 +2172,7 @@ func (x *Transaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transaction.ProtoReflect.Descriptor instead.
 func (*Transaction) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Transaction) GetTxnId() string {
@@ -1603,7 +2250,7 @@ type SubTransaction struct {
 
 func (x *SubTransaction) Reset() {
 	*x = SubTransaction{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[21]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1615,7 +2262,7 @@ func (x *SubTransaction) String() string {
 func (*SubTransaction) ProtoMessage() {}
 
 func (x *SubTransaction) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[21]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1628,7 +2275,7 @@ func (x *SubTransaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubTransaction.ProtoReflect.Descriptor instead.
 func (*SubTransaction) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SubTransaction) GetId() uint64 {
@@ -1676,7 +2323,7 @@ type StartUpdateRequest struct {
 
 func (x *StartUpdateRequest) Reset() {
 	*x = StartUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[22]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1688,7 +2335,7 @@ func (x *StartUpdateRequest) String() string {
 func (*StartUpdateRequest) ProtoMessage() {}
 
 func (x *StartUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[22]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1701,7 +2348,7 @@ func (x *StartUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartUpdateRequest.ProtoReflect.Descriptor instead.
 func (*StartUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *StartUpdateRequest) GetService() string {
@@ -1755,7 +2402,7 @@ type GetUpdateRequest struct {
 
 func (x *GetUpdateRequest) Reset() {
 	*x = GetUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[23]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1767,7 +2414,7 @@ func (x *GetUpdateRequest) String() string {
 func (*GetUpdateRequest) ProtoMessage() {}
 
 func (x *GetUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[23]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1780,7 +2427,7 @@ func (x *GetUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUpdateRequest.ProtoReflect.Descriptor instead.
 func (*GetUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetUpdateRequest) GetId() string {
@@ -1802,7 +2449,7 @@ type ListUpdatesRequest struct {
 
 func (x *ListUpdatesRequest) Reset() {
 	*x = ListUpdatesRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[24]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1814,7 +2461,7 @@ func (x *ListUpdatesRequest) String() string {
 func (*ListUpdatesRequest) ProtoMessage() {}
 
 func (x *ListUpdatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[24]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1827,7 +2474,7 @@ func (x *ListUpdatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUpdatesRequest.ProtoReflect.Descriptor instead.
 func (*ListUpdatesRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListUpdatesRequest) GetService() string {
@@ -1853,7 +2500,7 @@ type ListUpdatesResponse struct {
 
 func (x *ListUpdatesResponse) Reset() {
 	*x = ListUpdatesResponse{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[25]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1865,7 +2512,7 @@ func (x *ListUpdatesResponse) String() string {
 func (*ListUpdatesResponse) ProtoMessage() {}
 
 func (x *ListUpdatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[25]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1878,7 +2525,7 @@ func (x *ListUpdatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUpdatesResponse.ProtoReflect.Descriptor instead.
 func (*ListUpdatesResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListUpdatesResponse) GetUpdates() []*Update {
@@ -1898,7 +2545,7 @@ type AbortUpdateRequest struct {
 
 func (x *AbortUpdateRequest) Reset() {
 	*x = AbortUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[26]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1910,7 +2557,7 @@ func (x *AbortUpdateRequest) String() string {
 func (*AbortUpdateRequest) ProtoMessage() {}
 
 func (x *AbortUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[26]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1923,7 +2570,7 @@ func (x *AbortUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortUpdateRequest.ProtoReflect.Descriptor instead.
 func (*AbortUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AbortUpdateRequest) GetId() string {
@@ -1949,7 +2596,7 @@ type WatchUpdateRequest struct {
 
 func (x *WatchUpdateRequest) Reset() {
 	*x = WatchUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[27]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1961,7 +2608,7 @@ func (x *WatchUpdateRequest) String() string {
 func (*WatchUpdateRequest) ProtoMessage() {}
 
 func (x *WatchUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[27]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1974,7 +2621,7 @@ func (x *WatchUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchUpdateRequest.ProtoReflect.Descriptor instead.
 func (*WatchUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *WatchUpdateRequest) GetId() string {
@@ -2014,7 +2661,7 @@ type Update struct {
 
 func (x *Update) Reset() {
 	*x = Update{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[28]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2026,7 +2673,7 @@ func (x *Update) String() string {
 func (*Update) ProtoMessage() {}
 
 func (x *Update) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[28]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2039,7 +2686,7 @@ func (x *Update) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Update.ProtoReflect.Descriptor instead.
 func (*Update) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Update) GetId() string {
@@ -2166,7 +2813,7 @@ type PhaseChange struct {
 
 func (x *PhaseChange) Reset() {
 	*x = PhaseChange{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[29]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2178,7 +2825,7 @@ func (x *PhaseChange) String() string {
 func (*PhaseChange) ProtoMessage() {}
 
 func (x *PhaseChange) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[29]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2191,7 +2838,7 @@ func (x *PhaseChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PhaseChange.ProtoReflect.Descriptor instead.
 func (*PhaseChange) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PhaseChange) GetPhase() Phase {
@@ -2243,7 +2890,7 @@ type UpdateProgress struct {
 
 func (x *UpdateProgress) Reset() {
 	*x = UpdateProgress{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[30]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2255,7 +2902,7 @@ func (x *UpdateProgress) String() string {
 func (*UpdateProgress) ProtoMessage() {}
 
 func (x *UpdateProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[30]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2268,7 +2915,7 @@ func (x *UpdateProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateProgress.ProtoReflect.Descriptor instead.
 func (*UpdateProgress) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *UpdateProgress) GetBlocking() uint32 {
@@ -2331,7 +2978,66 @@ var File_coordinator_v1_admin_proto protoreflect.FileDescriptor
 
 const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x1acoordinator/v1/admin.proto\x12\x0ecoordinator.v1\x1a\x1ccoordinator/v1/records.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n" +
+	"\x1acoordinator/v1/admin.proto\x12\x0ecoordinator.v1\x1a\x1ccoordinator/v1/records.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"+\n" +
+	"\x13ListServicesRequest\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\rR\x05limit\"f\n" +
+	"\x14ListServicesResponse\x128\n" +
+	"\bservices\x18\x01 \x03(\v2\x1c.coordinator.v1.ServiceStateR\bservices\x12\x14\n" +
+	"\x05total\x18\x02 \x01(\rR\x05total\"q\n" +
+	"\x11GetServiceRequest\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12%\n" +
+	"\x0einstance_limit\x18\x02 \x01(\rR\rinstanceLimit\x12\x1b\n" +
+	"\ttxn_limit\x18\x03 \x01(\rR\btxnLimit\"\xf2\x02\n" +
+	"\fServiceState\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
+	"\x0fdefault_version\x18\x02 \x01(\tR\x0edefaultVersion\x128\n" +
+	"\bversions\x18\x03 \x03(\v2\x1c.coordinator.v1.VersionStateR\bversions\x12\x12\n" +
+	"\x04free\x18\x04 \x01(\bR\x04free\x12\x1a\n" +
+	"\bblocking\x18\x05 \x01(\rR\bblocking\x12+\n" +
+	"\x11live_transactions\x18\x06 \x01(\rR\x10liveTransactions\x12.\n" +
+	"\x06update\x18\a \x01(\v2\x16.coordinator.v1.UpdateR\x06update\x127\n" +
+	"\vlast_update\x18\b \x01(\v2\x16.coordinator.v1.UpdateR\n" +
+	"lastUpdate\x12%\n" +
+	"\x0eresync_missing\x18\t \x01(\rR\rresyncMissing\"\x8e\x02\n" +
+	"\fVersionState\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x18\n" +
+	"\adefault\x18\x02 \x01(\bR\adefault\x12\x1c\n" +
+	"\tinstances\x18\x03 \x01(\rR\tinstances\x12\x1c\n" +
+	"\tconnected\x18\x04 \x01(\rR\tconnected\x12+\n" +
+	"\x11live_transactions\x18\x05 \x01(\rR\x10liveTransactions\x12=\n" +
+	"\rinstance_list\x18\x06 \x03(\v2\x18.coordinator.v1.InstanceR\finstanceList\x12\"\n" +
+	"\ftransactions\x18\a \x03(\tR\ftransactions\"\xa4\x01\n" +
+	"\bInstance\x12\x1f\n" +
+	"\vinstance_id\x18\x01 \x01(\tR\n" +
+	"instanceId\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1c\n" +
+	"\tconnected\x18\x03 \x01(\bR\tconnected\x12?\n" +
+	"\rregistered_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\fregisteredAt\"\xa1\x06\n" +
+	"\n" +
+	"UpdatePlan\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12!\n" +
+	"\ffrom_version\x18\x02 \x01(\tR\vfromVersion\x12\x1d\n" +
+	"\n" +
+	"to_version\x18\x03 \x01(\tR\ttoVersion\x124\n" +
+	"\bstrategy\x18\x04 \x01(\x0e2\x18.coordinator.v1.StrategyR\bstrategy\x12\x1f\n" +
+	"\vwould_start\x18\x05 \x01(\bR\n" +
+	"wouldStart\x12\x18\n" +
+	"\arefused\x18\x06 \x01(\tR\arefused\x12)\n" +
+	"\x10target_instances\x18\a \x01(\rR\x0ftargetInstances\x12)\n" +
+	"\x10target_connected\x18\b \x01(\rR\x0ftargetConnected\x12/\n" +
+	"\x13target_acknowledged\x18\t \x01(\rR\x12targetAcknowledged\x12\x12\n" +
+	"\x04free\x18\n" +
+	" \x01(\bR\x04free\x12\x1a\n" +
+	"\bblocking\x18\v \x01(\rR\bblocking\x123\n" +
+	"\bblockers\x18\f \x03(\v2\x17.coordinator.v1.BlockerR\bblockers\x12%\n" +
+	"\x0eresync_missing\x18\r \x01(\rR\rresyncMissing\x12'\n" +
+	"\x0fcaller_sessions\x18\x0e \x01(\rR\x0ecallerSessions\x123\n" +
+	"\atimeout\x18\x0f \x01(\v2\x19.google.protobuf.DurationR\atimeout\x126\n" +
+	"\tmax_block\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\bmaxBlock\x12B\n" +
+	"\x0fprepare_timeout\x18\x11 \x01(\v2\x19.google.protobuf.DurationR\x0eprepareTimeout\x12 \n" +
+	"\vconstraints\x18\x12 \x03(\tR\vconstraints\x127\n" +
+	"\vin_progress\x18\x13 \x01(\v2\x16.coordinator.v1.UpdateR\n" +
+	"inProgress\"\x13\n" +
 	"\x11GetClusterRequest\"\xc6\x01\n" +
 	"\aCluster\x12/\n" +
 	"\x06leader\x18\x01 \x01(\v2\x17.coordinator.v1.ReplicaR\x06leader\x123\n" +
@@ -2517,7 +3223,7 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"PHASE_DONE\x10\x05\x12\x11\n" +
 	"\rPHASE_ABORTED\x10\x06\x12\x10\n" +
-	"\fPHASE_FAILED\x10\a2\xf7\a\n" +
+	"\fPHASE_FAILED\x10\a2\xf1\t\n" +
 	"\fAdminService\x12K\n" +
 	"\vGetFreeness\x12\".coordinator.v1.GetFreenessRequest\x1a\x18.coordinator.v1.Freeness\x12B\n" +
 	"\bGetGraph\x12\x1f.coordinator.v1.GetGraphRequest\x1a\x15.coordinator.v1.Graph\x12Y\n" +
@@ -2531,7 +3237,11 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"GetCluster\x12!.coordinator.v1.GetClusterRequest\x1a\x17.coordinator.v1.Cluster\x12c\n" +
 	"\x13GetSelfPreservation\x12*.coordinator.v1.GetSelfPreservationRequest\x1a .coordinator.v1.SelfPreservation\x12c\n" +
-	"\x13EndSelfPreservation\x12*.coordinator.v1.EndSelfPreservationRequest\x1a .coordinator.v1.SelfPreservationBGZEgithub.com/coordinator/coordinator/proto/coordinator/v1;coordinatorv1b\x06proto3"
+	"\x13EndSelfPreservation\x12*.coordinator.v1.EndSelfPreservationRequest\x1a .coordinator.v1.SelfPreservation\x12Y\n" +
+	"\fListServices\x12#.coordinator.v1.ListServicesRequest\x1a$.coordinator.v1.ListServicesResponse\x12M\n" +
+	"\n" +
+	"GetService\x12!.coordinator.v1.GetServiceRequest\x1a\x1c.coordinator.v1.ServiceState\x12N\n" +
+	"\fDryRunUpdate\x12\".coordinator.v1.StartUpdateRequest\x1a\x1a.coordinator.v1.UpdatePlanBGZEgithub.com/coordinator/coordinator/proto/coordinator/v1;coordinatorv1b\x06proto3"
 
 var (
 	file_coordinator_v1_admin_proto_rawDescOnce sync.Once
@@ -2546,108 +3256,133 @@ func file_coordinator_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_coordinator_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_coordinator_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_coordinator_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_coordinator_v1_admin_proto_goTypes = []any{
 	(Strategy)(0),                      // 0: coordinator.v1.Strategy
 	(Phase)(0),                         // 1: coordinator.v1.Phase
-	(*GetClusterRequest)(nil),          // 2: coordinator.v1.GetClusterRequest
-	(*Cluster)(nil),                    // 3: coordinator.v1.Cluster
-	(*Replica)(nil),                    // 4: coordinator.v1.Replica
-	(*EtcdMember)(nil),                 // 5: coordinator.v1.EtcdMember
-	(*GetSelfPreservationRequest)(nil), // 6: coordinator.v1.GetSelfPreservationRequest
-	(*EndSelfPreservationRequest)(nil), // 7: coordinator.v1.EndSelfPreservationRequest
-	(*SelfPreservation)(nil),           // 8: coordinator.v1.SelfPreservation
-	(*GetFreenessRequest)(nil),         // 9: coordinator.v1.GetFreenessRequest
-	(*Freeness)(nil),                   // 10: coordinator.v1.Freeness
-	(*Blocker)(nil),                    // 11: coordinator.v1.Blocker
-	(*GetGraphRequest)(nil),            // 12: coordinator.v1.GetGraphRequest
-	(*Graph)(nil),                      // 13: coordinator.v1.Graph
-	(*ServiceNode)(nil),                // 14: coordinator.v1.ServiceNode
-	(*VersionSessions)(nil),            // 15: coordinator.v1.VersionSessions
-	(*Edge)(nil),                       // 16: coordinator.v1.Edge
-	(*ListSessionsRequest)(nil),        // 17: coordinator.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),       // 18: coordinator.v1.ListSessionsResponse
-	(*Session)(nil),                    // 19: coordinator.v1.Session
-	(*ListTransactionsRequest)(nil),    // 20: coordinator.v1.ListTransactionsRequest
-	(*ListTransactionsResponse)(nil),   // 21: coordinator.v1.ListTransactionsResponse
-	(*Transaction)(nil),                // 22: coordinator.v1.Transaction
-	(*SubTransaction)(nil),             // 23: coordinator.v1.SubTransaction
-	(*StartUpdateRequest)(nil),         // 24: coordinator.v1.StartUpdateRequest
-	(*GetUpdateRequest)(nil),           // 25: coordinator.v1.GetUpdateRequest
-	(*ListUpdatesRequest)(nil),         // 26: coordinator.v1.ListUpdatesRequest
-	(*ListUpdatesResponse)(nil),        // 27: coordinator.v1.ListUpdatesResponse
-	(*AbortUpdateRequest)(nil),         // 28: coordinator.v1.AbortUpdateRequest
-	(*WatchUpdateRequest)(nil),         // 29: coordinator.v1.WatchUpdateRequest
-	(*Update)(nil),                     // 30: coordinator.v1.Update
-	(*PhaseChange)(nil),                // 31: coordinator.v1.PhaseChange
-	(*UpdateProgress)(nil),             // 32: coordinator.v1.UpdateProgress
-	(*timestamppb.Timestamp)(nil),      // 33: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 34: google.protobuf.Duration
-	(*ServiceVersion)(nil),             // 35: coordinator.v1.ServiceVersion
+	(*ListServicesRequest)(nil),        // 2: coordinator.v1.ListServicesRequest
+	(*ListServicesResponse)(nil),       // 3: coordinator.v1.ListServicesResponse
+	(*GetServiceRequest)(nil),          // 4: coordinator.v1.GetServiceRequest
+	(*ServiceState)(nil),               // 5: coordinator.v1.ServiceState
+	(*VersionState)(nil),               // 6: coordinator.v1.VersionState
+	(*Instance)(nil),                   // 7: coordinator.v1.Instance
+	(*UpdatePlan)(nil),                 // 8: coordinator.v1.UpdatePlan
+	(*GetClusterRequest)(nil),          // 9: coordinator.v1.GetClusterRequest
+	(*Cluster)(nil),                    // 10: coordinator.v1.Cluster
+	(*Replica)(nil),                    // 11: coordinator.v1.Replica
+	(*EtcdMember)(nil),                 // 12: coordinator.v1.EtcdMember
+	(*GetSelfPreservationRequest)(nil), // 13: coordinator.v1.GetSelfPreservationRequest
+	(*EndSelfPreservationRequest)(nil), // 14: coordinator.v1.EndSelfPreservationRequest
+	(*SelfPreservation)(nil),           // 15: coordinator.v1.SelfPreservation
+	(*GetFreenessRequest)(nil),         // 16: coordinator.v1.GetFreenessRequest
+	(*Freeness)(nil),                   // 17: coordinator.v1.Freeness
+	(*Blocker)(nil),                    // 18: coordinator.v1.Blocker
+	(*GetGraphRequest)(nil),            // 19: coordinator.v1.GetGraphRequest
+	(*Graph)(nil),                      // 20: coordinator.v1.Graph
+	(*ServiceNode)(nil),                // 21: coordinator.v1.ServiceNode
+	(*VersionSessions)(nil),            // 22: coordinator.v1.VersionSessions
+	(*Edge)(nil),                       // 23: coordinator.v1.Edge
+	(*ListSessionsRequest)(nil),        // 24: coordinator.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),       // 25: coordinator.v1.ListSessionsResponse
+	(*Session)(nil),                    // 26: coordinator.v1.Session
+	(*ListTransactionsRequest)(nil),    // 27: coordinator.v1.ListTransactionsRequest
+	(*ListTransactionsResponse)(nil),   // 28: coordinator.v1.ListTransactionsResponse
+	(*Transaction)(nil),                // 29: coordinator.v1.Transaction
+	(*SubTransaction)(nil),             // 30: coordinator.v1.SubTransaction
+	(*StartUpdateRequest)(nil),         // 31: coordinator.v1.StartUpdateRequest
+	(*GetUpdateRequest)(nil),           // 32: coordinator.v1.GetUpdateRequest
+	(*ListUpdatesRequest)(nil),         // 33: coordinator.v1.ListUpdatesRequest
+	(*ListUpdatesResponse)(nil),        // 34: coordinator.v1.ListUpdatesResponse
+	(*AbortUpdateRequest)(nil),         // 35: coordinator.v1.AbortUpdateRequest
+	(*WatchUpdateRequest)(nil),         // 36: coordinator.v1.WatchUpdateRequest
+	(*Update)(nil),                     // 37: coordinator.v1.Update
+	(*PhaseChange)(nil),                // 38: coordinator.v1.PhaseChange
+	(*UpdateProgress)(nil),             // 39: coordinator.v1.UpdateProgress
+	(*timestamppb.Timestamp)(nil),      // 40: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 41: google.protobuf.Duration
+	(*ServiceVersion)(nil),             // 42: coordinator.v1.ServiceVersion
 }
 var file_coordinator_v1_admin_proto_depIdxs = []int32{
-	4,  // 0: coordinator.v1.Cluster.leader:type_name -> coordinator.v1.Replica
-	4,  // 1: coordinator.v1.Cluster.replicas:type_name -> coordinator.v1.Replica
-	5,  // 2: coordinator.v1.Cluster.members:type_name -> coordinator.v1.EtcdMember
-	33, // 3: coordinator.v1.SelfPreservation.since:type_name -> google.protobuf.Timestamp
-	34, // 4: coordinator.v1.SelfPreservation.window:type_name -> google.protobuf.Duration
-	34, // 5: coordinator.v1.SelfPreservation.grace:type_name -> google.protobuf.Duration
-	11, // 6: coordinator.v1.Freeness.blockers:type_name -> coordinator.v1.Blocker
-	14, // 7: coordinator.v1.Graph.services:type_name -> coordinator.v1.ServiceNode
-	16, // 8: coordinator.v1.Graph.edges:type_name -> coordinator.v1.Edge
-	15, // 9: coordinator.v1.ServiceNode.versions:type_name -> coordinator.v1.VersionSessions
-	19, // 10: coordinator.v1.ListSessionsResponse.sessions:type_name -> coordinator.v1.Session
-	34, // 11: coordinator.v1.Session.ttl:type_name -> google.protobuf.Duration
-	33, // 12: coordinator.v1.Session.registered_at:type_name -> google.protobuf.Timestamp
-	22, // 13: coordinator.v1.ListTransactionsResponse.transactions:type_name -> coordinator.v1.Transaction
-	35, // 14: coordinator.v1.Transaction.used:type_name -> coordinator.v1.ServiceVersion
-	23, // 15: coordinator.v1.Transaction.running:type_name -> coordinator.v1.SubTransaction
-	0,  // 16: coordinator.v1.StartUpdateRequest.strategy:type_name -> coordinator.v1.Strategy
-	34, // 17: coordinator.v1.StartUpdateRequest.timeout:type_name -> google.protobuf.Duration
-	34, // 18: coordinator.v1.StartUpdateRequest.max_block:type_name -> google.protobuf.Duration
-	34, // 19: coordinator.v1.StartUpdateRequest.prepare_timeout:type_name -> google.protobuf.Duration
-	30, // 20: coordinator.v1.ListUpdatesResponse.updates:type_name -> coordinator.v1.Update
-	0,  // 21: coordinator.v1.Update.strategy:type_name -> coordinator.v1.Strategy
-	1,  // 22: coordinator.v1.Update.phase:type_name -> coordinator.v1.Phase
-	34, // 23: coordinator.v1.Update.timeout:type_name -> google.protobuf.Duration
-	34, // 24: coordinator.v1.Update.max_block:type_name -> google.protobuf.Duration
-	33, // 25: coordinator.v1.Update.created_at:type_name -> google.protobuf.Timestamp
-	33, // 26: coordinator.v1.Update.switched_at:type_name -> google.protobuf.Timestamp
-	33, // 27: coordinator.v1.Update.finished_at:type_name -> google.protobuf.Timestamp
-	31, // 28: coordinator.v1.Update.history:type_name -> coordinator.v1.PhaseChange
-	32, // 29: coordinator.v1.Update.progress:type_name -> coordinator.v1.UpdateProgress
-	34, // 30: coordinator.v1.Update.prepare_timeout:type_name -> google.protobuf.Duration
-	1,  // 31: coordinator.v1.PhaseChange.phase:type_name -> coordinator.v1.Phase
-	33, // 32: coordinator.v1.PhaseChange.at:type_name -> google.protobuf.Timestamp
-	9,  // 33: coordinator.v1.AdminService.GetFreeness:input_type -> coordinator.v1.GetFreenessRequest
-	12, // 34: coordinator.v1.AdminService.GetGraph:input_type -> coordinator.v1.GetGraphRequest
-	17, // 35: coordinator.v1.AdminService.ListSessions:input_type -> coordinator.v1.ListSessionsRequest
-	20, // 36: coordinator.v1.AdminService.ListTransactions:input_type -> coordinator.v1.ListTransactionsRequest
-	24, // 37: coordinator.v1.AdminService.StartUpdate:input_type -> coordinator.v1.StartUpdateRequest
-	25, // 38: coordinator.v1.AdminService.GetUpdate:input_type -> coordinator.v1.GetUpdateRequest
-	26, // 39: coordinator.v1.AdminService.ListUpdates:input_type -> coordinator.v1.ListUpdatesRequest
-	28, // 40: coordinator.v1.AdminService.AbortUpdate:input_type -> coordinator.v1.AbortUpdateRequest
-	29, // 41: coordinator.v1.AdminService.WatchUpdate:input_type -> coordinator.v1.WatchUpdateRequest
-	2,  // 42: coordinator.v1.AdminService.GetCluster:input_type -> coordinator.v1.GetClusterRequest
-	6,  // 43: coordinator.v1.AdminService.GetSelfPreservation:input_type -> coordinator.v1.GetSelfPreservationRequest
-	7,  // 44: coordinator.v1.AdminService.EndSelfPreservation:input_type -> coordinator.v1.EndSelfPreservationRequest
-	10, // 45: coordinator.v1.AdminService.GetFreeness:output_type -> coordinator.v1.Freeness
-	13, // 46: coordinator.v1.AdminService.GetGraph:output_type -> coordinator.v1.Graph
-	18, // 47: coordinator.v1.AdminService.ListSessions:output_type -> coordinator.v1.ListSessionsResponse
-	21, // 48: coordinator.v1.AdminService.ListTransactions:output_type -> coordinator.v1.ListTransactionsResponse
-	30, // 49: coordinator.v1.AdminService.StartUpdate:output_type -> coordinator.v1.Update
-	30, // 50: coordinator.v1.AdminService.GetUpdate:output_type -> coordinator.v1.Update
-	27, // 51: coordinator.v1.AdminService.ListUpdates:output_type -> coordinator.v1.ListUpdatesResponse
-	30, // 52: coordinator.v1.AdminService.AbortUpdate:output_type -> coordinator.v1.Update
-	30, // 53: coordinator.v1.AdminService.WatchUpdate:output_type -> coordinator.v1.Update
-	3,  // 54: coordinator.v1.AdminService.GetCluster:output_type -> coordinator.v1.Cluster
-	8,  // 55: coordinator.v1.AdminService.GetSelfPreservation:output_type -> coordinator.v1.SelfPreservation
-	8,  // 56: coordinator.v1.AdminService.EndSelfPreservation:output_type -> coordinator.v1.SelfPreservation
-	45, // [45:57] is the sub-list for method output_type
-	33, // [33:45] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	5,  // 0: coordinator.v1.ListServicesResponse.services:type_name -> coordinator.v1.ServiceState
+	6,  // 1: coordinator.v1.ServiceState.versions:type_name -> coordinator.v1.VersionState
+	37, // 2: coordinator.v1.ServiceState.update:type_name -> coordinator.v1.Update
+	37, // 3: coordinator.v1.ServiceState.last_update:type_name -> coordinator.v1.Update
+	7,  // 4: coordinator.v1.VersionState.instance_list:type_name -> coordinator.v1.Instance
+	40, // 5: coordinator.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
+	0,  // 6: coordinator.v1.UpdatePlan.strategy:type_name -> coordinator.v1.Strategy
+	18, // 7: coordinator.v1.UpdatePlan.blockers:type_name -> coordinator.v1.Blocker
+	41, // 8: coordinator.v1.UpdatePlan.timeout:type_name -> google.protobuf.Duration
+	41, // 9: coordinator.v1.UpdatePlan.max_block:type_name -> google.protobuf.Duration
+	41, // 10: coordinator.v1.UpdatePlan.prepare_timeout:type_name -> google.protobuf.Duration
+	37, // 11: coordinator.v1.UpdatePlan.in_progress:type_name -> coordinator.v1.Update
+	11, // 12: coordinator.v1.Cluster.leader:type_name -> coordinator.v1.Replica
+	11, // 13: coordinator.v1.Cluster.replicas:type_name -> coordinator.v1.Replica
+	12, // 14: coordinator.v1.Cluster.members:type_name -> coordinator.v1.EtcdMember
+	40, // 15: coordinator.v1.SelfPreservation.since:type_name -> google.protobuf.Timestamp
+	41, // 16: coordinator.v1.SelfPreservation.window:type_name -> google.protobuf.Duration
+	41, // 17: coordinator.v1.SelfPreservation.grace:type_name -> google.protobuf.Duration
+	18, // 18: coordinator.v1.Freeness.blockers:type_name -> coordinator.v1.Blocker
+	21, // 19: coordinator.v1.Graph.services:type_name -> coordinator.v1.ServiceNode
+	23, // 20: coordinator.v1.Graph.edges:type_name -> coordinator.v1.Edge
+	22, // 21: coordinator.v1.ServiceNode.versions:type_name -> coordinator.v1.VersionSessions
+	26, // 22: coordinator.v1.ListSessionsResponse.sessions:type_name -> coordinator.v1.Session
+	41, // 23: coordinator.v1.Session.ttl:type_name -> google.protobuf.Duration
+	40, // 24: coordinator.v1.Session.registered_at:type_name -> google.protobuf.Timestamp
+	29, // 25: coordinator.v1.ListTransactionsResponse.transactions:type_name -> coordinator.v1.Transaction
+	42, // 26: coordinator.v1.Transaction.used:type_name -> coordinator.v1.ServiceVersion
+	30, // 27: coordinator.v1.Transaction.running:type_name -> coordinator.v1.SubTransaction
+	0,  // 28: coordinator.v1.StartUpdateRequest.strategy:type_name -> coordinator.v1.Strategy
+	41, // 29: coordinator.v1.StartUpdateRequest.timeout:type_name -> google.protobuf.Duration
+	41, // 30: coordinator.v1.StartUpdateRequest.max_block:type_name -> google.protobuf.Duration
+	41, // 31: coordinator.v1.StartUpdateRequest.prepare_timeout:type_name -> google.protobuf.Duration
+	37, // 32: coordinator.v1.ListUpdatesResponse.updates:type_name -> coordinator.v1.Update
+	0,  // 33: coordinator.v1.Update.strategy:type_name -> coordinator.v1.Strategy
+	1,  // 34: coordinator.v1.Update.phase:type_name -> coordinator.v1.Phase
+	41, // 35: coordinator.v1.Update.timeout:type_name -> google.protobuf.Duration
+	41, // 36: coordinator.v1.Update.max_block:type_name -> google.protobuf.Duration
+	40, // 37: coordinator.v1.Update.created_at:type_name -> google.protobuf.Timestamp
+	40, // 38: coordinator.v1.Update.switched_at:type_name -> google.protobuf.Timestamp
+	40, // 39: coordinator.v1.Update.finished_at:type_name -> google.protobuf.Timestamp
+	38, // 40: coordinator.v1.Update.history:type_name -> coordinator.v1.PhaseChange
+	39, // 41: coordinator.v1.Update.progress:type_name -> coordinator.v1.UpdateProgress
+	41, // 42: coordinator.v1.Update.prepare_timeout:type_name -> google.protobuf.Duration
+	1,  // 43: coordinator.v1.PhaseChange.phase:type_name -> coordinator.v1.Phase
+	40, // 44: coordinator.v1.PhaseChange.at:type_name -> google.protobuf.Timestamp
+	16, // 45: coordinator.v1.AdminService.GetFreeness:input_type -> coordinator.v1.GetFreenessRequest
+	19, // 46: coordinator.v1.AdminService.GetGraph:input_type -> coordinator.v1.GetGraphRequest
+	24, // 47: coordinator.v1.AdminService.ListSessions:input_type -> coordinator.v1.ListSessionsRequest
+	27, // 48: coordinator.v1.AdminService.ListTransactions:input_type -> coordinator.v1.ListTransactionsRequest
+	31, // 49: coordinator.v1.AdminService.StartUpdate:input_type -> coordinator.v1.StartUpdateRequest
+	32, // 50: coordinator.v1.AdminService.GetUpdate:input_type -> coordinator.v1.GetUpdateRequest
+	33, // 51: coordinator.v1.AdminService.ListUpdates:input_type -> coordinator.v1.ListUpdatesRequest
+	35, // 52: coordinator.v1.AdminService.AbortUpdate:input_type -> coordinator.v1.AbortUpdateRequest
+	36, // 53: coordinator.v1.AdminService.WatchUpdate:input_type -> coordinator.v1.WatchUpdateRequest
+	9,  // 54: coordinator.v1.AdminService.GetCluster:input_type -> coordinator.v1.GetClusterRequest
+	13, // 55: coordinator.v1.AdminService.GetSelfPreservation:input_type -> coordinator.v1.GetSelfPreservationRequest
+	14, // 56: coordinator.v1.AdminService.EndSelfPreservation:input_type -> coordinator.v1.EndSelfPreservationRequest
+	2,  // 57: coordinator.v1.AdminService.ListServices:input_type -> coordinator.v1.ListServicesRequest
+	4,  // 58: coordinator.v1.AdminService.GetService:input_type -> coordinator.v1.GetServiceRequest
+	31, // 59: coordinator.v1.AdminService.DryRunUpdate:input_type -> coordinator.v1.StartUpdateRequest
+	17, // 60: coordinator.v1.AdminService.GetFreeness:output_type -> coordinator.v1.Freeness
+	20, // 61: coordinator.v1.AdminService.GetGraph:output_type -> coordinator.v1.Graph
+	25, // 62: coordinator.v1.AdminService.ListSessions:output_type -> coordinator.v1.ListSessionsResponse
+	28, // 63: coordinator.v1.AdminService.ListTransactions:output_type -> coordinator.v1.ListTransactionsResponse
+	37, // 64: coordinator.v1.AdminService.StartUpdate:output_type -> coordinator.v1.Update
+	37, // 65: coordinator.v1.AdminService.GetUpdate:output_type -> coordinator.v1.Update
+	34, // 66: coordinator.v1.AdminService.ListUpdates:output_type -> coordinator.v1.ListUpdatesResponse
+	37, // 67: coordinator.v1.AdminService.AbortUpdate:output_type -> coordinator.v1.Update
+	37, // 68: coordinator.v1.AdminService.WatchUpdate:output_type -> coordinator.v1.Update
+	10, // 69: coordinator.v1.AdminService.GetCluster:output_type -> coordinator.v1.Cluster
+	15, // 70: coordinator.v1.AdminService.GetSelfPreservation:output_type -> coordinator.v1.SelfPreservation
+	15, // 71: coordinator.v1.AdminService.EndSelfPreservation:output_type -> coordinator.v1.SelfPreservation
+	3,  // 72: coordinator.v1.AdminService.ListServices:output_type -> coordinator.v1.ListServicesResponse
+	5,  // 73: coordinator.v1.AdminService.GetService:output_type -> coordinator.v1.ServiceState
+	8,  // 74: coordinator.v1.AdminService.DryRunUpdate:output_type -> coordinator.v1.UpdatePlan
+	60, // [60:75] is the sub-list for method output_type
+	45, // [45:60] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_coordinator_v1_admin_proto_init() }
@@ -2662,7 +3397,7 @@ func file_coordinator_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinator_v1_admin_proto_rawDesc), len(file_coordinator_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   31,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,9 @@ const (
 	AdminService_GetCluster_FullMethodName          = "/coordinator.v1.AdminService/GetCluster"
 	AdminService_GetSelfPreservation_FullMethodName = "/coordinator.v1.AdminService/GetSelfPreservation"
 	AdminService_EndSelfPreservation_FullMethodName = "/coordinator.v1.AdminService/EndSelfPreservation"
+	AdminService_ListServices_FullMethodName        = "/coordinator.v1.AdminService/ListServices"
+	AdminService_GetService_FullMethodName          = "/coordinator.v1.AdminService/GetService"
+	AdminService_DryRunUpdate_FullMethodName        = "/coordinator.v1.AdminService/DryRunUpdate"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -67,6 +70,18 @@ type AdminServiceClient interface {
 	// EndSelfPreservation ends the mode at once: every queued session is
 	// dropped as expired.
 	EndSelfPreservation(ctx context.Context, in *EndSelfPreservationRequest, opts ...grpc.CallOption) (*SelfPreservation, error)
+	// ListServices lists the services with their default version, versions,
+	// freeness and updates (counts only; GetService has the details).
+	ListServices(ctx context.Context, in *ListServicesRequest, opts ...grpc.CallOption) (*ListServicesResponse, error)
+	// GetService describes one service: default version, each version with
+	// its instances and live transactions, freeness, the update in progress
+	// and the last one that finished.
+	GetService(ctx context.Context, in *GetServiceRequest, opts ...grpc.CallOption) (*ServiceState, error)
+	// DryRunUpdate says what StartUpdate with the same request would do now,
+	// without starting anything: whether it would be refused and why, the
+	// target's instances, whether the service is free or which transactions
+	// block it, and the strategy's constraints.
+	DryRunUpdate(ctx context.Context, in *StartUpdateRequest, opts ...grpc.CallOption) (*UpdatePlan, error)
 }
 
 type adminServiceClient struct {
@@ -206,6 +221,36 @@ func (c *adminServiceClient) EndSelfPreservation(ctx context.Context, in *EndSel
 	return out, nil
 }
 
+func (c *adminServiceClient) ListServices(ctx context.Context, in *ListServicesRequest, opts ...grpc.CallOption) (*ListServicesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListServicesResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListServices_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) GetService(ctx context.Context, in *GetServiceRequest, opts ...grpc.CallOption) (*ServiceState, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ServiceState)
+	err := c.cc.Invoke(ctx, AdminService_GetService_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) DryRunUpdate(ctx context.Context, in *StartUpdateRequest, opts ...grpc.CallOption) (*UpdatePlan, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdatePlan)
+	err := c.cc.Invoke(ctx, AdminService_DryRunUpdate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -240,6 +285,18 @@ type AdminServiceServer interface {
 	// EndSelfPreservation ends the mode at once: every queued session is
 	// dropped as expired.
 	EndSelfPreservation(context.Context, *EndSelfPreservationRequest) (*SelfPreservation, error)
+	// ListServices lists the services with their default version, versions,
+	// freeness and updates (counts only; GetService has the details).
+	ListServices(context.Context, *ListServicesRequest) (*ListServicesResponse, error)
+	// GetService describes one service: default version, each version with
+	// its instances and live transactions, freeness, the update in progress
+	// and the last one that finished.
+	GetService(context.Context, *GetServiceRequest) (*ServiceState, error)
+	// DryRunUpdate says what StartUpdate with the same request would do now,
+	// without starting anything: whether it would be refused and why, the
+	// target's instances, whether the service is free or which transactions
+	// block it, and the strategy's constraints.
+	DryRunUpdate(context.Context, *StartUpdateRequest) (*UpdatePlan, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -285,6 +342,15 @@ func (UnimplementedAdminServiceServer) GetSelfPreservation(context.Context, *Get
 }
 func (UnimplementedAdminServiceServer) EndSelfPreservation(context.Context, *EndSelfPreservationRequest) (*SelfPreservation, error) {
 	return nil, status.Error(codes.Unimplemented, "method EndSelfPreservation not implemented")
+}
+func (UnimplementedAdminServiceServer) ListServices(context.Context, *ListServicesRequest) (*ListServicesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListServices not implemented")
+}
+func (UnimplementedAdminServiceServer) GetService(context.Context, *GetServiceRequest) (*ServiceState, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetService not implemented")
+}
+func (UnimplementedAdminServiceServer) DryRunUpdate(context.Context, *StartUpdateRequest) (*UpdatePlan, error) {
+	return nil, status.Error(codes.Unimplemented, "method DryRunUpdate not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -516,6 +582,60 @@ func _AdminService_EndSelfPreservation_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ListServices_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListServicesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListServices(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListServices_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListServices(ctx, req.(*ListServicesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_GetService_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetServiceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetService(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetService_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetService(ctx, req.(*GetServiceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_DryRunUpdate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartUpdateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).DryRunUpdate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_DryRunUpdate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).DryRunUpdate(ctx, req.(*StartUpdateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -566,6 +686,18 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "EndSelfPreservation",
 			Handler:    _AdminService_EndSelfPreservation_Handler,
+		},
+		{
+			MethodName: "ListServices",
+			Handler:    _AdminService_ListServices_Handler,
+		},
+		{
+			MethodName: "GetService",
+			Handler:    _AdminService_GetService_Handler,
+		},
+		{
+			MethodName: "DryRunUpdate",
+			Handler:    _AdminService_DryRunUpdate_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
