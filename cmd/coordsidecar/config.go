@@ -35,6 +35,7 @@ type config struct {
 	EntryPoint   bool         `json:"entryPoint"`
 	Grace        duration     `json:"grace"`
 	LogLevel     string       `json:"logLevel"`
+	LogFormat    string       `json:"logFormat"`
 }
 
 // dependency is a service this one may call; with Listen, a local listener
@@ -63,7 +64,8 @@ func defaults() config {
 		Listen:   "127.0.0.1:15001",
 		Admin:    "127.0.0.1:15020",
 		Grace:    duration(20 * time.Second),
-		LogLevel: "info",
+		LogLevel:  "info",
+		LogFormat: "text",
 	}
 }
 
@@ -94,6 +96,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.Var(&deps, "dep", "dependency SERVICE or SERVICE=LISTEN (a local listener for calls to it); repeat")
 	fs.BoolVar(&flagC.EntryPoint, "entry-point", false, "strip the mesh headers from inbound requests (a service called from outside the mesh)")
 	fs.StringVar(&flagC.LogLevel, "log-level", flagC.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&flagC.LogFormat, "log-format", flagC.LogFormat, "text or json")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return config{}, err
@@ -148,6 +151,8 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 			cfg.Grace = flagC.Grace
 		case "log-level":
 			cfg.LogLevel = flagC.LogLevel
+		case "log-format":
+			cfg.LogFormat = flagC.LogFormat
 		}
 	})
 	if err := cfg.validate(); err != nil {
@@ -174,6 +179,9 @@ func (c *config) validate() error {
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return err
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("--log-format %q: want text or json", c.LogFormat)
 	}
 	addrs := map[string]string{}
 	check := func(name, addr string, optional bool) error {

@@ -29,7 +29,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		return 2
 	}
 	level, _ := parseLevel(cfg.LogLevel)
-	lg := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	opts := &slog.HandlerOptions{Level: level}
+	lg := slog.New(slog.NewTextHandler(stderr, opts))
+	if cfg.LogFormat == "json" {
+		lg = slog.New(slog.NewJSONHandler(stderr, opts))
+	}
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
