@@ -60,10 +60,10 @@ func (d *duration) UnmarshalJSON(b []byte) error {
 
 func defaults() config {
 	return config{
-		Mode:     modeDirect,
-		Listen:   "127.0.0.1:15001",
-		Admin:    "127.0.0.1:15020",
-		Grace:    duration(20 * time.Second),
+		Mode:      modeDirect,
+		Listen:    "127.0.0.1:15001",
+		Admin:     "127.0.0.1:15020",
+		Grace:     duration(20 * time.Second),
 		LogLevel:  "info",
 		LogFormat: "text",
 	}
