@@ -75,7 +75,7 @@ type usageError struct{ error }
 // parseConfig reads the command line (and the file it names).
 func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("coordsidecar", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // errors are reported in one line by run
 	var (
 		file  = fs.String("config", "", "config file (YAML or JSON); flags given override it")
 		flagC = defaults()
@@ -99,6 +99,9 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&flagC.LogFormat, "log-format", flagC.LogFormat, "text or json")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fmt.Fprintln(stderr, "Usage: coordsidecar --coordinator HOST:PORT --service S --version V --app HOST:PORT [flags]")
+			fs.PrintDefaults()
 			return config{}, err
 		}
 		return config{}, usageError{err}
