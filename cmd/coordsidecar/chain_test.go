@@ -18,8 +18,8 @@ import (
 
 // callerApp is an application that knows nothing of the coordinator: on
 // each request it calls b twice through its coordsidecar's listener for b,
-// copying the mesh headers and traceparent of the request, as the README
-// asks. With ?pause=1 it stops between the two calls until told to go.
+// copying the mesh headers and tracing headers (traceparent, B3) of the
+// request, as the README asks. With ?pause=1 it stops between the two calls until told to go.
 type callerApp struct {
 	depB   atomic.Pointer[string]
 	paused chan string // the transaction id of a paused request
@@ -32,7 +32,7 @@ func (a *callerApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return "", err
 		}
-		for _, h := range []string{sidecar.HeaderTxn, sidecar.HeaderSub, sidecar.HeaderTraceparent} {
+		for _, h := range []string{sidecar.HeaderTxn, sidecar.HeaderSub, sidecar.HeaderTraceparent, sidecar.HeaderB3TraceID, sidecar.HeaderB3SpanID} {
 			if v := r.Header.Get(h); v != "" {
 				req.Header.Set(h, v)
 			}
@@ -71,6 +71,7 @@ type versionApps struct {
 	mu       sync.Mutex
 	versions map[string][]string // txn -> versions
 	trace    map[string][]string // txn -> traceparents
+	b3       map[string][]string // txn -> "trace id/span id"
 }
 
 func (v *versionApps) app(version string) http.Handler {
@@ -79,6 +80,7 @@ func (v *versionApps) app(version string) http.Handler {
 		v.mu.Lock()
 		v.versions[id] = append(v.versions[id], version)
 		v.trace[id] = append(v.trace[id], r.Header.Get(sidecar.HeaderTraceparent))
+		v.b3[id] = append(v.b3[id], r.Header.Get(sidecar.HeaderB3TraceID)+"/"+r.Header.Get(sidecar.HeaderB3SpanID))
 		v.mu.Unlock()
 		fmt.Fprint(w, version)
 	})
@@ -100,7 +102,7 @@ func (v *versionApps) seen(id string) (versions, traces []string) {
 // the switch runs on v2 only, and the update completes once the first ends.
 func TestChainFollowsCVUpdate(t *testing.T) {
 	ts := servertest.Start(t, "")
-	bApps := &versionApps{versions: map[string][]string{}, trace: map[string][]string{}}
+	bApps := &versionApps{versions: map[string][]string{}, trace: map[string][]string{}, b3: map[string][]string{}}
 	startProxy(t, ts, "b", "v1", serveApp(t, bApps.app("v1")), nil)
 	caller := &callerApp{paused: make(chan string, 1), resume: make(chan struct{})}
 	a := startProxy(t, ts, "a", "v1", serveApp(t, caller), []dependency{{Service: "b", Listen: "127.0.0.1:0"}},
@@ -189,8 +191,30 @@ func TestChainFollowsCVUpdate(t *testing.T) {
 			t.Fatalf("b got traceparent %q: want the outside trace %s with a new span", tp, outsideTrace)
 		}
 	}
+
+	// B3 headers from outside are carried on the same way.
+	const b3Trace, b3Span = "463ac35c9f6413ad48485a3953bb6124", "a2fb4a1d1a96d312"
+	if got := <-request("", map[string]string{sidecar.HeaderB3TraceID: b3Trace, sidecar.HeaderB3SpanID: b3Span}); got != "200 OK v2,v2" {
+		t.Fatalf("a request with B3 headers: %q", got)
+	}
 	bApps.mu.Lock()
 	defer bApps.mu.Unlock()
+	b3Seen := 0
+	for other, ids := range bApps.b3 {
+		if other == id || !strings.Contains(ids[0], b3Trace) {
+			continue
+		}
+		b3Seen++
+		for _, s := range ids {
+			if trace, span, _ := strings.Cut(s, "/"); trace != b3Trace || !subRe.MatchString(span) || span == b3Span {
+				t.Fatalf("b got B3 %q: want the outside trace %s with a new span", s, b3Trace)
+			}
+		}
+		delete(bApps.versions, other)
+	}
+	if b3Seen != 1 {
+		t.Fatalf("b saw the outside B3 trace in %d transactions, want 1: %v", b3Seen, bApps.b3)
+	}
 	if len(bApps.versions) != 2 {
 		t.Fatalf("b served transactions %v, want two", bApps.versions)
 	}
