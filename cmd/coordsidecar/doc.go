@@ -32,7 +32,11 @@
 // mesh headers of the transaction it runs in. Outbound, a call that carries
 // them runs in that transaction; a call without them starts a root of its
 // own, so a forgotten copy loses consistency across the calls of one
-// request but never fails a call.
+// request but never fails a call. A call with the mesh headers but no trace
+// context gets the one its inbound request came with (W3C traceparent and
+// tracestate, B3 multi or single header, read and written with
+// OpenTelemetry's propagators), so the trace goes on through an application
+// that copies only the mesh headers.
 //
 // Routing and reporting are the Go SDK's (package sidecar): the session,
 // batching, reconnects and leader redirects of sidecar.Client, the inbound

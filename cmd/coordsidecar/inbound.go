@@ -15,7 +15,7 @@ import (
 // when the response is done (always a new root for an entry point, which
 // strips the mesh headers). The application gets the mesh headers of that
 // transaction, to copy to its outbound calls; everything else passes as it
-// came.
+// came. The request's trace context is kept while it runs (see traces).
 func (p *proxy) inboundHandler() http.Handler {
 	const leg = "inbound"
 	rp := &httputil.ReverseProxy{
@@ -32,7 +32,13 @@ func (p *proxy) inboundHandler() http.Handler {
 		ErrorHandler:   p.proxyError(leg, p.cfg.Service),
 		ErrorLog:       newLogLogger(p.logAt(leg)),
 	}
-	return p.track(leg, sidecar.Middleware(p.client)(rp))
+	keepTrace := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if tx, ok := sidecar.FromContext(r.Context()); ok {
+			defer p.traces.remember(r.Header, tx)()
+		}
+		rp.ServeHTTP(w, r)
+	})
+	return p.track(leg, sidecar.Middleware(p.client)(keepTrace))
 }
 
 // formatSub writes a sub-transaction id as HeaderSub carries it.

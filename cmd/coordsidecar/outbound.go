@@ -34,7 +34,15 @@ func (p *proxy) outboundHandler(service string) http.Handler {
 		ErrorHandler:   p.proxyError(leg, service),
 		ErrorLog:       newLogLogger(p.logAt(leg)),
 	}
-	return p.track(leg, sidecar.Middleware(p.client, sidecar.StripMeshHeaders(false))(rp))
+	return p.track(leg, p.restoreTrace(sidecar.Middleware(p.client, sidecar.StripMeshHeaders(false))(rp)))
+}
+
+// restoreTrace gives a call without a trace context the one of the inbound
+// request it is made for (see traces).
+func (p *proxy) restoreTrace(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, p.traces.restore(r))
+	})
 }
 
 // meshOnly refuses what sidecar.Transport passes through unrouted (the
@@ -73,7 +81,7 @@ func (p *proxy) httpProxyHandler() http.Handler {
 		ErrorHandler:   p.proxyError(leg, target),
 		ErrorLog:       newLogLogger(p.logAt(leg)),
 	}
-	inner := sidecar.Middleware(p.client, sidecar.StripMeshHeaders(false))(rp)
+	inner := p.restoreTrace(sidecar.Middleware(p.client, sidecar.StripMeshHeaders(false))(rp))
 	return p.track(leg, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.Method == http.MethodConnect:

@@ -27,6 +27,7 @@ type proxy struct {
 	client     *sidecar.Client
 	up         *upstream
 	met        *metrics
+	traces     *traces
 
 	data  []*listener // inbound, dependencies, HTTP proxy
 	admin *listener
@@ -50,7 +51,7 @@ func (l *listener) addr() string { return l.lis.Addr().String() }
 // --advertise says otherwise), then serves. It returns when the instance
 // is registered and serving, or with an error (nothing left running).
 func start(ctx context.Context, cfg config, lg *slog.Logger) (_ *proxy, err error) {
-	p := &proxy{cfg: cfg, lg: lg, up: newUpstream()}
+	p := &proxy{cfg: cfg, lg: lg, up: newUpstream(), traces: newTraces()}
 	var bound []*listener
 	defer func() {
 		if err != nil {
