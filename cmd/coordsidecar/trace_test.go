@@ -66,7 +66,9 @@ func TestTraceContextCarriedAcrossTheApplication(t *testing.T) {
 			func(h http.Header) bool { return h.Get("b3") == trace+"-"+span+"-1" }},
 		{"application's own", "?own=00-" + strings.Repeat("ab", 16) + "-" + strings.Repeat("cd", 8) + "-01",
 			map[string]string{"traceparent": "00-" + trace + "-" + span + "-01"},
-			func(h http.Header) bool { return strings.HasPrefix(h.Get("traceparent"), "00-"+strings.Repeat("ab", 16)+"-") }},
+			func(h http.Header) bool {
+				return strings.HasPrefix(h.Get("traceparent"), "00-"+strings.Repeat("ab", 16)+"-")
+			}},
 	} {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+a.listenerAddr("inbound")+"/"+tc.query, nil)
 		for k, v := range tc.in {
