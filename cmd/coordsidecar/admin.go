@@ -118,7 +118,12 @@ func (p *proxy) proxyError(leg, target string) func(http.ResponseWriter, *http.R
 	}
 }
 
-// adminHandler serves /healthz and /metrics.
+// adminHandler serves /healthz and /metrics. /healthz is 200 while the
+// proxy is registered and serving, 503 before (starting) and once SIGTERM
+// came (draining). A lost stream to the coordinator does not fail it: the
+// proxy keeps routing by the last table and the SDK reconnects (the body's
+// coordinatorConnected and the coordsidecar_coordinator_connected metric
+// say so).
 func (p *proxy) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(p.met.reg, promhttp.HandlerOpts{ErrorLog: newLogLogger(p.logAt("admin"))}))
