@@ -49,4 +49,14 @@
 //
 // Only --mode=direct (the proxy picks endpoints) exists; the flag leaves
 // room for other modes.
+//
+// # Limits
+//
+// h2c is spoken with prior knowledge only (no HTTP/1.1 Upgrade: h2c, which
+// RFC 9113 deprecates). Protocol upgrades (WebSocket) and CONNECT are not
+// supported on the outbound legs. Headers are limited to 64 KiB, HTTP/2
+// streams to 1,000 per connection, an idle connection lives 2 minutes, and a
+// request's headers must arrive within 10 seconds; requests and streams
+// themselves have no time limit (a stream may last), except the grace
+// period at shutdown.
 package main
