@@ -1,0 +1,253 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Modes of the proxy. Only modeDirect is implemented: the proxy picks the
+// endpoint of every outbound call.
+const modeDirect = "direct"
+
+// config is what coordsidecar runs with: a config file (--config, YAML or
+// JSON, with the field names below) overridden by the flags given.
+type config struct {
+	Mode         string       `json:"mode"`
+	Coordinators []string     `json:"coordinators"`
+	Service      string       `json:"service"`
+	Version      string       `json:"version"`
+	InstanceID   string       `json:"instanceID"`
+	Listen       string       `json:"listen"`
+	App          string       `json:"app"`
+	Advertise    string       `json:"advertise"`
+	Admin        string       `json:"admin"`
+	HTTPProxy    string       `json:"httpProxy"`
+	Dependencies []dependency `json:"dependencies"`
+	EntryPoint   bool         `json:"entryPoint"`
+	Grace        duration     `json:"grace"`
+	LogLevel     string       `json:"logLevel"`
+	LogFormat    string       `json:"logFormat"`
+}
+
+// dependency is a service this one may call; with Listen, a local listener
+// whose every request goes to it.
+type dependency struct {
+	Service string `json:"service"`
+	Listen  string `json:"listen,omitempty"`
+}
+
+// duration is a time.Duration written as "20s" in a config file.
+type duration time.Duration
+
+func (d *duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("a duration is a string such as \"20s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	*d = duration(v)
+	return err
+}
+
+func defaults() config {
+	return config{
+		Mode:      modeDirect,
+		Listen:    "127.0.0.1:15001",
+		Admin:     "127.0.0.1:15020",
+		Grace:     duration(20 * time.Second),
+		LogLevel:  "info",
+		LogFormat: "text",
+	}
+}
+
+// usageError is a wrong command line or config: exit status 2.
+type usageError struct{ error }
+
+// parseConfig reads the command line (and the file it names).
+func parseConfig(args []string, stderr io.Writer) (config, error) {
+	fs := flag.NewFlagSet("coordsidecar", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are reported in one line by run
+	var (
+		file  = fs.String("config", "", "config file (YAML or JSON); flags given override it")
+		flagC = defaults()
+		coord listFlag
+		deps  listFlag
+		grace = fs.Duration("grace", time.Duration(flagC.Grace), "how long in-flight requests may run after SIGTERM")
+	)
+	fs.StringVar(&flagC.Mode, "mode", flagC.Mode, "routing mode: direct (the proxy picks each call's endpoint)")
+	fs.Var(&coord, "coordinator", "coordinator gRPC address host:port (repeat, or comma-separate, for replicas)")
+	fs.StringVar(&flagC.Service, "service", "", "service this instance runs (required)")
+	fs.StringVar(&flagC.Version, "version", "", "version this instance runs (required)")
+	fs.StringVar(&flagC.InstanceID, "instance-id", "", "instance id of the session (default service-version@advertised address)")
+	fs.StringVar(&flagC.Listen, "listen", flagC.Listen, "inbound listener: other services reach the application here")
+	fs.StringVar(&flagC.App, "app", "", "the application's address host:port (required)")
+	fs.StringVar(&flagC.Advertise, "advertise", "", "address registered for this instance (default: the inbound listener's)")
+	fs.StringVar(&flagC.Admin, "admin", flagC.Admin, "admin listener: /healthz and /metrics")
+	fs.StringVar(&flagC.HTTPProxy, "http-proxy", "", "optional HTTP/1.1 forward proxy listener for outbound calls (HTTP_PROXY)")
+	fs.Var(&deps, "dep", "dependency SERVICE or SERVICE=LISTEN (a local listener for calls to it); repeat")
+	fs.BoolVar(&flagC.EntryPoint, "entry-point", false, "strip the mesh headers from inbound requests (a service called from outside the mesh)")
+	fs.StringVar(&flagC.LogLevel, "log-level", flagC.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&flagC.LogFormat, "log-format", flagC.LogFormat, "text or json")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fmt.Fprintln(stderr, "Usage: coordsidecar --coordinator HOST:PORT --service S --version V --app HOST:PORT [flags]")
+			fs.PrintDefaults()
+			return config{}, err
+		}
+		return config{}, usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return config{}, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	cfg := defaults()
+	if *file != "" {
+		b, err := os.ReadFile(*file)
+		if err != nil {
+			return config{}, usageError{fmt.Errorf("config: %w", err)}
+		}
+		if err := yaml.UnmarshalStrict(b, &cfg); err != nil {
+			return config{}, usageError{fmt.Errorf("config %s: %w", *file, err)}
+		}
+	}
+	flagC.Grace = duration(*grace)
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "mode":
+			cfg.Mode = flagC.Mode
+		case "coordinator":
+			cfg.Coordinators = coord
+		case "service":
+			cfg.Service = flagC.Service
+		case "version":
+			cfg.Version = flagC.Version
+		case "instance-id":
+			cfg.InstanceID = flagC.InstanceID
+		case "listen":
+			cfg.Listen = flagC.Listen
+		case "app":
+			cfg.App = flagC.App
+		case "advertise":
+			cfg.Advertise = flagC.Advertise
+		case "admin":
+			cfg.Admin = flagC.Admin
+		case "http-proxy":
+			cfg.HTTPProxy = flagC.HTTPProxy
+		case "dep":
+			cfg.Dependencies = nil
+			for _, d := range deps {
+				svc, lis, _ := strings.Cut(d, "=")
+				cfg.Dependencies = append(cfg.Dependencies, dependency{Service: svc, Listen: lis})
+			}
+		case "entry-point":
+			cfg.EntryPoint = flagC.EntryPoint
+		case "grace":
+			cfg.Grace = flagC.Grace
+		case "log-level":
+			cfg.LogLevel = flagC.LogLevel
+		case "log-format":
+			cfg.LogFormat = flagC.LogFormat
+		}
+	})
+	if err := cfg.validate(); err != nil {
+		return config{}, usageError{err}
+	}
+	return cfg, nil
+}
+
+// validate checks cfg; its errors are one line each.
+func (c *config) validate() error {
+	switch {
+	case c.Mode != modeDirect:
+		return fmt.Errorf("--mode %q: only %q is implemented", c.Mode, modeDirect)
+	case len(c.Coordinators) == 0:
+		return errors.New("--coordinator is required")
+	case c.Service == "":
+		return errors.New("--service is required")
+	case c.Version == "":
+		return errors.New("--version is required")
+	case c.App == "":
+		return errors.New("--app is required")
+	case c.Grace <= 0:
+		return errors.New("--grace must be positive")
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		return err
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("--log-format %q: want text or json", c.LogFormat)
+	}
+	addrs := map[string]string{}
+	check := func(name, addr string, optional bool) error {
+		if addr == "" && optional {
+			return nil
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("%s %q: want host:port: %v", name, addr, err)
+		}
+		if prev, ok := addrs[addr]; ok && !strings.HasSuffix(addr, ":0") {
+			return fmt.Errorf("%s %q: already used by %s", name, addr, prev)
+		}
+		addrs[addr] = name
+		return nil
+	}
+	for _, co := range c.Coordinators {
+		if _, _, err := net.SplitHostPort(co); err != nil {
+			return fmt.Errorf("--coordinator %q: want host:port: %v", co, err)
+		}
+	}
+	if _, _, err := net.SplitHostPort(c.App); err != nil {
+		return fmt.Errorf("--app %q: want host:port: %v", c.App, err)
+	}
+	if c.Advertise != "" {
+		if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
+			return fmt.Errorf("--advertise %q: want host:port: %v", c.Advertise, err)
+		}
+	}
+	if err := check("--listen", c.Listen, false); err != nil {
+		return err
+	}
+	if err := check("--admin", c.Admin, false); err != nil {
+		return err
+	}
+	if err := check("--http-proxy", c.HTTPProxy, true); err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for _, d := range c.Dependencies {
+		if d.Service == "" || strings.ContainsAny(d.Service, " /:=") {
+			return fmt.Errorf("--dep %q: not a service name", d.Service)
+		}
+		if seen[d.Service] {
+			return fmt.Errorf("--dep %q: given twice", d.Service)
+		}
+		seen[d.Service] = true
+		if err := check("--dep "+d.Service, d.Listen, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// listFlag is a repeatable flag whose values may also be comma-separated.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,62 @@
+// Command coordsidecar is a sidecar proxy that lets a service in any
+// language take part in the coordinator's version-consistent updates
+// without linking the Go SDK. One coordsidecar runs beside one instance of
+// a service; it owns that instance's session with the coordinator and
+// every request that enters or leaves the instance.
+//
+//   - Inbound: a reverse proxy from --listen to the application at --app.
+//     Other services reach the instance at --listen (registered as its
+//     address, or --advertise).
+//   - Outbound: one local listener per dependency (--dep auth=127.0.0.1:7001:
+//     whatever arrives there goes to service auth), and optionally an HTTP
+//     proxy (--http-proxy, for HTTP/1.1 clients that honour HTTP_PROXY: the
+//     request's host names the service; a host that is not a service of the
+//     mesh is passed through untouched).
+//
+// Every listener serves HTTP/1.1 and cleartext HTTP/2 (h2c, prior knowledge:
+// what gRPC speaks) on one port, and each leg speaks to its upstream the
+// protocol its client spoke, so gRPC (unary and streaming alike), h2c and
+// HTTP/1.1 pass through. Headers, trailers and bodies pass untouched, except
+// the hop-by-hop headers (as any proxy) and the mesh's own headers.
+//
+// # The application must copy the mesh headers
+//
+// As with Istio, the proxy cannot see which inbound request an outbound call
+// is made for: the application must copy the mesh headers,
+// x-coordinator-txn and x-coordinator-sub, from each inbound request to
+// every outbound call it makes while serving it (and, for one trace, the
+// tracing headers traceparent, x-b3-* and x-request-id, as Istio asks).
+// Inbound, the proxy joins the transaction the mesh headers name, or starts
+// a new root transaction (an outside traceparent, B3 or x-request-id is kept
+// as correlation only and never joins one), and hands the application the
+// mesh headers of the transaction it runs in. Outbound, a call that carries
+// them runs in that transaction; a call without them starts a root of its
+// own, so a forgotten copy loses consistency across the calls of one
+// request but never fails a call. A call with the mesh headers but no trace
+// context gets the one its inbound request came with (W3C traceparent and
+// tracestate, B3 multi or single header, read and written with
+// OpenTelemetry's propagators), so the trace goes on through an application
+// that copies only the mesh headers.
+//
+// Routing and reporting are the Go SDK's (package sidecar): the session,
+// batching, reconnects and leader redirects of sidecar.Client, the inbound
+// side of sidecar.Middleware, and sidecar.Transport, which sends each call
+// to an endpoint of the version the coordinator decides.
+//
+// The admin listener (--admin) serves /healthz and /metrics (Prometheus).
+// On SIGTERM or SIGINT coordsidecar stops accepting, lets in-flight requests
+// finish within --grace, ends the roots it began and deregisters.
+//
+// Only --mode=direct (the proxy picks endpoints) exists; the flag leaves
+// room for other modes.
+//
+// # Limits
+//
+// h2c is spoken with prior knowledge only (no HTTP/1.1 Upgrade: h2c, which
+// RFC 9113 deprecates). Protocol upgrades (WebSocket) and CONNECT are not
+// supported on the outbound legs. Headers are limited to 64 KiB, HTTP/2
+// streams to 1,000 per connection, an idle connection lives 2 minutes, and a
+// request's headers must arrive within 10 seconds; requests and streams
+// themselves have no time limit (a stream may last), except the grace
+// period at shutdown.
+package main
