@@ -8,3 +8,12 @@ func (c *Coordinator) TouchRoutingUnderEventLock(service string, fn func(rev uin
 	defer c.mu.Unlock()
 	fn(c.routing.changed(c.eng.Service(service), service))
 }
+
+// RoutingSettled reports whether instance's session has acknowledged the
+// current routing revision (so its stream has no ack of its own to apply).
+func (c *Coordinator) RoutingSettled(instance string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.sess.get(instance)
+	return s != nil && s.ackedRev >= c.routing.revision()
+}

@@ -17,6 +17,13 @@ func TestRoutingIsSentWhileTheEventLockIsHeld(t *testing.T) {
 	ts := servertest.Start(t, "")
 	a := ts.Sidecar("a-1", "a", "v1", "s")
 	ts.Sidecar("s-1", "s", "v1")
+	// Until a's acks of the registrations' revisions are applied, a's
+	// stream handler may be waiting for the event lock to apply one, and
+	// the handler is what sends on the stream: that wait is a's own, not
+	// the publisher's, so let it settle first.
+	servertest.Eventually(t, 10*time.Second, "a to acknowledge the current routing", func() bool {
+		return ts.Leader().RoutingSettled("a-1")
+	})
 	ts.Leader().TouchRoutingUnderEventLock("s", func(rev uint64) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
