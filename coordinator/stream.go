@@ -526,13 +526,7 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 		// caller's RETURN it is moot (graph.ErrSubReturned).
 		err = c.eng.DoneBy(ev.TxnId, sub, to, s.svc) // only sub's own service says it is done
 	case pb.EventType_EVENT_TYPE_END:
-		if owner, entry, adopted, ok := c.eng.OwnerOf(ev.TxnId); ok && owner != s.owner && (!adopted || entry != s.svc) {
-			// Only the session that began it (or its instance's session
-			// after a resync, which owns it then) ends a transaction. One
-			// adopted by another session (seen through its calls, or
-			// restored as legacy from a record that session wrote) may be
-			// ended by a session of its entry service too: its root's,
-			// whose END was sent before a failover and is replayed.
+		if !c.mayEndLocked(s, ev.TxnId) {
 			c.metrics.ownership.WithLabelValues("END").Inc()
 			return fmt.Errorf("%w: END txn %q: it is not a root of instance %q", ErrNotOwner, ev.TxnId, s.rec.InstanceId)
 		}
@@ -553,6 +547,30 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 		return err
 	}
 	return eventErr(typ, ev, err)
+}
+
+// mayEndLocked says whether session s may END txn: it owns it (it began
+// it, or is its instance's session after a resync), or txn is adopted
+// (seen through calls, its Begin not seen; or legacy, restored from a
+// record another session's lease held) and used s's service. An adopted
+// transaction's owner is the session that adopted it, and after a
+// failover which service its root ran at is not known (a legacy entry is
+// its first recorded use): its root's END, replayed by the SDK after it
+// reconnected, comes from a service it used. A transaction this engine
+// does not know is the engine's to answer.
+func (c *Coordinator) mayEndLocked(s *session, txn string) bool {
+	owner, entry, adopted, ok := c.eng.OwnerOf(txn)
+	if !ok || owner == s.owner {
+		return true
+	}
+	if !adopted {
+		return false
+	}
+	if entry == s.svc {
+		return true
+	}
+	_, used := c.eng.Used(txn, s.svc)
+	return used
 }
 
 // knownServiceLocked says whether a service registered: it has a route,
