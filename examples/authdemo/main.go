@@ -233,8 +233,12 @@ func demo(ctx context.Context, o options, kind strategy.Kind, stdout io.Writer) 
 		l.wait()
 		return err
 	}
-	log.Printf("update %s of %s to %s (%s): %s %s after %d ms", u.GetId(), authService, to, strategy.Name(kind),
-		strings.TrimPrefix(u.GetPhase().String(), "PHASE_"), u.GetReason(), updateMS)
+	reason := ""
+	if u.GetReason() != "" {
+		reason = " (" + u.GetReason() + ")"
+	}
+	log.Printf("update %s of %s to %s (%s): %s%s after %d ms", u.GetId(), authService, to, strategy.Name(kind),
+		strings.TrimPrefix(u.GetPhase().String(), "PHASE_"), reason, updateMS)
 	l.wait()
 	if e := l.firstErr.Load(); e != nil {
 		log.Printf("first failure: %s", e)
