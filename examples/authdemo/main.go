@@ -1,29 +1,50 @@
 // Command authdemo runs the seed scenario (Portal, Proc, Auth, DB) as real
 // HTTP services on loopback using the sidecar SDK, puts them under load,
-// updates Auth from v1 to v2 through the coordinator's admin API with the
-// chosen strategy, and checks, from what the services themselves recorded,
-// that no request ran on two versions of Auth. Its last line is:
+// and checks, from what the services themselves recorded, that no request
+// ran on two versions of Auth. It prints the address of every instance and
+// of the coordinator it uses.
+//
+// By default it updates Auth (auth-service) itself through the
+// coordinator's admin API with the chosen strategy: to v2, or back to v1
+// when the coordinator already runs v2 by default (after an earlier run or
+// an operator's update). Its last line is then:
 //
 //	strategy=S requests=N failed=F violations=V update_ms=U p99_ms=P
+//
+// With --no-update it leaves the updates to an operator (coordctl update,
+// rollback, abort): it runs the services and the load until interrupted
+// (SIGINT or SIGTERM) or until --duration, if given, prints a running
+// summary every --report-every, and ends with:
+//
+//	mode=no-update requests=N failed=F violations=V updates=U p99_ms=P
+//
+// where updates counts the updates of auth-service that finished while it
+// ran. It then exits 1 if a request failed or its checker saw a violation.
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
+	"crypto/rand"
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
 	"log"
 	"net/http"
 	"os"
-	"slices"
+	"os/signal"
+	"sort"
 	"strings"
-	"sync"
-	"sync/atomic"
+	"syscall"
+	"text/tabwriter"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/durationpb"
+
 	"github.com/coordinator/coordinator/coordinator/server"
+	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 	"github.com/coordinator/coordinator/strategy"
 )
 
@@ -32,42 +53,119 @@ import (
 // portal, proc and db).
 const authService = "auth-service"
 
-func main() {
-	var (
-		strat       = flag.String("strategy", "cv", "naive, wf, bf or cv")
-		coordinator = flag.String("coordinator", "", "gRPC address of a running coordinator (default: start one on an embedded etcd)")
-		httpAddr    = flag.String("coordinator-http", "", "its REST address (needed with --coordinator)")
-		workers     = flag.Int("concurrency", 16, "concurrent clients")
-		duration    = flag.Duration("duration", 8*time.Second, "length of the load")
-		updateAt    = flag.Duration("update-after", time.Second, "when to start the update")
-		timeout     = flag.Duration("timeout", 0, "abort the update when it has not switched within this time (0: for wf until the load ends, none for bf and cv)")
-	)
-	flag.Parse()
-	log.SetFlags(0)
-	kind, err := strategy.Parse(*strat)
-	if err != nil {
-		log.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+// defaultServer is coordctl's default --server: the suggested commands
+// omit --server when the demo uses it.
+const defaultServer = "127.0.0.1:7400"
 
-	grpcAddr, restAddr := *coordinator, *httpAddr
+func main() {
+	log.SetFlags(0)
+	log.SetPrefix("authdemo: ")
+	os.Exit(run(os.Args[1:], os.Stdout))
+}
+
+type options struct {
+	strategy                 string
+	coordinator, httpAddr    string
+	workers                  int
+	duration, updateAt       time.Duration
+	timeout, reportEvery     time.Duration
+	noUpdate, durationWasSet bool
+}
+
+func run(args []string, stdout io.Writer) int {
+	var o options
+	fs := flag.NewFlagSet("authdemo", flag.ContinueOnError)
+	fs.StringVar(&o.strategy, "strategy", "cv", "naive, wf, bf or cv (not with --no-update)")
+	fs.StringVar(&o.coordinator, "coordinator", "", "gRPC address of a running coordinator, such as "+defaultServer+" (default: start one on an embedded etcd)")
+	fs.StringVar(&o.httpAddr, "coordinator-http", "", "its HTTP address, only to print (default: asked from the coordinator)")
+	fs.IntVar(&o.workers, "concurrency", 16, "concurrent clients")
+	fs.DurationVar(&o.duration, "duration", 8*time.Second, "length of the load (with --no-update: until interrupted unless set)")
+	fs.DurationVar(&o.updateAt, "update-after", time.Second, "when to start the update")
+	fs.DurationVar(&o.timeout, "timeout", 0, "abort the update when it has not switched within this time (0: for wf until the load ends, none for bf and cv)")
+	fs.BoolVar(&o.noUpdate, "no-update", false, "start no update: run the services and the load until interrupted, leaving updates to an operator (coordctl)")
+	fs.DurationVar(&o.reportEvery, "report-every", 5*time.Second, "with --no-update: print a summary this often (0: never)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "duration" {
+			o.durationWasSet = true
+		}
+	})
+	kind, err := strategy.Parse(o.strategy)
+	if err != nil {
+		log.Print(err)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		log.Printf("unexpected argument %q", fs.Arg(0))
+		return 2
+	}
+	// SIGINT and SIGTERM stop the load; a second one kills at once.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	context.AfterFunc(ctx, stop)
+	if err := demo(ctx, o, kind, stdout); err != nil {
+		log.Print(err)
+		return 1
+	}
+	return 0
+}
+
+// errViolation makes the demo exit 1 after its last line.
+type errViolation struct{ failed, violations int64 }
+
+func (e errViolation) Error() string {
+	return fmt.Sprintf("%d failed requests, %d version-consistency violations", e.failed, e.violations)
+}
+
+func demo(ctx context.Context, o options, kind strategy.Kind, stdout io.Writer) error {
+	grpcAddr, httpAddr := o.coordinator, o.httpAddr
 	if grpcAddr == "" {
 		dir, err := os.MkdirTemp("", "authdemo-")
-		check(err)
+		if err != nil {
+			return err
+		}
 		defer os.RemoveAll(dir)
 		srv, err := server.Start(ctx, server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: dir})
-		check(err)
-		_, err = srv.WaitLeading(ctx)
-		check(err)
+		if err != nil {
+			return err
+		}
 		defer srv.Close(context.Background())
-		grpcAddr, restAddr = srv.GRPCAddr(), srv.HTTPAddr()
-	} else if restAddr == "" {
-		log.Fatal("--coordinator-http is needed with --coordinator")
+		if _, err := srv.WaitLeading(ctx); err != nil {
+			return err
+		}
+		grpcAddr, httpAddr = srv.GRPCAddr(), srv.HTTPAddr()
+	}
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("coordinator %s: %w", grpcAddr, err)
+	}
+	defer conn.Close()
+	admin := pb.NewAdminServiceClient(conn)
+	if httpAddr == "" {
+		httpAddr = askHTTPAddr(ctx, admin)
 	}
 
+	// Instance ids unique to this run: a second demo on the same
+	// coordinator, or one started again before the sessions of a killed
+	// one expired, must not resume their sessions.
+	suffix := make([]byte, 2)
+	_, _ = rand.Read(suffix)
 	rec := newRecorder()
-	var portal *service
+	var (
+		portal   *service
+		services []*service
+	)
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, s := range services {
+			if err := s.close(cctx); err != nil {
+				log.Printf("close %s: %v", s.instance, err)
+			}
+		}
+	}()
 	for _, s := range []struct {
 		name, version string
 		deps          []string
@@ -77,117 +175,241 @@ func main() {
 		{"db", "v1", nil, dbHandler},
 		{"proc", "v1", []string{authService, "db"}, procHandler},
 		{"portal", "v1", []string{authService, "proc"}, portalHandler},
-		{authService, "v2", nil, authHandler("v2")}, // the new version, registered and ready
+		{authService, "v2", nil, authHandler("v2")}, // the other version, registered and ready
 	} {
-		svc, err := start(ctx, grpcAddr, rec, s.name, s.version, s.deps, s.h)
-		check(err)
+		instance := s.name + "-" + s.version + "-" + hex.EncodeToString(suffix)
+		svc, err := start(ctx, grpcAddr, rec, instance, s.name, s.version, s.deps, s.name == "portal", s.h)
+		if err != nil {
+			return fmt.Errorf("start %s@%s with coordinator %s: %w", s.name, s.version, grpcAddr, err)
+		}
+		services = append(services, svc)
 		if s.name == "portal" {
 			portal = svc
 		}
 	}
+	state, err := admin.GetService(ctx, &pb.GetServiceRequest{Service: authService, InstanceLimit: 1, TxnLimit: 1})
+	if err != nil {
+		return fmt.Errorf("coordinator %s: get %s: %w", grpcAddr, authService, err)
+	}
+	printAddresses(stdout, grpcAddr, httpAddr, services, portal, state.GetDefaultVersion(), o)
 
-	var (
-		requests, failed atomic.Int64
-		latMu            sync.Mutex
-		lats             []time.Duration
-		wg               sync.WaitGroup
-		firstErr         atomic.Value
-	)
-	deadline := time.Now().Add(*duration)
-	for range *workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			client := &http.Client{}
-			for time.Now().Before(deadline) {
-				start := time.Now()
-				resp, err := client.Get("http://" + portal.addr + "/")
-				if err == nil {
-					body, _ := io.ReadAll(resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != http.StatusOK {
-						err = fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
-					}
-				}
-				requests.Add(1)
-				if err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err.Error())
-				}
-				latMu.Lock()
-				lats = append(lats, time.Since(start))
-				latMu.Unlock()
-				work(12 * time.Millisecond) // think time
-			}
-		}()
+	var l load
+	if o.noUpdate {
+		return operated(ctx, o, admin, rec, &l, portal, stdout)
 	}
 
-	time.Sleep(*updateAt)
-	wfTimeout := *timeout
+	// The demo's own update: to the version Auth does not run by default.
+	to := "v2"
+	if state.GetDefaultVersion() == "v2" {
+		to = "v1"
+		log.Printf("%s already runs v2 by default (an earlier run or an operator's update): this run updates it back to v1", authService)
+	}
+	if u := state.GetUpdate(); u != nil {
+		return fmt.Errorf("%s is being updated already (update %s, %s -> %s, %s): nothing for the demo to do; wait for it, abort it (coordctl abort %s), or run with --no-update",
+			authService, u.GetId(), u.GetFromVersion(), u.GetToVersion(), strings.TrimPrefix(u.GetPhase().String(), "PHASE_"), u.GetId())
+	}
+	l.start(ctx, "http://"+portal.addr+"/", o.workers, time.Now().Add(o.duration))
+	select {
+	case <-time.After(o.updateAt):
+	case <-ctx.Done():
+	}
+	wfTimeout := o.timeout
 	if wfTimeout == 0 && kind == strategy.WF {
-		wfTimeout = *duration - *updateAt
+		wfTimeout = o.duration - o.updateAt
 	} // BF is bounded by its max-block (the coordinator's default), CV needs none
 	updateStart := time.Now()
-	id := startUpdate(restAddr, kind, wfTimeout)
-	phase, reason := waitUpdate(restAddr, id, time.Now().Add(*duration+30*time.Second))
+	req := &pb.StartUpdateRequest{Service: authService, ToVersion: to, Strategy: kind}
+	if wfTimeout > 0 {
+		req.Timeout = durationpb.New(wfTimeout)
+	}
+	u, err := admin.StartUpdate(ctx, req)
+	if err != nil {
+		l.wait()
+		return fmt.Errorf("start update of %s to %s: %w", authService, to, err)
+	}
+	u, err = waitUpdate(ctx, admin, u.GetId(), time.Now().Add(o.duration+30*time.Second))
 	updateMS := time.Since(updateStart).Milliseconds()
-	log.Printf("update %s of %s to v2 (%s): %s %s after %d ms", id, authService, strategy.Name(kind), phase, reason, updateMS)
-	wg.Wait()
-
-	slices.Sort(lats)
-	p99 := lats[len(lats)*99/100]
-	if e := firstErr.Load(); e != nil {
+	if err != nil {
+		l.wait()
+		return err
+	}
+	reason := ""
+	if u.GetReason() != "" {
+		reason = " (" + u.GetReason() + ")"
+	}
+	log.Printf("update %s of %s to %s (%s): %s%s after %d ms", u.GetId(), authService, to, strategy.Name(kind),
+		strings.TrimPrefix(u.GetPhase().String(), "PHASE_"), reason, updateMS)
+	l.wait()
+	if e := l.firstErr.Load(); e != nil {
 		log.Printf("first failure: %s", e)
 	}
-	fmt.Printf("strategy=%s requests=%d failed=%d violations=%d update_ms=%d p99_ms=%.1f\n",
-		strategy.Name(kind), requests.Load(), failed.Load(), rec.violations(), updateMS, float64(p99.Microseconds())/1000)
+	fmt.Fprintf(stdout, "strategy=%s requests=%d failed=%d violations=%d update_ms=%d p99_ms=%.1f\n",
+		strategy.Name(kind), l.requests.Load(), l.failed.Load(), rec.violations(), updateMS, ms(l.lat.quantile(0.99)))
+	return nil
 }
 
-// startUpdate asks the coordinator's REST API to update Auth to v2.
-func startUpdate(rest string, kind strategy.Kind, timeout time.Duration) string {
-	req := map[string]any{"toVersion": "v2", "strategy": kind.String()}
-	if timeout > 0 {
-		req["timeout"] = fmt.Sprintf("%.3fs", timeout.Seconds())
+// operated runs the load until ctx ends (a signal) or --duration, if set,
+// passes, with a summary every --report-every, and prints the last line.
+func operated(ctx context.Context, o options, admin pb.AdminServiceClient, rec *recorder, l *load, portal *service, stdout io.Writer) error {
+	before := finishedUpdates(ctx, admin)
+	var deadline time.Time
+	if o.durationWasSet {
+		deadline = time.Now().Add(o.duration)
 	}
-	body, _ := json.Marshal(req)
-	resp, err := http.Post("http://"+rest+"/v1/services/"+authService+"/updates", "application/json", bytes.NewReader(body))
-	check(err)
-	defer resp.Body.Close()
-	var u struct {
-		ID      string `json:"id"`
-		Message string `json:"message"`
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	defer stopLoad()
+	start := time.Now()
+	l.start(loadCtx, "http://"+portal.addr+"/", o.workers, deadline)
+	var tick <-chan time.Time
+	if o.reportEvery > 0 {
+		t := time.NewTicker(o.reportEvery)
+		defer t.Stop()
+		tick = t.C
 	}
-	check(json.NewDecoder(resp.Body).Decode(&u))
-	if resp.StatusCode != http.StatusOK {
-		log.Fatalf("start update: %s: %s", resp.Status, u.Message)
+	var end <-chan time.Time
+	if !deadline.IsZero() {
+		end = time.After(time.Until(deadline))
 	}
-	return u.ID
+	why := "--duration passed"
+	var lastReq int64
+	lastServed := map[string]int64{}
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			why = "interrupted"
+			break loop
+		case <-end:
+			break loop
+		case <-tick:
+			req := l.requests.Load()
+			served := rec.authServed()
+			def := "?"
+			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			if s, err := admin.GetService(sctx, &pb.GetServiceRequest{Service: authService, InstanceLimit: 1, TxnLimit: 1}); err == nil {
+				def = s.GetDefaultVersion()
+				if u := s.GetUpdate(); u != nil {
+					def += fmt.Sprintf(" (updating to %s: %s)", u.GetToVersion(), strings.TrimPrefix(u.GetPhase().String(), "PHASE_"))
+				}
+			}
+			cancel()
+			fmt.Fprintf(stdout, "[%5s] requests=%d (+%d) failed=%d violations=%d %s: served v1=+%d v2=+%d, default %s\n",
+				time.Since(start).Round(time.Second), req, req-lastReq, l.failed.Load(), rec.violations(), authService,
+				served["v1"]-lastServed["v1"], served["v2"]-lastServed["v2"], def)
+			lastReq, lastServed = req, served
+		}
+	}
+	fmt.Fprintf(stdout, "%s after %s: stopping the load, then deregistering the instances\n", why, time.Since(start).Round(time.Millisecond))
+	stopLoad()
+	l.wait()
+	// Count the updates that finished while the demo ran (a fresh context:
+	// ctx has ended on a signal).
+	actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	updates := 0
+	for id := range finishedUpdates(actx, admin) {
+		if !before[id] {
+			updates++
+		}
+	}
+	if e := l.firstErr.Load(); e != nil {
+		log.Printf("first failure: %s", e)
+	}
+	failed, viol := l.failed.Load(), int64(rec.violations())
+	fmt.Fprintf(stdout, "mode=no-update requests=%d failed=%d violations=%d updates=%d p99_ms=%.1f\n",
+		l.requests.Load(), failed, viol, updates, ms(l.lat.quantile(0.99)))
+	if failed > 0 || viol > 0 {
+		return errViolation{failed, viol}
+	}
+	return nil
+}
+
+// finishedUpdates returns the ids of the finished updates of Auth the
+// coordinator keeps (nil if it cannot say).
+func finishedUpdates(ctx context.Context, admin pb.AdminServiceClient) map[string]bool {
+	r, err := admin.ListUpdates(ctx, &pb.ListUpdatesRequest{Service: authService, Limit: 1000})
+	if err != nil {
+		log.Printf("list updates of %s: %v", authService, err)
+		return nil
+	}
+	ids := map[string]bool{}
+	for _, u := range r.GetUpdates() {
+		if u.GetFinishedAt() != nil {
+			ids[u.GetId()] = true
+		}
+	}
+	return ids
+}
+
+// askHTTPAddr asks the coordinator for the HTTP address of the replica that
+// answers ("" if it cannot say).
+func askHTTPAddr(ctx context.Context, admin pb.AdminServiceClient) string {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	c, err := admin.GetCluster(ctx, &pb.GetClusterRequest{})
+	if err != nil {
+		return ""
+	}
+	for _, r := range c.GetReplicas() {
+		if r.GetName() == c.GetAnsweredBy() {
+			return r.GetHttpAddress()
+		}
+	}
+	return c.GetLeader().GetHttpAddress()
+}
+
+// printAddresses says where everything listens, and, with --no-update,
+// what an operator may run.
+func printAddresses(w io.Writer, grpcAddr, httpAddr string, services []*service, portal *service, def string, o options) {
+	fmt.Fprintf(w, "Coordinator: %s (gRPC: sidecars, coordctl --server)\n", grpcAddr)
+	if httpAddr != "" {
+		fmt.Fprintf(w, "Coordinator HTTP: http://%s/ (REST /v1/..., web view http://%s/ui/)\n", httpAddr, httpAddr)
+	}
+	fmt.Fprintln(w, "Instances:")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  SERVICE\tVERSION\tADDRESS\tINSTANCE")
+	sorted := append([]*service(nil), services...)
+	sort.SliceStable(sorted, func(i, j int) bool {
+		if sorted[i].name != sorted[j].name {
+			return sorted[i].name < sorted[j].name
+		}
+		return sorted[i].version < sorted[j].version
+	})
+	for _, s := range sorted {
+		fmt.Fprintf(tw, "  %s\t%s\thttp://%s/\t%s\n", s.name, s.version, s.addr, s.instance)
+	}
+	tw.Flush()
+	until := "for " + o.duration.String()
+	if o.noUpdate && !o.durationWasSet {
+		until = "until interrupted (Ctrl-C)"
+	}
+	fmt.Fprintf(w, "Load: %d clients on http://%s/ (portal) %s; %s runs %s by default.\n", o.workers, portal.addr, until, authService, def)
+	if !o.noUpdate {
+		return
+	}
+	ctl := "go run ./cmd/coordctl"
+	if grpcAddr != defaultServer {
+		ctl += " --server " + grpcAddr
+	}
+	fmt.Fprintf(w, "No update from the demo: they are yours, for example\n")
+	fmt.Fprintf(w, "  %s services\n", ctl)
+	fmt.Fprintf(w, "  %s update %s --strategy=cv --watch\n", ctl, authService)
+	fmt.Fprintf(w, "  %s rollback %s\n", ctl, authService)
 }
 
 // waitUpdate polls the update until it finishes.
-func waitUpdate(rest, id string, deadline time.Time) (phase, reason string) {
+func waitUpdate(ctx context.Context, admin pb.AdminServiceClient, id string, deadline time.Time) (*pb.Update, error) {
 	for time.Now().Before(deadline) {
-		resp, err := http.Get("http://" + rest + "/v1/updates/" + id)
-		check(err)
-		var u struct {
-			Phase      string `json:"phase"`
-			Reason     string `json:"reason"`
-			FinishedAt string `json:"finishedAt"`
-			Progress   any    `json:"progress"`
+		u, err := admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: id})
+		if err != nil {
+			return nil, fmt.Errorf("update %s: %w", id, err)
 		}
-		check(json.NewDecoder(resp.Body).Decode(&u))
-		resp.Body.Close()
-		if u.FinishedAt != "" && u.Progress == nil {
-			return strings.TrimPrefix(u.Phase, "PHASE_"), u.Reason
+		if u.GetFinishedAt() != nil && u.GetProgress() == nil {
+			return u, nil
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	log.Fatalf("update %s did not finish", id)
-	return "", ""
+	return nil, fmt.Errorf("update %s did not finish", id)
 }
 
-func check(err error) {
-	if err != nil {
-		log.Fatal(err)
-	}
-}
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -25,41 +25,65 @@ import (
 
 // recorder is what the services themselves record: each request served,
 // with its transaction id, service and version. The checker reads only this.
+// A transaction is forgotten when its root, Portal, has answered (every call
+// it made has returned by then), so memory follows the live transactions,
+// however long the demo runs; a transaction is counted as a violation the
+// moment it is seen on a second version of a service.
 type recorder struct {
-	mu   sync.Mutex
-	seen map[string]map[string]map[string]bool // txn -> service -> versions
+	mu     sync.Mutex
+	seen   map[string]map[string]string // live txn -> service -> version
+	broken map[string]bool              // live txns counted as violations
+	nViol  int
+	served map[string]int64 // version -> requests Auth served at it
 }
 
-func newRecorder() *recorder { return &recorder{seen: map[string]map[string]map[string]bool{}} }
+func newRecorder() *recorder {
+	return &recorder{seen: map[string]map[string]string{}, broken: map[string]bool{}, served: map[string]int64{}}
+}
 
 func (r *recorder) record(txn, service, version string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if service == authService {
+		r.served[version]++
+	}
 	m := r.seen[txn]
 	if m == nil {
-		m = map[string]map[string]bool{}
+		m = map[string]string{}
 		r.seen[txn] = m
 	}
-	if m[service] == nil {
-		m[service] = map[string]bool{}
+	if v, ok := m[service]; !ok {
+		m[service] = version
+	} else if v != version && !r.broken[txn] {
+		r.broken[txn] = true
+		r.nViol++
 	}
-	m[service][version] = true
+}
+
+// finish forgets a transaction that has ended.
+func (r *recorder) finish(txn string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.seen, txn)
+	delete(r.broken, txn)
 }
 
 // violations counts transactions that ran on two versions of one service.
 func (r *recorder) violations() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	n := 0
-	for _, m := range r.seen {
-		for _, vs := range m {
-			if len(vs) > 1 {
-				n++
-				break
-			}
-		}
+	return r.nViol
+}
+
+// authServed returns how many requests Auth served at each version.
+func (r *recorder) authServed() map[string]int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]int64, len(r.served))
+	for v, n := range r.served {
+		out[v] = n
 	}
-	return n
+	return out
 }
 
 func token(version, txn string) string {
@@ -70,42 +94,60 @@ func token(version, txn string) string {
 
 // service is one instance: an HTTP server with its sidecar client.
 type service struct {
-	name, version string
-	client        *sidecar.Client
-	http          *http.Client
-	addr          string
+	name, version, instance string
+	client                  *sidecar.Client
+	http                    *http.Client
+	srv                     *http.Server
+	addr                    string
 }
 
-// start runs an instance of name@version whose handler h records every
-// request in rec.
-func start(ctx context.Context, coordinator string, rec *recorder, name, version string, deps []string,
+// start runs an instance of name@version, registered as instance, whose
+// handler h records every request in rec; a root service (Portal) also
+// tells rec when each of its transactions has ended.
+func start(ctx context.Context, coordinator string, rec *recorder, instance, name, version string, deps []string, root bool,
 	h func(s *service, w http.ResponseWriter, r *http.Request)) (*service, error) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	c, err := sidecar.New(sidecar.Config{
-		Coordinators: []string{coordinator}, InstanceID: name + "-" + version, Service: name, Version: version,
-		Address: lis.Addr().String(), Dependencies: deps,
+		Coordinators: []string{coordinator}, InstanceID: instance, Service: name, Version: version,
+		Address: lis.Addr().String(), Dependencies: deps, EntryPoint: root,
 	})
 	if err != nil {
+		lis.Close()
 		return nil, err
 	}
 	if err := c.Start(ctx); err != nil {
+		lis.Close()
+		_ = c.Close(context.Background())
 		return nil, err
 	}
-	s := &service{name: name, version: version, client: c, addr: lis.Addr().String(),
+	s := &service{name: name, version: version, instance: instance, client: c, addr: lis.Addr().String(),
 		http: &http.Client{Transport: sidecar.Transport(c, &http.Transport{MaxIdleConnsPerHost: 64})}}
-	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: sidecar.Middleware(c)(http.HandlerFunc(
+	s.srv = &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: sidecar.Middleware(c)(http.HandlerFunc(
 		func(w http.ResponseWriter, r *http.Request) {
-			if t, ok := sidecar.FromContext(r.Context()); ok {
+			t, ok := sidecar.FromContext(r.Context())
+			if ok {
 				rec.record(t.ID, name, version)
+				if root {
+					defer rec.finish(t.ID)
+				}
 			}
 			h(s, w, r)
 		}))}
-	go func() { _ = srv.Serve(lis) }()
-	context.AfterFunc(ctx, func() { _ = srv.Close() })
+	go func() { _ = s.srv.Serve(lis) }()
 	return s, nil
+}
+
+// close deregisters the instance (its session ends at once rather than
+// when its lease expires), then stops its HTTP server.
+func (s *service) close(ctx context.Context) error {
+	err := s.client.Close(ctx)
+	if cerr := s.srv.Shutdown(ctx); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func (s *service) get(r *http.Request, url string) (string, error) {

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"testing"
+	"time"
+)
+
+// The checker counts a transaction once, the moment it runs on a second
+// version of a service, and forgets it when it ends.
+func TestRecorder(t *testing.T) {
+	r := newRecorder()
+	r.record("t1", authService, "v1")
+	r.record("t1", "proc", "v1")
+	r.record("t1", authService, "v1")
+	r.record("t2", authService, "v2")
+	if n := r.violations(); n != 0 {
+		t.Fatalf("violations = %d, want 0", n)
+	}
+	r.record("t1", authService, "v2")
+	r.record("t1", "proc", "v2")
+	if n := r.violations(); n != 1 {
+		t.Fatalf("violations = %d after t1 ran on v1 and v2, want 1", n)
+	}
+	r.finish("t1")
+	r.finish("t2")
+	if len(r.seen) != 0 || len(r.broken) != 0 {
+		t.Fatalf("ended transactions kept: %v %v", r.seen, r.broken)
+	}
+	if n := r.violations(); n != 1 {
+		t.Fatalf("violations = %d after the end, want 1", n)
+	}
+	if s := r.authServed(); s["v1"] != 2 || s["v2"] != 2 {
+		t.Fatalf("authServed = %v, want v1:2 v2:2", s)
+	}
+}
+
+func TestLatencies(t *testing.T) {
+	var l latencies
+	if q := l.quantile(0.99); q != 0 {
+		t.Fatalf("empty p99 = %v", q)
+	}
+	for i := 1; i <= 1000; i++ {
+		l.add(time.Duration(i) * time.Millisecond)
+	}
+	p99 := l.quantile(0.99)
+	if p99 < 990*time.Millisecond || p99 > 1010*time.Millisecond {
+		t.Fatalf("p99 of 1..1000 ms = %v, want 990 ms within 1%%", p99)
+	}
+}
