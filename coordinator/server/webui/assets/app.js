@@ -100,7 +100,7 @@ function drawGraph(snap) {
   const byName = Object.fromEntries(svcs.map((s) => [s.name, s]));
   const info = Object.fromEntries((snap.services.services || []).map((s) => [s.name, s]));
   const rows = layers(svcs.map((s) => s.name).sort(), snap.graph.edges || []);
-  const W = 210, H = 78, GX = 40, GY = 60, PAD = 20;
+  const W = 230, H = 94, GX = 40, GY = 60, PAD = 20;
   const width = PAD * 2 + Math.max(...rows.map((r) => r.length)) * (W + GX) - GX;
   const height = PAD * 2 + rows.length * (H + GY) - GY;
   const pos = {};
@@ -127,16 +127,17 @@ function drawGraph(snap) {
     const def = i.defaultVersion || "";
     const others = (i.versions || s.versions || []).map((v) => v.version).filter((v) => v !== def);
     const state = s.free ? "free" : `blocked by ${s.blocking} transaction${s.blocking === 1 ? "" : "s"}`;
-    const upd = i.update ? ` · updating → ${i.update.toVersion} (${phaseName(i.update.phase)})` : "";
+    const upd = i.update ? `updating to ${i.update.toVersion}: ${phaseName(i.update.phase)}` : "";
     const tip = s.free ? `${name}: free` : `${name} is blocked by:\n` + bl.map((b) => b.id + (b.reason ? ` (${b.reason})` : "")).join("\n");
     const g = el("svg:g", { class: "node " + (s.free ? "free" : "blocked") + (selected === name ? " selected" : ""),
       "data-service": name, "data-free": String(s.free), "data-blocking": bl.map((b) => b.id).join(" "), tabindex: 0 },
     el("svg:title", {}, tip),
     el("svg:rect", { x, y, width: W, height: H }),
     el("svg:text", { class: "name", x: x + 8, y: y + 17 }, name),
-    el("svg:text", { x: x + 8, y: y + 34 }, `default ${def || "?"}${upd}`),
+    el("svg:text", { x: x + 8, y: y + 34 }, `default ${def || "?"}`),
     el("svg:text", { x: x + 8, y: y + 50 }, others.length ? `other: ${others.join(", ")}` : "no other version"),
-    el("svg:text", { x: x + 8, y: y + 66, class: "state" }, state));
+    el("svg:text", { x: x + 8, y: y + 66, class: "state" }, state),
+    el("svg:text", { x: x + 8, y: y + 82, class: "update" }, upd));
     g.addEventListener("click", () => { selected = selected === name ? null : name; draw(last); });
     g.addEventListener("keydown", (ev) => { if (ev.key === "Enter") { selected = name; draw(last); } });
     svg.append(g);
