@@ -247,13 +247,16 @@ async function tick() {
   }
 }
 
-let timer = null;
+let timer = null, inflight = false;
 async function loop() {
+  timer = null;
+  inflight = true;
   await tick();
-  timer = setTimeout(loop, POLL_MS);
+  inflight = false;
+  if (!document.hidden) timer = setTimeout(loop, POLL_MS);
 }
 document.addEventListener("visibilitychange", () => {
   // A hidden tab stops polling; it catches up when shown again.
-  if (document.hidden) { clearTimeout(timer); timer = null; } else if (timer === null) loop();
+  if (document.hidden) { clearTimeout(timer); timer = null; } else if (timer === null && !inflight) loop();
 });
 loop();
