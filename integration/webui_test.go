@@ -135,6 +135,11 @@ func TestWebView(t *testing.T) {
 	}
 	page.waitFor(10*time.Second, "auth-service free on v2",
 		`(g => g && g.dataset.free === "true" && g.textContent.includes("default v2"))(document.querySelector('g.node[data-service="auth-service"]'))`)
+	var detail string
+	page.mustEval(`document.getElementById("detail").textContent`, &detail)
+	if strings.Contains(detail, "null") || strings.Contains(detail, "undefined") || !strings.Contains(detail, "Last update: "+id) {
+		t.Fatalf("the detail of auth-service after the update: %q", detail)
+	}
 	t.Logf("update %s: page showed %s, then DONE, without a reload", id, during)
 	page.screenshot(shots, "after-update")
 }

@@ -153,12 +153,17 @@ function drawDetail(snap) {
   const bl = blockers(snap, s);
   const versions = el("ul", {}, ...(i.versions || []).map((v) =>
     el("li", {}, `${v.version}${v.default ? " (default)" : ""}: ${v.instances} instance(s), ${v.connected} connected, ${v.liveTransactions} live transaction(s)`)));
-  box.replaceChildren(
+  const u = i.update || i.lastUpdate;
+  const parts = [
     el("strong", {}, s.name), " — ", s.free ? "free" : `blocked by ${s.blocking} transaction(s)`,
     versions,
+    u ? el("p", {}, `${i.update ? "Update in progress" : "Last update"}: `, el("code", {}, u.id),
+      ` ${u.fromVersion} → ${u.toVersion} (${strategyName(u.strategy)}) ${phaseName(u.phase)}`) : null,
     s.free ? null : el("div", {}, "Blocking transactions:",
       el("ul", { id: "blockers", "data-service": s.name }, ...bl.map((b) =>
-        el("li", { class: "blocker", "data-txn": b.id }, el("code", {}, b.id), b.reason ? ` — ${b.reason}` : "")))));
+        el("li", { class: "blocker", "data-txn": b.id }, el("code", {}, b.id), b.reason ? ` — ${b.reason}` : "")))),
+  ];
+  box.replaceChildren(...parts.filter((p) => p !== null));
   box.hidden = false;
 }
 
