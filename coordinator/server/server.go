@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/coordinator/coordinator/coordinator"
+	"github.com/coordinator/coordinator/coordinator/server/webui"
 	"github.com/coordinator/coordinator/docs/openapi"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 	"github.com/coordinator/coordinator/storage"
@@ -285,6 +286,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	mux.Handle("/v1/", limitBody(maxBody, gw))
 	mux.HandleFunc("/health", s.health)
 	mux.HandleFunc("/openapi.json", serveOpenAPI)
+	// The web view: static, embedded; it reads and acts through /v1/.
+	mux.Handle(webui.Prefix, webui.Handler())
+	mux.Handle("/ui", webui.Handler())
 	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{s.reg, prometheus.GathererFunc(s.gatherTerm)},
 		promhttp.HandlerOpts{Registry: s.reg}))
 	// A client that trickles its request, or sends huge headers, is cut

@@ -1,0 +1,267 @@
+// coordinatord's web view: polls the REST gateway about once a second and
+// redraws. Everything shown comes from /v1/...; the actions are the REST
+// gateway's own POSTs, so whatever guards those routes guards the page.
+"use strict";
+
+const POLL_MS = 1000;
+const MAX_FRESHNESS_CALLS = 50; // freeness asked for at most this many blocked services per poll
+const SVG = "http://www.w3.org/2000/svg";
+const TERMINAL = new Set(["DONE", "ABORTED", "FAILED"]);
+
+let selected = null; // the service whose detail is shown
+let last = null;     // the last snapshot drawn
+
+function el(tag, attrs, ...children) {
+  const e = tag.startsWith("svg:") ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v !== undefined && v !== null) e.setAttribute(k, v);
+  }
+  for (const c of children) {
+    if (c === null || c === undefined) continue;
+    e.append(typeof c === "string" || typeof c === "number" ? document.createTextNode(String(c)) : c);
+  }
+  return e;
+}
+
+async function getJSON(path) {
+  const r = await fetch(path, { headers: { Accept: "application/json" }, cache: "no-store" });
+  const body = await r.text();
+  if (!r.ok) {
+    let msg = body;
+    try { msg = JSON.parse(body).message || body; } catch (_) { /* not JSON */ }
+    throw new Error(`GET ${path}: ${r.status} ${msg}`);
+  }
+  return JSON.parse(body);
+}
+
+async function post(path) {
+  const r = await fetch(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" });
+  if (!r.ok) {
+    const body = await r.text();
+    let msg = body;
+    try { msg = JSON.parse(body).message || body; } catch (_) { /* not JSON */ }
+    throw new Error(`POST ${path}: ${r.status} ${msg}`);
+  }
+}
+
+const phaseName = (p) => (p || "").replace(/^PHASE_/, "");
+const strategyName = (s) => (s || "").replace(/^STRATEGY_/, "");
+const when = (ts) => (ts ? new Date(ts).toLocaleTimeString() : "");
+
+async function snapshot() {
+  const [graph, services, updates, cluster, sp] = await Promise.all([
+    getJSON("/v1/graph"), getJSON("/v1/services"), getJSON("/v1/updates"),
+    getJSON("/v1/cluster"), getJSON("/v1/selfpreservation"),
+  ]);
+  const blocked = (graph.services || []).filter((s) => !s.free).slice(0, MAX_FRESHNESS_CALLS);
+  const freeness = {};
+  await Promise.all(blocked.map(async (s) => {
+    try {
+      freeness[s.name] = await getJSON(`/v1/services/${encodeURIComponent(s.name)}/freeness`);
+    } catch (_) { /* the service may have gone between the two calls */ }
+  }));
+  return { graph, services, updates, cluster, sp, freeness, at: new Date() };
+}
+
+// blockers lists the transactions that block svc: the freeness answer's when
+// there is one, otherwise the graph's.
+function blockers(snap, svc) {
+  const f = snap.freeness[svc.name];
+  if (f) return (f.blockers || []).map((b) => ({ id: b.txnId, reason: b.reason }));
+  return svc.free ? [] : (svc.transactions || []).map((id) => ({ id, reason: "" }));
+}
+
+// layers places callers above callees: a service's layer is one more than
+// its deepest caller's (cycles are cut after as many rounds as services).
+function layers(names, edges) {
+  const layer = Object.fromEntries(names.map((n) => [n, 0]));
+  for (let i = 0; i < names.length; i++) {
+    let changed = false;
+    for (const e of edges) {
+      if (e.from in layer && e.to in layer && layer[e.to] < layer[e.from] + 1 && layer[e.from] + 1 < names.length) {
+        layer[e.to] = layer[e.from] + 1;
+        changed = true;
+      }
+    }
+    if (!changed) break;
+  }
+  const rows = [];
+  for (const n of names) (rows[layer[n]] = rows[layer[n]] || []).push(n);
+  return rows.filter(Boolean);
+}
+
+function drawGraph(snap) {
+  const box = document.getElementById("graph");
+  const svcs = snap.graph.services || [];
+  if (svcs.length === 0) {
+    box.replaceChildren(el("p", {}, "No services registered."));
+    return;
+  }
+  const byName = Object.fromEntries(svcs.map((s) => [s.name, s]));
+  const info = Object.fromEntries((snap.services.services || []).map((s) => [s.name, s]));
+  const rows = layers(svcs.map((s) => s.name).sort(), snap.graph.edges || []);
+  const W = 230, H = 94, GX = 40, GY = 60, PAD = 20;
+  const width = PAD * 2 + Math.max(...rows.map((r) => r.length)) * (W + GX) - GX;
+  const height = PAD * 2 + rows.length * (H + GY) - GY;
+  const pos = {};
+  rows.forEach((row, y) => {
+    const off = (width - (row.length * (W + GX) - GX)) / 2;
+    row.forEach((n, x) => { pos[n] = { x: off + x * (W + GX), y: PAD + y * (H + GY) }; });
+  });
+  const svg = el("svg:svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "dependency graph" });
+  svg.append(el("svg:defs", {}, el("svg:marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" },
+    el("svg:path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#777" }))));
+  for (const e of snap.graph.edges || []) {
+    const a = pos[e.from], b = pos[e.to];
+    if (!a || !b) continue;
+    const x1 = a.x + W / 2, y1 = a.y + H, x2 = b.x + W / 2, y2 = b.y;
+    const d = y2 > y1 ? `M ${x1} ${y1} C ${x1} ${y1 + GY / 2}, ${x2} ${y2 - GY / 2}, ${x2} ${y2}`
+      : `M ${a.x + W} ${a.y + H / 2} C ${a.x + W + 40} ${a.y + H / 2}, ${b.x + W + 40} ${b.y + H / 2}, ${b.x + W} ${b.y + H / 2}`;
+    svg.append(el("svg:path", { class: "edge" + (e.learned ? " learned" : ""), d, "marker-end": "url(#arrow)",
+      "data-from": e.from, "data-to": e.to }, el("svg:title", {}, `${e.from} calls ${e.to}${e.learned ? " (learned)" : ""}`)));
+  }
+  for (const name of Object.keys(pos)) {
+    const s = byName[name], i = info[name] || {};
+    const { x, y } = pos[name];
+    const bl = blockers(snap, s);
+    const def = i.defaultVersion || "";
+    const others = (i.versions || s.versions || []).map((v) => v.version).filter((v) => v !== def);
+    const state = s.free ? "free" : `blocked by ${s.blocking} transaction${s.blocking === 1 ? "" : "s"}`;
+    const upd = i.update ? `updating to ${i.update.toVersion}: ${phaseName(i.update.phase)}` : "";
+    const tip = s.free ? `${name}: free` : `${name} is blocked by:\n` + bl.map((b) => b.id + (b.reason ? ` (${b.reason})` : "")).join("\n");
+    const g = el("svg:g", { class: "node " + (s.free ? "free" : "blocked") + (selected === name ? " selected" : ""),
+      "data-service": name, "data-free": String(s.free), "data-blocking": bl.map((b) => b.id).join(" "), tabindex: 0 },
+    el("svg:title", {}, tip),
+    el("svg:rect", { x, y, width: W, height: H }),
+    el("svg:text", { class: "name", x: x + 8, y: y + 17 }, name),
+    el("svg:text", { x: x + 8, y: y + 34 }, `default ${def || "?"}`),
+    el("svg:text", { x: x + 8, y: y + 50 }, others.length ? `other: ${others.join(", ")}` : "no other version"),
+    el("svg:text", { x: x + 8, y: y + 66, class: "state" }, state),
+    el("svg:text", { x: x + 8, y: y + 82, class: "update" }, upd));
+    g.addEventListener("click", () => { selected = selected === name ? null : name; draw(last); });
+    g.addEventListener("keydown", (ev) => { if (ev.key === "Enter") { selected = name; draw(last); } });
+    svg.append(g);
+  }
+  box.replaceChildren(svg);
+}
+
+function drawDetail(snap) {
+  const box = document.getElementById("detail");
+  const s = (snap.graph.services || []).find((x) => x.name === selected);
+  if (!s) { box.hidden = true; box.replaceChildren(); return; }
+  const i = (snap.services.services || []).find((x) => x.name === selected) || {};
+  const bl = blockers(snap, s);
+  const versions = el("ul", {}, ...(i.versions || []).map((v) =>
+    el("li", {}, `${v.version}${v.default ? " (default)" : ""}: ${v.instances} instance(s), ${v.connected} connected, ${v.liveTransactions} live transaction(s)`)));
+  const u = i.update || i.lastUpdate;
+  const parts = [
+    el("strong", {}, s.name), " — ", s.free ? "free" : `blocked by ${s.blocking} transaction(s)`,
+    versions,
+    u ? el("p", {}, `${i.update ? "Update in progress" : "Last update"}: `, el("code", {}, u.id),
+      ` ${u.fromVersion} → ${u.toVersion} (${strategyName(u.strategy)}) ${phaseName(u.phase)}`) : null,
+    s.free ? null : el("div", {}, "Blocking transactions:",
+      el("ul", { id: "blockers", "data-service": s.name }, ...bl.map((b) =>
+        el("li", { class: "blocker", "data-txn": b.id }, el("code", {}, b.id), b.reason ? ` — ${b.reason}` : "")))),
+  ];
+  box.replaceChildren(...parts.filter((p) => p !== null));
+  box.hidden = false;
+}
+
+function drawUpdates(snap) {
+  const tbody = document.querySelector("#updates tbody");
+  const ups = (snap.updates.updates || []).slice().sort((a, b) => (b.createdAt || "").localeCompare(a.createdAt || ""));
+  if (ups.length === 0) {
+    tbody.replaceChildren(el("tr", {}, el("td", { colspan: 8 }, "No updates.")));
+    return;
+  }
+  tbody.replaceChildren(...ups.map((u) => {
+    const phase = phaseName(u.phase);
+    const p = u.progress || {};
+    const prog = TERMINAL.has(phase) ? (u.reason || "") :
+      [p.waitingFor, p.blocking ? `${p.blocking} blocking` : "", p.heldCalls ? `${p.heldCalls} held calls` : "",
+        p.oldTransactions ? `${p.oldTransactions} old transactions` : "",
+        p.unacknowledgedSessions ? `${p.unacknowledgedSessions} sessions to acknowledge` : ""].filter(Boolean).join("; ");
+    let action = null;
+    if (!TERMINAL.has(phase)) {
+      action = el("button", { type: "button", "data-abort": u.id }, "Abort");
+      action.addEventListener("click", async () => {
+        if (!confirm(`Abort update ${u.id} of ${u.service}?`)) return;
+        try { await post(`/v1/updates/${encodeURIComponent(u.id)}:abort`); } catch (e) { alert(e.message); }
+        tick();
+      });
+    }
+    return el("tr", { "data-update": u.id },
+      el("td", {}, el("code", {}, u.id)), el("td", {}, u.service),
+      el("td", {}, `${u.fromVersion} → ${u.toVersion}${u.rollingBack ? " (rolling back)" : ""}`),
+      el("td", {}, strategyName(u.strategy)),
+      el("td", { class: "phase phase-" + phase, "data-phase": phase }, phase),
+      el("td", {}, prog), el("td", {}, when(u.createdAt)), el("td", {}, action));
+  }));
+}
+
+function drawCluster(snap) {
+  const c = snap.cluster;
+  const replicas = el("ul", {}, ...(c.replicas || []).map((r) =>
+    el("li", {}, `${r.name}${r.leader ? " (leader)" : ""} — gRPC ${r.grpcAddress}, HTTP ${r.httpAddress}`)));
+  const members = el("table", {}, el("thead", {}, el("tr", {}, ...["etcd member", "healthy", "raft leader", "learner", "db size", "client URLs", "error"].map((h) => el("th", {}, h)))),
+    el("tbody", {}, ...(c.members || []).map((m) => el("tr", {},
+      el("td", {}, m.name || m.id), el("td", {}, m.healthy ? "yes" : "NO"), el("td", {}, m.raftLeader ? "yes" : ""),
+      el("td", {}, m.learner ? "yes" : ""), el("td", {}, m.dbSizeBytes ? `${Math.round(Number(m.dbSizeBytes) / 1024)} KiB` : ""),
+      el("td", {}, (m.clientUrls || []).join(" ")), el("td", {}, m.error || "")))));
+  document.getElementById("cluster").replaceChildren(
+    el("p", { id: "leader" }, "Leader: ", el("strong", {}, c.leader ? c.leader.name : "none"), ` · answered by ${c.answeredBy || "?"}`),
+    el("div", {}, "Replicas:", replicas), members);
+
+  const sp = snap.sp;
+  const parts = [el("span", { id: "sp-state", class: sp.active ? "active" : "" }, sp.active ? `ACTIVE since ${when(sp.since)}` : "inactive"),
+    ` · ${sp.recentExpiries} recent expiries, ${sp.activations} activations; enters when more than ${Math.round(sp.ratio * 100)}% of at least ${sp.minCount} sessions expire within ${sp.window}`];
+  if (sp.active) {
+    parts.push(` · ${(sp.queuedSessions || []).length} queued sessions `);
+    const b = el("button", { type: "button", id: "sp-end" }, "End self-preservation");
+    b.addEventListener("click", async () => {
+      if (!confirm("End self-preservation and expire the queued sessions?")) return;
+      try { await post("/v1/selfpreservation:end"); } catch (e) { alert(e.message); }
+      tick();
+    });
+    parts.push(b);
+  }
+  document.getElementById("selfpreservation").replaceChildren(el("p", {}, ...parts));
+}
+
+function draw(snap) {
+  if (!snap) return;
+  drawGraph(snap);
+  drawDetail(snap);
+  drawUpdates(snap);
+  drawCluster(snap);
+}
+
+let polls = 0;
+async function tick() {
+  const status = document.getElementById("status");
+  try {
+    last = await snapshot();
+    draw(last);
+    polls++;
+    status.textContent = `live · updated ${last.at.toLocaleTimeString()}`;
+    status.className = "status";
+    document.body.dataset.polls = String(polls);
+  } catch (e) {
+    status.textContent = `not updated: ${e.message}`;
+    status.className = "status error";
+  }
+}
+
+let timer = null, inflight = false;
+async function loop() {
+  timer = null;
+  inflight = true;
+  await tick();
+  inflight = false;
+  if (!document.hidden) timer = setTimeout(loop, POLL_MS);
+}
+document.addEventListener("visibilitychange", () => {
+  // A hidden tab stops polling; it catches up when shown again.
+  if (document.hidden) { clearTimeout(timer); timer = null; } else if (timer === null && !inflight) loop();
+});
+loop();

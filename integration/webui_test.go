@@ -1,0 +1,145 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coordinator/coordinator/coordinator/server/servertest"
+	"github.com/coordinator/coordinator/internal/simsidecar"
+	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+)
+
+// TestWebView loads coordinatord's /ui/ in headless Chromium while a WF
+// update waits on a transaction and then finishes: the page shows the
+// services, the blocking transactions the REST API reports, and the
+// update's phase advancing without a reload. Screenshots are saved before
+// and during the update (and after it), under the test's temporary
+// directory or COORDINATOR_WEBUI_SCREENSHOTS if set.
+func TestWebView(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs headless Chromium")
+	}
+	bin := findChromium(t)
+	shots := os.Getenv("COORDINATOR_WEBUI_SCREENSHOTS")
+	if shots == "" {
+		shots = t.TempDir()
+	} else if err := os.MkdirAll(shots, 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	ts := servertest.Start(t, "")
+	portal := ts.LongSidecar("portal-1", "portal", "v1", "auth-service")
+	ts.LongSidecar("auth-1", "auth-service", "v1", "db")
+	ts.LongSidecar("auth-2", "auth-service", "v2", "db")
+	ts.LongSidecar("db-1", "db", "v1")
+	// t1 used auth-service@v1 and may call it again: auth-service is
+	// blocked until t1 ends.
+	t1 := servertest.TxnID(1)
+	servertest.Send(t, portal, simsidecar.Begin(t1, 1), simsidecar.Call(t1, 1, "auth-service", 2), simsidecar.Return(t1, 2))
+	if f := ts.FreeREST("auth-service"); f.Free {
+		t.Fatalf("auth-service is free while t1 runs: %+v", f)
+	}
+
+	page := startChromium(t, bin, "http://"+ts.HTTPAddr()+"/ui/")
+	page.waitFor(60*time.Second, "the graph drawn",
+		`document.body.dataset.polls >= 1 && !!document.querySelector('g.node[data-service="auth-service"]')`)
+	// A mark that a reload would wipe.
+	page.mustEval(`window.__loadedOnce = "yes"`, nil)
+
+	// The services, with their versions.
+	var nodes map[string]string
+	page.mustEval(`Object.fromEntries([...document.querySelectorAll("g.node")].map(g => [g.dataset.service, g.textContent]))`, &nodes)
+	for svc, want := range map[string][]string{
+		"portal": {"default v1", "no other version"}, "auth-service": {"default v1", "other: v2", "blocked by 1 transaction"},
+		"db": {"default v1"},
+	} {
+		for _, w := range want {
+			if !strings.Contains(nodes[svc], w) {
+				t.Fatalf("node %s: %q lacks %q (nodes %v)", svc, nodes[svc], w, nodes)
+			}
+		}
+	}
+	var edges []string
+	page.mustEval(`[...document.querySelectorAll("path.edge")].map(e => e.dataset.from + ">" + e.dataset.to).sort()`, &edges)
+	if !slices.Equal(edges, []string{"auth-service>db", "portal>auth-service"}) {
+		t.Fatalf("edges drawn: %v", edges)
+	}
+	var cluster pb.Cluster
+	ts.REST("/v1/cluster", &cluster)
+	page.waitFor(10*time.Second, "the leader "+cluster.GetLeader().GetName(),
+		fmt.Sprintf(`document.getElementById("leader").textContent.includes(%q)`, cluster.GetLeader().GetName()))
+	page.screenshot(shots, "before-update")
+
+	// A WF update of auth-service waits for t1.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := ts.Admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: "auth-service", ToVersion: "v2", Strategy: pb.Strategy_STRATEGY_WF})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := st.GetId()
+	phaseExpr := fmt.Sprintf(`((document.querySelector('tr[data-update=%q] td.phase') || {dataset: {}}).dataset.phase || "")`, id)
+	page.waitFor(30*time.Second, "update "+id+" waiting", phaseExpr+` === "WAITING"`)
+	var during string
+	page.mustEval(phaseExpr, &during)
+
+	// The blocking transactions shown (on the node, in its tooltip, and in
+	// the detail a click opens) are the REST API's.
+	free := ts.FreeREST("auth-service")
+	var want []string
+	for _, b := range free.GetBlockers() {
+		want = append(want, b.GetTxnId())
+	}
+	slices.Sort(want)
+	if len(want) == 0 || !slices.Contains(want, t1) {
+		t.Fatalf("REST freeness of auth-service: %+v", free)
+	}
+	page.mustEval(`document.querySelector('g.node[data-service="auth-service"]').dispatchEvent(new MouseEvent("click", {bubbles: true}))`, nil)
+	page.waitFor(10*time.Second, "the detail of auth-service", `!!document.querySelector('#blockers[data-service="auth-service"]')`)
+	var shown struct {
+		Node, Detail []string
+		Title        string
+	}
+	page.mustEval(`(() => {
+		const g = document.querySelector('g.node[data-service="auth-service"]');
+		return {Node: g.dataset.blocking.split(" ").filter(Boolean).sort(),
+			Detail: [...document.querySelectorAll("#blockers li.blocker")].map(li => li.dataset.txn).sort(),
+			Title: g.querySelector("title").textContent};
+	})()`, &shown)
+	if !slices.Equal(shown.Node, want) || !slices.Equal(shown.Detail, want) {
+		t.Fatalf("blocking transactions of auth-service: node %v, detail %v; REST %v", shown.Node, shown.Detail, want)
+	}
+	for _, id := range want {
+		if !strings.Contains(shown.Title, id) {
+			t.Fatalf("the tooltip of auth-service lacks %s: %q", id, shown.Title)
+		}
+	}
+	page.screenshot(shots, "during-update")
+
+	// t1 ends: the update finishes, and the page shows it without a reload.
+	servertest.Send(t, portal, simsidecar.End(t1))
+	page.waitFor(60*time.Second, "update "+id+" done", phaseExpr+` === "DONE"`)
+	var mark string
+	page.mustEval(`window.__loadedOnce || ""`, &mark)
+	if mark != "yes" {
+		t.Fatal("the page was reloaded")
+	}
+	var u pb.Update
+	if ts.REST("/v1/updates/"+id, &u); u.GetPhase() != pb.Phase_PHASE_DONE {
+		t.Fatalf("REST says update %s is %v", id, u.GetPhase())
+	}
+	page.waitFor(10*time.Second, "auth-service free on v2",
+		`(g => g && g.dataset.free === "true" && g.textContent.includes("default v2"))(document.querySelector('g.node[data-service="auth-service"]'))`)
+	var detail string
+	page.mustEval(`document.getElementById("detail").textContent`, &detail)
+	if strings.Contains(detail, "null") || strings.Contains(detail, "undefined") || !strings.Contains(detail, "Last update: "+id) {
+		t.Fatalf("the detail of auth-service after the update: %q", detail)
+	}
+	t.Logf("update %s: page showed %s, then DONE, without a reload", id, during)
+	page.screenshot(shots, "after-update")
+}
