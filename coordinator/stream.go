@@ -513,8 +513,7 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 		err = c.callLocked(s, ev, to, version)
 	case pb.EventType_EVENT_TYPE_RETURN:
 		if from, ok := c.eng.SubCaller(ev.TxnId, sub); ok && from != s.svc {
-			c.metrics.ownership.WithLabelValues("RETURN").Inc()
-			return fmt.Errorf("%w: RETURN txn %q sub %016x: service %q did not call it", ErrNotOwner, ev.TxnId, ev.SubId, s.rec.Service)
+			return c.notOwner(typ, fmt.Errorf("%w: RETURN txn %q sub %016x: service %q did not call it", ErrNotOwner, ev.TxnId, ev.SubId, s.rec.Service))
 		}
 		err = c.eng.Return(ev.TxnId, sub)
 	case pb.EventType_EVENT_TYPE_DONE:
@@ -527,8 +526,7 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 		err = c.eng.DoneBy(ev.TxnId, sub, to, s.svc) // only sub's own service says it is done
 	case pb.EventType_EVENT_TYPE_END:
 		if !c.mayEndLocked(s, ev.TxnId) {
-			c.metrics.ownership.WithLabelValues("END").Inc()
-			return fmt.Errorf("%w: END txn %q: it is not a root of instance %q", ErrNotOwner, ev.TxnId, s.rec.InstanceId)
+			return c.notOwner(typ, fmt.Errorf("%w: END txn %q: it is not a root of instance %q", ErrNotOwner, ev.TxnId, s.rec.InstanceId))
 		}
 		n := c.orch.notePinsLocked(ev.TxnId, c.epoch) // while its uses are known
 		if err = c.eng.End(ev.TxnId); err != nil {
@@ -541,12 +539,19 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 		return err
 	}
 	if errors.Is(err, graph.ErrNotOwner) {
-		c.metrics.ownership.WithLabelValues(strings.TrimPrefix(typ.String(), "EVENT_TYPE_")).Inc()
+		c.notOwner(typ, err)
 	}
 	if errors.As(err, new(eventFailure)) {
 		return err
 	}
 	return eventErr(typ, ev, err)
+}
+
+// notOwner counts an event of type typ refused because its session does
+// not own what it is about, and returns err.
+func (c *Coordinator) notOwner(typ pb.EventType, err error) error {
+	c.metrics.ownership.WithLabelValues(strings.TrimPrefix(typ.String(), "EVENT_TYPE_")).Inc()
+	return err
 }
 
 // mayEndLocked says whether session s may END txn: it owns it (it began
