@@ -14,6 +14,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -53,6 +54,7 @@ type Reloader struct {
 	caPEM     []byte
 	cert      *tls.Certificate // nil without Cert
 	pool      *x509.CertPool   // nil without CA
+	cas       []*x509.Certificate
 	leaf      *x509.Certificate
 	reloads   int
 	lastError error
@@ -128,6 +130,35 @@ func (r *Reloader) Current() (*tls.Certificate, *x509.CertPool) {
 	return c, p
 }
 
+// CACertificates returns the certificates of the CA bundle (nil without
+// one), reloading first if due: the roots a SPIFFE verifier trusts.
+func (r *Reloader) CACertificates() []*x509.Certificate {
+	r.current()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cas
+}
+
+// parseCerts parses every CERTIFICATE block of a PEM bundle.
+func parseCerts(data []byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			return out, nil
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+}
+
 // load reads the files and takes what changed. Called with mu held.
 func (r *Reloader) load() error {
 	var certPEM, keyPEM, caPEM []byte
@@ -161,11 +192,15 @@ func (r *Reloader) load() error {
 		changed = true
 	}
 	if r.files.CA != "" && !bytes.Equal(caPEM, r.caPEM) {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(caPEM) {
-			return fmt.Errorf("tlsfiles: %s: no PEM certificate in the CA bundle", r.files.CA)
+		cas, err := parseCerts(caPEM)
+		if err != nil || len(cas) == 0 {
+			return fmt.Errorf("tlsfiles: %s: no PEM certificate in the CA bundle (%v)", r.files.CA, err)
 		}
-		r.pool, r.caPEM = pool, caPEM
+		pool := x509.NewCertPool()
+		for _, c := range cas {
+			pool.AddCert(c)
+		}
+		r.pool, r.cas, r.caPEM = pool, cas, caPEM
 		changed = true
 	}
 	if changed && r.reloads >= 0 && !r.checked.IsZero() {
