@@ -205,6 +205,7 @@ func (a admin) ListSessions(ctx context.Context, req *pb.ListSessionsRequest) (*
 			Connected:    s.stream != nil,
 			RegisteredAt: s.rec.RegisteredAt,
 			Roots:        roots[s.owner],
+			Identity:     s.rec.Identity,
 		})
 	}
 	slices.SortFunc(out.Sessions, func(a, b *pb.Session) int { return strings.Compare(a.InstanceId, b.InstanceId) })

@@ -13,6 +13,7 @@ import (
 
 	"github.com/coordinator/coordinator/coordinator/graph"
 	"github.com/coordinator/coordinator/internal/ratelog"
+	"github.com/coordinator/coordinator/security/identity"
 	"github.com/coordinator/coordinator/storage"
 )
 
@@ -125,6 +126,12 @@ type Config struct {
 	ForgetAfter     time.Duration
 	UpdateRetention int
 	UpdateMaxAge    time.Duration
+	// IdentityPolicy says which services a workload identity may register
+	// as, when a stream carries one (identity.FromContext: the replica
+	// verified the sidecar's client certificate); nil is the default
+	// mapping (identity.DefaultService). A stream without an identity (no
+	// client certificates configured) is not checked.
+	IdentityPolicy *identity.Policy
 }
 
 func (c *Config) setDefaults() {

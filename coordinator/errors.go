@@ -10,6 +10,7 @@ import (
 
 	"github.com/coordinator/coordinator/coordinator/graph"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+	"github.com/coordinator/coordinator/security/identity"
 	"github.com/coordinator/coordinator/storage"
 )
 
@@ -40,6 +41,8 @@ import (
 //	  ErrAlreadyRegistered, ErrNotRegistered,
 //	  ErrSelfPreservationInactive              FailedPrecondition
 //	ErrNoRegister                              DeadlineExceeded
+//	ErrNotOwner, graph.ErrNotOwner,
+//	  ErrNotAllowed, identity.ErrNotAllowed    PermissionDenied
 //	errTakenOver                               Aborted
 //	errSlowSidecar, ErrQuota                   ResourceExhausted
 //	ErrUnavailable, ErrStopped, ErrFenced,
@@ -99,6 +102,10 @@ var (
 	// changes nothing. graph.ErrNotOwner is the engine's own case (a CALL
 	// or DONE about a sub-transaction at another service).
 	ErrNotOwner = errors.New("not the session's to send")
+	// ErrNotAllowed: a sidecar's workload identity may not do what it asked:
+	// register as a service its policy does not give it, or take over an
+	// instance id another identity holds. It changes nothing.
+	ErrNotAllowed = errors.New("not allowed")
 	// ErrUnavailable: etcd did not take or answer a read or write the
 	// request needs (unreachable, timed out, or this replica was fenced);
 	// the request may be retried.
@@ -135,6 +142,8 @@ var grpcCodes = []struct {
 	{ErrQuota, codes.ResourceExhausted},
 	{ErrNotOwner, codes.PermissionDenied},
 	{graph.ErrNotOwner, codes.PermissionDenied},
+	{ErrNotAllowed, codes.PermissionDenied},
+	{identity.ErrNotAllowed, codes.PermissionDenied},
 	{ErrUnavailable, codes.Unavailable},
 	{ErrStopped, codes.Unavailable},
 	{ErrFenced, codes.Unavailable},

@@ -46,6 +46,12 @@ type memServer struct {
 // one miss allowed, 2 s leases), adjusted by set; it stops at cleanup.
 func startMem(t testing.TB, set ...func(*coordinator.Config)) *memServer {
 	t.Helper()
+	return startMemServer(t, nil, set...)
+}
+
+// startMemServer is startMem with options for its gRPC server.
+func startMemServer(t testing.TB, gopts []grpc.ServerOption, set ...func(*coordinator.Config)) *memServer {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	st := memstore.New(memstore.Options{})
@@ -70,7 +76,7 @@ func startMem(t testing.TB, set ...func(*coordinator.Config)) *memServer {
 		t.Fatal(err)
 	}
 	m.coord = c
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(gopts...)
 	pb.RegisterAdminServiceServer(gs, c.AdminServer())
 	pb.RegisterSidecarServiceServer(gs, c.SidecarServer())
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

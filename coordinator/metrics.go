@@ -16,6 +16,7 @@ type metrics struct {
 	events          []prometheus.Counter // by pb.EventType
 	eventErrors     *prometheus.CounterVec
 	ownership       *prometheus.CounterVec // refusals by event type
+	identity        *prometheus.CounterVec // registrations refused, by reason
 	lateEvents      []prometheus.Counter   // by pb.LateReason
 	learnedEdges    prometheus.Counter
 	registrations   prometheus.Counter
@@ -99,6 +100,11 @@ func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
 			Help: "Sidecar events refused because the session does not own what they are about " +
 				"(a CALL, RETURN or DONE about another service's sub-transaction, an END of another session's transaction), by event type.",
 		}, []string{"type"}),
+		identity: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "identity_refusals_total",
+			Help: "Registrations refused because of the sidecar's workload identity: " +
+				`reason="service" (the policy does not let it register as the service), "instance" (another identity holds the instance id).`,
+		}, []string{"reason"}),
 		learnedEdges: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Name: "learned_edges_total", Help: "Static edges learned from calls nobody declared.",
 		}),
@@ -218,7 +224,7 @@ func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: ns, Name: name, Help: help}, f)
 	}
 	cs := []prometheus.Collector{
-		events, m.eventErrors, m.ownership, late, m.learnedEdges, m.registrations, m.heartbeats,
+		events, m.eventErrors, m.ownership, m.identity, late, m.learnedEdges, m.registrations, m.heartbeats,
 		m.sessionsDropped, m.freenessSeconds, m.implicitExpired, m.forgotten, m.beginWait, refusals, m.quarantined,
 		m.batchLockWait, m.batchLockHeld,
 		m.updatesStarted, m.updatesEnded, m.updateSeconds, m.phaseSeconds, holds, m.pinCommit, decided,

@@ -345,6 +345,15 @@ func (sp *selfPreservation) reclaimExpiredLocked(rec *pb.SessionRecord, ttl time
 	return s, gone
 }
 
+// expiredIdentity is the workload identity of the instance's expired
+// session kept for its return ("" if none is kept).
+func (sp *selfPreservation) expiredIdentity(instance string) string {
+	if e := sp.expired[instance]; e != nil {
+		return e.s.rec.Identity
+	}
+	return ""
+}
+
 // endGoneRootsLocked ends the roots owned by s that the sidecar no longer
 // reports (transactions adopted from downstream calls are not its roots).
 func (sp *selfPreservation) endGoneRootsLocked(s *session, roots []*pb.LiveRoot) int {

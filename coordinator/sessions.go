@@ -12,6 +12,7 @@ import (
 
 	"github.com/coordinator/coordinator/coordinator/graph"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+	"github.com/coordinator/coordinator/security/identity"
 	"github.com/coordinator/coordinator/storage"
 )
 
@@ -129,6 +130,17 @@ func (c *Coordinator) validateRegister(r *pb.Register) (hb time.Duration, misses
 	return hb, misses, nil
 }
 
+// instanceIdentityLocked is the workload identity that holds an instance:
+// its live session's (old), or, while self-preservation keeps an expired
+// session of it for its return, that one's. "" when none does, or it
+// registered without one.
+func (c *Coordinator) instanceIdentityLocked(instance string, old *session) string {
+	if old != nil {
+		return old.rec.Identity
+	}
+	return c.sp.expiredIdentity(instance)
+}
+
 // register opens or resumes the session of r.InstanceId on stream st. Its
 // etcd work (the lease, the session and service records, the route) is
 // done first, between read-only looks at the state; then one locked
@@ -138,6 +150,15 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 	hb, misses, err := c.validateRegister(r)
 	if err != nil {
 		return nil, nil, err
+	}
+	who, hasWho := identity.FromContext(ctx)
+	if hasWho {
+		if err := c.cfg.IdentityPolicy.MayRegister(who, r.Service); err != nil {
+			c.metrics.identity.WithLabelValues("service").Inc()
+			c.lg.Warn("registration refused: the identity may not register as the service",
+				"identity", who.Name, "instance", r.InstanceId, "service", r.Service)
+			return nil, nil, fmt.Errorf("register: %w", err)
+		}
 	}
 	defer c.regLocks.lock("instance/" + r.InstanceId)()
 	ctx, cancel := context.WithTimeout(ctx, registerTimeout)
@@ -154,6 +175,13 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 		c.mu.Unlock()
 	}()
 	old := c.sess.get(r.InstanceId)
+	if holder := c.instanceIdentityLocked(r.InstanceId, old); hasWho && holder != "" && holder != who.Name {
+		c.mu.Unlock()
+		c.metrics.identity.WithLabelValues("instance").Inc()
+		c.lg.Warn("registration refused: another identity holds the instance",
+			"identity", who.Name, "holder", holder, "instance", r.InstanceId, "service", r.Service)
+		return nil, nil, fmt.Errorf("%w: register: instance %q is held by another workload identity; pick another instance id", ErrNotAllowed, r.InstanceId)
+	}
 	var oldLease storage.LeaseID
 	var registeredAt *timestamppb.Timestamp
 	same := false
@@ -194,6 +222,7 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 		HeartbeatInterval: durationpb.New(hb),
 		AllowedMisses:     misses,
 		RegisteredAt:      timestamppb.Now(),
+		Identity:          who.Name,
 	}
 	if resumed {
 		rec.RegisteredAt = registeredAt

@@ -15,7 +15,7 @@ import (
 )
 
 // ErrNotAllowed: the identity may not register as that service.
-var ErrNotAllowed = errors.New("identity: not allowed")
+var ErrNotAllowed = errors.New("not allowed")
 
 // Default mappings of a policy.
 const (

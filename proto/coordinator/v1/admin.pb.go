@@ -1921,7 +1921,10 @@ type Session struct {
 	Connected    bool                   `protobuf:"varint,7,opt,name=connected,proto3" json:"connected,omitempty"`
 	RegisteredAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=registered_at,json=registeredAt,proto3" json:"registered_at,omitempty"`
 	// Root transactions it owns.
-	Roots         uint32 `protobuf:"varint,9,opt,name=roots,proto3" json:"roots,omitempty"`
+	Roots uint32 `protobuf:"varint,9,opt,name=roots,proto3" json:"roots,omitempty"`
+	// The workload identity that registered it (SPIFFE ID or CN); empty
+	// without client certificates.
+	Identity      string `protobuf:"bytes,10,opt,name=identity,proto3" json:"identity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2017,6 +2020,13 @@ func (x *Session) GetRoots() uint32 {
 		return x.Roots
 	}
 	return 0
+}
+
+func (x *Session) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
 }
 
 type ListTransactionsRequest struct {
@@ -3119,7 +3129,7 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\x13ListSessionsRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\"K\n" +
 	"\x14ListSessionsResponse\x123\n" +
-	"\bsessions\x18\x01 \x03(\v2\x17.coordinator.v1.SessionR\bsessions\"\xb5\x02\n" +
+	"\bsessions\x18\x01 \x03(\v2\x17.coordinator.v1.SessionR\bsessions\"\xd1\x02\n" +
 	"\aSession\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12\x18\n" +
@@ -3130,7 +3140,9 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\x03ttl\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x1c\n" +
 	"\tconnected\x18\a \x01(\bR\tconnected\x12?\n" +
 	"\rregistered_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\fregisteredAt\x12\x14\n" +
-	"\x05roots\x18\t \x01(\rR\x05roots\"I\n" +
+	"\x05roots\x18\t \x01(\rR\x05roots\x12\x1a\n" +
+	"\bidentity\x18\n" +
+	" \x01(\tR\bidentity\"I\n" +
 	"\x17ListTransactionsRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\"q\n" +

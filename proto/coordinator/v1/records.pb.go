@@ -87,8 +87,12 @@ type SessionRecord struct {
 	HeartbeatInterval *durationpb.Duration   `protobuf:"bytes,6,opt,name=heartbeat_interval,json=heartbeatInterval,proto3" json:"heartbeat_interval,omitempty"`
 	AllowedMisses     uint32                 `protobuf:"varint,7,opt,name=allowed_misses,json=allowedMisses,proto3" json:"allowed_misses,omitempty"`
 	RegisteredAt      *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=registered_at,json=registeredAt,proto3" json:"registered_at,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The workload identity that registered it (a SPIFFE ID or a
+	// certificate's CN); empty without client certificates. Another identity
+	// cannot take the instance over while it is live.
+	Identity      string `protobuf:"bytes,9,opt,name=identity,proto3" json:"identity,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SessionRecord) Reset() {
@@ -175,6 +179,13 @@ func (x *SessionRecord) GetRegisteredAt() *timestamppb.Timestamp {
 		return x.RegisteredAt
 	}
 	return nil
+}
+
+func (x *SessionRecord) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
 }
 
 // TxnRecord is one live root transaction; stored on its root session's lease,
@@ -480,7 +491,7 @@ const file_coordinator_v1_records_proto_rawDesc = "" +
 	"\x1ccoordinator/v1/records.proto\x12\x0ecoordinator.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"G\n" +
 	"\rServiceRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\"\n" +
-	"\fdependencies\x18\x02 \x03(\tR\fdependencies\"\xcb\x02\n" +
+	"\fdependencies\x18\x02 \x03(\tR\fdependencies\"\xe7\x02\n" +
 	"\rSessionRecord\x12\x1f\n" +
 	"\vinstance_id\x18\x01 \x01(\tR\n" +
 	"instanceId\x12\x18\n" +
@@ -490,7 +501,8 @@ const file_coordinator_v1_records_proto_rawDesc = "" +
 	"\blease_id\x18\x05 \x01(\x03R\aleaseId\x12H\n" +
 	"\x12heartbeat_interval\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12%\n" +
 	"\x0eallowed_misses\x18\a \x01(\rR\rallowedMisses\x12?\n" +
-	"\rregistered_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\fregisteredAt\"\x9a\x01\n" +
+	"\rregistered_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\fregisteredAt\x12\x1a\n" +
+	"\bidentity\x18\t \x01(\tR\bidentity\"\x9a\x01\n" +
 	"\tTxnRecord\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\tR\x05txnId\x12\x14\n" +
 	"\x05owner\x18\x02 \x01(\tR\x05owner\x12\x14\n" +
