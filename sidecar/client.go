@@ -5,13 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+	"github.com/coordinator/coordinator/security/tlsfiles"
 )
 
 // Errors of the package; returned errors wrap them.
@@ -79,8 +83,20 @@ type Config struct {
 	// FlushInterval is the longest an event waits in the queue (default
 	// 500µs).
 	FlushInterval time.Duration
+	// TLS, when any file is named, reaches the coordinators over TLS: CA is
+	// the bundle that verifies their certificates (empty: the system
+	// roots), Cert and Key this workload's client certificate, whose SPIFFE
+	// ID (or CN) is the identity the coordinator lets register as Service
+	// (the files a SPIRE agent or cert-manager writes). They are re-read as
+	// they rotate; a reconnect presents the new certificate. TLSFromEnv
+	// reads them from COORDINATOR_TLS_CA, _CERT and _KEY. Empty: plaintext,
+	// for a coordinator on loopback.
+	TLS tlsfiles.Files
+	// TLSServerName is the name checked in the coordinators' certificates
+	// (default: the host of each address dialled).
+	TLSServerName string
 	// DialOptions are added to those used to reach the coordinators
-	// (insecure transport credentials by default).
+	// (transport credentials from TLS, else insecure, come first).
 	DialOptions []grpc.DialOption
 	// Logger receives the client's logs; nil discards them (Stats counts
 	// what matters).
@@ -90,6 +106,23 @@ type Config struct {
 	// it. By default Close deregisters: the session ends at once, and its
 	// going is not counted as a lease expiry (self-preservation).
 	KeepSessionOnClose bool
+}
+
+// Environment variables of TLSFromEnv.
+const (
+	EnvTLSCA         = "COORDINATOR_TLS_CA"
+	EnvTLSCert       = "COORDINATOR_TLS_CERT"
+	EnvTLSKey        = "COORDINATOR_TLS_KEY"
+	EnvTLSServerName = "COORDINATOR_TLS_SERVER_NAME"
+)
+
+// TLSFromEnv returns the TLS files and server name named by the
+// environment (COORDINATOR_TLS_CA, COORDINATOR_TLS_CERT,
+// COORDINATOR_TLS_KEY, COORDINATOR_TLS_SERVER_NAME), for Config.TLS and
+// Config.TLSServerName; all empty when none is set.
+func TLSFromEnv() (files tlsfiles.Files, serverName string) {
+	return tlsfiles.Files{CA: os.Getenv(EnvTLSCA), Cert: os.Getenv(EnvTLSCert), Key: os.Getenv(EnvTLSKey)},
+		os.Getenv(EnvTLSServerName)
 }
 
 // Stats are counters of a Client.
@@ -119,8 +152,9 @@ type Stats struct {
 // Client is one sidecar session with the coordinator. It is safe for
 // concurrent use.
 type Client struct {
-	cfg Config
-	lg  *slog.Logger
+	cfg   Config
+	lg    *slog.Logger
+	creds credentials.TransportCredentials // to the coordinators
 
 	routing atomic.Pointer[table]
 
@@ -200,8 +234,17 @@ func New(cfg Config) (*Client, error) {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
+	creds := insecure.NewCredentials()
+	if !cfg.TLS.Empty() {
+		r, err := tlsfiles.New(cfg.TLS, tlsfiles.WithLogger(lg))
+		if err != nil {
+			return nil, fmt.Errorf("%w: TLS: %w", ErrInvalidConfig, err)
+		}
+		creds = credentials.NewTLS(r.ClientConfig(cfg.TLSServerName))
+	}
 	return &Client{
 		cfg:     cfg,
+		creds:   creds,
 		lg:      lg.With("instance", cfg.InstanceID),
 		roots:   make(map[string]*root),
 		waiters: make(map[uint64]*waiter),

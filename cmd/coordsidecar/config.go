@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/coordinator/coordinator/sidecar"
 )
 
 // Modes of the proxy. Only modeDirect is implemented: the proxy picks the
@@ -36,6 +38,13 @@ type config struct {
 	Grace        duration     `json:"grace"`
 	LogLevel     string       `json:"logLevel"`
 	LogFormat    string       `json:"logFormat"`
+	// TLS to the coordinators: CA verifies them; Cert and Key are this
+	// workload's certificate (its identity). Default from
+	// COORDINATOR_TLS_CA, _CERT, _KEY and _SERVER_NAME.
+	TLSCA         string `json:"tlsCA"`
+	TLSCert       string `json:"tlsCert"`
+	TLSKey        string `json:"tlsKey"`
+	TLSServerName string `json:"tlsServerName"`
 }
 
 // dependency is a service this one may call; with Listen, a local listener
@@ -59,13 +68,18 @@ func (d *duration) UnmarshalJSON(b []byte) error {
 }
 
 func defaults() config {
+	files, serverName := sidecar.TLSFromEnv()
 	return config{
-		Mode:      modeDirect,
-		Listen:    "127.0.0.1:15001",
-		Admin:     "127.0.0.1:15020",
-		Grace:     duration(20 * time.Second),
-		LogLevel:  "info",
-		LogFormat: "text",
+		Mode:          modeDirect,
+		Listen:        "127.0.0.1:15001",
+		Admin:         "127.0.0.1:15020",
+		Grace:         duration(20 * time.Second),
+		LogLevel:      "info",
+		LogFormat:     "text",
+		TLSCA:         files.CA,
+		TLSCert:       files.Cert,
+		TLSKey:        files.Key,
+		TLSServerName: serverName,
 	}
 }
 
@@ -97,6 +111,10 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&flagC.EntryPoint, "entry-point", false, "strip the mesh headers from inbound requests (a service called from outside the mesh)")
 	fs.StringVar(&flagC.LogLevel, "log-level", flagC.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&flagC.LogFormat, "log-format", flagC.LogFormat, "text or json")
+	fs.StringVar(&flagC.TLSCA, "tls-ca", flagC.TLSCA, "CA bundle that verifies the coordinators' certificates (env "+sidecar.EnvTLSCA+")")
+	fs.StringVar(&flagC.TLSCert, "tls-cert", flagC.TLSCert, "this workload's client certificate to the coordinators: its SPIFFE ID or CN is the identity that may register as --service (env "+sidecar.EnvTLSCert+")")
+	fs.StringVar(&flagC.TLSKey, "tls-key", flagC.TLSKey, "the client certificate's key (env "+sidecar.EnvTLSKey+")")
+	fs.StringVar(&flagC.TLSServerName, "tls-server-name", flagC.TLSServerName, "name to check in the coordinators' certificates (default: the host dialled; env "+sidecar.EnvTLSServerName+")")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stderr)
@@ -156,6 +174,14 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 			cfg.LogLevel = flagC.LogLevel
 		case "log-format":
 			cfg.LogFormat = flagC.LogFormat
+		case "tls-ca":
+			cfg.TLSCA = flagC.TLSCA
+		case "tls-cert":
+			cfg.TLSCert = flagC.TLSCert
+		case "tls-key":
+			cfg.TLSKey = flagC.TLSKey
+		case "tls-server-name":
+			cfg.TLSServerName = flagC.TLSServerName
 		}
 	})
 	if err := cfg.validate(); err != nil {

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/coordinator/coordinator/security/tlsfiles"
 	"github.com/coordinator/coordinator/sidecar"
 )
 
@@ -106,14 +107,16 @@ func start(ctx context.Context, cfg config, lg *slog.Logger) (_ *proxy, err erro
 	}
 
 	p.client, err = sidecar.New(sidecar.Config{
-		Coordinators: cfg.Coordinators,
-		InstanceID:   p.instanceID,
-		Service:      cfg.Service,
-		Version:      cfg.Version,
-		Address:      advertise,
-		Dependencies: deps,
-		EntryPoint:   cfg.EntryPoint,
-		Logger:       lg.With("component", "sdk"),
+		Coordinators:  cfg.Coordinators,
+		InstanceID:    p.instanceID,
+		Service:       cfg.Service,
+		Version:       cfg.Version,
+		Address:       advertise,
+		Dependencies:  deps,
+		EntryPoint:    cfg.EntryPoint,
+		Logger:        lg.With("component", "sdk"),
+		TLS:           tlsfiles.Files{CA: cfg.TLSCA, Cert: cfg.TLSCert, Key: cfg.TLSKey},
+		TLSServerName: cfg.TLSServerName,
 	})
 	if err != nil {
 		return nil, err
