@@ -12,7 +12,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 	"github.com/coordinator/coordinator/security/tlsfiles"
@@ -234,13 +233,9 @@ func New(cfg Config) (*Client, error) {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	creds := insecure.NewCredentials()
-	if !cfg.TLS.Empty() {
-		r, err := tlsfiles.New(cfg.TLS, tlsfiles.WithLogger(lg))
-		if err != nil {
-			return nil, fmt.Errorf("%w: TLS: %w", ErrInvalidConfig, err)
-		}
-		creds = credentials.NewTLS(r.ClientConfig(cfg.TLSServerName))
+	creds, err := tlsfiles.DialCredentials(cfg.TLS, cfg.TLSServerName, tlsfiles.WithLogger(lg))
+	if err != nil {
+		return nil, fmt.Errorf("%w: TLS: %w", ErrInvalidConfig, err)
 	}
 	return &Client{
 		cfg:     cfg,

@@ -40,11 +40,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/coordinator/coordinator/coordinator/server"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+	"github.com/coordinator/coordinator/security/tlsfiles"
+	"github.com/coordinator/coordinator/sidecar"
 	"github.com/coordinator/coordinator/strategy"
 )
 
@@ -70,6 +71,9 @@ type options struct {
 	duration, updateAt       time.Duration
 	timeout, reportEvery     time.Duration
 	noUpdate, durationWasSet bool
+	// TLS to the coordinator (sidecars and admin calls alike).
+	tls        tlsfiles.Files
+	serverName string
 }
 
 func run(args []string, stdout io.Writer) int {
@@ -84,6 +88,11 @@ func run(args []string, stdout io.Writer) int {
 	fs.DurationVar(&o.timeout, "timeout", 0, "abort the update when it has not switched within this time (0: for wf until the load ends, none for bf and cv)")
 	fs.BoolVar(&o.noUpdate, "no-update", false, "start no update: run the services and the load until interrupted, leaving updates to an operator (coordctl)")
 	fs.DurationVar(&o.reportEvery, "report-every", 5*time.Second, "with --no-update: print a summary this often (0: never)")
+	envTLS, envName := sidecar.TLSFromEnv()
+	fs.StringVar(&o.tls.CA, "tls-ca", envTLS.CA, "CA bundle that verifies the coordinator's certificate (env "+sidecar.EnvTLSCA+")")
+	fs.StringVar(&o.tls.Cert, "tls-cert", envTLS.Cert, "client certificate of the demo's services and admin calls (env "+sidecar.EnvTLSCert+")")
+	fs.StringVar(&o.tls.Key, "tls-key", envTLS.Key, "its key (env "+sidecar.EnvTLSKey+")")
+	fs.StringVar(&o.serverName, "tls-server-name", envName, "name to check in the coordinator's certificate (env "+sidecar.EnvTLSServerName+")")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -137,7 +146,11 @@ func demo(ctx context.Context, o options, kind strategy.Kind, stdout io.Writer) 
 		}
 		grpcAddr, httpAddr = srv.GRPCAddr(), srv.HTTPAddr()
 	}
-	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds, err := tlsfiles.DialCredentials(o.tls, o.serverName)
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return fmt.Errorf("coordinator %s: %w", grpcAddr, err)
 	}
@@ -178,7 +191,7 @@ func demo(ctx context.Context, o options, kind strategy.Kind, stdout io.Writer) 
 		{authService, "v2", nil, authHandler("v2")}, // the other version, registered and ready
 	} {
 		instance := s.name + "-" + s.version + "-" + hex.EncodeToString(suffix)
-		svc, err := start(ctx, grpcAddr, rec, instance, s.name, s.version, s.deps, s.name == "portal", s.h)
+		svc, err := start(ctx, coordinatorConn{grpcAddr, o.tls, o.serverName}, rec, instance, s.name, s.version, s.deps, s.name == "portal", s.h)
 		if err != nil {
 			return fmt.Errorf("start %s@%s with coordinator %s: %w", s.name, s.version, grpcAddr, err)
 		}

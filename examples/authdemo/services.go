@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/coordinator/coordinator/security/tlsfiles"
 	"github.com/coordinator/coordinator/sidecar"
 )
 
@@ -104,15 +105,23 @@ type service struct {
 // start runs an instance of name@version, registered as instance, whose
 // handler h records every request in rec; a root service (Portal) also
 // tells rec when each of its transactions has ended.
-func start(ctx context.Context, coordinator string, rec *recorder, instance, name, version string, deps []string, root bool,
+// coordinatorConn is how the demo's sidecars reach the coordinator.
+type coordinatorConn struct {
+	addr       string
+	tls        tlsfiles.Files
+	serverName string
+}
+
+func start(ctx context.Context, co coordinatorConn, rec *recorder, instance, name, version string, deps []string, root bool,
 	h func(s *service, w http.ResponseWriter, r *http.Request)) (*service, error) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	c, err := sidecar.New(sidecar.Config{
-		Coordinators: []string{coordinator}, InstanceID: instance, Service: name, Version: version,
+		Coordinators: []string{co.addr}, InstanceID: instance, Service: name, Version: version,
 		Address: lis.Addr().String(), Dependencies: deps, EntryPoint: root,
+		TLS: co.tls, TLSServerName: co.serverName,
 	})
 	if err != nil {
 		lis.Close()

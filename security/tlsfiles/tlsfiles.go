@@ -21,6 +21,9 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 // DefaultCheckInterval is how often the files are looked at again.
@@ -300,4 +303,18 @@ func VerifyServer(cs tls.ConnectionState, roots *x509.CertPool) error {
 		return fmt.Errorf("tlsfiles: server certificate: %w", err)
 	}
 	return nil
+}
+
+// DialCredentials are the gRPC transport credentials of a client of the
+// coordinator: TLS from files (re-read as they rotate) when any is named,
+// else plaintext (a coordinator on loopback).
+func DialCredentials(files Files, serverName string, opts ...Option) (credentials.TransportCredentials, error) {
+	if files.Empty() {
+		return insecure.NewCredentials(), nil
+	}
+	r, err := New(files, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return credentials.NewTLS(r.ClientConfig(serverName)), nil
 }
