@@ -72,6 +72,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	selfPreservation := registerSelfPreservationFlags(fs)
 	forget := registerForgetFlags(fs)
 	quotas := registerQuotaFlags(fs)
+	identities := registerIdentityFlags(fs)
 	cl, err := parseCommandLine(fs, args, os.LookupEnv)
 	switch {
 	case err == pflag.ErrHelp:
@@ -153,6 +154,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *maxTxns <= 0 {
 		return fail("--max-live-txns %d: want a positive number", *maxTxns)
 	}
+	var ccfg coordinator.Config
+	if err := identities.apply(&ccfg, lg); err != nil {
+		return fail("%v", err)
+	}
 	setGCPercent(*gcPercent)
 	if *gcHeadroom > 0 {
 		defer server.StartGCHeadroom(uint64(*gcHeadroom) << 20)()
@@ -183,6 +188,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			BeginWaitTimeout: *beginWait,
 			PrepareTimeout:   *prepTimeout,
 			UpdateTimeout:    *updTimeout,
+			IdentityPolicy:   ccfg.IdentityPolicy,
 		},
 	}
 	cluster.apply(&cfg)
