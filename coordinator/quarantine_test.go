@@ -107,7 +107,7 @@ func (l *logBuffer) String() string {
 func TestHealthWhenEtcdStops(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	etcd, err := embedetcd.Start(ctx, embedetcd.Config{DataDir: t.TempDir()})
+	etcd, err := embedetcd.Start(ctx, embedetcd.Config{DataDir: t.TempDir(), ClientAddr: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -135,7 +135,7 @@ func TestSIGTERMFlushesAcknowledgedEvents(t *testing.T) {
 	}
 
 	// Open the same data dir with an embedded etcd and read the records.
-	e, err := embedetcd.Start(ctx, embedetcd.Config{DataDir: filepath.Join(dir, "etcd")})
+	e, err := embedetcd.Start(ctx, embedetcd.Config{DataDir: filepath.Join(dir, "etcd"), ClientAddr: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}

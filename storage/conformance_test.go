@@ -26,7 +26,7 @@ func testEtcdStoreConformance(t *testing.T, inProcess bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	lg := slog.New(slog.DiscardHandler)
-	srv, err := embedetcd.Start(ctx, embedetcd.Config{DataDir: t.TempDir(), Logger: lg})
+	srv, err := embedetcd.Start(ctx, embedetcd.Config{DataDir: t.TempDir(), ClientAddr: "127.0.0.1:0", Logger: lg})
 	if err != nil {
 		t.Fatalf("embedded etcd: %v", err)
 	}

@@ -23,7 +23,7 @@ func startEtcd(t testing.TB) (*embedetcd.Server, *clientv3.Client) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	srv, err := embedetcd.Start(ctx, embedetcd.Config{DataDir: t.TempDir(), Logger: testLogger()})
+	srv, err := embedetcd.Start(ctx, embedetcd.Config{DataDir: t.TempDir(), ClientAddr: "127.0.0.1:0", Logger: testLogger()})
 	if err != nil {
 		t.Fatalf("embedded etcd: %v", err)
 	}

@@ -534,7 +534,7 @@ func startEtcdChild(dir string) (string, func()) {
 func runEtcdChild(dir string) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	e, err := embedetcd.Start(ctx, embedetcd.Config{DataDir: dir})
+	e, err := embedetcd.Start(ctx, embedetcd.Config{DataDir: dir, ClientAddr: "127.0.0.1:0"})
 	check(err)
 	defer e.Close()
 	fmt.Println(e.Endpoints()[0])

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 
@@ -13,14 +14,26 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/types"
 
 	"github.com/coordinator/coordinator/coordinator/server"
+	"github.com/coordinator/coordinator/security/tlsfiles"
 )
 
 // clusterFlags are the flags of the embedded etcd as a member of a
 // cluster (DESIGN.md §6): three coordinatord given the same
 // --initial-cluster and each its own --name, --peer-addr and --data-dir
-// form a three-member etcd cluster.
+// form a three-member etcd cluster. With --peer-cert, --peer-key and
+// --peer-ca its members talk Raft over mutual TLS (https:// peer URLs),
+// and its client listeners require client certificates too. They also
+// hold how this replica reaches an external etcd securely (--etcd-cacert,
+// --etcd-cert, --etcd-key, --etcd-username, --etcd-password[-file]).
 type clusterFlags struct {
 	name, initialCluster, state, peerAddr, clientAddr string
+
+	peerTLS, clientTLS tlsfiles.Files // embedded etcd
+	// external etcd
+	etcdTLS                tlsfiles.Files
+	etcdUser, etcdPassword string
+	etcdPasswordFile       string
+	passwordFromFile       bool // validate read etcdPassword from etcdPasswordFile
 }
 
 // registerClusterFlags defines the cluster flags on fs.
@@ -28,18 +41,123 @@ func registerClusterFlags(fs *pflag.FlagSet) *clusterFlags {
 	c := &clusterFlags{}
 	fs.StringVar(&c.name, "name", "", "embedded etcd member name; with --initial-cluster, this member's entry there")
 	fs.StringVar(&c.initialCluster, "initial-cluster", "",
-		"embedded etcd cluster: every member's name and peer URL, n1=http://127.0.0.1:2380,n2=...,n3=... (only read on first start; a restart on the same --data-dir rejoins)")
+		"embedded etcd cluster: every member's name and peer URL, n1=http://127.0.0.1:2380,n2=...,n3=... (https:// with --peer-cert; only read on first start; a restart on the same --data-dir rejoins)")
 	fs.StringVar(&c.state, "initial-cluster-state", "new",
 		`"new" to form the cluster, "existing" to join a running cluster that added this member (etcdctl member add)`)
 	fs.StringVar(&c.peerAddr, "peer-addr", "", "embedded etcd peer listen address host:port (default: this member's entry in --initial-cluster; 127.0.0.1:0 without)")
-	fs.StringVar(&c.clientAddr, "etcd-client-addr", "", "embedded etcd client listen address host:port (default 127.0.0.1:0, a free port)")
+	fs.StringVar(&c.clientAddr, "etcd-client-addr", "",
+		"embedded etcd client listen address host:port (default with --initial-cluster: 127.0.0.1:0, a free port; a single member opens no client listener unless this is set: this replica calls it in process)")
+
+	fs.StringVar(&c.peerTLS.Cert, "peer-cert", "",
+		"embedded etcd: PEM certificate this member presents to its peers, as server and client (needs --peer-key and --peer-ca; --initial-cluster URLs are then https://)")
+	fs.StringVar(&c.peerTLS.Key, "peer-key", "", "embedded etcd: PEM private key of --peer-cert")
+	fs.StringVar(&c.peerTLS.CA, "peer-ca", "",
+		"embedded etcd: PEM CA bundle that verifies the other members' peer certificates (required and checked on every peer connection)")
+	fs.StringVar(&c.clientTLS.Cert, "etcd-client-cert", "",
+		"embedded etcd: PEM certificate of the member's client listener (https://; clients must present a certificate --etcd-client-ca verifies); this replica's etcd client presents it too. Default with --peer-cert: the peer files (--peer-cert, --peer-key, --peer-ca) serve the client listener as well")
+	fs.StringVar(&c.clientTLS.Key, "etcd-client-key", "", "embedded etcd: PEM private key of --etcd-client-cert (default with --peer-cert: --peer-key)")
+	fs.StringVar(&c.clientTLS.CA, "etcd-client-ca", "",
+		"embedded etcd: PEM CA bundle that verifies client certificates on the member's client listener, and the other members' client listeners (default with --peer-cert: --peer-ca)")
+
+	fs.StringVar(&c.etcdTLS.CA, "etcd-cacert", "", "external etcd (--etcd-endpoints): PEM CA bundle that verifies etcd's server certificates (default: the system roots for https:// endpoints)")
+	fs.StringVar(&c.etcdTLS.Cert, "etcd-cert", "", "external etcd: PEM client certificate presented to etcd (needs --etcd-key)")
+	fs.StringVar(&c.etcdTLS.Key, "etcd-key", "", "external etcd: PEM private key of --etcd-cert")
+	fs.StringVar(&c.etcdUser, "etcd-username", "", "external etcd: user to authenticate as (etcd auth enabled; needs a password)")
+	fs.StringVar(&c.etcdPassword, "etcd-password", "",
+		"external etcd: password of --etcd-username; prefer the variable or --etcd-password-file, as a command line is visible to other users (env COORDINATORD_ETCD_PASSWORD)")
+	fs.StringVar(&c.etcdPasswordFile, "etcd-password-file", "",
+		"external etcd: file holding the password of --etcd-username (a trailing newline is ignored)")
 	return c
 }
 
+// tlsTriple checks that files named by the flags cert, key and ca are all
+// given or none.
+func tlsTriple(f tlsfiles.Files, cert, key, ca string) error {
+	if f.Empty() || (f.Cert != "" && f.Key != "" && f.CA != "") {
+		return nil
+	}
+	var missing []string
+	for _, x := range [][2]string{{cert, f.Cert}, {key, f.Key}, {ca, f.CA}} {
+		if x[1] == "" {
+			missing = append(missing, x[0])
+		}
+	}
+	return fmt.Errorf("%s, %s and %s go together: missing %s", cert, key, ca, strings.Join(missing, ", "))
+}
+
+// validateSecurity checks the TLS and auth flags against each other and
+// --etcd-endpoints (endpoints), and reads --etcd-password-file.
+func (c *clusterFlags) validateSecurity(endpoints []string) error {
+	embedded := [][2]string{
+		{"--peer-cert", c.peerTLS.Cert}, {"--peer-key", c.peerTLS.Key}, {"--peer-ca", c.peerTLS.CA},
+		{"--etcd-client-cert", c.clientTLS.Cert}, {"--etcd-client-key", c.clientTLS.Key}, {"--etcd-client-ca", c.clientTLS.CA},
+	}
+	external := [][2]string{
+		{"--etcd-cacert", c.etcdTLS.CA}, {"--etcd-cert", c.etcdTLS.Cert}, {"--etcd-key", c.etcdTLS.Key},
+		{"--etcd-username", c.etcdUser}, {"--etcd-password", c.etcdPassword}, {"--etcd-password-file", c.etcdPasswordFile},
+	}
+	if len(endpoints) > 0 {
+		for _, f := range embedded {
+			if f[1] != "" {
+				return fmt.Errorf("%s configures the embedded etcd and cannot be used with --etcd-endpoints (use --etcd-cacert, --etcd-cert and --etcd-key)", f[0])
+			}
+		}
+	} else {
+		for _, f := range external {
+			if f[1] != "" {
+				return fmt.Errorf("%s is for an external etcd and needs --etcd-endpoints", f[0])
+			}
+		}
+	}
+	if err := tlsTriple(c.peerTLS, "--peer-cert", "--peer-key", "--peer-ca"); err != nil {
+		return err
+	}
+	if err := tlsTriple(c.clientTLS, "--etcd-client-cert", "--etcd-client-key", "--etcd-client-ca"); err != nil {
+		return err
+	}
+	if (c.etcdTLS.Cert == "") != (c.etcdTLS.Key == "") {
+		if c.etcdTLS.Cert == "" {
+			return errors.New("--etcd-key needs --etcd-cert")
+		}
+		return errors.New("--etcd-cert needs --etcd-key")
+	}
+	if !c.etcdTLS.Empty() {
+		for _, ep := range endpoints {
+			if strings.HasPrefix(ep, "http://") {
+				return fmt.Errorf("--etcd-endpoints %s is plain http, but --etcd-cacert/--etcd-cert configure TLS: use https://", ep)
+			}
+		}
+	}
+	if c.etcdPasswordFile != "" && !c.passwordFromFile {
+		if c.etcdPassword != "" {
+			return errors.New("--etcd-password and --etcd-password-file cannot be used together")
+		}
+		b, err := os.ReadFile(c.etcdPasswordFile)
+		if err != nil {
+			return fmt.Errorf("--etcd-password-file: %w", err)
+		}
+		c.etcdPassword = strings.TrimRight(string(b), "\r\n")
+		c.passwordFromFile = true
+		if c.etcdPassword == "" {
+			return fmt.Errorf("--etcd-password-file %s is empty", c.etcdPasswordFile)
+		}
+	}
+	switch {
+	case c.etcdUser != "" && c.etcdPassword == "":
+		return errors.New("--etcd-username needs a password: --etcd-password-file, $COORDINATORD_ETCD_PASSWORD or --etcd-password")
+	case c.etcdUser == "" && c.etcdPassword != "":
+		return errors.New("an etcd password (--etcd-password, --etcd-password-file or $COORDINATORD_ETCD_PASSWORD) needs --etcd-username")
+	}
+	return nil
+}
+
 // validate checks the cluster flags against each other and --etcd-endpoints
-// (externalEtcd), with errors that name the flags.
-func (c *clusterFlags) validate(externalEtcd bool) error {
-	if externalEtcd {
+// (endpoints), with errors that name the flags.
+func (c *clusterFlags) validate(endpoints []string) error {
+	if err := c.validateSecurity(endpoints); err != nil {
+		return err
+	}
+	if len(endpoints) > 0 {
 		if c.initialCluster != "" {
 			return errors.New("--initial-cluster (embedded etcd cluster) and --etcd-endpoints (external etcd) cannot be used together")
 		}
@@ -72,10 +190,19 @@ func (c *clusterFlags) validate(externalEtcd bool) error {
 		return fmt.Errorf("--initial-cluster %q: %w", c.initialCluster, err)
 	}
 	names := slices.Sorted(maps.Keys(members))
+	scheme := "http"
+	if !c.peerTLS.Empty() {
+		scheme = "https"
+	}
 	for _, n := range names {
 		for _, u := range members[n] {
-			if u.Scheme != "http" || u.Port() == "" || u.Port() == "0" {
-				return fmt.Errorf("--initial-cluster: member %s: %q: want http://host:port with a fixed port", n, u.String())
+			switch {
+			case u.Scheme == "https" && scheme == "http":
+				return fmt.Errorf("--initial-cluster: member %s: %q is https: needs --peer-cert, --peer-key and --peer-ca", n, u.String())
+			case u.Scheme == "http" && scheme == "https":
+				return fmt.Errorf("--initial-cluster: member %s: %q is plain http, but --peer-cert makes peer URLs https://", n, u.String())
+			case u.Scheme != scheme || u.Port() == "" || u.Port() == "0":
+				return fmt.Errorf("--initial-cluster: member %s: %q: want %s://host:port with a fixed port", n, u.String(), scheme)
 			}
 		}
 	}
@@ -92,10 +219,16 @@ func (c *clusterFlags) validate(externalEtcd bool) error {
 	return nil
 }
 
-// apply copies the cluster flags into cfg.
+// apply copies the cluster flags (validated) into cfg. With peer TLS and
+// no client TLS flags, the peer files serve the client listener too.
 func (c *clusterFlags) apply(cfg *server.Config) {
 	cfg.Name, cfg.InitialCluster, cfg.PeerAddr, cfg.EtcdClientAddr = c.name, c.initialCluster, c.peerAddr, c.clientAddr
 	if c.initialCluster != "" {
 		cfg.ClusterState = c.state
 	}
+	cfg.EtcdPeerTLS, cfg.EtcdClientTLS = c.peerTLS, c.clientTLS
+	if cfg.EtcdClientTLS.Empty() {
+		cfg.EtcdClientTLS = c.peerTLS
+	}
+	cfg.EtcdTLS, cfg.EtcdUsername, cfg.EtcdPassword = c.etcdTLS, c.etcdUser, c.etcdPassword
 }

@@ -3,8 +3,12 @@
 // operators on 127.0.0.1:7400 (gRPC) and 127.0.0.1:7401 (REST, /health,
 // /metrics, /openapi.json). Three coordinatord given the same
 // --initial-cluster, each with its own --name, --peer-addr and --data-dir,
-// form a three-member embedded etcd cluster instead; --etcd-endpoints uses
-// an external etcd.
+// form a three-member embedded etcd cluster instead (with --peer-cert,
+// --peer-key and --peer-ca, over mutual TLS: https:// peer URLs, and client
+// listeners that require client certificates); --etcd-endpoints uses an
+// external etcd (--etcd-cacert, --etcd-cert, --etcd-key and
+// --etcd-username with a password for a secured one). A single member
+// opens no etcd client listener unless --etcd-client-addr is given.
 //
 // Flags are GNU style (--name value or --name=value); every flag can also be
 // set by an environment variable, COORDINATORD_ and the flag's name in upper
@@ -68,7 +72,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		gcPercent     = fs.Int("gc-percent", server.GCPercent(), "garbage collector target (GOGC; default from GOGC when set): higher collects less often, for a larger heap; -1 is off (with GOMEMLIMIT)")
 		gcHeadroom    = fs.Int("gc-headroom-mb", server.DefaultGCHeadroom>>20, "collect sooner than --gc-percent says once the heap is this many MiB past the live heap (a soft memory limit that follows the live heap, never above GOMEMLIMIT); 0 is off")
 	)
-	cluster := registerClusterFlags(fs) // --name, --initial-cluster[-state], --peer-addr, --etcd-client-addr
+	cluster := registerClusterFlags(fs) // --name, --initial-cluster[-state], --peer-addr, --etcd-client-addr, etcd TLS and auth
 	selfPreservation := registerSelfPreservationFlags(fs)
 	forget := registerForgetFlags(fs)
 	quotas := registerQuotaFlags(fs)
@@ -121,7 +125,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return fail("%v", err)
 		}
 	}
-	if err := cluster.validate(len(eps) > 0); err != nil {
+	if err := cluster.validate(eps); err != nil {
 		return fail("%v", err)
 	}
 	if *leaderTTL < 2*time.Second || *leaderTTL%time.Second != 0 {

@@ -93,7 +93,10 @@ func memberHealth(ctx context.Context, cli *clientv3.Client, ml *clientv3.Member
 			Learner:    m.IsLearner,
 		}
 		members[i] = em
-		if len(m.ClientURLs) == 0 {
+		// A single member opens no client listener, and so publishes no
+		// client URL; its process's in-process client (which has no
+		// endpoints) still asks it (memberStatus).
+		if len(m.ClientURLs) == 0 && (m.Name == "" || len(cli.Endpoints()) > 0) {
 			em.Error = "not started: no client URL published"
 			continue
 		}
@@ -119,21 +122,30 @@ func memberHealth(ctx context.Context, cli *clientv3.Client, ml *clientv3.Member
 // memberStatus asks em for its status at each of its client URLs until
 // one answers, and fills in its health. A member is healthy when it
 // answers and reports no error (no raft leader, an alarm such as NOSPACE).
+// An in-process client asks a member without client URLs in process.
 func memberStatus(ctx context.Context, cli *clientv3.Client, em *pb.EtcdMember) *clientv3.StatusResponse {
 	var errs []string
-	for _, u := range em.ClientUrls {
+	urls := em.ClientUrls
+	if len(urls) == 0 && len(cli.Endpoints()) == 0 {
+		urls = []string{""}
+	}
+	for _, u := range urls {
 		sctx, cancel := context.WithTimeout(ctx, memberStatusTimeout)
 		st, err := cli.Status(sctx, u)
 		cancel()
+		where := u
+		if where == "" {
+			where = "in process"
+		}
 		if err != nil {
-			errs = append(errs, fmt.Sprintf("%s: %v", u, err))
+			errs = append(errs, fmt.Sprintf("%s: %v", where, err))
 			continue
 		}
 		if id := st.Header.GetMemberId(); id != em.Id {
 			// An in-process client (a single member's) answers every
 			// Status itself, whatever the URL: a member added since has
 			// no status of its own here.
-			errs = append(errs, fmt.Sprintf("%s: answered by member %x, not %x: not reachable from this replica's client", u, id, em.Id))
+			errs = append(errs, fmt.Sprintf("%s: answered by member %x, not %x: not reachable from this replica's client", where, id, em.Id))
 			continue
 		}
 		em.DbSizeBytes = st.DbSize

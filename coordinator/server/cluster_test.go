@@ -54,7 +54,7 @@ func viewUntil(ctx context.Context, t *testing.T, cli *clientv3.Client, prefix s
 // end (after the clients the test closes with defer).
 func startEtcd(ctx context.Context, t *testing.T) *embedetcd.Server {
 	t.Helper()
-	etcd, err := embedetcd.Start(ctx, embedetcd.Config{DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
+	etcd, err := embedetcd.Start(ctx, embedetcd.Config{DataDir: t.TempDir(), ClientAddr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,6 +31,7 @@ import (
 	"github.com/coordinator/coordinator/coordinator/server/webui"
 	"github.com/coordinator/coordinator/docs/openapi"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+	"github.com/coordinator/coordinator/security/tlsfiles"
 	"github.com/coordinator/coordinator/storage"
 	"github.com/coordinator/coordinator/storage/embedetcd"
 )
@@ -56,8 +57,22 @@ type Config struct {
 	// member Name, InitialCluster ("n1=http://host:port,..."), this
 	// member's PeerAddr (default: its entry in InitialCluster),
 	// EtcdClientAddr (default "127.0.0.1:0") and ClusterState ("new" or
-	// "existing"). All empty: a single member on loopback.
+	// "existing"). All empty: a single member on loopback, with no client
+	// listener unless EtcdClientAddr is set (this replica calls it in
+	// process).
 	Name, InitialCluster, PeerAddr, EtcdClientAddr, ClusterState string
+	// EtcdPeerTLS and EtcdClientTLS secure the embedded member with mutual
+	// TLS (embedetcd.Config.PeerTLS and ClientTLS: cert, key and CA each):
+	// its peer URLs (InitialCluster's then https://) and its client
+	// listener. With EtcdClientTLS, this replica's own etcd client
+	// presents EtcdClientTLS's certificate to its member.
+	EtcdPeerTLS, EtcdClientTLS tlsfiles.Files
+	// EtcdTLS and EtcdUsername/EtcdPassword are how this replica's client
+	// reaches an external etcd (EtcdEndpoints): the CA bundle that
+	// verifies etcd (empty: the system roots) and the client certificate
+	// and key it presents, any of them; and etcd's auth user.
+	EtcdTLS                    tlsfiles.Files
+	EtcdUsername, EtcdPassword string
 	// Coordinator settings; Store (on this replica's etcd client, fenced
 	// by the term's election key, with the key prefix of
 	// Coordinator.Prefix), Registerer and OnFenced are filled in for each
@@ -192,11 +207,16 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if len(endpoints) > 0 && cfg.InitialCluster != "" {
 		return nil, errors.New("server: InitialCluster (embedded etcd) and EtcdEndpoints (external etcd) exclude each other")
 	}
+	clientOpts, err := etcdClientOptions(cfg, lg)
+	if err != nil {
+		return nil, err
+	}
 	if len(endpoints) == 0 {
 		s.etcd, err = embedetcd.Start(ctx, embedetcd.Config{
 			DataDir: filepath.Join(cfg.DataDir, "etcd"), Logger: lg,
 			Name: cfg.Name, InitialCluster: cfg.InitialCluster, PeerAddr: cfg.PeerAddr,
 			ClientAddr: cfg.EtcdClientAddr, ClusterState: cfg.ClusterState,
+			PeerTLS: cfg.EtcdPeerTLS, ClientTLS: cfg.EtcdClientTLS,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("server: embedded etcd: %w", err)
@@ -218,7 +238,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		s.renew = func(ctx context.Context, id storage.LeaseID) (time.Duration, error) {
 			return s.etcd.RenewLease(ctx, int64(id))
 		}
-	} else if s.cli, err = storage.NewClient(endpoints, lg); err != nil {
+	} else if s.cli, err = storage.NewClient(endpoints, lg, clientOpts...); err != nil {
 		return nil, fmt.Errorf("server: etcd client: %w", err)
 	}
 	if cfg.WrapKV != nil {

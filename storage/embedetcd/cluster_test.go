@@ -14,6 +14,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/coordinator/coordinator/security/tlsfiles"
 )
 
 // testCluster is three members started in-process on loopback.
@@ -21,6 +23,17 @@ type testCluster struct {
 	initial string
 	dirs    []string
 	servers []*Server
+	opts    clusterOpts
+}
+
+// clusterOpts varies a test cluster.
+type clusterOpts struct {
+	// peerTLS and clientTLS, when set, are member i's files (peer URLs,
+	// and InitialCluster, are then https).
+	peerTLS, clientTLS func(i int) tlsfiles.Files
+	// only, when set, names the members started (by index); the others
+	// are in InitialCluster, and the test starts them itself.
+	only []int
 }
 
 // startCluster starts a three-member cluster on free loopback ports. The
@@ -29,9 +42,14 @@ type testCluster struct {
 // cluster starts again on new ports and new directories.
 func startCluster(t *testing.T) *testCluster {
 	t.Helper()
+	return startClusterWith(t, clusterOpts{})
+}
+
+func startClusterWith(t *testing.T, opts clusterOpts) *testCluster {
+	t.Helper()
 	const attempts = 3
 	for attempt := 1; ; attempt++ {
-		c, err := tryStartCluster(t)
+		c, err := tryStartCluster(t, opts)
 		if err == nil {
 			t.Cleanup(c.close)
 			return c
@@ -44,17 +62,21 @@ func startCluster(t *testing.T) *testCluster {
 	}
 }
 
-func tryStartCluster(t *testing.T) (*testCluster, error) {
+func tryStartCluster(t *testing.T, opts clusterOpts) (*testCluster, error) {
 	ports, err := freePorts([]string{"127.0.0.1", "127.0.0.1", "127.0.0.1"})
 	if err != nil {
 		return nil, err
 	}
+	scheme := "http"
+	if opts.peerTLS != nil {
+		scheme = "https"
+	}
 	var parts []string
 	for i, p := range ports {
-		parts = append(parts, fmt.Sprintf("n%d=http://127.0.0.1:%d", i+1, p))
+		parts = append(parts, fmt.Sprintf("n%d=%s://127.0.0.1:%d", i+1, scheme, p))
 	}
 	base := t.TempDir()
-	c := &testCluster{initial: strings.Join(parts, ","), servers: make([]*Server, 3)}
+	c := &testCluster{initial: strings.Join(parts, ","), servers: make([]*Server, 3), opts: opts}
 	for i := range 3 {
 		c.dirs = append(c.dirs, filepath.Join(base, fmt.Sprintf("n%d", i+1)))
 	}
@@ -67,6 +89,9 @@ func tryStartCluster(t *testing.T) (*testCluster, error) {
 	var wg sync.WaitGroup
 	begin := time.Now()
 	for i := range c.servers {
+		if opts.only != nil && !slices.Contains(opts.only, i) {
+			continue
+		}
 		wg.Go(func() {
 			c.servers[i], errs[i] = Start(ctx, c.config(i))
 			if errs[i] != nil {
@@ -84,7 +109,14 @@ func tryStartCluster(t *testing.T) (*testCluster, error) {
 }
 
 func (c *testCluster) config(i int) Config {
-	return Config{Name: fmt.Sprintf("n%d", i+1), DataDir: c.dirs[i], InitialCluster: c.initial}
+	cfg := Config{Name: fmt.Sprintf("n%d", i+1), DataDir: c.dirs[i], InitialCluster: c.initial}
+	if c.opts.peerTLS != nil {
+		cfg.PeerTLS = c.opts.peerTLS(i)
+	}
+	if c.opts.clientTLS != nil {
+		cfg.ClientTLS = c.opts.clientTLS(i)
+	}
+	return cfg
 }
 
 // close stops every member still running. Stopped together, a leader
@@ -111,6 +143,9 @@ func (c *testCluster) raftLeader(t *testing.T) int {
 	var i int
 	eventually(t, 10*time.Second, "a raft leader", func() bool {
 		for i = range c.servers {
+			if c.servers[i] == nil {
+				continue
+			}
 			srv := c.servers[i].Etcd().Server
 			if srv.Leader() == srv.MemberID() {
 				return true

@@ -2,6 +2,7 @@ package embedetcd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/client/pkg/v3/types"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
@@ -25,6 +27,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/coordinator/coordinator/security/tlsfiles"
 	"github.com/coordinator/coordinator/storage/internal/zapslog"
 )
 
@@ -43,7 +46,9 @@ var (
 
 // Defaults applied by Start to zero fields of Config.
 const (
-	DefaultName                    = "default"
+	DefaultName = "default"
+	// DefaultClientAddr is a cluster member's; a single member has no
+	// client listener unless Config.ClientAddr is set.
 	DefaultClientAddr              = "127.0.0.1:0"
 	DefaultPeerAddr                = "127.0.0.1:0"
 	DefaultStartTimeout            = time.Minute
@@ -90,17 +95,44 @@ type Config struct {
 	// DataDir holds the member's WAL and database; required. Restarting on
 	// the same DataDir keeps keys and leases.
 	DataDir string
-	// ClientAddr is the host:port serving clients; default "127.0.0.1:0".
-	// Port 0 picks a free port; Endpoints reports the port in use.
+	// ClientAddr is the host:port serving clients over the network. Port 0
+	// picks a free port; Endpoints reports the port in use.
+	//
+	// A single member (InitialCluster empty) opens no client listener at
+	// all unless ClientAddr is set: its process calls it through
+	// LocalClient, and a listener would only be one more way in
+	// (unauthenticated without ClientTLS). Endpoints and ClientURLs are
+	// then empty, and the member publishes no client URL. Set it
+	// ("127.0.0.1:0" for a free loopback port) for clients in other
+	// processes. A member of a cluster always serves clients (its peers'
+	// clients fail over to it, and hand-offs ask it for its status):
+	// default "127.0.0.1:0".
 	ClientAddr string
 	// PeerAddr is the host:port serving raft peers; default "127.0.0.1:0"
 	// for a single member. With InitialCluster set it defaults to this
 	// member's entry there and must not use port 0 (peers must know it).
 	PeerAddr string
 	// InitialCluster is "n1=http://127.0.0.1:P1,n2=http://..." naming every
-	// member's peer URL; empty means a single member made of itself. It is
-	// only read when DataDir holds no member yet.
+	// member's peer URL (https:// with PeerTLS, http:// without); empty
+	// means a single member made of itself. It is only read when DataDir
+	// holds no member yet.
 	InitialCluster string
+	// PeerTLS, when set, secures Raft traffic between members with mutual
+	// TLS: the peer URLs are https, every peer presents a certificate that
+	// PeerTLS.CA verifies (and etcd checks that its SANs match the
+	// address it connects from), and this member presents PeerTLS.Cert to
+	// its peers. Cert, Key and CA are all required, and the certificate
+	// must allow both server and client use. etcd reads the files at each
+	// handshake, so rotated files take effect without a restart.
+	PeerTLS tlsfiles.Files
+	// ClientTLS, when set, serves clients over https with mutual TLS: a
+	// client must present a certificate ClientTLS.CA verifies. Cert, Key
+	// and CA are all required; Cert must allow client use too (etcd's own
+	// gRPC gateway dials the listener with it), and it is the certificate
+	// this package presents when it dials other members (hand-off status).
+	// Without a client listener (a single member without ClientAddr) it
+	// is unused.
+	ClientTLS tlsfiles.Files
 	// ClusterState is "new" (default) or "existing" (joining a running
 	// cluster that already added this member).
 	ClusterState string
@@ -131,9 +163,11 @@ type Config struct {
 
 // Server is a running embedded etcd member.
 type Server struct {
-	etcd      *embed.Etcd
-	lg        *slog.Logger
-	cluster   bool // started with InitialCluster: Endpoints adds the other members
+	etcd    *embed.Etcd
+	lg      *slog.Logger
+	cluster bool // started with InitialCluster: Endpoints adds the other members
+	// clientTLS dials other members' client URLs (nil: plain http).
+	clientTLS *tls.Config
 	name      string
 	dataDir   string
 	endpoints []string
@@ -152,6 +186,21 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
 	defer cancel()
 	lg := cfg.Logger.With("component", "embedetcd", "name", cfg.Name)
+	var clientTLS *tls.Config
+	if !cfg.ClientTLS.Empty() {
+		// Read once here, so that a missing or bad file fails Start with
+		// its name; the reloader then follows rotations, as etcd does.
+		r, err := tlsfiles.New(cfg.ClientTLS, tlsfiles.WithLogger(lg))
+		if err != nil {
+			return nil, fmt.Errorf("%w: ClientTLS: %w", ErrInvalidConfig, err)
+		}
+		clientTLS = r.ClientConfig("")
+	}
+	if !cfg.PeerTLS.Empty() {
+		if _, err := tlsfiles.New(cfg.PeerTLS); err != nil {
+			return nil, fmt.Errorf("%w: PeerTLS: %w", ErrInvalidConfig, err)
+		}
+	}
 
 	for attempt := 1; ; attempt++ {
 		closing := new(atomic.Bool)
@@ -167,9 +216,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			}
 			return nil, fmt.Errorf("embedetcd: start %q: %w", cfg.Name, err)
 		}
-		s := &Server{etcd: e, lg: lg, cluster: cfg.InitialCluster != "", name: cfg.Name, dataDir: cfg.DataDir, closing: closing}
+		s := &Server{etcd: e, lg: lg, cluster: cfg.InitialCluster != "", clientTLS: clientTLS,
+			name: cfg.Name, dataDir: cfg.DataDir, closing: closing}
 		for _, l := range e.Clients {
-			s.endpoints = append(s.endpoints, "http://"+l.Addr().String())
+			s.endpoints = append(s.endpoints, cfg.clientScheme()+"://"+l.Addr().String())
 		}
 		for _, u := range ec.AdvertisePeerUrls {
 			s.peerURLs = append(s.peerURLs, u.String())
@@ -186,6 +236,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			s.refreshPeerURLs(ctx)
 		}
 		lg.Info("etcd ready", "endpoints", s.Endpoints(), "peer_urls", s.peerURLs, "data_dir", cfg.DataDir,
+			"peer_tls", !cfg.PeerTLS.Empty(), "client_tls", !cfg.ClientTLS.Empty() && len(s.endpoints) > 0,
 			"member_id", e.Server.MemberID().String(), "cluster_id", e.Server.Cluster().ID().String())
 		return s, nil
 	}
@@ -230,8 +281,9 @@ func (s *Server) refreshPeerURLs(ctx context.Context) {
 }
 
 // Endpoints returns the client URLs a client of this member should use,
-// with the ports actually bound (never port 0). For a single member, they
-// are the URLs it listens on. For a member of a cluster, its own come
+// with the ports actually bound (never port 0); https with ClientTLS. For
+// a single member, they are the URLs it listens on: none without
+// Config.ClientAddr (use LocalClient). For a member of a cluster, its own come
 // first, then those the other voting members published, as this member
 // knows them now (a member that has not published yet has none), so that
 // a client given them fails over when this member stops. Members that
@@ -262,7 +314,8 @@ func (s *Server) Endpoints() []string {
 // should use these only: a watch or keep-alive stream it holds on another
 // member would keep that member's graceful stop waiting for etcd's whole
 // request timeout (7 s with a cluster's Raft timing), as embed.Etcd.Close
-// drains client streams before it stops.
+// drains client streams before it stops. A single member started without
+// Config.ClientAddr has none.
 func (s *Server) ClientURLs() []string { return slices.Clone(s.endpoints) }
 
 // MemberID returns this member's etcd member ID.
@@ -342,7 +395,7 @@ func (s *Server) HandOffRaftLeadership(ctx context.Context) error {
 		if m.ID == self || m.IsLearner || len(m.ClientURLs) == 0 {
 			continue
 		}
-		st, err := memberStatus(ctx, m.ClientURLs[0])
+		st, err := memberStatus(ctx, m.ClientURLs[0], s.clientTLS)
 		if err != nil {
 			s.lg.Debug("not a Raft transferee: no status", "member", m.Name, "error", err)
 			continue
@@ -373,11 +426,13 @@ func (s *Server) HandOffRaftLeadership(ctx context.Context) error {
 // statusTimeout bounds the Status a hand-off asks of each candidate.
 const statusTimeout = 500 * time.Millisecond
 
-// memberStatus asks one member, at url, for its status.
-func memberStatus(ctx context.Context, url string) (*clientv3.StatusResponse, error) {
+// memberStatus asks one member, at url, for its status, over TLS with
+// tlsc (this member's client certificate) when set.
+func memberStatus(ctx context.Context, url string, tlsc *tls.Config) (*clientv3.StatusResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, statusTimeout)
 	defer cancel()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: statusTimeout, Context: ctx, Logger: zap.NewNop()})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: statusTimeout, Context: ctx,
+		TLS: tlsc, Logger: zap.NewNop()})
 	if err != nil {
 		return nil, err
 	}
@@ -419,8 +474,17 @@ func (cfg *Config) setDefaults() error {
 	if cfg.DataDir == "" {
 		return fmt.Errorf("%w: DataDir is required", ErrInvalidConfig)
 	}
-	if cfg.ClientAddr == "" {
+	if cfg.ClientAddr == "" && cfg.InitialCluster != "" {
 		cfg.ClientAddr = DefaultClientAddr
+	}
+	for _, f := range []struct {
+		field string
+		files tlsfiles.Files
+	}{{"PeerTLS", cfg.PeerTLS}, {"ClientTLS", cfg.ClientTLS}} {
+		if !f.files.Empty() && (f.files.Cert == "" || f.files.Key == "" || f.files.CA == "") {
+			return fmt.Errorf("%w: %s needs Cert, Key and CA (got cert %q, key %q, CA %q)",
+				ErrInvalidConfig, f.field, f.files.Cert, f.files.Key, f.files.CA)
+		}
 	}
 	if cfg.ClusterState == "" {
 		cfg.ClusterState = embed.ClusterStateFlagNew
@@ -447,8 +511,10 @@ func (cfg *Config) setDefaults() error {
 	if cfg.TickMs == 0 && cfg.ElectionMs == 0 && cfg.InitialCluster == "" {
 		cfg.TickMs, cfg.ElectionMs = singleTickMs, singleElectionMs
 	}
-	if _, _, err := splitAddr("ClientAddr", cfg.ClientAddr); err != nil {
-		return err
+	if cfg.ClientAddr != "" {
+		if _, _, err := splitAddr("ClientAddr", cfg.ClientAddr); err != nil {
+			return err
+		}
 	}
 	if cfg.InitialCluster == "" {
 		if cfg.PeerAddr == "" {
@@ -470,10 +536,15 @@ func (cfg *Config) setDefaults() error {
 	if !ok || len(self) == 0 {
 		return fmt.Errorf("%w: InitialCluster %q has no member named %q", ErrInvalidConfig, cfg.InitialCluster, cfg.Name)
 	}
+	scheme := cfg.peerScheme()
 	for name, us := range m {
 		for _, u := range us {
-			if u.Scheme != "http" {
-				return fmt.Errorf("%w: InitialCluster member %q: scheme %q: only http is supported", ErrInvalidConfig, name, u.Scheme)
+			if u.Scheme != scheme {
+				why := "without PeerTLS"
+				if scheme == "https" {
+					why = "with PeerTLS"
+				}
+				return fmt.Errorf("%w: InitialCluster member %q: scheme %q: want %s %s", ErrInvalidConfig, name, u.Scheme, scheme, why)
 			}
 			if u.Port() == "" || u.Port() == "0" {
 				return fmt.Errorf("%w: InitialCluster member %q: %q needs a fixed port", ErrInvalidConfig, name, u.Host)
@@ -490,13 +561,43 @@ func (cfg *Config) setDefaults() error {
 	return nil
 }
 
+// peerScheme is the scheme of the peer URLs: https with PeerTLS.
+func (cfg *Config) peerScheme() string {
+	if cfg.PeerTLS.Empty() {
+		return "http"
+	}
+	return "https"
+}
+
+// clientScheme is the scheme of the client URLs: https with ClientTLS.
+func (cfg *Config) clientScheme() string {
+	if cfg.ClientTLS.Empty() {
+		return "http"
+	}
+	return "https"
+}
+
+// tlsInfo is etcd's view of files: a certificate it serves and presents
+// as a client, and peers' (or clients') certificates required and
+// verified against the CA.
+func tlsInfo(f tlsfiles.Files) transport.TLSInfo {
+	return transport.TLSInfo{CertFile: f.Cert, KeyFile: f.Key, TrustedCAFile: f.CA, ClientCertAuth: true}
+}
+
 // embedConfig translates cfg, picking free ports for ":0" addresses;
 // picked reports whether it did.
 func (cfg *Config) embedConfig(closing *atomic.Bool) (ec *embed.Config, picked bool, err error) {
-	clientHost, clientPort, _ := splitAddr("ClientAddr", cfg.ClientAddr)
+	serveClients := cfg.ClientAddr != ""
+	var (
+		clientHost string
+		clientPort int
+	)
+	if serveClients {
+		clientHost, clientPort, _ = splitAddr("ClientAddr", cfg.ClientAddr)
+	}
 	peerHost, peerPort, _ := splitAddr("PeerAddr", cfg.PeerAddr)
 	var hosts []string
-	if clientPort == 0 {
+	if serveClients && clientPort == 0 {
 		hosts = append(hosts, clientHost)
 	}
 	if peerPort == 0 {
@@ -507,7 +608,7 @@ func (cfg *Config) embedConfig(closing *atomic.Bool) (ec *embed.Config, picked b
 		if err != nil {
 			return nil, false, fmt.Errorf("embedetcd: pick ports: %w", err)
 		}
-		if clientPort == 0 {
+		if serveClients && clientPort == 0 {
 			clientPort, ports = ports[0], ports[1:]
 		}
 		if peerPort == 0 {
@@ -515,16 +616,27 @@ func (cfg *Config) embedConfig(closing *atomic.Bool) (ec *embed.Config, picked b
 		}
 		picked = true
 	}
-	clientURL := url.URL{Scheme: "http", Host: net.JoinHostPort(clientHost, strconv.Itoa(clientPort))}
-	peerURL := url.URL{Scheme: "http", Host: net.JoinHostPort(peerHost, strconv.Itoa(peerPort))}
+	peerURL := url.URL{Scheme: cfg.peerScheme(), Host: net.JoinHostPort(peerHost, strconv.Itoa(peerPort))}
 
 	ec = embed.NewConfig()
 	ec.Name = cfg.Name
 	ec.Dir = cfg.DataDir
-	ec.ListenClientUrls = []url.URL{clientURL}
-	ec.AdvertiseClientUrls = []url.URL{clientURL}
+	// No client URL at all (not etcd's default localhost:2379) for a
+	// single member without ClientAddr: it serves LocalClient only.
+	ec.ListenClientUrls, ec.AdvertiseClientUrls = nil, nil
+	if serveClients {
+		clientURL := url.URL{Scheme: cfg.clientScheme(), Host: net.JoinHostPort(clientHost, strconv.Itoa(clientPort))}
+		ec.ListenClientUrls = []url.URL{clientURL}
+		ec.AdvertiseClientUrls = []url.URL{clientURL}
+		if !cfg.ClientTLS.Empty() {
+			ec.ClientTLSInfo = tlsInfo(cfg.ClientTLS)
+		}
+	}
 	ec.ListenPeerUrls = []url.URL{peerURL}
 	ec.AdvertisePeerUrls = []url.URL{peerURL}
+	if !cfg.PeerTLS.Empty() {
+		ec.PeerTLSInfo = tlsInfo(cfg.PeerTLS)
+	}
 	ec.InitialCluster = cfg.InitialCluster
 	if ec.InitialCluster == "" {
 		ec.InitialCluster = cfg.Name + "=" + peerURL.String()

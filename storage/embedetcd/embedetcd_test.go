@@ -65,7 +65,7 @@ func (r *recorder) len() int {
 
 func TestStartSingleMember(t *testing.T) {
 	rec := &recorder{}
-	s := start(t, Config{DataDir: t.TempDir(), Logger: slog.New(rec), LogLevel: "info"})
+	s := start(t, Config{DataDir: t.TempDir(), ClientAddr: "127.0.0.1:0", Logger: slog.New(rec), LogLevel: "info"})
 	defer s.Close()
 
 	eps := s.Endpoints()
@@ -108,7 +108,7 @@ func TestStartSingleMember(t *testing.T) {
 
 func TestRestartSameDataDir(t *testing.T) {
 	dir := t.TempDir()
-	s1 := start(t, Config{Name: "n1", DataDir: dir})
+	s1 := start(t, Config{Name: "n1", DataDir: dir, ClientAddr: "127.0.0.1:0"})
 	cli := newClient(t, s1)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
@@ -131,7 +131,7 @@ func TestRestartSameDataDir(t *testing.T) {
 		t.Fatalf("Stopped() not closed after Close")
 	}
 
-	s2 := start(t, Config{Name: "n1", DataDir: dir})
+	s2 := start(t, Config{Name: "n1", DataDir: dir, ClientAddr: "127.0.0.1:0"})
 	defer s2.Close()
 	t.Logf("client %v -> %v, peer %v -> %v", oldEps, s2.Endpoints(), oldPeers, s2.PeerURLs())
 	cli = newClient(t, s2)
@@ -231,7 +231,7 @@ func TestDefaultCompactionKeepsSeconds(t *testing.T) {
 
 // The retention reaches etcd: history older than it is compacted away.
 func TestAutoCompactionRuns(t *testing.T) {
-	s := start(t, Config{DataDir: t.TempDir(), AutoCompactionRetention: "1s"})
+	s := start(t, Config{DataDir: t.TempDir(), ClientAddr: "127.0.0.1:0", AutoCompactionRetention: "1s"})
 	defer s.Close()
 	cli := newClient(t, s)
 	defer cli.Close()

@@ -100,7 +100,7 @@ func TestLocalClient(t *testing.T) {
 // through a gRPC client on loopback, one at a time (the latency a pinned
 // call waits for).
 func BenchmarkPut(b *testing.B) {
-	s, err := Start(context.Background(), Config{DataDir: b.TempDir()})
+	s, err := Start(context.Background(), Config{DataDir: b.TempDir(), ClientAddr: "127.0.0.1:0"})
 	if err != nil {
 		b.Fatal(err)
 	}
