@@ -63,7 +63,11 @@ func (a *Authenticator) admit(ctx context.Context, m Mode, method string) (conte
 			reason = reasonUnauthenticated
 		}
 		a.refusals.WithLabelValues(reason).Inc()
-		a.audit(slog.LevelInfo, p, method, err)
+		level := slog.LevelDebug // refused reads are counted, not audited
+		if Mutating(method) {
+			level = slog.LevelInfo
+		}
+		a.audit(level, p, method, err)
 		return ctx, p, nil, err
 	}
 	note := &callNote{}
