@@ -112,11 +112,11 @@ func (a *Authenticator) audit(level slog.Level, p Principal, method string, err 
 	a.lg.LogAttrs(context.Background(), level, "audit", attrs...)
 }
 
-// UnaryServerInterceptor applies admin roles to AdminService calls (and
-// leaves every other service alone).
+// UnaryServerInterceptor applies admin roles to AdminService calls and
+// server reflection (Guarded), and leaves every other service alone.
 func (a *Authenticator) UnaryServerInterceptor(m Mode) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		if !IsAdmin(info.FullMethod) {
+		if !Guarded(info.FullMethod) {
 			return h(ctx, req)
 		}
 		ctx, p, note, err := a.admit(ctx, m, info.FullMethod)
@@ -132,7 +132,7 @@ func (a *Authenticator) UnaryServerInterceptor(m Mode) grpc.UnaryServerIntercept
 // StreamServerInterceptor is UnaryServerInterceptor for streams.
 func (a *Authenticator) StreamServerInterceptor(m Mode) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-		if !IsAdmin(info.FullMethod) {
+		if !Guarded(info.FullMethod) {
 			return h(srv, ss)
 		}
 		ctx, p, note, err := a.admit(ss.Context(), m, info.FullMethod)

@@ -84,9 +84,31 @@ var MethodRoles = map[string]Role{
 // IsAdmin reports whether fullMethod ("/pkg.Service/Method") is an admin method.
 func IsAdmin(fullMethod string) bool { return strings.HasPrefix(fullMethod, AdminPrefix) }
 
-// RequiredRole is the role an admin method needs: its MethodRoles entry,
-// else Operator.
+// reflectionPrefixes start gRPC server reflection's methods. Reflection
+// describes the admin API (as /openapi.json does), so once authentication
+// is on it needs a viewer too; it is never audited.
+var reflectionPrefixes = []string{"/grpc.reflection.v1.ServerReflection/", "/grpc.reflection.v1alpha.ServerReflection/"}
+
+func isReflection(fullMethod string) bool {
+	for _, p := range reflectionPrefixes {
+		if strings.HasPrefix(fullMethod, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// Guarded reports whether the interceptors check a role for fullMethod:
+// admin methods and server reflection. The sidecar service and
+// grpc.health.v1 are not guarded.
+func Guarded(fullMethod string) bool { return IsAdmin(fullMethod) || isReflection(fullMethod) }
+
+// RequiredRole is the role a guarded method needs: its MethodRoles entry,
+// Viewer for server reflection, else Operator.
 func RequiredRole(fullMethod string) Role {
+	if isReflection(fullMethod) {
+		return Viewer
+	}
 	if r, ok := MethodRoles[strings.TrimPrefix(fullMethod, AdminPrefix)]; ok && IsAdmin(fullMethod) {
 		return r
 	}
