@@ -54,17 +54,18 @@ func (s *Server) gatewayOptions() []runtime.ServeMuxOption {
 // gatewayConn is the REST gateway's connection to an admin server. With
 // authentication on, that is an in-process gRPC server of its own, which
 // nothing else can reach and whose interceptors (adminauth.Internal) trust
-// the principal in the metadata; in open mode, the public listener.
+// the principal in the metadata, after opts (the per-RPC metrics); in
+// open mode, the public listener.
 //
 // TODO(issue 12): the in-process internal server of the TLS work replaces
 // this one; it takes s.auth.ServerOptions(adminauth.Internal).
-func (s *Server) gatewayConn() (*grpc.ClientConn, error) {
+func (s *Server) gatewayConn(opts ...grpc.ServerOption) (*grpc.ClientConn, error) {
 	if s.auth.Open() {
 		return grpc.NewClient(s.gLis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	}
 	lis := bufconn.Listen(1 << 20)
-	s.gwInternal = grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(16 << 20)},
-		s.auth.ServerOptions(adminauth.Internal)...)...)
+	opts = append(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(16 << 20)}, opts...), s.auth.ServerOptions(adminauth.Internal)...)
+	s.gwInternal = grpc.NewServer(opts...)
 	pb.RegisterAdminServiceServer(s.gwInternal, adminGate{s: s})
 	go func() { _ = s.gwInternal.Serve(lis) }()
 	return grpc.NewClient("passthrough:///gateway-internal",

@@ -266,6 +266,11 @@ func TestAdminRolesOverGRPCAndREST(t *testing.T) {
 	if n := ts.Metric("coordinator_admin_auth_refusals_total"); n < 6 {
 		t.Errorf("refusals counted: %v", n)
 	}
+	// REST calls go through the gateway's own server, and are counted in
+	// the per-RPC metrics as before.
+	if n := ts.Metric(`grpc_server_handled_total{grpc_code="PermissionDenied",grpc_method="StartUpdate",grpc_service="coordinator.v1.AdminService",grpc_type="unary"}`); n != 2 {
+		t.Errorf("refused StartUpdate calls in grpc_server_handled_total: %v, want 2 (gRPC and REST)", n)
+	}
 }
 
 // A follower checks the caller's role, forwards the call with the

@@ -301,7 +301,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.hLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("server: http listen: %w", err)
 	}
-	if s.gw, err = s.gatewayConn(); err != nil {
+	if s.gw, err = s.gatewayConn(grpc.ChainUnaryInterceptor(rpcMetrics.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(rpcMetrics.StreamServerInterceptor())); err != nil {
 		return nil, fmt.Errorf("server: gateway client: %w", err)
 	}
 	gw := runtime.NewServeMux(append([]runtime.ServeMuxOption{runtime.WithMarshalerOption(runtime.MIMEWildcard, restMarshaler())},
