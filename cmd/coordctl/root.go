@@ -30,6 +30,7 @@ const (
 	defaultServer  = "127.0.0.1:7400"
 	defaultTimeout = 5 * time.Second
 	serverEnv      = "COORDCTL_SERVER"
+	tokenEnv       = "COORDCTL_TOKEN"
 )
 
 // Exit statuses.
@@ -47,6 +48,7 @@ type globalOptions struct {
 	server  string // one address, or a comma-separated list of replicas
 	output  outputFormat
 	timeout time.Duration
+	token   string // admin bearer token; empty: none sent
 }
 
 // cli is what every command shares: the global options and where to write.
@@ -111,7 +113,11 @@ The coordinator is reached over gRPC at --server (default ` + defaultServer + `,
 or $` + serverEnv + `): one address, or a comma-separated list of the
 replicas of a cluster, tried in turn; a replica that cannot be reached or
 answers Unavailable passes the call to the next. Use -o json for the
-protojson form of any answer.`,
+protojson form of any answer.
+
+A coordinator with a token file wants a bearer token: --token, or
+$` + tokenEnv + ` (kept out of the process list). Viewer tokens read; operator
+tokens also start and abort updates and end self-preservation.`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -144,6 +150,8 @@ protojson form of any answer.`,
 		"gRPC address of the coordinator, or a comma-separated list of replicas tried in turn (env "+serverEnv+")")
 	pf.VarP(&c.opts.output, "output", "o", "output format: table, wide (every column, uncut) or json")
 	pf.DurationVar(&c.opts.timeout, "timeout", defaultTimeout, "deadline of each call to the coordinator")
+	pf.StringVar(&c.opts.token, "token", "",
+		"admin bearer token sent with every call, when the coordinator has a token file (env "+tokenEnv+", which keeps it out of the process list)")
 
 	for _, f := range commandFactories {
 		root.AddCommand(f(c))
@@ -157,6 +165,9 @@ func (c *cli) completeGlobals(cmd *cobra.Command) error {
 		if v := strings.TrimSpace(c.getenv(serverEnv)); v != "" {
 			c.opts.server = v
 		}
+	}
+	if !cmd.Flags().Changed("token") {
+		c.opts.token = strings.TrimSpace(c.getenv(tokenEnv))
 	}
 	if len(c.servers()) == 0 {
 		return usageErrorf("--server must not be empty")
@@ -178,13 +189,33 @@ func (c *cli) servers() []string {
 	return out
 }
 
+// dialOptions are the options of every connection to the coordinator:
+// plaintext, and the bearer token if one is set (--token, COORDCTL_TOKEN).
+func (c *cli) dialOptions() []grpc.DialOption {
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithUserAgent("coordctl"),
+	}
+	if c.opts.token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken(c.opts.token)))
+	}
+	return opts
+}
+
+// bearerToken sends "authorization: Bearer <token>" with every call. It
+// does not insist on TLS: on loopback the coordinator is plaintext.
+type bearerToken string
+
+func (t bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(t)}, nil
+}
+
+func (bearerToken) RequireTransportSecurity() bool { return false }
+
 // dialAddr opens a client connection to one replica. grpc.NewClient does
 // not connect; the first call does.
 func (c *cli) dialAddr(addr string) (*grpc.ClientConn, error) {
-	conn, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithUserAgent("coordctl"),
-	)
+	conn, err := grpc.NewClient(addr, c.dialOptions()...)
 	if err != nil {
 		return nil, usageErrorf("invalid --server %q: %v", addr, err)
 	}
@@ -208,11 +239,7 @@ func (c *cli) dial() (*grpc.ClientConn, error) {
 		st.Addresses = append(st.Addresses, resolver.Address{Addr: a})
 	}
 	r.InitialState(st)
-	conn, err := grpc.NewClient(r.Scheme()+":///replicas",
-		grpc.WithResolvers(r),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithUserAgent("coordctl"),
-	)
+	conn, err := grpc.NewClient(r.Scheme()+":///replicas", append(c.dialOptions(), grpc.WithResolvers(r))...)
 	if err != nil {
 		return nil, usageErrorf("invalid --server %q: %v", c.opts.server, err)
 	}

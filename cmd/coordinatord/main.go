@@ -77,6 +77,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	forget := registerForgetFlags(fs)
 	quotas := registerQuotaFlags(fs)
 	identities := registerIdentityFlags(fs)
+	adminAuth := registerAdminAuthFlags(fs)
 	cl, err := parseCommandLine(fs, args, os.LookupEnv)
 	switch {
 	case err == pflag.ErrHelp:
@@ -149,6 +150,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err := quotas.validate(); err != nil {
 		return fail("%v", err)
 	}
+	if err := adminAuth.validate(); err != nil {
+		return fail("%v", err)
+	}
 	if *updTimeout <= 0 {
 		return fail("--update-timeout %v: want a positive duration", *updTimeout)
 	}
@@ -199,6 +203,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	selfPreservation.apply(&cfg.Coordinator)
 	forget.apply(&cfg.Coordinator)
 	quotas.apply(&cfg.Coordinator)
+	adminAuth.apply(&cfg)
 	srv, err := server.Start(startCtx, cfg)
 	cancel()
 	if err != nil {

@@ -71,8 +71,10 @@ type adminGate struct {
 	s *Server
 }
 
-// route calls the local coordinator when leading, else the leader.
-func route[R any](g adminGate, local func(pb.AdminServiceServer) (R, error), remote func(pb.AdminServiceClient) (R, error)) (R, error) {
+// route calls the local coordinator when leading, else the leader, with
+// the caller's principal (or token) in ctx's outgoing metadata
+// (adminauth: the leader checks and audits the call).
+func route[R any](ctx context.Context, g adminGate, local func(pb.AdminServiceServer) (R, error), remote func(context.Context, pb.AdminServiceClient) (R, error)) (R, error) {
 	if c := g.s.Leader(); c != nil {
 		return local(c.AdminServer())
 	}
@@ -87,7 +89,7 @@ func route[R any](g adminGate, local func(pb.AdminServiceServer) (R, error), rem
 	if err != nil {
 		return zero, status.Errorf(codes.Unavailable, "forward to the leader: %v", err)
 	}
-	return remote(pb.NewAdminServiceClient(conn))
+	return remote(g.s.auth.OutgoingContext(ctx), pb.NewAdminServiceClient(conn))
 }
 
 // GetCluster is answered locally by every replica.
@@ -111,7 +113,7 @@ func (g adminGate) WatchUpdate(req *pb.WatchUpdateRequest, srv pb.AdminService_W
 	if err != nil {
 		return noLeader()
 	}
-	stream, err := pb.NewAdminServiceClient(conn).WatchUpdate(srv.Context(), req)
+	stream, err := pb.NewAdminServiceClient(conn).WatchUpdate(g.s.auth.OutgoingContext(srv.Context()), req)
 	if err != nil {
 		return err
 	}
@@ -130,66 +132,82 @@ func (g adminGate) WatchUpdate(req *pb.WatchUpdateRequest, srv pb.AdminService_W
 }
 
 func (g adminGate) GetFreeness(ctx context.Context, r *pb.GetFreenessRequest) (*pb.Freeness, error) {
-	return route(g, func(a pb.AdminServiceServer) (*pb.Freeness, error) { return a.GetFreeness(ctx, r) },
-		func(a pb.AdminServiceClient) (*pb.Freeness, error) { return a.GetFreeness(ctx, r) })
+	return route(ctx, g, func(a pb.AdminServiceServer) (*pb.Freeness, error) { return a.GetFreeness(ctx, r) },
+		func(ctx context.Context, a pb.AdminServiceClient) (*pb.Freeness, error) { return a.GetFreeness(ctx, r) })
 }
 
 func (g adminGate) GetGraph(ctx context.Context, r *pb.GetGraphRequest) (*pb.Graph, error) {
-	return route(g, func(a pb.AdminServiceServer) (*pb.Graph, error) { return a.GetGraph(ctx, r) },
-		func(a pb.AdminServiceClient) (*pb.Graph, error) { return a.GetGraph(ctx, r) })
+	return route(ctx, g, func(a pb.AdminServiceServer) (*pb.Graph, error) { return a.GetGraph(ctx, r) },
+		func(ctx context.Context, a pb.AdminServiceClient) (*pb.Graph, error) { return a.GetGraph(ctx, r) })
 }
 
 func (g adminGate) ListSessions(ctx context.Context, r *pb.ListSessionsRequest) (*pb.ListSessionsResponse, error) {
-	return route(g, func(a pb.AdminServiceServer) (*pb.ListSessionsResponse, error) { return a.ListSessions(ctx, r) },
-		func(a pb.AdminServiceClient) (*pb.ListSessionsResponse, error) { return a.ListSessions(ctx, r) })
+	return route(ctx, g, func(a pb.AdminServiceServer) (*pb.ListSessionsResponse, error) { return a.ListSessions(ctx, r) },
+		func(ctx context.Context, a pb.AdminServiceClient) (*pb.ListSessionsResponse, error) {
+			return a.ListSessions(ctx, r)
+		})
 }
 
 func (g adminGate) ListTransactions(ctx context.Context, r *pb.ListTransactionsRequest) (*pb.ListTransactionsResponse, error) {
-	return route(g, func(a pb.AdminServiceServer) (*pb.ListTransactionsResponse, error) { return a.ListTransactions(ctx, r) },
-		func(a pb.AdminServiceClient) (*pb.ListTransactionsResponse, error) { return a.ListTransactions(ctx, r) })
+	return route(ctx, g, func(a pb.AdminServiceServer) (*pb.ListTransactionsResponse, error) { return a.ListTransactions(ctx, r) },
+		func(ctx context.Context, a pb.AdminServiceClient) (*pb.ListTransactionsResponse, error) {
+			return a.ListTransactions(ctx, r)
+		})
 }
 
 func (g adminGate) StartUpdate(ctx context.Context, r *pb.StartUpdateRequest) (*pb.Update, error) {
-	return route(g, func(a pb.AdminServiceServer) (*pb.Update, error) { return a.StartUpdate(ctx, r) },
-		func(a pb.AdminServiceClient) (*pb.Update, error) { return a.StartUpdate(ctx, r) })
+	return route(ctx, g, func(a pb.AdminServiceServer) (*pb.Update, error) { return a.StartUpdate(ctx, r) },
+		func(ctx context.Context, a pb.AdminServiceClient) (*pb.Update, error) { return a.StartUpdate(ctx, r) })
 }
 
 func (g adminGate) GetUpdate(ctx context.Context, r *pb.GetUpdateRequest) (*pb.Update, error) {
-	return route(g, func(a pb.AdminServiceServer) (*pb.Update, error) { return a.GetUpdate(ctx, r) },
-		func(a pb.AdminServiceClient) (*pb.Update, error) { return a.GetUpdate(ctx, r) })
+	return route(ctx, g, func(a pb.AdminServiceServer) (*pb.Update, error) { return a.GetUpdate(ctx, r) },
+		func(ctx context.Context, a pb.AdminServiceClient) (*pb.Update, error) { return a.GetUpdate(ctx, r) })
 }
 
 func (g adminGate) ListUpdates(ctx context.Context, r *pb.ListUpdatesRequest) (*pb.ListUpdatesResponse, error) {
-	return route(g, func(a pb.AdminServiceServer) (*pb.ListUpdatesResponse, error) { return a.ListUpdates(ctx, r) },
-		func(a pb.AdminServiceClient) (*pb.ListUpdatesResponse, error) { return a.ListUpdates(ctx, r) })
+	return route(ctx, g, func(a pb.AdminServiceServer) (*pb.ListUpdatesResponse, error) { return a.ListUpdates(ctx, r) },
+		func(ctx context.Context, a pb.AdminServiceClient) (*pb.ListUpdatesResponse, error) {
+			return a.ListUpdates(ctx, r)
+		})
 }
 
 func (g adminGate) AbortUpdate(ctx context.Context, r *pb.AbortUpdateRequest) (*pb.Update, error) {
-	return route(g, func(a pb.AdminServiceServer) (*pb.Update, error) { return a.AbortUpdate(ctx, r) },
-		func(a pb.AdminServiceClient) (*pb.Update, error) { return a.AbortUpdate(ctx, r) })
+	return route(ctx, g, func(a pb.AdminServiceServer) (*pb.Update, error) { return a.AbortUpdate(ctx, r) },
+		func(ctx context.Context, a pb.AdminServiceClient) (*pb.Update, error) { return a.AbortUpdate(ctx, r) })
 }
 
 func (g adminGate) GetSelfPreservation(ctx context.Context, r *pb.GetSelfPreservationRequest) (*pb.SelfPreservation, error) {
-	return route(g, func(a pb.AdminServiceServer) (*pb.SelfPreservation, error) { return a.GetSelfPreservation(ctx, r) },
-		func(a pb.AdminServiceClient) (*pb.SelfPreservation, error) { return a.GetSelfPreservation(ctx, r) })
+	return route(ctx, g, func(a pb.AdminServiceServer) (*pb.SelfPreservation, error) { return a.GetSelfPreservation(ctx, r) },
+		func(ctx context.Context, a pb.AdminServiceClient) (*pb.SelfPreservation, error) {
+			return a.GetSelfPreservation(ctx, r)
+		})
 }
 
 func (g adminGate) EndSelfPreservation(ctx context.Context, r *pb.EndSelfPreservationRequest) (*pb.SelfPreservation, error) {
-	return route(g, func(a pb.AdminServiceServer) (*pb.SelfPreservation, error) { return a.EndSelfPreservation(ctx, r) },
-		func(a pb.AdminServiceClient) (*pb.SelfPreservation, error) { return a.EndSelfPreservation(ctx, r) })
+	return route(ctx, g, func(a pb.AdminServiceServer) (*pb.SelfPreservation, error) { return a.EndSelfPreservation(ctx, r) },
+		func(ctx context.Context, a pb.AdminServiceClient) (*pb.SelfPreservation, error) {
+			return a.EndSelfPreservation(ctx, r)
+		})
 }
 
 func (g adminGate) ListServices(ctx context.Context, r *pb.ListServicesRequest) (*pb.ListServicesResponse, error) {
-	return route(g, func(a pb.AdminServiceServer) (*pb.ListServicesResponse, error) { return a.ListServices(ctx, r) },
-		func(a pb.AdminServiceClient) (*pb.ListServicesResponse, error) { return a.ListServices(ctx, r) })
+	return route(ctx, g, func(a pb.AdminServiceServer) (*pb.ListServicesResponse, error) { return a.ListServices(ctx, r) },
+		func(ctx context.Context, a pb.AdminServiceClient) (*pb.ListServicesResponse, error) {
+			return a.ListServices(ctx, r)
+		})
 }
 
 func (g adminGate) GetService(ctx context.Context, r *pb.GetServiceRequest) (*pb.ServiceState, error) {
-	return route(g, func(a pb.AdminServiceServer) (*pb.ServiceState, error) { return a.GetService(ctx, r) },
-		func(a pb.AdminServiceClient) (*pb.ServiceState, error) { return a.GetService(ctx, r) })
+	return route(ctx, g, func(a pb.AdminServiceServer) (*pb.ServiceState, error) { return a.GetService(ctx, r) },
+		func(ctx context.Context, a pb.AdminServiceClient) (*pb.ServiceState, error) {
+			return a.GetService(ctx, r)
+		})
 }
 
 func (g adminGate) DryRunUpdate(ctx context.Context, r *pb.StartUpdateRequest) (*pb.UpdatePlan, error) {
-	return route(g, func(a pb.AdminServiceServer) (*pb.UpdatePlan, error) { return a.DryRunUpdate(ctx, r) },
-		func(a pb.AdminServiceClient) (*pb.UpdatePlan, error) { return a.DryRunUpdate(ctx, r) })
+	return route(ctx, g, func(a pb.AdminServiceServer) (*pb.UpdatePlan, error) { return a.DryRunUpdate(ctx, r) },
+		func(ctx context.Context, a pb.AdminServiceClient) (*pb.UpdatePlan, error) {
+			return a.DryRunUpdate(ctx, r)
+		})
 }

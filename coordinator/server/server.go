@@ -22,7 +22,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
@@ -31,6 +30,7 @@ import (
 	"github.com/coordinator/coordinator/coordinator/server/webui"
 	"github.com/coordinator/coordinator/docs/openapi"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+	"github.com/coordinator/coordinator/security/adminauth"
 	"github.com/coordinator/coordinator/security/tlsfiles"
 	"github.com/coordinator/coordinator/storage"
 	"github.com/coordinator/coordinator/storage/embedetcd"
@@ -105,6 +105,10 @@ type Config struct {
 	// it: tests and benchmarks hold or delay some writes with it (see
 	// internal/etcdgate).
 	WrapKV func(clientv3.KV) clientv3.KV
+	// AdminAuth: admin roles, tokens and identities (security/adminauth;
+	// adminauth.go). Zero: open mode, every caller an operator. Logger
+	// defaults to Logger.
+	AdminAuth adminauth.Config
 }
 
 // Server is a running replica.
@@ -167,6 +171,9 @@ type Server struct {
 	fwdMu   sync.Mutex
 	fwd     *grpc.ClientConn // to the leader, for followers
 	fwdAddr string
+
+	auth       *adminauth.Authenticator // admin roles (adminauth.go)
+	gwInternal *grpc.Server             // the REST gateway's own server, with auth on
 }
 
 // Start brings a replica up and returns once it serves.
@@ -250,6 +257,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.reg.MustRegister(s.metrics.collectors()...)
 	s.streamLimits = newStreamLimits(cfg.MaxStreams, cfg.MaxStreamsPerPeer)
 	s.reg.MustRegister(s.streamLimits.collectors()...)
+	if err = s.setupAdminAuth(cfg); err != nil {
+		return nil, err
+	}
 	s.ccfg = cfg.Coordinator
 	if s.ccfg.Logger == nil {
 		s.ccfg.Logger = lg
@@ -276,7 +286,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		grpc.MaxRecvMsgSize(16 << 20),
 		grpc.ChainUnaryInterceptor(rpcMetrics.UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(rpcMetrics.StreamServerInterceptor()),
-	}, cfg.GRPCServerOptions...)...)
+	}, append(s.adminServerOptions(), cfg.GRPCServerOptions...)...)...)
 	pb.RegisterSidecarServiceServer(s.grpc, sidecarGate{s: s})
 	pb.RegisterAdminServiceServer(s.grpc, adminGate{s: s})
 	// grpc.health.v1 (Kubernetes gRPC probes, grpc_health_probe): SERVING
@@ -291,10 +301,12 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.hLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("server: http listen: %w", err)
 	}
-	if s.gw, err = grpc.NewClient(s.gLis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+	if s.gw, err = s.gatewayConn(grpc.ChainUnaryInterceptor(rpcMetrics.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(rpcMetrics.StreamServerInterceptor())); err != nil {
 		return nil, fmt.Errorf("server: gateway client: %w", err)
 	}
-	gw := runtime.NewServeMux(runtime.WithMarshalerOption(runtime.MIMEWildcard, restMarshaler()))
+	gw := runtime.NewServeMux(append([]runtime.ServeMuxOption{runtime.WithMarshalerOption(runtime.MIMEWildcard, restMarshaler())},
+		s.gatewayOptions()...)...)
 	if err = pb.RegisterAdminServiceHandler(ctx, gw, s.gw); err != nil {
 		return nil, fmt.Errorf("server: gateway: %w", err)
 	}
@@ -303,9 +315,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if maxBody <= 0 {
 		maxBody = DefaultMaxRequestBytes
 	}
-	mux.Handle("/v1/", limitBody(maxBody, gw))
+	mux.Handle("/v1/", limitBody(maxBody, s.adminHTTP(gw)))
+	mux.Handle(adminauth.SessionPath, limitBody(maxBody, s.auth.SessionHandler()))
 	mux.HandleFunc("/health", s.health)
-	mux.HandleFunc("/openapi.json", serveOpenAPI)
+	mux.Handle("/openapi.json", s.adminHTTP(http.HandlerFunc(serveOpenAPI)))
 	// The web view: static, embedded; it reads and acts through /v1/.
 	mux.Handle(webui.Prefix, webui.Handler())
 	mux.Handle("/ui", webui.Handler())
@@ -461,6 +474,7 @@ func (s *Server) Close(ctx context.Context) error {
 	if s.gw != nil {
 		s.gw.Close()
 	}
+	s.stopGatewayServer()
 	s.closeBackends()
 	s.lg.Info("stopped", "errors", len(errs))
 	return errors.Join(errs...)
@@ -498,6 +512,7 @@ func (s *Server) Crash() {
 		s.gw.Close()
 		s.gw = nil
 	}
+	s.stopGatewayServer()
 	s.closeBackends()
 	s.grpc, s.http = nil, nil
 	s.lg.Warn("crashed (test)")

@@ -1,6 +1,9 @@
 // coordinatord's web view: polls the REST gateway about once a second and
 // redraws. Everything shown comes from /v1/...; the actions are the REST
 // gateway's own POSTs, so whatever guards those routes guards the page.
+// When a call answers 401 the page asks for a token, which it exchanges
+// once for a session cookie (POST /v1/session) and forgets; a viewer sees
+// the actions disabled, with the reason.
 "use strict";
 
 const POLL_MS = 1000;
@@ -10,6 +13,13 @@ const TERMINAL = new Set(["DONE", "ABORTED", "FAILED"]);
 
 let selected = null; // the service whose detail is shown
 let last = null;     // the last snapshot drawn
+let me = null;       // who the page acts as: {name, role, via} from GET /v1/session
+let loggingIn = false; // the token form is shown: polling waits
+
+// AuthError is a 401: the page needs a (new) session.
+class AuthError extends Error {}
+
+const canAct = () => !me || me.role === "operator";
 
 function el(tag, attrs, ...children) {
   const e = tag.startsWith("svg:") ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag);
@@ -23,26 +33,95 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
+// failure turns an answer that is not OK into an Error: an AuthError for
+// 401 (the token form is shown), and for 403 a note that says what role
+// is missing.
+async function failure(method, path, r) {
+  const body = await r.text();
+  let msg = body;
+  try { msg = JSON.parse(body).message || body; } catch (_) { /* not JSON */ }
+  if (r.status === 401) {
+    showLogin(msg);
+    return new AuthError(`${method} ${path}: ${r.status} ${msg}`);
+  }
+  if (r.status === 403) showRoleNote(msg);
+  return new Error(`${method} ${path}: ${r.status} ${msg}`);
+}
+
 async function getJSON(path) {
   const r = await fetch(path, { headers: { Accept: "application/json" }, cache: "no-store" });
-  const body = await r.text();
-  if (!r.ok) {
-    let msg = body;
-    try { msg = JSON.parse(body).message || body; } catch (_) { /* not JSON */ }
-    throw new Error(`GET ${path}: ${r.status} ${msg}`);
-  }
-  return JSON.parse(body);
+  if (!r.ok) throw await failure("GET", path, r);
+  return r.json();
 }
 
 async function post(path) {
   const r = await fetch(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" });
-  if (!r.ok) {
-    const body = await r.text();
-    let msg = body;
-    try { msg = JSON.parse(body).message || body; } catch (_) { /* not JSON */ }
-    throw new Error(`POST ${path}: ${r.status} ${msg}`);
-  }
+  if (!r.ok) throw await failure("POST", path, r);
 }
+
+function showRoleNote(msg) {
+  const note = document.getElementById("role-note");
+  note.textContent = msg;
+  note.hidden = false;
+}
+
+function showLogin(msg) {
+  if (loggingIn) return;
+  loggingIn = true;
+  me = null;
+  document.getElementById("whoami").hidden = true;
+  document.getElementById("login-why").textContent = `This coordinator wants an admin token (${msg}).`;
+  document.getElementById("login").hidden = false;
+  document.getElementById("login-token").focus();
+}
+
+// whoami asks who the page acts as, and says so in the header; a viewer
+// is told that the actions need an operator.
+async function whoami() {
+  const r = await fetch("/v1/session", { headers: { Accept: "application/json" }, cache: "no-store" });
+  if (!r.ok) return; // the next poll's 401 shows the form
+  me = await r.json();
+  const who = document.getElementById("whoami");
+  if (me.via === "open") { who.hidden = true; return; }
+  const parts = [`${me.name} (${me.role})`];
+  if (me.via === "cookie") {
+    const out = el("button", { type: "button", id: "logout" }, "Log out");
+    out.addEventListener("click", async () => {
+      await fetch("/v1/session", { method: "DELETE" });
+      location.reload();
+    });
+    parts.push(out);
+  }
+  who.replaceChildren(...parts);
+  who.hidden = false;
+  const note = document.getElementById("role-note");
+  if (me.role !== "operator") {
+    note.textContent = `Signed in as ${me.name}, a ${me.role}: aborting updates and ending self-preservation need the operator role.`;
+    note.hidden = false;
+  } else {
+    note.hidden = true;
+  }
+  if (last) draw(last);
+}
+
+document.getElementById("login").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const input = document.getElementById("login-token");
+  const err = document.getElementById("login-error");
+  err.textContent = "";
+  const r = await fetch("/v1/session", { method: "POST", headers: { Authorization: `Bearer ${input.value.trim()}` } });
+  input.value = ""; // the cookie stands for it from now on
+  if (!r.ok) {
+    let msg = await r.text();
+    try { msg = JSON.parse(msg).message || msg; } catch (_) { /* not JSON */ }
+    err.textContent = msg;
+    return;
+  }
+  document.getElementById("login").hidden = true;
+  loggingIn = false;
+  await whoami();
+  tick();
+});
 
 const phaseName = (p) => (p || "").replace(/^PHASE_/, "");
 const strategyName = (s) => (s || "").replace(/^STRATEGY_/, "");
@@ -183,7 +262,8 @@ function drawUpdates(snap) {
         p.unacknowledgedSessions ? `${p.unacknowledgedSessions} sessions to acknowledge` : ""].filter(Boolean).join("; ");
     let action = null;
     if (!TERMINAL.has(phase)) {
-      action = el("button", { type: "button", "data-abort": u.id }, "Abort");
+      action = el("button", { type: "button", "data-abort": u.id, disabled: canAct() ? null : "",
+        title: canAct() ? null : "needs the operator role" }, "Abort");
       action.addEventListener("click", async () => {
         if (!confirm(`Abort update ${u.id} of ${u.service}?`)) return;
         try { await post(`/v1/updates/${encodeURIComponent(u.id)}:abort`); } catch (e) { alert(e.message); }
@@ -217,7 +297,8 @@ function drawCluster(snap) {
     ` · ${sp.recentExpiries} recent expiries, ${sp.activations} activations; enters when more than ${Math.round(sp.ratio * 100)}% of at least ${sp.minCount} sessions expire within ${sp.window}`];
   if (sp.active) {
     parts.push(` · ${(sp.queuedSessions || []).length} queued sessions `);
-    const b = el("button", { type: "button", id: "sp-end" }, "End self-preservation");
+    const b = el("button", { type: "button", id: "sp-end", disabled: canAct() ? null : "",
+      title: canAct() ? null : "needs the operator role" }, "End self-preservation");
     b.addEventListener("click", async () => {
       if (!confirm("End self-preservation and expire the queued sessions?")) return;
       try { await post("/v1/selfpreservation:end"); } catch (e) { alert(e.message); }
@@ -239,6 +320,11 @@ function draw(snap) {
 let polls = 0;
 async function tick() {
   const status = document.getElementById("status");
+  if (loggingIn) {
+    status.textContent = "not updated: log in";
+    status.className = "status error";
+    return;
+  }
   try {
     last = await snapshot();
     draw(last);
@@ -247,7 +333,7 @@ async function tick() {
     status.className = "status";
     document.body.dataset.polls = String(polls);
   } catch (e) {
-    status.textContent = `not updated: ${e.message}`;
+    status.textContent = e instanceof AuthError ? "not updated: log in" : `not updated: ${e.message}`;
     status.className = "status error";
   }
 }
@@ -264,4 +350,4 @@ document.addEventListener("visibilitychange", () => {
   // A hidden tab stops polling; it catches up when shown again.
   if (document.hidden) { clearTimeout(timer); timer = null; } else if (timer === null && !inflight) loop();
 });
-loop();
+whoami().finally(loop);
