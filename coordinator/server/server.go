@@ -388,7 +388,10 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	// A client that trickles its request, or sends huge headers, is cut
 	// off; answers (WatchUpdate's included) are not bounded here.
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
-		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
+		// Failed TLS handshakes (a client of another CA, a scanner) and
+		// the like: in the replica's log at debug, not on stderr.
+		ErrorLog: slog.NewLogLogger(lg.Handler(), slog.LevelDebug)}
 	hLis := s.hLis
 	if s.tr.server != nil {
 		// Same reloader as gRPC: one certificate, rotated for both.

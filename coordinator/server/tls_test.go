@@ -3,10 +3,12 @@ package server_test
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -48,6 +50,22 @@ func newPKI(t *testing.T) *pki {
 	p := &pki{ca: testca.New(t, "coordinator-ca"), dir: t.TempDir()}
 	p.server = p.writeServer(t)
 	return p
+}
+
+// tls are the options of a replica serving TLS with p's certificate and
+// client CA, whose identity policy lets the replica's certificate (which
+// the harness's own sidecars present) register as any service.
+func (p *pki) tls(t *testing.T) []servertest.Option {
+	t.Helper()
+	path := filepath.Join(p.dir, "policy.yaml")
+	if err := os.WriteFile(path, []byte("identities:\n- identity: "+replicaID+"\n  services: [\"*\"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pol, err := identity.LoadPolicy(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []servertest.Option{servertest.WithTLS(p.server), func(cfg *server.Config) { cfg.Coordinator.IdentityPolicy = pol }}
 }
 
 // writeServer (re)issues the replica certificate, as a rotation does.
@@ -124,6 +142,31 @@ func connectSidecar(t *testing.T, ts *servertest.Server, c *tls.Config, reg *pb.
 	return sc, err
 }
 
+// registerStatus opens a sidecar stream over a new connection with c,
+// sends reg and returns how the server answered: nil for Registered, else
+// the stream's status (a Send to a stream the server already ended gives
+// io.EOF; the status is in the Recv that follows).
+func registerStatus(t *testing.T, ts *servertest.Server, c *tls.Config, reg *pb.Register) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := pb.NewSidecarServiceClient(ts.Dial(c)).Connect(ctx)
+	if err != nil {
+		return err
+	}
+	if err := st.Send(&pb.SidecarMessage{Kind: &pb.SidecarMessage_Register{Register: reg}}); err != nil && err != io.EOF {
+		return err
+	}
+	m, err := st.Recv()
+	if err != nil {
+		return err
+	}
+	if m.GetRegistered() == nil {
+		return fmt.Errorf("answered %v, not Registered", m)
+	}
+	return nil
+}
+
 // gRPC and HTTPS handshakes work for a client that trusts the CA, with a
 // client certificate or without (VerifyIfGiven); they fail for a client
 // that trusts another CA, one whose certificate another CA issued, and one
@@ -131,7 +174,7 @@ func connectSidecar(t *testing.T, ts *servertest.Server, c *tls.Config, reg *pb.
 // in-process gateway.
 func TestTLSHandshakes(t *testing.T) {
 	p := newPKI(t)
-	ts := servertest.Start(t, "", servertest.WithTLS(p.server))
+	ts := servertest.Start(t, "", p.tls(t)...)
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
 	if !ts.TLS() {
@@ -284,10 +327,18 @@ func TestSidecarStreamIdentity(t *testing.T) {
 			codes.Unauthenticated, `not of trust domain "example.org"`, "untrusted"},
 		{"a SPIFFE ID of the trust domain", client(t, p.ca, "auth", testca.Leaf{URIs: []string{"spiffe://example.org/ns/shop/sa/auth"}}, p.server.CA),
 			codes.OK, "", ""},
+		// The coordinator reads the identity from the stream's context: its
+		// policy (the default mapping) refuses auth as another service.
+		{"a SPIFFE ID registering as another service", client(t, p.ca, "auth2", testca.Leaf{URIs: []string{"spiffe://example.org/ns/shop/sa/auth"}}, p.server.CA),
+			codes.PermissionDenied, "spiffe://example.org/ns/shop/sa/auth may register as auth", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := ts.Metric("coordinator_sidecar_auth_refusals_total")
-			_, err := connectSidecar(t, ts, servertest.ClientTLS(t, tc.files), register("i-"+strings.ReplaceAll(tc.name, " ", "-"), "auth"))
+			svc := "auth"
+			if tc.code == codes.PermissionDenied {
+				svc = "billing"
+			}
+			err := registerStatus(t, ts, servertest.ClientTLS(t, tc.files), register("i-"+strings.ReplaceAll(tc.name, " ", "-"), svc))
 			if st := status.Convert(err); st.Code() != tc.code || !strings.Contains(st.Message(), tc.msg) {
 				t.Fatalf("Connect: %v, want %v with %q", err, tc.code, tc.msg)
 			}
@@ -353,7 +404,7 @@ func TestServerTLSWithoutClientCA(t *testing.T) {
 // the rotation keeps working.
 func TestServerCertificateRotation(t *testing.T) {
 	p := newPKI(t)
-	ts := servertest.Start(t, "", servertest.WithTLS(p.server))
+	ts := servertest.Start(t, "", p.tls(t)...)
 	c := servertest.ClientTLS(t, p.server)
 	first, err := peerSerial(t, ts, c)
 	if err != nil {
@@ -416,7 +467,7 @@ func TestFollowerForwardsOverMTLS(t *testing.T) {
 	}
 	n := 0
 	named := func(cfg *server.Config) { n++; cfg.ReplicaName = "r" + string(rune('0'+n)) }
-	cl := servertest.StartCluster(t, 2, servertest.WithTLS(p.server), named, record)
+	cl := servertest.StartCluster(t, 2, append(p.tls(t), named, record)...)
 	leader := cl.Leader(within)
 	f := cl.Follower(leader)
 	leader.LongSidecar("a-1", "a", "v1")

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -213,7 +214,7 @@ func (s *Server) startHealthListener(addr string, metrics http.Handler) error {
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
 	s.healthHTTP = &http.Server{Handler: h, Protocols: &protos, ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10, ErrorLog: slog.NewLogLogger(s.lg.Handler(), slog.LevelDebug)}
 	go func() { s.done <- s.healthHTTP.Serve(lis) }()
 	return nil
 }
