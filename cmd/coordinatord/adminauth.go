@@ -38,15 +38,17 @@ func (f *adminAuthFlags) config() adminauth.Config {
 			c.ReplicaIdentities = append(c.ReplicaIdentities, id)
 		}
 	}
-	// TODO(issue 12): ClientCerts, OwnIdentity and ForwardPrincipal come
-	// from the TLS flags (client CA, the replica's certificate).
+	// ClientCerts, OwnIdentity and ForwardPrincipal are the server's to
+	// set from its TLS configuration (server.Config.TLS).
 	return c
 }
 
 // validate reads the files once, so that a bad one stops the start with a
-// message naming its flag.
-func (f *adminAuthFlags) validate() error {
-	if _, err := adminauth.New(f.config()); err != nil {
+// message naming its flag; clientCerts says whether --client-ca is given.
+func (f *adminAuthFlags) validate(clientCerts bool) error {
+	c := f.config()
+	c.ClientCerts = clientCerts
+	if _, err := adminauth.New(c); err != nil {
 		flag := "--token-file"
 		if strings.Contains(err.Error(), "identit") {
 			flag = "--admin-identities"

@@ -182,6 +182,12 @@ coordinatord runs a coordinator replica: an embedded etcd (or --etcd-endpoints),
 the sidecar stream and admin API over gRPC, REST, /health, /metrics and
 /openapi.json over HTTP.
 
+On loopback (the default addresses) it serves plaintext. To listen beyond
+loopback, give it --tls-cert and --tls-key (both listeners serve TLS with
+them, re-read as they rotate) and --client-ca to require sidecars' client
+certificates, or --insecure; --health-addr serves /health, /metrics and
+gRPC health in plaintext for probes.
+
 Every flag can also be set by its environment variable (shown after it);
 a flag on the command line wins.
 

@@ -1,14 +1,18 @@
 // Command coordinatord runs a coordinator replica: with no flags it starts an
 // embedded single-member etcd in ./coordinatord.data and serves sidecars and
 // operators on 127.0.0.1:7400 (gRPC) and 127.0.0.1:7401 (REST, /health,
-// /metrics, /openapi.json). Three coordinatord given the same
-// --initial-cluster, each with its own --name, --peer-addr and --data-dir,
-// form a three-member embedded etcd cluster instead (with --peer-cert,
-// --peer-key and --peer-ca, over mutual TLS: https:// peer URLs, and client
-// listeners that require client certificates); --etcd-endpoints uses an
-// external etcd (--etcd-cacert, --etcd-cert, --etcd-key and
-// --etcd-username with a password for a secured one). A single member
-// opens no etcd client listener unless --etcd-client-addr is given.
+// /metrics, /openapi.json), in plaintext on loopback. Beyond loopback it
+// serves TLS (--tls-cert, --tls-key; --client-ca to require sidecars'
+// client certificates) or refuses to start unless --insecure;
+// --health-addr adds a plaintext listener for probes. Three coordinatord
+// given the same --initial-cluster, each with its own --name, --peer-addr
+// and --data-dir, form a three-member embedded etcd cluster instead (with
+// --peer-cert, --peer-key and --peer-ca, over mutual TLS: https:// peer
+// URLs, and client listeners that require client certificates);
+// --etcd-endpoints uses an external etcd (--etcd-cacert, --etcd-cert,
+// --etcd-key and --etcd-username with a password for a secured one). A
+// single member opens no etcd client listener unless --etcd-client-addr is
+// given.
 //
 // Flags are GNU style (--name value or --name=value); every flag can also be
 // set by an environment variable, COORDINATORD_ and the flag's name in upper
@@ -78,6 +82,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	quotas := registerQuotaFlags(fs)
 	identities := registerIdentityFlags(fs)
 	adminAuth := registerAdminAuthFlags(fs)
+	tlsf := registerTLSFlags(fs) // --tls-cert, --tls-key, --client-ca, --tls-identity-from, --trust-domain, --health-addr, --insecure
 	cl, err := parseCommandLine(fs, args, os.LookupEnv)
 	switch {
 	case err == pflag.ErrHelp:
@@ -129,6 +134,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err := cluster.validate(eps); err != nil {
 		return fail("%v", err)
 	}
+	if err := tlsf.validate(*grpcAddr, *httpAddr); err != nil {
+		return fail("%v", err)
+	}
 	if *leaderTTL < 2*time.Second || *leaderTTL%time.Second != 0 {
 		return fail("--leader-ttl %v: want whole seconds, at least 2s", *leaderTTL)
 	}
@@ -150,7 +158,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err := quotas.validate(); err != nil {
 		return fail("%v", err)
 	}
-	if err := adminAuth.validate(); err != nil {
+	if err := adminAuth.validate(*tlsf.clientCA != ""); err != nil {
 		return fail("%v", err)
 	}
 	if *updTimeout <= 0 {
@@ -203,6 +211,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	selfPreservation.apply(&cfg.Coordinator)
 	forget.apply(&cfg.Coordinator)
 	quotas.apply(&cfg.Coordinator)
+	tlsf.apply(&cfg)
 	adminAuth.apply(&cfg)
 	srv, err := server.Start(startCtx, cfg)
 	cancel()

@@ -1,17 +1,12 @@
 package server
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"net/http"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/test/bufconn"
 
-	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 	"github.com/coordinator/coordinator/security/adminauth"
 )
 
@@ -19,14 +14,29 @@ import (
 // interceptors of the public gRPC server, the REST gateway's own internal
 // server that trusts the principal the HTTP middleware authenticated, the
 // middleware on /v1/ and /openapi.json, and /v1/session. In open mode (no
-// client CA, no token file) the gateway keeps dialling the public gRPC
-// listener as before.
+// client CA, no token file) every caller is an operator.
 
-// setupAdminAuth reads the token and identity files of cfg.AdminAuth.
+// setupAdminAuth reads the token and identity files of cfg.AdminAuth,
+// with what the transport (s.tr) says: whether callers present verified
+// client certificates, and this replica's own identity, which it presents
+// when it forwards to the leader (so it forwards the caller's principal)
+// and which is the default replica identity.
 func (s *Server) setupAdminAuth(cfg Config) error {
 	ac := cfg.AdminAuth
 	if ac.Logger == nil {
 		ac.Logger = s.lg
+	}
+	if s.tr.verify {
+		ac.ClientCerts = true
+		ac.ForwardPrincipal = true
+		ac.Identity = &s.tr.identity
+		if ac.OwnIdentity == "" {
+			id, err := s.tr.ownIdentity()
+			if err != nil && len(ac.ReplicaIdentities) == 0 {
+				return fmt.Errorf("server: admin auth: this replica's certificate names no identity, so the replica identities must be given (--replica-identities): %w", err)
+			}
+			ac.OwnIdentity = id.Name
+		}
 	}
 	a, err := adminauth.New(ac)
 	if err != nil {
@@ -49,36 +59,6 @@ func (s *Server) adminServerOptions() []grpc.ServerOption {
 // gatewayOptions are the REST gateway's options for admin auth.
 func (s *Server) gatewayOptions() []runtime.ServeMuxOption {
 	return []runtime.ServeMuxOption{adminauth.GatewayMetadata()}
-}
-
-// gatewayConn is the REST gateway's connection to an admin server. With
-// authentication on, that is an in-process gRPC server of its own, which
-// nothing else can reach and whose interceptors (adminauth.Internal) trust
-// the principal in the metadata, after opts (the per-RPC metrics); in
-// open mode, the public listener.
-//
-// TODO(issue 12): the in-process internal server of the TLS work replaces
-// this one; it takes s.auth.ServerOptions(adminauth.Internal).
-func (s *Server) gatewayConn(opts ...grpc.ServerOption) (*grpc.ClientConn, error) {
-	if s.auth.Open() {
-		return grpc.NewClient(s.gLis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	}
-	lis := bufconn.Listen(1 << 20)
-	opts = append(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(16 << 20)}, opts...), s.auth.ServerOptions(adminauth.Internal)...)
-	s.gwInternal = grpc.NewServer(opts...)
-	pb.RegisterAdminServiceServer(s.gwInternal, adminGate{s: s})
-	go func() { _ = s.gwInternal.Serve(lis) }()
-	return grpc.NewClient("passthrough:///gateway-internal",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-}
-
-// stopGatewayServer stops the gateway's internal server, if any.
-func (s *Server) stopGatewayServer() {
-	if s.gwInternal != nil {
-		s.gwInternal.Stop()
-		s.gwInternal = nil
-	}
 }
 
 // adminHTTP wraps a handler of admin data (the REST gateway,

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -53,8 +54,21 @@ func TestEmbeddedClusterOverTLS(t *testing.T) {
 			t.Fatalf("replica n%d's etcd client endpoints %v, want https", i+1, eps)
 		}
 		key := fmt.Sprintf("/tls-test/n%d", i+1)
-		if _, err := r.Client().Put(ctx, key, "v"); err != nil {
-			t.Fatalf("replica n%d's client: Put: %v", i+1, err)
+		// The replicas hand Raft leadership around as they start
+		// (keepRaftElsewhere): a proposal made during a transfer is dropped,
+		// and etcd says so; the client retries it, as the coordinator's
+		// writes are retried.
+		for {
+			_, err := r.Client().Put(ctx, key, "v")
+			if err == nil {
+				break
+			}
+			// raft.ErrProposalDropped reaches the client as an Unknown status.
+			dropped := strings.Contains(err.Error(), "raft proposal dropped")
+			if !dropped && !errors.Is(err, rpctypes.ErrLeaderChanged) || ctx.Err() != nil {
+				t.Fatalf("replica n%d's client: Put: %v", i+1, err)
+			}
+			t.Logf("replica n%d's client: Put: %v; again", i+1, err)
 		}
 		if resp, err := replicas[(i+1)%3].Client().Get(ctx, key); err != nil || len(resp.Kvs) != 1 {
 			t.Fatalf("replica n%d's client: Get %s = %v, %v", (i+1)%3+1, key, resp, err)

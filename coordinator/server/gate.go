@@ -29,7 +29,18 @@ type sidecarGate struct {
 	s *Server
 }
 
+// Connect serves a sidecar stream. With a client CA configured, the
+// stream's client certificate is checked first (authenticate), and the
+// identity it names is in the context of the stream the coordinator gets
+// (identity.FromContext).
 func (g sidecarGate) Connect(srv pb.SidecarService_ConnectServer) error {
+	srv, err := g.s.authenticate(srv)
+	if err != nil {
+		return err
+	}
+	if h := g.s.connectHook.Load(); h != nil {
+		(*h)(srv.Context())
+	}
 	release, err := g.s.streamLimits.acquire(srv.Context())
 	if err != nil {
 		return err

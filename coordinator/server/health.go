@@ -21,9 +21,10 @@ import (
 // serverMetrics are the replica's own metrics, kept across terms (the
 // coordinator's are per term).
 type serverMetrics struct {
-	isLeader  prometheus.Gauge
-	redirects prometheus.Counter
-	terms     prometheus.CounterFunc
+	isLeader     prometheus.Gauge
+	redirects    prometheus.Counter
+	terms        prometheus.CounterFunc
+	authRefusals *prometheus.CounterVec // by reason
 }
 
 func newServerMetrics(s *Server) serverMetrics {
@@ -38,11 +39,12 @@ func newServerMetrics(s *Server) serverMetrics {
 			defer s.mu.RUnlock()
 			return float64(s.terms)
 		}),
+		authRefusals: newSidecarAuthRefusals(),
 	}
 }
 
 func (m serverMetrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.isLeader, m.redirects, m.terms}
+	return []prometheus.Collector{m.isLeader, m.redirects, m.terms, m.authRefusals}
 }
 
 // etcdCheckEvery is how often monitorEtcd checks etcd; a failure is

@@ -10,7 +10,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/coordinator/coordinator/coordinator"
@@ -353,7 +352,9 @@ func (s *Server) forwardConn() (*grpc.ClientConn, *pb.Replica, error) {
 		s.fwd.Close()
 		s.fwd = nil
 	}
-	conn, err := grpc.NewClient(l.GrpcAddress, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// With TLS, mTLS: this replica's certificate as the client's, the
+	// leader's verified against the client CA (transport.go).
+	conn, err := grpc.NewClient(l.GrpcAddress, grpc.WithTransportCredentials(s.tr.dialCreds()))
 	if err != nil {
 		return nil, nil, err
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,6 +32,7 @@ import (
 	"github.com/coordinator/coordinator/docs/openapi"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 	"github.com/coordinator/coordinator/security/adminauth"
+	"github.com/coordinator/coordinator/security/identity"
 	"github.com/coordinator/coordinator/security/tlsfiles"
 	"github.com/coordinator/coordinator/storage"
 	"github.com/coordinator/coordinator/storage/embedetcd"
@@ -98,9 +100,53 @@ type Config struct {
 	// AdvertiseGRPC and AdvertiseHTTP are the addresses other replicas
 	// send sidecars and operators to; default the bound addresses.
 	AdvertiseGRPC, AdvertiseHTTP string
-	// GRPCServerOptions are added to the gRPC server's own (interceptors,
-	// credentials, stats handlers).
+	// GRPCServerOptions are added to the gRPC listener's server's own
+	// (interceptors, stats handlers): what network clients (sidecars,
+	// coordctl, other replicas) reach. Admin authentication adds its
+	// interceptors here; the REST gateway's calls do not pass through them
+	// (see GatewayServerOptions).
 	GRPCServerOptions []grpc.ServerOption
+
+	// TLS is the certificate and key of the gRPC and HTTP listeners
+	// (--tls-cert, --tls-key; empty: plaintext), re-read as they rotate
+	// (tlsfiles). TLS.CA is the client CA (--client-ca): when set, a
+	// client certificate, if given, must verify against it
+	// (tls.VerifyClientCertIfGiven: admin clients may authenticate with
+	// tokens, probes with nothing), and the sidecar stream requires one;
+	// it is also the bundle that verifies the leader's certificate when a
+	// follower forwards to it (see transport.go).
+	TLS tlsfiles.Files
+	// TLSCheckInterval is how often the TLS files are looked at again
+	// (tlsfiles.DefaultCheckInterval when 0; tests shorten it).
+	TLSCheckInterval time.Duration
+	// Identity reads a sidecar's identity from its client certificate:
+	// UseCN and TrustDomain are taken from here; Roots is set to the
+	// client CA's certificates. The identity is put in the sidecar
+	// stream's context (identity.FromContext).
+	Identity identity.Reader
+	// HealthAddr, if set, is a plaintext listener serving only /health,
+	// /metrics and grpc.health.v1 (HTTP/1.1 and HTTP/2 without TLS on one
+	// port): Kubernetes probes present no client certificate.
+	HealthAddr string
+
+	// The seam for admin authentication (security/adminauth). The REST
+	// gateway calls the admin service through an in-process gRPC server,
+	// the gateway server, that only the gateway can reach (transport.go):
+	//
+	//  - RESTMiddleware wraps the REST API (/v1/) on the HTTP listener,
+	//    before the gateway: it authenticates the HTTP caller (token,
+	//    client certificate in r.TLS) and may put the principal in the
+	//    request's context. /health, /metrics, /openapi.json and the web
+	//    view's static files are not wrapped.
+	//  - GatewayMuxOptions are added to the gateway's runtime.ServeMux:
+	//    runtime.WithMetadata can carry the principal from the request's
+	//    context into the gRPC call's metadata.
+	//  - GatewayServerOptions are added to the gateway server
+	//    (interceptors): they read that metadata, which only the gateway
+	//    can have sent.
+	RESTMiddleware       func(http.Handler) http.Handler
+	GatewayMuxOptions    []runtime.ServeMuxOption
+	GatewayServerOptions []grpc.ServerOption
 	// WrapKV, if set, replaces the etcd client's KV before anything uses
 	// it: tests and benchmarks hold or delay some writes with it (see
 	// internal/etcdgate).
@@ -124,11 +170,17 @@ type Server struct {
 	store *storage.Etcd // unfenced: a follower's reads
 	grpc  *grpc.Server
 	http  *http.Server
-	gw    *grpc.ClientConn
+	gw    *grpc.ClientConn // the REST gateway's, to gwSrv
+	gwSrv *grpc.Server     // the gateway server: in process, only gw reaches it
 	gLis  net.Listener
 	hLis  net.Listener
-	lg    *slog.Logger
-	reg   *prometheus.Registry
+	tr    *transport
+	// The plaintext health listener (Config.HealthAddr), if any.
+	healthLis  net.Listener
+	healthHTTP *http.Server
+	healthGRPC *grpc.Server
+	lg         *slog.Logger
+	reg        *prometheus.Registry
 	// healthSrv is grpc.health.v1; serving is its last status (true:
 	// SERVING), set by updateServing.
 	healthSrv *healthService
@@ -168,12 +220,15 @@ type Server struct {
 	etcdErr     error
 	monitorDone chan struct{} // closed when monitorEtcd has returned
 
+	// connectHook, if set, sees the context of each sidecar stream as the
+	// coordinator will (tests: export_test.go).
+	connectHook atomic.Pointer[func(context.Context)]
+
 	fwdMu   sync.Mutex
 	fwd     *grpc.ClientConn // to the leader, for followers
 	fwdAddr string
 
-	auth       *adminauth.Authenticator // admin roles (adminauth.go)
-	gwInternal *grpc.Server             // the REST gateway's own server, with auth on
+	auth *adminauth.Authenticator // admin roles (adminauth.go)
 }
 
 // Start brings a replica up and returns once it serves.
@@ -191,7 +246,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{lg: lg, reg: prometheus.NewRegistry(), done: make(chan error, 3),
+	s := &Server{lg: lg, reg: prometheus.NewRegistry(), done: make(chan error, 4),
 		leaderChanged: make(chan struct{}), startTimeout: time.Minute, stopTimeout: 10 * time.Second}
 	if cfg.StartTimeout > 0 {
 		s.startTimeout = cfg.StartTimeout
@@ -257,9 +312,6 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.reg.MustRegister(s.metrics.collectors()...)
 	s.streamLimits = newStreamLimits(cfg.MaxStreams, cfg.MaxStreamsPerPeer)
 	s.reg.MustRegister(s.streamLimits.collectors()...)
-	if err = s.setupAdminAuth(cfg); err != nil {
-		return nil, err
-	}
 	s.ccfg = cfg.Coordinator
 	if s.ccfg.Logger == nil {
 		s.ccfg.Logger = lg
@@ -270,6 +322,16 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.store = storage.NewEtcd(s.cli, storage.EtcdConfig{Prefix: s.keys.Prefix, Logger: lg, Renew: s.renew})
 
+	tlsOpts := []tlsfiles.Option{tlsfiles.WithLogger(lg)}
+	if cfg.TLSCheckInterval > 0 {
+		tlsOpts = append(tlsOpts, tlsfiles.WithCheckInterval(cfg.TLSCheckInterval))
+	}
+	if s.tr, err = newTransport(cfg, tlsOpts...); err != nil {
+		return nil, err
+	}
+	if err = s.setupAdminAuth(cfg); err != nil {
+		return nil, err
+	}
 	if s.gLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
 		return nil, fmt.Errorf("server: grpc listen: %w", err)
 	}
@@ -280,13 +342,14 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	rpcMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
 		grpcprom.WithHistogramBuckets(prometheus.ExponentialBuckets(1e-4, 4, 10))))
 	s.reg.MustRegister(rpcMetrics)
-	s.grpc = grpc.NewServer(append([]grpc.ServerOption{
+	grpcOpts := append([]grpc.ServerOption{
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(16 << 20),
 		grpc.ChainUnaryInterceptor(rpcMetrics.UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(rpcMetrics.StreamServerInterceptor()),
-	}, append(s.adminServerOptions(), cfg.GRPCServerOptions...)...)...)
+	}, append(s.tr.serverOption(), s.adminServerOptions()...)...)
+	s.grpc = grpc.NewServer(append(grpcOpts, cfg.GRPCServerOptions...)...)
 	pb.RegisterSidecarServiceServer(s.grpc, sidecarGate{s: s})
 	pb.RegisterAdminServiceServer(s.grpc, adminGate{s: s})
 	// grpc.health.v1 (Kubernetes gRPC probes, grpc_health_probe): SERVING
@@ -301,12 +364,19 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.hLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("server: http listen: %w", err)
 	}
-	if s.gw, err = s.gatewayConn(grpc.ChainUnaryInterceptor(rpcMetrics.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(rpcMetrics.StreamServerInterceptor())); err != nil {
+	// The gateway's calls are counted like the network's
+	// (grpc_server_handled_total and kin, the same services); its server
+	// trusts the principal the REST middleware authenticated
+	// (adminauth.Internal): only the gateway reaches it.
+	gwOpts := append([]grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(rpcMetrics.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(rpcMetrics.StreamServerInterceptor()),
+	}, s.auth.ServerOptions(adminauth.Internal)...)
+	if s.gw, err = s.startGatewayServer(append(gwOpts, cfg.GatewayServerOptions...)); err != nil {
 		return nil, fmt.Errorf("server: gateway client: %w", err)
 	}
-	gw := runtime.NewServeMux(append([]runtime.ServeMuxOption{runtime.WithMarshalerOption(runtime.MIMEWildcard, restMarshaler())},
-		s.gatewayOptions()...)...)
+	gw := runtime.NewServeMux(append(append([]runtime.ServeMuxOption{
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, restMarshaler())}, s.gatewayOptions()...), cfg.GatewayMuxOptions...)...)
 	if err = pb.RegisterAdminServiceHandler(ctx, gw, s.gw); err != nil {
 		return nil, fmt.Errorf("server: gateway: %w", err)
 	}
@@ -315,20 +385,38 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if maxBody <= 0 {
 		maxBody = DefaultMaxRequestBytes
 	}
-	mux.Handle("/v1/", limitBody(maxBody, s.adminHTTP(gw)))
+	api := s.adminHTTP(gw)
+	if cfg.RESTMiddleware != nil {
+		api = cfg.RESTMiddleware(api)
+	}
+	mux.Handle("/v1/", limitBody(maxBody, api))
 	mux.Handle(adminauth.SessionPath, limitBody(maxBody, s.auth.SessionHandler()))
 	mux.HandleFunc("/health", s.health)
 	mux.Handle("/openapi.json", s.adminHTTP(http.HandlerFunc(serveOpenAPI)))
 	// The web view: static, embedded; it reads and acts through /v1/.
 	mux.Handle(webui.Prefix, webui.Handler())
 	mux.Handle("/ui", webui.Handler())
-	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{s.reg, prometheus.GathererFunc(s.gatherTerm)},
-		promhttp.HandlerOpts{Registry: s.reg}))
+	metrics := promhttp.HandlerFor(prometheus.Gatherers{s.reg, prometheus.GathererFunc(s.gatherTerm)},
+		promhttp.HandlerOpts{Registry: s.reg})
+	mux.Handle("/metrics", metrics)
 	// A client that trickles its request, or sends huge headers, is cut
 	// off; answers (WatchUpdate's included) are not bounded here.
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
-		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
-	go func() { s.done <- s.http.Serve(s.hLis) }()
+		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
+		// Failed TLS handshakes (a client of another CA, a scanner) and
+		// the like: in the replica's log at debug, not on stderr.
+		ErrorLog: slog.NewLogLogger(lg.Handler(), slog.LevelDebug)}
+	hLis := s.hLis
+	if s.tr.server != nil {
+		// Same reloader as gRPC: one certificate, rotated for both.
+		hLis = tls.NewListener(s.hLis, s.tr.server)
+	}
+	go func() { s.done <- s.http.Serve(hLis) }()
+	if cfg.HealthAddr != "" {
+		if err = s.startHealthListener(cfg.HealthAddr, metrics); err != nil {
+			return nil, err
+		}
+	}
 
 	s.self = &pb.Replica{Name: cfg.ReplicaName, GrpcAddress: cfg.AdvertiseGRPC, HttpAddress: cfg.AdvertiseHTTP}
 	if s.self.Name == "" {
@@ -351,7 +439,8 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.etcd != nil {
 		go s.watchEtcd(s.etcd)
 	}
-	lg.Info("serving", "replica", s.self.Name, "grpc_addr", s.GRPCAddr(), "http_addr", s.HTTPAddr())
+	lg.Info("serving", "replica", s.self.Name, "grpc_addr", s.GRPCAddr(), "http_addr", s.HTTPAddr(),
+		"tls", s.tr.server != nil, "client_ca", s.tr.verify, "health_addr", s.HealthAddr())
 	return s, nil
 }
 
@@ -435,6 +524,9 @@ func (s *Server) Close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 		}
 	}
+	if s.gwSrv != nil {
+		s.gwSrv.Stop() // the gateway, its only client, has stopped with s.http
+	}
 	if s.stopLead != nil {
 		// The term ends: streams end after their batch, the write-behind
 		// flushes (still fenced: the election key is ours until Resign).
@@ -474,7 +566,7 @@ func (s *Server) Close(ctx context.Context) error {
 	if s.gw != nil {
 		s.gw.Close()
 	}
-	s.stopGatewayServer()
+	s.closeHealthListener(ctx)
 	s.closeBackends()
 	s.lg.Info("stopped", "errors", len(errs))
 	return errors.Join(errs...)
@@ -502,6 +594,13 @@ func (s *Server) Crash() {
 	if s.http != nil {
 		s.http.Close()
 	}
+	if s.gwSrv != nil {
+		s.gwSrv.Stop()
+	}
+	if s.healthHTTP != nil {
+		s.healthHTTP.Close()
+		s.healthGRPC.Stop()
+	}
 	if s.stopLead != nil {
 		close(s.stopLead)
 		<-s.leadDone
@@ -512,10 +611,20 @@ func (s *Server) Crash() {
 		s.gw.Close()
 		s.gw = nil
 	}
-	s.stopGatewayServer()
 	s.closeBackends()
 	s.grpc, s.http = nil, nil
 	s.lg.Warn("crashed (test)")
+}
+
+// closeHealthListener stops the plaintext health listener, last: probes
+// see NOT_SERVING and 503 until the replica has stopped.
+func (s *Server) closeHealthListener(ctx context.Context) {
+	if s.healthHTTP != nil {
+		_ = s.healthHTTP.Shutdown(ctx)
+	}
+	if s.healthGRPC != nil {
+		s.healthGRPC.Stop()
+	}
 }
 
 // closeForward closes the follower's connection to the leader.

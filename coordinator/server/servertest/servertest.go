@@ -7,12 +7,16 @@ package servertest
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,6 +24,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -30,6 +35,8 @@ import (
 	"github.com/coordinator/coordinator/internal/etcdgate"
 	"github.com/coordinator/coordinator/internal/simsidecar"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+	"github.com/coordinator/coordinator/security/identity"
+	"github.com/coordinator/coordinator/security/tlsfiles"
 	"github.com/coordinator/coordinator/storage"
 )
 
@@ -40,6 +47,94 @@ type Server struct {
 	Dir   string
 	Conn  *grpc.ClientConn
 	Admin pb.AdminServiceClient
+	// HTTP is the client of REST, RawREST and Metric: plain, or with
+	// WithTLS the same mTLS as Conn.
+	HTTP *http.Client
+	// ClientTLS is the TLS config of Conn and HTTP (nil: plaintext).
+	ClientTLS *tls.Config
+}
+
+// WithTLS serves gRPC and HTTP with TLS from files (see server.Config.TLS:
+// files.CA, if set, is the client CA), re-read every 10 ms. The harness's
+// own clients (Conn, HTTP) then connect as another replica does: with
+// files' certificate as client certificate, verifying the server's against
+// files.CA; testca's leaves are valid as both, as replicas' must be.
+//
+// With a client CA, admin authentication is on (client certificates are
+// verified), so the certificate's identity is given the operator role
+// (an admin identities file written beside it), as an operator's would be.
+func WithTLS(files tlsfiles.Files) Option {
+	return func(cfg *server.Config) {
+		cfg.TLS = files
+		cfg.TLSCheckInterval = 10 * time.Millisecond
+		if files.CA == "" || files.Cert == "" || cfg.AdminAuth.IdentityRolesFile != "" {
+			return
+		}
+		id, err := certIdentity(files.Cert)
+		if err != nil {
+			panic(fmt.Sprintf("servertest.WithTLS: %v", err))
+		}
+		path := filepath.Join(filepath.Dir(files.Cert), "servertest-admin-identities.yaml")
+		body := fmt.Sprintf("identities:\n- identity: %q\n  role: operator\n", id)
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			panic(fmt.Sprintf("servertest.WithTLS: %v", err))
+		}
+		cfg.AdminAuth.IdentityRolesFile = path
+	}
+}
+
+// certIdentity is the identity of the certificate in a PEM file: its
+// SPIFFE ID, else its CN.
+func certIdentity(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	b, _ := pem.Decode(data)
+	if b == nil {
+		return "", fmt.Errorf("%s: no PEM certificate", path)
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		return "", err
+	}
+	id, err := (&identity.Reader{UseCN: true}).FromChain([]*x509.Certificate{c})
+	return id.Name, err
+}
+
+// ClientTLS returns the config of a TLS client presenting files' certificate
+// (none if files.Cert is empty) and verifying servers against files.CA.
+func ClientTLS(t testing.TB, files tlsfiles.Files) *tls.Config {
+	t.Helper()
+	r, err := tlsfiles.New(files, tlsfiles.WithCheckInterval(10*time.Millisecond))
+	if err != nil {
+		t.Fatalf("client TLS files: %v", err)
+	}
+	return r.ClientConfig("")
+}
+
+// Dial returns a gRPC client of the replica, with TLS config c (nil:
+// plaintext); it is closed at cleanup.
+func (ts *Server) Dial(c *tls.Config) *grpc.ClientConn {
+	ts.t.Helper()
+	creds := insecure.NewCredentials()
+	if c != nil {
+		creds = credentials.NewTLS(c)
+	}
+	conn, err := grpc.NewClient(ts.GRPCAddr(), grpc.WithTransportCredentials(creds))
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	ts.t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// URL is the replica's HTTP listener's URL of path (https with TLS).
+func (ts *Server) URL(path string) string {
+	if ts.TLS() {
+		return "https://" + ts.HTTPAddr() + path
+	}
+	return "http://" + ts.HTTPAddr() + path
 }
 
 func testLogger() *slog.Logger {
@@ -91,11 +186,18 @@ func Start(t testing.TB, dir string, opts ...Option) *Server {
 	for l.Name == srv.Self().Name && srv.Leader() == nil && ctx.Err() == nil {
 		time.Sleep(time.Millisecond)
 	}
-	conn, err := grpc.NewClient(srv.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds, hc := insecure.NewCredentials(), http.DefaultClient
+	var ctls *tls.Config
+	if cfg.TLS.Cert != "" {
+		ctls = ClientTLS(t, cfg.TLS)
+		creds = credentials.NewTLS(ctls)
+		hc = &http.Client{Transport: &http.Transport{TLSClientConfig: ctls, ForceAttemptHTTP2: true}}
+	}
+	conn, err := grpc.NewClient(srv.GRPCAddr(), grpc.WithTransportCredentials(creds))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := &Server{Server: srv, t: t, Dir: dir, Conn: conn, Admin: pb.NewAdminServiceClient(conn)}
+	ts := &Server{Server: srv, t: t, Dir: dir, Conn: conn, Admin: pb.NewAdminServiceClient(conn), HTTP: hc, ClientTLS: ctls}
 	t.Cleanup(ts.Stop)
 	return ts
 }
@@ -211,7 +313,7 @@ func (ts *Server) RawREST(path string) string {
 
 func (ts *Server) get(path string) (int, []byte) {
 	ts.t.Helper()
-	resp, err := http.Get("http://" + ts.HTTPAddr() + path)
+	resp, err := ts.HTTP.Get(ts.URL(path))
 	if err != nil {
 		ts.t.Fatalf("GET %s: %v", path, err)
 	}
@@ -264,7 +366,7 @@ func TxnID(i int) string { return fmt.Sprintf("4bf92f3577b34da6a3ce929d0e0e%04x"
 // labels) from /metrics.
 func (ts *Server) Metric(name string) float64 {
 	ts.t.Helper()
-	resp, err := http.Get("http://" + ts.HTTPAddr() + "/metrics")
+	resp, err := ts.HTTP.Get(ts.URL("/metrics"))
 	if err != nil {
 		ts.t.Fatalf("GET /metrics: %v", err)
 	}
