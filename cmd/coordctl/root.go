@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/coordinator/coordinator/internal/buildinfo"
 	coordinatorv1 "github.com/coordinator/coordinator/proto/coordinator/v1"
+	"github.com/coordinator/coordinator/security/tlsfiles"
 )
 
 // Defaults of the global flags.
@@ -31,6 +33,10 @@ const (
 	defaultTimeout = 5 * time.Second
 	serverEnv      = "COORDCTL_SERVER"
 	tokenEnv       = "COORDCTL_TOKEN"
+	tlsCAEnv       = "COORDCTL_TLS_CA"
+	tlsCertEnv     = "COORDCTL_TLS_CERT"
+	tlsKeyEnv      = "COORDCTL_TLS_KEY"
+	tlsNameEnv     = "COORDCTL_TLS_SERVER_NAME"
 )
 
 // Exit statuses.
@@ -49,6 +55,9 @@ type globalOptions struct {
 	output  outputFormat
 	timeout time.Duration
 	token   string // admin bearer token; empty: none sent
+	// TLS to the coordinator (all empty: plaintext, as on loopback).
+	tls        tlsfiles.Files
+	serverName string
 }
 
 // cli is what every command shares: the global options and where to write.
@@ -57,6 +66,7 @@ type cli struct {
 	stdout io.Writer
 	stderr io.Writer
 	getenv func(string) string
+	creds  credentials.TransportCredentials // from the TLS flags
 	// tried are the servers the last call tried, in order: an error
 	// names them.
 	tried []string
@@ -152,6 +162,10 @@ tokens also start and abort updates and end self-preservation.`,
 	pf.DurationVar(&c.opts.timeout, "timeout", defaultTimeout, "deadline of each call to the coordinator")
 	pf.StringVar(&c.opts.token, "token", "",
 		"admin bearer token sent with every call, when the coordinator has a token file (env "+tokenEnv+", which keeps it out of the process list)")
+	pf.StringVar(&c.opts.tls.CA, "tls-ca", "", "CA bundle that verifies the coordinator's certificate: connect over TLS (env "+tlsCAEnv+")")
+	pf.StringVar(&c.opts.tls.Cert, "tls-cert", "", "client certificate: its identity may give an admin role (--admin-identities) (env "+tlsCertEnv+")")
+	pf.StringVar(&c.opts.tls.Key, "tls-key", "", "the client certificate's key (env "+tlsKeyEnv+")")
+	pf.StringVar(&c.opts.serverName, "tls-server-name", "", "name to check in the coordinator's certificate (default: the host of --server; env "+tlsNameEnv+")")
 
 	for _, f := range commandFactories {
 		root.AddCommand(f(c))
@@ -169,6 +183,21 @@ func (c *cli) completeGlobals(cmd *cobra.Command) error {
 	if !cmd.Flags().Changed("token") {
 		c.opts.token = strings.TrimSpace(c.getenv(tokenEnv))
 	}
+	for _, f := range []struct {
+		flag, env string
+		v         *string
+	}{{"tls-ca", tlsCAEnv, &c.opts.tls.CA}, {"tls-cert", tlsCertEnv, &c.opts.tls.Cert}, {"tls-key", tlsKeyEnv, &c.opts.tls.Key}, {"tls-server-name", tlsNameEnv, &c.opts.serverName}} {
+		if !cmd.Flags().Changed(f.flag) {
+			if v := strings.TrimSpace(c.getenv(f.env)); v != "" {
+				*f.v = v
+			}
+		}
+	}
+	creds, err := tlsfiles.DialCredentials(c.opts.tls, c.opts.serverName)
+	if err != nil {
+		return usageErrorf("--tls-ca, --tls-cert, --tls-key: %v", err)
+	}
+	c.creds = creds
 	if len(c.servers()) == 0 {
 		return usageErrorf("--server must not be empty")
 	}
@@ -190,10 +219,15 @@ func (c *cli) servers() []string {
 }
 
 // dialOptions are the options of every connection to the coordinator:
-// plaintext, and the bearer token if one is set (--token, COORDCTL_TOKEN).
+// TLS if the TLS flags name files, else plaintext, and the bearer token if
+// one is set (--token, COORDCTL_TOKEN).
 func (c *cli) dialOptions() []grpc.DialOption {
+	creds := c.creds
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
 	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithUserAgent("coordctl"),
 	}
 	if c.opts.token != "" {
