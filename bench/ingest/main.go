@@ -11,6 +11,12 @@
 //
 //	events/s=N etcd_puts/s=M ratio=R free_p99_us=F bytes_per_txn=B etcd_writes_per_txn=W
 //
+// With -tls-compare N it measures instead the ingest throughput of N
+// rounds with the coordinator's listeners in plaintext and with TLS and
+// client certificates everywhere, and ends with
+//
+//	tls_off_events_per_s=A tls_on_events_per_s=B tls_cost_pct=C
+//
 // With -update-cycle it measures instead how updates affect the event path,
 // with the coordinator as it is deployed: in a child process of its own
 // (internal/benchproc; embedded etcd, coordinatord's GC target and quotas),
@@ -94,6 +100,7 @@ func main() {
 		oneConn   = flag.Bool("one-conn", false, "with -update-cycle: every stream on one shared gRPC connection instead of one connection per sidecar")
 		nice      = flag.Int("nice", 0, "with -update-cycle: nice value of this process's threads (the simulated sidecars) once the coordinator's child started; 0 leaves it")
 		serve     = flag.String("serve", "", "internal: run the coordinator on this data directory and print its addresses")
+		tlsCmp    = flag.Int("tls-compare", 0, "instead: measure ingest this many rounds with the coordinator in plaintext, then with TLS and client certificates everywhere, and print the best of each")
 	)
 	flag.Parse()
 	if *etcdChild != "" {
@@ -106,6 +113,10 @@ func main() {
 	}
 	log.SetFlags(0)
 	ctx := context.Background()
+	if *tlsCmp > 0 {
+		tlsCompare(ctx, *tlsCmp, *groups, *batch, *window, *duration, *flush)
+		return
+	}
 	if *cycle && !*inProc {
 		cycleOpts{
 			groups: *groups, batch: *batch, window: *window, delay: *delay, d: *duration, flush: *flush,

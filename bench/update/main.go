@@ -10,7 +10,13 @@
 // BF held, and the rate and p99 latency of calls decided by the
 // coordinator, ending with one line per strategy:
 //
-//	strategy=S switch_ms=A done_ms=B added_p99_us=C held=H pinned_calls_per_s=P pinned_p99_ms=Q violations=V
+//	strategy=S switch_ms=A done_ms=B added_p99_us=C held=H pinned_calls_per_s=P pinned_p99_ms=Q violations=V tls=T
+//
+// -tls on runs the coordinator with TLS on its listeners, client
+// certificates required of the sidecars and the identity policy checked
+// (internal/benchtls), and the clients with their certificate; -tls both
+// runs each strategy without TLS, then with it, side by side (T is off or
+// on).
 package main
 
 import (
@@ -20,6 +26,7 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -28,13 +35,15 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/coordinator/coordinator/coordinator/server"
 	"github.com/coordinator/coordinator/internal/benchproc"
+	"github.com/coordinator/coordinator/internal/benchtls"
 	"github.com/coordinator/coordinator/internal/loadsim"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+	"github.com/coordinator/coordinator/security/tlsfiles"
+	"github.com/coordinator/coordinator/sidecar"
 )
 
 // The graph: a -> b, c; b -> d, e; c -> d; d -> f. The updated service is d,
@@ -54,11 +63,17 @@ func main() {
 	hold := flag.Duration("cv-hold", 2*time.Second, "CV: how long a transaction keeps the old version in use, so the rate of decided calls is measured over this window")
 	strategies := flag.String("strategies", "cv,bf,wf", "comma-separated strategies to run, in order")
 	serve := flag.String("serve", "", "internal: run the coordinator on this data directory and print its gRPC address")
+	tlsMode := flag.String("tls", "off", "off, on (TLS and client certificates everywhere), or both (each strategy off, then on)")
+	tlsDir := flag.String("tls-dir", "", "internal: with -serve, serve with the TLS files of internal/benchtls in this directory")
 	flag.Parse()
 	log.SetFlags(0)
 	if *serve != "" {
-		runCoordinator(*serve)
+		runCoordinator(*serve, *tlsDir)
 		return
+	}
+	modes := map[string][]bool{"off": {false}, "on": {true}, "both": {false, true}}[*tlsMode]
+	if modes == nil {
+		log.Fatalf("-tls %q: want off, on or both", *tlsMode)
 	}
 	var lines []string
 	for _, name := range strings.Split(*strategies, ",") {
@@ -66,23 +81,34 @@ func main() {
 		if !ok {
 			log.Fatalf("-strategies: unknown strategy %q (want cv, bf or wf)", name)
 		}
-		lines = append(lines, runOnce(k, *rate, *warm, *hold))
+		for _, withTLS := range modes {
+			lines = append(lines, runOnce(k, *rate, *warm, *hold, withTLS))
+		}
 	}
 	for _, l := range lines {
 		fmt.Println(l)
 	}
 }
 
-func runOnce(k pb.Strategy, rate int, warm, hold time.Duration) string {
+func runOnce(k pb.Strategy, rate int, warm, hold time.Duration, withTLS bool) string {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	dir, err := os.MkdirTemp("", "bench-update-")
 	check(err)
 	defer os.RemoveAll(dir)
-	addr, stopCoordinator := startCoordinator(dir)
+	tlsDir, clientTLS, tlsName := "", tlsfiles.Files{}, "off"
+	if withTLS {
+		tlsDir, tlsName = filepath.Join(dir, "tls"), "on"
+		check(os.Mkdir(tlsDir, 0o700))
+		f, err := benchtls.Setup(tlsDir)
+		check(err)
+		clientTLS = f.Client
+	}
+	addr, stopCoordinator := startCoordinator(dir, tlsDir)
 	defer stopCoordinator()
 	s, err := loadsim.Start(ctx, loadsim.Config{Coordinators: []string{addr}, Graph: graph,
-		Instances: []string{"svc-a@v1", "svc-b@v1", "svc-c@v1", "svc-d@v1", "svc-e@v1", "svc-f@v1", "svc-d@v2"}, Entry: "svc-a"})
+		Instances: []string{"svc-a@v1", "svc-b@v1", "svc-c@v1", "svc-d@v1", "svc-e@v1", "svc-f@v1", "svc-d@v2"}, Entry: "svc-a",
+		Configure: func(_ string, c *sidecar.Config) { c.TLS = clientTLS }})
 	check(err)
 	defer s.Close()
 	// Let every client learn the others' endpoints.
@@ -92,7 +118,9 @@ func runOnce(k pb.Strategy, rate int, warm, hold time.Duration) string {
 	time.Sleep(warm)
 	outside, _ := s.Latencies(true)
 
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds, err := tlsfiles.DialCredentials(clientTLS, "")
+	check(err)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	check(err)
 	defer conn.Close()
 	admin := pb.NewAdminServiceClient(conn)
@@ -157,27 +185,31 @@ func runOnce(k pb.Strategy, rate int, warm, hold time.Duration) string {
 	log.Printf("%s: switch %v after the request, DONE after %v (longest transaction %v); calls outside an update: p50 %v p99 %v (%d); decided calls during it: %d, p50 %v p99 %v; held %d",
 		name, switched.Round(time.Microsecond), done.Round(time.Microsecond), s.Longest().Round(time.Millisecond),
 		p(outside, 50), p(outside, 99), len(outside), len(decided), p(decided, 50), p(decided, 99), held)
-	return fmt.Sprintf("strategy=%s switch_ms=%d done_ms=%d added_p99_us=%d held=%d pinned_calls_per_s=%.0f pinned_p99_ms=%.2f violations=%d",
+	return fmt.Sprintf("strategy=%s switch_ms=%d done_ms=%d added_p99_us=%d held=%d pinned_calls_per_s=%.0f pinned_p99_ms=%.2f violations=%d tls="+tlsName,
 		name, switched.Milliseconds(), done.Milliseconds(), p(outside, 99).Microseconds(), held,
 		float64(len(decided))/window.Seconds(), float64(p(decided, 99).Microseconds())/1000, s.Violations())
 }
 
 // startCoordinator runs the coordinator in a child process on dir and
 // returns its gRPC address, once it leads, and a func that stops it.
-func startCoordinator(dir string) (addr string, stop func()) {
-	p, err := benchproc.Start("-serve", dir)
+func startCoordinator(dir, tlsDir string) (addr string, stop func()) {
+	p, err := benchproc.Start("-serve", dir, "-tls-dir", tlsDir)
 	check(err)
 	return p.Line, p.Stop
 }
 
 // runCoordinator is the child: a coordinator as coordinatord runs one, on
 // loopback with its embedded etcd, until SIGTERM.
-func runCoordinator(dir string) {
+func runCoordinator(dir, tlsDir string) {
 	debug.SetGCPercent(server.GCPercent())
 	defer server.StartGCHeadroom(server.DefaultGCHeadroom)()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	srv, err := server.Start(ctx, server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: dir})
+	cfg := server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: dir}
+	if tlsDir != "" {
+		check(benchtls.At(tlsDir).Configure(&cfg))
+	}
+	srv, err := server.Start(ctx, cfg)
 	check(err)
 	_, err = srv.WaitLeading(ctx)
 	check(err)

@@ -1,4 +1,5 @@
-// Package testca is a throwaway certificate authority for tests: it issues
+// Package testca is a throwaway certificate authority for tests and
+// benchmarks: it issues
 // server and client certificates (DNS and IP names, SPIFFE IDs, any
 // validity window) with crypto/x509 and writes them to files in the PEM
 // layout tlsfiles reads. Nothing here is fit for production keys.
@@ -35,9 +36,18 @@ var serial atomic.Int64
 // New creates a CA named name, valid from an hour ago for a day.
 func New(t testing.TB, name string) *CA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := Create(name)
 	if err != nil {
 		t.Fatalf("testca: %v", err)
+	}
+	return ca
+}
+
+// Create is New for a program (a benchmark): it returns the error.
+func Create(name string) (*CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(serial.Add(1)),
@@ -50,13 +60,13 @@ func New(t testing.TB, name string) *CA {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		t.Fatalf("testca: %v", err)
+		return nil, err
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		t.Fatalf("testca: %v", err)
+		return nil, err
 	}
-	return &CA{Cert: cert, key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+	return &CA{Cert: cert, key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
 }
 
 // Leaf describes a certificate to issue.
@@ -145,17 +155,29 @@ type Files struct {
 // rotate them: a new file renamed over the old).
 func (ca *CA) WriteFiles(t testing.TB, dir, name string, l Leaf) Files {
 	t.Helper()
-	certPEM, keyPEM := ca.Issue(t, l)
+	f, err := ca.Write(dir, name, l)
+	if err != nil {
+		t.Fatalf("testca: %v", err)
+	}
+	return f
+}
+
+// Write is WriteFiles for a program (a benchmark): it returns the error.
+func (ca *CA) Write(dir, name string, l Leaf) (Files, error) {
+	certPEM, keyPEM, err := ca.issue(l)
+	if err != nil {
+		return Files{}, err
+	}
 	f := Files{Cert: filepath.Join(dir, name+".crt"), Key: filepath.Join(dir, name+".key"), CA: filepath.Join(dir, "ca.crt")}
 	for _, w := range []struct {
 		path string
 		data []byte
 	}{{f.Key, keyPEM}, {f.Cert, certPEM}, {f.CA, ca.PEM}} {
 		if err := writeAtomic(w.path, w.data); err != nil {
-			t.Fatalf("testca: %v", err)
+			return Files{}, err
 		}
 	}
-	return f
+	return f, nil
 }
 
 // WriteCA writes this CA's bundle to path.
