@@ -55,7 +55,7 @@ func (c *Client) run() {
 		}
 		if registered {
 			ever, failures = true, 0
-		} else if !ever && status.Code(err) == codes.InvalidArgument {
+		} else if !ever && refusedForGood(err) {
 			c.lg.Error("registration refused", "coordinator", addr, "error", err)
 			c.markReady(fmt.Errorf("%w: %w", ErrRegister, err))
 			return
@@ -438,4 +438,16 @@ func (c *Client) onDecision(d *pb.CallDecision) {
 	}
 	c.mu.Unlock()
 	w.ch <- d
+}
+
+// refusedForGood says whether a first registration's error is one no retry
+// can cure: the Register is invalid, the workload's identity may not
+// register as its service or instance (PermissionDenied), or its
+// certificate is missing or names no identity (Unauthenticated).
+func refusedForGood(err error) bool {
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.PermissionDenied, codes.Unauthenticated:
+		return true
+	}
+	return false
 }
