@@ -27,6 +27,8 @@ import (
 // --etcd-cert, --etcd-key, --etcd-username, --etcd-password[-file]).
 type clusterFlags struct {
 	name, initialCluster, state, peerAddr, clientAddr string
+	// The addresses other replicas send sidecars and operators to.
+	advertiseGRPC, advertiseHTTP string
 
 	peerTLS, clientTLS tlsfiles.Files // embedded etcd
 	// external etcd
@@ -45,6 +47,10 @@ func registerClusterFlags(fs *pflag.FlagSet) *clusterFlags {
 	fs.StringVar(&c.state, "initial-cluster-state", "new",
 		`"new" to form the cluster, "existing" to join a running cluster that added this member (etcdctl member add)`)
 	fs.StringVar(&c.peerAddr, "peer-addr", "", "embedded etcd peer listen address host:port (default: this member's entry in --initial-cluster; 127.0.0.1:0 without)")
+	fs.StringVar(&c.advertiseGRPC, "advertise-grpc", "",
+		"gRPC address other replicas send sidecars and operators to, host:port (default --grpc-addr; set it when that binds 0.0.0.0, and name it in the replica's certificate)")
+	fs.StringVar(&c.advertiseHTTP, "advertise-http", "",
+		"HTTP address other replicas show operators in the cluster view, host:port (default --http-addr)")
 	fs.StringVar(&c.clientAddr, "etcd-client-addr", "",
 		"embedded etcd client listen address host:port (default with --initial-cluster: 127.0.0.1:0, a free port; a single member opens no client listener unless this is set: this replica calls it in process)")
 
@@ -157,6 +163,18 @@ func (c *clusterFlags) validate(endpoints []string) error {
 	if err := c.validateSecurity(endpoints); err != nil {
 		return err
 	}
+	for _, f := range [][2]string{{"--advertise-grpc", c.advertiseGRPC}, {"--advertise-http", c.advertiseHTTP}} {
+		if f[1] == "" {
+			continue
+		}
+		host, port, err := net.SplitHostPort(f[1])
+		if err != nil || host == "" || port == "" || port == "0" {
+			return fmt.Errorf("%s %q: want host:port with a fixed port, reachable by the other replicas", f[0], f[1])
+		}
+		if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+			return fmt.Errorf("%s %q: an unspecified address cannot be reached; give this host's name or IP", f[0], f[1])
+		}
+	}
 	if len(endpoints) > 0 {
 		if c.initialCluster != "" {
 			return errors.New("--initial-cluster (embedded etcd cluster) and --etcd-endpoints (external etcd) cannot be used together")
@@ -231,4 +249,5 @@ func (c *clusterFlags) apply(cfg *server.Config) {
 		cfg.EtcdClientTLS = c.peerTLS
 	}
 	cfg.EtcdTLS, cfg.EtcdUsername, cfg.EtcdPassword = c.etcdTLS, c.etcdUser, c.etcdPassword
+	cfg.AdvertiseGRPC, cfg.AdvertiseHTTP = c.advertiseGRPC, c.advertiseHTTP
 }

@@ -207,3 +207,21 @@ func TestEtcdSecurityFlagsApply(t *testing.T) {
 		})
 	}
 }
+
+// --advertise-grpc and --advertise-http must name an address others can
+// dial.
+func TestAdvertiseFlagErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--advertise-grpc", "0.0.0.0:7400"}, "--advertise-grpc \"0.0.0.0:7400\": an unspecified address cannot be reached"},
+		{[]string{"--advertise-http", "coordinator-0"}, "--advertise-http \"coordinator-0\": want host:port"},
+		{[]string{"--advertise-grpc", "10.0.0.7:0"}, "with a fixed port"},
+	} {
+		var stderr bytes.Buffer
+		if code := run(tc.args, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("%q: exit %d, stderr %q, want 2 and %q", tc.args, code, stderr.String(), tc.want)
+		}
+	}
+}
