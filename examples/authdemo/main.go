@@ -376,7 +376,11 @@ func askHTTPAddr(ctx context.Context, admin pb.AdminServiceClient) string {
 func printAddresses(w io.Writer, grpcAddr, httpAddr string, services []*service, portal *service, def string, o options) {
 	fmt.Fprintf(w, "Coordinator: %s (gRPC: sidecars, coordctl --server)\n", grpcAddr)
 	if httpAddr != "" {
-		fmt.Fprintf(w, "Coordinator HTTP: http://%s/ (REST /v1/..., web view http://%s/ui/)\n", httpAddr, httpAddr)
+		scheme := "http"
+		if o.tls.CA != "" || o.tls.Cert != "" {
+			scheme = "https" // a coordinator reached over TLS serves HTTPS too
+		}
+		fmt.Fprintf(w, "Coordinator HTTP: %s://%s/ (REST /v1/..., web view %s://%s/ui/)\n", scheme, httpAddr, scheme, httpAddr)
 	}
 	fmt.Fprintln(w, "Instances:")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
