@@ -251,3 +251,28 @@ func (c *clusterFlags) apply(cfg *server.Config) {
 	cfg.EtcdTLS, cfg.EtcdUsername, cfg.EtcdPassword = c.etcdTLS, c.etcdUser, c.etcdPassword
 	cfg.AdvertiseGRPC, cfg.AdvertiseHTTP = c.advertiseGRPC, c.advertiseHTTP
 }
+
+// plaintextBeyondLoopback names an embedded etcd listener that would serve
+// plaintext beyond loopback (flag and address), or returns "" if none
+// would: the peer listener of a cluster member without --peer-cert, and an
+// --etcd-client-addr without client TLS. Either lets anyone who reaches it
+// read and change every key.
+func (c *clusterFlags) plaintextBeyondLoopback() (flag, addr string) {
+	if c.initialCluster != "" && c.peerTLS.Empty() {
+		peer := c.peerAddr
+		if peer == "" {
+			if members, err := types.NewURLsMap(c.initialCluster); err == nil {
+				for _, u := range members[c.name] {
+					peer = u.Host
+				}
+			}
+		}
+		if peer != "" && !isLoopback(peer) {
+			return "--peer-addr", peer
+		}
+	}
+	if c.clientAddr != "" && !isLoopback(c.clientAddr) && c.clientTLS.Empty() && c.peerTLS.Empty() {
+		return "--etcd-client-addr", c.clientAddr
+	}
+	return "", ""
+}

@@ -225,3 +225,21 @@ func TestAdvertiseFlagErrors(t *testing.T) {
 		}
 	}
 }
+
+// The embedded etcd's listeners beyond loopback need TLS, or --insecure,
+// as coordinatord's own do.
+func TestPlaintextEtcdBeyondLoopbackRefused(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--name", "n1", "--initial-cluster", "n1=http://10.1.2.3:2380"}, "--peer-addr 10.1.2.3:2380: the embedded etcd would listen beyond loopback without TLS"},
+		{[]string{"--name", "n1", "--initial-cluster", "n1=http://127.0.0.1:2380", "--peer-addr", "0.0.0.0:2380"}, "--peer-addr 0.0.0.0:2380"},
+		{[]string{"--etcd-client-addr", "0.0.0.0:2379"}, "give --etcd-client-cert, --etcd-client-key and --etcd-client-ca"},
+	} {
+		var stderr bytes.Buffer
+		if code := run(tc.args, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("%q: exit %d, stderr %q, want 2 and %q", tc.args, code, stderr.String(), tc.want)
+		}
+	}
+}

@@ -137,6 +137,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err := tlsf.validate(*grpcAddr, *httpAddr); err != nil {
 		return fail("%v", err)
 	}
+	if flag, addr := cluster.plaintextBeyondLoopback(); flag != "" && !*tlsf.insecure {
+		fix := "--peer-cert, --peer-key and --peer-ca (and https:// in --initial-cluster)"
+		if flag == "--etcd-client-addr" {
+			fix = "--etcd-client-cert, --etcd-client-key and --etcd-client-ca"
+		}
+		return fail("%s %s: the embedded etcd would listen beyond loopback without TLS, and whoever reaches it could read and change every key: "+
+			"give %s, or --insecure on a network that protects it", flag, addr, fix)
+	}
 	if *leaderTTL < 2*time.Second || *leaderTTL%time.Second != 0 {
 		return fail("--leader-ttl %v: want whole seconds, at least 2s", *leaderTTL)
 	}
