@@ -216,3 +216,16 @@ func cpuStat() (busy, total float64) {
 	}
 	return busy / hz, total / hz
 }
+
+// Exec starts another program (a built coordsidecar) as a Proc: its
+// output goes to our stderr, it is killed if this process dies, and it is
+// not waited for (the caller polls its own readiness). Line is empty.
+func Exec(path string, args ...string) (*Proc, error) {
+	cmd := exec.Command(path, args...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return &Proc{cmd: cmd}, nil
+}
