@@ -255,8 +255,9 @@ func New(cfg Config) (*Client, error) {
 // Start connects to a coordinator and returns once the client is
 // registered and has applied the first routing table. From then on it keeps
 // a session, reconnecting as needed, until Close. If the coordinator
-// refuses the registration as invalid, Start returns that error (wrapping
-// ErrRegister) and the client is unusable. Otherwise Start returns when ctx
+// refuses the registration as invalid or not allowed for the client's
+// workload identity (InvalidArgument, PermissionDenied), Start returns that
+// error (wrapping ErrRegister) and the client is unusable. Otherwise Start returns when ctx
 // ends, and the client keeps trying in the background until Close.
 func (c *Client) Start(ctx context.Context) error {
 	if !c.started.CompareAndSwap(false, true) {

@@ -55,7 +55,7 @@ func (c *Client) run() {
 		}
 		if registered {
 			ever, failures = true, 0
-		} else if !ever && status.Code(err) == codes.InvalidArgument {
+		} else if !ever && refusedForGood(err) {
 			c.lg.Error("registration refused", "coordinator", addr, "error", err)
 			c.markReady(fmt.Errorf("%w: %w", ErrRegister, err))
 			return
@@ -81,6 +81,19 @@ func (c *Client) run() {
 			return
 		}
 	}
+}
+
+// refusedForGood reports a first registration's refusal that trying again
+// cannot change: an invalid Register, or one the sidecar's workload
+// identity may not make (its certificate names another service account, or
+// another identity holds the instance id). Retrying those would only hold
+// Start until its context ends and hide why.
+func refusedForGood(err error) bool {
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.PermissionDenied:
+		return true
+	}
+	return false
 }
 
 // backoff is the wait before attempt n+1: exponential from 25ms, capped at
