@@ -257,8 +257,9 @@ func New(cfg Config) (*Client, error) {
 // a session, reconnecting as needed, until Close. If the coordinator
 // refuses the registration as invalid or not allowed for the client's
 // workload identity (InvalidArgument, PermissionDenied), Start returns that
-// error (wrapping ErrRegister) and the client is unusable. Otherwise Start returns when ctx
-// ends, and the client keeps trying in the background until Close.
+// error (wrapping ErrRegister) and the client is unusable. Otherwise Start
+// returns when ctx ends, and the client keeps trying in the background
+// until Close.
 func (c *Client) Start(ctx context.Context) error {
 	if !c.started.CompareAndSwap(false, true) {
 		return ErrStarted
