@@ -148,11 +148,19 @@ func loopbackPorts(t *testing.T, n int) []int {
 // cluster, each with its own data dir, peer and etcd client port.
 func startThreeMembers(t *testing.T, bin string) []*member {
 	t.Helper()
+	return startThreeMembersWith(t, bin, "http", nil)
+}
+
+// startThreeMembersWith is startThreeMembers with the peer URLs' scheme
+// (https with peer TLS) and, if extra is set, more flags for each member
+// (called once the member's name and dirs are set).
+func startThreeMembersWith(t *testing.T, bin, scheme string, extra func(m *member) []string) []*member {
+	t.Helper()
 	for attempt := 1; ; attempt++ {
 		ports := loopbackPorts(t, 6)
 		var initial []string
 		for i := range 3 {
-			initial = append(initial, fmt.Sprintf("n%d=http://127.0.0.1:%d", i+1, ports[i]))
+			initial = append(initial, fmt.Sprintf("n%d=%s://127.0.0.1:%d", i+1, scheme, ports[i]))
 		}
 		base := t.TempDir()
 		members := make([]*member, 3)
@@ -164,6 +172,9 @@ func startThreeMembers(t *testing.T, bin string) []*member {
 			}
 			m.args = []string{"--data-dir", m.dataDir, "--name", m.name, "--initial-cluster", strings.Join(initial, ","),
 				"--peer-addr", fmt.Sprintf("127.0.0.1:%d", ports[i]), "--etcd-client-addr", m.etcdClient}
+			if extra != nil {
+				m.args = append(m.args, extra(m)...)
+			}
 			members[i] = m
 			m.launch(t, bin)
 		}

@@ -13,9 +13,13 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/coordinator/coordinator/coordinator/server/servertest"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+	"github.com/coordinator/coordinator/security/testca"
+	"github.com/coordinator/coordinator/security/tlsfiles"
 	"github.com/coordinator/coordinator/sidecar"
 )
 
@@ -364,6 +368,42 @@ func TestStartErrors(t *testing.T) {
 	}
 	if _, err := sidecar.New(sidecar.Config{InstanceID: "a"}); !errors.Is(err, sidecar.ErrInvalidConfig) {
 		t.Fatalf("New = %v, want ErrInvalidConfig", err)
+	}
+}
+
+// A workload identity the coordinator's policy does not allow to register
+// as the service it names is refused for good: Start returns the refusal
+// (PermissionDenied) at once instead of retrying until its context ends,
+// while the same certificate registers as its own service.
+func TestStartReturnsIdentityRefusal(t *testing.T) {
+	ca := testca.New(t, "ca")
+	dir := t.TempDir()
+	srv := ca.WriteFiles(t, dir, "coordinator", testca.Leaf{URIs: []string{"spiffe://example.org/ns/coordinator/sa/coordinator"},
+		DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	ts := servertest.Start(t, "", servertest.WithTLS(tlsfiles.Files{Cert: srv.Cert, Key: srv.Key, CA: srv.CA}))
+	auth := ca.WriteFiles(t, dir, "auth", testca.Leaf{URIs: []string{"spiffe://example.org/ns/shop/sa/auth"}, ClientOnly: true})
+	files := tlsfiles.Files{Cert: auth.Cert, Key: auth.Key, CA: auth.CA}
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	for _, tc := range []struct {
+		svc  string
+		code codes.Code
+	}{{"billing", codes.PermissionDenied}, {"auth", codes.OK}} {
+		c, err := sidecar.New(sidecar.Config{Coordinators: []string{ts.GRPCAddr()}, InstanceID: tc.svc + "-1", Service: tc.svc, Version: "v1", TLS: files})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = c.Start(ctx)
+		if tc.code == codes.OK {
+			if err != nil {
+				t.Fatalf("Start as %s: %v", tc.svc, err)
+			}
+		} else if !errors.Is(err, sidecar.ErrRegister) || status.Code(err) != tc.code {
+			t.Fatalf("Start as %s = %v, want ErrRegister with %v", tc.svc, err, tc.code)
+		}
+		if err := c.Close(ctx); err != nil && tc.code == codes.OK {
+			t.Fatal(err)
+		}
 	}
 }
 
