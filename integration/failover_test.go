@@ -165,23 +165,32 @@ func TestFailoverInEveryPhase(t *testing.T) {
 				})
 				release()
 			}
-			var final *pb.Update
-			servertest.Eventually(t, time.Minute, "the update to finish", func() bool {
-				final = getUpdate(t, admin, u.Id)
-				return final != nil && final.FinishedAt != nil && final.Progress == nil
-			})
-			time.Sleep(200 * time.Millisecond) // load after the switch
-			stop()
-			if final.Phase != pb.Phase_PHASE_DONE {
-				t.Fatalf("update ended %s: %s", final.Phase, final.Reason)
-			}
-			if v := sim.Violations(); v != 0 {
-				t.Errorf("%d version-inconsistent transactions; first: %s", v, sim.FirstViolation())
-			}
-			if f := sim.Failed(); f != 0 {
-				t.Errorf("%d of %d requests failed; first: %v", f, sim.Requests(), sim.FirstError())
-			}
+			awaitDoneConsistent(t, time.Minute, func() *pb.Update { return getUpdate(t, admin, u.Id) }, stop, sim)
 			t.Logf("%d requests, update done %v after the kill", sim.Requests(), time.Since(killed).Round(time.Millisecond))
 		})
+	}
+}
+
+// awaitDoneConsistent waits up to within for the update getUpdate reads to
+// finish, lets the load run 200 ms past it, stops it, and fails the test
+// unless the update is DONE and the load saw no version-inconsistent
+// transaction and no failed request.
+func awaitDoneConsistent(t *testing.T, within time.Duration, getUpdate func() *pb.Update, stop func(), sim *loadsim.Sim) {
+	t.Helper()
+	var final *pb.Update
+	servertest.Eventually(t, within, "the update to finish", func() bool {
+		final = getUpdate()
+		return final != nil && final.FinishedAt != nil && final.Progress == nil
+	})
+	time.Sleep(200 * time.Millisecond) // load after the switch
+	stop()
+	if final.Phase != pb.Phase_PHASE_DONE {
+		t.Fatalf("update ended %s: %s", final.Phase, final.Reason)
+	}
+	if v := sim.Violations(); v != 0 {
+		t.Errorf("%d version-inconsistent transactions; first: %s", v, sim.FirstViolation())
+	}
+	if f := sim.Failed(); f != 0 {
+		t.Errorf("%d of %d requests failed; first: %v", f, sim.Requests(), sim.FirstError())
 	}
 }

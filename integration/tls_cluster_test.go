@@ -584,22 +584,7 @@ func TestFailoverWithTLSEverywhere(t *testing.T) {
 	if err := blocker.End(btx); err != nil {
 		t.Errorf("blocker end: %v", err)
 	}
-	var final *pb.Update
-	servertest.Eventually(t, 30*time.Second, "the update to finish", func() bool {
-		final = getUpdate()
-		return final != nil && final.FinishedAt != nil && final.Progress == nil
-	})
-	time.Sleep(200 * time.Millisecond) // load after the switch
-	stop()
-	if final.Phase != pb.Phase_PHASE_DONE {
-		t.Fatalf("update ended %s: %s", final.Phase, final.Reason)
-	}
-	if v := sim.Violations(); v != 0 {
-		t.Errorf("%d version-inconsistent transactions; first: %s", v, sim.FirstViolation())
-	}
-	if f := sim.Failed(); f != 0 {
-		t.Errorf("%d of %d requests failed; first: %v", f, sim.Requests(), sim.FirstError())
-	}
+	awaitDoneConsistent(t, 30*time.Second, getUpdate, stop, sim)
 	if sim.Requests() == 0 {
 		t.Error("no requests ran")
 	}

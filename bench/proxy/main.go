@@ -39,7 +39,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"sync"
 	"syscall"
@@ -228,19 +227,7 @@ func runReverseProxy(target string) {
 // runCoordinator is a child: a coordinator as coordinatord runs one, on
 // loopback with its embedded etcd, until SIGTERM.
 func runCoordinator(dir string) {
-	debug.SetGCPercent(server.GCPercent())
-	defer server.StartGCHeadroom(server.DefaultGCHeadroom)()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	srv, err := server.Start(ctx, server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: dir})
-	check(err)
-	_, err = srv.WaitLeading(ctx)
-	check(err)
-	fmt.Println(srv.GRPCAddr())
-	<-ctx.Done()
-	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_ = srv.Close(cctx)
+	benchproc.Serve(server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: dir}, nil)
 }
 
 // freeAddr is a loopback address with a port free now (coordsidecar's

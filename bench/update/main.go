@@ -25,13 +25,10 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -199,27 +196,14 @@ func startCoordinator(dir, tlsDir string) (addr string, stop func()) {
 }
 
 // runCoordinator is the child: a coordinator as coordinatord runs one, on
-// loopback with its embedded etcd, until SIGTERM.
+// loopback with its embedded etcd (and the TLS files of internal/benchtls
+// in tlsDir, if set), until SIGTERM.
 func runCoordinator(dir, tlsDir string) {
-	debug.SetGCPercent(server.GCPercent())
-	defer server.StartGCHeadroom(server.DefaultGCHeadroom)()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	cfg := server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: dir}
 	if tlsDir != "" {
 		check(benchtls.At(tlsDir).Configure(&cfg))
 	}
-	srv, err := server.Start(ctx, cfg)
-	check(err)
-	_, err = srv.WaitLeading(ctx)
-	check(err)
-	fmt.Println(srv.GRPCAddr())
-	<-ctx.Done()
-	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Close(cctx); err != nil {
-		log.Printf("coordinator close: %v", err)
-	}
+	benchproc.Serve(cfg, nil)
 }
 
 // cpuTimes are the machine's CPU jiffies: all of them, and those stolen
