@@ -211,35 +211,19 @@ func TestEtcdSecurityFlagsApply(t *testing.T) {
 // --advertise-grpc and --advertise-http must name an address others can
 // dial.
 func TestAdvertiseFlagErrors(t *testing.T) {
-	for _, tc := range []struct {
-		args []string
-		want string
-	}{
+	checkFlagErrors(t, []flagErrorCase{
 		{[]string{"--advertise-grpc", "0.0.0.0:7400"}, "--advertise-grpc \"0.0.0.0:7400\": an unspecified address cannot be reached"},
 		{[]string{"--advertise-http", "coordinator-0"}, "--advertise-http \"coordinator-0\": want host:port"},
 		{[]string{"--advertise-grpc", "10.0.0.7:0"}, "with a fixed port"},
-	} {
-		var stderr bytes.Buffer
-		if code := run(tc.args, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), tc.want) {
-			t.Errorf("%q: exit %d, stderr %q, want 2 and %q", tc.args, code, stderr.String(), tc.want)
-		}
-	}
+	})
 }
 
 // The embedded etcd's listeners beyond loopback need TLS, or --insecure,
 // as coordinatord's own do.
 func TestPlaintextEtcdBeyondLoopbackRefused(t *testing.T) {
-	for _, tc := range []struct {
-		args []string
-		want string
-	}{
+	checkFlagErrors(t, []flagErrorCase{
 		{[]string{"--name", "n1", "--initial-cluster", "n1=http://10.1.2.3:2380"}, "--peer-addr 10.1.2.3:2380: the embedded etcd would listen beyond loopback without TLS"},
 		{[]string{"--name", "n1", "--initial-cluster", "n1=http://127.0.0.1:2380", "--peer-addr", "0.0.0.0:2380"}, "--peer-addr 0.0.0.0:2380"},
 		{[]string{"--etcd-client-addr", "0.0.0.0:2379"}, "give --etcd-client-cert, --etcd-client-key and --etcd-client-ca"},
-	} {
-		var stderr bytes.Buffer
-		if code := run(tc.args, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), tc.want) {
-			t.Errorf("%q: exit %d, stderr %q, want 2 and %q", tc.args, code, stderr.String(), tc.want)
-		}
-	}
+	})
 }

@@ -52,3 +52,21 @@ func TestSetGCPercent(t *testing.T) {
 		t.Fatalf("-1 (off) refused: %v", err)
 	}
 }
+
+// flagErrorCase is a command line coordinatord must refuse before it
+// starts anything (exit 2), with want in its one line on stderr.
+type flagErrorCase struct {
+	args []string
+	want string
+}
+
+// checkFlagErrors runs each case and checks the refusal.
+func checkFlagErrors(t *testing.T, cases []flagErrorCase) {
+	t.Helper()
+	for _, tc := range cases {
+		var stderr bytes.Buffer
+		if code := run(tc.args, io.Discard, &stderr); code != 2 || !strings.HasPrefix(stderr.String(), "coordinatord: ") || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("%q: exit %d, stderr %q, want 2 and %q", tc.args, code, stderr.String(), tc.want)
+		}
+	}
+}
