@@ -135,7 +135,11 @@ func run(args []string, stdout io.Writer) int {
 	defer stop()
 	context.AfterFunc(ctx, stop)
 	if err := demo(ctx, o, kind, stdout); err != nil {
-		log.Print(err)
+		if ctx.Err() != nil {
+			log.Print("interrupted: every process it started is stopped")
+		} else {
+			log.Print(err)
+		}
 		return 1
 	}
 	return 0
