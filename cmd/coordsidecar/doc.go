@@ -38,6 +38,17 @@
 // OpenTelemetry's propagators), so the trace goes on through an application
 // that copies only the mesh headers.
 //
+// # The "done" hint
+//
+// An application may say, on an outbound call, that the request it serves
+// will not call some services again once this call returns: the header
+// x-coordinator-done: auth[, other...] (the SDK's sidecar.Done). The proxy
+// takes the header off the call and, once the call has returned, tells the
+// coordinator, so that those services become free sooner (DESIGN.md §2):
+// without hints a service is free only when no live transaction has used
+// it, which under steady load may never be, and WF and BF updates then wait
+// for their timeout. examples/polyglot sends it.
+//
 // Routing and reporting are the Go SDK's (package sidecar): the session,
 // batching, reconnects and leader redirects of sidecar.Client, the inbound
 // side of sidecar.Middleware, and sidecar.Transport, which sends each call

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httputil"
+	"strings"
 
 	"github.com/coordinator/coordinator/sidecar"
 )
@@ -34,7 +35,42 @@ func (p *proxy) outboundHandler(service string) http.Handler {
 		ErrorHandler:   p.proxyError(leg, service),
 		ErrorLog:       newLogLogger(p.logAt(leg)),
 	}
-	return p.track(leg, p.restoreTrace(sidecar.Middleware(p.client, sidecar.StripMeshHeaders(false))(rp)))
+	return p.track(leg, p.restoreTrace(sidecar.Middleware(p.client, sidecar.StripMeshHeaders(false))(doneHint(rp))))
+}
+
+// headerDone is the "done" hint of an application that cannot call the
+// SDK's sidecar.Done: on an outbound call, the services (comma-separated)
+// that the sub-transaction the call is made for will not call again once
+// it returns. The proxy removes it from the call and, when the call has
+// returned, tells the coordinator (DESIGN.md §2), so that those services
+// may become free, and WF and BF updates of them switch, sooner.
+const headerDone = "x-coordinator-done"
+
+// maxDoneHints bounds the services one call may name in headerDone.
+const maxDoneHints = 16
+
+// doneHint takes headerDone off a call and, once the call has returned,
+// sends its hints in the call's transaction (set by the Middleware
+// around it).
+func doneHint(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		vals := r.Header.Values(headerDone)
+		if len(vals) == 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		r.Header.Del(headerDone)
+		next.ServeHTTP(w, r)
+		n := 0
+		for _, v := range vals {
+			for _, s := range strings.Split(v, ",") {
+				if s = strings.TrimSpace(s); s != "" && n < maxDoneHints {
+					sidecar.Done(r.Context(), s)
+					n++
+				}
+			}
+		}
+	})
 }
 
 // restoreTrace gives a call without a trace context the one of the inbound
@@ -81,7 +117,7 @@ func (p *proxy) httpProxyHandler() http.Handler {
 		ErrorHandler:   p.proxyError(leg, target),
 		ErrorLog:       newLogLogger(p.logAt(leg)),
 	}
-	inner := p.restoreTrace(sidecar.Middleware(p.client, sidecar.StripMeshHeaders(false))(rp))
+	inner := p.restoreTrace(sidecar.Middleware(p.client, sidecar.StripMeshHeaders(false))(doneHint(rp)))
 	return p.track(leg, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.Method == http.MethodConnect:

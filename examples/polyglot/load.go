@@ -1,0 +1,123 @@
+package main
+
+// The load generator and its latency histogram are authdemo's
+// (examples/authdemo/load.go), so that "failed" and "p99_ms" mean the same
+// in both demos.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// requestTimeout bounds one request of the load: longer than any hold of
+// BF (5s by default) or WF pause, so that a request of a consistent update
+// never fails by timing out, and short enough that a stop is not stuck.
+const requestTimeout = 30 * time.Second
+
+// load is the load generator: workers that send requests to Portal until
+// their context ends or the deadline passes. Its counters are read while it
+// runs (the running summary) and once it has stopped (the last line).
+type load struct {
+	requests, failed atomic.Int64
+	lat              latencies
+	firstErr         atomic.Value
+	wg               sync.WaitGroup
+}
+
+// start runs n workers against url until ctx ends or deadline passes (zero:
+// no deadline). A request in flight when ctx ends is finished, not cut, so
+// that stopping the load is not counted as failures.
+func (l *load) start(ctx context.Context, url string, n int, deadline time.Time) {
+	for range n {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			client := &http.Client{Timeout: requestTimeout}
+			for ctx.Err() == nil && (deadline.IsZero() || time.Now().Before(deadline)) {
+				start := time.Now()
+				resp, err := client.Get(url)
+				if err == nil {
+					body, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						err = fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+					}
+				}
+				l.requests.Add(1)
+				if err != nil {
+					l.failed.Add(1)
+					l.firstErr.CompareAndSwap(nil, err.Error())
+				}
+				l.lat.add(time.Since(start))
+				work(12 * time.Millisecond) // think time
+			}
+		}()
+	}
+}
+
+// wait waits for every worker to finish its last request.
+func (l *load) wait() { l.wg.Wait() }
+
+// latencies is a histogram with buckets 1% wide: bounded memory however
+// long the demo runs, quantiles within 1%.
+type latencies struct {
+	mu      sync.Mutex
+	buckets []int64
+	n       int64
+}
+
+const latGrowth = 1.01
+
+func latBucket(d time.Duration) int {
+	us := float64(d.Microseconds())
+	if us < 1 {
+		return 0
+	}
+	return int(math.Log(us)/math.Log(latGrowth)) + 1
+}
+
+func (l *latencies) add(d time.Duration) {
+	i := latBucket(d)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if i >= len(l.buckets) {
+		l.buckets = append(l.buckets, make([]int64, i+1-len(l.buckets))...)
+	}
+	l.buckets[i]++
+	l.n++
+}
+
+// quantile returns the upper bound of the bucket holding the q-quantile (0
+// with no sample).
+func (l *latencies) quantile(q float64) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.n == 0 {
+		return 0
+	}
+	rank := int64(float64(l.n) * q)
+	if rank >= l.n {
+		rank = l.n - 1
+	}
+	var seen int64
+	for i, c := range l.buckets {
+		seen += c
+		if seen > rank {
+			if i == 0 {
+				return time.Microsecond
+			}
+			return time.Duration(math.Pow(latGrowth, float64(i))) * time.Microsecond
+		}
+	}
+	return 0
+}
+
+func work(max time.Duration) { time.Sleep(time.Duration(rand.Int64N(int64(max)))) }
