@@ -63,10 +63,20 @@ type Input struct {
 
 // Update is what rendering needs of an unfinished update.
 type Update struct {
-	Strategy    pb.Strategy
-	Phase       pb.Phase
-	From, To    string
-	RollingBack bool
+	Strategy pb.Strategy
+	Phase    pb.Phase
+	From, To string
+	// Switched: the default is the new version, or was before a rollback
+	// (strategy.State.Switched); RollingBack: aborted after the switch.
+	Switched, RollingBack bool
+}
+
+// FromRecord is the Update of a stored update record that has not
+// finished, as a new leader resumes it (strategy.Resume).
+func FromRecord(u *pb.Update) *Update {
+	st := strategy.Resume(u.GetPhase(), u.GetRollingBack(), strategy.Options{})
+	return &Update{Strategy: u.GetStrategy(), Phase: u.GetPhase(), From: u.GetFromVersion(), To: u.GetToVersion(),
+		Switched: st.Switched, RollingBack: st.RollingBack}
 }
 
 // Routing is what the manifests enforce.
@@ -105,7 +115,7 @@ func Plan(in Input) (Routing, error) {
 			return Routing{}, fmt.Errorf("%w: the update of %s names no from or to version", ErrInvalid, in.Service)
 		}
 		vs = append(vs, u.From, u.To)
-		st := strategy.Resume(u.Phase, u.RollingBack, strategy.Options{})
+		st := strategy.State{Phase: u.Phase, Switched: u.Switched, RollingBack: u.RollingBack}
 		r.Phase = u.Phase
 		first := s.Decide(st, strategy.Call{Used: false})
 		r.Held = first.Hold

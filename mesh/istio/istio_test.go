@@ -287,7 +287,7 @@ func state(def string, u *istio.Update) istio.Input {
 }
 
 func upd(k pb.Strategy, ph pb.Phase, rollingBack bool) *istio.Update {
-	return &istio.Update{Strategy: k, Phase: ph, From: "v1", To: "v2", RollingBack: rollingBack}
+	return istio.FromRecord(&pb.Update{Strategy: k, Phase: ph, FromVersion: "v1", ToVersion: "v2", RollingBack: rollingBack})
 }
 
 // timelines are the phases of updates of auth-service from v1 to v2, in
