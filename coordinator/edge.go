@@ -3,6 +3,8 @@ package coordinator
 import (
 	"context"
 
+	"google.golang.org/genproto/googleapis/api/httpbody"
+
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 )
 
@@ -84,6 +86,10 @@ func (s adminServer) ListServices(ctx context.Context, r *pb.ListServicesRequest
 
 func (s adminServer) GetService(ctx context.Context, r *pb.GetServiceRequest) (*pb.ServiceState, error) {
 	return answer(s.a.GetService(ctx, r))
+}
+
+func (s adminServer) GetServiceIstio(ctx context.Context, r *pb.GetServiceIstioRequest) (*httpbody.HttpBody, error) {
+	return answer(s.a.GetServiceIstio(ctx, r))
 }
 
 func (s adminServer) DryRunUpdate(ctx context.Context, r *pb.StartUpdateRequest) (*pb.UpdatePlan, error) {

@@ -39,7 +39,8 @@ import (
 //	ErrUpdateInProgress, ErrAlreadyAtVersion,
 //	  ErrNoInstance, ErrUpdateEnded,
 //	  ErrAlreadyRegistered, ErrNotRegistered,
-//	  ErrSelfPreservationInactive              FailedPrecondition
+//	  ErrSelfPreservationInactive,
+//	  ErrCannotRender                          FailedPrecondition
 //	ErrNoRegister                              DeadlineExceeded
 //	ErrNotOwner, graph.ErrNotOwner,
 //	  ErrNotAllowed, identity.ErrNotAllowed    PermissionDenied
@@ -75,6 +76,9 @@ var (
 	// ErrInvalidArgument: a request, a Register or an event that is
 	// malformed whatever the state (a bad limit, duration, strategy, id).
 	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrCannotRender: the service's state makes no Istio manifests (no
+	// default version yet, a version that makes no subset name).
+	ErrCannotRender = errors.New("cannot render Istio manifests")
 	// ErrUnknownService: no sidecar ever registered the named service.
 	ErrUnknownService = errors.New("unknown service")
 	// ErrUnknownUpdate: no update has the given id.
@@ -137,6 +141,7 @@ var grpcCodes = []struct {
 	{ErrNotRegistered, codes.FailedPrecondition},
 	{ErrNoRegister, codes.DeadlineExceeded},
 	{ErrSelfPreservationInactive, codes.FailedPrecondition},
+	{ErrCannotRender, codes.FailedPrecondition},
 	{errTakenOver, codes.Aborted},
 	{errSlowSidecar, codes.ResourceExhausted},
 	{ErrQuota, codes.ResourceExhausted},

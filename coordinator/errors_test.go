@@ -51,6 +51,8 @@ func TestToGRPCError(t *testing.T) {
 		{fmt.Errorf("%w: send Register first", ErrNotRegistered), codes.FailedPrecondition,
 			"coordinator: stream has no registered session: send Register first"},
 		{ErrSelfPreservationInactive, codes.FailedPrecondition, "coordinator: self-preservation is not active"},
+		{fmt.Errorf("%w: auth has no default version", ErrCannotRender), codes.FailedPrecondition,
+			"cannot render Istio manifests: auth has no default version"},
 		{fmt.Errorf("%w within %v of opening the stream", ErrNoRegister, 300*time.Millisecond), codes.DeadlineExceeded,
 			"no Register within 300ms of opening the stream"},
 		{fmt.Errorf("%w or dropped; register again", errTakenOver), codes.Aborted,
@@ -99,7 +101,7 @@ func TestToGRPCError(t *testing.T) {
 	}
 	for _, err := range []error{ErrStopped, ErrNotRegistered, ErrFenced, ErrInvalidArgument, ErrUnknownService,
 		ErrUnknownUpdate, ErrUpdateInProgress, ErrAlreadyAtVersion, ErrNoInstance, ErrUpdateEnded,
-		ErrAlreadyRegistered, ErrNoRegister, ErrUnavailable, ErrSelfPreservationInactive} {
+		ErrAlreadyRegistered, ErrNoRegister, ErrUnavailable, ErrSelfPreservationInactive, ErrCannotRender} {
 		if !seen[err] {
 			t.Errorf("sentinel %q has no gRPC code in grpcCodes", err)
 		}

@@ -121,6 +121,13 @@ func (call Call) propagate(set func(key, value string)) {
 	}
 }
 
+// SetHeaders sets on an outbound request (through set, e.g. Header.Set)
+// the headers Transport sets: the mesh headers naming the transaction and
+// the callee's sub-transaction, and the tracing headers. For a proxy that
+// sends the call itself (coordsidecar's istio mode) rather than through
+// Transport.
+func (call Call) SetHeaders(set func(key, value string)) { call.propagate(set) }
+
 // isPrintable reports whether s is 1 to max printable ASCII characters
 // (no space).
 func isPrintable(s string, max int) bool {

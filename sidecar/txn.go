@@ -105,6 +105,10 @@ type Call struct {
 	Service string
 	Version string
 	Address string
+	// Decided: the coordinator named Version for this call (the service
+	// was in update mode, or outside the routing scope), rather than the
+	// routing table's default version.
+	Decided bool
 
 	c   *Client
 	txn Txn // the caller's, for propagation
@@ -199,7 +203,7 @@ func (c *Client) await(ctx context.Context, call Call, ev *pb.Event) (Call, erro
 	if d.GetError() != "" {
 		return Call{}, fmt.Errorf("%w: call to %s: %s", ErrRefused, call.Service, d.GetError())
 	}
-	call.Version = d.GetVersion()
+	call.Version, call.Decided = d.GetVersion(), true
 	addr, err := c.waitRoute(ctx, call.Service, call.Version)
 	if err != nil {
 		call.Finish()

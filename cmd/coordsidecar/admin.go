@@ -23,6 +23,7 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	inflight *prometheus.GaugeVec
+	mismatch prometheus.Counter // istio mode
 }
 
 func newMetrics(client *sidecar.Client) *metrics {
@@ -42,10 +43,14 @@ func newMetrics(client *sidecar.Client) *metrics {
 			Help: "Requests (streams) being proxied, by leg.",
 		}, []string{"leg"}),
 	}
+	m.mismatch = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "coordsidecar_istio_version_mismatch_total",
+		Help: "Istio mode: responses whose x-version named another version than the coordinator's for the call (the mesh did not route by the rendered manifests).",
+	})
 	stat := func(f func(sidecar.Stats) float64) func() float64 {
 		return func() float64 { return f(client.Stats()) }
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.inflight,
+	m.reg.MustRegister(m.requests, m.duration, m.inflight, m.mismatch,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "coordsidecar_coordinator_connected", Help: "1 while a registered stream to the coordinator is up."},

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,9 +17,14 @@ import (
 	"github.com/coordinator/coordinator/sidecar"
 )
 
-// Modes of the proxy. Only modeDirect is implemented: the proxy picks the
-// endpoint of every outbound call.
-const modeDirect = "direct"
+// Modes of the proxy: in modeDirect the proxy picks the endpoint of every
+// outbound call; in modeIstio it sends each to the callee's Kubernetes
+// service host, stamped with the x-version header, and Istio routes it
+// (see istio.go).
+const (
+	modeDirect = "direct"
+	modeIstio  = "istio"
+)
 
 // config is what coordsidecar runs with: a config file (--config, YAML or
 // JSON, with the field names below) overridden by the flags given.
@@ -52,6 +58,19 @@ type config struct {
 type dependency struct {
 	Service string `json:"service"`
 	Listen  string `json:"listen,omitempty"`
+	// Host (istio mode) is where the calls of the listener go: the
+	// service's Kubernetes host and port; default SERVICE:80.
+	Host string `json:"host,omitempty"`
+}
+
+// dependencyHost is where istio mode sends the calls to service.
+func (c *config) dependencyHost(service string) string {
+	for _, d := range c.Dependencies {
+		if d.Service == service && d.Host != "" {
+			return d.Host
+		}
+	}
+	return net.JoinHostPort(service, "80")
 }
 
 // duration is a time.Duration written as "20s" in a config file.
@@ -97,7 +116,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 		deps  listFlag
 		grace = fs.Duration("grace", time.Duration(flagC.Grace), "how long in-flight requests may run after SIGTERM")
 	)
-	fs.StringVar(&flagC.Mode, "mode", flagC.Mode, "routing mode: direct (the proxy picks each call's endpoint)")
+	fs.StringVar(&flagC.Mode, "mode", flagC.Mode, "routing mode: direct (the proxy picks each call's endpoint) or istio (calls go to the service's host with x-version; Istio routes)")
 	fs.Var(&coord, "coordinator", "coordinator gRPC address host:port (repeat, or comma-separate, for replicas)")
 	fs.StringVar(&flagC.Service, "service", "", "service this instance runs (required)")
 	fs.StringVar(&flagC.Version, "version", "", "version this instance runs (required)")
@@ -108,6 +127,8 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&flagC.Admin, "admin", flagC.Admin, "admin listener: /healthz and /metrics")
 	fs.StringVar(&flagC.HTTPProxy, "http-proxy", "", "optional HTTP/1.1 forward proxy listener for outbound calls (HTTP_PROXY)")
 	fs.Var(&deps, "dep", "dependency SERVICE or SERVICE=LISTEN (a local listener for calls to it); repeat")
+	var depHosts listFlag
+	fs.Var(&depHosts, "dep-host", "istio mode: SERVICE=HOST:PORT, where calls to a dependency's listener go (default SERVICE:80); repeat")
 	fs.BoolVar(&flagC.EntryPoint, "entry-point", false, "strip the mesh headers from inbound requests (a service called from outside the mesh)")
 	fs.StringVar(&flagC.LogLevel, "log-level", flagC.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&flagC.LogFormat, "log-format", flagC.LogFormat, "text or json")
@@ -184,6 +205,14 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 			cfg.TLSServerName = flagC.TLSServerName
 		}
 	})
+	for _, dh := range depHosts {
+		svc, host, ok := strings.Cut(dh, "=")
+		i := slices.IndexFunc(cfg.Dependencies, func(d dependency) bool { return d.Service == svc })
+		if !ok || i < 0 {
+			return config{}, usageError{fmt.Errorf("--dep-host %q: want SERVICE=HOST:PORT of a --dep SERVICE", dh)}
+		}
+		cfg.Dependencies[i].Host = host
+	}
 	if err := cfg.validate(); err != nil {
 		return config{}, usageError{err}
 	}
@@ -193,8 +222,8 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 // validate checks cfg; its errors are one line each.
 func (c *config) validate() error {
 	switch {
-	case c.Mode != modeDirect:
-		return fmt.Errorf("--mode %q: only %q is implemented", c.Mode, modeDirect)
+	case c.Mode != modeDirect && c.Mode != modeIstio:
+		return fmt.Errorf("--mode %q: want %q or %q", c.Mode, modeDirect, modeIstio)
 	case len(c.Coordinators) == 0:
 		return errors.New("--coordinator is required")
 	case c.Service == "":
@@ -259,6 +288,14 @@ func (c *config) validate() error {
 		seen[d.Service] = true
 		if err := check("--dep "+d.Service, d.Listen, true); err != nil {
 			return err
+		}
+		if d.Host != "" {
+			if c.Mode != modeIstio {
+				return fmt.Errorf("--dep-host %s: only in --mode %s (in %s mode the proxy picks endpoints)", d.Service, modeIstio, c.Mode)
+			}
+			if _, _, err := net.SplitHostPort(d.Host); err != nil {
+				return fmt.Errorf("--dep-host %s=%s: want host:port: %v", d.Service, d.Host, err)
+			}
 		}
 	}
 	return nil

@@ -21,7 +21,10 @@ func TestBadCommandLinesExit2WithOneLine(t *testing.T) {
 	}{
 		{nil, "--coordinator is required"},
 		{base[:6], "--app is required"},
-		{append(slices.Clone(base), "--mode", "istio"), `--mode "istio": only "direct" is implemented`},
+		{append(slices.Clone(base), "--mode", "linkerd"), `--mode "linkerd": want "direct" or "istio"`},
+		{append(slices.Clone(base), "--dep", "b", "--dep-host", "b=b.shop:80"), `--dep-host b: only in --mode istio`},
+		{append(slices.Clone(base), "--mode", "istio", "--dep", "b", "--dep-host", "b=nohost"), `--dep-host b=nohost: want host:port`},
+		{append(slices.Clone(base), "--mode", "istio", "--dep-host", "c=c:80"), `--dep-host "c=c:80": want SERVICE=HOST:PORT of a --dep SERVICE`},
 		{append(slices.Clone(base), "--app", "nohost"), `--app "nohost": want host:port`},
 		{append(slices.Clone(base), "--dep", "b", "--dep", "b=127.0.0.1:0"), `--dep "b": given twice`},
 		{append(slices.Clone(base), "--dep", "b=127.0.0.1:7001", "--http-proxy", "127.0.0.1:7001"), `--dep b "127.0.0.1:7001": already used by --http-proxy`},
@@ -74,7 +77,7 @@ entryPoint: true
 		t.Fatalf("--dep should replace the file's dependencies: %+v", cfg.Dependencies)
 	}
 	cfg, err = parseConfig([]string{"--config", file}, &bytes.Buffer{})
-	if err != nil || !slices.Equal(cfg.Dependencies, []dependency{{"auth", "127.0.0.1:7001"}, {"proc", ""}}) {
+	if err != nil || !slices.Equal(cfg.Dependencies, []dependency{{Service: "auth", Listen: "127.0.0.1:7001"}, {Service: "proc"}}) {
 		t.Fatalf("dependencies from the file: %+v, %v", cfg.Dependencies, err)
 	}
 

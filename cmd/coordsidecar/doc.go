@@ -58,8 +58,13 @@
 // On SIGTERM or SIGINT coordsidecar stops accepting, lets in-flight requests
 // finish within --grace, ends the roots it began and deregisters.
 //
-// Only --mode=direct (the proxy picks endpoints) exists; the flag leaves
-// room for other modes.
+// --mode direct (the default) is the above: the proxy picks endpoints.
+// --mode istio leaves them to Istio: each call is still reported (and, in
+// update mode, decided) by the coordinator, then sent to the dependency's
+// Kubernetes service host (--dep-host SERVICE=HOST:PORT, default
+// SERVICE:80) with the x-version header once its version is known; see
+// istio.go and docs/istio.md. It was checked against Istio's API types and
+// documented semantics, not on a live mesh.
 //
 // # Limits
 //

@@ -30,7 +30,7 @@ func (p *proxy) outboundHandler(service string) http.Handler {
 			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", service
 			passThrough(pr)
 		},
-		Transport:      sidecar.Transport(p.client, meshOnly{service: service, next: p.up}),
+		Transport:      p.outboundTransport(service),
 		ModifyResponse: p.met.record(leg, service),
 		ErrorHandler:   p.proxyError(leg, service),
 		ErrorLog:       newLogLogger(p.logAt(leg)),
@@ -73,6 +73,25 @@ func doneHint(next http.Handler) http.Handler {
 	})
 }
 
+// outboundTransport sends the calls of a dependency listener (service) or
+// of the HTTP proxy (""): in direct mode the SDK's Transport routes each
+// to an endpoint; in istio mode istioTransport sends it to the service's
+// host, stamped with its version.
+func (p *proxy) outboundTransport(service string) http.RoundTripper {
+	if p.cfg.Mode == modeIstio {
+		t := &istioTransport{c: p.client, next: p.up, pins: p.pins, service: service,
+			mismatch: p.met.mismatch, lg: p.lg.With("leg", "outbound", "mode", modeIstio)}
+		if service != "" {
+			t.host = p.cfg.dependencyHost(service)
+		}
+		return t
+	}
+	if service == "" {
+		return sidecar.Transport(p.client, p.up)
+	}
+	return sidecar.Transport(p.client, meshOnly{service: service, next: p.up})
+}
+
 // restoreTrace gives a call without a trace context the one of the inbound
 // request it is made for (see traces).
 func (p *proxy) restoreTrace(next http.Handler) http.Handler {
@@ -112,7 +131,7 @@ func (p *proxy) httpProxyHandler() http.Handler {
 			pr.Out.URL.Scheme = "http"
 			passThrough(pr)
 		},
-		Transport:      sidecar.Transport(p.client, p.up),
+		Transport:      p.outboundTransport(""),
 		ModifyResponse: p.met.record(leg, target),
 		ErrorHandler:   p.proxyError(leg, target),
 		ErrorLog:       newLogLogger(p.logAt(leg)),

@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"google.golang.org/genproto/googleapis/api/httpbody"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -213,6 +214,13 @@ func (g adminGate) GetService(ctx context.Context, r *pb.GetServiceRequest) (*pb
 	return route(ctx, g, func(a pb.AdminServiceServer) (*pb.ServiceState, error) { return a.GetService(ctx, r) },
 		func(ctx context.Context, a pb.AdminServiceClient) (*pb.ServiceState, error) {
 			return a.GetService(ctx, r)
+		})
+}
+
+func (g adminGate) GetServiceIstio(ctx context.Context, r *pb.GetServiceIstioRequest) (*httpbody.HttpBody, error) {
+	return route(ctx, g, func(a pb.AdminServiceServer) (*httpbody.HttpBody, error) { return a.GetServiceIstio(ctx, r) },
+		func(ctx context.Context, a pb.AdminServiceClient) (*httpbody.HttpBody, error) {
+			return a.GetServiceIstio(ctx, r)
 		})
 }
 

@@ -67,9 +67,9 @@ type Sim struct {
 	of      map[*sidecar.Client]*instance
 
 	mu       sync.Mutex
-	ran      map[string]map[string]string // txn -> svc -> version
-	trace    map[string][]step            // txn -> what it ran where, in order
-	firstBad string                       // the first violation and its transaction's trace
+	oracle   *Oracle           // txn -> svc -> version
+	trace    map[string][]step // txn -> what it ran where, in order
+	firstBad string            // the first violation and its transaction's trace
 	began    time.Time
 	outside  []time.Duration // Route latency of calls that did not wait
 	decided  []time.Duration // Route latency of calls that waited for a decision
@@ -91,7 +91,7 @@ func Start(ctx context.Context, cfg Config) (*Sim, error) {
 		cfg.CallTimeout = 30 * time.Second
 	}
 	s := &Sim{cfg: cfg, clients: map[string]*sidecar.Client{}, byAddr: map[string]*instance{},
-		of: map[*sidecar.Client]*instance{}, ran: map[string]map[string]string{},
+		of: map[*sidecar.Client]*instance{}, oracle: NewOracle(),
 		trace: map[string][]step{}, began: time.Now()}
 	for _, inst := range cfg.Instances {
 		svc, rest, ok := strings.Cut(inst, "@")
@@ -196,14 +196,9 @@ func (st step) String() string {
 func (s *Sim) record(txn string, st step) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m := s.ran[txn]
-	if m == nil {
-		m = map[string]string{}
-		s.ran[txn] = m
-	}
 	st.at = time.Since(s.began)
 	s.trace[txn] = append(s.trace[txn], st)
-	if v, ok := m[st.to]; ok && v != st.ver {
+	if v, bad := s.oracle.Ran(txn, st.to, st.ver); bad {
 		if s.bad.Add(1) == 1 {
 			var b strings.Builder
 			fmt.Fprintf(&b, "transaction %s ran on %s@%s and %s@%s:", txn, st.to, v, st.to, st.ver)
@@ -213,7 +208,6 @@ func (s *Sim) record(txn string, st step) {
 			s.firstBad = b.String()
 		}
 	}
-	m[st.to] = st.ver
 }
 
 // FirstViolation describes the first transaction seen on two versions of
@@ -318,7 +312,7 @@ func (s *Sim) TxnAt(ctx context.Context, inst string, budget time.Duration, rng 
 // nothing more, so nothing more can be checked against it.
 func (s *Sim) forget(txn string) {
 	s.mu.Lock()
-	delete(s.ran, txn)
+	s.oracle.Forget(txn)
 	delete(s.trace, txn)
 	s.mu.Unlock()
 }

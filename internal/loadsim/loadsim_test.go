@@ -9,7 +9,7 @@ import (
 // The oracle counts a transaction seen on two versions of a service and
 // explains the first one with what the transaction ran, in order.
 func TestOracleReportsTheFirstViolationWithItsTrace(t *testing.T) {
-	s := &Sim{ran: map[string]map[string]string{}, trace: map[string][]step{}, began: time.Now()}
+	s := &Sim{oracle: NewOracle(), trace: map[string][]step{}, began: time.Now()}
 	s.record("T", step{to: "a", ver: "v1"})
 	s.record("T", step{from: "a", fromVer: "v1", fromSub: 1, to: "d", ver: "v1", sub: 2, took: time.Millisecond})
 	s.record("U", step{to: "a", ver: "v1"})

@@ -76,6 +76,7 @@ var MethodRoles = map[string]Role{
 	"ListServices":        Viewer,
 	"GetService":          Viewer,
 	"DryRunUpdate":        Viewer, // plans, changes nothing
+	"GetServiceIstio":     Viewer, // renders manifests, applies nothing
 	"StartUpdate":         Operator,
 	"AbortUpdate":         Operator,
 	"EndSelfPreservation": Operator,

@@ -7,6 +7,7 @@
 package coordinatorv1
 
 import (
+	httpbody "google.golang.org/genproto/googleapis/api/httpbody"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -149,6 +150,78 @@ func (Phase) EnumDescriptor() ([]byte, []int) {
 	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{1}
 }
 
+type GetServiceIstioRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// metadata.namespace of the manifests; empty omits it.
+	Namespace string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// The Kubernetes service host the rules are for; empty: the service's
+	// name.
+	Host string `protobuf:"bytes,3,opt,name=host,proto3" json:"host,omitempty"`
+	// "yaml" (the default) or "json".
+	Format        string `protobuf:"bytes,4,opt,name=format,proto3" json:"format,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetServiceIstioRequest) Reset() {
+	*x = GetServiceIstioRequest{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetServiceIstioRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetServiceIstioRequest) ProtoMessage() {}
+
+func (x *GetServiceIstioRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetServiceIstioRequest.ProtoReflect.Descriptor instead.
+func (*GetServiceIstioRequest) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *GetServiceIstioRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *GetServiceIstioRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *GetServiceIstioRequest) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *GetServiceIstioRequest) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
 type ListServicesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Most services to return, by name (default 100, at most 10000).
@@ -159,7 +232,7 @@ type ListServicesRequest struct {
 
 func (x *ListServicesRequest) Reset() {
 	*x = ListServicesRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[0]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -171,7 +244,7 @@ func (x *ListServicesRequest) String() string {
 func (*ListServicesRequest) ProtoMessage() {}
 
 func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[0]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -184,7 +257,7 @@ func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
 func (*ListServicesRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *ListServicesRequest) GetLimit() uint32 {
@@ -205,7 +278,7 @@ type ListServicesResponse struct {
 
 func (x *ListServicesResponse) Reset() {
 	*x = ListServicesResponse{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[1]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -217,7 +290,7 @@ func (x *ListServicesResponse) String() string {
 func (*ListServicesResponse) ProtoMessage() {}
 
 func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[1]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -230,7 +303,7 @@ func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
 func (*ListServicesResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ListServicesResponse) GetServices() []*ServiceState {
@@ -260,7 +333,7 @@ type GetServiceRequest struct {
 
 func (x *GetServiceRequest) Reset() {
 	*x = GetServiceRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[2]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -272,7 +345,7 @@ func (x *GetServiceRequest) String() string {
 func (*GetServiceRequest) ProtoMessage() {}
 
 func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[2]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -285,7 +358,7 @@ func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceRequest.ProtoReflect.Descriptor instead.
 func (*GetServiceRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GetServiceRequest) GetService() string {
@@ -338,7 +411,7 @@ type ServiceState struct {
 
 func (x *ServiceState) Reset() {
 	*x = ServiceState{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[3]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -350,7 +423,7 @@ func (x *ServiceState) String() string {
 func (*ServiceState) ProtoMessage() {}
 
 func (x *ServiceState) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[3]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -363,7 +436,7 @@ func (x *ServiceState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceState.ProtoReflect.Descriptor instead.
 func (*ServiceState) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ServiceState) GetName() string {
@@ -450,7 +523,7 @@ type VersionState struct {
 
 func (x *VersionState) Reset() {
 	*x = VersionState{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[4]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -462,7 +535,7 @@ func (x *VersionState) String() string {
 func (*VersionState) ProtoMessage() {}
 
 func (x *VersionState) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[4]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -475,7 +548,7 @@ func (x *VersionState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionState.ProtoReflect.Descriptor instead.
 func (*VersionState) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *VersionState) GetVersion() string {
@@ -540,7 +613,7 @@ type Instance struct {
 
 func (x *Instance) Reset() {
 	*x = Instance{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[5]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -552,7 +625,7 @@ func (x *Instance) String() string {
 func (*Instance) ProtoMessage() {}
 
 func (x *Instance) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[5]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -565,7 +638,7 @@ func (x *Instance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Instance.ProtoReflect.Descriptor instead.
 func (*Instance) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Instance) GetInstanceId() string {
@@ -635,7 +708,7 @@ type UpdatePlan struct {
 
 func (x *UpdatePlan) Reset() {
 	*x = UpdatePlan{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[6]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -647,7 +720,7 @@ func (x *UpdatePlan) String() string {
 func (*UpdatePlan) ProtoMessage() {}
 
 func (x *UpdatePlan) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[6]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -660,7 +733,7 @@ func (x *UpdatePlan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePlan.ProtoReflect.Descriptor instead.
 func (*UpdatePlan) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *UpdatePlan) GetService() string {
@@ -804,7 +877,7 @@ type GetClusterRequest struct {
 
 func (x *GetClusterRequest) Reset() {
 	*x = GetClusterRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[7]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -816,7 +889,7 @@ func (x *GetClusterRequest) String() string {
 func (*GetClusterRequest) ProtoMessage() {}
 
 func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[7]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -829,7 +902,7 @@ func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 type Cluster struct {
@@ -848,7 +921,7 @@ type Cluster struct {
 
 func (x *Cluster) Reset() {
 	*x = Cluster{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[8]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -860,7 +933,7 @@ func (x *Cluster) String() string {
 func (*Cluster) ProtoMessage() {}
 
 func (x *Cluster) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[8]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -873,7 +946,7 @@ func (x *Cluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
 func (*Cluster) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Cluster) GetLeader() *Replica {
@@ -917,7 +990,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[9]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -929,7 +1002,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[9]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -942,7 +1015,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Replica) GetName() string {
@@ -993,7 +1066,7 @@ type EtcdMember struct {
 
 func (x *EtcdMember) Reset() {
 	*x = EtcdMember{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[10]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1005,7 +1078,7 @@ func (x *EtcdMember) String() string {
 func (*EtcdMember) ProtoMessage() {}
 
 func (x *EtcdMember) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[10]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1018,7 +1091,7 @@ func (x *EtcdMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EtcdMember.ProtoReflect.Descriptor instead.
 func (*EtcdMember) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *EtcdMember) GetId() uint64 {
@@ -1099,7 +1172,7 @@ type GetSelfPreservationRequest struct {
 
 func (x *GetSelfPreservationRequest) Reset() {
 	*x = GetSelfPreservationRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[11]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1111,7 +1184,7 @@ func (x *GetSelfPreservationRequest) String() string {
 func (*GetSelfPreservationRequest) ProtoMessage() {}
 
 func (x *GetSelfPreservationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[11]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1124,7 +1197,7 @@ func (x *GetSelfPreservationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSelfPreservationRequest.ProtoReflect.Descriptor instead.
 func (*GetSelfPreservationRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 type EndSelfPreservationRequest struct {
@@ -1135,7 +1208,7 @@ type EndSelfPreservationRequest struct {
 
 func (x *EndSelfPreservationRequest) Reset() {
 	*x = EndSelfPreservationRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[12]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1147,7 +1220,7 @@ func (x *EndSelfPreservationRequest) String() string {
 func (*EndSelfPreservationRequest) ProtoMessage() {}
 
 func (x *EndSelfPreservationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[12]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1160,7 +1233,7 @@ func (x *EndSelfPreservationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndSelfPreservationRequest.ProtoReflect.Descriptor instead.
 func (*EndSelfPreservationRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 type SelfPreservation struct {
@@ -1186,7 +1259,7 @@ type SelfPreservation struct {
 
 func (x *SelfPreservation) Reset() {
 	*x = SelfPreservation{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[13]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1198,7 +1271,7 @@ func (x *SelfPreservation) String() string {
 func (*SelfPreservation) ProtoMessage() {}
 
 func (x *SelfPreservation) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[13]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1211,7 +1284,7 @@ func (x *SelfPreservation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SelfPreservation.ProtoReflect.Descriptor instead.
 func (*SelfPreservation) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SelfPreservation) GetActive() bool {
@@ -1288,7 +1361,7 @@ type GetFreenessRequest struct {
 
 func (x *GetFreenessRequest) Reset() {
 	*x = GetFreenessRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[14]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1300,7 +1373,7 @@ func (x *GetFreenessRequest) String() string {
 func (*GetFreenessRequest) ProtoMessage() {}
 
 func (x *GetFreenessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[14]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,7 +1386,7 @@ func (x *GetFreenessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFreenessRequest.ProtoReflect.Descriptor instead.
 func (*GetFreenessRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetFreenessRequest) GetService() string {
@@ -1353,7 +1426,7 @@ type Freeness struct {
 
 func (x *Freeness) Reset() {
 	*x = Freeness{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[15]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1365,7 +1438,7 @@ func (x *Freeness) String() string {
 func (*Freeness) ProtoMessage() {}
 
 func (x *Freeness) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[15]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1378,7 +1451,7 @@ func (x *Freeness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Freeness.ProtoReflect.Descriptor instead.
 func (*Freeness) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Freeness) GetService() string {
@@ -1443,7 +1516,7 @@ type Blocker struct {
 
 func (x *Blocker) Reset() {
 	*x = Blocker{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[16]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1455,7 +1528,7 @@ func (x *Blocker) String() string {
 func (*Blocker) ProtoMessage() {}
 
 func (x *Blocker) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[16]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1468,7 +1541,7 @@ func (x *Blocker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Blocker.ProtoReflect.Descriptor instead.
 func (*Blocker) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Blocker) GetTxnId() string {
@@ -1523,7 +1596,7 @@ type GetGraphRequest struct {
 
 func (x *GetGraphRequest) Reset() {
 	*x = GetGraphRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[17]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1535,7 +1608,7 @@ func (x *GetGraphRequest) String() string {
 func (*GetGraphRequest) ProtoMessage() {}
 
 func (x *GetGraphRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[17]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1548,7 +1621,7 @@ func (x *GetGraphRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGraphRequest.ProtoReflect.Descriptor instead.
 func (*GetGraphRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetGraphRequest) GetTxnLimit() uint32 {
@@ -1570,7 +1643,7 @@ type Graph struct {
 
 func (x *Graph) Reset() {
 	*x = Graph{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[18]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1582,7 +1655,7 @@ func (x *Graph) String() string {
 func (*Graph) ProtoMessage() {}
 
 func (x *Graph) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[18]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1595,7 +1668,7 @@ func (x *Graph) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Graph.ProtoReflect.Descriptor instead.
 func (*Graph) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Graph) GetServices() []*ServiceNode {
@@ -1637,7 +1710,7 @@ type ServiceNode struct {
 
 func (x *ServiceNode) Reset() {
 	*x = ServiceNode{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[19]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1649,7 +1722,7 @@ func (x *ServiceNode) String() string {
 func (*ServiceNode) ProtoMessage() {}
 
 func (x *ServiceNode) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[19]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1662,7 +1735,7 @@ func (x *ServiceNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceNode.ProtoReflect.Descriptor instead.
 func (*ServiceNode) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ServiceNode) GetName() string {
@@ -1717,7 +1790,7 @@ type VersionSessions struct {
 
 func (x *VersionSessions) Reset() {
 	*x = VersionSessions{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[20]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1729,7 +1802,7 @@ func (x *VersionSessions) String() string {
 func (*VersionSessions) ProtoMessage() {}
 
 func (x *VersionSessions) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[20]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1742,7 +1815,7 @@ func (x *VersionSessions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionSessions.ProtoReflect.Descriptor instead.
 func (*VersionSessions) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *VersionSessions) GetVersion() string {
@@ -1771,7 +1844,7 @@ type Edge struct {
 
 func (x *Edge) Reset() {
 	*x = Edge{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[21]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1783,7 +1856,7 @@ func (x *Edge) String() string {
 func (*Edge) ProtoMessage() {}
 
 func (x *Edge) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[21]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1796,7 +1869,7 @@ func (x *Edge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Edge.ProtoReflect.Descriptor instead.
 func (*Edge) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Edge) GetFrom() string {
@@ -1830,7 +1903,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[22]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1842,7 +1915,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[22]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1855,7 +1928,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListSessionsRequest) GetService() string {
@@ -1874,7 +1947,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[23]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1886,7 +1959,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[23]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1899,7 +1972,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*Session {
@@ -1931,7 +2004,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[24]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1943,7 +2016,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[24]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1956,7 +2029,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Session) GetInstanceId() string {
@@ -2041,7 +2114,7 @@ type ListTransactionsRequest struct {
 
 func (x *ListTransactionsRequest) Reset() {
 	*x = ListTransactionsRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[25]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2053,7 +2126,7 @@ func (x *ListTransactionsRequest) String() string {
 func (*ListTransactionsRequest) ProtoMessage() {}
 
 func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[25]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2066,7 +2139,7 @@ func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransactionsRequest.ProtoReflect.Descriptor instead.
 func (*ListTransactionsRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListTransactionsRequest) GetService() string {
@@ -2094,7 +2167,7 @@ type ListTransactionsResponse struct {
 
 func (x *ListTransactionsResponse) Reset() {
 	*x = ListTransactionsResponse{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[26]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2106,7 +2179,7 @@ func (x *ListTransactionsResponse) String() string {
 func (*ListTransactionsResponse) ProtoMessage() {}
 
 func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[26]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2119,7 +2192,7 @@ func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransactionsResponse.ProtoReflect.Descriptor instead.
 func (*ListTransactionsResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListTransactionsResponse) GetTransactions() []*Transaction {
@@ -2157,7 +2230,7 @@ type Transaction struct {
 
 func (x *Transaction) Reset() {
 	*x = Transaction{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[27]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2169,7 +2242,7 @@ func (x *Transaction) String() string {
 func (*Transaction) ProtoMessage() {}
 
 func (x *Transaction) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[27]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2182,7 +2255,7 @@ func (x *Transaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transaction.ProtoReflect.Descriptor instead.
 func (*Transaction) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Transaction) GetTxnId() string {
@@ -2260,7 +2333,7 @@ type SubTransaction struct {
 
 func (x *SubTransaction) Reset() {
 	*x = SubTransaction{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[28]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2272,7 +2345,7 @@ func (x *SubTransaction) String() string {
 func (*SubTransaction) ProtoMessage() {}
 
 func (x *SubTransaction) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[28]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2285,7 +2358,7 @@ func (x *SubTransaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubTransaction.ProtoReflect.Descriptor instead.
 func (*SubTransaction) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SubTransaction) GetId() uint64 {
@@ -2333,7 +2406,7 @@ type StartUpdateRequest struct {
 
 func (x *StartUpdateRequest) Reset() {
 	*x = StartUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[29]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2345,7 +2418,7 @@ func (x *StartUpdateRequest) String() string {
 func (*StartUpdateRequest) ProtoMessage() {}
 
 func (x *StartUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[29]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2358,7 +2431,7 @@ func (x *StartUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartUpdateRequest.ProtoReflect.Descriptor instead.
 func (*StartUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *StartUpdateRequest) GetService() string {
@@ -2412,7 +2485,7 @@ type GetUpdateRequest struct {
 
 func (x *GetUpdateRequest) Reset() {
 	*x = GetUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[30]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2424,7 +2497,7 @@ func (x *GetUpdateRequest) String() string {
 func (*GetUpdateRequest) ProtoMessage() {}
 
 func (x *GetUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[30]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2437,7 +2510,7 @@ func (x *GetUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUpdateRequest.ProtoReflect.Descriptor instead.
 func (*GetUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetUpdateRequest) GetId() string {
@@ -2459,7 +2532,7 @@ type ListUpdatesRequest struct {
 
 func (x *ListUpdatesRequest) Reset() {
 	*x = ListUpdatesRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[31]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2471,7 +2544,7 @@ func (x *ListUpdatesRequest) String() string {
 func (*ListUpdatesRequest) ProtoMessage() {}
 
 func (x *ListUpdatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[31]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2484,7 +2557,7 @@ func (x *ListUpdatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUpdatesRequest.ProtoReflect.Descriptor instead.
 func (*ListUpdatesRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListUpdatesRequest) GetService() string {
@@ -2510,7 +2583,7 @@ type ListUpdatesResponse struct {
 
 func (x *ListUpdatesResponse) Reset() {
 	*x = ListUpdatesResponse{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[32]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2522,7 +2595,7 @@ func (x *ListUpdatesResponse) String() string {
 func (*ListUpdatesResponse) ProtoMessage() {}
 
 func (x *ListUpdatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[32]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2535,7 +2608,7 @@ func (x *ListUpdatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUpdatesResponse.ProtoReflect.Descriptor instead.
 func (*ListUpdatesResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListUpdatesResponse) GetUpdates() []*Update {
@@ -2555,7 +2628,7 @@ type AbortUpdateRequest struct {
 
 func (x *AbortUpdateRequest) Reset() {
 	*x = AbortUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[33]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2567,7 +2640,7 @@ func (x *AbortUpdateRequest) String() string {
 func (*AbortUpdateRequest) ProtoMessage() {}
 
 func (x *AbortUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[33]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2580,7 +2653,7 @@ func (x *AbortUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortUpdateRequest.ProtoReflect.Descriptor instead.
 func (*AbortUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *AbortUpdateRequest) GetId() string {
@@ -2606,7 +2679,7 @@ type WatchUpdateRequest struct {
 
 func (x *WatchUpdateRequest) Reset() {
 	*x = WatchUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[34]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2618,7 +2691,7 @@ func (x *WatchUpdateRequest) String() string {
 func (*WatchUpdateRequest) ProtoMessage() {}
 
 func (x *WatchUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[34]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2631,7 +2704,7 @@ func (x *WatchUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchUpdateRequest.ProtoReflect.Descriptor instead.
 func (*WatchUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WatchUpdateRequest) GetId() string {
@@ -2671,7 +2744,7 @@ type Update struct {
 
 func (x *Update) Reset() {
 	*x = Update{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[35]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2683,7 +2756,7 @@ func (x *Update) String() string {
 func (*Update) ProtoMessage() {}
 
 func (x *Update) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[35]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2696,7 +2769,7 @@ func (x *Update) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Update.ProtoReflect.Descriptor instead.
 func (*Update) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Update) GetId() string {
@@ -2823,7 +2896,7 @@ type PhaseChange struct {
 
 func (x *PhaseChange) Reset() {
 	*x = PhaseChange{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[36]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2835,7 +2908,7 @@ func (x *PhaseChange) String() string {
 func (*PhaseChange) ProtoMessage() {}
 
 func (x *PhaseChange) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[36]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2848,7 +2921,7 @@ func (x *PhaseChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PhaseChange.ProtoReflect.Descriptor instead.
 func (*PhaseChange) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PhaseChange) GetPhase() Phase {
@@ -2900,7 +2973,7 @@ type UpdateProgress struct {
 
 func (x *UpdateProgress) Reset() {
 	*x = UpdateProgress{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[37]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2912,7 +2985,7 @@ func (x *UpdateProgress) String() string {
 func (*UpdateProgress) ProtoMessage() {}
 
 func (x *UpdateProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[37]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2925,7 +2998,7 @@ func (x *UpdateProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateProgress.ProtoReflect.Descriptor instead.
 func (*UpdateProgress) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *UpdateProgress) GetBlocking() uint32 {
@@ -2988,7 +3061,12 @@ var File_coordinator_v1_admin_proto protoreflect.FileDescriptor
 
 const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x1acoordinator/v1/admin.proto\x12\x0ecoordinator.v1\x1a\x1ccoordinator/v1/records.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"+\n" +
+	"\x1acoordinator/v1/admin.proto\x12\x0ecoordinator.v1\x1a\x1ccoordinator/v1/records.proto\x1a\x19google/api/httpbody.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"|\n" +
+	"\x16GetServiceIstioRequest\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04host\x18\x03 \x01(\tR\x04host\x12\x16\n" +
+	"\x06format\x18\x04 \x01(\tR\x06format\"+\n" +
 	"\x13ListServicesRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\rR\x05limit\"f\n" +
 	"\x14ListServicesResponse\x128\n" +
@@ -3235,7 +3313,8 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"PHASE_DONE\x10\x05\x12\x11\n" +
 	"\rPHASE_ABORTED\x10\x06\x12\x10\n" +
-	"\fPHASE_FAILED\x10\a2\xf1\t\n" +
+	"\fPHASE_FAILED\x10\a2\xc2\n" +
+	"\n" +
 	"\fAdminService\x12K\n" +
 	"\vGetFreeness\x12\".coordinator.v1.GetFreenessRequest\x1a\x18.coordinator.v1.Freeness\x12B\n" +
 	"\bGetGraph\x12\x1f.coordinator.v1.GetGraphRequest\x1a\x15.coordinator.v1.Graph\x12Y\n" +
@@ -3253,7 +3332,8 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\fListServices\x12#.coordinator.v1.ListServicesRequest\x1a$.coordinator.v1.ListServicesResponse\x12M\n" +
 	"\n" +
 	"GetService\x12!.coordinator.v1.GetServiceRequest\x1a\x1c.coordinator.v1.ServiceState\x12N\n" +
-	"\fDryRunUpdate\x12\".coordinator.v1.StartUpdateRequest\x1a\x1a.coordinator.v1.UpdatePlanBGZEgithub.com/coordinator/coordinator/proto/coordinator/v1;coordinatorv1b\x06proto3"
+	"\fDryRunUpdate\x12\".coordinator.v1.StartUpdateRequest\x1a\x1a.coordinator.v1.UpdatePlan\x12O\n" +
+	"\x0fGetServiceIstio\x12&.coordinator.v1.GetServiceIstioRequest\x1a\x14.google.api.HttpBodyBGZEgithub.com/coordinator/coordinator/proto/coordinator/v1;coordinatorv1b\x06proto3"
 
 var (
 	file_coordinator_v1_admin_proto_rawDescOnce sync.Once
@@ -3268,130 +3348,134 @@ func file_coordinator_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_coordinator_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_coordinator_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_coordinator_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_coordinator_v1_admin_proto_goTypes = []any{
 	(Strategy)(0),                      // 0: coordinator.v1.Strategy
 	(Phase)(0),                         // 1: coordinator.v1.Phase
-	(*ListServicesRequest)(nil),        // 2: coordinator.v1.ListServicesRequest
-	(*ListServicesResponse)(nil),       // 3: coordinator.v1.ListServicesResponse
-	(*GetServiceRequest)(nil),          // 4: coordinator.v1.GetServiceRequest
-	(*ServiceState)(nil),               // 5: coordinator.v1.ServiceState
-	(*VersionState)(nil),               // 6: coordinator.v1.VersionState
-	(*Instance)(nil),                   // 7: coordinator.v1.Instance
-	(*UpdatePlan)(nil),                 // 8: coordinator.v1.UpdatePlan
-	(*GetClusterRequest)(nil),          // 9: coordinator.v1.GetClusterRequest
-	(*Cluster)(nil),                    // 10: coordinator.v1.Cluster
-	(*Replica)(nil),                    // 11: coordinator.v1.Replica
-	(*EtcdMember)(nil),                 // 12: coordinator.v1.EtcdMember
-	(*GetSelfPreservationRequest)(nil), // 13: coordinator.v1.GetSelfPreservationRequest
-	(*EndSelfPreservationRequest)(nil), // 14: coordinator.v1.EndSelfPreservationRequest
-	(*SelfPreservation)(nil),           // 15: coordinator.v1.SelfPreservation
-	(*GetFreenessRequest)(nil),         // 16: coordinator.v1.GetFreenessRequest
-	(*Freeness)(nil),                   // 17: coordinator.v1.Freeness
-	(*Blocker)(nil),                    // 18: coordinator.v1.Blocker
-	(*GetGraphRequest)(nil),            // 19: coordinator.v1.GetGraphRequest
-	(*Graph)(nil),                      // 20: coordinator.v1.Graph
-	(*ServiceNode)(nil),                // 21: coordinator.v1.ServiceNode
-	(*VersionSessions)(nil),            // 22: coordinator.v1.VersionSessions
-	(*Edge)(nil),                       // 23: coordinator.v1.Edge
-	(*ListSessionsRequest)(nil),        // 24: coordinator.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),       // 25: coordinator.v1.ListSessionsResponse
-	(*Session)(nil),                    // 26: coordinator.v1.Session
-	(*ListTransactionsRequest)(nil),    // 27: coordinator.v1.ListTransactionsRequest
-	(*ListTransactionsResponse)(nil),   // 28: coordinator.v1.ListTransactionsResponse
-	(*Transaction)(nil),                // 29: coordinator.v1.Transaction
-	(*SubTransaction)(nil),             // 30: coordinator.v1.SubTransaction
-	(*StartUpdateRequest)(nil),         // 31: coordinator.v1.StartUpdateRequest
-	(*GetUpdateRequest)(nil),           // 32: coordinator.v1.GetUpdateRequest
-	(*ListUpdatesRequest)(nil),         // 33: coordinator.v1.ListUpdatesRequest
-	(*ListUpdatesResponse)(nil),        // 34: coordinator.v1.ListUpdatesResponse
-	(*AbortUpdateRequest)(nil),         // 35: coordinator.v1.AbortUpdateRequest
-	(*WatchUpdateRequest)(nil),         // 36: coordinator.v1.WatchUpdateRequest
-	(*Update)(nil),                     // 37: coordinator.v1.Update
-	(*PhaseChange)(nil),                // 38: coordinator.v1.PhaseChange
-	(*UpdateProgress)(nil),             // 39: coordinator.v1.UpdateProgress
-	(*timestamppb.Timestamp)(nil),      // 40: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 41: google.protobuf.Duration
-	(*ServiceVersion)(nil),             // 42: coordinator.v1.ServiceVersion
+	(*GetServiceIstioRequest)(nil),     // 2: coordinator.v1.GetServiceIstioRequest
+	(*ListServicesRequest)(nil),        // 3: coordinator.v1.ListServicesRequest
+	(*ListServicesResponse)(nil),       // 4: coordinator.v1.ListServicesResponse
+	(*GetServiceRequest)(nil),          // 5: coordinator.v1.GetServiceRequest
+	(*ServiceState)(nil),               // 6: coordinator.v1.ServiceState
+	(*VersionState)(nil),               // 7: coordinator.v1.VersionState
+	(*Instance)(nil),                   // 8: coordinator.v1.Instance
+	(*UpdatePlan)(nil),                 // 9: coordinator.v1.UpdatePlan
+	(*GetClusterRequest)(nil),          // 10: coordinator.v1.GetClusterRequest
+	(*Cluster)(nil),                    // 11: coordinator.v1.Cluster
+	(*Replica)(nil),                    // 12: coordinator.v1.Replica
+	(*EtcdMember)(nil),                 // 13: coordinator.v1.EtcdMember
+	(*GetSelfPreservationRequest)(nil), // 14: coordinator.v1.GetSelfPreservationRequest
+	(*EndSelfPreservationRequest)(nil), // 15: coordinator.v1.EndSelfPreservationRequest
+	(*SelfPreservation)(nil),           // 16: coordinator.v1.SelfPreservation
+	(*GetFreenessRequest)(nil),         // 17: coordinator.v1.GetFreenessRequest
+	(*Freeness)(nil),                   // 18: coordinator.v1.Freeness
+	(*Blocker)(nil),                    // 19: coordinator.v1.Blocker
+	(*GetGraphRequest)(nil),            // 20: coordinator.v1.GetGraphRequest
+	(*Graph)(nil),                      // 21: coordinator.v1.Graph
+	(*ServiceNode)(nil),                // 22: coordinator.v1.ServiceNode
+	(*VersionSessions)(nil),            // 23: coordinator.v1.VersionSessions
+	(*Edge)(nil),                       // 24: coordinator.v1.Edge
+	(*ListSessionsRequest)(nil),        // 25: coordinator.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),       // 26: coordinator.v1.ListSessionsResponse
+	(*Session)(nil),                    // 27: coordinator.v1.Session
+	(*ListTransactionsRequest)(nil),    // 28: coordinator.v1.ListTransactionsRequest
+	(*ListTransactionsResponse)(nil),   // 29: coordinator.v1.ListTransactionsResponse
+	(*Transaction)(nil),                // 30: coordinator.v1.Transaction
+	(*SubTransaction)(nil),             // 31: coordinator.v1.SubTransaction
+	(*StartUpdateRequest)(nil),         // 32: coordinator.v1.StartUpdateRequest
+	(*GetUpdateRequest)(nil),           // 33: coordinator.v1.GetUpdateRequest
+	(*ListUpdatesRequest)(nil),         // 34: coordinator.v1.ListUpdatesRequest
+	(*ListUpdatesResponse)(nil),        // 35: coordinator.v1.ListUpdatesResponse
+	(*AbortUpdateRequest)(nil),         // 36: coordinator.v1.AbortUpdateRequest
+	(*WatchUpdateRequest)(nil),         // 37: coordinator.v1.WatchUpdateRequest
+	(*Update)(nil),                     // 38: coordinator.v1.Update
+	(*PhaseChange)(nil),                // 39: coordinator.v1.PhaseChange
+	(*UpdateProgress)(nil),             // 40: coordinator.v1.UpdateProgress
+	(*timestamppb.Timestamp)(nil),      // 41: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 42: google.protobuf.Duration
+	(*ServiceVersion)(nil),             // 43: coordinator.v1.ServiceVersion
+	(*httpbody.HttpBody)(nil),          // 44: google.api.HttpBody
 }
 var file_coordinator_v1_admin_proto_depIdxs = []int32{
-	5,  // 0: coordinator.v1.ListServicesResponse.services:type_name -> coordinator.v1.ServiceState
-	6,  // 1: coordinator.v1.ServiceState.versions:type_name -> coordinator.v1.VersionState
-	37, // 2: coordinator.v1.ServiceState.update:type_name -> coordinator.v1.Update
-	37, // 3: coordinator.v1.ServiceState.last_update:type_name -> coordinator.v1.Update
-	7,  // 4: coordinator.v1.VersionState.instance_list:type_name -> coordinator.v1.Instance
-	40, // 5: coordinator.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
+	6,  // 0: coordinator.v1.ListServicesResponse.services:type_name -> coordinator.v1.ServiceState
+	7,  // 1: coordinator.v1.ServiceState.versions:type_name -> coordinator.v1.VersionState
+	38, // 2: coordinator.v1.ServiceState.update:type_name -> coordinator.v1.Update
+	38, // 3: coordinator.v1.ServiceState.last_update:type_name -> coordinator.v1.Update
+	8,  // 4: coordinator.v1.VersionState.instance_list:type_name -> coordinator.v1.Instance
+	41, // 5: coordinator.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
 	0,  // 6: coordinator.v1.UpdatePlan.strategy:type_name -> coordinator.v1.Strategy
-	18, // 7: coordinator.v1.UpdatePlan.blockers:type_name -> coordinator.v1.Blocker
-	41, // 8: coordinator.v1.UpdatePlan.timeout:type_name -> google.protobuf.Duration
-	41, // 9: coordinator.v1.UpdatePlan.max_block:type_name -> google.protobuf.Duration
-	41, // 10: coordinator.v1.UpdatePlan.prepare_timeout:type_name -> google.protobuf.Duration
-	37, // 11: coordinator.v1.UpdatePlan.in_progress:type_name -> coordinator.v1.Update
-	11, // 12: coordinator.v1.Cluster.leader:type_name -> coordinator.v1.Replica
-	11, // 13: coordinator.v1.Cluster.replicas:type_name -> coordinator.v1.Replica
-	12, // 14: coordinator.v1.Cluster.members:type_name -> coordinator.v1.EtcdMember
-	40, // 15: coordinator.v1.SelfPreservation.since:type_name -> google.protobuf.Timestamp
-	41, // 16: coordinator.v1.SelfPreservation.window:type_name -> google.protobuf.Duration
-	41, // 17: coordinator.v1.SelfPreservation.grace:type_name -> google.protobuf.Duration
-	18, // 18: coordinator.v1.Freeness.blockers:type_name -> coordinator.v1.Blocker
-	21, // 19: coordinator.v1.Graph.services:type_name -> coordinator.v1.ServiceNode
-	23, // 20: coordinator.v1.Graph.edges:type_name -> coordinator.v1.Edge
-	22, // 21: coordinator.v1.ServiceNode.versions:type_name -> coordinator.v1.VersionSessions
-	26, // 22: coordinator.v1.ListSessionsResponse.sessions:type_name -> coordinator.v1.Session
-	41, // 23: coordinator.v1.Session.ttl:type_name -> google.protobuf.Duration
-	40, // 24: coordinator.v1.Session.registered_at:type_name -> google.protobuf.Timestamp
-	29, // 25: coordinator.v1.ListTransactionsResponse.transactions:type_name -> coordinator.v1.Transaction
-	42, // 26: coordinator.v1.Transaction.used:type_name -> coordinator.v1.ServiceVersion
-	30, // 27: coordinator.v1.Transaction.running:type_name -> coordinator.v1.SubTransaction
+	19, // 7: coordinator.v1.UpdatePlan.blockers:type_name -> coordinator.v1.Blocker
+	42, // 8: coordinator.v1.UpdatePlan.timeout:type_name -> google.protobuf.Duration
+	42, // 9: coordinator.v1.UpdatePlan.max_block:type_name -> google.protobuf.Duration
+	42, // 10: coordinator.v1.UpdatePlan.prepare_timeout:type_name -> google.protobuf.Duration
+	38, // 11: coordinator.v1.UpdatePlan.in_progress:type_name -> coordinator.v1.Update
+	12, // 12: coordinator.v1.Cluster.leader:type_name -> coordinator.v1.Replica
+	12, // 13: coordinator.v1.Cluster.replicas:type_name -> coordinator.v1.Replica
+	13, // 14: coordinator.v1.Cluster.members:type_name -> coordinator.v1.EtcdMember
+	41, // 15: coordinator.v1.SelfPreservation.since:type_name -> google.protobuf.Timestamp
+	42, // 16: coordinator.v1.SelfPreservation.window:type_name -> google.protobuf.Duration
+	42, // 17: coordinator.v1.SelfPreservation.grace:type_name -> google.protobuf.Duration
+	19, // 18: coordinator.v1.Freeness.blockers:type_name -> coordinator.v1.Blocker
+	22, // 19: coordinator.v1.Graph.services:type_name -> coordinator.v1.ServiceNode
+	24, // 20: coordinator.v1.Graph.edges:type_name -> coordinator.v1.Edge
+	23, // 21: coordinator.v1.ServiceNode.versions:type_name -> coordinator.v1.VersionSessions
+	27, // 22: coordinator.v1.ListSessionsResponse.sessions:type_name -> coordinator.v1.Session
+	42, // 23: coordinator.v1.Session.ttl:type_name -> google.protobuf.Duration
+	41, // 24: coordinator.v1.Session.registered_at:type_name -> google.protobuf.Timestamp
+	30, // 25: coordinator.v1.ListTransactionsResponse.transactions:type_name -> coordinator.v1.Transaction
+	43, // 26: coordinator.v1.Transaction.used:type_name -> coordinator.v1.ServiceVersion
+	31, // 27: coordinator.v1.Transaction.running:type_name -> coordinator.v1.SubTransaction
 	0,  // 28: coordinator.v1.StartUpdateRequest.strategy:type_name -> coordinator.v1.Strategy
-	41, // 29: coordinator.v1.StartUpdateRequest.timeout:type_name -> google.protobuf.Duration
-	41, // 30: coordinator.v1.StartUpdateRequest.max_block:type_name -> google.protobuf.Duration
-	41, // 31: coordinator.v1.StartUpdateRequest.prepare_timeout:type_name -> google.protobuf.Duration
-	37, // 32: coordinator.v1.ListUpdatesResponse.updates:type_name -> coordinator.v1.Update
+	42, // 29: coordinator.v1.StartUpdateRequest.timeout:type_name -> google.protobuf.Duration
+	42, // 30: coordinator.v1.StartUpdateRequest.max_block:type_name -> google.protobuf.Duration
+	42, // 31: coordinator.v1.StartUpdateRequest.prepare_timeout:type_name -> google.protobuf.Duration
+	38, // 32: coordinator.v1.ListUpdatesResponse.updates:type_name -> coordinator.v1.Update
 	0,  // 33: coordinator.v1.Update.strategy:type_name -> coordinator.v1.Strategy
 	1,  // 34: coordinator.v1.Update.phase:type_name -> coordinator.v1.Phase
-	41, // 35: coordinator.v1.Update.timeout:type_name -> google.protobuf.Duration
-	41, // 36: coordinator.v1.Update.max_block:type_name -> google.protobuf.Duration
-	40, // 37: coordinator.v1.Update.created_at:type_name -> google.protobuf.Timestamp
-	40, // 38: coordinator.v1.Update.switched_at:type_name -> google.protobuf.Timestamp
-	40, // 39: coordinator.v1.Update.finished_at:type_name -> google.protobuf.Timestamp
-	38, // 40: coordinator.v1.Update.history:type_name -> coordinator.v1.PhaseChange
-	39, // 41: coordinator.v1.Update.progress:type_name -> coordinator.v1.UpdateProgress
-	41, // 42: coordinator.v1.Update.prepare_timeout:type_name -> google.protobuf.Duration
+	42, // 35: coordinator.v1.Update.timeout:type_name -> google.protobuf.Duration
+	42, // 36: coordinator.v1.Update.max_block:type_name -> google.protobuf.Duration
+	41, // 37: coordinator.v1.Update.created_at:type_name -> google.protobuf.Timestamp
+	41, // 38: coordinator.v1.Update.switched_at:type_name -> google.protobuf.Timestamp
+	41, // 39: coordinator.v1.Update.finished_at:type_name -> google.protobuf.Timestamp
+	39, // 40: coordinator.v1.Update.history:type_name -> coordinator.v1.PhaseChange
+	40, // 41: coordinator.v1.Update.progress:type_name -> coordinator.v1.UpdateProgress
+	42, // 42: coordinator.v1.Update.prepare_timeout:type_name -> google.protobuf.Duration
 	1,  // 43: coordinator.v1.PhaseChange.phase:type_name -> coordinator.v1.Phase
-	40, // 44: coordinator.v1.PhaseChange.at:type_name -> google.protobuf.Timestamp
-	16, // 45: coordinator.v1.AdminService.GetFreeness:input_type -> coordinator.v1.GetFreenessRequest
-	19, // 46: coordinator.v1.AdminService.GetGraph:input_type -> coordinator.v1.GetGraphRequest
-	24, // 47: coordinator.v1.AdminService.ListSessions:input_type -> coordinator.v1.ListSessionsRequest
-	27, // 48: coordinator.v1.AdminService.ListTransactions:input_type -> coordinator.v1.ListTransactionsRequest
-	31, // 49: coordinator.v1.AdminService.StartUpdate:input_type -> coordinator.v1.StartUpdateRequest
-	32, // 50: coordinator.v1.AdminService.GetUpdate:input_type -> coordinator.v1.GetUpdateRequest
-	33, // 51: coordinator.v1.AdminService.ListUpdates:input_type -> coordinator.v1.ListUpdatesRequest
-	35, // 52: coordinator.v1.AdminService.AbortUpdate:input_type -> coordinator.v1.AbortUpdateRequest
-	36, // 53: coordinator.v1.AdminService.WatchUpdate:input_type -> coordinator.v1.WatchUpdateRequest
-	9,  // 54: coordinator.v1.AdminService.GetCluster:input_type -> coordinator.v1.GetClusterRequest
-	13, // 55: coordinator.v1.AdminService.GetSelfPreservation:input_type -> coordinator.v1.GetSelfPreservationRequest
-	14, // 56: coordinator.v1.AdminService.EndSelfPreservation:input_type -> coordinator.v1.EndSelfPreservationRequest
-	2,  // 57: coordinator.v1.AdminService.ListServices:input_type -> coordinator.v1.ListServicesRequest
-	4,  // 58: coordinator.v1.AdminService.GetService:input_type -> coordinator.v1.GetServiceRequest
-	31, // 59: coordinator.v1.AdminService.DryRunUpdate:input_type -> coordinator.v1.StartUpdateRequest
-	17, // 60: coordinator.v1.AdminService.GetFreeness:output_type -> coordinator.v1.Freeness
-	20, // 61: coordinator.v1.AdminService.GetGraph:output_type -> coordinator.v1.Graph
-	25, // 62: coordinator.v1.AdminService.ListSessions:output_type -> coordinator.v1.ListSessionsResponse
-	28, // 63: coordinator.v1.AdminService.ListTransactions:output_type -> coordinator.v1.ListTransactionsResponse
-	37, // 64: coordinator.v1.AdminService.StartUpdate:output_type -> coordinator.v1.Update
-	37, // 65: coordinator.v1.AdminService.GetUpdate:output_type -> coordinator.v1.Update
-	34, // 66: coordinator.v1.AdminService.ListUpdates:output_type -> coordinator.v1.ListUpdatesResponse
-	37, // 67: coordinator.v1.AdminService.AbortUpdate:output_type -> coordinator.v1.Update
-	37, // 68: coordinator.v1.AdminService.WatchUpdate:output_type -> coordinator.v1.Update
-	10, // 69: coordinator.v1.AdminService.GetCluster:output_type -> coordinator.v1.Cluster
-	15, // 70: coordinator.v1.AdminService.GetSelfPreservation:output_type -> coordinator.v1.SelfPreservation
-	15, // 71: coordinator.v1.AdminService.EndSelfPreservation:output_type -> coordinator.v1.SelfPreservation
-	3,  // 72: coordinator.v1.AdminService.ListServices:output_type -> coordinator.v1.ListServicesResponse
-	5,  // 73: coordinator.v1.AdminService.GetService:output_type -> coordinator.v1.ServiceState
-	8,  // 74: coordinator.v1.AdminService.DryRunUpdate:output_type -> coordinator.v1.UpdatePlan
-	60, // [60:75] is the sub-list for method output_type
-	45, // [45:60] is the sub-list for method input_type
+	41, // 44: coordinator.v1.PhaseChange.at:type_name -> google.protobuf.Timestamp
+	17, // 45: coordinator.v1.AdminService.GetFreeness:input_type -> coordinator.v1.GetFreenessRequest
+	20, // 46: coordinator.v1.AdminService.GetGraph:input_type -> coordinator.v1.GetGraphRequest
+	25, // 47: coordinator.v1.AdminService.ListSessions:input_type -> coordinator.v1.ListSessionsRequest
+	28, // 48: coordinator.v1.AdminService.ListTransactions:input_type -> coordinator.v1.ListTransactionsRequest
+	32, // 49: coordinator.v1.AdminService.StartUpdate:input_type -> coordinator.v1.StartUpdateRequest
+	33, // 50: coordinator.v1.AdminService.GetUpdate:input_type -> coordinator.v1.GetUpdateRequest
+	34, // 51: coordinator.v1.AdminService.ListUpdates:input_type -> coordinator.v1.ListUpdatesRequest
+	36, // 52: coordinator.v1.AdminService.AbortUpdate:input_type -> coordinator.v1.AbortUpdateRequest
+	37, // 53: coordinator.v1.AdminService.WatchUpdate:input_type -> coordinator.v1.WatchUpdateRequest
+	10, // 54: coordinator.v1.AdminService.GetCluster:input_type -> coordinator.v1.GetClusterRequest
+	14, // 55: coordinator.v1.AdminService.GetSelfPreservation:input_type -> coordinator.v1.GetSelfPreservationRequest
+	15, // 56: coordinator.v1.AdminService.EndSelfPreservation:input_type -> coordinator.v1.EndSelfPreservationRequest
+	3,  // 57: coordinator.v1.AdminService.ListServices:input_type -> coordinator.v1.ListServicesRequest
+	5,  // 58: coordinator.v1.AdminService.GetService:input_type -> coordinator.v1.GetServiceRequest
+	32, // 59: coordinator.v1.AdminService.DryRunUpdate:input_type -> coordinator.v1.StartUpdateRequest
+	2,  // 60: coordinator.v1.AdminService.GetServiceIstio:input_type -> coordinator.v1.GetServiceIstioRequest
+	18, // 61: coordinator.v1.AdminService.GetFreeness:output_type -> coordinator.v1.Freeness
+	21, // 62: coordinator.v1.AdminService.GetGraph:output_type -> coordinator.v1.Graph
+	26, // 63: coordinator.v1.AdminService.ListSessions:output_type -> coordinator.v1.ListSessionsResponse
+	29, // 64: coordinator.v1.AdminService.ListTransactions:output_type -> coordinator.v1.ListTransactionsResponse
+	38, // 65: coordinator.v1.AdminService.StartUpdate:output_type -> coordinator.v1.Update
+	38, // 66: coordinator.v1.AdminService.GetUpdate:output_type -> coordinator.v1.Update
+	35, // 67: coordinator.v1.AdminService.ListUpdates:output_type -> coordinator.v1.ListUpdatesResponse
+	38, // 68: coordinator.v1.AdminService.AbortUpdate:output_type -> coordinator.v1.Update
+	38, // 69: coordinator.v1.AdminService.WatchUpdate:output_type -> coordinator.v1.Update
+	11, // 70: coordinator.v1.AdminService.GetCluster:output_type -> coordinator.v1.Cluster
+	16, // 71: coordinator.v1.AdminService.GetSelfPreservation:output_type -> coordinator.v1.SelfPreservation
+	16, // 72: coordinator.v1.AdminService.EndSelfPreservation:output_type -> coordinator.v1.SelfPreservation
+	4,  // 73: coordinator.v1.AdminService.ListServices:output_type -> coordinator.v1.ListServicesResponse
+	6,  // 74: coordinator.v1.AdminService.GetService:output_type -> coordinator.v1.ServiceState
+	9,  // 75: coordinator.v1.AdminService.DryRunUpdate:output_type -> coordinator.v1.UpdatePlan
+	44, // 76: coordinator.v1.AdminService.GetServiceIstio:output_type -> google.api.HttpBody
+	61, // [61:77] is the sub-list for method output_type
+	45, // [45:61] is the sub-list for method input_type
 	45, // [45:45] is the sub-list for extension type_name
 	45, // [45:45] is the sub-list for extension extendee
 	0,  // [0:45] is the sub-list for field type_name
@@ -3409,7 +3493,7 @@ func file_coordinator_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinator_v1_admin_proto_rawDesc), len(file_coordinator_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   38,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

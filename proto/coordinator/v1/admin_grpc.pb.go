@@ -8,6 +8,7 @@ package coordinatorv1
 
 import (
 	context "context"
+	httpbody "google.golang.org/genproto/googleapis/api/httpbody"
 	grpc "google.golang.org/grpc"
 	codes "google.golang.org/grpc/codes"
 	status "google.golang.org/grpc/status"
@@ -34,6 +35,7 @@ const (
 	AdminService_ListServices_FullMethodName        = "/coordinator.v1.AdminService/ListServices"
 	AdminService_GetService_FullMethodName          = "/coordinator.v1.AdminService/GetService"
 	AdminService_DryRunUpdate_FullMethodName        = "/coordinator.v1.AdminService/DryRunUpdate"
+	AdminService_GetServiceIstio_FullMethodName     = "/coordinator.v1.AdminService/GetServiceIstio"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -82,6 +84,11 @@ type AdminServiceClient interface {
 	// target's instances, whether the service is free or which transactions
 	// block it, and the strategy's constraints.
 	DryRunUpdate(ctx context.Context, in *StartUpdateRequest, opts ...grpc.CallOption) (*UpdatePlan, error)
+	// GetServiceIstio renders the Istio VirtualService and DestinationRule
+	// that enforce the service's routing now (at the phase of its update):
+	// YAML (application/yaml) by default, a JSON List with format "json".
+	// For coordsidecar's --mode istio; see package mesh/istio.
+	GetServiceIstio(ctx context.Context, in *GetServiceIstioRequest, opts ...grpc.CallOption) (*httpbody.HttpBody, error)
 }
 
 type adminServiceClient struct {
@@ -251,6 +258,16 @@ func (c *adminServiceClient) DryRunUpdate(ctx context.Context, in *StartUpdateRe
 	return out, nil
 }
 
+func (c *adminServiceClient) GetServiceIstio(ctx context.Context, in *GetServiceIstioRequest, opts ...grpc.CallOption) (*httpbody.HttpBody, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(httpbody.HttpBody)
+	err := c.cc.Invoke(ctx, AdminService_GetServiceIstio_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -297,6 +314,11 @@ type AdminServiceServer interface {
 	// target's instances, whether the service is free or which transactions
 	// block it, and the strategy's constraints.
 	DryRunUpdate(context.Context, *StartUpdateRequest) (*UpdatePlan, error)
+	// GetServiceIstio renders the Istio VirtualService and DestinationRule
+	// that enforce the service's routing now (at the phase of its update):
+	// YAML (application/yaml) by default, a JSON List with format "json".
+	// For coordsidecar's --mode istio; see package mesh/istio.
+	GetServiceIstio(context.Context, *GetServiceIstioRequest) (*httpbody.HttpBody, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -351,6 +373,9 @@ func (UnimplementedAdminServiceServer) GetService(context.Context, *GetServiceRe
 }
 func (UnimplementedAdminServiceServer) DryRunUpdate(context.Context, *StartUpdateRequest) (*UpdatePlan, error) {
 	return nil, status.Error(codes.Unimplemented, "method DryRunUpdate not implemented")
+}
+func (UnimplementedAdminServiceServer) GetServiceIstio(context.Context, *GetServiceIstioRequest) (*httpbody.HttpBody, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetServiceIstio not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -636,6 +661,24 @@ func _AdminService_DryRunUpdate_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_GetServiceIstio_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetServiceIstioRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetServiceIstio(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetServiceIstio_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetServiceIstio(ctx, req.(*GetServiceIstioRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -698,6 +741,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DryRunUpdate",
 			Handler:    _AdminService_DryRunUpdate_Handler,
+		},
+		{
+			MethodName: "GetServiceIstio",
+			Handler:    _AdminService_GetServiceIstio_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
