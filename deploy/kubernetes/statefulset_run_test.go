@@ -2,7 +2,6 @@ package kubernetes
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -468,7 +467,5 @@ func (d *daemon) checkRunning(t *testing.T) {
 	if strings.Contains(out, "address already in use") {
 		t.Skipf("%s lost a fixed port to another process (%v):\n%s", d.name, d.err, out)
 	}
-	var ee *exec.ExitError
-	errors.As(d.err, &ee)
 	t.Fatalf("%s exited: %v\n%s", d.name, d.err, out)
 }
