@@ -27,6 +27,9 @@ import (
 // --etcd-cert, --etcd-key, --etcd-username, --etcd-password[-file]).
 type clusterFlags struct {
 	name, initialCluster, state, peerAddr, clientAddr string
+	// What the embedded etcd's listeners bind when that is not what they
+	// advertise (peerAddr, clientAddr): 0.0.0.0 in a pod named by DNS.
+	peerListenAddr, clientListenAddr string
 	// The addresses other replicas send sidecars and operators to.
 	advertiseGRPC, advertiseHTTP string
 
@@ -46,13 +49,18 @@ func registerClusterFlags(fs *pflag.FlagSet) *clusterFlags {
 		"embedded etcd cluster: every member's name and peer URL, n1=http://127.0.0.1:2380,n2=...,n3=... (https:// with --peer-cert; only read on first start; a restart on the same --data-dir rejoins)")
 	fs.StringVar(&c.state, "initial-cluster-state", "new",
 		`"new" to form the cluster, "existing" to join a running cluster that added this member (etcdctl member add)`)
-	fs.StringVar(&c.peerAddr, "peer-addr", "", "embedded etcd peer listen address host:port (default: this member's entry in --initial-cluster; 127.0.0.1:0 without)")
+	fs.StringVar(&c.peerAddr, "peer-addr", "", "embedded etcd peer address host:port, listened on and advertised (default: this member's entry in --initial-cluster; 127.0.0.1:0 without)")
+	fs.StringVar(&c.peerListenAddr, "peer-listen-addr", "",
+		"embedded etcd peer listen address host:port when it differs from the advertised one (this member's entry in --initial-cluster), "+
+			"e.g. 0.0.0.0:2380 in a pod whose peer URL names its DNS name; needs --initial-cluster (default: the advertised address)")
 	fs.StringVar(&c.advertiseGRPC, "advertise-grpc", "",
 		"gRPC address other replicas send sidecars and operators to, host:port (default --grpc-addr; set it when that binds 0.0.0.0, and name it in the replica's certificate)")
 	fs.StringVar(&c.advertiseHTTP, "advertise-http", "",
 		"HTTP address other replicas show operators in the cluster view, host:port (default --http-addr)")
 	fs.StringVar(&c.clientAddr, "etcd-client-addr", "",
-		"embedded etcd client listen address host:port (default with --initial-cluster: 127.0.0.1:0, a free port; a single member opens no client listener unless this is set: this replica calls it in process)")
+		"embedded etcd client address host:port, listened on and advertised to the other members and this replica's etcd client (default with --initial-cluster: 127.0.0.1:0, a free port; a single member opens no client listener unless this is set: this replica calls it in process)")
+	fs.StringVar(&c.clientListenAddr, "etcd-client-listen-addr", "",
+		"embedded etcd client listen address host:port when it differs from --etcd-client-addr (then only advertised, with a fixed port), e.g. 0.0.0.0:2379 in a pod (default: --etcd-client-addr)")
 
 	fs.StringVar(&c.peerTLS.Cert, "peer-cert", "",
 		"embedded etcd: PEM certificate this member presents to its peers, as server and client (needs --peer-key and --peer-ca; --initial-cluster URLs are then https://)")
@@ -179,7 +187,8 @@ func (c *clusterFlags) validate(endpoints []string) error {
 		if c.initialCluster != "" {
 			return errors.New("--initial-cluster (embedded etcd cluster) and --etcd-endpoints (external etcd) cannot be used together")
 		}
-		for _, f := range [][2]string{{"--name", c.name}, {"--peer-addr", c.peerAddr}, {"--etcd-client-addr", c.clientAddr}} {
+		for _, f := range [][2]string{{"--name", c.name}, {"--peer-addr", c.peerAddr}, {"--etcd-client-addr", c.clientAddr},
+			{"--peer-listen-addr", c.peerListenAddr}, {"--etcd-client-listen-addr", c.clientListenAddr}} {
 			if f[1] != "" {
 				return fmt.Errorf("%s configures the embedded etcd and cannot be used with --etcd-endpoints", f[0])
 			}
@@ -196,7 +205,23 @@ func (c *clusterFlags) validate(endpoints []string) error {
 			return fmt.Errorf("%s %q: want host:port", f[0], f[1])
 		}
 	}
+	for _, f := range [][2]string{{"--peer-listen-addr", c.peerListenAddr}, {"--etcd-client-listen-addr", c.clientListenAddr}} {
+		if f[1] == "" {
+			continue
+		}
+		if host, port, err := net.SplitHostPort(f[1]); err != nil || host == "" || port == "" || port == "0" {
+			return fmt.Errorf("%s %q: want host:port with a host (0.0.0.0 for every address) and a fixed port", f[0], f[1])
+		}
+	}
+	if c.clientListenAddr != "" {
+		if _, port, err := net.SplitHostPort(c.clientAddr); err != nil || port == "0" {
+			return fmt.Errorf("--etcd-client-listen-addr needs --etcd-client-addr, the address advertised, with a fixed port (got %q)", c.clientAddr)
+		}
+	}
 	if c.initialCluster == "" {
+		if c.peerListenAddr != "" {
+			return errors.New("--peer-listen-addr needs --initial-cluster, which names the peer address advertised")
+		}
 		if c.state != "new" {
 			return errors.New("--initial-cluster-state existing needs --initial-cluster")
 		}
@@ -241,6 +266,7 @@ func (c *clusterFlags) validate(endpoints []string) error {
 // no client TLS flags, the peer files serve the client listener too.
 func (c *clusterFlags) apply(cfg *server.Config) {
 	cfg.Name, cfg.InitialCluster, cfg.PeerAddr, cfg.EtcdClientAddr = c.name, c.initialCluster, c.peerAddr, c.clientAddr
+	cfg.PeerListenAddr, cfg.EtcdClientListenAddr = c.peerListenAddr, c.clientListenAddr
 	if c.initialCluster != "" {
 		cfg.ClusterState = c.state
 	}
@@ -256,9 +282,16 @@ func (c *clusterFlags) apply(cfg *server.Config) {
 // plaintext beyond loopback (flag and address), or returns "" if none
 // would: the peer listener of a cluster member without --peer-cert, and an
 // --etcd-client-addr without client TLS. Either lets anyone who reaches it
-// read and change every key.
+// read and change every key. What counts is the address bound: the listen
+// address when one is given apart from the advertised one.
 func (c *clusterFlags) plaintextBeyondLoopback() (flag, addr string) {
 	if c.initialCluster != "" && c.peerTLS.Empty() {
+		if c.peerListenAddr != "" {
+			if !isLoopback(c.peerListenAddr) {
+				return "--peer-listen-addr", c.peerListenAddr
+			}
+			return c.clientBeyondLoopback()
+		}
 		peer := c.peerAddr
 		if peer == "" {
 			if members, err := types.NewURLsMap(c.initialCluster); err == nil {
@@ -271,7 +304,20 @@ func (c *clusterFlags) plaintextBeyondLoopback() (flag, addr string) {
 			return "--peer-addr", peer
 		}
 	}
-	if c.clientAddr != "" && !isLoopback(c.clientAddr) && c.clientTLS.Empty() && c.peerTLS.Empty() {
+	return c.clientBeyondLoopback()
+}
+
+// clientBeyondLoopback is plaintextBeyondLoopback's client listener.
+func (c *clusterFlags) clientBeyondLoopback() (flag, addr string) {
+	if !c.clientTLS.Empty() || !c.peerTLS.Empty() {
+		return "", ""
+	}
+	switch {
+	case c.clientListenAddr != "":
+		if !isLoopback(c.clientListenAddr) {
+			return "--etcd-client-listen-addr", c.clientListenAddr
+		}
+	case c.clientAddr != "" && !isLoopback(c.clientAddr):
 		return "--etcd-client-addr", c.clientAddr
 	}
 	return "", ""

@@ -43,6 +43,14 @@ func TestClusterFlagErrors(t *testing.T) {
 			`--initial-cluster-state must be new or existing, not "old"`},
 		{[]string{"--initial-cluster-state", "existing"}, "--initial-cluster-state existing needs --initial-cluster"},
 		{[]string{"--peer-addr", "12380"}, `--peer-addr "12380": want host:port`},
+		{[]string{"--peer-listen-addr", "0.0.0.0:2380"}, "--peer-listen-addr needs --initial-cluster"},
+		{[]string{"--initial-cluster", threeMembers, "--name", "n1", "--peer-listen-addr", "0.0.0.0:0"},
+			`--peer-listen-addr "0.0.0.0:0": want host:port with a host (0.0.0.0 for every address) and a fixed port`},
+		{[]string{"--initial-cluster", threeMembers, "--name", "n1", "--peer-listen-addr", ":2380"}, `--peer-listen-addr ":2380": want host:port with a host`},
+		{[]string{"--etcd-client-listen-addr", "0.0.0.0:2379"}, "--etcd-client-listen-addr needs --etcd-client-addr, the address advertised, with a fixed port"},
+		{[]string{"--etcd-client-listen-addr", "0.0.0.0:2379", "--etcd-client-addr", "localhost:0"}, "--etcd-client-listen-addr needs --etcd-client-addr"},
+		{[]string{"--peer-listen-addr", "0.0.0.0:2380", "--etcd-endpoints", "http://10.0.0.1:2379"},
+			"--peer-listen-addr configures the embedded etcd and cannot be used with --etcd-endpoints"},
 	} {
 		var stderr bytes.Buffer
 		code := run(tc.args, io.Discard, &stderr)
@@ -225,5 +233,50 @@ func TestPlaintextEtcdBeyondLoopbackRefused(t *testing.T) {
 		{[]string{"--name", "n1", "--initial-cluster", "n1=http://10.1.2.3:2380"}, "--peer-addr 10.1.2.3:2380: the embedded etcd would listen beyond loopback without TLS"},
 		{[]string{"--name", "n1", "--initial-cluster", "n1=http://127.0.0.1:2380", "--peer-addr", "0.0.0.0:2380"}, "--peer-addr 0.0.0.0:2380"},
 		{[]string{"--etcd-client-addr", "0.0.0.0:2379"}, "give --etcd-client-cert, --etcd-client-key and --etcd-client-ca"},
+		// What is bound counts, not what is advertised.
+		{[]string{"--name", "n1", "--initial-cluster", "n1=http://127.0.0.1:2380", "--peer-listen-addr", "0.0.0.0:2380"},
+			"--peer-listen-addr 0.0.0.0:2380: the embedded etcd would listen beyond loopback without TLS"},
+		{[]string{"--etcd-client-addr", "127.0.0.1:2379", "--etcd-client-listen-addr", "0.0.0.0:2379"},
+			"--etcd-client-listen-addr 0.0.0.0:2379: the embedded etcd would listen beyond loopback without TLS, and whoever reaches it could read and change every key: give --etcd-client-cert"},
+		{[]string{"--name", "n1", "--initial-cluster", "n1=http://127.0.0.1:2380", "--peer-listen-addr", "127.0.0.1:2380",
+			"--etcd-client-addr", "127.0.0.1:2379", "--etcd-client-listen-addr", "0.0.0.0:2379"}, "--etcd-client-listen-addr 0.0.0.0:2379"},
 	})
+
+	// Advertised names beyond loopback with listeners bound to loopback
+	// (behind a proxy that owns the name) serve no plaintext beyond it;
+	// with peer TLS, listening on every address is what a pod does.
+	for _, args := range [][]string{
+		{"--name", "n1", "--initial-cluster", "n1=http://coordinator-0.coordinator-peer.ns.svc:2380", "--peer-listen-addr", "127.0.0.1:2380",
+			"--etcd-client-addr", "coordinator-0.coordinator-peer.ns.svc:2379", "--etcd-client-listen-addr", "127.0.0.1:2379"},
+		{"--name", "n1", "--initial-cluster", "n1=https://coordinator-0.coordinator-peer.ns.svc:2380", "--peer-listen-addr", "0.0.0.0:2380",
+			"--etcd-client-addr", "coordinator-0.coordinator-peer.ns.svc:2379", "--etcd-client-listen-addr", "0.0.0.0:2379",
+			"--peer-cert", "p.crt", "--peer-key", "p.key", "--peer-ca", "ca.crt"},
+	} {
+		c, err := parseCluster(t, args, nil)
+		if err != nil {
+			t.Fatalf("%q: %v", args, err)
+		}
+		if flag, addr := c.plaintextBeyondLoopback(); flag != "" {
+			t.Errorf("%q: refused as plaintext beyond loopback (%s %s)", args, flag, addr)
+		}
+	}
+}
+
+// --peer-listen-addr and --etcd-client-listen-addr reach server.Config
+// apart from the advertised addresses.
+func TestListenAddrFlagsApply(t *testing.T) {
+	initial := "coordinator-0=https://coordinator-0.coordinator-peer.ns.svc:2380,coordinator-1=https://coordinator-1.coordinator-peer.ns.svc:2380"
+	c, err := parseCluster(t, []string{"--name", "coordinator-0", "--initial-cluster", initial,
+		"--peer-cert", "p.crt", "--peer-key", "p.key", "--peer-ca", "ca.crt",
+		"--peer-listen-addr", "10.4.0.7:2380", "--etcd-client-addr", "coordinator-0.coordinator-peer.ns.svc:2379", "--etcd-client-listen-addr", "0.0.0.0:2379"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got server.Config
+	c.apply(&got)
+	if got.PeerListenAddr != "10.4.0.7:2380" || got.PeerAddr != "" || got.EtcdClientListenAddr != "0.0.0.0:2379" ||
+		got.EtcdClientAddr != "coordinator-0.coordinator-peer.ns.svc:2379" || got.InitialCluster != initial {
+		t.Errorf("applied: peer %q listen %q, client %q listen %q, initial %q", got.PeerAddr, got.PeerListenAddr,
+			got.EtcdClientAddr, got.EtcdClientListenAddr, got.InitialCluster)
+	}
 }

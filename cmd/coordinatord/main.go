@@ -139,7 +139,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if flag, addr := cluster.plaintextBeyondLoopback(); flag != "" && !*tlsf.insecure {
 		fix := "--peer-cert, --peer-key and --peer-ca (and https:// in --initial-cluster)"
-		if flag == "--etcd-client-addr" {
+		if strings.HasPrefix(flag, "--etcd-client-") {
 			fix = "--etcd-client-cert, --etcd-client-key and --etcd-client-ca"
 		}
 		return fail("%s %s: the embedded etcd would listen beyond loopback without TLS, and whoever reaches it could read and change every key: "+

@@ -63,6 +63,11 @@ type Config struct {
 	// listener unless EtcdClientAddr is set (this replica calls it in
 	// process).
 	Name, InitialCluster, PeerAddr, EtcdClientAddr, ClusterState string
+	// PeerListenAddr and EtcdClientListenAddr, when set, are what the
+	// member's peer and client listeners bind (e.g. 0.0.0.0:2380 in a
+	// pod), PeerAddr and EtcdClientAddr then only what it advertises
+	// (embedetcd.Config.PeerListenAddr and ClientListenAddr).
+	PeerListenAddr, EtcdClientListenAddr string
 	// EtcdPeerTLS and EtcdClientTLS secure the embedded member with mutual
 	// TLS (embedetcd.Config.PeerTLS and ClientTLS: cert, key and CA each):
 	// its peer URLs (InitialCluster's then https://) and its client
@@ -278,6 +283,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			DataDir: filepath.Join(cfg.DataDir, "etcd"), Logger: lg,
 			Name: cfg.Name, InitialCluster: cfg.InitialCluster, PeerAddr: cfg.PeerAddr,
 			ClientAddr: cfg.EtcdClientAddr, ClusterState: cfg.ClusterState,
+			PeerListenAddr: cfg.PeerListenAddr, ClientListenAddr: cfg.EtcdClientListenAddr,
 			PeerTLS: cfg.EtcdPeerTLS, ClientTLS: cfg.EtcdClientTLS,
 		})
 		if err != nil {

@@ -24,6 +24,7 @@ type testCluster struct {
 	dirs    []string
 	servers []*Server
 	opts    clusterOpts
+	ports   []int // peer ports, then client ports (used with opts.apart)
 }
 
 // clusterOpts varies a test cluster.
@@ -34,6 +35,10 @@ type clusterOpts struct {
 	// only, when set, names the members started (by index); the others
 	// are in InitialCluster, and the test starts them itself.
 	only []int
+	// apart, when set, advertises names and listens on addresses, as in
+	// a Kubernetes pod: the peer and client URLs name "localhost", and
+	// PeerListenAddr and ClientListenAddr bind 127.0.0.1 on those ports.
+	apart bool
 }
 
 // startCluster starts a three-member cluster on free loopback ports. The
@@ -63,7 +68,7 @@ func startClusterWith(t *testing.T, opts clusterOpts) *testCluster {
 }
 
 func tryStartCluster(t *testing.T, opts clusterOpts) (*testCluster, error) {
-	ports, err := freePorts([]string{"127.0.0.1", "127.0.0.1", "127.0.0.1"})
+	ports, err := freePorts([]string{"127.0.0.1", "127.0.0.1", "127.0.0.1", "127.0.0.1", "127.0.0.1", "127.0.0.1"})
 	if err != nil {
 		return nil, err
 	}
@@ -71,12 +76,16 @@ func tryStartCluster(t *testing.T, opts clusterOpts) (*testCluster, error) {
 	if opts.peerTLS != nil {
 		scheme = "https"
 	}
+	host := "127.0.0.1"
+	if opts.apart {
+		host = "localhost"
+	}
 	var parts []string
-	for i, p := range ports {
-		parts = append(parts, fmt.Sprintf("n%d=%s://127.0.0.1:%d", i+1, scheme, p))
+	for i, p := range ports[:3] {
+		parts = append(parts, fmt.Sprintf("n%d=%s://%s:%d", i+1, scheme, host, p))
 	}
 	base := t.TempDir()
-	c := &testCluster{initial: strings.Join(parts, ","), servers: make([]*Server, 3), opts: opts}
+	c := &testCluster{initial: strings.Join(parts, ","), servers: make([]*Server, 3), opts: opts, ports: ports}
 	for i := range 3 {
 		c.dirs = append(c.dirs, filepath.Join(base, fmt.Sprintf("n%d", i+1)))
 	}
@@ -115,6 +124,11 @@ func (c *testCluster) config(i int) Config {
 	}
 	if c.opts.clientTLS != nil {
 		cfg.ClientTLS = c.opts.clientTLS(i)
+	}
+	if c.opts.apart {
+		cfg.PeerListenAddr = fmt.Sprintf("127.0.0.1:%d", c.ports[i])
+		cfg.ClientAddr = fmt.Sprintf("localhost:%d", c.ports[3+i])
+		cfg.ClientListenAddr = fmt.Sprintf("127.0.0.1:%d", c.ports[3+i])
 	}
 	return cfg
 }
@@ -371,5 +385,51 @@ func TestHandOffSkipsAMemberThatServesNoClients(t *testing.T) {
 	}
 	if got := c.raftLeader(t); got != cur {
 		t.Fatalf("Raft leadership moved from n%d to n%d with no transferee", cur+1, got+1)
+	}
+}
+
+// Members that advertise a name and listen on an address (PeerListenAddr,
+// ClientListenAddr), as pods advertise their DNS names and bind 0.0.0.0,
+// form a cluster: the member list holds the advertised URLs, clients use
+// them, and the listeners bind the listen addresses only.
+func TestClusterListenApartFromAdvertised(t *testing.T) {
+	c := startClusterWith(t, clusterOpts{apart: true})
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+
+	for i, s := range c.servers {
+		want := fmt.Sprintf("http://localhost:%d", c.ports[3+i])
+		if got := s.ClientURLs(); len(got) != 1 || got[0] != want {
+			t.Errorf("n%d: ClientURLs() = %v, want [%s] (advertised, not the listener's address)", i+1, got, want)
+		}
+		if got, want := s.PeerURLs(), fmt.Sprintf("http://localhost:%d", c.ports[i]); len(got) != 1 || got[0] != want {
+			t.Errorf("n%d: PeerURLs() = %v, want [%s]", i+1, got, want)
+		}
+		var bound []string
+		for _, l := range s.Etcd().Peers {
+			bound = append(bound, l.Addr().String())
+		}
+		for _, l := range s.Etcd().Clients {
+			bound = append(bound, l.Addr().String())
+		}
+		want2 := []string{fmt.Sprintf("127.0.0.1:%d", c.ports[i]), fmt.Sprintf("127.0.0.1:%d", c.ports[3+i])}
+		if !slices.Equal(bound, want2) {
+			t.Errorf("n%d: listeners bound %v, want %v", i+1, bound, want2)
+		}
+	}
+	c1, c3 := clientFor(t, c.servers[0].ClientURLs()...), clientFor(t, c.servers[2].ClientURLs()...)
+	if _, err := c1.Put(ctx, "x", "y"); err != nil {
+		t.Fatalf("Put via n1: %v", err)
+	}
+	mustGet(ctx, t, c3, "x", "y")
+	ml, err := c3.MemberList(ctx)
+	if err != nil || len(ml.Members) != 3 {
+		t.Fatalf("MemberList = %v, %v; want 3 members", ml, err)
+	}
+	for _, m := range ml.Members {
+		if len(m.PeerURLs) != 1 || !strings.Contains(c.initial, m.Name+"="+m.PeerURLs[0]) ||
+			len(m.ClientURLs) != 1 || !strings.HasPrefix(m.ClientURLs[0], "http://localhost:") {
+			t.Errorf("member %s: client %v peer %v, want the advertised localhost URLs", m.Name, m.ClientURLs, m.PeerURLs)
+		}
 	}
 }

@@ -108,10 +108,25 @@ type Config struct {
 	// clients fail over to it, and hand-offs ask it for its status):
 	// default "127.0.0.1:0".
 	ClientAddr string
+	// ClientListenAddr, when set, is the host:port the client listener
+	// binds, and ClientAddr only the address advertised to clients and
+	// the other members (and dialed by this process's own client). Set it
+	// where the advertised name is not an address this host can bind: a
+	// Kubernetes pod listens on "0.0.0.0:2379" and advertises its stable
+	// DNS name. Its host may be unspecified (0.0.0.0, ::); both ports must
+	// be fixed. It needs ClientAddr.
+	ClientListenAddr string
 	// PeerAddr is the host:port serving raft peers; default "127.0.0.1:0"
 	// for a single member. With InitialCluster set it defaults to this
 	// member's entry there and must not use port 0 (peers must know it).
 	PeerAddr string
+	// PeerListenAddr, when set, is the host:port the peer listener binds,
+	// and PeerAddr (this member's entry in InitialCluster) only the
+	// address advertised to the other members: "0.0.0.0:2380" or the
+	// pod's IP in a Kubernetes pod whose peer URL names its stable DNS
+	// name. Its host may be unspecified (0.0.0.0, ::); its port must be
+	// fixed, and so must PeerAddr's. Default: PeerAddr.
+	PeerListenAddr string
 	// InitialCluster is "n1=http://127.0.0.1:P1,n2=http://..." naming every
 	// member's peer URL (https:// with PeerTLS, http:// without); empty
 	// means a single member made of itself. It is only read when DataDir
@@ -220,6 +235,15 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			name: cfg.Name, dataDir: cfg.DataDir, closing: closing}
 		for _, l := range e.Clients {
 			s.endpoints = append(s.endpoints, cfg.clientScheme()+"://"+l.Addr().String())
+		}
+		if cfg.ClientListenAddr != "" {
+			// The listener may bind every address: clients (this
+			// process's own too) dial the advertised one, the name
+			// its certificate holds.
+			s.endpoints = nil
+			for _, u := range ec.AdvertiseClientUrls {
+				s.endpoints = append(s.endpoints, u.String())
+			}
 		}
 		for _, u := range ec.AdvertisePeerUrls {
 			s.peerURLs = append(s.peerURLs, u.String())
@@ -512,7 +536,24 @@ func (cfg *Config) setDefaults() error {
 		cfg.TickMs, cfg.ElectionMs = singleTickMs, singleElectionMs
 	}
 	if cfg.ClientAddr != "" {
-		if _, _, err := splitAddr("ClientAddr", cfg.ClientAddr); err != nil {
+		_, port, err := splitAddr("ClientAddr", cfg.ClientAddr)
+		if err != nil {
+			return err
+		}
+		if cfg.ClientListenAddr != "" && port == 0 {
+			return fmt.Errorf("%w: ClientAddr %q: needs a fixed port with ClientListenAddr (it is advertised as it is)", ErrInvalidConfig, cfg.ClientAddr)
+		}
+	}
+	if cfg.ClientListenAddr != "" {
+		if cfg.ClientAddr == "" {
+			return fmt.Errorf("%w: ClientListenAddr %q needs ClientAddr, the address advertised", ErrInvalidConfig, cfg.ClientListenAddr)
+		}
+		if err := checkListenAddr("ClientListenAddr", cfg.ClientListenAddr); err != nil {
+			return err
+		}
+	}
+	if cfg.PeerListenAddr != "" {
+		if err := checkListenAddr("PeerListenAddr", cfg.PeerListenAddr); err != nil {
 			return err
 		}
 	}
@@ -523,7 +564,10 @@ func (cfg *Config) setDefaults() error {
 		if cfg.ClusterState == embed.ClusterStateFlagExisting {
 			return fmt.Errorf("%w: ClusterState %q needs InitialCluster", ErrInvalidConfig, cfg.ClusterState)
 		}
-		_, _, err := splitAddr("PeerAddr", cfg.PeerAddr)
+		_, port, err := splitAddr("PeerAddr", cfg.PeerAddr)
+		if err == nil && cfg.PeerListenAddr != "" && port == 0 {
+			return fmt.Errorf("%w: PeerAddr %q: needs a fixed port with PeerListenAddr (it is advertised as it is)", ErrInvalidConfig, cfg.PeerAddr)
+		}
 		return err
 	}
 
@@ -628,12 +672,18 @@ func (cfg *Config) embedConfig(closing *atomic.Bool) (ec *embed.Config, picked b
 		clientURL := url.URL{Scheme: cfg.clientScheme(), Host: net.JoinHostPort(clientHost, strconv.Itoa(clientPort))}
 		ec.ListenClientUrls = []url.URL{clientURL}
 		ec.AdvertiseClientUrls = []url.URL{clientURL}
+		if cfg.ClientListenAddr != "" {
+			ec.ListenClientUrls = []url.URL{{Scheme: cfg.clientScheme(), Host: cfg.ClientListenAddr}}
+		}
 		if !cfg.ClientTLS.Empty() {
 			ec.ClientTLSInfo = tlsInfo(cfg.ClientTLS)
 		}
 	}
 	ec.ListenPeerUrls = []url.URL{peerURL}
 	ec.AdvertisePeerUrls = []url.URL{peerURL}
+	if cfg.PeerListenAddr != "" {
+		ec.ListenPeerUrls = []url.URL{{Scheme: cfg.peerScheme(), Host: cfg.PeerListenAddr}}
+	}
 	if !cfg.PeerTLS.Empty() {
 		ec.PeerTLSInfo = tlsInfo(cfg.PeerTLS)
 	}
@@ -704,6 +754,23 @@ func (h *shutdownHandler) WithGroup(name string) slog.Handler {
 
 // splitAddr parses host:port; the host must be an IP address or a name
 // (not empty, not unspecified: it is advertised as is).
+// checkListenAddr checks an address that is only listened on, never
+// advertised: host:port with a host (which may be unspecified, 0.0.0.0 or
+// ::, to listen on every address) and a fixed port.
+func checkListenAddr(field, addr string) error {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%w: %s %q: %w", ErrInvalidConfig, field, addr, err)
+	}
+	if host == "" {
+		return fmt.Errorf("%w: %s %q: needs a host (0.0.0.0 for every address)", ErrInvalidConfig, field, addr)
+	}
+	if port, err := strconv.Atoi(p); err != nil || port <= 0 || port > 65535 {
+		return fmt.Errorf("%w: %s %q: needs a fixed port", ErrInvalidConfig, field, addr)
+	}
+	return nil
+}
+
 func splitAddr(field, addr string) (host string, port int, err error) {
 	host, p, err := net.SplitHostPort(addr)
 	if err != nil {
