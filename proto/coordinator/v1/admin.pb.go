@@ -149,6 +149,315 @@ func (Phase) EnumDescriptor() ([]byte, []int) {
 	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{1}
 }
 
+type WatchStateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Most services in a snapshot, by name (default 1000, at most 10000).
+	ServiceLimit uint32 `protobuf:"varint,1,opt,name=service_limit,json=serviceLimit,proto3" json:"service_limit,omitempty"`
+	// Leave the cluster view out: a follower relaying the leader's stream
+	// asks so, and adds its own.
+	OmitCluster   bool `protobuf:"varint,2,opt,name=omit_cluster,json=omitCluster,proto3" json:"omit_cluster,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchStateRequest) Reset() {
+	*x = WatchStateRequest{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchStateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchStateRequest) ProtoMessage() {}
+
+func (x *WatchStateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchStateRequest.ProtoReflect.Descriptor instead.
+func (*WatchStateRequest) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *WatchStateRequest) GetServiceLimit() uint32 {
+	if x != nil {
+		return x.ServiceLimit
+	}
+	return 0
+}
+
+func (x *WatchStateRequest) GetOmitCluster() bool {
+	if x != nil {
+		return x.OmitCluster
+	}
+	return false
+}
+
+// WatchStateResponse is one message of WatchState: a snapshot, or a
+// keepalive that says nothing changed since the last one.
+type WatchStateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Event:
+	//
+	//	*WatchStateResponse_Snapshot
+	//	*WatchStateResponse_Keepalive
+	Event         isWatchStateResponse_Event `protobuf_oneof:"event"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchStateResponse) Reset() {
+	*x = WatchStateResponse{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchStateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchStateResponse) ProtoMessage() {}
+
+func (x *WatchStateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchStateResponse.ProtoReflect.Descriptor instead.
+func (*WatchStateResponse) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *WatchStateResponse) GetEvent() isWatchStateResponse_Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *WatchStateResponse) GetSnapshot() *StateSnapshot {
+	if x != nil {
+		if x, ok := x.Event.(*WatchStateResponse_Snapshot); ok {
+			return x.Snapshot
+		}
+	}
+	return nil
+}
+
+func (x *WatchStateResponse) GetKeepalive() *StateKeepalive {
+	if x != nil {
+		if x, ok := x.Event.(*WatchStateResponse_Keepalive); ok {
+			return x.Keepalive
+		}
+	}
+	return nil
+}
+
+type isWatchStateResponse_Event interface {
+	isWatchStateResponse_Event()
+}
+
+type WatchStateResponse_Snapshot struct {
+	Snapshot *StateSnapshot `protobuf:"bytes,1,opt,name=snapshot,proto3,oneof"`
+}
+
+type WatchStateResponse_Keepalive struct {
+	Keepalive *StateKeepalive `protobuf:"bytes,2,opt,name=keepalive,proto3,oneof"`
+}
+
+func (*WatchStateResponse_Snapshot) isWatchStateResponse_Event() {}
+
+func (*WatchStateResponse_Keepalive) isWatchStateResponse_Event() {}
+
+// StateKeepalive keeps a WatchState stream open while nothing changes.
+type StateKeepalive struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When the replica sent it.
+	At            *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StateKeepalive) Reset() {
+	*x = StateKeepalive{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StateKeepalive) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StateKeepalive) ProtoMessage() {}
+
+func (x *StateKeepalive) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StateKeepalive.ProtoReflect.Descriptor instead.
+func (*StateKeepalive) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *StateKeepalive) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+// StateSnapshot is the state the web view shows, all of it in each
+// snapshot. Each part is copied as its own admin call copies it (under
+// the coordinator's lock no longer than that call), so parts may be a
+// few events apart.
+type StateSnapshot struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The first service_limit services by name, as ListServices gives them
+	// (last_update without its history).
+	Services []*ServiceState `protobuf:"bytes,1,rep,name=services,proto3" json:"services,omitempty"`
+	// Services known in all.
+	ServicesTotal uint32 `protobuf:"varint,2,opt,name=services_total,json=servicesTotal,proto3" json:"services_total,omitempty"`
+	// The static graph's edges between the services listed, as GetGraph
+	// gives them.
+	Edges []*Edge `protobuf:"bytes,3,rep,name=edges,proto3" json:"edges,omitempty"`
+	// Who blocks each service listed that is not free (the first 50 such
+	// services by name), as GetFreeness gives it (up to 20 blockers each).
+	Blocked []*Freeness `protobuf:"bytes,4,rep,name=blocked,proto3" json:"blocked,omitempty"`
+	// The updates, newest first, as ListUpdates gives them (the newest 50).
+	Updates          []*Update         `protobuf:"bytes,5,rep,name=updates,proto3" json:"updates,omitempty"`
+	SelfPreservation *SelfPreservation `protobuf:"bytes,6,opt,name=self_preservation,json=selfPreservation,proto3" json:"self_preservation,omitempty"`
+	// Live transactions in all.
+	LiveTransactions uint32 `protobuf:"varint,7,opt,name=live_transactions,json=liveTransactions,proto3" json:"live_transactions,omitempty"`
+	// The cluster view of the replica that answered, as GetCluster gives it;
+	// absent with omit_cluster, or when it could not be read (cluster_error
+	// says why).
+	Cluster       *Cluster `protobuf:"bytes,8,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	ClusterError  string   `protobuf:"bytes,9,opt,name=cluster_error,json=clusterError,proto3" json:"cluster_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StateSnapshot) Reset() {
+	*x = StateSnapshot{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StateSnapshot) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StateSnapshot) ProtoMessage() {}
+
+func (x *StateSnapshot) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StateSnapshot.ProtoReflect.Descriptor instead.
+func (*StateSnapshot) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *StateSnapshot) GetServices() []*ServiceState {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+func (x *StateSnapshot) GetServicesTotal() uint32 {
+	if x != nil {
+		return x.ServicesTotal
+	}
+	return 0
+}
+
+func (x *StateSnapshot) GetEdges() []*Edge {
+	if x != nil {
+		return x.Edges
+	}
+	return nil
+}
+
+func (x *StateSnapshot) GetBlocked() []*Freeness {
+	if x != nil {
+		return x.Blocked
+	}
+	return nil
+}
+
+func (x *StateSnapshot) GetUpdates() []*Update {
+	if x != nil {
+		return x.Updates
+	}
+	return nil
+}
+
+func (x *StateSnapshot) GetSelfPreservation() *SelfPreservation {
+	if x != nil {
+		return x.SelfPreservation
+	}
+	return nil
+}
+
+func (x *StateSnapshot) GetLiveTransactions() uint32 {
+	if x != nil {
+		return x.LiveTransactions
+	}
+	return 0
+}
+
+func (x *StateSnapshot) GetCluster() *Cluster {
+	if x != nil {
+		return x.Cluster
+	}
+	return nil
+}
+
+func (x *StateSnapshot) GetClusterError() string {
+	if x != nil {
+		return x.ClusterError
+	}
+	return ""
+}
+
 type ListServicesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Most services to return, by name (default 100, at most 10000).
@@ -159,7 +468,7 @@ type ListServicesRequest struct {
 
 func (x *ListServicesRequest) Reset() {
 	*x = ListServicesRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[0]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -171,7 +480,7 @@ func (x *ListServicesRequest) String() string {
 func (*ListServicesRequest) ProtoMessage() {}
 
 func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[0]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -184,7 +493,7 @@ func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
 func (*ListServicesRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListServicesRequest) GetLimit() uint32 {
@@ -205,7 +514,7 @@ type ListServicesResponse struct {
 
 func (x *ListServicesResponse) Reset() {
 	*x = ListServicesResponse{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[1]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -217,7 +526,7 @@ func (x *ListServicesResponse) String() string {
 func (*ListServicesResponse) ProtoMessage() {}
 
 func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[1]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -230,7 +539,7 @@ func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
 func (*ListServicesResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListServicesResponse) GetServices() []*ServiceState {
@@ -260,7 +569,7 @@ type GetServiceRequest struct {
 
 func (x *GetServiceRequest) Reset() {
 	*x = GetServiceRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[2]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -272,7 +581,7 @@ func (x *GetServiceRequest) String() string {
 func (*GetServiceRequest) ProtoMessage() {}
 
 func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[2]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -285,7 +594,7 @@ func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceRequest.ProtoReflect.Descriptor instead.
 func (*GetServiceRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetServiceRequest) GetService() string {
@@ -338,7 +647,7 @@ type ServiceState struct {
 
 func (x *ServiceState) Reset() {
 	*x = ServiceState{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[3]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -350,7 +659,7 @@ func (x *ServiceState) String() string {
 func (*ServiceState) ProtoMessage() {}
 
 func (x *ServiceState) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[3]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -363,7 +672,7 @@ func (x *ServiceState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceState.ProtoReflect.Descriptor instead.
 func (*ServiceState) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ServiceState) GetName() string {
@@ -450,7 +759,7 @@ type VersionState struct {
 
 func (x *VersionState) Reset() {
 	*x = VersionState{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[4]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -462,7 +771,7 @@ func (x *VersionState) String() string {
 func (*VersionState) ProtoMessage() {}
 
 func (x *VersionState) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[4]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -475,7 +784,7 @@ func (x *VersionState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionState.ProtoReflect.Descriptor instead.
 func (*VersionState) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *VersionState) GetVersion() string {
@@ -540,7 +849,7 @@ type Instance struct {
 
 func (x *Instance) Reset() {
 	*x = Instance{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[5]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -552,7 +861,7 @@ func (x *Instance) String() string {
 func (*Instance) ProtoMessage() {}
 
 func (x *Instance) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[5]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -565,7 +874,7 @@ func (x *Instance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Instance.ProtoReflect.Descriptor instead.
 func (*Instance) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Instance) GetInstanceId() string {
@@ -635,7 +944,7 @@ type UpdatePlan struct {
 
 func (x *UpdatePlan) Reset() {
 	*x = UpdatePlan{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[6]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -647,7 +956,7 @@ func (x *UpdatePlan) String() string {
 func (*UpdatePlan) ProtoMessage() {}
 
 func (x *UpdatePlan) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[6]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -660,7 +969,7 @@ func (x *UpdatePlan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePlan.ProtoReflect.Descriptor instead.
 func (*UpdatePlan) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UpdatePlan) GetService() string {
@@ -804,7 +1113,7 @@ type GetClusterRequest struct {
 
 func (x *GetClusterRequest) Reset() {
 	*x = GetClusterRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[7]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -816,7 +1125,7 @@ func (x *GetClusterRequest) String() string {
 func (*GetClusterRequest) ProtoMessage() {}
 
 func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[7]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -829,7 +1138,7 @@ func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 type Cluster struct {
@@ -848,7 +1157,7 @@ type Cluster struct {
 
 func (x *Cluster) Reset() {
 	*x = Cluster{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[8]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -860,7 +1169,7 @@ func (x *Cluster) String() string {
 func (*Cluster) ProtoMessage() {}
 
 func (x *Cluster) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[8]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -873,7 +1182,7 @@ func (x *Cluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
 func (*Cluster) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Cluster) GetLeader() *Replica {
@@ -917,7 +1226,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[9]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -929,7 +1238,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[9]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -942,7 +1251,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Replica) GetName() string {
@@ -993,7 +1302,7 @@ type EtcdMember struct {
 
 func (x *EtcdMember) Reset() {
 	*x = EtcdMember{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[10]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1005,7 +1314,7 @@ func (x *EtcdMember) String() string {
 func (*EtcdMember) ProtoMessage() {}
 
 func (x *EtcdMember) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[10]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1018,7 +1327,7 @@ func (x *EtcdMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EtcdMember.ProtoReflect.Descriptor instead.
 func (*EtcdMember) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *EtcdMember) GetId() uint64 {
@@ -1099,7 +1408,7 @@ type GetSelfPreservationRequest struct {
 
 func (x *GetSelfPreservationRequest) Reset() {
 	*x = GetSelfPreservationRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[11]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1111,7 +1420,7 @@ func (x *GetSelfPreservationRequest) String() string {
 func (*GetSelfPreservationRequest) ProtoMessage() {}
 
 func (x *GetSelfPreservationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[11]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1124,7 +1433,7 @@ func (x *GetSelfPreservationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSelfPreservationRequest.ProtoReflect.Descriptor instead.
 func (*GetSelfPreservationRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 type EndSelfPreservationRequest struct {
@@ -1135,7 +1444,7 @@ type EndSelfPreservationRequest struct {
 
 func (x *EndSelfPreservationRequest) Reset() {
 	*x = EndSelfPreservationRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[12]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1147,7 +1456,7 @@ func (x *EndSelfPreservationRequest) String() string {
 func (*EndSelfPreservationRequest) ProtoMessage() {}
 
 func (x *EndSelfPreservationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[12]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1160,7 +1469,7 @@ func (x *EndSelfPreservationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndSelfPreservationRequest.ProtoReflect.Descriptor instead.
 func (*EndSelfPreservationRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 type SelfPreservation struct {
@@ -1186,7 +1495,7 @@ type SelfPreservation struct {
 
 func (x *SelfPreservation) Reset() {
 	*x = SelfPreservation{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[13]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1198,7 +1507,7 @@ func (x *SelfPreservation) String() string {
 func (*SelfPreservation) ProtoMessage() {}
 
 func (x *SelfPreservation) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[13]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1211,7 +1520,7 @@ func (x *SelfPreservation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SelfPreservation.ProtoReflect.Descriptor instead.
 func (*SelfPreservation) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SelfPreservation) GetActive() bool {
@@ -1288,7 +1597,7 @@ type GetFreenessRequest struct {
 
 func (x *GetFreenessRequest) Reset() {
 	*x = GetFreenessRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[14]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1300,7 +1609,7 @@ func (x *GetFreenessRequest) String() string {
 func (*GetFreenessRequest) ProtoMessage() {}
 
 func (x *GetFreenessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[14]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,7 +1622,7 @@ func (x *GetFreenessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFreenessRequest.ProtoReflect.Descriptor instead.
 func (*GetFreenessRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetFreenessRequest) GetService() string {
@@ -1353,7 +1662,7 @@ type Freeness struct {
 
 func (x *Freeness) Reset() {
 	*x = Freeness{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[15]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1365,7 +1674,7 @@ func (x *Freeness) String() string {
 func (*Freeness) ProtoMessage() {}
 
 func (x *Freeness) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[15]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1378,7 +1687,7 @@ func (x *Freeness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Freeness.ProtoReflect.Descriptor instead.
 func (*Freeness) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Freeness) GetService() string {
@@ -1443,7 +1752,7 @@ type Blocker struct {
 
 func (x *Blocker) Reset() {
 	*x = Blocker{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[16]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1455,7 +1764,7 @@ func (x *Blocker) String() string {
 func (*Blocker) ProtoMessage() {}
 
 func (x *Blocker) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[16]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1468,7 +1777,7 @@ func (x *Blocker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Blocker.ProtoReflect.Descriptor instead.
 func (*Blocker) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Blocker) GetTxnId() string {
@@ -1523,7 +1832,7 @@ type GetGraphRequest struct {
 
 func (x *GetGraphRequest) Reset() {
 	*x = GetGraphRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[17]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1535,7 +1844,7 @@ func (x *GetGraphRequest) String() string {
 func (*GetGraphRequest) ProtoMessage() {}
 
 func (x *GetGraphRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[17]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1548,7 +1857,7 @@ func (x *GetGraphRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGraphRequest.ProtoReflect.Descriptor instead.
 func (*GetGraphRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetGraphRequest) GetTxnLimit() uint32 {
@@ -1570,7 +1879,7 @@ type Graph struct {
 
 func (x *Graph) Reset() {
 	*x = Graph{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[18]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1582,7 +1891,7 @@ func (x *Graph) String() string {
 func (*Graph) ProtoMessage() {}
 
 func (x *Graph) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[18]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1595,7 +1904,7 @@ func (x *Graph) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Graph.ProtoReflect.Descriptor instead.
 func (*Graph) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Graph) GetServices() []*ServiceNode {
@@ -1637,7 +1946,7 @@ type ServiceNode struct {
 
 func (x *ServiceNode) Reset() {
 	*x = ServiceNode{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[19]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1649,7 +1958,7 @@ func (x *ServiceNode) String() string {
 func (*ServiceNode) ProtoMessage() {}
 
 func (x *ServiceNode) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[19]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1662,7 +1971,7 @@ func (x *ServiceNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceNode.ProtoReflect.Descriptor instead.
 func (*ServiceNode) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ServiceNode) GetName() string {
@@ -1717,7 +2026,7 @@ type VersionSessions struct {
 
 func (x *VersionSessions) Reset() {
 	*x = VersionSessions{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[20]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1729,7 +2038,7 @@ func (x *VersionSessions) String() string {
 func (*VersionSessions) ProtoMessage() {}
 
 func (x *VersionSessions) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[20]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1742,7 +2051,7 @@ func (x *VersionSessions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionSessions.ProtoReflect.Descriptor instead.
 func (*VersionSessions) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *VersionSessions) GetVersion() string {
@@ -1771,7 +2080,7 @@ type Edge struct {
 
 func (x *Edge) Reset() {
 	*x = Edge{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[21]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1783,7 +2092,7 @@ func (x *Edge) String() string {
 func (*Edge) ProtoMessage() {}
 
 func (x *Edge) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[21]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1796,7 +2105,7 @@ func (x *Edge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Edge.ProtoReflect.Descriptor instead.
 func (*Edge) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Edge) GetFrom() string {
@@ -1830,7 +2139,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[22]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1842,7 +2151,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[22]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1855,7 +2164,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListSessionsRequest) GetService() string {
@@ -1874,7 +2183,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[23]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1886,7 +2195,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[23]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1899,7 +2208,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*Session {
@@ -1931,7 +2240,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[24]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1943,7 +2252,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[24]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1956,7 +2265,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Session) GetInstanceId() string {
@@ -2041,7 +2350,7 @@ type ListTransactionsRequest struct {
 
 func (x *ListTransactionsRequest) Reset() {
 	*x = ListTransactionsRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[25]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2053,7 +2362,7 @@ func (x *ListTransactionsRequest) String() string {
 func (*ListTransactionsRequest) ProtoMessage() {}
 
 func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[25]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2066,7 +2375,7 @@ func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransactionsRequest.ProtoReflect.Descriptor instead.
 func (*ListTransactionsRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListTransactionsRequest) GetService() string {
@@ -2094,7 +2403,7 @@ type ListTransactionsResponse struct {
 
 func (x *ListTransactionsResponse) Reset() {
 	*x = ListTransactionsResponse{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[26]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2106,7 +2415,7 @@ func (x *ListTransactionsResponse) String() string {
 func (*ListTransactionsResponse) ProtoMessage() {}
 
 func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[26]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2119,7 +2428,7 @@ func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransactionsResponse.ProtoReflect.Descriptor instead.
 func (*ListTransactionsResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListTransactionsResponse) GetTransactions() []*Transaction {
@@ -2157,7 +2466,7 @@ type Transaction struct {
 
 func (x *Transaction) Reset() {
 	*x = Transaction{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[27]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2169,7 +2478,7 @@ func (x *Transaction) String() string {
 func (*Transaction) ProtoMessage() {}
 
 func (x *Transaction) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[27]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2182,7 +2491,7 @@ func (x *Transaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transaction.ProtoReflect.Descriptor instead.
 func (*Transaction) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Transaction) GetTxnId() string {
@@ -2260,7 +2569,7 @@ type SubTransaction struct {
 
 func (x *SubTransaction) Reset() {
 	*x = SubTransaction{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[28]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2272,7 +2581,7 @@ func (x *SubTransaction) String() string {
 func (*SubTransaction) ProtoMessage() {}
 
 func (x *SubTransaction) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[28]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2285,7 +2594,7 @@ func (x *SubTransaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubTransaction.ProtoReflect.Descriptor instead.
 func (*SubTransaction) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SubTransaction) GetId() uint64 {
@@ -2333,7 +2642,7 @@ type StartUpdateRequest struct {
 
 func (x *StartUpdateRequest) Reset() {
 	*x = StartUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[29]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2345,7 +2654,7 @@ func (x *StartUpdateRequest) String() string {
 func (*StartUpdateRequest) ProtoMessage() {}
 
 func (x *StartUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[29]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2358,7 +2667,7 @@ func (x *StartUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartUpdateRequest.ProtoReflect.Descriptor instead.
 func (*StartUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *StartUpdateRequest) GetService() string {
@@ -2412,7 +2721,7 @@ type GetUpdateRequest struct {
 
 func (x *GetUpdateRequest) Reset() {
 	*x = GetUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[30]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2424,7 +2733,7 @@ func (x *GetUpdateRequest) String() string {
 func (*GetUpdateRequest) ProtoMessage() {}
 
 func (x *GetUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[30]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2437,7 +2746,7 @@ func (x *GetUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUpdateRequest.ProtoReflect.Descriptor instead.
 func (*GetUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetUpdateRequest) GetId() string {
@@ -2459,7 +2768,7 @@ type ListUpdatesRequest struct {
 
 func (x *ListUpdatesRequest) Reset() {
 	*x = ListUpdatesRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[31]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2471,7 +2780,7 @@ func (x *ListUpdatesRequest) String() string {
 func (*ListUpdatesRequest) ProtoMessage() {}
 
 func (x *ListUpdatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[31]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2484,7 +2793,7 @@ func (x *ListUpdatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUpdatesRequest.ProtoReflect.Descriptor instead.
 func (*ListUpdatesRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListUpdatesRequest) GetService() string {
@@ -2510,7 +2819,7 @@ type ListUpdatesResponse struct {
 
 func (x *ListUpdatesResponse) Reset() {
 	*x = ListUpdatesResponse{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[32]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2522,7 +2831,7 @@ func (x *ListUpdatesResponse) String() string {
 func (*ListUpdatesResponse) ProtoMessage() {}
 
 func (x *ListUpdatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[32]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2535,7 +2844,7 @@ func (x *ListUpdatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUpdatesResponse.ProtoReflect.Descriptor instead.
 func (*ListUpdatesResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListUpdatesResponse) GetUpdates() []*Update {
@@ -2555,7 +2864,7 @@ type AbortUpdateRequest struct {
 
 func (x *AbortUpdateRequest) Reset() {
 	*x = AbortUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[33]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2567,7 +2876,7 @@ func (x *AbortUpdateRequest) String() string {
 func (*AbortUpdateRequest) ProtoMessage() {}
 
 func (x *AbortUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[33]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2580,7 +2889,7 @@ func (x *AbortUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortUpdateRequest.ProtoReflect.Descriptor instead.
 func (*AbortUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *AbortUpdateRequest) GetId() string {
@@ -2606,7 +2915,7 @@ type WatchUpdateRequest struct {
 
 func (x *WatchUpdateRequest) Reset() {
 	*x = WatchUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[34]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2618,7 +2927,7 @@ func (x *WatchUpdateRequest) String() string {
 func (*WatchUpdateRequest) ProtoMessage() {}
 
 func (x *WatchUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[34]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2631,7 +2940,7 @@ func (x *WatchUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchUpdateRequest.ProtoReflect.Descriptor instead.
 func (*WatchUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *WatchUpdateRequest) GetId() string {
@@ -2671,7 +2980,7 @@ type Update struct {
 
 func (x *Update) Reset() {
 	*x = Update{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[35]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2683,7 +2992,7 @@ func (x *Update) String() string {
 func (*Update) ProtoMessage() {}
 
 func (x *Update) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[35]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2696,7 +3005,7 @@ func (x *Update) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Update.ProtoReflect.Descriptor instead.
 func (*Update) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Update) GetId() string {
@@ -2823,7 +3132,7 @@ type PhaseChange struct {
 
 func (x *PhaseChange) Reset() {
 	*x = PhaseChange{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[36]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2835,7 +3144,7 @@ func (x *PhaseChange) String() string {
 func (*PhaseChange) ProtoMessage() {}
 
 func (x *PhaseChange) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[36]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2848,7 +3157,7 @@ func (x *PhaseChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PhaseChange.ProtoReflect.Descriptor instead.
 func (*PhaseChange) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PhaseChange) GetPhase() Phase {
@@ -2900,7 +3209,7 @@ type UpdateProgress struct {
 
 func (x *UpdateProgress) Reset() {
 	*x = UpdateProgress{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[37]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2912,7 +3221,7 @@ func (x *UpdateProgress) String() string {
 func (*UpdateProgress) ProtoMessage() {}
 
 func (x *UpdateProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[37]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2925,7 +3234,7 @@ func (x *UpdateProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateProgress.ProtoReflect.Descriptor instead.
 func (*UpdateProgress) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *UpdateProgress) GetBlocking() uint32 {
@@ -2988,7 +3297,26 @@ var File_coordinator_v1_admin_proto protoreflect.FileDescriptor
 
 const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x1acoordinator/v1/admin.proto\x12\x0ecoordinator.v1\x1a\x1ccoordinator/v1/records.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"+\n" +
+	"\x1acoordinator/v1/admin.proto\x12\x0ecoordinator.v1\x1a\x1ccoordinator/v1/records.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"[\n" +
+	"\x11WatchStateRequest\x12#\n" +
+	"\rservice_limit\x18\x01 \x01(\rR\fserviceLimit\x12!\n" +
+	"\fomit_cluster\x18\x02 \x01(\bR\vomitCluster\"\x9a\x01\n" +
+	"\x12WatchStateResponse\x12;\n" +
+	"\bsnapshot\x18\x01 \x01(\v2\x1d.coordinator.v1.StateSnapshotH\x00R\bsnapshot\x12>\n" +
+	"\tkeepalive\x18\x02 \x01(\v2\x1e.coordinator.v1.StateKeepaliveH\x00R\tkeepaliveB\a\n" +
+	"\x05event\"<\n" +
+	"\x0eStateKeepalive\x12*\n" +
+	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xd6\x03\n" +
+	"\rStateSnapshot\x128\n" +
+	"\bservices\x18\x01 \x03(\v2\x1c.coordinator.v1.ServiceStateR\bservices\x12%\n" +
+	"\x0eservices_total\x18\x02 \x01(\rR\rservicesTotal\x12*\n" +
+	"\x05edges\x18\x03 \x03(\v2\x14.coordinator.v1.EdgeR\x05edges\x122\n" +
+	"\ablocked\x18\x04 \x03(\v2\x18.coordinator.v1.FreenessR\ablocked\x120\n" +
+	"\aupdates\x18\x05 \x03(\v2\x16.coordinator.v1.UpdateR\aupdates\x12M\n" +
+	"\x11self_preservation\x18\x06 \x01(\v2 .coordinator.v1.SelfPreservationR\x10selfPreservation\x12+\n" +
+	"\x11live_transactions\x18\a \x01(\rR\x10liveTransactions\x121\n" +
+	"\acluster\x18\b \x01(\v2\x17.coordinator.v1.ClusterR\acluster\x12#\n" +
+	"\rcluster_error\x18\t \x01(\tR\fclusterError\"+\n" +
 	"\x13ListServicesRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\rR\x05limit\"f\n" +
 	"\x14ListServicesResponse\x128\n" +
@@ -3235,7 +3563,8 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"PHASE_DONE\x10\x05\x12\x11\n" +
 	"\rPHASE_ABORTED\x10\x06\x12\x10\n" +
-	"\fPHASE_FAILED\x10\a2\xf1\t\n" +
+	"\fPHASE_FAILED\x10\a2\xc8\n" +
+	"\n" +
 	"\fAdminService\x12K\n" +
 	"\vGetFreeness\x12\".coordinator.v1.GetFreenessRequest\x1a\x18.coordinator.v1.Freeness\x12B\n" +
 	"\bGetGraph\x12\x1f.coordinator.v1.GetGraphRequest\x1a\x15.coordinator.v1.Graph\x12Y\n" +
@@ -3253,7 +3582,9 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\fListServices\x12#.coordinator.v1.ListServicesRequest\x1a$.coordinator.v1.ListServicesResponse\x12M\n" +
 	"\n" +
 	"GetService\x12!.coordinator.v1.GetServiceRequest\x1a\x1c.coordinator.v1.ServiceState\x12N\n" +
-	"\fDryRunUpdate\x12\".coordinator.v1.StartUpdateRequest\x1a\x1a.coordinator.v1.UpdatePlanBGZEgithub.com/coordinator/coordinator/proto/coordinator/v1;coordinatorv1b\x06proto3"
+	"\fDryRunUpdate\x12\".coordinator.v1.StartUpdateRequest\x1a\x1a.coordinator.v1.UpdatePlan\x12U\n" +
+	"\n" +
+	"WatchState\x12!.coordinator.v1.WatchStateRequest\x1a\".coordinator.v1.WatchStateResponse0\x01BGZEgithub.com/coordinator/coordinator/proto/coordinator/v1;coordinatorv1b\x06proto3"
 
 var (
 	file_coordinator_v1_admin_proto_rawDescOnce sync.Once
@@ -3268,133 +3599,148 @@ func file_coordinator_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_coordinator_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_coordinator_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_coordinator_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_coordinator_v1_admin_proto_goTypes = []any{
 	(Strategy)(0),                      // 0: coordinator.v1.Strategy
 	(Phase)(0),                         // 1: coordinator.v1.Phase
-	(*ListServicesRequest)(nil),        // 2: coordinator.v1.ListServicesRequest
-	(*ListServicesResponse)(nil),       // 3: coordinator.v1.ListServicesResponse
-	(*GetServiceRequest)(nil),          // 4: coordinator.v1.GetServiceRequest
-	(*ServiceState)(nil),               // 5: coordinator.v1.ServiceState
-	(*VersionState)(nil),               // 6: coordinator.v1.VersionState
-	(*Instance)(nil),                   // 7: coordinator.v1.Instance
-	(*UpdatePlan)(nil),                 // 8: coordinator.v1.UpdatePlan
-	(*GetClusterRequest)(nil),          // 9: coordinator.v1.GetClusterRequest
-	(*Cluster)(nil),                    // 10: coordinator.v1.Cluster
-	(*Replica)(nil),                    // 11: coordinator.v1.Replica
-	(*EtcdMember)(nil),                 // 12: coordinator.v1.EtcdMember
-	(*GetSelfPreservationRequest)(nil), // 13: coordinator.v1.GetSelfPreservationRequest
-	(*EndSelfPreservationRequest)(nil), // 14: coordinator.v1.EndSelfPreservationRequest
-	(*SelfPreservation)(nil),           // 15: coordinator.v1.SelfPreservation
-	(*GetFreenessRequest)(nil),         // 16: coordinator.v1.GetFreenessRequest
-	(*Freeness)(nil),                   // 17: coordinator.v1.Freeness
-	(*Blocker)(nil),                    // 18: coordinator.v1.Blocker
-	(*GetGraphRequest)(nil),            // 19: coordinator.v1.GetGraphRequest
-	(*Graph)(nil),                      // 20: coordinator.v1.Graph
-	(*ServiceNode)(nil),                // 21: coordinator.v1.ServiceNode
-	(*VersionSessions)(nil),            // 22: coordinator.v1.VersionSessions
-	(*Edge)(nil),                       // 23: coordinator.v1.Edge
-	(*ListSessionsRequest)(nil),        // 24: coordinator.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),       // 25: coordinator.v1.ListSessionsResponse
-	(*Session)(nil),                    // 26: coordinator.v1.Session
-	(*ListTransactionsRequest)(nil),    // 27: coordinator.v1.ListTransactionsRequest
-	(*ListTransactionsResponse)(nil),   // 28: coordinator.v1.ListTransactionsResponse
-	(*Transaction)(nil),                // 29: coordinator.v1.Transaction
-	(*SubTransaction)(nil),             // 30: coordinator.v1.SubTransaction
-	(*StartUpdateRequest)(nil),         // 31: coordinator.v1.StartUpdateRequest
-	(*GetUpdateRequest)(nil),           // 32: coordinator.v1.GetUpdateRequest
-	(*ListUpdatesRequest)(nil),         // 33: coordinator.v1.ListUpdatesRequest
-	(*ListUpdatesResponse)(nil),        // 34: coordinator.v1.ListUpdatesResponse
-	(*AbortUpdateRequest)(nil),         // 35: coordinator.v1.AbortUpdateRequest
-	(*WatchUpdateRequest)(nil),         // 36: coordinator.v1.WatchUpdateRequest
-	(*Update)(nil),                     // 37: coordinator.v1.Update
-	(*PhaseChange)(nil),                // 38: coordinator.v1.PhaseChange
-	(*UpdateProgress)(nil),             // 39: coordinator.v1.UpdateProgress
-	(*timestamppb.Timestamp)(nil),      // 40: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 41: google.protobuf.Duration
-	(*ServiceVersion)(nil),             // 42: coordinator.v1.ServiceVersion
+	(*WatchStateRequest)(nil),          // 2: coordinator.v1.WatchStateRequest
+	(*WatchStateResponse)(nil),         // 3: coordinator.v1.WatchStateResponse
+	(*StateKeepalive)(nil),             // 4: coordinator.v1.StateKeepalive
+	(*StateSnapshot)(nil),              // 5: coordinator.v1.StateSnapshot
+	(*ListServicesRequest)(nil),        // 6: coordinator.v1.ListServicesRequest
+	(*ListServicesResponse)(nil),       // 7: coordinator.v1.ListServicesResponse
+	(*GetServiceRequest)(nil),          // 8: coordinator.v1.GetServiceRequest
+	(*ServiceState)(nil),               // 9: coordinator.v1.ServiceState
+	(*VersionState)(nil),               // 10: coordinator.v1.VersionState
+	(*Instance)(nil),                   // 11: coordinator.v1.Instance
+	(*UpdatePlan)(nil),                 // 12: coordinator.v1.UpdatePlan
+	(*GetClusterRequest)(nil),          // 13: coordinator.v1.GetClusterRequest
+	(*Cluster)(nil),                    // 14: coordinator.v1.Cluster
+	(*Replica)(nil),                    // 15: coordinator.v1.Replica
+	(*EtcdMember)(nil),                 // 16: coordinator.v1.EtcdMember
+	(*GetSelfPreservationRequest)(nil), // 17: coordinator.v1.GetSelfPreservationRequest
+	(*EndSelfPreservationRequest)(nil), // 18: coordinator.v1.EndSelfPreservationRequest
+	(*SelfPreservation)(nil),           // 19: coordinator.v1.SelfPreservation
+	(*GetFreenessRequest)(nil),         // 20: coordinator.v1.GetFreenessRequest
+	(*Freeness)(nil),                   // 21: coordinator.v1.Freeness
+	(*Blocker)(nil),                    // 22: coordinator.v1.Blocker
+	(*GetGraphRequest)(nil),            // 23: coordinator.v1.GetGraphRequest
+	(*Graph)(nil),                      // 24: coordinator.v1.Graph
+	(*ServiceNode)(nil),                // 25: coordinator.v1.ServiceNode
+	(*VersionSessions)(nil),            // 26: coordinator.v1.VersionSessions
+	(*Edge)(nil),                       // 27: coordinator.v1.Edge
+	(*ListSessionsRequest)(nil),        // 28: coordinator.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),       // 29: coordinator.v1.ListSessionsResponse
+	(*Session)(nil),                    // 30: coordinator.v1.Session
+	(*ListTransactionsRequest)(nil),    // 31: coordinator.v1.ListTransactionsRequest
+	(*ListTransactionsResponse)(nil),   // 32: coordinator.v1.ListTransactionsResponse
+	(*Transaction)(nil),                // 33: coordinator.v1.Transaction
+	(*SubTransaction)(nil),             // 34: coordinator.v1.SubTransaction
+	(*StartUpdateRequest)(nil),         // 35: coordinator.v1.StartUpdateRequest
+	(*GetUpdateRequest)(nil),           // 36: coordinator.v1.GetUpdateRequest
+	(*ListUpdatesRequest)(nil),         // 37: coordinator.v1.ListUpdatesRequest
+	(*ListUpdatesResponse)(nil),        // 38: coordinator.v1.ListUpdatesResponse
+	(*AbortUpdateRequest)(nil),         // 39: coordinator.v1.AbortUpdateRequest
+	(*WatchUpdateRequest)(nil),         // 40: coordinator.v1.WatchUpdateRequest
+	(*Update)(nil),                     // 41: coordinator.v1.Update
+	(*PhaseChange)(nil),                // 42: coordinator.v1.PhaseChange
+	(*UpdateProgress)(nil),             // 43: coordinator.v1.UpdateProgress
+	(*timestamppb.Timestamp)(nil),      // 44: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 45: google.protobuf.Duration
+	(*ServiceVersion)(nil),             // 46: coordinator.v1.ServiceVersion
 }
 var file_coordinator_v1_admin_proto_depIdxs = []int32{
-	5,  // 0: coordinator.v1.ListServicesResponse.services:type_name -> coordinator.v1.ServiceState
-	6,  // 1: coordinator.v1.ServiceState.versions:type_name -> coordinator.v1.VersionState
-	37, // 2: coordinator.v1.ServiceState.update:type_name -> coordinator.v1.Update
-	37, // 3: coordinator.v1.ServiceState.last_update:type_name -> coordinator.v1.Update
-	7,  // 4: coordinator.v1.VersionState.instance_list:type_name -> coordinator.v1.Instance
-	40, // 5: coordinator.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
-	0,  // 6: coordinator.v1.UpdatePlan.strategy:type_name -> coordinator.v1.Strategy
-	18, // 7: coordinator.v1.UpdatePlan.blockers:type_name -> coordinator.v1.Blocker
-	41, // 8: coordinator.v1.UpdatePlan.timeout:type_name -> google.protobuf.Duration
-	41, // 9: coordinator.v1.UpdatePlan.max_block:type_name -> google.protobuf.Duration
-	41, // 10: coordinator.v1.UpdatePlan.prepare_timeout:type_name -> google.protobuf.Duration
-	37, // 11: coordinator.v1.UpdatePlan.in_progress:type_name -> coordinator.v1.Update
-	11, // 12: coordinator.v1.Cluster.leader:type_name -> coordinator.v1.Replica
-	11, // 13: coordinator.v1.Cluster.replicas:type_name -> coordinator.v1.Replica
-	12, // 14: coordinator.v1.Cluster.members:type_name -> coordinator.v1.EtcdMember
-	40, // 15: coordinator.v1.SelfPreservation.since:type_name -> google.protobuf.Timestamp
-	41, // 16: coordinator.v1.SelfPreservation.window:type_name -> google.protobuf.Duration
-	41, // 17: coordinator.v1.SelfPreservation.grace:type_name -> google.protobuf.Duration
-	18, // 18: coordinator.v1.Freeness.blockers:type_name -> coordinator.v1.Blocker
-	21, // 19: coordinator.v1.Graph.services:type_name -> coordinator.v1.ServiceNode
-	23, // 20: coordinator.v1.Graph.edges:type_name -> coordinator.v1.Edge
-	22, // 21: coordinator.v1.ServiceNode.versions:type_name -> coordinator.v1.VersionSessions
-	26, // 22: coordinator.v1.ListSessionsResponse.sessions:type_name -> coordinator.v1.Session
-	41, // 23: coordinator.v1.Session.ttl:type_name -> google.protobuf.Duration
-	40, // 24: coordinator.v1.Session.registered_at:type_name -> google.protobuf.Timestamp
-	29, // 25: coordinator.v1.ListTransactionsResponse.transactions:type_name -> coordinator.v1.Transaction
-	42, // 26: coordinator.v1.Transaction.used:type_name -> coordinator.v1.ServiceVersion
-	30, // 27: coordinator.v1.Transaction.running:type_name -> coordinator.v1.SubTransaction
-	0,  // 28: coordinator.v1.StartUpdateRequest.strategy:type_name -> coordinator.v1.Strategy
-	41, // 29: coordinator.v1.StartUpdateRequest.timeout:type_name -> google.protobuf.Duration
-	41, // 30: coordinator.v1.StartUpdateRequest.max_block:type_name -> google.protobuf.Duration
-	41, // 31: coordinator.v1.StartUpdateRequest.prepare_timeout:type_name -> google.protobuf.Duration
-	37, // 32: coordinator.v1.ListUpdatesResponse.updates:type_name -> coordinator.v1.Update
-	0,  // 33: coordinator.v1.Update.strategy:type_name -> coordinator.v1.Strategy
-	1,  // 34: coordinator.v1.Update.phase:type_name -> coordinator.v1.Phase
-	41, // 35: coordinator.v1.Update.timeout:type_name -> google.protobuf.Duration
-	41, // 36: coordinator.v1.Update.max_block:type_name -> google.protobuf.Duration
-	40, // 37: coordinator.v1.Update.created_at:type_name -> google.protobuf.Timestamp
-	40, // 38: coordinator.v1.Update.switched_at:type_name -> google.protobuf.Timestamp
-	40, // 39: coordinator.v1.Update.finished_at:type_name -> google.protobuf.Timestamp
-	38, // 40: coordinator.v1.Update.history:type_name -> coordinator.v1.PhaseChange
-	39, // 41: coordinator.v1.Update.progress:type_name -> coordinator.v1.UpdateProgress
-	41, // 42: coordinator.v1.Update.prepare_timeout:type_name -> google.protobuf.Duration
-	1,  // 43: coordinator.v1.PhaseChange.phase:type_name -> coordinator.v1.Phase
-	40, // 44: coordinator.v1.PhaseChange.at:type_name -> google.protobuf.Timestamp
-	16, // 45: coordinator.v1.AdminService.GetFreeness:input_type -> coordinator.v1.GetFreenessRequest
-	19, // 46: coordinator.v1.AdminService.GetGraph:input_type -> coordinator.v1.GetGraphRequest
-	24, // 47: coordinator.v1.AdminService.ListSessions:input_type -> coordinator.v1.ListSessionsRequest
-	27, // 48: coordinator.v1.AdminService.ListTransactions:input_type -> coordinator.v1.ListTransactionsRequest
-	31, // 49: coordinator.v1.AdminService.StartUpdate:input_type -> coordinator.v1.StartUpdateRequest
-	32, // 50: coordinator.v1.AdminService.GetUpdate:input_type -> coordinator.v1.GetUpdateRequest
-	33, // 51: coordinator.v1.AdminService.ListUpdates:input_type -> coordinator.v1.ListUpdatesRequest
-	35, // 52: coordinator.v1.AdminService.AbortUpdate:input_type -> coordinator.v1.AbortUpdateRequest
-	36, // 53: coordinator.v1.AdminService.WatchUpdate:input_type -> coordinator.v1.WatchUpdateRequest
-	9,  // 54: coordinator.v1.AdminService.GetCluster:input_type -> coordinator.v1.GetClusterRequest
-	13, // 55: coordinator.v1.AdminService.GetSelfPreservation:input_type -> coordinator.v1.GetSelfPreservationRequest
-	14, // 56: coordinator.v1.AdminService.EndSelfPreservation:input_type -> coordinator.v1.EndSelfPreservationRequest
-	2,  // 57: coordinator.v1.AdminService.ListServices:input_type -> coordinator.v1.ListServicesRequest
-	4,  // 58: coordinator.v1.AdminService.GetService:input_type -> coordinator.v1.GetServiceRequest
-	31, // 59: coordinator.v1.AdminService.DryRunUpdate:input_type -> coordinator.v1.StartUpdateRequest
-	17, // 60: coordinator.v1.AdminService.GetFreeness:output_type -> coordinator.v1.Freeness
-	20, // 61: coordinator.v1.AdminService.GetGraph:output_type -> coordinator.v1.Graph
-	25, // 62: coordinator.v1.AdminService.ListSessions:output_type -> coordinator.v1.ListSessionsResponse
-	28, // 63: coordinator.v1.AdminService.ListTransactions:output_type -> coordinator.v1.ListTransactionsResponse
-	37, // 64: coordinator.v1.AdminService.StartUpdate:output_type -> coordinator.v1.Update
-	37, // 65: coordinator.v1.AdminService.GetUpdate:output_type -> coordinator.v1.Update
-	34, // 66: coordinator.v1.AdminService.ListUpdates:output_type -> coordinator.v1.ListUpdatesResponse
-	37, // 67: coordinator.v1.AdminService.AbortUpdate:output_type -> coordinator.v1.Update
-	37, // 68: coordinator.v1.AdminService.WatchUpdate:output_type -> coordinator.v1.Update
-	10, // 69: coordinator.v1.AdminService.GetCluster:output_type -> coordinator.v1.Cluster
-	15, // 70: coordinator.v1.AdminService.GetSelfPreservation:output_type -> coordinator.v1.SelfPreservation
-	15, // 71: coordinator.v1.AdminService.EndSelfPreservation:output_type -> coordinator.v1.SelfPreservation
-	3,  // 72: coordinator.v1.AdminService.ListServices:output_type -> coordinator.v1.ListServicesResponse
-	5,  // 73: coordinator.v1.AdminService.GetService:output_type -> coordinator.v1.ServiceState
-	8,  // 74: coordinator.v1.AdminService.DryRunUpdate:output_type -> coordinator.v1.UpdatePlan
-	60, // [60:75] is the sub-list for method output_type
-	45, // [45:60] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	5,  // 0: coordinator.v1.WatchStateResponse.snapshot:type_name -> coordinator.v1.StateSnapshot
+	4,  // 1: coordinator.v1.WatchStateResponse.keepalive:type_name -> coordinator.v1.StateKeepalive
+	44, // 2: coordinator.v1.StateKeepalive.at:type_name -> google.protobuf.Timestamp
+	9,  // 3: coordinator.v1.StateSnapshot.services:type_name -> coordinator.v1.ServiceState
+	27, // 4: coordinator.v1.StateSnapshot.edges:type_name -> coordinator.v1.Edge
+	21, // 5: coordinator.v1.StateSnapshot.blocked:type_name -> coordinator.v1.Freeness
+	41, // 6: coordinator.v1.StateSnapshot.updates:type_name -> coordinator.v1.Update
+	19, // 7: coordinator.v1.StateSnapshot.self_preservation:type_name -> coordinator.v1.SelfPreservation
+	14, // 8: coordinator.v1.StateSnapshot.cluster:type_name -> coordinator.v1.Cluster
+	9,  // 9: coordinator.v1.ListServicesResponse.services:type_name -> coordinator.v1.ServiceState
+	10, // 10: coordinator.v1.ServiceState.versions:type_name -> coordinator.v1.VersionState
+	41, // 11: coordinator.v1.ServiceState.update:type_name -> coordinator.v1.Update
+	41, // 12: coordinator.v1.ServiceState.last_update:type_name -> coordinator.v1.Update
+	11, // 13: coordinator.v1.VersionState.instance_list:type_name -> coordinator.v1.Instance
+	44, // 14: coordinator.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
+	0,  // 15: coordinator.v1.UpdatePlan.strategy:type_name -> coordinator.v1.Strategy
+	22, // 16: coordinator.v1.UpdatePlan.blockers:type_name -> coordinator.v1.Blocker
+	45, // 17: coordinator.v1.UpdatePlan.timeout:type_name -> google.protobuf.Duration
+	45, // 18: coordinator.v1.UpdatePlan.max_block:type_name -> google.protobuf.Duration
+	45, // 19: coordinator.v1.UpdatePlan.prepare_timeout:type_name -> google.protobuf.Duration
+	41, // 20: coordinator.v1.UpdatePlan.in_progress:type_name -> coordinator.v1.Update
+	15, // 21: coordinator.v1.Cluster.leader:type_name -> coordinator.v1.Replica
+	15, // 22: coordinator.v1.Cluster.replicas:type_name -> coordinator.v1.Replica
+	16, // 23: coordinator.v1.Cluster.members:type_name -> coordinator.v1.EtcdMember
+	44, // 24: coordinator.v1.SelfPreservation.since:type_name -> google.protobuf.Timestamp
+	45, // 25: coordinator.v1.SelfPreservation.window:type_name -> google.protobuf.Duration
+	45, // 26: coordinator.v1.SelfPreservation.grace:type_name -> google.protobuf.Duration
+	22, // 27: coordinator.v1.Freeness.blockers:type_name -> coordinator.v1.Blocker
+	25, // 28: coordinator.v1.Graph.services:type_name -> coordinator.v1.ServiceNode
+	27, // 29: coordinator.v1.Graph.edges:type_name -> coordinator.v1.Edge
+	26, // 30: coordinator.v1.ServiceNode.versions:type_name -> coordinator.v1.VersionSessions
+	30, // 31: coordinator.v1.ListSessionsResponse.sessions:type_name -> coordinator.v1.Session
+	45, // 32: coordinator.v1.Session.ttl:type_name -> google.protobuf.Duration
+	44, // 33: coordinator.v1.Session.registered_at:type_name -> google.protobuf.Timestamp
+	33, // 34: coordinator.v1.ListTransactionsResponse.transactions:type_name -> coordinator.v1.Transaction
+	46, // 35: coordinator.v1.Transaction.used:type_name -> coordinator.v1.ServiceVersion
+	34, // 36: coordinator.v1.Transaction.running:type_name -> coordinator.v1.SubTransaction
+	0,  // 37: coordinator.v1.StartUpdateRequest.strategy:type_name -> coordinator.v1.Strategy
+	45, // 38: coordinator.v1.StartUpdateRequest.timeout:type_name -> google.protobuf.Duration
+	45, // 39: coordinator.v1.StartUpdateRequest.max_block:type_name -> google.protobuf.Duration
+	45, // 40: coordinator.v1.StartUpdateRequest.prepare_timeout:type_name -> google.protobuf.Duration
+	41, // 41: coordinator.v1.ListUpdatesResponse.updates:type_name -> coordinator.v1.Update
+	0,  // 42: coordinator.v1.Update.strategy:type_name -> coordinator.v1.Strategy
+	1,  // 43: coordinator.v1.Update.phase:type_name -> coordinator.v1.Phase
+	45, // 44: coordinator.v1.Update.timeout:type_name -> google.protobuf.Duration
+	45, // 45: coordinator.v1.Update.max_block:type_name -> google.protobuf.Duration
+	44, // 46: coordinator.v1.Update.created_at:type_name -> google.protobuf.Timestamp
+	44, // 47: coordinator.v1.Update.switched_at:type_name -> google.protobuf.Timestamp
+	44, // 48: coordinator.v1.Update.finished_at:type_name -> google.protobuf.Timestamp
+	42, // 49: coordinator.v1.Update.history:type_name -> coordinator.v1.PhaseChange
+	43, // 50: coordinator.v1.Update.progress:type_name -> coordinator.v1.UpdateProgress
+	45, // 51: coordinator.v1.Update.prepare_timeout:type_name -> google.protobuf.Duration
+	1,  // 52: coordinator.v1.PhaseChange.phase:type_name -> coordinator.v1.Phase
+	44, // 53: coordinator.v1.PhaseChange.at:type_name -> google.protobuf.Timestamp
+	20, // 54: coordinator.v1.AdminService.GetFreeness:input_type -> coordinator.v1.GetFreenessRequest
+	23, // 55: coordinator.v1.AdminService.GetGraph:input_type -> coordinator.v1.GetGraphRequest
+	28, // 56: coordinator.v1.AdminService.ListSessions:input_type -> coordinator.v1.ListSessionsRequest
+	31, // 57: coordinator.v1.AdminService.ListTransactions:input_type -> coordinator.v1.ListTransactionsRequest
+	35, // 58: coordinator.v1.AdminService.StartUpdate:input_type -> coordinator.v1.StartUpdateRequest
+	36, // 59: coordinator.v1.AdminService.GetUpdate:input_type -> coordinator.v1.GetUpdateRequest
+	37, // 60: coordinator.v1.AdminService.ListUpdates:input_type -> coordinator.v1.ListUpdatesRequest
+	39, // 61: coordinator.v1.AdminService.AbortUpdate:input_type -> coordinator.v1.AbortUpdateRequest
+	40, // 62: coordinator.v1.AdminService.WatchUpdate:input_type -> coordinator.v1.WatchUpdateRequest
+	13, // 63: coordinator.v1.AdminService.GetCluster:input_type -> coordinator.v1.GetClusterRequest
+	17, // 64: coordinator.v1.AdminService.GetSelfPreservation:input_type -> coordinator.v1.GetSelfPreservationRequest
+	18, // 65: coordinator.v1.AdminService.EndSelfPreservation:input_type -> coordinator.v1.EndSelfPreservationRequest
+	6,  // 66: coordinator.v1.AdminService.ListServices:input_type -> coordinator.v1.ListServicesRequest
+	8,  // 67: coordinator.v1.AdminService.GetService:input_type -> coordinator.v1.GetServiceRequest
+	35, // 68: coordinator.v1.AdminService.DryRunUpdate:input_type -> coordinator.v1.StartUpdateRequest
+	2,  // 69: coordinator.v1.AdminService.WatchState:input_type -> coordinator.v1.WatchStateRequest
+	21, // 70: coordinator.v1.AdminService.GetFreeness:output_type -> coordinator.v1.Freeness
+	24, // 71: coordinator.v1.AdminService.GetGraph:output_type -> coordinator.v1.Graph
+	29, // 72: coordinator.v1.AdminService.ListSessions:output_type -> coordinator.v1.ListSessionsResponse
+	32, // 73: coordinator.v1.AdminService.ListTransactions:output_type -> coordinator.v1.ListTransactionsResponse
+	41, // 74: coordinator.v1.AdminService.StartUpdate:output_type -> coordinator.v1.Update
+	41, // 75: coordinator.v1.AdminService.GetUpdate:output_type -> coordinator.v1.Update
+	38, // 76: coordinator.v1.AdminService.ListUpdates:output_type -> coordinator.v1.ListUpdatesResponse
+	41, // 77: coordinator.v1.AdminService.AbortUpdate:output_type -> coordinator.v1.Update
+	41, // 78: coordinator.v1.AdminService.WatchUpdate:output_type -> coordinator.v1.Update
+	14, // 79: coordinator.v1.AdminService.GetCluster:output_type -> coordinator.v1.Cluster
+	19, // 80: coordinator.v1.AdminService.GetSelfPreservation:output_type -> coordinator.v1.SelfPreservation
+	19, // 81: coordinator.v1.AdminService.EndSelfPreservation:output_type -> coordinator.v1.SelfPreservation
+	7,  // 82: coordinator.v1.AdminService.ListServices:output_type -> coordinator.v1.ListServicesResponse
+	9,  // 83: coordinator.v1.AdminService.GetService:output_type -> coordinator.v1.ServiceState
+	12, // 84: coordinator.v1.AdminService.DryRunUpdate:output_type -> coordinator.v1.UpdatePlan
+	3,  // 85: coordinator.v1.AdminService.WatchState:output_type -> coordinator.v1.WatchStateResponse
+	70, // [70:86] is the sub-list for method output_type
+	54, // [54:70] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_coordinator_v1_admin_proto_init() }
@@ -3403,13 +3749,17 @@ func file_coordinator_v1_admin_proto_init() {
 		return
 	}
 	file_coordinator_v1_records_proto_init()
+	file_coordinator_v1_admin_proto_msgTypes[1].OneofWrappers = []any{
+		(*WatchStateResponse_Snapshot)(nil),
+		(*WatchStateResponse_Keepalive)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinator_v1_admin_proto_rawDesc), len(file_coordinator_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   38,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -34,6 +34,7 @@ const (
 	AdminService_ListServices_FullMethodName        = "/coordinator.v1.AdminService/ListServices"
 	AdminService_GetService_FullMethodName          = "/coordinator.v1.AdminService/GetService"
 	AdminService_DryRunUpdate_FullMethodName        = "/coordinator.v1.AdminService/DryRunUpdate"
+	AdminService_WatchState_FullMethodName          = "/coordinator.v1.AdminService/WatchState"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -82,6 +83,16 @@ type AdminServiceClient interface {
 	// target's instances, whether the service is free or which transactions
 	// block it, and the strategy's constraints.
 	DryRunUpdate(ctx context.Context, in *StartUpdateRequest, opts ...grpc.CallOption) (*UpdatePlan, error)
+	// WatchState streams what the web view shows (the services view, the
+	// edges, who blocks each blocked service, the updates, self-preservation
+	// and the cluster view): a snapshot at once, then a new one only when
+	// something changed (checked every 250 ms), and a keepalive when nothing
+	// has for 15 s, so that proxies keep the stream open. The stream ends
+	// (OK) after at most 10 minutes, and a replica serves a bounded number
+	// at once (64 by default; one more is refused with RESOURCE_EXHAUSTED):
+	// clients reconnect. The cluster view is the answering replica's own,
+	// as GetCluster; the rest is the leader's, relayed by a follower.
+	WatchState(ctx context.Context, in *WatchStateRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchStateResponse], error)
 }
 
 type adminServiceClient struct {
@@ -251,6 +262,25 @@ func (c *adminServiceClient) DryRunUpdate(ctx context.Context, in *StartUpdateRe
 	return out, nil
 }
 
+func (c *adminServiceClient) WatchState(ctx context.Context, in *WatchStateRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchStateResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AdminService_ServiceDesc.Streams[1], AdminService_WatchState_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchStateRequest, WatchStateResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_WatchStateClient = grpc.ServerStreamingClient[WatchStateResponse]
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -297,6 +327,16 @@ type AdminServiceServer interface {
 	// target's instances, whether the service is free or which transactions
 	// block it, and the strategy's constraints.
 	DryRunUpdate(context.Context, *StartUpdateRequest) (*UpdatePlan, error)
+	// WatchState streams what the web view shows (the services view, the
+	// edges, who blocks each blocked service, the updates, self-preservation
+	// and the cluster view): a snapshot at once, then a new one only when
+	// something changed (checked every 250 ms), and a keepalive when nothing
+	// has for 15 s, so that proxies keep the stream open. The stream ends
+	// (OK) after at most 10 minutes, and a replica serves a bounded number
+	// at once (64 by default; one more is refused with RESOURCE_EXHAUSTED):
+	// clients reconnect. The cluster view is the answering replica's own,
+	// as GetCluster; the rest is the leader's, relayed by a follower.
+	WatchState(*WatchStateRequest, grpc.ServerStreamingServer[WatchStateResponse]) error
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -351,6 +391,9 @@ func (UnimplementedAdminServiceServer) GetService(context.Context, *GetServiceRe
 }
 func (UnimplementedAdminServiceServer) DryRunUpdate(context.Context, *StartUpdateRequest) (*UpdatePlan, error) {
 	return nil, status.Error(codes.Unimplemented, "method DryRunUpdate not implemented")
+}
+func (UnimplementedAdminServiceServer) WatchState(*WatchStateRequest, grpc.ServerStreamingServer[WatchStateResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchState not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -636,6 +679,17 @@ func _AdminService_DryRunUpdate_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_WatchState_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchStateRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AdminServiceServer).WatchState(m, &grpc.GenericServerStream[WatchStateRequest, WatchStateResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_WatchStateServer = grpc.ServerStreamingServer[WatchStateResponse]
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -704,6 +758,11 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchUpdate",
 			Handler:       _AdminService_WatchUpdate_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchState",
+			Handler:       _AdminService_WatchState_Handler,
 			ServerStreams: true,
 		},
 	},
