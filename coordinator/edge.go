@@ -89,3 +89,7 @@ func (s adminServer) GetService(ctx context.Context, r *pb.GetServiceRequest) (*
 func (s adminServer) DryRunUpdate(ctx context.Context, r *pb.StartUpdateRequest) (*pb.UpdatePlan, error) {
 	return answer(s.a.DryRunUpdate(ctx, r))
 }
+
+func (s adminServer) WatchState(r *pb.WatchStateRequest, srv pb.AdminService_WatchStateServer) error {
+	return toGRPCError(s.a.WatchState(r, srv))
+}
