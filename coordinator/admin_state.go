@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -16,7 +17,9 @@ import (
 // view shows, sent when it changes. The coordinator has no single change
 // signal that covers sessions, transactions, edges and updates alike, so
 // each watcher copies the state every stateCheck and sends it when it
-// differs from what it sent last. Each part is copied by the admin call
+// differs from what it sent last. Watchers share the copies (stateMemo):
+// however many there are, the state is copied about 1/stateShare times a
+// second. Each part is copied by the admin call
 // that answers it alone (ListServices, GetFreeness, ListUpdates, ...), each
 // under its own hold of the event lock, so a watcher never holds the lock
 // longer than ListServices does. The server's gate bounds the watchers,
@@ -28,7 +31,18 @@ const (
 	stateBlocked = 50
 	// stateCheck is how often a watcher looks for a change.
 	stateCheck = 250 * time.Millisecond
+	// stateShare: a copy this recent is given to another watcher as is.
+	stateShare = 200 * time.Millisecond
 )
+
+// stateMemo is the last copy of the state, by service limit. Copies are
+// not changed once made: watchers share them.
+type stateMemo struct {
+	mu   sync.Mutex
+	n    int
+	at   time.Time
+	snap *pb.StateSnapshot
+}
 
 // WatchState sends the coordinator's part of the state at once, then
 // whenever it changes; it never sends the cluster view (the gate adds
@@ -44,7 +58,7 @@ func (a admin) WatchState(req *pb.WatchStateRequest, srv pb.AdminService_WatchSt
 	defer tick.Stop()
 	var last *pb.StateSnapshot
 	for {
-		snap, err := a.stateSnapshot(ctx, n)
+		snap, err := a.sharedStateSnapshot(ctx, n)
 		if err != nil {
 			return err
 		}
@@ -62,6 +76,23 @@ func (a admin) WatchState(req *pb.WatchStateRequest, srv pb.AdminService_WatchSt
 		case <-tick.C:
 		}
 	}
+}
+
+// sharedStateSnapshot returns a copy made less than stateShare ago for
+// the same n, else a new one (then kept).
+func (a admin) sharedStateSnapshot(ctx context.Context, n int) (*pb.StateSnapshot, error) {
+	m := &a.c.stateMemo
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.snap != nil && m.n == n && time.Since(m.at) < stateShare {
+		return m.snap, nil
+	}
+	snap, err := a.stateSnapshot(ctx, n)
+	if err != nil {
+		return nil, err
+	}
+	m.n, m.at, m.snap = n, time.Now(), snap
+	return snap, nil
 }
 
 // stateSnapshot copies the coordinator's part of a snapshot, with up to n
