@@ -341,6 +341,7 @@ async function watch() {
   if (document.hidden) return; // reconnects when shown
   const ctl = new AbortController();
   stream = ctl;
+  const before = snapshots;
   let err = null;
   try {
     const r = await fetch(WATCH, { headers: { Accept: "application/json" }, cache: "no-store", signal: ctl.signal });
@@ -368,12 +369,14 @@ async function watch() {
   if (stream === ctl) stream = null;
   if (ctl.signal.aborted) return; // closed on purpose (hidden tab)
   if (err instanceof AuthError) { setStatus("error", "not updated: log in"); return; }
-  if (err === null) { // the server ended it (its time was up): at once
+  const drawn = snapshots - before;
+  if (err === null && drawn > 0) { // the server ended it (its time was up): at once
     failures = 0;
     setStatus("reconnecting", "reconnecting…");
     connect(0);
     return;
   }
+  if (err === null) err = new Error("the stream ended before its first snapshot");
   failures++;
   const delay = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** (failures - 1));
   setStatus("reconnecting", `reconnecting in ${Math.round(delay / 1000)} s: ${err.message}`);
