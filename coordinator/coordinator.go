@@ -191,6 +191,10 @@ type Coordinator struct {
 	watch   storage.SessionWatch // set by Start
 	metrics *metrics
 
+	// stateMemo shares WatchState's copies among its watchers
+	// (admin_state.go).
+	stateMemo stateMemo
+
 	// regLocks serializes the registrations of one instance, and the
 	// service record updates of one service: each does etcd I/O outside mu.
 	regLocks keyLocks

@@ -95,3 +95,7 @@ func (s adminServer) GetServiceIstio(ctx context.Context, r *pb.GetServiceIstioR
 func (s adminServer) DryRunUpdate(ctx context.Context, r *pb.StartUpdateRequest) (*pb.UpdatePlan, error) {
 	return answer(s.a.DryRunUpdate(ctx, r))
 }
+
+func (s adminServer) WatchState(r *pb.WatchStateRequest, srv pb.AdminService_WatchStateServer) error {
+	return toGRPCError(s.a.WatchState(r, srv))
+}

@@ -58,7 +58,7 @@ func TestWebViewLogin(t *testing.T) {
 	page.screenshot(shots, "login")
 	page.mustEval(fmt.Sprintf(`document.getElementById("login-token").value = %q; document.getElementById("login").requestSubmit(); true`, viewer), nil)
 	page.waitFor(30*time.Second, "the page drawn as vera",
-		`document.body.dataset.polls >= 1 && document.getElementById("whoami").textContent.includes("vera (viewer)")`)
+		`document.body.dataset.snapshots >= 1 && document.getElementById("whoami").textContent.includes("vera (viewer)")`)
 	abort := fmt.Sprintf(`document.querySelector('button[data-abort=%q]')`, st.GetId())
 	page.waitFor(30*time.Second, "the Abort button, disabled", `(b => !!b && b.disabled)(`+abort+`)`)
 	page.screenshot(shots, "viewer")

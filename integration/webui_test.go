@@ -3,12 +3,17 @@ package integration
 import (
 	"context"
 	"fmt"
+	"maps"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/coordinator/coordinator/coordinator/server"
 	"github.com/coordinator/coordinator/coordinator/server/servertest"
 	"github.com/coordinator/coordinator/internal/simsidecar"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
@@ -19,7 +24,9 @@ import (
 // services, the blocking transactions the REST API reports, and the
 // update's phase advancing without a reload. Screenshots are saved before
 // and during the update (and after it), under the test's temporary
-// directory or COORDINATOR_WEBUI_SCREENSHOTS if set.
+// directory or COORDINATOR_WEBUI_SCREENSHOTS if set. The page is pushed
+// the state (GET /v1/state:watch): it says it is live, and it makes no
+// other REST request while it watches (no polling).
 func TestWebView(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs headless Chromium")
@@ -32,7 +39,24 @@ func TestWebView(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ts := servertest.Start(t, "")
+	// Every REST request the page (or this test) makes, by path.
+	var restMu sync.Mutex
+	rest := map[string]int{}
+	restCounts := func() map[string]int {
+		restMu.Lock()
+		defer restMu.Unlock()
+		return maps.Clone(rest)
+	}
+	ts := servertest.Start(t, "", func(cfg *server.Config) {
+		cfg.RESTMiddleware = func(next http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				restMu.Lock()
+				rest[r.Method+" "+r.URL.Path]++
+				restMu.Unlock()
+				next.ServeHTTP(w, r)
+			})
+		}
+	})
 	portal := ts.LongSidecar("portal-1", "portal", "v1", "auth-service")
 	ts.LongSidecar("auth-1", "auth-service", "v1", "db")
 	ts.LongSidecar("auth-2", "auth-service", "v2", "db")
@@ -47,7 +71,7 @@ func TestWebView(t *testing.T) {
 
 	page := startChromium(t, bin, "http://"+ts.HTTPAddr()+"/ui/")
 	page.waitFor(60*time.Second, "the graph drawn",
-		`document.body.dataset.polls >= 1 && !!document.querySelector('g.node[data-service="auth-service"]')`)
+		`document.body.dataset.snapshots >= 1 && !!document.querySelector('g.node[data-service="auth-service"]')`)
 	// A mark that a reload would wipe.
 	page.mustEval(`window.__loadedOnce = "yes"`, nil)
 
@@ -73,7 +97,31 @@ func TestWebView(t *testing.T) {
 	ts.REST("/v1/cluster", &cluster)
 	page.waitFor(10*time.Second, "the leader "+cluster.GetLeader().GetName(),
 		fmt.Sprintf(`document.getElementById("leader").textContent.includes(%q)`, cluster.GetLeader().GetName()))
+	var clusterText string
+	page.mustEval(`document.getElementById("cluster").textContent`, &clusterText)
+	if strings.Contains(clusterText, "null") || strings.Contains(clusterText, "undefined") {
+		t.Fatalf("the cluster section: %q", clusterText)
+	}
+	page.waitFor(10*time.Second, "the live indicator",
+		`document.body.dataset.stream === "live" && document.getElementById("status").textContent.startsWith("live")`)
 	page.screenshot(shots, "before-update")
+
+	// The page is pushed the state: over a few seconds it makes no request
+	// to /v1/, not even to reopen its stream, which stays open.
+	before := restCounts()
+	if before["GET /v1/state:watch"] < 1 {
+		t.Fatalf("the page never opened its stream: REST requests %v", before)
+	}
+	time.Sleep(4 * time.Second)
+	if after := restCounts(); !maps.Equal(before, after) {
+		t.Fatalf("the page made REST requests while nothing changed (polling?): before %v, after %v", before, after)
+	}
+	var live string
+	page.mustEval(`document.body.dataset.stream`, &live)
+	if live != "live" {
+		t.Fatalf("the indicator says %q after a quiet while, want live", live)
+	}
+	seenBefore := restCounts()
 
 	// A WF update of auth-service waits for t1.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -129,6 +177,13 @@ func TestWebView(t *testing.T) {
 	if mark != "yes" {
 		t.Fatal("the page was reloaded")
 	}
+	// Through the update, the page's only REST traffic was its stream,
+	// opened once and still open (the test's own calls are not the page's).
+	for k, n := range restCounts() {
+		if k == "GET /v1/state:watch" && n != seenBefore[k] {
+			t.Errorf("the page reopened its stream during the update: %d, then %d", seenBefore[k], n)
+		}
+	}
 	var u pb.Update
 	if ts.REST("/v1/updates/"+id, &u); u.GetPhase() != pb.Phase_PHASE_DONE {
 		t.Fatalf("REST says update %s is %v", id, u.GetPhase())
@@ -142,4 +197,42 @@ func TestWebView(t *testing.T) {
 	}
 	t.Logf("update %s: page showed %s, then DONE, without a reload", id, during)
 	page.screenshot(shots, "after-update")
+}
+
+// TestWebViewReconnects: the replica ends each state stream after
+// StateWatchDuration; the page opens a new one at once, stays live, and
+// shows what changed after the reconnection without a reload.
+func TestWebViewReconnects(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs headless Chromium")
+	}
+	bin := findChromium(t)
+	var watches atomic.Int32
+	ts := servertest.Start(t, "", func(cfg *server.Config) {
+		cfg.StateWatchDuration = 1500 * time.Millisecond
+		cfg.RESTMiddleware = func(next http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/v1/state:watch" {
+					watches.Add(1)
+				}
+				next.ServeHTTP(w, r)
+			})
+		}
+	})
+	ts.LongSidecar("a-1", "a", "v1")
+	page := startChromium(t, bin, "http://"+ts.HTTPAddr()+"/ui/")
+	page.waitFor(30*time.Second, "service a drawn, live",
+		`document.body.dataset.stream === "live" && !!document.querySelector('g.node[data-service="a"]')`)
+	page.mustEval(`window.__loadedOnce = "yes"`, nil)
+	servertest.Eventually(t, 20*time.Second, "three streams opened", func() bool { return watches.Load() >= 3 })
+	ts.LongSidecar("b-1", "b", "v1")
+	page.waitFor(10*time.Second, "service b drawn, live",
+		`document.body.dataset.stream === "live" && !!document.querySelector('g.node[data-service="b"]')`)
+	var mark string
+	if page.mustEval(`window.__loadedOnce || ""`, &mark); mark != "yes" {
+		t.Fatal("the page was reloaded")
+	}
+	if n := watches.Load(); n > 20 {
+		t.Errorf("%d streams opened: the page reconnects too eagerly", n)
+	}
 }

@@ -69,6 +69,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		maxBody       = fs.Int64("max-request-bytes", server.DefaultMaxRequestBytes, "largest REST request body; a larger one gets 413")
 		maxStreams    = fs.Int("max-streams", server.DefaultMaxStreams, "sidecar streams open at once, in all; one more is refused")
 		maxPerPeer    = fs.Int("max-streams-per-peer", server.DefaultMaxStreamsPerPeer, "sidecar streams open at once from one peer address")
+		maxWatchers   = fs.Int("max-state-watchers", server.DefaultMaxStateWatchers, "WatchState streams (GET /v1/state:watch, the web view's) open at once on this replica; one more is refused")
+		watchDuration = fs.Duration("state-watch-duration", server.DefaultStateWatchDuration, "longest a WatchState stream lasts before it ends and the client reconnects")
 		beginWait     = fs.Duration("begin-wait-timeout", coordinator.DefaultBeginWaitTimeout, "how long a call during an update may wait for its transaction's BEGIN to arrive from another sidecar; then it goes where a transaction not seen begin goes")
 		prepTimeout   = fs.Duration("prepare-timeout", coordinator.DefaultPrepareTimeout, "abort an update still PREPARING after this long, naming the sessions that did not acknowledge update mode (an update's prepare_timeout overrides it)")
 		updTimeout    = fs.Duration("update-timeout", coordinator.DefaultUpdateTimeout, "abort a wf or bf update whose service is not free within this long, when the update sets no timeout")
@@ -151,6 +153,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *maxStreams <= 0 || *maxPerPeer <= 0 || *regTimeout <= 0 || *beginWait <= 0 {
 		return fail("--max-streams, --max-streams-per-peer, --register-timeout and --begin-wait-timeout must be positive")
 	}
+	if *maxWatchers <= 0 || *watchDuration <= 0 {
+		return fail("--max-state-watchers and --state-watch-duration must be positive")
+	}
 	if *maxBody <= 0 {
 		return fail("--max-request-bytes %d: want a positive size", *maxBody)
 	}
@@ -192,15 +197,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	startCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	cfg := server.Config{
-		GRPCAddr:          *grpcAddr,
-		HTTPAddr:          *httpAddr,
-		DataDir:           *dataDir,
-		EtcdEndpoints:     eps,
-		Logger:            lg,
-		LeaderTTL:         *leaderTTL,
-		MaxRequestBytes:   *maxBody,
-		MaxStreams:        *maxStreams,
-		MaxStreamsPerPeer: *maxPerPeer,
+		GRPCAddr:           *grpcAddr,
+		HTTPAddr:           *httpAddr,
+		DataDir:            *dataDir,
+		EtcdEndpoints:      eps,
+		Logger:             lg,
+		LeaderTTL:          *leaderTTL,
+		MaxRequestBytes:    *maxBody,
+		MaxStreams:         *maxStreams,
+		MaxStreamsPerPeer:  *maxPerPeer,
+		MaxStateWatchers:   *maxWatchers,
+		StateWatchDuration: *watchDuration,
 		Coordinator: coordinator.Config{
 			Prefix:           *prefix,
 			FlushInterval:    *flush,

@@ -99,6 +99,12 @@ type Config struct {
 	// once, in all and per peer address (DefaultMaxStreams,
 	// DefaultMaxStreamsPerPeer); one more is refused with ResourceExhausted.
 	MaxStreams, MaxStreamsPerPeer int
+	// MaxStateWatchers bounds the WatchState streams (the web view's) this
+	// replica serves at once (DefaultMaxStateWatchers); one more is refused
+	// with ResourceExhausted. StateWatchDuration is the longest one lasts
+	// (DefaultStateWatchDuration) before it ends and the client reconnects.
+	MaxStateWatchers   int
+	StateWatchDuration time.Duration
 	// MaxRequestBytes bounds a REST request body (DefaultMaxRequestBytes);
 	// a larger one gets 413.
 	MaxRequestBytes int64
@@ -202,6 +208,7 @@ type Server struct {
 	startTimeout, stopTimeout time.Duration
 	metrics                   serverMetrics
 	streamLimits              *streamLimits
+	stateWatch                *stateWatch // WatchState's bounds (statewatch.go)
 	stopLead                  chan struct{}
 	leadDone                  chan struct{}
 
@@ -318,6 +325,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.reg.MustRegister(s.metrics.collectors()...)
 	s.streamLimits = newStreamLimits(cfg.MaxStreams, cfg.MaxStreamsPerPeer)
 	s.reg.MustRegister(s.streamLimits.collectors()...)
+	s.stateWatch = newStateWatch(cfg.MaxStateWatchers, cfg.StateWatchDuration)
 	s.ccfg = cfg.Coordinator
 	if s.ccfg.Logger == nil {
 		s.ccfg.Logger = lg

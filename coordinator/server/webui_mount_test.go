@@ -13,7 +13,7 @@ import (
 // routes, which the page reads, beside it).
 func TestWebViewMounted(t *testing.T) {
 	ts := servertest.Start(t, "")
-	for path, want := range map[string]string{"/ui/": `<script src="app.js">`, "/ui/app.js": `getJSON("/v1/graph")`, "/ui/style.css": ".node"} {
+	for path, want := range map[string]string{"/ui/": `<script src="app.js">`, "/ui/app.js": `const WATCH = "/v1/state:watch"`, "/ui/style.css": ".node"} {
 		resp, err := http.Get("http://" + ts.HTTPAddr() + path)
 		if err != nil {
 			t.Fatal(err)

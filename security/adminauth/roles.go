@@ -71,6 +71,7 @@ var MethodRoles = map[string]Role{
 	"GetUpdate":           Viewer,
 	"ListUpdates":         Viewer,
 	"WatchUpdate":         Viewer,
+	"WatchState":          Viewer, // the web view's stream
 	"GetCluster":          Viewer,
 	"GetSelfPreservation": Viewer,
 	"ListServices":        Viewer,

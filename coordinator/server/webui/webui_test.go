@@ -77,9 +77,13 @@ func TestAssetsAreSelfContained(t *testing.T) {
 		t.Fatal(err)
 	}
 	js, _ := assets.ReadFile("assets/app.js")
-	for _, m := range regexp.MustCompile("(?:getJSON|post)\\(\\s*[`\"]([^`\"]*)").FindAllStringSubmatch(string(js), -1) {
+	for _, m := range regexp.MustCompile("(?:fetch|post)\\(\\s*[`\"]([^`\"]*)").FindAllStringSubmatch(string(js), -1) {
 		if !strings.HasPrefix(m[1], "/v1/") {
 			t.Errorf("app.js calls %q, not the REST gateway", m[1])
 		}
+	}
+	// The state comes from the stream, not from polling.
+	if !strings.Contains(string(js), `const WATCH = "/v1/state:watch"`) || strings.Contains(string(js), "setInterval") {
+		t.Error("app.js does not read its state from GET /v1/state:watch, or polls")
 	}
 }

@@ -222,6 +222,315 @@ func (x *GetServiceIstioRequest) GetFormat() string {
 	return ""
 }
 
+type WatchStateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Most services in a snapshot, by name (default 1000, at most 10000).
+	ServiceLimit uint32 `protobuf:"varint,1,opt,name=service_limit,json=serviceLimit,proto3" json:"service_limit,omitempty"`
+	// Leave the cluster view out: a follower relaying the leader's stream
+	// asks so, and adds its own.
+	OmitCluster   bool `protobuf:"varint,2,opt,name=omit_cluster,json=omitCluster,proto3" json:"omit_cluster,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchStateRequest) Reset() {
+	*x = WatchStateRequest{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchStateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchStateRequest) ProtoMessage() {}
+
+func (x *WatchStateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchStateRequest.ProtoReflect.Descriptor instead.
+func (*WatchStateRequest) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *WatchStateRequest) GetServiceLimit() uint32 {
+	if x != nil {
+		return x.ServiceLimit
+	}
+	return 0
+}
+
+func (x *WatchStateRequest) GetOmitCluster() bool {
+	if x != nil {
+		return x.OmitCluster
+	}
+	return false
+}
+
+// WatchStateResponse is one message of WatchState: a snapshot, or a
+// keepalive that says nothing changed since the last one.
+type WatchStateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Event:
+	//
+	//	*WatchStateResponse_Snapshot
+	//	*WatchStateResponse_Keepalive
+	Event         isWatchStateResponse_Event `protobuf_oneof:"event"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchStateResponse) Reset() {
+	*x = WatchStateResponse{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchStateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchStateResponse) ProtoMessage() {}
+
+func (x *WatchStateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchStateResponse.ProtoReflect.Descriptor instead.
+func (*WatchStateResponse) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *WatchStateResponse) GetEvent() isWatchStateResponse_Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *WatchStateResponse) GetSnapshot() *StateSnapshot {
+	if x != nil {
+		if x, ok := x.Event.(*WatchStateResponse_Snapshot); ok {
+			return x.Snapshot
+		}
+	}
+	return nil
+}
+
+func (x *WatchStateResponse) GetKeepalive() *StateKeepalive {
+	if x != nil {
+		if x, ok := x.Event.(*WatchStateResponse_Keepalive); ok {
+			return x.Keepalive
+		}
+	}
+	return nil
+}
+
+type isWatchStateResponse_Event interface {
+	isWatchStateResponse_Event()
+}
+
+type WatchStateResponse_Snapshot struct {
+	Snapshot *StateSnapshot `protobuf:"bytes,1,opt,name=snapshot,proto3,oneof"`
+}
+
+type WatchStateResponse_Keepalive struct {
+	Keepalive *StateKeepalive `protobuf:"bytes,2,opt,name=keepalive,proto3,oneof"`
+}
+
+func (*WatchStateResponse_Snapshot) isWatchStateResponse_Event() {}
+
+func (*WatchStateResponse_Keepalive) isWatchStateResponse_Event() {}
+
+// StateKeepalive keeps a WatchState stream open while nothing changes.
+type StateKeepalive struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When the replica sent it.
+	At            *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StateKeepalive) Reset() {
+	*x = StateKeepalive{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StateKeepalive) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StateKeepalive) ProtoMessage() {}
+
+func (x *StateKeepalive) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StateKeepalive.ProtoReflect.Descriptor instead.
+func (*StateKeepalive) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *StateKeepalive) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+// StateSnapshot is the state the web view shows, all of it in each
+// snapshot. Each part is copied as its own admin call copies it (under
+// the coordinator's lock no longer than that call), so parts may be a
+// few events apart.
+type StateSnapshot struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The first service_limit services by name, as ListServices gives them
+	// (last_update without its history).
+	Services []*ServiceState `protobuf:"bytes,1,rep,name=services,proto3" json:"services,omitempty"`
+	// Services known in all.
+	ServicesTotal uint32 `protobuf:"varint,2,opt,name=services_total,json=servicesTotal,proto3" json:"services_total,omitempty"`
+	// The static graph's edges between the services listed, as GetGraph
+	// gives them.
+	Edges []*Edge `protobuf:"bytes,3,rep,name=edges,proto3" json:"edges,omitempty"`
+	// Who blocks each service listed that is not free (the first 50 such
+	// services by name), as GetFreeness gives it (up to 20 blockers each).
+	Blocked []*Freeness `protobuf:"bytes,4,rep,name=blocked,proto3" json:"blocked,omitempty"`
+	// The updates, newest first, as ListUpdates gives them (the newest 50).
+	Updates          []*Update         `protobuf:"bytes,5,rep,name=updates,proto3" json:"updates,omitempty"`
+	SelfPreservation *SelfPreservation `protobuf:"bytes,6,opt,name=self_preservation,json=selfPreservation,proto3" json:"self_preservation,omitempty"`
+	// Live transactions in all.
+	LiveTransactions uint32 `protobuf:"varint,7,opt,name=live_transactions,json=liveTransactions,proto3" json:"live_transactions,omitempty"`
+	// The cluster view of the replica that answered, as GetCluster gives it;
+	// absent with omit_cluster, or when it could not be read (cluster_error
+	// says why).
+	Cluster       *Cluster `protobuf:"bytes,8,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	ClusterError  string   `protobuf:"bytes,9,opt,name=cluster_error,json=clusterError,proto3" json:"cluster_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StateSnapshot) Reset() {
+	*x = StateSnapshot{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StateSnapshot) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StateSnapshot) ProtoMessage() {}
+
+func (x *StateSnapshot) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StateSnapshot.ProtoReflect.Descriptor instead.
+func (*StateSnapshot) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *StateSnapshot) GetServices() []*ServiceState {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+func (x *StateSnapshot) GetServicesTotal() uint32 {
+	if x != nil {
+		return x.ServicesTotal
+	}
+	return 0
+}
+
+func (x *StateSnapshot) GetEdges() []*Edge {
+	if x != nil {
+		return x.Edges
+	}
+	return nil
+}
+
+func (x *StateSnapshot) GetBlocked() []*Freeness {
+	if x != nil {
+		return x.Blocked
+	}
+	return nil
+}
+
+func (x *StateSnapshot) GetUpdates() []*Update {
+	if x != nil {
+		return x.Updates
+	}
+	return nil
+}
+
+func (x *StateSnapshot) GetSelfPreservation() *SelfPreservation {
+	if x != nil {
+		return x.SelfPreservation
+	}
+	return nil
+}
+
+func (x *StateSnapshot) GetLiveTransactions() uint32 {
+	if x != nil {
+		return x.LiveTransactions
+	}
+	return 0
+}
+
+func (x *StateSnapshot) GetCluster() *Cluster {
+	if x != nil {
+		return x.Cluster
+	}
+	return nil
+}
+
+func (x *StateSnapshot) GetClusterError() string {
+	if x != nil {
+		return x.ClusterError
+	}
+	return ""
+}
+
 type ListServicesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Most services to return, by name (default 100, at most 10000).
@@ -232,7 +541,7 @@ type ListServicesRequest struct {
 
 func (x *ListServicesRequest) Reset() {
 	*x = ListServicesRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[1]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -244,7 +553,7 @@ func (x *ListServicesRequest) String() string {
 func (*ListServicesRequest) ProtoMessage() {}
 
 func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[1]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -257,7 +566,7 @@ func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
 func (*ListServicesRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListServicesRequest) GetLimit() uint32 {
@@ -278,7 +587,7 @@ type ListServicesResponse struct {
 
 func (x *ListServicesResponse) Reset() {
 	*x = ListServicesResponse{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[2]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -290,7 +599,7 @@ func (x *ListServicesResponse) String() string {
 func (*ListServicesResponse) ProtoMessage() {}
 
 func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[2]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -303,7 +612,7 @@ func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
 func (*ListServicesResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListServicesResponse) GetServices() []*ServiceState {
@@ -333,7 +642,7 @@ type GetServiceRequest struct {
 
 func (x *GetServiceRequest) Reset() {
 	*x = GetServiceRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[3]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -345,7 +654,7 @@ func (x *GetServiceRequest) String() string {
 func (*GetServiceRequest) ProtoMessage() {}
 
 func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[3]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -358,7 +667,7 @@ func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceRequest.ProtoReflect.Descriptor instead.
 func (*GetServiceRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetServiceRequest) GetService() string {
@@ -411,7 +720,7 @@ type ServiceState struct {
 
 func (x *ServiceState) Reset() {
 	*x = ServiceState{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[4]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -423,7 +732,7 @@ func (x *ServiceState) String() string {
 func (*ServiceState) ProtoMessage() {}
 
 func (x *ServiceState) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[4]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -436,7 +745,7 @@ func (x *ServiceState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceState.ProtoReflect.Descriptor instead.
 func (*ServiceState) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ServiceState) GetName() string {
@@ -523,7 +832,7 @@ type VersionState struct {
 
 func (x *VersionState) Reset() {
 	*x = VersionState{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[5]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -535,7 +844,7 @@ func (x *VersionState) String() string {
 func (*VersionState) ProtoMessage() {}
 
 func (x *VersionState) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[5]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -548,7 +857,7 @@ func (x *VersionState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionState.ProtoReflect.Descriptor instead.
 func (*VersionState) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *VersionState) GetVersion() string {
@@ -613,7 +922,7 @@ type Instance struct {
 
 func (x *Instance) Reset() {
 	*x = Instance{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[6]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -625,7 +934,7 @@ func (x *Instance) String() string {
 func (*Instance) ProtoMessage() {}
 
 func (x *Instance) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[6]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -638,7 +947,7 @@ func (x *Instance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Instance.ProtoReflect.Descriptor instead.
 func (*Instance) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Instance) GetInstanceId() string {
@@ -708,7 +1017,7 @@ type UpdatePlan struct {
 
 func (x *UpdatePlan) Reset() {
 	*x = UpdatePlan{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[7]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -720,7 +1029,7 @@ func (x *UpdatePlan) String() string {
 func (*UpdatePlan) ProtoMessage() {}
 
 func (x *UpdatePlan) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[7]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -733,7 +1042,7 @@ func (x *UpdatePlan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePlan.ProtoReflect.Descriptor instead.
 func (*UpdatePlan) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UpdatePlan) GetService() string {
@@ -877,7 +1186,7 @@ type GetClusterRequest struct {
 
 func (x *GetClusterRequest) Reset() {
 	*x = GetClusterRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[8]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +1198,7 @@ func (x *GetClusterRequest) String() string {
 func (*GetClusterRequest) ProtoMessage() {}
 
 func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[8]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +1211,7 @@ func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 type Cluster struct {
@@ -921,7 +1230,7 @@ type Cluster struct {
 
 func (x *Cluster) Reset() {
 	*x = Cluster{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[9]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -933,7 +1242,7 @@ func (x *Cluster) String() string {
 func (*Cluster) ProtoMessage() {}
 
 func (x *Cluster) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[9]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -946,7 +1255,7 @@ func (x *Cluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
 func (*Cluster) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Cluster) GetLeader() *Replica {
@@ -990,7 +1299,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[10]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1002,7 +1311,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[10]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1015,7 +1324,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Replica) GetName() string {
@@ -1066,7 +1375,7 @@ type EtcdMember struct {
 
 func (x *EtcdMember) Reset() {
 	*x = EtcdMember{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[11]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1078,7 +1387,7 @@ func (x *EtcdMember) String() string {
 func (*EtcdMember) ProtoMessage() {}
 
 func (x *EtcdMember) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[11]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1091,7 +1400,7 @@ func (x *EtcdMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EtcdMember.ProtoReflect.Descriptor instead.
 func (*EtcdMember) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *EtcdMember) GetId() uint64 {
@@ -1172,7 +1481,7 @@ type GetSelfPreservationRequest struct {
 
 func (x *GetSelfPreservationRequest) Reset() {
 	*x = GetSelfPreservationRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[12]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1184,7 +1493,7 @@ func (x *GetSelfPreservationRequest) String() string {
 func (*GetSelfPreservationRequest) ProtoMessage() {}
 
 func (x *GetSelfPreservationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[12]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1197,7 +1506,7 @@ func (x *GetSelfPreservationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSelfPreservationRequest.ProtoReflect.Descriptor instead.
 func (*GetSelfPreservationRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 type EndSelfPreservationRequest struct {
@@ -1208,7 +1517,7 @@ type EndSelfPreservationRequest struct {
 
 func (x *EndSelfPreservationRequest) Reset() {
 	*x = EndSelfPreservationRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[13]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1220,7 +1529,7 @@ func (x *EndSelfPreservationRequest) String() string {
 func (*EndSelfPreservationRequest) ProtoMessage() {}
 
 func (x *EndSelfPreservationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[13]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1233,7 +1542,7 @@ func (x *EndSelfPreservationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndSelfPreservationRequest.ProtoReflect.Descriptor instead.
 func (*EndSelfPreservationRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 type SelfPreservation struct {
@@ -1259,7 +1568,7 @@ type SelfPreservation struct {
 
 func (x *SelfPreservation) Reset() {
 	*x = SelfPreservation{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[14]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1271,7 +1580,7 @@ func (x *SelfPreservation) String() string {
 func (*SelfPreservation) ProtoMessage() {}
 
 func (x *SelfPreservation) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[14]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1284,7 +1593,7 @@ func (x *SelfPreservation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SelfPreservation.ProtoReflect.Descriptor instead.
 func (*SelfPreservation) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SelfPreservation) GetActive() bool {
@@ -1361,7 +1670,7 @@ type GetFreenessRequest struct {
 
 func (x *GetFreenessRequest) Reset() {
 	*x = GetFreenessRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[15]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1373,7 +1682,7 @@ func (x *GetFreenessRequest) String() string {
 func (*GetFreenessRequest) ProtoMessage() {}
 
 func (x *GetFreenessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[15]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1386,7 +1695,7 @@ func (x *GetFreenessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFreenessRequest.ProtoReflect.Descriptor instead.
 func (*GetFreenessRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetFreenessRequest) GetService() string {
@@ -1426,7 +1735,7 @@ type Freeness struct {
 
 func (x *Freeness) Reset() {
 	*x = Freeness{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[16]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1438,7 +1747,7 @@ func (x *Freeness) String() string {
 func (*Freeness) ProtoMessage() {}
 
 func (x *Freeness) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[16]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1451,7 +1760,7 @@ func (x *Freeness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Freeness.ProtoReflect.Descriptor instead.
 func (*Freeness) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Freeness) GetService() string {
@@ -1516,7 +1825,7 @@ type Blocker struct {
 
 func (x *Blocker) Reset() {
 	*x = Blocker{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[17]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1528,7 +1837,7 @@ func (x *Blocker) String() string {
 func (*Blocker) ProtoMessage() {}
 
 func (x *Blocker) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[17]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1541,7 +1850,7 @@ func (x *Blocker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Blocker.ProtoReflect.Descriptor instead.
 func (*Blocker) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Blocker) GetTxnId() string {
@@ -1596,7 +1905,7 @@ type GetGraphRequest struct {
 
 func (x *GetGraphRequest) Reset() {
 	*x = GetGraphRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[18]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1608,7 +1917,7 @@ func (x *GetGraphRequest) String() string {
 func (*GetGraphRequest) ProtoMessage() {}
 
 func (x *GetGraphRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[18]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1621,7 +1930,7 @@ func (x *GetGraphRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGraphRequest.ProtoReflect.Descriptor instead.
 func (*GetGraphRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetGraphRequest) GetTxnLimit() uint32 {
@@ -1643,7 +1952,7 @@ type Graph struct {
 
 func (x *Graph) Reset() {
 	*x = Graph{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[19]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1655,7 +1964,7 @@ func (x *Graph) String() string {
 func (*Graph) ProtoMessage() {}
 
 func (x *Graph) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[19]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1668,7 +1977,7 @@ func (x *Graph) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Graph.ProtoReflect.Descriptor instead.
 func (*Graph) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Graph) GetServices() []*ServiceNode {
@@ -1710,7 +2019,7 @@ type ServiceNode struct {
 
 func (x *ServiceNode) Reset() {
 	*x = ServiceNode{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[20]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1722,7 +2031,7 @@ func (x *ServiceNode) String() string {
 func (*ServiceNode) ProtoMessage() {}
 
 func (x *ServiceNode) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[20]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1735,7 +2044,7 @@ func (x *ServiceNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceNode.ProtoReflect.Descriptor instead.
 func (*ServiceNode) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ServiceNode) GetName() string {
@@ -1790,7 +2099,7 @@ type VersionSessions struct {
 
 func (x *VersionSessions) Reset() {
 	*x = VersionSessions{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[21]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1802,7 +2111,7 @@ func (x *VersionSessions) String() string {
 func (*VersionSessions) ProtoMessage() {}
 
 func (x *VersionSessions) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[21]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1815,7 +2124,7 @@ func (x *VersionSessions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionSessions.ProtoReflect.Descriptor instead.
 func (*VersionSessions) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *VersionSessions) GetVersion() string {
@@ -1844,7 +2153,7 @@ type Edge struct {
 
 func (x *Edge) Reset() {
 	*x = Edge{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[22]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1856,7 +2165,7 @@ func (x *Edge) String() string {
 func (*Edge) ProtoMessage() {}
 
 func (x *Edge) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[22]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1869,7 +2178,7 @@ func (x *Edge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Edge.ProtoReflect.Descriptor instead.
 func (*Edge) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Edge) GetFrom() string {
@@ -1903,7 +2212,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[23]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1915,7 +2224,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[23]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1928,7 +2237,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListSessionsRequest) GetService() string {
@@ -1947,7 +2256,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[24]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1959,7 +2268,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[24]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1972,7 +2281,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*Session {
@@ -2004,7 +2313,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[25]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2016,7 +2325,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[25]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2029,7 +2338,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Session) GetInstanceId() string {
@@ -2114,7 +2423,7 @@ type ListTransactionsRequest struct {
 
 func (x *ListTransactionsRequest) Reset() {
 	*x = ListTransactionsRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[26]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2126,7 +2435,7 @@ func (x *ListTransactionsRequest) String() string {
 func (*ListTransactionsRequest) ProtoMessage() {}
 
 func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[26]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2139,7 +2448,7 @@ func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransactionsRequest.ProtoReflect.Descriptor instead.
 func (*ListTransactionsRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListTransactionsRequest) GetService() string {
@@ -2167,7 +2476,7 @@ type ListTransactionsResponse struct {
 
 func (x *ListTransactionsResponse) Reset() {
 	*x = ListTransactionsResponse{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[27]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2179,7 +2488,7 @@ func (x *ListTransactionsResponse) String() string {
 func (*ListTransactionsResponse) ProtoMessage() {}
 
 func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[27]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2192,7 +2501,7 @@ func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransactionsResponse.ProtoReflect.Descriptor instead.
 func (*ListTransactionsResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListTransactionsResponse) GetTransactions() []*Transaction {
@@ -2230,7 +2539,7 @@ type Transaction struct {
 
 func (x *Transaction) Reset() {
 	*x = Transaction{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[28]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2242,7 +2551,7 @@ func (x *Transaction) String() string {
 func (*Transaction) ProtoMessage() {}
 
 func (x *Transaction) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[28]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2255,7 +2564,7 @@ func (x *Transaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transaction.ProtoReflect.Descriptor instead.
 func (*Transaction) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Transaction) GetTxnId() string {
@@ -2333,7 +2642,7 @@ type SubTransaction struct {
 
 func (x *SubTransaction) Reset() {
 	*x = SubTransaction{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[29]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2345,7 +2654,7 @@ func (x *SubTransaction) String() string {
 func (*SubTransaction) ProtoMessage() {}
 
 func (x *SubTransaction) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[29]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2358,7 +2667,7 @@ func (x *SubTransaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubTransaction.ProtoReflect.Descriptor instead.
 func (*SubTransaction) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SubTransaction) GetId() uint64 {
@@ -2406,7 +2715,7 @@ type StartUpdateRequest struct {
 
 func (x *StartUpdateRequest) Reset() {
 	*x = StartUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[30]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2418,7 +2727,7 @@ func (x *StartUpdateRequest) String() string {
 func (*StartUpdateRequest) ProtoMessage() {}
 
 func (x *StartUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[30]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2431,7 +2740,7 @@ func (x *StartUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartUpdateRequest.ProtoReflect.Descriptor instead.
 func (*StartUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *StartUpdateRequest) GetService() string {
@@ -2485,7 +2794,7 @@ type GetUpdateRequest struct {
 
 func (x *GetUpdateRequest) Reset() {
 	*x = GetUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[31]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2497,7 +2806,7 @@ func (x *GetUpdateRequest) String() string {
 func (*GetUpdateRequest) ProtoMessage() {}
 
 func (x *GetUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[31]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2510,7 +2819,7 @@ func (x *GetUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUpdateRequest.ProtoReflect.Descriptor instead.
 func (*GetUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetUpdateRequest) GetId() string {
@@ -2532,7 +2841,7 @@ type ListUpdatesRequest struct {
 
 func (x *ListUpdatesRequest) Reset() {
 	*x = ListUpdatesRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[32]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2544,7 +2853,7 @@ func (x *ListUpdatesRequest) String() string {
 func (*ListUpdatesRequest) ProtoMessage() {}
 
 func (x *ListUpdatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[32]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2557,7 +2866,7 @@ func (x *ListUpdatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUpdatesRequest.ProtoReflect.Descriptor instead.
 func (*ListUpdatesRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListUpdatesRequest) GetService() string {
@@ -2583,7 +2892,7 @@ type ListUpdatesResponse struct {
 
 func (x *ListUpdatesResponse) Reset() {
 	*x = ListUpdatesResponse{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[33]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2595,7 +2904,7 @@ func (x *ListUpdatesResponse) String() string {
 func (*ListUpdatesResponse) ProtoMessage() {}
 
 func (x *ListUpdatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[33]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2608,7 +2917,7 @@ func (x *ListUpdatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUpdatesResponse.ProtoReflect.Descriptor instead.
 func (*ListUpdatesResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListUpdatesResponse) GetUpdates() []*Update {
@@ -2628,7 +2937,7 @@ type AbortUpdateRequest struct {
 
 func (x *AbortUpdateRequest) Reset() {
 	*x = AbortUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[34]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2640,7 +2949,7 @@ func (x *AbortUpdateRequest) String() string {
 func (*AbortUpdateRequest) ProtoMessage() {}
 
 func (x *AbortUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[34]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2653,7 +2962,7 @@ func (x *AbortUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortUpdateRequest.ProtoReflect.Descriptor instead.
 func (*AbortUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *AbortUpdateRequest) GetId() string {
@@ -2679,7 +2988,7 @@ type WatchUpdateRequest struct {
 
 func (x *WatchUpdateRequest) Reset() {
 	*x = WatchUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[35]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2691,7 +3000,7 @@ func (x *WatchUpdateRequest) String() string {
 func (*WatchUpdateRequest) ProtoMessage() {}
 
 func (x *WatchUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[35]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2704,7 +3013,7 @@ func (x *WatchUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchUpdateRequest.ProtoReflect.Descriptor instead.
 func (*WatchUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *WatchUpdateRequest) GetId() string {
@@ -2744,7 +3053,7 @@ type Update struct {
 
 func (x *Update) Reset() {
 	*x = Update{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[36]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2756,7 +3065,7 @@ func (x *Update) String() string {
 func (*Update) ProtoMessage() {}
 
 func (x *Update) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[36]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2769,7 +3078,7 @@ func (x *Update) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Update.ProtoReflect.Descriptor instead.
 func (*Update) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Update) GetId() string {
@@ -2896,7 +3205,7 @@ type PhaseChange struct {
 
 func (x *PhaseChange) Reset() {
 	*x = PhaseChange{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[37]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2908,7 +3217,7 @@ func (x *PhaseChange) String() string {
 func (*PhaseChange) ProtoMessage() {}
 
 func (x *PhaseChange) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[37]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2921,7 +3230,7 @@ func (x *PhaseChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PhaseChange.ProtoReflect.Descriptor instead.
 func (*PhaseChange) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *PhaseChange) GetPhase() Phase {
@@ -2973,7 +3282,7 @@ type UpdateProgress struct {
 
 func (x *UpdateProgress) Reset() {
 	*x = UpdateProgress{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[38]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2985,7 +3294,7 @@ func (x *UpdateProgress) String() string {
 func (*UpdateProgress) ProtoMessage() {}
 
 func (x *UpdateProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[38]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2998,7 +3307,7 @@ func (x *UpdateProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateProgress.ProtoReflect.Descriptor instead.
 func (*UpdateProgress) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *UpdateProgress) GetBlocking() uint32 {
@@ -3066,7 +3375,26 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04host\x18\x03 \x01(\tR\x04host\x12\x16\n" +
-	"\x06format\x18\x04 \x01(\tR\x06format\"+\n" +
+	"\x06format\x18\x04 \x01(\tR\x06format\"[\n" +
+	"\x11WatchStateRequest\x12#\n" +
+	"\rservice_limit\x18\x01 \x01(\rR\fserviceLimit\x12!\n" +
+	"\fomit_cluster\x18\x02 \x01(\bR\vomitCluster\"\x9a\x01\n" +
+	"\x12WatchStateResponse\x12;\n" +
+	"\bsnapshot\x18\x01 \x01(\v2\x1d.coordinator.v1.StateSnapshotH\x00R\bsnapshot\x12>\n" +
+	"\tkeepalive\x18\x02 \x01(\v2\x1e.coordinator.v1.StateKeepaliveH\x00R\tkeepaliveB\a\n" +
+	"\x05event\"<\n" +
+	"\x0eStateKeepalive\x12*\n" +
+	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xd6\x03\n" +
+	"\rStateSnapshot\x128\n" +
+	"\bservices\x18\x01 \x03(\v2\x1c.coordinator.v1.ServiceStateR\bservices\x12%\n" +
+	"\x0eservices_total\x18\x02 \x01(\rR\rservicesTotal\x12*\n" +
+	"\x05edges\x18\x03 \x03(\v2\x14.coordinator.v1.EdgeR\x05edges\x122\n" +
+	"\ablocked\x18\x04 \x03(\v2\x18.coordinator.v1.FreenessR\ablocked\x120\n" +
+	"\aupdates\x18\x05 \x03(\v2\x16.coordinator.v1.UpdateR\aupdates\x12M\n" +
+	"\x11self_preservation\x18\x06 \x01(\v2 .coordinator.v1.SelfPreservationR\x10selfPreservation\x12+\n" +
+	"\x11live_transactions\x18\a \x01(\rR\x10liveTransactions\x121\n" +
+	"\acluster\x18\b \x01(\v2\x17.coordinator.v1.ClusterR\acluster\x12#\n" +
+	"\rcluster_error\x18\t \x01(\tR\fclusterError\"+\n" +
 	"\x13ListServicesRequest\x12\x14\n" +
 	"\x05limit\x18\x01 \x01(\rR\x05limit\"f\n" +
 	"\x14ListServicesResponse\x128\n" +
@@ -3313,8 +3641,7 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"PHASE_DONE\x10\x05\x12\x11\n" +
 	"\rPHASE_ABORTED\x10\x06\x12\x10\n" +
-	"\fPHASE_FAILED\x10\a2\xc2\n" +
-	"\n" +
+	"\fPHASE_FAILED\x10\a2\x99\v\n" +
 	"\fAdminService\x12K\n" +
 	"\vGetFreeness\x12\".coordinator.v1.GetFreenessRequest\x1a\x18.coordinator.v1.Freeness\x12B\n" +
 	"\bGetGraph\x12\x1f.coordinator.v1.GetGraphRequest\x1a\x15.coordinator.v1.Graph\x12Y\n" +
@@ -3333,7 +3660,9 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"GetService\x12!.coordinator.v1.GetServiceRequest\x1a\x1c.coordinator.v1.ServiceState\x12N\n" +
 	"\fDryRunUpdate\x12\".coordinator.v1.StartUpdateRequest\x1a\x1a.coordinator.v1.UpdatePlan\x12O\n" +
-	"\x0fGetServiceIstio\x12&.coordinator.v1.GetServiceIstioRequest\x1a\x14.google.api.HttpBodyBGZEgithub.com/coordinator/coordinator/proto/coordinator/v1;coordinatorv1b\x06proto3"
+	"\x0fGetServiceIstio\x12&.coordinator.v1.GetServiceIstioRequest\x1a\x14.google.api.HttpBody\x12U\n" +
+	"\n" +
+	"WatchState\x12!.coordinator.v1.WatchStateRequest\x1a\".coordinator.v1.WatchStateResponse0\x01BGZEgithub.com/coordinator/coordinator/proto/coordinator/v1;coordinatorv1b\x06proto3"
 
 var (
 	file_coordinator_v1_admin_proto_rawDescOnce sync.Once
@@ -3348,137 +3677,152 @@ func file_coordinator_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_coordinator_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_coordinator_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_coordinator_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_coordinator_v1_admin_proto_goTypes = []any{
 	(Strategy)(0),                      // 0: coordinator.v1.Strategy
 	(Phase)(0),                         // 1: coordinator.v1.Phase
 	(*GetServiceIstioRequest)(nil),     // 2: coordinator.v1.GetServiceIstioRequest
-	(*ListServicesRequest)(nil),        // 3: coordinator.v1.ListServicesRequest
-	(*ListServicesResponse)(nil),       // 4: coordinator.v1.ListServicesResponse
-	(*GetServiceRequest)(nil),          // 5: coordinator.v1.GetServiceRequest
-	(*ServiceState)(nil),               // 6: coordinator.v1.ServiceState
-	(*VersionState)(nil),               // 7: coordinator.v1.VersionState
-	(*Instance)(nil),                   // 8: coordinator.v1.Instance
-	(*UpdatePlan)(nil),                 // 9: coordinator.v1.UpdatePlan
-	(*GetClusterRequest)(nil),          // 10: coordinator.v1.GetClusterRequest
-	(*Cluster)(nil),                    // 11: coordinator.v1.Cluster
-	(*Replica)(nil),                    // 12: coordinator.v1.Replica
-	(*EtcdMember)(nil),                 // 13: coordinator.v1.EtcdMember
-	(*GetSelfPreservationRequest)(nil), // 14: coordinator.v1.GetSelfPreservationRequest
-	(*EndSelfPreservationRequest)(nil), // 15: coordinator.v1.EndSelfPreservationRequest
-	(*SelfPreservation)(nil),           // 16: coordinator.v1.SelfPreservation
-	(*GetFreenessRequest)(nil),         // 17: coordinator.v1.GetFreenessRequest
-	(*Freeness)(nil),                   // 18: coordinator.v1.Freeness
-	(*Blocker)(nil),                    // 19: coordinator.v1.Blocker
-	(*GetGraphRequest)(nil),            // 20: coordinator.v1.GetGraphRequest
-	(*Graph)(nil),                      // 21: coordinator.v1.Graph
-	(*ServiceNode)(nil),                // 22: coordinator.v1.ServiceNode
-	(*VersionSessions)(nil),            // 23: coordinator.v1.VersionSessions
-	(*Edge)(nil),                       // 24: coordinator.v1.Edge
-	(*ListSessionsRequest)(nil),        // 25: coordinator.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),       // 26: coordinator.v1.ListSessionsResponse
-	(*Session)(nil),                    // 27: coordinator.v1.Session
-	(*ListTransactionsRequest)(nil),    // 28: coordinator.v1.ListTransactionsRequest
-	(*ListTransactionsResponse)(nil),   // 29: coordinator.v1.ListTransactionsResponse
-	(*Transaction)(nil),                // 30: coordinator.v1.Transaction
-	(*SubTransaction)(nil),             // 31: coordinator.v1.SubTransaction
-	(*StartUpdateRequest)(nil),         // 32: coordinator.v1.StartUpdateRequest
-	(*GetUpdateRequest)(nil),           // 33: coordinator.v1.GetUpdateRequest
-	(*ListUpdatesRequest)(nil),         // 34: coordinator.v1.ListUpdatesRequest
-	(*ListUpdatesResponse)(nil),        // 35: coordinator.v1.ListUpdatesResponse
-	(*AbortUpdateRequest)(nil),         // 36: coordinator.v1.AbortUpdateRequest
-	(*WatchUpdateRequest)(nil),         // 37: coordinator.v1.WatchUpdateRequest
-	(*Update)(nil),                     // 38: coordinator.v1.Update
-	(*PhaseChange)(nil),                // 39: coordinator.v1.PhaseChange
-	(*UpdateProgress)(nil),             // 40: coordinator.v1.UpdateProgress
-	(*timestamppb.Timestamp)(nil),      // 41: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 42: google.protobuf.Duration
-	(*ServiceVersion)(nil),             // 43: coordinator.v1.ServiceVersion
-	(*httpbody.HttpBody)(nil),          // 44: google.api.HttpBody
+	(*WatchStateRequest)(nil),          // 3: coordinator.v1.WatchStateRequest
+	(*WatchStateResponse)(nil),         // 4: coordinator.v1.WatchStateResponse
+	(*StateKeepalive)(nil),             // 5: coordinator.v1.StateKeepalive
+	(*StateSnapshot)(nil),              // 6: coordinator.v1.StateSnapshot
+	(*ListServicesRequest)(nil),        // 7: coordinator.v1.ListServicesRequest
+	(*ListServicesResponse)(nil),       // 8: coordinator.v1.ListServicesResponse
+	(*GetServiceRequest)(nil),          // 9: coordinator.v1.GetServiceRequest
+	(*ServiceState)(nil),               // 10: coordinator.v1.ServiceState
+	(*VersionState)(nil),               // 11: coordinator.v1.VersionState
+	(*Instance)(nil),                   // 12: coordinator.v1.Instance
+	(*UpdatePlan)(nil),                 // 13: coordinator.v1.UpdatePlan
+	(*GetClusterRequest)(nil),          // 14: coordinator.v1.GetClusterRequest
+	(*Cluster)(nil),                    // 15: coordinator.v1.Cluster
+	(*Replica)(nil),                    // 16: coordinator.v1.Replica
+	(*EtcdMember)(nil),                 // 17: coordinator.v1.EtcdMember
+	(*GetSelfPreservationRequest)(nil), // 18: coordinator.v1.GetSelfPreservationRequest
+	(*EndSelfPreservationRequest)(nil), // 19: coordinator.v1.EndSelfPreservationRequest
+	(*SelfPreservation)(nil),           // 20: coordinator.v1.SelfPreservation
+	(*GetFreenessRequest)(nil),         // 21: coordinator.v1.GetFreenessRequest
+	(*Freeness)(nil),                   // 22: coordinator.v1.Freeness
+	(*Blocker)(nil),                    // 23: coordinator.v1.Blocker
+	(*GetGraphRequest)(nil),            // 24: coordinator.v1.GetGraphRequest
+	(*Graph)(nil),                      // 25: coordinator.v1.Graph
+	(*ServiceNode)(nil),                // 26: coordinator.v1.ServiceNode
+	(*VersionSessions)(nil),            // 27: coordinator.v1.VersionSessions
+	(*Edge)(nil),                       // 28: coordinator.v1.Edge
+	(*ListSessionsRequest)(nil),        // 29: coordinator.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),       // 30: coordinator.v1.ListSessionsResponse
+	(*Session)(nil),                    // 31: coordinator.v1.Session
+	(*ListTransactionsRequest)(nil),    // 32: coordinator.v1.ListTransactionsRequest
+	(*ListTransactionsResponse)(nil),   // 33: coordinator.v1.ListTransactionsResponse
+	(*Transaction)(nil),                // 34: coordinator.v1.Transaction
+	(*SubTransaction)(nil),             // 35: coordinator.v1.SubTransaction
+	(*StartUpdateRequest)(nil),         // 36: coordinator.v1.StartUpdateRequest
+	(*GetUpdateRequest)(nil),           // 37: coordinator.v1.GetUpdateRequest
+	(*ListUpdatesRequest)(nil),         // 38: coordinator.v1.ListUpdatesRequest
+	(*ListUpdatesResponse)(nil),        // 39: coordinator.v1.ListUpdatesResponse
+	(*AbortUpdateRequest)(nil),         // 40: coordinator.v1.AbortUpdateRequest
+	(*WatchUpdateRequest)(nil),         // 41: coordinator.v1.WatchUpdateRequest
+	(*Update)(nil),                     // 42: coordinator.v1.Update
+	(*PhaseChange)(nil),                // 43: coordinator.v1.PhaseChange
+	(*UpdateProgress)(nil),             // 44: coordinator.v1.UpdateProgress
+	(*timestamppb.Timestamp)(nil),      // 45: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 46: google.protobuf.Duration
+	(*ServiceVersion)(nil),             // 47: coordinator.v1.ServiceVersion
+	(*httpbody.HttpBody)(nil),          // 48: google.api.HttpBody
 }
 var file_coordinator_v1_admin_proto_depIdxs = []int32{
-	6,  // 0: coordinator.v1.ListServicesResponse.services:type_name -> coordinator.v1.ServiceState
-	7,  // 1: coordinator.v1.ServiceState.versions:type_name -> coordinator.v1.VersionState
-	38, // 2: coordinator.v1.ServiceState.update:type_name -> coordinator.v1.Update
-	38, // 3: coordinator.v1.ServiceState.last_update:type_name -> coordinator.v1.Update
-	8,  // 4: coordinator.v1.VersionState.instance_list:type_name -> coordinator.v1.Instance
-	41, // 5: coordinator.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
-	0,  // 6: coordinator.v1.UpdatePlan.strategy:type_name -> coordinator.v1.Strategy
-	19, // 7: coordinator.v1.UpdatePlan.blockers:type_name -> coordinator.v1.Blocker
-	42, // 8: coordinator.v1.UpdatePlan.timeout:type_name -> google.protobuf.Duration
-	42, // 9: coordinator.v1.UpdatePlan.max_block:type_name -> google.protobuf.Duration
-	42, // 10: coordinator.v1.UpdatePlan.prepare_timeout:type_name -> google.protobuf.Duration
-	38, // 11: coordinator.v1.UpdatePlan.in_progress:type_name -> coordinator.v1.Update
-	12, // 12: coordinator.v1.Cluster.leader:type_name -> coordinator.v1.Replica
-	12, // 13: coordinator.v1.Cluster.replicas:type_name -> coordinator.v1.Replica
-	13, // 14: coordinator.v1.Cluster.members:type_name -> coordinator.v1.EtcdMember
-	41, // 15: coordinator.v1.SelfPreservation.since:type_name -> google.protobuf.Timestamp
-	42, // 16: coordinator.v1.SelfPreservation.window:type_name -> google.protobuf.Duration
-	42, // 17: coordinator.v1.SelfPreservation.grace:type_name -> google.protobuf.Duration
-	19, // 18: coordinator.v1.Freeness.blockers:type_name -> coordinator.v1.Blocker
-	22, // 19: coordinator.v1.Graph.services:type_name -> coordinator.v1.ServiceNode
-	24, // 20: coordinator.v1.Graph.edges:type_name -> coordinator.v1.Edge
-	23, // 21: coordinator.v1.ServiceNode.versions:type_name -> coordinator.v1.VersionSessions
-	27, // 22: coordinator.v1.ListSessionsResponse.sessions:type_name -> coordinator.v1.Session
-	42, // 23: coordinator.v1.Session.ttl:type_name -> google.protobuf.Duration
-	41, // 24: coordinator.v1.Session.registered_at:type_name -> google.protobuf.Timestamp
-	30, // 25: coordinator.v1.ListTransactionsResponse.transactions:type_name -> coordinator.v1.Transaction
-	43, // 26: coordinator.v1.Transaction.used:type_name -> coordinator.v1.ServiceVersion
-	31, // 27: coordinator.v1.Transaction.running:type_name -> coordinator.v1.SubTransaction
-	0,  // 28: coordinator.v1.StartUpdateRequest.strategy:type_name -> coordinator.v1.Strategy
-	42, // 29: coordinator.v1.StartUpdateRequest.timeout:type_name -> google.protobuf.Duration
-	42, // 30: coordinator.v1.StartUpdateRequest.max_block:type_name -> google.protobuf.Duration
-	42, // 31: coordinator.v1.StartUpdateRequest.prepare_timeout:type_name -> google.protobuf.Duration
-	38, // 32: coordinator.v1.ListUpdatesResponse.updates:type_name -> coordinator.v1.Update
-	0,  // 33: coordinator.v1.Update.strategy:type_name -> coordinator.v1.Strategy
-	1,  // 34: coordinator.v1.Update.phase:type_name -> coordinator.v1.Phase
-	42, // 35: coordinator.v1.Update.timeout:type_name -> google.protobuf.Duration
-	42, // 36: coordinator.v1.Update.max_block:type_name -> google.protobuf.Duration
-	41, // 37: coordinator.v1.Update.created_at:type_name -> google.protobuf.Timestamp
-	41, // 38: coordinator.v1.Update.switched_at:type_name -> google.protobuf.Timestamp
-	41, // 39: coordinator.v1.Update.finished_at:type_name -> google.protobuf.Timestamp
-	39, // 40: coordinator.v1.Update.history:type_name -> coordinator.v1.PhaseChange
-	40, // 41: coordinator.v1.Update.progress:type_name -> coordinator.v1.UpdateProgress
-	42, // 42: coordinator.v1.Update.prepare_timeout:type_name -> google.protobuf.Duration
-	1,  // 43: coordinator.v1.PhaseChange.phase:type_name -> coordinator.v1.Phase
-	41, // 44: coordinator.v1.PhaseChange.at:type_name -> google.protobuf.Timestamp
-	17, // 45: coordinator.v1.AdminService.GetFreeness:input_type -> coordinator.v1.GetFreenessRequest
-	20, // 46: coordinator.v1.AdminService.GetGraph:input_type -> coordinator.v1.GetGraphRequest
-	25, // 47: coordinator.v1.AdminService.ListSessions:input_type -> coordinator.v1.ListSessionsRequest
-	28, // 48: coordinator.v1.AdminService.ListTransactions:input_type -> coordinator.v1.ListTransactionsRequest
-	32, // 49: coordinator.v1.AdminService.StartUpdate:input_type -> coordinator.v1.StartUpdateRequest
-	33, // 50: coordinator.v1.AdminService.GetUpdate:input_type -> coordinator.v1.GetUpdateRequest
-	34, // 51: coordinator.v1.AdminService.ListUpdates:input_type -> coordinator.v1.ListUpdatesRequest
-	36, // 52: coordinator.v1.AdminService.AbortUpdate:input_type -> coordinator.v1.AbortUpdateRequest
-	37, // 53: coordinator.v1.AdminService.WatchUpdate:input_type -> coordinator.v1.WatchUpdateRequest
-	10, // 54: coordinator.v1.AdminService.GetCluster:input_type -> coordinator.v1.GetClusterRequest
-	14, // 55: coordinator.v1.AdminService.GetSelfPreservation:input_type -> coordinator.v1.GetSelfPreservationRequest
-	15, // 56: coordinator.v1.AdminService.EndSelfPreservation:input_type -> coordinator.v1.EndSelfPreservationRequest
-	3,  // 57: coordinator.v1.AdminService.ListServices:input_type -> coordinator.v1.ListServicesRequest
-	5,  // 58: coordinator.v1.AdminService.GetService:input_type -> coordinator.v1.GetServiceRequest
-	32, // 59: coordinator.v1.AdminService.DryRunUpdate:input_type -> coordinator.v1.StartUpdateRequest
-	2,  // 60: coordinator.v1.AdminService.GetServiceIstio:input_type -> coordinator.v1.GetServiceIstioRequest
-	18, // 61: coordinator.v1.AdminService.GetFreeness:output_type -> coordinator.v1.Freeness
-	21, // 62: coordinator.v1.AdminService.GetGraph:output_type -> coordinator.v1.Graph
-	26, // 63: coordinator.v1.AdminService.ListSessions:output_type -> coordinator.v1.ListSessionsResponse
-	29, // 64: coordinator.v1.AdminService.ListTransactions:output_type -> coordinator.v1.ListTransactionsResponse
-	38, // 65: coordinator.v1.AdminService.StartUpdate:output_type -> coordinator.v1.Update
-	38, // 66: coordinator.v1.AdminService.GetUpdate:output_type -> coordinator.v1.Update
-	35, // 67: coordinator.v1.AdminService.ListUpdates:output_type -> coordinator.v1.ListUpdatesResponse
-	38, // 68: coordinator.v1.AdminService.AbortUpdate:output_type -> coordinator.v1.Update
-	38, // 69: coordinator.v1.AdminService.WatchUpdate:output_type -> coordinator.v1.Update
-	11, // 70: coordinator.v1.AdminService.GetCluster:output_type -> coordinator.v1.Cluster
-	16, // 71: coordinator.v1.AdminService.GetSelfPreservation:output_type -> coordinator.v1.SelfPreservation
-	16, // 72: coordinator.v1.AdminService.EndSelfPreservation:output_type -> coordinator.v1.SelfPreservation
-	4,  // 73: coordinator.v1.AdminService.ListServices:output_type -> coordinator.v1.ListServicesResponse
-	6,  // 74: coordinator.v1.AdminService.GetService:output_type -> coordinator.v1.ServiceState
-	9,  // 75: coordinator.v1.AdminService.DryRunUpdate:output_type -> coordinator.v1.UpdatePlan
-	44, // 76: coordinator.v1.AdminService.GetServiceIstio:output_type -> google.api.HttpBody
-	61, // [61:77] is the sub-list for method output_type
-	45, // [45:61] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	6,  // 0: coordinator.v1.WatchStateResponse.snapshot:type_name -> coordinator.v1.StateSnapshot
+	5,  // 1: coordinator.v1.WatchStateResponse.keepalive:type_name -> coordinator.v1.StateKeepalive
+	45, // 2: coordinator.v1.StateKeepalive.at:type_name -> google.protobuf.Timestamp
+	10, // 3: coordinator.v1.StateSnapshot.services:type_name -> coordinator.v1.ServiceState
+	28, // 4: coordinator.v1.StateSnapshot.edges:type_name -> coordinator.v1.Edge
+	22, // 5: coordinator.v1.StateSnapshot.blocked:type_name -> coordinator.v1.Freeness
+	42, // 6: coordinator.v1.StateSnapshot.updates:type_name -> coordinator.v1.Update
+	20, // 7: coordinator.v1.StateSnapshot.self_preservation:type_name -> coordinator.v1.SelfPreservation
+	15, // 8: coordinator.v1.StateSnapshot.cluster:type_name -> coordinator.v1.Cluster
+	10, // 9: coordinator.v1.ListServicesResponse.services:type_name -> coordinator.v1.ServiceState
+	11, // 10: coordinator.v1.ServiceState.versions:type_name -> coordinator.v1.VersionState
+	42, // 11: coordinator.v1.ServiceState.update:type_name -> coordinator.v1.Update
+	42, // 12: coordinator.v1.ServiceState.last_update:type_name -> coordinator.v1.Update
+	12, // 13: coordinator.v1.VersionState.instance_list:type_name -> coordinator.v1.Instance
+	45, // 14: coordinator.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
+	0,  // 15: coordinator.v1.UpdatePlan.strategy:type_name -> coordinator.v1.Strategy
+	23, // 16: coordinator.v1.UpdatePlan.blockers:type_name -> coordinator.v1.Blocker
+	46, // 17: coordinator.v1.UpdatePlan.timeout:type_name -> google.protobuf.Duration
+	46, // 18: coordinator.v1.UpdatePlan.max_block:type_name -> google.protobuf.Duration
+	46, // 19: coordinator.v1.UpdatePlan.prepare_timeout:type_name -> google.protobuf.Duration
+	42, // 20: coordinator.v1.UpdatePlan.in_progress:type_name -> coordinator.v1.Update
+	16, // 21: coordinator.v1.Cluster.leader:type_name -> coordinator.v1.Replica
+	16, // 22: coordinator.v1.Cluster.replicas:type_name -> coordinator.v1.Replica
+	17, // 23: coordinator.v1.Cluster.members:type_name -> coordinator.v1.EtcdMember
+	45, // 24: coordinator.v1.SelfPreservation.since:type_name -> google.protobuf.Timestamp
+	46, // 25: coordinator.v1.SelfPreservation.window:type_name -> google.protobuf.Duration
+	46, // 26: coordinator.v1.SelfPreservation.grace:type_name -> google.protobuf.Duration
+	23, // 27: coordinator.v1.Freeness.blockers:type_name -> coordinator.v1.Blocker
+	26, // 28: coordinator.v1.Graph.services:type_name -> coordinator.v1.ServiceNode
+	28, // 29: coordinator.v1.Graph.edges:type_name -> coordinator.v1.Edge
+	27, // 30: coordinator.v1.ServiceNode.versions:type_name -> coordinator.v1.VersionSessions
+	31, // 31: coordinator.v1.ListSessionsResponse.sessions:type_name -> coordinator.v1.Session
+	46, // 32: coordinator.v1.Session.ttl:type_name -> google.protobuf.Duration
+	45, // 33: coordinator.v1.Session.registered_at:type_name -> google.protobuf.Timestamp
+	34, // 34: coordinator.v1.ListTransactionsResponse.transactions:type_name -> coordinator.v1.Transaction
+	47, // 35: coordinator.v1.Transaction.used:type_name -> coordinator.v1.ServiceVersion
+	35, // 36: coordinator.v1.Transaction.running:type_name -> coordinator.v1.SubTransaction
+	0,  // 37: coordinator.v1.StartUpdateRequest.strategy:type_name -> coordinator.v1.Strategy
+	46, // 38: coordinator.v1.StartUpdateRequest.timeout:type_name -> google.protobuf.Duration
+	46, // 39: coordinator.v1.StartUpdateRequest.max_block:type_name -> google.protobuf.Duration
+	46, // 40: coordinator.v1.StartUpdateRequest.prepare_timeout:type_name -> google.protobuf.Duration
+	42, // 41: coordinator.v1.ListUpdatesResponse.updates:type_name -> coordinator.v1.Update
+	0,  // 42: coordinator.v1.Update.strategy:type_name -> coordinator.v1.Strategy
+	1,  // 43: coordinator.v1.Update.phase:type_name -> coordinator.v1.Phase
+	46, // 44: coordinator.v1.Update.timeout:type_name -> google.protobuf.Duration
+	46, // 45: coordinator.v1.Update.max_block:type_name -> google.protobuf.Duration
+	45, // 46: coordinator.v1.Update.created_at:type_name -> google.protobuf.Timestamp
+	45, // 47: coordinator.v1.Update.switched_at:type_name -> google.protobuf.Timestamp
+	45, // 48: coordinator.v1.Update.finished_at:type_name -> google.protobuf.Timestamp
+	43, // 49: coordinator.v1.Update.history:type_name -> coordinator.v1.PhaseChange
+	44, // 50: coordinator.v1.Update.progress:type_name -> coordinator.v1.UpdateProgress
+	46, // 51: coordinator.v1.Update.prepare_timeout:type_name -> google.protobuf.Duration
+	1,  // 52: coordinator.v1.PhaseChange.phase:type_name -> coordinator.v1.Phase
+	45, // 53: coordinator.v1.PhaseChange.at:type_name -> google.protobuf.Timestamp
+	21, // 54: coordinator.v1.AdminService.GetFreeness:input_type -> coordinator.v1.GetFreenessRequest
+	24, // 55: coordinator.v1.AdminService.GetGraph:input_type -> coordinator.v1.GetGraphRequest
+	29, // 56: coordinator.v1.AdminService.ListSessions:input_type -> coordinator.v1.ListSessionsRequest
+	32, // 57: coordinator.v1.AdminService.ListTransactions:input_type -> coordinator.v1.ListTransactionsRequest
+	36, // 58: coordinator.v1.AdminService.StartUpdate:input_type -> coordinator.v1.StartUpdateRequest
+	37, // 59: coordinator.v1.AdminService.GetUpdate:input_type -> coordinator.v1.GetUpdateRequest
+	38, // 60: coordinator.v1.AdminService.ListUpdates:input_type -> coordinator.v1.ListUpdatesRequest
+	40, // 61: coordinator.v1.AdminService.AbortUpdate:input_type -> coordinator.v1.AbortUpdateRequest
+	41, // 62: coordinator.v1.AdminService.WatchUpdate:input_type -> coordinator.v1.WatchUpdateRequest
+	14, // 63: coordinator.v1.AdminService.GetCluster:input_type -> coordinator.v1.GetClusterRequest
+	18, // 64: coordinator.v1.AdminService.GetSelfPreservation:input_type -> coordinator.v1.GetSelfPreservationRequest
+	19, // 65: coordinator.v1.AdminService.EndSelfPreservation:input_type -> coordinator.v1.EndSelfPreservationRequest
+	7,  // 66: coordinator.v1.AdminService.ListServices:input_type -> coordinator.v1.ListServicesRequest
+	9,  // 67: coordinator.v1.AdminService.GetService:input_type -> coordinator.v1.GetServiceRequest
+	36, // 68: coordinator.v1.AdminService.DryRunUpdate:input_type -> coordinator.v1.StartUpdateRequest
+	2,  // 69: coordinator.v1.AdminService.GetServiceIstio:input_type -> coordinator.v1.GetServiceIstioRequest
+	3,  // 70: coordinator.v1.AdminService.WatchState:input_type -> coordinator.v1.WatchStateRequest
+	22, // 71: coordinator.v1.AdminService.GetFreeness:output_type -> coordinator.v1.Freeness
+	25, // 72: coordinator.v1.AdminService.GetGraph:output_type -> coordinator.v1.Graph
+	30, // 73: coordinator.v1.AdminService.ListSessions:output_type -> coordinator.v1.ListSessionsResponse
+	33, // 74: coordinator.v1.AdminService.ListTransactions:output_type -> coordinator.v1.ListTransactionsResponse
+	42, // 75: coordinator.v1.AdminService.StartUpdate:output_type -> coordinator.v1.Update
+	42, // 76: coordinator.v1.AdminService.GetUpdate:output_type -> coordinator.v1.Update
+	39, // 77: coordinator.v1.AdminService.ListUpdates:output_type -> coordinator.v1.ListUpdatesResponse
+	42, // 78: coordinator.v1.AdminService.AbortUpdate:output_type -> coordinator.v1.Update
+	42, // 79: coordinator.v1.AdminService.WatchUpdate:output_type -> coordinator.v1.Update
+	15, // 80: coordinator.v1.AdminService.GetCluster:output_type -> coordinator.v1.Cluster
+	20, // 81: coordinator.v1.AdminService.GetSelfPreservation:output_type -> coordinator.v1.SelfPreservation
+	20, // 82: coordinator.v1.AdminService.EndSelfPreservation:output_type -> coordinator.v1.SelfPreservation
+	8,  // 83: coordinator.v1.AdminService.ListServices:output_type -> coordinator.v1.ListServicesResponse
+	10, // 84: coordinator.v1.AdminService.GetService:output_type -> coordinator.v1.ServiceState
+	13, // 85: coordinator.v1.AdminService.DryRunUpdate:output_type -> coordinator.v1.UpdatePlan
+	48, // 86: coordinator.v1.AdminService.GetServiceIstio:output_type -> google.api.HttpBody
+	4,  // 87: coordinator.v1.AdminService.WatchState:output_type -> coordinator.v1.WatchStateResponse
+	71, // [71:88] is the sub-list for method output_type
+	54, // [54:71] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_coordinator_v1_admin_proto_init() }
@@ -3487,13 +3831,17 @@ func file_coordinator_v1_admin_proto_init() {
 		return
 	}
 	file_coordinator_v1_records_proto_init()
+	file_coordinator_v1_admin_proto_msgTypes[2].OneofWrappers = []any{
+		(*WatchStateResponse_Snapshot)(nil),
+		(*WatchStateResponse_Keepalive)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinator_v1_admin_proto_rawDesc), len(file_coordinator_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   39,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -36,6 +36,7 @@ const (
 	AdminService_GetService_FullMethodName          = "/coordinator.v1.AdminService/GetService"
 	AdminService_DryRunUpdate_FullMethodName        = "/coordinator.v1.AdminService/DryRunUpdate"
 	AdminService_GetServiceIstio_FullMethodName     = "/coordinator.v1.AdminService/GetServiceIstio"
+	AdminService_WatchState_FullMethodName          = "/coordinator.v1.AdminService/WatchState"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -89,6 +90,16 @@ type AdminServiceClient interface {
 	// YAML (application/yaml) by default, a JSON List with format "json".
 	// For coordsidecar's --mode istio; see package mesh/istio.
 	GetServiceIstio(ctx context.Context, in *GetServiceIstioRequest, opts ...grpc.CallOption) (*httpbody.HttpBody, error)
+	// WatchState streams what the web view shows (the services view, the
+	// edges, who blocks each blocked service, the updates, self-preservation
+	// and the cluster view): a snapshot at once, then a new one only when
+	// something changed (checked every 250 ms), and a keepalive when nothing
+	// has for 15 s, so that proxies keep the stream open. The stream ends
+	// (OK) after at most 10 minutes, and a replica serves a bounded number
+	// at once (64 by default; one more is refused with RESOURCE_EXHAUSTED):
+	// clients reconnect. The cluster view is the answering replica's own,
+	// as GetCluster; the rest is the leader's, relayed by a follower.
+	WatchState(ctx context.Context, in *WatchStateRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchStateResponse], error)
 }
 
 type adminServiceClient struct {
@@ -268,6 +279,25 @@ func (c *adminServiceClient) GetServiceIstio(ctx context.Context, in *GetService
 	return out, nil
 }
 
+func (c *adminServiceClient) WatchState(ctx context.Context, in *WatchStateRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchStateResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AdminService_ServiceDesc.Streams[1], AdminService_WatchState_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchStateRequest, WatchStateResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_WatchStateClient = grpc.ServerStreamingClient[WatchStateResponse]
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -319,6 +349,16 @@ type AdminServiceServer interface {
 	// YAML (application/yaml) by default, a JSON List with format "json".
 	// For coordsidecar's --mode istio; see package mesh/istio.
 	GetServiceIstio(context.Context, *GetServiceIstioRequest) (*httpbody.HttpBody, error)
+	// WatchState streams what the web view shows (the services view, the
+	// edges, who blocks each blocked service, the updates, self-preservation
+	// and the cluster view): a snapshot at once, then a new one only when
+	// something changed (checked every 250 ms), and a keepalive when nothing
+	// has for 15 s, so that proxies keep the stream open. The stream ends
+	// (OK) after at most 10 minutes, and a replica serves a bounded number
+	// at once (64 by default; one more is refused with RESOURCE_EXHAUSTED):
+	// clients reconnect. The cluster view is the answering replica's own,
+	// as GetCluster; the rest is the leader's, relayed by a follower.
+	WatchState(*WatchStateRequest, grpc.ServerStreamingServer[WatchStateResponse]) error
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -376,6 +416,9 @@ func (UnimplementedAdminServiceServer) DryRunUpdate(context.Context, *StartUpdat
 }
 func (UnimplementedAdminServiceServer) GetServiceIstio(context.Context, *GetServiceIstioRequest) (*httpbody.HttpBody, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetServiceIstio not implemented")
+}
+func (UnimplementedAdminServiceServer) WatchState(*WatchStateRequest, grpc.ServerStreamingServer[WatchStateResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchState not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -679,6 +722,17 @@ func _AdminService_GetServiceIstio_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_WatchState_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchStateRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AdminServiceServer).WatchState(m, &grpc.GenericServerStream[WatchStateRequest, WatchStateResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_WatchStateServer = grpc.ServerStreamingServer[WatchStateResponse]
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -751,6 +805,11 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchUpdate",
 			Handler:       _AdminService_WatchUpdate_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchState",
+			Handler:       _AdminService_WatchState_Handler,
 			ServerStreams: true,
 		},
 	},

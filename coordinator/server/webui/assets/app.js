@@ -1,20 +1,23 @@
-// coordinatord's web view: polls the REST gateway about once a second and
-// redraws. Everything shown comes from /v1/...; the actions are the REST
-// gateway's own POSTs, so whatever guards those routes guards the page.
-// When a call answers 401 the page asks for a token, which it exchanges
-// once for a session cookie (POST /v1/session) and forgets; a viewer sees
-// the actions disabled, with the reason.
+// coordinatord's web view: reads the state stream GET /v1/state:watch
+// (WatchState: newline-delimited JSON, a snapshot at once, then one each
+// time something changes, and keepalives) and redraws on each snapshot; when
+// the stream ends (the server ends each after a while) or fails it
+// reconnects, with backoff on failures. Everything shown comes from /v1/...;
+// the actions are the REST gateway's own POSTs, so whatever guards those
+// routes guards the page. When a call answers 401 the page asks for a
+// token, which it exchanges once for a session cookie (POST /v1/session)
+// and forgets; a viewer sees the actions disabled, with the reason.
 "use strict";
 
-const POLL_MS = 1000;
-const MAX_FRESHNESS_CALLS = 50; // freeness asked for at most this many blocked services per poll
+const WATCH = "/v1/state:watch";
+const RETRY_MIN_MS = 500, RETRY_MAX_MS = 15000; // reconnection backoff after a failure
 const SVG = "http://www.w3.org/2000/svg";
 const TERMINAL = new Set(["DONE", "ABORTED", "FAILED"]);
 
 let selected = null; // the service whose detail is shown
 let last = null;     // the last snapshot drawn
 let me = null;       // who the page acts as: {name, role, via} from GET /v1/session
-let loggingIn = false; // the token form is shown: polling waits
+let loggingIn = false; // the token form is shown: the stream waits
 
 // AuthError is a 401: the page needs a (new) session.
 class AuthError extends Error {}
@@ -48,12 +51,6 @@ async function failure(method, path, r) {
   return new Error(`${method} ${path}: ${r.status} ${msg}`);
 }
 
-async function getJSON(path) {
-  const r = await fetch(path, { headers: { Accept: "application/json" }, cache: "no-store" });
-  if (!r.ok) throw await failure("GET", path, r);
-  return r.json();
-}
-
 async function post(path) {
   const r = await fetch(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" });
   if (!r.ok) throw await failure("POST", path, r);
@@ -79,7 +76,7 @@ function showLogin(msg) {
 // is told that the actions need an operator.
 async function whoami() {
   const r = await fetch("/v1/session", { headers: { Accept: "application/json" }, cache: "no-store" });
-  if (!r.ok) return; // the next poll's 401 shows the form
+  if (!r.ok) return; // the stream's 401 shows the form
   me = await r.json();
   const who = document.getElementById("whoami");
   if (me.via === "open") { who.hidden = true; return; }
@@ -120,26 +117,27 @@ document.getElementById("login").addEventListener("submit", async (ev) => {
   document.getElementById("login").hidden = true;
   loggingIn = false;
   await whoami();
-  tick();
+  connect(0);
 });
 
 const phaseName = (p) => (p || "").replace(/^PHASE_/, "");
 const strategyName = (s) => (s || "").replace(/^STRATEGY_/, "");
 const when = (ts) => (ts ? new Date(ts).toLocaleTimeString() : "");
 
-async function snapshot() {
-  const [graph, services, updates, cluster, sp] = await Promise.all([
-    getJSON("/v1/graph"), getJSON("/v1/services"), getJSON("/v1/updates"),
-    getJSON("/v1/cluster"), getJSON("/v1/selfpreservation"),
-  ]);
-  const blocked = (graph.services || []).filter((s) => !s.free).slice(0, MAX_FRESHNESS_CALLS);
-  const freeness = {};
-  await Promise.all(blocked.map(async (s) => {
-    try {
-      freeness[s.name] = await getJSON(`/v1/services/${encodeURIComponent(s.name)}/freeness`);
-    } catch (_) { /* the service may have gone between the two calls */ }
-  }));
-  return { graph, services, updates, cluster, sp, freeness, at: new Date() };
+// view turns a StateSnapshot into what the drawing functions read.
+function view(s) {
+  const services = s.services || [];
+  return {
+    graph: { services: services.map((x) => ({ name: x.name, free: x.free, blocking: x.blocking, transactions: [] })),
+      edges: s.edges || [] },
+    services: { services },
+    updates: { updates: s.updates || [] },
+    cluster: s.cluster || {},
+    clusterError: s.clusterError || "",
+    sp: s.selfPreservation || {},
+    freeness: Object.fromEntries((s.blocked || []).map((f) => [f.service, f])),
+    at: new Date(),
+  };
 }
 
 // blockers lists the transactions that block svc: the freeness answer's when
@@ -267,7 +265,6 @@ function drawUpdates(snap) {
       action.addEventListener("click", async () => {
         if (!confirm(`Abort update ${u.id} of ${u.service}?`)) return;
         try { await post(`/v1/updates/${encodeURIComponent(u.id)}:abort`); } catch (e) { alert(e.message); }
-        tick();
       });
     }
     return el("tr", { "data-update": u.id },
@@ -288,9 +285,10 @@ function drawCluster(snap) {
       el("td", {}, m.name || m.id), el("td", {}, m.healthy ? "yes" : "NO"), el("td", {}, m.raftLeader ? "yes" : ""),
       el("td", {}, m.learner ? "yes" : ""), el("td", {}, m.dbSizeBytes ? `${Math.round(Number(m.dbSizeBytes) / 1024)} KiB` : ""),
       el("td", {}, (m.clientUrls || []).join(" ")), el("td", {}, m.error || "")))));
-  document.getElementById("cluster").replaceChildren(
+  document.getElementById("cluster").replaceChildren(...[
     el("p", { id: "leader" }, "Leader: ", el("strong", {}, c.leader ? c.leader.name : "none"), ` · answered by ${c.answeredBy || "?"}`),
-    el("div", {}, "Replicas:", replicas), members);
+    el("div", {}, "Replicas:", replicas), members,
+    snap.clusterError ? el("p", { class: "cluster-error" }, snap.clusterError) : null].filter(Boolean));
 
   const sp = snap.sp;
   const parts = [el("span", { id: "sp-state", class: sp.active ? "active" : "" }, sp.active ? `ACTIVE since ${when(sp.since)}` : "inactive"),
@@ -302,7 +300,6 @@ function drawCluster(snap) {
     b.addEventListener("click", async () => {
       if (!confirm("End self-preservation and expire the queued sessions?")) return;
       try { await post("/v1/selfpreservation:end"); } catch (e) { alert(e.message); }
-      tick();
     });
     parts.push(b);
   }
@@ -317,37 +314,104 @@ function draw(snap) {
   drawCluster(snap);
 }
 
-let polls = 0;
-async function tick() {
+// The stream. status shows "live" while it is open, "reconnecting" while
+// it is not; body's data-stream says the same and data-snapshots counts
+// the snapshots drawn (tests read both).
+let snapshots = 0;
+let stream = null;   // the AbortController of the open stream
+let retry = null;    // the timer of the next connection
+let failures = 0;    // in a row: the backoff grows with them
+
+function setStatus(state, text) {
   const status = document.getElementById("status");
-  if (loggingIn) {
-    status.textContent = "not updated: log in";
-    status.className = "status error";
-    return;
-  }
-  try {
-    last = await snapshot();
-    draw(last);
-    polls++;
-    status.textContent = `live · updated ${last.at.toLocaleTimeString()}`;
-    status.className = "status";
-    document.body.dataset.polls = String(polls);
-  } catch (e) {
-    status.textContent = e instanceof AuthError ? "not updated: log in" : `not updated: ${e.message}`;
-    status.className = "status error";
-  }
+  status.textContent = text;
+  status.className = "status " + state;
+  document.body.dataset.stream = state;
 }
 
-let timer = null, inflight = false;
-async function loop() {
-  timer = null;
-  inflight = true;
-  await tick();
-  inflight = false;
-  if (!document.hidden) timer = setTimeout(loop, POLL_MS);
+// connect opens the stream after delay ms, unless it is open or due.
+function connect(delay) {
+  if (stream || retry !== null) return;
+  retry = setTimeout(() => { retry = null; watch(); }, delay);
 }
+
+// watch reads the stream until it ends, then schedules the next one.
+async function watch() {
+  if (loggingIn) { setStatus("error", "not updated: log in"); return; }
+  if (document.hidden) return; // reconnects when shown
+  const ctl = new AbortController();
+  stream = ctl;
+  const before = snapshots;
+  let err = null;
+  try {
+    const r = await fetch(WATCH, { headers: { Accept: "application/json" }, cache: "no-store", signal: ctl.signal });
+    if (!r.ok) throw await failure("GET", WATCH, r);
+    const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+    try {
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += value;
+        let nl;
+        while ((nl = buf.indexOf("\n")) >= 0) {
+          const line = buf.slice(0, nl).trim();
+          buf = buf.slice(nl + 1);
+          if (line) receive(JSON.parse(line));
+        }
+      }
+    } finally {
+      reader.cancel().catch(() => {}); // a line that failed: let the response go
+    }
+  } catch (e) {
+    err = e;
+  }
+  if (stream === ctl) stream = null;
+  if (ctl.signal.aborted) return; // closed on purpose (hidden tab)
+  if (err instanceof AuthError) { setStatus("error", "not updated: log in"); return; }
+  const drawn = snapshots - before;
+  if (err === null && drawn > 0) { // the server ended it (its time was up): at once
+    failures = 0;
+    setStatus("reconnecting", "reconnecting…");
+    connect(0);
+    return;
+  }
+  if (err === null) err = new Error("the stream ended before its first snapshot");
+  failures++;
+  const delay = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** (failures - 1));
+  setStatus("reconnecting", `reconnecting in ${Math.round(delay / 1000)} s: ${err.message}`);
+  connect(delay);
+}
+
+// receive handles one line of the stream: {"result": {"snapshot": ...}},
+// {"result": {"keepalive": ...}} or {"error": ...}.
+function receive(msg) {
+  if (msg.error) throw new Error(`${WATCH}: ${msg.error.message || JSON.stringify(msg.error)}`);
+  const ev = msg.result || {};
+  if (ev.snapshot) {
+    last = view(ev.snapshot);
+    draw(last);
+    snapshots++;
+    document.body.dataset.snapshots = String(snapshots);
+    failures = 0;
+  } else if (!ev.keepalive) {
+    return;
+  }
+  setStatus("live", `live · last change ${last ? last.at.toLocaleTimeString() : "?"}`);
+}
+
 document.addEventListener("visibilitychange", () => {
-  // A hidden tab stops polling; it catches up when shown again.
-  if (document.hidden) { clearTimeout(timer); timer = null; } else if (timer === null && !inflight) loop();
+  // A hidden tab closes its stream (a replica serves a bounded number);
+  // shown again, it reconnects and gets a fresh snapshot at once.
+  if (document.hidden) {
+    if (stream) stream.abort();
+    stream = null;
+    clearTimeout(retry);
+    retry = null;
+    setStatus("reconnecting", "paused while the tab is hidden");
+  } else {
+    connect(0);
+  }
 });
-whoami().finally(loop);
+setStatus("reconnecting", "connecting…");
+whoami().finally(() => connect(0));
