@@ -43,6 +43,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/coordinator/coordinator/coordinator/server"
+	"github.com/coordinator/coordinator/internal/demoload"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 	"github.com/coordinator/coordinator/security/tlsfiles"
 	"github.com/coordinator/coordinator/sidecar"
@@ -206,7 +207,7 @@ func demo(ctx context.Context, o options, kind strategy.Kind, stdout io.Writer) 
 	}
 	printAddresses(stdout, grpcAddr, httpAddr, services, portal, state.GetDefaultVersion(), o)
 
-	var l load
+	var l demoload.Load
 	if o.noUpdate {
 		return operated(ctx, o, admin, rec, &l, portal, stdout)
 	}
@@ -221,7 +222,7 @@ func demo(ctx context.Context, o options, kind strategy.Kind, stdout io.Writer) 
 		return fmt.Errorf("%s is being updated already (update %s, %s -> %s, %s): nothing for the demo to do; wait for it, abort it (coordctl abort %s), or run with --no-update",
 			authService, u.GetId(), u.GetFromVersion(), u.GetToVersion(), strings.TrimPrefix(u.GetPhase().String(), "PHASE_"), u.GetId())
 	}
-	l.start(ctx, "http://"+portal.addr+"/", o.workers, time.Now().Add(o.duration))
+	l.Start(ctx, "http://"+portal.addr+"/", o.workers, time.Now().Add(o.duration))
 	select {
 	case <-time.After(o.updateAt):
 	case <-ctx.Done():
@@ -237,13 +238,13 @@ func demo(ctx context.Context, o options, kind strategy.Kind, stdout io.Writer) 
 	}
 	u, err := admin.StartUpdate(ctx, req)
 	if err != nil {
-		l.wait()
+		l.Wait()
 		return fmt.Errorf("start update of %s to %s: %w", authService, to, err)
 	}
 	u, err = waitUpdate(ctx, admin, u.GetId(), time.Now().Add(o.duration+30*time.Second))
 	updateMS := time.Since(updateStart).Milliseconds()
 	if err != nil {
-		l.wait()
+		l.Wait()
 		return err
 	}
 	reason := ""
@@ -252,18 +253,18 @@ func demo(ctx context.Context, o options, kind strategy.Kind, stdout io.Writer) 
 	}
 	log.Printf("update %s of %s to %s (%s): %s%s after %d ms", u.GetId(), authService, to, strategy.Name(kind),
 		strings.TrimPrefix(u.GetPhase().String(), "PHASE_"), reason, updateMS)
-	l.wait()
-	if e := l.firstErr.Load(); e != nil {
+	l.Wait()
+	if e := l.FirstErr.Load(); e != nil {
 		log.Printf("first failure: %s", e)
 	}
 	fmt.Fprintf(stdout, "strategy=%s requests=%d failed=%d violations=%d update_ms=%d p99_ms=%.1f\n",
-		strategy.Name(kind), l.requests.Load(), l.failed.Load(), rec.violations(), updateMS, ms(l.lat.quantile(0.99)))
+		strategy.Name(kind), l.Requests.Load(), l.Failed.Load(), rec.violations(), updateMS, ms(l.Lat.Quantile(0.99)))
 	return nil
 }
 
 // operated runs the load until ctx ends (a signal) or --duration, if set,
 // passes, with a summary every --report-every, and prints the last line.
-func operated(ctx context.Context, o options, admin pb.AdminServiceClient, rec *recorder, l *load, portal *service, stdout io.Writer) error {
+func operated(ctx context.Context, o options, admin pb.AdminServiceClient, rec *recorder, l *demoload.Load, portal *service, stdout io.Writer) error {
 	before := finishedUpdates(ctx, admin)
 	var deadline time.Time
 	if o.durationWasSet {
@@ -272,7 +273,7 @@ func operated(ctx context.Context, o options, admin pb.AdminServiceClient, rec *
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
 	start := time.Now()
-	l.start(loadCtx, "http://"+portal.addr+"/", o.workers, deadline)
+	l.Start(loadCtx, "http://"+portal.addr+"/", o.workers, deadline)
 	var tick <-chan time.Time
 	if o.reportEvery > 0 {
 		t := time.NewTicker(o.reportEvery)
@@ -295,7 +296,7 @@ loop:
 		case <-end:
 			break loop
 		case <-tick:
-			req := l.requests.Load()
+			req := l.Requests.Load()
 			served := rec.authServed()
 			def := "?"
 			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -307,14 +308,14 @@ loop:
 			}
 			cancel()
 			fmt.Fprintf(stdout, "[%5s] requests=%d (+%d) failed=%d violations=%d %s: served v1=+%d v2=+%d, default %s\n",
-				time.Since(start).Round(time.Second), req, req-lastReq, l.failed.Load(), rec.violations(), authService,
+				time.Since(start).Round(time.Second), req, req-lastReq, l.Failed.Load(), rec.violations(), authService,
 				served["v1"]-lastServed["v1"], served["v2"]-lastServed["v2"], def)
 			lastReq, lastServed = req, served
 		}
 	}
 	fmt.Fprintf(stdout, "%s after %s: stopping the load, then deregistering the instances\n", why, time.Since(start).Round(time.Millisecond))
 	stopLoad()
-	l.wait()
+	l.Wait()
 	// Count the updates that finished while the demo ran (a fresh context:
 	// ctx has ended on a signal).
 	actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -325,12 +326,12 @@ loop:
 			updates++
 		}
 	}
-	if e := l.firstErr.Load(); e != nil {
+	if e := l.FirstErr.Load(); e != nil {
 		log.Printf("first failure: %s", e)
 	}
-	failed, viol := l.failed.Load(), int64(rec.violations())
+	failed, viol := l.Failed.Load(), int64(rec.violations())
 	fmt.Fprintf(stdout, "mode=no-update requests=%d failed=%d violations=%d updates=%d p99_ms=%.1f\n",
-		l.requests.Load(), failed, viol, updates, ms(l.lat.quantile(0.99)))
+		l.Requests.Load(), failed, viol, updates, ms(l.Lat.Quantile(0.99)))
 	if failed > 0 || viol > 0 {
 		return errViolation{failed, viol}
 	}

@@ -1,7 +1,7 @@
 // Command polyglot runs the seed scenario of examples/authdemo with no SDK
 // linked into any service: Portal in Python (standard library only), Proc
 // in Node.js (standard http), Auth v1 and v2 in Java (the JDK's HttpServer,
-// run as `java AuthV1.java`), DB in Python, each behind its own coordsidecar
+// run as `java Auth.java v1`), DB in Python, each behind its own coordsidecar
 // process. Auth's versions reject each other's tokens, as in authdemo.
 //
 // It starts a coordinator on a temporary embedded etcd (unless
@@ -54,6 +54,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/coordinator/coordinator/coordinator/server"
+	"github.com/coordinator/coordinator/internal/demoload"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 	"github.com/coordinator/coordinator/strategy"
 )
@@ -154,8 +155,8 @@ type spec struct {
 }
 
 var specs = []spec{
-	{service: authService, version: "v1", lang: "Java", argv: javaArgv("AuthV1.java")},
-	{service: authService, version: "v2", lang: "Java", argv: javaArgv("AuthV2.java")},
+	{service: authService, version: "v1", lang: "Java", argv: javaArgv("Auth.java", "v1")},
+	{service: authService, version: "v2", lang: "Java", argv: javaArgv("Auth.java", "v2")},
 	{service: "db", version: "v1", lang: "Python", argv: []string{"python3", "db.py"}},
 	{service: "proc", version: "v1", lang: "Node.js", argv: []string{"node", "proc.js"}, deps: []string{authService, "db"}},
 	{service: rootService, version: "v1", lang: "Python", argv: []string{"python3", "portal.py"}, deps: []string{authService, "proc"}, entry: true},
@@ -163,10 +164,10 @@ var specs = []spec{
 
 // javaArgv runs a single-file Java program from source, with a JVM sized
 // for a small service that should start fast.
-func javaArgv(file string) []string {
+func javaArgv(file string, args ...string) []string {
 	// The JDK's HttpServer writes a response's headers and body apart: with
 	// Nagle's algorithm on, each answer waits for a delayed ACK.
-	return []string{"java", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Dsun.net.httpserver.nodelay=true", file}
+	return append([]string{"java", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Dsun.net.httpserver.nodelay=true", file}, args...)
 }
 
 // depEnv is the environment variable that gives an application the
@@ -269,9 +270,9 @@ func demo(ctx context.Context, o options, kind strategy.Kind, stdout io.Writer) 
 	fmt.Fprintf(stdout, "Load: %d clients on http://%s/ (portal's sidecar) for %s; %s runs %s by default, updated to %s with %s after %s.\n",
 		o.workers, portal.inbound, o.duration, authService, state.GetDefaultVersion(), to, strategy.Name(kind), o.updateAt)
 
-	var l load
-	l.start(ctx, "http://"+portal.inbound+"/", o.workers, time.Now().Add(o.duration))
-	defer l.wait()
+	var l demoload.Load
+	l.Start(ctx, "http://"+portal.inbound+"/", o.workers, time.Now().Add(o.duration))
+	defer l.Wait()
 	select {
 	case <-time.After(o.updateAt):
 	case <-ctx.Done():
@@ -301,11 +302,11 @@ func demo(ctx context.Context, o options, kind strategy.Kind, stdout io.Writer) 
 	}
 	log.Printf("update %s of %s to %s (%s): %s%s after %d ms", u.GetId(), authService, to, strategy.Name(kind),
 		strings.TrimPrefix(u.GetPhase().String(), "PHASE_"), reason, updateMS)
-	l.wait()
+	l.Wait()
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if e := l.firstErr.Load(); e != nil {
+	if e := l.FirstErr.Load(); e != nil {
 		log.Printf("first failure: %s", e)
 	}
 
@@ -325,7 +326,7 @@ func demo(ctx context.Context, o options, kind strategy.Kind, stdout io.Writer) 
 		return fmt.Errorf("%d requests reached an application without x-coordinator-txn", c.noTxn)
 	}
 	fmt.Fprintf(stdout, "strategy=%s requests=%d failed=%d violations=%d update_ms=%d p99_ms=%.1f\n",
-		strategy.Name(kind), l.requests.Load(), l.failed.Load(), c.violations(), updateMS, ms(l.lat.quantile(0.99)))
+		strategy.Name(kind), l.Requests.Load(), l.Failed.Load(), c.violations(), updateMS, ms(l.Lat.Quantile(0.99)))
 	return nil
 }
 

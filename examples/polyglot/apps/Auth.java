@@ -1,4 +1,5 @@
-// Auth v2 (Java, the JDK's HttpServer; run with `java AuthV2.java`).
+// Auth, either version (Java, the JDK's HttpServer; run with
+// `java Auth.java v1` or `java Auth.java v2`: the version is the argument).
 // GET /token returns a token for the caller's transaction, signed with this
 // version's key; GET /validate?token=T accepts only a token this version
 // signed for that transaction. v1 and v2 sign with different keys, so each
@@ -23,8 +24,9 @@ import java.util.concurrent.Executors;
 import javax.crypto.Mac;
 import javax.crypto.spec.SecretKeySpec;
 
-public class AuthV2 {
-    static final String SERVICE = "auth-service", VERSION = "v2";
+public class Auth {
+    static final String SERVICE = "auth-service";
+    static String VERSION; // args[0]: v1 or v2
     static FileOutputStream record;
 
     // What this service saw: the transaction, served at this version.
@@ -80,10 +82,15 @@ public class AuthV2 {
     }
 
     public static void main(String[] args) throws Exception {
+        if (args.length != 1) {
+            System.err.println("usage: java Auth.java VERSION");
+            System.exit(2);
+        }
+        VERSION = args[0];
         record = new FileOutputStream(System.getenv("RECORD_FILE"), true);
         String port = System.getenv("PORT");
         HttpServer srv = HttpServer.create(new InetSocketAddress("127.0.0.1", port == null ? 0 : Integer.parseInt(port)), 128);
-        srv.createContext("/", AuthV2::handle);
+        srv.createContext("/", Auth::handle);
         srv.setExecutor(Executors.newFixedThreadPool(32)); // the default runs one request at a time
         srv.start();
         System.out.println("listening " + srv.getAddress().getPort());

@@ -1,8 +1,8 @@
-package main
-
-// The load generator and its latency histogram are authdemo's
-// (examples/authdemo/load.go), so that "failed" and "p99_ms" mean the same
-// in both demos.
+// Package demoload is the examples' load generator: workers that request a
+// service's front door until a deadline, counting requests and failures and
+// keeping a latency histogram, so that "failed" and "p99_ms" mean the same in
+// examples/authdemo and examples/polyglot.
+package demoload
 
 import (
 	"context"
@@ -22,20 +22,21 @@ import (
 // never fails by timing out, and short enough that a stop is not stuck.
 const requestTimeout = 30 * time.Second
 
-// load is the load generator: workers that send requests to Portal until
+// Load is the load generator: workers that send requests to Portal until
 // their context ends or the deadline passes. Its counters are read while it
 // runs (the running summary) and once it has stopped (the last line).
-type load struct {
-	requests, failed atomic.Int64
-	lat              latencies
-	firstErr         atomic.Value
-	wg               sync.WaitGroup
+type Load struct {
+	Requests, Failed atomic.Int64
+	Lat              Latencies
+	// FirstErr is the text of the first failure (a string), if any.
+	FirstErr atomic.Value
+	wg       sync.WaitGroup
 }
 
-// start runs n workers against url until ctx ends or deadline passes (zero:
+// Start runs n workers against url until ctx ends or deadline passes (zero:
 // no deadline). A request in flight when ctx ends is finished, not cut, so
 // that stopping the load is not counted as failures.
-func (l *load) start(ctx context.Context, url string, n int, deadline time.Time) {
+func (l *Load) Start(ctx context.Context, url string, n int, deadline time.Time) {
 	for range n {
 		l.wg.Add(1)
 		go func() {
@@ -51,24 +52,24 @@ func (l *load) start(ctx context.Context, url string, n int, deadline time.Time)
 						err = fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
 					}
 				}
-				l.requests.Add(1)
+				l.Requests.Add(1)
 				if err != nil {
-					l.failed.Add(1)
-					l.firstErr.CompareAndSwap(nil, err.Error())
+					l.Failed.Add(1)
+					l.FirstErr.CompareAndSwap(nil, err.Error())
 				}
-				l.lat.add(time.Since(start))
-				work(12 * time.Millisecond) // think time
+				l.Lat.Add(time.Since(start))
+				time.Sleep(rand.N(12 * time.Millisecond)) // think time
 			}
 		}()
 	}
 }
 
-// wait waits for every worker to finish its last request.
-func (l *load) wait() { l.wg.Wait() }
+// Wait waits for every worker to finish its last request.
+func (l *Load) Wait() { l.wg.Wait() }
 
-// latencies is a histogram with buckets 1% wide: bounded memory however
+// Latencies is a histogram with buckets 1% wide: bounded memory however
 // long the demo runs, quantiles within 1%.
-type latencies struct {
+type Latencies struct {
 	mu      sync.Mutex
 	buckets []int64
 	n       int64
@@ -84,7 +85,8 @@ func latBucket(d time.Duration) int {
 	return int(math.Log(us)/math.Log(latGrowth)) + 1
 }
 
-func (l *latencies) add(d time.Duration) {
+// Add records one latency.
+func (l *Latencies) Add(d time.Duration) {
 	i := latBucket(d)
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -95,9 +97,9 @@ func (l *latencies) add(d time.Duration) {
 	l.n++
 }
 
-// quantile returns the upper bound of the bucket holding the q-quantile (0
+// Quantile returns the upper bound of the bucket holding the q-quantile (0
 // with no sample).
-func (l *latencies) quantile(q float64) time.Duration {
+func (l *Latencies) Quantile(q float64) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.n == 0 {
@@ -119,5 +121,3 @@ func (l *latencies) quantile(q float64) time.Duration {
 	}
 	return 0
 }
-
-func work(max time.Duration) { time.Sleep(time.Duration(rand.Int64N(int64(max)))) }
