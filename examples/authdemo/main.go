@@ -241,7 +241,7 @@ func demo(ctx context.Context, o options, kind strategy.Kind, stdout io.Writer) 
 		l.Wait()
 		return fmt.Errorf("start update of %s to %s: %w", authService, to, err)
 	}
-	u, err = waitUpdate(ctx, admin, u.GetId(), time.Now().Add(o.duration+30*time.Second))
+	u, err = demoload.WaitUpdate(ctx, admin, u.GetId(), time.Now().Add(o.duration+30*time.Second))
 	updateMS := time.Since(updateStart).Milliseconds()
 	if err != nil {
 		l.Wait()
@@ -258,7 +258,7 @@ func demo(ctx context.Context, o options, kind strategy.Kind, stdout io.Writer) 
 		log.Printf("first failure: %s", e)
 	}
 	fmt.Fprintf(stdout, "strategy=%s requests=%d failed=%d violations=%d update_ms=%d p99_ms=%.1f\n",
-		strategy.Name(kind), l.Requests.Load(), l.Failed.Load(), rec.violations(), updateMS, ms(l.Lat.Quantile(0.99)))
+		strategy.Name(kind), l.Requests.Load(), l.Failed.Load(), rec.violations(), updateMS, demoload.MS(l.Lat.Quantile(0.99)))
 	return nil
 }
 
@@ -331,7 +331,7 @@ loop:
 	}
 	failed, viol := l.Failed.Load(), int64(rec.violations())
 	fmt.Fprintf(stdout, "mode=no-update requests=%d failed=%d violations=%d updates=%d p99_ms=%.1f\n",
-		l.Requests.Load(), failed, viol, updates, ms(l.Lat.Quantile(0.99)))
+		l.Requests.Load(), failed, viol, updates, demoload.MS(l.Lat.Quantile(0.99)))
 	if failed > 0 || viol > 0 {
 		return errViolation{failed, viol}
 	}
@@ -414,20 +414,3 @@ func printAddresses(w io.Writer, grpcAddr, httpAddr string, services []*service,
 	fmt.Fprintf(w, "  %s update %s --strategy=cv --watch\n", ctl, authService)
 	fmt.Fprintf(w, "  %s rollback %s\n", ctl, authService)
 }
-
-// waitUpdate polls the update until it finishes.
-func waitUpdate(ctx context.Context, admin pb.AdminServiceClient, id string, deadline time.Time) (*pb.Update, error) {
-	for time.Now().Before(deadline) {
-		u, err := admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: id})
-		if err != nil {
-			return nil, fmt.Errorf("update %s: %w", id, err)
-		}
-		if u.GetFinishedAt() != nil && u.GetProgress() == nil {
-			return u, nil
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return nil, fmt.Errorf("update %s did not finish", id)
-}
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

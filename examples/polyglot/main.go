@@ -291,7 +291,7 @@ func demo(ctx context.Context, o options, kind strategy.Kind, stdout io.Writer) 
 	if err != nil {
 		return fmt.Errorf("start update of %s to %s: %w", authService, to, err)
 	}
-	u, err = waitUpdate(ctx, admin, u.GetId(), time.Now().Add(o.duration+30*time.Second))
+	u, err = demoload.WaitUpdate(ctx, admin, u.GetId(), time.Now().Add(o.duration+30*time.Second))
 	updateMS := time.Since(updateStart).Milliseconds()
 	if err != nil {
 		return err
@@ -326,7 +326,7 @@ func demo(ctx context.Context, o options, kind strategy.Kind, stdout io.Writer) 
 		return fmt.Errorf("%d requests reached an application without x-coordinator-txn", c.noTxn)
 	}
 	fmt.Fprintf(stdout, "strategy=%s requests=%d failed=%d violations=%d update_ms=%d p99_ms=%.1f\n",
-		strategy.Name(kind), l.Requests.Load(), l.Failed.Load(), c.violations(), updateMS, ms(l.Lat.Quantile(0.99)))
+		strategy.Name(kind), l.Requests.Load(), l.Failed.Load(), c.violations(), updateMS, demoload.MS(l.Lat.Quantile(0.99)))
 	return nil
 }
 
@@ -502,20 +502,3 @@ func printInstances(w io.Writer, insts []*instance) {
 	}
 	tw.Flush()
 }
-
-// waitUpdate polls the update until it finishes.
-func waitUpdate(ctx context.Context, admin pb.AdminServiceClient, id string, deadline time.Time) (*pb.Update, error) {
-	for time.Now().Before(deadline) {
-		u, err := admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: id})
-		if err != nil {
-			return nil, fmt.Errorf("update %s: %w", id, err)
-		}
-		if u.GetFinishedAt() != nil && u.GetProgress() == nil {
-			return u, nil
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return nil, fmt.Errorf("update %s did not finish", id)
-}
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

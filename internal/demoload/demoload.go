@@ -1,7 +1,7 @@
-// Package demoload is the examples' load generator: workers that request a
-// service's front door until a deadline, counting requests and failures and
-// keeping a latency histogram, so that "failed" and "p99_ms" mean the same in
-// examples/authdemo and examples/polyglot.
+// Package demoload is what examples/authdemo and examples/polyglot share, so
+// that their last lines mean the same: the load generator (workers that
+// request a service's front door until a deadline, counting requests and
+// failures and keeping a latency histogram) and waiting for an update.
 package demoload
 
 import (
@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 )
 
 // requestTimeout bounds one request of the load: longer than any hold of
@@ -121,3 +123,21 @@ func (l *Latencies) Quantile(q float64) time.Duration {
 	}
 	return 0
 }
+
+// WaitUpdate polls the update until it finishes, or deadline passes.
+func WaitUpdate(ctx context.Context, admin pb.AdminServiceClient, id string, deadline time.Time) (*pb.Update, error) {
+	for time.Now().Before(deadline) {
+		u, err := admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: id})
+		if err != nil {
+			return nil, fmt.Errorf("update %s: %w", id, err)
+		}
+		if u.GetFinishedAt() != nil && u.GetProgress() == nil {
+			return u, nil
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return nil, fmt.Errorf("update %s did not finish", id)
+}
+
+// MS is d in milliseconds, as the last lines print it.
+func MS(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
