@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"log/slog"
 
 	"github.com/spf13/pflag"
@@ -32,17 +33,8 @@ func (f *identityFlags) apply(cfg *coordinator.Config, lg *slog.Logger) error {
 	}
 	p, err := identity.LoadPolicy(*f.policy, lg)
 	if err != nil {
-		return &flagError{flag: "--identity-policy", err: err}
+		return fmt.Errorf("--identity-policy: %w", err)
 	}
 	cfg.IdentityPolicy = p
 	return nil
 }
-
-// flagError is a setting its flag's file made wrong.
-type flagError struct {
-	flag string
-	err  error
-}
-
-func (e *flagError) Error() string { return e.flag + ": " + e.err.Error() }
-func (e *flagError) Unwrap() error { return e.err }

@@ -206,7 +206,7 @@ func (r *Reloader) load() error {
 		r.pool, r.cas, r.caPEM = pool, cas, caPEM
 		changed = true
 	}
-	if changed && r.reloads >= 0 && !r.checked.IsZero() {
+	if changed && !r.checked.IsZero() { // not New's first read
 		r.reloads++
 		attrs := []any{"cert", r.files.Cert, "ca", r.files.CA}
 		if r.leaf != nil {
