@@ -29,7 +29,13 @@ func (m *member) stopWithin(t *testing.T, d time.Duration) time.Duration {
 		}
 		return time.Since(begin)
 	case <-time.After(d):
-		t.Fatalf("%s did not exit within %v of SIGTERM\n%s", m.name, d, m.stderr())
+		// Where it is stuck: Go prints every goroutine's stack on SIGQUIT.
+		_ = m.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-m.exited:
+		case <-time.After(5 * time.Second):
+		}
+		t.Fatalf("%s did not exit within %v of SIGTERM (its goroutines on SIGQUIT at the end)\n%s", m.name, d, m.stderr())
 		return 0
 	}
 }
