@@ -24,7 +24,8 @@ type testCluster struct {
 	dirs    []string
 	servers []*Server
 	opts    clusterOpts
-	ports   []int // peer ports, then client ports (used with opts.apart)
+	ports   []int        // peer ports, then client ports (used with opts.apart)
+	proxies []*peerProxy // with opts.proxied: member i's advertised peer address
 }
 
 // clusterOpts varies a test cluster.
@@ -39,6 +40,11 @@ type clusterOpts struct {
 	// a Kubernetes pod: the peer and client URLs name "localhost", and
 	// PeerListenAddr and ClientListenAddr bind 127.0.0.1 on those ports.
 	apart bool
+	// proxied, when set, puts a peerProxy in front of each member's peer
+	// listener: the member listens on its own port (PeerListenAddr) and
+	// advertises the proxy's, so everything sent to it goes through the
+	// proxy, which a test can freeze.
+	proxied bool
 }
 
 // startCluster starts a three-member cluster on free loopback ports. The
@@ -80,12 +86,24 @@ func tryStartCluster(t *testing.T, opts clusterOpts) (*testCluster, error) {
 	if opts.apart {
 		host = "localhost"
 	}
-	var parts []string
+	var (
+		parts   []string
+		proxies []*peerProxy
+	)
 	for i, p := range ports[:3] {
+		if opts.proxied {
+			px, err := newPeerProxy(fmt.Sprintf("127.0.0.1:%d", p))
+			if err != nil {
+				return nil, err
+			}
+			t.Cleanup(px.close)
+			proxies = append(proxies, px)
+			p = px.port()
+		}
 		parts = append(parts, fmt.Sprintf("n%d=%s://%s:%d", i+1, scheme, host, p))
 	}
 	base := t.TempDir()
-	c := &testCluster{initial: strings.Join(parts, ","), servers: make([]*Server, 3), opts: opts, ports: ports}
+	c := &testCluster{initial: strings.Join(parts, ","), servers: make([]*Server, 3), opts: opts, ports: ports, proxies: proxies}
 	for i := range 3 {
 		c.dirs = append(c.dirs, filepath.Join(base, fmt.Sprintf("n%d", i+1)))
 	}
@@ -129,6 +147,9 @@ func (c *testCluster) config(i int) Config {
 		cfg.PeerListenAddr = fmt.Sprintf("127.0.0.1:%d", c.ports[i])
 		cfg.ClientAddr = fmt.Sprintf("localhost:%d", c.ports[3+i])
 		cfg.ClientListenAddr = fmt.Sprintf("127.0.0.1:%d", c.ports[3+i])
+	}
+	if c.opts.proxied {
+		cfg.PeerListenAddr = fmt.Sprintf("127.0.0.1:%d", c.ports[i])
 	}
 	return cfg
 }

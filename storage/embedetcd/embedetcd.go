@@ -447,6 +447,41 @@ func (s *Server) HandOffRaftLeadership(ctx context.Context) error {
 	return nil
 }
 
+// boundLeaderTransfer bounds what etcd's shutdown spends on handing Raft
+// leadership away. embed.Etcd.Close transfers it before stopping and waits
+// for the transferee to lead for up to etcd's request timeout: 5 s plus two
+// election timeouts, 7 s in a cluster. Raft gives a transfer up after one
+// election timeout (a transferee that missed the TimeoutNow, or is cut off,
+// or a leader that stepped down meanwhile), and etcd then waits the rest
+// for nothing: a member stopping right after its cluster formed did exactly
+// that, and a SIGTERM took more than 5 s. Here the same transfer runs first
+// and gets two election timeouts; a member that still leads after them
+// stops without coordination (as a crash does: the others elect a leader
+// within an election timeout), and etcd's own transfer then finds nothing
+// to do.
+func (s *Server) boundLeaderTransfer() {
+	srv := s.etcd.Server
+	if !s.cluster || !s.LeadsRaft() {
+		return
+	}
+	election := time.Duration(srv.Cfg.ElectionTicks*int(srv.Cfg.TickMs)) * time.Millisecond
+	done := make(chan error, 1)
+	// On a timeout it keeps waiting until HardStop cancels the server's
+	// context, which ends it.
+	go func() { done <- srv.TryTransferLeadershipOnShutdown() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			s.lg.Warn("Raft leadership transfer on shutdown failed", "error", err)
+		}
+	case <-time.After(2 * election):
+		s.lg.Warn("Raft leadership transfer on shutdown did not finish in time", "bound", 2*election)
+	}
+	if s.LeadsRaft() {
+		srv.HardStop()
+	}
+}
+
 // statusTimeout bounds the Status a hand-off asks of each candidate.
 const statusTimeout = 500 * time.Millisecond
 
@@ -486,6 +521,7 @@ func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		start := time.Now()
 		s.closing.Store(true)
+		s.boundLeaderTransfer()
 		s.etcd.Close()
 		s.lg.Info("etcd closed", "took", time.Since(start))
 	})
