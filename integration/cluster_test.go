@@ -111,6 +111,30 @@ func (m *member) stop(t *testing.T) {
 // errPortTaken reports a member that lost a picked port to someone else.
 var errPortTaken = errors.New("a picked port was taken")
 
+// proposalDropped is raft.ErrProposalDropped's text, as etcd's client
+// reports it.
+const proposalDropped = "raft proposal dropped"
+
+// putRetryingDropped puts key, trying again while etcd answers that it
+// dropped the proposal: Raft drops proposals while its leadership moves,
+// and the replica that starts leading moves Raft leadership off its own
+// member at once (keepRaftElsewhere), so a Put right after a cluster
+// formed may meet that transfer. etcd returns it as an unknown error,
+// which its client does not retry; any other error is returned at once.
+func putRetryingDropped(ctx context.Context, cli *clientv3.Client, key, val string) error {
+	for {
+		_, err := cli.Put(ctx, key, val)
+		if err == nil || !strings.Contains(err.Error(), proposalDropped) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 // waitServing waits until every member serves, or one exits.
 func waitServing(members []*member) error {
 	deadline := time.After(time.Minute)
@@ -228,7 +252,7 @@ func TestThreeCoordinatordFormOneCluster(t *testing.T) {
 			t.Errorf("member %q publishes %v", em.Name, em.ClientURLs)
 		}
 	}
-	if _, err := c1.Put(ctx, "cluster-test/a", "1"); err != nil {
+	if err := putRetryingDropped(ctx, c1, "cluster-test/a", "1"); err != nil {
 		t.Fatalf("Put via n1: %v", err)
 	}
 	if resp, err := c3.Get(ctx, "cluster-test/a"); err != nil || len(resp.Kvs) != 1 {

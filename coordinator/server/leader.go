@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
@@ -133,26 +134,51 @@ func (s *Server) lead(stop <-chan struct{}) {
 	}
 }
 
+// campaignStopGrace is how long a replica that does not lead gives its
+// election's clean-up (the campaign resigning its candidate key, the
+// session revoking its lease) when it stops: enough for a healthy etcd, so
+// that the key does not linger for a TTL, and bounded for one that does
+// not answer.
+const campaignStopGrace = time.Second
+
 // campaign runs one election session: it campaigns, leads one term if it
 // wins, and returns when the session is over or stop is closed.
 func (s *Server) campaign(stop <-chan struct{}) error {
-	// The session's context ends with stop while not leading, so that a
-	// session grant that cannot reach etcd does not hold Close. While
-	// leading the term ends first: its keep-alives go on until it has
-	// flushed and resigned (a stop must not lose the fence mid-flush).
+	// The session's context ends campaignStopGrace after stop while not
+	// leading, so that an etcd that does not answer does not hold Close.
+	// While leading the term ends first: its keep-alives go on until it
+	// has flushed and resigned (a stop must not lose the fence mid-flush).
 	sctx, scancel := context.WithCancel(context.Background())
 	defer scancel()
 	var leading atomic.Bool
 	go func() {
 		select {
 		case <-stop:
-			if !leading.Load() {
-				scancel()
+			if leading.Load() {
+				return
+			}
+			t := time.NewTimer(campaignStopGrace)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				if !leading.Load() {
+					scancel()
+				}
+			case <-sctx.Done():
 			}
 		case <-sctx.Done():
 		}
 	}()
-	sess, err := concurrency.NewSession(s.cli, concurrency.WithTTL(int(s.leaderTTL/time.Second)), concurrency.WithContext(sctx))
+	// The election's etcd calls go through s.cli's connection with a
+	// context that is sctx: a cancelled Campaign resigns its candidate key
+	// on its client's context (concurrency.Election.Campaign), which with
+	// s.cli itself lasts until the client closes, after Close has waited
+	// for this loop; a follower stopping while etcd was slow waited there
+	// past its shutdown bound. Not closed: that would close s.cli's
+	// watcher and leases; sctx's end releases it.
+	ecli := clientv3.NewCtxClient(sctx)
+	ecli.KV, ecli.Lease, ecli.Watcher = s.cli.KV, s.cli.Lease, s.cli.Watcher
+	sess, err := concurrency.NewSession(ecli, concurrency.WithTTL(int(s.leaderTTL/time.Second)), concurrency.WithContext(sctx))
 	if err != nil {
 		return err
 	}
