@@ -190,6 +190,16 @@ func TestWebView(t *testing.T) {
 			t.Fatalf("the tooltip of auth-service lacks %s: %q", id, shown.Title)
 		}
 	}
+	// The detail counts each version's instances and transactions, in
+	// words that agree with the numbers.
+	var during2 string
+	page.mustEval(`document.getElementById("detail").textContent`, &during2)
+	for _, w := range []string{"auth-service — blocked by 1 transaction", "v1 (default): 1 instance, 1 connected, 1 live transaction",
+		"v2: 1 instance, 1 connected, 0 live transactions"} {
+		if !strings.Contains(during2, w) {
+			t.Fatalf("the detail of auth-service during the update lacks %q: %q", w, during2)
+		}
+	}
 	page.screenshot(shots, "during-update")
 
 	// t1 ends: the update finishes, and the page shows it without a reload.
