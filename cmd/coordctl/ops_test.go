@@ -116,6 +116,12 @@ func TestOperatorCommands(t *testing.T) {
 		code, out, _ := ctl("services")
 		return code == exitOK && regexp.MustCompile(`(?m)^auth-service\s+v2\s+v1:1/1 v2:1/0\s+no\s+DRAINING\s+-$`).MatchString(out)
 	})
+	// graph --dot shows the versions and the update in progress.
+	code, out, errOut = ctl("graph", "--dot")
+	if code != exitOK || !strings.Contains(out, `"auth-service" [label="auth-service\ndefault v2\nsessions v1:1 v2:1\nused_by=1 blocking=1\nupdating v1 -> v2: DRAINING"`) ||
+		!strings.Contains(out, "peripheries=2") {
+		t.Fatalf("graph --dot during the update: exit %d\n%s%s", code, out, errOut)
+	}
 	code, _, errOut = ctl("rollback", "auth-service")
 	if code != exitError || !strings.Contains(errOut, "cannot roll back auth-service: it is being updated by "+id) {
 		t.Fatalf("rollback during an update: exit %d\n%s", code, errOut)
