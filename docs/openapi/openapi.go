@@ -66,7 +66,7 @@ func merge(base, extra []byte) ([]byte, error) {
 			}
 			m[k] = v
 		}
-		raw, err := json.Marshal(m)
+		raw, err := marshal(m, "")
 		if err != nil {
 			return nil, err
 		}
@@ -76,14 +76,23 @@ func merge(base, extra []byte) ([]byte, error) {
 	if err := json.Unmarshal(doc["tags"], &tags); err != nil {
 		return nil, fmt.Errorf("generated document's tags: %w", err)
 	}
-	raw, err := json.Marshal(append(tags, add.Tags...))
+	raw, err := marshal(append(tags, add.Tags...), "")
 	if err != nil {
 		return nil, err
 	}
 	doc["tags"] = raw
-	out, err := json.MarshalIndent(doc, "", "  ")
-	if err != nil {
+	return marshal(doc, "  ")
+}
+
+// marshal is json.Marshal (indented by indent, if any) that leaves <, >
+// and & as they are: the descriptions say "Bearer <token>".
+func marshal(v any, indent string) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", indent)
+	if err := enc.Encode(v); err != nil {
 		return nil, err
 	}
-	return append(out, '\n'), nil
+	return b.Bytes(), nil
 }

@@ -1,6 +1,7 @@
 package openapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -19,6 +20,9 @@ func TestMerge(t *testing.T) {
 	}
 	if doc.Paths["/v1/session"] == nil || doc.Paths["/v1/services"] == nil || doc.Definitions["Caller"] == nil {
 		t.Fatalf("merged document lacks /v1/session, /v1/services or Caller")
+	}
+	if !bytes.Contains(JSON, []byte(`Bearer <token>`)) {
+		t.Error(`the merged document escapes "Bearer <token>"`)
 	}
 	refs := 0
 	var walk func(v any)
