@@ -103,6 +103,9 @@ func TestOperatorCommands(t *testing.T) {
 	if _, out, _ = ctl("history", "auth-service"); out != "No updates of auth-service.\n" {
 		t.Fatalf("a dry run started an update:\n%s", out)
 	}
+	if code, out, errOut = ctl("history", "nosuch"); code != exitError || out != "" || !strings.Contains(errOut, `unknown service "nosuch"`) {
+		t.Fatalf("history of an unknown service: exit %d\n%s%s", code, out, errOut)
+	}
 
 	// update without --to goes to v2; the watch prints the id first and
 	// stops at --watch-timeout (CV drains t1, which is still running).
