@@ -110,8 +110,14 @@ func (o *orchestrator) constraintsLocked(plan *pb.UpdatePlan, svc graph.ServiceI
 			fmt.Sprintf("CV: transactions that used %s@%s keep it; DRAINING lasts until none may call it (%s now)", s, from,
 				count(oldUsers, "transaction", "transactions")))
 	case strategy.NAIVE:
-		out = append(out, fmt.Sprintf("NAIVE: switches to %s at once with no pinning: %s that block %s now may run on both versions",
-			to, count(int(plan.Blocking), "the transaction", "the transactions"), s))
+		at := "no transaction blocks " + s + " now, but any that does at the switch may run on both versions"
+		switch {
+		case plan.Blocking == 1:
+			at = "the 1 transaction that blocks " + s + " now may run on both versions"
+		case plan.Blocking > 1:
+			at = fmt.Sprintf("the %d transactions that block %s now may run on both versions", plan.Blocking, s)
+		}
+		out = append(out, fmt.Sprintf("NAIVE: switches to %s at once with no pinning: %s", to, at))
 	}
 	return out
 }

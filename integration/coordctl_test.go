@@ -177,6 +177,7 @@ func TestCoordctlOperatorExitStatuses(t *testing.T) {
 	expect(0, "auth-service", "services")
 	expect(0, "Default:      v1", "service", "auth-service")
 	expect(0, "No updates of auth-service.", "history", "auth-service")
+	expect(1, `unknown service "nosuch"`, "history", "nosuch")
 	expect(1, "nothing to roll back", "rollback", "auth-service")
 
 	txn := servertest.TxnID(1)

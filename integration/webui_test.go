@@ -102,6 +102,29 @@ func TestWebView(t *testing.T) {
 	if strings.Contains(clusterText, "null") || strings.Contains(clusterText, "undefined") {
 		t.Fatalf("the cluster section: %q", clusterText)
 	}
+	// The rest of the cluster as REST has it: every replica, every etcd
+	// member, and self-preservation's state.
+	var names []string
+	for _, r := range cluster.GetReplicas() {
+		names = append(names, r.GetName())
+	}
+	for _, m := range cluster.GetMembers() {
+		names = append(names, m.GetName())
+	}
+	if len(cluster.GetReplicas()) == 0 || len(cluster.GetMembers()) == 0 {
+		t.Fatalf("REST /v1/cluster lists no replica or no etcd member: %v", &cluster)
+	}
+	for _, n := range names {
+		page.waitFor(10*time.Second, "the cluster section to name "+n,
+			fmt.Sprintf(`document.getElementById("cluster").textContent.includes(%q)`, n))
+	}
+	var sp pb.SelfPreservation
+	ts.REST("/v1/selfpreservation", &sp)
+	var spState string
+	page.mustEval(`document.getElementById("sp-state").textContent`, &spState)
+	if sp.GetActive() || spState != "inactive" {
+		t.Fatalf("self-preservation: REST active=%v, the page says %q", sp.GetActive(), spState)
+	}
 	page.waitFor(10*time.Second, "the live indicator",
 		`document.body.dataset.stream === "live" && document.getElementById("status").textContent.startsWith("live")`)
 	page.screenshot(shots, "before-update")
@@ -165,6 +188,16 @@ func TestWebView(t *testing.T) {
 	for _, id := range want {
 		if !strings.Contains(shown.Title, id) {
 			t.Fatalf("the tooltip of auth-service lacks %s: %q", id, shown.Title)
+		}
+	}
+	// The detail counts each version's instances and transactions, in
+	// words that agree with the numbers.
+	var during2 string
+	page.mustEval(`document.getElementById("detail").textContent`, &during2)
+	for _, w := range []string{"auth-service — blocked by 1 transaction", "v1 (default): 1 instance, 1 connected, 1 live transaction",
+		"v2: 1 instance, 1 connected, 0 live transactions"} {
+		if !strings.Contains(during2, w) {
+			t.Fatalf("the detail of auth-service during the update lacks %q: %q", w, during2)
 		}
 	}
 	page.screenshot(shots, "during-update")

@@ -26,8 +26,9 @@ func newGraphCmd(c *cli) *cobra.Command {
 how many block it, its sessions per version, the ids of some transactions
 that used it) and the static edges, learned ones marked.
 
-With --dot, print a Graphviz digraph instead: blocked services are
-highlighted, learned edges are dashed. Render it with e.g.
+With --dot, print a Graphviz digraph instead: each service with its default
+version, sessions per version and the update in progress (double border);
+blocked services are highlighted, learned edges are dashed. Render it with e.g.
   coordctl graph --dot | dot -Tsvg > graph.svg`,
 		Example: `  coordctl graph
   coordctl graph --txn-limit 50
@@ -45,7 +46,15 @@ highlighted, learned edges are dashed. Render it with e.g.
 				return err
 			}
 			if dot {
-				return renderGraphDOT(c.stdout, resp)
+				// The services view adds each one's default version and the
+				// update in progress.
+				svcs, err := callAdmin(c, cmd, func(ctx context.Context, cl coordinatorv1.AdminServiceClient) (*coordinatorv1.ListServicesResponse, error) {
+					return cl.ListServices(ctx, &coordinatorv1.ListServicesRequest{Limit: maxListedServices})
+				})
+				if err != nil {
+					return err
+				}
+				return renderGraphDOT(c.stdout, resp, svcs.GetServices())
 			}
 			return c.print(resp, func(w io.Writer) error { return renderGraphText(w, resp) })
 		},
@@ -122,21 +131,34 @@ func serviceTxns(s *coordinatorv1.ServiceNode) string {
 	return ids
 }
 
+// maxListedServices is ListServices' most: graph --dot asks for every
+// service's state.
+const maxListedServices = 10000
+
 // renderGraphDOT writes g as a Graphviz digraph. Node ids are the service
-// names, always quoted; each node is labelled with its name and its used_by
-// and blocking counts; services that are not free are filled red; learned
-// edges are dashed.
-func renderGraphDOT(w io.Writer, g *coordinatorv1.Graph) error {
+// names, always quoted; each node is labelled with its name, its default
+// version (from svcs, the services view, when it has the service), its
+// sessions per version, its used_by and blocking counts and the update in
+// progress; services that are not free are filled red, a service being
+// updated has a double border; learned edges are dashed.
+func renderGraphDOT(w io.Writer, g *coordinatorv1.Graph, svcs []*coordinatorv1.ServiceState) error {
+	state := make(map[string]*coordinatorv1.ServiceState, len(svcs))
+	for _, s := range svcs {
+		state[s.GetName()] = s
+	}
 	var b strings.Builder
 	b.WriteString("digraph coordinator {\n")
 	fmt.Fprintf(&b, "  graph [rankdir=LR, labelloc=t, label=%s];\n",
 		dotQuote(plural(int(g.GetLiveTransactions()), "live transaction", "live transactions")))
 	b.WriteString("  node [shape=box, style=rounded];\n")
 	for _, s := range g.GetServices() {
-		label := fmt.Sprintf("%s\nused_by=%d blocking=%d", s.GetName(), s.GetUsedBy(), s.GetBlocking())
-		fmt.Fprintf(&b, "  %s [label=%s", dotQuote(s.GetName()), dotQuote(label))
+		st := state[s.GetName()]
+		fmt.Fprintf(&b, "  %s [label=%s", dotQuote(s.GetName()), dotQuote(dotLabel(s, st)))
 		if !s.GetFree() || s.GetBlocking() > 0 {
 			b.WriteString(`, style="rounded,filled,bold", color="#c0392b", fillcolor="#f8d7da"`)
+		}
+		if st.GetUpdate() != nil {
+			b.WriteString(", peripheries=2")
 		}
 		b.WriteString("];\n")
 	}
@@ -150,6 +172,24 @@ func renderGraphDOT(w io.Writer, g *coordinatorv1.Graph) error {
 	b.WriteString("}\n")
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// dotLabel is a node's label, one fact a line: the name, "default v1"
+// when st is known, the sessions per version ("sessions v1:2 v2:1"), the
+// counts, and the update in progress ("updating v1 -> v2: DRAINING").
+func dotLabel(s *coordinatorv1.ServiceNode, st *coordinatorv1.ServiceState) string {
+	lines := []string{s.GetName()}
+	if d := st.GetDefaultVersion(); d != "" {
+		lines = append(lines, "default "+d)
+	}
+	if len(s.GetVersions()) > 0 {
+		lines = append(lines, "sessions "+versionSessions(s.GetVersions()))
+	}
+	lines = append(lines, fmt.Sprintf("used_by=%d blocking=%d", s.GetUsedBy(), s.GetBlocking()))
+	if u := st.GetUpdate(); u != nil {
+		lines = append(lines, fmt.Sprintf("updating %s -> %s: %s", u.GetFromVersion(), u.GetToVersion(), phaseName(u.GetPhase())))
+	}
+	return strings.Join(lines, "\n")
 }
 
 // dotQuote makes s a DOT double-quoted string: backslashes and quotes are

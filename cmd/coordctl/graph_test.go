@@ -71,7 +71,7 @@ func oddGraph() *coordinatorv1.Graph {
 func TestRenderGraphDOT(t *testing.T) {
 	for _, g := range []*coordinatorv1.Graph{testGraph(), oddGraph(), {}} {
 		var buf bytes.Buffer
-		if err := renderGraphDOT(&buf, g); err != nil {
+		if err := renderGraphDOT(&buf, g, nil); err != nil {
 			t.Fatal(err)
 		}
 		dg, err := parseDOT(buf.String())
@@ -86,7 +86,11 @@ func TestRenderGraphDOT(t *testing.T) {
 			if got := escString(n.id); got != s.GetName() {
 				t.Errorf("node %d id %q names %q, want %q", i, n.id, got, s.GetName())
 			}
-			wantLabel := fmt.Sprintf("%s\nused_by=%d blocking=%d", s.GetName(), s.GetUsedBy(), s.GetBlocking())
+			wantLabel := s.GetName() + "\n"
+			if len(s.GetVersions()) > 0 {
+				wantLabel += "sessions " + versionSessions(s.GetVersions()) + "\n"
+			}
+			wantLabel += fmt.Sprintf("used_by=%d blocking=%d", s.GetUsedBy(), s.GetBlocking())
 			if got := escString(n.attrs["label"]); got != wantLabel {
 				t.Errorf("node %q label %q, want %q", s.GetName(), got, wantLabel)
 			}
@@ -120,14 +124,18 @@ func TestRenderGraphDOT(t *testing.T) {
 
 func TestRenderGraphDOTExact(t *testing.T) {
 	var buf bytes.Buffer
-	if err := renderGraphDOT(&buf, testGraph()); err != nil {
+	// The services view knows gateway and orders (being updated), not audit.
+	svcs := []*coordinatorv1.ServiceState{{Name: "gateway", DefaultVersion: "v1"},
+		{Name: "orders", DefaultVersion: "v2", Update: &coordinatorv1.Update{FromVersion: "v1", ToVersion: "v2",
+			Phase: coordinatorv1.Phase_PHASE_DRAINING}}}
+	if err := renderGraphDOT(&buf, testGraph(), svcs); err != nil {
 		t.Fatal(err)
 	}
 	want := `digraph coordinator {
   graph [rankdir=LR, labelloc=t, label="4 live transactions"];
   node [shape=box, style=rounded];
-  "gateway" [label="gateway\nused_by=2 blocking=0"];
-  "orders" [label="orders\nused_by=3 blocking=2", style="rounded,filled,bold", color="#c0392b", fillcolor="#f8d7da"];
+  "gateway" [label="gateway\ndefault v1\nsessions v1:2\nused_by=2 blocking=0"];
+  "orders" [label="orders\ndefault v2\nsessions v1:1 v2:3\nused_by=3 blocking=2\nupdating v1 -> v2: DRAINING", style="rounded,filled,bold", color="#c0392b", fillcolor="#f8d7da", peripheries=2];
   "audit" [label="audit\nused_by=0 blocking=0"];
   "gateway" -> "orders";
   "orders" -> "audit" [style=dashed, label="learned"];
@@ -162,7 +170,7 @@ func TestRenderGraphDOTGraphviz(t *testing.T) {
 	}
 	for _, g := range []*coordinatorv1.Graph{testGraph(), oddGraph()} {
 		var buf bytes.Buffer
-		if err := renderGraphDOT(&buf, g); err != nil {
+		if err := renderGraphDOT(&buf, g, nil); err != nil {
 			t.Fatal(err)
 		}
 		cmd := exec.Command(dot, "-Tcanon")

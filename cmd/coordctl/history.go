@@ -22,6 +22,8 @@ func newHistoryCmd(c *cli) *cobra.Command {
 --update-retention and --update-max-age), newest first: id (which starts
 with when it started, UTC), versions, strategy, phase and how long it ran.
 -o wide adds when each started and finished and why it was aborted or failed.
+With no update kept, a service the coordinator does not know is an error
+(exit 1); a forgotten service's kept updates are still listed.
 
 coordctl status ID shows one in detail; coordctl rollback SERVICE starts an
 update back to the version before the last one that finished DONE.`,
@@ -35,6 +37,15 @@ update back to the version before the last one that finished DONE.`,
 			})
 			if err != nil {
 				return err
+			}
+			if len(r.GetUpdates()) == 0 {
+				// No update kept: say so only of a service the coordinator
+				// knows, so that a mistyped name is an error, not "No updates".
+				if _, err := callAdmin(c, cmd, func(ctx context.Context, cl coordinatorv1.AdminServiceClient) (*coordinatorv1.ServiceState, error) {
+					return cl.GetService(ctx, &coordinatorv1.GetServiceRequest{Service: args[0], InstanceLimit: 1, TxnLimit: 1})
+				}); err != nil {
+					return err
+				}
 			}
 			return c.print(r, func(w io.Writer) error { return renderHistory(w, args[0], r, c.wide(), time.Now()) })
 		},

@@ -103,6 +103,9 @@ func TestOperatorCommands(t *testing.T) {
 	if _, out, _ = ctl("history", "auth-service"); out != "No updates of auth-service.\n" {
 		t.Fatalf("a dry run started an update:\n%s", out)
 	}
+	if code, out, errOut = ctl("history", "nosuch"); code != exitError || out != "" || !strings.Contains(errOut, `unknown service "nosuch"`) {
+		t.Fatalf("history of an unknown service: exit %d\n%s%s", code, out, errOut)
+	}
 
 	// update without --to goes to v2; the watch prints the id first and
 	// stops at --watch-timeout (CV drains t1, which is still running).
@@ -116,6 +119,12 @@ func TestOperatorCommands(t *testing.T) {
 		code, out, _ := ctl("services")
 		return code == exitOK && regexp.MustCompile(`(?m)^auth-service\s+v2\s+v1:1/1 v2:1/0\s+no\s+DRAINING\s+-$`).MatchString(out)
 	})
+	// graph --dot shows the versions and the update in progress.
+	code, out, errOut = ctl("graph", "--dot")
+	if code != exitOK || !strings.Contains(out, `"auth-service" [label="auth-service\ndefault v2\nsessions v1:1 v2:1\nused_by=1 blocking=1\nupdating v1 -> v2: DRAINING"`) ||
+		!strings.Contains(out, "peripheries=2") {
+		t.Fatalf("graph --dot during the update: exit %d\n%s%s", code, out, errOut)
+	}
 	code, _, errOut = ctl("rollback", "auth-service")
 	if code != exitError || !strings.Contains(errOut, "cannot roll back auth-service: it is being updated by "+id) {
 		t.Fatalf("rollback during an update: exit %d\n%s", code, errOut)
@@ -188,5 +197,57 @@ func TestOperatorCommands(t *testing.T) {
 	<-done
 	if code != exitOK || !strings.Contains(out, "Free:      yes") {
 		t.Fatalf("freeness --wait: exit %d\n%s%s", code, out, errOut)
+	}
+
+	// Two versions other than the default: update without --to is a usage
+	// error that lists them all, and starts nothing.
+	ts.LongSidecar("auth-3", "auth-service", "v2")
+	ts.LongSidecar("auth-4", "auth-service", "v3")
+	code, out, errOut = ctl("update", "auth-service", "--strategy=cv")
+	if code != exitUsage || out != "" || !strings.Contains(errOut, "auth-service has 2 registered versions other than its default v1 "+
+		"(registered: v1 (default, 1 instance), v2 (1 instance), v3 (1 instance)); pick one with --to") {
+		t.Fatalf("update with two other versions: exit %d\n%s%s", code, out, errOut)
+	}
+	if _, out, _ = ctl("history", "auth-service"); strings.Count(out, "DONE") != 2 || strings.Contains(out, "PREPARING") {
+		t.Fatalf("an update without --to among several versions started one:\n%s", out)
+	}
+
+	// service NAME in JSON (the API's answer) and wide (registration times).
+	code, out, errOut = ctl("service", "auth-service", "-o", "json")
+	var s coordinatorv1.ServiceState
+	if err := protojson.Unmarshal([]byte(out), &s); code != exitOK || err != nil || s.Name != "auth-service" ||
+		s.DefaultVersion != "v1" || len(s.Versions) != 3 || len(s.Versions[2].InstanceList) != 1 ||
+		s.Versions[2].InstanceList[0].InstanceId != "auth-4" {
+		t.Fatalf("service -o json: exit %d, %v\n%s%s", code, err, out, errOut)
+	}
+	code, out, errOut = ctl("service", "auth-service", "-o", "wide")
+	if code != exitOK || !regexp.MustCompile(`(?m)^INSTANCE\s+VERSION\s+CONNECTED\s+ADDRESS\s+REGISTERED$`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^auth-4\s+v3\s+yes\s+127\.0\.0\.1:1\s+20\d\d-`).MatchString(out) {
+		t.Fatalf("service -o wide: exit %d\n%s%s", code, out, errOut)
+	}
+
+	// rollback takes the strategy of the update it undoes (wf here, not
+	// cv as before) unless --strategy says otherwise.
+	servertest.Eventually(t, 10*time.Second, "auth-4 to acknowledge its routing", func() bool {
+		p, err := ts.Admin.DryRunUpdate(context.Background(), &coordinatorv1.StartUpdateRequest{Service: "auth-service",
+			ToVersion: "v3", Strategy: coordinatorv1.Strategy_STRATEGY_WF})
+		return err == nil && p.TargetAcknowledged == 1
+	})
+	code, out, errOut = ctl("update", "auth-service", "--to", "v3", "--strategy=wf", "--timeout=1m", "-w")
+	m = regexp.MustCompile(`^Update (\S+) started: auth-service v1 -> v3 \(wf\)\.\n`).FindStringSubmatch(out)
+	if code != exitOK || m == nil || !strings.Contains(out, ": DONE after") {
+		t.Fatalf("update --to v3 --strategy=wf -w: exit %d\n%s%s", code, out, errOut)
+	}
+	toV3 := m[1]
+	code, out, errOut = ctl("rollback", "auth-service", "-w")
+	m = regexp.MustCompile(`(?m)^Update (\S+) started: auth-service v3 -> v1 \(wf\)\.$`).FindStringSubmatch(out)
+	if code != exitOK || !strings.HasPrefix(out, "Rolling back auth-service from v3 back to v1 (undoing update "+toV3+") with wf.\n") ||
+		m == nil || !strings.Contains(out, ": DONE after") {
+		t.Fatalf("rollback -w of a wf update: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = ctl("rollback", "auth-service", "--strategy=cv", "--dry-run")
+	if code != exitOK || !strings.HasPrefix(out, "A rollback would take auth-service from v1 back to v3 (undoing update "+m[1]+") with cv.\n") ||
+		!strings.Contains(out, "auth-service v1 -> v3 (cv): would start now") {
+		t.Fatalf("rollback --strategy=cv --dry-run: exit %d\n%s%s", code, out, errOut)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/coordinator/coordinator/coordinator/server/servertest"
 	"github.com/coordinator/coordinator/docs/openapi"
+	"github.com/coordinator/coordinator/security/adminauth"
 )
 
 // httpRule is one rule of admin_http.yaml (google.api.HttpRule).
@@ -40,8 +42,10 @@ func (r httpRule) routes() [][2]string {
 }
 
 // A running replica serves the OpenAPI document at /openapi.json: the
-// committed one, with a real title, version and description, and an
-// operation with a summary for every REST route of admin_http.yaml.
+// committed one (generated, plus the hand-written /v1/session), with a real
+// title, version and description, and an operation with a summary for
+// every REST route: each of admin_http.yaml and /v1/session's, which the
+// replica serves beside the gateway.
 func TestOpenAPIServedWithEveryRESTRoute(t *testing.T) {
 	ts := servertest.Start(t, "")
 	resp, err := http.Get("http://" + ts.HTTPAddr() + "/openapi.json")
@@ -60,8 +64,35 @@ func TestOpenAPIServedWithEveryRESTRoute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(body.Bytes(), committed) || !bytes.Equal(openapi.JSON, committed) {
-		t.Fatal("/openapi.json is not docs/openapi/coordinator.swagger.json")
+	if !bytes.Equal(openapi.Generated, committed) || !bytes.Equal(body.Bytes(), openapi.JSON) {
+		t.Fatal("/openapi.json is not docs/openapi/coordinator.swagger.json with session.swagger.json")
+	}
+	// The generated part is served as generated: every path and definition
+	// of coordinator.swagger.json is there, unchanged.
+	var gen, served struct {
+		Info        json.RawMessage            `json:"info"`
+		Paths       map[string]json.RawMessage `json:"paths"`
+		Definitions map[string]json.RawMessage `json:"definitions"`
+	}
+	if err := json.Unmarshal(committed, &gen); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(body.Bytes(), &served); err != nil {
+		t.Fatal(err)
+	}
+	same := func(a, b json.RawMessage) bool {
+		var x, y any
+		return json.Unmarshal(a, &x) == nil && json.Unmarshal(b, &y) == nil && reflect.DeepEqual(x, y)
+	}
+	if !same(gen.Info, served.Info) {
+		t.Errorf("info served %s, generated %s", served.Info, gen.Info)
+	}
+	for what, m := range map[string][2]map[string]json.RawMessage{"path": {gen.Paths, served.Paths}, "definition": {gen.Definitions, served.Definitions}} {
+		for k, v := range m[0] {
+			if !same(v, m[1][k]) {
+				t.Errorf("generated %s %s is served changed or not at all", what, k)
+			}
+		}
 	}
 
 	var doc struct {
@@ -127,6 +158,31 @@ func TestOpenAPIServedWithEveryRESTRoute(t *testing.T) {
 				t.Errorf("%s %s: no description", strings.ToUpper(rt[0]), rt[1])
 			}
 		}
+	}
+	// The REST routes outside the gateway: the replica answers each (not
+	// 404 or 405), and each is in the document with a description.
+	for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+		n++
+		req, err := http.NewRequest(method, "http://"+ts.HTTPAddr()+adminauth.SessionPath, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed {
+			t.Errorf("%s %s: %s; the test lists a route the replica does not serve", method, adminauth.SessionPath, resp.Status)
+		}
+		op, ok := doc.Paths[adminauth.SessionPath][strings.ToLower(method)]
+		if !ok || op.Summary == "" || op.OperationID == "" {
+			t.Errorf("%s %s is not in /openapi.json with an operationId and a summary: %+v", method, adminauth.SessionPath, op)
+		}
+	}
+	// No path in the document that no route serves.
+	if len(doc.Paths) != len(gen.Paths)+1 {
+		t.Errorf("/openapi.json has %d paths: the %d generated and %s, want nothing else", len(doc.Paths), len(gen.Paths), adminauth.SessionPath)
 	}
 	t.Logf("%d REST routes, all in /openapi.json (%q %s)", n, doc.Info.Title, doc.Info.Version)
 }

@@ -122,6 +122,8 @@ document.getElementById("login").addEventListener("submit", async (ev) => {
 
 const phaseName = (p) => (p || "").replace(/^PHASE_/, "");
 const strategyName = (s) => (s || "").replace(/^STRATEGY_/, "");
+// count is "1 thing" or "n things".
+const count = (n, one, many) => `${n} ${Number(n) === 1 ? one : many}`;
 const when = (ts) => (ts ? new Date(ts).toLocaleTimeString() : "");
 
 // view turns a StateSnapshot into what the drawing functions read.
@@ -203,7 +205,7 @@ function drawGraph(snap) {
     const bl = blockers(snap, s);
     const def = i.defaultVersion || "";
     const others = (i.versions || s.versions || []).map((v) => v.version).filter((v) => v !== def);
-    const state = s.free ? "free" : `blocked by ${s.blocking} transaction${s.blocking === 1 ? "" : "s"}`;
+    const state = s.free ? "free" : `blocked by ${count(s.blocking, "transaction", "transactions")}`;
     const upd = i.update ? `updating to ${i.update.toVersion}: ${phaseName(i.update.phase)}` : "";
     const tip = s.free ? `${name}: free` : `${name} is blocked by:\n` + bl.map((b) => b.id + (b.reason ? ` (${b.reason})` : "")).join("\n");
     const g = el("svg:g", { class: "node " + (s.free ? "free" : "blocked") + (selected === name ? " selected" : ""),
@@ -229,10 +231,10 @@ function drawDetail(snap) {
   const i = (snap.services.services || []).find((x) => x.name === selected) || {};
   const bl = blockers(snap, s);
   const versions = el("ul", {}, ...(i.versions || []).map((v) =>
-    el("li", {}, `${v.version}${v.default ? " (default)" : ""}: ${v.instances} instance(s), ${v.connected} connected, ${v.liveTransactions} live transaction(s)`)));
+    el("li", {}, `${v.version}${v.default ? " (default)" : ""}: ${count(v.instances, "instance", "instances")}, ${v.connected} connected, ${count(v.liveTransactions, "live transaction", "live transactions")}`)));
   const u = i.update || i.lastUpdate;
   const parts = [
-    el("strong", {}, s.name), " — ", s.free ? "free" : `blocked by ${s.blocking} transaction(s)`,
+    el("strong", {}, s.name), " — ", s.free ? "free" : `blocked by ${count(s.blocking, "transaction", "transactions")}`,
     versions,
     u ? el("p", {}, `${i.update ? "Update in progress" : "Last update"}: `, el("code", {}, u.id),
       ` ${u.fromVersion} → ${u.toVersion} (${strategyName(u.strategy)}) ${phaseName(u.phase)}`) : null,
