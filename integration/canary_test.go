@@ -1,12 +1,16 @@
 package integration
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/coordinator/coordinator/coordinator/server/servertest"
@@ -293,5 +297,46 @@ func TestCanaryAnalysis(t *testing.T) {
 			}
 			t.Logf("history %v, steps %v", phases(g), g.Canary.StepsServed)
 		})
+	}
+}
+
+// A canary over REST: started with its steps, paused, resumed and promoted
+// to the switch by POST /v1/updates/{id}:pause, :resume, :promote; a
+// promote past the canary is a 400 saying why.
+func TestCanaryREST(t *testing.T) {
+	w := chainWorld(t)
+	base := "http://" + w.ts.HTTPAddr()
+	post := func(path, body string) (int, *pb.Update, string) {
+		t.Helper()
+		resp, err := http.Post(base+path, "application/json", bytes.NewBufferString(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var u pb.Update
+		if resp.StatusCode == http.StatusOK {
+			if err := protojson.Unmarshal(b, &u); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return resp.StatusCode, &u, string(b)
+	}
+	code, u, body := post("/v1/services/s1/updates", `{"toVersion":"v2","strategy":"STRATEGY_CV","canarySteps":[50,100]}`)
+	if code != http.StatusOK || len(u.Canary.GetSteps()) != 2 {
+		t.Fatalf("POST updates with canarySteps: HTTP %d %s", code, body)
+	}
+	w.waitPhase(u.Id, pb.Phase_PHASE_CANARY)
+	if code, g, body := post("/v1/updates/"+u.Id+":pause", `{}`); code != http.StatusOK || !g.Canary.Paused {
+		t.Fatalf(":pause: HTTP %d %s", code, body)
+	}
+	if code, g, body := post("/v1/updates/"+u.Id+":resume", `{}`); code != http.StatusOK || g.Canary.Paused {
+		t.Fatalf(":resume: HTTP %d %s", code, body)
+	}
+	if code, g, body := post("/v1/updates/"+u.Id+":promote", `{}`); code != http.StatusOK || g.Phase != pb.Phase_PHASE_DRAINING {
+		t.Fatalf(":promote: HTTP %d %s", code, body)
+	}
+	if code, _, body := post("/v1/updates/"+u.Id+":promote", `{}`); code != http.StatusBadRequest || !strings.Contains(body, "not in a canary step") {
+		t.Fatalf(":promote after the switch: HTTP %d %s, want 400", code, body)
 	}
 }
