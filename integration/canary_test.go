@@ -6,6 +6,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -338,5 +340,29 @@ func TestCanaryREST(t *testing.T) {
 	}
 	if code, _, body := post("/v1/updates/"+u.Id+":promote", `{}`); code != http.StatusBadRequest || !strings.Contains(body, "not in a canary step") {
 		t.Fatalf(":promote after the switch: HTTP %d %s, want 400", code, body)
+	}
+}
+
+// TestAuthDemoCanary runs the demo with --canary 10,50,100: the update goes
+// through each step to DONE with no failed request and no violation, its
+// last line says strategy=canary, and it logs each step's weights.
+func TestAuthDemoCanary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the demo")
+	}
+	bin := buildBinary(t, "examples/authdemo")
+	out, err := exec.Command(bin, "--strategy=cv", "--canary=10,50,100", "--canary-step=300ms", "--duration=2s", "--update-after=300ms").CombinedOutput()
+	if err != nil {
+		t.Fatalf("authdemo --canary: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	m := regexp.MustCompile(`^strategy=canary requests=(\d+) failed=(\d+) violations=(\d+) update_ms=(\d+) p99_ms=([\d.]+)$`).FindStringSubmatch(lines[len(lines)-1])
+	if m == nil || m[1] == "0" || m[2] != "0" || m[3] != "0" {
+		t.Fatalf("authdemo --canary: last line %q, want strategy=canary with requests > 0, failed=0, violations=0\n%s", lines[len(lines)-1], out)
+	}
+	for _, want := range []string{"of auth-service to v2 (canary): DONE", "canary step 1: asked 10%", "canary step 2: asked 50%", "canary step 3: asked 100%"} {
+		if !strings.Contains(string(out), want) {
+			t.Fatalf("authdemo --canary: no %q in\n%s", want, out)
+		}
 	}
 }
