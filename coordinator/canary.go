@@ -32,6 +32,10 @@ var ErrNotInCanary = errors.New("not in a canary step")
 // maxAnalysisWindow bounds an analysis's window.
 const maxAnalysisWindow = time.Hour
 
+// maxCanaryHistory bounds an update's history that pause and resume may
+// grow (steps and phases add at most MaxCanarySteps + 6 entries).
+const maxCanaryHistory = 128
+
 // canaryRun is what a canary update keeps beyond its record: the outcome
 // windows of both versions. Guarded by Coordinator.mu.
 type canaryRun struct {
@@ -224,6 +228,9 @@ func (o *orchestrator) canaryControlLocked(u *update, what string) (*phaseChange
 		}
 		return o.canaryStepLocked(u, int(c.Step)+1, a.Reason+" (promoted by an operator)"), nil
 	case "pause", "resume":
+		if n := len(u.rec.History); n >= maxCanaryHistory {
+			return nil, fmt.Errorf("update %s: %w: its history has %d entries, the most a canary keeps (each pause and resume adds one): promote or abort it", u.rec.Id, ErrQuota, n)
+		}
 		if c.Paused == (what == "pause") {
 			return nil, fmt.Errorf("update %s is %w to %s: it is paused=%v already", u.rec.Id, ErrNotInCanary, what, c.Paused)
 		}

@@ -318,3 +318,33 @@ func TestCanaryRequestsChecked(t *testing.T) {
 		t.Errorf("pause of an unknown update: %v, want NotFound", err)
 	}
 }
+
+// Pause and resume grow the update's history: past a bound they are
+// refused (ResourceExhausted), and promote and abort still work.
+func TestCanaryPauseIsBounded(t *testing.T) {
+	w := newCanaryWorld(t)
+	ctx := context.Background()
+	u, err := w.admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: "s", ToVersion: "v2", Strategy: pb.Strategy_STRATEGY_CV,
+		CanarySteps: []uint32{50, 100}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.waitPhase(u.Id, pb.Phase_PHASE_CANARY)
+	var last error
+	for i := 0; i < 200 && last == nil; i++ {
+		if i%2 == 0 {
+			_, last = w.admin.PauseUpdate(ctx, &pb.PauseUpdateRequest{Id: u.Id})
+		} else {
+			_, last = w.admin.ResumeUpdate(ctx, &pb.ResumeUpdateRequest{Id: u.Id})
+		}
+	}
+	if status.Code(last) != codes.ResourceExhausted || !strings.Contains(last.Error(), "promote or abort it") {
+		t.Fatalf("200 pauses and resumes: %v, want ResourceExhausted past the bound", last)
+	}
+	if n := len(w.get(u.Id).History); n > 128 {
+		t.Fatalf("history of %d entries", n)
+	}
+	if p, err := w.admin.PromoteUpdate(ctx, &pb.PromoteUpdateRequest{Id: u.Id}); err != nil || p.Phase != pb.Phase_PHASE_DRAINING {
+		t.Fatalf("promote after the bound: %v %v", p.GetPhase(), err)
+	}
+}

@@ -125,6 +125,9 @@ func canaryNext(s State, o Observation) Action {
 		if worse, why := co.Worse(); worse {
 			return Action{Step: Abandon, Reason: "analysis: " + why}
 		}
+		if t := s.Options.Timeout; t > 0 && o.Elapsed() > t {
+			return Action{Step: Abandon, Reason: fmt.Sprintf("timeout: the canary of %s did not reach its last step within %v", o.Subject(), t)}
+		}
 		if s.Canary.Paused || s.Canary.Interval <= 0 || co.StepElapsed() < s.Canary.Interval || o.SwitchesHeld() {
 			return wait
 		}

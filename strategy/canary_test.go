@@ -115,6 +115,8 @@ func TestCanaryNext(t *testing.T) {
 		{"switches held", canaryState(0, false), canarySeen{seen: seen{held: true}, stepElapsed: time.Hour}, wait},
 		{"before the last", canaryState(2, false), canarySeen{stepElapsed: time.Minute}, Action{Step: Switch, Phase: draining}},
 		{"worse", canaryState(0, true), canarySeen{worse: "error rate"}, Action{Step: Abandon, Reason: "analysis: error rate"}},
+		{"timeout", State{Phase: canaryP, Canary: canaryState(0, true).Canary, Options: Options{Timeout: time.Minute}},
+			canarySeen{seen: seen{elapsed: 2 * time.Minute}}, Action{Step: Abandon, Reason: "timeout: the canary of auth did not reach its last step within 1m0s"}},
 	} {
 		if got := cv.Next(tc.s, tc.o); got != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
