@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -364,5 +366,40 @@ func TestAuthDemoCanary(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Fatalf("authdemo --canary: no %q in\n%s", want, out)
 		}
+	}
+}
+
+// TestUpdateBenchCanary runs bench/update -strategies canary with short
+// steps: it prints one line per step (asked and served weights, served
+// counted from the versions the simulated svc-d recorded serving) before
+// its strategy=canary line, with no violation. (Its accuracy at 500
+// transactions/s over 10 s steps is measured by running it, not here.)
+func TestUpdateBenchCanary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the benchmark")
+	}
+	bin := buildBinary(t, "bench/update")
+	out, err := exec.Command(bin, "-strategies", "canary", "-canary-steps", "20,60,100", "-canary-step", "700ms",
+		"-rate", "200", "-warmup", "300ms").Output()
+	if err != nil {
+		t.Fatalf("bench/update -strategies canary: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("%d lines, want 3 step lines and the strategy line:\n%s", len(lines), out)
+	}
+	step := regexp.MustCompile(`^canary step=(\d) asked_pct=(\d+) served_pct=([\d.]+) txns=(\d+)$`)
+	for i, asked := range []float64{20, 60, 100} {
+		m := step.FindStringSubmatch(lines[i])
+		if m == nil || m[1] != strconv.Itoa(i+1) {
+			t.Fatalf("line %d %q: want canary step=%d asked_pct=A served_pct=S txns=N", i+1, lines[i], i+1)
+		}
+		served, _ := strconv.ParseFloat(m[3], 64)
+		if n, _ := strconv.Atoi(m[4]); n < 20 || math.Abs(served-asked) > 10 {
+			t.Errorf("step %d: %d transactions, served %.1f%% for %v%% asked", i+1, n, served, asked)
+		}
+	}
+	if !regexp.MustCompile(`^strategy=canary switch_ms=\d+ done_ms=\d+ .* violations=0 tls=off$`).MatchString(lines[3]) {
+		t.Fatalf("last line %q", lines[3])
 	}
 }
