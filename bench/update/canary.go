@@ -63,8 +63,11 @@ func (c *canaryBench) onServe(txn, svc, version string) {
 	}
 }
 
-// request makes req a manual canary with the bench's steps.
-func (c *canaryBench) request(req *pb.StartUpdateRequest) { req.CanarySteps = c.steps }
+// request makes req a manual canary with the bench's steps, with no
+// timeout: -wf-timeout is WF's, and a canary's would cut its steps short.
+func (c *canaryBench) request(req *pb.StartUpdateRequest) {
+	req.CanarySteps, req.Timeout = c.steps, nil
+}
 
 // drive waits for the canary to begin, then promotes it every stepLen,
 // the last step (the switch) included, and lets that one run stepLen too.
