@@ -233,19 +233,22 @@ func TestCanaryAbortRollsBack(t *testing.T) {
 }
 
 // The analysis aborts a canary whose new version fails more than the
-// old one by --max-error-rate, saying why; a new version as good as the
-// old one is not aborted.
+// old one by --max-error-rate, or is slower at p99 by more than --max-p99,
+// saying why; a new version as good as the old one is not aborted.
 func TestCanaryAnalysisAborts(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
-		failEvery int // of v2's calls; 0: none fail
-		aborted   bool
-	}{{"failing", 5, true}, {"healthy", 0, false}} {
+		failEvery int           // of v2's calls; 0: none fail
+		slow      time.Duration // v2's latency (v1's is 1ms)
+		aborted   string        // the reason's start; "": not aborted
+	}{{"failing", 5, time.Millisecond, "analysis: error rate"}, {"slow", 0, 50 * time.Millisecond, "analysis: p99 latency"},
+		{"healthy", 0, time.Millisecond, ""}} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newCanaryWorld(t)
 			ctx := context.Background()
 			u, err := w.admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: "s", ToVersion: "v2", Strategy: pb.Strategy_STRATEGY_CV,
-				CanarySteps: []uint32{50, 100}, MaxErrorRate: 0.05, AnalysisWindow: durationpb.New(time.Hour)})
+				CanarySteps: []uint32{50, 100}, MaxErrorRate: 0.05, MaxP99: durationpb.New(10 * time.Millisecond),
+				AnalysisWindow: durationpb.New(time.Hour)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -258,6 +261,7 @@ func TestCanaryAnalysisAborts(t *testing.T) {
 				out := &pb.CallOutcome{Class: pb.OutcomeClass_OUTCOME_CLASS_OK, Code: 200, Latency: durationpb.New(time.Millisecond)}
 				if v == "v2" {
 					newCalls++
+					out.Latency = durationpb.New(tc.slow)
 					if tc.failEvery > 0 && newCalls%tc.failEvery == 0 {
 						out.Class, out.Code = pb.OutcomeClass_OUTCOME_CLASS_SERVER_ERROR, 503
 					}
@@ -268,14 +272,14 @@ func TestCanaryAnalysisAborts(t *testing.T) {
 			}
 			g := w.get(u.Id)
 			an := g.GetProgress().GetCanaryAnalysis()
-			if !tc.aborted {
+			if tc.aborted == "" {
 				if g.Phase != pb.Phase_PHASE_CANARY || an.GetNewVersion().GetCalls() != 50 || an.GetOldVersion().GetCalls() != 50 || an.GetNewVersion().GetErrors() != 0 {
 					t.Fatalf("healthy: %v (%s), analysis %v", g.Phase, g.Reason, an)
 				}
 				return
 			}
 			g = w.waitPhase(u.Id, pb.Phase_PHASE_ABORTED)
-			if !strings.Contains(g.Reason, "analysis: error rate") || !strings.Contains(g.Reason, "--max-error-rate") {
+			if !strings.HasPrefix(g.Reason, tc.aborted) {
 				t.Fatalf("aborted with reason %q", g.Reason)
 			}
 			if h := g.History[len(g.History)-1]; h.Phase != pb.Phase_PHASE_ABORTED || h.Reason != g.Reason {
