@@ -53,7 +53,8 @@
 //     one pending message, newer ones merged in).
 //   - updateTable (updatetable.go): the unfinished update of each service,
 //     the updates kept in history, the pins restored for those mid-update.
-//     The orchestrator (update.go, failover.go, hold.go) drives them
+//     The orchestrator (update.go, failover.go, hold.go; canary.go for
+//     canary steps, their controls and analysis) drives them
 //     through strategy.Strategy; it has no state of its own beyond the
 //     updates' and runs under the event lock, because switching is atomic
 //     with event application (DESIGN.md §4.2).

@@ -137,6 +137,7 @@ var grpcCodes = []struct {
 	{ErrAlreadyAtVersion, codes.FailedPrecondition},
 	{ErrNoInstance, codes.FailedPrecondition},
 	{ErrUpdateEnded, codes.FailedPrecondition},
+	{ErrNotInCanary, codes.FailedPrecondition},
 	{ErrAlreadyRegistered, codes.FailedPrecondition},
 	{ErrNotRegistered, codes.FailedPrecondition},
 	{ErrNoRegister, codes.DeadlineExceeded},

@@ -28,6 +28,11 @@ func (o *orchestrator) resumeLocked(u *update) {
 		return // its record is all that is kept: it names no service of the graph
 	}
 	u.svc, u.from, u.to = o.eng.Service(u.rec.Service), o.eng.Version(u.rec.FromVersion), o.eng.Version(u.rec.ToVersion)
+	if u.rec.Canary != nil {
+		// Its step, weight, pause and counts are in the record; its
+		// analysis starts again.
+		u.canary = newCanaryRun(u.rec.Canary)
+	}
 	u.started = u.rec.GetCreatedAt().AsTime()
 	if u.rec.PrepareTimeout.AsDuration() <= 0 {
 		// Stored before updates had the bound: the server's applies.
@@ -69,7 +74,7 @@ func (o *orchestrator) restorePinsLocked(pins map[string]map[string]string) {
 // version, and the old version is where it must go.
 func (o *orchestrator) legacyUsesLocked(txn string, used []graph.Use) []graph.Use {
 	for u := range o.upd.actives() {
-		if !u.strat.Pins() || !u.switched {
+		if !u.strat.Pins() || !u.bothLive() {
 			continue
 		}
 		v, pinned := o.upd.restoredPin(u.svc, txn)

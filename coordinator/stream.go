@@ -515,6 +515,9 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 		if from, ok := c.eng.SubCaller(ev.TxnId, sub); ok && from != s.svc {
 			return c.notOwner(typ, fmt.Errorf("%w: RETURN txn %q sub %016x: service %q did not call it", ErrNotOwner, ev.TxnId, ev.SubId, s.rec.Service))
 		}
+		if ev.Outcome != nil {
+			c.orch.observeOutcomeLocked(ev.TxnId, sub, ev.Outcome)
+		}
 		err = c.eng.Return(ev.TxnId, sub)
 	case pb.EventType_EVENT_TYPE_DONE:
 		to, ok := c.eng.LookupService(ev.Service)

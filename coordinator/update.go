@@ -61,6 +61,7 @@ type update struct {
 	decided uint64
 	pinned  uint64
 	changed chan struct{} // closed and replaced on every change
+	canary  *canaryRun    // a canary's analysis (canary.go); nil: not a canary
 }
 
 // heldCall is a call waiting for its decision: a BF call waiting for the
@@ -101,7 +102,7 @@ func (u *update) finished() bool { return u.state().Finished() }
 func (u *update) state() strategy.State {
 	return strategy.State{Phase: u.rec.Phase, Switched: u.switched, RollingBack: u.rollback,
 		Options: strategy.Options{Timeout: u.rec.Timeout.AsDuration(), MaxBlock: u.rec.MaxBlock.AsDuration(),
-			PrepareTimeout: u.rec.PrepareTimeout.AsDuration()}}
+			PrepareTimeout: u.rec.PrepareTimeout.AsDuration()}, Canary: u.canaryState()}
 }
 
 // waitingBegin reports whether a call is held for its transaction's BEGIN.
@@ -153,6 +154,7 @@ type startOptions struct {
 	kind                              pb.Strategy
 	strat                             strategy.Strategy
 	timeout, maxBlock, prepareTimeout time.Duration
+	canary                            *pb.Canary // nil: not a canary
 }
 
 // checkStart validates req and works out the bounds the update would run
@@ -185,6 +187,10 @@ func (o *orchestrator) checkStart(req *pb.StartUpdateRequest) (startOptions, err
 		}
 		*d.out = d.in.AsDuration()
 	}
+	canary, err := checkCanary(req, kind)
+	if err != nil {
+		return startOptions{}, err
+	}
 	if prepareTimeout == 0 {
 		prepareTimeout = o.cfg.PrepareTimeout
 	}
@@ -193,7 +199,7 @@ func (o *orchestrator) checkStart(req *pb.StartUpdateRequest) (startOptions, err
 	}
 	opts := strat.Options(strategy.Options{Timeout: timeout, MaxBlock: maxBlock, PrepareTimeout: prepareTimeout})
 	return startOptions{kind: kind, strat: strat, timeout: opts.Timeout, maxBlock: opts.MaxBlock,
-		prepareTimeout: prepareTimeout}, nil
+		prepareTimeout: prepareTimeout, canary: canary}, nil
 }
 
 // startableLocked says whether an update of service to version may start
@@ -246,6 +252,9 @@ func (o *orchestrator) startUpdate(ctx context.Context, req *pb.StartUpdateReque
 		},
 		svc: svc, from: from, to: to, strat: strat, started: now,
 		changed: make(chan struct{}), pending: true,
+	}
+	if opts.canary != nil {
+		u.rec.Canary, u.canary = opts.canary, newCanaryRun(opts.canary)
 	}
 	o.upd.activate(u) // reserved: a second request now fails
 	o.ev.unlock()
@@ -580,9 +589,16 @@ func (o *orchestrator) stepLocked(u *update, a strategy.Action, store func(*phas
 	var pc *phaseChange
 	switch a.Step {
 	case strategy.Enter:
+		if a.Phase == pb.Phase_PHASE_CANARY {
+			pc = o.canaryStepLocked(u, 0, a.Reason)
+			break
+		}
 		pc = o.phaseChangeLocked(u, a.Phase, "", nil)
+	case strategy.Promote:
+		pc = o.canaryStepLocked(u, int(u.rec.GetCanary().GetStep())+1, a.Reason)
 	case strategy.Switch:
 		pc = o.switchLocked(u, a.Phase)
+		o.canarySwitchLocked(u, pc)
 	case strategy.Finish:
 		if !u.rollback {
 			pc = o.finishLocked(u, a.Phase, "")
@@ -766,7 +782,7 @@ func (o *orchestrator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Even
 			// legacy it keeps the service from being free), CV keeps it
 			// on the version it used.
 			info, live := o.eng.Txn(ev.TxnId)
-			if (!live || info.Implicit) && !info.Legacy && u.switched && mayWait {
+			if (!live || info.Implicit) && !info.Legacy && u.bothLive() && mayWait {
 				// Its BEGIN has not arrived (another stream is behind): its
 				// root may run on this very service, on either version, and
 				// this call re-enter it. Wait for the BEGIN (or for the
@@ -783,7 +799,7 @@ func (o *orchestrator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Even
 				}
 			}
 		}
-		d := u.strat.Decide(u.state(), strategy.Call{Used: ok})
+		d := u.strat.Decide(u.state(), strategy.Call{Used: ok, Assigned: u.canaryAssigned()})
 		if d.Hold && o.ev.selfPreservingLocked() {
 			// The switch it would wait for is paused: old (DESIGN.md §7).
 			d = strategy.Decision{Target: strategy.Old}
@@ -801,6 +817,9 @@ func (o *orchestrator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Even
 			version = u.to
 		default:
 			version = used
+		}
+		if !ok && u.rec.Canary != nil {
+			u.countAssigned(version == u.to)
 		}
 	}
 	if err := o.ev.callLocked(s, ev, to, version); err != nil {
@@ -950,6 +969,7 @@ func (o *orchestrator) snapshotLocked(u *update) *pb.Update {
 		p.OldTransactions = uint32(o.eng.BlockersUsing(u.svc, old))
 	}
 	p.WaitingFor = o.waitingForLocked(u, p, time.Now())
+	o.canaryProgressLocked(u, p, time.Now())
 	out.Progress = p
 	return out
 }
@@ -988,6 +1008,8 @@ func (o *orchestrator) waitingForLocked(u *update, p *pb.UpdateProgress, now tim
 			why = append(why, fmt.Sprintf("%d calls held, the oldest for %v: aborts at max-block %v",
 				len(u.held), now.Sub(u.held[0].since).Round(time.Millisecond), opts.MaxBlock))
 		}
+	case u.rec.Phase == pb.Phase_PHASE_CANARY:
+		why = append(why, o.canaryWaitingLocked(u, now))
 	case u.rec.Phase == pb.Phase_PHASE_DRAINING:
 		why = append(why, fmt.Sprintf("%d transactions that used %s@%s to end (each ends, or its session's lease expires)",
 			p.OldTransactions, u.rec.Service, u.rec.FromVersion))

@@ -2,7 +2,9 @@ package sidecar
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -97,8 +99,9 @@ func (r *routedConn) Invoke(ctx context.Context, method string, args, reply any,
 	if err != nil {
 		return err
 	}
-	defer finish()
-	return cc.Invoke(ctx, method, args, reply, opts...)
+	err = cc.Invoke(ctx, method, args, reply, opts...)
+	finish(err)
+	return err
 }
 
 func (r *routedConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
@@ -106,21 +109,27 @@ func (r *routedConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, metho
 	if err != nil {
 		return nil, err
 	}
-	finish = sync.OnceFunc(finish)
+	finish = onceErr(finish)
 	s, err := cc.NewStream(ctx, desc, method, opts...)
 	if err != nil {
-		finish()
+		finish(err)
 		return nil, err
 	}
-	stop := context.AfterFunc(ctx, finish)
-	return &clientStream{ClientStream: s, unary: !desc.ServerStreams, finish: func() { stop(); finish() }}, nil
+	stop := context.AfterFunc(ctx, func() { finish(ctx.Err()) })
+	return &clientStream{ClientStream: s, unary: !desc.ServerStreams, finish: func(err error) { stop(); finish(err) }}, nil
+}
+
+// onceErr is sync.OnceFunc for a finish that takes the call's error.
+func onceErr(f func(error)) func(error) {
+	var once sync.Once
+	return func(err error) { once.Do(func() { f(err) }) }
 }
 
 // route picks the endpoint of a call and puts the transaction in its
-// metadata; finish reports its return.
-func (r *routedConn) route(ctx context.Context) (_ context.Context, _ *grpc.ClientConn, finish func(), err error) {
+// metadata; finish reports its return, with the outcome its error says.
+func (r *routedConn) route(ctx context.Context) (_ context.Context, _ *grpc.ClientConn, finish func(error), err error) {
 	var addr string
-	finish = func() {}
+	finish = func(error) {}
 	if _, ok := FromContext(ctx); ok {
 		call, err := r.c.Route(ctx, r.service)
 		if err != nil {
@@ -129,7 +138,8 @@ func (r *routedConn) route(ctx context.Context) (_ context.Context, _ *grpc.Clie
 		md, _ := metadata.FromOutgoingContext(ctx)
 		md = md.Copy()
 		call.propagate(func(k, v string) { md.Set(k, v) })
-		ctx, addr, finish = metadata.NewOutgoingContext(ctx, md), call.Address, call.Finish
+		ctx, addr = metadata.NewOutgoingContext(ctx, md), call.Address
+		finish = func(err error) { call.FinishWith(call.GRPCOutcome(err)) }
 	} else {
 		rt := r.c.routing.Load().lookup(r.service)
 		if rt == nil {
@@ -143,7 +153,7 @@ func (r *routedConn) route(ctx context.Context) (_ context.Context, _ *grpc.Clie
 	}
 	cc, err := r.c.endpointConn(addr, r.opts)
 	if err != nil {
-		finish()
+		finish(err)
 		return nil, nil, nil, err
 	}
 	return ctx, cc, finish, nil
@@ -174,13 +184,17 @@ func (c *Client) endpointConn(addr string, opts []grpc.DialOption) (*grpc.Client
 type clientStream struct {
 	grpc.ClientStream
 	unary  bool
-	finish func()
+	finish func(error)
 }
 
 func (s *clientStream) RecvMsg(m any) error {
 	err := s.ClientStream.RecvMsg(m)
 	if err != nil || s.unary {
-		s.finish()
+		if errors.Is(err, io.EOF) {
+			s.finish(nil) // the stream ended well
+		} else {
+			s.finish(err)
+		}
 	}
 	return err
 }

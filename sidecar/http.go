@@ -284,10 +284,11 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	call.propagate(out.Header.Set)
 	resp, err := t.base.RoundTrip(out)
 	if err != nil {
-		call.Finish()
+		call.FinishWith(call.HTTPOutcome(0, err))
 		return nil, err
 	}
-	resp.Body = &finishBody{ReadCloser: resp.Body, finish: sync.OnceFunc(call.Finish)}
+	o := call.HTTPOutcome(resp.StatusCode, nil) // the latency to the answer's headers
+	resp.Body = &finishBody{ReadCloser: resp.Body, finish: sync.OnceFunc(func() { call.FinishWith(o) })}
 	return resp, nil
 }
 

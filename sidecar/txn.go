@@ -110,8 +110,9 @@ type Call struct {
 	// routing table's default version.
 	Decided bool
 
-	c   *Client
-	txn Txn // the caller's, for propagation
+	c      *Client
+	txn    Txn       // the caller's, for propagation
+	routed time.Time // when Route returned it: an outcome's latency counts from then
 }
 
 // Route is what an outbound call to service does first: it creates the
@@ -158,7 +159,7 @@ func (c *Client) Route(ctx context.Context, service string) (Call, error) {
 		if err != nil {
 			return Call{}, err
 		}
-		call.Version, call.Address = ev.Version, addr
+		call.Version, call.Address, call.routed = ev.Version, addr, time.Now()
 		return call, nil
 	}
 }
@@ -209,7 +210,7 @@ func (c *Client) await(ctx context.Context, call Call, ev *pb.Event) (Call, erro
 		call.Finish()
 		return Call{}, fmt.Errorf("route to %s: %w", call.Service, err)
 	}
-	call.Address = addr
+	call.Address, call.routed = addr, time.Now()
 	return call, nil
 }
 

@@ -14,4 +14,11 @@
 // interface speaks of "the set" (the services updated together), so that
 // updates of several services at once (DESIGN §4.8) need no new shape.
 // Adding a strategy is a type here and one line in the registry.
+//
+// A canary (DESIGN §4 item 7, canary.go) is CV with weights: State.Canary
+// carries its steps, CV's Decide assigns a transaction new to the set by
+// the current weight with an exact counter (AssignNew), and its phase
+// machine moves from CANARY step to step (Promote) to the switch. Its
+// analysis (analysis.go) sums call outcomes per version in a bounded
+// Window and Judge says when the new version is worse.
 package strategy

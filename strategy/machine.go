@@ -102,6 +102,8 @@ type State struct {
 	// old versions, transactions keep the side they used, and the update
 	// lasts until no transaction may use the new versions again.
 	RollingBack bool
+	// Canary is set for a canary update (CV with weights, canary.go).
+	Canary *Canary
 }
 
 // Resume is the state of an update read back from etcd by a new leader:
@@ -136,6 +138,9 @@ type Call struct {
 	// Used: the transaction used, or runs on, a service of the set
 	// (hasPast); it must stay on the versions it used.
 	Used bool
+	// Assigned counts the transactions new to the set that the current
+	// canary step assigned a version so far (a canary's weights).
+	Assigned uint64
 }
 
 // Target names where a call goes.
@@ -219,6 +224,9 @@ const (
 	// Abandon aborts the update with Reason (a bound passed): the
 	// orchestrator carries out the strategy's Abort plan.
 	Abandon
+	// Promote persists a canary's next step (Reason names it) and
+	// changes nothing else: the next weight applies once stored.
+	Promote
 )
 
 func (s Step) String() string {
@@ -233,6 +241,8 @@ func (s Step) String() string {
 		return "finish"
 	case Abandon:
 		return "abandon"
+	case Promote:
+		return "promote"
 	}
 	return fmt.Sprintf("Step(%d)", uint8(s))
 }
@@ -411,11 +421,17 @@ func (cv) Options(o Options) Options { return o }
 func (cv) UpdateMode() bool          { return true }
 func (cv) Pins() bool                { return true }
 func (cv) Decide(s State, c Call) Decision {
+	if s.Canary != nil {
+		return canaryDecide(s, c)
+	}
 	return decideBeforeSwitch(s, c, Decision{Target: Old})
 }
 func (cv) Next(s State, o Observation) Action {
 	if s.RollingBack {
 		return rolledBack(o)
+	}
+	if s.Canary != nil && (s.Phase == pb.Phase_PHASE_PREPARING || s.Phase == pb.Phase_PHASE_CANARY) {
+		return canaryNext(s, o)
 	}
 	switch s.Phase {
 	case pb.Phase_PHASE_PREPARING:
@@ -440,7 +456,12 @@ func (cv) Next(s State, o Observation) Action {
 	}
 	return wait
 }
-func (cv) Abort(s State) AbortPlan { return abortPlan(s) }
+func (cv) Abort(s State) AbortPlan {
+	if s.Canary != nil {
+		return canaryAbort(s)
+	}
+	return abortPlan(s)
+}
 
 // naive is the baseline of benchmarks and tests: the defaults switch at
 // once, with no update mode and no pins (DESIGN §4.6); it produces

@@ -12,6 +12,13 @@
 //
 //	strategy=S switch_ms=A done_ms=B added_p99_us=C held=H pinned_calls_per_s=P pinned_p99_ms=Q violations=V tls=T
 //
+// -strategies canary runs cv as a canary (-canary-steps, each promoted
+// after -canary-step) and prints, before its strategy=canary line, one line
+// per step with the weight asked and the share of the transactions new to
+// svc-d that its instances recorded serving on v2:
+//
+//	canary step=K asked_pct=A served_pct=S txns=N
+//
 // -tls on runs the coordinator with TLS on its listeners, client
 // certificates required of the sidecars and the identity policy checked
 // (internal/benchtls), and the clients with their certificate; -tls both
@@ -51,14 +58,20 @@ const target = "svc-d"
 
 var wfTimeout time.Duration
 
-var strategyOf = map[string]pb.Strategy{"cv": pb.Strategy_STRATEGY_CV, "bf": pb.Strategy_STRATEGY_BF, "wf": pb.Strategy_STRATEGY_WF}
+var strategyOf = map[string]pb.Strategy{"cv": pb.Strategy_STRATEGY_CV, "bf": pb.Strategy_STRATEGY_BF, "wf": pb.Strategy_STRATEGY_WF,
+	"canary": pb.Strategy_STRATEGY_CV}
+
+// canary is the canary run in progress (-strategies canary); nil otherwise.
+var canary *canaryBench
 
 func main() {
 	rate := flag.Int("rate", 500, "transactions per second")
 	warm := flag.Duration("warmup", 2*time.Second, "load before each update (measures calls outside an update)")
 	flag.DurationVar(&wfTimeout, "wf-timeout", 10*time.Second, "WF: abort when the service is not free within this time")
 	hold := flag.Duration("cv-hold", 2*time.Second, "CV: how long a transaction keeps the old version in use, so the rate of decided calls is measured over this window")
-	strategies := flag.String("strategies", "cv,bf,wf", "comma-separated strategies to run, in order")
+	strategies := flag.String("strategies", "cv,bf,wf", "comma-separated strategies to run, in order (cv, bf, wf, canary)")
+	canarySteps := flag.String("canary-steps", "5,25,50,100", "canary: the weights of the steps, in percent")
+	canaryStep := flag.Duration("canary-step", 10*time.Second, "canary: how long each step runs")
 	serve := flag.String("serve", "", "internal: run the coordinator on this data directory and print its gRPC address")
 	tlsMode := flag.String("tls", "off", "off, on (TLS and client certificates everywhere), or both (each strategy off, then on)")
 	tlsDir := flag.String("tls-dir", "", "internal: with -serve, serve with the TLS files of internal/benchtls in this directory")
@@ -76,9 +89,13 @@ func main() {
 	for _, name := range strings.Split(*strategies, ",") {
 		k, ok := strategyOf[strings.TrimSpace(name)]
 		if !ok {
-			log.Fatalf("-strategies: unknown strategy %q (want cv, bf or wf)", name)
+			log.Fatalf("-strategies: unknown strategy %q (want cv, bf, wf or canary)", name)
 		}
 		for _, withTLS := range modes {
+			canary = nil
+			if strings.TrimSpace(name) == "canary" {
+				canary = newCanaryBench(*canarySteps, *canaryStep)
+			}
 			lines = append(lines, runOnce(k, *rate, *warm, *hold, withTLS))
 		}
 	}
@@ -103,9 +120,13 @@ func runOnce(k pb.Strategy, rate int, warm, hold time.Duration, withTLS bool) st
 	}
 	addr, stopCoordinator := startCoordinator(dir, tlsDir)
 	defer stopCoordinator()
-	s, err := loadsim.Start(ctx, loadsim.Config{Coordinators: []string{addr}, Graph: graph,
+	cfg := loadsim.Config{Coordinators: []string{addr}, Graph: graph,
 		Instances: []string{"svc-a@v1", "svc-b@v1", "svc-c@v1", "svc-d@v1", "svc-e@v1", "svc-f@v1", "svc-d@v2"}, Entry: "svc-a",
-		Configure: func(_ string, c *sidecar.Config) { c.TLS = clientTLS }})
+		Configure: func(_ string, c *sidecar.Config) { c.TLS = clientTLS }}
+	if canary != nil {
+		cfg.OnServe = canary.onServe
+	}
+	s, err := loadsim.Start(ctx, cfg)
 	check(err)
 	defer s.Close()
 	// Let every client learn the others' endpoints.
@@ -136,9 +157,15 @@ func runOnce(k pb.Strategy, rate int, warm, hold time.Duration, withTLS bool) st
 	cpu0 := readCPU()
 	requested := time.Now()
 	// WF may never find the service free under load: bounded, it aborts.
-	u, err := admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: target, ToVersion: "v2", Strategy: k,
-		Timeout: durationpb.New(wfTimeout)})
+	req := &pb.StartUpdateRequest{Service: target, ToVersion: "v2", Strategy: k, Timeout: durationpb.New(wfTimeout)}
+	if canary != nil {
+		canary.request(req)
+	}
+	u, err := admin.StartUpdate(ctx, req)
 	check(err)
+	if canary != nil {
+		go canary.drive(ctx, admin, u.Id)
+	}
 	var switched, done time.Duration
 	var held uint32
 	for {
@@ -159,6 +186,10 @@ func runOnce(k pb.Strategy, rate int, warm, hold time.Duration, withTLS bool) st
 		time.Sleep(time.Millisecond)
 	}
 	window := time.Since(requested)
+	var steps string
+	if canary != nil {
+		steps = canary.lines() // after its last step has run its length
+	}
 	if steal, ok := cpu0.stealSince(readCPU()); ok {
 		// On a shared host the hypervisor may run others on our cores:
 		// figures taken with a high steal are not this program's.
@@ -179,10 +210,13 @@ func runOnce(k pb.Strategy, rate int, warm, hold time.Duration, withTLS bool) st
 		log.Printf("%s: first violation: %s", k, v)
 	}
 	name := strings.ToLower(strings.TrimPrefix(k.String(), "STRATEGY_"))
+	if canary != nil {
+		name = "canary"
+	}
 	log.Printf("%s: switch %v after the request, DONE after %v (longest transaction %v); calls outside an update: p50 %v p99 %v (%d); decided calls during it: %d, p50 %v p99 %v; held %d",
 		name, switched.Round(time.Microsecond), done.Round(time.Microsecond), s.Longest().Round(time.Millisecond),
 		p(outside, 50), p(outside, 99), len(outside), len(decided), p(decided, 50), p(decided, 99), held)
-	return fmt.Sprintf("strategy=%s switch_ms=%d done_ms=%d added_p99_us=%d held=%d pinned_calls_per_s=%.0f pinned_p99_ms=%.2f violations=%d tls="+tlsName,
+	return steps + fmt.Sprintf("strategy=%s switch_ms=%d done_ms=%d added_p99_us=%d held=%d pinned_calls_per_s=%.0f pinned_p99_ms=%.2f violations=%d tls="+tlsName,
 		name, switched.Milliseconds(), done.Milliseconds(), p(outside, 99).Microseconds(), held,
 		float64(len(decided))/window.Seconds(), float64(p(decided, 99).Microseconds())/1000, s.Violations())
 }

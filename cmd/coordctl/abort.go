@@ -19,7 +19,9 @@ func newAbortCmd(c *cli) *cobra.Command {
 		Short: "Abort an update that has not finished",
 		Long: `Abort the update ID. Before its switch the service stays on the old
 version and held calls go there; after a cv switch every transaction keeps
-the version it used and new ones go back to the old version.`,
+the version it used and new ones go back to the old version. In a canary
+step likewise: new transactions go to the old version, those assigned the
+new one finish there.`,
 		Example: `  coordctl abort 20261122T231839-6bc2b115 --reason "v2 errors"`,
 		Args:    exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -21,6 +21,7 @@ func newUpdateCmd(c *cli) *cobra.Command {
 	var (
 		to string
 		sf startFlags
+		cf canaryFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "update SERVICE [--to VERSION] --strategy wf|bf|cv|naive",
@@ -36,6 +37,14 @@ not used the service until then (--max-block bounds a hold); cv switches at
 once and keeps each transaction on the version it used first; naive switches
 at once with no care (a baseline that breaks transactions).
 
+--canary 5,25,50,100 runs cv with weights: the default stays the old
+version and each transaction new to SERVICE is assigned the new one with the
+current step's weight, then stays where it was assigned; the last step (100)
+is the switch. Steps move on every --step-interval, or with --manual by
+coordctl promote ID; coordctl pause/resume ID stop and restart that, coordctl
+abort ID rolls back. --max-error-rate and --max-p99 abort it when the new
+version does worse than the old one over --analysis-window.
+
 --dry-run says what would happen now and starts nothing: whether the update
 would be refused, the target's instances, whether the service is free or
 which transactions block it, and what the strategy would wait for (exit 1
@@ -46,6 +55,7 @@ when it is DONE, 1 when it is ABORTED or FAILED or when --watch-timeout
 passes first (the update goes on: Ctrl-C and --watch-timeout stop the
 watching, coordctl abort ID stops the update).`,
 		Example: `  coordctl update auth-service --strategy=cv
+  coordctl update auth-service --to v2 --strategy=cv --canary 5,25,50,100 --step-interval 1m --max-error-rate 0.05
   coordctl update auth-service --to v2 --strategy=cv --watch
   coordctl update auth-service --to v2 --strategy=wf --timeout 30s --dry-run`,
 		Args: exactArgs("SERVICE"),
@@ -68,11 +78,16 @@ watching, coordctl abort ID stops the update).`,
 					return err
 				}
 			}
-			return c.startUpdate(cmd, sf.request(args[0], to, k), &sf)
+			req := sf.request(args[0], to, k)
+			if err := cf.apply(req); err != nil {
+				return err
+			}
+			return c.startUpdate(cmd, req, &sf)
 		},
 	}
 	cmd.Flags().StringVar(&to, "to", "", "version to update to (default: the one registered version that is not the default)")
 	sf.add(cmd.Flags(), "wf, bf, cv or naive (required)")
+	cf.add(cmd.Flags())
 	return cmd
 }
 

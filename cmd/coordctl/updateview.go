@@ -51,6 +51,9 @@ func renderUpdate(w io.Writer, u *coordinatorv1.Update, now time.Time) error {
 	if p := u.GetProgress(); p != nil {
 		fmt.Fprintf(w, "Progress:  %s\n", progressLine(u, now))
 	}
+	if err := renderCanary(w, u); err != nil {
+		return err
+	}
 	if len(u.GetHistory()) == 0 {
 		return nil
 	}
@@ -88,6 +91,7 @@ func progressLine(u *coordinatorv1.Update, now time.Time) string {
 			line += fmt.Sprintf(",+%d", more)
 		}
 	}
+	line += canaryProgress(u)
 	if w := p.GetWaitingFor(); w != "" {
 		line += fmt.Sprintf(" waiting_for=%q", w)
 	}

@@ -161,9 +161,10 @@ func (t *istioTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp, err := t.next.RoundTrip(out)
 	if err != nil {
-		call.Finish()
+		call.FinishWith(call.HTTPOutcome(0, err))
 		return nil, err
 	}
+	o := call.HTTPOutcome(resp.StatusCode, nil) // the latency to the answer's headers
 	if got, ok := istio.ParseHeader(service, resp.Header.Get(istio.Header)); ok {
 		t.pins.put(tx.ID, service, got)
 		if got != call.Version {
@@ -172,7 +173,7 @@ func (t *istioTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 				"txn", tx.ID, "service", service, "coordinator", call.Version, "mesh", got)
 		}
 	}
-	resp.Body = &finishBody{ReadCloser: resp.Body, finish: sync.OnceFunc(call.Finish)}
+	resp.Body = &finishBody{ReadCloser: resp.Body, finish: sync.OnceFunc(func() { call.FinishWith(o) })}
 	return resp, nil
 }
 

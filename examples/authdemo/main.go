@@ -11,6 +11,10 @@
 //
 //	strategy=S requests=N failed=F violations=V update_ms=U p99_ms=P
 //
+// With --canary 10,50,100 (cv) the update is a canary whose steps move on
+// every --canary-step; it logs each step's asked and served weights, and its
+// last line says strategy=canary.
+//
 // With --no-update it leaves the updates to an operator (coordctl update,
 // rollback, abort): it runs the services and the load until interrupted
 // (SIGINT or SIGTERM) or until --duration, if given, prints a running
@@ -72,6 +76,8 @@ type options struct {
 	duration, updateAt       time.Duration
 	timeout, reportEvery     time.Duration
 	noUpdate, durationWasSet bool
+	canary                   string        // the canary's weights, "" for none
+	canaryStep               time.Duration // how long each canary step lasts
 	// TLS to the coordinator (sidecars and admin calls alike).
 	tls        tlsfiles.Files
 	serverName string
@@ -89,6 +95,8 @@ func run(args []string, stdout io.Writer) int {
 	fs.DurationVar(&o.timeout, "timeout", 0, "abort the update when it has not switched within this time (0: for wf until the load ends, none for bf and cv)")
 	fs.BoolVar(&o.noUpdate, "no-update", false, "start no update: run the services and the load until interrupted, leaving updates to an operator (coordctl)")
 	fs.DurationVar(&o.reportEvery, "report-every", 5*time.Second, "with --no-update: print a summary this often (0: never)")
+	fs.StringVar(&o.canary, "canary", "", "cv: update as a canary with these weights in percent, e.g. 10,50,100")
+	fs.DurationVar(&o.canaryStep, "canary-step", time.Second, "with --canary: how long each step lasts")
 	envTLS, envName := sidecar.TLSFromEnv()
 	fs.StringVar(&o.tls.CA, "tls-ca", envTLS.CA, "CA bundle that verifies the coordinator's certificate (env "+sidecar.EnvTLSCA+")")
 	fs.StringVar(&o.tls.Cert, "tls-cert", envTLS.Cert, "client certificate of the demo's services and admin calls (env "+sidecar.EnvTLSCert+")")
@@ -236,6 +244,14 @@ func demo(ctx context.Context, o options, kind strategy.Kind, stdout io.Writer) 
 	if wfTimeout > 0 {
 		req.Timeout = durationpb.New(wfTimeout)
 	}
+	name := strategy.Name(kind)
+	if o.canary != "" {
+		if err := canaryRequest(req, o); err != nil {
+			l.Wait()
+			return err
+		}
+		name = "canary"
+	}
 	u, err := admin.StartUpdate(ctx, req)
 	if err != nil {
 		l.Wait()
@@ -251,14 +267,15 @@ func demo(ctx context.Context, o options, kind strategy.Kind, stdout io.Writer) 
 	if u.GetReason() != "" {
 		reason = " (" + u.GetReason() + ")"
 	}
-	log.Printf("update %s of %s to %s (%s): %s%s after %d ms", u.GetId(), authService, to, strategy.Name(kind),
+	log.Printf("update %s of %s to %s (%s): %s%s after %d ms", u.GetId(), authService, to, name,
 		strings.TrimPrefix(u.GetPhase().String(), "PHASE_"), reason, updateMS)
+	logCanary(u)
 	l.Wait()
 	if e := l.FirstErr.Load(); e != nil {
 		log.Printf("first failure: %s", e)
 	}
 	fmt.Fprintf(stdout, "strategy=%s requests=%d failed=%d violations=%d update_ms=%d p99_ms=%.1f\n",
-		strategy.Name(kind), l.Requests.Load(), l.Failed.Load(), rec.violations(), updateMS, demoload.MS(l.Lat.Quantile(0.99)))
+		name, l.Requests.Load(), l.Failed.Load(), rec.violations(), updateMS, demoload.MS(l.Lat.Quantile(0.99)))
 	return nil
 }
 

@@ -57,6 +57,14 @@ type Config struct {
 	// MaxCalls bounds the calls of one transaction (0: unbounded); past it
 	// its sub-transactions call nothing more.
 	MaxCalls int
+	// Fail, if set, says whether a call that reached svc@version fails
+	// there: it answers a server error (reported as the call's outcome)
+	// without running its sub-transaction's calls; the caller goes on.
+	Fail func(svc, version string, rng *rand.Rand) bool
+	// OnServe, if set, is told of every sub-transaction as it runs: which
+	// version of which service served the transaction (the versions the
+	// services recorded serving, not the coordinator's decisions).
+	OnServe func(txn, svc, version string)
 }
 
 // Sim is a set of simulated services and their load.
@@ -75,6 +83,7 @@ type Sim struct {
 	decided  []time.Duration // Route latency of calls that waited for a decision
 
 	requests, failed, bad atomic.Int64
+	errored               atomic.Int64 // calls Fail made fail
 	longest               atomic.Int64 // ns
 	firstErr              atomic.Value // error
 }
@@ -194,6 +203,9 @@ func (st step) String() string {
 
 // record notes that txn ran at st.to@st.ver.
 func (s *Sim) record(txn string, st step) {
+	if s.cfg.OnServe != nil {
+		s.cfg.OnServe(txn, st.to, st.ver)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st.at = time.Since(s.began)
@@ -266,8 +278,13 @@ func (s *Sim) exec(ctx context.Context, in *instance, budget time.Duration, rng 
 				s.fail(fmt.Errorf("loadsim: routed to %s@%s at %q, which does not exist", next, call.Version, call.Address))
 				return false
 			}
+			if s.cfg.Fail != nil && s.cfg.Fail(nc.svc, nc.version, rng) {
+				s.errored.Add(1)
+				call.FinishWith(call.HTTPOutcome(500, nil))
+				continue
+			}
 			ok := s.exec(nc.c.Join(ctx, t.ID, call.Sub), nc, budget/2, rng, calls)
-			call.Finish()
+			call.FinishWith(call.HTTPOutcome(200, nil))
 			if !ok {
 				return false
 			}
@@ -377,6 +394,9 @@ func (s *Sim) Load(ctx context.Context, rate, maxMS int) (stop func()) {
 func (s *Sim) Requests() int64   { return s.requests.Load() }
 func (s *Sim) Failed() int64     { return s.failed.Load() }
 func (s *Sim) Violations() int64 { return s.bad.Load() }
+
+// Errored counts the calls Config.Fail made fail.
+func (s *Sim) Errored() int64 { return s.errored.Load() }
 
 // FirstError is the first failure seen, nil if none.
 func (s *Sim) FirstError() error {

@@ -80,6 +80,9 @@ var MethodRoles = map[string]Role{
 	"GetServiceIstio":     Viewer, // renders manifests, applies nothing
 	"StartUpdate":         Operator,
 	"AbortUpdate":         Operator,
+	"PromoteUpdate":       Operator,
+	"PauseUpdate":         Operator,
+	"ResumeUpdate":        Operator,
 	"EndSelfPreservation": Operator,
 }
 

@@ -97,19 +97,24 @@ const (
 	Phase_PHASE_DONE        Phase = 5
 	Phase_PHASE_ABORTED     Phase = 6
 	Phase_PHASE_FAILED      Phase = 7
+	// A canary (DESIGN §4.7): the default is still the old version; a
+	// transaction new to the service is assigned the new one with the
+	// current step's weight, and stays where it was assigned.
+	Phase_PHASE_CANARY Phase = 30
 )
 
 // Enum value maps for Phase.
 var (
 	Phase_name = map[int32]string{
-		0: "PHASE_UNSPECIFIED",
-		1: "PHASE_PREPARING",
-		2: "PHASE_WAITING",
-		3: "PHASE_DRAINING",
-		4: "PHASE_SWITCHED",
-		5: "PHASE_DONE",
-		6: "PHASE_ABORTED",
-		7: "PHASE_FAILED",
+		0:  "PHASE_UNSPECIFIED",
+		1:  "PHASE_PREPARING",
+		2:  "PHASE_WAITING",
+		3:  "PHASE_DRAINING",
+		4:  "PHASE_SWITCHED",
+		5:  "PHASE_DONE",
+		6:  "PHASE_ABORTED",
+		7:  "PHASE_FAILED",
+		30: "PHASE_CANARY",
 	}
 	Phase_value = map[string]int32{
 		"PHASE_UNSPECIFIED": 0,
@@ -120,6 +125,7 @@ var (
 		"PHASE_DONE":        5,
 		"PHASE_ABORTED":     6,
 		"PHASE_FAILED":      7,
+		"PHASE_CANARY":      30,
 	}
 )
 
@@ -2709,6 +2715,22 @@ type StartUpdateRequest struct {
 	// version is connected. Unset or 0: the server's --prepare-timeout
 	// (default 2m).
 	PrepareTimeout *durationpb.Duration `protobuf:"bytes,6,opt,name=prepare_timeout,json=prepareTimeout,proto3" json:"prepare_timeout,omitempty"`
+	// CV only: run the update as a canary (DESIGN §4.7). The percentage of
+	// the transactions new to the service assigned the new version, per
+	// step: increasing, each 1 to 100, the last 100, at most 20 steps.
+	CanarySteps []uint32 `protobuf:"varint,30,rep,packed,name=canary_steps,json=canarySteps,proto3" json:"canary_steps,omitempty"`
+	// How long each canary step lasts before the next; unset or 0: manual
+	// (PromoteUpdate moves it on).
+	StepInterval *durationpb.Duration `protobuf:"bytes,31,opt,name=step_interval,json=stepInterval,proto3" json:"step_interval,omitempty"`
+	// Analysis (needs canary_steps): abort when the new version's share of
+	// failed calls exceeds the old version's by more than this (0 to 1;
+	// 0: not checked).
+	MaxErrorRate float64 `protobuf:"fixed64,32,opt,name=max_error_rate,json=maxErrorRate,proto3" json:"max_error_rate,omitempty"`
+	// Analysis: abort when the new version's p99 call latency exceeds the
+	// old version's by more than this (0: not checked).
+	MaxP99 *durationpb.Duration `protobuf:"bytes,33,opt,name=max_p99,json=maxP99,proto3" json:"max_p99,omitempty"`
+	// The window the analysis looks at (default 1m, at least 1s, at most 1h).
+	AnalysisWindow *durationpb.Duration `protobuf:"bytes,34,opt,name=analysis_window,json=analysisWindow,proto3" json:"analysis_window,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -2785,6 +2807,484 @@ func (x *StartUpdateRequest) GetPrepareTimeout() *durationpb.Duration {
 	return nil
 }
 
+func (x *StartUpdateRequest) GetCanarySteps() []uint32 {
+	if x != nil {
+		return x.CanarySteps
+	}
+	return nil
+}
+
+func (x *StartUpdateRequest) GetStepInterval() *durationpb.Duration {
+	if x != nil {
+		return x.StepInterval
+	}
+	return nil
+}
+
+func (x *StartUpdateRequest) GetMaxErrorRate() float64 {
+	if x != nil {
+		return x.MaxErrorRate
+	}
+	return 0
+}
+
+func (x *StartUpdateRequest) GetMaxP99() *durationpb.Duration {
+	if x != nil {
+		return x.MaxP99
+	}
+	return nil
+}
+
+func (x *StartUpdateRequest) GetAnalysisWindow() *durationpb.Duration {
+	if x != nil {
+		return x.AnalysisWindow
+	}
+	return nil
+}
+
+type PromoteUpdateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteUpdateRequest) Reset() {
+	*x = PromoteUpdateRequest{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteUpdateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteUpdateRequest) ProtoMessage() {}
+
+func (x *PromoteUpdateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteUpdateRequest.ProtoReflect.Descriptor instead.
+func (*PromoteUpdateRequest) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *PromoteUpdateRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type PauseUpdateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseUpdateRequest) Reset() {
+	*x = PauseUpdateRequest{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseUpdateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseUpdateRequest) ProtoMessage() {}
+
+func (x *PauseUpdateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseUpdateRequest.ProtoReflect.Descriptor instead.
+func (*PauseUpdateRequest) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *PauseUpdateRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type ResumeUpdateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeUpdateRequest) Reset() {
+	*x = ResumeUpdateRequest{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeUpdateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeUpdateRequest) ProtoMessage() {}
+
+func (x *ResumeUpdateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeUpdateRequest.ProtoReflect.Descriptor instead.
+func (*ResumeUpdateRequest) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ResumeUpdateRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// Canary is a canary update's plan and where it stands (DESIGN §4.7).
+type Canary struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The weights in percent, one per step; the last is 100.
+	Steps []uint32 `protobuf:"varint,1,rep,packed,name=steps,proto3" json:"steps,omitempty"`
+	// Unset or 0: manual.
+	StepInterval   *durationpb.Duration `protobuf:"bytes,2,opt,name=step_interval,json=stepInterval,proto3" json:"step_interval,omitempty"`
+	MaxErrorRate   float64              `protobuf:"fixed64,3,opt,name=max_error_rate,json=maxErrorRate,proto3" json:"max_error_rate,omitempty"`
+	MaxP99         *durationpb.Duration `protobuf:"bytes,4,opt,name=max_p99,json=maxP99,proto3" json:"max_p99,omitempty"`
+	AnalysisWindow *durationpb.Duration `protobuf:"bytes,5,opt,name=analysis_window,json=analysisWindow,proto3" json:"analysis_window,omitempty"`
+	// The current step (an index into steps), once the canary has begun.
+	Step uint32 `protobuf:"varint,6,opt,name=step,proto3" json:"step,omitempty"`
+	// Paused: the step does not end on its own.
+	Paused bool `protobuf:"varint,7,opt,name=paused,proto3" json:"paused,omitempty"`
+	// When the current step began (or, paused, was resumed last).
+	StepStartedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=step_started_at,json=stepStartedAt,proto3" json:"step_started_at,omitempty"`
+	// Per step reached: the transactions assigned to each version. Stored
+	// at each step change; in GetUpdate the current step's are live.
+	StepsServed   []*CanaryStep `protobuf:"bytes,9,rep,name=steps_served,json=stepsServed,proto3" json:"steps_served,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Canary) Reset() {
+	*x = Canary{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Canary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Canary) ProtoMessage() {}
+
+func (x *Canary) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Canary.ProtoReflect.Descriptor instead.
+func (*Canary) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *Canary) GetSteps() []uint32 {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *Canary) GetStepInterval() *durationpb.Duration {
+	if x != nil {
+		return x.StepInterval
+	}
+	return nil
+}
+
+func (x *Canary) GetMaxErrorRate() float64 {
+	if x != nil {
+		return x.MaxErrorRate
+	}
+	return 0
+}
+
+func (x *Canary) GetMaxP99() *durationpb.Duration {
+	if x != nil {
+		return x.MaxP99
+	}
+	return nil
+}
+
+func (x *Canary) GetAnalysisWindow() *durationpb.Duration {
+	if x != nil {
+		return x.AnalysisWindow
+	}
+	return nil
+}
+
+func (x *Canary) GetStep() uint32 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *Canary) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
+}
+
+func (x *Canary) GetStepStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StepStartedAt
+	}
+	return nil
+}
+
+func (x *Canary) GetStepsServed() []*CanaryStep {
+	if x != nil {
+		return x.StepsServed
+	}
+	return nil
+}
+
+// CanaryStep is what one canary step assigned: the transactions that
+// first used the service during it, by the version they were given.
+type CanaryStep struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Percent         uint32                 `protobuf:"varint,1,opt,name=percent,proto3" json:"percent,omitempty"`
+	OldTransactions uint64                 `protobuf:"varint,2,opt,name=old_transactions,json=oldTransactions,proto3" json:"old_transactions,omitempty"`
+	NewTransactions uint64                 `protobuf:"varint,3,opt,name=new_transactions,json=newTransactions,proto3" json:"new_transactions,omitempty"`
+	StartedAt       *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *CanaryStep) Reset() {
+	*x = CanaryStep{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CanaryStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CanaryStep) ProtoMessage() {}
+
+func (x *CanaryStep) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CanaryStep.ProtoReflect.Descriptor instead.
+func (*CanaryStep) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *CanaryStep) GetPercent() uint32 {
+	if x != nil {
+		return x.Percent
+	}
+	return 0
+}
+
+func (x *CanaryStep) GetOldTransactions() uint64 {
+	if x != nil {
+		return x.OldTransactions
+	}
+	return 0
+}
+
+func (x *CanaryStep) GetNewTransactions() uint64 {
+	if x != nil {
+		return x.NewTransactions
+	}
+	return 0
+}
+
+func (x *CanaryStep) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+// CanaryAnalysis is the outcome of the calls each version served within
+// the analysis window.
+type CanaryAnalysis struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	OldVersion    *VersionCalls          `protobuf:"bytes,1,opt,name=old_version,json=oldVersion,proto3" json:"old_version,omitempty"`
+	NewVersion    *VersionCalls          `protobuf:"bytes,2,opt,name=new_version,json=newVersion,proto3" json:"new_version,omitempty"`
+	Window        *durationpb.Duration   `protobuf:"bytes,3,opt,name=window,proto3" json:"window,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CanaryAnalysis) Reset() {
+	*x = CanaryAnalysis{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CanaryAnalysis) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CanaryAnalysis) ProtoMessage() {}
+
+func (x *CanaryAnalysis) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CanaryAnalysis.ProtoReflect.Descriptor instead.
+func (*CanaryAnalysis) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *CanaryAnalysis) GetOldVersion() *VersionCalls {
+	if x != nil {
+		return x.OldVersion
+	}
+	return nil
+}
+
+func (x *CanaryAnalysis) GetNewVersion() *VersionCalls {
+	if x != nil {
+		return x.NewVersion
+	}
+	return nil
+}
+
+func (x *CanaryAnalysis) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+// VersionCalls sums the outcomes the sidecars reported of one version's calls.
+type VersionCalls struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Calls uint64                 `protobuf:"varint,1,opt,name=calls,proto3" json:"calls,omitempty"`
+	// Server errors: HTTP 5xx or no response; gRPC Unknown, DeadlineExceeded,
+	// ResourceExhausted, Aborted, Unimplemented, Internal, Unavailable, DataLoss.
+	Errors        uint64               `protobuf:"varint,2,opt,name=errors,proto3" json:"errors,omitempty"`
+	P99           *durationpb.Duration `protobuf:"bytes,3,opt,name=p99,proto3" json:"p99,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VersionCalls) Reset() {
+	*x = VersionCalls{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VersionCalls) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VersionCalls) ProtoMessage() {}
+
+func (x *VersionCalls) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VersionCalls.ProtoReflect.Descriptor instead.
+func (*VersionCalls) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *VersionCalls) GetCalls() uint64 {
+	if x != nil {
+		return x.Calls
+	}
+	return 0
+}
+
+func (x *VersionCalls) GetErrors() uint64 {
+	if x != nil {
+		return x.Errors
+	}
+	return 0
+}
+
+func (x *VersionCalls) GetP99() *durationpb.Duration {
+	if x != nil {
+		return x.P99
+	}
+	return nil
+}
+
 type GetUpdateRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -2794,7 +3294,7 @@ type GetUpdateRequest struct {
 
 func (x *GetUpdateRequest) Reset() {
 	*x = GetUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[35]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2806,7 +3306,7 @@ func (x *GetUpdateRequest) String() string {
 func (*GetUpdateRequest) ProtoMessage() {}
 
 func (x *GetUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[35]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2819,7 +3319,7 @@ func (x *GetUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUpdateRequest.ProtoReflect.Descriptor instead.
 func (*GetUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetUpdateRequest) GetId() string {
@@ -2841,7 +3341,7 @@ type ListUpdatesRequest struct {
 
 func (x *ListUpdatesRequest) Reset() {
 	*x = ListUpdatesRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[36]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2853,7 +3353,7 @@ func (x *ListUpdatesRequest) String() string {
 func (*ListUpdatesRequest) ProtoMessage() {}
 
 func (x *ListUpdatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[36]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2866,7 +3366,7 @@ func (x *ListUpdatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUpdatesRequest.ProtoReflect.Descriptor instead.
 func (*ListUpdatesRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListUpdatesRequest) GetService() string {
@@ -2892,7 +3392,7 @@ type ListUpdatesResponse struct {
 
 func (x *ListUpdatesResponse) Reset() {
 	*x = ListUpdatesResponse{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[37]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2904,7 +3404,7 @@ func (x *ListUpdatesResponse) String() string {
 func (*ListUpdatesResponse) ProtoMessage() {}
 
 func (x *ListUpdatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[37]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2917,7 +3417,7 @@ func (x *ListUpdatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUpdatesResponse.ProtoReflect.Descriptor instead.
 func (*ListUpdatesResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListUpdatesResponse) GetUpdates() []*Update {
@@ -2937,7 +3437,7 @@ type AbortUpdateRequest struct {
 
 func (x *AbortUpdateRequest) Reset() {
 	*x = AbortUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[38]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2949,7 +3449,7 @@ func (x *AbortUpdateRequest) String() string {
 func (*AbortUpdateRequest) ProtoMessage() {}
 
 func (x *AbortUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[38]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2962,7 +3462,7 @@ func (x *AbortUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortUpdateRequest.ProtoReflect.Descriptor instead.
 func (*AbortUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *AbortUpdateRequest) GetId() string {
@@ -2988,7 +3488,7 @@ type WatchUpdateRequest struct {
 
 func (x *WatchUpdateRequest) Reset() {
 	*x = WatchUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[39]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3000,7 +3500,7 @@ func (x *WatchUpdateRequest) String() string {
 func (*WatchUpdateRequest) ProtoMessage() {}
 
 func (x *WatchUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[39]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3013,7 +3513,7 @@ func (x *WatchUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchUpdateRequest.ProtoReflect.Descriptor instead.
 func (*WatchUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *WatchUpdateRequest) GetId() string {
@@ -3047,13 +3547,15 @@ type Update struct {
 	RollingBack bool `protobuf:"varint,15,opt,name=rolling_back,json=rollingBack,proto3" json:"rolling_back,omitempty"`
 	// PREPARING's bound (see StartUpdateRequest.prepare_timeout).
 	PrepareTimeout *durationpb.Duration `protobuf:"bytes,16,opt,name=prepare_timeout,json=prepareTimeout,proto3" json:"prepare_timeout,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Set for a canary update.
+	Canary        *Canary `protobuf:"bytes,30,opt,name=canary,proto3" json:"canary,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Update) Reset() {
 	*x = Update{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[40]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3065,7 +3567,7 @@ func (x *Update) String() string {
 func (*Update) ProtoMessage() {}
 
 func (x *Update) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[40]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3078,7 +3580,7 @@ func (x *Update) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Update.ProtoReflect.Descriptor instead.
 func (*Update) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Update) GetId() string {
@@ -3193,6 +3695,13 @@ func (x *Update) GetPrepareTimeout() *durationpb.Duration {
 	return nil
 }
 
+func (x *Update) GetCanary() *Canary {
+	if x != nil {
+		return x.Canary
+	}
+	return nil
+}
+
 // PhaseChange is one step of an update's history.
 type PhaseChange struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3205,7 +3714,7 @@ type PhaseChange struct {
 
 func (x *PhaseChange) Reset() {
 	*x = PhaseChange{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[41]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3217,7 +3726,7 @@ func (x *PhaseChange) String() string {
 func (*PhaseChange) ProtoMessage() {}
 
 func (x *PhaseChange) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[41]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3230,7 +3739,7 @@ func (x *PhaseChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PhaseChange.ProtoReflect.Descriptor instead.
 func (*PhaseChange) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *PhaseChange) GetPhase() Phase {
@@ -3275,14 +3784,16 @@ type UpdateProgress struct {
 	UnacknowledgedSessionIds []string `protobuf:"bytes,7,rep,name=unacknowledged_session_ids,json=unacknowledgedSessionIds,proto3" json:"unacknowledged_session_ids,omitempty"`
 	// What the update waits for now and the bound of that wait, in words:
 	// every wait has one (docs/updates.md, "Every wait has a bound").
-	WaitingFor    string `protobuf:"bytes,8,opt,name=waiting_for,json=waitingFor,proto3" json:"waiting_for,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	WaitingFor string `protobuf:"bytes,8,opt,name=waiting_for,json=waitingFor,proto3" json:"waiting_for,omitempty"`
+	// A canary update's analysis, over its window (CANARY phase).
+	CanaryAnalysis *CanaryAnalysis `protobuf:"bytes,30,opt,name=canary_analysis,json=canaryAnalysis,proto3" json:"canary_analysis,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *UpdateProgress) Reset() {
 	*x = UpdateProgress{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[42]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3294,7 +3805,7 @@ func (x *UpdateProgress) String() string {
 func (*UpdateProgress) ProtoMessage() {}
 
 func (x *UpdateProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[42]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3307,7 +3818,7 @@ func (x *UpdateProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateProgress.ProtoReflect.Descriptor instead.
 func (*UpdateProgress) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *UpdateProgress) GetBlocking() uint32 {
@@ -3364,6 +3875,13 @@ func (x *UpdateProgress) GetWaitingFor() string {
 		return x.WaitingFor
 	}
 	return ""
+}
+
+func (x *UpdateProgress) GetCanaryAnalysis() *CanaryAnalysis {
+	if x != nil {
+		return x.CanaryAnalysis
+	}
+	return nil
 }
 
 var File_coordinator_v1_admin_proto protoreflect.FileDescriptor
@@ -3568,7 +4086,7 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\x0eSubTransaction\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x06R\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x12\n" +
-	"\x04done\x18\x03 \x03(\tR\x04done\"\xb4\x02\n" +
+	"\x04done\x18\x03 \x03(\tR\x04done\"\xb5\x04\n" +
 	"\x12StartUpdateRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1d\n" +
 	"\n" +
@@ -3576,7 +4094,45 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\bstrategy\x18\x03 \x01(\x0e2\x18.coordinator.v1.StrategyR\bstrategy\x123\n" +
 	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x126\n" +
 	"\tmax_block\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bmaxBlock\x12B\n" +
-	"\x0fprepare_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0eprepareTimeout\"\"\n" +
+	"\x0fprepare_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0eprepareTimeout\x12!\n" +
+	"\fcanary_steps\x18\x1e \x03(\rR\vcanarySteps\x12>\n" +
+	"\rstep_interval\x18\x1f \x01(\v2\x19.google.protobuf.DurationR\fstepInterval\x12$\n" +
+	"\x0emax_error_rate\x18  \x01(\x01R\fmaxErrorRate\x122\n" +
+	"\amax_p99\x18! \x01(\v2\x19.google.protobuf.DurationR\x06maxP99\x12B\n" +
+	"\x0fanalysis_window\x18\" \x01(\v2\x19.google.protobuf.DurationR\x0eanalysisWindow\"&\n" +
+	"\x14PromoteUpdateRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"$\n" +
+	"\x12PauseUpdateRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"%\n" +
+	"\x13ResumeUpdateRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xab\x03\n" +
+	"\x06Canary\x12\x14\n" +
+	"\x05steps\x18\x01 \x03(\rR\x05steps\x12>\n" +
+	"\rstep_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fstepInterval\x12$\n" +
+	"\x0emax_error_rate\x18\x03 \x01(\x01R\fmaxErrorRate\x122\n" +
+	"\amax_p99\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x06maxP99\x12B\n" +
+	"\x0fanalysis_window\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x0eanalysisWindow\x12\x12\n" +
+	"\x04step\x18\x06 \x01(\rR\x04step\x12\x16\n" +
+	"\x06paused\x18\a \x01(\bR\x06paused\x12B\n" +
+	"\x0fstep_started_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\rstepStartedAt\x12=\n" +
+	"\fsteps_served\x18\t \x03(\v2\x1a.coordinator.v1.CanaryStepR\vstepsServed\"\xb7\x01\n" +
+	"\n" +
+	"CanaryStep\x12\x18\n" +
+	"\apercent\x18\x01 \x01(\rR\apercent\x12)\n" +
+	"\x10old_transactions\x18\x02 \x01(\x04R\x0foldTransactions\x12)\n" +
+	"\x10new_transactions\x18\x03 \x01(\x04R\x0fnewTransactions\x129\n" +
+	"\n" +
+	"started_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\"\xc1\x01\n" +
+	"\x0eCanaryAnalysis\x12=\n" +
+	"\vold_version\x18\x01 \x01(\v2\x1c.coordinator.v1.VersionCallsR\n" +
+	"oldVersion\x12=\n" +
+	"\vnew_version\x18\x02 \x01(\v2\x1c.coordinator.v1.VersionCallsR\n" +
+	"newVersion\x121\n" +
+	"\x06window\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x06window\"i\n" +
+	"\fVersionCalls\x12\x14\n" +
+	"\x05calls\x18\x01 \x01(\x04R\x05calls\x12\x16\n" +
+	"\x06errors\x18\x02 \x01(\x04R\x06errors\x12+\n" +
+	"\x03p99\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03p99\"\"\n" +
 	"\x10GetUpdateRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"D\n" +
 	"\x12ListUpdatesRequest\x12\x18\n" +
@@ -3588,7 +4144,7 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"$\n" +
 	"\x12WatchUpdateRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\xeb\x05\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x9b\x06\n" +
 	"\x06Update\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12!\n" +
@@ -3610,11 +4166,12 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\ahistory\x18\r \x03(\v2\x1b.coordinator.v1.PhaseChangeR\ahistory\x12:\n" +
 	"\bprogress\x18\x0e \x01(\v2\x1e.coordinator.v1.UpdateProgressR\bprogress\x12!\n" +
 	"\frolling_back\x18\x0f \x01(\bR\vrollingBack\x12B\n" +
-	"\x0fprepare_timeout\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\x0eprepareTimeout\"~\n" +
+	"\x0fprepare_timeout\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\x0eprepareTimeout\x12.\n" +
+	"\x06canary\x18\x1e \x01(\v2\x16.coordinator.v1.CanaryR\x06canary\"~\n" +
 	"\vPhaseChange\x12+\n" +
 	"\x05phase\x18\x01 \x01(\x0e2\x15.coordinator.v1.PhaseR\x05phase\x12*\n" +
 	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xd6\x02\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x9f\x03\n" +
 	"\x0eUpdateProgress\x12\x1a\n" +
 	"\bblocking\x18\x01 \x01(\rR\bblocking\x12\x1d\n" +
 	"\n" +
@@ -3625,13 +4182,14 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\fpinned_calls\x18\x06 \x01(\x04R\vpinnedCalls\x12<\n" +
 	"\x1aunacknowledged_session_ids\x18\a \x03(\tR\x18unacknowledgedSessionIds\x12\x1f\n" +
 	"\vwaiting_for\x18\b \x01(\tR\n" +
-	"waitingFor*k\n" +
+	"waitingFor\x12G\n" +
+	"\x0fcanary_analysis\x18\x1e \x01(\v2\x1e.coordinator.v1.CanaryAnalysisR\x0ecanaryAnalysis*k\n" +
 	"\bStrategy\x12\x18\n" +
 	"\x14STRATEGY_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vSTRATEGY_WF\x10\x01\x12\x0f\n" +
 	"\vSTRATEGY_BF\x10\x02\x12\x0f\n" +
 	"\vSTRATEGY_CV\x10\x03\x12\x12\n" +
-	"\x0eSTRATEGY_NAIVE\x10\x04*\xa3\x01\n" +
+	"\x0eSTRATEGY_NAIVE\x10\x04*\xb5\x01\n" +
 	"\x05Phase\x12\x15\n" +
 	"\x11PHASE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fPHASE_PREPARING\x10\x01\x12\x11\n" +
@@ -3641,7 +4199,8 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"PHASE_DONE\x10\x05\x12\x11\n" +
 	"\rPHASE_ABORTED\x10\x06\x12\x10\n" +
-	"\fPHASE_FAILED\x10\a2\x99\v\n" +
+	"\fPHASE_FAILED\x10\a\x12\x10\n" +
+	"\fPHASE_CANARY\x10\x1e2\x80\r\n" +
 	"\fAdminService\x12K\n" +
 	"\vGetFreeness\x12\".coordinator.v1.GetFreenessRequest\x1a\x18.coordinator.v1.Freeness\x12B\n" +
 	"\bGetGraph\x12\x1f.coordinator.v1.GetGraphRequest\x1a\x15.coordinator.v1.Graph\x12Y\n" +
@@ -3662,7 +4221,10 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\fDryRunUpdate\x12\".coordinator.v1.StartUpdateRequest\x1a\x1a.coordinator.v1.UpdatePlan\x12O\n" +
 	"\x0fGetServiceIstio\x12&.coordinator.v1.GetServiceIstioRequest\x1a\x14.google.api.HttpBody\x12U\n" +
 	"\n" +
-	"WatchState\x12!.coordinator.v1.WatchStateRequest\x1a\".coordinator.v1.WatchStateResponse0\x01BGZEgithub.com/coordinator/coordinator/proto/coordinator/v1;coordinatorv1b\x06proto3"
+	"WatchState\x12!.coordinator.v1.WatchStateRequest\x1a\".coordinator.v1.WatchStateResponse0\x01\x12M\n" +
+	"\rPromoteUpdate\x12$.coordinator.v1.PromoteUpdateRequest\x1a\x16.coordinator.v1.Update\x12I\n" +
+	"\vPauseUpdate\x12\".coordinator.v1.PauseUpdateRequest\x1a\x16.coordinator.v1.Update\x12K\n" +
+	"\fResumeUpdate\x12#.coordinator.v1.ResumeUpdateRequest\x1a\x16.coordinator.v1.UpdateBGZEgithub.com/coordinator/coordinator/proto/coordinator/v1;coordinatorv1b\x06proto3"
 
 var (
 	file_coordinator_v1_admin_proto_rawDescOnce sync.Once
@@ -3677,7 +4239,7 @@ func file_coordinator_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_coordinator_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_coordinator_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_coordinator_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_coordinator_v1_admin_proto_goTypes = []any{
 	(Strategy)(0),                      // 0: coordinator.v1.Strategy
 	(Phase)(0),                         // 1: coordinator.v1.Phase
@@ -3716,113 +4278,141 @@ var file_coordinator_v1_admin_proto_goTypes = []any{
 	(*Transaction)(nil),                // 34: coordinator.v1.Transaction
 	(*SubTransaction)(nil),             // 35: coordinator.v1.SubTransaction
 	(*StartUpdateRequest)(nil),         // 36: coordinator.v1.StartUpdateRequest
-	(*GetUpdateRequest)(nil),           // 37: coordinator.v1.GetUpdateRequest
-	(*ListUpdatesRequest)(nil),         // 38: coordinator.v1.ListUpdatesRequest
-	(*ListUpdatesResponse)(nil),        // 39: coordinator.v1.ListUpdatesResponse
-	(*AbortUpdateRequest)(nil),         // 40: coordinator.v1.AbortUpdateRequest
-	(*WatchUpdateRequest)(nil),         // 41: coordinator.v1.WatchUpdateRequest
-	(*Update)(nil),                     // 42: coordinator.v1.Update
-	(*PhaseChange)(nil),                // 43: coordinator.v1.PhaseChange
-	(*UpdateProgress)(nil),             // 44: coordinator.v1.UpdateProgress
-	(*timestamppb.Timestamp)(nil),      // 45: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 46: google.protobuf.Duration
-	(*ServiceVersion)(nil),             // 47: coordinator.v1.ServiceVersion
-	(*httpbody.HttpBody)(nil),          // 48: google.api.HttpBody
+	(*PromoteUpdateRequest)(nil),       // 37: coordinator.v1.PromoteUpdateRequest
+	(*PauseUpdateRequest)(nil),         // 38: coordinator.v1.PauseUpdateRequest
+	(*ResumeUpdateRequest)(nil),        // 39: coordinator.v1.ResumeUpdateRequest
+	(*Canary)(nil),                     // 40: coordinator.v1.Canary
+	(*CanaryStep)(nil),                 // 41: coordinator.v1.CanaryStep
+	(*CanaryAnalysis)(nil),             // 42: coordinator.v1.CanaryAnalysis
+	(*VersionCalls)(nil),               // 43: coordinator.v1.VersionCalls
+	(*GetUpdateRequest)(nil),           // 44: coordinator.v1.GetUpdateRequest
+	(*ListUpdatesRequest)(nil),         // 45: coordinator.v1.ListUpdatesRequest
+	(*ListUpdatesResponse)(nil),        // 46: coordinator.v1.ListUpdatesResponse
+	(*AbortUpdateRequest)(nil),         // 47: coordinator.v1.AbortUpdateRequest
+	(*WatchUpdateRequest)(nil),         // 48: coordinator.v1.WatchUpdateRequest
+	(*Update)(nil),                     // 49: coordinator.v1.Update
+	(*PhaseChange)(nil),                // 50: coordinator.v1.PhaseChange
+	(*UpdateProgress)(nil),             // 51: coordinator.v1.UpdateProgress
+	(*timestamppb.Timestamp)(nil),      // 52: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 53: google.protobuf.Duration
+	(*ServiceVersion)(nil),             // 54: coordinator.v1.ServiceVersion
+	(*httpbody.HttpBody)(nil),          // 55: google.api.HttpBody
 }
 var file_coordinator_v1_admin_proto_depIdxs = []int32{
 	6,  // 0: coordinator.v1.WatchStateResponse.snapshot:type_name -> coordinator.v1.StateSnapshot
 	5,  // 1: coordinator.v1.WatchStateResponse.keepalive:type_name -> coordinator.v1.StateKeepalive
-	45, // 2: coordinator.v1.StateKeepalive.at:type_name -> google.protobuf.Timestamp
+	52, // 2: coordinator.v1.StateKeepalive.at:type_name -> google.protobuf.Timestamp
 	10, // 3: coordinator.v1.StateSnapshot.services:type_name -> coordinator.v1.ServiceState
 	28, // 4: coordinator.v1.StateSnapshot.edges:type_name -> coordinator.v1.Edge
 	22, // 5: coordinator.v1.StateSnapshot.blocked:type_name -> coordinator.v1.Freeness
-	42, // 6: coordinator.v1.StateSnapshot.updates:type_name -> coordinator.v1.Update
+	49, // 6: coordinator.v1.StateSnapshot.updates:type_name -> coordinator.v1.Update
 	20, // 7: coordinator.v1.StateSnapshot.self_preservation:type_name -> coordinator.v1.SelfPreservation
 	15, // 8: coordinator.v1.StateSnapshot.cluster:type_name -> coordinator.v1.Cluster
 	10, // 9: coordinator.v1.ListServicesResponse.services:type_name -> coordinator.v1.ServiceState
 	11, // 10: coordinator.v1.ServiceState.versions:type_name -> coordinator.v1.VersionState
-	42, // 11: coordinator.v1.ServiceState.update:type_name -> coordinator.v1.Update
-	42, // 12: coordinator.v1.ServiceState.last_update:type_name -> coordinator.v1.Update
+	49, // 11: coordinator.v1.ServiceState.update:type_name -> coordinator.v1.Update
+	49, // 12: coordinator.v1.ServiceState.last_update:type_name -> coordinator.v1.Update
 	12, // 13: coordinator.v1.VersionState.instance_list:type_name -> coordinator.v1.Instance
-	45, // 14: coordinator.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
+	52, // 14: coordinator.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
 	0,  // 15: coordinator.v1.UpdatePlan.strategy:type_name -> coordinator.v1.Strategy
 	23, // 16: coordinator.v1.UpdatePlan.blockers:type_name -> coordinator.v1.Blocker
-	46, // 17: coordinator.v1.UpdatePlan.timeout:type_name -> google.protobuf.Duration
-	46, // 18: coordinator.v1.UpdatePlan.max_block:type_name -> google.protobuf.Duration
-	46, // 19: coordinator.v1.UpdatePlan.prepare_timeout:type_name -> google.protobuf.Duration
-	42, // 20: coordinator.v1.UpdatePlan.in_progress:type_name -> coordinator.v1.Update
+	53, // 17: coordinator.v1.UpdatePlan.timeout:type_name -> google.protobuf.Duration
+	53, // 18: coordinator.v1.UpdatePlan.max_block:type_name -> google.protobuf.Duration
+	53, // 19: coordinator.v1.UpdatePlan.prepare_timeout:type_name -> google.protobuf.Duration
+	49, // 20: coordinator.v1.UpdatePlan.in_progress:type_name -> coordinator.v1.Update
 	16, // 21: coordinator.v1.Cluster.leader:type_name -> coordinator.v1.Replica
 	16, // 22: coordinator.v1.Cluster.replicas:type_name -> coordinator.v1.Replica
 	17, // 23: coordinator.v1.Cluster.members:type_name -> coordinator.v1.EtcdMember
-	45, // 24: coordinator.v1.SelfPreservation.since:type_name -> google.protobuf.Timestamp
-	46, // 25: coordinator.v1.SelfPreservation.window:type_name -> google.protobuf.Duration
-	46, // 26: coordinator.v1.SelfPreservation.grace:type_name -> google.protobuf.Duration
+	52, // 24: coordinator.v1.SelfPreservation.since:type_name -> google.protobuf.Timestamp
+	53, // 25: coordinator.v1.SelfPreservation.window:type_name -> google.protobuf.Duration
+	53, // 26: coordinator.v1.SelfPreservation.grace:type_name -> google.protobuf.Duration
 	23, // 27: coordinator.v1.Freeness.blockers:type_name -> coordinator.v1.Blocker
 	26, // 28: coordinator.v1.Graph.services:type_name -> coordinator.v1.ServiceNode
 	28, // 29: coordinator.v1.Graph.edges:type_name -> coordinator.v1.Edge
 	27, // 30: coordinator.v1.ServiceNode.versions:type_name -> coordinator.v1.VersionSessions
 	31, // 31: coordinator.v1.ListSessionsResponse.sessions:type_name -> coordinator.v1.Session
-	46, // 32: coordinator.v1.Session.ttl:type_name -> google.protobuf.Duration
-	45, // 33: coordinator.v1.Session.registered_at:type_name -> google.protobuf.Timestamp
+	53, // 32: coordinator.v1.Session.ttl:type_name -> google.protobuf.Duration
+	52, // 33: coordinator.v1.Session.registered_at:type_name -> google.protobuf.Timestamp
 	34, // 34: coordinator.v1.ListTransactionsResponse.transactions:type_name -> coordinator.v1.Transaction
-	47, // 35: coordinator.v1.Transaction.used:type_name -> coordinator.v1.ServiceVersion
+	54, // 35: coordinator.v1.Transaction.used:type_name -> coordinator.v1.ServiceVersion
 	35, // 36: coordinator.v1.Transaction.running:type_name -> coordinator.v1.SubTransaction
 	0,  // 37: coordinator.v1.StartUpdateRequest.strategy:type_name -> coordinator.v1.Strategy
-	46, // 38: coordinator.v1.StartUpdateRequest.timeout:type_name -> google.protobuf.Duration
-	46, // 39: coordinator.v1.StartUpdateRequest.max_block:type_name -> google.protobuf.Duration
-	46, // 40: coordinator.v1.StartUpdateRequest.prepare_timeout:type_name -> google.protobuf.Duration
-	42, // 41: coordinator.v1.ListUpdatesResponse.updates:type_name -> coordinator.v1.Update
-	0,  // 42: coordinator.v1.Update.strategy:type_name -> coordinator.v1.Strategy
-	1,  // 43: coordinator.v1.Update.phase:type_name -> coordinator.v1.Phase
-	46, // 44: coordinator.v1.Update.timeout:type_name -> google.protobuf.Duration
-	46, // 45: coordinator.v1.Update.max_block:type_name -> google.protobuf.Duration
-	45, // 46: coordinator.v1.Update.created_at:type_name -> google.protobuf.Timestamp
-	45, // 47: coordinator.v1.Update.switched_at:type_name -> google.protobuf.Timestamp
-	45, // 48: coordinator.v1.Update.finished_at:type_name -> google.protobuf.Timestamp
-	43, // 49: coordinator.v1.Update.history:type_name -> coordinator.v1.PhaseChange
-	44, // 50: coordinator.v1.Update.progress:type_name -> coordinator.v1.UpdateProgress
-	46, // 51: coordinator.v1.Update.prepare_timeout:type_name -> google.protobuf.Duration
-	1,  // 52: coordinator.v1.PhaseChange.phase:type_name -> coordinator.v1.Phase
-	45, // 53: coordinator.v1.PhaseChange.at:type_name -> google.protobuf.Timestamp
-	21, // 54: coordinator.v1.AdminService.GetFreeness:input_type -> coordinator.v1.GetFreenessRequest
-	24, // 55: coordinator.v1.AdminService.GetGraph:input_type -> coordinator.v1.GetGraphRequest
-	29, // 56: coordinator.v1.AdminService.ListSessions:input_type -> coordinator.v1.ListSessionsRequest
-	32, // 57: coordinator.v1.AdminService.ListTransactions:input_type -> coordinator.v1.ListTransactionsRequest
-	36, // 58: coordinator.v1.AdminService.StartUpdate:input_type -> coordinator.v1.StartUpdateRequest
-	37, // 59: coordinator.v1.AdminService.GetUpdate:input_type -> coordinator.v1.GetUpdateRequest
-	38, // 60: coordinator.v1.AdminService.ListUpdates:input_type -> coordinator.v1.ListUpdatesRequest
-	40, // 61: coordinator.v1.AdminService.AbortUpdate:input_type -> coordinator.v1.AbortUpdateRequest
-	41, // 62: coordinator.v1.AdminService.WatchUpdate:input_type -> coordinator.v1.WatchUpdateRequest
-	14, // 63: coordinator.v1.AdminService.GetCluster:input_type -> coordinator.v1.GetClusterRequest
-	18, // 64: coordinator.v1.AdminService.GetSelfPreservation:input_type -> coordinator.v1.GetSelfPreservationRequest
-	19, // 65: coordinator.v1.AdminService.EndSelfPreservation:input_type -> coordinator.v1.EndSelfPreservationRequest
-	7,  // 66: coordinator.v1.AdminService.ListServices:input_type -> coordinator.v1.ListServicesRequest
-	9,  // 67: coordinator.v1.AdminService.GetService:input_type -> coordinator.v1.GetServiceRequest
-	36, // 68: coordinator.v1.AdminService.DryRunUpdate:input_type -> coordinator.v1.StartUpdateRequest
-	2,  // 69: coordinator.v1.AdminService.GetServiceIstio:input_type -> coordinator.v1.GetServiceIstioRequest
-	3,  // 70: coordinator.v1.AdminService.WatchState:input_type -> coordinator.v1.WatchStateRequest
-	22, // 71: coordinator.v1.AdminService.GetFreeness:output_type -> coordinator.v1.Freeness
-	25, // 72: coordinator.v1.AdminService.GetGraph:output_type -> coordinator.v1.Graph
-	30, // 73: coordinator.v1.AdminService.ListSessions:output_type -> coordinator.v1.ListSessionsResponse
-	33, // 74: coordinator.v1.AdminService.ListTransactions:output_type -> coordinator.v1.ListTransactionsResponse
-	42, // 75: coordinator.v1.AdminService.StartUpdate:output_type -> coordinator.v1.Update
-	42, // 76: coordinator.v1.AdminService.GetUpdate:output_type -> coordinator.v1.Update
-	39, // 77: coordinator.v1.AdminService.ListUpdates:output_type -> coordinator.v1.ListUpdatesResponse
-	42, // 78: coordinator.v1.AdminService.AbortUpdate:output_type -> coordinator.v1.Update
-	42, // 79: coordinator.v1.AdminService.WatchUpdate:output_type -> coordinator.v1.Update
-	15, // 80: coordinator.v1.AdminService.GetCluster:output_type -> coordinator.v1.Cluster
-	20, // 81: coordinator.v1.AdminService.GetSelfPreservation:output_type -> coordinator.v1.SelfPreservation
-	20, // 82: coordinator.v1.AdminService.EndSelfPreservation:output_type -> coordinator.v1.SelfPreservation
-	8,  // 83: coordinator.v1.AdminService.ListServices:output_type -> coordinator.v1.ListServicesResponse
-	10, // 84: coordinator.v1.AdminService.GetService:output_type -> coordinator.v1.ServiceState
-	13, // 85: coordinator.v1.AdminService.DryRunUpdate:output_type -> coordinator.v1.UpdatePlan
-	48, // 86: coordinator.v1.AdminService.GetServiceIstio:output_type -> google.api.HttpBody
-	4,  // 87: coordinator.v1.AdminService.WatchState:output_type -> coordinator.v1.WatchStateResponse
-	71, // [71:88] is the sub-list for method output_type
-	54, // [54:71] is the sub-list for method input_type
-	54, // [54:54] is the sub-list for extension type_name
-	54, // [54:54] is the sub-list for extension extendee
-	0,  // [0:54] is the sub-list for field type_name
+	53, // 38: coordinator.v1.StartUpdateRequest.timeout:type_name -> google.protobuf.Duration
+	53, // 39: coordinator.v1.StartUpdateRequest.max_block:type_name -> google.protobuf.Duration
+	53, // 40: coordinator.v1.StartUpdateRequest.prepare_timeout:type_name -> google.protobuf.Duration
+	53, // 41: coordinator.v1.StartUpdateRequest.step_interval:type_name -> google.protobuf.Duration
+	53, // 42: coordinator.v1.StartUpdateRequest.max_p99:type_name -> google.protobuf.Duration
+	53, // 43: coordinator.v1.StartUpdateRequest.analysis_window:type_name -> google.protobuf.Duration
+	53, // 44: coordinator.v1.Canary.step_interval:type_name -> google.protobuf.Duration
+	53, // 45: coordinator.v1.Canary.max_p99:type_name -> google.protobuf.Duration
+	53, // 46: coordinator.v1.Canary.analysis_window:type_name -> google.protobuf.Duration
+	52, // 47: coordinator.v1.Canary.step_started_at:type_name -> google.protobuf.Timestamp
+	41, // 48: coordinator.v1.Canary.steps_served:type_name -> coordinator.v1.CanaryStep
+	52, // 49: coordinator.v1.CanaryStep.started_at:type_name -> google.protobuf.Timestamp
+	43, // 50: coordinator.v1.CanaryAnalysis.old_version:type_name -> coordinator.v1.VersionCalls
+	43, // 51: coordinator.v1.CanaryAnalysis.new_version:type_name -> coordinator.v1.VersionCalls
+	53, // 52: coordinator.v1.CanaryAnalysis.window:type_name -> google.protobuf.Duration
+	53, // 53: coordinator.v1.VersionCalls.p99:type_name -> google.protobuf.Duration
+	49, // 54: coordinator.v1.ListUpdatesResponse.updates:type_name -> coordinator.v1.Update
+	0,  // 55: coordinator.v1.Update.strategy:type_name -> coordinator.v1.Strategy
+	1,  // 56: coordinator.v1.Update.phase:type_name -> coordinator.v1.Phase
+	53, // 57: coordinator.v1.Update.timeout:type_name -> google.protobuf.Duration
+	53, // 58: coordinator.v1.Update.max_block:type_name -> google.protobuf.Duration
+	52, // 59: coordinator.v1.Update.created_at:type_name -> google.protobuf.Timestamp
+	52, // 60: coordinator.v1.Update.switched_at:type_name -> google.protobuf.Timestamp
+	52, // 61: coordinator.v1.Update.finished_at:type_name -> google.protobuf.Timestamp
+	50, // 62: coordinator.v1.Update.history:type_name -> coordinator.v1.PhaseChange
+	51, // 63: coordinator.v1.Update.progress:type_name -> coordinator.v1.UpdateProgress
+	53, // 64: coordinator.v1.Update.prepare_timeout:type_name -> google.protobuf.Duration
+	40, // 65: coordinator.v1.Update.canary:type_name -> coordinator.v1.Canary
+	1,  // 66: coordinator.v1.PhaseChange.phase:type_name -> coordinator.v1.Phase
+	52, // 67: coordinator.v1.PhaseChange.at:type_name -> google.protobuf.Timestamp
+	42, // 68: coordinator.v1.UpdateProgress.canary_analysis:type_name -> coordinator.v1.CanaryAnalysis
+	21, // 69: coordinator.v1.AdminService.GetFreeness:input_type -> coordinator.v1.GetFreenessRequest
+	24, // 70: coordinator.v1.AdminService.GetGraph:input_type -> coordinator.v1.GetGraphRequest
+	29, // 71: coordinator.v1.AdminService.ListSessions:input_type -> coordinator.v1.ListSessionsRequest
+	32, // 72: coordinator.v1.AdminService.ListTransactions:input_type -> coordinator.v1.ListTransactionsRequest
+	36, // 73: coordinator.v1.AdminService.StartUpdate:input_type -> coordinator.v1.StartUpdateRequest
+	44, // 74: coordinator.v1.AdminService.GetUpdate:input_type -> coordinator.v1.GetUpdateRequest
+	45, // 75: coordinator.v1.AdminService.ListUpdates:input_type -> coordinator.v1.ListUpdatesRequest
+	47, // 76: coordinator.v1.AdminService.AbortUpdate:input_type -> coordinator.v1.AbortUpdateRequest
+	48, // 77: coordinator.v1.AdminService.WatchUpdate:input_type -> coordinator.v1.WatchUpdateRequest
+	14, // 78: coordinator.v1.AdminService.GetCluster:input_type -> coordinator.v1.GetClusterRequest
+	18, // 79: coordinator.v1.AdminService.GetSelfPreservation:input_type -> coordinator.v1.GetSelfPreservationRequest
+	19, // 80: coordinator.v1.AdminService.EndSelfPreservation:input_type -> coordinator.v1.EndSelfPreservationRequest
+	7,  // 81: coordinator.v1.AdminService.ListServices:input_type -> coordinator.v1.ListServicesRequest
+	9,  // 82: coordinator.v1.AdminService.GetService:input_type -> coordinator.v1.GetServiceRequest
+	36, // 83: coordinator.v1.AdminService.DryRunUpdate:input_type -> coordinator.v1.StartUpdateRequest
+	2,  // 84: coordinator.v1.AdminService.GetServiceIstio:input_type -> coordinator.v1.GetServiceIstioRequest
+	3,  // 85: coordinator.v1.AdminService.WatchState:input_type -> coordinator.v1.WatchStateRequest
+	37, // 86: coordinator.v1.AdminService.PromoteUpdate:input_type -> coordinator.v1.PromoteUpdateRequest
+	38, // 87: coordinator.v1.AdminService.PauseUpdate:input_type -> coordinator.v1.PauseUpdateRequest
+	39, // 88: coordinator.v1.AdminService.ResumeUpdate:input_type -> coordinator.v1.ResumeUpdateRequest
+	22, // 89: coordinator.v1.AdminService.GetFreeness:output_type -> coordinator.v1.Freeness
+	25, // 90: coordinator.v1.AdminService.GetGraph:output_type -> coordinator.v1.Graph
+	30, // 91: coordinator.v1.AdminService.ListSessions:output_type -> coordinator.v1.ListSessionsResponse
+	33, // 92: coordinator.v1.AdminService.ListTransactions:output_type -> coordinator.v1.ListTransactionsResponse
+	49, // 93: coordinator.v1.AdminService.StartUpdate:output_type -> coordinator.v1.Update
+	49, // 94: coordinator.v1.AdminService.GetUpdate:output_type -> coordinator.v1.Update
+	46, // 95: coordinator.v1.AdminService.ListUpdates:output_type -> coordinator.v1.ListUpdatesResponse
+	49, // 96: coordinator.v1.AdminService.AbortUpdate:output_type -> coordinator.v1.Update
+	49, // 97: coordinator.v1.AdminService.WatchUpdate:output_type -> coordinator.v1.Update
+	15, // 98: coordinator.v1.AdminService.GetCluster:output_type -> coordinator.v1.Cluster
+	20, // 99: coordinator.v1.AdminService.GetSelfPreservation:output_type -> coordinator.v1.SelfPreservation
+	20, // 100: coordinator.v1.AdminService.EndSelfPreservation:output_type -> coordinator.v1.SelfPreservation
+	8,  // 101: coordinator.v1.AdminService.ListServices:output_type -> coordinator.v1.ListServicesResponse
+	10, // 102: coordinator.v1.AdminService.GetService:output_type -> coordinator.v1.ServiceState
+	13, // 103: coordinator.v1.AdminService.DryRunUpdate:output_type -> coordinator.v1.UpdatePlan
+	55, // 104: coordinator.v1.AdminService.GetServiceIstio:output_type -> google.api.HttpBody
+	4,  // 105: coordinator.v1.AdminService.WatchState:output_type -> coordinator.v1.WatchStateResponse
+	49, // 106: coordinator.v1.AdminService.PromoteUpdate:output_type -> coordinator.v1.Update
+	49, // 107: coordinator.v1.AdminService.PauseUpdate:output_type -> coordinator.v1.Update
+	49, // 108: coordinator.v1.AdminService.ResumeUpdate:output_type -> coordinator.v1.Update
+	89, // [89:109] is the sub-list for method output_type
+	69, // [69:89] is the sub-list for method input_type
+	69, // [69:69] is the sub-list for extension type_name
+	69, // [69:69] is the sub-list for extension extendee
+	0,  // [0:69] is the sub-list for field type_name
 }
 
 func init() { file_coordinator_v1_admin_proto_init() }
@@ -3841,7 +4431,7 @@ func file_coordinator_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinator_v1_admin_proto_rawDesc), len(file_coordinator_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   43,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

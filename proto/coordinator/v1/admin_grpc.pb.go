@@ -37,6 +37,9 @@ const (
 	AdminService_DryRunUpdate_FullMethodName        = "/coordinator.v1.AdminService/DryRunUpdate"
 	AdminService_GetServiceIstio_FullMethodName     = "/coordinator.v1.AdminService/GetServiceIstio"
 	AdminService_WatchState_FullMethodName          = "/coordinator.v1.AdminService/WatchState"
+	AdminService_PromoteUpdate_FullMethodName       = "/coordinator.v1.AdminService/PromoteUpdate"
+	AdminService_PauseUpdate_FullMethodName         = "/coordinator.v1.AdminService/PauseUpdate"
+	AdminService_ResumeUpdate_FullMethodName        = "/coordinator.v1.AdminService/ResumeUpdate"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -100,6 +103,14 @@ type AdminServiceClient interface {
 	// clients reconnect. The cluster view is the answering replica's own,
 	// as GetCluster; the rest is the leader's, relayed by a follower.
 	WatchState(ctx context.Context, in *WatchStateRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchStateResponse], error)
+	// A canary update (DESIGN §4.7) moves to its next step: the next weight,
+	// or, from the step before 100, the switch (then CV draining).
+	PromoteUpdate(ctx context.Context, in *PromoteUpdateRequest, opts ...grpc.CallOption) (*Update, error)
+	// A canary update stops moving to its next step on its own (its weight
+	// stays); analysis still aborts it.
+	PauseUpdate(ctx context.Context, in *PauseUpdateRequest, opts ...grpc.CallOption) (*Update, error)
+	// A paused canary update moves on again: its step's interval counts from now.
+	ResumeUpdate(ctx context.Context, in *ResumeUpdateRequest, opts ...grpc.CallOption) (*Update, error)
 }
 
 type adminServiceClient struct {
@@ -298,6 +309,36 @@ func (c *adminServiceClient) WatchState(ctx context.Context, in *WatchStateReque
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AdminService_WatchStateClient = grpc.ServerStreamingClient[WatchStateResponse]
 
+func (c *adminServiceClient) PromoteUpdate(ctx context.Context, in *PromoteUpdateRequest, opts ...grpc.CallOption) (*Update, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Update)
+	err := c.cc.Invoke(ctx, AdminService_PromoteUpdate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) PauseUpdate(ctx context.Context, in *PauseUpdateRequest, opts ...grpc.CallOption) (*Update, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Update)
+	err := c.cc.Invoke(ctx, AdminService_PauseUpdate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ResumeUpdate(ctx context.Context, in *ResumeUpdateRequest, opts ...grpc.CallOption) (*Update, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Update)
+	err := c.cc.Invoke(ctx, AdminService_ResumeUpdate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -359,6 +400,14 @@ type AdminServiceServer interface {
 	// clients reconnect. The cluster view is the answering replica's own,
 	// as GetCluster; the rest is the leader's, relayed by a follower.
 	WatchState(*WatchStateRequest, grpc.ServerStreamingServer[WatchStateResponse]) error
+	// A canary update (DESIGN §4.7) moves to its next step: the next weight,
+	// or, from the step before 100, the switch (then CV draining).
+	PromoteUpdate(context.Context, *PromoteUpdateRequest) (*Update, error)
+	// A canary update stops moving to its next step on its own (its weight
+	// stays); analysis still aborts it.
+	PauseUpdate(context.Context, *PauseUpdateRequest) (*Update, error)
+	// A paused canary update moves on again: its step's interval counts from now.
+	ResumeUpdate(context.Context, *ResumeUpdateRequest) (*Update, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -419,6 +468,15 @@ func (UnimplementedAdminServiceServer) GetServiceIstio(context.Context, *GetServ
 }
 func (UnimplementedAdminServiceServer) WatchState(*WatchStateRequest, grpc.ServerStreamingServer[WatchStateResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchState not implemented")
+}
+func (UnimplementedAdminServiceServer) PromoteUpdate(context.Context, *PromoteUpdateRequest) (*Update, error) {
+	return nil, status.Error(codes.Unimplemented, "method PromoteUpdate not implemented")
+}
+func (UnimplementedAdminServiceServer) PauseUpdate(context.Context, *PauseUpdateRequest) (*Update, error) {
+	return nil, status.Error(codes.Unimplemented, "method PauseUpdate not implemented")
+}
+func (UnimplementedAdminServiceServer) ResumeUpdate(context.Context, *ResumeUpdateRequest) (*Update, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResumeUpdate not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -733,6 +791,60 @@ func _AdminService_WatchState_Handler(srv interface{}, stream grpc.ServerStream)
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AdminService_WatchStateServer = grpc.ServerStreamingServer[WatchStateResponse]
 
+func _AdminService_PromoteUpdate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PromoteUpdateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).PromoteUpdate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_PromoteUpdate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).PromoteUpdate(ctx, req.(*PromoteUpdateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_PauseUpdate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PauseUpdateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).PauseUpdate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_PauseUpdate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).PauseUpdate(ctx, req.(*PauseUpdateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ResumeUpdate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResumeUpdateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ResumeUpdate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ResumeUpdate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ResumeUpdate(ctx, req.(*ResumeUpdateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -799,6 +911,18 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetServiceIstio",
 			Handler:    _AdminService_GetServiceIstio_Handler,
+		},
+		{
+			MethodName: "PromoteUpdate",
+			Handler:    _AdminService_PromoteUpdate_Handler,
+		},
+		{
+			MethodName: "PauseUpdate",
+			Handler:    _AdminService_PauseUpdate_Handler,
+		},
+		{
+			MethodName: "ResumeUpdate",
+			Handler:    _AdminService_ResumeUpdate_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

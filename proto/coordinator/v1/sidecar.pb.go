@@ -89,6 +89,63 @@ func (EventType) EnumDescriptor() ([]byte, []int) {
 	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{0}
 }
 
+// OutcomeClass sorts a call's outcome: an analysis counts server errors.
+type OutcomeClass int32
+
+const (
+	OutcomeClass_OUTCOME_CLASS_UNSPECIFIED OutcomeClass = 0
+	// HTTP 1xx to 3xx, gRPC OK.
+	OutcomeClass_OUTCOME_CLASS_OK OutcomeClass = 1
+	// HTTP 4xx; gRPC Canceled, InvalidArgument, NotFound, AlreadyExists,
+	// PermissionDenied, FailedPrecondition, OutOfRange, Unauthenticated.
+	OutcomeClass_OUTCOME_CLASS_CLIENT_ERROR OutcomeClass = 2
+	// HTTP 5xx or no response; every other gRPC code.
+	OutcomeClass_OUTCOME_CLASS_SERVER_ERROR OutcomeClass = 3
+)
+
+// Enum value maps for OutcomeClass.
+var (
+	OutcomeClass_name = map[int32]string{
+		0: "OUTCOME_CLASS_UNSPECIFIED",
+		1: "OUTCOME_CLASS_OK",
+		2: "OUTCOME_CLASS_CLIENT_ERROR",
+		3: "OUTCOME_CLASS_SERVER_ERROR",
+	}
+	OutcomeClass_value = map[string]int32{
+		"OUTCOME_CLASS_UNSPECIFIED":  0,
+		"OUTCOME_CLASS_OK":           1,
+		"OUTCOME_CLASS_CLIENT_ERROR": 2,
+		"OUTCOME_CLASS_SERVER_ERROR": 3,
+	}
+)
+
+func (x OutcomeClass) Enum() *OutcomeClass {
+	p := new(OutcomeClass)
+	*p = x
+	return p
+}
+
+func (x OutcomeClass) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (OutcomeClass) Descriptor() protoreflect.EnumDescriptor {
+	return file_coordinator_v1_sidecar_proto_enumTypes[1].Descriptor()
+}
+
+func (OutcomeClass) Type() protoreflect.EnumType {
+	return &file_coordinator_v1_sidecar_proto_enumTypes[1]
+}
+
+func (x OutcomeClass) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use OutcomeClass.Descriptor instead.
+func (OutcomeClass) EnumDescriptor() ([]byte, []int) {
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{1}
+}
+
 // LateReason says why an event changed nothing although it was valid.
 type LateReason int32
 
@@ -139,11 +196,11 @@ func (x LateReason) String() string {
 }
 
 func (LateReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_coordinator_v1_sidecar_proto_enumTypes[1].Descriptor()
+	return file_coordinator_v1_sidecar_proto_enumTypes[2].Descriptor()
 }
 
 func (LateReason) Type() protoreflect.EnumType {
-	return &file_coordinator_v1_sidecar_proto_enumTypes[1]
+	return &file_coordinator_v1_sidecar_proto_enumTypes[2]
 }
 
 func (x LateReason) Number() protoreflect.EnumNumber {
@@ -152,7 +209,7 @@ func (x LateReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use LateReason.Descriptor instead.
 func (LateReason) EnumDescriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{1}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{2}
 }
 
 // SidecarMessage is one message from a sidecar to the coordinator.
@@ -604,8 +661,11 @@ type Event struct {
 	// sets wait, holds the outbound call, and routes it to the version named
 	// by the CallDecision for this seq. Otherwise it routes by itself to the
 	// default version and names that version here.
-	Wait          bool   `protobuf:"varint,7,opt,name=wait,proto3" json:"wait,omitempty"`
-	Version       string `protobuf:"bytes,8,opt,name=version,proto3" json:"version,omitempty"`
+	Wait    bool   `protobuf:"varint,7,opt,name=wait,proto3" json:"wait,omitempty"`
+	Version string `protobuf:"bytes,8,opt,name=version,proto3" json:"version,omitempty"`
+	// RETURN only, optional: how the call ended, for a canary's analysis
+	// (DESIGN §4.7). The coordinator knows the version that served it.
+	Outcome       *CallOutcome `protobuf:"bytes,30,opt,name=outcome,proto3" json:"outcome,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -696,6 +756,76 @@ func (x *Event) GetVersion() string {
 	return ""
 }
 
+func (x *Event) GetOutcome() *CallOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return nil
+}
+
+// CallOutcome is how one call ended, as its caller saw it.
+type CallOutcome struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Class OutcomeClass           `protobuf:"varint,1,opt,name=class,proto3,enum=coordinator.v1.OutcomeClass" json:"class,omitempty"`
+	// The HTTP status (100 to 599), or the gRPC code; 0 with no response.
+	Code uint32 `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
+	// From the call's decision to its answer (the callee's time).
+	Latency       *durationpb.Duration `protobuf:"bytes,3,opt,name=latency,proto3" json:"latency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallOutcome) Reset() {
+	*x = CallOutcome{}
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallOutcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallOutcome) ProtoMessage() {}
+
+func (x *CallOutcome) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallOutcome.ProtoReflect.Descriptor instead.
+func (*CallOutcome) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *CallOutcome) GetClass() OutcomeClass {
+	if x != nil {
+		return x.Class
+	}
+	return OutcomeClass_OUTCOME_CLASS_UNSPECIFIED
+}
+
+func (x *CallOutcome) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *CallOutcome) GetLatency() *durationpb.Duration {
+	if x != nil {
+		return x.Latency
+	}
+	return nil
+}
+
 // CoordinatorMessage is one message from the coordinator to a sidecar.
 type CoordinatorMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -715,7 +845,7 @@ type CoordinatorMessage struct {
 
 func (x *CoordinatorMessage) Reset() {
 	*x = CoordinatorMessage{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[7]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +857,7 @@ func (x *CoordinatorMessage) String() string {
 func (*CoordinatorMessage) ProtoMessage() {}
 
 func (x *CoordinatorMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[7]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +870,7 @@ func (x *CoordinatorMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorMessage.ProtoReflect.Descriptor instead.
 func (*CoordinatorMessage) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{7}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CoordinatorMessage) GetKind() isCoordinatorMessage_Kind {
@@ -872,7 +1002,7 @@ type Deregistered struct {
 
 func (x *Deregistered) Reset() {
 	*x = Deregistered{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[8]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +1014,7 @@ func (x *Deregistered) String() string {
 func (*Deregistered) ProtoMessage() {}
 
 func (x *Deregistered) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[8]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +1027,7 @@ func (x *Deregistered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deregistered.ProtoReflect.Descriptor instead.
 func (*Deregistered) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{8}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Deregistered) GetEnded() uint32 {
@@ -925,7 +1055,7 @@ type Redirect struct {
 
 func (x *Redirect) Reset() {
 	*x = Redirect{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[9]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -937,7 +1067,7 @@ func (x *Redirect) String() string {
 func (*Redirect) ProtoMessage() {}
 
 func (x *Redirect) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[9]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -950,7 +1080,7 @@ func (x *Redirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Redirect.ProtoReflect.Descriptor instead.
 func (*Redirect) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{9}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Redirect) GetLeaderAddress() string {
@@ -978,7 +1108,7 @@ type Registered struct {
 
 func (x *Registered) Reset() {
 	*x = Registered{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[10]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -990,7 +1120,7 @@ func (x *Registered) String() string {
 func (*Registered) ProtoMessage() {}
 
 func (x *Registered) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[10]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1003,7 +1133,7 @@ func (x *Registered) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registered.ProtoReflect.Descriptor instead.
 func (*Registered) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{10}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Registered) GetInstanceId() string {
@@ -1066,7 +1196,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[11]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1078,7 +1208,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[11]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1091,7 +1221,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{11}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Ack) GetThroughSeq() uint64 {
@@ -1127,7 +1257,7 @@ type LateEvent struct {
 
 func (x *LateEvent) Reset() {
 	*x = LateEvent{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[12]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1139,7 +1269,7 @@ func (x *LateEvent) String() string {
 func (*LateEvent) ProtoMessage() {}
 
 func (x *LateEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[12]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1152,7 +1282,7 @@ func (x *LateEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LateEvent.ProtoReflect.Descriptor instead.
 func (*LateEvent) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{12}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *LateEvent) GetSeq() uint64 {
@@ -1197,7 +1327,7 @@ type EventError struct {
 
 func (x *EventError) Reset() {
 	*x = EventError{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[13]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1209,7 +1339,7 @@ func (x *EventError) String() string {
 func (*EventError) ProtoMessage() {}
 
 func (x *EventError) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[13]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1222,7 +1352,7 @@ func (x *EventError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventError.ProtoReflect.Descriptor instead.
 func (*EventError) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{13}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *EventError) GetSeq() uint64 {
@@ -1275,7 +1405,7 @@ type HeartbeatAck struct {
 
 func (x *HeartbeatAck) Reset() {
 	*x = HeartbeatAck{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[14]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1287,7 +1417,7 @@ func (x *HeartbeatAck) String() string {
 func (*HeartbeatAck) ProtoMessage() {}
 
 func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[14]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1300,7 +1430,7 @@ func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatAck.ProtoReflect.Descriptor instead.
 func (*HeartbeatAck) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{14}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *HeartbeatAck) GetTtl() *durationpb.Duration {
@@ -1356,7 +1486,7 @@ type Routing struct {
 
 func (x *Routing) Reset() {
 	*x = Routing{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[15]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1368,7 +1498,7 @@ func (x *Routing) String() string {
 func (*Routing) ProtoMessage() {}
 
 func (x *Routing) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[15]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1381,7 +1511,7 @@ func (x *Routing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Routing.ProtoReflect.Descriptor instead.
 func (*Routing) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{15}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Routing) GetRevision() uint64 {
@@ -1428,7 +1558,7 @@ type ServiceRoute struct {
 
 func (x *ServiceRoute) Reset() {
 	*x = ServiceRoute{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[16]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1440,7 +1570,7 @@ func (x *ServiceRoute) String() string {
 func (*ServiceRoute) ProtoMessage() {}
 
 func (x *ServiceRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[16]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1453,7 +1583,7 @@ func (x *ServiceRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceRoute.ProtoReflect.Descriptor instead.
 func (*ServiceRoute) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{16}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ServiceRoute) GetService() string {
@@ -1496,7 +1626,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[17]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1508,7 +1638,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[17]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1521,7 +1651,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{17}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Endpoint) GetInstanceId() string {
@@ -1555,7 +1685,7 @@ type RoutingAck struct {
 
 func (x *RoutingAck) Reset() {
 	*x = RoutingAck{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[18]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1567,7 +1697,7 @@ func (x *RoutingAck) String() string {
 func (*RoutingAck) ProtoMessage() {}
 
 func (x *RoutingAck) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[18]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1580,7 +1710,7 @@ func (x *RoutingAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoutingAck.ProtoReflect.Descriptor instead.
 func (*RoutingAck) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{18}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RoutingAck) GetRevision() uint64 {
@@ -1606,7 +1736,7 @@ type CallDecision struct {
 
 func (x *CallDecision) Reset() {
 	*x = CallDecision{}
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[19]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1618,7 +1748,7 @@ func (x *CallDecision) String() string {
 func (*CallDecision) ProtoMessage() {}
 
 func (x *CallDecision) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_sidecar_proto_msgTypes[19]
+	mi := &file_coordinator_v1_sidecar_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1631,7 +1761,7 @@ func (x *CallDecision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallDecision.ProtoReflect.Descriptor instead.
 func (*CallDecision) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{19}
+	return file_coordinator_v1_sidecar_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CallDecision) GetSeq() uint64 {
@@ -1697,7 +1827,7 @@ const file_coordinator_v1_sidecar_proto_rawDesc = "" +
 	"\tHeartbeat\";\n" +
 	"\n" +
 	"EventBatch\x12-\n" +
-	"\x06events\x18\x01 \x03(\v2\x15.coordinator.v1.EventR\x06events\"\xe2\x01\n" +
+	"\x06events\x18\x01 \x03(\v2\x15.coordinator.v1.EventR\x06events\"\x99\x02\n" +
 	"\x05Event\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12-\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x19.coordinator.v1.EventTypeR\x04type\x12\x15\n" +
@@ -1706,7 +1836,12 @@ const file_coordinator_v1_sidecar_proto_rawDesc = "" +
 	"\x06sub_id\x18\x05 \x01(\x06R\x05subId\x12\"\n" +
 	"\rcaller_sub_id\x18\x06 \x01(\x06R\vcallerSubId\x12\x12\n" +
 	"\x04wait\x18\a \x01(\bR\x04wait\x12\x18\n" +
-	"\aversion\x18\b \x01(\tR\aversion\"\xbe\x03\n" +
+	"\aversion\x18\b \x01(\tR\aversion\x125\n" +
+	"\aoutcome\x18\x1e \x01(\v2\x1b.coordinator.v1.CallOutcomeR\aoutcome\"\x8a\x01\n" +
+	"\vCallOutcome\x122\n" +
+	"\x05class\x18\x01 \x01(\x0e2\x1c.coordinator.v1.OutcomeClassR\x05class\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\rR\x04code\x123\n" +
+	"\alatency\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\alatency\"\xbe\x03\n" +
 	"\x12CoordinatorMessage\x12<\n" +
 	"\n" +
 	"registered\x18\x01 \x01(\v2\x1a.coordinator.v1.RegisteredH\x00R\n" +
@@ -1783,7 +1918,12 @@ const file_coordinator_v1_sidecar_proto_rawDesc = "" +
 	"\x0fEVENT_TYPE_CALL\x10\x02\x12\x15\n" +
 	"\x11EVENT_TYPE_RETURN\x10\x03\x12\x13\n" +
 	"\x0fEVENT_TYPE_DONE\x10\x04\x12\x12\n" +
-	"\x0eEVENT_TYPE_END\x10\x05*\x97\x01\n" +
+	"\x0eEVENT_TYPE_END\x10\x05*\x83\x01\n" +
+	"\fOutcomeClass\x12\x1d\n" +
+	"\x19OUTCOME_CLASS_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10OUTCOME_CLASS_OK\x10\x01\x12\x1e\n" +
+	"\x1aOUTCOME_CLASS_CLIENT_ERROR\x10\x02\x12\x1e\n" +
+	"\x1aOUTCOME_CLASS_SERVER_ERROR\x10\x03*\x97\x01\n" +
 	"\n" +
 	"LateReason\x12\x1b\n" +
 	"\x17LATE_REASON_UNSPECIFIED\x10\x00\x12\x19\n" +
@@ -1806,64 +1946,69 @@ func file_coordinator_v1_sidecar_proto_rawDescGZIP() []byte {
 	return file_coordinator_v1_sidecar_proto_rawDescData
 }
 
-var file_coordinator_v1_sidecar_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_coordinator_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_coordinator_v1_sidecar_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_coordinator_v1_sidecar_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_coordinator_v1_sidecar_proto_goTypes = []any{
 	(EventType)(0),              // 0: coordinator.v1.EventType
-	(LateReason)(0),             // 1: coordinator.v1.LateReason
-	(*SidecarMessage)(nil),      // 2: coordinator.v1.SidecarMessage
-	(*Deregister)(nil),          // 3: coordinator.v1.Deregister
-	(*Register)(nil),            // 4: coordinator.v1.Register
-	(*LiveRoot)(nil),            // 5: coordinator.v1.LiveRoot
-	(*Heartbeat)(nil),           // 6: coordinator.v1.Heartbeat
-	(*EventBatch)(nil),          // 7: coordinator.v1.EventBatch
-	(*Event)(nil),               // 8: coordinator.v1.Event
-	(*CoordinatorMessage)(nil),  // 9: coordinator.v1.CoordinatorMessage
-	(*Deregistered)(nil),        // 10: coordinator.v1.Deregistered
-	(*Redirect)(nil),            // 11: coordinator.v1.Redirect
-	(*Registered)(nil),          // 12: coordinator.v1.Registered
-	(*Ack)(nil),                 // 13: coordinator.v1.Ack
-	(*LateEvent)(nil),           // 14: coordinator.v1.LateEvent
-	(*EventError)(nil),          // 15: coordinator.v1.EventError
-	(*HeartbeatAck)(nil),        // 16: coordinator.v1.HeartbeatAck
-	(*Routing)(nil),             // 17: coordinator.v1.Routing
-	(*ServiceRoute)(nil),        // 18: coordinator.v1.ServiceRoute
-	(*Endpoint)(nil),            // 19: coordinator.v1.Endpoint
-	(*RoutingAck)(nil),          // 20: coordinator.v1.RoutingAck
-	(*CallDecision)(nil),        // 21: coordinator.v1.CallDecision
-	(*durationpb.Duration)(nil), // 22: google.protobuf.Duration
+	(OutcomeClass)(0),           // 1: coordinator.v1.OutcomeClass
+	(LateReason)(0),             // 2: coordinator.v1.LateReason
+	(*SidecarMessage)(nil),      // 3: coordinator.v1.SidecarMessage
+	(*Deregister)(nil),          // 4: coordinator.v1.Deregister
+	(*Register)(nil),            // 5: coordinator.v1.Register
+	(*LiveRoot)(nil),            // 6: coordinator.v1.LiveRoot
+	(*Heartbeat)(nil),           // 7: coordinator.v1.Heartbeat
+	(*EventBatch)(nil),          // 8: coordinator.v1.EventBatch
+	(*Event)(nil),               // 9: coordinator.v1.Event
+	(*CallOutcome)(nil),         // 10: coordinator.v1.CallOutcome
+	(*CoordinatorMessage)(nil),  // 11: coordinator.v1.CoordinatorMessage
+	(*Deregistered)(nil),        // 12: coordinator.v1.Deregistered
+	(*Redirect)(nil),            // 13: coordinator.v1.Redirect
+	(*Registered)(nil),          // 14: coordinator.v1.Registered
+	(*Ack)(nil),                 // 15: coordinator.v1.Ack
+	(*LateEvent)(nil),           // 16: coordinator.v1.LateEvent
+	(*EventError)(nil),          // 17: coordinator.v1.EventError
+	(*HeartbeatAck)(nil),        // 18: coordinator.v1.HeartbeatAck
+	(*Routing)(nil),             // 19: coordinator.v1.Routing
+	(*ServiceRoute)(nil),        // 20: coordinator.v1.ServiceRoute
+	(*Endpoint)(nil),            // 21: coordinator.v1.Endpoint
+	(*RoutingAck)(nil),          // 22: coordinator.v1.RoutingAck
+	(*CallDecision)(nil),        // 23: coordinator.v1.CallDecision
+	(*durationpb.Duration)(nil), // 24: google.protobuf.Duration
 }
 var file_coordinator_v1_sidecar_proto_depIdxs = []int32{
-	4,  // 0: coordinator.v1.SidecarMessage.register:type_name -> coordinator.v1.Register
-	7,  // 1: coordinator.v1.SidecarMessage.events:type_name -> coordinator.v1.EventBatch
-	6,  // 2: coordinator.v1.SidecarMessage.heartbeat:type_name -> coordinator.v1.Heartbeat
-	20, // 3: coordinator.v1.SidecarMessage.routing_ack:type_name -> coordinator.v1.RoutingAck
-	3,  // 4: coordinator.v1.SidecarMessage.deregister:type_name -> coordinator.v1.Deregister
-	22, // 5: coordinator.v1.Register.heartbeat_interval:type_name -> google.protobuf.Duration
-	5,  // 6: coordinator.v1.Register.live_roots:type_name -> coordinator.v1.LiveRoot
-	8,  // 7: coordinator.v1.EventBatch.events:type_name -> coordinator.v1.Event
+	5,  // 0: coordinator.v1.SidecarMessage.register:type_name -> coordinator.v1.Register
+	8,  // 1: coordinator.v1.SidecarMessage.events:type_name -> coordinator.v1.EventBatch
+	7,  // 2: coordinator.v1.SidecarMessage.heartbeat:type_name -> coordinator.v1.Heartbeat
+	22, // 3: coordinator.v1.SidecarMessage.routing_ack:type_name -> coordinator.v1.RoutingAck
+	4,  // 4: coordinator.v1.SidecarMessage.deregister:type_name -> coordinator.v1.Deregister
+	24, // 5: coordinator.v1.Register.heartbeat_interval:type_name -> google.protobuf.Duration
+	6,  // 6: coordinator.v1.Register.live_roots:type_name -> coordinator.v1.LiveRoot
+	9,  // 7: coordinator.v1.EventBatch.events:type_name -> coordinator.v1.Event
 	0,  // 8: coordinator.v1.Event.type:type_name -> coordinator.v1.EventType
-	12, // 9: coordinator.v1.CoordinatorMessage.registered:type_name -> coordinator.v1.Registered
-	13, // 10: coordinator.v1.CoordinatorMessage.ack:type_name -> coordinator.v1.Ack
-	16, // 11: coordinator.v1.CoordinatorMessage.heartbeat_ack:type_name -> coordinator.v1.HeartbeatAck
-	17, // 12: coordinator.v1.CoordinatorMessage.routing:type_name -> coordinator.v1.Routing
-	21, // 13: coordinator.v1.CoordinatorMessage.call_decision:type_name -> coordinator.v1.CallDecision
-	11, // 14: coordinator.v1.CoordinatorMessage.redirect:type_name -> coordinator.v1.Redirect
-	10, // 15: coordinator.v1.CoordinatorMessage.deregistered:type_name -> coordinator.v1.Deregistered
-	22, // 16: coordinator.v1.Registered.ttl:type_name -> google.protobuf.Duration
-	15, // 17: coordinator.v1.Ack.errors:type_name -> coordinator.v1.EventError
-	14, // 18: coordinator.v1.Ack.late:type_name -> coordinator.v1.LateEvent
-	1,  // 19: coordinator.v1.LateEvent.reason:type_name -> coordinator.v1.LateReason
-	22, // 20: coordinator.v1.HeartbeatAck.ttl:type_name -> google.protobuf.Duration
-	18, // 21: coordinator.v1.Routing.services:type_name -> coordinator.v1.ServiceRoute
-	19, // 22: coordinator.v1.ServiceRoute.endpoints:type_name -> coordinator.v1.Endpoint
-	2,  // 23: coordinator.v1.SidecarService.Connect:input_type -> coordinator.v1.SidecarMessage
-	9,  // 24: coordinator.v1.SidecarService.Connect:output_type -> coordinator.v1.CoordinatorMessage
-	24, // [24:25] is the sub-list for method output_type
-	23, // [23:24] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	10, // 9: coordinator.v1.Event.outcome:type_name -> coordinator.v1.CallOutcome
+	1,  // 10: coordinator.v1.CallOutcome.class:type_name -> coordinator.v1.OutcomeClass
+	24, // 11: coordinator.v1.CallOutcome.latency:type_name -> google.protobuf.Duration
+	14, // 12: coordinator.v1.CoordinatorMessage.registered:type_name -> coordinator.v1.Registered
+	15, // 13: coordinator.v1.CoordinatorMessage.ack:type_name -> coordinator.v1.Ack
+	18, // 14: coordinator.v1.CoordinatorMessage.heartbeat_ack:type_name -> coordinator.v1.HeartbeatAck
+	19, // 15: coordinator.v1.CoordinatorMessage.routing:type_name -> coordinator.v1.Routing
+	23, // 16: coordinator.v1.CoordinatorMessage.call_decision:type_name -> coordinator.v1.CallDecision
+	13, // 17: coordinator.v1.CoordinatorMessage.redirect:type_name -> coordinator.v1.Redirect
+	12, // 18: coordinator.v1.CoordinatorMessage.deregistered:type_name -> coordinator.v1.Deregistered
+	24, // 19: coordinator.v1.Registered.ttl:type_name -> google.protobuf.Duration
+	17, // 20: coordinator.v1.Ack.errors:type_name -> coordinator.v1.EventError
+	16, // 21: coordinator.v1.Ack.late:type_name -> coordinator.v1.LateEvent
+	2,  // 22: coordinator.v1.LateEvent.reason:type_name -> coordinator.v1.LateReason
+	24, // 23: coordinator.v1.HeartbeatAck.ttl:type_name -> google.protobuf.Duration
+	20, // 24: coordinator.v1.Routing.services:type_name -> coordinator.v1.ServiceRoute
+	21, // 25: coordinator.v1.ServiceRoute.endpoints:type_name -> coordinator.v1.Endpoint
+	3,  // 26: coordinator.v1.SidecarService.Connect:input_type -> coordinator.v1.SidecarMessage
+	11, // 27: coordinator.v1.SidecarService.Connect:output_type -> coordinator.v1.CoordinatorMessage
+	27, // [27:28] is the sub-list for method output_type
+	26, // [26:27] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_coordinator_v1_sidecar_proto_init() }
@@ -1878,7 +2023,7 @@ func file_coordinator_v1_sidecar_proto_init() {
 		(*SidecarMessage_RoutingAck)(nil),
 		(*SidecarMessage_Deregister)(nil),
 	}
-	file_coordinator_v1_sidecar_proto_msgTypes[7].OneofWrappers = []any{
+	file_coordinator_v1_sidecar_proto_msgTypes[8].OneofWrappers = []any{
 		(*CoordinatorMessage_Registered)(nil),
 		(*CoordinatorMessage_Ack)(nil),
 		(*CoordinatorMessage_HeartbeatAck)(nil),
@@ -1892,8 +2037,8 @@ func file_coordinator_v1_sidecar_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinator_v1_sidecar_proto_rawDesc), len(file_coordinator_v1_sidecar_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   20,
+			NumEnums:      3,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
