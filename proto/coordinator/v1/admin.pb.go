@@ -2709,8 +2709,13 @@ type StartUpdateRequest struct {
 	// version is connected. Unset or 0: the server's --prepare-timeout
 	// (default 2m).
 	PrepareTimeout *durationpb.Duration `protobuf:"bytes,6,opt,name=prepare_timeout,json=prepareTimeout,proto3" json:"prepare_timeout,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// An update of a set of services together (DESIGN.md §4.8): every
+	// transaction runs entirely on the set's old versions or entirely on its
+	// new ones. Given instead of service and to_version (both unset), with
+	// each service once, at most 16; one member is an update of that service.
+	Members       []*ServiceVersion `protobuf:"bytes,20,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StartUpdateRequest) Reset() {
@@ -2785,6 +2790,74 @@ func (x *StartUpdateRequest) GetPrepareTimeout() *durationpb.Duration {
 	return nil
 }
 
+func (x *StartUpdateRequest) GetMembers() []*ServiceVersion {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+// UpdateMember is one service of a set update and its two versions.
+type UpdateMember struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	FromVersion   string                 `protobuf:"bytes,2,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
+	ToVersion     string                 `protobuf:"bytes,3,opt,name=to_version,json=toVersion,proto3" json:"to_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateMember) Reset() {
+	*x = UpdateMember{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateMember) ProtoMessage() {}
+
+func (x *UpdateMember) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateMember.ProtoReflect.Descriptor instead.
+func (*UpdateMember) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *UpdateMember) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *UpdateMember) GetFromVersion() string {
+	if x != nil {
+		return x.FromVersion
+	}
+	return ""
+}
+
+func (x *UpdateMember) GetToVersion() string {
+	if x != nil {
+		return x.ToVersion
+	}
+	return ""
+}
+
 type GetUpdateRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -2794,7 +2867,7 @@ type GetUpdateRequest struct {
 
 func (x *GetUpdateRequest) Reset() {
 	*x = GetUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[35]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2806,7 +2879,7 @@ func (x *GetUpdateRequest) String() string {
 func (*GetUpdateRequest) ProtoMessage() {}
 
 func (x *GetUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[35]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2819,7 +2892,7 @@ func (x *GetUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUpdateRequest.ProtoReflect.Descriptor instead.
 func (*GetUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetUpdateRequest) GetId() string {
@@ -2841,7 +2914,7 @@ type ListUpdatesRequest struct {
 
 func (x *ListUpdatesRequest) Reset() {
 	*x = ListUpdatesRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[36]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2853,7 +2926,7 @@ func (x *ListUpdatesRequest) String() string {
 func (*ListUpdatesRequest) ProtoMessage() {}
 
 func (x *ListUpdatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[36]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2866,7 +2939,7 @@ func (x *ListUpdatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUpdatesRequest.ProtoReflect.Descriptor instead.
 func (*ListUpdatesRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListUpdatesRequest) GetService() string {
@@ -2892,7 +2965,7 @@ type ListUpdatesResponse struct {
 
 func (x *ListUpdatesResponse) Reset() {
 	*x = ListUpdatesResponse{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[37]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2904,7 +2977,7 @@ func (x *ListUpdatesResponse) String() string {
 func (*ListUpdatesResponse) ProtoMessage() {}
 
 func (x *ListUpdatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[37]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2917,7 +2990,7 @@ func (x *ListUpdatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUpdatesResponse.ProtoReflect.Descriptor instead.
 func (*ListUpdatesResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListUpdatesResponse) GetUpdates() []*Update {
@@ -2937,7 +3010,7 @@ type AbortUpdateRequest struct {
 
 func (x *AbortUpdateRequest) Reset() {
 	*x = AbortUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[38]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2949,7 +3022,7 @@ func (x *AbortUpdateRequest) String() string {
 func (*AbortUpdateRequest) ProtoMessage() {}
 
 func (x *AbortUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[38]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2962,7 +3035,7 @@ func (x *AbortUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortUpdateRequest.ProtoReflect.Descriptor instead.
 func (*AbortUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *AbortUpdateRequest) GetId() string {
@@ -2988,7 +3061,7 @@ type WatchUpdateRequest struct {
 
 func (x *WatchUpdateRequest) Reset() {
 	*x = WatchUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[39]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3000,7 +3073,7 @@ func (x *WatchUpdateRequest) String() string {
 func (*WatchUpdateRequest) ProtoMessage() {}
 
 func (x *WatchUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[39]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3013,7 +3086,7 @@ func (x *WatchUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchUpdateRequest.ProtoReflect.Descriptor instead.
 func (*WatchUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *WatchUpdateRequest) GetId() string {
@@ -3047,13 +3120,17 @@ type Update struct {
 	RollingBack bool `protobuf:"varint,15,opt,name=rolling_back,json=rollingBack,proto3" json:"rolling_back,omitempty"`
 	// PREPARING's bound (see StartUpdateRequest.prepare_timeout).
 	PrepareTimeout *durationpb.Duration `protobuf:"bytes,16,opt,name=prepare_timeout,json=prepareTimeout,proto3" json:"prepare_timeout,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// A set update (DESIGN.md §4.8): every service of the set, in the order
+	// asked, the first being service/from_version/to_version above. Empty
+	// for an update of one service.
+	Members       []*UpdateMember `protobuf:"bytes,20,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Update) Reset() {
 	*x = Update{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[40]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3065,7 +3142,7 @@ func (x *Update) String() string {
 func (*Update) ProtoMessage() {}
 
 func (x *Update) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[40]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3078,7 +3155,7 @@ func (x *Update) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Update.ProtoReflect.Descriptor instead.
 func (*Update) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Update) GetId() string {
@@ -3193,6 +3270,13 @@ func (x *Update) GetPrepareTimeout() *durationpb.Duration {
 	return nil
 }
 
+func (x *Update) GetMembers() []*UpdateMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
 // PhaseChange is one step of an update's history.
 type PhaseChange struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3205,7 +3289,7 @@ type PhaseChange struct {
 
 func (x *PhaseChange) Reset() {
 	*x = PhaseChange{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[41]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3217,7 +3301,7 @@ func (x *PhaseChange) String() string {
 func (*PhaseChange) ProtoMessage() {}
 
 func (x *PhaseChange) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[41]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3230,7 +3314,7 @@ func (x *PhaseChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PhaseChange.ProtoReflect.Descriptor instead.
 func (*PhaseChange) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *PhaseChange) GetPhase() Phase {
@@ -3282,7 +3366,7 @@ type UpdateProgress struct {
 
 func (x *UpdateProgress) Reset() {
 	*x = UpdateProgress{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[42]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3294,7 +3378,7 @@ func (x *UpdateProgress) String() string {
 func (*UpdateProgress) ProtoMessage() {}
 
 func (x *UpdateProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[42]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3307,7 +3391,7 @@ func (x *UpdateProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateProgress.ProtoReflect.Descriptor instead.
 func (*UpdateProgress) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *UpdateProgress) GetBlocking() uint32 {
@@ -3568,7 +3652,7 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\x0eSubTransaction\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x06R\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x12\n" +
-	"\x04done\x18\x03 \x03(\tR\x04done\"\xb4\x02\n" +
+	"\x04done\x18\x03 \x03(\tR\x04done\"\xee\x02\n" +
 	"\x12StartUpdateRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1d\n" +
 	"\n" +
@@ -3576,7 +3660,13 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\bstrategy\x18\x03 \x01(\x0e2\x18.coordinator.v1.StrategyR\bstrategy\x123\n" +
 	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x126\n" +
 	"\tmax_block\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bmaxBlock\x12B\n" +
-	"\x0fprepare_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0eprepareTimeout\"\"\n" +
+	"\x0fprepare_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0eprepareTimeout\x128\n" +
+	"\amembers\x18\x14 \x03(\v2\x1e.coordinator.v1.ServiceVersionR\amembers\"j\n" +
+	"\fUpdateMember\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12!\n" +
+	"\ffrom_version\x18\x02 \x01(\tR\vfromVersion\x12\x1d\n" +
+	"\n" +
+	"to_version\x18\x03 \x01(\tR\ttoVersion\"\"\n" +
 	"\x10GetUpdateRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"D\n" +
 	"\x12ListUpdatesRequest\x12\x18\n" +
@@ -3588,7 +3678,7 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"$\n" +
 	"\x12WatchUpdateRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\xeb\x05\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xa3\x06\n" +
 	"\x06Update\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12!\n" +
@@ -3610,7 +3700,8 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\ahistory\x18\r \x03(\v2\x1b.coordinator.v1.PhaseChangeR\ahistory\x12:\n" +
 	"\bprogress\x18\x0e \x01(\v2\x1e.coordinator.v1.UpdateProgressR\bprogress\x12!\n" +
 	"\frolling_back\x18\x0f \x01(\bR\vrollingBack\x12B\n" +
-	"\x0fprepare_timeout\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\x0eprepareTimeout\"~\n" +
+	"\x0fprepare_timeout\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\x0eprepareTimeout\x126\n" +
+	"\amembers\x18\x14 \x03(\v2\x1c.coordinator.v1.UpdateMemberR\amembers\"~\n" +
 	"\vPhaseChange\x12+\n" +
 	"\x05phase\x18\x01 \x01(\x0e2\x15.coordinator.v1.PhaseR\x05phase\x12*\n" +
 	"\x02at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x16\n" +
@@ -3677,7 +3768,7 @@ func file_coordinator_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_coordinator_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_coordinator_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_coordinator_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_coordinator_v1_admin_proto_goTypes = []any{
 	(Strategy)(0),                      // 0: coordinator.v1.Strategy
 	(Phase)(0),                         // 1: coordinator.v1.Phase
@@ -3716,113 +3807,116 @@ var file_coordinator_v1_admin_proto_goTypes = []any{
 	(*Transaction)(nil),                // 34: coordinator.v1.Transaction
 	(*SubTransaction)(nil),             // 35: coordinator.v1.SubTransaction
 	(*StartUpdateRequest)(nil),         // 36: coordinator.v1.StartUpdateRequest
-	(*GetUpdateRequest)(nil),           // 37: coordinator.v1.GetUpdateRequest
-	(*ListUpdatesRequest)(nil),         // 38: coordinator.v1.ListUpdatesRequest
-	(*ListUpdatesResponse)(nil),        // 39: coordinator.v1.ListUpdatesResponse
-	(*AbortUpdateRequest)(nil),         // 40: coordinator.v1.AbortUpdateRequest
-	(*WatchUpdateRequest)(nil),         // 41: coordinator.v1.WatchUpdateRequest
-	(*Update)(nil),                     // 42: coordinator.v1.Update
-	(*PhaseChange)(nil),                // 43: coordinator.v1.PhaseChange
-	(*UpdateProgress)(nil),             // 44: coordinator.v1.UpdateProgress
-	(*timestamppb.Timestamp)(nil),      // 45: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 46: google.protobuf.Duration
-	(*ServiceVersion)(nil),             // 47: coordinator.v1.ServiceVersion
-	(*httpbody.HttpBody)(nil),          // 48: google.api.HttpBody
+	(*UpdateMember)(nil),               // 37: coordinator.v1.UpdateMember
+	(*GetUpdateRequest)(nil),           // 38: coordinator.v1.GetUpdateRequest
+	(*ListUpdatesRequest)(nil),         // 39: coordinator.v1.ListUpdatesRequest
+	(*ListUpdatesResponse)(nil),        // 40: coordinator.v1.ListUpdatesResponse
+	(*AbortUpdateRequest)(nil),         // 41: coordinator.v1.AbortUpdateRequest
+	(*WatchUpdateRequest)(nil),         // 42: coordinator.v1.WatchUpdateRequest
+	(*Update)(nil),                     // 43: coordinator.v1.Update
+	(*PhaseChange)(nil),                // 44: coordinator.v1.PhaseChange
+	(*UpdateProgress)(nil),             // 45: coordinator.v1.UpdateProgress
+	(*timestamppb.Timestamp)(nil),      // 46: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 47: google.protobuf.Duration
+	(*ServiceVersion)(nil),             // 48: coordinator.v1.ServiceVersion
+	(*httpbody.HttpBody)(nil),          // 49: google.api.HttpBody
 }
 var file_coordinator_v1_admin_proto_depIdxs = []int32{
 	6,  // 0: coordinator.v1.WatchStateResponse.snapshot:type_name -> coordinator.v1.StateSnapshot
 	5,  // 1: coordinator.v1.WatchStateResponse.keepalive:type_name -> coordinator.v1.StateKeepalive
-	45, // 2: coordinator.v1.StateKeepalive.at:type_name -> google.protobuf.Timestamp
+	46, // 2: coordinator.v1.StateKeepalive.at:type_name -> google.protobuf.Timestamp
 	10, // 3: coordinator.v1.StateSnapshot.services:type_name -> coordinator.v1.ServiceState
 	28, // 4: coordinator.v1.StateSnapshot.edges:type_name -> coordinator.v1.Edge
 	22, // 5: coordinator.v1.StateSnapshot.blocked:type_name -> coordinator.v1.Freeness
-	42, // 6: coordinator.v1.StateSnapshot.updates:type_name -> coordinator.v1.Update
+	43, // 6: coordinator.v1.StateSnapshot.updates:type_name -> coordinator.v1.Update
 	20, // 7: coordinator.v1.StateSnapshot.self_preservation:type_name -> coordinator.v1.SelfPreservation
 	15, // 8: coordinator.v1.StateSnapshot.cluster:type_name -> coordinator.v1.Cluster
 	10, // 9: coordinator.v1.ListServicesResponse.services:type_name -> coordinator.v1.ServiceState
 	11, // 10: coordinator.v1.ServiceState.versions:type_name -> coordinator.v1.VersionState
-	42, // 11: coordinator.v1.ServiceState.update:type_name -> coordinator.v1.Update
-	42, // 12: coordinator.v1.ServiceState.last_update:type_name -> coordinator.v1.Update
+	43, // 11: coordinator.v1.ServiceState.update:type_name -> coordinator.v1.Update
+	43, // 12: coordinator.v1.ServiceState.last_update:type_name -> coordinator.v1.Update
 	12, // 13: coordinator.v1.VersionState.instance_list:type_name -> coordinator.v1.Instance
-	45, // 14: coordinator.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
+	46, // 14: coordinator.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
 	0,  // 15: coordinator.v1.UpdatePlan.strategy:type_name -> coordinator.v1.Strategy
 	23, // 16: coordinator.v1.UpdatePlan.blockers:type_name -> coordinator.v1.Blocker
-	46, // 17: coordinator.v1.UpdatePlan.timeout:type_name -> google.protobuf.Duration
-	46, // 18: coordinator.v1.UpdatePlan.max_block:type_name -> google.protobuf.Duration
-	46, // 19: coordinator.v1.UpdatePlan.prepare_timeout:type_name -> google.protobuf.Duration
-	42, // 20: coordinator.v1.UpdatePlan.in_progress:type_name -> coordinator.v1.Update
+	47, // 17: coordinator.v1.UpdatePlan.timeout:type_name -> google.protobuf.Duration
+	47, // 18: coordinator.v1.UpdatePlan.max_block:type_name -> google.protobuf.Duration
+	47, // 19: coordinator.v1.UpdatePlan.prepare_timeout:type_name -> google.protobuf.Duration
+	43, // 20: coordinator.v1.UpdatePlan.in_progress:type_name -> coordinator.v1.Update
 	16, // 21: coordinator.v1.Cluster.leader:type_name -> coordinator.v1.Replica
 	16, // 22: coordinator.v1.Cluster.replicas:type_name -> coordinator.v1.Replica
 	17, // 23: coordinator.v1.Cluster.members:type_name -> coordinator.v1.EtcdMember
-	45, // 24: coordinator.v1.SelfPreservation.since:type_name -> google.protobuf.Timestamp
-	46, // 25: coordinator.v1.SelfPreservation.window:type_name -> google.protobuf.Duration
-	46, // 26: coordinator.v1.SelfPreservation.grace:type_name -> google.protobuf.Duration
+	46, // 24: coordinator.v1.SelfPreservation.since:type_name -> google.protobuf.Timestamp
+	47, // 25: coordinator.v1.SelfPreservation.window:type_name -> google.protobuf.Duration
+	47, // 26: coordinator.v1.SelfPreservation.grace:type_name -> google.protobuf.Duration
 	23, // 27: coordinator.v1.Freeness.blockers:type_name -> coordinator.v1.Blocker
 	26, // 28: coordinator.v1.Graph.services:type_name -> coordinator.v1.ServiceNode
 	28, // 29: coordinator.v1.Graph.edges:type_name -> coordinator.v1.Edge
 	27, // 30: coordinator.v1.ServiceNode.versions:type_name -> coordinator.v1.VersionSessions
 	31, // 31: coordinator.v1.ListSessionsResponse.sessions:type_name -> coordinator.v1.Session
-	46, // 32: coordinator.v1.Session.ttl:type_name -> google.protobuf.Duration
-	45, // 33: coordinator.v1.Session.registered_at:type_name -> google.protobuf.Timestamp
+	47, // 32: coordinator.v1.Session.ttl:type_name -> google.protobuf.Duration
+	46, // 33: coordinator.v1.Session.registered_at:type_name -> google.protobuf.Timestamp
 	34, // 34: coordinator.v1.ListTransactionsResponse.transactions:type_name -> coordinator.v1.Transaction
-	47, // 35: coordinator.v1.Transaction.used:type_name -> coordinator.v1.ServiceVersion
+	48, // 35: coordinator.v1.Transaction.used:type_name -> coordinator.v1.ServiceVersion
 	35, // 36: coordinator.v1.Transaction.running:type_name -> coordinator.v1.SubTransaction
 	0,  // 37: coordinator.v1.StartUpdateRequest.strategy:type_name -> coordinator.v1.Strategy
-	46, // 38: coordinator.v1.StartUpdateRequest.timeout:type_name -> google.protobuf.Duration
-	46, // 39: coordinator.v1.StartUpdateRequest.max_block:type_name -> google.protobuf.Duration
-	46, // 40: coordinator.v1.StartUpdateRequest.prepare_timeout:type_name -> google.protobuf.Duration
-	42, // 41: coordinator.v1.ListUpdatesResponse.updates:type_name -> coordinator.v1.Update
-	0,  // 42: coordinator.v1.Update.strategy:type_name -> coordinator.v1.Strategy
-	1,  // 43: coordinator.v1.Update.phase:type_name -> coordinator.v1.Phase
-	46, // 44: coordinator.v1.Update.timeout:type_name -> google.protobuf.Duration
-	46, // 45: coordinator.v1.Update.max_block:type_name -> google.protobuf.Duration
-	45, // 46: coordinator.v1.Update.created_at:type_name -> google.protobuf.Timestamp
-	45, // 47: coordinator.v1.Update.switched_at:type_name -> google.protobuf.Timestamp
-	45, // 48: coordinator.v1.Update.finished_at:type_name -> google.protobuf.Timestamp
-	43, // 49: coordinator.v1.Update.history:type_name -> coordinator.v1.PhaseChange
-	44, // 50: coordinator.v1.Update.progress:type_name -> coordinator.v1.UpdateProgress
-	46, // 51: coordinator.v1.Update.prepare_timeout:type_name -> google.protobuf.Duration
-	1,  // 52: coordinator.v1.PhaseChange.phase:type_name -> coordinator.v1.Phase
-	45, // 53: coordinator.v1.PhaseChange.at:type_name -> google.protobuf.Timestamp
-	21, // 54: coordinator.v1.AdminService.GetFreeness:input_type -> coordinator.v1.GetFreenessRequest
-	24, // 55: coordinator.v1.AdminService.GetGraph:input_type -> coordinator.v1.GetGraphRequest
-	29, // 56: coordinator.v1.AdminService.ListSessions:input_type -> coordinator.v1.ListSessionsRequest
-	32, // 57: coordinator.v1.AdminService.ListTransactions:input_type -> coordinator.v1.ListTransactionsRequest
-	36, // 58: coordinator.v1.AdminService.StartUpdate:input_type -> coordinator.v1.StartUpdateRequest
-	37, // 59: coordinator.v1.AdminService.GetUpdate:input_type -> coordinator.v1.GetUpdateRequest
-	38, // 60: coordinator.v1.AdminService.ListUpdates:input_type -> coordinator.v1.ListUpdatesRequest
-	40, // 61: coordinator.v1.AdminService.AbortUpdate:input_type -> coordinator.v1.AbortUpdateRequest
-	41, // 62: coordinator.v1.AdminService.WatchUpdate:input_type -> coordinator.v1.WatchUpdateRequest
-	14, // 63: coordinator.v1.AdminService.GetCluster:input_type -> coordinator.v1.GetClusterRequest
-	18, // 64: coordinator.v1.AdminService.GetSelfPreservation:input_type -> coordinator.v1.GetSelfPreservationRequest
-	19, // 65: coordinator.v1.AdminService.EndSelfPreservation:input_type -> coordinator.v1.EndSelfPreservationRequest
-	7,  // 66: coordinator.v1.AdminService.ListServices:input_type -> coordinator.v1.ListServicesRequest
-	9,  // 67: coordinator.v1.AdminService.GetService:input_type -> coordinator.v1.GetServiceRequest
-	36, // 68: coordinator.v1.AdminService.DryRunUpdate:input_type -> coordinator.v1.StartUpdateRequest
-	2,  // 69: coordinator.v1.AdminService.GetServiceIstio:input_type -> coordinator.v1.GetServiceIstioRequest
-	3,  // 70: coordinator.v1.AdminService.WatchState:input_type -> coordinator.v1.WatchStateRequest
-	22, // 71: coordinator.v1.AdminService.GetFreeness:output_type -> coordinator.v1.Freeness
-	25, // 72: coordinator.v1.AdminService.GetGraph:output_type -> coordinator.v1.Graph
-	30, // 73: coordinator.v1.AdminService.ListSessions:output_type -> coordinator.v1.ListSessionsResponse
-	33, // 74: coordinator.v1.AdminService.ListTransactions:output_type -> coordinator.v1.ListTransactionsResponse
-	42, // 75: coordinator.v1.AdminService.StartUpdate:output_type -> coordinator.v1.Update
-	42, // 76: coordinator.v1.AdminService.GetUpdate:output_type -> coordinator.v1.Update
-	39, // 77: coordinator.v1.AdminService.ListUpdates:output_type -> coordinator.v1.ListUpdatesResponse
-	42, // 78: coordinator.v1.AdminService.AbortUpdate:output_type -> coordinator.v1.Update
-	42, // 79: coordinator.v1.AdminService.WatchUpdate:output_type -> coordinator.v1.Update
-	15, // 80: coordinator.v1.AdminService.GetCluster:output_type -> coordinator.v1.Cluster
-	20, // 81: coordinator.v1.AdminService.GetSelfPreservation:output_type -> coordinator.v1.SelfPreservation
-	20, // 82: coordinator.v1.AdminService.EndSelfPreservation:output_type -> coordinator.v1.SelfPreservation
-	8,  // 83: coordinator.v1.AdminService.ListServices:output_type -> coordinator.v1.ListServicesResponse
-	10, // 84: coordinator.v1.AdminService.GetService:output_type -> coordinator.v1.ServiceState
-	13, // 85: coordinator.v1.AdminService.DryRunUpdate:output_type -> coordinator.v1.UpdatePlan
-	48, // 86: coordinator.v1.AdminService.GetServiceIstio:output_type -> google.api.HttpBody
-	4,  // 87: coordinator.v1.AdminService.WatchState:output_type -> coordinator.v1.WatchStateResponse
-	71, // [71:88] is the sub-list for method output_type
-	54, // [54:71] is the sub-list for method input_type
-	54, // [54:54] is the sub-list for extension type_name
-	54, // [54:54] is the sub-list for extension extendee
-	0,  // [0:54] is the sub-list for field type_name
+	47, // 38: coordinator.v1.StartUpdateRequest.timeout:type_name -> google.protobuf.Duration
+	47, // 39: coordinator.v1.StartUpdateRequest.max_block:type_name -> google.protobuf.Duration
+	47, // 40: coordinator.v1.StartUpdateRequest.prepare_timeout:type_name -> google.protobuf.Duration
+	48, // 41: coordinator.v1.StartUpdateRequest.members:type_name -> coordinator.v1.ServiceVersion
+	43, // 42: coordinator.v1.ListUpdatesResponse.updates:type_name -> coordinator.v1.Update
+	0,  // 43: coordinator.v1.Update.strategy:type_name -> coordinator.v1.Strategy
+	1,  // 44: coordinator.v1.Update.phase:type_name -> coordinator.v1.Phase
+	47, // 45: coordinator.v1.Update.timeout:type_name -> google.protobuf.Duration
+	47, // 46: coordinator.v1.Update.max_block:type_name -> google.protobuf.Duration
+	46, // 47: coordinator.v1.Update.created_at:type_name -> google.protobuf.Timestamp
+	46, // 48: coordinator.v1.Update.switched_at:type_name -> google.protobuf.Timestamp
+	46, // 49: coordinator.v1.Update.finished_at:type_name -> google.protobuf.Timestamp
+	44, // 50: coordinator.v1.Update.history:type_name -> coordinator.v1.PhaseChange
+	45, // 51: coordinator.v1.Update.progress:type_name -> coordinator.v1.UpdateProgress
+	47, // 52: coordinator.v1.Update.prepare_timeout:type_name -> google.protobuf.Duration
+	37, // 53: coordinator.v1.Update.members:type_name -> coordinator.v1.UpdateMember
+	1,  // 54: coordinator.v1.PhaseChange.phase:type_name -> coordinator.v1.Phase
+	46, // 55: coordinator.v1.PhaseChange.at:type_name -> google.protobuf.Timestamp
+	21, // 56: coordinator.v1.AdminService.GetFreeness:input_type -> coordinator.v1.GetFreenessRequest
+	24, // 57: coordinator.v1.AdminService.GetGraph:input_type -> coordinator.v1.GetGraphRequest
+	29, // 58: coordinator.v1.AdminService.ListSessions:input_type -> coordinator.v1.ListSessionsRequest
+	32, // 59: coordinator.v1.AdminService.ListTransactions:input_type -> coordinator.v1.ListTransactionsRequest
+	36, // 60: coordinator.v1.AdminService.StartUpdate:input_type -> coordinator.v1.StartUpdateRequest
+	38, // 61: coordinator.v1.AdminService.GetUpdate:input_type -> coordinator.v1.GetUpdateRequest
+	39, // 62: coordinator.v1.AdminService.ListUpdates:input_type -> coordinator.v1.ListUpdatesRequest
+	41, // 63: coordinator.v1.AdminService.AbortUpdate:input_type -> coordinator.v1.AbortUpdateRequest
+	42, // 64: coordinator.v1.AdminService.WatchUpdate:input_type -> coordinator.v1.WatchUpdateRequest
+	14, // 65: coordinator.v1.AdminService.GetCluster:input_type -> coordinator.v1.GetClusterRequest
+	18, // 66: coordinator.v1.AdminService.GetSelfPreservation:input_type -> coordinator.v1.GetSelfPreservationRequest
+	19, // 67: coordinator.v1.AdminService.EndSelfPreservation:input_type -> coordinator.v1.EndSelfPreservationRequest
+	7,  // 68: coordinator.v1.AdminService.ListServices:input_type -> coordinator.v1.ListServicesRequest
+	9,  // 69: coordinator.v1.AdminService.GetService:input_type -> coordinator.v1.GetServiceRequest
+	36, // 70: coordinator.v1.AdminService.DryRunUpdate:input_type -> coordinator.v1.StartUpdateRequest
+	2,  // 71: coordinator.v1.AdminService.GetServiceIstio:input_type -> coordinator.v1.GetServiceIstioRequest
+	3,  // 72: coordinator.v1.AdminService.WatchState:input_type -> coordinator.v1.WatchStateRequest
+	22, // 73: coordinator.v1.AdminService.GetFreeness:output_type -> coordinator.v1.Freeness
+	25, // 74: coordinator.v1.AdminService.GetGraph:output_type -> coordinator.v1.Graph
+	30, // 75: coordinator.v1.AdminService.ListSessions:output_type -> coordinator.v1.ListSessionsResponse
+	33, // 76: coordinator.v1.AdminService.ListTransactions:output_type -> coordinator.v1.ListTransactionsResponse
+	43, // 77: coordinator.v1.AdminService.StartUpdate:output_type -> coordinator.v1.Update
+	43, // 78: coordinator.v1.AdminService.GetUpdate:output_type -> coordinator.v1.Update
+	40, // 79: coordinator.v1.AdminService.ListUpdates:output_type -> coordinator.v1.ListUpdatesResponse
+	43, // 80: coordinator.v1.AdminService.AbortUpdate:output_type -> coordinator.v1.Update
+	43, // 81: coordinator.v1.AdminService.WatchUpdate:output_type -> coordinator.v1.Update
+	15, // 82: coordinator.v1.AdminService.GetCluster:output_type -> coordinator.v1.Cluster
+	20, // 83: coordinator.v1.AdminService.GetSelfPreservation:output_type -> coordinator.v1.SelfPreservation
+	20, // 84: coordinator.v1.AdminService.EndSelfPreservation:output_type -> coordinator.v1.SelfPreservation
+	8,  // 85: coordinator.v1.AdminService.ListServices:output_type -> coordinator.v1.ListServicesResponse
+	10, // 86: coordinator.v1.AdminService.GetService:output_type -> coordinator.v1.ServiceState
+	13, // 87: coordinator.v1.AdminService.DryRunUpdate:output_type -> coordinator.v1.UpdatePlan
+	49, // 88: coordinator.v1.AdminService.GetServiceIstio:output_type -> google.api.HttpBody
+	4,  // 89: coordinator.v1.AdminService.WatchState:output_type -> coordinator.v1.WatchStateResponse
+	73, // [73:90] is the sub-list for method output_type
+	56, // [56:73] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_coordinator_v1_admin_proto_init() }
@@ -3841,7 +3935,7 @@ func file_coordinator_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinator_v1_admin_proto_rawDesc), len(file_coordinator_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   43,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
