@@ -23,12 +23,19 @@ func newUpdateCmd(c *cli) *cobra.Command {
 		sf startFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "update SERVICE [--to VERSION] --strategy wf|bf|cv|naive",
-		Short: "Update a service to a registered version without breaking transactions",
+		Use:   "update SERVICE [--to VERSION] | SERVICE=VERSION... --strategy wf|bf|cv|naive",
+		Short: "Update a service, or a set of services together, to registered versions without breaking transactions",
 		Long: `Start updating SERVICE to VERSION (its instances must be registered).
 Without --to, VERSION is the one registered version of SERVICE that is not
 its default; when there is none or more than one, coordctl lists them and
 exits 2.
+
+With SERVICE=VERSION arguments (one or more) the services move together, as
+one update with one id: every transaction runs either entirely on their old
+versions or entirely on their new ones (wf and bf switch the set when no
+transaction that used one of them may still call one; cv keeps each
+transaction on the side of the set it used first). A service of the set
+must not be in another running update.
 
 Strategies: wf waits until no transaction may use both versions, then
 switches (--timeout aborts it); bf also holds calls of transactions that have
@@ -46,9 +53,13 @@ when it is DONE, 1 when it is ABORTED or FAILED or when --watch-timeout
 passes first (the update goes on: Ctrl-C and --watch-timeout stop the
 watching, coordctl abort ID stops the update).`,
 		Example: `  coordctl update auth-service --strategy=cv
+  coordctl update portal=v2 proc=v2 --strategy=wf --watch
   coordctl update auth-service --to v2 --strategy=cv --watch
   coordctl update auth-service --to v2 --strategy=wf --timeout 30s --dry-run`,
-		Args: exactArgs("SERVICE"),
+		Args: func(cmd *cobra.Command, args []string) error {
+			_, _, err := setArgs(args, to)
+			return err
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			k, err := sf.check()
 			if err != nil {
@@ -56,6 +67,14 @@ watching, coordctl abort ID stops the update).`,
 			}
 			if k == coordinatorv1.Strategy_STRATEGY_UNSPECIFIED {
 				return usageErrorf("--strategy is required: wf, bf, cv or naive")
+			}
+			if members, set, _ := setArgs(args, to); set {
+				if sf.dryRun {
+					return usageErrorf("--dry-run takes one SERVICE, not a set")
+				}
+				req := sf.request("", "", k)
+				req.Members = members
+				return c.startUpdate(cmd, req, &sf)
 			}
 			if to == "" {
 				s, err := callAdmin(c, cmd, func(ctx context.Context, cl coordinatorv1.AdminServiceClient) (*coordinatorv1.ServiceState, error) {
@@ -200,8 +219,7 @@ func (c *cli) startUpdate(cmd *cobra.Command, req *coordinatorv1.StartUpdateRequ
 			return err
 		}
 	} else {
-		fmt.Fprintf(c.stdout, "Update %s started: %s %s -> %s (%s).\n", u.GetId(), u.GetService(),
-			u.GetFromVersion(), u.GetToVersion(), strategyName(u.GetStrategy()))
+		fmt.Fprintf(c.stdout, "Update %s started: %s (%s).\n", u.GetId(), updateServices(u), strategyName(u.GetStrategy()))
 		fmt.Fprintf(c.stdout, "Ctrl-C stops watching, not the update; coordctl abort %s stops it.\n", u.GetId())
 	}
 	return c.runWatch(cmd, u.GetId(), sf.watchTimeout)
