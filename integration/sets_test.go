@@ -1,9 +1,12 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +14,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/coordinator/coordinator/coordinator/server/servertest"
@@ -439,4 +443,44 @@ func TestNaiveSetUpdateMixesSets(t *testing.T) {
 		t.Fatalf("NAIVE set: %d mixed sets %v, want at least the 3 paused transactions", len(m), m)
 	}
 	t.Logf("NAIVE set: %d mixed sets, %d per-service violations, of %d transactions", len(m), len(w.violations()), w.txns.Load())
+}
+
+// TestSetUpdateREST: POST /v1/updates with members starts one update of the
+// set; GET lists it under each member's name; GET by id has every member.
+func TestSetUpdateREST(t *testing.T) {
+	w := fixedWorld(t, []string{"gateway", "portal", "proc"},
+		map[string][]string{"gateway": {"portal", "proc"}}, "portal@v2", "proc@v2")
+	resp, err := http.Post("http://"+w.ts.HTTPAddr()+"/v1/updates", "application/json", bytes.NewBufferString(
+		`{"members":[{"service":"portal","version":"v2"},{"service":"proc","version":"v2"}],"strategy":"STRATEGY_WF"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var u pb.Update
+	if resp.StatusCode != http.StatusOK || protojson.Unmarshal(body, &u) != nil {
+		t.Fatalf("POST /v1/updates: HTTP %d %s", resp.StatusCode, body)
+	}
+	w.waitFinished(u.Id, 30*time.Second)
+	var got pb.Update
+	if code := w.ts.REST("/v1/updates/"+u.Id, &got); code != http.StatusOK || got.Phase != pb.Phase_PHASE_DONE ||
+		len(got.Members) != 2 || got.Members[1].Service != "proc" || got.Members[1].FromVersion != "v1" || got.Members[1].ToVersion != "v2" {
+		t.Fatalf("GET update: HTTP %d %v, want DONE with both members", code, &got)
+	}
+	for _, svc := range []string{"portal", "proc"} {
+		var list pb.ListUpdatesResponse
+		if code := w.ts.REST("/v1/updates?service="+svc, &list); code != http.StatusOK || len(list.Updates) != 1 || list.Updates[0].Id != u.Id {
+			t.Fatalf("GET updates of %s: HTTP %d %v", svc, code, list.Updates)
+		}
+	}
+	resp, err = http.Post("http://"+w.ts.HTTPAddr()+"/v1/updates", "application/json", bytes.NewBufferString(
+		`{"members":[{"service":"portal","version":"v1"},{"service":"portal","version":"v1"}],"strategy":"STRATEGY_WF"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "twice in members") {
+		t.Fatalf("POST a set naming portal twice: HTTP %d %s, want 400", resp.StatusCode, body)
+	}
 }
