@@ -65,6 +65,11 @@ func (e *Engine) AnySetBlockerUsing(uses []Use) bool {
 	if len(e.legacy) > 0 {
 		return true
 	}
+	for _, u := range uses {
+		if e.AnyBlockerUsing(u.Service, u.Version) {
+			return true // blocks a member itself, having used it on this side
+		}
+	}
 	found := false
 	e.eachSetBlocker(servicesOf(uses), func(t *txn) bool {
 		found = usedAny(t, uses)
