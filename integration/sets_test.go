@@ -484,3 +484,85 @@ func TestSetUpdateREST(t *testing.T) {
 		t.Fatalf("POST a set naming portal twice: HTTP %d %s, want 400", resp.StatusCode, body)
 	}
 }
+
+// TestSetCVAbortAfterSwitchRollsBackTheSet: a CV set update aborted after
+// its switch rolls the whole set back. O used portal@v1 before the update
+// and keeps it draining; U used portal@v2 (the new side) and
+// is done with portal; it may still call proc. After the abort, new
+// transactions run on both old versions, U's call to proc goes to proc@v2
+// (its side), and the rollback lasts until U ends: the new side is in use
+// while a transaction on it may call any member.
+func TestSetCVAbortAfterSwitchRollsBackTheSet(t *testing.T) {
+	w := fixedWorld(t, []string{"gateway", "portal", "proc"},
+		map[string][]string{"gateway": {"portal", "proc"}}, "portal@v2", "proc@v2")
+	set := updateSet{"portal": "v2", "proc": "v2"}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	gw := w.inst["gateway"]["v1"]
+	call := func(txn string, root uint64, to string) string {
+		t.Helper()
+		sub := w.subs.Add(1)
+		v, err := gw.RouteCall(ctx, txn, root, to, sub)
+		if err != nil {
+			t.Fatalf("%s calls %s: %v", txn, to, err)
+		}
+		w.record(txn, to, v)
+		servertest.Send(t, gw, simsidecar.Return(txn, sub))
+		return v
+	}
+	// O used portal@v1 and may call proc: the old side cannot drain.
+	rootO := w.subs.Add(1)
+	servertest.Send(t, gw, simsidecar.Begin("O", rootO))
+	w.record("O", "gateway", "v1")
+	call("O", rootO, "portal")
+	servertest.Send(t, gw, simsidecar.Done("O", rootO, "portal"))
+	u := w.startSetUpdate(set, pb.Strategy_STRATEGY_CV, 0, 0)
+	w.waitPhase(u.Id, pb.Phase_PHASE_DRAINING)
+	rootU := w.subs.Add(1)
+	servertest.Send(t, gw, simsidecar.Begin("U", rootU))
+	w.record("U", "gateway", "v1")
+	if v := call("U", rootU, "portal"); v != "v2" {
+		t.Fatalf("U, begun after the switch, routed to portal@%s", v)
+	}
+	servertest.Send(t, gw, simsidecar.Done("U", rootU, "portal"))
+	if _, err := w.ts.Admin.AbortUpdate(ctx, &pb.AbortUpdateRequest{Id: u.Id, Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if r := w.getUpdate(u.Id); r.Phase != pb.Phase_PHASE_ABORTED || r.Progress.GetOldTransactions() != 1 {
+		t.Fatalf("after abort: %s progress %v, want ABORTED rolling back with U on the new side", r.Phase, r.Progress)
+	}
+	root := w.subs.Add(1)
+	servertest.Send(t, gw, simsidecar.Begin("N", root))
+	w.record("N", "gateway", "v1")
+	for _, svc := range []string{"proc", "portal"} {
+		if v := call("N", root, svc); v != "v1" {
+			t.Errorf("a new transaction after the abort routed to %s@%s", svc, v)
+		}
+	}
+	servertest.Send(t, gw, simsidecar.End("N"))
+	if r := w.getUpdate(u.Id); r.Progress == nil {
+		t.Fatalf("the rollback ended while U, on the new side, may still call proc: %v", r)
+	}
+	if v := call("O", rootO, "proc"); v != "v1" {
+		t.Fatalf("O used portal@v1, then after the abort was routed to proc@%s", v)
+	}
+	servertest.Send(t, gw, simsidecar.End("O"))
+	if v := call("U", rootU, "proc"); v != "v2" {
+		t.Fatalf("U used portal@v2, then after the abort was routed to proc@%s", v)
+	}
+	servertest.Send(t, gw, simsidecar.End("U"))
+	if u = w.waitFinished(u.Id, 10*time.Second); u.Phase != pb.Phase_PHASE_ABORTED {
+		t.Fatalf("update = %s, want ABORTED", u.Phase)
+	}
+	if m, v := w.mixedSets(set), w.violations(); len(m)+len(v) > 0 {
+		t.Fatalf("mixed sets %v, violations %v", m, v)
+	}
+	for _, svc := range []string{"portal", "proc"} {
+		if err := gw.WaitRouting(ctx, func(*pb.Routing) bool {
+			r := gw.Route(svc)
+			return !r.UpdateMode && r.DefaultVersion == "v1"
+		}); err != nil {
+			t.Fatalf("route of %s after the rollback = %v: %v", svc, gw.Route(svc), err)
+		}
+	}
+}
