@@ -260,6 +260,10 @@ func TestSetUpdateRefusals(t *testing.T) {
 			t.Errorf("%s: %v, want %v containing %q", tc.name, err, tc.code, tc.msg)
 		}
 	}
+	if _, err := w.ts.Admin.DryRunUpdate(ctx, &pb.StartUpdateRequest{Members: []*pb.ServiceVersion{sv("portal", "v2")},
+		Strategy: pb.Strategy_STRATEGY_CV}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "not members") {
+		t.Errorf("dry run of a set: %v, want InvalidArgument", err)
+	}
 	l, err := w.ts.Admin.ListUpdates(ctx, &pb.ListUpdatesRequest{})
 	if err != nil || len(l.Updates) != 0 {
 		t.Fatalf("refused requests started updates: %v %v", l, err)
