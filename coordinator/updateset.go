@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/coordinator/coordinator/coordinator/graph"
@@ -180,8 +181,11 @@ func requestMembers(req *pb.StartUpdateRequest) ([]*pb.ServiceVersion, error) {
 		}
 		return []*pb.ServiceVersion{{Service: req.GetService(), Version: req.GetToVersion()}}, nil
 	}
-	if req.GetService() != "" || req.GetToVersion() != "" {
-		return nil, fmt.Errorf("%w: give either service and to_version, or members, not both", ErrInvalidArgument)
+	if req.GetToVersion() != "" {
+		return nil, fmt.Errorf("%w: give either service and to_version, or members (each with its version), not both", ErrInvalidArgument)
+	}
+	if svc := req.GetService(); svc != "" && !slices.ContainsFunc(ms, func(m *pb.ServiceVersion) bool { return m.GetService() == svc }) {
+		return nil, fmt.Errorf("%w: service %q is not one of members: with members, service is unset or names one of them", ErrInvalidArgument, svc)
 	}
 	if len(ms) > maxMembers {
 		return nil, fmt.Errorf("%w: %d members, at most %d", ErrInvalidArgument, len(ms), maxMembers)

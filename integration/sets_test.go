@@ -248,6 +248,8 @@ func TestSetUpdateRefusals(t *testing.T) {
 			codes.InvalidArgument, `service "portal" is twice in members`},
 		{"both forms", &pb.StartUpdateRequest{Service: "portal", ToVersion: "v2", Members: []*pb.ServiceVersion{sv("proc", "v2")}},
 			codes.InvalidArgument, "either service and to_version, or members"},
+		{"service not a member", &pb.StartUpdateRequest{Service: "gateway", Members: []*pb.ServiceVersion{sv("portal", "v2"), sv("proc", "v2")}},
+			codes.InvalidArgument, `service "gateway" is not one of members`},
 		{"unknown service", &pb.StartUpdateRequest{Members: []*pb.ServiceVersion{sv("portal", "v2"), sv("nope", "v2")}},
 			codes.NotFound, `unknown service "nope"`},
 		{"unknown version", &pb.StartUpdateRequest{Members: []*pb.ServiceVersion{sv("portal", "v2"), sv("proc", "v9")}},
@@ -449,12 +451,13 @@ func TestNaiveSetUpdateMixesSets(t *testing.T) {
 	t.Logf("NAIVE set: %d mixed sets, %d per-service violations, of %d transactions", len(m), len(w.violations()), w.txns.Load())
 }
 
-// TestSetUpdateREST: POST /v1/updates with members starts one update of the
-// set; GET lists it under each member's name; GET by id has every member.
+// TestSetUpdateREST: POST /v1/services/{service}/updates with members (the
+// path naming one of them) starts one update of the set; GET lists it under
+// each member's name; GET by id has every member.
 func TestSetUpdateREST(t *testing.T) {
 	w := fixedWorld(t, []string{"gateway", "portal", "proc"},
 		map[string][]string{"gateway": {"portal", "proc"}}, "portal@v2", "proc@v2")
-	resp, err := http.Post("http://"+w.ts.HTTPAddr()+"/v1/updates", "application/json", bytes.NewBufferString(
+	resp, err := http.Post("http://"+w.ts.HTTPAddr()+"/v1/services/portal/updates", "application/json", bytes.NewBufferString(
 		`{"members":[{"service":"portal","version":"v2"},{"service":"proc","version":"v2"}],"strategy":"STRATEGY_WF"}`))
 	if err != nil {
 		t.Fatal(err)
@@ -463,7 +466,7 @@ func TestSetUpdateREST(t *testing.T) {
 	resp.Body.Close()
 	var u pb.Update
 	if resp.StatusCode != http.StatusOK || protojson.Unmarshal(body, &u) != nil {
-		t.Fatalf("POST /v1/updates: HTTP %d %s", resp.StatusCode, body)
+		t.Fatalf("POST a set: HTTP %d %s", resp.StatusCode, body)
 	}
 	w.waitFinished(u.Id, 30*time.Second)
 	var got pb.Update
@@ -477,7 +480,7 @@ func TestSetUpdateREST(t *testing.T) {
 			t.Fatalf("GET updates of %s: HTTP %d %v", svc, code, list.Updates)
 		}
 	}
-	resp, err = http.Post("http://"+w.ts.HTTPAddr()+"/v1/updates", "application/json", bytes.NewBufferString(
+	resp, err = http.Post("http://"+w.ts.HTTPAddr()+"/v1/services/portal/updates", "application/json", bytes.NewBufferString(
 		`{"members":[{"service":"portal","version":"v1"},{"service":"portal","version":"v1"}],"strategy":"STRATEGY_WF"}`))
 	if err != nil {
 		t.Fatal(err)

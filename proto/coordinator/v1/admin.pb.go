@@ -2711,8 +2711,9 @@ type StartUpdateRequest struct {
 	PrepareTimeout *durationpb.Duration `protobuf:"bytes,6,opt,name=prepare_timeout,json=prepareTimeout,proto3" json:"prepare_timeout,omitempty"`
 	// An update of a set of services together (DESIGN.md §4.8): every
 	// transaction runs entirely on the set's old versions or entirely on its
-	// new ones. Given instead of service and to_version (both unset), with
-	// each service once, at most 16; one member is an update of that service.
+	// new ones. Given instead of to_version (unset), with each service once,
+	// at most 16; one member is an update of that service. service is then
+	// unset, or (REST: POST /v1/services/{service}/updates) one of them.
 	Members       []*ServiceVersion `protobuf:"bytes,20,rep,name=members,proto3" json:"members,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
