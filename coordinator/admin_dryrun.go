@@ -20,6 +20,9 @@ const dryRunBlockers = defaultBlockerLimit
 
 func (a admin) DryRunUpdate(ctx context.Context, req *pb.StartUpdateRequest) (*pb.UpdatePlan, error) {
 	o := a.c.orch
+	if len(req.GetMembers()) > 0 {
+		return nil, fmt.Errorf("%w: a dry run takes one service (service and to_version), not members", ErrInvalidArgument)
+	}
 	opts, err := o.checkStart(req)
 	if err != nil {
 		return nil, err

@@ -50,8 +50,9 @@ func (a admin) GetServiceIstio(ctx context.Context, req *pb.GetServiceIstioReque
 	}
 	st := c.serviceStatesLocked([]graph.ServiceID{s}, serviceDetail{})[0]
 	if u := c.orch.upd.active(s); u != nil && !u.finished() {
-		in.Update = &istio.Update{Strategy: u.rec.Strategy, Phase: u.rec.Phase, From: u.rec.FromVersion,
-			To: u.rec.ToVersion, Switched: u.switched, RollingBack: u.rollback}
+		m := u.member(s)
+		in.Update = &istio.Update{Strategy: u.rec.Strategy, Phase: u.rec.Phase, From: m.fromName,
+			To: m.toName, Switched: u.switched, RollingBack: u.rollback}
 	}
 	c.mu.Unlock()
 	in.Default = st.DefaultVersion

@@ -145,12 +145,17 @@ func (c *Coordinator) serviceStatesLocked(svcs []graph.ServiceID, detail service
 		})
 	}
 	for u := range c.orch.upd.all() {
-		st := byName[u.rec.Service]
-		if st == nil || !u.finished() {
+		if !u.finished() {
 			continue
 		}
-		if last := st.LastUpdate; last == nil || u.rec.FinishedAt.AsTime().After(last.FinishedAt.AsTime()) {
-			st.LastUpdate = u.rec // cloned below, once per service
+		for _, m := range recordMembers(u.rec) {
+			st := byName[m.Service]
+			if st == nil {
+				continue
+			}
+			if last := st.LastUpdate; last == nil || u.rec.FinishedAt.AsTime().After(last.FinishedAt.AsTime()) {
+				st.LastUpdate = u.rec // cloned below, once per service
+			}
 		}
 	}
 	for _, st := range out {

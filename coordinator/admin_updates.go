@@ -54,7 +54,7 @@ func (a admin) ListUpdates(ctx context.Context, req *pb.ListUpdatesRequest) (*pb
 	defer c.mu.Unlock()
 	var all []*update
 	for u := range c.orch.upd.all() {
-		if req.GetService() == "" || u.rec.Service == req.Service {
+		if req.GetService() == "" || slices.ContainsFunc(recordMembers(u.rec), func(m *pb.UpdateMember) bool { return m.Service == req.Service }) {
 			all = append(all, u)
 		}
 	}

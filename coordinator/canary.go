@@ -62,6 +62,10 @@ func checkCanary(req *pb.StartUpdateRequest, kind pb.Strategy) (*pb.Canary, erro
 	if kind != strategy.CV {
 		return nil, fmt.Errorf("%w: a canary is a cv update: strategy %s has no weights", ErrInvalidArgument, strategy.Name(kind))
 	}
+	if n := len(req.GetMembers()); n > 1 {
+		// Its weights, counts and analysis are of one service (DESIGN §4.7).
+		return nil, fmt.Errorf("%w: a canary updates one service: members names %d", ErrInvalidArgument, n)
+	}
 	if err := strategy.CheckSteps(steps); err != nil {
 		return nil, fmt.Errorf("%w: canary_steps: %w", ErrInvalidArgument, err)
 	}
@@ -257,10 +261,14 @@ func (o *orchestrator) observeOutcomeLocked(txn string, sub graph.SubID, out *pb
 	if u == nil || u.canary == nil || u.rec.Phase != pb.Phase_PHASE_CANARY {
 		return
 	}
+	m := u.member(at)
+	if m == nil {
+		return
+	}
 	w := u.canary.old
 	switch v {
-	case u.from:
-	case u.to:
+	case m.from:
+	case m.to:
 		w = u.canary.new
 	default:
 		return

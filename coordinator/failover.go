@@ -27,7 +27,7 @@ func (o *orchestrator) resumeLocked(u *update) {
 	if st.Finished() {
 		return // its record is all that is kept: it names no service of the graph
 	}
-	u.svc, u.from, u.to = o.eng.Service(u.rec.Service), o.eng.Version(u.rec.FromVersion), o.eng.Version(u.rec.ToVersion)
+	o.setMembers(u)
 	if u.rec.Canary != nil {
 		// Its step, weight, pause and counts are in the record; its
 		// analysis starts again.
@@ -48,7 +48,7 @@ func (o *orchestrator) resumeLocked(u *update) {
 		u.prepareRev = o.setUpdateModeLocked(u, true)
 	}
 	o.upd.activate(u)
-	o.lg.Info("update resumed", "update", u.rec.Id, "service", u.rec.Service, "phase", u.rec.Phase,
+	o.lg.Info("update resumed", "update", u.rec.Id, "services", u.subject(), "phase", u.rec.Phase,
 		"rolling_back", u.rollback)
 }
 
@@ -69,29 +69,34 @@ func (o *orchestrator) restorePinsLocked(pins map[string]map[string]string) {
 // legacyUsesLocked completes what a legacy transaction is known to have
 // used (its record, or nothing) for the services mid-update with pinning
 // (CV) once switched: the version its first-use pin names, committed
-// before that call was answered; without a pin it did not call the
-// service during the update, so if it used it at all that was the old
-// version, and the old version is where it must go.
+// before that call was answered; without a pin at a service it did not
+// call it during the update, so it is on the side of its pin at another
+// member of the set (DESIGN.md §4.8) or, with none, if it used the set at
+// all it was at the old versions, and the old versions are where it must go.
 func (o *orchestrator) legacyUsesLocked(txn string, used []graph.Use) []graph.Use {
 	for u := range o.upd.actives() {
 		if !u.strat.Pins() || !u.bothLive() {
 			continue
 		}
-		v, pinned := o.upd.restoredPin(u.svc, txn)
-		if !pinned {
-			v = u.from
-		}
-		found := false
-		for i := range used {
-			if used[i].Service == u.svc {
-				found = true
-				if pinned {
-					used[i].Version = v
+		for i := range u.members {
+			m := &u.members[i]
+			_, own := o.upd.restoredPin(m.svc, txn)
+			v, pinned := o.restoredSetPin(u, m, txn)
+			if !pinned {
+				v = m.from
+			}
+			found := false
+			for i := range used {
+				if used[i].Service == m.svc {
+					found = true
+					if own {
+						used[i].Version = v
+					}
 				}
 			}
-		}
-		if !found {
-			used = append(used, graph.Use{Service: u.svc, Version: v})
+			if !found {
+				used = append(used, graph.Use{Service: m.svc, Version: v})
+			}
 		}
 	}
 	return used

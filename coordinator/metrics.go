@@ -335,7 +335,13 @@ func (g updateGauges) Collect(ch chan<- prometheus.Metric) {
 	g.c.mu.Lock()
 	for u := range g.c.orch.upd.actives() {
 		if !u.pending {
-			rows = append(rows, row{u.rec.Service, u.rec.Strategy, u.rec.Phase, len(u.held)})
+			for i, m := range recordMembers(u.rec) {
+				held := 0
+				if i == 0 {
+					held = len(u.held) // a set's held calls count once
+				}
+				rows = append(rows, row{m.Service, u.rec.Strategy, u.rec.Phase, held})
+			}
 		}
 	}
 	g.c.mu.Unlock()

@@ -41,17 +41,19 @@ func (o *orchestrator) notePinsLocked(txn string, epoch func() uint64) int {
 		if !u.strat.Pins() {
 			continue
 		}
-		if _, used := o.eng.Used(txn, u.svc); !used {
-			continue
+		for _, m := range u.members {
+			if _, used := o.eng.Used(txn, m.svc); !used {
+				continue
+			}
+			if e == 0 {
+				e = epoch()
+			}
+			if len(o.mootPins) >= maxMootPins {
+				o.mootPins = o.mootPins[1:]
+				n = max(n-1, 0)
+			}
+			o.mootPins = append(o.mootPins, mootPin{storage.DeletePin(m.name, txn), e})
 		}
-		if e == 0 {
-			e = epoch()
-		}
-		if len(o.mootPins) >= maxMootPins {
-			o.mootPins = o.mootPins[1:]
-			n = max(n-1, 0)
-		}
-		o.mootPins = append(o.mootPins, mootPin{storage.DeletePin(u.rec.Service, txn), e})
 	}
 	return n
 }

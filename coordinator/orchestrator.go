@@ -71,11 +71,15 @@ func (o *orchestrator) takeDecisions() []decision {
 	return out
 }
 
-// setUpdateModeLocked turns update mode of u's service on or off, and
-// returns the routing revision that carries it.
+// setUpdateModeLocked turns update mode of u's services on or off, and
+// returns the routing revision that carries it for all of them.
 func (o *orchestrator) setUpdateModeLocked(u *update, on bool) uint64 {
 	u.updateMode = on
-	return o.routing.setUpdateMode(u.svc, u.rec.Service, on)
+	var rev uint64
+	for _, m := range u.members {
+		rev = max(rev, o.routing.setUpdateMode(m.svc, m.name, on))
+	}
+	return rev
 }
 
 // The Coordinator is the orchestrator's event side.

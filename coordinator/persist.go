@@ -302,6 +302,11 @@ func decodeUpdateRecord(b []byte, rec *pb.Update) (strategy.Strategy, error) {
 		storage.ValidName("version", rec.ToVersion)); err != nil {
 		return nil, err
 	}
+	for _, m := range rec.Members {
+		if err := errors.Join(storage.ValidName("service", m.Service), storage.ValidName("version", m.ToVersion)); err != nil {
+			return nil, err
+		}
+	}
 	return strategy.For(rec.Strategy)
 }
 

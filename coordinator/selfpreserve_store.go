@@ -81,10 +81,9 @@ func (sp *selfPreservation) keepPinsLocked(owner graph.Owner) {
 	sp.eng.ForEachOwnedBy(owner, func(txn string, used []graph.Use) {
 		for _, u := range ups {
 			for _, use := range used {
-				if use.Service == u.svc {
+				if m := u.member(use.Service); m != nil {
 					sp.pins = append(sp.pins,
-						storage.PutPin(u.rec.Service, txn, sp.eng.VersionName(use.Version), storage.NoLease))
-					break
+						storage.PutPin(m.name, txn, sp.eng.VersionName(use.Version), storage.NoLease))
 				}
 			}
 		}

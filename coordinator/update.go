@@ -44,14 +44,16 @@ const progressEvery = 10 * time.Millisecond
 
 // update is one update; guarded by Coordinator.mu.
 type update struct {
-	rec        *pb.Update // what is persisted
-	svc        graph.ServiceID
-	from, to   graph.VersionID
+	rec *pb.Update // what is persisted
+	// members are the services of the set, with their versions (one for
+	// an update of one service: updateset.go); svcs are their services.
+	members    []member
+	svcs       []graph.ServiceID
 	strat      strategy.Strategy
-	updateMode bool   // sidecars ask for a decision on every call to svc
-	prepareRev uint64 // routing revision that put svc in update mode
-	switched   bool   // the default is `to`
-	rollback   bool   // aborted after the switch: default back to `from`, pins kept
+	updateMode bool   // sidecars ask for a decision on every call to the set
+	prepareRev uint64 // routing revision that put the set in update mode
+	switched   bool   // the defaults are the new versions
+	rollback   bool   // aborted after the switch: defaults back to the old versions, pins kept
 	pending    bool   // reserved while its first record is being stored: not acting yet
 	started    time.Time
 	held       []heldCall
@@ -71,6 +73,7 @@ type heldCall struct {
 	s     *session
 	st    *stream
 	ev    *pb.Event
+	to    graph.ServiceID // the member of the set it calls
 	since time.Time
 	// waitBegin: held until its transaction's BEGIN is applied (CV), not
 	// for a switch.
@@ -161,10 +164,7 @@ type startOptions struct {
 // with: the request's, else the server's defaults, as the strategy wants
 // them.
 func (o *orchestrator) checkStart(req *pb.StartUpdateRequest) (startOptions, error) {
-	if err := storage.ValidName("service", req.GetService()); err != nil {
-		return startOptions{}, err
-	}
-	if err := storage.ValidName("to_version", req.GetToVersion()); err != nil {
+	if _, err := requestMembers(req); err != nil {
 		return startOptions{}, err
 	}
 	kind := req.GetStrategy()
@@ -232,27 +232,36 @@ func (o *orchestrator) startUpdate(ctx context.Context, req *pb.StartUpdateReque
 		return nil, err
 	}
 	kind, strat, timeout, maxBlock, prepareTimeout := opts.kind, opts.strat, opts.timeout, opts.maxBlock, opts.prepareTimeout
+	asked, _ := requestMembers(req) // checkStart checked it
 
 	o.ev.lock()
-	svc, from, to, err := o.startableLocked(req.Service, req.ToVersion)
-	if err != nil {
-		o.ev.unlock()
-		return nil, err
+	var members []*pb.UpdateMember
+	for _, m := range asked {
+		_, from, _, err := o.startableLocked(m.Service, m.Version)
+		if err != nil {
+			o.ev.unlock()
+			return nil, err
+		}
+		members = append(members, &pb.UpdateMember{Service: m.Service, FromVersion: o.eng.VersionName(from), ToVersion: m.Version})
 	}
 	now := time.Now()
 	u := &update{
 		rec: &pb.Update{
-			Id: newUpdateID(), Service: req.Service,
-			FromVersion: o.eng.VersionName(from), ToVersion: req.ToVersion,
+			Id: newUpdateID(), Service: members[0].Service,
+			FromVersion: members[0].FromVersion, ToVersion: members[0].ToVersion,
 			Strategy: kind, Phase: pb.Phase_PHASE_PREPARING,
 			Timeout: durationpb.New(timeout), MaxBlock: durationpb.New(maxBlock),
 			PrepareTimeout: durationpb.New(prepareTimeout),
 			CreatedAt:      timestamppb.New(now),
 			History:        []*pb.PhaseChange{{Phase: pb.Phase_PHASE_PREPARING, At: timestamppb.New(now)}},
 		},
-		svc: svc, from: from, to: to, strat: strat, started: now,
+		strat: strat, started: now,
 		changed: make(chan struct{}), pending: true,
 	}
+	if len(members) > 1 {
+		u.rec.Members = members
+	}
+	o.setMembers(u)
 	if opts.canary != nil {
 		u.rec.Canary, u.canary = opts.canary, newCanaryRun(opts.canary)
 	}
@@ -261,7 +270,7 @@ func (o *orchestrator) startUpdate(ctx context.Context, req *pb.StartUpdateReque
 
 	if err := o.persistUpdate(ctx, u.rec); err != nil {
 		o.ev.lock()
-		o.upd.deactivate(svc)
+		o.upd.deactivate(u)
 		o.ev.unlock()
 		return nil, fmt.Errorf("%w: store update: %w", ErrUnavailable, err)
 	}
@@ -269,8 +278,8 @@ func (o *orchestrator) startUpdate(ctx context.Context, req *pb.StartUpdateReque
 	u.pending = false
 	o.upd.keep(u)
 	o.metrics.updatesStarted.WithLabelValues(strategyLabel(kind)).Inc()
-	o.lg.Info("update started", "update", u.rec.Id, "service", req.Service, "from", u.rec.FromVersion,
-		"to", req.ToVersion, "strategy", strategy.Name(kind))
+	o.lg.Info("update started", "update", u.rec.Id, "services", u.subject(), "from", u.sideNames(strategy.Old),
+		"to", u.sideNames(strategy.New), "strategy", strategy.Name(kind))
 	if strat.UpdateMode() {
 		u.prepareRev = o.setUpdateModeLocked(u, true)
 		o.progressLocked()
@@ -351,7 +360,7 @@ func (o *orchestrator) endPhaseLocked(pc *phaseChange, err error) {
 		prev, wasFinished := u.rec, u.finished()
 		u.rec = pc.rec
 		o.observePhaseLocked(u, prev, wasFinished)
-		o.lg.Info("update phase", "update", u.rec.Id, "service", u.rec.Service, "phase", u.rec.Phase, "reason", u.rec.Reason)
+		o.lg.Info("update phase", "update", u.rec.Id, "services", u.subject(), "phase", u.rec.Phase, "reason", u.rec.Reason)
 		if pc.apply != nil {
 			pc.apply()
 		}
@@ -427,14 +436,28 @@ func (o *orchestrator) changePhaseLocked(u *update, p pb.Phase) {
 // switchLocked decides the switch of the default to the new version: the
 // phase and the route are stored in one etcd transaction before it acts.
 func (o *orchestrator) switchLocked(u *update, p pb.Phase) *phaseChange {
-	route := storage.PutRoute(u.rec.Service, u.rec.ToVersion)
+	routes := make([]storage.Op, len(u.members))
+	for i, m := range u.members {
+		routes[i] = storage.PutRoute(m.name, m.toName)
+	}
 	return o.phaseChangeLocked(u, p, "", func() {
 		u.switched = true
 		u.rec.SwitchedAt = timestamppb.Now()
-		o.cat.setRoute(u.svc, u.rec.Service, u.to, u.rec.ToVersion)
-		o.routing.changed(u.svc, u.rec.Service)
+		for _, m := range u.members {
+			o.cat.setRoute(m.svc, m.name, m.to, m.toName)
+			o.routing.changed(m.svc, m.name)
+		}
 		o.releaseHeldLocked(u)
-	}, route)
+	}, routes...)
+}
+
+// deletePinsOps deletes the pins of every member of u.
+func deletePinsOps(u *update) []storage.Op {
+	ops := make([]storage.Op, len(u.members))
+	for i, m := range u.members {
+		ops[i] = storage.DeleteServicePins(m.name)
+	}
+	return ops
 }
 
 // finishLocked decides the end of an update: update mode off, pins of the
@@ -452,10 +475,10 @@ func (o *orchestrator) finishLocked(u *update, p pb.Phase, reason string) *phase
 		u.rollback = false
 		if u.finished() {
 			o.setUpdateModeLocked(u, false)
-			o.upd.deactivate(u.svc)
+			o.upd.deactivate(u)
 		}
 		o.releaseHeldLocked(u)
-	}, storage.DeleteServicePins(u.rec.Service))
+	}, deletePinsOps(u)...)
 	pc.rec.RollingBack = false
 	return pc
 }
@@ -472,23 +495,27 @@ func (o *orchestrator) abortLocked(u *update, reason string) (*phaseChange, erro
 	plan := u.strat.Abort(u.state())
 	var extra []storage.Op
 	if plan.RouteBack {
-		extra = append(extra, storage.PutRoute(u.rec.Service, u.rec.FromVersion))
+		for _, m := range u.members {
+			extra = append(extra, storage.PutRoute(m.name, m.fromName))
+		}
 	}
 	if !plan.Rollback {
-		extra = append(extra, storage.DeleteServicePins(u.rec.Service))
+		extra = append(extra, deletePinsOps(u)...)
 	}
 	pc := o.phaseChangeLocked(u, pb.Phase_PHASE_ABORTED, reason, func() {
 		if plan.Rollback {
 			u.rollback = true
 		} else {
 			o.setUpdateModeLocked(u, false)
-			o.upd.deactivate(u.svc)
+			o.upd.deactivate(u)
 		}
-		if plan.RouteBack {
-			o.cat.setRoute(u.svc, u.rec.Service, u.from, u.rec.FromVersion)
+		for _, m := range u.members {
+			if plan.RouteBack {
+				o.cat.setRoute(m.svc, m.name, m.from, m.fromName)
+			}
+			o.routing.changed(m.svc, m.name)
 		}
 		o.releaseHeldLocked(u)
-		o.routing.changed(u.svc, u.rec.Service)
 	}, extra...)
 	// Persisted with the phase: a failover resumes the rollback.
 	pc.rec.RollingBack = plan.Rollback
@@ -641,26 +668,22 @@ type updateView struct {
 	now time.Time
 }
 
-func (v updateView) Subject() string        { return v.u.rec.Service }
+func (v updateView) Subject() string        { return v.u.subject() }
 func (v updateView) Elapsed() time.Duration { return v.now.Sub(v.u.started) }
 func (v updateView) Unacked() int           { return v.o.unackedLocked(v.u) }
 func (v updateView) UnackedSessions(limit int) []string {
 	return v.o.unackedSessionsLocked(v.u, limit)
 }
-func (v updateView) Free() bool         { return v.o.eng.Free(v.u.svc) }
+func (v updateView) Free() bool         { return v.o.eng.FreeSet(v.u.svcs) }
 func (v updateView) SwitchesHeld() bool { return v.o.ev.switchHoldLocked() != "" }
-func (v updateView) Ready() bool        { return v.o.connectedLocked(v.u.svc, v.u.to) }
+func (v updateView) Ready() bool        { return v.o.setConnectedLocked(v.u) }
 func (v updateView) WaitingBegin() bool { return v.u.waitingBegin() }
 
 // InUse: Drained means no transaction may use that version again: the
 // switch holds cover the transactions this coordinator does not know
 // (switchHoldLocked), as they cover a switch.
 func (v updateView) InUse(t strategy.Target) bool {
-	ver := v.u.from
-	if t == strategy.New {
-		ver = v.u.to
-	}
-	return v.o.eng.AnyBlockerUsing(v.u.svc, ver)
+	return v.o.eng.AnySetBlockerUsing(v.u.sideUses(t))
 }
 
 func (v updateView) HeldLongest() time.Duration {
@@ -668,6 +691,17 @@ func (v updateView) HeldLongest() time.Duration {
 		return 0
 	}
 	return v.now.Sub(v.u.held[0].since)
+}
+
+// setConnectedLocked reports whether an instance of the new version of
+// every member of u is connected.
+func (o *orchestrator) setConnectedLocked(u *update) bool {
+	for _, m := range u.members {
+		if !o.connectedLocked(m.svc, m.to) {
+			return false
+		}
+	}
+	return true
 }
 
 // connectedLocked reports whether an instance of svc@v is connected: an
@@ -694,11 +728,13 @@ func (o *orchestrator) connectedLocked(svc graph.ServiceID, v graph.VersionID) b
 // leader, whose learned edges this one does not know).
 func (o *orchestrator) eachUnackedLocked(u *update, fn func(*session)) {
 	seen := make(map[*session]bool)
-	for from := range o.cat.callersOf(u.svc) {
-		for s := range o.sess.ofService(from) {
-			if s.ackedRev < u.prepareRev {
-				seen[s] = true
-				fn(s)
+	for _, m := range u.members {
+		for from := range o.cat.callersOf(m.svc) {
+			for s := range o.sess.ofService(from) {
+				if s.ackedRev < u.prepareRev && !seen[s] {
+					seen[s] = true
+					fn(s)
+				}
 			}
 		}
 	}
@@ -762,7 +798,7 @@ func (o *orchestrator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Even
 		// Switching: the phase being stored decides this call once it is
 		// applied; deciding it under the phase in force now could send it
 		// to the old version after the switch was decided (DESIGN.md §4.2).
-		u.held = append(u.held, heldCall{s: s, st: st, ev: proto.Clone(ev).(*pb.Event), since: since,
+		u.held = append(u.held, heldCall{s: s, st: st, ev: proto.Clone(ev).(*pb.Event), to: to, since: since,
 			switching: true, noWaitBegin: !mayWait, arrived: arrived})
 		o.metrics.callHolds[holdPhaseWrite].Inc()
 		u.notify()
@@ -770,9 +806,16 @@ func (o *orchestrator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Even
 	}
 	version := o.cat.defaultVersion(to)
 	first := true
+	var m *member
 	if u != nil {
+		m = u.member(to)
 		used, ok := o.eng.Used(ev.TxnId, to)
 		first = !ok
+		if !ok {
+			// It used another member of the set: it is on that side
+			// (DESIGN.md §4.8).
+			used, ok = o.setVersionLocked(u, m, ev.TxnId)
+		}
 		if !ok && u.strat.Pins() {
 			// A transaction this coordinator did not see begin (implicit:
 			// known from downstream calls; legacy) may have used the
@@ -787,14 +830,14 @@ func (o *orchestrator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Even
 				// root may run on this very service, on either version, and
 				// this call re-enter it. Wait for the BEGIN (or for the
 				// resync that makes it legacy), at most BeginWaitTimeout.
-				u.held = append(u.held, heldCall{s: s, st: st, ev: proto.Clone(ev).(*pb.Event), since: since, waitBegin: true, arrived: arrived})
+				u.held = append(u.held, heldCall{s: s, st: st, ev: proto.Clone(ev).(*pb.Event), to: to, since: since, waitBegin: true, arrived: arrived})
 				o.metrics.callHolds[holdBegin].Inc()
 				u.notify()
 				return nil
 			}
 			if !live || info.Implicit || info.Legacy {
-				used, ok = u.from, true
-				if v, pinned := o.upd.restoredPin(to, ev.TxnId); pinned {
+				used, ok = m.from, true
+				if v, pinned := o.restoredSetPin(u, m, ev.TxnId); pinned {
 					used = v
 				}
 			}
@@ -805,21 +848,21 @@ func (o *orchestrator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Even
 			d = strategy.Decision{Target: strategy.Old}
 		}
 		if d.Hold {
-			u.held = append(u.held, heldCall{s: s, st: st, ev: proto.Clone(ev).(*pb.Event), since: since, arrived: arrived})
+			u.held = append(u.held, heldCall{s: s, st: st, ev: proto.Clone(ev).(*pb.Event), to: to, since: since, arrived: arrived})
 			o.metrics.callHolds[holdStrategy].Inc()
 			u.notify()
 			return nil
 		}
 		switch d.Target {
 		case strategy.Old:
-			version = u.from
+			version = m.from
 		case strategy.New:
-			version = u.to
+			version = m.to
 		default:
 			version = used
 		}
 		if !ok && u.rec.Canary != nil {
-			u.countAssigned(version == u.to)
+			u.countAssigned(version == m.to)
 		}
 	}
 	if err := o.ev.callLocked(s, ev, to, version); err != nil {
@@ -838,14 +881,14 @@ func (o *orchestrator) decideMaybeWaitLocked(s *session, st *stream, ev *pb.Even
 					lease = owner.lease
 				}
 			}
-			op := storage.PutPin(u.rec.Service, ev.TxnId, msg.Version, lease)
+			op := storage.PutPin(m.name, ev.TxnId, msg.Version, lease)
 			pin = &op
 			o.pendingPins[op.Key()] = pin
 			u.pinned++
-		} else if p := o.pendingPins[pinKey(u.rec.Service, ev.TxnId)]; p != nil {
-			// A concurrent sub-transaction's first use, its pin not in etcd
-			// yet: this answer must not be sent before it is durable, so it
-			// carries the same (idempotent) pin.
+		} else if p := o.pendingSetPinLocked(u, ev.TxnId); p != nil {
+			// A concurrent sub-transaction's first use of the set, its pin
+			// not in etcd yet: this answer must not be sent before it is
+			// durable, so it carries the same (idempotent) pin.
 			pin = p
 		}
 	}
@@ -882,7 +925,7 @@ func (o *orchestrator) redecideLocked(u *update, match func(heldCall) bool, mayW
 		if h.switching {
 			since = h.since // parked: it has waited since then already
 		}
-		err := o.decideMaybeWaitLocked(h.s, h.st, h.ev, u.svc, mayWait && !h.noWaitBegin, since, h.arrived)
+		err := o.decideMaybeWaitLocked(h.s, h.st, h.ev, h.to, mayWait && !h.noWaitBegin, since, h.arrived)
 		if err != nil {
 			o.out = append(o.out, decision{st: h.st, msg: &pb.CallDecision{Seq: h.ev.Seq, Error: err.Error()}})
 		}
@@ -952,7 +995,7 @@ func (o *orchestrator) snapshotLocked(u *update) *pb.Update {
 		return out
 	}
 	p := &pb.UpdateProgress{
-		Blocking:               uint32(o.eng.BlockerCount(u.svc)),
+		Blocking:               uint32(o.eng.SetBlockerCount(u.svcs)),
 		HeldCalls:              uint32(len(u.held)),
 		UnacknowledgedSessions: uint32(o.unackedLocked(u)),
 		DecidedCalls:           u.decided,
@@ -962,11 +1005,11 @@ func (o *orchestrator) snapshotLocked(u *update) *pb.Update {
 		p.UnacknowledgedSessionIds = o.unackedSessionsLocked(u, strategy.MaxNamed)
 	}
 	if u.switched {
-		old := u.from
+		old := strategy.Old
 		if u.rollback {
-			old = u.to
+			old = strategy.New
 		}
-		p.OldTransactions = uint32(o.eng.BlockersUsing(u.svc, old))
+		p.OldTransactions = uint32(o.eng.SetBlockersUsing(u.sideUses(old)))
 	}
 	p.WaitingFor = o.waitingForLocked(u, p, time.Now())
 	o.canaryProgressLocked(u, p, time.Now())
@@ -987,17 +1030,17 @@ func (o *orchestrator) waitingForLocked(u *update, p *pb.UpdateProgress, now tim
 	}
 	switch {
 	case u.rollback:
-		why = append(why, fmt.Sprintf("%d transactions that used %s@%s to end (each ends, or its session's lease expires)",
-			p.OldTransactions, u.rec.Service, u.rec.ToVersion))
+		why = append(why, fmt.Sprintf("%d transactions that used %s to end (each ends, or its session's lease expires)",
+			p.OldTransactions, u.sideNames(strategy.New)))
 	case u.rec.Phase == pb.Phase_PHASE_PREPARING && p.UnacknowledgedSessions > 0:
 		why = append(why, fmt.Sprintf("%d sessions to acknowledge update mode (%s): aborts at prepare-timeout %v, %s",
 			p.UnacknowledgedSessions, strategy.Named(p.UnacknowledgedSessionIds, int(p.UnacknowledgedSessions)),
 			opts.PrepareTimeout, left(opts.PrepareTimeout)))
-	case u.rec.Phase == pb.Phase_PHASE_PREPARING && u.updateMode && !o.connectedLocked(u.svc, u.to):
-		why = append(why, fmt.Sprintf("an instance of %s@%s to connect: aborts at prepare-timeout %v, %s",
-			u.rec.Service, u.rec.ToVersion, opts.PrepareTimeout, left(opts.PrepareTimeout)))
+	case u.rec.Phase == pb.Phase_PHASE_PREPARING && u.updateMode && !o.setConnectedLocked(u):
+		why = append(why, fmt.Sprintf("an instance of %s to connect: aborts at prepare-timeout %v, %s",
+			u.sideNames(strategy.New), opts.PrepareTimeout, left(opts.PrepareTimeout)))
 	case u.rec.Phase == pb.Phase_PHASE_WAITING:
-		w := fmt.Sprintf("%s to be free (%d transactions block it)", u.rec.Service, p.Blocking)
+		w := fmt.Sprintf("%s to be free (%d transactions block it)", u.subject(), p.Blocking)
 		if opts.Timeout > 0 {
 			w += fmt.Sprintf(": aborts at timeout %v, %s", opts.Timeout, left(opts.Timeout))
 		} else {
@@ -1011,8 +1054,8 @@ func (o *orchestrator) waitingForLocked(u *update, p *pb.UpdateProgress, now tim
 	case u.rec.Phase == pb.Phase_PHASE_CANARY:
 		why = append(why, o.canaryWaitingLocked(u, now))
 	case u.rec.Phase == pb.Phase_PHASE_DRAINING:
-		why = append(why, fmt.Sprintf("%d transactions that used %s@%s to end (each ends, or its session's lease expires)",
-			p.OldTransactions, u.rec.Service, u.rec.FromVersion))
+		why = append(why, fmt.Sprintf("%d transactions that used %s to end (each ends, or its session's lease expires)",
+			p.OldTransactions, u.sideNames(strategy.Old)))
 	}
 	if n := u.waitingBeginCount(); n > 0 {
 		why = append(why, fmt.Sprintf("%d calls waiting for their transaction's BEGIN: each at most %v (--begin-wait-timeout)", n, o.cfg.BeginWaitTimeout))

@@ -18,7 +18,8 @@ import (
 // the table's mu; readers hold either. mu is a leaf.
 type updateTable struct {
 	mu           sync.RWMutex
-	byService    map[graph.ServiceID]*update // unfinished
+	byService    map[graph.ServiceID]*update // unfinished, by each service of its set
+	unfinished   map[*update]struct{}        // the same updates, once each
 	byID         map[string]*update          // every update kept
 	restoredPins map[graph.ServiceID]map[string]graph.VersionID
 }
@@ -26,6 +27,7 @@ type updateTable struct {
 func newUpdateTable() *updateTable {
 	return &updateTable{
 		byService:    make(map[graph.ServiceID]*update),
+		unfinished:   make(map[*update]struct{}),
 		byID:         make(map[string]*update),
 		restoredPins: make(map[graph.ServiceID]map[string]graph.VersionID),
 	}
@@ -37,12 +39,12 @@ func newUpdateTable() *updateTable {
 func (t *updateTable) active(svc graph.ServiceID) *update { return t.byService[svc] }
 
 // anyActive says whether any update is unfinished.
-func (t *updateTable) anyActive() bool { return len(t.byService) > 0 }
+func (t *updateTable) anyActive() bool { return len(t.unfinished) > 0 }
 
 // actives ranges over the unfinished updates.
 func (t *updateTable) actives() iter.Seq[*update] {
 	return func(yield func(*update) bool) {
-		for _, u := range t.byService {
+		for u := range t.unfinished {
 			if !yield(u) {
 				return
 			}
@@ -73,10 +75,12 @@ func (t *updateTable) restoredPin(svc graph.ServiceID, txn string) (graph.Versio
 // markUsed marks the services of the unfinished updates, both their
 // versions, and the versions restored pins name (forget.go).
 func (t *updateTable) markUsed(service func(graph.ServiceID), version func(graph.VersionID)) {
-	for _, u := range t.byService {
-		service(u.svc)
-		version(u.from)
-		version(u.to)
+	for u := range t.unfinished {
+		for _, m := range u.members {
+			service(m.svc)
+			version(m.from)
+			version(m.to)
+		}
 	}
 	for _, m := range t.restoredPins {
 		for _, v := range m {
@@ -87,21 +91,29 @@ func (t *updateTable) markUsed(service func(graph.ServiceID), version func(graph
 
 // Changes: the caller holds the event lock; each takes mu.
 
-// activate makes u its service's unfinished update (a reservation while
-// it is pending).
+// activate makes u the unfinished update of each service of its set (a
+// reservation while it is pending).
 func (t *updateTable) activate(u *update) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.byService[u.svc] = u
+	t.unfinished[u] = struct{}{}
+	for _, m := range u.members {
+		t.byService[m.svc] = u
+	}
 }
 
-// deactivate ends the service's unfinished update, and forgets the pins
-// restored for it.
-func (t *updateTable) deactivate(svc graph.ServiceID) {
+// deactivate ends u, unfinished no more, and forgets the pins restored for
+// its services.
+func (t *updateTable) deactivate(u *update) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	delete(t.byService, svc)
-	delete(t.restoredPins, svc)
+	delete(t.unfinished, u)
+	for _, m := range u.members {
+		if t.byService[m.svc] == u {
+			delete(t.byService, m.svc)
+		}
+		delete(t.restoredPins, m.svc)
+	}
 }
 
 // keep records u in history.

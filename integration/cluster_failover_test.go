@@ -151,7 +151,13 @@ func TestKillLeaderProcessAndItsEtcdMember(t *testing.T) {
 		}
 	}
 	if len(view.Members) != 3 || unhealthy != 1 || len(view.Replicas) != 2 {
-		t.Fatalf("cluster after the kill: %v", view)
+		var logs strings.Builder
+		for _, m := range members {
+			if m != leader {
+				fmt.Fprintf(&logs, "\n%s:\n%s", m.name, m.stderr())
+			}
+		}
+		t.Fatalf("cluster after the kill: %v\nthe survivors' logs:%s", view, logs.String())
 	}
 
 	// The first sidecar comes back by itself; a new one registers.

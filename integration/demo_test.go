@@ -36,3 +36,29 @@ func TestAuthDemo(t *testing.T) {
 		}
 	}
 }
+
+// TestAuthDemoSet runs the demo's set update (--set: Portal and Proc
+// together, Proc v2 needing a field only Portal v2 sends) with CV and BF:
+// no request fails (a mixed pair would), the checker sees no transaction
+// on two versions of a service or on a mixed pair, and the update is DONE.
+func TestAuthDemoSet(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the demo")
+	}
+	bin := buildBinary(t, "examples/authdemo")
+	line := regexp.MustCompile(`^strategy=(\w+) requests=(\d+) failed=(\d+) violations=(\d+) update_ms=(\d+) p99_ms=([\d.]+)$`)
+	for _, s := range []string{"cv", "bf"} {
+		out, err := exec.Command(bin, "--set", "--strategy="+s, "--duration=2s", "--update-after=500ms").CombinedOutput()
+		if err != nil {
+			t.Fatalf("authdemo --set --strategy=%s: %v\n%s", s, err, out)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		m := line.FindStringSubmatch(lines[len(lines)-1])
+		if m == nil || m[1] != s || m[2] == "0" || m[3] != "0" || m[4] != "0" {
+			t.Fatalf("authdemo --set --strategy=%s: last line %q, want the format with requests > 0, failed=0, violations=0\n%s", s, lines[len(lines)-1], out)
+		}
+		if !strings.Contains(string(out), "of portal+proc to v2 ("+s+"): DONE") {
+			t.Fatalf("authdemo --set --strategy=%s: the set update did not finish DONE:\n%s", s, out)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -23,6 +24,12 @@ var failoverInstances = []string{"a@v1", "b@v1", "c@v1", "d@v1", "d@v2"}
 
 func startFailoverWorld(t *testing.T, flush time.Duration) (*servertest.Cluster, *loadsim.Sim) {
 	t.Helper()
+	return startFailoverWorldWith(t, flush, failoverInstances)
+}
+
+// startFailoverWorldWith is startFailoverWorld with these instances.
+func startFailoverWorldWith(t *testing.T, flush time.Duration, instances []string) (*servertest.Cluster, *loadsim.Sim) {
+	t.Helper()
 	cl := servertest.StartCluster(t, 3, func(c *server.Config) {
 		c.Coordinator.FlushInterval = flush
 		c.Coordinator.MinSessionTTL = coordinator.DefaultMinSessionTTL
@@ -30,7 +37,7 @@ func startFailoverWorld(t *testing.T, flush time.Duration) (*servertest.Cluster,
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	sim, err := loadsim.Start(ctx, loadsim.Config{Coordinators: cl.Addrs(), Graph: failoverGraph,
-		Instances: failoverInstances, Entry: "a", HeartbeatInterval: 500 * time.Millisecond, AllowedMisses: 2})
+		Instances: instances, Entry: "a", HeartbeatInterval: 500 * time.Millisecond, AllowedMisses: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,95 +85,152 @@ func TestFailoverInEveryPhase(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(fmt.Sprintf("%s/%s/flush=%v", tc.strategy, tc.phase, tc.flush), func(t *testing.T) {
-			cl, sim := startFailoverWorld(t, tc.flush)
-			ctx := context.Background()
-			stop := sim.Load(ctx, 100, 20)
-			defer stop()
+			failoverInPhase(t, tc.strategy, tc.phase, tc.flush, false)
+		})
+	}
+}
 
-			leader := cl.Leader(10 * time.Second)
-			// Admin calls go through a follower, which forwards them to
-			// whoever leads.
-			admin := cl.Follower(leader).Admin
+// The set of TestSetFailoverInEveryPhase: c and d, updated together.
+var (
+	failoverSet          = loadsim.Set{"c": {"v1", "v2"}, "d": {"v1", "v2"}}
+	failoverSetInstances = append(slices.Clone(failoverInstances), "c@v2")
+)
 
-			var release func()
-			switch tc.phase {
-			case pb.Phase_PHASE_PREPARING:
-				// A session that never acknowledges update mode holds the
-				// update in PREPARING; it dies with the leader, and the
-				// new leader waits for its lease to expire.
-				sc, _, err := simsidecar.Connect(ctx, leader.Conn, &pb.Register{InstanceId: "straggler", Service: "e",
-					Version: "v1", Address: "127.0.0.1:1", HeartbeatInterval: durationpb.New(500 * time.Millisecond), AllowedMisses: 1})
-				if err != nil {
-					t.Fatal(err)
-				}
-				sc.SetAutoAck(false)
-				t.Cleanup(sc.Close)
-			default:
-				// A transaction that used d@v1 and may call d again keeps d
-				// from being free (WF, BF) and v1 from draining (CV).
-				c := sim.Client("c@v1")
-				tctx, _ := c.Begin(ctx)
-				call, err := c.Route(tctx, "d")
-				if err != nil {
-					t.Fatal(err)
-				}
-				if call.Version != "v1" {
-					t.Fatalf("blocker routed to d@%s before the update", call.Version)
-				}
-				call.Finish()
-				release = func() {
-					// After the failover it calls d again: it must get v1.
-					again, err := c.Route(tctx, "d")
-					if err != nil {
-						t.Errorf("blocker's second call: %v", err)
-					} else {
-						if again.Version != "v1" {
-							t.Errorf("blocker used d@v1, then was routed to d@%s", again.Version)
-						}
-						again.Finish()
-					}
-					if err := c.End(tctx); err != nil {
-						t.Errorf("blocker end: %v", err)
-					}
-				}
-			}
+// failoverInPhase kills the leader while an update of d (with set, of c and
+// d together: DESIGN.md §4.8) with strategy k is in phase, under load, and
+// checks that the update finishes DONE with no version-inconsistent
+// transaction and no mixed set.
+func failoverInPhase(t *testing.T, k pb.Strategy, phase pb.Phase, flush time.Duration, set bool) {
+	instances := failoverInstances
+	if set {
+		instances = failoverSetInstances
+	}
+	cl, sim := startFailoverWorldWith(t, flush, instances)
+	if set {
+		sim.WatchSet(failoverSet)
+	}
+	ctx := context.Background()
+	stop := sim.Load(ctx, 100, 20)
+	defer stop()
 
-			u, err := admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: "d", ToVersion: "v2", Strategy: tc.strategy,
-				Timeout: durationpb.New(2 * time.Minute), MaxBlock: durationpb.New(time.Minute)})
+	leader := cl.Leader(10 * time.Second)
+	// Admin calls go through a follower, which forwards them to
+	// whoever leads.
+	admin := cl.Follower(leader).Admin
+
+	var release func()
+	switch phase {
+	case pb.Phase_PHASE_PREPARING:
+		// A session that never acknowledges update mode holds the
+		// update in PREPARING; it dies with the leader, and the
+		// new leader waits for its lease to expire.
+		sc, _, err := simsidecar.Connect(ctx, leader.Conn, &pb.Register{InstanceId: "straggler", Service: "e",
+			Version: "v1", Address: "127.0.0.1:1", HeartbeatInterval: durationpb.New(500 * time.Millisecond), AllowedMisses: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc.SetAutoAck(false)
+		t.Cleanup(sc.Close)
+	default:
+		// A transaction that used d@v1 and may call d again keeps d
+		// from being free (WF, BF) and v1 from draining (CV).
+		c := sim.Client("c@v1")
+		tctx, _ := c.Begin(ctx)
+		call, err := c.Route(tctx, "d")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if call.Version != "v1" {
+			t.Fatalf("blocker routed to d@%s before the update", call.Version)
+		}
+		call.Finish()
+		release = func() {
+			// After the failover it calls d again: it must get v1.
+			again, err := c.Route(tctx, "d")
 			if err != nil {
-				t.Fatal(err)
+				t.Errorf("blocker's second call: %v", err)
+			} else {
+				if again.Version != "v1" {
+					t.Errorf("blocker used d@v1, then was routed to d@%s", again.Version)
+				}
+				again.Finish()
 			}
-			servertest.Eventually(t, 20*time.Second, "the update to reach "+tc.phase.String(), func() bool {
-				g := getUpdate(t, admin, u.Id)
-				return g != nil && g.Phase == tc.phase
-			})
-			time.Sleep(100 * time.Millisecond) // load runs in the phase
+			if err := c.End(tctx); err != nil {
+				t.Errorf("blocker end: %v", err)
+			}
+		}
+	}
 
-			killed := time.Now()
-			cl.Crash(leader)
-			next := cl.Leader(20 * time.Second)
-			t.Logf("new leader after %v", time.Since(killed).Round(time.Millisecond))
-			admin = next.Admin
-			if release != nil {
-				// Not before every session re-registered: the blocker's
-				// own sidecar must be back for its second call.
-				servertest.Eventually(t, 20*time.Second, "sessions to resync", func() bool {
-					l, err := admin.ListSessions(ctx, &pb.ListSessionsRequest{})
-					if err != nil {
-						return false
-					}
-					n := 0
-					for _, s := range l.Sessions {
-						if s.Connected {
-							n++
-						}
-					}
-					return n == len(failoverInstances)
-				})
-				release()
+	req := &pb.StartUpdateRequest{Service: "d", ToVersion: "v2", Strategy: k,
+		Timeout: durationpb.New(2 * time.Minute), MaxBlock: durationpb.New(time.Minute)}
+	if set {
+		req.Service, req.ToVersion = "", ""
+		req.Members = []*pb.ServiceVersion{{Service: "c", Version: "v2"}, {Service: "d", Version: "v2"}}
+	}
+	u, err := admin.StartUpdate(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	servertest.Eventually(t, 20*time.Second, "the update to reach "+phase.String(), func() bool {
+		g := getUpdate(t, admin, u.Id)
+		return g != nil && g.Phase == phase
+	})
+	time.Sleep(100 * time.Millisecond) // load runs in the phase
+
+	killed := time.Now()
+	cl.Crash(leader)
+	next := cl.Leader(20 * time.Second)
+	t.Logf("new leader after %v", time.Since(killed).Round(time.Millisecond))
+	admin = next.Admin
+	if release != nil {
+		// Not before every session re-registered: the blocker's
+		// own sidecar must be back for its second call.
+		servertest.Eventually(t, 20*time.Second, "sessions to resync", func() bool {
+			l, err := admin.ListSessions(ctx, &pb.ListSessionsRequest{})
+			if err != nil {
+				return false
 			}
-			awaitDoneConsistent(t, time.Minute, func() *pb.Update { return getUpdate(t, admin, u.Id) }, stop, sim)
-			t.Logf("%d requests, update done %v after the kill", sim.Requests(), time.Since(killed).Round(time.Millisecond))
+			n := 0
+			for _, s := range l.Sessions {
+				if s.Connected {
+					n++
+				}
+			}
+			return n == len(instances)
+		})
+		release()
+	}
+	awaitDoneConsistent(t, time.Minute, func() *pb.Update { return getUpdate(t, admin, u.Id) }, stop, sim)
+	t.Logf("%d requests, update done %v after the kill", sim.Requests(), time.Since(killed).Round(time.Millisecond))
+}
+
+// TestSetFailoverInEveryPhase is TestFailoverInEveryPhase for a set update
+// of c and d: the blocker (root at c@v1, used d@v1) keeps the set from
+// being free and its old side from draining, and after the failover its
+// second call to d goes to v1; the load's transactions (a calls b and c,
+// both call d) run neither version of a service twice nor a mixed set.
+func TestSetFailoverInEveryPhase(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three replicas, kills and lease expiries")
+	}
+	const written, unwritten = 2 * time.Millisecond, time.Hour
+	for _, tc := range []struct {
+		strategy pb.Strategy
+		phase    pb.Phase
+		flush    time.Duration
+	}{
+		{pb.Strategy_STRATEGY_WF, pb.Phase_PHASE_PREPARING, written},
+		{pb.Strategy_STRATEGY_WF, pb.Phase_PHASE_WAITING, written},
+		{pb.Strategy_STRATEGY_BF, pb.Phase_PHASE_PREPARING, written},
+		{pb.Strategy_STRATEGY_BF, pb.Phase_PHASE_WAITING, written},
+		{pb.Strategy_STRATEGY_CV, pb.Phase_PHASE_PREPARING, written},
+		{pb.Strategy_STRATEGY_CV, pb.Phase_PHASE_DRAINING, written},
+		{pb.Strategy_STRATEGY_WF, pb.Phase_PHASE_WAITING, unwritten},
+		{pb.Strategy_STRATEGY_BF, pb.Phase_PHASE_WAITING, unwritten},
+		{pb.Strategy_STRATEGY_CV, pb.Phase_PHASE_DRAINING, unwritten},
+	} {
+		t.Run(fmt.Sprintf("%s/%s/flush=%v", tc.strategy, tc.phase, tc.flush), func(t *testing.T) {
+			failoverInPhase(t, tc.strategy, tc.phase, tc.flush, true)
 		})
 	}
 }
@@ -189,6 +253,9 @@ func awaitDoneConsistent(t *testing.T, within time.Duration, getUpdate func() *p
 	}
 	if v := sim.Violations(); v != 0 {
 		t.Errorf("%d version-inconsistent transactions; first: %s", v, sim.FirstViolation())
+	}
+	if m := sim.MixedSets(); m != 0 {
+		t.Errorf("%d transactions ran a mixed set; first: %s", m, sim.FirstViolation())
 	}
 	if f := sim.Failed(); f != 0 {
 		t.Errorf("%d of %d requests failed; first: %v", f, sim.Requests(), sim.FirstError())

@@ -19,6 +19,14 @@
 //
 //	canary step=K asked_pct=A served_pct=S txns=N
 //
+// -strategies set updates svc-c and svc-d together (DESIGN.md §4.8), once
+// under each strategy of -set-under, with a line per run that says which:
+//
+//	strategy=set under=S switch_ms=A ... violations=V tls=T
+//
+// where V also counts the transactions that ran the set mixed (svc-c at
+// one side, svc-d at the other).
+//
 // -tls on runs the coordinator with TLS on its listeners, client
 // certificates required of the sidecars and the identity policy checked
 // (internal/benchtls), and the clients with their certificate; -tls both
@@ -69,9 +77,10 @@ func main() {
 	warm := flag.Duration("warmup", 2*time.Second, "load before each update (measures calls outside an update)")
 	flag.DurationVar(&wfTimeout, "wf-timeout", 10*time.Second, "WF: abort when the service is not free within this time")
 	hold := flag.Duration("cv-hold", 2*time.Second, "CV: how long a transaction keeps the old version in use, so the rate of decided calls is measured over this window")
-	strategies := flag.String("strategies", "cv,bf,wf", "comma-separated strategies to run, in order (cv, bf, wf, canary)")
+	strategies := flag.String("strategies", "cv,bf,wf", "comma-separated strategies to run, in order (cv, bf, wf, canary; set: a set update under each of -set-under)")
 	canarySteps := flag.String("canary-steps", "5,25,50,100", "canary: the weights of the steps, in percent")
 	canaryStep := flag.Duration("canary-step", 10*time.Second, "canary: how long each step runs")
+	setUnder := flag.String("set-under", "cv,wf,bf", "with -strategies set: the strategies the set update runs under, in order (naive too)")
 	serve := flag.String("serve", "", "internal: run the coordinator on this data directory and print its gRPC address")
 	tlsMode := flag.String("tls", "off", "off, on (TLS and client certificates everywhere), or both (each strategy off, then on)")
 	tlsDir := flag.String("tls-dir", "", "internal: with -serve, serve with the TLS files of internal/benchtls in this directory")
@@ -87,16 +96,29 @@ func main() {
 	}
 	var lines []string
 	for _, name := range strings.Split(*strategies, ",") {
+		if strings.TrimSpace(name) == "set" {
+			for _, under := range strings.Split(*setUnder, ",") {
+				k, ok := setStrategyOf[strings.TrimSpace(under)]
+				if !ok {
+					log.Fatalf("-set-under: unknown strategy %q (want cv, wf, bf or naive)", under)
+				}
+				for _, withTLS := range modes {
+					canary = nil
+					lines = append(lines, runOnce(k, *rate, *warm, *hold, withTLS, true))
+				}
+			}
+			continue
+		}
 		k, ok := strategyOf[strings.TrimSpace(name)]
 		if !ok {
-			log.Fatalf("-strategies: unknown strategy %q (want cv, bf, wf or canary)", name)
+			log.Fatalf("-strategies: unknown strategy %q (want cv, bf, wf, canary or set)", name)
 		}
 		for _, withTLS := range modes {
 			canary = nil
 			if strings.TrimSpace(name) == "canary" {
 				canary = newCanaryBench(*canarySteps, *canaryStep)
 			}
-			lines = append(lines, runOnce(k, *rate, *warm, *hold, withTLS))
+			lines = append(lines, runOnce(k, *rate, *warm, *hold, withTLS, false))
 		}
 	}
 	for _, l := range lines {
@@ -104,7 +126,9 @@ func main() {
 	}
 }
 
-func runOnce(k pb.Strategy, rate int, warm, hold time.Duration, withTLS bool) string {
+// runOnce measures one update with strategy k: of svc-d, or with set of
+// the set (set.go).
+func runOnce(k pb.Strategy, rate int, warm, hold time.Duration, withTLS, set bool) string {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	dir, err := os.MkdirTemp("", "bench-update-")
@@ -120,8 +144,12 @@ func runOnce(k pb.Strategy, rate int, warm, hold time.Duration, withTLS bool) st
 	}
 	addr, stopCoordinator := startCoordinator(dir, tlsDir)
 	defer stopCoordinator()
+	instances := []string{"svc-a@v1", "svc-b@v1", "svc-c@v1", "svc-d@v1", "svc-e@v1", "svc-f@v1", "svc-d@v2"}
+	if set {
+		instances = append(instances, setInstances...)
+	}
 	cfg := loadsim.Config{Coordinators: []string{addr}, Graph: graph,
-		Instances: []string{"svc-a@v1", "svc-b@v1", "svc-c@v1", "svc-d@v1", "svc-e@v1", "svc-f@v1", "svc-d@v2"}, Entry: "svc-a",
+		Instances: instances, Entry: "svc-a",
 		Configure: func(_ string, c *sidecar.Config) { c.TLS = clientTLS }}
 	if canary != nil {
 		cfg.OnServe = canary.onServe
@@ -129,6 +157,9 @@ func runOnce(k pb.Strategy, rate int, warm, hold time.Duration, withTLS bool) st
 	s, err := loadsim.Start(ctx, cfg)
 	check(err)
 	defer s.Close()
+	if set {
+		s.WatchSet(updatedSet)
+	}
 	// Let every client learn the others' endpoints.
 	time.Sleep(200 * time.Millisecond)
 	stopLoad := s.Load(ctx, rate, 50)
@@ -160,6 +191,9 @@ func runOnce(k pb.Strategy, rate int, warm, hold time.Duration, withTLS bool) st
 	req := &pb.StartUpdateRequest{Service: target, ToVersion: "v2", Strategy: k, Timeout: durationpb.New(wfTimeout)}
 	if canary != nil {
 		canary.request(req)
+	}
+	if set {
+		req.Service, req.ToVersion, req.Members = "", "", setMembers()
 	}
 	u, err := admin.StartUpdate(ctx, req)
 	check(err)
@@ -216,9 +250,14 @@ func runOnce(k pb.Strategy, rate int, warm, hold time.Duration, withTLS bool) st
 	log.Printf("%s: switch %v after the request, DONE after %v (longest transaction %v); calls outside an update: p50 %v p99 %v (%d); decided calls during it: %d, p50 %v p99 %v; held %d",
 		name, switched.Round(time.Microsecond), done.Round(time.Microsecond), s.Longest().Round(time.Millisecond),
 		p(outside, 50), p(outside, 99), len(outside), len(decided), p(decided, 50), p(decided, 99), held)
-	return steps + fmt.Sprintf("strategy=%s switch_ms=%d done_ms=%d added_p99_us=%d held=%d pinned_calls_per_s=%.0f pinned_p99_ms=%.2f violations=%d tls="+tlsName,
-		name, switched.Milliseconds(), done.Milliseconds(), p(outside, 99).Microseconds(), held,
-		float64(len(decided))/window.Seconds(), float64(p(decided, 99).Microseconds())/1000, s.Violations())
+	label := "strategy=" + name
+	if set {
+		label = "strategy=set under=" + name
+		log.Printf("set under %s: %d transactions on two versions of a service, %d on a mixed set", name, s.Violations(), s.MixedSets())
+	}
+	return steps + fmt.Sprintf("%s switch_ms=%d done_ms=%d added_p99_us=%d held=%d pinned_calls_per_s=%.0f pinned_p99_ms=%.2f violations=%d tls="+tlsName,
+		label, switched.Milliseconds(), done.Milliseconds(), p(outside, 99).Microseconds(), held,
+		float64(len(decided))/window.Seconds(), float64(p(decided, 99).Microseconds())/1000, s.Violations()+s.MixedSets())
 }
 
 // startCoordinator runs the coordinator in a child process on dir and

@@ -24,12 +24,19 @@ func newUpdateCmd(c *cli) *cobra.Command {
 		cf canaryFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "update SERVICE [--to VERSION] --strategy wf|bf|cv|naive",
-		Short: "Update a service to a registered version without breaking transactions",
+		Use:   "update SERVICE [--to VERSION] | SERVICE=VERSION... --strategy wf|bf|cv|naive",
+		Short: "Update a service, or a set of services together, to registered versions without breaking transactions",
 		Long: `Start updating SERVICE to VERSION (its instances must be registered).
 Without --to, VERSION is the one registered version of SERVICE that is not
 its default; when there is none or more than one, coordctl lists them and
 exits 2.
+
+With SERVICE=VERSION arguments (one or more) the services move together, as
+one update with one id: every transaction runs either entirely on their old
+versions or entirely on their new ones (wf and bf switch the set when no
+transaction that used one of them may still call one; cv keeps each
+transaction on the side of the set it used first). A service of the set
+must not be in another running update.
 
 Strategies: wf waits until no transaction may use both versions, then
 switches (--timeout aborts it); bf also holds calls of transactions that have
@@ -56,9 +63,13 @@ passes first (the update goes on: Ctrl-C and --watch-timeout stop the
 watching, coordctl abort ID stops the update).`,
 		Example: `  coordctl update auth-service --strategy=cv
   coordctl update auth-service --to v2 --strategy=cv --canary 5,25,50,100 --step-interval 1m --max-error-rate 0.05
+  coordctl update portal=v2 proc=v2 --strategy=wf --watch
   coordctl update auth-service --to v2 --strategy=cv --watch
   coordctl update auth-service --to v2 --strategy=wf --timeout 30s --dry-run`,
-		Args: exactArgs("SERVICE"),
+		Args: func(cmd *cobra.Command, args []string) error {
+			_, _, err := setArgs(args, to)
+			return err
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			k, err := sf.check()
 			if err != nil {
@@ -66,6 +77,17 @@ watching, coordctl abort ID stops the update).`,
 			}
 			if k == coordinatorv1.Strategy_STRATEGY_UNSPECIFIED {
 				return usageErrorf("--strategy is required: wf, bf, cv or naive")
+			}
+			if members, set, _ := setArgs(args, to); set {
+				if sf.dryRun {
+					return usageErrorf("--dry-run takes one SERVICE, not a set")
+				}
+				if cf.steps != "" {
+					return usageErrorf("--canary takes one SERVICE, not a set: a canary's weights are of one service")
+				}
+				req := sf.request("", "", k)
+				req.Members = members
+				return c.startUpdate(cmd, req, &sf)
 			}
 			if to == "" {
 				s, err := callAdmin(c, cmd, func(ctx context.Context, cl coordinatorv1.AdminServiceClient) (*coordinatorv1.ServiceState, error) {
@@ -215,8 +237,7 @@ func (c *cli) startUpdate(cmd *cobra.Command, req *coordinatorv1.StartUpdateRequ
 			return err
 		}
 	} else {
-		fmt.Fprintf(c.stdout, "Update %s started: %s %s -> %s (%s).\n", u.GetId(), u.GetService(),
-			u.GetFromVersion(), u.GetToVersion(), strategyName(u.GetStrategy()))
+		fmt.Fprintf(c.stdout, "Update %s started: %s (%s).\n", u.GetId(), updateServices(u), strategyName(u.GetStrategy()))
 		fmt.Fprintf(c.stdout, "Ctrl-C stops watching, not the update; coordctl abort %s stops it.\n", u.GetId())
 	}
 	return c.runWatch(cmd, u.GetId(), sf.watchTimeout)

@@ -41,7 +41,7 @@ func elapsed(u *coordinatorv1.Update, now time.Time) time.Duration {
 // renderUpdate writes one update in detail, with its history.
 func renderUpdate(w io.Writer, u *coordinatorv1.Update, now time.Time) error {
 	fmt.Fprintf(w, "Update:    %s\n", u.GetId())
-	fmt.Fprintf(w, "Service:   %s %s -> %s\n", u.GetService(), u.GetFromVersion(), u.GetToVersion())
+	fmt.Fprintf(w, "Service:   %s\n", updateServices(u))
 	fmt.Fprintf(w, "Strategy:  %s\n", strategyName(u.GetStrategy()))
 	fmt.Fprintf(w, "Phase:     %s\n", phaseName(u.GetPhase()))
 	if u.GetReason() != "" {

@@ -333,6 +333,7 @@ func runModelWith(t *testing.T, rng picker, label string, steps int, more func()
 				fail("UsedCount(s%d) = %d, model %d", s, e.UsedCount(sid), users)
 			}
 		}
+		checkSets(e, m, n, cyclic, fail)
 	}
 
 	// forget asks the engine to remove s. It must do so exactly when no

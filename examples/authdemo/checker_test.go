@@ -32,3 +32,22 @@ func TestRecorder(t *testing.T) {
 		t.Fatalf("authServed = %v, want v1:2 v2:2", s)
 	}
 }
+
+// With --set the checker also counts a transaction that ran Portal and
+// Proc on different versions, once.
+func TestRecorderMixedSet(t *testing.T) {
+	r := newRecorder()
+	r.record("same", "portal", "v2")
+	r.record("same", "proc", "v2")
+	r.record("mixed", "web", "v1")
+	r.record("mixed", "portal", "v1")
+	r.record("mixed", authService, "v1")
+	if n := r.violations(); n != 0 {
+		t.Fatalf("violations = %d before any mixed pair, want 0", n)
+	}
+	r.record("mixed", "proc", "v2")
+	r.record("mixed", "db", "v1")
+	if n := r.violations(); n != 1 {
+		t.Fatalf("violations = %d after portal@v1 and proc@v2, want 1", n)
+	}
+}

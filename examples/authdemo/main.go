@@ -15,6 +15,12 @@
 // every --canary-step; it logs each step's asked and served weights, and its
 // last line says strategy=canary.
 //
+// With --set it updates Portal and Proc together instead, as one set
+// update (DESIGN.md §4.8), with a Proc v2 that needs a request field only
+// Portal v2 sends; the load enters at a Web service in front of Portal, and
+// the checker also counts a transaction that ran Portal and Proc on
+// different versions as a violation. The last line is the same.
+//
 // With --no-update it leaves the updates to an operator (coordctl update,
 // rollback, abort): it runs the services and the load until interrupted
 // (SIGINT or SIGTERM) or until --duration, if given, prints a running
@@ -78,6 +84,7 @@ type options struct {
 	noUpdate, durationWasSet bool
 	canary                   string        // the canary's weights, "" for none
 	canaryStep               time.Duration // how long each canary step lasts
+	set                      bool          // update Portal and Proc together
 	// TLS to the coordinator (sidecars and admin calls alike).
 	tls        tlsfiles.Files
 	serverName string
@@ -93,6 +100,7 @@ func run(args []string, stdout io.Writer) int {
 	fs.DurationVar(&o.duration, "duration", 8*time.Second, "length of the load (with --no-update: until interrupted unless set)")
 	fs.DurationVar(&o.updateAt, "update-after", time.Second, "when to start the update")
 	fs.DurationVar(&o.timeout, "timeout", 0, "abort the update when it has not switched within this time (0: for wf until the load ends, none for bf and cv)")
+	fs.BoolVar(&o.set, "set", false, "update portal and proc together (one set update; proc v2 needs a field only portal v2 sends) instead of auth-service")
 	fs.BoolVar(&o.noUpdate, "no-update", false, "start no update: run the services and the load until interrupted, leaving updates to an operator (coordctl)")
 	fs.DurationVar(&o.reportEvery, "report-every", 5*time.Second, "with --no-update: print a summary this often (0: never)")
 	fs.StringVar(&o.canary, "canary", "", "cv: update as a canary with these weights in percent, e.g. 10,50,100")
@@ -117,6 +125,14 @@ func run(args []string, stdout io.Writer) int {
 	}
 	if fs.NArg() > 0 {
 		log.Printf("unexpected argument %q", fs.Arg(0))
+		return 2
+	}
+	if o.set && o.noUpdate {
+		log.Print("--set and --no-update cannot be used together: --set is the demo's own update")
+		return 2
+	}
+	if o.set && o.canary != "" {
+		log.Print("--set and --canary cannot be used together: a canary updates one service")
 		return 2
 	}
 	// SIGINT and SIGTERM stop the load; a second one kills at once.
@@ -188,30 +204,42 @@ func demo(ctx context.Context, o options, kind strategy.Kind, stdout io.Writer) 
 			}
 		}
 	}()
-	for _, s := range []struct {
+	type instanceOf struct {
 		name, version string
 		deps          []string
 		h             func(*service, http.ResponseWriter, *http.Request)
-	}{
+	}
+	instances := []instanceOf{
 		{authService, "v1", nil, authHandler("v1")},
 		{"db", "v1", nil, dbHandler},
 		{"proc", "v1", []string{authService, "db"}, procHandler},
 		{"portal", "v1", []string{authService, "proc"}, portalHandler},
 		{authService, "v2", nil, authHandler("v2")}, // the other version, registered and ready
-	} {
+	}
+	// portal is the entry the load requests (Web in front of Portal with
+	// --set), updated is what the demo updates.
+	root, updated := "portal", authService
+	if o.set {
+		instances = append(instances[:4],
+			instanceOf{"proc", "v2", []string{authService, "db"}, procV2Handler},
+			instanceOf{"portal", "v2", []string{authService, "proc"}, portalV2Handler},
+			instanceOf{"web", "v1", []string{"portal"}, webHandler})
+		root, updated = "web", "portal"
+	}
+	for _, s := range instances {
 		instance := s.name + "-" + s.version + "-" + hex.EncodeToString(suffix)
-		svc, err := start(ctx, coordinatorConn{grpcAddr, o.tls, o.serverName}, rec, instance, s.name, s.version, s.deps, s.name == "portal", s.h)
+		svc, err := start(ctx, coordinatorConn{grpcAddr, o.tls, o.serverName}, rec, instance, s.name, s.version, s.deps, s.name == root, s.h)
 		if err != nil {
 			return fmt.Errorf("start %s@%s with coordinator %s: %w", s.name, s.version, grpcAddr, err)
 		}
 		services = append(services, svc)
-		if s.name == "portal" {
+		if s.name == root {
 			portal = svc
 		}
 	}
-	state, err := admin.GetService(ctx, &pb.GetServiceRequest{Service: authService, InstanceLimit: 1, TxnLimit: 1})
+	state, err := admin.GetService(ctx, &pb.GetServiceRequest{Service: updated, InstanceLimit: 1, TxnLimit: 1})
 	if err != nil {
-		return fmt.Errorf("coordinator %s: get %s: %w", grpcAddr, authService, err)
+		return fmt.Errorf("coordinator %s: get %s: %w", grpcAddr, updated, err)
 	}
 	printAddresses(stdout, grpcAddr, httpAddr, services, portal, state.GetDefaultVersion(), o)
 
@@ -224,11 +252,11 @@ func demo(ctx context.Context, o options, kind strategy.Kind, stdout io.Writer) 
 	to := "v2"
 	if state.GetDefaultVersion() == "v2" {
 		to = "v1"
-		log.Printf("%s already runs v2 by default (an earlier run or an operator's update): this run updates it back to v1", authService)
+		log.Printf("%s already runs v2 by default (an earlier run or an operator's update): this run updates it back to v1", updated)
 	}
 	if u := state.GetUpdate(); u != nil {
 		return fmt.Errorf("%s is being updated already (update %s, %s -> %s, %s): nothing for the demo to do; wait for it, abort it (coordctl abort %s), or run with --no-update",
-			authService, u.GetId(), u.GetFromVersion(), u.GetToVersion(), strings.TrimPrefix(u.GetPhase().String(), "PHASE_"), u.GetId())
+			updated, u.GetId(), u.GetFromVersion(), u.GetToVersion(), strings.TrimPrefix(u.GetPhase().String(), "PHASE_"), u.GetId())
 	}
 	l.Start(ctx, "http://"+portal.addr+"/", o.workers, time.Now().Add(o.duration))
 	select {
@@ -241,6 +269,13 @@ func demo(ctx context.Context, o options, kind strategy.Kind, stdout io.Writer) 
 	} // BF is bounded by its max-block (the coordinator's default), CV needs none
 	updateStart := time.Now()
 	req := &pb.StartUpdateRequest{Service: authService, ToVersion: to, Strategy: kind}
+	subject := authService
+	if o.set {
+		req.Service, req.ToVersion, subject = "", "", strings.Join(setServices, "+")
+		for _, svc := range setServices {
+			req.Members = append(req.Members, &pb.ServiceVersion{Service: svc, Version: to})
+		}
+	}
 	if wfTimeout > 0 {
 		req.Timeout = durationpb.New(wfTimeout)
 	}
@@ -255,7 +290,7 @@ func demo(ctx context.Context, o options, kind strategy.Kind, stdout io.Writer) 
 	u, err := admin.StartUpdate(ctx, req)
 	if err != nil {
 		l.Wait()
-		return fmt.Errorf("start update of %s to %s: %w", authService, to, err)
+		return fmt.Errorf("start update of %s to %s: %w", subject, to, err)
 	}
 	u, err = demoload.WaitUpdate(ctx, admin, u.GetId(), time.Now().Add(o.duration+30*time.Second))
 	updateMS := time.Since(updateStart).Milliseconds()
@@ -267,7 +302,7 @@ func demo(ctx context.Context, o options, kind strategy.Kind, stdout io.Writer) 
 	if u.GetReason() != "" {
 		reason = " (" + u.GetReason() + ")"
 	}
-	log.Printf("update %s of %s to %s (%s): %s%s after %d ms", u.GetId(), authService, to, name,
+	log.Printf("update %s of %s to %s (%s): %s%s after %d ms", u.GetId(), subject, to, name,
 		strings.TrimPrefix(u.GetPhase().String(), "PHASE_"), reason, updateMS)
 	logCanary(u)
 	l.Wait()
@@ -418,7 +453,11 @@ func printAddresses(w io.Writer, grpcAddr, httpAddr string, services []*service,
 	if o.noUpdate && !o.durationWasSet {
 		until = "until interrupted (Ctrl-C)"
 	}
-	fmt.Fprintf(w, "Load: %d clients on http://%s/ (portal) %s; %s runs %s by default.\n", o.workers, portal.addr, until, authService, def)
+	if o.set {
+		fmt.Fprintf(w, "Load: %d clients on http://%s/ (web, in front of portal) %s; portal runs %s by default.\n", o.workers, portal.addr, until, def)
+	} else {
+		fmt.Fprintf(w, "Load: %d clients on http://%s/ (portal) %s; %s runs %s by default.\n", o.workers, portal.addr, until, authService, def)
+	}
 	if !o.noUpdate {
 		return
 	}

@@ -59,6 +59,11 @@ func (r *recorder) record(txn, service, version string) {
 		r.broken[txn] = true
 		r.nViol++
 	}
+	if !r.broken[txn] && mixedSet(m) {
+		// Portal and Proc on different versions: a mixed set (--set).
+		r.broken[txn] = true
+		r.nViol++
+	}
 }
 
 // finish forgets a transaction that has ended.
@@ -69,7 +74,8 @@ func (r *recorder) finish(txn string) {
 	delete(r.broken, txn)
 }
 
-// violations counts transactions that ran on two versions of one service.
+// violations counts transactions that ran on two versions of one service,
+// or Portal and Proc on different versions (a mixed set, --set).
 func (r *recorder) violations() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -216,6 +222,12 @@ func procHandler(s *service, w http.ResponseWriter, r *http.Request) {
 
 // portalHandler gets a token (T1), then has Proc process the request (T2).
 func portalHandler(s *service, w http.ResponseWriter, r *http.Request) {
+	portalSends(s, w, r, "")
+}
+
+// portalSends is Portal, sending Proc the request fields extra besides the
+// token.
+func portalSends(s *service, w http.ResponseWriter, r *http.Request, extra string) {
 	tok, err := s.get(r, "http://"+authService+"/token")
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
@@ -223,7 +235,7 @@ func portalHandler(s *service, w http.ResponseWriter, r *http.Request) {
 	}
 	sidecar.Done(r.Context(), authService) // Portal itself will not call Auth again
 	work(3 * time.Millisecond)
-	if _, err := s.get(r, "http://proc/process?token="+tok); err != nil {
+	if _, err := s.get(r, "http://proc/process?token="+tok+extra); err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}

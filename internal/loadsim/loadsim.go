@@ -82,10 +82,10 @@ type Sim struct {
 	outside  []time.Duration // Route latency of calls that did not wait
 	decided  []time.Duration // Route latency of calls that waited for a decision
 
-	requests, failed, bad atomic.Int64
-	errored               atomic.Int64 // calls Fail made fail
-	longest               atomic.Int64 // ns
-	firstErr              atomic.Value // error
+	requests, failed, bad, mixed atomic.Int64
+	errored                      atomic.Int64 // calls Fail made fail
+	longest                      atomic.Int64 // ns
+	firstErr                     atomic.Value // error
 }
 
 // instance is one simulated instance: its client, service and version.
@@ -211,19 +211,39 @@ func (s *Sim) record(txn string, st step) {
 	st.at = time.Since(s.began)
 	s.trace[txn] = append(s.trace[txn], st)
 	if v, bad := s.oracle.Ran(txn, st.to, st.ver); bad {
-		if s.bad.Add(1) == 1 {
-			var b strings.Builder
-			fmt.Fprintf(&b, "transaction %s ran on %s@%s and %s@%s:", txn, st.to, v, st.to, st.ver)
-			for _, x := range s.trace[txn] {
-				b.WriteString("\n  " + x.String())
-			}
-			s.firstBad = b.String()
+		if s.bad.Add(1) == 1 && s.firstBad == "" {
+			s.firstBad = s.explainLocked(txn, fmt.Sprintf("ran on %s@%s and %s@%s", st.to, v, st.to, st.ver))
+		}
+	}
+	if other, mixed := s.oracle.RanSet(txn, st.to, st.ver); mixed {
+		if s.mixed.Add(1) == 1 && s.firstBad == "" {
+			s.firstBad = s.explainLocked(txn, fmt.Sprintf("ran a mixed set: %s and %s@%s", other, st.to, st.ver))
 		}
 	}
 }
 
+// explainLocked is a violation of txn with everything it ran, in order.
+func (s *Sim) explainLocked(txn, what string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "transaction %s %s:", txn, what)
+	for _, x := range s.trace[txn] {
+		b.WriteString("\n  " + x.String())
+	}
+	return b.String()
+}
+
+// WatchSet makes the oracle check a set of services updated together
+// (Oracle.WatchSet): MixedSets counts the transactions that ran some of it
+// on the old versions and some on the new.
+func (s *Sim) WatchSet(set Set) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.oracle.WatchSet(set)
+}
+
 // FirstViolation describes the first transaction seen on two versions of
-// a service, with everything it ran, in order; "" if none.
+// a service, or running a watched set mixed, with everything it ran, in
+// order; "" if none.
 func (s *Sim) FirstViolation() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -397,6 +417,9 @@ func (s *Sim) Violations() int64 { return s.bad.Load() }
 
 // Errored counts the calls Config.Fail made fail.
 func (s *Sim) Errored() int64 { return s.errored.Load() }
+
+// MixedSets counts the transactions that ran a watched set mixed.
+func (s *Sim) MixedSets() int64 { return s.mixed.Load() }
 
 // FirstError is the first failure seen, nil if none.
 func (s *Sim) FirstError() error {

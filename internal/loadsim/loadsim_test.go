@@ -32,3 +32,36 @@ func TestOracleReportsTheFirstViolationWithItsTrace(t *testing.T) {
 		t.Errorf("first violation names the second: %q", got)
 	}
 }
+
+// A watched set: a transaction that ran the old version of one member and
+// the new version of another ran a mixed set, counted once, and explained;
+// one entirely on either side did not; versions of neither side and
+// services outside the set are not the set's business.
+func TestOracleCountsMixedSets(t *testing.T) {
+	s := &Sim{oracle: NewOracle(), trace: map[string][]step{}, began: time.Now()}
+	s.WatchSet(Set{"portal": {"v1", "v2"}, "proc": {"v1", "v2"}})
+	s.record("old", step{to: "portal", ver: "v1"})
+	s.record("old", step{from: "portal", fromVer: "v1", to: "proc", ver: "v1"})
+	s.record("new", step{to: "portal", ver: "v2"})
+	s.record("new", step{from: "portal", fromVer: "v2", to: "proc", ver: "v2"})
+	s.record("other", step{to: "portal", ver: "v1"})
+	s.record("other", step{from: "portal", fromVer: "v1", to: "auth", ver: "v2"})
+	s.record("other", step{from: "portal", fromVer: "v1", to: "proc", ver: "v0"})
+	if s.MixedSets() != 0 || s.FirstViolation() != "" {
+		t.Fatalf("mixed sets before any: %d %q", s.MixedSets(), s.FirstViolation())
+	}
+	s.record("M", step{to: "portal", ver: "v1"})
+	s.record("M", step{from: "portal", fromVer: "v1", to: "proc", ver: "v2"})
+	s.record("M", step{from: "portal", fromVer: "v1", to: "proc", ver: "v2"})
+	if s.MixedSets() != 1 || s.Violations() != 0 {
+		t.Fatalf("mixed sets %d, violations %d; want 1 and 0", s.MixedSets(), s.Violations())
+	}
+	if got := s.FirstViolation(); !strings.Contains(got, "transaction M ran a mixed set: portal@v1 and proc@v2:") {
+		t.Errorf("first violation %q", got)
+	}
+	s.forget("M")
+	s.record("M", step{to: "proc", ver: "v2"})
+	if s.MixedSets() != 1 {
+		t.Fatalf("a forgotten transaction's side was kept: %d mixed", s.MixedSets())
+	}
+}

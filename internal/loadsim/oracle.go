@@ -5,13 +5,70 @@ package loadsim
 // service each transaction ran on, and says when one ran on two versions
 // of a service. Sim checks its load with it; tests that produce the
 // versions some other way (the Istio rendering's evaluator) use it alone.
+// It also checks sets of services updated together (DESIGN.md §4.8): a
+// transaction that ran on the old version of one service of a watched set
+// and on the new version of another ran a mixed set.
 // It is not safe for concurrent use: its user locks.
 type Oracle struct {
-	ran map[string]map[string]string // txn -> service -> version
+	ran  map[string]map[string]string // txn -> service -> version
+	sets []Set
+	// side is, per transaction and watched set, the member it first ran
+	// on and whether that was its new version; mixed marks the sets a
+	// transaction was counted mixed in already.
+	side  map[string]map[int]setSide
+	mixed map[string]map[int]bool
+}
+
+// Set is a set of services updated together: service -> its old and new
+// versions.
+type Set map[string][2]string
+
+type setSide struct {
+	service, version string
+	isNew            bool
 }
 
 // NewOracle returns an oracle that has seen nothing.
-func NewOracle() *Oracle { return &Oracle{ran: map[string]map[string]string{}} }
+func NewOracle() *Oracle {
+	return &Oracle{ran: map[string]map[string]string{}, side: map[string]map[int]setSide{}, mixed: map[string]map[int]bool{}}
+}
+
+// WatchSet makes RanSet check set: from now on, a transaction that runs on
+// the old version of one of its services and the new version of another
+// ran a mixed set.
+func (o *Oracle) WatchSet(set Set) { o.sets = append(o.sets, set) }
+
+// RanSet records that txn ran on service@version for the watched sets.
+// When that is on the other side of a set than what txn ran there before,
+// it returns that earlier service@version and true: a mixed set, reported
+// once per transaction and set. A version of neither side is ignored.
+func (o *Oracle) RanSet(txn, service, version string) (other string, mixed bool) {
+	for i, set := range o.sets {
+		vs, ok := set[service]
+		if !ok || (version != vs[0] && version != vs[1]) {
+			continue
+		}
+		isNew := version == vs[1]
+		m := o.side[txn]
+		if m == nil {
+			m = map[int]setSide{}
+			o.side[txn] = m
+		}
+		first, seen := m[i]
+		if !seen {
+			m[i] = setSide{service, version, isNew}
+			continue
+		}
+		if first.isNew != isNew && !o.mixed[txn][i] {
+			if o.mixed[txn] == nil {
+				o.mixed[txn] = map[int]bool{}
+			}
+			o.mixed[txn][i] = true
+			other, mixed = first.service+"@"+first.version, true
+		}
+	}
+	return other, mixed
+}
 
 // Ran records that txn ran a sub-transaction on service@version. When txn
 // ran on another version of service before, it returns that version and
@@ -29,4 +86,8 @@ func (o *Oracle) Ran(txn, service, version string) (prev string, violation bool)
 }
 
 // Forget drops what the oracle kept of a finished transaction.
-func (o *Oracle) Forget(txn string) { delete(o.ran, txn) }
+func (o *Oracle) Forget(txn string) {
+	delete(o.ran, txn)
+	delete(o.side, txn)
+	delete(o.mixed, txn)
+}

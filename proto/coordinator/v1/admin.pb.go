@@ -2715,6 +2715,12 @@ type StartUpdateRequest struct {
 	// version is connected. Unset or 0: the server's --prepare-timeout
 	// (default 2m).
 	PrepareTimeout *durationpb.Duration `protobuf:"bytes,6,opt,name=prepare_timeout,json=prepareTimeout,proto3" json:"prepare_timeout,omitempty"`
+	// An update of a set of services together (DESIGN.md §4.8): every
+	// transaction runs entirely on the set's old versions or entirely on its
+	// new ones. Given instead of to_version (unset), with each service once,
+	// at most 16; one member is an update of that service. service is then
+	// unset, or (REST: POST /v1/services/{service}/updates) one of them.
+	Members []*ServiceVersion `protobuf:"bytes,20,rep,name=members,proto3" json:"members,omitempty"`
 	// CV only: run the update as a canary (DESIGN §4.7). The percentage of
 	// the transactions new to the service assigned the new version, per
 	// step: increasing, each 1 to 100, the last 100, at most 20 steps.
@@ -2803,6 +2809,13 @@ func (x *StartUpdateRequest) GetMaxBlock() *durationpb.Duration {
 func (x *StartUpdateRequest) GetPrepareTimeout() *durationpb.Duration {
 	if x != nil {
 		return x.PrepareTimeout
+	}
+	return nil
+}
+
+func (x *StartUpdateRequest) GetMembers() []*ServiceVersion {
+	if x != nil {
+		return x.Members
 	}
 	return nil
 }
@@ -3285,6 +3298,67 @@ func (x *VersionCalls) GetP99() *durationpb.Duration {
 	return nil
 }
 
+// UpdateMember is one service of a set update and its two versions.
+type UpdateMember struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	FromVersion   string                 `protobuf:"bytes,2,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
+	ToVersion     string                 `protobuf:"bytes,3,opt,name=to_version,json=toVersion,proto3" json:"to_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateMember) Reset() {
+	*x = UpdateMember{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateMember) ProtoMessage() {}
+
+func (x *UpdateMember) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateMember.ProtoReflect.Descriptor instead.
+func (*UpdateMember) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *UpdateMember) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *UpdateMember) GetFromVersion() string {
+	if x != nil {
+		return x.FromVersion
+	}
+	return ""
+}
+
+func (x *UpdateMember) GetToVersion() string {
+	if x != nil {
+		return x.ToVersion
+	}
+	return ""
+}
+
 type GetUpdateRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -3294,7 +3368,7 @@ type GetUpdateRequest struct {
 
 func (x *GetUpdateRequest) Reset() {
 	*x = GetUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[42]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3306,7 +3380,7 @@ func (x *GetUpdateRequest) String() string {
 func (*GetUpdateRequest) ProtoMessage() {}
 
 func (x *GetUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[42]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3319,7 +3393,7 @@ func (x *GetUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUpdateRequest.ProtoReflect.Descriptor instead.
 func (*GetUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GetUpdateRequest) GetId() string {
@@ -3341,7 +3415,7 @@ type ListUpdatesRequest struct {
 
 func (x *ListUpdatesRequest) Reset() {
 	*x = ListUpdatesRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[43]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3353,7 +3427,7 @@ func (x *ListUpdatesRequest) String() string {
 func (*ListUpdatesRequest) ProtoMessage() {}
 
 func (x *ListUpdatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[43]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3366,7 +3440,7 @@ func (x *ListUpdatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUpdatesRequest.ProtoReflect.Descriptor instead.
 func (*ListUpdatesRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListUpdatesRequest) GetService() string {
@@ -3392,7 +3466,7 @@ type ListUpdatesResponse struct {
 
 func (x *ListUpdatesResponse) Reset() {
 	*x = ListUpdatesResponse{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[44]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3404,7 +3478,7 @@ func (x *ListUpdatesResponse) String() string {
 func (*ListUpdatesResponse) ProtoMessage() {}
 
 func (x *ListUpdatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[44]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3417,7 +3491,7 @@ func (x *ListUpdatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUpdatesResponse.ProtoReflect.Descriptor instead.
 func (*ListUpdatesResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListUpdatesResponse) GetUpdates() []*Update {
@@ -3437,7 +3511,7 @@ type AbortUpdateRequest struct {
 
 func (x *AbortUpdateRequest) Reset() {
 	*x = AbortUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[45]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3449,7 +3523,7 @@ func (x *AbortUpdateRequest) String() string {
 func (*AbortUpdateRequest) ProtoMessage() {}
 
 func (x *AbortUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[45]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3462,7 +3536,7 @@ func (x *AbortUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortUpdateRequest.ProtoReflect.Descriptor instead.
 func (*AbortUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *AbortUpdateRequest) GetId() string {
@@ -3488,7 +3562,7 @@ type WatchUpdateRequest struct {
 
 func (x *WatchUpdateRequest) Reset() {
 	*x = WatchUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[46]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3500,7 +3574,7 @@ func (x *WatchUpdateRequest) String() string {
 func (*WatchUpdateRequest) ProtoMessage() {}
 
 func (x *WatchUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[46]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3513,7 +3587,7 @@ func (x *WatchUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchUpdateRequest.ProtoReflect.Descriptor instead.
 func (*WatchUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *WatchUpdateRequest) GetId() string {
@@ -3547,6 +3621,10 @@ type Update struct {
 	RollingBack bool `protobuf:"varint,15,opt,name=rolling_back,json=rollingBack,proto3" json:"rolling_back,omitempty"`
 	// PREPARING's bound (see StartUpdateRequest.prepare_timeout).
 	PrepareTimeout *durationpb.Duration `protobuf:"bytes,16,opt,name=prepare_timeout,json=prepareTimeout,proto3" json:"prepare_timeout,omitempty"`
+	// A set update (DESIGN.md §4.8): every service of the set, in the order
+	// asked, the first being service/from_version/to_version above. Empty
+	// for an update of one service.
+	Members []*UpdateMember `protobuf:"bytes,20,rep,name=members,proto3" json:"members,omitempty"`
 	// Set for a canary update.
 	Canary        *Canary `protobuf:"bytes,30,opt,name=canary,proto3" json:"canary,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -3555,7 +3633,7 @@ type Update struct {
 
 func (x *Update) Reset() {
 	*x = Update{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[47]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3567,7 +3645,7 @@ func (x *Update) String() string {
 func (*Update) ProtoMessage() {}
 
 func (x *Update) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[47]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3580,7 +3658,7 @@ func (x *Update) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Update.ProtoReflect.Descriptor instead.
 func (*Update) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *Update) GetId() string {
@@ -3695,6 +3773,13 @@ func (x *Update) GetPrepareTimeout() *durationpb.Duration {
 	return nil
 }
 
+func (x *Update) GetMembers() []*UpdateMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
 func (x *Update) GetCanary() *Canary {
 	if x != nil {
 		return x.Canary
@@ -3714,7 +3799,7 @@ type PhaseChange struct {
 
 func (x *PhaseChange) Reset() {
 	*x = PhaseChange{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[48]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3726,7 +3811,7 @@ func (x *PhaseChange) String() string {
 func (*PhaseChange) ProtoMessage() {}
 
 func (x *PhaseChange) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[48]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3739,7 +3824,7 @@ func (x *PhaseChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PhaseChange.ProtoReflect.Descriptor instead.
 func (*PhaseChange) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *PhaseChange) GetPhase() Phase {
@@ -3793,7 +3878,7 @@ type UpdateProgress struct {
 
 func (x *UpdateProgress) Reset() {
 	*x = UpdateProgress{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[49]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3805,7 +3890,7 @@ func (x *UpdateProgress) String() string {
 func (*UpdateProgress) ProtoMessage() {}
 
 func (x *UpdateProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[49]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3818,7 +3903,7 @@ func (x *UpdateProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateProgress.ProtoReflect.Descriptor instead.
 func (*UpdateProgress) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *UpdateProgress) GetBlocking() uint32 {
@@ -4086,7 +4171,7 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\x0eSubTransaction\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x06R\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x12\n" +
-	"\x04done\x18\x03 \x03(\tR\x04done\"\xb5\x04\n" +
+	"\x04done\x18\x03 \x03(\tR\x04done\"\xef\x04\n" +
 	"\x12StartUpdateRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1d\n" +
 	"\n" +
@@ -4094,7 +4179,8 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\bstrategy\x18\x03 \x01(\x0e2\x18.coordinator.v1.StrategyR\bstrategy\x123\n" +
 	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x126\n" +
 	"\tmax_block\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bmaxBlock\x12B\n" +
-	"\x0fprepare_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0eprepareTimeout\x12!\n" +
+	"\x0fprepare_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0eprepareTimeout\x128\n" +
+	"\amembers\x18\x14 \x03(\v2\x1e.coordinator.v1.ServiceVersionR\amembers\x12!\n" +
 	"\fcanary_steps\x18\x1e \x03(\rR\vcanarySteps\x12>\n" +
 	"\rstep_interval\x18\x1f \x01(\v2\x19.google.protobuf.DurationR\fstepInterval\x12$\n" +
 	"\x0emax_error_rate\x18  \x01(\x01R\fmaxErrorRate\x122\n" +
@@ -4132,7 +4218,12 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\fVersionCalls\x12\x14\n" +
 	"\x05calls\x18\x01 \x01(\x04R\x05calls\x12\x16\n" +
 	"\x06errors\x18\x02 \x01(\x04R\x06errors\x12+\n" +
-	"\x03p99\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03p99\"\"\n" +
+	"\x03p99\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03p99\"j\n" +
+	"\fUpdateMember\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12!\n" +
+	"\ffrom_version\x18\x02 \x01(\tR\vfromVersion\x12\x1d\n" +
+	"\n" +
+	"to_version\x18\x03 \x01(\tR\ttoVersion\"\"\n" +
 	"\x10GetUpdateRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"D\n" +
 	"\x12ListUpdatesRequest\x12\x18\n" +
@@ -4144,7 +4235,7 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"$\n" +
 	"\x12WatchUpdateRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\x9b\x06\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xd3\x06\n" +
 	"\x06Update\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12!\n" +
@@ -4166,7 +4257,8 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\ahistory\x18\r \x03(\v2\x1b.coordinator.v1.PhaseChangeR\ahistory\x12:\n" +
 	"\bprogress\x18\x0e \x01(\v2\x1e.coordinator.v1.UpdateProgressR\bprogress\x12!\n" +
 	"\frolling_back\x18\x0f \x01(\bR\vrollingBack\x12B\n" +
-	"\x0fprepare_timeout\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\x0eprepareTimeout\x12.\n" +
+	"\x0fprepare_timeout\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\x0eprepareTimeout\x126\n" +
+	"\amembers\x18\x14 \x03(\v2\x1c.coordinator.v1.UpdateMemberR\amembers\x12.\n" +
 	"\x06canary\x18\x1e \x01(\v2\x16.coordinator.v1.CanaryR\x06canary\"~\n" +
 	"\vPhaseChange\x12+\n" +
 	"\x05phase\x18\x01 \x01(\x0e2\x15.coordinator.v1.PhaseR\x05phase\x12*\n" +
@@ -4239,7 +4331,7 @@ func file_coordinator_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_coordinator_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_coordinator_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_coordinator_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_coordinator_v1_admin_proto_goTypes = []any{
 	(Strategy)(0),                      // 0: coordinator.v1.Strategy
 	(Phase)(0),                         // 1: coordinator.v1.Phase
@@ -4285,134 +4377,137 @@ var file_coordinator_v1_admin_proto_goTypes = []any{
 	(*CanaryStep)(nil),                 // 41: coordinator.v1.CanaryStep
 	(*CanaryAnalysis)(nil),             // 42: coordinator.v1.CanaryAnalysis
 	(*VersionCalls)(nil),               // 43: coordinator.v1.VersionCalls
-	(*GetUpdateRequest)(nil),           // 44: coordinator.v1.GetUpdateRequest
-	(*ListUpdatesRequest)(nil),         // 45: coordinator.v1.ListUpdatesRequest
-	(*ListUpdatesResponse)(nil),        // 46: coordinator.v1.ListUpdatesResponse
-	(*AbortUpdateRequest)(nil),         // 47: coordinator.v1.AbortUpdateRequest
-	(*WatchUpdateRequest)(nil),         // 48: coordinator.v1.WatchUpdateRequest
-	(*Update)(nil),                     // 49: coordinator.v1.Update
-	(*PhaseChange)(nil),                // 50: coordinator.v1.PhaseChange
-	(*UpdateProgress)(nil),             // 51: coordinator.v1.UpdateProgress
-	(*timestamppb.Timestamp)(nil),      // 52: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 53: google.protobuf.Duration
-	(*ServiceVersion)(nil),             // 54: coordinator.v1.ServiceVersion
-	(*httpbody.HttpBody)(nil),          // 55: google.api.HttpBody
+	(*UpdateMember)(nil),               // 44: coordinator.v1.UpdateMember
+	(*GetUpdateRequest)(nil),           // 45: coordinator.v1.GetUpdateRequest
+	(*ListUpdatesRequest)(nil),         // 46: coordinator.v1.ListUpdatesRequest
+	(*ListUpdatesResponse)(nil),        // 47: coordinator.v1.ListUpdatesResponse
+	(*AbortUpdateRequest)(nil),         // 48: coordinator.v1.AbortUpdateRequest
+	(*WatchUpdateRequest)(nil),         // 49: coordinator.v1.WatchUpdateRequest
+	(*Update)(nil),                     // 50: coordinator.v1.Update
+	(*PhaseChange)(nil),                // 51: coordinator.v1.PhaseChange
+	(*UpdateProgress)(nil),             // 52: coordinator.v1.UpdateProgress
+	(*timestamppb.Timestamp)(nil),      // 53: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 54: google.protobuf.Duration
+	(*ServiceVersion)(nil),             // 55: coordinator.v1.ServiceVersion
+	(*httpbody.HttpBody)(nil),          // 56: google.api.HttpBody
 }
 var file_coordinator_v1_admin_proto_depIdxs = []int32{
 	6,  // 0: coordinator.v1.WatchStateResponse.snapshot:type_name -> coordinator.v1.StateSnapshot
 	5,  // 1: coordinator.v1.WatchStateResponse.keepalive:type_name -> coordinator.v1.StateKeepalive
-	52, // 2: coordinator.v1.StateKeepalive.at:type_name -> google.protobuf.Timestamp
+	53, // 2: coordinator.v1.StateKeepalive.at:type_name -> google.protobuf.Timestamp
 	10, // 3: coordinator.v1.StateSnapshot.services:type_name -> coordinator.v1.ServiceState
 	28, // 4: coordinator.v1.StateSnapshot.edges:type_name -> coordinator.v1.Edge
 	22, // 5: coordinator.v1.StateSnapshot.blocked:type_name -> coordinator.v1.Freeness
-	49, // 6: coordinator.v1.StateSnapshot.updates:type_name -> coordinator.v1.Update
+	50, // 6: coordinator.v1.StateSnapshot.updates:type_name -> coordinator.v1.Update
 	20, // 7: coordinator.v1.StateSnapshot.self_preservation:type_name -> coordinator.v1.SelfPreservation
 	15, // 8: coordinator.v1.StateSnapshot.cluster:type_name -> coordinator.v1.Cluster
 	10, // 9: coordinator.v1.ListServicesResponse.services:type_name -> coordinator.v1.ServiceState
 	11, // 10: coordinator.v1.ServiceState.versions:type_name -> coordinator.v1.VersionState
-	49, // 11: coordinator.v1.ServiceState.update:type_name -> coordinator.v1.Update
-	49, // 12: coordinator.v1.ServiceState.last_update:type_name -> coordinator.v1.Update
+	50, // 11: coordinator.v1.ServiceState.update:type_name -> coordinator.v1.Update
+	50, // 12: coordinator.v1.ServiceState.last_update:type_name -> coordinator.v1.Update
 	12, // 13: coordinator.v1.VersionState.instance_list:type_name -> coordinator.v1.Instance
-	52, // 14: coordinator.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
+	53, // 14: coordinator.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
 	0,  // 15: coordinator.v1.UpdatePlan.strategy:type_name -> coordinator.v1.Strategy
 	23, // 16: coordinator.v1.UpdatePlan.blockers:type_name -> coordinator.v1.Blocker
-	53, // 17: coordinator.v1.UpdatePlan.timeout:type_name -> google.protobuf.Duration
-	53, // 18: coordinator.v1.UpdatePlan.max_block:type_name -> google.protobuf.Duration
-	53, // 19: coordinator.v1.UpdatePlan.prepare_timeout:type_name -> google.protobuf.Duration
-	49, // 20: coordinator.v1.UpdatePlan.in_progress:type_name -> coordinator.v1.Update
+	54, // 17: coordinator.v1.UpdatePlan.timeout:type_name -> google.protobuf.Duration
+	54, // 18: coordinator.v1.UpdatePlan.max_block:type_name -> google.protobuf.Duration
+	54, // 19: coordinator.v1.UpdatePlan.prepare_timeout:type_name -> google.protobuf.Duration
+	50, // 20: coordinator.v1.UpdatePlan.in_progress:type_name -> coordinator.v1.Update
 	16, // 21: coordinator.v1.Cluster.leader:type_name -> coordinator.v1.Replica
 	16, // 22: coordinator.v1.Cluster.replicas:type_name -> coordinator.v1.Replica
 	17, // 23: coordinator.v1.Cluster.members:type_name -> coordinator.v1.EtcdMember
-	52, // 24: coordinator.v1.SelfPreservation.since:type_name -> google.protobuf.Timestamp
-	53, // 25: coordinator.v1.SelfPreservation.window:type_name -> google.protobuf.Duration
-	53, // 26: coordinator.v1.SelfPreservation.grace:type_name -> google.protobuf.Duration
+	53, // 24: coordinator.v1.SelfPreservation.since:type_name -> google.protobuf.Timestamp
+	54, // 25: coordinator.v1.SelfPreservation.window:type_name -> google.protobuf.Duration
+	54, // 26: coordinator.v1.SelfPreservation.grace:type_name -> google.protobuf.Duration
 	23, // 27: coordinator.v1.Freeness.blockers:type_name -> coordinator.v1.Blocker
 	26, // 28: coordinator.v1.Graph.services:type_name -> coordinator.v1.ServiceNode
 	28, // 29: coordinator.v1.Graph.edges:type_name -> coordinator.v1.Edge
 	27, // 30: coordinator.v1.ServiceNode.versions:type_name -> coordinator.v1.VersionSessions
 	31, // 31: coordinator.v1.ListSessionsResponse.sessions:type_name -> coordinator.v1.Session
-	53, // 32: coordinator.v1.Session.ttl:type_name -> google.protobuf.Duration
-	52, // 33: coordinator.v1.Session.registered_at:type_name -> google.protobuf.Timestamp
+	54, // 32: coordinator.v1.Session.ttl:type_name -> google.protobuf.Duration
+	53, // 33: coordinator.v1.Session.registered_at:type_name -> google.protobuf.Timestamp
 	34, // 34: coordinator.v1.ListTransactionsResponse.transactions:type_name -> coordinator.v1.Transaction
-	54, // 35: coordinator.v1.Transaction.used:type_name -> coordinator.v1.ServiceVersion
+	55, // 35: coordinator.v1.Transaction.used:type_name -> coordinator.v1.ServiceVersion
 	35, // 36: coordinator.v1.Transaction.running:type_name -> coordinator.v1.SubTransaction
 	0,  // 37: coordinator.v1.StartUpdateRequest.strategy:type_name -> coordinator.v1.Strategy
-	53, // 38: coordinator.v1.StartUpdateRequest.timeout:type_name -> google.protobuf.Duration
-	53, // 39: coordinator.v1.StartUpdateRequest.max_block:type_name -> google.protobuf.Duration
-	53, // 40: coordinator.v1.StartUpdateRequest.prepare_timeout:type_name -> google.protobuf.Duration
-	53, // 41: coordinator.v1.StartUpdateRequest.step_interval:type_name -> google.protobuf.Duration
-	53, // 42: coordinator.v1.StartUpdateRequest.max_p99:type_name -> google.protobuf.Duration
-	53, // 43: coordinator.v1.StartUpdateRequest.analysis_window:type_name -> google.protobuf.Duration
-	53, // 44: coordinator.v1.Canary.step_interval:type_name -> google.protobuf.Duration
-	53, // 45: coordinator.v1.Canary.max_p99:type_name -> google.protobuf.Duration
-	53, // 46: coordinator.v1.Canary.analysis_window:type_name -> google.protobuf.Duration
-	52, // 47: coordinator.v1.Canary.step_started_at:type_name -> google.protobuf.Timestamp
-	41, // 48: coordinator.v1.Canary.steps_served:type_name -> coordinator.v1.CanaryStep
-	52, // 49: coordinator.v1.CanaryStep.started_at:type_name -> google.protobuf.Timestamp
-	43, // 50: coordinator.v1.CanaryAnalysis.old_version:type_name -> coordinator.v1.VersionCalls
-	43, // 51: coordinator.v1.CanaryAnalysis.new_version:type_name -> coordinator.v1.VersionCalls
-	53, // 52: coordinator.v1.CanaryAnalysis.window:type_name -> google.protobuf.Duration
-	53, // 53: coordinator.v1.VersionCalls.p99:type_name -> google.protobuf.Duration
-	49, // 54: coordinator.v1.ListUpdatesResponse.updates:type_name -> coordinator.v1.Update
-	0,  // 55: coordinator.v1.Update.strategy:type_name -> coordinator.v1.Strategy
-	1,  // 56: coordinator.v1.Update.phase:type_name -> coordinator.v1.Phase
-	53, // 57: coordinator.v1.Update.timeout:type_name -> google.protobuf.Duration
-	53, // 58: coordinator.v1.Update.max_block:type_name -> google.protobuf.Duration
-	52, // 59: coordinator.v1.Update.created_at:type_name -> google.protobuf.Timestamp
-	52, // 60: coordinator.v1.Update.switched_at:type_name -> google.protobuf.Timestamp
-	52, // 61: coordinator.v1.Update.finished_at:type_name -> google.protobuf.Timestamp
-	50, // 62: coordinator.v1.Update.history:type_name -> coordinator.v1.PhaseChange
-	51, // 63: coordinator.v1.Update.progress:type_name -> coordinator.v1.UpdateProgress
-	53, // 64: coordinator.v1.Update.prepare_timeout:type_name -> google.protobuf.Duration
-	40, // 65: coordinator.v1.Update.canary:type_name -> coordinator.v1.Canary
-	1,  // 66: coordinator.v1.PhaseChange.phase:type_name -> coordinator.v1.Phase
-	52, // 67: coordinator.v1.PhaseChange.at:type_name -> google.protobuf.Timestamp
-	42, // 68: coordinator.v1.UpdateProgress.canary_analysis:type_name -> coordinator.v1.CanaryAnalysis
-	21, // 69: coordinator.v1.AdminService.GetFreeness:input_type -> coordinator.v1.GetFreenessRequest
-	24, // 70: coordinator.v1.AdminService.GetGraph:input_type -> coordinator.v1.GetGraphRequest
-	29, // 71: coordinator.v1.AdminService.ListSessions:input_type -> coordinator.v1.ListSessionsRequest
-	32, // 72: coordinator.v1.AdminService.ListTransactions:input_type -> coordinator.v1.ListTransactionsRequest
-	36, // 73: coordinator.v1.AdminService.StartUpdate:input_type -> coordinator.v1.StartUpdateRequest
-	44, // 74: coordinator.v1.AdminService.GetUpdate:input_type -> coordinator.v1.GetUpdateRequest
-	45, // 75: coordinator.v1.AdminService.ListUpdates:input_type -> coordinator.v1.ListUpdatesRequest
-	47, // 76: coordinator.v1.AdminService.AbortUpdate:input_type -> coordinator.v1.AbortUpdateRequest
-	48, // 77: coordinator.v1.AdminService.WatchUpdate:input_type -> coordinator.v1.WatchUpdateRequest
-	14, // 78: coordinator.v1.AdminService.GetCluster:input_type -> coordinator.v1.GetClusterRequest
-	18, // 79: coordinator.v1.AdminService.GetSelfPreservation:input_type -> coordinator.v1.GetSelfPreservationRequest
-	19, // 80: coordinator.v1.AdminService.EndSelfPreservation:input_type -> coordinator.v1.EndSelfPreservationRequest
-	7,  // 81: coordinator.v1.AdminService.ListServices:input_type -> coordinator.v1.ListServicesRequest
-	9,  // 82: coordinator.v1.AdminService.GetService:input_type -> coordinator.v1.GetServiceRequest
-	36, // 83: coordinator.v1.AdminService.DryRunUpdate:input_type -> coordinator.v1.StartUpdateRequest
-	2,  // 84: coordinator.v1.AdminService.GetServiceIstio:input_type -> coordinator.v1.GetServiceIstioRequest
-	3,  // 85: coordinator.v1.AdminService.WatchState:input_type -> coordinator.v1.WatchStateRequest
-	37, // 86: coordinator.v1.AdminService.PromoteUpdate:input_type -> coordinator.v1.PromoteUpdateRequest
-	38, // 87: coordinator.v1.AdminService.PauseUpdate:input_type -> coordinator.v1.PauseUpdateRequest
-	39, // 88: coordinator.v1.AdminService.ResumeUpdate:input_type -> coordinator.v1.ResumeUpdateRequest
-	22, // 89: coordinator.v1.AdminService.GetFreeness:output_type -> coordinator.v1.Freeness
-	25, // 90: coordinator.v1.AdminService.GetGraph:output_type -> coordinator.v1.Graph
-	30, // 91: coordinator.v1.AdminService.ListSessions:output_type -> coordinator.v1.ListSessionsResponse
-	33, // 92: coordinator.v1.AdminService.ListTransactions:output_type -> coordinator.v1.ListTransactionsResponse
-	49, // 93: coordinator.v1.AdminService.StartUpdate:output_type -> coordinator.v1.Update
-	49, // 94: coordinator.v1.AdminService.GetUpdate:output_type -> coordinator.v1.Update
-	46, // 95: coordinator.v1.AdminService.ListUpdates:output_type -> coordinator.v1.ListUpdatesResponse
-	49, // 96: coordinator.v1.AdminService.AbortUpdate:output_type -> coordinator.v1.Update
-	49, // 97: coordinator.v1.AdminService.WatchUpdate:output_type -> coordinator.v1.Update
-	15, // 98: coordinator.v1.AdminService.GetCluster:output_type -> coordinator.v1.Cluster
-	20, // 99: coordinator.v1.AdminService.GetSelfPreservation:output_type -> coordinator.v1.SelfPreservation
-	20, // 100: coordinator.v1.AdminService.EndSelfPreservation:output_type -> coordinator.v1.SelfPreservation
-	8,  // 101: coordinator.v1.AdminService.ListServices:output_type -> coordinator.v1.ListServicesResponse
-	10, // 102: coordinator.v1.AdminService.GetService:output_type -> coordinator.v1.ServiceState
-	13, // 103: coordinator.v1.AdminService.DryRunUpdate:output_type -> coordinator.v1.UpdatePlan
-	55, // 104: coordinator.v1.AdminService.GetServiceIstio:output_type -> google.api.HttpBody
-	4,  // 105: coordinator.v1.AdminService.WatchState:output_type -> coordinator.v1.WatchStateResponse
-	49, // 106: coordinator.v1.AdminService.PromoteUpdate:output_type -> coordinator.v1.Update
-	49, // 107: coordinator.v1.AdminService.PauseUpdate:output_type -> coordinator.v1.Update
-	49, // 108: coordinator.v1.AdminService.ResumeUpdate:output_type -> coordinator.v1.Update
-	89, // [89:109] is the sub-list for method output_type
-	69, // [69:89] is the sub-list for method input_type
-	69, // [69:69] is the sub-list for extension type_name
-	69, // [69:69] is the sub-list for extension extendee
-	0,  // [0:69] is the sub-list for field type_name
+	54, // 38: coordinator.v1.StartUpdateRequest.timeout:type_name -> google.protobuf.Duration
+	54, // 39: coordinator.v1.StartUpdateRequest.max_block:type_name -> google.protobuf.Duration
+	54, // 40: coordinator.v1.StartUpdateRequest.prepare_timeout:type_name -> google.protobuf.Duration
+	55, // 41: coordinator.v1.StartUpdateRequest.members:type_name -> coordinator.v1.ServiceVersion
+	54, // 42: coordinator.v1.StartUpdateRequest.step_interval:type_name -> google.protobuf.Duration
+	54, // 43: coordinator.v1.StartUpdateRequest.max_p99:type_name -> google.protobuf.Duration
+	54, // 44: coordinator.v1.StartUpdateRequest.analysis_window:type_name -> google.protobuf.Duration
+	54, // 45: coordinator.v1.Canary.step_interval:type_name -> google.protobuf.Duration
+	54, // 46: coordinator.v1.Canary.max_p99:type_name -> google.protobuf.Duration
+	54, // 47: coordinator.v1.Canary.analysis_window:type_name -> google.protobuf.Duration
+	53, // 48: coordinator.v1.Canary.step_started_at:type_name -> google.protobuf.Timestamp
+	41, // 49: coordinator.v1.Canary.steps_served:type_name -> coordinator.v1.CanaryStep
+	53, // 50: coordinator.v1.CanaryStep.started_at:type_name -> google.protobuf.Timestamp
+	43, // 51: coordinator.v1.CanaryAnalysis.old_version:type_name -> coordinator.v1.VersionCalls
+	43, // 52: coordinator.v1.CanaryAnalysis.new_version:type_name -> coordinator.v1.VersionCalls
+	54, // 53: coordinator.v1.CanaryAnalysis.window:type_name -> google.protobuf.Duration
+	54, // 54: coordinator.v1.VersionCalls.p99:type_name -> google.protobuf.Duration
+	50, // 55: coordinator.v1.ListUpdatesResponse.updates:type_name -> coordinator.v1.Update
+	0,  // 56: coordinator.v1.Update.strategy:type_name -> coordinator.v1.Strategy
+	1,  // 57: coordinator.v1.Update.phase:type_name -> coordinator.v1.Phase
+	54, // 58: coordinator.v1.Update.timeout:type_name -> google.protobuf.Duration
+	54, // 59: coordinator.v1.Update.max_block:type_name -> google.protobuf.Duration
+	53, // 60: coordinator.v1.Update.created_at:type_name -> google.protobuf.Timestamp
+	53, // 61: coordinator.v1.Update.switched_at:type_name -> google.protobuf.Timestamp
+	53, // 62: coordinator.v1.Update.finished_at:type_name -> google.protobuf.Timestamp
+	51, // 63: coordinator.v1.Update.history:type_name -> coordinator.v1.PhaseChange
+	52, // 64: coordinator.v1.Update.progress:type_name -> coordinator.v1.UpdateProgress
+	54, // 65: coordinator.v1.Update.prepare_timeout:type_name -> google.protobuf.Duration
+	44, // 66: coordinator.v1.Update.members:type_name -> coordinator.v1.UpdateMember
+	40, // 67: coordinator.v1.Update.canary:type_name -> coordinator.v1.Canary
+	1,  // 68: coordinator.v1.PhaseChange.phase:type_name -> coordinator.v1.Phase
+	53, // 69: coordinator.v1.PhaseChange.at:type_name -> google.protobuf.Timestamp
+	42, // 70: coordinator.v1.UpdateProgress.canary_analysis:type_name -> coordinator.v1.CanaryAnalysis
+	21, // 71: coordinator.v1.AdminService.GetFreeness:input_type -> coordinator.v1.GetFreenessRequest
+	24, // 72: coordinator.v1.AdminService.GetGraph:input_type -> coordinator.v1.GetGraphRequest
+	29, // 73: coordinator.v1.AdminService.ListSessions:input_type -> coordinator.v1.ListSessionsRequest
+	32, // 74: coordinator.v1.AdminService.ListTransactions:input_type -> coordinator.v1.ListTransactionsRequest
+	36, // 75: coordinator.v1.AdminService.StartUpdate:input_type -> coordinator.v1.StartUpdateRequest
+	45, // 76: coordinator.v1.AdminService.GetUpdate:input_type -> coordinator.v1.GetUpdateRequest
+	46, // 77: coordinator.v1.AdminService.ListUpdates:input_type -> coordinator.v1.ListUpdatesRequest
+	48, // 78: coordinator.v1.AdminService.AbortUpdate:input_type -> coordinator.v1.AbortUpdateRequest
+	49, // 79: coordinator.v1.AdminService.WatchUpdate:input_type -> coordinator.v1.WatchUpdateRequest
+	14, // 80: coordinator.v1.AdminService.GetCluster:input_type -> coordinator.v1.GetClusterRequest
+	18, // 81: coordinator.v1.AdminService.GetSelfPreservation:input_type -> coordinator.v1.GetSelfPreservationRequest
+	19, // 82: coordinator.v1.AdminService.EndSelfPreservation:input_type -> coordinator.v1.EndSelfPreservationRequest
+	7,  // 83: coordinator.v1.AdminService.ListServices:input_type -> coordinator.v1.ListServicesRequest
+	9,  // 84: coordinator.v1.AdminService.GetService:input_type -> coordinator.v1.GetServiceRequest
+	36, // 85: coordinator.v1.AdminService.DryRunUpdate:input_type -> coordinator.v1.StartUpdateRequest
+	2,  // 86: coordinator.v1.AdminService.GetServiceIstio:input_type -> coordinator.v1.GetServiceIstioRequest
+	3,  // 87: coordinator.v1.AdminService.WatchState:input_type -> coordinator.v1.WatchStateRequest
+	37, // 88: coordinator.v1.AdminService.PromoteUpdate:input_type -> coordinator.v1.PromoteUpdateRequest
+	38, // 89: coordinator.v1.AdminService.PauseUpdate:input_type -> coordinator.v1.PauseUpdateRequest
+	39, // 90: coordinator.v1.AdminService.ResumeUpdate:input_type -> coordinator.v1.ResumeUpdateRequest
+	22, // 91: coordinator.v1.AdminService.GetFreeness:output_type -> coordinator.v1.Freeness
+	25, // 92: coordinator.v1.AdminService.GetGraph:output_type -> coordinator.v1.Graph
+	30, // 93: coordinator.v1.AdminService.ListSessions:output_type -> coordinator.v1.ListSessionsResponse
+	33, // 94: coordinator.v1.AdminService.ListTransactions:output_type -> coordinator.v1.ListTransactionsResponse
+	50, // 95: coordinator.v1.AdminService.StartUpdate:output_type -> coordinator.v1.Update
+	50, // 96: coordinator.v1.AdminService.GetUpdate:output_type -> coordinator.v1.Update
+	47, // 97: coordinator.v1.AdminService.ListUpdates:output_type -> coordinator.v1.ListUpdatesResponse
+	50, // 98: coordinator.v1.AdminService.AbortUpdate:output_type -> coordinator.v1.Update
+	50, // 99: coordinator.v1.AdminService.WatchUpdate:output_type -> coordinator.v1.Update
+	15, // 100: coordinator.v1.AdminService.GetCluster:output_type -> coordinator.v1.Cluster
+	20, // 101: coordinator.v1.AdminService.GetSelfPreservation:output_type -> coordinator.v1.SelfPreservation
+	20, // 102: coordinator.v1.AdminService.EndSelfPreservation:output_type -> coordinator.v1.SelfPreservation
+	8,  // 103: coordinator.v1.AdminService.ListServices:output_type -> coordinator.v1.ListServicesResponse
+	10, // 104: coordinator.v1.AdminService.GetService:output_type -> coordinator.v1.ServiceState
+	13, // 105: coordinator.v1.AdminService.DryRunUpdate:output_type -> coordinator.v1.UpdatePlan
+	56, // 106: coordinator.v1.AdminService.GetServiceIstio:output_type -> google.api.HttpBody
+	4,  // 107: coordinator.v1.AdminService.WatchState:output_type -> coordinator.v1.WatchStateResponse
+	50, // 108: coordinator.v1.AdminService.PromoteUpdate:output_type -> coordinator.v1.Update
+	50, // 109: coordinator.v1.AdminService.PauseUpdate:output_type -> coordinator.v1.Update
+	50, // 110: coordinator.v1.AdminService.ResumeUpdate:output_type -> coordinator.v1.Update
+	91, // [91:111] is the sub-list for method output_type
+	71, // [71:91] is the sub-list for method input_type
+	71, // [71:71] is the sub-list for extension type_name
+	71, // [71:71] is the sub-list for extension extendee
+	0,  // [0:71] is the sub-list for field type_name
 }
 
 func init() { file_coordinator_v1_admin_proto_init() }
@@ -4431,7 +4526,7 @@ func file_coordinator_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinator_v1_admin_proto_rawDesc), len(file_coordinator_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   50,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -57,7 +57,8 @@ type AdminServiceClient interface {
 	ListSessions(ctx context.Context, in *ListSessionsRequest, opts ...grpc.CallOption) (*ListSessionsResponse, error)
 	// ListTransactions lists live transactions.
 	ListTransactions(ctx context.Context, in *ListTransactionsRequest, opts ...grpc.CallOption) (*ListTransactionsResponse, error)
-	// StartUpdate starts updating a service to a registered version.
+	// StartUpdate starts updating a service (or a set of services together:
+	// members) to a registered version.
 	StartUpdate(ctx context.Context, in *StartUpdateRequest, opts ...grpc.CallOption) (*Update, error)
 	// GetUpdate returns one update with its progress.
 	GetUpdate(ctx context.Context, in *GetUpdateRequest, opts ...grpc.CallOption) (*Update, error)
@@ -354,7 +355,8 @@ type AdminServiceServer interface {
 	ListSessions(context.Context, *ListSessionsRequest) (*ListSessionsResponse, error)
 	// ListTransactions lists live transactions.
 	ListTransactions(context.Context, *ListTransactionsRequest) (*ListTransactionsResponse, error)
-	// StartUpdate starts updating a service to a registered version.
+	// StartUpdate starts updating a service (or a set of services together:
+	// members) to a registered version.
 	StartUpdate(context.Context, *StartUpdateRequest) (*Update, error)
 	// GetUpdate returns one update with its progress.
 	GetUpdate(context.Context, *GetUpdateRequest) (*Update, error)
