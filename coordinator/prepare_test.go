@@ -57,7 +57,7 @@ func TestPrepareTimeoutNamesTheSessionsThatDidNotAcknowledge(t *testing.T) {
 				return p.GetUnacknowledgedSessions() == 1
 			})
 			if len(p.UnacknowledgedSessionIds) != 1 || p.UnacknowledgedSessionIds[0] != "lazy-1" ||
-				!strings.Contains(p.WaitingFor, "1 sessions to acknowledge update mode (lazy-1): aborts at prepare-timeout 1.5s") {
+				!strings.Contains(p.WaitingFor, "1 session to acknowledge update mode (lazy-1): aborts at prepare-timeout 1.5s") {
 				t.Fatalf("progress while PREPARING: %v", p)
 			}
 			var g *pb.Update
@@ -102,7 +102,7 @@ func TestWaitingWithoutTimeoutHasTheServerBound(t *testing.T) {
 		g, err = ts.Admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: u.Id})
 		return err == nil && g.Phase == pb.Phase_PHASE_WAITING
 	})
-	if w := g.GetProgress().GetWaitingFor(); !strings.HasPrefix(w, "b to be free (1 transactions block it): aborts at timeout 1s") {
+	if w := g.GetProgress().GetWaitingFor(); !strings.HasPrefix(w, "b to be free (1 transaction blocks it): aborts at timeout 1s") {
 		t.Fatalf("waiting_for %q", w)
 	}
 	servertest.Eventually(t, 10*time.Second, "the update to abort", func() bool {

@@ -1030,17 +1030,17 @@ func (o *orchestrator) waitingForLocked(u *update, p *pb.UpdateProgress, now tim
 	}
 	switch {
 	case u.rollback:
-		why = append(why, fmt.Sprintf("%d transactions that used %s to end (each ends, or its session's lease expires)",
-			p.OldTransactions, u.sideNames(strategy.New)))
+		why = append(why, fmt.Sprintf("%s that used %s to end (each ends, or its session's lease expires)",
+			count(int(p.OldTransactions), "transaction", "transactions"), u.sideNames(strategy.New)))
 	case u.rec.Phase == pb.Phase_PHASE_PREPARING && p.UnacknowledgedSessions > 0:
-		why = append(why, fmt.Sprintf("%d sessions to acknowledge update mode (%s): aborts at prepare-timeout %v, %s",
-			p.UnacknowledgedSessions, strategy.Named(p.UnacknowledgedSessionIds, int(p.UnacknowledgedSessions)),
+		why = append(why, fmt.Sprintf("%s to acknowledge update mode (%s): aborts at prepare-timeout %v, %s",
+			count(int(p.UnacknowledgedSessions), "session", "sessions"), strategy.Named(p.UnacknowledgedSessionIds, int(p.UnacknowledgedSessions)),
 			opts.PrepareTimeout, left(opts.PrepareTimeout)))
 	case u.rec.Phase == pb.Phase_PHASE_PREPARING && u.updateMode && !o.setConnectedLocked(u):
 		why = append(why, fmt.Sprintf("an instance of %s to connect: aborts at prepare-timeout %v, %s",
 			u.sideNames(strategy.New), opts.PrepareTimeout, left(opts.PrepareTimeout)))
 	case u.rec.Phase == pb.Phase_PHASE_WAITING:
-		w := fmt.Sprintf("%s to be free (%d transactions block it)", u.subject(), p.Blocking)
+		w := fmt.Sprintf("%s to be free (%s)", u.subject(), count(int(p.Blocking), "transaction blocks it", "transactions block it"))
 		if opts.Timeout > 0 {
 			w += fmt.Sprintf(": aborts at timeout %v, %s", opts.Timeout, left(opts.Timeout))
 		} else {
@@ -1048,17 +1048,17 @@ func (o *orchestrator) waitingForLocked(u *update, p *pb.UpdateProgress, now tim
 		}
 		why = append(why, w)
 		if len(u.held) > 0 && opts.MaxBlock > 0 {
-			why = append(why, fmt.Sprintf("%d calls held, the oldest for %v: aborts at max-block %v",
-				len(u.held), now.Sub(u.held[0].since).Round(time.Millisecond), opts.MaxBlock))
+			why = append(why, fmt.Sprintf("%s, the oldest for %v: aborts at max-block %v",
+				count(len(u.held), "call held", "calls held"), now.Sub(u.held[0].since).Round(time.Millisecond), opts.MaxBlock))
 		}
 	case u.rec.Phase == pb.Phase_PHASE_CANARY:
 		why = append(why, o.canaryWaitingLocked(u, now))
 	case u.rec.Phase == pb.Phase_PHASE_DRAINING:
-		why = append(why, fmt.Sprintf("%d transactions that used %s to end (each ends, or its session's lease expires)",
-			p.OldTransactions, u.sideNames(strategy.Old)))
+		why = append(why, fmt.Sprintf("%s that used %s to end (each ends, or its session's lease expires)",
+			count(int(p.OldTransactions), "transaction", "transactions"), u.sideNames(strategy.Old)))
 	}
 	if n := u.waitingBeginCount(); n > 0 {
-		why = append(why, fmt.Sprintf("%d calls waiting for their transaction's BEGIN: each at most %v (--begin-wait-timeout)", n, o.cfg.BeginWaitTimeout))
+		why = append(why, fmt.Sprintf("%s for their transaction's BEGIN: each at most %v (--begin-wait-timeout)", count(n, "call waiting", "calls waiting"), o.cfg.BeginWaitTimeout))
 	}
 	return strings.Join(why, "; ")
 }

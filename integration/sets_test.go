@@ -155,7 +155,7 @@ func checkUsedOneCallsAnother(t *testing.T, k pb.Strategy) {
 		servertest.Eventually(t, 10*time.Second, "the update to wait for the set, blocked by T", func() bool {
 			g := w.getUpdate(u.Id)
 			return g.Phase == pb.Phase_PHASE_WAITING && g.Progress.GetBlocking() == 1 &&
-				strings.Contains(g.Progress.GetWaitingFor(), "portal+proc to be free (1 transactions block it)")
+				strings.Contains(g.Progress.GetWaitingFor(), "portal+proc to be free (1 transaction blocks it)")
 		})
 		for _, svc := range []string{"portal", "proc"} {
 			f, err := w.ts.Admin.GetFreeness(ctx, &pb.GetFreenessRequest{Service: svc})
