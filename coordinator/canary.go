@@ -171,42 +171,11 @@ func (o *orchestrator) canarySwitchLocked(u *update, pc *phaseChange) {
 }
 
 // canaryControl promotes, pauses or resumes the canary update id for an
-// operator: it waits for a change being stored, then stores its own, not
-// holding the lock meanwhile, and returns the update.
+// operator (see operatorChange) and returns the update.
 func (o *orchestrator) canaryControl(ctx context.Context, id, what string) (*pb.Update, error) {
-	o.ev.lock()
-	for {
-		u, err := o.updateLocked(id)
-		if err != nil {
-			o.ev.unlockAndSend()
-			return nil, err
-		}
-		if pc := u.writing; pc != nil {
-			o.ev.unlockAndSend()
-			select {
-			case <-pc.done:
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-o.ev.context().Done():
-				return nil, errShuttingDown
-			}
-			o.ev.lock()
-			continue
-		}
-		pc, err := o.canaryControlLocked(u, what)
-		if err != nil {
-			o.ev.unlockAndSend()
-			return nil, err
-		}
-		if err := o.storePhaseLocked(pc); err != nil {
-			o.ev.unlockAndSend()
-			return nil, fmt.Errorf("%w: could not store the %s; try again", ErrUnavailable, what)
-		}
-		o.progressLocked()
-		out := o.snapshotLocked(u)
-		o.ev.unlockAndSend()
-		return out, nil
-	}
+	return o.operatorChange(ctx, id, what, true, func(u *update) (*phaseChange, error) {
+		return o.canaryControlLocked(u, what)
+	})
 }
 
 // canaryControlLocked decides an operator's promote, pause or resume of u.

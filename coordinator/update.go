@@ -529,10 +529,19 @@ func (o *orchestrator) abortQueuedLocked(u *update, reason string) {
 	}
 }
 
-// abort aborts the update id for an operator: it waits for a change being
-// stored, then stores the abort, without holding the lock meanwhile, and
+// abort aborts the update id for an operator (see operatorChange) and
 // returns the update as aborted.
 func (o *orchestrator) abort(ctx context.Context, id, reason string) (*pb.Update, error) {
+	return o.operatorChange(ctx, id, "abort", false, func(u *update) (*phaseChange, error) {
+		return o.abortLocked(u, reason)
+	})
+}
+
+// operatorChange makes an operator's change (what: abort, promote, pause,
+// resume) to the update id: it waits for a change being stored, then
+// stores the one decide returns, not holding the lock meanwhile, moves the
+// updates on if progress is set, and returns the update.
+func (o *orchestrator) operatorChange(ctx context.Context, id, what string, progress bool, decide func(*update) (*phaseChange, error)) (*pb.Update, error) {
 	o.ev.lock()
 	for {
 		u, err := o.updateLocked(id)
@@ -552,14 +561,17 @@ func (o *orchestrator) abort(ctx context.Context, id, reason string) (*pb.Update
 			o.ev.lock()
 			continue
 		}
-		pc, err := o.abortLocked(u, reason)
+		pc, err := decide(u)
 		if err != nil {
 			o.ev.unlockAndSend()
 			return nil, err
 		}
 		if err := o.storePhaseLocked(pc); err != nil {
 			o.ev.unlockAndSend()
-			return nil, fmt.Errorf("%w: could not store the abort; try again", ErrUnavailable)
+			return nil, fmt.Errorf("%w: could not store the %s; try again", ErrUnavailable, what)
+		}
+		if progress {
+			o.progressLocked()
 		}
 		out := o.snapshotLocked(u)
 		o.ev.unlockAndSend()

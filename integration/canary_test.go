@@ -120,17 +120,7 @@ func checkCanaryConsistency(t *testing.T, hints bool) {
 		t.Fatal(err)
 	}
 	u = w.waitFinished(u.Id, 30*time.Second)
-	time.Sleep(100 * time.Millisecond) // traffic after the switch
-	close(stop)
-	if err := wait(); err != nil {
-		t.Fatalf("load: %v", err)
-	}
-	if u.Phase != pb.Phase_PHASE_DONE {
-		t.Fatalf("update ended %s (%s), want DONE", u.Phase, u.Reason)
-	}
-	if v := w.violations(); len(v) > 0 {
-		t.Fatalf("%d version-inconsistent transactions (of %d), e.g. %v", len(v), w.txns.Load(), v[:min(5, len(v))])
-	}
+	w.endLoadConsistent(t, u, stop, wait)
 	for i, st := range u.Canary.StepsServed[:len(steps)-1] {
 		n := st.OldTransactions + st.NewTransactions
 		if want := n * uint64(st.Percent) / 100; st.NewTransactions != want {

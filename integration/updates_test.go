@@ -128,17 +128,7 @@ func checkUpdateConsistency(t *testing.T, k pb.Strategy, hints, slow bool) {
 		}
 		u = w.waitFinished(u.Id, 30*time.Second)
 	}
-	time.Sleep(100 * time.Millisecond) // traffic after the switch
-	close(stop)
-	if err := wait(); err != nil {
-		t.Fatalf("load: %v", err)
-	}
-	if u.Phase != pb.Phase_PHASE_DONE {
-		t.Fatalf("update ended %s (%s), want DONE", u.Phase, u.Reason)
-	}
-	if v := w.violations(); len(v) > 0 {
-		t.Fatalf("%d version-inconsistent transactions (of %d), e.g. %v", len(v), w.txns.Load(), v[:min(5, len(v))])
-	}
+	w.endLoadConsistent(t, u, stop, wait)
 	if n := w.ranOn("s2", "v2"); n == 0 {
 		t.Fatalf("no transaction ran on s2@v2 after the update")
 	}

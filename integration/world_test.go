@@ -117,6 +117,24 @@ func (w *world) record(txn, svc, version string) {
 	m[svc][version] = true
 }
 
+// endLoadConsistent lets the load run 100 ms past the update's end, stops
+// it (stop, wait: from load), and fails unless the update u ended DONE and
+// no transaction ran on two versions of one service.
+func (w *world) endLoadConsistent(t *testing.T, u *pb.Update, stop chan struct{}, wait func() error) {
+	t.Helper()
+	time.Sleep(100 * time.Millisecond) // traffic after the switch
+	close(stop)
+	if err := wait(); err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	if u.Phase != pb.Phase_PHASE_DONE {
+		t.Fatalf("update ended %s (%s), want DONE", u.Phase, u.Reason)
+	}
+	if v := w.violations(); len(v) > 0 {
+		t.Fatalf("%d version-inconsistent transactions (of %d), e.g. %v", len(v), w.txns.Load(), v[:min(5, len(v))])
+	}
+}
+
 // violations returns the transactions that ran on two versions of one
 // service (the oracle of DESIGN.md §1). It also fails the test if the
 // coordinator rejected any event: the simulation sends only valid ones.

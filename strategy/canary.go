@@ -104,14 +104,8 @@ func canaryDecide(s State, c Call) Decision {
 func canaryNext(s State, o Observation) Action {
 	switch s.Phase {
 	case pb.Phase_PHASE_PREPARING:
-		if a, ok := prepared(s, o); !ok {
+		if a, ok := cvPrepared(s, o); !ok {
 			return a
-		}
-		if o.SwitchesHeld() {
-			return wait
-		}
-		if !o.Ready() {
-			return notReady(s, o)
 		}
 		if len(s.Canary.Steps) == 1 { // 100 at once: CV
 			return Action{Step: Switch, Phase: pb.Phase_PHASE_DRAINING}

@@ -426,6 +426,24 @@ func (cv) Decide(s State, c Call) Decision {
 	}
 	return decideBeforeSwitch(s, c, Decision{Target: Old})
 }
+
+// cvPrepared says what CV, and its canary, wait for in PREPARING before
+// they act: prepared's acknowledgements, switches no longer held (bounded
+// by the resync, each missing session's lease, and by self-preservation's
+// grace), and the new version ready; ok once nothing is left.
+func cvPrepared(s State, o Observation) (Action, bool) {
+	if a, ok := prepared(s, o); !ok {
+		return a, false
+	}
+	if o.SwitchesHeld() {
+		return wait, false
+	}
+	if !o.Ready() {
+		return notReady(s, o), false
+	}
+	return Action{}, true
+}
+
 func (cv) Next(s State, o Observation) Action {
 	if s.RollingBack {
 		return rolledBack(o)
@@ -435,16 +453,8 @@ func (cv) Next(s State, o Observation) Action {
 	}
 	switch s.Phase {
 	case pb.Phase_PHASE_PREPARING:
-		if a, ok := prepared(s, o); !ok {
+		if a, ok := cvPrepared(s, o); !ok {
 			return a
-		}
-		if o.SwitchesHeld() {
-			// Bounded by the resync (each missing session's lease) and by
-			// self-preservation's grace.
-			return wait
-		}
-		if !o.Ready() {
-			return notReady(s, o)
 		}
 		return Action{Step: Switch, Phase: pb.Phase_PHASE_DRAINING}
 	case pb.Phase_PHASE_DRAINING:
