@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -128,9 +129,16 @@ func (p *proxy) proxyError(leg, target string) func(http.ResponseWriter, *http.R
 // came (draining). A lost stream to the coordinator does not fail it: the
 // proxy keeps routing by the last table and the SDK reconnects (the body's
 // coordinatorConnected and the coordsidecar_coordinator_connected metric
-// say so).
+// say so). With --pprof it serves net/http/pprof's /debug/pprof/ too.
 func (p *proxy) adminHandler() http.Handler {
 	mux := http.NewServeMux()
+	if p.cfg.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(p.met.reg, promhttp.HandlerOpts{ErrorLog: newLogLogger(p.logAt("admin"))}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		status, code := "ok", http.StatusOK
