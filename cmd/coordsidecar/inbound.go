@@ -28,6 +28,7 @@ func (p *proxy) inboundHandler() http.Handler {
 			}
 		},
 		Transport:      p.up,
+		BufferPool:     p.buffers,
 		ModifyResponse: p.met.record(leg, p.cfg.Service),
 		ErrorHandler:   p.proxyError(leg, p.cfg.Service),
 		ErrorLog:       newLogLogger(p.logAt(leg)),

@@ -31,6 +31,7 @@ func (p *proxy) outboundHandler(service string) http.Handler {
 			passThrough(pr)
 		},
 		Transport:      p.outboundTransport(service),
+		BufferPool:     p.buffers,
 		ModifyResponse: p.met.record(leg, service),
 		ErrorHandler:   p.proxyError(leg, service),
 		ErrorLog:       newLogLogger(p.logAt(leg)),
@@ -132,6 +133,7 @@ func (p *proxy) httpProxyHandler() http.Handler {
 			passThrough(pr)
 		},
 		Transport:      p.outboundTransport(""),
+		BufferPool:     p.buffers,
 		ModifyResponse: p.met.record(leg, target),
 		ErrorHandler:   p.proxyError(leg, target),
 		ErrorLog:       newLogLogger(p.logAt(leg)),

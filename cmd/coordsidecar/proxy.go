@@ -30,6 +30,7 @@ type proxy struct {
 	met        *metrics
 	traces     *traces
 	pins       *pins // istio mode: versions each transaction used, by service
+	buffers    *buffers
 
 	data  []*listener // inbound, dependencies, HTTP proxy
 	admin *listener
@@ -53,7 +54,7 @@ func (l *listener) addr() string { return l.lis.Addr().String() }
 // --advertise says otherwise), then serves. It returns when the instance
 // is registered and serving, or with an error (nothing left running).
 func start(ctx context.Context, cfg config, lg *slog.Logger) (_ *proxy, err error) {
-	p := &proxy{cfg: cfg, lg: lg, up: newUpstream(), traces: newTraces(), pins: newPins()}
+	p := &proxy{cfg: cfg, lg: lg, up: newUpstream(), traces: newTraces(), pins: newPins(), buffers: newBuffers()}
 	var bound []*listener
 	defer func() {
 		if err != nil {
