@@ -9,6 +9,7 @@ import (
 	"net/http/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -77,10 +78,17 @@ func b2f(b bool) float64 {
 	return 0
 }
 
-// record counts a response from upstream.
+// record counts a response from upstream. The counter of each status code
+// is looked up once per leg and target (WithLabelValues hashes its labels
+// and formats the code on every call).
 func (m *metrics) record(leg, target string) func(*http.Response) error {
+	var byCode sync.Map // status code -> prometheus.Counter
 	return func(r *http.Response) error {
-		m.requests.WithLabelValues(leg, target, strconv.Itoa(r.StatusCode)).Inc()
+		c, ok := byCode.Load(r.StatusCode)
+		if !ok {
+			c, _ = byCode.LoadOrStore(r.StatusCode, m.requests.WithLabelValues(leg, target, strconv.Itoa(r.StatusCode)))
+		}
+		c.(prometheus.Counter).Inc()
 		return nil
 	}
 }
