@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/textproto"
 	"strconv"
 	"sync"
 )
@@ -36,6 +37,50 @@ const (
 
 // meshHeaders are the headers an entry point strips.
 var meshHeaders = []string{HeaderTxn, HeaderSub}
+
+// The headers above in the canonical form http.Header keys them by.
+var (
+	canonTxn         = textproto.CanonicalMIMEHeaderKey(HeaderTxn)
+	canonSub         = textproto.CanonicalMIMEHeaderKey(HeaderSub)
+	canonTraceparent = textproto.CanonicalMIMEHeaderKey(HeaderTraceparent)
+	canonB3TraceID   = textproto.CanonicalMIMEHeaderKey(HeaderB3TraceID)
+	canonB3SpanID    = textproto.CanonicalMIMEHeaderKey(HeaderB3SpanID)
+	canonRequestID   = textproto.CanonicalMIMEHeaderKey(HeaderRequestID)
+)
+
+// canonicalKey is name as http.Header keys it. Header.Get and Header.Set
+// canonicalize a lower-case name, allocating, on every call: the SDK's own
+// headers, read and set on every request, have theirs made once.
+func canonicalKey(name string) string {
+	switch name {
+	case HeaderTxn:
+		return canonTxn
+	case HeaderSub:
+		return canonSub
+	case HeaderTraceparent:
+		return canonTraceparent
+	case HeaderB3TraceID:
+		return canonB3TraceID
+	case HeaderB3SpanID:
+		return canonB3SpanID
+	case HeaderRequestID:
+		return canonRequestID
+	}
+	return textproto.CanonicalMIMEHeaderKey(name)
+}
+
+// httpHeader is an http.Header read and written as Header.Get and
+// Header.Set do, by lower-case names (see canonicalKey).
+type httpHeader http.Header
+
+func (h httpHeader) get(name string) string {
+	if v := h[canonicalKey(name)]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (h httpHeader) set(name, value string) { h[canonicalKey(name)] = []string{value} }
 
 // carriers are the tracing headers a transaction came in by, to carry on.
 type carriers uint8
@@ -228,14 +273,14 @@ func Middleware(c *Client, opts ...InboundOption) func(http.Handler) http.Handle
 	ic := c.inboundConfig(opts)
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if ic.strip && hasMeshHeader(r.Header.Get) {
+			if ic.strip && hasMeshHeader(httpHeader(r.Header).get) {
 				c.lg.Debug("mesh headers stripped from a request to an entry point", "remote", r.RemoteAddr)
 				r = r.Clone(r.Context())
 				for _, h := range meshHeaders {
 					r.Header.Del(h)
 				}
 			}
-			ctx, end := c.inbound(r.Context(), r.Header.Get)
+			ctx, end := c.inbound(r.Context(), httpHeader(r.Header).get)
 			defer end()
 			next.ServeHTTP(w, r.WithContext(ctx))
 		})
@@ -281,7 +326,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if out.Host == "" {
 		out.Host = req.URL.Host
 	}
-	call.propagate(out.Header.Set)
+	call.propagate(httpHeader(out.Header).set)
 	resp, err := t.base.RoundTrip(out)
 	if err != nil {
 		call.FinishWith(call.HTTPOutcome(0, err))

@@ -23,6 +23,10 @@
 // the CPU seconds per second of the busier of a configuration's two proxy
 // processes, scaled to 1,000 requests/s from the rate achieved, and M the larger resident set of
 // coordsidecar's two processes at the end.
+//
+// -profile-dir DIR saves a CPU profile of each coordsidecar process over
+// its measured time (caller.cpu.pprof, callee.cpu.pprof; coordsidecar runs
+// with --pprof), for go tool pprof.
 package main
 
 import (
@@ -53,6 +57,7 @@ func main() {
 	d := flag.Duration("duration", 10*time.Second, "measured time per configuration (after a 2s warm-up)")
 	serve := flag.String("serve", "", "internal: run the coordinator on this data directory and print its gRPC address")
 	rp := flag.String("reverseproxy", "", "internal: serve a bare httputil.ReverseProxy to this URL and print its address")
+	profDir := flag.String("profile-dir", "", "save CPU profiles of the coordsidecar processes over the measured time in this directory")
 	flag.Parse()
 	log.SetFlags(0)
 	switch {
@@ -91,15 +96,27 @@ func main() {
 	check(err)
 	defer co.Stop()
 	inL, inAdmin, outL, outDep, outAdmin := freeAddr(), freeAddr(), freeAddr(), freeAddr(), freeAddr()
-	calleeSC, err := benchproc.Exec(bin, "--coordinator", co.Line, "--service", "callee", "--version", "v1",
-		"--listen", inL, "--app", callee.Addr().String(), "--admin", inAdmin, "--log-level", "warn")
+	var extra []string
+	if *profDir != "" {
+		check(os.MkdirAll(*profDir, 0o755))
+		extra = append(extra, "--pprof")
+	}
+	calleeSC, err := benchproc.Exec(bin, append([]string{"--coordinator", co.Line, "--service", "callee", "--version", "v1",
+		"--listen", inL, "--app", callee.Addr().String(), "--admin", inAdmin, "--log-level", "warn"}, extra...)...)
 	check(err)
-	callerSC, err := benchproc.Exec(bin, "--coordinator", co.Line, "--service", "caller", "--version", "v1",
-		"--listen", outL, "--app", "127.0.0.1:1", "--admin", outAdmin, "--dep", "callee="+outDep, "--log-level", "warn")
+	callerSC, err := benchproc.Exec(bin, append([]string{"--coordinator", co.Line, "--service", "caller", "--version", "v1",
+		"--listen", outL, "--app", "127.0.0.1:1", "--admin", outAdmin, "--dep", "callee=" + outDep, "--log-level", "warn"}, extra...)...)
 	check(err)
 	waitHealthy(inAdmin)
 	waitHealthy(outAdmin)
+	var profiles sync.WaitGroup
+	if *profDir != "" {
+		for name, admin := range map[string]string{"caller": outAdmin, "callee": inAdmin} {
+			profiles.Go(func() { saveProfile(admin, *d, filepath.Join(*profDir, name+".cpu.pprof")) })
+		}
+	}
 	sc := measure("coordsidecar", "http://"+outDep+"/", *rate, *d, []*benchproc.Proc{callerSC, calleeSC})
+	profiles.Wait()
 	rss := max(callerSC.RSSMB(), calleeSC.RSSMB())
 	log.Printf("coordsidecar RSS: caller's %d MB, callee's %d MB", callerSC.RSSMB(), calleeSC.RSSMB())
 	callerSC.StopWithin(30 * time.Second)
@@ -254,6 +271,24 @@ func waitHealthy(admin string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	log.Fatalf("coordsidecar %s not healthy within 30s", admin)
+}
+
+// saveProfile saves to file a CPU profile of the coordsidecar whose admin
+// listener is admin, over d after the 2 s warm-up.
+func saveProfile(admin string, d time.Duration, file string) {
+	time.Sleep(2 * time.Second)
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", admin, int(d.Seconds())))
+	check(err)
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		log.Fatalf("profile of %s: HTTP %d", admin, resp.StatusCode)
+	}
+	f, err := os.Create(file)
+	check(err)
+	_, err = io.Copy(f, resp.Body)
+	check(err)
+	check(f.Close())
+	log.Printf("CPU profile saved to %s", file)
 }
 
 func check(err error) {

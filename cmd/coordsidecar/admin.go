@@ -6,8 +6,10 @@ import (
 	"errors"
 	"log"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -76,10 +78,17 @@ func b2f(b bool) float64 {
 	return 0
 }
 
-// record counts a response from upstream.
+// record counts a response from upstream. The counter of each status code
+// is looked up once per leg and target (WithLabelValues hashes its labels
+// and formats the code on every call).
 func (m *metrics) record(leg, target string) func(*http.Response) error {
+	var byCode sync.Map // status code -> prometheus.Counter
 	return func(r *http.Response) error {
-		m.requests.WithLabelValues(leg, target, strconv.Itoa(r.StatusCode)).Inc()
+		c, ok := byCode.Load(r.StatusCode)
+		if !ok {
+			c, _ = byCode.LoadOrStore(r.StatusCode, m.requests.WithLabelValues(leg, target, strconv.Itoa(r.StatusCode)))
+		}
+		c.(prometheus.Counter).Inc()
 		return nil
 	}
 }
@@ -128,9 +137,16 @@ func (p *proxy) proxyError(leg, target string) func(http.ResponseWriter, *http.R
 // came (draining). A lost stream to the coordinator does not fail it: the
 // proxy keeps routing by the last table and the SDK reconnects (the body's
 // coordinatorConnected and the coordsidecar_coordinator_connected metric
-// say so).
+// say so). With --pprof it serves net/http/pprof's /debug/pprof/ too.
 func (p *proxy) adminHandler() http.Handler {
 	mux := http.NewServeMux()
+	if p.cfg.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(p.met.reg, promhttp.HandlerOpts{ErrorLog: newLogLogger(p.logAt("admin"))}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		status, code := "ok", http.StatusOK

@@ -44,6 +44,9 @@ type config struct {
 	Grace        duration     `json:"grace"`
 	LogLevel     string       `json:"logLevel"`
 	LogFormat    string       `json:"logFormat"`
+	// Pprof serves net/http/pprof's /debug/pprof/ on the admin listener,
+	// for profiling (off by default: it exposes the process's internals).
+	Pprof bool `json:"pprof"`
 	// TLS to the coordinators: CA verifies them; Cert and Key are this
 	// workload's certificate (its identity). Default from
 	// COORDINATOR_TLS_CA, _CERT, _KEY and _SERVER_NAME.
@@ -132,6 +135,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&flagC.EntryPoint, "entry-point", false, "strip the mesh headers from inbound requests (a service called from outside the mesh)")
 	fs.StringVar(&flagC.LogLevel, "log-level", flagC.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&flagC.LogFormat, "log-format", flagC.LogFormat, "text or json")
+	fs.BoolVar(&flagC.Pprof, "pprof", false, "serve net/http/pprof's /debug/pprof/ on the admin listener (profiling)")
 	fs.StringVar(&flagC.TLSCA, "tls-ca", flagC.TLSCA, "CA bundle that verifies the coordinators' certificates (env "+sidecar.EnvTLSCA+")")
 	fs.StringVar(&flagC.TLSCert, "tls-cert", flagC.TLSCert, "this workload's client certificate to the coordinators: its SPIFFE ID or CN is the identity that may register as --service (env "+sidecar.EnvTLSCert+")")
 	fs.StringVar(&flagC.TLSKey, "tls-key", flagC.TLSKey, "the client certificate's key (env "+sidecar.EnvTLSKey+")")
@@ -195,6 +199,8 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 			cfg.LogLevel = flagC.LogLevel
 		case "log-format":
 			cfg.LogFormat = flagC.LogFormat
+		case "pprof":
+			cfg.Pprof = flagC.Pprof
 		case "tls-ca":
 			cfg.TLSCA = flagC.TLSCA
 		case "tls-cert":

@@ -54,7 +54,8 @@
 // side of sidecar.Middleware, and sidecar.Transport, which sends each call
 // to an endpoint of the version the coordinator decides.
 //
-// The admin listener (--admin) serves /healthz and /metrics (Prometheus).
+// The admin listener (--admin) serves /healthz and /metrics (Prometheus),
+// and with --pprof net/http/pprof's /debug/pprof/ (for profiling).
 // On SIGTERM or SIGINT coordsidecar stops accepting, lets in-flight requests
 // finish within --grace, ends the roots it began and deregisters.
 //

@@ -23,11 +23,12 @@ func (p *proxy) inboundHandler() http.Handler {
 			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", p.cfg.App
 			passThrough(pr)
 			if tx, ok := sidecar.FromContext(pr.Out.Context()); ok {
-				pr.Out.Header.Set(sidecar.HeaderTxn, tx.ID)
-				pr.Out.Header.Set(sidecar.HeaderSub, formatSub(tx.Sub))
+				pr.Out.Header[hdrTxn] = []string{tx.ID}
+				pr.Out.Header[hdrSub] = []string{formatSub(tx.Sub)}
 			}
 		},
 		Transport:      p.up,
+		BufferPool:     p.buffers,
 		ModifyResponse: p.met.record(leg, p.cfg.Service),
 		ErrorHandler:   p.proxyError(leg, p.cfg.Service),
 		ErrorLog:       newLogLogger(p.logAt(leg)),

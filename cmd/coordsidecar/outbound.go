@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httputil"
+	"net/textproto"
 	"strings"
 
 	"github.com/coordinator/coordinator/sidecar"
@@ -31,6 +32,7 @@ func (p *proxy) outboundHandler(service string) http.Handler {
 			passThrough(pr)
 		},
 		Transport:      p.outboundTransport(service),
+		BufferPool:     p.buffers,
 		ModifyResponse: p.met.record(leg, service),
 		ErrorHandler:   p.proxyError(leg, service),
 		ErrorLog:       newLogLogger(p.logAt(leg)),
@@ -46,6 +48,9 @@ func (p *proxy) outboundHandler(service string) http.Handler {
 // may become free, and WF and BF updates of them switch, sooner.
 const headerDone = "x-coordinator-done"
 
+// hdrDone is headerDone in its canonical form (see hdrTxn).
+var hdrDone = textproto.CanonicalMIMEHeaderKey(headerDone)
+
 // maxDoneHints bounds the services one call may name in headerDone.
 const maxDoneHints = 16
 
@@ -54,12 +59,12 @@ const maxDoneHints = 16
 // around it).
 func doneHint(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		vals := r.Header.Values(headerDone)
+		vals := r.Header[hdrDone]
 		if len(vals) == 0 {
 			next.ServeHTTP(w, r)
 			return
 		}
-		r.Header.Del(headerDone)
+		delete(r.Header, hdrDone)
 		next.ServeHTTP(w, r)
 		n := 0
 		for _, v := range vals {
@@ -132,6 +137,7 @@ func (p *proxy) httpProxyHandler() http.Handler {
 			passThrough(pr)
 		},
 		Transport:      p.outboundTransport(""),
+		BufferPool:     p.buffers,
 		ModifyResponse: p.met.record(leg, target),
 		ErrorHandler:   p.proxyError(leg, target),
 		ErrorLog:       newLogLogger(p.logAt(leg)),

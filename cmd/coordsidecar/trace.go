@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"net/http"
+	"net/textproto"
 	"sync"
 
 	"go.opentelemetry.io/contrib/propagators/b3"
@@ -41,8 +42,18 @@ type traceContext struct {
 	prop propagation.TextMapPropagator
 }
 
+// The headers read on every request, in their canonical form: http.Header
+// looks a key up by it, and canonicalizes (allocating) a key that is not.
+var (
+	hdrTxn         = textproto.CanonicalMIMEHeaderKey(sidecar.HeaderTxn)
+	hdrSub         = textproto.CanonicalMIMEHeaderKey(sidecar.HeaderSub)
+	hdrTraceparent = textproto.CanonicalMIMEHeaderKey("traceparent")
+	hdrB3TraceID   = textproto.CanonicalMIMEHeaderKey("x-b3-traceid")
+	hdrB3          = textproto.CanonicalMIMEHeaderKey("b3")
+)
+
 // traceHeaders are the headers of the trace formats read.
-var traceHeaders = []string{"traceparent", "x-b3-traceid", "b3"}
+var traceHeaders = []string{hdrTraceparent, hdrB3TraceID, hdrB3}
 
 func newTraces() *traces { return &traces{live: map[traceKey]*traceContext{}} }
 
@@ -50,14 +61,14 @@ func newTraces() *traces { return &traces{live: map[traceKey]*traceContext{}} }
 // inbound request runs: call forget when it ends.
 func (t *traces) remember(h http.Header, tx sidecar.Txn) (forget func()) {
 	var formats []propagation.TextMapPropagator
-	if h.Get("traceparent") != "" {
+	if h.Get(hdrTraceparent) != "" {
 		formats = append(formats, propagation.TraceContext{}) // with tracestate
 	}
 	var enc b3.Encoding
-	if h.Get("x-b3-traceid") != "" {
+	if h.Get(hdrB3TraceID) != "" {
 		enc |= b3.B3MultipleHeader
 	}
-	if h.Get("b3") != "" {
+	if h.Get(hdrB3) != "" {
 		enc |= b3.B3SingleHeader
 	}
 	if enc != 0 {
@@ -87,7 +98,7 @@ func (t *traces) remember(h http.Header, tx sidecar.Txn) (forget func()) {
 // restore returns r with the trace context kept for the sub-transaction
 // its mesh headers name, if it has none of its own.
 func (t *traces) restore(r *http.Request) *http.Request {
-	k := traceKey{r.Header.Get(sidecar.HeaderTxn), r.Header.Get(sidecar.HeaderSub)}
+	k := traceKey{r.Header.Get(hdrTxn), r.Header.Get(hdrSub)}
 	if k.txn == "" || k.sub == "" {
 		return r
 	}
