@@ -24,7 +24,8 @@ import (
 // much shorter than its election timeout (1 s): 2 s is the floor.
 const DefaultLeaderTTL = 2 * time.Second
 
-// campaignRetry is the pause before a new election session after one failed.
+// campaignRetry is the pause before campaigning again after a failed
+// request, and before a new election session after one failed.
 const campaignRetry = 200 * time.Millisecond
 
 // failedStartBackoff is the pause after winning an election but failing to
@@ -202,7 +203,22 @@ func (s *Server) campaign(stop <-chan struct{}) error {
 		}
 	}()
 	val, _ := proto.Marshal(s.self)
-	err = e.Campaign(cctx, string(val))
+	for {
+		err = e.Campaign(cctx, string(val))
+		if err == nil || cctx.Err() != nil {
+			break
+		}
+		// A request that failed (one timed out while etcd elected a Raft
+		// leader): campaign again in the same session, which finds its
+		// candidate key and keeps its place in line. A new session would
+		// delete the key first: for a moment this replica would not be
+		// listed, and it would go to the back of the line.
+		s.lg.Warn("election: campaigning again", "error", err, "in", campaignRetry)
+		select {
+		case <-cctx.Done():
+		case <-time.After(campaignRetry):
+		}
+	}
 	ccancel()
 	if err != nil {
 		select {
