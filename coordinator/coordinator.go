@@ -244,12 +244,12 @@ func New(cfg Config) (*Coordinator, error) {
 		lg:       slog.New(ratelog.New(cfg.Logger.Handler(), ratelog.DefaultPerSecond, ratelog.DefaultBurst)),
 		store:    cfg.Store,
 		keys:     cfg.Store.Keys(),
-		eng:      graph.New(),
 		sess:     newSessionTable(),
 		cat:      newCatalog(),
 		implicit: make(map[string]time.Time),
 		t0:       time.Now(),
 	}
+	c.eng = graph.New(graph.WithOnDirty(c.wakeFlusher))
 	c.routing = newRoutingPublisher(c.cat, c.sess)
 	c.orch = &orchestrator{
 		cfg: &c.cfg, lg: c.lg, keys: c.keys, ev: c,
@@ -270,6 +270,7 @@ func New(cfg Config) (*Coordinator, error) {
 		OnLeaseNotFound: c.onLeaseNotFound,
 		OnFenced:        c.lostLeadership,
 		Logger:          c.lg,
+		Idle:            c.flushIdle,
 	})
 	m, err := newMetrics(c, cfg.Registerer)
 	if err != nil {
@@ -407,6 +408,23 @@ func (c *Coordinator) sweepImplicitLocked(now time.Time) {
 			}
 		}
 	}
+}
+
+// wakeFlusher wakes the write-behind, which sleeps while nothing is
+// dirty (flushIdle): the engine calls it when a transaction becomes dirty,
+// the END of a transaction that pinned calls it for the pins' deletions.
+func (c *Coordinator) wakeFlusher() {
+	if c.wb != nil {
+		c.wb.Wake()
+	}
+}
+
+// flushIdle reports that collect has nothing now and will have nothing
+// until wakeFlusher is called: no dirty transaction, no pin to delete.
+func (c *Coordinator) flushIdle() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.eng.DirtyLen() == 0 && !c.orch.hasMootPins()
 }
 
 // Live returns the number of live transactions.
