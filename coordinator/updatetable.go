@@ -21,6 +21,7 @@ type updateTable struct {
 	byService    map[graph.ServiceID]*update // unfinished
 	byID         map[string]*update          // every update kept
 	restoredPins map[graph.ServiceID]map[string]graph.VersionID
+	woke         wakeup // signalled by activate: the progress check has work
 }
 
 func newUpdateTable() *updateTable {
@@ -93,6 +94,7 @@ func (t *updateTable) activate(u *update) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.byService[u.svc] = u
+	t.woke.signal()
 }
 
 // deactivate ends the service's unfinished update, and forgets the pins
