@@ -182,14 +182,19 @@ func (c Config) RegisterTimeoutOrDefault() time.Duration {
 
 // Coordinator is the live state of one coordinator replica.
 type Coordinator struct {
-	cfg     Config
-	lg      *slog.Logger
-	store   storage.Store
-	keys    storage.Keys
-	leases  *storage.Leases
-	wb      *storage.WriteBehind
-	watch   storage.SessionWatch // set by Start
-	metrics *metrics
+	cfg    Config
+	lg     *slog.Logger
+	store  storage.Store
+	keys   storage.Keys
+	leases *storage.Leases
+	wb     *storage.WriteBehind
+	watch  storage.SessionWatch // set by Start
+
+	// progressWake ends the progress check's sleep: an update became
+	// active, or a phase change was stored (everyWhile).
+	progressWake wakeup
+	progressRuns atomic.Uint64 // runs of the progress check (tests watch it sleep)
+	metrics      *metrics
 
 	// stateMemo shares WatchState's copies among its watchers
 	// (admin_state.go).
@@ -244,12 +249,12 @@ func New(cfg Config) (*Coordinator, error) {
 		lg:       slog.New(ratelog.New(cfg.Logger.Handler(), ratelog.DefaultPerSecond, ratelog.DefaultBurst)),
 		store:    cfg.Store,
 		keys:     cfg.Store.Keys(),
-		eng:      graph.New(),
 		sess:     newSessionTable(),
 		cat:      newCatalog(),
 		implicit: make(map[string]time.Time),
 		t0:       time.Now(),
 	}
+	c.eng = graph.New(graph.WithOnDirty(c.wakeFlusher))
 	c.routing = newRoutingPublisher(c.cat, c.sess)
 	c.orch = &orchestrator{
 		cfg: &c.cfg, lg: c.lg, keys: c.keys, ev: c,
@@ -257,6 +262,8 @@ func New(cfg Config) (*Coordinator, error) {
 		upd: newUpdateTable(), phases: newPhaseWriter(), pins: newPinCommitter(c),
 		pendingPins: make(map[string]*storage.Op),
 	}
+	c.progressWake = newWakeup()
+	c.orch.upd.woke, c.orch.phases.woke = c.progressWake, c.progressWake
 	c.sp.store.kick = make(chan struct{}, 1)
 	c.sp.cfg, c.sp.lg, c.sp.eng, c.sp.sess, c.sp.orch, c.sp.side = &c.cfg, c.lg, c.eng, c.sess, c.orch, c
 	c.fg = forgetState{cfg: &c.cfg, lg: c.lg, eng: c.eng, cat: c.cat, upd: c.orch.upd, routing: c.routing,
@@ -270,6 +277,7 @@ func New(cfg Config) (*Coordinator, error) {
 		OnLeaseNotFound: c.onLeaseNotFound,
 		OnFenced:        c.lostLeadership,
 		Logger:          c.lg,
+		Idle:            c.flushIdle,
 	})
 	m, err := newMetrics(c, cfg.Registerer)
 	if err != nil {
@@ -316,7 +324,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		c.sweepDepartedLocked(now) // and those deregistered sessions kept
 	})
 	go c.broadcastRouting()
-	go c.every(progressEvery, c.orch.progressTickLocked)
+	go c.everyWhile(progressEvery, c.orch.progressTickLocked, c.progressBusyLocked, c.progressWake)
 	go c.orch.pins.run()
 	go c.every(selfPreservationTick, c.sp.selfPreservationTickAllLocked)
 	go c.runSelfPreservationStore()
@@ -393,6 +401,53 @@ func (c *Coordinator) every(period time.Duration, fn func(now time.Time)) {
 	}
 }
 
+// everyWhile is every for periodic work that has nothing to do at times:
+// after each run of fn, if busy (also called under the lock) says there is
+// nothing left, the ticker stops until wake is signalled, so an idle
+// coordinator does not wake every period. Whatever makes busy true must
+// signal wake (under the lock or after it, never before the change).
+func (c *Coordinator) everyWhile(period time.Duration, fn func(now time.Time), busy func() bool, wake wakeup) {
+	defer c.streams.Done()
+	t := time.NewTicker(period)
+	defer t.Stop()
+	ticking := true
+	for {
+		var tick <-chan time.Time // nil while idle
+		if ticking {
+			tick = t.C
+		}
+		var now time.Time
+		select {
+		case <-c.ctx.Done():
+			return
+		case now = <-tick:
+		case <-wake:
+			if !ticking {
+				t.Reset(period)
+				ticking = true
+			}
+			now = time.Now() // run fn now: what woke it may be due already
+		}
+		c.mu.Lock()
+		fn(now)
+		idle := !busy()
+		c.progressRuns.Add(1)
+		c.unlockAndSend()
+		if idle && ticking {
+			t.Stop()
+			ticking = false
+		}
+	}
+}
+
+// progressBusyLocked says whether the progress check has work: an
+// unfinished update (timeouts, draining) or a stored phase change to apply.
+// Both signal progressWake when they appear (updateTable.activate, the
+// phase writer).
+func (c *Coordinator) progressBusyLocked() bool {
+	return c.orch.upd.anyActive() || c.orch.phases.hasStored()
+}
+
 func (c *Coordinator) sweepImplicitLocked(now time.Time) {
 	for id, since := range c.implicit {
 		info, ok := c.eng.Txn(id)
@@ -407,6 +462,23 @@ func (c *Coordinator) sweepImplicitLocked(now time.Time) {
 			}
 		}
 	}
+}
+
+// wakeFlusher wakes the write-behind, which sleeps while nothing is
+// dirty (flushIdle): the engine calls it when a transaction becomes dirty,
+// the END of a transaction that pinned calls it for the pins' deletions.
+func (c *Coordinator) wakeFlusher() {
+	if c.wb != nil {
+		c.wb.Wake()
+	}
+}
+
+// flushIdle reports that collect has nothing now and will have nothing
+// until wakeFlusher is called: no dirty transaction, no pin to delete.
+func (c *Coordinator) flushIdle() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.eng.DirtyLen() == 0 && !c.orch.hasMootPins()
 }
 
 // Live returns the number of live transactions.

@@ -17,3 +17,6 @@ func (c *Coordinator) RoutingSettled(instance string) bool {
 	s := c.sess.get(instance)
 	return s != nil && s.ackedRev >= c.routing.revision()
 }
+
+// ProgressRuns returns how many times the progress check ran.
+func (c *Coordinator) ProgressRuns() uint64 { return c.progressRuns.Load() }

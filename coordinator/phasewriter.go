@@ -21,6 +21,7 @@ type phaseWriter struct {
 	queue   []*phaseChange // decided, to store
 	stored  []storedPhase  // written (or failed), to apply
 	storedN atomic.Int32   // len(stored), read without mu
+	woke    wakeup         // signalled when a change is stored: it must be applied
 }
 
 // storedPhase is a change the phase writer wrote (err nil) or could not.
@@ -82,6 +83,7 @@ func (w *phaseWriter) run(ctx context.Context, store func(context.Context, *phas
 				w.stored = append(w.stored, storedPhase{pc, err})
 				w.storedN.Add(1)
 				w.mu.Unlock()
+				w.woke.signal()
 				stored()
 			}()
 		}

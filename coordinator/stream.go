@@ -534,6 +534,8 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 		n := c.orch.notePinsLocked(ev.TxnId, c.epoch) // while its uses are known
 		if err = c.eng.End(ev.TxnId); err != nil {
 			c.orch.forgetPinsSince(n)
+		} else if c.orch.hasMootPins() {
+			c.wakeFlusher() // their deletions are written behind too
 		}
 	default:
 		return fmt.Errorf("%w: unknown event type %d", ErrInvalidArgument, int32(typ))

@@ -22,6 +22,7 @@ type updateTable struct {
 	unfinished   map[*update]struct{}        // the same updates, once each
 	byID         map[string]*update          // every update kept
 	restoredPins map[graph.ServiceID]map[string]graph.VersionID
+	woke         wakeup // signalled by activate: the progress check has work
 }
 
 func newUpdateTable() *updateTable {
@@ -100,6 +101,7 @@ func (t *updateTable) activate(u *update) {
 	for _, m := range u.members {
 		t.byService[m.svc] = u
 	}
+	t.woke.signal()
 }
 
 // deactivate ends u, unfinished no more, and forgets the pins restored for

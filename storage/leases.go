@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,6 +24,12 @@ const (
 	// known yet. With a known TTL the bound is the TTL: past it the lease
 	// is gone anyway.
 	defaultKeepAliveTimeout = 10 * time.Second
+	// maxIdleKeepAliveWorkers bounds the goroutines that stay parked
+	// between keep-alives. A heartbeat hands its keep-alive to a parked
+	// one rather than starting a goroutine (whose stack would grow again
+	// through etcd's call path each time); when none is parked it starts
+	// one, so a slow etcd never queues keep-alives behind each other.
+	maxIdleKeepAliveWorkers = 8
 )
 
 // SessionTTL is the lease TTL of a session that heartbeats every interval
@@ -84,11 +91,22 @@ type Leases struct {
 
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // in-flight keep-alives
+	wg     sync.WaitGroup // keep-alive workers, busy or parked
+
+	jobs    chan keepAliveJob // unbuffered: a send succeeds only to a parked worker
+	idle    atomic.Int32      // workers parked on jobs (a soft count)
+	started atomic.Int64      // workers started, for tests
 
 	mu     sync.Mutex
 	closed bool
 	leases map[LeaseID]*leaseState
+}
+
+// keepAliveJob is one keep-alive for a worker to run.
+type keepAliveJob struct {
+	id      LeaseID
+	st      *leaseState
+	timeout time.Duration
 }
 
 type leaseState struct {
@@ -114,6 +132,7 @@ func newLeases(api leaseAPI, lg *slog.Logger) *Leases {
 		ctx:    ctx,
 		cancel: cancel,
 		leases: make(map[LeaseID]*leaseState),
+		jobs:   make(chan keepAliveJob),
 	}
 }
 
@@ -158,13 +177,38 @@ func (l *Leases) Heartbeat(id LeaseID) HeartbeatResult {
 	if res.TTL > 0 {
 		timeout = res.TTL
 	}
-	l.wg.Add(1)
-	go l.keepAlive(id, st, timeout)
+	job := keepAliveJob{id, st, timeout}
+	select {
+	case l.jobs <- job: // a parked worker runs it
+	default:
+		l.wg.Add(1)
+		l.started.Add(1)
+		go l.worker(job)
+	}
 	return res
 }
 
-func (l *Leases) keepAlive(id LeaseID, st *leaseState, timeout time.Duration) {
+// worker runs job, then waits for the next one while fewer than
+// maxIdleKeepAliveWorkers others wait, until Close.
+func (l *Leases) worker(job keepAliveJob) {
 	defer l.wg.Done()
+	for {
+		l.keepAlive(job.id, job.st, job.timeout)
+		if l.idle.Add(1) > maxIdleKeepAliveWorkers {
+			l.idle.Add(-1)
+			return
+		}
+		select {
+		case job = <-l.jobs:
+			l.idle.Add(-1)
+		case <-l.ctx.Done():
+			l.idle.Add(-1)
+			return
+		}
+	}
+}
+
+func (l *Leases) keepAlive(id LeaseID, st *leaseState, timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(l.ctx, timeout)
 	ttl, err := l.api.KeepAliveOnce(ctx, id)
 	cancel()
@@ -217,7 +261,8 @@ func (l *Leases) Len() int {
 	return len(l.leases)
 }
 
-// Close cancels the keep-alives in flight and waits for them to return.
+// Close cancels the keep-alives in flight and waits for them, and the
+// parked workers, to return.
 // Leases are not revoked: they expire unless another coordinator refreshes
 // them. Later calls return ErrClosed.
 func (l *Leases) Close() {

@@ -275,3 +275,38 @@ func TestLeasesRevoke(t *testing.T) {
 		t.Fatalf("second Revoke = %v, want ErrLeaseExpired", err)
 	}
 }
+
+// Keep-alives never wait for each other (a slow etcd answers them all at
+// once), and once a burst is over at most maxIdleKeepAliveWorkers
+// goroutines stay, parked, to run the next ones without starting any.
+func TestHeartbeatWorkers(t *testing.T) {
+	g := newGatedLease()
+	l := newLeases(g, testLogger())
+	defer l.Close()
+	const burst = 50
+	for i := range burst {
+		l.Heartbeat(LeaseID(i + 1))
+	}
+	eventually(t, 5*time.Second, "every keep-alive of the burst running", func() bool { return g.running.Load() == burst })
+	for range burst {
+		g.answers <- keepAliveAnswer{ttl: 7}
+	}
+	eventually(t, 5*time.Second, "workers parked", func() bool {
+		return g.done.Load() == burst && l.idle.Load() == maxIdleKeepAliveWorkers
+	})
+	if n := l.started.Load(); n != burst {
+		t.Fatalf("%d workers started for a burst of %d keep-alives, want one each", n, burst)
+	}
+	for i := range 100 {
+		id := LeaseID(i%burst + 1)
+		l.Heartbeat(id)
+		g.answers <- keepAliveAnswer{ttl: 7}
+		eventually(t, 5*time.Second, "keep-alive done", func() bool { _, inFlight := l.last(id); return !inFlight })
+	}
+	if n := l.started.Load(); n != burst {
+		t.Fatalf("%d workers started after 100 keep-alives one at a time, want none more than the burst's %d", n, burst)
+	}
+	if n := l.idle.Load(); n > maxIdleKeepAliveWorkers {
+		t.Fatalf("%d workers parked, want at most %d", n, maxIdleKeepAliveWorkers)
+	}
+}

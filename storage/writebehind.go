@@ -54,6 +54,15 @@ type WriteBehindConfig struct {
 	Timeout time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Idle, if set, reports that the source holds nothing to write now or
+	// later (Collect would return nothing on any later tick until the
+	// source changes). After a drain that leaves nothing unwritten and
+	// finds Idle true, the flusher stops ticking and sleeps until Wake (or
+	// Kick, Flush, Stop): an idle coordinator then costs no wake-up every
+	// Interval. A source that sets Idle must call Wake whenever it goes
+	// from idle to holding something (it may call it more often); Idle is
+	// called on the flusher's goroutine, like Collect.
+	Idle func() bool
 }
 
 // WriteBehindStats are counters for /health and metrics.
@@ -76,7 +85,8 @@ type WriteBehindStats struct {
 // one Store.Commit (fenced by the store). One flusher
 // goroutine wakes every Interval (or on Kick), takes up to MaxOps ops from
 // Collect and commits them in one transaction, and goes on while Collect
-// returns full batches.
+// returns full batches. With an Idle source it sleeps while the source has
+// nothing, until Wake.
 //
 // At most one transaction is in flight. This keeps per-key order without
 // any help from the source (a later op for a key is collected only after
@@ -103,6 +113,7 @@ type WriteBehind struct {
 	dead  map[LeaseID]struct{}
 
 	kick      chan struct{}
+	wake      chan struct{}
 	stopc     chan struct{}
 	stopOnce  sync.Once
 	startOnce sync.Once
@@ -154,6 +165,7 @@ func newWriteBehind(st wbStore, cfg WriteBehindConfig) *WriteBehind {
 		sem:     make(chan struct{}, 1),
 		dead:    make(map[LeaseID]struct{}),
 		kick:    make(chan struct{}, 1),
+		wake:    make(chan struct{}, 1),
 		stopc:   make(chan struct{}),
 		donec:   make(chan struct{}),
 		loopCtx: ctx,
@@ -180,6 +192,17 @@ func (w *WriteBehind) Start() {
 func (w *WriteBehind) Kick() {
 	select {
 	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Wake tells a flusher that sleeps because the source was idle (see
+// WriteBehindConfig.Idle) that the source holds something again: it ticks
+// every Interval again from now. It never blocks and is cheap enough to
+// call under the source's lock.
+func (w *WriteBehind) Wake() {
+	select {
+	case w.wake <- struct{}{}:
 	default:
 	}
 }
@@ -234,15 +257,35 @@ func (w *WriteBehind) loop() {
 	defer close(w.donec)
 	t := time.NewTicker(w.cfg.Interval)
 	defer t.Stop()
+	ticking := true
 	for {
+		var tick <-chan time.Time // nil while the source is idle
+		if ticking {
+			tick = t.C
+		}
 		select {
 		case <-w.stopc:
 			return
-		case <-t.C:
+		case <-tick:
 		case <-w.kick:
+		case <-w.wake:
+			// New work: what Collect takes must age an Interval first,
+			// so the first drain is at the next tick.
+			if !ticking {
+				t.Reset(w.cfg.Interval)
+				ticking = true
+			}
+			continue
 		}
 		if err := w.drain(w.loopCtx); errors.Is(err, ErrFenced) {
 			return
+		}
+		// Sleep once nothing is left, here or at the source. A Wake sent
+		// at any time since the last one was taken is still in w.wake
+		// and ends the sleep at once (at worst a few needless ticks).
+		if ticking && w.cfg.Idle != nil && w.pending.Load() == 0 && w.cfg.Idle() {
+			t.Stop()
+			ticking = false
 		}
 	}
 }

@@ -442,3 +442,62 @@ func TestWriteBehindSplitsRefusedBatch(t *testing.T) {
 		t.Fatalf("Stats = %+v, want >= 3 txns, none dropped", st)
 	}
 }
+
+// An idle source lets the flusher sleep: no Collect while nothing is
+// pending, and what is written after a Wake lands without any Kick.
+func TestWriteBehindSleepsWhileIdle(t *testing.T) {
+	_, cli := startEtcd(t)
+	ctx := testCtx(t, 60*time.Second)
+	src := newSource()
+	var idleSeen atomic.Int32
+	idle := func() bool {
+		if src.len() > 0 {
+			return false
+		}
+		idleSeen.Add(1)
+		return true
+	}
+	const interval = time.Millisecond
+	w := NewWriteBehind(testStore(cli), WriteBehindConfig{Interval: interval, Collect: src.Collect, Idle: idle, Logger: testLogger()})
+	w.Start()
+	defer func() {
+		if err := w.Stop(ctx); err != nil {
+			t.Errorf("Stop: %v", err)
+		}
+	}()
+
+	for round := range 3 {
+		// The first round starts idle: the first tick finds nothing.
+		eventually(t, 30*time.Second, "the flusher found the source idle", func() bool { return idleSeen.Load() > 0 })
+		idleSeen.Store(0)
+		before := src.collect.Load()
+		time.Sleep(100 * interval) // a ticking flusher would collect about 100 times
+		if n := src.collect.Load() - before; n != 0 {
+			t.Fatalf("round %d: %d Collect calls while the source was idle, want 0", round, n)
+		}
+		if n := idleSeen.Load(); n != 0 {
+			t.Fatalf("round %d: Idle asked %d times while asleep", round, n)
+		}
+		key := fmt.Sprintf("/wb/idle/%d", round)
+		src.put(key, "v")
+		w.Wake()
+		eventually(t, 30*time.Second, key+" written", func() bool { _, ok := getValue(t, cli, key); return ok })
+	}
+}
+
+// Without Idle the flusher ticks as before: a put lands without Wake.
+func TestWriteBehindWithoutIdleTicks(t *testing.T) {
+	_, cli := startEtcd(t)
+	ctx := testCtx(t, 60*time.Second)
+	src := newSource()
+	w := NewWriteBehind(testStore(cli), WriteBehindConfig{Interval: time.Millisecond, Collect: src.Collect, Logger: testLogger()})
+	w.Start()
+	defer func() {
+		if err := w.Stop(ctx); err != nil {
+			t.Errorf("Stop: %v", err)
+		}
+	}()
+	eventually(t, 30*time.Second, "the flusher ticking", func() bool { return src.collect.Load() > 3 })
+	src.put("/wb/noidle", "v")
+	eventually(t, 30*time.Second, "/wb/noidle written", func() bool { _, ok := getValue(t, cli, "/wb/noidle"); return ok })
+}

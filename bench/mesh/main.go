@@ -48,6 +48,9 @@
 //  5. rss_mb is the coordinator's VmRSS after the load (or when
 //     registration gave up).
 //
+// -idle-only stops after phase 2 (rss_mb is then taken after the idle
+// window), to measure hb_cpu_pct alone in about a minute.
+//
 // The coordinator child runs with coordinatord's defaults (quotas, GC
 // setting) plus net/http/pprof on a loopback port; -profile-dir saves its
 // heap after registration and after the load, and 10 s CPU profiles of the
@@ -118,6 +121,7 @@ type options struct {
 	nice                       int
 	heartbeat                  time.Duration
 	flipsBudget                time.Duration
+	idleOnly                   bool
 }
 
 func main() {
@@ -142,6 +146,7 @@ func main() {
 	flag.StringVar(&o.profileDir, "profile-dir", "", "if set, save the coordinator's heap profiles (after registration, after the load) and a CPU profile of the idle phase there")
 	flag.IntVar(&o.nice, "nice", 0, "nice value of the simulated sidecars (this process, not the coordinator's child); above 0 the coordinator gets the CPU first, but sidecars that cannot keep up with reading their tables then stall its streams")
 	flag.DurationVar(&o.heartbeat, "heartbeat", 0, "heartbeat interval of the sidecars (0: the SDK's default, sidecar.DefaultHeartbeatInterval; lease TTL 3 intervals, at least the coordinator's minimum of 6s)")
+	flag.BoolVar(&o.idleOnly, "idle-only", false, "stop after the idle phase (registration, then hb_cpu_pct): the later figures print \"skipped\" and rss_mb is taken then")
 	serve := flag.String("serve", "", "internal: run the coordinator on this data directory and print its addresses")
 	flag.Parse()
 	log.SetFlags(log.Ltime | log.Lmicroseconds)
@@ -373,6 +378,10 @@ func run(ctx context.Context, o options) (*result, error) {
 
 	if ctx.Err() != nil {
 		return r, ctx.Err()
+	}
+	if o.idleOnly {
+		r.rss = strconv.Itoa(co.RSSMB())
+		return r, nil
 	}
 
 	// 3. NAIVE flips of flipSvc, without load. Routing is scoped: only the

@@ -92,6 +92,7 @@ type Engine struct {
 	qhead      int
 	epoch      uint64 // stamped on transactions as they are queued
 	dirty      int
+	onDirty    func()          // called when dirty goes from 0 to 1 (WithOnDirty)
 	pendingDel map[string]*txn // emitted, ended, deletion not yet taken
 
 	spare []*txn // ended transactions nothing refers to, for reuse
@@ -108,6 +109,13 @@ type Engine struct {
 
 // Option configures an Engine.
 type Option func(*Engine)
+
+// WithOnDirty sets a function the engine calls, synchronously, whenever
+// DirtyLen goes from 0 to 1: a write-behind that sleeps while nothing is
+// dirty wakes on it. fn must not call the engine.
+func WithOnDirty(fn func()) Option {
+	return func(e *Engine) { e.onDirty = fn }
+}
 
 // WithTombstones sets how many recently ended transaction ids are at least
 // remembered (default 65536; at most twice as many are). Events for them

@@ -863,3 +863,27 @@ func TestOwnedCounts(t *testing.T) {
 		t.Fatalf("owned 7=%d 8=%d 9=%d, want 0 0 1", e.Owned(7), e.Owned(8), e.Owned(9))
 	}
 }
+
+// TestOnDirty: the WithOnDirty function runs each time DirtyLen leaves 0,
+// a deletion included, and not while records are already dirty.
+func TestOnDirty(t *testing.T) {
+	calls := 0
+	e := New(WithOnDirty(func() { calls++ }))
+	s := chain(e, 1)
+	must(t, e.Begin("A", s[0], 0, 1, 1))
+	must(t, e.Begin("B", s[0], 0, 1, 2))
+	if calls != 1 || e.DirtyLen() != 2 {
+		t.Fatalf("after two Begins: %d calls, DirtyLen %d; want 1 call, 2 dirty", calls, e.DirtyLen())
+	}
+	e.TakeDirty(10, func(Record) {})
+	must(t, e.End("A")) // written: its deletion makes it dirty again
+	if calls != 2 || e.DirtyLen() != 1 {
+		t.Fatalf("after End of a written transaction: %d calls, DirtyLen %d; want 2 calls, 1 dirty", calls, e.DirtyLen())
+	}
+	e.TakeDirty(10, func(Record) {})
+	must(t, e.Begin("C", s[0], 0, 1, 3))
+	must(t, e.End("C")) // never written: dirty again 0, nothing to write
+	if calls != 3 || e.DirtyLen() != 0 {
+		t.Fatalf("after Begin and End of C: %d calls, DirtyLen %d; want 3 calls, 0 dirty", calls, e.DirtyLen())
+	}
+}

@@ -460,6 +460,9 @@ func (e *Engine) markDirty(t *txn) {
 		t.flags |= txDirty
 		t.epoch = e.epoch
 		e.dirty++
+		if e.dirty == 1 && e.onDirty != nil {
+			e.onDirty()
+		}
 	}
 }
 
