@@ -464,6 +464,13 @@ func (s *Server) boundLeaderTransfer() {
 	if !s.cluster || !s.LeadsRaft() {
 		return
 	}
+	// Stop serving clients first, as embed.Etcd.Close does before its own
+	// transfer: another replica's hand-off (HandOffRaftLeadership) only
+	// picks a member that answers a client Status, so Raft leadership
+	// given away now is not handed back to this member on its way out.
+	for _, l := range s.etcd.Clients {
+		l.Close()
+	}
 	election := time.Duration(srv.Cfg.ElectionTicks*int(srv.Cfg.TickMs)) * time.Millisecond
 	done := make(chan error, 1)
 	// On a timeout it keeps waiting until HardStop cancels the server's
