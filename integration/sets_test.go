@@ -120,14 +120,16 @@ func TestSetUpdateTransactionUsedOneMemberCallsAnother(t *testing.T) {
 	}
 }
 
-func checkUsedOneCallsAnother(t *testing.T, k pb.Strategy) {
-	w := fixedWorld(t, []string{"gateway", "portal", "proc"},
+// portalProcWorld is a gateway that calls portal and proc, each with a v2
+// registered, and the set of those v2s; call routes a call of txn (whose
+// root sub-transaction is root) from the gateway to a service, records the
+// version it ran on, returns from it and says which version that was.
+func portalProcWorld(ctx context.Context, t *testing.T) (w *world, set updateSet, gw *simsidecar.Sidecar, call func(txn string, root uint64, to string) string) {
+	t.Helper()
+	w = fixedWorld(t, []string{"gateway", "portal", "proc"},
 		map[string][]string{"gateway": {"portal", "proc"}}, "portal@v2", "proc@v2")
-	set := updateSet{"portal": "v2", "proc": "v2"}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	gw := w.inst["gateway"]["v1"]
-	call := func(txn string, root uint64, to string) string {
+	gw = w.inst["gateway"]["v1"]
+	call = func(txn string, root uint64, to string) string {
 		t.Helper()
 		sub := w.subs.Add(1)
 		v, err := gw.RouteCall(ctx, txn, root, to, sub)
@@ -138,6 +140,13 @@ func checkUsedOneCallsAnother(t *testing.T, k pb.Strategy) {
 		servertest.Send(t, gw, simsidecar.Return(txn, sub))
 		return v
 	}
+	return w, updateSet{"portal": "v2", "proc": "v2"}, gw, call
+}
+
+func checkUsedOneCallsAnother(t *testing.T, k pb.Strategy) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	w, set, gw, call := portalProcWorld(ctx, t)
 
 	// T used portal@v1 and is done with it; it may still call proc.
 	root := w.subs.Add(1)
@@ -490,23 +499,9 @@ func TestSetUpdateREST(t *testing.T) {
 // (its side), and the rollback lasts until U ends: the new side is in use
 // while a transaction on it may call any member.
 func TestSetCVAbortAfterSwitchRollsBackTheSet(t *testing.T) {
-	w := fixedWorld(t, []string{"gateway", "portal", "proc"},
-		map[string][]string{"gateway": {"portal", "proc"}}, "portal@v2", "proc@v2")
-	set := updateSet{"portal": "v2", "proc": "v2"}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	gw := w.inst["gateway"]["v1"]
-	call := func(txn string, root uint64, to string) string {
-		t.Helper()
-		sub := w.subs.Add(1)
-		v, err := gw.RouteCall(ctx, txn, root, to, sub)
-		if err != nil {
-			t.Fatalf("%s calls %s: %v", txn, to, err)
-		}
-		w.record(txn, to, v)
-		servertest.Send(t, gw, simsidecar.Return(txn, sub))
-		return v
-	}
+	w, set, gw, call := portalProcWorld(ctx, t)
 	// O used portal@v1 and may call proc: the old side cannot drain.
 	rootO := w.subs.Add(1)
 	servertest.Send(t, gw, simsidecar.Begin("O", rootO))
