@@ -55,9 +55,9 @@
 // setting) plus net/http/pprof on a loopback port; -profile-dir saves its
 // heap after registration and after the load, and 10 s CPU profiles of the
 // idle phase, the flips and the load. The sidecars heartbeat at the SDK's
-// default (1 s; -heartbeat) and run at the priority of this process
-// (-nice). Every child process is killed when this one exits, also on a
-// panic or a signal.
+// default (sidecar.DefaultHeartbeatInterval, 5 s; -heartbeat) and run at
+// the priority of this process (-nice). Every child process is killed when
+// this one exits, also on a panic or a signal.
 //
 // The last line:
 //
