@@ -56,6 +56,30 @@ func getUpdate(t *testing.T, admin pb.AdminServiceClient, id string) *pb.Update 
 	return u
 }
 
+// failoverCases are the phases a leader is killed in, per strategy, by
+// TestFailoverInEveryPhase and TestSetFailoverInEveryPhase. flush is the
+// write-behind period: with an hour no transaction record reaches etcd,
+// and the new leader knows the transactions that were running only from
+// their entries' resync and the pins.
+var failoverCases = []struct {
+	strategy pb.Strategy
+	phase    pb.Phase
+	flush    time.Duration
+}{
+	{pb.Strategy_STRATEGY_WF, pb.Phase_PHASE_PREPARING, flushWritten},
+	{pb.Strategy_STRATEGY_WF, pb.Phase_PHASE_WAITING, flushWritten},
+	{pb.Strategy_STRATEGY_BF, pb.Phase_PHASE_PREPARING, flushWritten},
+	{pb.Strategy_STRATEGY_BF, pb.Phase_PHASE_WAITING, flushWritten},
+	{pb.Strategy_STRATEGY_CV, pb.Phase_PHASE_PREPARING, flushWritten},
+	{pb.Strategy_STRATEGY_CV, pb.Phase_PHASE_DRAINING, flushWritten},
+	{pb.Strategy_STRATEGY_WF, pb.Phase_PHASE_WAITING, flushUnwritten},
+	{pb.Strategy_STRATEGY_BF, pb.Phase_PHASE_WAITING, flushUnwritten},
+	{pb.Strategy_STRATEGY_CV, pb.Phase_PHASE_DRAINING, flushUnwritten},
+}
+
+// The write-behind periods of failoverCases.
+const flushWritten, flushUnwritten = 2 * time.Millisecond, time.Hour
+
 // Killing the leader in any phase of a WF, BF or CV update under load
 // loses neither consistency nor the update: the new leader restores the
 // graph (unseen transactions legacy), holds switches until every session
@@ -64,26 +88,7 @@ func TestFailoverInEveryPhase(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three replicas, kills and lease expiries")
 	}
-	const written, unwritten = 2 * time.Millisecond, time.Hour
-	cases := []struct {
-		strategy pb.Strategy
-		phase    pb.Phase
-		// flush is the write-behind period: with an hour no transaction
-		// record reaches etcd, and the new leader knows the transactions
-		// that were running only from their entries' resync and the pins.
-		flush time.Duration
-	}{
-		{pb.Strategy_STRATEGY_WF, pb.Phase_PHASE_PREPARING, written},
-		{pb.Strategy_STRATEGY_WF, pb.Phase_PHASE_WAITING, written},
-		{pb.Strategy_STRATEGY_BF, pb.Phase_PHASE_PREPARING, written},
-		{pb.Strategy_STRATEGY_BF, pb.Phase_PHASE_WAITING, written},
-		{pb.Strategy_STRATEGY_CV, pb.Phase_PHASE_PREPARING, written},
-		{pb.Strategy_STRATEGY_CV, pb.Phase_PHASE_DRAINING, written},
-		{pb.Strategy_STRATEGY_WF, pb.Phase_PHASE_WAITING, unwritten},
-		{pb.Strategy_STRATEGY_BF, pb.Phase_PHASE_WAITING, unwritten},
-		{pb.Strategy_STRATEGY_CV, pb.Phase_PHASE_DRAINING, unwritten},
-	}
-	for _, tc := range cases {
+	for _, tc := range failoverCases {
 		t.Run(fmt.Sprintf("%s/%s/flush=%v", tc.strategy, tc.phase, tc.flush), func(t *testing.T) {
 			failoverInPhase(t, tc.strategy, tc.phase, tc.flush, false)
 		})
@@ -213,22 +218,7 @@ func TestSetFailoverInEveryPhase(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three replicas, kills and lease expiries")
 	}
-	const written, unwritten = 2 * time.Millisecond, time.Hour
-	for _, tc := range []struct {
-		strategy pb.Strategy
-		phase    pb.Phase
-		flush    time.Duration
-	}{
-		{pb.Strategy_STRATEGY_WF, pb.Phase_PHASE_PREPARING, written},
-		{pb.Strategy_STRATEGY_WF, pb.Phase_PHASE_WAITING, written},
-		{pb.Strategy_STRATEGY_BF, pb.Phase_PHASE_PREPARING, written},
-		{pb.Strategy_STRATEGY_BF, pb.Phase_PHASE_WAITING, written},
-		{pb.Strategy_STRATEGY_CV, pb.Phase_PHASE_PREPARING, written},
-		{pb.Strategy_STRATEGY_CV, pb.Phase_PHASE_DRAINING, written},
-		{pb.Strategy_STRATEGY_WF, pb.Phase_PHASE_WAITING, unwritten},
-		{pb.Strategy_STRATEGY_BF, pb.Phase_PHASE_WAITING, unwritten},
-		{pb.Strategy_STRATEGY_CV, pb.Phase_PHASE_DRAINING, unwritten},
-	} {
+	for _, tc := range failoverCases {
 		t.Run(fmt.Sprintf("%s/%s/flush=%v", tc.strategy, tc.phase, tc.flush), func(t *testing.T) {
 			failoverInPhase(t, tc.strategy, tc.phase, tc.flush, true)
 		})

@@ -130,28 +130,12 @@ func checkLearnedDuringUpdate(t *testing.T, k pb.Strategy, byCall bool) {
 	w.useLate.Store(true)
 	gate := make(chan struct{})
 	paused := w.pausedLate(ctx, 3, gate)
-	openAt := pb.Phase_PHASE_WAITING
-	if k == pb.Strategy_STRATEGY_CV {
-		openAt = pb.Phase_PHASE_DRAINING
-	}
-	w.waitPhase(u.Id, openAt)
+	w.waitPhase(u.Id, openPhase(k))
 	close(gate)
 	if err := paused(); err != nil {
 		t.Fatal(err)
 	}
-	if k == pb.Strategy_STRATEGY_WF {
-		// WF may never find s3 free under load: the load pauses until
-		// the switch (as in TestUpdatesKeepVersionConsistency).
-		close(stop)
-		if err := wait(); err != nil {
-			t.Fatalf("load: %v", err)
-		}
-		stop = make(chan struct{})
-		u = w.waitFinished(u.Id, 30*time.Second)
-		wait = w.load(ctx, seed+1, 6, false, stop)
-	} else {
-		u = w.waitFinished(u.Id, 30*time.Second)
-	}
+	u, stop, wait = w.finishUnderLoad(ctx, t, u.Id, k, seed+1, false, stop, wait)
 	w.endLoadConsistent(t, u, stop, wait)
 	if n := w.ranOn(learnTarget, "v2"); n == 0 {
 		t.Fatalf("no transaction ran on %s@v2 after the update", learnTarget)

@@ -380,28 +380,12 @@ func checkSetConsistency(t *testing.T, k pb.Strategy, hints bool) {
 	pausedDone := w.crossPaused(ctx, "s2", "s4", 3, paused)
 	time.Sleep(time.Duration(50+rng.IntN(200)) * time.Millisecond)
 	u := w.startSetUpdate(set, k, 20*time.Second, 10*time.Second)
-	openAt := pb.Phase_PHASE_WAITING
-	if k == pb.Strategy_STRATEGY_CV {
-		openAt = pb.Phase_PHASE_DRAINING
-	}
-	w.waitPhase(u.Id, openAt)
+	w.waitPhase(u.Id, openPhase(k))
 	close(paused)
 	if err := pausedDone(); err != nil {
 		t.Fatal(err)
 	}
-	if k == pb.Strategy_STRATEGY_WF {
-		// WF may never find the set free under unbounded load: the load
-		// pauses until the switch, as for one service.
-		close(stop)
-		if err := wait(); err != nil {
-			t.Fatalf("load: %v", err)
-		}
-		stop = make(chan struct{})
-		u = w.waitFinished(u.Id, 30*time.Second)
-		wait = w.load(ctx, seed+1, 6, hints, stop)
-	} else {
-		u = w.waitFinished(u.Id, 30*time.Second)
-	}
+	u, stop, wait = w.finishUnderLoad(ctx, t, u.Id, k, seed+1, hints, stop, wait)
 	w.endLoadConsistent(t, u, stop, wait)
 	if m := w.mixedSets(set); len(m) > 0 {
 		t.Fatalf("%d transactions ran a mixed set (of %d), e.g. %v", len(m), w.txns.Load(), m[:min(5, len(m))])

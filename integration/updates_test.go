@@ -79,11 +79,7 @@ func checkUpdateConsistency(t *testing.T, k pb.Strategy, hints, slow bool) {
 	pausedDone := w.paused(ctx, "s2", 3, paused)
 	time.Sleep(time.Duration(50+rng.IntN(200)) * time.Millisecond)
 	u := w.startUpdate("s2", "v2", k, 20*time.Second, 10*time.Second)
-	openAt := pb.Phase_PHASE_WAITING
-	if k == pb.Strategy_STRATEGY_CV {
-		openAt = pb.Phase_PHASE_DRAINING
-	}
-	w.waitPhase(u.Id, openAt)
+	w.waitPhase(u.Id, openPhase(k))
 	close(paused)
 	if err := pausedDone(); err != nil {
 		t.Fatal(err)

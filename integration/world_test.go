@@ -117,6 +117,36 @@ func (w *world) record(txn, svc, version string) {
 	m[svc][version] = true
 }
 
+// openPhase is the phase from which an update of strategy k decides the
+// calls of transactions paused before it: CV's DRAINING, the others'
+// WAITING.
+func openPhase(k pb.Strategy) pb.Phase {
+	if k == pb.Strategy_STRATEGY_CV {
+		return pb.Phase_PHASE_DRAINING
+	}
+	return pb.Phase_PHASE_WAITING
+}
+
+// finishUnderLoad waits for the update id to finish while the load (stop,
+// wait: from load) runs, and returns it with the load then running. WF may
+// never find its services free under unbounded load (DESIGN §4): under WF
+// the load pauses until the update has finished, then starts again from
+// seed.
+func (w *world) finishUnderLoad(ctx context.Context, t *testing.T, id string, k pb.Strategy, seed uint64, hints bool,
+	stop chan struct{}, wait func() error) (*pb.Update, chan struct{}, func() error) {
+	t.Helper()
+	if k != pb.Strategy_STRATEGY_WF {
+		return w.waitFinished(id, 30*time.Second), stop, wait
+	}
+	close(stop)
+	if err := wait(); err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	u := w.waitFinished(id, 30*time.Second)
+	stop = make(chan struct{})
+	return u, stop, w.load(ctx, seed, 6, hints, stop)
+}
+
 // endLoadConsistent lets the load run 100 ms past the update's end, stops
 // it (stop, wait: from load), and fails unless the update u ended DONE and
 // no transaction ran on two versions of one service.

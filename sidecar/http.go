@@ -332,9 +332,16 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		call.FinishWith(call.HTTPOutcome(0, err))
 		return nil, err
 	}
-	o := call.HTTPOutcome(resp.StatusCode, nil) // the latency to the answer's headers
-	resp.Body = &finishBody{ReadCloser: resp.Body, finish: sync.OnceFunc(func() { call.FinishWith(o) })}
+	call.FinishWhenClosed(resp)
 	return resp, nil
+}
+
+// FinishWhenClosed finishes the call (FinishWith) once resp's body is
+// closed, with the outcome its status says and the latency to its headers
+// (now): a call's RETURN comes once its answer has been read.
+func (call Call) FinishWhenClosed(resp *http.Response) {
+	o := call.HTTPOutcome(resp.StatusCode, nil)
+	resp.Body = &finishBody{ReadCloser: resp.Body, finish: sync.OnceFunc(func() { call.FinishWith(o) })}
 }
 
 // finishBody finishes the call when the response body is closed.

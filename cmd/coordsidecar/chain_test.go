@@ -158,18 +158,7 @@ func TestChainFollowsCVUpdate(t *testing.T) {
 	})
 
 	startProxy(t, ts, "b", "v2", serveApp(t, bApps.app("v2")), nil)
-	u, err := ts.Admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: "b", ToVersion: "v2", Strategy: pb.Strategy_STRATEGY_CV})
-	if err != nil {
-		t.Fatal(err)
-	}
-	phase := func() pb.Phase {
-		g, err := ts.Admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: u.Id})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return g.Phase
-	}
-	servertest.Eventually(t, within, "the switch", func() bool { return phase() == pb.Phase_PHASE_DRAINING })
+	phase := startCVOfB(ctx, t, ts)
 	if got := <-request("", nil); got != "200 OK v2,v2" {
 		t.Fatalf("a request begun after the switch: %q, want 200 OK v2,v2", got)
 	}
@@ -232,4 +221,23 @@ func TestChainFollowsCVUpdate(t *testing.T) {
 			}
 		}
 	}
+}
+
+// startCVOfB starts a CV update of b to v2, waits for its switch, and
+// returns how to read its phase.
+func startCVOfB(ctx context.Context, t *testing.T, ts *servertest.Server) (phase func() pb.Phase) {
+	t.Helper()
+	u, err := ts.Admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: "b", ToVersion: "v2", Strategy: pb.Strategy_STRATEGY_CV})
+	if err != nil {
+		t.Fatal(err)
+	}
+	phase = func() pb.Phase {
+		g, err := ts.Admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: u.Id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g.Phase
+	}
+	servertest.Eventually(t, within, "the switch", func() bool { return phase() == pb.Phase_PHASE_DRAINING })
+	return phase
 }

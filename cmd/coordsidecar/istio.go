@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -164,7 +163,7 @@ func (t *istioTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		call.FinishWith(call.HTTPOutcome(0, err))
 		return nil, err
 	}
-	o := call.HTTPOutcome(resp.StatusCode, nil) // the latency to the answer's headers
+	call.FinishWhenClosed(resp) // the latency to the answer's headers
 	if got, ok := istio.ParseHeader(service, resp.Header.Get(istio.Header)); ok {
 		t.pins.put(tx.ID, service, got)
 		if got != call.Version {
@@ -173,18 +172,5 @@ func (t *istioTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 				"txn", tx.ID, "service", service, "coordinator", call.Version, "mesh", got)
 		}
 	}
-	resp.Body = &finishBody{ReadCloser: resp.Body, finish: sync.OnceFunc(func() { call.FinishWith(o) })}
 	return resp, nil
-}
-
-// finishBody finishes the call when the response body is closed.
-type finishBody struct {
-	io.ReadCloser
-	finish func()
-}
-
-func (b *finishBody) Close() error {
-	err := b.ReadCloser.Close()
-	b.finish()
-	return err
 }

@@ -131,18 +131,7 @@ func TestIstioModeStampsTheVersion(t *testing.T) {
 	})
 
 	startProxy(t, ts, "b", "v2", serveApp(t, &echoApp{}), nil)
-	u, err := ts.Admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: "b", ToVersion: "v2", Strategy: pb.Strategy_STRATEGY_CV})
-	if err != nil {
-		t.Fatal(err)
-	}
-	phase := func() pb.Phase {
-		g, err := ts.Admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: u.Id})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return g.Phase
-	}
-	servertest.Eventually(t, within, "the switch", func() bool { return phase() == pb.Phase_PHASE_DRAINING })
+	phase := startCVOfB(ctx, t, ts)
 	mesh.setDefault("v2") // the manifests rendered at DRAINING
 
 	// A new transaction: decided by the coordinator, stamped b-v2 from its
