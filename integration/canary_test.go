@@ -186,19 +186,7 @@ func TestFailoverInCanaryStep(t *testing.T) {
 	cl.Crash(leader)
 	next := cl.Leader(20 * time.Second)
 	admin = next.Admin
-	servertest.Eventually(t, 20*time.Second, "sessions to resync", func() bool {
-		l, err := admin.ListSessions(ctx, &pb.ListSessionsRequest{})
-		if err != nil {
-			return false
-		}
-		n := 0
-		for _, s := range l.Sessions {
-			if s.Connected {
-				n++
-			}
-		}
-		return n == len(failoverInstances)
-	})
+	awaitConnected(t, admin, len(failoverInstances))
 	g := getUpdate(t, admin, u.Id)
 	if g == nil || g.Phase != pb.Phase_PHASE_CANARY || !g.Canary.Paused || g.Canary.Step != 0 {
 		t.Fatalf("after the failover: %v paused=%v step=%d, want CANARY, paused, step 1", g.GetPhase(), g.GetCanary().GetPaused(), g.GetCanary().GetStep()+1)
