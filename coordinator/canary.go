@@ -22,7 +22,7 @@ import (
 // in that record and are stored with every change of the update: none is
 // assigned while a change is being stored (the calls to the service are
 // parked), so a stored step's counts are final. The analysis windows are
-// live only: a new leader starts them empty.
+// written behind (canary_store.go): a new leader continues them.
 
 // ErrNotInCanary: a promote, pause or resume of an update that is not in a
 // canary step (not a canary, not begun yet, over, or not in the state the
@@ -41,6 +41,8 @@ const maxCanaryHistory = 128
 type canaryRun struct {
 	limits   strategy.Limits
 	old, new *strategy.Window
+	// dirty: the windows changed since the analysis writer took them.
+	dirty bool
 }
 
 func newCanaryRun(c *pb.Canary) *canaryRun {
@@ -247,6 +249,7 @@ func (o *orchestrator) observeOutcomeLocked(txn string, sub graph.SubID, out *pb
 		latency = out.Latency.AsDuration()
 	}
 	w.Add(time.Now(), out.Class == pb.OutcomeClass_OUTCOME_CLASS_SERVER_ERROR, latency)
+	o.analysisDirtyLocked(u.canary)
 }
 
 // StepElapsed: the canary's current step began (or was resumed) that long ago.

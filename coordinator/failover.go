@@ -30,7 +30,7 @@ func (o *orchestrator) resumeLocked(u *update) {
 	o.setMembers(u)
 	if u.rec.Canary != nil {
 		// Its step, weight, pause and counts are in the record; its
-		// analysis starts again.
+		// analysis windows are added once read (restoreAnalysesLocked).
 		u.canary = newCanaryRun(u.rec.Canary)
 	}
 	u.started = u.rec.GetCreatedAt().AsTime()
