@@ -27,6 +27,7 @@ var canaryFailoverCases = []struct {
 	step   int  // the canary step (an index into canaryFailoverSteps)
 	paused bool // paused before the kill
 	abort  bool // aborted (a rollback) before the kill
+	set    bool // a canary of the set {c, d} (DESIGN.md §4.8)
 }{
 	{name: "PREPARING", phase: pb.Phase_PHASE_PREPARING},
 	{name: "CANARY/first", phase: pb.Phase_PHASE_CANARY, step: 0},
@@ -35,6 +36,8 @@ var canaryFailoverCases = []struct {
 	{name: "CANARY/paused", phase: pb.Phase_PHASE_CANARY, step: 1, paused: true},
 	{name: "ABORTED/rolling-back", phase: pb.Phase_PHASE_ABORTED, step: 1, abort: true},
 	{name: "DONE", phase: pb.Phase_PHASE_DONE},
+	{name: "set/CANARY/middle", phase: pb.Phase_PHASE_CANARY, step: 1, set: true},
+	{name: "set/ABORTED/rolling-back", phase: pb.Phase_PHASE_ABORTED, step: 1, abort: true, set: true},
 }
 
 // Killing the leader in any phase of a canary of d (manual steps), under
@@ -45,26 +48,30 @@ var canaryFailoverCases = []struct {
 // weights go on counting from what was stored, exact at every step; a
 // rollback goes on sending new transactions to the old version until those
 // assigned the new one end. The load runs through it all and the oracle
-// sees no transaction on two versions of d.
+// sees no transaction on two versions of d. A canary of the set {c, d}
+// does the same in a step and rolling back, and no transaction runs a
+// mixed set.
 func TestCanaryFailoverInEveryPhase(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three replicas, kills and lease expiries")
 	}
 	for _, tc := range canaryFailoverCases {
 		t.Run(tc.name, func(t *testing.T) {
-			canaryFailoverIn(t, tc.phase, tc.step, tc.paused, tc.abort)
+			canaryFailoverIn(t, tc.phase, tc.step, tc.paused, tc.abort, tc.set)
 		})
 	}
 }
 
 // blocker is a transaction that used d and may call it again: its root at
-// c@v1, its first call to d at version.
+// b@v1 (c is a member of the set of the set cases), its first call to d
+// at version.
 type blocker struct {
 	ctx     context.Context
 	version string
 }
 
-// useD begins a transaction at c that calls d once and stays open.
+// useD begins a transaction at c's service that calls d once and stays
+// open.
 func useD(t *testing.T, c *sidecar.Client) blocker {
 	t.Helper()
 	tctx, _ := c.Begin(context.Background())
@@ -76,10 +83,17 @@ func useD(t *testing.T, c *sidecar.Client) blocker {
 	return blocker{tctx, call.Version}
 }
 
-func canaryFailoverIn(t *testing.T, phase pb.Phase, step int, paused, abort bool) {
-	cl, sim := startFailoverWorld(t, flushWritten)
+func canaryFailoverIn(t *testing.T, phase pb.Phase, step int, paused, abort, set bool) {
+	instances := failoverInstances
+	if set {
+		instances = failoverSetInstances
+	}
+	cl, sim := startFailoverWorldWith(t, flushWritten, instances)
+	if set {
+		sim.WatchSet(failoverSet)
+	}
 	ctx := context.Background()
-	c := sim.Client("c@v1")
+	c := sim.Client("b@v1")
 	leader := cl.Leader(10 * time.Second)
 	admin := cl.Follower(leader).Admin // forwards to whoever leads
 
@@ -103,8 +117,13 @@ func canaryFailoverIn(t *testing.T, phase pb.Phase, step int, paused, abort bool
 	stop := sim.Load(ctx, 100, 20)
 	t.Cleanup(func() { stop() })
 
-	u, err := admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: "d", ToVersion: "v2", Strategy: pb.Strategy_STRATEGY_CV,
-		CanarySteps: canaryFailoverSteps, Timeout: durationpb.New(2 * time.Minute)})
+	req := &pb.StartUpdateRequest{Service: "d", ToVersion: "v2", Strategy: pb.Strategy_STRATEGY_CV,
+		CanarySteps: canaryFailoverSteps, Timeout: durationpb.New(2 * time.Minute)}
+	if set {
+		req.Service, req.ToVersion = "", ""
+		req.Members = []*pb.ServiceVersion{{Service: "c", Version: "v2"}, {Service: "d", Version: "v2"}}
+	}
+	u, err := admin.StartUpdate(ctx, req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +199,7 @@ func canaryFailoverIn(t *testing.T, phase pb.Phase, step int, paused, abort bool
 	next := cl.Leader(20 * time.Second)
 	t.Logf("new leader after %v", time.Since(killed).Round(time.Millisecond))
 	admin = next.Admin
-	awaitConnected(t, admin, len(failoverInstances))
+	awaitConnected(t, admin, len(instances))
 
 	g := getUpdate(t, admin, u.Id)
 	if g == nil || g.Phase != before.Phase || g.RollingBack != before.RollingBack ||
