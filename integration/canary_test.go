@@ -366,24 +366,38 @@ func TestCanaryREST(t *testing.T) {
 	}
 }
 
-// TestAuthDemoCanary runs the demo with --canary 10,50,100: the update goes
-// through each step to DONE with no failed request and no violation, its
-// last line says strategy=canary, and it logs each step's weights.
+// TestAuthDemoCanary runs the demo with --canary 10,50,100, of Auth and
+// (--set) of the set portal+proc: the update goes through each step to
+// DONE with no failed request and no violation (with the set: no mixed
+// set either), its last line says strategy=canary, and it logs each step's
+// weights.
 func TestAuthDemoCanary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the demo")
 	}
 	bin := buildBinary(t, "examples/authdemo")
-	out, err := exec.Command(bin, "--strategy=cv", "--canary=10,50,100", "--canary-step=300ms", "--duration=2s", "--update-after=300ms").CombinedOutput()
+	for _, set := range []bool{false, true} {
+		args := []string{"--strategy=cv", "--canary=10,50,100", "--canary-step=300ms", "--duration=2s", "--update-after=300ms"}
+		subject := "auth-service"
+		if set {
+			args, subject = append(args, "--set"), "portal+proc"
+		}
+		checkAuthDemoCanary(t, bin, args, subject)
+	}
+}
+
+func checkAuthDemoCanary(t *testing.T, bin string, args []string, subject string) {
+	t.Helper()
+	out, err := exec.Command(bin, args...).CombinedOutput()
 	if err != nil {
-		t.Fatalf("authdemo --canary: %v\n%s", err, out)
+		t.Fatalf("authdemo %v: %v\n%s", args, err, out)
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	m := regexp.MustCompile(`^strategy=canary requests=(\d+) failed=(\d+) violations=(\d+) update_ms=(\d+) p99_ms=([\d.]+)$`).FindStringSubmatch(lines[len(lines)-1])
 	if m == nil || m[1] == "0" || m[2] != "0" || m[3] != "0" {
 		t.Fatalf("authdemo --canary: last line %q, want strategy=canary with requests > 0, failed=0, violations=0\n%s", lines[len(lines)-1], out)
 	}
-	for _, want := range []string{"of auth-service to v2 (canary): DONE", "canary step 1: asked 10%", "canary step 2: asked 50%", "canary step 3: asked 100%"} {
+	for _, want := range []string{"of " + subject + " to v2 (canary): DONE", "canary step 1: asked 10%", "canary step 2: asked 50%", "canary step 3: asked 100%"} {
 		if !strings.Contains(string(out), want) {
 			t.Fatalf("authdemo --canary: no %q in\n%s", want, out)
 		}
