@@ -132,6 +132,11 @@ func (o *orchestrator) flushAnalyses(ctx context.Context) error {
 	}
 	for _, rec := range puts {
 		o.analyses.stored[rec.UpdateId] = true
+		if u := o.upd.get(rec.UpdateId); u == nil || !u.analysing() {
+			// It left its canary steps while this was written: the
+			// record goes at the next flush.
+			o.kickAnalysis()
+		}
 	}
 	for _, id := range dels {
 		delete(o.analyses.stored, id)
