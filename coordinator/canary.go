@@ -22,7 +22,12 @@ import (
 // in that record and are stored with every change of the update: none is
 // assigned while a change is being stored (the calls to the service are
 // parked), so a stored step's counts are final. The analysis windows are
-// live only: a new leader starts them empty.
+// written behind (canary_store.go): a new leader continues them.
+//
+// A canary of a set (DESIGN.md §4.8) assigns a transaction at its first
+// use of any member, for the whole set (decideMaybeWaitLocked: a
+// transaction that used a member is on that side), and counts it once;
+// the analysis sums the outcomes of every member per side.
 
 // ErrNotInCanary: a promote, pause or resume of an update that is not in a
 // canary step (not a canary, not begun yet, over, or not in the state the
@@ -41,6 +46,8 @@ const maxCanaryHistory = 128
 type canaryRun struct {
 	limits   strategy.Limits
 	old, new *strategy.Window
+	// dirty: the windows changed since the analysis writer took them.
+	dirty bool
 }
 
 func newCanaryRun(c *pb.Canary) *canaryRun {
@@ -61,10 +68,6 @@ func checkCanary(req *pb.StartUpdateRequest, kind pb.Strategy) (*pb.Canary, erro
 	}
 	if kind != strategy.CV {
 		return nil, fmt.Errorf("%w: a canary is a cv update: strategy %s has no weights", ErrInvalidArgument, strategy.Name(kind))
-	}
-	if n := len(req.GetMembers()); n > 1 {
-		// Its weights, counts and analysis are of one service (DESIGN §4.7).
-		return nil, fmt.Errorf("%w: a canary updates one service: members names %d", ErrInvalidArgument, n)
 	}
 	if err := strategy.CheckSteps(steps); err != nil {
 		return nil, fmt.Errorf("%w: canary_steps: %w", ErrInvalidArgument, err)
@@ -247,6 +250,7 @@ func (o *orchestrator) observeOutcomeLocked(txn string, sub graph.SubID, out *pb
 		latency = out.Latency.AsDuration()
 	}
 	w.Add(time.Now(), out.Class == pb.OutcomeClass_OUTCOME_CLASS_SERVER_ERROR, latency)
+	o.analysisDirtyLocked(u.canary)
 }
 
 // StepElapsed: the canary's current step began (or was resumed) that long ago.
@@ -282,7 +286,7 @@ func (o *orchestrator) canaryWaitingLocked(u *update, now time.Time) string {
 	if c == nil {
 		return ""
 	}
-	at := fmt.Sprintf("canary step %d of %d (%d%% of new transactions to %s@%s)", c.Step+1, len(c.Steps), c.Steps[c.Step], u.rec.Service, u.rec.ToVersion)
+	at := fmt.Sprintf("canary step %d of %d (%d%% of new transactions to %s)", c.Step+1, len(c.Steps), c.Steps[c.Step], u.sideNames(strategy.New))
 	switch iv := c.StepInterval.AsDuration(); {
 	case c.Paused:
 		return at + ": paused, until resumed, promoted or aborted"

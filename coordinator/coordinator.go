@@ -260,7 +260,7 @@ func New(cfg Config) (*Coordinator, error) {
 		cfg: &c.cfg, lg: c.lg, keys: c.keys, ev: c,
 		eng: c.eng, sess: c.sess, cat: c.cat, routing: c.routing,
 		upd: newUpdateTable(), phases: newPhaseWriter(), pins: newPinCommitter(c),
-		pendingPins: make(map[string]*storage.Op),
+		pendingPins: make(map[string]*storage.Op), analyses: newAnalysisStore(),
 	}
 	c.progressWake = newWakeup()
 	c.orch.upd.woke, c.orch.phases.woke = c.progressWake, c.progressWake
@@ -317,7 +317,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 	c.wb.Start()
-	c.streams.Add(8)
+	c.streams.Add(9)
 	go c.runPhaseWriter()
 	go c.every(c.cfg.ImplicitTimeout/4, func(now time.Time) {
 		c.sweepImplicitLocked(now) // ends transactions whose Begin never came
@@ -329,6 +329,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	go c.every(selfPreservationTick, c.sp.selfPreservationTickAllLocked)
 	go c.runSelfPreservationStore()
 	go c.runForget()
+	go c.runAnalysisStore()
 	c.sp.kickSPStore() // what restore resumed, or found, is written
 	c.started.Store(true)
 	c.lg.Info("coordinator started", "prefix", c.cfg.Prefix, "services", c.eng.NumServices(),

@@ -63,6 +63,9 @@
 //   - pinCommitter (pins.go): first-use pins group-committed to etcd
 //     before the call decisions that rely on them are sent, with its own
 //     goroutine.
+//   - analysisStore (canary_store.go): the canaries' analysis windows
+//     written behind, so that a new leader continues them, with its own
+//     goroutine (asleep while no outcome is counted).
 //   - selfPreservation (selfpreserve.go, selfpreserve_store.go): the mass
 //     expiry window, the expired sessions kept, the mode and its store
 //     (own goroutine).

@@ -30,7 +30,7 @@ func (o *orchestrator) resumeLocked(u *update) {
 	o.setMembers(u)
 	if u.rec.Canary != nil {
 		// Its step, weight, pause and counts are in the record; its
-		// analysis starts again.
+		// analysis windows are added once read (restoreAnalysesLocked).
 		u.canary = newCanaryRun(u.rec.Canary)
 	}
 	u.started = u.rec.GetCreatedAt().AsTime()
@@ -71,19 +71,30 @@ func (o *orchestrator) restorePinsLocked(pins map[string]map[string]string) {
 // (CV) once switched: the version its first-use pin names, committed
 // before that call was answered; without a pin at a service it did not
 // call it during the update, so it is on the side of its pin at another
-// member of the set (DESIGN.md §4.8) or, with none, if it used the set at
-// all it was at the old versions, and the old versions are where it must go.
+// member of the set (DESIGN.md §4.8). With no pin at any member, its
+// record may still name a member at a version (the call was applied and
+// written behind, its pin not committed yet, its answer not sent: the
+// call, sent again, goes there): it is on that side. With neither, if it
+// used the set at all it was at the old versions, and the old versions
+// are where it must go.
 func (o *orchestrator) legacyUsesLocked(txn string, used []graph.Use) []graph.Use {
 	for u := range o.upd.actives() {
 		if !u.strat.Pins() || !u.bothLive() {
 			continue
+		}
+		side := strategy.Old
+		for _, use := range used {
+			if m := u.member(use.Service); m != nil {
+				side = m.side(use.Version)
+				break
+			}
 		}
 		for i := range u.members {
 			m := &u.members[i]
 			_, own := o.upd.restoredPin(m.svc, txn)
 			v, pinned := o.restoredSetPin(u, m, txn)
 			if !pinned {
-				v = m.from
+				v = m.version(side)
 			}
 			found := false
 			for i := range used {

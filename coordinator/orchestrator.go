@@ -37,6 +37,8 @@ type orchestrator struct {
 	upd     *updateTable
 	phases  *phaseWriter
 	pins    *pinCommitter
+	// analyses writes the canaries' analysis windows behind (canary_store.go).
+	analyses analysisStore
 
 	// pendingPins are the pins being committed, by key: a later answer
 	// that relies on one waits for it too.

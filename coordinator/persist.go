@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"time"
@@ -148,6 +149,7 @@ type storedState struct {
 	sp       *pb.SelfPreservationRecord // nil: none stored
 	updates  []*pb.Update
 	pins     map[string]map[string]string // service -> txn -> version
+	analyses []*pb.AnalysisRecord
 	// bad are the records that could not be decoded, by kind, to
 	// quarantine once the rest is applied.
 	bad []quarantined
@@ -236,6 +238,19 @@ func (c *Coordinator) readState(ctx context.Context) (*storedState, error) {
 		st.pins[svc][txn] = string(kv.Value)
 	}
 	setAside("pin")
+	for _, kv := range loaded.Analyses {
+		rec := &pb.AnalysisRecord{}
+		if err := proto.Unmarshal(kv.Value, rec); err != nil {
+			bad = append(bad, badRecord{kv, err})
+			continue
+		}
+		if rec.UpdateId != kv.Name {
+			bad = append(bad, badRecord{kv, fmt.Errorf("analysis record of update %q under the key of %q", rec.UpdateId, kv.Name)})
+			continue
+		}
+		st.analyses = append(st.analyses, rec)
+	}
+	setAside("analysis")
 	return st, nil
 }
 
@@ -273,6 +288,7 @@ func (c *Coordinator) applyStateLocked(st *storedState) {
 		c.orch.resumeLocked(u)
 	}
 	c.orch.restorePinsLocked(st.pins)
+	c.orch.restoreAnalysesLocked(st.analyses)
 }
 
 // The decoders of restore: an error means the record is quarantined

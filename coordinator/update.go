@@ -364,6 +364,7 @@ func (o *orchestrator) endPhaseLocked(pc *phaseChange, err error) {
 		if pc.apply != nil {
 			pc.apply()
 		}
+		o.analysisPhaseLocked(u)
 	}
 	close(pc.done)
 	o.redecideLocked(u, func(h heldCall) bool { return h.switching }, !u.finished())

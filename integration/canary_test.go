@@ -32,7 +32,7 @@ import (
 // show violations (the oracle sees them).
 func TestCanaryKeepsVersionConsistency(t *testing.T) {
 	for _, hints := range []bool{false, true} {
-		t.Run(consistencyName(pb.Strategy_STRATEGY_CV, hints), func(t *testing.T) { checkCanaryConsistency(t, hints) })
+		t.Run(consistencyName(pb.Strategy_STRATEGY_CV, hints), func(t *testing.T) { checkCanaryConsistency(t, hints, nil) })
 	}
 	t.Run("NAIVE", func(t *testing.T) {
 		seed := uint64(time.Now().UnixNano())
@@ -63,20 +63,40 @@ func TestCanaryKeepsVersionConsistency(t *testing.T) {
 	})
 }
 
-func checkCanaryConsistency(t *testing.T, hints bool) {
+// checkCanaryConsistency runs a canary of s2 (with set, of the set: its
+// members s2 and s4, DESIGN.md §4.8) under random load, promoted by hand.
+// With a set, the transactions paused use s2 and call s4 once let go, and
+// no transaction may run a mixed set.
+func checkCanaryConsistency(t *testing.T, hints bool, set updateSet) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
-	w := newWorld(t, rng, 6, 0.4, "s2@v2")
+	extra := []string{"s2@v2"}
+	if set != nil {
+		extra = append(extra, "s4@v2")
+	}
+	w := newWorld(t, rng, 6, 0.4, extra...)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	stop := make(chan struct{})
 	wait := w.load(ctx, seed, 6, hints, stop)
+	// paused starts n transactions that use s2 and wait at gate, then call
+	// s2 again (with a set: s4).
+	paused := func(n int, gate <-chan struct{}) func() error {
+		if set != nil {
+			return w.crossPaused(ctx, "s2", "s4", n, gate)
+		}
+		return w.paused(ctx, "s2", n, gate)
+	}
 	before := make(chan struct{})
-	beforeDone := w.paused(ctx, "s2", 3, before) // used s2@v1 before the canary
+	beforeDone := paused(3, before) // used s2@v1 before the canary
 	steps := []uint32{10, 30, 60, 100}
-	u, err := w.ts.Admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: "s2", ToVersion: "v2", Strategy: pb.Strategy_STRATEGY_CV,
-		CanarySteps: steps, PrepareTimeout: durationpb.New(20 * time.Second)})
+	req := &pb.StartUpdateRequest{Service: "s2", ToVersion: "v2", Strategy: pb.Strategy_STRATEGY_CV,
+		CanarySteps: steps, PrepareTimeout: durationpb.New(20 * time.Second)}
+	if set != nil {
+		req.Service, req.ToVersion, req.Members = "", "", set.members()
+	}
+	u, err := w.ts.Admin.StartUpdate(ctx, req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +124,7 @@ func checkCanaryConsistency(t *testing.T, hints bool) {
 		case 1:
 			// Used s2 in this step; call it again after the switch.
 			during = make(chan struct{})
-			duringDone = w.paused(ctx, "s2", 4, during)
+			duringDone = paused(4, during)
 		}
 		p, err := w.ts.Admin.PromoteUpdate(ctx, &pb.PromoteUpdateRequest{Id: u.Id})
 		if err != nil {
@@ -121,10 +141,16 @@ func checkCanaryConsistency(t *testing.T, hints bool) {
 	}
 	u = w.waitFinished(u.Id, 30*time.Second)
 	w.endLoadConsistent(t, u, stop, wait)
-	for i, st := range u.Canary.StepsServed[:len(steps)-1] {
-		n := st.OldTransactions + st.NewTransactions
-		if want := n * uint64(st.Percent) / 100; st.NewTransactions != want {
-			t.Errorf("step %d (%d%%): %d of %d transactions assigned the new version, want %d", i+1, st.Percent, st.NewTransactions, n, want)
+	if len(u.Canary.StepsServed) != len(steps) {
+		t.Fatalf("%d steps served, want %d", len(u.Canary.StepsServed), len(steps))
+	}
+	checkServedWeights(t, u)
+	if set != nil {
+		if m := w.mixedSets(set); len(m) > 0 {
+			t.Fatalf("%d transactions ran a mixed set (of %d), e.g. %v", len(m), w.txns.Load(), m[:min(5, len(m))])
+		}
+		if w.ranOn("s4", "v2") == 0 {
+			t.Fatalf("no transaction ran on s4@v2")
 		}
 	}
 	t.Logf("%d transactions, %d calls; steps %v; history %v", w.txns.Load(), w.calls.Load(), u.Canary.StepsServed, phases(u))
@@ -186,19 +212,7 @@ func TestFailoverInCanaryStep(t *testing.T) {
 	cl.Crash(leader)
 	next := cl.Leader(20 * time.Second)
 	admin = next.Admin
-	servertest.Eventually(t, 20*time.Second, "sessions to resync", func() bool {
-		l, err := admin.ListSessions(ctx, &pb.ListSessionsRequest{})
-		if err != nil {
-			return false
-		}
-		n := 0
-		for _, s := range l.Sessions {
-			if s.Connected {
-				n++
-			}
-		}
-		return n == len(failoverInstances)
-	})
+	awaitConnected(t, admin, len(failoverInstances))
 	g := getUpdate(t, admin, u.Id)
 	if g == nil || g.Phase != pb.Phase_PHASE_CANARY || !g.Canary.Paused || g.Canary.Step != 0 {
 		t.Fatalf("after the failover: %v paused=%v step=%d, want CANARY, paused, step 1", g.GetPhase(), g.GetCanary().GetPaused(), g.GetCanary().GetStep()+1)
@@ -236,29 +250,43 @@ func TestFailoverInCanaryStep(t *testing.T) {
 // aborted automatically at its first step (manual, so nothing else moves
 // it), the reason naming the error rates and the window; a healthy d@v2 is
 // promoted through every step by its interval to DONE. Neither breaks a
-// transaction.
+// transaction. The canary of the set {c, d} is judged over both members'
+// outcomes: a c@v2 that fails half its calls aborts it, though d@v2 is
+// healthy.
 func TestCanaryAnalysis(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		failPct int
-	}{{"failing", 20}, {"healthy", 0}} {
+		set     bool
+	}{{"failing", 20, false}, {"healthy", 0, false}, {"set/failing", 50, true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			ts := servertest.Start(t, "")
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
+			instances, failing := failoverInstances, "d"
+			if tc.set {
+				instances, failing = failoverSetInstances, "c"
+			}
 			sim, err := loadsim.Start(ctx, loadsim.Config{Coordinators: []string{ts.GRPCAddr()}, Graph: failoverGraph,
-				Instances: failoverInstances, Entry: "a",
+				Instances: instances, Entry: "a",
 				Fail: func(svc, version string, rng *rand.Rand) bool {
-					return svc == "d" && version == "v2" && rng.IntN(100) < tc.failPct
+					return svc == failing && version == "v2" && rng.IntN(100) < tc.failPct
 				}})
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(sim.Close)
+			if tc.set {
+				sim.WatchSet(failoverSet)
+			}
 			stop := sim.Load(ctx, 200, 10)
 			defer stop()
 			req := &pb.StartUpdateRequest{Service: "d", ToVersion: "v2", Strategy: pb.Strategy_STRATEGY_CV,
 				CanarySteps: []uint32{10, 50, 100}, MaxErrorRate: 0.05, AnalysisWindow: durationpb.New(5 * time.Second)}
+			if tc.set {
+				req.Service, req.ToVersion = "", ""
+				req.Members = []*pb.ServiceVersion{{Service: "c", Version: "v2"}, {Service: "d", Version: "v2"}}
+			}
 			if tc.failPct == 0 {
 				req.StepInterval = durationpb.New(time.Second)
 			}
@@ -274,6 +302,9 @@ func TestCanaryAnalysis(t *testing.T) {
 			stop()
 			if v := sim.Violations(); v != 0 {
 				t.Errorf("%d version-inconsistent transactions; first: %s", v, sim.FirstViolation())
+			}
+			if m := sim.MixedSets(); m != 0 {
+				t.Errorf("%d transactions ran a mixed set; first: %s", m, sim.FirstViolation())
 			}
 			if tc.failPct > 0 {
 				if g.Phase != pb.Phase_PHASE_ABORTED || !strings.Contains(g.Reason, "analysis: error rate of the new version") ||
@@ -335,24 +366,38 @@ func TestCanaryREST(t *testing.T) {
 	}
 }
 
-// TestAuthDemoCanary runs the demo with --canary 10,50,100: the update goes
-// through each step to DONE with no failed request and no violation, its
-// last line says strategy=canary, and it logs each step's weights.
+// TestAuthDemoCanary runs the demo with --canary 10,50,100, of Auth and
+// (--set) of the set portal+proc: the update goes through each step to
+// DONE with no failed request and no violation (with the set: no mixed
+// set either), its last line says strategy=canary, and it logs each step's
+// weights.
 func TestAuthDemoCanary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the demo")
 	}
 	bin := buildBinary(t, "examples/authdemo")
-	out, err := exec.Command(bin, "--strategy=cv", "--canary=10,50,100", "--canary-step=300ms", "--duration=2s", "--update-after=300ms").CombinedOutput()
+	for _, set := range []bool{false, true} {
+		args := []string{"--strategy=cv", "--canary=10,50,100", "--canary-step=300ms", "--duration=2s", "--update-after=300ms"}
+		subject := "auth-service"
+		if set {
+			args, subject = append(args, "--set"), "portal+proc"
+		}
+		checkAuthDemoCanary(t, bin, args, subject)
+	}
+}
+
+func checkAuthDemoCanary(t *testing.T, bin string, args []string, subject string) {
+	t.Helper()
+	out, err := exec.Command(bin, args...).CombinedOutput()
 	if err != nil {
-		t.Fatalf("authdemo --canary: %v\n%s", err, out)
+		t.Fatalf("authdemo %v: %v\n%s", args, err, out)
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	m := regexp.MustCompile(`^strategy=canary requests=(\d+) failed=(\d+) violations=(\d+) update_ms=(\d+) p99_ms=([\d.]+)$`).FindStringSubmatch(lines[len(lines)-1])
 	if m == nil || m[1] == "0" || m[2] != "0" || m[3] != "0" {
 		t.Fatalf("authdemo --canary: last line %q, want strategy=canary with requests > 0, failed=0, violations=0\n%s", lines[len(lines)-1], out)
 	}
-	for _, want := range []string{"of auth-service to v2 (canary): DONE", "canary step 1: asked 10%", "canary step 2: asked 50%", "canary step 3: asked 100%"} {
+	for _, want := range []string{"of " + subject + " to v2 (canary): DONE", "canary step 1: asked 10%", "canary step 2: asked 50%", "canary step 3: asked 100%"} {
 		if !strings.Contains(string(out), want) {
 			t.Fatalf("authdemo --canary: no %q in\n%s", want, out)
 		}

@@ -190,19 +190,7 @@ func failoverInPhase(t *testing.T, k pb.Strategy, phase pb.Phase, flush time.Dur
 	if release != nil {
 		// Not before every session re-registered: the blocker's
 		// own sidecar must be back for its second call.
-		servertest.Eventually(t, 20*time.Second, "sessions to resync", func() bool {
-			l, err := admin.ListSessions(ctx, &pb.ListSessionsRequest{})
-			if err != nil {
-				return false
-			}
-			n := 0
-			for _, s := range l.Sessions {
-				if s.Connected {
-					n++
-				}
-			}
-			return n == len(instances)
-		})
+		awaitConnected(t, admin, len(instances))
 		release()
 	}
 	awaitDoneConsistent(t, time.Minute, func() *pb.Update { return getUpdate(t, admin, u.Id) }, stop, sim)
@@ -231,6 +219,13 @@ func TestSetFailoverInEveryPhase(t *testing.T) {
 // transaction and no failed request.
 func awaitDoneConsistent(t *testing.T, within time.Duration, getUpdate func() *pb.Update, stop func(), sim *loadsim.Sim) {
 	t.Helper()
+	awaitEndConsistent(t, within, pb.Phase_PHASE_DONE, getUpdate, stop, sim)
+}
+
+// awaitEndConsistent is awaitDoneConsistent for an update that must end in
+// phase want; it returns the update as it ended.
+func awaitEndConsistent(t *testing.T, within time.Duration, want pb.Phase, getUpdate func() *pb.Update, stop func(), sim *loadsim.Sim) *pb.Update {
+	t.Helper()
 	var final *pb.Update
 	servertest.Eventually(t, within, "the update to finish", func() bool {
 		final = getUpdate()
@@ -238,8 +233,8 @@ func awaitDoneConsistent(t *testing.T, within time.Duration, getUpdate func() *p
 	})
 	time.Sleep(200 * time.Millisecond) // load after the switch
 	stop()
-	if final.Phase != pb.Phase_PHASE_DONE {
-		t.Fatalf("update ended %s: %s", final.Phase, final.Reason)
+	if final.Phase != want {
+		t.Fatalf("update ended %s (%s), want %s", final.Phase, final.Reason, want)
 	}
 	if v := sim.Violations(); v != 0 {
 		t.Errorf("%d version-inconsistent transactions; first: %s", v, sim.FirstViolation())
@@ -250,4 +245,5 @@ func awaitDoneConsistent(t *testing.T, within time.Duration, getUpdate func() *p
 	if f := sim.Failed(); f != 0 {
 		t.Errorf("%d of %d requests failed; first: %v", f, sim.Requests(), sim.FirstError())
 	}
+	return final
 }

@@ -542,3 +542,73 @@ func TestSetCVAbortAfterSwitchRollsBackTheSet(t *testing.T) {
 		}
 	}
 }
+
+// TestSetCanaryKeepsConsistency is TestCanaryKeepsVersionConsistency for a
+// canary of the set {s2, s4} (DESIGN.md §4.7, §4.8): a transaction's first
+// use of either member assigns it the whole set, by the step's weight,
+// counted once; transactions that used s2 before the canary or in a step
+// call s4 later; no transaction runs two versions of a service or a mixed
+// set, and each step's served weight is exact.
+func TestSetCanaryKeepsConsistency(t *testing.T) {
+	for _, hints := range []bool{false, true} {
+		t.Run(consistencyName(pb.Strategy_STRATEGY_CV, hints), func(t *testing.T) {
+			checkCanaryConsistency(t, hints, updateSet{"s2": "v2", "s4": "v2"})
+		})
+	}
+}
+
+// TestSetCanaryAssignsTheWholeSet: in a canary step of the set {portal,
+// proc} at 50%, a transaction's first call to either member assigns it
+// the whole set (its call to the other member goes to the same side), and
+// it is counted once: eight transactions, half of them calling proc first,
+// are four on each side, and the step counts eight.
+func TestSetCanaryAssignsTheWholeSet(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	w, set, gw, call := portalProcWorld(ctx, t)
+	u, err := w.ts.Admin.StartUpdate(ctx, &pb.StartUpdateRequest{Members: set.members(), Strategy: pb.Strategy_STRATEGY_CV,
+		CanarySteps: []uint32{50, 100}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.waitPhase(u.Id, pb.Phase_PHASE_CANARY)
+	onNew := 0
+	for i := range 8 {
+		txn := fmt.Sprintf("T%d", i)
+		root := w.subs.Add(1)
+		servertest.Send(t, gw, simsidecar.Begin(txn, root))
+		w.record(txn, "gateway", "v1")
+		first, second := "portal", "proc"
+		if i%2 == 1 {
+			first, second = second, first
+		}
+		v := call(txn, root, first)
+		if again := call(txn, root, second); again != v {
+			t.Fatalf("%s: %s@%s, then %s@%s", txn, first, v, second, again)
+		}
+		if v == "v2" {
+			onNew++
+		}
+		servertest.Send(t, gw, simsidecar.End(txn))
+	}
+	g := w.getUpdate(u.Id)
+	st := g.Canary.StepsServed[0]
+	if onNew != 4 || st.NewTransactions != 4 || st.OldTransactions != 4 {
+		t.Fatalf("%d of 8 transactions on the new side; step counts %d new, %d old: want 4 and 4 (each counted once)", onNew, st.NewTransactions, st.OldTransactions)
+	}
+	if want := "canary step 1 of 2 (50% of new transactions to portal@v2+proc@v2)"; !strings.Contains(g.Progress.GetWaitingFor(), want) {
+		t.Errorf("waiting_for %q, want it to say %q", g.Progress.GetWaitingFor(), want)
+	}
+	if p, err := w.ts.Admin.PromoteUpdate(ctx, &pb.PromoteUpdateRequest{Id: u.Id}); err != nil || p.Phase != pb.Phase_PHASE_DRAINING {
+		t.Fatalf("promote to the switch: %v %v", p.GetPhase(), err)
+	}
+	if u = w.waitFinished(u.Id, 30*time.Second); u.Phase != pb.Phase_PHASE_DONE {
+		t.Fatalf("update ended %s (%s)", u.Phase, u.Reason)
+	}
+	if m := w.mixedSets(set); len(m) > 0 {
+		t.Fatalf("mixed sets: %v", m)
+	}
+	if v := w.violations(); len(v) > 0 {
+		t.Fatalf("violations: %v", v)
+	}
+}

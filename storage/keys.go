@@ -24,6 +24,7 @@ const MaxNameLen = 253
 //	<prefix>updates/<update>            update plan, phase and history
 //	<prefix>pins/<service>/<txn>        first-use pin of a service mid-update
 //	<prefix>selfpreservation            self-preservation mode and its queue, while active
+//	<prefix>analysis/<update>           a canary's analysis windows, while in a canary step
 //	<prefix>quarantine/<key>            a record restore could not decode, moved here from
 //	                                    <prefix><key> (kept, without a lease, for an operator)
 //	<prefix>election                    leader election prefix (concurrency.Election)
@@ -91,6 +92,14 @@ func (k Keys) Pin(service, txn string) string { return k.Root() + relPin(service
 // leader resumes it.
 func (k Keys) SelfPreservation() string { return k.Root() + relSelfPreservation }
 
+// Analyses is the prefix of every canary's analysis record.
+func (k Keys) Analyses() string { return k.Root() + relAnalyses }
+
+// Analysis is the key of the analysis record of canary update id
+// (DESIGN.md §4.7): its outcome windows, so that a new leader continues
+// them.
+func (k Keys) Analysis(id string) string { return k.Root() + relAnalysis(id) }
+
 // Quarantine is the prefix of the records moved aside because restore
 // could not decode them.
 func (k Keys) Quarantine() string { return k.Root() + relQuarantine }
@@ -139,6 +148,7 @@ const (
 	relPins             = "pins/"
 	relSelfPreservation = "selfpreservation"
 	relQuarantine       = "quarantine/"
+	relAnalyses         = "analysis/"
 )
 
 func relService(name string) string        { return relServices + name }
@@ -146,6 +156,7 @@ func relSession(instance string) string    { return relSessions + instance }
 func relTxn(id string) string              { return relTxns + id }
 func relRoute(service string) string       { return relRoutes + service }
 func relUpdate(id string) string           { return relUpdates + id }
+func relAnalysis(id string) string         { return relAnalyses + id }
 func relServicePins(service string) string { return relPins + service + "/" }
 func relPin(service, txn string) string    { return relServicePins(service) + txn }
 

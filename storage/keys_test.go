@@ -23,6 +23,8 @@ func TestKeysLayout(t *testing.T) {
 			k.ServicePins("auth"):               "/coordinator/v1/pins/auth/",
 			k.Pin("auth", "4bf92f35"):           "/coordinator/v1/pins/auth/4bf92f35",
 			k.SelfPreservation():                "/coordinator/v1/selfpreservation",
+			k.Analyses():                        "/coordinator/v1/analysis/",
+			k.Analysis("u1"):                    "/coordinator/v1/analysis/u1",
 			k.Election():                        "/coordinator/v1/election",
 			k.Quarantine():                      "/coordinator/v1/quarantine/",
 			k.Quarantined(k.Update("u1")):       "/coordinator/v1/quarantine/updates/u1",
@@ -36,7 +38,7 @@ func TestKeysLayout(t *testing.T) {
 	}
 	// Every family is disjoint from the others and inside the root.
 	k := Keys{Prefix: "/x/"}
-	fams := []string{k.Services(), k.Sessions(), k.Txns(), k.Routes(), k.Updates(), k.Pins(), k.SelfPreservation(), k.Election() + "/", k.Quarantine()}
+	fams := []string{k.Services(), k.Sessions(), k.Txns(), k.Routes(), k.Updates(), k.Pins(), k.SelfPreservation(), k.Analyses(), k.Election() + "/", k.Quarantine()}
 	for i, a := range fams {
 		if !strings.HasPrefix(a, k.Root()) {
 			t.Errorf("%q outside root %q", a, k.Root())

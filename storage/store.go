@@ -130,6 +130,7 @@ type State struct {
 	SelfPreservation *Record // nil: none stored
 	Updates          []Record
 	Pins             []Record // value: the version
+	Analyses         []Record // canaries' analysis windows, by update id
 }
 
 type opKind uint8
@@ -234,6 +235,14 @@ func DeleteTxn(id string) Op { return Op{kind: opDelete, rel: relTxn(id)} }
 func PutSelfPreservation(rec *pb.SelfPreservationRecord) Op {
 	return putProto(relSelfPreservation, rec, NoLease)
 }
+
+// PutAnalysis stores a canary's analysis record.
+func PutAnalysis(rec *pb.AnalysisRecord) Op {
+	return putProto(relAnalysis(rec.GetUpdateId()), rec, NoLease)
+}
+
+// DeleteAnalysis deletes the analysis record of update id.
+func DeleteAnalysis(id string) Op { return Op{kind: opDelete, rel: relAnalysis(id)} }
 
 // DeleteSelfPreservation deletes the self-preservation record.
 func DeleteSelfPreservation() Op { return Op{kind: opDelete, rel: relSelfPreservation} }

@@ -103,10 +103,9 @@ func (w *Window) Stats(now time.Time) Stats {
 	var out Stats
 	var hist [latencyBuckets]uint64
 	var n uint64
-	oldest := now.Add(-w.span)
 	for i := range w.slots {
 		s := &w.slots[i]
-		if s.start.IsZero() || !s.start.Add(w.slotLen()).After(oldest) || s.start.After(now) {
+		if !w.inSpan(s, now) {
 			continue
 		}
 		out.Calls += s.calls

@@ -50,7 +50,9 @@ current step's weight, then stays where it was assigned; the last step (100)
 is the switch. Steps move on every --step-interval, or with --manual by
 coordctl promote ID; coordctl pause/resume ID stop and restart that, coordctl
 abort ID rolls back. --max-error-rate and --max-p99 abort it when the new
-version does worse than the old one over --analysis-window.
+version does worse than the old one over --analysis-window. A canary of a
+set assigns each transaction the whole set at its first use of any member,
+and judges the set over all members' outcomes.
 
 --dry-run says what would happen now and starts nothing: whether the update
 would be refused, the target's instances, whether the service is free or
@@ -64,6 +66,7 @@ watching, coordctl abort ID stops the update).`,
 		Example: `  coordctl update auth-service --strategy=cv
   coordctl update auth-service --to v2 --strategy=cv --canary 5,25,50,100 --step-interval 1m --max-error-rate 0.05
   coordctl update portal=v2 proc=v2 --strategy=wf --watch
+  coordctl update portal=v2 proc=v2 --strategy=cv --canary 10,50,100 --manual
   coordctl update auth-service --to v2 --strategy=cv --watch
   coordctl update auth-service --to v2 --strategy=wf --timeout 30s --dry-run`,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -82,11 +85,11 @@ watching, coordctl abort ID stops the update).`,
 				if sf.dryRun {
 					return usageErrorf("--dry-run takes one SERVICE, not a set")
 				}
-				if cf.steps != "" {
-					return usageErrorf("--canary takes one SERVICE, not a set: a canary's weights are of one service")
-				}
 				req := sf.request("", "", k)
 				req.Members = members
+				if err := cf.apply(req); err != nil {
+					return err
+				}
 				return c.startUpdate(cmd, req, &sf)
 			}
 			if to == "" {

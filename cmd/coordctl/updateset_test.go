@@ -24,7 +24,7 @@ func TestUpdateSetArgErrors(t *testing.T) {
 		{[]string{"update", "portal=v2", "--to", "v2", "--strategy=cv"}, "--to is for one SERVICE"},
 		{[]string{"update", "portal", "proc", "--strategy=cv"}, `unexpected argument "proc"`},
 		{[]string{"update", "portal=v2", "proc=v2", "--strategy=cv", "--dry-run"}, "--dry-run takes one SERVICE"},
-		{[]string{"update", "portal=v2", "proc=v2", "--strategy=cv", "--canary", "5,100", "--manual"}, "--canary takes one SERVICE"},
+		{[]string{"update", "portal=v2", "proc=v2", "--strategy=cv", "--canary", "5,100"}, "--canary needs one of --step-interval"},
 		{[]string{"update", "portal=v2", "proc=v2"}, "--strategy"},
 	} {
 		var stdout, stderr bytes.Buffer
@@ -72,6 +72,23 @@ func TestUpdateSetCommand(t *testing.T) {
 			return strings.Contains(out, m[1])
 		})
 	}
+	// Back to v1 as a canary of the set, promoted by hand to the switch.
+	code, out, errOut = ctl("update", "portal=v1", "proc=v1", "--strategy=cv", "--canary", "50,100", "--manual")
+	m = regexp.MustCompile(`Update:\s+(\S+)`).FindStringSubmatch(out)
+	if code != 0 || m == nil || !strings.Contains(out, "Service:   portal v2 -> v1, proc v2 -> v1") || !strings.Contains(out, "Canary:    50% → 100%") {
+		t.Fatalf("set canary: exit %d\n%s%s", code, out, errOut)
+	}
+	servertest.Eventually(t, 10*time.Second, "the set canary's first step", func() bool {
+		_, out, _ := ctl("status", m[1])
+		return strings.Contains(out, "CANARY")
+	})
+	if code, out, errOut = ctl("promote", m[1]); code != exitOK || !strings.Contains(out, "step 2: 100%: the switch (promoted by an operator)") {
+		t.Fatalf("promote the set canary: exit %d\n%s%s", code, out, errOut)
+	}
+	servertest.Eventually(t, 10*time.Second, "the set canary to finish", func() bool {
+		_, out, _ := ctl("status", m[1])
+		return strings.Contains(out, "DONE")
+	})
 	var buf bytes.Buffer
 	u := &coordinatorv1.Update{Id: "u1", Service: "portal", FromVersion: "v1", ToVersion: "v2",
 		Members: []*coordinatorv1.UpdateMember{{Service: "portal", FromVersion: "v1", ToVersion: "v2"}, {Service: "proc", FromVersion: "v1", ToVersion: "v3"}}}

@@ -30,15 +30,16 @@ func canaryRequest(req *pb.StartUpdateRequest, o options) error {
 	return nil
 }
 
-// logCanary logs each step of a canary update: the weight asked, and the
-// share of the transactions new to Auth it assigned the new version.
-func logCanary(u *pb.Update) {
+// logCanary logs each step of a canary update of subject (Auth, or the
+// set): the weight asked, and the share of the transactions new to it that
+// it assigned the new version.
+func logCanary(u *pb.Update, subject string) {
 	for i, s := range u.GetCanary().GetStepsServed() {
 		n := s.GetOldTransactions() + s.GetNewTransactions()
 		served := 0.0
 		if n > 0 {
 			served = 100 * float64(s.GetNewTransactions()) / float64(n)
 		}
-		log.Printf("canary step %d: asked %d%%, served %.1f%% of %d transactions new to %s", i+1, s.GetPercent(), served, n, authService)
+		log.Printf("canary step %d: asked %d%%, served %.1f%% of %d transactions new to %s", i+1, s.GetPercent(), served, n, subject)
 	}
 }

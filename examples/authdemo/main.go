@@ -19,7 +19,8 @@
 // update (DESIGN.md §4.8), with a Proc v2 that needs a request field only
 // Portal v2 sends; the load enters at a Web service in front of Portal, and
 // the checker also counts a transaction that ran Portal and Proc on
-// different versions as a violation. The last line is the same.
+// different versions as a violation. The last line is the same. With
+// --canary too, the set update is a canary of the set.
 //
 // With --no-update it leaves the updates to an operator (coordctl update,
 // rollback, abort): it runs the services and the load until interrupted
@@ -129,10 +130,6 @@ func run(args []string, stdout io.Writer) int {
 	}
 	if o.set && o.noUpdate {
 		log.Print("--set and --no-update cannot be used together: --set is the demo's own update")
-		return 2
-	}
-	if o.set && o.canary != "" {
-		log.Print("--set and --canary cannot be used together: a canary updates one service")
 		return 2
 	}
 	// SIGINT and SIGTERM stop the load; a second one kills at once.
@@ -304,7 +301,7 @@ func demo(ctx context.Context, o options, kind strategy.Kind, stdout io.Writer) 
 	}
 	log.Printf("update %s of %s to %s (%s): %s%s after %d ms", u.GetId(), subject, to, name,
 		strings.TrimPrefix(u.GetPhase().String(), "PHASE_"), reason, updateMS)
-	logCanary(u)
+	logCanary(u, subject)
 	l.Wait()
 	if e := l.FirstErr.Load(); e != nil {
 		log.Printf("first failure: %s", e)

@@ -138,6 +138,7 @@ func testCommitAndLoad(t *testing.T, h Harness) {
 	lease := grant(t, st, 30*time.Second)
 	sp := &pb.SelfPreservationRecord{Ratio: 0.8, MinCount: 3}
 	up := &pb.Update{Id: "u1", Service: "auth", ToVersion: "v2"}
+	an := &pb.AnalysisRecord{UpdateId: "u1", NewVersion: &pb.AnalysisWindow{Slots: []*pb.AnalysisSlot{{Calls: 3, Errors: 1, Latency: []uint32{0, 2}}}}}
 	commit(t, st,
 		storage.PutService(&pb.ServiceRecord{Name: "portal", Dependencies: []string{"auth"}}),
 		storage.PutService(&pb.ServiceRecord{Name: "auth"}),
@@ -147,6 +148,7 @@ func testCommitAndLoad(t *testing.T, h Harness) {
 		storage.PutPin("auth", "T1", "v1", lease),
 		storage.PutPin("auth", "T2", "v2", storage.NoLease),
 		storage.PutSelfPreservation(sp),
+		storage.PutAnalysis(an),
 		storage.PutTxn(&pb.TxnRecord{TxnId: "T1", Owner: "a-1", Entry: "portal"}, lease),
 	)
 	s := load(t, st)
@@ -180,18 +182,23 @@ func testCommitAndLoad(t *testing.T, h Harness) {
 	if s.SelfPreservation == nil || proto.Unmarshal(s.SelfPreservation.Value, &got) != nil || !proto.Equal(&got, sp) {
 		t.Errorf("self-preservation %v", s.SelfPreservation)
 	}
+	var gotAn pb.AnalysisRecord
+	if got := names(s.Analyses); !slices.Equal(got, []string{"u1"}) || proto.Unmarshal(s.Analyses[0].Value, &gotAn) != nil || !proto.Equal(&gotAn, an) {
+		t.Errorf("analyses %v", s.Analyses)
+	}
 	rev := s.Services[0].ModRev
 	if rev <= 0 || s.Rev < rev {
 		t.Errorf("revisions: record %d, load %d", rev, s.Rev)
 	}
-	for _, r := range slices.Concat(s.Services, s.Routes, s.Sessions, s.Updates, s.Pins) {
+	for _, r := range slices.Concat(s.Services, s.Routes, s.Sessions, s.Updates, s.Pins, s.Analyses) {
 		if r.ModRev != rev {
 			t.Errorf("%s at revision %d, want %d: one commit, one revision", r.Key, r.ModRev, rev)
 		}
 	}
 	k := st.Keys()
-	if s.Sessions[0].Key != k.Session("a-1") || s.Pins[0].Key != k.Pin("auth", "T1") || s.SelfPreservation.Key != k.SelfPreservation() {
-		t.Errorf("keys %q %q %q do not follow Keys", s.Sessions[0].Key, s.Pins[0].Key, s.SelfPreservation.Key)
+	if s.Sessions[0].Key != k.Session("a-1") || s.Pins[0].Key != k.Pin("auth", "T1") || s.SelfPreservation.Key != k.SelfPreservation() ||
+		s.Analyses[0].Key != k.Analysis("u1") {
+		t.Errorf("keys %q %q %q %q do not follow Keys", s.Sessions[0].Key, s.Pins[0].Key, s.SelfPreservation.Key, s.Analyses[0].Key)
 	}
 	txns, more, err := st.Txns(ctxFor(t), "", 10)
 	if err != nil || more || len(txns) != 1 || txns[0].Name != "T1" || txns[0].Lease != lease || txns[0].Key != k.Txn("T1") {
@@ -221,19 +228,20 @@ func testDeletes(t *testing.T, h Harness) {
 		storage.PutPin("b", "T1", "v1", 0),
 		storage.PutTxn(&pb.TxnRecord{TxnId: "T1"}, 0), storage.PutTxn(&pb.TxnRecord{TxnId: "T2"}, 0),
 		storage.PutSelfPreservation(&pb.SelfPreservationRecord{}),
+		storage.PutAnalysis(&pb.AnalysisRecord{UpdateId: "u1"}), storage.PutAnalysis(&pb.AnalysisRecord{UpdateId: "u2"}),
 	)
 	commit(t, st,
 		storage.DeleteService("a"), storage.DeleteRoute("a"), storage.DeleteSession("a-1"), storage.DeleteUpdate("u1"),
-		storage.DeleteServicePins("a"), storage.DeleteTxn("T1"), storage.DeleteSelfPreservation(),
+		storage.DeleteServicePins("a"), storage.DeleteTxn("T1"), storage.DeleteSelfPreservation(), storage.DeleteAnalysis("u1"),
 		storage.DeleteUpdate("missing"), // deleting nothing is no error
 	)
 	s := load(t, st)
 	for what, got := range map[string][]string{
 		"services": names(s.Services), "routes": names(s.Routes), "sessions": names(s.Sessions),
-		"updates": names(s.Updates), "pins": names(s.Pins),
+		"updates": names(s.Updates), "pins": names(s.Pins), "analyses": names(s.Analyses),
 	} {
 		want := map[string][]string{"services": {"b"}, "routes": {"b"}, "sessions": {"b-1"}, "updates": {"u2"},
-			"pins": {"ab/T1", "b/T1"}}[what]
+			"pins": {"ab/T1", "b/T1"}, "analyses": {"u2"}}[what]
 		if !slices.Equal(got, want) {
 			t.Errorf("%s after deletes: %v, want %v", what, got, want)
 		}

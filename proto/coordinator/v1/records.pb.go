@@ -484,6 +484,190 @@ func (x *QueuedSession) GetExpiredAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// AnalysisRecord is a canary's analysis windows (DESIGN.md §4.7) while the
+// update is in a canary step: the outcomes each version served, summed per
+// slot of the window, written behind (at most one write per flush period)
+// so that a new leader continues the window where the last one left it.
+// Deleted once the update leaves its canary steps.
+type AnalysisRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UpdateId      string                 `protobuf:"bytes,1,opt,name=update_id,json=updateId,proto3" json:"update_id,omitempty"`
+	OldVersion    *AnalysisWindow        `protobuf:"bytes,2,opt,name=old_version,json=oldVersion,proto3" json:"old_version,omitempty"`
+	NewVersion    *AnalysisWindow        `protobuf:"bytes,3,opt,name=new_version,json=newVersion,proto3" json:"new_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnalysisRecord) Reset() {
+	*x = AnalysisRecord{}
+	mi := &file_coordinator_v1_records_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnalysisRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnalysisRecord) ProtoMessage() {}
+
+func (x *AnalysisRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_records_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnalysisRecord.ProtoReflect.Descriptor instead.
+func (*AnalysisRecord) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_records_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *AnalysisRecord) GetUpdateId() string {
+	if x != nil {
+		return x.UpdateId
+	}
+	return ""
+}
+
+func (x *AnalysisRecord) GetOldVersion() *AnalysisWindow {
+	if x != nil {
+		return x.OldVersion
+	}
+	return nil
+}
+
+func (x *AnalysisRecord) GetNewVersion() *AnalysisWindow {
+	if x != nil {
+		return x.NewVersion
+	}
+	return nil
+}
+
+// AnalysisWindow is the non-empty slots of one version's window.
+type AnalysisWindow struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most 20 (the window's slots).
+	Slots         []*AnalysisSlot `protobuf:"bytes,1,rep,name=slots,proto3" json:"slots,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnalysisWindow) Reset() {
+	*x = AnalysisWindow{}
+	mi := &file_coordinator_v1_records_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnalysisWindow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnalysisWindow) ProtoMessage() {}
+
+func (x *AnalysisWindow) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_records_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnalysisWindow.ProtoReflect.Descriptor instead.
+func (*AnalysisWindow) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_records_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AnalysisWindow) GetSlots() []*AnalysisSlot {
+	if x != nil {
+		return x.Slots
+	}
+	return nil
+}
+
+// AnalysisSlot is one slot of an analysis window: a twentieth of its span.
+type AnalysisSlot struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where the slot begins: a multiple of the slot's length since the Unix
+	// epoch.
+	Start  *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
+	Calls  uint64                 `protobuf:"varint,2,opt,name=calls,proto3" json:"calls,omitempty"`
+	Errors uint64                 `protobuf:"varint,3,opt,name=errors,proto3" json:"errors,omitempty"`
+	// Calls per quarter-octave latency bucket (strategy.Window), trailing
+	// empty buckets left out: at most 160.
+	Latency       []uint32 `protobuf:"varint,4,rep,packed,name=latency,proto3" json:"latency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AnalysisSlot) Reset() {
+	*x = AnalysisSlot{}
+	mi := &file_coordinator_v1_records_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AnalysisSlot) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AnalysisSlot) ProtoMessage() {}
+
+func (x *AnalysisSlot) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_records_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AnalysisSlot.ProtoReflect.Descriptor instead.
+func (*AnalysisSlot) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_records_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *AnalysisSlot) GetStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *AnalysisSlot) GetCalls() uint64 {
+	if x != nil {
+		return x.Calls
+	}
+	return 0
+}
+
+func (x *AnalysisSlot) GetErrors() uint64 {
+	if x != nil {
+		return x.Errors
+	}
+	return 0
+}
+
+func (x *AnalysisSlot) GetLatency() []uint32 {
+	if x != nil {
+		return x.Latency
+	}
+	return nil
+}
+
 var File_coordinator_v1_records_proto protoreflect.FileDescriptor
 
 const file_coordinator_v1_records_proto_rawDesc = "" +
@@ -525,7 +709,20 @@ const file_coordinator_v1_records_proto_rawDesc = "" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x129\n" +
 	"\n" +
-	"expired_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiredAtBGZEgithub.com/coordinator/coordinator/proto/coordinator/v1;coordinatorv1b\x06proto3"
+	"expired_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiredAt\"\xaf\x01\n" +
+	"\x0eAnalysisRecord\x12\x1b\n" +
+	"\tupdate_id\x18\x01 \x01(\tR\bupdateId\x12?\n" +
+	"\vold_version\x18\x02 \x01(\v2\x1e.coordinator.v1.AnalysisWindowR\n" +
+	"oldVersion\x12?\n" +
+	"\vnew_version\x18\x03 \x01(\v2\x1e.coordinator.v1.AnalysisWindowR\n" +
+	"newVersion\"D\n" +
+	"\x0eAnalysisWindow\x122\n" +
+	"\x05slots\x18\x01 \x03(\v2\x1c.coordinator.v1.AnalysisSlotR\x05slots\"\x88\x01\n" +
+	"\fAnalysisSlot\x120\n" +
+	"\x05start\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x12\x14\n" +
+	"\x05calls\x18\x02 \x01(\x04R\x05calls\x12\x16\n" +
+	"\x06errors\x18\x03 \x01(\x04R\x06errors\x12\x18\n" +
+	"\alatency\x18\x04 \x03(\rR\alatencyBGZEgithub.com/coordinator/coordinator/proto/coordinator/v1;coordinatorv1b\x06proto3"
 
 var (
 	file_coordinator_v1_records_proto_rawDescOnce sync.Once
@@ -539,7 +736,7 @@ func file_coordinator_v1_records_proto_rawDescGZIP() []byte {
 	return file_coordinator_v1_records_proto_rawDescData
 }
 
-var file_coordinator_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_coordinator_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_coordinator_v1_records_proto_goTypes = []any{
 	(*ServiceRecord)(nil),          // 0: coordinator.v1.ServiceRecord
 	(*SessionRecord)(nil),          // 1: coordinator.v1.SessionRecord
@@ -547,23 +744,30 @@ var file_coordinator_v1_records_proto_goTypes = []any{
 	(*ServiceVersion)(nil),         // 3: coordinator.v1.ServiceVersion
 	(*SelfPreservationRecord)(nil), // 4: coordinator.v1.SelfPreservationRecord
 	(*QueuedSession)(nil),          // 5: coordinator.v1.QueuedSession
-	(*durationpb.Duration)(nil),    // 6: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 7: google.protobuf.Timestamp
+	(*AnalysisRecord)(nil),         // 6: coordinator.v1.AnalysisRecord
+	(*AnalysisWindow)(nil),         // 7: coordinator.v1.AnalysisWindow
+	(*AnalysisSlot)(nil),           // 8: coordinator.v1.AnalysisSlot
+	(*durationpb.Duration)(nil),    // 9: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 10: google.protobuf.Timestamp
 }
 var file_coordinator_v1_records_proto_depIdxs = []int32{
-	6, // 0: coordinator.v1.SessionRecord.heartbeat_interval:type_name -> google.protobuf.Duration
-	7, // 1: coordinator.v1.SessionRecord.registered_at:type_name -> google.protobuf.Timestamp
-	3, // 2: coordinator.v1.TxnRecord.used:type_name -> coordinator.v1.ServiceVersion
-	7, // 3: coordinator.v1.SelfPreservationRecord.since:type_name -> google.protobuf.Timestamp
-	5, // 4: coordinator.v1.SelfPreservationRecord.queued:type_name -> coordinator.v1.QueuedSession
-	6, // 5: coordinator.v1.SelfPreservationRecord.window:type_name -> google.protobuf.Duration
-	6, // 6: coordinator.v1.SelfPreservationRecord.grace:type_name -> google.protobuf.Duration
-	7, // 7: coordinator.v1.QueuedSession.expired_at:type_name -> google.protobuf.Timestamp
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	9,  // 0: coordinator.v1.SessionRecord.heartbeat_interval:type_name -> google.protobuf.Duration
+	10, // 1: coordinator.v1.SessionRecord.registered_at:type_name -> google.protobuf.Timestamp
+	3,  // 2: coordinator.v1.TxnRecord.used:type_name -> coordinator.v1.ServiceVersion
+	10, // 3: coordinator.v1.SelfPreservationRecord.since:type_name -> google.protobuf.Timestamp
+	5,  // 4: coordinator.v1.SelfPreservationRecord.queued:type_name -> coordinator.v1.QueuedSession
+	9,  // 5: coordinator.v1.SelfPreservationRecord.window:type_name -> google.protobuf.Duration
+	9,  // 6: coordinator.v1.SelfPreservationRecord.grace:type_name -> google.protobuf.Duration
+	10, // 7: coordinator.v1.QueuedSession.expired_at:type_name -> google.protobuf.Timestamp
+	7,  // 8: coordinator.v1.AnalysisRecord.old_version:type_name -> coordinator.v1.AnalysisWindow
+	7,  // 9: coordinator.v1.AnalysisRecord.new_version:type_name -> coordinator.v1.AnalysisWindow
+	8,  // 10: coordinator.v1.AnalysisWindow.slots:type_name -> coordinator.v1.AnalysisSlot
+	10, // 11: coordinator.v1.AnalysisSlot.start:type_name -> google.protobuf.Timestamp
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_coordinator_v1_records_proto_init() }
@@ -577,7 +781,7 @@ func file_coordinator_v1_records_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinator_v1_records_proto_rawDesc), len(file_coordinator_v1_records_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
