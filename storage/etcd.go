@@ -189,6 +189,7 @@ func (s *Etcd) Load(ctx context.Context) (*State, error) {
 		clientv3.OpGet(k.SelfPreservation()),
 		clientv3.OpGet(k.Updates(), clientv3.WithPrefix()),
 		clientv3.OpGet(k.Pins(), clientv3.WithPrefix()),
+		clientv3.OpGet(k.Lanes(), clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {
 		return nil, etcdErr("load", err)
@@ -201,6 +202,7 @@ func (s *Etcd) Load(ctx context.Context) (*State, error) {
 		Sessions: s.records(k.Sessions(), kvs(2)),
 		Updates:  s.records(k.Updates(), kvs(4)),
 		Pins:     s.records(k.Pins(), kvs(5)),
+		Lanes:    s.records(k.Lanes(), kvs(6)),
 	}
 	if sp := s.records(k.SelfPreservation(), kvs(3)); len(sp) > 0 {
 		st.SelfPreservation = &sp[0]

@@ -91,6 +91,12 @@ func (k Keys) Pin(service, txn string) string { return k.Root() + relPin(service
 // leader resumes it.
 func (k Keys) SelfPreservation() string { return k.Root() + relSelfPreservation }
 
+// Lanes is the prefix of every lane (DESIGN.md §4.9).
+func (k Keys) Lanes() string { return k.Root() + relLanes }
+
+// Lane is the key of one lane.
+func (k Keys) Lane(name string) string { return k.Root() + relLane(name) }
+
 // Quarantine is the prefix of the records moved aside because restore
 // could not decode them.
 func (k Keys) Quarantine() string { return k.Root() + relQuarantine }
@@ -139,6 +145,7 @@ const (
 	relPins             = "pins/"
 	relSelfPreservation = "selfpreservation"
 	relQuarantine       = "quarantine/"
+	relLanes            = "lanes/"
 )
 
 func relService(name string) string        { return relServices + name }
@@ -148,6 +155,7 @@ func relRoute(service string) string       { return relRoutes + service }
 func relUpdate(id string) string           { return relUpdates + id }
 func relServicePins(service string) string { return relPins + service + "/" }
 func relPin(service, txn string) string    { return relServicePins(service) + txn }
+func relLane(name string) string           { return relLanes + name }
 
 // Abs is the full key of rel, a key under Root (Op.Key).
 func (k Keys) Abs(rel string) string { return k.Root() + rel }

@@ -130,6 +130,7 @@ type State struct {
 	SelfPreservation *Record // nil: none stored
 	Updates          []Record
 	Pins             []Record // value: the version
+	Lanes            []Record // value: a coordinatorv1.Lane
 }
 
 type opKind uint8
@@ -234,6 +235,12 @@ func DeleteTxn(id string) Op { return Op{kind: opDelete, rel: relTxn(id)} }
 func PutSelfPreservation(rec *pb.SelfPreservationRecord) Op {
 	return putProto(relSelfPreservation, rec, NoLease)
 }
+
+// PutLane stores a lane (DESIGN.md §4.9).
+func PutLane(rec *pb.Lane) Op { return putProto(relLane(rec.GetName()), rec, NoLease) }
+
+// DeleteLane deletes a lane.
+func DeleteLane(name string) Op { return Op{kind: opDelete, rel: relLane(name)} }
 
 // DeleteSelfPreservation deletes the self-preservation record.
 func DeleteSelfPreservation() Op { return Op{kind: opDelete, rel: relSelfPreservation} }

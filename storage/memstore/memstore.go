@@ -326,6 +326,7 @@ func (s *Store) Load(ctx context.Context) (*storage.State, error) {
 		Sessions: s.listLocked(k.Sessions()),
 		Updates:  s.listLocked(k.Updates()),
 		Pins:     s.listLocked(k.Pins()),
+		Lanes:    s.listLocked(k.Lanes()),
 	}
 	if e := s.kvs[k.SelfPreservation()]; e != nil {
 		st.SelfPreservation = &storage.Record{Key: k.SelfPreservation(), Value: slices.Clone(e.val), ModRev: e.mod, Lease: e.lease}

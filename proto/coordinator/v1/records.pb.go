@@ -484,6 +484,81 @@ func (x *QueuedSession) GetExpiredAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// Lane is a named set of service versions (DESIGN.md §4.9): a request
+// whose entry carries header: tag runs on the lane's versions where the
+// lane has one, on the default versions elsewhere.
+// It is also the record stored per lane.
+type Lane struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Service -> version, 1 to 16 members, sorted by service.
+	Members []*ServiceVersion `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
+	// The inbound request header that selects the lane (lower-case), and
+	// the value it must have.
+	Header        string `protobuf:"bytes,3,opt,name=header,proto3" json:"header,omitempty"`
+	Tag           string `protobuf:"bytes,4,opt,name=tag,proto3" json:"tag,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Lane) Reset() {
+	*x = Lane{}
+	mi := &file_coordinator_v1_records_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Lane) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Lane) ProtoMessage() {}
+
+func (x *Lane) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_records_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Lane.ProtoReflect.Descriptor instead.
+func (*Lane) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_records_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Lane) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Lane) GetMembers() []*ServiceVersion {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *Lane) GetHeader() string {
+	if x != nil {
+		return x.Header
+	}
+	return ""
+}
+
+func (x *Lane) GetTag() string {
+	if x != nil {
+		return x.Tag
+	}
+	return ""
+}
+
 var File_coordinator_v1_records_proto protoreflect.FileDescriptor
 
 const file_coordinator_v1_records_proto_rawDesc = "" +
@@ -525,7 +600,12 @@ const file_coordinator_v1_records_proto_rawDesc = "" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x129\n" +
 	"\n" +
-	"expired_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiredAtBGZEgithub.com/coordinator/coordinator/proto/coordinator/v1;coordinatorv1b\x06proto3"
+	"expired_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiredAt\"~\n" +
+	"\x04Lane\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x128\n" +
+	"\amembers\x18\x02 \x03(\v2\x1e.coordinator.v1.ServiceVersionR\amembers\x12\x16\n" +
+	"\x06header\x18\x03 \x01(\tR\x06header\x12\x10\n" +
+	"\x03tag\x18\x04 \x01(\tR\x03tagBGZEgithub.com/coordinator/coordinator/proto/coordinator/v1;coordinatorv1b\x06proto3"
 
 var (
 	file_coordinator_v1_records_proto_rawDescOnce sync.Once
@@ -539,7 +619,7 @@ func file_coordinator_v1_records_proto_rawDescGZIP() []byte {
 	return file_coordinator_v1_records_proto_rawDescData
 }
 
-var file_coordinator_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_coordinator_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_coordinator_v1_records_proto_goTypes = []any{
 	(*ServiceRecord)(nil),          // 0: coordinator.v1.ServiceRecord
 	(*SessionRecord)(nil),          // 1: coordinator.v1.SessionRecord
@@ -547,23 +627,25 @@ var file_coordinator_v1_records_proto_goTypes = []any{
 	(*ServiceVersion)(nil),         // 3: coordinator.v1.ServiceVersion
 	(*SelfPreservationRecord)(nil), // 4: coordinator.v1.SelfPreservationRecord
 	(*QueuedSession)(nil),          // 5: coordinator.v1.QueuedSession
-	(*durationpb.Duration)(nil),    // 6: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 7: google.protobuf.Timestamp
+	(*Lane)(nil),                   // 6: coordinator.v1.Lane
+	(*durationpb.Duration)(nil),    // 7: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 8: google.protobuf.Timestamp
 }
 var file_coordinator_v1_records_proto_depIdxs = []int32{
-	6, // 0: coordinator.v1.SessionRecord.heartbeat_interval:type_name -> google.protobuf.Duration
-	7, // 1: coordinator.v1.SessionRecord.registered_at:type_name -> google.protobuf.Timestamp
+	7, // 0: coordinator.v1.SessionRecord.heartbeat_interval:type_name -> google.protobuf.Duration
+	8, // 1: coordinator.v1.SessionRecord.registered_at:type_name -> google.protobuf.Timestamp
 	3, // 2: coordinator.v1.TxnRecord.used:type_name -> coordinator.v1.ServiceVersion
-	7, // 3: coordinator.v1.SelfPreservationRecord.since:type_name -> google.protobuf.Timestamp
+	8, // 3: coordinator.v1.SelfPreservationRecord.since:type_name -> google.protobuf.Timestamp
 	5, // 4: coordinator.v1.SelfPreservationRecord.queued:type_name -> coordinator.v1.QueuedSession
-	6, // 5: coordinator.v1.SelfPreservationRecord.window:type_name -> google.protobuf.Duration
-	6, // 6: coordinator.v1.SelfPreservationRecord.grace:type_name -> google.protobuf.Duration
-	7, // 7: coordinator.v1.QueuedSession.expired_at:type_name -> google.protobuf.Timestamp
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	7, // 5: coordinator.v1.SelfPreservationRecord.window:type_name -> google.protobuf.Duration
+	7, // 6: coordinator.v1.SelfPreservationRecord.grace:type_name -> google.protobuf.Duration
+	8, // 7: coordinator.v1.QueuedSession.expired_at:type_name -> google.protobuf.Timestamp
+	3, // 8: coordinator.v1.Lane.members:type_name -> coordinator.v1.ServiceVersion
+	9, // [9:9] is the sub-list for method output_type
+	9, // [9:9] is the sub-list for method input_type
+	9, // [9:9] is the sub-list for extension type_name
+	9, // [9:9] is the sub-list for extension extendee
+	0, // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_coordinator_v1_records_proto_init() }
@@ -577,7 +659,7 @@ func file_coordinator_v1_records_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinator_v1_records_proto_rawDesc), len(file_coordinator_v1_records_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
