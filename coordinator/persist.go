@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"time"
@@ -148,6 +149,7 @@ type storedState struct {
 	sp       *pb.SelfPreservationRecord // nil: none stored
 	updates  []*pb.Update
 	pins     map[string]map[string]string // service -> txn -> version
+	lanes    []*pb.Lane
 	// bad are the records that could not be decoded, by kind, to
 	// quarantine once the rest is applied.
 	bad []quarantined
@@ -236,6 +238,15 @@ func (c *Coordinator) readState(ctx context.Context) (*storedState, error) {
 		st.pins[svc][txn] = string(kv.Value)
 	}
 	setAside("pin")
+	for _, kv := range loaded.Lanes {
+		rec := &pb.Lane{}
+		if err := decodeLaneRecord(kv.Value, rec); err != nil {
+			bad = append(bad, badRecord{kv, err})
+			continue
+		}
+		st.lanes = append(st.lanes, rec)
+	}
+	setAside("lane")
 	return st, nil
 }
 
@@ -273,6 +284,28 @@ func (c *Coordinator) applyStateLocked(st *storedState) {
 		c.orch.resumeLocked(u)
 	}
 	c.orch.restorePinsLocked(st.pins)
+	for _, l := range st.lanes {
+		c.lanes.put(l)
+	}
+	if len(st.lanes) > 0 {
+		c.routing.lanesChanged()
+	}
+}
+
+// decodeLaneRecord decodes a stored lane and checks it as CreateLane did
+// (its members' names become map keys and header values).
+func decodeLaneRecord(b []byte, rec *pb.Lane) error {
+	if err := proto.Unmarshal(b, rec); err != nil {
+		return err
+	}
+	n, err := normalizeLane(rec)
+	if err != nil {
+		return err
+	}
+	if n.Header != rec.Header || n.Tag != rec.Tag {
+		return fmt.Errorf("%w: lane %s: header or tag not set", ErrInvalidArgument, rec.Name)
+	}
+	return nil
 }
 
 // The decoders of restore: an error means the record is quarantined

@@ -495,8 +495,11 @@ type Lane struct {
 	Members []*ServiceVersion `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
 	// The inbound request header that selects the lane (lower-case), and
 	// the value it must have.
-	Header        string `protobuf:"bytes,3,opt,name=header,proto3" json:"header,omitempty"`
-	Tag           string `protobuf:"bytes,4,opt,name=tag,proto3" json:"tag,omitempty"`
+	Header string `protobuf:"bytes,3,opt,name=header,proto3" json:"header,omitempty"`
+	Tag    string `protobuf:"bytes,4,opt,name=tag,proto3" json:"tag,omitempty"`
+	// The update promoting the lane (DESIGN.md §4.9), "" if none: the lane
+	// is deleted when it is DONE.
+	Promotion     string `protobuf:"bytes,5,opt,name=promotion,proto3" json:"promotion,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -559,6 +562,13 @@ func (x *Lane) GetTag() string {
 	return ""
 }
 
+func (x *Lane) GetPromotion() string {
+	if x != nil {
+		return x.Promotion
+	}
+	return ""
+}
+
 var File_coordinator_v1_records_proto protoreflect.FileDescriptor
 
 const file_coordinator_v1_records_proto_rawDesc = "" +
@@ -600,12 +610,13 @@ const file_coordinator_v1_records_proto_rawDesc = "" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x129\n" +
 	"\n" +
-	"expired_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiredAt\"~\n" +
+	"expired_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiredAt\"\x9c\x01\n" +
 	"\x04Lane\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x128\n" +
 	"\amembers\x18\x02 \x03(\v2\x1e.coordinator.v1.ServiceVersionR\amembers\x12\x16\n" +
 	"\x06header\x18\x03 \x01(\tR\x06header\x12\x10\n" +
-	"\x03tag\x18\x04 \x01(\tR\x03tagBGZEgithub.com/coordinator/coordinator/proto/coordinator/v1;coordinatorv1b\x06proto3"
+	"\x03tag\x18\x04 \x01(\tR\x03tag\x12\x1c\n" +
+	"\tpromotion\x18\x05 \x01(\tR\tpromotionBGZEgithub.com/coordinator/coordinator/proto/coordinator/v1;coordinatorv1b\x06proto3"
 
 var (
 	file_coordinator_v1_records_proto_rawDescOnce sync.Once

@@ -665,7 +665,12 @@ type Event struct {
 	Version string `protobuf:"bytes,8,opt,name=version,proto3" json:"version,omitempty"`
 	// RETURN only, optional: how the call ended, for a canary's analysis
 	// (DESIGN §4.7). The coordinator knows the version that served it.
-	Outcome       *CallOutcome `protobuf:"bytes,30,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	Outcome *CallOutcome `protobuf:"bytes,30,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	// BEGIN, CALL: the lane the transaction runs in (DESIGN.md §4.9). A
+	// CALL with a lane names the lane's version of a member of it and is
+	// not a default-version call: no strategy pins or holds it, and a
+	// waiting one only waits for the route.
+	Lane          string `protobuf:"bytes,31,opt,name=lane,proto3" json:"lane,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -761,6 +766,13 @@ func (x *Event) GetOutcome() *CallOutcome {
 		return x.Outcome
 	}
 	return nil
+}
+
+func (x *Event) GetLane() string {
+	if x != nil {
+		return x.Lane
+	}
+	return ""
 }
 
 // CallOutcome is how one call ended, as its caller saw it.
@@ -1846,7 +1858,7 @@ const file_coordinator_v1_sidecar_proto_rawDesc = "" +
 	"\tHeartbeat\";\n" +
 	"\n" +
 	"EventBatch\x12-\n" +
-	"\x06events\x18\x01 \x03(\v2\x15.coordinator.v1.EventR\x06events\"\x99\x02\n" +
+	"\x06events\x18\x01 \x03(\v2\x15.coordinator.v1.EventR\x06events\"\xad\x02\n" +
 	"\x05Event\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12-\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x19.coordinator.v1.EventTypeR\x04type\x12\x15\n" +
@@ -1856,7 +1868,8 @@ const file_coordinator_v1_sidecar_proto_rawDesc = "" +
 	"\rcaller_sub_id\x18\x06 \x01(\x06R\vcallerSubId\x12\x12\n" +
 	"\x04wait\x18\a \x01(\bR\x04wait\x12\x18\n" +
 	"\aversion\x18\b \x01(\tR\aversion\x125\n" +
-	"\aoutcome\x18\x1e \x01(\v2\x1b.coordinator.v1.CallOutcomeR\aoutcome\"\x8a\x01\n" +
+	"\aoutcome\x18\x1e \x01(\v2\x1b.coordinator.v1.CallOutcomeR\aoutcome\x12\x12\n" +
+	"\x04lane\x18\x1f \x01(\tR\x04lane\"\x8a\x01\n" +
 	"\vCallOutcome\x122\n" +
 	"\x05class\x18\x01 \x01(\x0e2\x1c.coordinator.v1.OutcomeClassR\x05class\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\rR\x04code\x123\n" +
