@@ -36,7 +36,7 @@ const (
 )
 
 // meshHeaders are the headers an entry point strips.
-var meshHeaders = []string{HeaderTxn, HeaderSub}
+var meshHeaders = []string{HeaderTxn, HeaderSub, HeaderLane}
 
 // The headers above in the canonical form http.Header keys them by.
 var (
@@ -46,6 +46,7 @@ var (
 	canonB3TraceID   = textproto.CanonicalMIMEHeaderKey(HeaderB3TraceID)
 	canonB3SpanID    = textproto.CanonicalMIMEHeaderKey(HeaderB3SpanID)
 	canonRequestID   = textproto.CanonicalMIMEHeaderKey(HeaderRequestID)
+	canonLane        = textproto.CanonicalMIMEHeaderKey(HeaderLane)
 )
 
 // canonicalKey is name as http.Header keys it. Header.Get and Header.Set
@@ -65,6 +66,8 @@ func canonicalKey(name string) string {
 		return canonB3SpanID
 	case HeaderRequestID:
 		return canonRequestID
+	case HeaderLane:
+		return canonLane
 	}
 	return textproto.CanonicalMIMEHeaderKey(name)
 }
@@ -150,6 +153,9 @@ func (call Call) propagate(set func(key, value string)) {
 	set(HeaderTxn, call.TxnID)
 	set(HeaderSub, span)
 	tx := call.txn
+	if tx.lane != nil {
+		set(HeaderLane, tx.lane.header)
+	}
 	trace := tx.trace
 	if trace == "" {
 		trace = call.TxnID
@@ -239,12 +245,11 @@ func (c *Client) inboundConfig(opts []InboundOption) inboundConfig {
 // its mesh headers name, joined; else a new root begun here, which end
 // ends. The tracing headers of either are kept as its correlation.
 func (c *Client) inbound(ctx context.Context, get func(string) string) (_ context.Context, end func()) {
-	t, joined := fromHeaders(get)
-	if joined {
-		t.c = c
-		return withTxn(ctx, t), func() {}
+	if jctx, joined := c.JoinFrom(ctx, get); joined {
+		return jctx, func() {}
 	}
-	ctx, root := c.begin(ctx, t)
+	t, _ := fromHeaders(get)
+	ctx, root := c.begin(ctx, t, get)
 	if root.Correlation != "" {
 		c.lg.Debug("new root transaction for a request from outside the mesh", "txn", root.ID, "correlation", root.Correlation)
 	}
