@@ -252,6 +252,13 @@ func (s *Sim) WatchSet(set Set) {
 	s.oracle.WatchSet(set)
 }
 
+// UnwatchSets stops checking the watched sets (Oracle.UnwatchSets).
+func (s *Sim) UnwatchSets() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.oracle.UnwatchSets()
+}
+
 // FirstViolation describes the first transaction seen on two versions of
 // a service, or running a watched set mixed, with everything it ran, in
 // order; "" if none.

@@ -47,6 +47,14 @@ func NewOracle() *Oracle {
 // ran a mixed set.
 func (o *Oracle) WatchSet(set Set) { o.sets = append(o.sets, set) }
 
+// UnwatchSets stops checking every watched set (their updates are over,
+// and a later one may legitimately pair their versions otherwise).
+func (o *Oracle) UnwatchSets() {
+	o.sets = nil
+	clear(o.side)
+	clear(o.mixed)
+}
+
 // RanSet records that txn ran on service@version for the watched sets.
 // When that is on the other side of a set than what txn ran there before,
 // it returns that earlier service@version and true: a mixed set, reported

@@ -1,0 +1,366 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/coordinator/coordinator/coordinator/server/servertest"
+	"github.com/coordinator/coordinator/internal/loadsim"
+	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+	"github.com/coordinator/coordinator/sidecar"
+)
+
+// laneTag tags share (0 to 1) of the roots "x-lane: gray" (DESIGN.md
+// §4.9): loadsim.Config.LaneTag.
+func laneTag(share float64) func(*rand.Rand) (string, string, bool) {
+	return func(rng *rand.Rand) (string, string, bool) {
+		return "x-lane", "gray", rng.Float64() < share
+	}
+}
+
+// laneWorld is a coordinator on embedded etcd and a loadsim over a
+// graph, a share of whose roots carry the lane tag; naive makes every
+// SDK client resolve lanes by name at each hop (Config.NaiveLanes).
+type laneWorld struct {
+	t        *testing.T
+	ts       *servertest.Server
+	sim      *loadsim.Sim
+	rng      *rand.Rand
+	graph    loadsim.Graph
+	versions map[string][]string // service -> versions with an instance
+	defaults map[string]string   // service -> default version, as the updates made it
+	entry    string
+}
+
+func startLaneWorld(t *testing.T, rng *rand.Rand, g loadsim.Graph, entry string, instances []string, naive bool) *laneWorld {
+	t.Helper()
+	ts := servertest.Start(t, "")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sim, err := loadsim.Start(ctx, loadsim.Config{Coordinators: []string{ts.GRPCAddr()}, Graph: g,
+		Instances: instances, Entry: entry, MaxCalls: 24, LaneTag: laneTag(0.4),
+		Configure: func(_ string, cfg *sidecar.Config) { cfg.NaiveLanes = naive }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Close)
+	w := &laneWorld{t: t, ts: ts, sim: sim, rng: rng, graph: g, entry: entry,
+		versions: map[string][]string{}, defaults: map[string]string{}}
+	for _, inst := range instances {
+		svc, ver := splitInstance(inst)
+		if !slices.Contains(w.versions[svc], ver) {
+			w.versions[svc] = append(w.versions[svc], ver)
+		}
+		w.defaults[svc] = "v1"
+	}
+	return w
+}
+
+// splitInstance splits "svc@version".
+func splitInstance(inst string) (svc, ver string) {
+	for i := range inst {
+		if inst[i] == '@' {
+			return inst[:i], inst[i+1:]
+		}
+	}
+	return inst, ""
+}
+
+// randomLaneGraph is a random DAG of n services s0..s(n-1), s0 the entry:
+// each later service is called by at least one earlier one. Every service
+// but the entry has v1, v2 and (every other one) v3 instances.
+func randomLaneGraph(rng *rand.Rand, n int) (loadsim.Graph, []string) {
+	g := loadsim.Graph{}
+	var instances []string
+	for j := range n {
+		svc := fmt.Sprintf("s%d", j)
+		instances = append(instances, svc+"@v1")
+		if j == 0 {
+			continue
+		}
+		instances = append(instances, svc+"@v2")
+		if j%2 == 1 {
+			instances = append(instances, svc+"@v3")
+		}
+		callers := 0
+		for i := range j {
+			if rng.Float64() < 0.35 {
+				g[fmt.Sprintf("s%d", i)] = append(g[fmt.Sprintf("s%d", i)], svc)
+				callers++
+			}
+		}
+		if callers == 0 {
+			from := fmt.Sprintf("s%d", rng.IntN(j))
+			g[from] = append(g[from], svc)
+		}
+	}
+	return g, instances
+}
+
+// randomLane picks 1 to 3 members among the services but the entry, each
+// at a random version it has, the first at another than its default.
+func (w *laneWorld) randomLane() *pb.Lane {
+	var svcs []string
+	for svc := range w.versions {
+		if svc != w.entry {
+			svcs = append(svcs, svc)
+		}
+	}
+	slices.Sort(svcs)
+	w.rng.Shuffle(len(svcs), func(i, j int) { svcs[i], svcs[j] = svcs[j], svcs[i] })
+	l := &pb.Lane{Name: "gray"}
+	for i, svc := range svcs[:1+w.rng.IntN(min(3, len(svcs)))] {
+		var vs []string
+		for _, v := range w.versions[svc] {
+			if i > 0 || v != w.defaults[svc] {
+				vs = append(vs, v) // the first member off its default: a promotion has work
+			}
+		}
+		l.Members = append(l.Members, &pb.ServiceVersion{Service: svc, Version: vs[w.rng.IntN(len(vs))]})
+	}
+	return l
+}
+
+var laneStrategies = []pb.Strategy{pb.Strategy_STRATEGY_CV, pb.Strategy_STRATEGY_WF, pb.Strategy_STRATEGY_BF}
+
+// waitUpdate waits for update id to finish, and records its members' new
+// defaults if it is DONE.
+func (w *laneWorld) waitUpdate(id string) *pb.Update {
+	w.t.Helper()
+	var u *pb.Update
+	servertest.Eventually(w.t, time.Minute, "update "+id+" to finish", func() bool {
+		u = getUpdate(w.t, w.ts.Admin, id)
+		return u != nil && u.FinishedAt != nil && u.Progress == nil
+	})
+	if u.Phase == pb.Phase_PHASE_DONE {
+		if len(u.Members) == 0 {
+			w.defaults[u.Service] = u.ToVersion
+		}
+		for _, m := range u.Members {
+			w.defaults[m.Service] = m.ToVersion
+		}
+	}
+	return u
+}
+
+// laneOps are the changes the randomized lane test makes under load.
+type laneOp int
+
+const (
+	opCreate laneOp = iota
+	opEdit
+	opDelete
+	opPromote
+	opUpdate
+)
+
+// step makes one change: create the lane, edit it (delete it and create
+// it again with other members), delete it, promote it with strategy k
+// (one set update, the lane deleted once DONE), or update a random
+// service's default to a random version with strategy k. It returns
+// whether the lane exists after it, and what it did.
+func (w *laneWorld) step(ctx context.Context, op laneOp, k pb.Strategy) (bool, string) {
+	t := w.t
+	switch op {
+	case opCreate, opEdit:
+		if op == opEdit {
+			if _, err := w.ts.Admin.DeleteLane(ctx, &pb.DeleteLaneRequest{Name: "gray"}); err != nil {
+				t.Fatalf("delete lane: %v", err)
+			}
+		}
+		l := w.randomLane()
+		if _, err := w.ts.Admin.CreateLane(ctx, &pb.CreateLaneRequest{Lane: l}); err != nil {
+			t.Fatalf("create lane %v: %v", l, err)
+		}
+		return true, fmt.Sprintf("lane %v", l.Members)
+	case opDelete:
+		if _, err := w.ts.Admin.DeleteLane(ctx, &pb.DeleteLaneRequest{Name: "gray"}); err != nil {
+			t.Fatalf("delete lane: %v", err)
+		}
+		return false, "lane deleted"
+	case opPromote:
+		// A set promoted before is over, its defaults moved on since
+		// maybe: what the previous promotion's set allowed is checked
+		// no longer (every transaction of its time has ended).
+		w.sim.UnwatchSets()
+		u, err := w.ts.Admin.PromoteLane(ctx, &pb.PromoteLaneRequest{Name: "gray", Strategy: k,
+			Timeout: durationpb.New(20 * time.Second), MaxBlock: durationpb.New(2 * time.Second)})
+		if err != nil {
+			// Every member runs its lane version by default already.
+			if _, derr := w.ts.Admin.DeleteLane(ctx, &pb.DeleteLaneRequest{Name: "gray"}); derr != nil {
+				t.Fatalf("promote refused (%v), then delete: %v", err, derr)
+			}
+			return false, fmt.Sprintf("promote refused (%v); lane deleted", err)
+		}
+		if len(u.Members) > 1 {
+			set := loadsim.Set{}
+			for _, m := range u.Members {
+				set[m.Service] = [2]string{m.FromVersion, m.ToVersion}
+			}
+			w.sim.WatchSet(set)
+		}
+		u = w.waitUpdate(u.Id)
+		if u.Phase != pb.Phase_PHASE_DONE {
+			servertest.Eventually(t, 10*time.Second, "an unfinished promotion to be forgotten", func() bool {
+				l, err := w.ts.Admin.ListLanes(ctx, &pb.ListLanesRequest{})
+				return err == nil && len(l.Lanes) == 1 && len(l.Promotions) == 0
+			})
+			return true, fmt.Sprintf("promotion %s ended %s (%s); lane kept", k, u.Phase, u.Reason)
+		}
+		servertest.Eventually(t, 10*time.Second, "the promoted lane to be deleted", func() bool {
+			l, err := w.ts.Admin.ListLanes(ctx, &pb.ListLanesRequest{})
+			return err == nil && len(l.Lanes) == 0
+		})
+		return false, fmt.Sprintf("promoted by %s (%s): lane deleted", k, pb.Phase_PHASE_DONE)
+	default:
+		var svcs []string
+		for svc, vs := range w.versions {
+			if len(vs) > 1 {
+				svcs = append(svcs, svc)
+			}
+		}
+		slices.Sort(svcs)
+		svc := svcs[w.rng.IntN(len(svcs))]
+		var to []string
+		for _, v := range w.versions[svc] {
+			if v != w.defaults[svc] {
+				to = append(to, v)
+			}
+		}
+		w.sim.UnwatchSets() // as for a promotion
+		u, err := w.ts.Admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: svc, ToVersion: to[w.rng.IntN(len(to))], Strategy: k,
+			Timeout: durationpb.New(20 * time.Second), MaxBlock: durationpb.New(2 * time.Second)})
+		if err != nil {
+			t.Fatalf("update %s: %v", svc, err)
+		}
+		u = w.waitUpdate(u.Id)
+		return w.haveLane(ctx), fmt.Sprintf("update %s %s→%s by %s: %s", svc, u.FromVersion, u.ToVersion, k, u.Phase)
+	}
+}
+
+// Lanes keep their guarantee while they and the defaults change under
+// load: over random graphs, with lane transactions among the load, the
+// lane is created, edited (deleted and created with other members),
+// deleted and promoted (cv, wf, bf), and services' defaults are updated
+// (cv, wf, bf), one change after another. No transaction runs on two
+// versions of a service, none leaves the member map it entered with, none
+// runs a promoted set mixed outside its lane, and no request fails.
+func TestLanesKeepTheirGuarantee(t *testing.T) {
+	if testing.Short() {
+		t.Skip("load over random graphs, updates under it")
+	}
+	for i := range 3 {
+		t.Run(fmt.Sprintf("graph%d", i), func(t *testing.T) {
+			seed := uint64(time.Now().UnixNano())
+			t.Logf("seed %d", seed)
+			rng := rand.New(rand.NewPCG(seed, uint64(i)))
+			g, instances := randomLaneGraph(rng, 5+rng.IntN(3))
+			t.Logf("graph %v", g)
+			w := startLaneWorld(t, rng, g, "s0", instances, false)
+			ctx := context.Background()
+			stop := w.sim.Load(ctx, 80, 30)
+			defer stop()
+			// Every kind of change; the promotions and the updates each
+			// with every strategy. A change the lane's state forbids
+			// (an edit with no lane) creates it instead, and a create
+			// with a lane (a promotion that did not end DONE) edits it.
+			cv, wf, bf := pb.Strategy_STRATEGY_CV, pb.Strategy_STRATEGY_WF, pb.Strategy_STRATEGY_BF
+			plan := []struct {
+				op laneOp
+				k  pb.Strategy
+			}{{opCreate, 0}, {opUpdate, wf}, {opEdit, 0}, {opPromote, cv}, {opCreate, 0}, {opUpdate, cv},
+				{opDelete, 0}, {opCreate, 0}, {opPromote, wf}, {opUpdate, bf}, {opCreate, 0}, {opEdit, 0}, {opPromote, bf}}
+			have := false
+			for _, p := range plan {
+				op := p.op
+				if !have && (op == opEdit || op == opDelete || op == opPromote) {
+					op = opCreate
+				} else if have && op == opCreate {
+					op = opEdit
+				}
+				var what string
+				have, what = w.step(ctx, op, p.k)
+				t.Log(what)
+				time.Sleep(time.Duration(150+rng.IntN(300)) * time.Millisecond) // load between changes
+			}
+			stop()
+			checkLaneLoad(t, w.sim)
+		})
+	}
+}
+
+// haveLane says whether the lane exists.
+func (w *laneWorld) haveLane(ctx context.Context) bool {
+	w.t.Helper()
+	l, err := w.ts.Admin.ListLanes(ctx, &pb.ListLanesRequest{})
+	if err != nil {
+		w.t.Fatalf("list lanes: %v", err)
+	}
+	return len(l.Lanes) > 0
+}
+
+// checkLaneLoad fails the test unless lane transactions ran and the
+// oracle saw no violation of any kind and no failed request.
+func checkLaneLoad(t *testing.T, sim *loadsim.Sim) {
+	t.Helper()
+	t.Logf("%d requests, %d in the lane", sim.Requests(), sim.LaneTxns())
+	if sim.LaneTxns() == 0 {
+		t.Error("no transaction ran in the lane")
+	}
+	if v := sim.Violations(); v != 0 {
+		t.Errorf("%d version-inconsistent transactions; first: %s", v, sim.FirstViolation())
+	}
+	if l := sim.LeftLane(); l != 0 {
+		t.Errorf("%d transactions left their lane; first: %s", l, sim.FirstViolation())
+	}
+	if m := sim.MixedSets(); m != 0 {
+		t.Errorf("%d transactions ran a mixed set; first: %s", m, sim.FirstViolation())
+	}
+	if f := sim.Failed(); f != 0 {
+		t.Errorf("%d of %d requests failed; first: %v", f, sim.Requests(), sim.FirstError())
+	}
+}
+
+// With NaiveLanes (each hop resolves the lane by name in its current
+// table, nothing carried in-band), editing and deleting the lane under
+// load moves running lane transactions: the oracle sees transactions that
+// left their lane or ran on two versions. This proves the checks of
+// TestLanesKeepTheirGuarantee can fail.
+func TestNaiveLanesLeaveTheirLane(t *testing.T) {
+	if testing.Short() {
+		t.Skip("load and lane edits")
+	}
+	g := loadsim.Graph{"a": {"b", "p"}, "b": {"p"}}
+	w := startLaneWorld(t, rand.New(rand.NewPCG(1, 2)), g, "a",
+		[]string{"a@v1", "b@v1", "b@v2", "p@v1", "p@v2", "p@v3"}, true)
+	ctx := context.Background()
+	stop := w.sim.Load(ctx, 150, 60)
+	defer stop()
+	lanes := []*pb.Lane{
+		{Name: "gray", Members: []*pb.ServiceVersion{{Service: "b", Version: "v2"}, {Service: "p", Version: "v2"}}},
+		{Name: "gray", Members: []*pb.ServiceVersion{{Service: "p", Version: "v3"}}},
+	}
+	deadline := time.Now().Add(4 * time.Second)
+	for i := 0; time.Now().Before(deadline) && w.sim.LeftLane()+w.sim.Violations() < 5; i++ {
+		if _, err := w.ts.Admin.CreateLane(ctx, &pb.CreateLaneRequest{Lane: lanes[i%2]}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(40 * time.Millisecond)
+		if _, err := w.ts.Admin.DeleteLane(ctx, &pb.DeleteLaneRequest{Name: "gray"}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	t.Logf("%d requests, %d in the lane: %d left their lane, %d on two versions; first: %s",
+		w.sim.Requests(), w.sim.LaneTxns(), w.sim.LeftLane(), w.sim.Violations(), w.sim.FirstViolation())
+	if w.sim.LeftLane()+w.sim.Violations() == 0 {
+		t.Fatal("naive lanes produced no violation: the checker would not see one")
+	}
+}
