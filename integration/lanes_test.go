@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/coordinator/coordinator/coordinator/server/servertest"
@@ -19,8 +20,13 @@ import (
 // laneTag tags share (0 to 1) of the roots "x-lane: gray" (DESIGN.md
 // §4.9): loadsim.Config.LaneTag.
 func laneTag(share float64) func(*rand.Rand) (string, string, bool) {
+	return laneTagOf(share, "x-lane", "gray")
+}
+
+// laneTagOf is laneTag with another header and tag.
+func laneTagOf(share float64, header, tag string) func(*rand.Rand) (string, string, bool) {
 	return func(rng *rand.Rand) (string, string, bool) {
-		return "x-lane", "gray", rng.Float64() < share
+		return header, tag, rng.Float64() < share
 	}
 }
 
@@ -363,4 +369,61 @@ func TestNaiveLanesLeaveTheirLane(t *testing.T) {
 	if w.sim.LeftLane()+w.sim.Violations() == 0 {
 		t.Fatal("naive lanes produced no violation: the checker would not see one")
 	}
+}
+
+// A lane created through a follower (which forwards it) survives the
+// leader's crash: the new leader restores it from etcd, lists it, and
+// sends it in the first snapshot of a sidecar that connects after the
+// failover, whose tagged roots then run in it; the load's lane
+// transactions keep their lane across the failover.
+func TestLaneSurvivesFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three replicas and a kill")
+	}
+	cl, sim := startFailoverWorldConfig(t, flushWritten, failoverInstances, func(c *loadsim.Config) { c.LaneTag = laneTagOf(0.5, "x-env", "on") })
+	ctx := context.Background()
+	leader := cl.Leader(10 * time.Second)
+	lane := &pb.Lane{Name: "gray", Members: []*pb.ServiceVersion{{Service: "d", Version: "v2"}}, Header: "x-env", Tag: "on"}
+	created, err := cl.Follower(leader).Admin.CreateLane(ctx, &pb.CreateLaneRequest{Lane: lane})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if created.Header != "x-env" || created.Tag != "on" || created.Name != "gray" {
+		t.Fatalf("created %v: want gray selected by x-env: on", created)
+	}
+	stop := sim.Load(ctx, 100, 20)
+	defer stop()
+	time.Sleep(200 * time.Millisecond)
+	cl.Crash(leader)
+	next := cl.Leader(20 * time.Second)
+	l, err := next.Admin.ListLanes(ctx, &pb.ListLanesRequest{})
+	if err != nil || len(l.Lanes) != 1 || !proto.Equal(l.Lanes[0], created) {
+		t.Fatalf("lanes after the failover: %v %v, want %v", l, err, created)
+	}
+	// A sidecar that registers with the new leader gets the lane.
+	late, err := sidecar.New(sidecar.Config{Coordinators: cl.Addrs(), InstanceID: "a@v1#late", Service: "a", Version: "v1",
+		Address: "sim-a@v1#late", Dependencies: failoverGraph["a"], HeartbeatInterval: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := late.Start(sctx); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = late.Close(ctx) }()
+	tctx, txn := late.BeginFrom(ctx, func(h string) string { return map[string]string{"x-env": "on"}[h] })
+	if name, members := txn.Lane(); name != "gray" || members["d"] != "v2" {
+		t.Errorf("a root tagged x-env: on at a sidecar registered after the failover runs in lane %q %v, want gray with d=v2", name, members)
+	}
+	call, err := late.Route(tctx, "d")
+	if err != nil || call.Version != "v2" {
+		t.Errorf("its call to d: %+v %v, want d@v2", call, err)
+	} else {
+		call.Finish()
+	}
+	_ = late.End(tctx)
+	time.Sleep(300 * time.Millisecond) // load after the failover
+	stop()
+	checkLaneLoad(t, sim)
 }
