@@ -3,11 +3,15 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -426,4 +430,62 @@ func TestLaneSurvivesFailover(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // load after the failover
 	stop()
 	checkLaneLoad(t, sim)
+}
+
+// The lanes' REST routes (admin_http.yaml): POST /v1/lanes creates one
+// (its body is the lane), GET /v1/lanes lists them, POST
+// /v1/lanes/{name}:promote promotes one, DELETE /v1/lanes/{name} deletes
+// one; refusals have their HTTP status (400 for a bad lane, 404 for an
+// unknown one).
+func TestLaneREST(t *testing.T) {
+	w := fixedWorld(t, []string{"gateway", "portal", "proc"},
+		map[string][]string{"gateway": {"portal", "proc"}}, "portal@v2", "proc@v2")
+	base := "http://" + w.ts.HTTPAddr()
+	do := func(method, path, body string) (int, []byte) {
+		t.Helper()
+		req, err := http.NewRequest(method, base+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	if code, body := do("POST", "/v1/lanes", `{"name":"gray","members":[{"service":"proc","version":"v9"}]}`); code != http.StatusBadRequest ||
+		!strings.Contains(string(body), `version v9 of service \"proc\" is not known`) {
+		t.Fatalf("POST a lane with an unknown version: HTTP %d %s, want 400", code, body)
+	}
+	code, body := do("POST", "/v1/lanes", `{"name":"gray","members":[{"service":"proc","version":"v2"},{"service":"portal","version":"v2"}]}`)
+	var l pb.Lane
+	if code != http.StatusOK || protojson.Unmarshal(body, &l) != nil || l.Header != "x-lane" || l.Tag != "gray" || len(l.Members) != 2 {
+		t.Fatalf("POST a lane: HTTP %d %s", code, body)
+	}
+	var list pb.ListLanesResponse
+	if code := w.ts.REST("/v1/lanes", &list); code != http.StatusOK || len(list.Lanes) != 1 || !proto.Equal(list.Lanes[0], &l) {
+		t.Fatalf("GET /v1/lanes: HTTP %d %v", code, &list)
+	}
+	code, body = do("POST", "/v1/lanes/gray:promote", `{"strategy":"STRATEGY_WF"}`)
+	var u pb.Update
+	if code != http.StatusOK || protojson.Unmarshal(body, &u) != nil || len(u.Members) != 2 {
+		t.Fatalf("POST :promote: HTTP %d %s", code, body)
+	}
+	w.waitFinished(u.Id, 30*time.Second)
+	servertest.Eventually(t, 10*time.Second, "the promoted lane to be deleted", func() bool {
+		var list pb.ListLanesResponse
+		return w.ts.REST("/v1/lanes", &list) == http.StatusOK && len(list.Lanes) == 0
+	})
+	if code, body := do("DELETE", "/v1/lanes/gray", ""); code != http.StatusNotFound {
+		t.Fatalf("DELETE a promoted lane: HTTP %d %s, want 404", code, body)
+	}
+	if code, body := do("POST", "/v1/lanes", `{"name":"blue","members":[{"service":"proc","version":"v1"}],"header":"x-env","tag":"b"}`); code != http.StatusOK {
+		t.Fatalf("POST blue: HTTP %d %s", code, body)
+	}
+	if code, body := do("DELETE", "/v1/lanes/blue", ""); code != http.StatusOK || !strings.Contains(string(body), `"blue"`) {
+		t.Fatalf("DELETE blue: HTTP %d %s", code, body)
+	}
 }
