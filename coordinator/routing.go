@@ -373,7 +373,7 @@ func (p *routingPublisher) round() {
 		}
 	}
 	var lanes []*pb.Lane
-	if p.lanes != nil {
+	if p.lanes != nil && (d.lanes || len(d.snapshots) > 0) {
 		lanes = p.lanes()
 	}
 	if d.lanes {

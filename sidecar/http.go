@@ -13,7 +13,7 @@ import (
 // Headers (and gRPC metadata keys) that carry a transaction.
 //
 // Only the mesh's own headers, HeaderTxn and HeaderSub, make an inbound call
-// join a transaction; an upstream SDK (or a sidecar proxy speaking this
+// join a transaction (HeaderLane, lane.go, carries its lane snapshot); an upstream SDK (or a sidecar proxy speaking this
 // protocol) sets both on every outbound call. The tracing headers
 // (traceparent, B3, x-request-id) come from anywhere, outside the mesh
 // too: they are kept as Txn.Correlation and passed on, but never name the
@@ -222,7 +222,8 @@ type InboundOption func(*inboundConfig)
 
 type inboundConfig struct{ strip bool }
 
-// StripMeshHeaders(true) removes the mesh headers (HeaderTxn, HeaderSub)
+// StripMeshHeaders(true) removes the mesh headers (HeaderTxn, HeaderSub,
+// HeaderLane)
 // from every inbound request before anything reads them, so that every
 // request runs as a new root transaction, whatever it claims: for a
 // listener that takes requests from outside the mesh, where anyone can set
