@@ -204,6 +204,16 @@ func (t Txn) Lane() (string, map[string]string) {
 	return t.lane.name, m
 }
 
+// LaneHeader is HeaderLane's value for the transaction's lane, "" if it
+// runs in no lane: for a proxy that hands the mesh headers to an
+// application (coordsidecar).
+func (t Txn) LaneHeader() string {
+	if t.lane == nil {
+		return ""
+	}
+	return t.lane.header
+}
+
 // laneVersion returns the version a call of t to service must run on in
 // t's lane: from the snapshot t carries, or (Config.NaiveLanes) from the
 // lane of that name in the current table. ok is false outside the lane.
