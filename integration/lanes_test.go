@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -487,5 +488,86 @@ func TestLaneREST(t *testing.T) {
 	}
 	if code, body := do("DELETE", "/v1/lanes/blue", ""); code != http.StatusOK || !strings.Contains(string(body), `"blue"`) {
 		t.Fatalf("DELETE blue: HTTP %d %s", code, body)
+	}
+}
+
+// A lane call whose lane version has no endpoint fails with
+// ErrNoLaneEndpoint (wrapping ErrNoEndpoint) rather than leave its lane;
+// a transaction outside the lane, and a call to a service outside the
+// lane, go to the default as before. The SDK sends the lane with the
+// transaction in HeaderLane.
+func TestLaneCallWithoutEndpointFails(t *testing.T) {
+	ts := servertest.Start(t, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := func(inst, svc, ver string, deps ...string) *sidecar.Client {
+		c, err := sidecar.New(sidecar.Config{Coordinators: []string{ts.GRPCAddr()}, InstanceID: inst, Service: svc, Version: ver,
+			Address: "addr-" + inst, Dependencies: deps, HeartbeatInterval: 500 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close(context.Background()) })
+		return c
+	}
+	a := start("a-1", "a", "v1", "b", "c")
+	start("b-1", "b", "v1")
+	b2 := start("b-2", "b", "v2")
+	start("c-1", "c", "v1")
+	if _, err := ts.Admin.CreateLane(ctx, &pb.CreateLaneRequest{Lane: &pb.Lane{Name: "gray", Members: []*pb.ServiceVersion{{Service: "b", Version: "v2"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	tagged := func(h string) string { return map[string]string{"x-lane": "gray"}[h] }
+	servertest.Eventually(t, 10*time.Second, "a lane call to reach b@v2", func() bool {
+		tctx, txn := a.BeginFrom(ctx, tagged)
+		defer a.End(tctx)
+		if name, _ := txn.Lane(); name == "" {
+			return false // the lane has not reached a yet
+		}
+		call, err := a.Route(tctx, "b")
+		if err != nil {
+			t.Fatalf("lane call: %v", err)
+		}
+		call.Finish()
+		h := map[string]string{}
+		call.SetHeaders(func(k, v string) { h[k] = v })
+		if h[sidecar.HeaderLane] != "gray;b=v2" {
+			t.Fatalf("lane header %q, want gray;b=v2", h[sidecar.HeaderLane])
+		}
+		return call.Version == "v2" && call.Address == "addr-b-2"
+	})
+	if err := b2.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	servertest.Eventually(t, 10*time.Second, "a lane call to b to fail once b@v2 is gone", func() bool {
+		tctx, _ := a.BeginFrom(ctx, tagged)
+		defer a.End(tctx)
+		call, err := a.Route(tctx, "b")
+		if err == nil {
+			call.Finish()
+			if call.Version != "v2" {
+				t.Fatalf("a lane call left its lane: b@%s", call.Version)
+			}
+			return false
+		}
+		if !errors.Is(err, sidecar.ErrNoLaneEndpoint) || !errors.Is(err, sidecar.ErrNoEndpoint) || !strings.Contains(err.Error(), "lane gray") {
+			t.Fatalf("lane call error %v, want ErrNoLaneEndpoint naming the lane", err)
+		}
+		// Outside the lane, and to services outside it, calls go on.
+		if call, err := a.Route(tctx, "c"); err != nil || call.Version != "v1" {
+			t.Fatalf("lane transaction's call to c: %+v %v", call, err)
+		} else {
+			call.Finish()
+		}
+		return true
+	})
+	tctx, _ := a.Begin(ctx)
+	defer a.End(tctx)
+	if call, err := a.Route(tctx, "b"); err != nil || call.Version != "v1" {
+		t.Fatalf("a call outside the lane: %+v %v, want b@v1", call, err)
+	} else {
+		call.Finish()
 	}
 }

@@ -246,10 +246,12 @@ func (c *Client) inboundConfig(opts []InboundOption) inboundConfig {
 // its mesh headers name, joined; else a new root begun here, which end
 // ends. The tracing headers of either are kept as its correlation.
 func (c *Client) inbound(ctx context.Context, get func(string) string) (_ context.Context, end func()) {
-	if jctx, joined := c.JoinFrom(ctx, get); joined {
-		return jctx, func() {}
+	t, joined := fromHeaders(get)
+	if joined {
+		t.c = c
+		t.lane = c.inboundLane(get)
+		return withTxn(ctx, t), func() {}
 	}
-	t, _ := fromHeaders(get)
 	ctx, root := c.begin(ctx, t, get)
 	if root.Correlation != "" {
 		c.lg.Debug("new root transaction for a request from outside the mesh", "txn", root.ID, "correlation", root.Correlation)

@@ -54,6 +54,32 @@ type laneDef struct {
 	snap        *lane
 }
 
+// laneIndex is the lanes of a table: in name order, and by header and tag
+// for the entry's lookup (one header read per distinct header, however
+// many lanes).
+type laneIndex struct {
+	defs  []laneDef
+	byTag map[string]map[string]*lane // header -> tag -> lane
+}
+
+func newLaneIndex(defs []laneDef) laneIndex {
+	ix := laneIndex{defs: defs}
+	if len(defs) > 0 {
+		ix.byTag = make(map[string]map[string]*lane)
+	}
+	for _, d := range defs {
+		m := ix.byTag[d.header]
+		if m == nil {
+			m = make(map[string]*lane)
+			ix.byTag[d.header] = m
+		}
+		if _, dup := m[d.tag]; !dup { // the first by name
+			m[d.tag] = d.snap
+		}
+	}
+	return ix
+}
+
 // newLaneDefs indexes the lanes of a Routing, in name order. A lane with a
 // malformed member is left out.
 func newLaneDefs(ls []*pb.Lane) []laneDef {
@@ -170,12 +196,17 @@ func (t *table) matchLane(get func(string) string) *lane {
 	if t == nil {
 		return nil
 	}
-	for _, d := range t.lanes {
-		if get(d.header) == d.tag {
-			return d.snap
+	var found *lane
+	for h, tags := range t.lanes.byTag {
+		v := get(h)
+		if v == "" {
+			continue
+		}
+		if l := tags[v]; l != nil && (found == nil || l.name < found.name) {
+			found = l
 		}
 	}
-	return nil
+	return found
 }
 
 // laneNamed returns the current table's lane name (NaiveLanes).
@@ -183,7 +214,7 @@ func (t *table) laneNamed(name string) *lane {
 	if t == nil {
 		return nil
 	}
-	for _, d := range t.lanes {
+	for _, d := range t.lanes.defs {
 		if d.snap.name == name {
 			return d.snap
 		}

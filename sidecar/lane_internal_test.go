@@ -80,19 +80,24 @@ func TestMatchLaneAndDeltas(t *testing.T) {
 	if l := tab.matchLane(func(h string) string { return hdr[h] }); l == nil || l.name != "blue" {
 		t.Fatalf("match x-env: b = %+v", l)
 	}
+	// Two lanes matched by one request: the first by name.
+	hdr = map[string]string{"x-lane": "gray", "x-env": "b"}
+	if l := tab.matchLane(func(h string) string { return hdr[h] }); l == nil || l.name != "blue" {
+		t.Fatalf("match both = %+v, want blue (first by name)", l)
+	}
 	if l := tab.matchLane(func(string) string { return "" }); l != nil {
 		t.Fatalf("no header matched %+v", l)
 	}
 	tab = newTable(tab, &pb.Routing{Revision: 2, Delta: true})
-	if len(tab.lanes) != 2 {
-		t.Fatalf("a delta without lanes_changed dropped lanes: %d", len(tab.lanes))
+	if len(tab.lanes.defs) != 2 {
+		t.Fatalf("a delta without lanes_changed dropped lanes: %d", len(tab.lanes.defs))
 	}
 	tab = newTable(tab, &pb.Routing{Revision: 3, Delta: true, LanesChanged: true, Lanes: lanes[:1]})
-	if len(tab.lanes) != 1 || tab.laneNamed("blue") != nil || tab.laneNamed("gray") == nil {
+	if len(tab.lanes.defs) != 1 || tab.laneNamed("blue") != nil || tab.laneNamed("gray") == nil {
 		t.Fatalf("a delta with lanes_changed: %+v", tab.lanes)
 	}
 	tab = newTable(tab, &pb.Routing{Revision: 4, Delta: true, LanesChanged: true})
-	if len(tab.lanes) != 0 {
-		t.Fatalf("every lane deleted, %d left", len(tab.lanes))
+	if len(tab.lanes.defs) != 0 {
+		t.Fatalf("every lane deleted, %d left", len(tab.lanes.defs))
 	}
 }

@@ -16,7 +16,7 @@ import (
 type table struct {
 	rev      uint64
 	services map[string]*route
-	lanes    []laneDef     // by name (lane.go)
+	lanes    laneIndex     // lane.go
 	changed  chan struct{} // closed when a newer table replaces this one
 }
 
@@ -40,7 +40,7 @@ type endpoints struct {
 func newTable(cur *table, r *pb.Routing) *table {
 	t := &table{rev: r.GetRevision(), changed: make(chan struct{})}
 	if !r.GetDelta() || r.GetLanesChanged() || cur == nil {
-		t.lanes = newLaneDefs(r.GetLanes())
+		t.lanes = newLaneIndex(newLaneDefs(r.GetLanes()))
 	} else {
 		t.lanes = cur.lanes
 	}

@@ -100,7 +100,8 @@ func (c *Client) End(ctx context.Context) error {
 
 // Join returns ctx carrying transaction id as sub-transaction sub at this
 // service, which its caller created (and reported) for an inbound call.
-// Middleware and the server interceptors call it for you.
+// Middleware and the server interceptors join for you; Join carries no
+// lane (JoinFrom reads it from the call's headers).
 func (c *Client) Join(ctx context.Context, id string, sub uint64) context.Context {
 	return withTxn(ctx, Txn{ID: id, Sub: sub, c: c, flags: "01"})
 }
