@@ -148,6 +148,7 @@ func (c *Client) Route(ctx context.Context, service string) (Call, error) {
 		tab := c.routing.Load()
 		rt := tab.lookup(service)
 		laneName, laneVer, inLane := c.laneVersion(t, tab, service)
+		ev.Lane = "" // a table applied meanwhile may have dropped it (NaiveLanes)
 		if inLane {
 			// A lane call: the lane's version, whatever the update mode
 			// (no decision to wait for); the route only, if the service
