@@ -16,6 +16,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/coordinator/coordinator/coordinator"
+	"github.com/coordinator/coordinator/coordinator/server"
 	"github.com/coordinator/coordinator/coordinator/server/servertest"
 	"github.com/coordinator/coordinator/internal/loadsim"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
@@ -39,29 +41,58 @@ func laneTagOf(share float64, header, tag string) func(*rand.Rand) (string, stri
 // graph, a share of whose roots carry the lane tag; naive makes every
 // SDK client resolve lanes by name at each hop (Config.NaiveLanes).
 type laneWorld struct {
-	t        *testing.T
-	ts       *servertest.Server
-	sim      *loadsim.Sim
-	rng      *rand.Rand
-	graph    loadsim.Graph
-	versions map[string][]string // service -> versions with an instance
-	defaults map[string]string   // service -> default version, as the updates made it
-	entry    string
+	t     *testing.T
+	ts    *servertest.Server
+	admin pb.AdminServiceClient // the leader's (a follower's forwards)
+	// With a cluster: crashPromotion is the promotion (counted from 1)
+	// during which the leader is crashed (0: none).
+	cl             *servertest.Cluster
+	crashPromotion int
+	promotions     int
+	lane           *pb.Lane // the lane as last created, nil when there is none
+	instances      int
+	sim            *loadsim.Sim
+	rng            *rand.Rand
+	graph          loadsim.Graph
+	versions       map[string][]string // service -> versions with an instance
+	defaults       map[string]string   // service -> default version, as the updates made it
+	entry          string
 }
 
 func startLaneWorld(t *testing.T, rng *rand.Rand, g loadsim.Graph, entry string, instances []string, naive bool) *laneWorld {
 	t.Helper()
 	ts := servertest.Start(t, "")
+	w := startLaneLoad(t, []string{ts.GRPCAddr()}, rng, g, entry, instances, naive)
+	w.ts, w.admin = ts, ts.Admin
+	return w
+}
+
+// startLaneCluster is startLaneWorld on three replicas; the leader is
+// crashed during promotion number crashPromotion.
+func startLaneCluster(t *testing.T, rng *rand.Rand, g loadsim.Graph, entry string, instances []string, crashPromotion int) *laneWorld {
+	t.Helper()
+	cl := servertest.StartCluster(t, 3, func(c *server.Config) {
+		c.Coordinator.FlushInterval = flushWritten
+		c.Coordinator.MinSessionTTL = coordinator.DefaultMinSessionTTL
+	})
+	w := startLaneLoad(t, cl.Addrs(), rng, g, entry, instances, false)
+	w.cl, w.crashPromotion, w.admin = cl, crashPromotion, cl.Leader(10*time.Second).Admin
+	return w
+}
+
+// startLaneLoad starts the load of a lane world on coordinators.
+func startLaneLoad(t *testing.T, coordinators []string, rng *rand.Rand, g loadsim.Graph, entry string, instances []string, naive bool) *laneWorld {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	sim, err := loadsim.Start(ctx, loadsim.Config{Coordinators: []string{ts.GRPCAddr()}, Graph: g,
+	sim, err := loadsim.Start(ctx, loadsim.Config{Coordinators: coordinators, Graph: g, HeartbeatInterval: 500 * time.Millisecond, AllowedMisses: 2,
 		Instances: instances, Entry: entry, MaxCalls: 24, LaneTag: laneTag(0.4),
 		Configure: func(_ string, cfg *sidecar.Config) { cfg.NaiveLanes = naive }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(sim.Close)
-	w := &laneWorld{t: t, ts: ts, sim: sim, rng: rng, graph: g, entry: entry,
+	w := &laneWorld{t: t, sim: sim, rng: rng, graph: g, entry: entry, instances: len(instances),
 		versions: map[string][]string{}, defaults: map[string]string{}}
 	for _, inst := range instances {
 		svc, ver := splitInstance(inst)
@@ -146,7 +177,7 @@ func (w *laneWorld) waitUpdate(id string) *pb.Update {
 	w.t.Helper()
 	var u *pb.Update
 	servertest.Eventually(w.t, time.Minute, "update "+id+" to finish", func() bool {
-		u = getUpdate(w.t, w.ts.Admin, id)
+		u = getUpdate(w.t, w.admin, id)
 		return u != nil && u.FinishedAt != nil && u.Progress == nil
 	})
 	if u.Phase == pb.Phase_PHASE_DONE {
@@ -181,33 +212,35 @@ func (w *laneWorld) step(ctx context.Context, op laneOp, k pb.Strategy) (bool, s
 	switch op {
 	case opCreate, opEdit:
 		if op == opEdit {
-			if _, err := w.ts.Admin.DeleteLane(ctx, &pb.DeleteLaneRequest{Name: "gray"}); err != nil {
+			if _, err := w.admin.DeleteLane(ctx, &pb.DeleteLaneRequest{Name: "gray"}); err != nil {
 				t.Fatalf("delete lane: %v", err)
 			}
 		}
-		l := w.randomLane()
-		if _, err := w.ts.Admin.CreateLane(ctx, &pb.CreateLaneRequest{Lane: l}); err != nil {
-			t.Fatalf("create lane %v: %v", l, err)
-		}
-		return true, fmt.Sprintf("lane %v", l.Members)
+		w.createLane(ctx)
+		return true, fmt.Sprintf("lane %v", w.lane.Members)
 	case opDelete:
-		if _, err := w.ts.Admin.DeleteLane(ctx, &pb.DeleteLaneRequest{Name: "gray"}); err != nil {
+		if _, err := w.admin.DeleteLane(ctx, &pb.DeleteLaneRequest{Name: "gray"}); err != nil {
 			t.Fatalf("delete lane: %v", err)
 		}
 		return false, "lane deleted"
 	case opPromote:
+		if !w.laneHasWork() {
+			// The updates since moved every member to its lane version:
+			// a promotion would be refused. Edit the lane first.
+			if _, err := w.admin.DeleteLane(ctx, &pb.DeleteLaneRequest{Name: "gray"}); err != nil {
+				t.Fatalf("delete lane: %v", err)
+			}
+			w.createLane(ctx)
+			t.Logf("lane %v (edited before its promotion)", w.lane.Members)
+		}
 		// A set promoted before is over, its defaults moved on since
 		// maybe: what the previous promotion's set allowed is checked
 		// no longer (every transaction of its time has ended).
 		w.sim.UnwatchSets()
-		u, err := w.ts.Admin.PromoteLane(ctx, &pb.PromoteLaneRequest{Name: "gray", Strategy: k,
+		u, err := w.admin.PromoteLane(ctx, &pb.PromoteLaneRequest{Name: "gray", Strategy: k,
 			Timeout: durationpb.New(20 * time.Second), MaxBlock: durationpb.New(2 * time.Second)})
 		if err != nil {
-			// Every member runs its lane version by default already.
-			if _, derr := w.ts.Admin.DeleteLane(ctx, &pb.DeleteLaneRequest{Name: "gray"}); derr != nil {
-				t.Fatalf("promote refused (%v), then delete: %v", err, derr)
-			}
-			return false, fmt.Sprintf("promote refused (%v); lane deleted", err)
+			t.Fatalf("promote lane %v: %v", w.lane.Members, err)
 		}
 		if len(u.Members) > 1 {
 			set := loadsim.Set{}
@@ -216,16 +249,20 @@ func (w *laneWorld) step(ctx context.Context, op laneOp, k pb.Strategy) (bool, s
 			}
 			w.sim.WatchSet(set)
 		}
+		w.promotions++
+		if w.promotions == w.crashPromotion {
+			w.crashLeader(u.Id)
+		}
 		u = w.waitUpdate(u.Id)
 		if u.Phase != pb.Phase_PHASE_DONE {
 			servertest.Eventually(t, 10*time.Second, "an unfinished promotion to be forgotten", func() bool {
-				l, err := w.ts.Admin.ListLanes(ctx, &pb.ListLanesRequest{})
+				l, err := w.admin.ListLanes(ctx, &pb.ListLanesRequest{})
 				return err == nil && len(l.Lanes) == 1 && len(l.Promotions) == 0
 			})
 			return true, fmt.Sprintf("promotion %s ended %s (%s); lane kept", k, u.Phase, u.Reason)
 		}
 		servertest.Eventually(t, 10*time.Second, "the promoted lane to be deleted", func() bool {
-			l, err := w.ts.Admin.ListLanes(ctx, &pb.ListLanesRequest{})
+			l, err := w.admin.ListLanes(ctx, &pb.ListLanesRequest{})
 			return err == nil && len(l.Lanes) == 0
 		})
 		return false, fmt.Sprintf("promoted by %s (%s): lane deleted", k, pb.Phase_PHASE_DONE)
@@ -245,7 +282,7 @@ func (w *laneWorld) step(ctx context.Context, op laneOp, k pb.Strategy) (bool, s
 			}
 		}
 		w.sim.UnwatchSets() // as for a promotion
-		u, err := w.ts.Admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: svc, ToVersion: to[w.rng.IntN(len(to))], Strategy: k,
+		u, err := w.admin.StartUpdate(ctx, &pb.StartUpdateRequest{Service: svc, ToVersion: to[w.rng.IntN(len(to))], Strategy: k,
 			Timeout: durationpb.New(20 * time.Second), MaxBlock: durationpb.New(2 * time.Second)})
 		if err != nil {
 			t.Fatalf("update %s: %v", svc, err)
@@ -277,43 +314,128 @@ func TestLanesKeepTheirGuarantee(t *testing.T) {
 			ctx := context.Background()
 			stop := w.sim.Load(ctx, 80, 30)
 			defer stop()
-			// Every kind of change; the promotions and the updates each
-			// with every strategy. A change the lane's state forbids
-			// (an edit with no lane) creates it instead, and a create
-			// with a lane (a promotion that did not end DONE) edits it.
-			cv, wf, bf := pb.Strategy_STRATEGY_CV, pb.Strategy_STRATEGY_WF, pb.Strategy_STRATEGY_BF
-			plan := []struct {
-				op laneOp
-				k  pb.Strategy
-			}{{opCreate, 0}, {opUpdate, wf}, {opEdit, 0}, {opPromote, cv}, {opCreate, 0}, {opUpdate, cv},
-				{opDelete, 0}, {opCreate, 0}, {opPromote, wf}, {opUpdate, bf}, {opCreate, 0}, {opEdit, 0}, {opPromote, bf}}
-			have := false
-			for _, p := range plan {
-				op := p.op
-				if !have && (op == opEdit || op == opDelete || op == opPromote) {
-					op = opCreate
-				} else if have && op == opCreate {
-					op = opEdit
-				}
-				var what string
-				have, what = w.step(ctx, op, p.k)
-				t.Log(what)
-				time.Sleep(time.Duration(150+rng.IntN(300)) * time.Millisecond) // load between changes
-			}
+			w.runPlan(ctx)
 			stop()
 			checkLaneLoad(t, w.sim)
 		})
 	}
 }
 
+// createLane creates the lane gray with random members (randomLane).
+func (w *laneWorld) createLane(ctx context.Context) {
+	w.t.Helper()
+	l := w.randomLane()
+	if _, err := w.admin.CreateLane(ctx, &pb.CreateLaneRequest{Lane: l}); err != nil {
+		w.t.Fatalf("create lane %v: %v", l, err)
+	}
+	w.lane = l
+}
+
+// laneHasWork says whether a member of the lane is off its lane version
+// by default.
+func (w *laneWorld) laneHasWork() bool {
+	for _, m := range w.lane.GetMembers() {
+		if w.defaults[m.Service] != m.Version {
+			return true
+		}
+	}
+	return false
+}
+
+// crashLeader crashes the leader a random moment (up to 40 ms: the
+// promotions are short) into update id, and goes on with the new one once
+// every sidecar registered with it (the next change may need them).
+func (w *laneWorld) crashLeader(id string) {
+	w.t.Helper()
+	time.Sleep(time.Duration(w.rng.IntN(40)) * time.Millisecond)
+	leader := w.cl.Leader(10 * time.Second)
+	phase := "?"
+	if u := getUpdate(w.t, w.admin, id); u != nil {
+		phase = u.Phase.String()
+	}
+	killed := time.Now()
+	w.cl.Crash(leader)
+	w.admin = w.cl.Leader(20 * time.Second).Admin
+	w.t.Logf("leader crashed in promotion %s (phase %s just before); new leader after %v", id, phase, time.Since(killed).Round(time.Millisecond))
+	servertest.Eventually(w.t, 20*time.Second, "sessions to resync", func() bool {
+		l, err := w.admin.ListSessions(context.Background(), &pb.ListSessionsRequest{})
+		if err != nil {
+			return false
+		}
+		n := 0
+		for _, s := range l.Sessions {
+			if s.Connected {
+				n++
+			}
+		}
+		return n == w.instances
+	})
+}
+
+// runPlan makes every kind of change, one after another, with load in
+// between; the promotions and the updates each with every strategy. A
+// change the lane's state forbids (an edit with no lane) creates it
+// instead, and a create with a lane (a promotion that did not end DONE)
+// edits it.
+func (w *laneWorld) runPlan(ctx context.Context) {
+	cv, wf, bf := pb.Strategy_STRATEGY_CV, pb.Strategy_STRATEGY_WF, pb.Strategy_STRATEGY_BF
+	plan := []struct {
+		op laneOp
+		k  pb.Strategy
+	}{{opCreate, 0}, {opUpdate, wf}, {opEdit, 0}, {opPromote, cv}, {opCreate, 0}, {opUpdate, cv},
+		{opDelete, 0}, {opCreate, 0}, {opPromote, wf}, {opUpdate, bf}, {opCreate, 0}, {opEdit, 0}, {opPromote, bf}}
+	have := false
+	for _, p := range plan {
+		op := p.op
+		if !have && (op == opEdit || op == opDelete || op == opPromote) {
+			op = opCreate
+		} else if have && op == opCreate {
+			op = opEdit
+		}
+		var what string
+		have, what = w.step(ctx, op, p.k)
+		w.t.Log(what)
+		time.Sleep(time.Duration(150+w.rng.IntN(300)) * time.Millisecond) // load between changes
+	}
+}
+
 // haveLane says whether the lane exists.
 func (w *laneWorld) haveLane(ctx context.Context) bool {
 	w.t.Helper()
-	l, err := w.ts.Admin.ListLanes(ctx, &pb.ListLanesRequest{})
+	l, err := w.admin.ListLanes(ctx, &pb.ListLanesRequest{})
 	if err != nil {
 		w.t.Fatalf("list lanes: %v", err)
 	}
 	return len(l.Lanes) > 0
+}
+
+// TestLanesKeepTheirGuarantee across a failover: on three replicas, the
+// leader is crashed a random moment into the first, second or third
+// promotion (cv, wf, bf), and the plan goes on with the new leader, which
+// restored the lane, its promotion and the update.
+func TestLanesKeepTheirGuaranteeAcrossFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three replicas, load over random graphs, a kill")
+	}
+	for i, k := range []string{"cv", "wf", "bf"} {
+		t.Run("crash-in-"+k+"-promotion", func(t *testing.T) {
+			seed := uint64(time.Now().UnixNano())
+			t.Logf("seed %d", seed)
+			rng := rand.New(rand.NewPCG(seed, uint64(i)))
+			g, instances := randomLaneGraph(rng, 5+rng.IntN(3))
+			t.Logf("graph %v", g)
+			w := startLaneCluster(t, rng, g, "s0", instances, i+1)
+			ctx := context.Background()
+			stop := w.sim.Load(ctx, 80, 30)
+			defer stop()
+			w.runPlan(ctx)
+			stop()
+			if w.promotions < i+1 {
+				t.Fatalf("%d promotions, the crash was planned in number %d", w.promotions, i+1)
+			}
+			checkLaneLoad(t, w.sim)
+		})
+	}
 }
 
 // checkLaneLoad fails the test unless lane transactions ran and the
@@ -359,11 +481,11 @@ func TestNaiveLanesLeaveTheirLane(t *testing.T) {
 	}
 	deadline := time.Now().Add(4 * time.Second)
 	for i := 0; time.Now().Before(deadline) && w.sim.LeftLane()+w.sim.Violations() < 5; i++ {
-		if _, err := w.ts.Admin.CreateLane(ctx, &pb.CreateLaneRequest{Lane: lanes[i%2]}); err != nil {
+		if _, err := w.admin.CreateLane(ctx, &pb.CreateLaneRequest{Lane: lanes[i%2]}); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(40 * time.Millisecond)
-		if _, err := w.ts.Admin.DeleteLane(ctx, &pb.DeleteLaneRequest{Name: "gray"}); err != nil {
+		if _, err := w.admin.DeleteLane(ctx, &pb.DeleteLaneRequest{Name: "gray"}); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(10 * time.Millisecond)
