@@ -51,12 +51,6 @@ func (a admin) ListLanes(context.Context, *pb.ListLanesRequest) (*pb.ListLanesRe
 	out := &pb.ListLanesResponse{}
 	for _, l := range a.c.lanes.list() {
 		out.Lanes = append(out.Lanes, proto.Clone(l).(*pb.Lane))
-		if l.Promotion != "" {
-			if out.Promotions == nil {
-				out.Promotions = map[string]string{}
-			}
-			out.Promotions[l.Name] = l.Promotion
-		}
 	}
 	return out, nil
 }

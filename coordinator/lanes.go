@@ -7,6 +7,7 @@ import (
 	"maps"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 
 	"google.golang.org/protobuf/proto"
@@ -163,7 +164,7 @@ func normalizeLane(in *pb.Lane) (*pb.Lane, error) {
 	if len(l.Header) > maxLaneTag || !laneHeader.MatchString(l.Header) {
 		return nil, fmt.Errorf("%w: lane %s: header %q: want 1 to %d lower-case letters, digits and '-'", ErrInvalidArgument, l.Name, l.Header, maxLaneTag)
 	}
-	if len(l.Header) >= len("x-coordinator-") && l.Header[:len("x-coordinator-")] == "x-coordinator-" {
+	if strings.HasPrefix(l.Header, "x-coordinator-") {
 		return nil, fmt.Errorf("%w: lane %s: header %q is a mesh header (x-coordinator-*), which entry points strip", ErrInvalidArgument, l.Name, l.Header)
 	}
 	if l.Tag == "" {

@@ -257,7 +257,7 @@ func (w *laneWorld) step(ctx context.Context, op laneOp, k pb.Strategy) (bool, s
 		if u.Phase != pb.Phase_PHASE_DONE {
 			servertest.Eventually(t, 10*time.Second, "an unfinished promotion to be forgotten", func() bool {
 				l, err := w.admin.ListLanes(ctx, &pb.ListLanesRequest{})
-				return err == nil && len(l.Lanes) == 1 && len(l.Promotions) == 0
+				return err == nil && len(l.Lanes) == 1 && l.Lanes[0].Promotion == ""
 			})
 			return true, fmt.Sprintf("promotion %s ended %s (%s); lane kept", k, u.Phase, u.Reason)
 		}

@@ -238,9 +238,8 @@ func (*ListLanesRequest) Descriptor() ([]byte, []int) {
 
 type ListLanesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Lanes []*Lane                `protobuf:"bytes,1,rep,name=lanes,proto3" json:"lanes,omitempty"`
-	// The lane promotions under way: lane name -> update id.
-	Promotions    map[string]string `protobuf:"bytes,2,rep,name=promotions,proto3" json:"promotions,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// By name; a lane being promoted names its update (Lane.promotion).
+	Lanes         []*Lane `protobuf:"bytes,1,rep,name=lanes,proto3" json:"lanes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -278,13 +277,6 @@ func (*ListLanesResponse) Descriptor() ([]byte, []int) {
 func (x *ListLanesResponse) GetLanes() []*Lane {
 	if x != nil {
 		return x.Lanes
-	}
-	return nil
-}
-
-func (x *ListLanesResponse) GetPromotions() map[string]string {
-	if x != nil {
-		return x.Promotions
 	}
 	return nil
 }
@@ -4230,15 +4222,9 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\x1acoordinator/v1/admin.proto\x12\x0ecoordinator.v1\x1a\x1ccoordinator/v1/records.proto\x1a\x19google/api/httpbody.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"=\n" +
 	"\x11CreateLaneRequest\x12(\n" +
 	"\x04lane\x18\x01 \x01(\v2\x14.coordinator.v1.LaneR\x04lane\"\x12\n" +
-	"\x10ListLanesRequest\"\xd1\x01\n" +
+	"\x10ListLanesRequest\"?\n" +
 	"\x11ListLanesResponse\x12*\n" +
-	"\x05lanes\x18\x01 \x03(\v2\x14.coordinator.v1.LaneR\x05lanes\x12Q\n" +
-	"\n" +
-	"promotions\x18\x02 \x03(\v21.coordinator.v1.ListLanesResponse.PromotionsEntryR\n" +
-	"promotions\x1a=\n" +
-	"\x0fPromotionsEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"'\n" +
+	"\x05lanes\x18\x01 \x03(\v2\x14.coordinator.v1.LaneR\x05lanes\"'\n" +
 	"\x11DeleteLaneRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x8f\x02\n" +
 	"\x12PromoteLaneRequest\x12\x12\n" +
@@ -4610,7 +4596,7 @@ func file_coordinator_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_coordinator_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_coordinator_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
+var file_coordinator_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_coordinator_v1_admin_proto_goTypes = []any{
 	(Strategy)(0),                      // 0: coordinator.v1.Strategy
 	(Phase)(0),                         // 1: coordinator.v1.Phase
@@ -4670,145 +4656,143 @@ var file_coordinator_v1_admin_proto_goTypes = []any{
 	(*Update)(nil),                     // 55: coordinator.v1.Update
 	(*PhaseChange)(nil),                // 56: coordinator.v1.PhaseChange
 	(*UpdateProgress)(nil),             // 57: coordinator.v1.UpdateProgress
-	nil,                                // 58: coordinator.v1.ListLanesResponse.PromotionsEntry
-	(*Lane)(nil),                       // 59: coordinator.v1.Lane
-	(*durationpb.Duration)(nil),        // 60: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),      // 61: google.protobuf.Timestamp
-	(*ServiceVersion)(nil),             // 62: coordinator.v1.ServiceVersion
-	(*httpbody.HttpBody)(nil),          // 63: google.api.HttpBody
+	(*Lane)(nil),                       // 58: coordinator.v1.Lane
+	(*durationpb.Duration)(nil),        // 59: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 60: google.protobuf.Timestamp
+	(*ServiceVersion)(nil),             // 61: coordinator.v1.ServiceVersion
+	(*httpbody.HttpBody)(nil),          // 62: google.api.HttpBody
 }
 var file_coordinator_v1_admin_proto_depIdxs = []int32{
-	59,  // 0: coordinator.v1.CreateLaneRequest.lane:type_name -> coordinator.v1.Lane
-	59,  // 1: coordinator.v1.ListLanesResponse.lanes:type_name -> coordinator.v1.Lane
-	58,  // 2: coordinator.v1.ListLanesResponse.promotions:type_name -> coordinator.v1.ListLanesResponse.PromotionsEntry
-	0,   // 3: coordinator.v1.PromoteLaneRequest.strategy:type_name -> coordinator.v1.Strategy
-	60,  // 4: coordinator.v1.PromoteLaneRequest.timeout:type_name -> google.protobuf.Duration
-	60,  // 5: coordinator.v1.PromoteLaneRequest.max_block:type_name -> google.protobuf.Duration
-	60,  // 6: coordinator.v1.PromoteLaneRequest.prepare_timeout:type_name -> google.protobuf.Duration
-	11,  // 7: coordinator.v1.WatchStateResponse.snapshot:type_name -> coordinator.v1.StateSnapshot
-	10,  // 8: coordinator.v1.WatchStateResponse.keepalive:type_name -> coordinator.v1.StateKeepalive
-	61,  // 9: coordinator.v1.StateKeepalive.at:type_name -> google.protobuf.Timestamp
-	15,  // 10: coordinator.v1.StateSnapshot.services:type_name -> coordinator.v1.ServiceState
-	33,  // 11: coordinator.v1.StateSnapshot.edges:type_name -> coordinator.v1.Edge
-	27,  // 12: coordinator.v1.StateSnapshot.blocked:type_name -> coordinator.v1.Freeness
-	55,  // 13: coordinator.v1.StateSnapshot.updates:type_name -> coordinator.v1.Update
-	25,  // 14: coordinator.v1.StateSnapshot.self_preservation:type_name -> coordinator.v1.SelfPreservation
-	20,  // 15: coordinator.v1.StateSnapshot.cluster:type_name -> coordinator.v1.Cluster
-	15,  // 16: coordinator.v1.ListServicesResponse.services:type_name -> coordinator.v1.ServiceState
-	16,  // 17: coordinator.v1.ServiceState.versions:type_name -> coordinator.v1.VersionState
-	55,  // 18: coordinator.v1.ServiceState.update:type_name -> coordinator.v1.Update
-	55,  // 19: coordinator.v1.ServiceState.last_update:type_name -> coordinator.v1.Update
-	17,  // 20: coordinator.v1.VersionState.instance_list:type_name -> coordinator.v1.Instance
-	61,  // 21: coordinator.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
-	0,   // 22: coordinator.v1.UpdatePlan.strategy:type_name -> coordinator.v1.Strategy
-	28,  // 23: coordinator.v1.UpdatePlan.blockers:type_name -> coordinator.v1.Blocker
-	60,  // 24: coordinator.v1.UpdatePlan.timeout:type_name -> google.protobuf.Duration
-	60,  // 25: coordinator.v1.UpdatePlan.max_block:type_name -> google.protobuf.Duration
-	60,  // 26: coordinator.v1.UpdatePlan.prepare_timeout:type_name -> google.protobuf.Duration
-	55,  // 27: coordinator.v1.UpdatePlan.in_progress:type_name -> coordinator.v1.Update
-	21,  // 28: coordinator.v1.Cluster.leader:type_name -> coordinator.v1.Replica
-	21,  // 29: coordinator.v1.Cluster.replicas:type_name -> coordinator.v1.Replica
-	22,  // 30: coordinator.v1.Cluster.members:type_name -> coordinator.v1.EtcdMember
-	61,  // 31: coordinator.v1.SelfPreservation.since:type_name -> google.protobuf.Timestamp
-	60,  // 32: coordinator.v1.SelfPreservation.window:type_name -> google.protobuf.Duration
-	60,  // 33: coordinator.v1.SelfPreservation.grace:type_name -> google.protobuf.Duration
-	28,  // 34: coordinator.v1.Freeness.blockers:type_name -> coordinator.v1.Blocker
-	31,  // 35: coordinator.v1.Graph.services:type_name -> coordinator.v1.ServiceNode
-	33,  // 36: coordinator.v1.Graph.edges:type_name -> coordinator.v1.Edge
-	32,  // 37: coordinator.v1.ServiceNode.versions:type_name -> coordinator.v1.VersionSessions
-	36,  // 38: coordinator.v1.ListSessionsResponse.sessions:type_name -> coordinator.v1.Session
-	60,  // 39: coordinator.v1.Session.ttl:type_name -> google.protobuf.Duration
-	61,  // 40: coordinator.v1.Session.registered_at:type_name -> google.protobuf.Timestamp
-	39,  // 41: coordinator.v1.ListTransactionsResponse.transactions:type_name -> coordinator.v1.Transaction
-	62,  // 42: coordinator.v1.Transaction.used:type_name -> coordinator.v1.ServiceVersion
-	40,  // 43: coordinator.v1.Transaction.running:type_name -> coordinator.v1.SubTransaction
-	0,   // 44: coordinator.v1.StartUpdateRequest.strategy:type_name -> coordinator.v1.Strategy
-	60,  // 45: coordinator.v1.StartUpdateRequest.timeout:type_name -> google.protobuf.Duration
-	60,  // 46: coordinator.v1.StartUpdateRequest.max_block:type_name -> google.protobuf.Duration
-	60,  // 47: coordinator.v1.StartUpdateRequest.prepare_timeout:type_name -> google.protobuf.Duration
-	62,  // 48: coordinator.v1.StartUpdateRequest.members:type_name -> coordinator.v1.ServiceVersion
-	60,  // 49: coordinator.v1.StartUpdateRequest.step_interval:type_name -> google.protobuf.Duration
-	60,  // 50: coordinator.v1.StartUpdateRequest.max_p99:type_name -> google.protobuf.Duration
-	60,  // 51: coordinator.v1.StartUpdateRequest.analysis_window:type_name -> google.protobuf.Duration
-	60,  // 52: coordinator.v1.Canary.step_interval:type_name -> google.protobuf.Duration
-	60,  // 53: coordinator.v1.Canary.max_p99:type_name -> google.protobuf.Duration
-	60,  // 54: coordinator.v1.Canary.analysis_window:type_name -> google.protobuf.Duration
-	61,  // 55: coordinator.v1.Canary.step_started_at:type_name -> google.protobuf.Timestamp
-	46,  // 56: coordinator.v1.Canary.steps_served:type_name -> coordinator.v1.CanaryStep
-	61,  // 57: coordinator.v1.CanaryStep.started_at:type_name -> google.protobuf.Timestamp
-	48,  // 58: coordinator.v1.CanaryAnalysis.old_version:type_name -> coordinator.v1.VersionCalls
-	48,  // 59: coordinator.v1.CanaryAnalysis.new_version:type_name -> coordinator.v1.VersionCalls
-	60,  // 60: coordinator.v1.CanaryAnalysis.window:type_name -> google.protobuf.Duration
-	60,  // 61: coordinator.v1.VersionCalls.p99:type_name -> google.protobuf.Duration
-	55,  // 62: coordinator.v1.ListUpdatesResponse.updates:type_name -> coordinator.v1.Update
-	0,   // 63: coordinator.v1.Update.strategy:type_name -> coordinator.v1.Strategy
-	1,   // 64: coordinator.v1.Update.phase:type_name -> coordinator.v1.Phase
-	60,  // 65: coordinator.v1.Update.timeout:type_name -> google.protobuf.Duration
-	60,  // 66: coordinator.v1.Update.max_block:type_name -> google.protobuf.Duration
-	61,  // 67: coordinator.v1.Update.created_at:type_name -> google.protobuf.Timestamp
-	61,  // 68: coordinator.v1.Update.switched_at:type_name -> google.protobuf.Timestamp
-	61,  // 69: coordinator.v1.Update.finished_at:type_name -> google.protobuf.Timestamp
-	56,  // 70: coordinator.v1.Update.history:type_name -> coordinator.v1.PhaseChange
-	57,  // 71: coordinator.v1.Update.progress:type_name -> coordinator.v1.UpdateProgress
-	60,  // 72: coordinator.v1.Update.prepare_timeout:type_name -> google.protobuf.Duration
-	49,  // 73: coordinator.v1.Update.members:type_name -> coordinator.v1.UpdateMember
-	45,  // 74: coordinator.v1.Update.canary:type_name -> coordinator.v1.Canary
-	1,   // 75: coordinator.v1.PhaseChange.phase:type_name -> coordinator.v1.Phase
-	61,  // 76: coordinator.v1.PhaseChange.at:type_name -> google.protobuf.Timestamp
-	47,  // 77: coordinator.v1.UpdateProgress.canary_analysis:type_name -> coordinator.v1.CanaryAnalysis
-	26,  // 78: coordinator.v1.AdminService.GetFreeness:input_type -> coordinator.v1.GetFreenessRequest
-	29,  // 79: coordinator.v1.AdminService.GetGraph:input_type -> coordinator.v1.GetGraphRequest
-	34,  // 80: coordinator.v1.AdminService.ListSessions:input_type -> coordinator.v1.ListSessionsRequest
-	37,  // 81: coordinator.v1.AdminService.ListTransactions:input_type -> coordinator.v1.ListTransactionsRequest
-	41,  // 82: coordinator.v1.AdminService.StartUpdate:input_type -> coordinator.v1.StartUpdateRequest
-	50,  // 83: coordinator.v1.AdminService.GetUpdate:input_type -> coordinator.v1.GetUpdateRequest
-	51,  // 84: coordinator.v1.AdminService.ListUpdates:input_type -> coordinator.v1.ListUpdatesRequest
-	53,  // 85: coordinator.v1.AdminService.AbortUpdate:input_type -> coordinator.v1.AbortUpdateRequest
-	54,  // 86: coordinator.v1.AdminService.WatchUpdate:input_type -> coordinator.v1.WatchUpdateRequest
-	19,  // 87: coordinator.v1.AdminService.GetCluster:input_type -> coordinator.v1.GetClusterRequest
-	23,  // 88: coordinator.v1.AdminService.GetSelfPreservation:input_type -> coordinator.v1.GetSelfPreservationRequest
-	24,  // 89: coordinator.v1.AdminService.EndSelfPreservation:input_type -> coordinator.v1.EndSelfPreservationRequest
-	12,  // 90: coordinator.v1.AdminService.ListServices:input_type -> coordinator.v1.ListServicesRequest
-	14,  // 91: coordinator.v1.AdminService.GetService:input_type -> coordinator.v1.GetServiceRequest
-	41,  // 92: coordinator.v1.AdminService.DryRunUpdate:input_type -> coordinator.v1.StartUpdateRequest
-	7,   // 93: coordinator.v1.AdminService.GetServiceIstio:input_type -> coordinator.v1.GetServiceIstioRequest
-	8,   // 94: coordinator.v1.AdminService.WatchState:input_type -> coordinator.v1.WatchStateRequest
-	42,  // 95: coordinator.v1.AdminService.PromoteUpdate:input_type -> coordinator.v1.PromoteUpdateRequest
-	43,  // 96: coordinator.v1.AdminService.PauseUpdate:input_type -> coordinator.v1.PauseUpdateRequest
-	44,  // 97: coordinator.v1.AdminService.ResumeUpdate:input_type -> coordinator.v1.ResumeUpdateRequest
-	2,   // 98: coordinator.v1.AdminService.CreateLane:input_type -> coordinator.v1.CreateLaneRequest
-	3,   // 99: coordinator.v1.AdminService.ListLanes:input_type -> coordinator.v1.ListLanesRequest
-	5,   // 100: coordinator.v1.AdminService.DeleteLane:input_type -> coordinator.v1.DeleteLaneRequest
-	6,   // 101: coordinator.v1.AdminService.PromoteLane:input_type -> coordinator.v1.PromoteLaneRequest
-	27,  // 102: coordinator.v1.AdminService.GetFreeness:output_type -> coordinator.v1.Freeness
-	30,  // 103: coordinator.v1.AdminService.GetGraph:output_type -> coordinator.v1.Graph
-	35,  // 104: coordinator.v1.AdminService.ListSessions:output_type -> coordinator.v1.ListSessionsResponse
-	38,  // 105: coordinator.v1.AdminService.ListTransactions:output_type -> coordinator.v1.ListTransactionsResponse
-	55,  // 106: coordinator.v1.AdminService.StartUpdate:output_type -> coordinator.v1.Update
-	55,  // 107: coordinator.v1.AdminService.GetUpdate:output_type -> coordinator.v1.Update
-	52,  // 108: coordinator.v1.AdminService.ListUpdates:output_type -> coordinator.v1.ListUpdatesResponse
-	55,  // 109: coordinator.v1.AdminService.AbortUpdate:output_type -> coordinator.v1.Update
-	55,  // 110: coordinator.v1.AdminService.WatchUpdate:output_type -> coordinator.v1.Update
-	20,  // 111: coordinator.v1.AdminService.GetCluster:output_type -> coordinator.v1.Cluster
-	25,  // 112: coordinator.v1.AdminService.GetSelfPreservation:output_type -> coordinator.v1.SelfPreservation
-	25,  // 113: coordinator.v1.AdminService.EndSelfPreservation:output_type -> coordinator.v1.SelfPreservation
-	13,  // 114: coordinator.v1.AdminService.ListServices:output_type -> coordinator.v1.ListServicesResponse
-	15,  // 115: coordinator.v1.AdminService.GetService:output_type -> coordinator.v1.ServiceState
-	18,  // 116: coordinator.v1.AdminService.DryRunUpdate:output_type -> coordinator.v1.UpdatePlan
-	63,  // 117: coordinator.v1.AdminService.GetServiceIstio:output_type -> google.api.HttpBody
-	9,   // 118: coordinator.v1.AdminService.WatchState:output_type -> coordinator.v1.WatchStateResponse
-	55,  // 119: coordinator.v1.AdminService.PromoteUpdate:output_type -> coordinator.v1.Update
-	55,  // 120: coordinator.v1.AdminService.PauseUpdate:output_type -> coordinator.v1.Update
-	55,  // 121: coordinator.v1.AdminService.ResumeUpdate:output_type -> coordinator.v1.Update
-	59,  // 122: coordinator.v1.AdminService.CreateLane:output_type -> coordinator.v1.Lane
-	4,   // 123: coordinator.v1.AdminService.ListLanes:output_type -> coordinator.v1.ListLanesResponse
-	59,  // 124: coordinator.v1.AdminService.DeleteLane:output_type -> coordinator.v1.Lane
-	55,  // 125: coordinator.v1.AdminService.PromoteLane:output_type -> coordinator.v1.Update
-	102, // [102:126] is the sub-list for method output_type
-	78,  // [78:102] is the sub-list for method input_type
-	78,  // [78:78] is the sub-list for extension type_name
-	78,  // [78:78] is the sub-list for extension extendee
-	0,   // [0:78] is the sub-list for field type_name
+	58,  // 0: coordinator.v1.CreateLaneRequest.lane:type_name -> coordinator.v1.Lane
+	58,  // 1: coordinator.v1.ListLanesResponse.lanes:type_name -> coordinator.v1.Lane
+	0,   // 2: coordinator.v1.PromoteLaneRequest.strategy:type_name -> coordinator.v1.Strategy
+	59,  // 3: coordinator.v1.PromoteLaneRequest.timeout:type_name -> google.protobuf.Duration
+	59,  // 4: coordinator.v1.PromoteLaneRequest.max_block:type_name -> google.protobuf.Duration
+	59,  // 5: coordinator.v1.PromoteLaneRequest.prepare_timeout:type_name -> google.protobuf.Duration
+	11,  // 6: coordinator.v1.WatchStateResponse.snapshot:type_name -> coordinator.v1.StateSnapshot
+	10,  // 7: coordinator.v1.WatchStateResponse.keepalive:type_name -> coordinator.v1.StateKeepalive
+	60,  // 8: coordinator.v1.StateKeepalive.at:type_name -> google.protobuf.Timestamp
+	15,  // 9: coordinator.v1.StateSnapshot.services:type_name -> coordinator.v1.ServiceState
+	33,  // 10: coordinator.v1.StateSnapshot.edges:type_name -> coordinator.v1.Edge
+	27,  // 11: coordinator.v1.StateSnapshot.blocked:type_name -> coordinator.v1.Freeness
+	55,  // 12: coordinator.v1.StateSnapshot.updates:type_name -> coordinator.v1.Update
+	25,  // 13: coordinator.v1.StateSnapshot.self_preservation:type_name -> coordinator.v1.SelfPreservation
+	20,  // 14: coordinator.v1.StateSnapshot.cluster:type_name -> coordinator.v1.Cluster
+	15,  // 15: coordinator.v1.ListServicesResponse.services:type_name -> coordinator.v1.ServiceState
+	16,  // 16: coordinator.v1.ServiceState.versions:type_name -> coordinator.v1.VersionState
+	55,  // 17: coordinator.v1.ServiceState.update:type_name -> coordinator.v1.Update
+	55,  // 18: coordinator.v1.ServiceState.last_update:type_name -> coordinator.v1.Update
+	17,  // 19: coordinator.v1.VersionState.instance_list:type_name -> coordinator.v1.Instance
+	60,  // 20: coordinator.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
+	0,   // 21: coordinator.v1.UpdatePlan.strategy:type_name -> coordinator.v1.Strategy
+	28,  // 22: coordinator.v1.UpdatePlan.blockers:type_name -> coordinator.v1.Blocker
+	59,  // 23: coordinator.v1.UpdatePlan.timeout:type_name -> google.protobuf.Duration
+	59,  // 24: coordinator.v1.UpdatePlan.max_block:type_name -> google.protobuf.Duration
+	59,  // 25: coordinator.v1.UpdatePlan.prepare_timeout:type_name -> google.protobuf.Duration
+	55,  // 26: coordinator.v1.UpdatePlan.in_progress:type_name -> coordinator.v1.Update
+	21,  // 27: coordinator.v1.Cluster.leader:type_name -> coordinator.v1.Replica
+	21,  // 28: coordinator.v1.Cluster.replicas:type_name -> coordinator.v1.Replica
+	22,  // 29: coordinator.v1.Cluster.members:type_name -> coordinator.v1.EtcdMember
+	60,  // 30: coordinator.v1.SelfPreservation.since:type_name -> google.protobuf.Timestamp
+	59,  // 31: coordinator.v1.SelfPreservation.window:type_name -> google.protobuf.Duration
+	59,  // 32: coordinator.v1.SelfPreservation.grace:type_name -> google.protobuf.Duration
+	28,  // 33: coordinator.v1.Freeness.blockers:type_name -> coordinator.v1.Blocker
+	31,  // 34: coordinator.v1.Graph.services:type_name -> coordinator.v1.ServiceNode
+	33,  // 35: coordinator.v1.Graph.edges:type_name -> coordinator.v1.Edge
+	32,  // 36: coordinator.v1.ServiceNode.versions:type_name -> coordinator.v1.VersionSessions
+	36,  // 37: coordinator.v1.ListSessionsResponse.sessions:type_name -> coordinator.v1.Session
+	59,  // 38: coordinator.v1.Session.ttl:type_name -> google.protobuf.Duration
+	60,  // 39: coordinator.v1.Session.registered_at:type_name -> google.protobuf.Timestamp
+	39,  // 40: coordinator.v1.ListTransactionsResponse.transactions:type_name -> coordinator.v1.Transaction
+	61,  // 41: coordinator.v1.Transaction.used:type_name -> coordinator.v1.ServiceVersion
+	40,  // 42: coordinator.v1.Transaction.running:type_name -> coordinator.v1.SubTransaction
+	0,   // 43: coordinator.v1.StartUpdateRequest.strategy:type_name -> coordinator.v1.Strategy
+	59,  // 44: coordinator.v1.StartUpdateRequest.timeout:type_name -> google.protobuf.Duration
+	59,  // 45: coordinator.v1.StartUpdateRequest.max_block:type_name -> google.protobuf.Duration
+	59,  // 46: coordinator.v1.StartUpdateRequest.prepare_timeout:type_name -> google.protobuf.Duration
+	61,  // 47: coordinator.v1.StartUpdateRequest.members:type_name -> coordinator.v1.ServiceVersion
+	59,  // 48: coordinator.v1.StartUpdateRequest.step_interval:type_name -> google.protobuf.Duration
+	59,  // 49: coordinator.v1.StartUpdateRequest.max_p99:type_name -> google.protobuf.Duration
+	59,  // 50: coordinator.v1.StartUpdateRequest.analysis_window:type_name -> google.protobuf.Duration
+	59,  // 51: coordinator.v1.Canary.step_interval:type_name -> google.protobuf.Duration
+	59,  // 52: coordinator.v1.Canary.max_p99:type_name -> google.protobuf.Duration
+	59,  // 53: coordinator.v1.Canary.analysis_window:type_name -> google.protobuf.Duration
+	60,  // 54: coordinator.v1.Canary.step_started_at:type_name -> google.protobuf.Timestamp
+	46,  // 55: coordinator.v1.Canary.steps_served:type_name -> coordinator.v1.CanaryStep
+	60,  // 56: coordinator.v1.CanaryStep.started_at:type_name -> google.protobuf.Timestamp
+	48,  // 57: coordinator.v1.CanaryAnalysis.old_version:type_name -> coordinator.v1.VersionCalls
+	48,  // 58: coordinator.v1.CanaryAnalysis.new_version:type_name -> coordinator.v1.VersionCalls
+	59,  // 59: coordinator.v1.CanaryAnalysis.window:type_name -> google.protobuf.Duration
+	59,  // 60: coordinator.v1.VersionCalls.p99:type_name -> google.protobuf.Duration
+	55,  // 61: coordinator.v1.ListUpdatesResponse.updates:type_name -> coordinator.v1.Update
+	0,   // 62: coordinator.v1.Update.strategy:type_name -> coordinator.v1.Strategy
+	1,   // 63: coordinator.v1.Update.phase:type_name -> coordinator.v1.Phase
+	59,  // 64: coordinator.v1.Update.timeout:type_name -> google.protobuf.Duration
+	59,  // 65: coordinator.v1.Update.max_block:type_name -> google.protobuf.Duration
+	60,  // 66: coordinator.v1.Update.created_at:type_name -> google.protobuf.Timestamp
+	60,  // 67: coordinator.v1.Update.switched_at:type_name -> google.protobuf.Timestamp
+	60,  // 68: coordinator.v1.Update.finished_at:type_name -> google.protobuf.Timestamp
+	56,  // 69: coordinator.v1.Update.history:type_name -> coordinator.v1.PhaseChange
+	57,  // 70: coordinator.v1.Update.progress:type_name -> coordinator.v1.UpdateProgress
+	59,  // 71: coordinator.v1.Update.prepare_timeout:type_name -> google.protobuf.Duration
+	49,  // 72: coordinator.v1.Update.members:type_name -> coordinator.v1.UpdateMember
+	45,  // 73: coordinator.v1.Update.canary:type_name -> coordinator.v1.Canary
+	1,   // 74: coordinator.v1.PhaseChange.phase:type_name -> coordinator.v1.Phase
+	60,  // 75: coordinator.v1.PhaseChange.at:type_name -> google.protobuf.Timestamp
+	47,  // 76: coordinator.v1.UpdateProgress.canary_analysis:type_name -> coordinator.v1.CanaryAnalysis
+	26,  // 77: coordinator.v1.AdminService.GetFreeness:input_type -> coordinator.v1.GetFreenessRequest
+	29,  // 78: coordinator.v1.AdminService.GetGraph:input_type -> coordinator.v1.GetGraphRequest
+	34,  // 79: coordinator.v1.AdminService.ListSessions:input_type -> coordinator.v1.ListSessionsRequest
+	37,  // 80: coordinator.v1.AdminService.ListTransactions:input_type -> coordinator.v1.ListTransactionsRequest
+	41,  // 81: coordinator.v1.AdminService.StartUpdate:input_type -> coordinator.v1.StartUpdateRequest
+	50,  // 82: coordinator.v1.AdminService.GetUpdate:input_type -> coordinator.v1.GetUpdateRequest
+	51,  // 83: coordinator.v1.AdminService.ListUpdates:input_type -> coordinator.v1.ListUpdatesRequest
+	53,  // 84: coordinator.v1.AdminService.AbortUpdate:input_type -> coordinator.v1.AbortUpdateRequest
+	54,  // 85: coordinator.v1.AdminService.WatchUpdate:input_type -> coordinator.v1.WatchUpdateRequest
+	19,  // 86: coordinator.v1.AdminService.GetCluster:input_type -> coordinator.v1.GetClusterRequest
+	23,  // 87: coordinator.v1.AdminService.GetSelfPreservation:input_type -> coordinator.v1.GetSelfPreservationRequest
+	24,  // 88: coordinator.v1.AdminService.EndSelfPreservation:input_type -> coordinator.v1.EndSelfPreservationRequest
+	12,  // 89: coordinator.v1.AdminService.ListServices:input_type -> coordinator.v1.ListServicesRequest
+	14,  // 90: coordinator.v1.AdminService.GetService:input_type -> coordinator.v1.GetServiceRequest
+	41,  // 91: coordinator.v1.AdminService.DryRunUpdate:input_type -> coordinator.v1.StartUpdateRequest
+	7,   // 92: coordinator.v1.AdminService.GetServiceIstio:input_type -> coordinator.v1.GetServiceIstioRequest
+	8,   // 93: coordinator.v1.AdminService.WatchState:input_type -> coordinator.v1.WatchStateRequest
+	42,  // 94: coordinator.v1.AdminService.PromoteUpdate:input_type -> coordinator.v1.PromoteUpdateRequest
+	43,  // 95: coordinator.v1.AdminService.PauseUpdate:input_type -> coordinator.v1.PauseUpdateRequest
+	44,  // 96: coordinator.v1.AdminService.ResumeUpdate:input_type -> coordinator.v1.ResumeUpdateRequest
+	2,   // 97: coordinator.v1.AdminService.CreateLane:input_type -> coordinator.v1.CreateLaneRequest
+	3,   // 98: coordinator.v1.AdminService.ListLanes:input_type -> coordinator.v1.ListLanesRequest
+	5,   // 99: coordinator.v1.AdminService.DeleteLane:input_type -> coordinator.v1.DeleteLaneRequest
+	6,   // 100: coordinator.v1.AdminService.PromoteLane:input_type -> coordinator.v1.PromoteLaneRequest
+	27,  // 101: coordinator.v1.AdminService.GetFreeness:output_type -> coordinator.v1.Freeness
+	30,  // 102: coordinator.v1.AdminService.GetGraph:output_type -> coordinator.v1.Graph
+	35,  // 103: coordinator.v1.AdminService.ListSessions:output_type -> coordinator.v1.ListSessionsResponse
+	38,  // 104: coordinator.v1.AdminService.ListTransactions:output_type -> coordinator.v1.ListTransactionsResponse
+	55,  // 105: coordinator.v1.AdminService.StartUpdate:output_type -> coordinator.v1.Update
+	55,  // 106: coordinator.v1.AdminService.GetUpdate:output_type -> coordinator.v1.Update
+	52,  // 107: coordinator.v1.AdminService.ListUpdates:output_type -> coordinator.v1.ListUpdatesResponse
+	55,  // 108: coordinator.v1.AdminService.AbortUpdate:output_type -> coordinator.v1.Update
+	55,  // 109: coordinator.v1.AdminService.WatchUpdate:output_type -> coordinator.v1.Update
+	20,  // 110: coordinator.v1.AdminService.GetCluster:output_type -> coordinator.v1.Cluster
+	25,  // 111: coordinator.v1.AdminService.GetSelfPreservation:output_type -> coordinator.v1.SelfPreservation
+	25,  // 112: coordinator.v1.AdminService.EndSelfPreservation:output_type -> coordinator.v1.SelfPreservation
+	13,  // 113: coordinator.v1.AdminService.ListServices:output_type -> coordinator.v1.ListServicesResponse
+	15,  // 114: coordinator.v1.AdminService.GetService:output_type -> coordinator.v1.ServiceState
+	18,  // 115: coordinator.v1.AdminService.DryRunUpdate:output_type -> coordinator.v1.UpdatePlan
+	62,  // 116: coordinator.v1.AdminService.GetServiceIstio:output_type -> google.api.HttpBody
+	9,   // 117: coordinator.v1.AdminService.WatchState:output_type -> coordinator.v1.WatchStateResponse
+	55,  // 118: coordinator.v1.AdminService.PromoteUpdate:output_type -> coordinator.v1.Update
+	55,  // 119: coordinator.v1.AdminService.PauseUpdate:output_type -> coordinator.v1.Update
+	55,  // 120: coordinator.v1.AdminService.ResumeUpdate:output_type -> coordinator.v1.Update
+	58,  // 121: coordinator.v1.AdminService.CreateLane:output_type -> coordinator.v1.Lane
+	4,   // 122: coordinator.v1.AdminService.ListLanes:output_type -> coordinator.v1.ListLanesResponse
+	58,  // 123: coordinator.v1.AdminService.DeleteLane:output_type -> coordinator.v1.Lane
+	55,  // 124: coordinator.v1.AdminService.PromoteLane:output_type -> coordinator.v1.Update
+	101, // [101:125] is the sub-list for method output_type
+	77,  // [77:101] is the sub-list for method input_type
+	77,  // [77:77] is the sub-list for extension type_name
+	77,  // [77:77] is the sub-list for extension extendee
+	0,   // [0:77] is the sub-list for field type_name
 }
 
 func init() { file_coordinator_v1_admin_proto_init() }
@@ -4827,7 +4811,7 @@ func file_coordinator_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinator_v1_admin_proto_rawDesc), len(file_coordinator_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   57,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
