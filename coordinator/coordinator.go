@@ -132,10 +132,16 @@ type Config struct {
 	// mapping (identity.DefaultService). A stream without an identity (no
 	// client certificates configured) is not checked.
 	IdentityPolicy *identity.Policy
+	// MaxLanes bounds the lanes (DESIGN.md §4.9; DefaultMaxLanes): one
+	// more is refused with ErrTooManyLanes.
+	MaxLanes int
 }
 
 func (c *Config) setDefaults() {
 	c.Prefix = c.Store.Keys().Root()
+	if c.MaxLanes <= 0 {
+		c.MaxLanes = DefaultMaxLanes
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -216,6 +222,7 @@ type Coordinator struct {
 	routing  *routingPublisher    // routing revisions, snapshots and deltas (routing.go)
 	implicit map[string]time.Time // transactions created by a Call, awaiting their Begin
 	orch     *orchestrator        // updates, held calls, pins (orchestrator.go)
+	lanes    *laneTable           // lanes by name (lanes.go)
 
 	// Write-behind age gate: changes are stamped with the flush interval
 	// they happen in (epoch), and collect takes only those at least one
@@ -255,12 +262,15 @@ func New(cfg Config) (*Coordinator, error) {
 		t0:       time.Now(),
 	}
 	c.eng = graph.New(graph.WithOnDirty(c.wakeFlusher))
+	c.lanes = newLaneTable()
 	c.routing = newRoutingPublisher(c.cat, c.sess)
+	c.routing.lanes = c.lanes.list
 	c.orch = &orchestrator{
 		cfg: &c.cfg, lg: c.lg, keys: c.keys, ev: c,
 		eng: c.eng, sess: c.sess, cat: c.cat, routing: c.routing,
 		upd: newUpdateTable(), phases: newPhaseWriter(), pins: newPinCommitter(c),
 		pendingPins: make(map[string]*storage.Op), analyses: newAnalysisStore(),
+		laneKick:    c.lanes.wake,
 	}
 	c.progressWake = newWakeup()
 	c.orch.upd.woke, c.orch.phases.woke = c.progressWake, c.progressWake
@@ -319,6 +329,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	c.wb.Start()
 	c.streams.Add(9)
 	go c.runPhaseWriter()
+	go c.runLaneSettle()
 	go c.every(c.cfg.ImplicitTimeout/4, func(now time.Time) {
 		c.sweepImplicitLocked(now) // ends transactions whose Begin never came
 		c.sweepDepartedLocked(now) // and those deregistered sessions kept

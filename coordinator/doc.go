@@ -72,6 +72,10 @@
 //   - forgetState (forget.go): what has been unused since when; its sweep
 //     asks every serviceUser what is in use.
 //   - quotas (quota.go): per-session usage, kept in each session.
+//   - laneTable (lanes.go, admin_lanes.go): the lanes by name (DESIGN.md
+//     §4.9). Event application never reads it; the routing publisher
+//     does (under its leaf mu) to send the lanes whole, and the lane
+//     settle goroutine deletes a lane whose promotion is DONE.
 //
 // The admin views (admin.go, admin_updates.go, admin_services.go: the
 // services view; admin_dryrun.go: what an update would do) own nothing: they
@@ -98,8 +102,10 @@
 // Allowed orders (a lock may be taken only after those before it):
 //
 //	regLocks key ("instance/" before "service/")  or  sp.store.mu
+//	  or  laneTable.wmu (a lane change: checks, etcd write, apply)
 //	  → mu (event lock)
 //	    → sessionTable.mu | catalog.mu | updateTable.mu | routingPublisher.mu
+//	      | laneTable.mu
 //	      | the leases' lock (storage.Leases) | phaseWriter.mu
 //
 // stream.sendMu and pinCommitter.mu are taken with none of these held:

@@ -46,6 +46,8 @@ type orchestrator struct {
 	out         []decision // call decisions to send once the event lock is released
 	// mootPins are the pins of ended transactions, to delete (mootpins.go).
 	mootPins []mootPin
+	// laneKick is told when an update ends: it may promote a lane.
+	laneKick func()
 }
 
 // eventSide is what the orchestrator needs of event application (the

@@ -150,6 +150,7 @@ type storedState struct {
 	updates  []*pb.Update
 	pins     map[string]map[string]string // service -> txn -> version
 	analyses []*pb.AnalysisRecord
+	lanes    []*pb.Lane
 	// bad are the records that could not be decoded, by kind, to
 	// quarantine once the rest is applied.
 	bad []quarantined
@@ -251,6 +252,15 @@ func (c *Coordinator) readState(ctx context.Context) (*storedState, error) {
 		st.analyses = append(st.analyses, rec)
 	}
 	setAside("analysis")
+	for _, kv := range loaded.Lanes {
+		rec := &pb.Lane{}
+		if err := decodeLaneRecord(kv.Value, rec); err != nil {
+			bad = append(bad, badRecord{kv, err})
+			continue
+		}
+		st.lanes = append(st.lanes, rec)
+	}
+	setAside("lane")
 	return st, nil
 }
 
@@ -289,6 +299,28 @@ func (c *Coordinator) applyStateLocked(st *storedState) {
 	}
 	c.orch.restorePinsLocked(st.pins)
 	c.orch.restoreAnalysesLocked(st.analyses)
+	for _, l := range st.lanes {
+		c.lanes.put(l)
+	}
+	if len(st.lanes) > 0 {
+		c.routing.lanesChanged()
+	}
+}
+
+// decodeLaneRecord decodes a stored lane and checks it as CreateLane did
+// (its members' names become map keys and header values).
+func decodeLaneRecord(b []byte, rec *pb.Lane) error {
+	if err := proto.Unmarshal(b, rec); err != nil {
+		return err
+	}
+	n, err := normalizeLane(rec)
+	if err != nil {
+		return err
+	}
+	if n.Header != rec.Header || n.Tag != rec.Tag {
+		return fmt.Errorf("%w: lane %s: header or tag not set", ErrInvalidArgument, rec.Name)
+	}
+	return nil
 }
 
 // The decoders of restore: an error means the record is quarantined

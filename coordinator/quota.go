@@ -171,7 +171,7 @@ func (c *Coordinator) checkCallLocked(s *session, ev *pb.Event) (callCharge, err
 		}
 		ch.service = true
 	}
-	if ev.Version != "" && !ev.Wait {
+	if ev.Version != "" && (!ev.Wait || ev.Lane != "") {
 		if _, ok := c.eng.LookupVersion(ev.Version); !ok {
 			if s.quota.versions >= c.cfg.MaxNewVersionsPerSession {
 				return ch, c.refuseLocked(s, quotaVersions, quotaExceeded(quotaVersions,

@@ -50,6 +50,9 @@ type routingPublisher struct {
 
 	cat  *catalog
 	sess *sessionTable
+	// lanes reads the lanes (laneTable.list): every routing message
+	// carries them whole when they changed, and every snapshot.
+	lanes func() []*pb.Lane
 }
 
 // routingDirty is what changed since the last round.
@@ -65,6 +68,8 @@ type routingDirty struct {
 	// snapshots: sessions to send their whole scope to (a registration,
 	// or a slow stream resynced).
 	snapshots map[*session]struct{}
+	// lanes: the lanes changed; every stream gets them.
+	lanes bool
 }
 
 type namedEdge struct {
@@ -148,6 +153,14 @@ func (p *routingPublisher) narrow(edges []namedEdge) {
 	p.bumpLocked()
 }
 
+// lanesChanged marks the lanes as changed: every stream gets them whole.
+func (p *routingPublisher) lanesChanged() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.dirty.lanes = true
+	return p.bumpLocked()
+}
+
 // snapshot asks for a snapshot of s's scope on its stream (a
 // registration: a new stream), and returns the revision it covers at
 // least.
@@ -198,6 +211,9 @@ type routingMsg struct {
 	snapshot bool
 	routes   map[string]*pb.ServiceRoute
 	removed  map[string]struct{}
+	// lanes, whole, if lanesSet (always in a snapshot).
+	lanes    []*pb.Lane
+	lanesSet bool
 }
 
 func newRoutingMsg(rev uint64, snapshot bool) *routingMsg {
@@ -220,7 +236,8 @@ func (m *routingMsg) remove(name string) {
 func (m *routingMsg) size() int { return len(m.routes) + len(m.removed) }
 
 func (m *routingMsg) clone() *routingMsg {
-	return &routingMsg{rev: m.rev, snapshot: m.snapshot, routes: maps.Clone(m.routes), removed: maps.Clone(m.removed)}
+	return &routingMsg{rev: m.rev, snapshot: m.snapshot, routes: maps.Clone(m.routes), removed: maps.Clone(m.removed),
+		lanes: m.lanes, lanesSet: m.lanesSet}
 }
 
 // merge applies a newer delta onto m (last writer wins per service).
@@ -232,11 +249,14 @@ func (m *routingMsg) merge(d *routingMsg) {
 	for n, r := range d.routes {
 		m.set(n, r)
 	}
+	if d.lanesSet {
+		m.lanes, m.lanesSet = d.lanes, true
+	}
 }
 
 // proto is the message on the wire, services and removals sorted by name.
 func (m *routingMsg) proto() *pb.Routing {
-	out := &pb.Routing{Revision: m.rev, Delta: !m.snapshot}
+	out := &pb.Routing{Revision: m.rev, Delta: !m.snapshot, Lanes: m.lanes, LanesChanged: m.lanesSet}
 	for _, n := range slices.Sorted(maps.Keys(m.routes)) {
 		out.Services = append(out.Services, m.routes[n])
 	}
@@ -352,6 +372,16 @@ func (p *routingPublisher) round() {
 			delta(e.from).set(r.Service, r)
 		}
 	}
+	var lanes []*pb.Lane
+	if p.lanes != nil && (d.lanes || len(d.snapshots) > 0) {
+		lanes = p.lanes()
+	}
+	if d.lanes {
+		for _, svc := range p.sess.servicesShared() {
+			m := delta(svc)
+			m.lanes, m.lanesSet = lanes, true
+		}
+	}
 
 	var resync []*session
 	for from, m := range deltas {
@@ -376,6 +406,7 @@ func (p *routingPublisher) round() {
 		m := snaps[s.svc]
 		if m == nil {
 			m = newRoutingMsg(rev, true)
+			m.lanes, m.lanesSet = lanes, true
 			for _, to := range p.cat.calleesShared(s.svc) {
 				if r := route(to); r != nil {
 					m.set(r.Service, r)

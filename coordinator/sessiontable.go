@@ -307,6 +307,19 @@ func (t *sessionTable) endpointsShared(svc graph.ServiceID) (string, []*pb.Endpo
 	return name, eps
 }
 
+// servicesShared returns the services that have live sessions.
+func (t *sessionTable) servicesShared() []graph.ServiceID {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	out := make([]graph.ServiceID, 0, len(t.byService))
+	for svc, m := range t.byService {
+		if len(m) > 0 {
+			out = append(out, svc)
+		}
+	}
+	return out
+}
+
 // lenShared is len for a caller without the event lock.
 func (t *sessionTable) lenShared() int {
 	t.mu.RLock()

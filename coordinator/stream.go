@@ -460,6 +460,9 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 	var err error
 	switch typ {
 	case pb.EventType_EVENT_TYPE_BEGIN:
+		if ev.Lane != "" && !laneName.MatchString(ev.Lane) {
+			return fmt.Errorf("%w: BEGIN: lane %q is not a lane name", ErrInvalidArgument, ev.Lane)
+		}
 		if err := c.checkNewTxnLocked(s, ev.TxnId); err != nil {
 			return err
 		}
@@ -479,6 +482,11 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 		if ev.Version != "" {
 			if e := storage.ValidName("version", ev.Version); e != nil {
 				return fmt.Errorf("CALL: %w", e)
+			}
+		}
+		if ev.Lane != "" {
+			if !laneName.MatchString(ev.Lane) || ev.Version == "" {
+				return fmt.Errorf("%w: CALL: lane %q: want a lane name and the lane's version", ErrInvalidArgument, ev.Lane)
 			}
 		}
 		if ev.Wait && !c.knownServiceLocked(ev.Service) {
@@ -502,6 +510,16 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 				d.pin = c.orch.pendingPins[pinKey(ev.Service, ev.TxnId)]
 				c.orch.emit(d)
 				return nil
+			}
+			if ev.Lane != "" {
+				// A lane call (DESIGN.md §4.9): the version is the lane's,
+				// fixed at the transaction's entry; no strategy decides,
+				// pins or holds it. It waited only for the route (outside
+				// the scope), which follows the learned edge.
+				if err = c.callLocked(s, ev, to, c.eng.Version(ev.Version)); err == nil {
+					c.orch.emit(decision{st: st, msg: &pb.CallDecision{Seq: ev.Seq, Version: ev.Version}})
+				}
+				break
 			}
 			err = c.orch.decideLocked(s, st, ev, to)
 			break

@@ -227,6 +227,13 @@ func (o *orchestrator) startableLocked(service, version string) (svc graph.Servi
 
 // startUpdate validates and starts an update.
 func (o *orchestrator) startUpdate(ctx context.Context, req *pb.StartUpdateRequest) (*pb.Update, error) {
+	return o.startUpdateWith(ctx, req, nil)
+}
+
+// startUpdateWith is startUpdate; with, if set, gives the writes to commit
+// atomically with the new update's record (a lane promotion's, lanes.go),
+// given its id.
+func (o *orchestrator) startUpdateWith(ctx context.Context, req *pb.StartUpdateRequest, with func(id string) []storage.Op) (*pb.Update, error) {
 	opts, err := o.checkStart(req)
 	if err != nil {
 		return nil, err
@@ -268,7 +275,11 @@ func (o *orchestrator) startUpdate(ctx context.Context, req *pb.StartUpdateReque
 	o.upd.activate(u) // reserved: a second request now fails
 	o.ev.unlock()
 
-	if err := o.persistUpdate(ctx, u.rec); err != nil {
+	var extra []storage.Op
+	if with != nil {
+		extra = with(u.rec.Id)
+	}
+	if err := o.persistUpdate(ctx, u.rec, extra...); err != nil {
 		o.ev.lock()
 		o.upd.deactivate(u)
 		o.ev.unlock()
@@ -382,6 +393,9 @@ func (o *orchestrator) observePhaseLocked(u *update, prev *pb.Update, wasFinishe
 		o.metrics.phaseSeconds.WithLabelValues(strat, phaseLabel(prev.Phase)).Observe(ended.Sub(began).Seconds())
 	}
 	ended := strategy.State{Phase: u.rec.Phase, RollingBack: u.rec.RollingBack}.Finished()
+	if ended && !wasFinished && o.laneKick != nil {
+		o.laneKick() // it may be a lane's promotion (lanes.go)
+	}
 	if ended && !wasFinished {
 		outcome := phaseLabel(u.rec.Phase)
 		o.metrics.updatesEnded.WithLabelValues(strat, outcome).Inc()

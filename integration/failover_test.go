@@ -30,14 +30,25 @@ func startFailoverWorld(t *testing.T, flush time.Duration) (*servertest.Cluster,
 // startFailoverWorldWith is startFailoverWorld with these instances.
 func startFailoverWorldWith(t *testing.T, flush time.Duration, instances []string) (*servertest.Cluster, *loadsim.Sim) {
 	t.Helper()
+	return startFailoverWorldConfig(t, flush, instances, nil)
+}
+
+// startFailoverWorldConfig is startFailoverWorldWith; configure, if set,
+// adjusts the load's configuration.
+func startFailoverWorldConfig(t *testing.T, flush time.Duration, instances []string, configure func(*loadsim.Config)) (*servertest.Cluster, *loadsim.Sim) {
+	t.Helper()
 	cl := servertest.StartCluster(t, 3, func(c *server.Config) {
 		c.Coordinator.FlushInterval = flush
 		c.Coordinator.MinSessionTTL = coordinator.DefaultMinSessionTTL
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	sim, err := loadsim.Start(ctx, loadsim.Config{Coordinators: cl.Addrs(), Graph: failoverGraph,
-		Instances: instances, Entry: "a", HeartbeatInterval: 500 * time.Millisecond, AllowedMisses: 2})
+	cfg := loadsim.Config{Coordinators: cl.Addrs(), Graph: failoverGraph,
+		Instances: instances, Entry: "a", HeartbeatInterval: 500 * time.Millisecond, AllowedMisses: 2}
+	if configure != nil {
+		configure(&cfg)
+	}
+	sim, err := loadsim.Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +101,7 @@ func TestFailoverInEveryPhase(t *testing.T) {
 	}
 	for _, tc := range failoverCases {
 		t.Run(fmt.Sprintf("%s/%s/flush=%v", tc.strategy, tc.phase, tc.flush), func(t *testing.T) {
-			failoverInPhase(t, tc.strategy, tc.phase, tc.flush, false)
+			failoverInPhase(t, tc.strategy, tc.phase, tc.flush, moveOne)
 		})
 	}
 }
@@ -101,16 +112,34 @@ var (
 	failoverSetInstances = append(slices.Clone(failoverInstances), "c@v2")
 )
 
-// failoverInPhase kills the leader while an update of d (with set, of c and
-// d together: DESIGN.md §4.8) with strategy k is in phase, under load, and
-// checks that the update finishes DONE with no version-inconsistent
-// transaction and no mixed set.
-func failoverInPhase(t *testing.T, k pb.Strategy, phase pb.Phase, flush time.Duration, set bool) {
+// failoverMode is what failoverInPhase updates: d, the set of c and d, or
+// the set of c and d by promoting the lane gray (c=v2, d=v2) while a share
+// of the load runs in it.
+type failoverMode int
+
+const (
+	moveOne failoverMode = iota
+	moveSet
+	moveByLane
+)
+
+// failoverInPhase kills the leader while an update of d (moveSet, of c
+// and d together: DESIGN.md §4.8; moveByLane, of c and d by a lane's
+// promotion: §4.9) with strategy k is in phase, under load, and checks
+// that the update finishes DONE with no version-inconsistent transaction,
+// no mixed set and (moveByLane) no transaction that left its lane, and
+// that the promoted lane is then deleted.
+func failoverInPhase(t *testing.T, k pb.Strategy, phase pb.Phase, flush time.Duration, mode failoverMode) {
 	instances := failoverInstances
+	set := mode != moveOne
 	if set {
 		instances = failoverSetInstances
 	}
-	cl, sim := startFailoverWorldWith(t, flush, instances)
+	var configure func(*loadsim.Config)
+	if mode == moveByLane {
+		configure = func(c *loadsim.Config) { c.LaneTag = laneTag(0.3) }
+	}
+	cl, sim := startFailoverWorldConfig(t, flush, instances, configure)
 	if set {
 		sim.WatchSet(failoverSet)
 	}
@@ -172,7 +201,13 @@ func failoverInPhase(t *testing.T, k pb.Strategy, phase pb.Phase, flush time.Dur
 		req.Service, req.ToVersion = "", ""
 		req.Members = []*pb.ServiceVersion{{Service: "c", Version: "v2"}, {Service: "d", Version: "v2"}}
 	}
-	u, err := admin.StartUpdate(ctx, req)
+	var u *pb.Update
+	var err error
+	if mode == moveByLane {
+		u, err = promoteFailoverLane(ctx, admin, k)
+	} else {
+		u, err = admin.StartUpdate(ctx, req)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,6 +229,13 @@ func failoverInPhase(t *testing.T, k pb.Strategy, phase pb.Phase, flush time.Dur
 		release()
 	}
 	awaitDoneConsistent(t, time.Minute, func() *pb.Update { return getUpdate(t, admin, u.Id) }, stop, sim)
+	if mode == moveByLane {
+		checkLaneLoad(t, sim)
+		servertest.Eventually(t, 20*time.Second, "the promoted lane to be deleted", func() bool {
+			l, err := admin.ListLanes(ctx, &pb.ListLanesRequest{})
+			return err == nil && len(l.Lanes) == 0
+		})
+	}
 	t.Logf("%d requests, update done %v after the kill", sim.Requests(), time.Since(killed).Round(time.Millisecond))
 }
 
@@ -208,9 +250,37 @@ func TestSetFailoverInEveryPhase(t *testing.T) {
 	}
 	for _, tc := range failoverCases {
 		t.Run(fmt.Sprintf("%s/%s/flush=%v", tc.strategy, tc.phase, tc.flush), func(t *testing.T) {
-			failoverInPhase(t, tc.strategy, tc.phase, tc.flush, true)
+			failoverInPhase(t, tc.strategy, tc.phase, tc.flush, moveSet)
 		})
 	}
+}
+
+// TestLaneFailoverInEveryPhase is TestSetFailoverInEveryPhase for the set
+// of c and d moved by promoting the lane gray (c=v2, d=v2) while 30 % of
+// the load runs in it: the new leader restores the lane and its promotion,
+// resumes the update, deletes the lane once it is DONE, and the lane's
+// transactions stay on v2 of c and d throughout.
+func TestLaneFailoverInEveryPhase(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three replicas, kills and lease expiries")
+	}
+	for _, tc := range failoverCases {
+		t.Run(fmt.Sprintf("%s/%s/flush=%v", tc.strategy, tc.phase, tc.flush), func(t *testing.T) {
+			failoverInPhase(t, tc.strategy, tc.phase, tc.flush, moveByLane)
+		})
+	}
+}
+
+// promoteFailoverLane creates the lane gray (c=v2, d=v2), waits until the
+// load runs transactions in it, and promotes it with strategy k.
+func promoteFailoverLane(ctx context.Context, admin pb.AdminServiceClient, k pb.Strategy) (*pb.Update, error) {
+	lane := &pb.Lane{Name: "gray", Members: []*pb.ServiceVersion{{Service: "c", Version: "v2"}, {Service: "d", Version: "v2"}}}
+	if _, err := admin.CreateLane(ctx, &pb.CreateLaneRequest{Lane: lane}); err != nil {
+		return nil, err
+	}
+	time.Sleep(200 * time.Millisecond) // lane transactions run before the promotion
+	return admin.PromoteLane(ctx, &pb.PromoteLaneRequest{Name: "gray", Strategy: k,
+		Timeout: durationpb.New(2 * time.Minute), MaxBlock: durationpb.New(time.Minute)})
 }
 
 // awaitDoneConsistent waits up to within for the update getUpdate reads to

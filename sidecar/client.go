@@ -105,6 +105,12 @@ type Config struct {
 	// it. By default Close deregisters: the session ends at once, and its
 	// going is not counted as a lease expiry (self-preservation).
 	KeepSessionOnClose bool
+	// NaiveLanes is for tests and benchmarks only: a lane transaction's
+	// calls look its lane up by name in the current routing table at every
+	// hop, instead of using the member map fixed at its entry (DESIGN.md
+	// §4.9). A lane edited or deleted mid-run then moves running
+	// transactions, which the consistency checker must see.
+	NaiveLanes bool
 }
 
 // Environment variables of TLSFromEnv.
@@ -146,6 +152,9 @@ type Stats struct {
 	Registrations uint64
 	// Connected is true while a registered stream is up.
 	Connected bool
+	// BadLaneHeaders counts inbound calls whose lane header
+	// (HeaderLane) was malformed: they ran in no lane.
+	BadLaneHeaders uint64
 }
 
 // Client is one sidecar session with the coordinator. It is safe for
@@ -183,7 +192,7 @@ type Client struct {
 
 	connected atomic.Bool
 	lastRecv  atomic.Int64 // unix nanos of the last message from the coordinator
-	stats     struct{ sent, resent, acked, rejected, duplicates, late, registrations atomic.Uint64 }
+	stats     struct{ sent, resent, acked, rejected, duplicates, late, registrations, badLanes atomic.Uint64 }
 }
 
 // item is one outgoing message: an event, or the ack of a routing revision.
@@ -335,6 +344,8 @@ func (c *Client) Stats() Stats {
 		Late:          c.stats.late.Load(),
 		Registrations: c.stats.registrations.Load(),
 		Connected:     c.connected.Load(),
+
+		BadLaneHeaders: c.stats.badLanes.Load(),
 	}
 }
 

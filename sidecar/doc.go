@@ -30,6 +30,19 @@
 // for a listener that serves calls from inside the mesh, on for an edge
 // listener of a service not marked).
 //
+// # Lanes
+//
+// A lane (DESIGN.md §4.9, lane.go) is a named set of service versions that
+// a request selects, at its entry, by a header and value the coordinator
+// publishes with the routing (x-lane: gray). The root begun for it fixes
+// the lane's member map then, and the map travels with the transaction in
+// the mesh header x-coordinator-lane: every hop routes a call to a member
+// to the lane's version (no round trip, whatever the update phase), and
+// other calls as usual. Entry points strip x-coordinator-lane with the
+// other mesh headers; a malformed one is ignored and counted
+// (Stats.BadLaneHeaders). A lane version with no endpoint fails the call
+// (ErrNoLaneEndpoint).
+//
 // # Cost on the request path
 //
 // In steady state a call costs no round trip: Route picks an endpoint of the

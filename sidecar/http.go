@@ -13,7 +13,7 @@ import (
 // Headers (and gRPC metadata keys) that carry a transaction.
 //
 // Only the mesh's own headers, HeaderTxn and HeaderSub, make an inbound call
-// join a transaction; an upstream SDK (or a sidecar proxy speaking this
+// join a transaction (HeaderLane, lane.go, carries its lane snapshot); an upstream SDK (or a sidecar proxy speaking this
 // protocol) sets both on every outbound call. The tracing headers
 // (traceparent, B3, x-request-id) come from anywhere, outside the mesh
 // too: they are kept as Txn.Correlation and passed on, but never name the
@@ -36,7 +36,7 @@ const (
 )
 
 // meshHeaders are the headers an entry point strips.
-var meshHeaders = []string{HeaderTxn, HeaderSub}
+var meshHeaders = []string{HeaderTxn, HeaderSub, HeaderLane}
 
 // The headers above in the canonical form http.Header keys them by.
 var (
@@ -46,6 +46,7 @@ var (
 	canonB3TraceID   = textproto.CanonicalMIMEHeaderKey(HeaderB3TraceID)
 	canonB3SpanID    = textproto.CanonicalMIMEHeaderKey(HeaderB3SpanID)
 	canonRequestID   = textproto.CanonicalMIMEHeaderKey(HeaderRequestID)
+	canonLane        = textproto.CanonicalMIMEHeaderKey(HeaderLane)
 )
 
 // canonicalKey is name as http.Header keys it. Header.Get and Header.Set
@@ -65,6 +66,8 @@ func canonicalKey(name string) string {
 		return canonB3SpanID
 	case HeaderRequestID:
 		return canonRequestID
+	case HeaderLane:
+		return canonLane
 	}
 	return textproto.CanonicalMIMEHeaderKey(name)
 }
@@ -150,6 +153,9 @@ func (call Call) propagate(set func(key, value string)) {
 	set(HeaderTxn, call.TxnID)
 	set(HeaderSub, span)
 	tx := call.txn
+	if tx.lane != nil {
+		set(HeaderLane, tx.lane.header)
+	}
 	trace := tx.trace
 	if trace == "" {
 		trace = call.TxnID
@@ -216,7 +222,8 @@ type InboundOption func(*inboundConfig)
 
 type inboundConfig struct{ strip bool }
 
-// StripMeshHeaders(true) removes the mesh headers (HeaderTxn, HeaderSub)
+// StripMeshHeaders(true) removes the mesh headers (HeaderTxn, HeaderSub,
+// HeaderLane)
 // from every inbound request before anything reads them, so that every
 // request runs as a new root transaction, whatever it claims: for a
 // listener that takes requests from outside the mesh, where anyone can set
@@ -242,9 +249,10 @@ func (c *Client) inbound(ctx context.Context, get func(string) string) (_ contex
 	t, joined := fromHeaders(get)
 	if joined {
 		t.c = c
+		t.lane = c.inboundLane(get)
 		return withTxn(ctx, t), func() {}
 	}
-	ctx, root := c.begin(ctx, t)
+	ctx, root := c.begin(ctx, t, get)
 	if root.Correlation != "" {
 		c.lg.Debug("new root transaction for a request from outside the mesh", "txn", root.ID, "correlation", root.Correlation)
 	}

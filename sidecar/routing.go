@@ -16,6 +16,7 @@ import (
 type table struct {
 	rev      uint64
 	services map[string]*route
+	lanes    laneIndex     // lane.go
 	changed  chan struct{} // closed when a newer table replaces this one
 }
 
@@ -38,6 +39,11 @@ type endpoints struct {
 // it names and removes those it lists.
 func newTable(cur *table, r *pb.Routing) *table {
 	t := &table{rev: r.GetRevision(), changed: make(chan struct{})}
+	if !r.GetDelta() || r.GetLanesChanged() || cur == nil {
+		t.lanes = newLaneIndex(newLaneDefs(r.GetLanes()))
+	} else {
+		t.lanes = cur.lanes
+	}
 	if r.GetDelta() && cur != nil {
 		t.services = make(map[string]*route, len(cur.services)+len(r.GetServices()))
 		for n, rt := range cur.services {

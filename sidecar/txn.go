@@ -33,6 +33,7 @@ type Txn struct {
 	trace     string   // the outside trace id, carried in traceparent and B3
 	requestID string   // the x-request-id it came with, carried on
 	flags     string   // traceparent trace-flags to pass on
+	lane      *lane    // the lane snapshot fixed at its entry (lane.go); nil: none
 }
 
 // FromContext returns the transaction ctx carries, if any.
@@ -58,16 +59,23 @@ func newID() uint64 {
 // random trace id, and queues its BEGIN. After Close the transaction is
 // still returned, but nothing is reported.
 func (c *Client) Begin(ctx context.Context) (context.Context, Txn) {
-	return c.begin(ctx, Txn{flags: "01"})
+	return c.begin(ctx, Txn{flags: "01"}, nil)
 }
 
-// begin is Begin of a root that keeps the correlation of t.
-func (c *Client) begin(ctx context.Context, t Txn) (context.Context, Txn) {
+// begin is Begin of a root that keeps the correlation of t; get, if set,
+// reads the request's headers, which may select a lane (lane.go).
+func (c *Client) begin(ctx context.Context, t Txn, get func(string) string) (context.Context, Txn) {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	t.ID, t.Sub, t.c = hex.EncodeToString(b[:]), newID(), c
+	ev := &pb.Event{Type: pb.EventType_EVENT_TYPE_BEGIN, TxnId: t.ID, SubId: t.Sub}
+	if get != nil {
+		if t.lane = c.routing.Load().matchLane(get); t.lane != nil {
+			ev.Lane = t.lane.name
+		}
+	}
 	c.mu.Lock()
-	if c.enqueueLocked(&pb.Event{Type: pb.EventType_EVENT_TYPE_BEGIN, TxnId: t.ID, SubId: t.Sub}, false) == nil {
+	if c.enqueueLocked(ev, false) == nil {
 		c.roots[t.ID] = &root{sub: t.Sub}
 	}
 	c.mu.Unlock()
@@ -92,7 +100,8 @@ func (c *Client) End(ctx context.Context) error {
 
 // Join returns ctx carrying transaction id as sub-transaction sub at this
 // service, which its caller created (and reported) for an inbound call.
-// Middleware and the server interceptors call it for you.
+// Middleware and the server interceptors join for you; Join carries no
+// lane (JoinFrom reads it from the call's headers).
 func (c *Client) Join(ctx context.Context, id string, sub uint64) context.Context {
 	return withTxn(ctx, Txn{ID: id, Sub: sub, c: c, flags: "01"})
 }
@@ -138,17 +147,35 @@ func (c *Client) Route(ctx context.Context, service string) (Call, error) {
 	for {
 		tab := c.routing.Load()
 		rt := tab.lookup(service)
+		laneName, laneVer, inLane := c.laneVersion(t, tab, service)
+		ev.Lane = "" // a table applied meanwhile may have dropped it (NaiveLanes)
+		if inLane {
+			// A lane call: the lane's version, whatever the update mode
+			// (no decision to wait for); the route only, if the service
+			// is outside the scope.
+			ev.Lane, ev.Version = laneName, laneVer
+			if rt == nil {
+				return c.await(ctx, call, ev)
+			}
+		}
 		if rt == nil && c.knownUnknown(service) {
 			return Call{}, fmt.Errorf("%w: %q", ErrUnknownService, service)
 		}
-		if rt == nil || rt.updateMode {
+		if !inLane && (rt == nil || rt.updateMode) {
 			return c.await(ctx, call, ev)
 		}
-		addr, err := rt.pick(rt.defaultVersion)
+		version := rt.defaultVersion
+		if inLane {
+			version = laneVer
+		}
+		addr, err := rt.pick(version)
 		if err != nil {
+			if inLane {
+				return Call{}, fmt.Errorf("route to %s: lane %s: %w: %s", service, laneName, ErrNoLaneEndpoint, version)
+			}
 			return Call{}, fmt.Errorf("route to %s: %w", service, err)
 		}
-		ev.Version = rt.defaultVersion
+		ev.Version = version
 		c.mu.Lock()
 		if c.routing.Load() != tab {
 			c.mu.Unlock()
@@ -204,10 +231,13 @@ func (c *Client) await(ctx context.Context, call Call, ev *pb.Event) (Call, erro
 	if d.GetError() != "" {
 		return Call{}, fmt.Errorf("%w: call to %s: %s", ErrRefused, call.Service, d.GetError())
 	}
-	call.Version, call.Decided = d.GetVersion(), true
+	call.Version, call.Decided = d.GetVersion(), ev.Lane == ""
 	addr, err := c.waitRoute(ctx, call.Service, call.Version)
 	if err != nil {
 		call.Finish()
+		if ev.Lane != "" {
+			return Call{}, fmt.Errorf("route to %s: lane %s: %w: %s (%w)", call.Service, ev.Lane, ErrNoLaneEndpoint, call.Version, err)
+		}
 		return Call{}, fmt.Errorf("route to %s: %w", call.Service, err)
 	}
 	call.Address, call.routed = addr, time.Now()

@@ -190,6 +190,7 @@ func (s *Etcd) Load(ctx context.Context) (*State, error) {
 		clientv3.OpGet(k.Updates(), clientv3.WithPrefix()),
 		clientv3.OpGet(k.Pins(), clientv3.WithPrefix()),
 		clientv3.OpGet(k.Analyses(), clientv3.WithPrefix()),
+		clientv3.OpGet(k.Lanes(), clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {
 		return nil, etcdErr("load", err)
@@ -203,6 +204,7 @@ func (s *Etcd) Load(ctx context.Context) (*State, error) {
 		Updates:  s.records(k.Updates(), kvs(4)),
 		Pins:     s.records(k.Pins(), kvs(5)),
 		Analyses: s.records(k.Analyses(), kvs(6)),
+		Lanes:    s.records(k.Lanes(), kvs(7)),
 	}
 	if sp := s.records(k.SelfPreservation(), kvs(3)); len(sp) > 0 {
 		st.SelfPreservation = &sp[0]

@@ -99,6 +99,11 @@ func (k Keys) Analyses() string { return k.Root() + relAnalyses }
 // (DESIGN.md §4.7): its outcome windows, so that a new leader continues
 // them.
 func (k Keys) Analysis(id string) string { return k.Root() + relAnalysis(id) }
+// Lanes is the prefix of every lane (DESIGN.md §4.9).
+func (k Keys) Lanes() string { return k.Root() + relLanes }
+
+// Lane is the key of one lane.
+func (k Keys) Lane(name string) string { return k.Root() + relLane(name) }
 
 // Quarantine is the prefix of the records moved aside because restore
 // could not decode them.
@@ -149,6 +154,7 @@ const (
 	relSelfPreservation = "selfpreservation"
 	relQuarantine       = "quarantine/"
 	relAnalyses         = "analysis/"
+	relLanes            = "lanes/"
 )
 
 func relService(name string) string        { return relServices + name }
@@ -159,6 +165,7 @@ func relUpdate(id string) string           { return relUpdates + id }
 func relAnalysis(id string) string         { return relAnalyses + id }
 func relServicePins(service string) string { return relPins + service + "/" }
 func relPin(service, txn string) string    { return relServicePins(service) + txn }
+func relLane(name string) string           { return relLanes + name }
 
 // Abs is the full key of rel, a key under Root (Op.Key).
 func (k Keys) Abs(rel string) string { return k.Root() + rel }

@@ -131,6 +131,7 @@ type State struct {
 	Updates          []Record
 	Pins             []Record // value: the version
 	Analyses         []Record // canaries' analysis windows, by update id
+	Lanes            []Record // value: a coordinatorv1.Lane
 }
 
 type opKind uint8
@@ -243,6 +244,11 @@ func PutAnalysis(rec *pb.AnalysisRecord) Op {
 
 // DeleteAnalysis deletes the analysis record of update id.
 func DeleteAnalysis(id string) Op { return Op{kind: opDelete, rel: relAnalysis(id)} }
+// PutLane stores a lane (DESIGN.md §4.9).
+func PutLane(rec *pb.Lane) Op { return putProto(relLane(rec.GetName()), rec, NoLease) }
+
+// DeleteLane deletes a lane.
+func DeleteLane(name string) Op { return Op{kind: opDelete, rel: relLane(name)} }
 
 // DeleteSelfPreservation deletes the self-preservation record.
 func DeleteSelfPreservation() Op { return Op{kind: opDelete, rel: relSelfPreservation} }

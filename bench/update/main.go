@@ -27,6 +27,14 @@
 // where V also counts the transactions that ran the set mixed (svc-c at
 // one side, svc-d at the other).
 //
+// -strategies lane creates the lane gray (svc-c=v2 svc-d=v2), tags 30 % of
+// the roots x-lane: gray, and promotes the lane (one set update of svc-c
+// and svc-d) under each strategy of -lane-under:
+//
+//	strategy=lane under=S switch_ms=A ... violations=V lane_txns=N left_lane=L tls=T
+//
+// where V also counts the transactions that left their lane (L).
+//
 // -tls on runs the coordinator with TLS on its listeners, client
 // certificates required of the sidecars and the identity policy checked
 // (internal/benchtls), and the clients with their certificate; -tls both
@@ -81,6 +89,7 @@ func main() {
 	canarySteps := flag.String("canary-steps", "5,25,50,100", "canary: the weights of the steps, in percent")
 	canaryStep := flag.Duration("canary-step", 10*time.Second, "canary: how long each step runs")
 	setUnder := flag.String("set-under", "cv,wf,bf", "with -strategies set: the strategies the set update runs under, in order (naive too)")
+	laneUnder := flag.String("lane-under", "cv,wf,bf", "with -strategies lane: the strategies the lane's promotion runs under, in order")
 	serve := flag.String("serve", "", "internal: run the coordinator on this data directory and print its gRPC address")
 	tlsMode := flag.String("tls", "off", "off, on (TLS and client certificates everywhere), or both (each strategy off, then on)")
 	tlsDir := flag.String("tls-dir", "", "internal: with -serve, serve with the TLS files of internal/benchtls in this directory")
@@ -96,29 +105,36 @@ func main() {
 	}
 	var lines []string
 	for _, name := range strings.Split(*strategies, ",") {
-		if strings.TrimSpace(name) == "set" {
-			for _, under := range strings.Split(*setUnder, ",") {
+		if name = strings.TrimSpace(name); name == "set" || name == "lane" {
+			unders := *setUnder
+			if name == "lane" {
+				unders = *laneUnder
+			}
+			for _, under := range strings.Split(unders, ",") {
 				k, ok := setStrategyOf[strings.TrimSpace(under)]
 				if !ok {
 					log.Fatalf("-set-under: unknown strategy %q (want cv, wf, bf or naive)", under)
 				}
+				if name == "lane" && k == pb.Strategy_STRATEGY_NAIVE {
+					log.Fatalf("-lane-under: naive is not a promotion strategy")
+				}
 				for _, withTLS := range modes {
 					canary = nil
-					lines = append(lines, runOnce(k, *rate, *warm, *hold, withTLS, true))
+					lines = append(lines, runOnce(k, *rate, *warm, *hold, withTLS, true, name == "lane"))
 				}
 			}
 			continue
 		}
 		k, ok := strategyOf[strings.TrimSpace(name)]
 		if !ok {
-			log.Fatalf("-strategies: unknown strategy %q (want cv, bf, wf, canary or set)", name)
+			log.Fatalf("-strategies: unknown strategy %q (want cv, bf, wf, canary, set or lane)", name)
 		}
 		for _, withTLS := range modes {
 			canary = nil
 			if strings.TrimSpace(name) == "canary" {
 				canary = newCanaryBench(*canarySteps, *canaryStep)
 			}
-			lines = append(lines, runOnce(k, *rate, *warm, *hold, withTLS, false))
+			lines = append(lines, runOnce(k, *rate, *warm, *hold, withTLS, false, false))
 		}
 	}
 	for _, l := range lines {
@@ -127,8 +143,9 @@ func main() {
 }
 
 // runOnce measures one update with strategy k: of svc-d, or with set of
-// the set (set.go).
-func runOnce(k pb.Strategy, rate int, warm, hold time.Duration, withTLS, set bool) string {
+// the set (set.go), or with lane (and set) of the set by promoting the lane
+// (lane.go).
+func runOnce(k pb.Strategy, rate int, warm, hold time.Duration, withTLS, set, lane bool) string {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	dir, err := os.MkdirTemp("", "bench-update-")
@@ -154,6 +171,9 @@ func runOnce(k pb.Strategy, rate int, warm, hold time.Duration, withTLS, set boo
 	if canary != nil {
 		cfg.OnServe = canary.onServe
 	}
+	if lane {
+		cfg.LaneTag = laneTag
+	}
 	s, err := loadsim.Start(ctx, cfg)
 	check(err)
 	defer s.Close()
@@ -173,6 +193,11 @@ func runOnce(k pb.Strategy, rate int, warm, hold time.Duration, withTLS, set boo
 	check(err)
 	defer conn.Close()
 	admin := pb.NewAdminServiceClient(conn)
+	if lane {
+		_, err := admin.CreateLane(ctx, &pb.CreateLaneRequest{Lane: laneDef()})
+		check(err)
+		time.Sleep(500 * time.Millisecond) // lane transactions run before the promotion
+	}
 	var blocker func()
 	if k == pb.Strategy_STRATEGY_CV && hold > 0 {
 		// A transaction that used svc-d@v1 and may call it again keeps v1
@@ -195,7 +220,12 @@ func runOnce(k pb.Strategy, rate int, warm, hold time.Duration, withTLS, set boo
 	if set {
 		req.Service, req.ToVersion, req.Members = "", "", setMembers()
 	}
-	u, err := admin.StartUpdate(ctx, req)
+	var u *pb.Update
+	if lane {
+		u, err = admin.PromoteLane(ctx, &pb.PromoteLaneRequest{Name: "gray", Strategy: k, Timeout: req.Timeout})
+	} else {
+		u, err = admin.StartUpdate(ctx, req)
+	}
 	check(err)
 	if canary != nil {
 		go canary.drive(ctx, admin, u.Id)
@@ -255,9 +285,15 @@ func runOnce(k pb.Strategy, rate int, warm, hold time.Duration, withTLS, set boo
 		label = "strategy=set under=" + name
 		log.Printf("set under %s: %d transactions on two versions of a service, %d on a mixed set", name, s.Violations(), s.MixedSets())
 	}
-	return steps + fmt.Sprintf("%s switch_ms=%d done_ms=%d added_p99_us=%d held=%d pinned_calls_per_s=%.0f pinned_p99_ms=%.2f violations=%d tls="+tlsName,
+	laneFields := ""
+	if lane {
+		label = "strategy=lane under=" + name
+		laneFields = fmt.Sprintf(" lane_txns=%d left_lane=%d", s.LaneTxns(), s.LeftLane())
+		log.Printf("lane promoted under %s: %d lane transactions, %d left their lane", name, s.LaneTxns(), s.LeftLane())
+	}
+	return steps + fmt.Sprintf("%s switch_ms=%d done_ms=%d added_p99_us=%d held=%d pinned_calls_per_s=%.0f pinned_p99_ms=%.2f violations=%d%s tls="+tlsName,
 		label, switched.Milliseconds(), done.Milliseconds(), p(outside, 99).Microseconds(), held,
-		float64(len(decided))/window.Seconds(), float64(p(decided, 99).Microseconds())/1000, s.Violations()+s.MixedSets())
+		float64(len(decided))/window.Seconds(), float64(p(decided, 99).Microseconds())/1000, s.Violations()+s.MixedSets()+s.LeftLane(), laneFields)
 }
 
 // startCoordinator runs the coordinator in a child process on dir and

@@ -230,6 +230,12 @@ func (c *cli) startUpdate(cmd *cobra.Command, req *coordinatorv1.StartUpdateRequ
 	if err != nil {
 		return err
 	}
+	return c.showStarted(cmd, u, sf)
+}
+
+// showStarted prints the update u just started, or (--watch) its id and
+// then its progress until it finishes.
+func (c *cli) showStarted(cmd *cobra.Command, u *coordinatorv1.Update, sf *startFlags) error {
 	if !sf.watch {
 		return c.print(u, func(w io.Writer) error { return renderUpdate(w, u, time.Now()) })
 	}

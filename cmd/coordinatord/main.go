@@ -73,6 +73,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		watchDuration = fs.Duration("state-watch-duration", server.DefaultStateWatchDuration, "longest a WatchState stream lasts before it ends and the client reconnects")
 		beginWait     = fs.Duration("begin-wait-timeout", coordinator.DefaultBeginWaitTimeout, "how long a call during an update may wait for its transaction's BEGIN to arrive from another sidecar; then it goes where a transaction not seen begin goes")
 		prepTimeout   = fs.Duration("prepare-timeout", coordinator.DefaultPrepareTimeout, "abort an update still PREPARING after this long, naming the sessions that did not acknowledge update mode (an update's prepare_timeout overrides it)")
+		maxLanes      = fs.Int("max-lanes", coordinator.DefaultMaxLanes, "the most lanes (coordctl lane create) the coordinator keeps; one more is refused")
 		updTimeout    = fs.Duration("update-timeout", coordinator.DefaultUpdateTimeout, "abort a wf or bf update whose service is not free within this long, when the update sets no timeout")
 		regTimeout    = fs.Duration("register-timeout", coordinator.DefaultRegisterTimeout, "how long a new sidecar stream may take to send its Register")
 		gcPercent     = fs.Int("gc-percent", server.GCPercent(), "garbage collector target (GOGC; default from GOGC when set): higher collects less often, for a larger heap; -1 is off (with GOMEMLIMIT)")
@@ -177,6 +178,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *updTimeout <= 0 {
 		return fail("--update-timeout %v: want a positive duration", *updTimeout)
 	}
+	if *maxLanes <= 0 {
+		return fail("--max-lanes %d: want a positive number", *maxLanes)
+	}
 	if *prepTimeout <= 0 {
 		return fail("--prepare-timeout %v: want a positive duration", *prepTimeout)
 	}
@@ -219,6 +223,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			BeginWaitTimeout: *beginWait,
 			PrepareTimeout:   *prepTimeout,
 			UpdateTimeout:    *updTimeout,
+			MaxLanes:         *maxLanes,
 			IdentityPolicy:   ccfg.IdentityPolicy,
 		},
 	}

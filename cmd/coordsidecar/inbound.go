@@ -15,7 +15,8 @@ import (
 // when the response is done (always a new root for an entry point, which
 // strips the mesh headers). The application gets the mesh headers of that
 // transaction, to copy to its outbound calls; everything else passes as it
-// came. The request's trace context is kept while it runs (see traces).
+// came. The request's trace context and lane are kept while it runs (see
+// traces, lanes).
 func (p *proxy) inboundHandler() http.Handler {
 	const leg = "inbound"
 	rp := &httputil.ReverseProxy{
@@ -25,6 +26,9 @@ func (p *proxy) inboundHandler() http.Handler {
 			if tx, ok := sidecar.FromContext(pr.Out.Context()); ok {
 				pr.Out.Header[hdrTxn] = []string{tx.ID}
 				pr.Out.Header[hdrSub] = []string{formatSub(tx.Sub)}
+				if v := tx.LaneHeader(); v != "" {
+					pr.Out.Header[hdrLane] = []string{v}
+				}
 			}
 		},
 		Transport:      p.up,
@@ -36,6 +40,7 @@ func (p *proxy) inboundHandler() http.Handler {
 	keepTrace := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if tx, ok := sidecar.FromContext(r.Context()); ok {
 			defer p.traces.remember(r.Header, tx)()
+			defer p.lanes.remember(tx)()
 		}
 		rp.ServeHTTP(w, r)
 	})

@@ -97,11 +97,12 @@ func (p *proxy) outboundTransport(service string) http.RoundTripper {
 	return sidecar.Transport(p.client, meshOnly{service: service, next: p.up})
 }
 
-// restoreTrace gives a call without a trace context the one of the inbound
-// request it is made for (see traces).
+// restoreTrace gives a call without a trace context, or without a lane
+// header, the one of the inbound request it is made for (see traces,
+// lanes).
 func (p *proxy) restoreTrace(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		next.ServeHTTP(w, p.traces.restore(r))
+		next.ServeHTTP(w, p.lanes.restore(p.traces.restore(r)))
 	})
 }
 

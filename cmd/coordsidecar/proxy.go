@@ -42,6 +42,7 @@ type proxy struct {
 	up         *upstream
 	met        *metrics
 	traces     *traces
+	lanes      *lanes
 	pins       *pins // istio mode: versions each transaction used, by service
 	buffers    *buffers
 
@@ -67,7 +68,7 @@ func (l *listener) addr() string { return l.lis.Addr().String() }
 // --advertise says otherwise), then serves. It returns when the instance
 // is registered and serving, or with an error (nothing left running).
 func start(ctx context.Context, cfg config, lg *slog.Logger) (_ *proxy, err error) {
-	p := &proxy{cfg: cfg, lg: lg, up: newUpstream(), traces: newTraces(), pins: newPins(), buffers: newBuffers()}
+	p := &proxy{cfg: cfg, lg: lg, up: newUpstream(), traces: newTraces(), lanes: newLanes(), pins: newPins(), buffers: newBuffers()}
 	var bound []*listener
 	defer func() {
 		if err != nil {

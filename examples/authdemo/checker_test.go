@@ -51,3 +51,21 @@ func TestRecorderMixedSet(t *testing.T) {
 		t.Fatalf("violations = %d after portal@v1 and proc@v2, want 1", n)
 	}
 }
+
+// With --lane the checker also counts a lane transaction served by a lane
+// member at another version than its lane's, once.
+func TestRecorderLane(t *testing.T) {
+	r := newRecorder()
+	lane := map[string]string{authService: "v2"}
+	r.recordIn("t1", "portal", "v1", lane)
+	r.recordIn("t1", authService, "v2", lane)
+	r.recordIn("t2", authService, "v1", nil)
+	if n := r.violations(); n != 0 || r.laneRequests() != 2 {
+		t.Fatalf("violations = %d, lane requests %d; want 0 and 2", n, r.laneRequests())
+	}
+	r.recordIn("t3", authService, "v1", lane) // off its lane at its first use
+	r.recordIn("t3", "proc", "v1", lane)
+	if n := r.violations(); n != 1 {
+		t.Fatalf("violations = %d after t3 left its lane, want 1", n)
+	}
+}

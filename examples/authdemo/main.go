@@ -22,6 +22,14 @@
 // different versions as a violation. The last line is the same. With
 // --canary too, the set update is a canary of the set.
 //
+// With --lane it creates the lane gray (auth-service at the version the
+// update goes to, DESIGN.md §4.9) before the load, tags half of the
+// requests x-lane: gray, and updates Auth by promoting the lane with the
+// strategy: tagged requests run on the lane's Auth from the start, the
+// others move as the strategy says, and the checker also counts a tagged
+// transaction served by another Auth than the lane's. The last line is the
+// same, with strategy=lane-S.
+//
 // With --no-update it leaves the updates to an operator (coordctl update,
 // rollback, abort): it runs the services and the load until interrupted
 // (SIGINT or SIGTERM) or until --duration, if given, prints a running
@@ -46,6 +54,7 @@ import (
 	"os/signal"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -86,6 +95,7 @@ type options struct {
 	canary                   string        // the canary's weights, "" for none
 	canaryStep               time.Duration // how long each canary step lasts
 	set                      bool          // update Portal and Proc together
+	lane                     bool          // update Auth by promoting a lane
 	// TLS to the coordinator (sidecars and admin calls alike).
 	tls        tlsfiles.Files
 	serverName string
@@ -102,6 +112,7 @@ func run(args []string, stdout io.Writer) int {
 	fs.DurationVar(&o.updateAt, "update-after", time.Second, "when to start the update")
 	fs.DurationVar(&o.timeout, "timeout", 0, "abort the update when it has not switched within this time (0: for wf until the load ends, none for bf and cv)")
 	fs.BoolVar(&o.set, "set", false, "update portal and proc together (one set update; proc v2 needs a field only portal v2 sends) instead of auth-service")
+	fs.BoolVar(&o.lane, "lane", false, "create the lane gray (auth-service at the new version), tag half the requests x-lane: gray, and update auth-service by promoting the lane")
 	fs.BoolVar(&o.noUpdate, "no-update", false, "start no update: run the services and the load until interrupted, leaving updates to an operator (coordctl)")
 	fs.DurationVar(&o.reportEvery, "report-every", 5*time.Second, "with --no-update: print a summary this often (0: never)")
 	fs.StringVar(&o.canary, "canary", "", "cv: update as a canary with these weights in percent, e.g. 10,50,100")
@@ -130,6 +141,10 @@ func run(args []string, stdout io.Writer) int {
 	}
 	if o.set && o.noUpdate {
 		log.Print("--set and --no-update cannot be used together: --set is the demo's own update")
+		return 2
+	}
+	if o.lane && (o.set || o.noUpdate || o.canary != "" || kind == strategy.NAIVE) {
+		log.Print("--lane goes with none of --set, --no-update, --canary and --strategy=naive: it promotes a lane of auth-service with wf, bf or cv")
 		return 2
 	}
 	// SIGINT and SIGTERM stop the load; a second one kills at once.
@@ -255,6 +270,16 @@ func demo(ctx context.Context, o options, kind strategy.Kind, stdout io.Writer) 
 		return fmt.Errorf("%s is being updated already (update %s, %s -> %s, %s): nothing for the demo to do; wait for it, abort it (coordctl abort %s), or run with --no-update",
 			updated, u.GetId(), u.GetFromVersion(), u.GetToVersion(), strings.TrimPrefix(u.GetPhase().String(), "PHASE_"), u.GetId())
 	}
+	if o.lane {
+		lane := &pb.Lane{Name: "gray", Members: []*pb.ServiceVersion{{Service: authService, Version: to}}}
+		if _, err := admin.CreateLane(ctx, &pb.CreateLaneRequest{Lane: lane}); err != nil {
+			return fmt.Errorf("create lane gray: %w", err)
+		}
+		defer func() { _, _ = admin.DeleteLane(context.Background(), &pb.DeleteLaneRequest{Name: "gray"}) }() // if not promoted
+		var n atomic.Uint64
+		l.Header = func() (string, string, bool) { return "x-lane", "gray", n.Add(1)%2 == 0 }
+		log.Printf("lane gray: %s=%s; half the requests carry x-lane: gray", authService, to)
+	}
 	l.Start(ctx, "http://"+portal.addr+"/", o.workers, time.Now().Add(o.duration))
 	select {
 	case <-time.After(o.updateAt):
@@ -284,7 +309,13 @@ func demo(ctx context.Context, o options, kind strategy.Kind, stdout io.Writer) 
 		}
 		name = "canary"
 	}
-	u, err := admin.StartUpdate(ctx, req)
+	var u *pb.Update
+	if o.lane {
+		name = "lane-" + name
+		u, err = admin.PromoteLane(ctx, &pb.PromoteLaneRequest{Name: "gray", Strategy: kind, Timeout: req.Timeout})
+	} else {
+		u, err = admin.StartUpdate(ctx, req)
+	}
 	if err != nil {
 		l.Wait()
 		return fmt.Errorf("start update of %s to %s: %w", subject, to, err)
@@ -303,6 +334,9 @@ func demo(ctx context.Context, o options, kind strategy.Kind, stdout io.Writer) 
 		strings.TrimPrefix(u.GetPhase().String(), "PHASE_"), reason, updateMS)
 	logCanary(u, subject)
 	l.Wait()
+	if o.lane {
+		log.Printf("lane gray: %d sub-requests served in it", rec.laneRequests())
+	}
 	if e := l.FirstErr.Load(); e != nil {
 		log.Printf("first failure: %s", e)
 	}

@@ -36,15 +36,30 @@ type recorder struct {
 	broken map[string]bool              // live txns counted as violations
 	nViol  int
 	served map[string]int64 // version -> requests Auth served at it
+	// inLane counts the requests served for a transaction in a lane
+	// (--lane); a lane member served on another version than the lane's
+	// map is a violation (the transaction left its lane).
+	inLane int64
 }
 
 func newRecorder() *recorder {
 	return &recorder{seen: map[string]map[string]string{}, broken: map[string]bool{}, served: map[string]int64{}}
 }
 
-func (r *recorder) record(txn, service, version string) {
+func (r *recorder) record(txn, service, version string) { r.recordIn(txn, service, version, nil) }
+
+// recordIn is record for a transaction that runs in a lane whose member
+// map (service -> version) is lane; nil: none.
+func (r *recorder) recordIn(txn, service, version string, lane map[string]string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if lane != nil {
+		r.inLane++
+		if want, member := lane[service]; member && want != version && !r.broken[txn] {
+			r.broken[txn] = true // it left its lane
+			r.nViol++
+		}
+	}
 	if service == authService {
 		r.served[version]++
 	}
@@ -80,6 +95,14 @@ func (r *recorder) violations() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.nViol
+}
+
+// laneRequests counts the requests the services served in a lane (each
+// service's, so several per transaction).
+func (r *recorder) laneRequests() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.inLane
 }
 
 // authServed returns how many requests Auth served at each version.
@@ -144,7 +167,8 @@ func start(ctx context.Context, co coordinatorConn, rec *recorder, instance, nam
 		func(w http.ResponseWriter, r *http.Request) {
 			t, ok := sidecar.FromContext(r.Context())
 			if ok {
-				rec.record(t.ID, name, version)
+				_, lane := t.Lane()
+				rec.recordIn(t.ID, name, version, lane)
 				if root {
 					defer rec.finish(t.ID)
 				}

@@ -32,7 +32,10 @@ type Load struct {
 	Lat              Latencies
 	// FirstErr is the text of the first failure (a string), if any.
 	FirstErr atomic.Value
-	wg       sync.WaitGroup
+	// Header, if set before Start, is asked before each request for a
+	// header to send with it (ok false: none), such as a lane's tag.
+	Header func() (name, value string, ok bool)
+	wg     sync.WaitGroup
 }
 
 // Start runs n workers against url until ctx ends or deadline passes (zero:
@@ -46,7 +49,18 @@ func (l *Load) Start(ctx context.Context, url string, n int, deadline time.Time)
 			client := &http.Client{Timeout: requestTimeout}
 			for ctx.Err() == nil && (deadline.IsZero() || time.Now().Before(deadline)) {
 				start := time.Now()
-				resp, err := client.Get(url)
+				req, err := http.NewRequest(http.MethodGet, url, nil)
+				if err != nil {
+					l.Failed.Add(1)
+					l.FirstErr.CompareAndSwap(nil, err.Error())
+					return
+				}
+				if l.Header != nil {
+					if name, value, ok := l.Header(); ok {
+						req.Header.Set(name, value)
+					}
+				}
+				resp, err := client.Do(req)
 				if err == nil {
 					body, _ := io.ReadAll(resp.Body)
 					resp.Body.Close()

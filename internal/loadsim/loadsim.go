@@ -65,6 +65,11 @@ type Config struct {
 	// version of which service served the transaction (the versions the
 	// services recorded serving, not the coordinator's decisions).
 	OnServe func(txn, svc, version string)
+	// LaneTag, if set, is asked at each transaction's entry for the lane
+	// header and tag the request carries (DESIGN.md §4.9); ok false: none.
+	// A transaction whose tag selects a lane runs in it; the oracle checks
+	// that it never leaves the member map it entered with (LeftLane).
+	LaneTag func(rng *rand.Rand) (header, tag string, ok bool)
 }
 
 // Sim is a set of simulated services and their load.
@@ -83,6 +88,7 @@ type Sim struct {
 	decided  []time.Duration // Route latency of calls that waited for a decision
 
 	requests, failed, bad, mixed atomic.Int64
+	laneTxns, leftLane           atomic.Int64
 	errored                      atomic.Int64 // calls Fail made fail
 	longest                      atomic.Int64 // ns
 	firstErr                     atomic.Value // error
@@ -215,6 +221,11 @@ func (s *Sim) record(txn string, st step) {
 			s.firstBad = s.explainLocked(txn, fmt.Sprintf("ran on %s@%s and %s@%s", st.to, v, st.to, st.ver))
 		}
 	}
+	if want, left := s.oracle.RanLane(txn, st.to, st.ver); left {
+		if s.leftLane.Add(1) == 1 && s.firstBad == "" {
+			s.firstBad = s.explainLocked(txn, fmt.Sprintf("left its lane: ran %s@%s, its lane has %s", st.to, st.ver, want))
+		}
+	}
 	if other, mixed := s.oracle.RanSet(txn, st.to, st.ver); mixed {
 		if s.mixed.Add(1) == 1 && s.firstBad == "" {
 			s.firstBad = s.explainLocked(txn, fmt.Sprintf("ran a mixed set: %s and %s@%s", other, st.to, st.ver))
@@ -239,6 +250,13 @@ func (s *Sim) WatchSet(set Set) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.oracle.WatchSet(set)
+}
+
+// UnwatchSets stops checking the watched sets (Oracle.UnwatchSets).
+func (s *Sim) UnwatchSets() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.oracle.UnwatchSets()
 }
 
 // FirstViolation describes the first transaction seen on two versions of
@@ -303,7 +321,20 @@ func (s *Sim) exec(ctx context.Context, in *instance, budget time.Duration, rng 
 				call.FinishWith(call.HTTPOutcome(500, nil))
 				continue
 			}
-			ok := s.exec(nc.c.Join(ctx, t.ID, call.Sub), nc, budget/2, rng, calls)
+			jctx := nc.c.Join(ctx, t.ID, call.Sub)
+			if name, _ := t.Lane(); name != "" {
+				// The lane travels in-band, as between real services: the
+				// callee reads it from the mesh headers.
+				h := map[string]string{}
+				call.SetHeaders(func(k, v string) { h[k] = v })
+				var joined bool
+				if jctx, joined = nc.c.JoinFrom(ctx, func(k string) string { return h[k] }); !joined {
+					call.Finish()
+					s.fail(fmt.Errorf("loadsim: %s could not join from the headers %v", next, h))
+					return false
+				}
+			}
+			ok := s.exec(jctx, nc, budget/2, rng, calls)
 			call.FinishWith(call.HTTPOutcome(200, nil))
 			if !ok {
 				return false
@@ -330,7 +361,26 @@ func (s *Sim) TxnAt(ctx context.Context, inst string, budget time.Duration, rng 
 		return false
 	}
 	in := s.of[entry]
-	tctx, t := entry.Begin(ctx)
+	var (
+		tctx context.Context
+		t    sidecar.Txn
+	)
+	if hdr, tag, ok := s.laneTag(rng); ok {
+		tctx, t = entry.BeginFrom(ctx, func(h string) string {
+			if h == hdr {
+				return tag
+			}
+			return ""
+		})
+	} else {
+		tctx, t = entry.Begin(ctx)
+	}
+	if name, members := t.Lane(); name != "" {
+		s.laneTxns.Add(1)
+		s.mu.Lock()
+		s.oracle.EnterLane(t.ID, members)
+		s.mu.Unlock()
+	}
 	s.record(t.ID, step{to: in.svc, ver: in.version})
 	calls := 0
 	ok := s.exec(tctx, in, budget, rng, &calls)
@@ -343,6 +393,14 @@ func (s *Sim) TxnAt(ctx context.Context, inst string, budget time.Duration, rng 
 	}
 	s.forget(t.ID)
 	return ok
+}
+
+// laneTag is Config.LaneTag's answer, none without it.
+func (s *Sim) laneTag(rng *rand.Rand) (header, tag string, ok bool) {
+	if s.cfg.LaneTag == nil {
+		return "", "", false
+	}
+	return s.cfg.LaneTag(rng)
 }
 
 // forget drops what the oracle kept of a finished transaction: it runs
@@ -417,6 +475,12 @@ func (s *Sim) Violations() int64 { return s.bad.Load() }
 
 // Errored counts the calls Config.Fail made fail.
 func (s *Sim) Errored() int64 { return s.errored.Load() }
+
+// LaneTxns counts the transactions that entered a lane; LeftLane those
+// that ran a member of their lane on another version than the member map
+// they entered with.
+func (s *Sim) LaneTxns() int64 { return s.laneTxns.Load() }
+func (s *Sim) LeftLane() int64 { return s.leftLane.Load() }
 
 // MixedSets counts the transactions that ran a watched set mixed.
 func (s *Sim) MixedSets() int64 { return s.mixed.Load() }

@@ -8,6 +8,10 @@ package loadsim
 // It also checks sets of services updated together (DESIGN.md §4.8): a
 // transaction that ran on the old version of one service of a watched set
 // and on the new version of another ran a mixed set.
+// And it checks lanes (DESIGN.md §4.9): a transaction that entered a lane
+// with a member map and ran a member on another version than the map's
+// left its lane; for such a transaction the set rule applies only to the
+// set members outside its lane.
 // It is not safe for concurrent use: its user locks.
 type Oracle struct {
 	ran  map[string]map[string]string // txn -> service -> version
@@ -17,6 +21,10 @@ type Oracle struct {
 	// transaction was counted mixed in already.
 	side  map[string]map[int]setSide
 	mixed map[string]map[int]bool
+	// lane is each lane transaction's entry member map; left marks those
+	// counted as having left it.
+	lane map[string]map[string]string
+	left map[string]bool
 }
 
 // Set is a set of services updated together: service -> its old and new
@@ -30,7 +38,8 @@ type setSide struct {
 
 // NewOracle returns an oracle that has seen nothing.
 func NewOracle() *Oracle {
-	return &Oracle{ran: map[string]map[string]string{}, side: map[string]map[int]setSide{}, mixed: map[string]map[int]bool{}}
+	return &Oracle{ran: map[string]map[string]string{}, side: map[string]map[int]setSide{}, mixed: map[string]map[int]bool{},
+		lane: map[string]map[string]string{}, left: map[string]bool{}}
 }
 
 // WatchSet makes RanSet check set: from now on, a transaction that runs on
@@ -38,11 +47,22 @@ func NewOracle() *Oracle {
 // ran a mixed set.
 func (o *Oracle) WatchSet(set Set) { o.sets = append(o.sets, set) }
 
+// UnwatchSets stops checking every watched set (their updates are over,
+// and a later one may legitimately pair their versions otherwise).
+func (o *Oracle) UnwatchSets() {
+	o.sets = nil
+	clear(o.side)
+	clear(o.mixed)
+}
+
 // RanSet records that txn ran on service@version for the watched sets.
 // When that is on the other side of a set than what txn ran there before,
 // it returns that earlier service@version and true: a mixed set, reported
 // once per transaction and set. A version of neither side is ignored.
 func (o *Oracle) RanSet(txn, service, version string) (other string, mixed bool) {
+	if _, inLane := o.lane[txn][service]; inLane {
+		return "", false // its lane fixes it, whatever the set does
+	}
 	for i, set := range o.sets {
 		vs, ok := set[service]
 		if !ok || (version != vs[0] && version != vs[1]) {
@@ -85,8 +105,26 @@ func (o *Oracle) Ran(txn, service, version string) (prev string, violation bool)
 	return prev, seen && prev != version
 }
 
+// EnterLane records that txn entered a lane with members (service ->
+// version), fixed at its entry.
+func (o *Oracle) EnterLane(txn string, members map[string]string) { o.lane[txn] = members }
+
+// RanLane records that txn ran on service@version for the lane check: when
+// txn entered a lane whose map names service at another version, it
+// returns that version and true, once per transaction (it left its lane).
+func (o *Oracle) RanLane(txn, service, version string) (want string, left bool) {
+	want, member := o.lane[txn][service]
+	if !member || want == version || o.left[txn] {
+		return want, false
+	}
+	o.left[txn] = true
+	return want, true
+}
+
 // Forget drops what the oracle kept of a finished transaction.
 func (o *Oracle) Forget(txn string) {
+	delete(o.lane, txn)
+	delete(o.left, txn)
 	delete(o.ran, txn)
 	delete(o.side, txn)
 	delete(o.mixed, txn)

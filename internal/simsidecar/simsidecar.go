@@ -264,7 +264,8 @@ func (s *Sidecar) AckRouting(rev uint64) error {
 
 // applyRouting returns the table that results from applying r (a snapshot
 // or a delta) to the current table cur, or nil if r is older than cur. The
-// result is always a full table (delta false) of the sidecar's scope.
+// result is always a full table (delta false) of the sidecar's scope, with
+// the lanes (kept from cur by a delta that did not change them).
 func applyRouting(cur, r *pb.Routing) *pb.Routing {
 	if !r.GetDelta() {
 		if cur != nil && r.GetRevision() < cur.GetRevision() {
@@ -285,7 +286,10 @@ func applyRouting(cur, r *pb.Routing) *pb.Routing {
 	for _, sr := range r.GetServices() {
 		byName[sr.GetService()] = sr
 	}
-	out := &pb.Routing{Revision: r.GetRevision()}
+	out := &pb.Routing{Revision: r.GetRevision(), Lanes: cur.GetLanes(), LanesChanged: true}
+	if r.GetLanesChanged() {
+		out.Lanes = r.GetLanes()
+	}
 	for _, n := range slices.Sorted(maps.Keys(byName)) {
 		out.Services = append(out.Services, byName[n])
 	}

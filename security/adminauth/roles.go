@@ -78,12 +78,16 @@ var MethodRoles = map[string]Role{
 	"GetService":          Viewer,
 	"DryRunUpdate":        Viewer, // plans, changes nothing
 	"GetServiceIstio":     Viewer, // renders manifests, applies nothing
+	"ListLanes":           Viewer,
 	"StartUpdate":         Operator,
 	"AbortUpdate":         Operator,
 	"PromoteUpdate":       Operator,
 	"PauseUpdate":         Operator,
 	"ResumeUpdate":        Operator,
 	"EndSelfPreservation": Operator,
+	"CreateLane":          Operator,
+	"DeleteLane":          Operator,
+	"PromoteLane":         Operator,
 }
 
 // IsAdmin reports whether fullMethod ("/pkg.Service/Method") is an admin method.

@@ -327,6 +327,7 @@ func (s *Store) Load(ctx context.Context) (*storage.State, error) {
 		Updates:  s.listLocked(k.Updates()),
 		Pins:     s.listLocked(k.Pins()),
 		Analyses: s.listLocked(k.Analyses()),
+		Lanes:    s.listLocked(k.Lanes()),
 	}
 	if e := s.kvs[k.SelfPreservation()]; e != nil {
 		st.SelfPreservation = &storage.Record{Key: k.SelfPreservation(), Value: slices.Clone(e.val), ModRev: e.mod, Lease: e.lease}

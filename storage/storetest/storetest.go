@@ -42,6 +42,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Harness) {
 	}{
 		{"CommitAndLoad", testCommitAndLoad},
 		{"Deletes", testDeletes},
+		{"Lanes", testLanes},
 		{"Atomic", testAtomic},
 		{"Refused", testRefused},
 		{"Fenced", testFenced},
@@ -675,5 +676,41 @@ func testWriteBehind(t *testing.T, h Harness) {
 func testCheck(t *testing.T, h Harness) {
 	if err := h.Store.Check(ctxFor(t)); err != nil {
 		t.Fatalf("Check = %v", err)
+	}
+}
+
+// Lanes (DESIGN.md §4.9) are stored whole, read back by Load in name
+// order at the commit's revision, replaced by a put and gone after a
+// delete, which touches no other lane.
+func testLanes(t *testing.T, h Harness) {
+	st := h.Store
+	gray := &pb.Lane{Name: "gray", Header: "x-lane", Tag: "gray",
+		Members: []*pb.ServiceVersion{{Service: "auth", Version: "v2"}, {Service: "proc", Version: "v2"}}}
+	blue := &pb.Lane{Name: "blue", Header: "x-env", Tag: "b", Members: []*pb.ServiceVersion{{Service: "auth", Version: "v3"}}}
+	commit(t, st, storage.PutLane(gray), storage.PutLane(blue), storage.PutRoute("auth", "v1"))
+	s := load(t, st)
+	if got := names(s.Lanes); !slices.Equal(got, []string{"blue", "gray"}) {
+		t.Fatalf("lanes %v, want [blue gray]", got)
+	}
+	for i, want := range []*pb.Lane{blue, gray} {
+		var got pb.Lane
+		if err := proto.Unmarshal(s.Lanes[i].Value, &got); err != nil || !proto.Equal(&got, want) {
+			t.Errorf("lane %d = %v (%v), want %v", i, &got, err, want)
+		}
+		if s.Lanes[i].ModRev != s.Routes[0].ModRev || s.Lanes[i].Key != st.Keys().Lane(want.Name) {
+			t.Errorf("lane %s: key %q rev %d, want %q rev %d", want.Name, s.Lanes[i].Key, s.Lanes[i].ModRev, st.Keys().Lane(want.Name), s.Routes[0].ModRev)
+		}
+	}
+	edited := proto.Clone(gray).(*pb.Lane)
+	edited.Members[1].Version = "v3"
+	commit(t, st, storage.PutLane(edited))
+	commit(t, st, storage.DeleteLane("blue"), storage.DeleteLane("missing"))
+	s = load(t, st)
+	var got pb.Lane
+	if names(s.Lanes)[0] != "gray" || len(s.Lanes) != 1 || proto.Unmarshal(s.Lanes[0].Value, &got) != nil || !proto.Equal(&got, edited) {
+		t.Errorf("after edit and delete: lanes %v (%v), want only %v", names(s.Lanes), &got, edited)
+	}
+	if len(s.Routes) != 1 {
+		t.Errorf("a lane delete touched routes: %v", names(s.Routes))
 	}
 }

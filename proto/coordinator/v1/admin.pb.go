@@ -156,6 +156,252 @@ func (Phase) EnumDescriptor() ([]byte, []int) {
 	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{1}
 }
 
+type CreateLaneRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Lane          *Lane                  `protobuf:"bytes,1,opt,name=lane,proto3" json:"lane,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateLaneRequest) Reset() {
+	*x = CreateLaneRequest{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateLaneRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateLaneRequest) ProtoMessage() {}
+
+func (x *CreateLaneRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateLaneRequest.ProtoReflect.Descriptor instead.
+func (*CreateLaneRequest) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *CreateLaneRequest) GetLane() *Lane {
+	if x != nil {
+		return x.Lane
+	}
+	return nil
+}
+
+type ListLanesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListLanesRequest) Reset() {
+	*x = ListLanesRequest{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListLanesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListLanesRequest) ProtoMessage() {}
+
+func (x *ListLanesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListLanesRequest.ProtoReflect.Descriptor instead.
+func (*ListLanesRequest) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+type ListLanesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// By name; a lane being promoted names its update (Lane.promotion).
+	Lanes         []*Lane `protobuf:"bytes,1,rep,name=lanes,proto3" json:"lanes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListLanesResponse) Reset() {
+	*x = ListLanesResponse{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListLanesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListLanesResponse) ProtoMessage() {}
+
+func (x *ListLanesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListLanesResponse.ProtoReflect.Descriptor instead.
+func (*ListLanesResponse) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ListLanesResponse) GetLanes() []*Lane {
+	if x != nil {
+		return x.Lanes
+	}
+	return nil
+}
+
+type DeleteLaneRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteLaneRequest) Reset() {
+	*x = DeleteLaneRequest{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteLaneRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteLaneRequest) ProtoMessage() {}
+
+func (x *DeleteLaneRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteLaneRequest.ProtoReflect.Descriptor instead.
+func (*DeleteLaneRequest) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *DeleteLaneRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type PromoteLaneRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Strategy Strategy               `protobuf:"varint,2,opt,name=strategy,proto3,enum=coordinator.v1.Strategy" json:"strategy,omitempty"`
+	// As StartUpdateRequest's.
+	Timeout        *durationpb.Duration `protobuf:"bytes,3,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	MaxBlock       *durationpb.Duration `protobuf:"bytes,4,opt,name=max_block,json=maxBlock,proto3" json:"max_block,omitempty"`
+	PrepareTimeout *durationpb.Duration `protobuf:"bytes,5,opt,name=prepare_timeout,json=prepareTimeout,proto3" json:"prepare_timeout,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *PromoteLaneRequest) Reset() {
+	*x = PromoteLaneRequest{}
+	mi := &file_coordinator_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteLaneRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteLaneRequest) ProtoMessage() {}
+
+func (x *PromoteLaneRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteLaneRequest.ProtoReflect.Descriptor instead.
+func (*PromoteLaneRequest) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PromoteLaneRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PromoteLaneRequest) GetStrategy() Strategy {
+	if x != nil {
+		return x.Strategy
+	}
+	return Strategy_STRATEGY_UNSPECIFIED
+}
+
+func (x *PromoteLaneRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *PromoteLaneRequest) GetMaxBlock() *durationpb.Duration {
+	if x != nil {
+		return x.MaxBlock
+	}
+	return nil
+}
+
+func (x *PromoteLaneRequest) GetPrepareTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.PrepareTimeout
+	}
+	return nil
+}
+
 type GetServiceIstioRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
@@ -172,7 +418,7 @@ type GetServiceIstioRequest struct {
 
 func (x *GetServiceIstioRequest) Reset() {
 	*x = GetServiceIstioRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[0]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -184,7 +430,7 @@ func (x *GetServiceIstioRequest) String() string {
 func (*GetServiceIstioRequest) ProtoMessage() {}
 
 func (x *GetServiceIstioRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[0]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -197,7 +443,7 @@ func (x *GetServiceIstioRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceIstioRequest.ProtoReflect.Descriptor instead.
 func (*GetServiceIstioRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetServiceIstioRequest) GetService() string {
@@ -241,7 +487,7 @@ type WatchStateRequest struct {
 
 func (x *WatchStateRequest) Reset() {
 	*x = WatchStateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[1]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -253,7 +499,7 @@ func (x *WatchStateRequest) String() string {
 func (*WatchStateRequest) ProtoMessage() {}
 
 func (x *WatchStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[1]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -266,7 +512,7 @@ func (x *WatchStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchStateRequest.ProtoReflect.Descriptor instead.
 func (*WatchStateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *WatchStateRequest) GetServiceLimit() uint32 {
@@ -298,7 +544,7 @@ type WatchStateResponse struct {
 
 func (x *WatchStateResponse) Reset() {
 	*x = WatchStateResponse{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[2]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -310,7 +556,7 @@ func (x *WatchStateResponse) String() string {
 func (*WatchStateResponse) ProtoMessage() {}
 
 func (x *WatchStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[2]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -323,7 +569,7 @@ func (x *WatchStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchStateResponse.ProtoReflect.Descriptor instead.
 func (*WatchStateResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *WatchStateResponse) GetEvent() isWatchStateResponse_Event {
@@ -378,7 +624,7 @@ type StateKeepalive struct {
 
 func (x *StateKeepalive) Reset() {
 	*x = StateKeepalive{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[3]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -390,7 +636,7 @@ func (x *StateKeepalive) String() string {
 func (*StateKeepalive) ProtoMessage() {}
 
 func (x *StateKeepalive) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[3]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -403,7 +649,7 @@ func (x *StateKeepalive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateKeepalive.ProtoReflect.Descriptor instead.
 func (*StateKeepalive) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StateKeepalive) GetAt() *timestamppb.Timestamp {
@@ -446,7 +692,7 @@ type StateSnapshot struct {
 
 func (x *StateSnapshot) Reset() {
 	*x = StateSnapshot{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[4]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -458,7 +704,7 @@ func (x *StateSnapshot) String() string {
 func (*StateSnapshot) ProtoMessage() {}
 
 func (x *StateSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[4]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -471,7 +717,7 @@ func (x *StateSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateSnapshot.ProtoReflect.Descriptor instead.
 func (*StateSnapshot) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StateSnapshot) GetServices() []*ServiceState {
@@ -547,7 +793,7 @@ type ListServicesRequest struct {
 
 func (x *ListServicesRequest) Reset() {
 	*x = ListServicesRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[5]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -559,7 +805,7 @@ func (x *ListServicesRequest) String() string {
 func (*ListServicesRequest) ProtoMessage() {}
 
 func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[5]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -572,7 +818,7 @@ func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
 func (*ListServicesRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListServicesRequest) GetLimit() uint32 {
@@ -593,7 +839,7 @@ type ListServicesResponse struct {
 
 func (x *ListServicesResponse) Reset() {
 	*x = ListServicesResponse{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[6]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -605,7 +851,7 @@ func (x *ListServicesResponse) String() string {
 func (*ListServicesResponse) ProtoMessage() {}
 
 func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[6]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -618,7 +864,7 @@ func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
 func (*ListServicesResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListServicesResponse) GetServices() []*ServiceState {
@@ -648,7 +894,7 @@ type GetServiceRequest struct {
 
 func (x *GetServiceRequest) Reset() {
 	*x = GetServiceRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[7]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -660,7 +906,7 @@ func (x *GetServiceRequest) String() string {
 func (*GetServiceRequest) ProtoMessage() {}
 
 func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[7]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -673,7 +919,7 @@ func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceRequest.ProtoReflect.Descriptor instead.
 func (*GetServiceRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetServiceRequest) GetService() string {
@@ -726,7 +972,7 @@ type ServiceState struct {
 
 func (x *ServiceState) Reset() {
 	*x = ServiceState{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[8]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -738,7 +984,7 @@ func (x *ServiceState) String() string {
 func (*ServiceState) ProtoMessage() {}
 
 func (x *ServiceState) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[8]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -751,7 +997,7 @@ func (x *ServiceState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceState.ProtoReflect.Descriptor instead.
 func (*ServiceState) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ServiceState) GetName() string {
@@ -838,7 +1084,7 @@ type VersionState struct {
 
 func (x *VersionState) Reset() {
 	*x = VersionState{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[9]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -850,7 +1096,7 @@ func (x *VersionState) String() string {
 func (*VersionState) ProtoMessage() {}
 
 func (x *VersionState) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[9]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -863,7 +1109,7 @@ func (x *VersionState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionState.ProtoReflect.Descriptor instead.
 func (*VersionState) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *VersionState) GetVersion() string {
@@ -928,7 +1174,7 @@ type Instance struct {
 
 func (x *Instance) Reset() {
 	*x = Instance{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[10]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -940,7 +1186,7 @@ func (x *Instance) String() string {
 func (*Instance) ProtoMessage() {}
 
 func (x *Instance) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[10]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -953,7 +1199,7 @@ func (x *Instance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Instance.ProtoReflect.Descriptor instead.
 func (*Instance) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Instance) GetInstanceId() string {
@@ -1023,7 +1269,7 @@ type UpdatePlan struct {
 
 func (x *UpdatePlan) Reset() {
 	*x = UpdatePlan{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[11]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1035,7 +1281,7 @@ func (x *UpdatePlan) String() string {
 func (*UpdatePlan) ProtoMessage() {}
 
 func (x *UpdatePlan) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[11]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1048,7 +1294,7 @@ func (x *UpdatePlan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdatePlan.ProtoReflect.Descriptor instead.
 func (*UpdatePlan) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UpdatePlan) GetService() string {
@@ -1192,7 +1438,7 @@ type GetClusterRequest struct {
 
 func (x *GetClusterRequest) Reset() {
 	*x = GetClusterRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[12]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1204,7 +1450,7 @@ func (x *GetClusterRequest) String() string {
 func (*GetClusterRequest) ProtoMessage() {}
 
 func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[12]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1217,7 +1463,7 @@ func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 type Cluster struct {
@@ -1236,7 +1482,7 @@ type Cluster struct {
 
 func (x *Cluster) Reset() {
 	*x = Cluster{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[13]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1248,7 +1494,7 @@ func (x *Cluster) String() string {
 func (*Cluster) ProtoMessage() {}
 
 func (x *Cluster) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[13]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1261,7 +1507,7 @@ func (x *Cluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
 func (*Cluster) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Cluster) GetLeader() *Replica {
@@ -1305,7 +1551,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[14]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1317,7 +1563,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[14]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1330,7 +1576,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Replica) GetName() string {
@@ -1381,7 +1627,7 @@ type EtcdMember struct {
 
 func (x *EtcdMember) Reset() {
 	*x = EtcdMember{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[15]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1639,7 @@ func (x *EtcdMember) String() string {
 func (*EtcdMember) ProtoMessage() {}
 
 func (x *EtcdMember) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[15]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1652,7 @@ func (x *EtcdMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EtcdMember.ProtoReflect.Descriptor instead.
 func (*EtcdMember) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *EtcdMember) GetId() uint64 {
@@ -1487,7 +1733,7 @@ type GetSelfPreservationRequest struct {
 
 func (x *GetSelfPreservationRequest) Reset() {
 	*x = GetSelfPreservationRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[16]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1499,7 +1745,7 @@ func (x *GetSelfPreservationRequest) String() string {
 func (*GetSelfPreservationRequest) ProtoMessage() {}
 
 func (x *GetSelfPreservationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[16]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1512,7 +1758,7 @@ func (x *GetSelfPreservationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSelfPreservationRequest.ProtoReflect.Descriptor instead.
 func (*GetSelfPreservationRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 type EndSelfPreservationRequest struct {
@@ -1523,7 +1769,7 @@ type EndSelfPreservationRequest struct {
 
 func (x *EndSelfPreservationRequest) Reset() {
 	*x = EndSelfPreservationRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[17]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1535,7 +1781,7 @@ func (x *EndSelfPreservationRequest) String() string {
 func (*EndSelfPreservationRequest) ProtoMessage() {}
 
 func (x *EndSelfPreservationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[17]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1548,7 +1794,7 @@ func (x *EndSelfPreservationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndSelfPreservationRequest.ProtoReflect.Descriptor instead.
 func (*EndSelfPreservationRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 type SelfPreservation struct {
@@ -1574,7 +1820,7 @@ type SelfPreservation struct {
 
 func (x *SelfPreservation) Reset() {
 	*x = SelfPreservation{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[18]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1586,7 +1832,7 @@ func (x *SelfPreservation) String() string {
 func (*SelfPreservation) ProtoMessage() {}
 
 func (x *SelfPreservation) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[18]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1599,7 +1845,7 @@ func (x *SelfPreservation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SelfPreservation.ProtoReflect.Descriptor instead.
 func (*SelfPreservation) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SelfPreservation) GetActive() bool {
@@ -1676,7 +1922,7 @@ type GetFreenessRequest struct {
 
 func (x *GetFreenessRequest) Reset() {
 	*x = GetFreenessRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[19]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1688,7 +1934,7 @@ func (x *GetFreenessRequest) String() string {
 func (*GetFreenessRequest) ProtoMessage() {}
 
 func (x *GetFreenessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[19]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1701,7 +1947,7 @@ func (x *GetFreenessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFreenessRequest.ProtoReflect.Descriptor instead.
 func (*GetFreenessRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetFreenessRequest) GetService() string {
@@ -1741,7 +1987,7 @@ type Freeness struct {
 
 func (x *Freeness) Reset() {
 	*x = Freeness{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[20]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1753,7 +1999,7 @@ func (x *Freeness) String() string {
 func (*Freeness) ProtoMessage() {}
 
 func (x *Freeness) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[20]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1766,7 +2012,7 @@ func (x *Freeness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Freeness.ProtoReflect.Descriptor instead.
 func (*Freeness) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Freeness) GetService() string {
@@ -1831,7 +2077,7 @@ type Blocker struct {
 
 func (x *Blocker) Reset() {
 	*x = Blocker{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[21]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1843,7 +2089,7 @@ func (x *Blocker) String() string {
 func (*Blocker) ProtoMessage() {}
 
 func (x *Blocker) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[21]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1856,7 +2102,7 @@ func (x *Blocker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Blocker.ProtoReflect.Descriptor instead.
 func (*Blocker) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Blocker) GetTxnId() string {
@@ -1911,7 +2157,7 @@ type GetGraphRequest struct {
 
 func (x *GetGraphRequest) Reset() {
 	*x = GetGraphRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[22]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1923,7 +2169,7 @@ func (x *GetGraphRequest) String() string {
 func (*GetGraphRequest) ProtoMessage() {}
 
 func (x *GetGraphRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[22]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1936,7 +2182,7 @@ func (x *GetGraphRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGraphRequest.ProtoReflect.Descriptor instead.
 func (*GetGraphRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetGraphRequest) GetTxnLimit() uint32 {
@@ -1958,7 +2204,7 @@ type Graph struct {
 
 func (x *Graph) Reset() {
 	*x = Graph{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[23]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1970,7 +2216,7 @@ func (x *Graph) String() string {
 func (*Graph) ProtoMessage() {}
 
 func (x *Graph) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[23]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1983,7 +2229,7 @@ func (x *Graph) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Graph.ProtoReflect.Descriptor instead.
 func (*Graph) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Graph) GetServices() []*ServiceNode {
@@ -2025,7 +2271,7 @@ type ServiceNode struct {
 
 func (x *ServiceNode) Reset() {
 	*x = ServiceNode{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[24]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2037,7 +2283,7 @@ func (x *ServiceNode) String() string {
 func (*ServiceNode) ProtoMessage() {}
 
 func (x *ServiceNode) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[24]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2050,7 +2296,7 @@ func (x *ServiceNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceNode.ProtoReflect.Descriptor instead.
 func (*ServiceNode) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ServiceNode) GetName() string {
@@ -2105,7 +2351,7 @@ type VersionSessions struct {
 
 func (x *VersionSessions) Reset() {
 	*x = VersionSessions{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[25]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2117,7 +2363,7 @@ func (x *VersionSessions) String() string {
 func (*VersionSessions) ProtoMessage() {}
 
 func (x *VersionSessions) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[25]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2130,7 +2376,7 @@ func (x *VersionSessions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionSessions.ProtoReflect.Descriptor instead.
 func (*VersionSessions) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *VersionSessions) GetVersion() string {
@@ -2159,7 +2405,7 @@ type Edge struct {
 
 func (x *Edge) Reset() {
 	*x = Edge{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[26]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2171,7 +2417,7 @@ func (x *Edge) String() string {
 func (*Edge) ProtoMessage() {}
 
 func (x *Edge) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[26]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2184,7 +2430,7 @@ func (x *Edge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Edge.ProtoReflect.Descriptor instead.
 func (*Edge) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Edge) GetFrom() string {
@@ -2218,7 +2464,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[27]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2230,7 +2476,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[27]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2243,7 +2489,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListSessionsRequest) GetService() string {
@@ -2262,7 +2508,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[28]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2274,7 +2520,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[28]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2287,7 +2533,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*Session {
@@ -2319,7 +2565,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[29]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2331,7 +2577,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[29]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2344,7 +2590,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Session) GetInstanceId() string {
@@ -2429,7 +2675,7 @@ type ListTransactionsRequest struct {
 
 func (x *ListTransactionsRequest) Reset() {
 	*x = ListTransactionsRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[30]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2441,7 +2687,7 @@ func (x *ListTransactionsRequest) String() string {
 func (*ListTransactionsRequest) ProtoMessage() {}
 
 func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[30]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2454,7 +2700,7 @@ func (x *ListTransactionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransactionsRequest.ProtoReflect.Descriptor instead.
 func (*ListTransactionsRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListTransactionsRequest) GetService() string {
@@ -2482,7 +2728,7 @@ type ListTransactionsResponse struct {
 
 func (x *ListTransactionsResponse) Reset() {
 	*x = ListTransactionsResponse{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[31]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2494,7 +2740,7 @@ func (x *ListTransactionsResponse) String() string {
 func (*ListTransactionsResponse) ProtoMessage() {}
 
 func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[31]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2507,7 +2753,7 @@ func (x *ListTransactionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTransactionsResponse.ProtoReflect.Descriptor instead.
 func (*ListTransactionsResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListTransactionsResponse) GetTransactions() []*Transaction {
@@ -2545,7 +2791,7 @@ type Transaction struct {
 
 func (x *Transaction) Reset() {
 	*x = Transaction{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[32]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2557,7 +2803,7 @@ func (x *Transaction) String() string {
 func (*Transaction) ProtoMessage() {}
 
 func (x *Transaction) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[32]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2570,7 +2816,7 @@ func (x *Transaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transaction.ProtoReflect.Descriptor instead.
 func (*Transaction) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Transaction) GetTxnId() string {
@@ -2648,7 +2894,7 @@ type SubTransaction struct {
 
 func (x *SubTransaction) Reset() {
 	*x = SubTransaction{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[33]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2660,7 +2906,7 @@ func (x *SubTransaction) String() string {
 func (*SubTransaction) ProtoMessage() {}
 
 func (x *SubTransaction) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[33]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2673,7 +2919,7 @@ func (x *SubTransaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubTransaction.ProtoReflect.Descriptor instead.
 func (*SubTransaction) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SubTransaction) GetId() uint64 {
@@ -2743,7 +2989,7 @@ type StartUpdateRequest struct {
 
 func (x *StartUpdateRequest) Reset() {
 	*x = StartUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[34]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2755,7 +3001,7 @@ func (x *StartUpdateRequest) String() string {
 func (*StartUpdateRequest) ProtoMessage() {}
 
 func (x *StartUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[34]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2768,7 +3014,7 @@ func (x *StartUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartUpdateRequest.ProtoReflect.Descriptor instead.
 func (*StartUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *StartUpdateRequest) GetService() string {
@@ -2864,7 +3110,7 @@ type PromoteUpdateRequest struct {
 
 func (x *PromoteUpdateRequest) Reset() {
 	*x = PromoteUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[35]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2876,7 +3122,7 @@ func (x *PromoteUpdateRequest) String() string {
 func (*PromoteUpdateRequest) ProtoMessage() {}
 
 func (x *PromoteUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[35]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2889,7 +3135,7 @@ func (x *PromoteUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteUpdateRequest.ProtoReflect.Descriptor instead.
 func (*PromoteUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PromoteUpdateRequest) GetId() string {
@@ -2908,7 +3154,7 @@ type PauseUpdateRequest struct {
 
 func (x *PauseUpdateRequest) Reset() {
 	*x = PauseUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[36]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2920,7 +3166,7 @@ func (x *PauseUpdateRequest) String() string {
 func (*PauseUpdateRequest) ProtoMessage() {}
 
 func (x *PauseUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[36]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2933,7 +3179,7 @@ func (x *PauseUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseUpdateRequest.ProtoReflect.Descriptor instead.
 func (*PauseUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *PauseUpdateRequest) GetId() string {
@@ -2952,7 +3198,7 @@ type ResumeUpdateRequest struct {
 
 func (x *ResumeUpdateRequest) Reset() {
 	*x = ResumeUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[37]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2964,7 +3210,7 @@ func (x *ResumeUpdateRequest) String() string {
 func (*ResumeUpdateRequest) ProtoMessage() {}
 
 func (x *ResumeUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[37]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2977,7 +3223,7 @@ func (x *ResumeUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeUpdateRequest.ProtoReflect.Descriptor instead.
 func (*ResumeUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ResumeUpdateRequest) GetId() string {
@@ -3012,7 +3258,7 @@ type Canary struct {
 
 func (x *Canary) Reset() {
 	*x = Canary{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[38]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3024,7 +3270,7 @@ func (x *Canary) String() string {
 func (*Canary) ProtoMessage() {}
 
 func (x *Canary) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[38]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3037,7 +3283,7 @@ func (x *Canary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Canary.ProtoReflect.Descriptor instead.
 func (*Canary) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Canary) GetSteps() []uint32 {
@@ -3117,7 +3363,7 @@ type CanaryStep struct {
 
 func (x *CanaryStep) Reset() {
 	*x = CanaryStep{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[39]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3129,7 +3375,7 @@ func (x *CanaryStep) String() string {
 func (*CanaryStep) ProtoMessage() {}
 
 func (x *CanaryStep) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[39]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3142,7 +3388,7 @@ func (x *CanaryStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanaryStep.ProtoReflect.Descriptor instead.
 func (*CanaryStep) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CanaryStep) GetPercent() uint32 {
@@ -3186,7 +3432,7 @@ type CanaryAnalysis struct {
 
 func (x *CanaryAnalysis) Reset() {
 	*x = CanaryAnalysis{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[40]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3198,7 +3444,7 @@ func (x *CanaryAnalysis) String() string {
 func (*CanaryAnalysis) ProtoMessage() {}
 
 func (x *CanaryAnalysis) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[40]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3211,7 +3457,7 @@ func (x *CanaryAnalysis) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CanaryAnalysis.ProtoReflect.Descriptor instead.
 func (*CanaryAnalysis) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CanaryAnalysis) GetOldVersion() *VersionCalls {
@@ -3249,7 +3495,7 @@ type VersionCalls struct {
 
 func (x *VersionCalls) Reset() {
 	*x = VersionCalls{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[41]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3261,7 +3507,7 @@ func (x *VersionCalls) String() string {
 func (*VersionCalls) ProtoMessage() {}
 
 func (x *VersionCalls) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[41]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3274,7 +3520,7 @@ func (x *VersionCalls) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionCalls.ProtoReflect.Descriptor instead.
 func (*VersionCalls) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *VersionCalls) GetCalls() uint64 {
@@ -3310,7 +3556,7 @@ type UpdateMember struct {
 
 func (x *UpdateMember) Reset() {
 	*x = UpdateMember{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[42]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3322,7 +3568,7 @@ func (x *UpdateMember) String() string {
 func (*UpdateMember) ProtoMessage() {}
 
 func (x *UpdateMember) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[42]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3335,7 +3581,7 @@ func (x *UpdateMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateMember.ProtoReflect.Descriptor instead.
 func (*UpdateMember) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *UpdateMember) GetService() string {
@@ -3368,7 +3614,7 @@ type GetUpdateRequest struct {
 
 func (x *GetUpdateRequest) Reset() {
 	*x = GetUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[43]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3380,7 +3626,7 @@ func (x *GetUpdateRequest) String() string {
 func (*GetUpdateRequest) ProtoMessage() {}
 
 func (x *GetUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[43]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3393,7 +3639,7 @@ func (x *GetUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUpdateRequest.ProtoReflect.Descriptor instead.
 func (*GetUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *GetUpdateRequest) GetId() string {
@@ -3415,7 +3661,7 @@ type ListUpdatesRequest struct {
 
 func (x *ListUpdatesRequest) Reset() {
 	*x = ListUpdatesRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[44]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3427,7 +3673,7 @@ func (x *ListUpdatesRequest) String() string {
 func (*ListUpdatesRequest) ProtoMessage() {}
 
 func (x *ListUpdatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[44]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3440,7 +3686,7 @@ func (x *ListUpdatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUpdatesRequest.ProtoReflect.Descriptor instead.
 func (*ListUpdatesRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListUpdatesRequest) GetService() string {
@@ -3466,7 +3712,7 @@ type ListUpdatesResponse struct {
 
 func (x *ListUpdatesResponse) Reset() {
 	*x = ListUpdatesResponse{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[45]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3478,7 +3724,7 @@ func (x *ListUpdatesResponse) String() string {
 func (*ListUpdatesResponse) ProtoMessage() {}
 
 func (x *ListUpdatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[45]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3491,7 +3737,7 @@ func (x *ListUpdatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUpdatesResponse.ProtoReflect.Descriptor instead.
 func (*ListUpdatesResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListUpdatesResponse) GetUpdates() []*Update {
@@ -3511,7 +3757,7 @@ type AbortUpdateRequest struct {
 
 func (x *AbortUpdateRequest) Reset() {
 	*x = AbortUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[46]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3523,7 +3769,7 @@ func (x *AbortUpdateRequest) String() string {
 func (*AbortUpdateRequest) ProtoMessage() {}
 
 func (x *AbortUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[46]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3536,7 +3782,7 @@ func (x *AbortUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortUpdateRequest.ProtoReflect.Descriptor instead.
 func (*AbortUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *AbortUpdateRequest) GetId() string {
@@ -3562,7 +3808,7 @@ type WatchUpdateRequest struct {
 
 func (x *WatchUpdateRequest) Reset() {
 	*x = WatchUpdateRequest{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[47]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3574,7 +3820,7 @@ func (x *WatchUpdateRequest) String() string {
 func (*WatchUpdateRequest) ProtoMessage() {}
 
 func (x *WatchUpdateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[47]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3587,7 +3833,7 @@ func (x *WatchUpdateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchUpdateRequest.ProtoReflect.Descriptor instead.
 func (*WatchUpdateRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *WatchUpdateRequest) GetId() string {
@@ -3633,7 +3879,7 @@ type Update struct {
 
 func (x *Update) Reset() {
 	*x = Update{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[48]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3645,7 +3891,7 @@ func (x *Update) String() string {
 func (*Update) ProtoMessage() {}
 
 func (x *Update) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[48]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3658,7 +3904,7 @@ func (x *Update) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Update.ProtoReflect.Descriptor instead.
 func (*Update) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *Update) GetId() string {
@@ -3799,7 +4045,7 @@ type PhaseChange struct {
 
 func (x *PhaseChange) Reset() {
 	*x = PhaseChange{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[49]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3811,7 +4057,7 @@ func (x *PhaseChange) String() string {
 func (*PhaseChange) ProtoMessage() {}
 
 func (x *PhaseChange) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[49]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3824,7 +4070,7 @@ func (x *PhaseChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PhaseChange.ProtoReflect.Descriptor instead.
 func (*PhaseChange) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *PhaseChange) GetPhase() Phase {
@@ -3878,7 +4124,7 @@ type UpdateProgress struct {
 
 func (x *UpdateProgress) Reset() {
 	*x = UpdateProgress{}
-	mi := &file_coordinator_v1_admin_proto_msgTypes[50]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3890,7 +4136,7 @@ func (x *UpdateProgress) String() string {
 func (*UpdateProgress) ProtoMessage() {}
 
 func (x *UpdateProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_v1_admin_proto_msgTypes[50]
+	mi := &file_coordinator_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3903,7 +4149,7 @@ func (x *UpdateProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateProgress.ProtoReflect.Descriptor instead.
 func (*UpdateProgress) Descriptor() ([]byte, []int) {
-	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_coordinator_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *UpdateProgress) GetBlocking() uint32 {
@@ -3973,7 +4219,20 @@ var File_coordinator_v1_admin_proto protoreflect.FileDescriptor
 
 const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x1acoordinator/v1/admin.proto\x12\x0ecoordinator.v1\x1a\x1ccoordinator/v1/records.proto\x1a\x19google/api/httpbody.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"|\n" +
+	"\x1acoordinator/v1/admin.proto\x12\x0ecoordinator.v1\x1a\x1ccoordinator/v1/records.proto\x1a\x19google/api/httpbody.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"=\n" +
+	"\x11CreateLaneRequest\x12(\n" +
+	"\x04lane\x18\x01 \x01(\v2\x14.coordinator.v1.LaneR\x04lane\"\x12\n" +
+	"\x10ListLanesRequest\"?\n" +
+	"\x11ListLanesResponse\x12*\n" +
+	"\x05lanes\x18\x01 \x03(\v2\x14.coordinator.v1.LaneR\x05lanes\"'\n" +
+	"\x11DeleteLaneRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x8f\x02\n" +
+	"\x12PromoteLaneRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
+	"\bstrategy\x18\x02 \x01(\x0e2\x18.coordinator.v1.StrategyR\bstrategy\x123\n" +
+	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x126\n" +
+	"\tmax_block\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\bmaxBlock\x12B\n" +
+	"\x0fprepare_timeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x0eprepareTimeout\"|\n" +
 	"\x16GetServiceIstioRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
@@ -4292,7 +4551,7 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"PHASE_DONE\x10\x05\x12\x11\n" +
 	"\rPHASE_ABORTED\x10\x06\x12\x10\n" +
 	"\fPHASE_FAILED\x10\a\x12\x10\n" +
-	"\fPHASE_CANARY\x10\x1e2\x80\r\n" +
+	"\fPHASE_CANARY\x10\x1e2\xab\x0f\n" +
 	"\fAdminService\x12K\n" +
 	"\vGetFreeness\x12\".coordinator.v1.GetFreenessRequest\x1a\x18.coordinator.v1.Freeness\x12B\n" +
 	"\bGetGraph\x12\x1f.coordinator.v1.GetGraphRequest\x1a\x15.coordinator.v1.Graph\x12Y\n" +
@@ -4316,7 +4575,13 @@ const file_coordinator_v1_admin_proto_rawDesc = "" +
 	"WatchState\x12!.coordinator.v1.WatchStateRequest\x1a\".coordinator.v1.WatchStateResponse0\x01\x12M\n" +
 	"\rPromoteUpdate\x12$.coordinator.v1.PromoteUpdateRequest\x1a\x16.coordinator.v1.Update\x12I\n" +
 	"\vPauseUpdate\x12\".coordinator.v1.PauseUpdateRequest\x1a\x16.coordinator.v1.Update\x12K\n" +
-	"\fResumeUpdate\x12#.coordinator.v1.ResumeUpdateRequest\x1a\x16.coordinator.v1.UpdateBGZEgithub.com/coordinator/coordinator/proto/coordinator/v1;coordinatorv1b\x06proto3"
+	"\fResumeUpdate\x12#.coordinator.v1.ResumeUpdateRequest\x1a\x16.coordinator.v1.Update\x12E\n" +
+	"\n" +
+	"CreateLane\x12!.coordinator.v1.CreateLaneRequest\x1a\x14.coordinator.v1.Lane\x12P\n" +
+	"\tListLanes\x12 .coordinator.v1.ListLanesRequest\x1a!.coordinator.v1.ListLanesResponse\x12E\n" +
+	"\n" +
+	"DeleteLane\x12!.coordinator.v1.DeleteLaneRequest\x1a\x14.coordinator.v1.Lane\x12I\n" +
+	"\vPromoteLane\x12\".coordinator.v1.PromoteLaneRequest\x1a\x16.coordinator.v1.UpdateBGZEgithub.com/coordinator/coordinator/proto/coordinator/v1;coordinatorv1b\x06proto3"
 
 var (
 	file_coordinator_v1_admin_proto_rawDescOnce sync.Once
@@ -4331,183 +4596,203 @@ func file_coordinator_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_coordinator_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_coordinator_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_coordinator_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_coordinator_v1_admin_proto_goTypes = []any{
 	(Strategy)(0),                      // 0: coordinator.v1.Strategy
 	(Phase)(0),                         // 1: coordinator.v1.Phase
-	(*GetServiceIstioRequest)(nil),     // 2: coordinator.v1.GetServiceIstioRequest
-	(*WatchStateRequest)(nil),          // 3: coordinator.v1.WatchStateRequest
-	(*WatchStateResponse)(nil),         // 4: coordinator.v1.WatchStateResponse
-	(*StateKeepalive)(nil),             // 5: coordinator.v1.StateKeepalive
-	(*StateSnapshot)(nil),              // 6: coordinator.v1.StateSnapshot
-	(*ListServicesRequest)(nil),        // 7: coordinator.v1.ListServicesRequest
-	(*ListServicesResponse)(nil),       // 8: coordinator.v1.ListServicesResponse
-	(*GetServiceRequest)(nil),          // 9: coordinator.v1.GetServiceRequest
-	(*ServiceState)(nil),               // 10: coordinator.v1.ServiceState
-	(*VersionState)(nil),               // 11: coordinator.v1.VersionState
-	(*Instance)(nil),                   // 12: coordinator.v1.Instance
-	(*UpdatePlan)(nil),                 // 13: coordinator.v1.UpdatePlan
-	(*GetClusterRequest)(nil),          // 14: coordinator.v1.GetClusterRequest
-	(*Cluster)(nil),                    // 15: coordinator.v1.Cluster
-	(*Replica)(nil),                    // 16: coordinator.v1.Replica
-	(*EtcdMember)(nil),                 // 17: coordinator.v1.EtcdMember
-	(*GetSelfPreservationRequest)(nil), // 18: coordinator.v1.GetSelfPreservationRequest
-	(*EndSelfPreservationRequest)(nil), // 19: coordinator.v1.EndSelfPreservationRequest
-	(*SelfPreservation)(nil),           // 20: coordinator.v1.SelfPreservation
-	(*GetFreenessRequest)(nil),         // 21: coordinator.v1.GetFreenessRequest
-	(*Freeness)(nil),                   // 22: coordinator.v1.Freeness
-	(*Blocker)(nil),                    // 23: coordinator.v1.Blocker
-	(*GetGraphRequest)(nil),            // 24: coordinator.v1.GetGraphRequest
-	(*Graph)(nil),                      // 25: coordinator.v1.Graph
-	(*ServiceNode)(nil),                // 26: coordinator.v1.ServiceNode
-	(*VersionSessions)(nil),            // 27: coordinator.v1.VersionSessions
-	(*Edge)(nil),                       // 28: coordinator.v1.Edge
-	(*ListSessionsRequest)(nil),        // 29: coordinator.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),       // 30: coordinator.v1.ListSessionsResponse
-	(*Session)(nil),                    // 31: coordinator.v1.Session
-	(*ListTransactionsRequest)(nil),    // 32: coordinator.v1.ListTransactionsRequest
-	(*ListTransactionsResponse)(nil),   // 33: coordinator.v1.ListTransactionsResponse
-	(*Transaction)(nil),                // 34: coordinator.v1.Transaction
-	(*SubTransaction)(nil),             // 35: coordinator.v1.SubTransaction
-	(*StartUpdateRequest)(nil),         // 36: coordinator.v1.StartUpdateRequest
-	(*PromoteUpdateRequest)(nil),       // 37: coordinator.v1.PromoteUpdateRequest
-	(*PauseUpdateRequest)(nil),         // 38: coordinator.v1.PauseUpdateRequest
-	(*ResumeUpdateRequest)(nil),        // 39: coordinator.v1.ResumeUpdateRequest
-	(*Canary)(nil),                     // 40: coordinator.v1.Canary
-	(*CanaryStep)(nil),                 // 41: coordinator.v1.CanaryStep
-	(*CanaryAnalysis)(nil),             // 42: coordinator.v1.CanaryAnalysis
-	(*VersionCalls)(nil),               // 43: coordinator.v1.VersionCalls
-	(*UpdateMember)(nil),               // 44: coordinator.v1.UpdateMember
-	(*GetUpdateRequest)(nil),           // 45: coordinator.v1.GetUpdateRequest
-	(*ListUpdatesRequest)(nil),         // 46: coordinator.v1.ListUpdatesRequest
-	(*ListUpdatesResponse)(nil),        // 47: coordinator.v1.ListUpdatesResponse
-	(*AbortUpdateRequest)(nil),         // 48: coordinator.v1.AbortUpdateRequest
-	(*WatchUpdateRequest)(nil),         // 49: coordinator.v1.WatchUpdateRequest
-	(*Update)(nil),                     // 50: coordinator.v1.Update
-	(*PhaseChange)(nil),                // 51: coordinator.v1.PhaseChange
-	(*UpdateProgress)(nil),             // 52: coordinator.v1.UpdateProgress
-	(*timestamppb.Timestamp)(nil),      // 53: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 54: google.protobuf.Duration
-	(*ServiceVersion)(nil),             // 55: coordinator.v1.ServiceVersion
-	(*httpbody.HttpBody)(nil),          // 56: google.api.HttpBody
+	(*CreateLaneRequest)(nil),          // 2: coordinator.v1.CreateLaneRequest
+	(*ListLanesRequest)(nil),           // 3: coordinator.v1.ListLanesRequest
+	(*ListLanesResponse)(nil),          // 4: coordinator.v1.ListLanesResponse
+	(*DeleteLaneRequest)(nil),          // 5: coordinator.v1.DeleteLaneRequest
+	(*PromoteLaneRequest)(nil),         // 6: coordinator.v1.PromoteLaneRequest
+	(*GetServiceIstioRequest)(nil),     // 7: coordinator.v1.GetServiceIstioRequest
+	(*WatchStateRequest)(nil),          // 8: coordinator.v1.WatchStateRequest
+	(*WatchStateResponse)(nil),         // 9: coordinator.v1.WatchStateResponse
+	(*StateKeepalive)(nil),             // 10: coordinator.v1.StateKeepalive
+	(*StateSnapshot)(nil),              // 11: coordinator.v1.StateSnapshot
+	(*ListServicesRequest)(nil),        // 12: coordinator.v1.ListServicesRequest
+	(*ListServicesResponse)(nil),       // 13: coordinator.v1.ListServicesResponse
+	(*GetServiceRequest)(nil),          // 14: coordinator.v1.GetServiceRequest
+	(*ServiceState)(nil),               // 15: coordinator.v1.ServiceState
+	(*VersionState)(nil),               // 16: coordinator.v1.VersionState
+	(*Instance)(nil),                   // 17: coordinator.v1.Instance
+	(*UpdatePlan)(nil),                 // 18: coordinator.v1.UpdatePlan
+	(*GetClusterRequest)(nil),          // 19: coordinator.v1.GetClusterRequest
+	(*Cluster)(nil),                    // 20: coordinator.v1.Cluster
+	(*Replica)(nil),                    // 21: coordinator.v1.Replica
+	(*EtcdMember)(nil),                 // 22: coordinator.v1.EtcdMember
+	(*GetSelfPreservationRequest)(nil), // 23: coordinator.v1.GetSelfPreservationRequest
+	(*EndSelfPreservationRequest)(nil), // 24: coordinator.v1.EndSelfPreservationRequest
+	(*SelfPreservation)(nil),           // 25: coordinator.v1.SelfPreservation
+	(*GetFreenessRequest)(nil),         // 26: coordinator.v1.GetFreenessRequest
+	(*Freeness)(nil),                   // 27: coordinator.v1.Freeness
+	(*Blocker)(nil),                    // 28: coordinator.v1.Blocker
+	(*GetGraphRequest)(nil),            // 29: coordinator.v1.GetGraphRequest
+	(*Graph)(nil),                      // 30: coordinator.v1.Graph
+	(*ServiceNode)(nil),                // 31: coordinator.v1.ServiceNode
+	(*VersionSessions)(nil),            // 32: coordinator.v1.VersionSessions
+	(*Edge)(nil),                       // 33: coordinator.v1.Edge
+	(*ListSessionsRequest)(nil),        // 34: coordinator.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),       // 35: coordinator.v1.ListSessionsResponse
+	(*Session)(nil),                    // 36: coordinator.v1.Session
+	(*ListTransactionsRequest)(nil),    // 37: coordinator.v1.ListTransactionsRequest
+	(*ListTransactionsResponse)(nil),   // 38: coordinator.v1.ListTransactionsResponse
+	(*Transaction)(nil),                // 39: coordinator.v1.Transaction
+	(*SubTransaction)(nil),             // 40: coordinator.v1.SubTransaction
+	(*StartUpdateRequest)(nil),         // 41: coordinator.v1.StartUpdateRequest
+	(*PromoteUpdateRequest)(nil),       // 42: coordinator.v1.PromoteUpdateRequest
+	(*PauseUpdateRequest)(nil),         // 43: coordinator.v1.PauseUpdateRequest
+	(*ResumeUpdateRequest)(nil),        // 44: coordinator.v1.ResumeUpdateRequest
+	(*Canary)(nil),                     // 45: coordinator.v1.Canary
+	(*CanaryStep)(nil),                 // 46: coordinator.v1.CanaryStep
+	(*CanaryAnalysis)(nil),             // 47: coordinator.v1.CanaryAnalysis
+	(*VersionCalls)(nil),               // 48: coordinator.v1.VersionCalls
+	(*UpdateMember)(nil),               // 49: coordinator.v1.UpdateMember
+	(*GetUpdateRequest)(nil),           // 50: coordinator.v1.GetUpdateRequest
+	(*ListUpdatesRequest)(nil),         // 51: coordinator.v1.ListUpdatesRequest
+	(*ListUpdatesResponse)(nil),        // 52: coordinator.v1.ListUpdatesResponse
+	(*AbortUpdateRequest)(nil),         // 53: coordinator.v1.AbortUpdateRequest
+	(*WatchUpdateRequest)(nil),         // 54: coordinator.v1.WatchUpdateRequest
+	(*Update)(nil),                     // 55: coordinator.v1.Update
+	(*PhaseChange)(nil),                // 56: coordinator.v1.PhaseChange
+	(*UpdateProgress)(nil),             // 57: coordinator.v1.UpdateProgress
+	(*Lane)(nil),                       // 58: coordinator.v1.Lane
+	(*durationpb.Duration)(nil),        // 59: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 60: google.protobuf.Timestamp
+	(*ServiceVersion)(nil),             // 61: coordinator.v1.ServiceVersion
+	(*httpbody.HttpBody)(nil),          // 62: google.api.HttpBody
 }
 var file_coordinator_v1_admin_proto_depIdxs = []int32{
-	6,  // 0: coordinator.v1.WatchStateResponse.snapshot:type_name -> coordinator.v1.StateSnapshot
-	5,  // 1: coordinator.v1.WatchStateResponse.keepalive:type_name -> coordinator.v1.StateKeepalive
-	53, // 2: coordinator.v1.StateKeepalive.at:type_name -> google.protobuf.Timestamp
-	10, // 3: coordinator.v1.StateSnapshot.services:type_name -> coordinator.v1.ServiceState
-	28, // 4: coordinator.v1.StateSnapshot.edges:type_name -> coordinator.v1.Edge
-	22, // 5: coordinator.v1.StateSnapshot.blocked:type_name -> coordinator.v1.Freeness
-	50, // 6: coordinator.v1.StateSnapshot.updates:type_name -> coordinator.v1.Update
-	20, // 7: coordinator.v1.StateSnapshot.self_preservation:type_name -> coordinator.v1.SelfPreservation
-	15, // 8: coordinator.v1.StateSnapshot.cluster:type_name -> coordinator.v1.Cluster
-	10, // 9: coordinator.v1.ListServicesResponse.services:type_name -> coordinator.v1.ServiceState
-	11, // 10: coordinator.v1.ServiceState.versions:type_name -> coordinator.v1.VersionState
-	50, // 11: coordinator.v1.ServiceState.update:type_name -> coordinator.v1.Update
-	50, // 12: coordinator.v1.ServiceState.last_update:type_name -> coordinator.v1.Update
-	12, // 13: coordinator.v1.VersionState.instance_list:type_name -> coordinator.v1.Instance
-	53, // 14: coordinator.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
-	0,  // 15: coordinator.v1.UpdatePlan.strategy:type_name -> coordinator.v1.Strategy
-	23, // 16: coordinator.v1.UpdatePlan.blockers:type_name -> coordinator.v1.Blocker
-	54, // 17: coordinator.v1.UpdatePlan.timeout:type_name -> google.protobuf.Duration
-	54, // 18: coordinator.v1.UpdatePlan.max_block:type_name -> google.protobuf.Duration
-	54, // 19: coordinator.v1.UpdatePlan.prepare_timeout:type_name -> google.protobuf.Duration
-	50, // 20: coordinator.v1.UpdatePlan.in_progress:type_name -> coordinator.v1.Update
-	16, // 21: coordinator.v1.Cluster.leader:type_name -> coordinator.v1.Replica
-	16, // 22: coordinator.v1.Cluster.replicas:type_name -> coordinator.v1.Replica
-	17, // 23: coordinator.v1.Cluster.members:type_name -> coordinator.v1.EtcdMember
-	53, // 24: coordinator.v1.SelfPreservation.since:type_name -> google.protobuf.Timestamp
-	54, // 25: coordinator.v1.SelfPreservation.window:type_name -> google.protobuf.Duration
-	54, // 26: coordinator.v1.SelfPreservation.grace:type_name -> google.protobuf.Duration
-	23, // 27: coordinator.v1.Freeness.blockers:type_name -> coordinator.v1.Blocker
-	26, // 28: coordinator.v1.Graph.services:type_name -> coordinator.v1.ServiceNode
-	28, // 29: coordinator.v1.Graph.edges:type_name -> coordinator.v1.Edge
-	27, // 30: coordinator.v1.ServiceNode.versions:type_name -> coordinator.v1.VersionSessions
-	31, // 31: coordinator.v1.ListSessionsResponse.sessions:type_name -> coordinator.v1.Session
-	54, // 32: coordinator.v1.Session.ttl:type_name -> google.protobuf.Duration
-	53, // 33: coordinator.v1.Session.registered_at:type_name -> google.protobuf.Timestamp
-	34, // 34: coordinator.v1.ListTransactionsResponse.transactions:type_name -> coordinator.v1.Transaction
-	55, // 35: coordinator.v1.Transaction.used:type_name -> coordinator.v1.ServiceVersion
-	35, // 36: coordinator.v1.Transaction.running:type_name -> coordinator.v1.SubTransaction
-	0,  // 37: coordinator.v1.StartUpdateRequest.strategy:type_name -> coordinator.v1.Strategy
-	54, // 38: coordinator.v1.StartUpdateRequest.timeout:type_name -> google.protobuf.Duration
-	54, // 39: coordinator.v1.StartUpdateRequest.max_block:type_name -> google.protobuf.Duration
-	54, // 40: coordinator.v1.StartUpdateRequest.prepare_timeout:type_name -> google.protobuf.Duration
-	55, // 41: coordinator.v1.StartUpdateRequest.members:type_name -> coordinator.v1.ServiceVersion
-	54, // 42: coordinator.v1.StartUpdateRequest.step_interval:type_name -> google.protobuf.Duration
-	54, // 43: coordinator.v1.StartUpdateRequest.max_p99:type_name -> google.protobuf.Duration
-	54, // 44: coordinator.v1.StartUpdateRequest.analysis_window:type_name -> google.protobuf.Duration
-	54, // 45: coordinator.v1.Canary.step_interval:type_name -> google.protobuf.Duration
-	54, // 46: coordinator.v1.Canary.max_p99:type_name -> google.protobuf.Duration
-	54, // 47: coordinator.v1.Canary.analysis_window:type_name -> google.protobuf.Duration
-	53, // 48: coordinator.v1.Canary.step_started_at:type_name -> google.protobuf.Timestamp
-	41, // 49: coordinator.v1.Canary.steps_served:type_name -> coordinator.v1.CanaryStep
-	53, // 50: coordinator.v1.CanaryStep.started_at:type_name -> google.protobuf.Timestamp
-	43, // 51: coordinator.v1.CanaryAnalysis.old_version:type_name -> coordinator.v1.VersionCalls
-	43, // 52: coordinator.v1.CanaryAnalysis.new_version:type_name -> coordinator.v1.VersionCalls
-	54, // 53: coordinator.v1.CanaryAnalysis.window:type_name -> google.protobuf.Duration
-	54, // 54: coordinator.v1.VersionCalls.p99:type_name -> google.protobuf.Duration
-	50, // 55: coordinator.v1.ListUpdatesResponse.updates:type_name -> coordinator.v1.Update
-	0,  // 56: coordinator.v1.Update.strategy:type_name -> coordinator.v1.Strategy
-	1,  // 57: coordinator.v1.Update.phase:type_name -> coordinator.v1.Phase
-	54, // 58: coordinator.v1.Update.timeout:type_name -> google.protobuf.Duration
-	54, // 59: coordinator.v1.Update.max_block:type_name -> google.protobuf.Duration
-	53, // 60: coordinator.v1.Update.created_at:type_name -> google.protobuf.Timestamp
-	53, // 61: coordinator.v1.Update.switched_at:type_name -> google.protobuf.Timestamp
-	53, // 62: coordinator.v1.Update.finished_at:type_name -> google.protobuf.Timestamp
-	51, // 63: coordinator.v1.Update.history:type_name -> coordinator.v1.PhaseChange
-	52, // 64: coordinator.v1.Update.progress:type_name -> coordinator.v1.UpdateProgress
-	54, // 65: coordinator.v1.Update.prepare_timeout:type_name -> google.protobuf.Duration
-	44, // 66: coordinator.v1.Update.members:type_name -> coordinator.v1.UpdateMember
-	40, // 67: coordinator.v1.Update.canary:type_name -> coordinator.v1.Canary
-	1,  // 68: coordinator.v1.PhaseChange.phase:type_name -> coordinator.v1.Phase
-	53, // 69: coordinator.v1.PhaseChange.at:type_name -> google.protobuf.Timestamp
-	42, // 70: coordinator.v1.UpdateProgress.canary_analysis:type_name -> coordinator.v1.CanaryAnalysis
-	21, // 71: coordinator.v1.AdminService.GetFreeness:input_type -> coordinator.v1.GetFreenessRequest
-	24, // 72: coordinator.v1.AdminService.GetGraph:input_type -> coordinator.v1.GetGraphRequest
-	29, // 73: coordinator.v1.AdminService.ListSessions:input_type -> coordinator.v1.ListSessionsRequest
-	32, // 74: coordinator.v1.AdminService.ListTransactions:input_type -> coordinator.v1.ListTransactionsRequest
-	36, // 75: coordinator.v1.AdminService.StartUpdate:input_type -> coordinator.v1.StartUpdateRequest
-	45, // 76: coordinator.v1.AdminService.GetUpdate:input_type -> coordinator.v1.GetUpdateRequest
-	46, // 77: coordinator.v1.AdminService.ListUpdates:input_type -> coordinator.v1.ListUpdatesRequest
-	48, // 78: coordinator.v1.AdminService.AbortUpdate:input_type -> coordinator.v1.AbortUpdateRequest
-	49, // 79: coordinator.v1.AdminService.WatchUpdate:input_type -> coordinator.v1.WatchUpdateRequest
-	14, // 80: coordinator.v1.AdminService.GetCluster:input_type -> coordinator.v1.GetClusterRequest
-	18, // 81: coordinator.v1.AdminService.GetSelfPreservation:input_type -> coordinator.v1.GetSelfPreservationRequest
-	19, // 82: coordinator.v1.AdminService.EndSelfPreservation:input_type -> coordinator.v1.EndSelfPreservationRequest
-	7,  // 83: coordinator.v1.AdminService.ListServices:input_type -> coordinator.v1.ListServicesRequest
-	9,  // 84: coordinator.v1.AdminService.GetService:input_type -> coordinator.v1.GetServiceRequest
-	36, // 85: coordinator.v1.AdminService.DryRunUpdate:input_type -> coordinator.v1.StartUpdateRequest
-	2,  // 86: coordinator.v1.AdminService.GetServiceIstio:input_type -> coordinator.v1.GetServiceIstioRequest
-	3,  // 87: coordinator.v1.AdminService.WatchState:input_type -> coordinator.v1.WatchStateRequest
-	37, // 88: coordinator.v1.AdminService.PromoteUpdate:input_type -> coordinator.v1.PromoteUpdateRequest
-	38, // 89: coordinator.v1.AdminService.PauseUpdate:input_type -> coordinator.v1.PauseUpdateRequest
-	39, // 90: coordinator.v1.AdminService.ResumeUpdate:input_type -> coordinator.v1.ResumeUpdateRequest
-	22, // 91: coordinator.v1.AdminService.GetFreeness:output_type -> coordinator.v1.Freeness
-	25, // 92: coordinator.v1.AdminService.GetGraph:output_type -> coordinator.v1.Graph
-	30, // 93: coordinator.v1.AdminService.ListSessions:output_type -> coordinator.v1.ListSessionsResponse
-	33, // 94: coordinator.v1.AdminService.ListTransactions:output_type -> coordinator.v1.ListTransactionsResponse
-	50, // 95: coordinator.v1.AdminService.StartUpdate:output_type -> coordinator.v1.Update
-	50, // 96: coordinator.v1.AdminService.GetUpdate:output_type -> coordinator.v1.Update
-	47, // 97: coordinator.v1.AdminService.ListUpdates:output_type -> coordinator.v1.ListUpdatesResponse
-	50, // 98: coordinator.v1.AdminService.AbortUpdate:output_type -> coordinator.v1.Update
-	50, // 99: coordinator.v1.AdminService.WatchUpdate:output_type -> coordinator.v1.Update
-	15, // 100: coordinator.v1.AdminService.GetCluster:output_type -> coordinator.v1.Cluster
-	20, // 101: coordinator.v1.AdminService.GetSelfPreservation:output_type -> coordinator.v1.SelfPreservation
-	20, // 102: coordinator.v1.AdminService.EndSelfPreservation:output_type -> coordinator.v1.SelfPreservation
-	8,  // 103: coordinator.v1.AdminService.ListServices:output_type -> coordinator.v1.ListServicesResponse
-	10, // 104: coordinator.v1.AdminService.GetService:output_type -> coordinator.v1.ServiceState
-	13, // 105: coordinator.v1.AdminService.DryRunUpdate:output_type -> coordinator.v1.UpdatePlan
-	56, // 106: coordinator.v1.AdminService.GetServiceIstio:output_type -> google.api.HttpBody
-	4,  // 107: coordinator.v1.AdminService.WatchState:output_type -> coordinator.v1.WatchStateResponse
-	50, // 108: coordinator.v1.AdminService.PromoteUpdate:output_type -> coordinator.v1.Update
-	50, // 109: coordinator.v1.AdminService.PauseUpdate:output_type -> coordinator.v1.Update
-	50, // 110: coordinator.v1.AdminService.ResumeUpdate:output_type -> coordinator.v1.Update
-	91, // [91:111] is the sub-list for method output_type
-	71, // [71:91] is the sub-list for method input_type
-	71, // [71:71] is the sub-list for extension type_name
-	71, // [71:71] is the sub-list for extension extendee
-	0,  // [0:71] is the sub-list for field type_name
+	58,  // 0: coordinator.v1.CreateLaneRequest.lane:type_name -> coordinator.v1.Lane
+	58,  // 1: coordinator.v1.ListLanesResponse.lanes:type_name -> coordinator.v1.Lane
+	0,   // 2: coordinator.v1.PromoteLaneRequest.strategy:type_name -> coordinator.v1.Strategy
+	59,  // 3: coordinator.v1.PromoteLaneRequest.timeout:type_name -> google.protobuf.Duration
+	59,  // 4: coordinator.v1.PromoteLaneRequest.max_block:type_name -> google.protobuf.Duration
+	59,  // 5: coordinator.v1.PromoteLaneRequest.prepare_timeout:type_name -> google.protobuf.Duration
+	11,  // 6: coordinator.v1.WatchStateResponse.snapshot:type_name -> coordinator.v1.StateSnapshot
+	10,  // 7: coordinator.v1.WatchStateResponse.keepalive:type_name -> coordinator.v1.StateKeepalive
+	60,  // 8: coordinator.v1.StateKeepalive.at:type_name -> google.protobuf.Timestamp
+	15,  // 9: coordinator.v1.StateSnapshot.services:type_name -> coordinator.v1.ServiceState
+	33,  // 10: coordinator.v1.StateSnapshot.edges:type_name -> coordinator.v1.Edge
+	27,  // 11: coordinator.v1.StateSnapshot.blocked:type_name -> coordinator.v1.Freeness
+	55,  // 12: coordinator.v1.StateSnapshot.updates:type_name -> coordinator.v1.Update
+	25,  // 13: coordinator.v1.StateSnapshot.self_preservation:type_name -> coordinator.v1.SelfPreservation
+	20,  // 14: coordinator.v1.StateSnapshot.cluster:type_name -> coordinator.v1.Cluster
+	15,  // 15: coordinator.v1.ListServicesResponse.services:type_name -> coordinator.v1.ServiceState
+	16,  // 16: coordinator.v1.ServiceState.versions:type_name -> coordinator.v1.VersionState
+	55,  // 17: coordinator.v1.ServiceState.update:type_name -> coordinator.v1.Update
+	55,  // 18: coordinator.v1.ServiceState.last_update:type_name -> coordinator.v1.Update
+	17,  // 19: coordinator.v1.VersionState.instance_list:type_name -> coordinator.v1.Instance
+	60,  // 20: coordinator.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
+	0,   // 21: coordinator.v1.UpdatePlan.strategy:type_name -> coordinator.v1.Strategy
+	28,  // 22: coordinator.v1.UpdatePlan.blockers:type_name -> coordinator.v1.Blocker
+	59,  // 23: coordinator.v1.UpdatePlan.timeout:type_name -> google.protobuf.Duration
+	59,  // 24: coordinator.v1.UpdatePlan.max_block:type_name -> google.protobuf.Duration
+	59,  // 25: coordinator.v1.UpdatePlan.prepare_timeout:type_name -> google.protobuf.Duration
+	55,  // 26: coordinator.v1.UpdatePlan.in_progress:type_name -> coordinator.v1.Update
+	21,  // 27: coordinator.v1.Cluster.leader:type_name -> coordinator.v1.Replica
+	21,  // 28: coordinator.v1.Cluster.replicas:type_name -> coordinator.v1.Replica
+	22,  // 29: coordinator.v1.Cluster.members:type_name -> coordinator.v1.EtcdMember
+	60,  // 30: coordinator.v1.SelfPreservation.since:type_name -> google.protobuf.Timestamp
+	59,  // 31: coordinator.v1.SelfPreservation.window:type_name -> google.protobuf.Duration
+	59,  // 32: coordinator.v1.SelfPreservation.grace:type_name -> google.protobuf.Duration
+	28,  // 33: coordinator.v1.Freeness.blockers:type_name -> coordinator.v1.Blocker
+	31,  // 34: coordinator.v1.Graph.services:type_name -> coordinator.v1.ServiceNode
+	33,  // 35: coordinator.v1.Graph.edges:type_name -> coordinator.v1.Edge
+	32,  // 36: coordinator.v1.ServiceNode.versions:type_name -> coordinator.v1.VersionSessions
+	36,  // 37: coordinator.v1.ListSessionsResponse.sessions:type_name -> coordinator.v1.Session
+	59,  // 38: coordinator.v1.Session.ttl:type_name -> google.protobuf.Duration
+	60,  // 39: coordinator.v1.Session.registered_at:type_name -> google.protobuf.Timestamp
+	39,  // 40: coordinator.v1.ListTransactionsResponse.transactions:type_name -> coordinator.v1.Transaction
+	61,  // 41: coordinator.v1.Transaction.used:type_name -> coordinator.v1.ServiceVersion
+	40,  // 42: coordinator.v1.Transaction.running:type_name -> coordinator.v1.SubTransaction
+	0,   // 43: coordinator.v1.StartUpdateRequest.strategy:type_name -> coordinator.v1.Strategy
+	59,  // 44: coordinator.v1.StartUpdateRequest.timeout:type_name -> google.protobuf.Duration
+	59,  // 45: coordinator.v1.StartUpdateRequest.max_block:type_name -> google.protobuf.Duration
+	59,  // 46: coordinator.v1.StartUpdateRequest.prepare_timeout:type_name -> google.protobuf.Duration
+	61,  // 47: coordinator.v1.StartUpdateRequest.members:type_name -> coordinator.v1.ServiceVersion
+	59,  // 48: coordinator.v1.StartUpdateRequest.step_interval:type_name -> google.protobuf.Duration
+	59,  // 49: coordinator.v1.StartUpdateRequest.max_p99:type_name -> google.protobuf.Duration
+	59,  // 50: coordinator.v1.StartUpdateRequest.analysis_window:type_name -> google.protobuf.Duration
+	59,  // 51: coordinator.v1.Canary.step_interval:type_name -> google.protobuf.Duration
+	59,  // 52: coordinator.v1.Canary.max_p99:type_name -> google.protobuf.Duration
+	59,  // 53: coordinator.v1.Canary.analysis_window:type_name -> google.protobuf.Duration
+	60,  // 54: coordinator.v1.Canary.step_started_at:type_name -> google.protobuf.Timestamp
+	46,  // 55: coordinator.v1.Canary.steps_served:type_name -> coordinator.v1.CanaryStep
+	60,  // 56: coordinator.v1.CanaryStep.started_at:type_name -> google.protobuf.Timestamp
+	48,  // 57: coordinator.v1.CanaryAnalysis.old_version:type_name -> coordinator.v1.VersionCalls
+	48,  // 58: coordinator.v1.CanaryAnalysis.new_version:type_name -> coordinator.v1.VersionCalls
+	59,  // 59: coordinator.v1.CanaryAnalysis.window:type_name -> google.protobuf.Duration
+	59,  // 60: coordinator.v1.VersionCalls.p99:type_name -> google.protobuf.Duration
+	55,  // 61: coordinator.v1.ListUpdatesResponse.updates:type_name -> coordinator.v1.Update
+	0,   // 62: coordinator.v1.Update.strategy:type_name -> coordinator.v1.Strategy
+	1,   // 63: coordinator.v1.Update.phase:type_name -> coordinator.v1.Phase
+	59,  // 64: coordinator.v1.Update.timeout:type_name -> google.protobuf.Duration
+	59,  // 65: coordinator.v1.Update.max_block:type_name -> google.protobuf.Duration
+	60,  // 66: coordinator.v1.Update.created_at:type_name -> google.protobuf.Timestamp
+	60,  // 67: coordinator.v1.Update.switched_at:type_name -> google.protobuf.Timestamp
+	60,  // 68: coordinator.v1.Update.finished_at:type_name -> google.protobuf.Timestamp
+	56,  // 69: coordinator.v1.Update.history:type_name -> coordinator.v1.PhaseChange
+	57,  // 70: coordinator.v1.Update.progress:type_name -> coordinator.v1.UpdateProgress
+	59,  // 71: coordinator.v1.Update.prepare_timeout:type_name -> google.protobuf.Duration
+	49,  // 72: coordinator.v1.Update.members:type_name -> coordinator.v1.UpdateMember
+	45,  // 73: coordinator.v1.Update.canary:type_name -> coordinator.v1.Canary
+	1,   // 74: coordinator.v1.PhaseChange.phase:type_name -> coordinator.v1.Phase
+	60,  // 75: coordinator.v1.PhaseChange.at:type_name -> google.protobuf.Timestamp
+	47,  // 76: coordinator.v1.UpdateProgress.canary_analysis:type_name -> coordinator.v1.CanaryAnalysis
+	26,  // 77: coordinator.v1.AdminService.GetFreeness:input_type -> coordinator.v1.GetFreenessRequest
+	29,  // 78: coordinator.v1.AdminService.GetGraph:input_type -> coordinator.v1.GetGraphRequest
+	34,  // 79: coordinator.v1.AdminService.ListSessions:input_type -> coordinator.v1.ListSessionsRequest
+	37,  // 80: coordinator.v1.AdminService.ListTransactions:input_type -> coordinator.v1.ListTransactionsRequest
+	41,  // 81: coordinator.v1.AdminService.StartUpdate:input_type -> coordinator.v1.StartUpdateRequest
+	50,  // 82: coordinator.v1.AdminService.GetUpdate:input_type -> coordinator.v1.GetUpdateRequest
+	51,  // 83: coordinator.v1.AdminService.ListUpdates:input_type -> coordinator.v1.ListUpdatesRequest
+	53,  // 84: coordinator.v1.AdminService.AbortUpdate:input_type -> coordinator.v1.AbortUpdateRequest
+	54,  // 85: coordinator.v1.AdminService.WatchUpdate:input_type -> coordinator.v1.WatchUpdateRequest
+	19,  // 86: coordinator.v1.AdminService.GetCluster:input_type -> coordinator.v1.GetClusterRequest
+	23,  // 87: coordinator.v1.AdminService.GetSelfPreservation:input_type -> coordinator.v1.GetSelfPreservationRequest
+	24,  // 88: coordinator.v1.AdminService.EndSelfPreservation:input_type -> coordinator.v1.EndSelfPreservationRequest
+	12,  // 89: coordinator.v1.AdminService.ListServices:input_type -> coordinator.v1.ListServicesRequest
+	14,  // 90: coordinator.v1.AdminService.GetService:input_type -> coordinator.v1.GetServiceRequest
+	41,  // 91: coordinator.v1.AdminService.DryRunUpdate:input_type -> coordinator.v1.StartUpdateRequest
+	7,   // 92: coordinator.v1.AdminService.GetServiceIstio:input_type -> coordinator.v1.GetServiceIstioRequest
+	8,   // 93: coordinator.v1.AdminService.WatchState:input_type -> coordinator.v1.WatchStateRequest
+	42,  // 94: coordinator.v1.AdminService.PromoteUpdate:input_type -> coordinator.v1.PromoteUpdateRequest
+	43,  // 95: coordinator.v1.AdminService.PauseUpdate:input_type -> coordinator.v1.PauseUpdateRequest
+	44,  // 96: coordinator.v1.AdminService.ResumeUpdate:input_type -> coordinator.v1.ResumeUpdateRequest
+	2,   // 97: coordinator.v1.AdminService.CreateLane:input_type -> coordinator.v1.CreateLaneRequest
+	3,   // 98: coordinator.v1.AdminService.ListLanes:input_type -> coordinator.v1.ListLanesRequest
+	5,   // 99: coordinator.v1.AdminService.DeleteLane:input_type -> coordinator.v1.DeleteLaneRequest
+	6,   // 100: coordinator.v1.AdminService.PromoteLane:input_type -> coordinator.v1.PromoteLaneRequest
+	27,  // 101: coordinator.v1.AdminService.GetFreeness:output_type -> coordinator.v1.Freeness
+	30,  // 102: coordinator.v1.AdminService.GetGraph:output_type -> coordinator.v1.Graph
+	35,  // 103: coordinator.v1.AdminService.ListSessions:output_type -> coordinator.v1.ListSessionsResponse
+	38,  // 104: coordinator.v1.AdminService.ListTransactions:output_type -> coordinator.v1.ListTransactionsResponse
+	55,  // 105: coordinator.v1.AdminService.StartUpdate:output_type -> coordinator.v1.Update
+	55,  // 106: coordinator.v1.AdminService.GetUpdate:output_type -> coordinator.v1.Update
+	52,  // 107: coordinator.v1.AdminService.ListUpdates:output_type -> coordinator.v1.ListUpdatesResponse
+	55,  // 108: coordinator.v1.AdminService.AbortUpdate:output_type -> coordinator.v1.Update
+	55,  // 109: coordinator.v1.AdminService.WatchUpdate:output_type -> coordinator.v1.Update
+	20,  // 110: coordinator.v1.AdminService.GetCluster:output_type -> coordinator.v1.Cluster
+	25,  // 111: coordinator.v1.AdminService.GetSelfPreservation:output_type -> coordinator.v1.SelfPreservation
+	25,  // 112: coordinator.v1.AdminService.EndSelfPreservation:output_type -> coordinator.v1.SelfPreservation
+	13,  // 113: coordinator.v1.AdminService.ListServices:output_type -> coordinator.v1.ListServicesResponse
+	15,  // 114: coordinator.v1.AdminService.GetService:output_type -> coordinator.v1.ServiceState
+	18,  // 115: coordinator.v1.AdminService.DryRunUpdate:output_type -> coordinator.v1.UpdatePlan
+	62,  // 116: coordinator.v1.AdminService.GetServiceIstio:output_type -> google.api.HttpBody
+	9,   // 117: coordinator.v1.AdminService.WatchState:output_type -> coordinator.v1.WatchStateResponse
+	55,  // 118: coordinator.v1.AdminService.PromoteUpdate:output_type -> coordinator.v1.Update
+	55,  // 119: coordinator.v1.AdminService.PauseUpdate:output_type -> coordinator.v1.Update
+	55,  // 120: coordinator.v1.AdminService.ResumeUpdate:output_type -> coordinator.v1.Update
+	58,  // 121: coordinator.v1.AdminService.CreateLane:output_type -> coordinator.v1.Lane
+	4,   // 122: coordinator.v1.AdminService.ListLanes:output_type -> coordinator.v1.ListLanesResponse
+	58,  // 123: coordinator.v1.AdminService.DeleteLane:output_type -> coordinator.v1.Lane
+	55,  // 124: coordinator.v1.AdminService.PromoteLane:output_type -> coordinator.v1.Update
+	101, // [101:125] is the sub-list for method output_type
+	77,  // [77:101] is the sub-list for method input_type
+	77,  // [77:77] is the sub-list for extension type_name
+	77,  // [77:77] is the sub-list for extension extendee
+	0,   // [0:77] is the sub-list for field type_name
 }
 
 func init() { file_coordinator_v1_admin_proto_init() }
@@ -4516,7 +4801,7 @@ func file_coordinator_v1_admin_proto_init() {
 		return
 	}
 	file_coordinator_v1_records_proto_init()
-	file_coordinator_v1_admin_proto_msgTypes[2].OneofWrappers = []any{
+	file_coordinator_v1_admin_proto_msgTypes[7].OneofWrappers = []any{
 		(*WatchStateResponse_Snapshot)(nil),
 		(*WatchStateResponse_Keepalive)(nil),
 	}
@@ -4526,7 +4811,7 @@ func file_coordinator_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinator_v1_admin_proto_rawDesc), len(file_coordinator_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   51,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

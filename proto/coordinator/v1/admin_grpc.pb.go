@@ -40,6 +40,10 @@ const (
 	AdminService_PromoteUpdate_FullMethodName       = "/coordinator.v1.AdminService/PromoteUpdate"
 	AdminService_PauseUpdate_FullMethodName         = "/coordinator.v1.AdminService/PauseUpdate"
 	AdminService_ResumeUpdate_FullMethodName        = "/coordinator.v1.AdminService/ResumeUpdate"
+	AdminService_CreateLane_FullMethodName          = "/coordinator.v1.AdminService/CreateLane"
+	AdminService_ListLanes_FullMethodName           = "/coordinator.v1.AdminService/ListLanes"
+	AdminService_DeleteLane_FullMethodName          = "/coordinator.v1.AdminService/DeleteLane"
+	AdminService_PromoteLane_FullMethodName         = "/coordinator.v1.AdminService/PromoteLane"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -112,6 +116,18 @@ type AdminServiceClient interface {
 	PauseUpdate(ctx context.Context, in *PauseUpdateRequest, opts ...grpc.CallOption) (*Update, error)
 	// A paused canary update moves on again: its step's interval counts from now.
 	ResumeUpdate(ctx context.Context, in *ResumeUpdateRequest, opts ...grpc.CallOption) (*Update, error)
+	// Lanes (DESIGN §4.9). CreateLane stores a new lane and sends it to
+	// every sidecar; a name in use is ALREADY_EXISTS, past the server's
+	// --max-lanes RESOURCE_EXHAUSTED.
+	CreateLane(ctx context.Context, in *CreateLaneRequest, opts ...grpc.CallOption) (*Lane, error)
+	// ListLanes lists every lane, by name.
+	ListLanes(ctx context.Context, in *ListLanesRequest, opts ...grpc.CallOption) (*ListLanesResponse, error)
+	// DeleteLane deletes a lane; running transactions keep the member map
+	// they entered with.
+	DeleteLane(ctx context.Context, in *DeleteLaneRequest, opts ...grpc.CallOption) (*Lane, error)
+	// PromoteLane starts one set update of the lane's members to the lane's
+	// versions; the lane is deleted when that update is DONE.
+	PromoteLane(ctx context.Context, in *PromoteLaneRequest, opts ...grpc.CallOption) (*Update, error)
 }
 
 type adminServiceClient struct {
@@ -340,6 +356,46 @@ func (c *adminServiceClient) ResumeUpdate(ctx context.Context, in *ResumeUpdateR
 	return out, nil
 }
 
+func (c *adminServiceClient) CreateLane(ctx context.Context, in *CreateLaneRequest, opts ...grpc.CallOption) (*Lane, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Lane)
+	err := c.cc.Invoke(ctx, AdminService_CreateLane_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListLanes(ctx context.Context, in *ListLanesRequest, opts ...grpc.CallOption) (*ListLanesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListLanesResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListLanes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) DeleteLane(ctx context.Context, in *DeleteLaneRequest, opts ...grpc.CallOption) (*Lane, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Lane)
+	err := c.cc.Invoke(ctx, AdminService_DeleteLane_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) PromoteLane(ctx context.Context, in *PromoteLaneRequest, opts ...grpc.CallOption) (*Update, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Update)
+	err := c.cc.Invoke(ctx, AdminService_PromoteLane_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -410,6 +466,18 @@ type AdminServiceServer interface {
 	PauseUpdate(context.Context, *PauseUpdateRequest) (*Update, error)
 	// A paused canary update moves on again: its step's interval counts from now.
 	ResumeUpdate(context.Context, *ResumeUpdateRequest) (*Update, error)
+	// Lanes (DESIGN §4.9). CreateLane stores a new lane and sends it to
+	// every sidecar; a name in use is ALREADY_EXISTS, past the server's
+	// --max-lanes RESOURCE_EXHAUSTED.
+	CreateLane(context.Context, *CreateLaneRequest) (*Lane, error)
+	// ListLanes lists every lane, by name.
+	ListLanes(context.Context, *ListLanesRequest) (*ListLanesResponse, error)
+	// DeleteLane deletes a lane; running transactions keep the member map
+	// they entered with.
+	DeleteLane(context.Context, *DeleteLaneRequest) (*Lane, error)
+	// PromoteLane starts one set update of the lane's members to the lane's
+	// versions; the lane is deleted when that update is DONE.
+	PromoteLane(context.Context, *PromoteLaneRequest) (*Update, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -479,6 +547,18 @@ func (UnimplementedAdminServiceServer) PauseUpdate(context.Context, *PauseUpdate
 }
 func (UnimplementedAdminServiceServer) ResumeUpdate(context.Context, *ResumeUpdateRequest) (*Update, error) {
 	return nil, status.Error(codes.Unimplemented, "method ResumeUpdate not implemented")
+}
+func (UnimplementedAdminServiceServer) CreateLane(context.Context, *CreateLaneRequest) (*Lane, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateLane not implemented")
+}
+func (UnimplementedAdminServiceServer) ListLanes(context.Context, *ListLanesRequest) (*ListLanesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListLanes not implemented")
+}
+func (UnimplementedAdminServiceServer) DeleteLane(context.Context, *DeleteLaneRequest) (*Lane, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteLane not implemented")
+}
+func (UnimplementedAdminServiceServer) PromoteLane(context.Context, *PromoteLaneRequest) (*Update, error) {
+	return nil, status.Error(codes.Unimplemented, "method PromoteLane not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -847,6 +927,78 @@ func _AdminService_ResumeUpdate_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_CreateLane_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateLaneRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).CreateLane(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_CreateLane_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).CreateLane(ctx, req.(*CreateLaneRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListLanes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListLanesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListLanes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListLanes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListLanes(ctx, req.(*ListLanesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_DeleteLane_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteLaneRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).DeleteLane(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_DeleteLane_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).DeleteLane(ctx, req.(*DeleteLaneRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_PromoteLane_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PromoteLaneRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).PromoteLane(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_PromoteLane_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).PromoteLane(ctx, req.(*PromoteLaneRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -925,6 +1077,22 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ResumeUpdate",
 			Handler:    _AdminService_ResumeUpdate_Handler,
+		},
+		{
+			MethodName: "CreateLane",
+			Handler:    _AdminService_CreateLane_Handler,
+		},
+		{
+			MethodName: "ListLanes",
+			Handler:    _AdminService_ListLanes_Handler,
+		},
+		{
+			MethodName: "DeleteLane",
+			Handler:    _AdminService_DeleteLane_Handler,
+		},
+		{
+			MethodName: "PromoteLane",
+			Handler:    _AdminService_PromoteLane_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -668,6 +668,91 @@ func (x *AnalysisSlot) GetLatency() []uint32 {
 	return nil
 }
 
+// Lane is a named set of service versions (DESIGN.md §4.9): a request
+// whose entry carries header: tag runs on the lane's versions where the
+// lane has one, on the default versions elsewhere.
+// It is also the record stored per lane.
+type Lane struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Service -> version, 1 to 16 members, sorted by service.
+	Members []*ServiceVersion `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
+	// The inbound request header that selects the lane (lower-case), and
+	// the value it must have.
+	Header string `protobuf:"bytes,3,opt,name=header,proto3" json:"header,omitempty"`
+	Tag    string `protobuf:"bytes,4,opt,name=tag,proto3" json:"tag,omitempty"`
+	// The update promoting the lane (DESIGN.md §4.9), "" if none: the lane
+	// is deleted when it is DONE.
+	Promotion     string `protobuf:"bytes,5,opt,name=promotion,proto3" json:"promotion,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Lane) Reset() {
+	*x = Lane{}
+	mi := &file_coordinator_v1_records_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Lane) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Lane) ProtoMessage() {}
+
+func (x *Lane) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_v1_records_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Lane.ProtoReflect.Descriptor instead.
+func (*Lane) Descriptor() ([]byte, []int) {
+	return file_coordinator_v1_records_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Lane) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Lane) GetMembers() []*ServiceVersion {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *Lane) GetHeader() string {
+	if x != nil {
+		return x.Header
+	}
+	return ""
+}
+
+func (x *Lane) GetTag() string {
+	if x != nil {
+		return x.Tag
+	}
+	return ""
+}
+
+func (x *Lane) GetPromotion() string {
+	if x != nil {
+		return x.Promotion
+	}
+	return ""
+}
+
 var File_coordinator_v1_records_proto protoreflect.FileDescriptor
 
 const file_coordinator_v1_records_proto_rawDesc = "" +
@@ -722,7 +807,13 @@ const file_coordinator_v1_records_proto_rawDesc = "" +
 	"\x05start\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x12\x14\n" +
 	"\x05calls\x18\x02 \x01(\x04R\x05calls\x12\x16\n" +
 	"\x06errors\x18\x03 \x01(\x04R\x06errors\x12\x18\n" +
-	"\alatency\x18\x04 \x03(\rR\alatencyBGZEgithub.com/coordinator/coordinator/proto/coordinator/v1;coordinatorv1b\x06proto3"
+	"\alatency\x18\x04 \x03(\rR\alatency\"\x9c\x01\n" +
+	"\x04Lane\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x128\n" +
+	"\amembers\x18\x02 \x03(\v2\x1e.coordinator.v1.ServiceVersionR\amembers\x12\x16\n" +
+	"\x06header\x18\x03 \x01(\tR\x06header\x12\x10\n" +
+	"\x03tag\x18\x04 \x01(\tR\x03tag\x12\x1c\n" +
+	"\tpromotion\x18\x05 \x01(\tR\tpromotionBGZEgithub.com/coordinator/coordinator/proto/coordinator/v1;coordinatorv1b\x06proto3"
 
 var (
 	file_coordinator_v1_records_proto_rawDescOnce sync.Once
@@ -736,7 +827,7 @@ func file_coordinator_v1_records_proto_rawDescGZIP() []byte {
 	return file_coordinator_v1_records_proto_rawDescData
 }
 
-var file_coordinator_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_coordinator_v1_records_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_coordinator_v1_records_proto_goTypes = []any{
 	(*ServiceRecord)(nil),          // 0: coordinator.v1.ServiceRecord
 	(*SessionRecord)(nil),          // 1: coordinator.v1.SessionRecord
@@ -747,27 +838,29 @@ var file_coordinator_v1_records_proto_goTypes = []any{
 	(*AnalysisRecord)(nil),         // 6: coordinator.v1.AnalysisRecord
 	(*AnalysisWindow)(nil),         // 7: coordinator.v1.AnalysisWindow
 	(*AnalysisSlot)(nil),           // 8: coordinator.v1.AnalysisSlot
-	(*durationpb.Duration)(nil),    // 9: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 10: google.protobuf.Timestamp
+	(*Lane)(nil),                   // 9: coordinator.v1.Lane
+	(*durationpb.Duration)(nil),    // 10: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 11: google.protobuf.Timestamp
 }
 var file_coordinator_v1_records_proto_depIdxs = []int32{
-	9,  // 0: coordinator.v1.SessionRecord.heartbeat_interval:type_name -> google.protobuf.Duration
-	10, // 1: coordinator.v1.SessionRecord.registered_at:type_name -> google.protobuf.Timestamp
+	10, // 0: coordinator.v1.SessionRecord.heartbeat_interval:type_name -> google.protobuf.Duration
+	11, // 1: coordinator.v1.SessionRecord.registered_at:type_name -> google.protobuf.Timestamp
 	3,  // 2: coordinator.v1.TxnRecord.used:type_name -> coordinator.v1.ServiceVersion
-	10, // 3: coordinator.v1.SelfPreservationRecord.since:type_name -> google.protobuf.Timestamp
+	11, // 3: coordinator.v1.SelfPreservationRecord.since:type_name -> google.protobuf.Timestamp
 	5,  // 4: coordinator.v1.SelfPreservationRecord.queued:type_name -> coordinator.v1.QueuedSession
-	9,  // 5: coordinator.v1.SelfPreservationRecord.window:type_name -> google.protobuf.Duration
-	9,  // 6: coordinator.v1.SelfPreservationRecord.grace:type_name -> google.protobuf.Duration
-	10, // 7: coordinator.v1.QueuedSession.expired_at:type_name -> google.protobuf.Timestamp
+	10, // 5: coordinator.v1.SelfPreservationRecord.window:type_name -> google.protobuf.Duration
+	10, // 6: coordinator.v1.SelfPreservationRecord.grace:type_name -> google.protobuf.Duration
+	11, // 7: coordinator.v1.QueuedSession.expired_at:type_name -> google.protobuf.Timestamp
 	7,  // 8: coordinator.v1.AnalysisRecord.old_version:type_name -> coordinator.v1.AnalysisWindow
 	7,  // 9: coordinator.v1.AnalysisRecord.new_version:type_name -> coordinator.v1.AnalysisWindow
 	8,  // 10: coordinator.v1.AnalysisWindow.slots:type_name -> coordinator.v1.AnalysisSlot
-	10, // 11: coordinator.v1.AnalysisSlot.start:type_name -> google.protobuf.Timestamp
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	11, // 11: coordinator.v1.AnalysisSlot.start:type_name -> google.protobuf.Timestamp
+	3,  // 12: coordinator.v1.Lane.members:type_name -> coordinator.v1.ServiceVersion
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_coordinator_v1_records_proto_init() }
@@ -781,7 +874,7 @@ func file_coordinator_v1_records_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinator_v1_records_proto_rawDesc), len(file_coordinator_v1_records_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

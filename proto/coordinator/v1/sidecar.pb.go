@@ -665,7 +665,12 @@ type Event struct {
 	Version string `protobuf:"bytes,8,opt,name=version,proto3" json:"version,omitempty"`
 	// RETURN only, optional: how the call ended, for a canary's analysis
 	// (DESIGN §4.7). The coordinator knows the version that served it.
-	Outcome       *CallOutcome `protobuf:"bytes,30,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	Outcome *CallOutcome `protobuf:"bytes,30,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	// BEGIN, CALL: the lane the transaction runs in (DESIGN.md §4.9). A
+	// CALL with a lane names the lane's version of a member of it and is
+	// not a default-version call: no strategy pins or holds it, and a
+	// waiting one only waits for the route.
+	Lane          string `protobuf:"bytes,31,opt,name=lane,proto3" json:"lane,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -761,6 +766,13 @@ func (x *Event) GetOutcome() *CallOutcome {
 		return x.Outcome
 	}
 	return nil
+}
+
+func (x *Event) GetLane() string {
+	if x != nil {
+		return x.Lane
+	}
+	return ""
 }
 
 // CallOutcome is how one call ended, as its caller saw it.
@@ -1479,7 +1491,12 @@ type Routing struct {
 	// True for a delta, false for a snapshot.
 	Delta bool `protobuf:"varint,3,opt,name=delta,proto3" json:"delta,omitempty"`
 	// Delta only: services no longer in the scope (forgotten).
-	Removed       []string `protobuf:"bytes,4,rep,name=removed,proto3" json:"removed,omitempty"`
+	Removed []string `protobuf:"bytes,4,rep,name=removed,proto3" json:"removed,omitempty"`
+	// The lanes (DESIGN.md §4.9): every lane, whole, in every snapshot and
+	// in a delta whose lanes_changed is set (a delta without it leaves the
+	// sidecar's lanes as they were).
+	Lanes         []*Lane `protobuf:"bytes,5,rep,name=lanes,proto3" json:"lanes,omitempty"`
+	LanesChanged  bool    `protobuf:"varint,6,opt,name=lanes_changed,json=lanesChanged,proto3" json:"lanes_changed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1540,6 +1557,20 @@ func (x *Routing) GetRemoved() []string {
 		return x.Removed
 	}
 	return nil
+}
+
+func (x *Routing) GetLanes() []*Lane {
+	if x != nil {
+		return x.Lanes
+	}
+	return nil
+}
+
+func (x *Routing) GetLanesChanged() bool {
+	if x != nil {
+		return x.LanesChanged
+	}
+	return false
 }
 
 // ServiceRoute says where calls to one service go.
@@ -1796,7 +1827,7 @@ var File_coordinator_v1_sidecar_proto protoreflect.FileDescriptor
 
 const file_coordinator_v1_sidecar_proto_rawDesc = "" +
 	"\n" +
-	"\x1ccoordinator/v1/sidecar.proto\x12\x0ecoordinator.v1\x1a\x1egoogle/protobuf/duration.proto\"\xbe\x02\n" +
+	"\x1ccoordinator/v1/sidecar.proto\x12\x0ecoordinator.v1\x1a\x1ccoordinator/v1/records.proto\x1a\x1egoogle/protobuf/duration.proto\"\xbe\x02\n" +
 	"\x0eSidecarMessage\x126\n" +
 	"\bregister\x18\x01 \x01(\v2\x18.coordinator.v1.RegisterH\x00R\bregister\x124\n" +
 	"\x06events\x18\x02 \x01(\v2\x1a.coordinator.v1.EventBatchH\x00R\x06events\x129\n" +
@@ -1827,7 +1858,7 @@ const file_coordinator_v1_sidecar_proto_rawDesc = "" +
 	"\tHeartbeat\";\n" +
 	"\n" +
 	"EventBatch\x12-\n" +
-	"\x06events\x18\x01 \x03(\v2\x15.coordinator.v1.EventR\x06events\"\x99\x02\n" +
+	"\x06events\x18\x01 \x03(\v2\x15.coordinator.v1.EventR\x06events\"\xad\x02\n" +
 	"\x05Event\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12-\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x19.coordinator.v1.EventTypeR\x04type\x12\x15\n" +
@@ -1837,7 +1868,8 @@ const file_coordinator_v1_sidecar_proto_rawDesc = "" +
 	"\rcaller_sub_id\x18\x06 \x01(\x06R\vcallerSubId\x12\x12\n" +
 	"\x04wait\x18\a \x01(\bR\x04wait\x12\x18\n" +
 	"\aversion\x18\b \x01(\tR\aversion\x125\n" +
-	"\aoutcome\x18\x1e \x01(\v2\x1b.coordinator.v1.CallOutcomeR\aoutcome\"\x8a\x01\n" +
+	"\aoutcome\x18\x1e \x01(\v2\x1b.coordinator.v1.CallOutcomeR\aoutcome\x12\x12\n" +
+	"\x04lane\x18\x1f \x01(\tR\x04lane\"\x8a\x01\n" +
 	"\vCallOutcome\x122\n" +
 	"\x05class\x18\x01 \x01(\x0e2\x1c.coordinator.v1.OutcomeClassR\x05class\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\rR\x04code\x123\n" +
@@ -1887,12 +1919,14 @@ const file_coordinator_v1_sidecar_proto_rawDesc = "" +
 	"\fHeartbeatAck\x12+\n" +
 	"\x03ttl\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x18\n" +
 	"\apending\x18\x02 \x01(\bR\apending\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error\"\x8f\x01\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"\xe0\x01\n" +
 	"\aRouting\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x128\n" +
 	"\bservices\x18\x02 \x03(\v2\x1c.coordinator.v1.ServiceRouteR\bservices\x12\x14\n" +
 	"\x05delta\x18\x03 \x01(\bR\x05delta\x12\x18\n" +
-	"\aremoved\x18\x04 \x03(\tR\aremoved\"\xaa\x01\n" +
+	"\aremoved\x18\x04 \x03(\tR\aremoved\x12*\n" +
+	"\x05lanes\x18\x05 \x03(\v2\x14.coordinator.v1.LaneR\x05lanes\x12#\n" +
+	"\rlanes_changed\x18\x06 \x01(\bR\flanesChanged\"\xaa\x01\n" +
 	"\fServiceRoute\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12'\n" +
 	"\x0fdefault_version\x18\x02 \x01(\tR\x0edefaultVersion\x12\x1f\n" +
@@ -1974,6 +2008,7 @@ var file_coordinator_v1_sidecar_proto_goTypes = []any{
 	(*RoutingAck)(nil),          // 22: coordinator.v1.RoutingAck
 	(*CallDecision)(nil),        // 23: coordinator.v1.CallDecision
 	(*durationpb.Duration)(nil), // 24: google.protobuf.Duration
+	(*Lane)(nil),                // 25: coordinator.v1.Lane
 }
 var file_coordinator_v1_sidecar_proto_depIdxs = []int32{
 	5,  // 0: coordinator.v1.SidecarMessage.register:type_name -> coordinator.v1.Register
@@ -2001,14 +2036,15 @@ var file_coordinator_v1_sidecar_proto_depIdxs = []int32{
 	2,  // 22: coordinator.v1.LateEvent.reason:type_name -> coordinator.v1.LateReason
 	24, // 23: coordinator.v1.HeartbeatAck.ttl:type_name -> google.protobuf.Duration
 	20, // 24: coordinator.v1.Routing.services:type_name -> coordinator.v1.ServiceRoute
-	21, // 25: coordinator.v1.ServiceRoute.endpoints:type_name -> coordinator.v1.Endpoint
-	3,  // 26: coordinator.v1.SidecarService.Connect:input_type -> coordinator.v1.SidecarMessage
-	11, // 27: coordinator.v1.SidecarService.Connect:output_type -> coordinator.v1.CoordinatorMessage
-	27, // [27:28] is the sub-list for method output_type
-	26, // [26:27] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	25, // 25: coordinator.v1.Routing.lanes:type_name -> coordinator.v1.Lane
+	21, // 26: coordinator.v1.ServiceRoute.endpoints:type_name -> coordinator.v1.Endpoint
+	3,  // 27: coordinator.v1.SidecarService.Connect:input_type -> coordinator.v1.SidecarMessage
+	11, // 28: coordinator.v1.SidecarService.Connect:output_type -> coordinator.v1.CoordinatorMessage
+	28, // [28:29] is the sub-list for method output_type
+	27, // [27:28] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_coordinator_v1_sidecar_proto_init() }
@@ -2016,6 +2052,7 @@ func file_coordinator_v1_sidecar_proto_init() {
 	if File_coordinator_v1_sidecar_proto != nil {
 		return
 	}
+	file_coordinator_v1_records_proto_init()
 	file_coordinator_v1_sidecar_proto_msgTypes[0].OneofWrappers = []any{
 		(*SidecarMessage_Register)(nil),
 		(*SidecarMessage_Events)(nil),
