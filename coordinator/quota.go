@@ -63,7 +63,10 @@ const quotaLogEvery = 10 * time.Second
 type sessionQuota struct {
 	services, versions, learned int
 	events                      *rate.Limiter
-	logged                      map[string]time.Time // last refusal logged, by quota
+	// overSince and lastOver: the run of event-rate refusals the session
+	// is in (ratehold.go).
+	overSince, lastOver time.Time
+	logged              map[string]time.Time // last refusal logged, by quota
 }
 
 func (c *Config) setQuotaDefaults() {
@@ -87,6 +90,12 @@ func (c *Config) setQuotaDefaults() {
 	}
 	if c.EventBurst <= 0 {
 		c.EventBurst = DefaultEventBurst
+	}
+	if c.OverRateCloseAfter <= 0 {
+		c.OverRateCloseAfter = DefaultOverRateCloseAfter
+	}
+	if c.ratePauseMax <= 0 {
+		c.ratePauseMax = maxRatePause
 	}
 }
 
