@@ -12,7 +12,9 @@
 //	hostile_refused=N baseline_p99_ms=Q legit_p99_ms=P legit_failed=F rss_mb=R rss_growth_mb=G violations=V
 //
 // (G: growth of the coordinator's RSS after the first 30 s of the hostile
-// phase). The quotas are set low (flags below) so that ten times each is
+// phase). With -no-hostile the second phase runs without the hostile
+// session: P against Q then says what the longer second phase alone does on
+// this machine. The quotas are set low (flags below) so that ten times each is
 // reached in seconds; the defaults are documented in docs/limits.md.
 //
 // The event rate is flooded last, for the rest of the phase (flood.go):
@@ -95,6 +97,7 @@ func main() {
 	hostile := flag.Duration("hostile", 60*time.Second, "length of the phase with it (at least 30s: RSS growth is measured after its first 30 s)")
 	serve := flag.String("serve", "", "internal: run the coordinator on this data directory and print its addresses")
 	servePprof := flag.Bool("serve-pprof", false, "internal: with -serve, also serve /debug/pprof and print its address")
+	control := flag.Bool("no-hostile", false, "a control run: the second phase without the hostile session (what the phase alone does to the p99 on this machine)")
 	profile := flag.String("profile", "", "write the coordinator's heap and CPU profiles into this directory (diagnosis; the figures are then not comparable)")
 	flag.Parse()
 	log.SetFlags(0)
@@ -148,6 +151,10 @@ func main() {
 			}
 		}()
 		go prof.cpu(pctx, "hostile", 12*time.Second) // in the event flood
+		if *control {
+			<-pctx.Done()
+			return
+		}
 		h.run(pctx)
 	})
 	rssEnd := co.RSSMB()
