@@ -130,16 +130,16 @@ func main() {
 	admin := pb.NewAdminServiceClient(conn)
 
 	// Baseline: the update held in DRAINING, no hostile session.
-	baseLoad := co.StartLoad()
+	baseLoad, baseCPU := co.StartLoad(), co.startCPU()
 	baseP99, baseFailed := phase(ctx, s, admin, "v2", *baseline, func(pctx context.Context) { prof.cpu(pctx, "baseline", 3*time.Second) })
 	baseRejected := legitRejected(s, instances)
-	log.Printf("baseline: decided calls p99 %v, failed %d, events rejected %d, rss %d MB (%v)", baseP99, baseFailed, baseRejected, co.RSSMB(), baseLoad)
+	log.Printf("baseline: decided calls p99 %v, failed %d, events rejected %d, rss %d MB (%v; %v)", baseP99, baseFailed, baseRejected, co.RSSMB(), baseLoad, baseCPU)
 	prof.heap("baseline-end")
 
 	// Hostile: the same, with the hostile session from the start.
 	var rss30 int
 	h := &hostileRun{co: co}
-	hostileLoad := co.StartLoad()
+	hostileLoad, hostileCPU := co.StartLoad(), co.startCPU()
 	legitP99, _ := phase(ctx, s, admin, "v1", *hostile, func(pctx context.Context) {
 		go func() {
 			select {
@@ -158,8 +158,8 @@ func main() {
 		h.run(pctx)
 	})
 	rssEnd := co.RSSMB()
-	log.Printf("hostile phase at its end: rss %d MB, heap in use %.0f MB, legitimate events rejected %d (%v)", rssEnd,
-		co.metric("go_memstats_heap_inuse_bytes")/(1<<20), legitRejected(s, instances)-baseRejected, hostileLoad)
+	log.Printf("hostile phase at its end: rss %d MB, heap in use %.0f MB, legitimate events rejected %d (%v; %v)", rssEnd,
+		co.metric("go_memstats_heap_inuse_bytes")/(1<<20), legitRejected(s, instances)-baseRejected, hostileLoad, hostileCPU)
 	prof.heap("hostile-end")
 	failed := s.Failed() - baseFailed
 	if v := s.FirstViolation(); v != "" {
@@ -210,9 +210,28 @@ func phase(ctx context.Context, s *loadsim.Sim, admin pb.AdminServiceClient, to 
 	if extra != nil {
 		wg.Go(func() { extra(pctx) })
 	}
-	<-pctx.Done()
+	// The p99 of each 10 s window too: a trend over the run (the same in
+	// both phases) is not the hostile session's.
+	var decided []time.Duration
+	window := func(last bool) {
+		_, w := s.Latencies(true)
+		decided = append(decided, w...)
+		if len(w) > 0 {
+			slices.Sort(w)
+			log.Printf("  svc-d %s->%s: 10 s window p99 %.2f ms (%d decided calls)%s", from, to, ms(w[len(w)*99/100]), len(w), map[bool]string{true: ", last"}[last])
+		}
+	}
+	tick := time.NewTicker(10 * time.Second)
+	for pctx.Err() == nil {
+		select {
+		case <-tick.C:
+			window(false)
+		case <-pctx.Done():
+		}
+	}
+	tick.Stop()
 	wg.Wait()
-	_, decided := s.Latencies(true)
+	window(true)
 	entry.End(tctx) // svc-d@from drains: the update ends DONE
 	for {
 		g, err := admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: u.Id})
@@ -490,6 +509,33 @@ func startCoordinator(dir string, withPprof bool) *coordinatorProc {
 		co.pprof = f[2]
 	}
 	return co
+}
+
+// phaseCPU is the CPU the coordinator's process and this one used in a
+// phase: unlike the machine's busy time, it hardly depends on what other
+// processes run.
+type phaseCPU struct {
+	co           *coordinatorProc
+	start        time.Time
+	coord0, own0 float64
+}
+
+func (c *coordinatorProc) startCPU() *phaseCPU {
+	return &phaseCPU{co: c, start: time.Now(), coord0: c.CPUSeconds(), own0: benchCPUSeconds()}
+}
+
+func (p *phaseCPU) String() string {
+	wall := time.Since(p.start).Seconds()
+	return fmt.Sprintf("coordinator cpu %.2f cores, bench %.2f", (p.co.CPUSeconds()-p.coord0)/wall, (benchCPUSeconds()-p.own0)/wall)
+}
+
+// benchCPUSeconds is the CPU this process used so far.
+func benchCPUSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 // profiler saves the coordinator's profiles with -profile.
