@@ -68,7 +68,10 @@
 //     (own goroutine).
 //   - forgetState (forget.go): what has been unused since when; its sweep
 //     asks every serviceUser what is in use.
-//   - quotas (quota.go): per-session usage, kept in each session.
+//   - quotas (quota.go): per-session usage, kept in each session; a
+//     session over its event rate is not read for a while, or has its
+//     stream closed (ratehold.go: the stream's handler decides, with what
+//     the event lock noted in the session).
 //
 // The admin views (admin.go, admin_updates.go, admin_services.go: the
 // services view; admin_dryrun.go: what an update would do) own nothing: they
