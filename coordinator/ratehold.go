@@ -9,12 +9,12 @@ import (
 // make a flood cheap: once a batch of it was refused for the rate, its
 // stream's handler stops reading the stream until the session's token
 // bucket has refilled (at most ratePauseMax, and a quarter of its lease's
-// TTL, at a time). What the sidecar
-// sends meanwhile stays in HTTP/2 flow control, undecoded (its Send blocks
-// once the stream's window is full), instead of being decoded, refused and
-// acknowledged event by event: the session gets its rate and little more of
-// the coordinator's CPU. Its acks, call decisions and routing are still sent
-// during the pause; other streams are not affected.
+// TTL, at a time). What the sidecar sends meanwhile stays in HTTP/2 flow
+// control, undecoded (its Send blocks once the stream's window is full),
+// instead of being decoded, refused and acknowledged event by event: the
+// session gets its rate and little more of the coordinator's CPU. Its acks,
+// call decisions and routing are still sent during the pause; other streams
+// are not affected.
 //
 // A session that stays over its rate for OverRateCloseAfter (refused again
 // within overRateGap of its previous refusal, all that time) has its stream
@@ -48,8 +48,9 @@ func (c *Coordinator) overRateGap() time.Duration { return 2 * c.cfg.ratePauseMa
 
 // overRateLocked notes that s had events refused for its rate at now and
 // says how long its stream should not be read (until its bucket is full,
-// at most ratePauseMax or a quarter of its TTL), or, when s has been over its rate for
-// OverRateCloseAfter, that the stream must be closed. Event lock held.
+// at most ratePauseMax or a quarter of its TTL), or, when s has been over
+// its rate for OverRateCloseAfter, that the stream must be closed. Event
+// lock held.
 func (c *Coordinator) overRateLocked(s *session, now time.Time) rateHold {
 	q := &s.quota
 	if q.overSince.IsZero() || now.Sub(q.lastOver) > c.overRateGap() {
