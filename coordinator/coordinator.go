@@ -75,6 +75,12 @@ type Config struct {
 	MaxLearnedEdges           int
 	MaxEventsPerSecond        float64
 	EventBurst                int
+	// OverRateCloseAfter closes the stream of a session that has stayed
+	// over its event rate this long (ratehold.go; DefaultOverRateCloseAfter).
+	OverRateCloseAfter time.Duration
+	// ratePauseMax bounds one pause of a stream over its event rate
+	// (maxRatePause; tests shorten or lengthen it).
+	ratePauseMax time.Duration
 	// ImplicitTimeout ends a transaction known only from downstream calls
 	// whose Begin never arrived (its entry's events were lost, or arrived
 	// after its End had been forgotten).

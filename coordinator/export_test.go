@@ -1,5 +1,7 @@
 package coordinator
 
+import "time"
+
 // TouchRoutingUnderEventLock marks service's route changed holding the
 // event lock, as event application does after a change, and runs fn with
 // the revision before releasing it.
@@ -20,3 +22,9 @@ func (c *Coordinator) RoutingSettled(instance string) bool {
 
 // ProgressRuns returns how many times the progress check ran.
 func (c *Coordinator) ProgressRuns() uint64 { return c.progressRuns.Load() }
+
+// WithRatePauseMax sets how long, at most, a stream over its event rate is
+// not read at a time (maxRatePause otherwise).
+func WithRatePauseMax(d time.Duration) func(*Config) {
+	return func(c *Config) { c.ratePauseMax = d }
+}

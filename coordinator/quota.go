@@ -63,7 +63,10 @@ const quotaLogEvery = 10 * time.Second
 type sessionQuota struct {
 	services, versions, learned int
 	events                      *rate.Limiter
-	logged                      map[string]time.Time // last refusal logged, by quota
+	// overSince and lastOver: the run of event-rate refusals the session
+	// is in (ratehold.go).
+	overSince, lastOver time.Time
+	logged              map[string]time.Time // last refusal logged, by quota
 }
 
 func (c *Config) setQuotaDefaults() {
@@ -88,13 +91,36 @@ func (c *Config) setQuotaDefaults() {
 	if c.EventBurst <= 0 {
 		c.EventBurst = DefaultEventBurst
 	}
+	if c.OverRateCloseAfter <= 0 {
+		c.OverRateCloseAfter = DefaultOverRateCloseAfter
+	}
+	if c.ratePauseMax <= 0 {
+		c.ratePauseMax = maxRatePause
+	}
 }
 
 // quotaExceeded is the refusal of an event past q: it names what was
-// exceeded and the limit.
-func quotaExceeded(q quota, what string, limit int) error {
-	return fmt.Errorf("%w: %s: the limit is %d (%s)", ErrQuota, what, limit, q.flag)
+// exceeded (format and args) and the limit.
+func quotaExceeded(q quota, limit int, format string, args ...any) error {
+	return &quotaError{q: q, limit: limit, format: format, args: args}
 }
+
+// quotaError is a refusal past a quota. Its message is formatted when it is
+// read, after the event lock is released (applyBatch builds the Ack's
+// errors then), or for the rate-limited log line: a run of refused events
+// costs the event lock little each.
+type quotaError struct {
+	q      quota
+	limit  int
+	format string
+	args   []any
+}
+
+func (e *quotaError) Error() string {
+	return fmt.Sprintf("%v: %s: the limit is %d (%s)", ErrQuota, fmt.Sprintf(e.format, e.args...), e.limit, e.q.flag)
+}
+
+func (e *quotaError) Unwrap() error { return ErrQuota }
 
 // refuseLocked counts and (rate-limited) logs a refusal, and returns err.
 func (c *Coordinator) refuseLocked(s *session, q quota, err error, n int) error {
@@ -132,9 +158,8 @@ func (c *Coordinator) admitEventsLocked(s *session, n int, now time.Time) int {
 
 // eventRateExceeded is the refusal of the events over s's rate.
 func (c *Coordinator) eventRateExceeded() error {
-	return quotaExceeded(quotaEventRate,
-		fmt.Sprintf("more than %.0f events per second from this session (burst %d)", c.cfg.MaxEventsPerSecond, c.cfg.EventBurst),
-		int(c.cfg.MaxEventsPerSecond))
+	return quotaExceeded(quotaEventRate, int(c.cfg.MaxEventsPerSecond),
+		"more than %.0f events per second from this session (burst %d)", c.cfg.MaxEventsPerSecond, c.cfg.EventBurst)
 }
 
 // checkNewTxnLocked refuses an event that would start a live transaction
@@ -144,12 +169,12 @@ func (c *Coordinator) checkNewTxnLocked(s *session, txn string) error {
 		return nil
 	}
 	if n := c.eng.Live(); n >= c.cfg.MaxLiveTxns {
-		return c.refuseLocked(s, quotaLiveTxns, quotaExceeded(quotaLiveTxns,
-			fmt.Sprintf("%d live transactions in all", n), c.cfg.MaxLiveTxns), 1)
+		return c.refuseLocked(s, quotaLiveTxns, quotaExceeded(quotaLiveTxns, c.cfg.MaxLiveTxns,
+			"%d live transactions in all", n), 1)
 	}
 	if n := c.eng.Owned(s.owner); n >= c.cfg.MaxLiveTxnsPerSession {
-		return c.refuseLocked(s, quotaSessionLiveTxns, quotaExceeded(quotaSessionLiveTxns,
-			fmt.Sprintf("session %q owns %d live transactions", s.rec.InstanceId, n), c.cfg.MaxLiveTxnsPerSession), 1)
+		return c.refuseLocked(s, quotaSessionLiveTxns, quotaExceeded(quotaSessionLiveTxns, c.cfg.MaxLiveTxnsPerSession,
+			"session %q owns %d live transactions", s.rec.InstanceId, n), 1)
 	}
 	return nil
 }
@@ -165,32 +190,28 @@ func (c *Coordinator) checkCallLocked(s *session, ev *pb.Event) (callCharge, err
 	to, known := c.eng.LookupService(ev.Service)
 	if !known {
 		if s.quota.services >= c.cfg.MaxNewServicesPerSession {
-			return ch, c.refuseLocked(s, quotaServices, quotaExceeded(quotaServices,
-				fmt.Sprintf("session %q introduced %d services; CALL names another, %q", s.rec.InstanceId, s.quota.services, ev.Service),
-				c.cfg.MaxNewServicesPerSession), 1)
+			return ch, c.refuseLocked(s, quotaServices, quotaExceeded(quotaServices, c.cfg.MaxNewServicesPerSession,
+				"session %q introduced %d services; CALL names another, %q", s.rec.InstanceId, s.quota.services, ev.Service), 1)
 		}
 		ch.service = true
 	}
 	if ev.Version != "" && (!ev.Wait || ev.Lane != "") {
 		if _, ok := c.eng.LookupVersion(ev.Version); !ok {
 			if s.quota.versions >= c.cfg.MaxNewVersionsPerSession {
-				return ch, c.refuseLocked(s, quotaVersions, quotaExceeded(quotaVersions,
-					fmt.Sprintf("session %q introduced %d versions; CALL names another, %q", s.rec.InstanceId, s.quota.versions, ev.Version),
-					c.cfg.MaxNewVersionsPerSession), 1)
+				return ch, c.refuseLocked(s, quotaVersions, quotaExceeded(quotaVersions, c.cfg.MaxNewVersionsPerSession,
+					"session %q introduced %d versions; CALL names another, %q", s.rec.InstanceId, s.quota.versions, ev.Version), 1)
 			}
 			ch.version = true
 		}
 	}
 	if !known || !c.eng.HasEdge(s.svc, to) {
 		if s.quota.learned >= c.cfg.MaxLearnedEdgesPerSession {
-			return ch, c.refuseLocked(s, quotaSessionLearned, quotaExceeded(quotaSessionLearned,
-				fmt.Sprintf("session %q taught %d undeclared edges; CALL %s→%s is another", s.rec.InstanceId, s.quota.learned, s.rec.Service, ev.Service),
-				c.cfg.MaxLearnedEdgesPerSession), 1)
+			return ch, c.refuseLocked(s, quotaSessionLearned, quotaExceeded(quotaSessionLearned, c.cfg.MaxLearnedEdgesPerSession,
+				"session %q taught %d undeclared edges; CALL %s→%s is another", s.rec.InstanceId, s.quota.learned, s.rec.Service, ev.Service), 1)
 		}
 		if n := c.cat.learnedEdges(); n >= c.cfg.MaxLearnedEdges {
-			return ch, c.refuseLocked(s, quotaLearnedEdgesTotal, quotaExceeded(quotaLearnedEdgesTotal,
-				fmt.Sprintf("%d undeclared edges learned in all; CALL %s→%s is another", n, s.rec.Service, ev.Service),
-				c.cfg.MaxLearnedEdges), 1)
+			return ch, c.refuseLocked(s, quotaLearnedEdgesTotal, quotaExceeded(quotaLearnedEdgesTotal, c.cfg.MaxLearnedEdges,
+				"%d undeclared edges learned in all; CALL %s→%s is another", n, s.rec.Service, ev.Service), 1)
 		}
 	}
 	return ch, c.checkNewTxnLocked(s, ev.TxnId)

@@ -100,7 +100,7 @@ func (c *Coordinator) validateRegister(r *pb.Register) (hb time.Duration, misses
 	if n := len(r.GetLiveRoots()); n > c.cfg.MaxLiveTxnsPerSession {
 		// Each becomes a live transaction the session owns.
 		c.metrics.quotaRefusals[quotaSessionLiveTxns.label].Inc()
-		return 0, 0, quotaExceeded(quotaSessionLiveTxns, fmt.Sprintf("register: %d live roots", n), c.cfg.MaxLiveTxnsPerSession)
+		return 0, 0, quotaExceeded(quotaSessionLiveTxns, c.cfg.MaxLiveTxnsPerSession, "register: %d live roots", n)
 	}
 	for _, lr := range r.GetLiveRoots() {
 		if err := validTxnID(lr.GetTxnId()); err != nil {

@@ -192,9 +192,16 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 	}()
 	regTimer := time.NewTimer(c.cfg.RegisterTimeout)
 	defer regTimer.Stop()
+	// in is msgs while the stream is read, nil while a session over its
+	// event rate is not (until resume fires).
+	in := msgs
+	var resume <-chan time.Time
 	for {
 		var m *pb.SidecarMessage
 		select {
+		case <-resume:
+			in, resume = msgs, nil
+			continue
 		case <-regTimer.C:
 			if sess == nil {
 				return fmt.Errorf("%w within %v of opening the stream", ErrNoRegister, c.cfg.RegisterTimeout)
@@ -221,7 +228,7 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 				return err
 			}
 			continue
-		case m = <-msgs:
+		case m = <-in:
 		}
 		var out *pb.CoordinatorMessage
 		switch k := m.Kind.(type) {
@@ -251,7 +258,23 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 			c.routingAck(sess, k.RoutingAck.GetRevision())
 			continue
 		case *pb.SidecarMessage_Events:
-			out = &pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_Ack{Ack: c.applyBatch(sess, st, k.Events.GetEvents())}}
+			ack, hold := c.applyBatch(sess, st, k.Events.GetEvents())
+			out = &pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_Ack{Ack: ack}}
+			if hold != (rateHold{}) {
+				// Over its rate: the Ack (its refusal) goes out first, then
+				// the stream is closed or not read for a while (ratehold.go).
+				if err := st.send(out); err != nil {
+					return err
+				}
+				if err := st.flush(); err != nil {
+					return err
+				}
+				if hold.closeErr != nil {
+					return hold.closeErr
+				}
+				in, resume = nil, time.After(hold.pause)
+				continue
+			}
 		case *pb.SidecarMessage_Deregister:
 			if sess == nil {
 				return fmt.Errorf("%w: deregister before register", ErrNotRegistered)
@@ -299,15 +322,19 @@ func (c *Coordinator) detach(s *session, st *stream) {
 // rate, or all of them on a stream that did not register) get one error
 // for the run, not one each: a flood of them costs the event lock and the
 // Ack next to nothing per event.
-func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ack {
+//
+// A batch that had events refused for the rate also returns what the
+// stream must do about it (rateHold: stop reading for a while, or close).
+func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) (*pb.Ack, rateHold) {
 	ack := &pb.Ack{}
+	var hold rateHold
 	if n := len(evs); n > 0 {
 		ack.ThroughSeq = evs[n-1].GetSeq()
 	}
 	if len(evs) > MaxEventsPerBatch {
 		ack.Errors = append(ack.Errors, eventError(0, "",
 			fmt.Errorf("%w: batch of %d events is larger than %d; nothing applied", ErrInvalidArgument, len(evs), MaxEventsPerBatch)))
-		return ack
+		return ack, hold
 	}
 	var counts [int(pb.EventType_EVENT_TYPE_END) + 1]int
 	var late [numLateReasons]int
@@ -325,8 +352,10 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 	case !current:
 		refusal = fmt.Errorf("%w: send Register first", ErrNotRegistered)
 	default:
-		if admitted = c.admitEventsLocked(s, len(evs), time.Now()); admitted < len(evs) {
+		now := time.Now()
+		if admitted = c.admitEventsLocked(s, len(evs), now); admitted < len(evs) {
 			refusal = c.refuseLocked(s, quotaEventRate, c.eventRateExceeded(), len(evs)-admitted)
+			hold = c.overRateLocked(s, now)
 		}
 	}
 	for _, ev := range evs[:admitted] {
@@ -394,7 +423,7 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) *pb.Ac
 		c.lg.Debug("late events ignored", "instance", s.rec.InstanceId, "late", len(ack.Late),
 			"first_seq", ack.Late[0].GetSeq(), "first_reason", ack.Late[0].GetReason().String())
 	}
-	return ack
+	return ack, hold
 }
 
 // failedEvent is an event applyBatch rejected, and why.

@@ -12,8 +12,26 @@
 //	hostile_refused=N baseline_p99_ms=Q legit_p99_ms=P legit_failed=F rss_mb=R rss_growth_mb=G violations=V
 //
 // (G: growth of the coordinator's RSS after the first 30 s of the hostile
-// phase). The quotas are set low (flags below) so that ten times each is
+// phase). With -no-hostile the second phase runs without the hostile
+// session: P against Q then says what the longer second phase alone does on
+// this machine. The quotas are set low (flags below) so that ten times each is
 // reached in seconds; the defaults are documented in docs/limits.md.
+//
+// The event rate is flooded last, for the rest of the phase (flood.go):
+// batches due at ten times the session's rate, sent without waiting for
+// their Acks. The coordinator stops reading a session over its rate until
+// its bucket refills and closes its stream once it has stayed over for 30 s
+// (--over-rate-close-after); the flood then reopens it after the SDK's
+// backoff. So most of what it attempts is never sent: Send blocks in HTTP/2
+// flow control and the batches due meanwhile are held back. The quota line
+// of session_event_rate counts what it attempted as pushed; the line
+//
+//	event_rate_flood: attempted=A sent=S held_back=H acked=K refused_in_acks=R unacked=U streams_closed=C
+//
+// says how much of it reached the coordinator (S), how much the Acks refused
+// (R), and how many times the stream was closed (C); hostile_refused counts
+// the coordinator's refusals (coordinator_quota_refusals_total), which are
+// of what it read.
 package main
 
 import (
@@ -61,13 +79,13 @@ var graph = loadsim.Graph{"svc-a": {"svc-b", "svc-c"}, "svc-b": {"svc-d", "svc-e
 
 // The quotas of the soak (coordinatord flags of the same names).
 const (
-	liveTxnsPerSession  = 2_000 // --max-live-txns-per-session
-	newServices         = 100   // --max-new-services-per-session
-	newVersions         = 20    // --max-new-versions-per-session
-	learnedEdges        = 100   // --max-learned-edges-per-session
-	eventsPerSecond     = 5_000 // --max-events-per-second
-	eventBurst          = 5_000 // --event-burst
-	streamsPerPeer      = 20    // --max-streams-per-peer
+	liveTxnsPerSession  = 2_000  // --max-live-txns-per-session
+	newServices         = 100    // --max-new-services-per-session
+	newVersions         = 20     // --max-new-versions-per-session
+	learnedEdges        = 100    // --max-learned-edges-per-session
+	eventsPerSecond     = 20_000 // --max-events-per-second: above the svc-d sidecar's ~9,000/s
+	eventBurst          = 20_000 // --event-burst
+	streamsPerPeer      = 20     // --max-streams-per-peer
 	hostileAddr         = "127.0.0.2"
 	push                = 10 // each quota is pushed this many times over
 	maxRequestBodyBytes = server.DefaultMaxRequestBytes
@@ -79,6 +97,7 @@ func main() {
 	hostile := flag.Duration("hostile", 60*time.Second, "length of the phase with it (at least 30s: RSS growth is measured after its first 30 s)")
 	serve := flag.String("serve", "", "internal: run the coordinator on this data directory and print its addresses")
 	servePprof := flag.Bool("serve-pprof", false, "internal: with -serve, also serve /debug/pprof and print its address")
+	control := flag.Bool("no-hostile", false, "a control run: the second phase without the hostile session (what the phase alone does to the p99 on this machine)")
 	profile := flag.String("profile", "", "write the coordinator's heap and CPU profiles into this directory (diagnosis; the figures are then not comparable)")
 	flag.Parse()
 	log.SetFlags(0)
@@ -98,8 +117,8 @@ func main() {
 	defer co.Stop()
 	prof := &profiler{co: co, dir: *profile}
 
-	s, err := loadsim.Start(ctx, loadsim.Config{Coordinators: []string{co.grpc}, Graph: graph,
-		Instances: []string{"svc-a@v1", "svc-b@v1", "svc-c@v1", "svc-d@v1", "svc-e@v1", "svc-f@v1", "svc-d@v2"}, Entry: "svc-a"})
+	instances := []string{"svc-a@v1", "svc-b@v1", "svc-c@v1", "svc-d@v1", "svc-e@v1", "svc-f@v1", "svc-d@v2"}
+	s, err := loadsim.Start(ctx, loadsim.Config{Coordinators: []string{co.grpc}, Graph: graph, Instances: instances, Entry: "svc-a"})
 	check(err)
 	defer s.Close()
 	time.Sleep(200 * time.Millisecond)
@@ -111,15 +130,16 @@ func main() {
 	admin := pb.NewAdminServiceClient(conn)
 
 	// Baseline: the update held in DRAINING, no hostile session.
-	baseLoad := co.StartLoad()
+	baseLoad, baseCPU := co.StartLoad(), co.startCPU()
 	baseP99, baseFailed := phase(ctx, s, admin, "v2", *baseline, func(pctx context.Context) { prof.cpu(pctx, "baseline", 3*time.Second) })
-	log.Printf("baseline: decided calls p99 %v, failed %d, rss %d MB (%v)", baseP99, baseFailed, co.RSSMB(), baseLoad)
+	baseRejected := legitRejected(s, instances)
+	log.Printf("baseline: decided calls p99 %v, failed %d, events rejected %d, rss %d MB (%v; %v)", baseP99, baseFailed, baseRejected, co.RSSMB(), baseLoad, baseCPU)
 	prof.heap("baseline-end")
 
 	// Hostile: the same, with the hostile session from the start.
 	var rss30 int
 	h := &hostileRun{co: co}
-	hostileLoad := co.StartLoad()
+	hostileLoad, hostileCPU := co.StartLoad(), co.startCPU()
 	legitP99, _ := phase(ctx, s, admin, "v1", *hostile, func(pctx context.Context) {
 		go func() {
 			select {
@@ -131,10 +151,15 @@ func main() {
 			}
 		}()
 		go prof.cpu(pctx, "hostile", 12*time.Second) // in the event flood
+		if *control {
+			<-pctx.Done()
+			return
+		}
 		h.run(pctx)
 	})
 	rssEnd := co.RSSMB()
-	log.Printf("hostile phase at its end: rss %d MB, heap in use %.0f MB (%v)", rssEnd, co.metric("go_memstats_heap_inuse_bytes")/(1<<20), hostileLoad)
+	log.Printf("hostile phase at its end: rss %d MB, heap in use %.0f MB, legitimate events rejected %d (%v; %v)", rssEnd,
+		co.metric("go_memstats_heap_inuse_bytes")/(1<<20), legitRejected(s, instances)-baseRejected, hostileLoad, hostileCPU)
 	prof.heap("hostile-end")
 	failed := s.Failed() - baseFailed
 	if v := s.FirstViolation(); v != "" {
@@ -149,6 +174,17 @@ func main() {
 	}
 	fmt.Printf("hostile_refused=%d baseline_p99_ms=%.2f legit_p99_ms=%.2f legit_failed=%d rss_mb=%d rss_growth_mb=%d violations=%d\n",
 		refused, ms(baseP99), ms(legitP99), failed, rssEnd, rssEnd-rss30, s.Violations())
+}
+
+// legitRejected is how many events the coordinator rejected from the
+// legitimate sidecars so far (the SDK does not resend them): none should be,
+// the soak's quotas are above what they send.
+func legitRejected(s *loadsim.Sim, instances []string) uint64 {
+	var n uint64
+	for _, inst := range instances {
+		n += s.Client(inst).Stats().Rejected
+	}
+	return n
 }
 
 // phase runs a CV update of svc-d to `to` held in DRAINING for d (a
@@ -174,9 +210,28 @@ func phase(ctx context.Context, s *loadsim.Sim, admin pb.AdminServiceClient, to 
 	if extra != nil {
 		wg.Go(func() { extra(pctx) })
 	}
-	<-pctx.Done()
+	// The p99 of each 10 s window too: a trend over the run (the same in
+	// both phases) is not the hostile session's.
+	var decided []time.Duration
+	window := func(last bool) {
+		_, w := s.Latencies(true)
+		decided = append(decided, w...)
+		if len(w) > 0 {
+			slices.Sort(w)
+			log.Printf("  svc-d %s->%s: 10 s window p99 %.2f ms (%d decided calls)%s", from, to, ms(w[len(w)*99/100]), len(w), map[bool]string{true: ", last"}[last])
+		}
+	}
+	tick := time.NewTicker(10 * time.Second)
+	for pctx.Err() == nil {
+		select {
+		case <-tick.C:
+			window(false)
+		case <-pctx.Done():
+		}
+	}
+	tick.Stop()
 	wg.Wait()
-	_, decided := s.Latencies(true)
+	window(true)
 	entry.End(tctx) // svc-d@from drains: the update ends DONE
 	for {
 		g, err := admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: u.Id})
@@ -204,6 +259,7 @@ type hostileRun struct {
 	// and the stream limit refuse before any coordinator metric.
 	refused413, refusedStreams atomic.Int64
 	sendErrs                   atomic.Int64
+	flood                      *flood // the event-rate flood (flood.go)
 }
 
 func (h *hostileRun) add(quota string, n int64) {
@@ -227,15 +283,19 @@ func (h *hostileRun) run(ctx context.Context) {
 		Address: "127.0.0.1:1", Dependencies: decl})
 	check(err)
 	setup.Close()
-	sc, _, err := simsidecar.Connect(ctx, conn, &pb.Register{InstanceId: "hostile-1", Service: "hostile", Version: "v1", Address: "127.0.0.1:1",
-		Dependencies: []string{"svc-f"}})
+	reg := &pb.Register{InstanceId: "hostile-1", Service: "hostile", Version: "v1", Address: "127.0.0.1:1",
+		Dependencies: []string{"svc-f"}}
+	sc, _, err := simsidecar.Connect(ctx, conn, reg)
 	check(err)
-	defer sc.Close()
+	cur := new(atomic.Pointer[simsidecar.Sidecar]) // the flood reconnects
+	cur.Store(sc)
+	defer func() { cur.Load().Close() }()
+	h.flood = &flood{conn: conn, reg: reg, cur: cur}
 	var wg sync.WaitGroup
 	wg.Go(func() { // a misbehaving sidecar, but a live one: it heartbeats
 		for ctx.Err() == nil {
 			hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, _ = sc.Heartbeat(hctx)
+			_, _ = cur.Load().Heartbeat(hctx)
 			cancel()
 			pace(ctx, time.Second)
 		}
@@ -248,7 +308,8 @@ func (h *hostileRun) run(ctx context.Context) {
 	h.namesAndEdges(ctx, sc) // its first 100 names teach 100 edges too
 	h.learnEdges(ctx, sc, decl)
 	h.liveTxns(ctx, sc)
-	h.eventRate(ctx, sc)
+	h.flood.run(ctx)
+	h.add("session_event_rate", h.flood.attempted.Load())
 	wg.Wait()
 }
 
@@ -332,26 +393,6 @@ func (h *hostileRun) learnEdges(ctx context.Context, sc *simsidecar.Sidecar, to 
 	}
 }
 
-// eventRate sends ten times the session's event rate for the phase: ENDs
-// of transactions that do not exist, which change nothing and touch no
-// other quota.
-func (h *hostileRun) eventRate(ctx context.Context, sc *simsidecar.Sidecar) {
-	const batch = 1000
-	per := time.Duration(float64(time.Second) * batch / (push * eventsPerSecond))
-	next := time.Now()
-	for i := 0; ctx.Err() == nil; i++ {
-		evs := make([]*pb.Event, 0, batch)
-		for j := 0; j < batch; j++ {
-			evs = append(evs, simsidecar.End(fmt.Sprintf("hostile-rate-%d-%d", i, j)))
-		}
-		if h.send(ctx, sc, evs) {
-			h.add("session_event_rate", batch)
-		}
-		next = next.Add(per)
-		pace(ctx, time.Until(next))
-	}
-}
-
 // streams opens ten times the streams one peer may have, from another
 // loopback address, and never registers them.
 func (h *hostileRun) streams(ctx context.Context) {
@@ -419,6 +460,9 @@ func (h *hostileRun) report(co *coordinatorProc) int64 {
 		names = append(names, q)
 	}
 	slices.Sort(names)
+	if h.flood != nil {
+		h.flood.report()
+	}
 	var total int64
 	for _, q := range names {
 		var pushed int64
@@ -465,6 +509,33 @@ func startCoordinator(dir string, withPprof bool) *coordinatorProc {
 		co.pprof = f[2]
 	}
 	return co
+}
+
+// phaseCPU is the CPU the coordinator's process and this one used in a
+// phase: unlike the machine's busy time, it hardly depends on what other
+// processes run.
+type phaseCPU struct {
+	co           *coordinatorProc
+	start        time.Time
+	coord0, own0 float64
+}
+
+func (c *coordinatorProc) startCPU() *phaseCPU {
+	return &phaseCPU{co: c, start: time.Now(), coord0: c.CPUSeconds(), own0: benchCPUSeconds()}
+}
+
+func (p *phaseCPU) String() string {
+	wall := time.Since(p.start).Seconds()
+	return fmt.Sprintf("coordinator cpu %.2f cores, bench %.2f", (p.co.CPUSeconds()-p.coord0)/wall, (benchCPUSeconds()-p.own0)/wall)
+}
+
+// benchCPUSeconds is the CPU this process used so far.
+func benchCPUSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 // profiler saves the coordinator's profiles with -profile.

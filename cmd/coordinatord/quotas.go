@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -13,6 +14,7 @@ import (
 type quotaFlags struct {
 	liveTxns, services, versions, learned, learnedTotal, burst *int
 	eventRate                                                  *float64
+	overRateCloseAfter                                         *time.Duration
 }
 
 func registerQuotaFlags(fs *pflag.FlagSet) *quotaFlags {
@@ -31,6 +33,8 @@ func registerQuotaFlags(fs *pflag.FlagSet) *quotaFlags {
 			"events per second one session may send (token bucket; see --event-burst)"),
 		burst: fs.Int("event-burst", coordinator.DefaultEventBurst,
 			"events one session may send at once above --max-events-per-second (at least one full batch, 65536)"),
+		overRateCloseAfter: fs.Duration("over-rate-close-after", coordinator.DefaultOverRateCloseAfter,
+			"how long a session may stay over --max-events-per-second (its stream not read between refusals) before its stream is closed with ResourceExhausted"),
 	}
 }
 
@@ -47,6 +51,9 @@ func (q *quotaFlags) validate() error {
 	if !(*q.eventRate > 0) {
 		return fmt.Errorf("--max-events-per-second %v: want a positive rate", *q.eventRate)
 	}
+	if *q.overRateCloseAfter <= 0 {
+		return fmt.Errorf("--over-rate-close-after %v: want a positive duration", *q.overRateCloseAfter)
+	}
 	if *q.burst < coordinator.MaxEventsPerBatch {
 		return fmt.Errorf("--event-burst %d: want at least %d, one full batch", *q.burst, coordinator.MaxEventsPerBatch)
 	}
@@ -61,4 +68,5 @@ func (q *quotaFlags) apply(c *coordinator.Config) {
 	c.MaxLearnedEdges = *q.learnedTotal
 	c.MaxEventsPerSecond = *q.eventRate
 	c.EventBurst = *q.burst
+	c.OverRateCloseAfter = *q.overRateCloseAfter
 }

@@ -1,0 +1,80 @@
+package coordinator
+
+import (
+	"fmt"
+	"time"
+)
+
+// A session over its event rate (quota.go) is made cheap the way servers
+// make a flood cheap: once a batch of it was refused for the rate, its
+// stream's handler stops reading the stream until the session's token
+// bucket has refilled (at most ratePauseMax, and a quarter of its lease's
+// TTL, at a time). What the sidecar sends meanwhile stays in HTTP/2 flow
+// control, undecoded (its Send blocks once the stream's window is full),
+// instead of being decoded, refused and acknowledged event by event: the
+// session gets its rate and little more of the coordinator's CPU. Its acks,
+// call decisions and routing are still sent during the pause; other streams
+// are not affected.
+//
+// A session that stays over its rate for OverRateCloseAfter (refused again
+// within overRateGap of its previous refusal, all that time) has its stream
+// closed with ResourceExhausted; it may reconnect (reconnections are bounded
+// by the streams per peer), but a resumed session keeps its bucket and its
+// run, so one that goes on flooding is closed again at its next refusal.
+
+// maxRatePause bounds one pause of a stream: heartbeats share the stream,
+// and a session's lease must not lapse while it waits (a pause is also at
+// most a quarter of the session's TTL).
+const maxRatePause = time.Second
+
+// DefaultOverRateCloseAfter is how long a session may stay over its event
+// rate before its stream is closed.
+const DefaultOverRateCloseAfter = 30 * time.Second
+
+// quotaRateClose keys the closures' log line in sessionQuota.logged.
+const quotaRateClose = "session_event_rate_close"
+
+// rateHold is what a stream's handler does after a batch was refused for
+// the rate: stop reading for pause, or end the stream with closeErr.
+type rateHold struct {
+	pause    time.Duration
+	closeErr error
+}
+
+// overRateGap is how soon after its previous refusal for the rate a
+// session's next one must come for the run to go on: a session throttled
+// by pauses is refused about once a pause.
+func (c *Coordinator) overRateGap() time.Duration { return 2 * c.cfg.ratePauseMax }
+
+// overRateLocked notes that s had events refused for its rate at now and
+// says how long its stream should not be read (until its bucket is full,
+// at most ratePauseMax or a quarter of its TTL), or, when s has been over
+// its rate for OverRateCloseAfter, that the stream must be closed. Event
+// lock held.
+func (c *Coordinator) overRateLocked(s *session, now time.Time) rateHold {
+	q := &s.quota
+	if q.overSince.IsZero() || now.Sub(q.lastOver) > c.overRateGap() {
+		q.overSince = now
+	}
+	q.lastOver = now
+	if over := now.Sub(q.overSince); over >= c.cfg.OverRateCloseAfter {
+		if last, ok := q.logged[quotaRateClose]; !ok || now.Sub(last) >= quotaLogEvery {
+			if q.logged == nil {
+				q.logged = make(map[string]time.Time)
+			}
+			q.logged[quotaRateClose] = now
+			c.lg.Warn("stream closed: session over its event rate", "instance", s.rec.InstanceId,
+				"over_for", over, "next_log_in", quotaLogEvery)
+		}
+		return rateHold{closeErr: fmt.Errorf("%w: session %q has sent more than %.0f events per second (burst %d) for %v: stream closed; send slower, then reconnect (--max-events-per-second, --over-rate-close-after %v)",
+			ErrQuota, s.rec.InstanceId, c.cfg.MaxEventsPerSecond, c.cfg.EventBurst, over.Round(time.Second), c.cfg.OverRateCloseAfter)}
+	}
+	// Heartbeats wait too: a pause is a small part of the session's lease.
+	most := min(c.cfg.ratePauseMax, s.ttl/4)
+	missing := float64(c.cfg.EventBurst) - q.events.TokensAt(now)
+	refill := max(missing, 0) / c.cfg.MaxEventsPerSecond // seconds
+	if refill >= most.Seconds() {
+		return rateHold{pause: most}
+	}
+	return rateHold{pause: time.Duration(refill * float64(time.Second))}
+}
