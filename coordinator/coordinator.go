@@ -276,7 +276,7 @@ func New(cfg Config) (*Coordinator, error) {
 		eng: c.eng, sess: c.sess, cat: c.cat, routing: c.routing,
 		upd: newUpdateTable(), phases: newPhaseWriter(), pins: newPinCommitter(c),
 		pendingPins: make(map[string]*storage.Op), analyses: newAnalysisStore(),
-		laneKick:    c.lanes.wake,
+		laneKick: c.lanes.wake,
 	}
 	c.progressWake = newWakeup()
 	c.orch.upd.woke, c.orch.phases.woke = c.progressWake, c.progressWake
