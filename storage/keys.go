@@ -99,6 +99,7 @@ func (k Keys) Analyses() string { return k.Root() + relAnalyses }
 // (DESIGN.md §4.7): its outcome windows, so that a new leader continues
 // them.
 func (k Keys) Analysis(id string) string { return k.Root() + relAnalysis(id) }
+
 // Lanes is the prefix of every lane (DESIGN.md §4.9).
 func (k Keys) Lanes() string { return k.Root() + relLanes }
 

@@ -244,6 +244,7 @@ func PutAnalysis(rec *pb.AnalysisRecord) Op {
 
 // DeleteAnalysis deletes the analysis record of update id.
 func DeleteAnalysis(id string) Op { return Op{kind: opDelete, rel: relAnalysis(id)} }
+
 // PutLane stores a lane (DESIGN.md §4.9).
 func PutLane(rec *pb.Lane) Op { return putProto(relLane(rec.GetName()), rec, NoLease) }
 
