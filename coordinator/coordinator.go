@@ -333,7 +333,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 	c.wb.Start()
-	c.streams.Add(9)
+	c.streams.Add(10)
 	go c.runPhaseWriter()
 	go c.runLaneSettle()
 	go c.every(c.cfg.ImplicitTimeout/4, func(now time.Time) {
