@@ -113,8 +113,15 @@ func (st *stream) offerRouting(m *routingMsg) (resync bool) {
 }
 
 // flush sends the queued messages, then the pending routing; only the
-// handler goroutine calls it.
+// handler goroutine calls it. It first takes the kick: what it sends
+// includes everything queued before that, and whatever is queued after
+// kicks again. So the handler's own answer (a heartbeat's ack, queued and
+// flushed at once) does not wake the handler a second time for nothing.
 func (st *stream) flush() error {
+	select {
+	case <-st.kick:
+	default:
+	}
 	for {
 		st.sendMu.Lock()
 		out := st.out

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"context"
 	"errors"
 	"testing"
 
@@ -28,5 +29,53 @@ func TestEventErrFormatsWhenRead(t *testing.T) {
 	}
 	if !errors.As(err, new(countingErr)) || !errors.As(err, new(eventFailure)) {
 		t.Fatalf("%v: the cause and eventFailure must stay in the chain", err)
+	}
+}
+
+// sentRecorder is a SidecarService_ConnectServer that records what is sent.
+type sentRecorder struct {
+	pb.SidecarService_ConnectServer
+	sent []*pb.CoordinatorMessage
+}
+
+func (r *sentRecorder) Send(m *pb.CoordinatorMessage) error {
+	r.sent = append(r.sent, m)
+	return nil
+}
+
+// A message queued and flushed by the handler leaves no kick behind (the
+// handler is not woken again to flush nothing, once per heartbeat), and a
+// message queued after a flush still kicks: no wake-up is lost.
+func TestFlushTakesTheKick(t *testing.T) {
+	rec := &sentRecorder{}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	st := newStream(rec, ctx, cancel)
+	ack := &pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_HeartbeatAck{HeartbeatAck: &pb.HeartbeatAck{}}}
+	if err := st.send(ack); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.sent) != 1 || rec.sent[0] != ack {
+		t.Fatalf("sent %v, want the ack", rec.sent)
+	}
+	if n := len(st.kick); n != 0 {
+		t.Fatalf("%d kicks left after the flush that sent the ack, want none", n)
+	}
+	if err := st.send(ack); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-st.kick:
+	default:
+		t.Fatal("a message queued after a flush did not kick the handler")
+	}
+	if err := st.flush(); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.sent) != 2 {
+		t.Fatalf("sent %d messages, want 2", len(rec.sent))
 	}
 }
