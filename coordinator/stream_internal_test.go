@@ -79,3 +79,27 @@ func TestFlushTakesTheKick(t *testing.T) {
 		t.Fatalf("sent %d messages, want 2", len(rec.sent))
 	}
 }
+
+// The heartbeat answer is one message per stream, emptied for each
+// heartbeat: nothing of the previous answer (an error, Pending, a TTL, a
+// TTL taken away) stays, and taking it allocates nothing.
+func TestHeartbeatAckReused(t *testing.T) {
+	st := newStream(&sentRecorder{}, context.Background(), func(error) {})
+	first, ack := st.heartbeatAck()
+	ack.Ttl.Seconds, ack.Ttl.Nanos = 15, 7
+	ack.Pending, ack.Error = true, "keep-alive failed"
+	again, ack2 := st.heartbeatAck()
+	if again != first || ack2 != ack || first.GetHeartbeatAck() != ack {
+		t.Fatal("heartbeatAck returned a new message, want the stream's own")
+	}
+	if ack.Pending || ack.Error != "" || ack.Ttl == nil || ack.Ttl.Seconds != 0 || ack.Ttl.Nanos != 0 {
+		t.Fatalf("answer after emptying: %v, want a zero TTL and nothing else", ack)
+	}
+	ack.Ttl = nil // an expired session's answer has none
+	if _, ack = st.heartbeatAck(); ack.Ttl == nil {
+		t.Fatal("the TTL taken away by one answer is missing from the next")
+	}
+	if n := testing.AllocsPerRun(100, func() { st.heartbeatAck() }); n != 0 {
+		t.Fatalf("heartbeatAck allocates %v objects, want none", n)
+	}
+}
