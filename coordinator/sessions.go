@@ -536,20 +536,23 @@ func (c *Coordinator) onLeaseNotFound(id storage.LeaseID) {
 }
 
 // heartbeat refreshes the session's lease asynchronously and answers with the
-// last completed refresh at once. It does not take the event lock: a
-// session's lease never changes, and the session table answers whether s is
-// still its instance's session under its own lock.
-func (c *Coordinator) heartbeat(s *session) *pb.HeartbeatAck {
+// last completed refresh at once, in ack (empty, its Ttl set and zero). It
+// does not take the event lock: a session's lease never changes, and the
+// session table answers whether s is still its instance's session under
+// its own lock.
+func (c *Coordinator) heartbeat(s *session, ack *pb.HeartbeatAck) {
 	c.metrics.heartbeats.Inc()
 	if !c.sess.currentShared(s) {
-		return &pb.HeartbeatAck{Error: "session expired: register again"}
+		ack.Ttl = nil
+		ack.Error = "session expired: register again"
+		return
 	}
 	res := c.leases.Heartbeat(s.lease)
-	ack := &pb.HeartbeatAck{Ttl: durationpb.New(res.TTL), Pending: res.Pending}
+	ack.Ttl.Seconds, ack.Ttl.Nanos = int64(res.TTL/time.Second), int32(res.TTL%time.Second)
+	ack.Pending = res.Pending
 	if res.Err != nil {
 		ack.Error = res.Err.Error()
 	}
-	return ack
 }
 
 // unlistSessionLocked takes s out of the sessions, the routing table and

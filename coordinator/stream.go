@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/coordinator/coordinator/coordinator/graph"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
@@ -45,6 +46,28 @@ type stream struct {
 	kick    chan struct{}            // signals out or the routing slot is not empty
 	ready   bool                     // Registered was queued; guarded by sendMu
 	routing routingSlot              // guarded by sendMu
+
+	// hb is the heartbeat answer, one message reused for every heartbeat
+	// of the stream; the handler goroutine alone uses it (heartbeatAck).
+	hb    *pb.CoordinatorMessage
+	hbAck *pb.HeartbeatAck
+	hbTTL *durationpb.Duration
+}
+
+// heartbeatAck returns the stream's heartbeat answer, emptied, for the
+// handler to fill and queue. The handler flushes it before it reads the
+// next message, and Send has encoded it when it returns, so nothing holds
+// it when it is filled again: an idle session's heartbeats allocate no
+// answer (before: three objects a heartbeat).
+func (st *stream) heartbeatAck() (*pb.CoordinatorMessage, *pb.HeartbeatAck) {
+	if st.hb == nil {
+		st.hbAck, st.hbTTL = &pb.HeartbeatAck{}, &durationpb.Duration{}
+		st.hb = &pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_HeartbeatAck{HeartbeatAck: st.hbAck}}
+	}
+	st.hbAck.Reset()
+	st.hbTTL.Reset()
+	st.hbAck.Ttl = st.hbTTL
+	return st.hb, st.hbAck
 }
 
 var errTakenOver = errors.New("coordinator: session taken over by a newer stream")
@@ -113,8 +136,15 @@ func (st *stream) offerRouting(m *routingMsg) (resync bool) {
 }
 
 // flush sends the queued messages, then the pending routing; only the
-// handler goroutine calls it.
+// handler goroutine calls it. It first takes the kick: what it sends
+// includes everything queued before that, and whatever is queued after
+// kicks again. So the handler's own answer (a heartbeat's ack, queued and
+// flushed at once) does not wake the handler a second time for nothing.
 func (st *stream) flush() error {
+	select {
+	case <-st.kick:
+	default:
+	}
 	for {
 		st.sendMu.Lock()
 		out := st.out
@@ -292,7 +322,9 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 			if sess == nil {
 				return fmt.Errorf("%w: heartbeat before register", ErrNotRegistered)
 			}
-			out = &pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_HeartbeatAck{HeartbeatAck: c.heartbeat(sess)}}
+			var ack *pb.HeartbeatAck
+			out, ack = st.heartbeatAck()
+			c.heartbeat(sess, ack)
 		default:
 			return fmt.Errorf("%w: empty sidecar message", ErrInvalidArgument)
 		}

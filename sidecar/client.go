@@ -95,7 +95,8 @@ type Config struct {
 	// (default: the host of each address dialled).
 	TLSServerName string
 	// DialOptions are added to those used to reach the coordinators
-	// (transport credentials from TLS, else insecure, come first).
+	// (transport credentials from TLS, else insecure, and fixed 1 MiB
+	// HTTP/2 receive windows come first, see flowcontrol.go).
 	DialOptions []grpc.DialOption
 	// Logger receives the client's logs; nil discards them (Stats counts
 	// what matters).

@@ -95,7 +95,7 @@ func (c *Client) backoff(n int) time.Duration {
 // while a goroutine applies what the coordinator sends. It reports whether
 // it registered, and why the stream ended (nil after Close).
 func (c *Client) session(addr string) (registered bool, err error) {
-	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(c.creds)}, c.cfg.DialOptions...)
+	opts := append(append([]grpc.DialOption{grpc.WithTransportCredentials(c.creds)}, flowControlOptions()...), c.cfg.DialOptions...)
 	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return false, err

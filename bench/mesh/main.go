@@ -53,8 +53,9 @@
 //
 // The coordinator child runs with coordinatord's defaults (quotas, GC
 // setting) plus net/http/pprof on a loopback port; -profile-dir saves its
-// heap after registration and after the load, and 10 s CPU profiles of the
-// idle phase, the flips and the load. The sidecars heartbeat at the SDK's
+// heap after registration and after the load, and CPU profiles of the
+// idle phase (taken after its window, as long as -idle, at least 10 s), the
+// flips and the load (10 s each). The sidecars heartbeat at the SDK's
 // default (sidecar.DefaultHeartbeatInterval, 5 s; -heartbeat) and run at
 // the priority of this process (-nice). Every child process is killed when
 // this one exits, also on a panic or a signal.
@@ -372,7 +373,7 @@ func run(ctx context.Context, o options) (*result, error) {
 			if unsettled {
 				name = "cpu-unsettled"
 			}
-			co.saveProfile(ctx, "profile", 10, filepath.Join(o.profileDir, fmt.Sprintf("%s-%d.pb.gz", name, o.sidecars)))
+			co.saveProfile(ctx, "profile", max(10, int(o.idle.Seconds())), filepath.Join(o.profileDir, fmt.Sprintf("%s-%d.pb.gz", name, o.sidecars)))
 		}
 	}
 
