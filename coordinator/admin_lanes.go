@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -59,12 +60,11 @@ func (a admin) DeleteLane(ctx context.Context, req *pb.DeleteLaneRequest) (*pb.L
 	c := a.c
 	c.lanes.wmu.Lock()
 	defer c.lanes.wmu.Unlock()
-	l, ok := c.lanes.get(req.GetName())
-	if !ok {
-		return nil, fmt.Errorf("%w %q", ErrUnknownLane, req.GetName())
-	}
-	if l.Promotion != "" {
-		return nil, fmt.Errorf("lane %s: %w by update %s (abort it first)", l.Name, ErrLanePromoting, l.Promotion)
+	l, err := c.lanes.idle(req.GetName())
+	if errors.Is(err, ErrLanePromoting) {
+		return nil, fmt.Errorf("%w (abort it first)", err)
+	} else if err != nil {
+		return nil, err
 	}
 	if err := c.commit(ctx, storage.DeleteLane(l.Name)); err != nil {
 		return nil, fmt.Errorf("%w: delete lane %s: %w", ErrUnavailable, l.Name, err)
@@ -82,12 +82,9 @@ func (a admin) PromoteLane(ctx context.Context, req *pb.PromoteLaneRequest) (*pb
 	c := a.c
 	c.lanes.wmu.Lock()
 	defer c.lanes.wmu.Unlock()
-	l, ok := c.lanes.get(req.GetName())
-	if !ok {
-		return nil, fmt.Errorf("%w %q", ErrUnknownLane, req.GetName())
-	}
-	if l.Promotion != "" {
-		return nil, fmt.Errorf("lane %s: %w by update %s", l.Name, ErrLanePromoting, l.Promotion)
+	l, err := c.lanes.idle(req.GetName())
+	if err != nil {
+		return nil, err
 	}
 	var members []*pb.ServiceVersion
 	c.mu.Lock()

@@ -81,6 +81,19 @@ func (t *laneTable) get(name string) (*pb.Lane, bool) {
 	return proto.Clone(l).(*pb.Lane), true
 }
 
+// idle returns lane name when it exists and no update promotes it: what
+// a delete or a promotion needs.
+func (t *laneTable) idle(name string) (*pb.Lane, error) {
+	l, ok := t.get(name)
+	if !ok {
+		return nil, fmt.Errorf("%w %q", ErrUnknownLane, name)
+	}
+	if l.Promotion != "" {
+		return nil, fmt.Errorf("lane %s: %w by update %s", l.Name, ErrLanePromoting, l.Promotion)
+	}
+	return l, nil
+}
+
 // list returns every lane, by name. The lanes are shared: do not change
 // them (every change replaces a lane whole).
 func (t *laneTable) list() []*pb.Lane {

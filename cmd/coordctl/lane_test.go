@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"regexp"
 	"strings"
 	"testing"
@@ -27,10 +26,7 @@ func TestLaneArgErrors(t *testing.T) {
 		{[]string{"lane", "promote", "gray"}, "--strategy is required"},
 		{[]string{"lane", "promote", "gray", "--strategy=cv", "--dry-run"}, "--dry-run is not supported"},
 	} {
-		var stdout, stderr bytes.Buffer
-		if code := run(tc.args, &stdout, &stderr); code != exitUsage || !strings.Contains(stderr.String(), tc.msg) {
-			t.Errorf("coordctl %v: exit %d, stderr %q; want %d mentioning %q", tc.args, code, stderr.String(), exitUsage, tc.msg)
-		}
+		expectUsageError(t, tc.args, tc.msg)
 	}
 }
 
@@ -39,16 +35,7 @@ func TestLaneArgErrors(t *testing.T) {
 // back as errors that say why, a promotion is one update that is watched
 // to DONE, after which the lane is gone.
 func TestLaneCommands(t *testing.T) {
-	ts := servertest.Start(t, "")
-	ctl := func(args ...string) (int, string, string) {
-		t.Helper()
-		return runCLI(append([]string{"--server", ts.GRPCAddr()}, args...)...)
-	}
-	ts.LongSidecar("gw-1", "gateway", "v1", "portal", "proc")
-	for _, svc := range []string{"portal", "proc"} {
-		ts.LongSidecar(svc+"-1", svc, "v1")
-		ts.LongSidecar(svc+"-2", svc, "v2")
-	}
+	ctl := portalProcServer(t)
 	if code, _, errOut := ctl("lane", "create", "gray", "proc=v7"); code != exitError || !strings.Contains(errOut, `version v7 of service "proc" is not known`) {
 		t.Fatalf("unknown version: exit %d\n%s", code, errOut)
 	}

@@ -10,6 +10,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/coordinator/coordinator/coordinator/server/servertest"
 )
 
 // runCLI runs coordctl with args and returns the exit status and output.
@@ -17,6 +19,33 @@ func runCLI(args ...string) (code int, stdout, stderr string) {
 	var out, errOut bytes.Buffer
 	code = run(args, &out, &errOut)
 	return code, out.String(), errOut.String()
+}
+
+// expectUsageError runs coordctl with args and wants a usage error (exit
+// 2) whose stderr mentions msg.
+func expectUsageError(t *testing.T, args []string, msg string) {
+	t.Helper()
+	if code, _, stderr := runCLI(args...); code != exitUsage || !strings.Contains(stderr, msg) {
+		t.Errorf("coordctl %v: exit %d, stderr %q; want %d mentioning %q", args, code, stderr, exitUsage, msg)
+	}
+}
+
+// portalProcServer starts a coordinator with a gateway that calls portal
+// and proc, and a v1 and a v2 instance of each: the world of the set and
+// lane commands' tests, and returns what runs coordctl against it.
+func portalProcServer(t *testing.T) func(args ...string) (int, string, string) {
+	t.Helper()
+	ts := servertest.Start(t, "")
+	ctl := func(args ...string) (int, string, string) {
+		t.Helper()
+		return runCLI(append([]string{"--server", ts.GRPCAddr()}, args...)...)
+	}
+	ts.LongSidecar("gw-1", "gateway", "v1", "portal", "proc")
+	for _, svc := range []string{"portal", "proc"} {
+		ts.LongSidecar(svc+"-1", svc, "v1")
+		ts.LongSidecar(svc+"-2", svc, "v2")
+	}
+	return ctl
 }
 
 func TestUsageErrors(t *testing.T) {

@@ -145,10 +145,7 @@ func TestUpdateFlagErrors(t *testing.T) {
 		{[]string{"status", "--watch"}, "--watch needs an update ID"},
 		{[]string{"abort"}, "ID"},
 	} {
-		var stdout, stderr bytes.Buffer
-		if code := run(tc.args, &stdout, &stderr); code != exitUsage || !strings.Contains(stderr.String(), tc.msg) {
-			t.Errorf("coordctl %v: exit %d, stderr %q; want %d mentioning %q", tc.args, code, stderr.String(), exitUsage, tc.msg)
-		}
+		expectUsageError(t, tc.args, tc.msg)
 	}
 }
 

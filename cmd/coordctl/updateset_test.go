@@ -27,10 +27,7 @@ func TestUpdateSetArgErrors(t *testing.T) {
 		{[]string{"update", "portal=v2", "proc=v2", "--strategy=cv", "--canary", "5,100"}, "--canary needs one of --step-interval"},
 		{[]string{"update", "portal=v2", "proc=v2"}, "--strategy"},
 	} {
-		var stdout, stderr bytes.Buffer
-		if code := run(tc.args, &stdout, &stderr); code != exitUsage || !strings.Contains(stderr.String(), tc.msg) {
-			t.Errorf("coordctl %v: exit %d, stderr %q; want %d mentioning %q", tc.args, code, stderr.String(), exitUsage, tc.msg)
-		}
+		expectUsageError(t, tc.args, tc.msg)
 	}
 }
 
@@ -39,16 +36,7 @@ func TestUpdateSetArgErrors(t *testing.T) {
 // (a service named twice, a version with no instance) come back as errors
 // that say why.
 func TestUpdateSetCommand(t *testing.T) {
-	ts := servertest.Start(t, "")
-	ctl := func(args ...string) (int, string, string) {
-		t.Helper()
-		return runCLI(append([]string{"--server", ts.GRPCAddr()}, args...)...)
-	}
-	ts.LongSidecar("gw-1", "gateway", "v1", "portal", "proc")
-	for _, svc := range []string{"portal", "proc"} {
-		ts.LongSidecar(svc+"-1", svc, "v1")
-		ts.LongSidecar(svc+"-2", svc, "v2")
-	}
+	ctl := portalProcServer(t)
 	if code, _, errOut := ctl("update", "portal=v2", "portal=v2", "--strategy=cv"); code != exitError ||
 		!strings.Contains(errOut, `service "portal" is twice in members`) {
 		t.Fatalf("duplicate member: exit %d\n%s", code, errOut)
