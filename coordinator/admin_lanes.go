@@ -131,7 +131,6 @@ func (c *Coordinator) applyLane(l *pb.Lane, deleted bool) {
 // runLaneSettle settles the lanes being promoted each time an update ends
 // (and once at start: a new leader may find a promotion's update ended).
 func (c *Coordinator) runLaneSettle() {
-	defer c.streams.Done()
 	c.settleLanes()
 	for {
 		select {

@@ -146,7 +146,6 @@ func (o *orchestrator) flushAnalyses(ctx context.Context) error {
 
 // runAnalysisStore writes the analysis records behind.
 func (c *Coordinator) runAnalysisStore() {
-	defer c.streams.Done()
 	o := c.orch
 	for {
 		select {

@@ -333,20 +333,23 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 	c.wb.Start()
-	c.streams.Add(10)
-	go c.runPhaseWriter()
-	go c.runLaneSettle()
-	go c.every(c.cfg.ImplicitTimeout/4, func(now time.Time) {
-		c.sweepImplicitLocked(now) // ends transactions whose Begin never came
-		c.sweepDepartedLocked(now) // and those deregistered sessions kept
+	// Each background owner runs as one goroutine that Stop waits for
+	// (streams.Go counts it: no count to keep in step by hand).
+	c.streams.Go(c.runPhaseWriter)
+	c.streams.Go(c.runLaneSettle)
+	c.streams.Go(func() {
+		c.every(c.cfg.ImplicitTimeout/4, func(now time.Time) {
+			c.sweepImplicitLocked(now) // ends transactions whose Begin never came
+			c.sweepDepartedLocked(now) // and those deregistered sessions kept
+		})
 	})
-	go c.broadcastRouting()
-	go c.everyWhile(progressEvery, c.orch.progressTickLocked, c.progressBusyLocked, c.progressWake)
-	go c.orch.pins.run()
-	go c.every(selfPreservationTick, c.sp.selfPreservationTickAllLocked)
-	go c.runSelfPreservationStore()
-	go c.runForget()
-	go c.runAnalysisStore()
+	c.streams.Go(c.broadcastRouting)
+	c.streams.Go(func() { c.everyWhile(progressEvery, c.orch.progressTickLocked, c.progressBusyLocked, c.progressWake) })
+	c.streams.Go(c.orch.pins.run)
+	c.streams.Go(func() { c.every(selfPreservationTick, c.sp.selfPreservationTickAllLocked) })
+	c.streams.Go(c.runSelfPreservationStore)
+	c.streams.Go(c.runForget)
+	c.streams.Go(c.runAnalysisStore)
 	c.sp.kickSPStore() // what restore resumed, or found, is written
 	c.started.Store(true)
 	c.lg.Info("coordinator started", "prefix", c.cfg.Prefix, "services", c.eng.NumServices(),
@@ -404,7 +407,6 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 // then sends what fn queued; the periodic work (timeouts, sweeps) goes
 // through it.
 func (c *Coordinator) every(period time.Duration, fn func(now time.Time)) {
-	defer c.streams.Done()
 	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
@@ -425,7 +427,6 @@ func (c *Coordinator) every(period time.Duration, fn func(now time.Time)) {
 // coordinator does not wake every period. Whatever makes busy true must
 // signal wake (under the lock or after it, never before the change).
 func (c *Coordinator) everyWhile(period time.Duration, fn func(now time.Time), busy func() bool, wake wakeup) {
-	defer c.streams.Done()
 	t := time.NewTicker(period)
 	defer t.Stop()
 	ticking := true

@@ -123,7 +123,6 @@ func (f *forgetState) registeringDone(svc string) {
 
 // runForget sweeps until the coordinator stops.
 func (c *Coordinator) runForget() {
-	defer c.streams.Done()
 	t := time.NewTicker(forgetTick(c.cfg.ForgetAfter))
 	defer t.Stop()
 	for {

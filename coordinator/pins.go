@@ -51,7 +51,6 @@ func (p *pinCommitter) take() []decision {
 const pinsInFlight = 4
 
 func (p *pinCommitter) run() {
-	defer p.c.streams.Done()
 	sem := make(chan struct{}, pinsInFlight)
 	var wg sync.WaitGroup
 	defer wg.Wait()

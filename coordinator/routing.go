@@ -441,7 +441,6 @@ func (p *routingPublisher) buildRoute(svc graph.ServiceID) *pb.ServiceRoute {
 // broadcastRouting runs a round each time the revision moves (or a
 // resync is asked); bursts of changes coalesce into one round.
 func (c *Coordinator) broadcastRouting() {
-	defer c.streams.Done()
 	for {
 		select {
 		case <-c.ctx.Done():

@@ -170,7 +170,6 @@ func (sp *selfPreservation) flushSelfPreservation(ctx context.Context) error {
 
 // runSelfPreservationStore writes the record when the mode changes.
 func (c *Coordinator) runSelfPreservationStore() {
-	defer c.streams.Done()
 	for {
 		select {
 		case <-c.ctx.Done():

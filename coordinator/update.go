@@ -411,7 +411,6 @@ func (o *orchestrator) observePhaseLocked(u *update, prev *pb.Update, wasFinishe
 // applyStoredPhasesLocked), or by the writer itself if mu is free: under
 // load the writer does not queue for mu behind every stream.
 func (c *Coordinator) runPhaseWriter() {
-	defer c.streams.Done()
 	c.orch.phases.run(c.ctx, func(ctx context.Context, pc *phaseChange) error {
 		return c.orch.persistUpdate(ctx, pc.rec, pc.extra...)
 	}, func() {
