@@ -24,9 +24,10 @@
 // processes, scaled to 1,000 requests/s from the rate achieved, and M the larger resident set of
 // coordsidecar's two processes at the end.
 //
-// -profile-dir DIR saves a CPU profile of each coordsidecar process over
-// its measured time (caller.cpu.pprof, callee.cpu.pprof; coordsidecar runs
-// with --pprof), for go tool pprof.
+// -profile-dir DIR saves a CPU profile and an allocation profile of each
+// coordsidecar process over its measured time (caller.cpu.pprof,
+// caller.allocs.pprof, callee.cpu.pprof, callee.allocs.pprof; coordsidecar
+// runs with --pprof), for go tool pprof.
 package main
 
 import (
@@ -43,7 +44,9 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -57,6 +60,8 @@ func main() {
 	d := flag.Duration("duration", 10*time.Second, "measured time per configuration (after a 2s warm-up)")
 	serve := flag.String("serve", "", "internal: run the coordinator on this data directory and print its gRPC address")
 	rp := flag.String("reverseproxy", "", "internal: serve a bare httputil.ReverseProxy to this URL and print its address")
+	scArgs := flag.String("sidecar-args", "", "extra flags for both coordsidecar processes, space-separated (for example \"--procs=2 --gc-percent=100\")")
+	harnessProcs := flag.Int("harness-procs", 1, "GOMAXPROCS of this process (the load generator, the callee and the measuring client; not of its children): one keeps the harness's own thread hand-offs out of all three configurations' tails; 0 leaves Go's default")
 	profDir := flag.String("profile-dir", "", "save CPU profiles of the coordsidecar processes over the measured time in this directory")
 	flag.Parse()
 	log.SetFlags(0)
@@ -69,6 +74,10 @@ func main() {
 		return
 	}
 
+	if *harnessProcs > 0 {
+		runtime.GOMAXPROCS(*harnessProcs)
+	}
+	log.Printf("harness GOMAXPROCS=%d; coordsidecar extra flags: %q", runtime.GOMAXPROCS(0), *scArgs)
 	callee := startCallee()
 	defer callee.Close()
 	calleeURL := "http://" + callee.Addr().String() + "/"
@@ -101,6 +110,7 @@ func main() {
 		check(os.MkdirAll(*profDir, 0o755))
 		extra = append(extra, "--pprof")
 	}
+	extra = append(extra, strings.Fields(*scArgs)...)
 	calleeSC, err := benchproc.Exec(bin, append([]string{"--coordinator", co.Line, "--service", "callee", "--version", "v1",
 		"--listen", inL, "--app", callee.Addr().String(), "--admin", inAdmin, "--log-level", "warn"}, extra...)...)
 	check(err)
@@ -112,7 +122,8 @@ func main() {
 	var profiles sync.WaitGroup
 	if *profDir != "" {
 		for name, admin := range map[string]string{"caller": outAdmin, "callee": inAdmin} {
-			profiles.Go(func() { saveProfile(admin, *d, filepath.Join(*profDir, name+".cpu.pprof")) })
+			profiles.Go(func() { saveProfile(admin, "profile", *d, filepath.Join(*profDir, name+".cpu.pprof")) })
+			profiles.Go(func() { saveProfile(admin, "allocs", *d, filepath.Join(*profDir, name+".allocs.pprof")) })
 		}
 	}
 	sc := measure("coordsidecar", "http://"+outDep+"/", *rate, *d, []*benchproc.Proc{callerSC, calleeSC})
@@ -273,11 +284,12 @@ func waitHealthy(admin string) {
 	log.Fatalf("coordsidecar %s not healthy within 30s", admin)
 }
 
-// saveProfile saves to file a CPU profile of the coordsidecar whose admin
-// listener is admin, over d after the 2 s warm-up.
-func saveProfile(admin string, d time.Duration, file string) {
+// saveProfile saves to file a profile of the coordsidecar whose admin
+// listener is admin (kind "profile": CPU; "allocs": what was allocated),
+// over d after the 2 s warm-up.
+func saveProfile(admin, kind string, d time.Duration, file string) {
 	time.Sleep(2 * time.Second)
-	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", admin, int(d.Seconds())))
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", admin, kind, int(d.Seconds())))
 	check(err)
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

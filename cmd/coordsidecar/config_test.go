@@ -30,6 +30,8 @@ func TestBadCommandLinesExit2WithOneLine(t *testing.T) {
 		{append(slices.Clone(base), "--dep", "b=127.0.0.1:7001", "--http-proxy", "127.0.0.1:7001"), `--dep b "127.0.0.1:7001": already used by --http-proxy`},
 		{append(slices.Clone(base), "--grace", "0s"), "--grace must be positive"},
 		{append(slices.Clone(base), "--log-level", "loud"), `--log-level "loud"`},
+		{append(slices.Clone(base), "--procs", "-1"), "--procs -1: want 0 (the runtime's choice) to 1024"},
+		{append(slices.Clone(base), "--gc-percent", "5"), "--gc-percent 5: want 10 to 10000"},
 		{append(slices.Clone(base), "--nope"), "flag provided but not defined: -nope"},
 		{append(slices.Clone(base), "extra"), `unexpected argument "extra"`},
 		{append(slices.Clone(base), "--config", "/does/not/exist"), "config: open /does/not/exist"},
@@ -61,16 +63,19 @@ dependencies:
   - service: proc
 grace: 3s
 entryPoint: true
+procs: 2
+gcPercent: 150
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := parseConfig([]string{"--config", file, "--version", "v2", "--dep", "db=127.0.0.1:7003"}, &bytes.Buffer{})
+	cfg, err := parseConfig([]string{"--config", file, "--version", "v2", "--dep", "db=127.0.0.1:7003", "--gc-percent", "300"}, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(cfg.Coordinators, []string{"10.0.0.1:9090", "10.0.0.2:9090"}) || cfg.Service != "portal" || cfg.Version != "v2" ||
 		cfg.App != "127.0.0.1:8080" || cfg.Listen != "0.0.0.0:15001" || cfg.Advertise != "portal-0.portal:15001" ||
-		time.Duration(cfg.Grace) != 3*time.Second || !cfg.EntryPoint || cfg.Admin != "127.0.0.1:15020" || cfg.Mode != modeDirect {
+		time.Duration(cfg.Grace) != 3*time.Second || !cfg.EntryPoint || cfg.Admin != "127.0.0.1:15020" || cfg.Mode != modeDirect ||
+		cfg.Procs != 2 || cfg.GCPercent != 300 {
 		t.Fatalf("config %+v", cfg)
 	}
 	if !slices.Equal(cfg.Dependencies, []dependency{{Service: "db", Listen: "127.0.0.1:7003"}}) {

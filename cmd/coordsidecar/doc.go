@@ -59,6 +59,13 @@
 // On SIGTERM or SIGINT coordsidecar stops accepting, lets in-flight requests
 // finish within --grace, ends the roots it began and deregisters.
 //
+// Its Go runtime is set for a sidecar: --procs (default 1, GOMAXPROCS)
+// threads run it at once, as Envoy's --concurrency, and the collector runs
+// when the heap has grown by --gc-percent (default 400, GOGC) rather than
+// Go's 100: its live heap is a few MB, so the default collects several
+// times a second under load, and each collection delays the requests that
+// arrive during it.
+//
 // --mode direct (the default) is the above: the proxy picks endpoints.
 // --mode istio leaves them to Istio: each call is still reported (and, in
 // update mode, decided) by the coordinator, then sent to the dependency's

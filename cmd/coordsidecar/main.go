@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"syscall"
 )
 
@@ -28,6 +30,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "coordsidecar: %v\n", err)
 		return 2
 	}
+	applyRuntime(cfg)
 	level, _ := parseLevel(cfg.LogLevel)
 	opts := &slog.HandlerOptions{Level: level}
 	lg := slog.New(slog.NewTextHandler(stderr, opts))
@@ -51,6 +54,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	lg.Info("stopped")
 	return 0
+}
+
+// applyRuntime sets the process's Go runtime as cfg asks (--procs,
+// --gc-percent). Only the process does it, not start: tests run proxies
+// inside the test binary.
+func applyRuntime(cfg config) {
+	if cfg.Procs > 0 {
+		runtime.GOMAXPROCS(cfg.Procs)
+	}
+	debug.SetGCPercent(cfg.GCPercent)
 }
 
 func parseLevel(s string) (slog.Level, error) {
