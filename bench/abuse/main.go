@@ -551,6 +551,7 @@ func (p *profiler) heap(name string) {
 	}
 	p.save(name+".heap.pb.gz", "/debug/pprof/heap?gc=1")
 	p.save(name+".metrics.txt", "/metrics") // etcd's own metrics too
+	p.saveURL(name+".coordinator-metrics.txt", "http://"+p.co.http+"/metrics")
 	p.save(name+".mutex.pb.gz", "/debug/pprof/mutex")
 }
 
@@ -575,8 +576,11 @@ func (p *profiler) cpu(ctx context.Context, name string, after time.Duration) {
 	p.save(name+".cpu.pb.gz", "/debug/pprof/profile?seconds=15")
 }
 
-func (p *profiler) save(file, path string) {
-	resp, err := http.Get("http://" + p.co.pprof + path)
+func (p *profiler) save(file, path string) { p.saveURL(file, "http://"+p.co.pprof+path) }
+
+// saveURL saves what url answers as file.
+func (p *profiler) saveURL(file, url string) {
+	resp, err := http.Get(url)
 	if err != nil {
 		log.Printf("profile %s: %v", file, err)
 		return

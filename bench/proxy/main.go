@@ -61,7 +61,7 @@ func main() {
 	serve := flag.String("serve", "", "internal: run the coordinator on this data directory and print its gRPC address")
 	rp := flag.String("reverseproxy", "", "internal: serve a bare httputil.ReverseProxy to this URL and print its address")
 	scArgs := flag.String("sidecar-args", "", "extra flags for both coordsidecar processes, space-separated (for example \"--procs=2 --gc-percent=100\")")
-	harnessProcs := flag.Int("harness-procs", 1, "GOMAXPROCS of this process (the load generator, the callee and the measuring client; not of its children): one keeps the harness's own thread hand-offs out of all three configurations' tails; 0 leaves Go's default")
+	harnessProcs := flag.Int("harness-procs", 0, "GOMAXPROCS of this process (the load generator, the callee and the measuring client; not of its children); 0 leaves Go's default")
 	profDir := flag.String("profile-dir", "", "save CPU profiles of the coordsidecar processes over the measured time in this directory")
 	flag.Parse()
 	log.SetFlags(0)
@@ -161,35 +161,42 @@ func measure(name, url string, rate int, d time.Duration, procs []*benchproc.Pro
 		var lat []time.Duration
 		failed := 0
 		var wg sync.WaitGroup
+		// Every tick sends the requests due by then: a ticker drops the
+		// ticks its reader missed, and the rate would fall whenever this
+		// goroutine ran late.
 		tick := time.NewTicker(time.Second / time.Duration(rate))
 		defer tick.Stop()
+		begun, sent := time.Now(), 0
 		for now := range tick.C {
 			if now.After(deadline) {
 				break
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				start := time.Now()
-				resp, err := client.Get(url)
-				if err == nil {
-					_, err = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if err == nil && resp.StatusCode != http.StatusOK {
-						err = fmt.Errorf("HTTP %d", resp.StatusCode)
+			due := int(now.Sub(begun) * time.Duration(rate) / time.Second)
+			for ; sent < due; sent++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					start := time.Now()
+					resp, err := client.Get(url)
+					if err == nil {
+						_, err = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if err == nil && resp.StatusCode != http.StatusOK {
+							err = fmt.Errorf("HTTP %d", resp.StatusCode)
+						}
 					}
-				}
-				el := time.Since(start)
-				mu.Lock()
-				defer mu.Unlock()
-				if err != nil {
-					failed++
-					return
-				}
-				if keep {
-					lat = append(lat, el)
-				}
-			}()
+					el := time.Since(start)
+					mu.Lock()
+					defer mu.Unlock()
+					if err != nil {
+						failed++
+						return
+					}
+					if keep {
+						lat = append(lat, el)
+					}
+				}()
+			}
 		}
 		wg.Wait()
 		return lat, failed

@@ -61,7 +61,7 @@
 //
 // Its Go runtime is set for a sidecar: --procs (default 1, GOMAXPROCS)
 // threads run it at once, as Envoy's --concurrency, and the collector runs
-// when the heap has grown by --gc-percent (default 400, GOGC) rather than
+// when the heap has grown by --gc-percent (default 200, GOGC) rather than
 // Go's 100: its live heap is a few MB, so the default collects several
 // times a second under load, and each collection delays the requests that
 // arrive during it.

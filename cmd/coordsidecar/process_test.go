@@ -156,7 +156,7 @@ func TestProcessDrainsAndDeregistersOnSIGTERM(t *testing.T) {
 	if _, body, err := getBody(ctx, "http://"+admin+"/metrics"); err != nil ||
 		!strings.Contains(body, "coordsidecar_coordinator_connected 1") || !strings.Contains(body, `coordsidecar_inflight_requests{leg="inbound"} 1`) ||
 		// The runtime as --procs and --gc-percent default it.
-		!strings.Contains(body, "\ngo_sched_gomaxprocs_threads 1\n") || !strings.Contains(body, "\ngo_gc_gogc_percent 400\n") {
+		!strings.Contains(body, "\ngo_sched_gomaxprocs_threads 1\n") || !strings.Contains(body, "\ngo_gc_gogc_percent 200\n") {
 		t.Fatalf("/metrics: %v\n%s", err, body)
 	}
 
