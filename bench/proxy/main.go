@@ -24,6 +24,9 @@
 // processes, scaled to 1,000 requests/s from the rate achieved, and M the larger resident set of
 // coordsidecar's two processes at the end.
 //
+// coordsidecar runs with its own defaults (--procs 1, --gc-percent 200);
+// -sidecar-args adds flags to both of its processes, to compare others.
+//
 // -profile-dir DIR saves a CPU profile and an allocation profile of each
 // coordsidecar process over its measured time (caller.cpu.pprof,
 // caller.allocs.pprof, callee.cpu.pprof, callee.allocs.pprof; coordsidecar
@@ -62,7 +65,7 @@ func main() {
 	rp := flag.String("reverseproxy", "", "internal: serve a bare httputil.ReverseProxy to this URL and print its address")
 	scArgs := flag.String("sidecar-args", "", "extra flags for both coordsidecar processes, space-separated (for example \"--procs=2 --gc-percent=100\")")
 	harnessProcs := flag.Int("harness-procs", 0, "GOMAXPROCS of this process (the load generator, the callee and the measuring client; not of its children); 0 leaves Go's default")
-	profDir := flag.String("profile-dir", "", "save CPU profiles of the coordsidecar processes over the measured time in this directory")
+	profDir := flag.String("profile-dir", "", "save CPU and allocation profiles of the coordsidecar processes over the measured time in this directory")
 	flag.Parse()
 	log.SetFlags(0)
 	switch {
