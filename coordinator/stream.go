@@ -436,11 +436,7 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) (*pb.A
 	c.unlockAndSend()
 	c.metrics.batchLockWait.Observe(lockedAt.Sub(waitFrom).Seconds())
 	c.metrics.batchLockHeld.Observe(heldFor.Seconds())
-	for _, f := range failed {
-		e := eventError(f.ev.GetSeq(), f.ev.GetTxnId(), f.err)
-		ack.Errors = append(ack.Errors, e)
-		errCodes.add(e.Code, 1)
-	}
+	ack.Errors = appendEventErrors(ack.Errors, failed, &errCodes)
 	if refusal != nil {
 		first := evs[admitted]
 		e := eventError(first.GetSeq(), first.GetTxnId(), refusal)
@@ -462,6 +458,57 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) (*pb.A
 type failedEvent struct {
 	ev  *pb.Event
 	err error
+}
+
+// detailedErrors is how many of a batch's rejected events get an error of
+// their own in the Ack. Past them, consecutive events rejected by the
+// engine for one cause (an END of a transaction the coordinator does not
+// know, ...) share one error for the run (EventError.through_seq): a
+// sidecar that sends thousands of such events, by mistake or on purpose,
+// costs the coordinator one error a run, not a formatted message and a
+// status each (about 100 bytes an event, a 100 KB Ack for 1,000).
+const detailedErrors = 16
+
+// appendEventErrors appends the errors of failed (in seq order) to errs
+// and counts them by code.
+func appendEventErrors(errs []*pb.EventError, failed []failedEvent, codes *errorCounts) []*pb.EventError {
+	var (
+		run      *pb.EventError // the run being extended, past detailedErrors
+		runCause eventFailure   // its first event's failure
+		runLen   int
+	)
+	closeRun := func() {
+		if run != nil && runLen > 1 {
+			run.Message = fmt.Sprintf("%d events, seq %d through %d, each: %s %v (the first of txn %q)",
+				runLen, run.Seq, run.ThroughSeq, runCause.typ, runCause.err, run.TxnId)
+			run.TxnId = ""
+		} else if run != nil {
+			run.ThroughSeq = 0
+		}
+		run, runLen = nil, 0
+	}
+	for i, f := range failed {
+		var cause eventFailure
+		sameCause := errors.As(f.err, &cause)
+		if run != nil && sameCause && cause.typ == runCause.typ && f.ev.GetSeq() == run.ThroughSeq+1 &&
+			cause.err.Error() == runCause.err.Error() { // a cause that names its event differs from the next one's
+			run.ThroughSeq = f.ev.GetSeq()
+			runLen++
+			codes.add(run.Code, 1)
+			continue
+		}
+		closeRun()
+		e := eventError(f.ev.GetSeq(), f.ev.GetTxnId(), f.err)
+		errs = append(errs, e)
+		codes.add(e.Code, 1)
+		if i >= detailedErrors && sameCause {
+			// May start a run: the next events, if they fail alike.
+			run, runCause, runLen = e, cause, 1
+			e.ThroughSeq = e.Seq
+		}
+	}
+	closeRun()
+	return errs
 }
 
 // errorCounts counts a batch's rejected events by gRPC code.

@@ -395,6 +395,11 @@ func (c *Client) onAck(a *pb.Ack) {
 	for i, e := range a.GetErrors() {
 		code := codes.Code(e.GetCode())
 		if e.GetThroughSeq() > e.GetSeq() {
+			if e.GetThroughSeq() <= resent && (code == codes.AlreadyExists || code == codes.NotFound) {
+				c.stats.duplicates.Add(uint64(runs[i]))
+				c.lg.Debug("resent events had been applied", "seq", e.GetSeq(), "through_seq", e.GetThroughSeq(), "code", code.String())
+				continue
+			}
 			c.stats.rejected.Add(uint64(runs[i]))
 			c.lg.Warn("events rejected", "seq", e.GetSeq(), "through_seq", e.GetThroughSeq(), "events", runs[i],
 				"code", code.String(), "error", e.GetMessage())

@@ -1328,10 +1328,13 @@ type EventError struct {
 	// Empty when through_seq is set.
 	TxnId string `protobuf:"bytes,4,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
 	// When not 0, this error is about every event of the batch from seq
-	// through through_seq, each refused for the same reason without being
+	// through through_seq, each refused for the same reason: without being
 	// looked at (the batch's tail past the session's event rate, a batch on
-	// a stream that did not register): one error rather than one per event,
-	// so that refusing a flood costs little. None of them was applied.
+	// a stream that did not register), or, past the first 16 errors of a
+	// batch, consecutive events the engine rejected for one cause (the
+	// message names the count, the cause and the first event's txn). One
+	// error rather than one per event, so that refusing a flood costs
+	// little. None of them was applied.
 	ThroughSeq    uint64 `protobuf:"varint,5,opt,name=through_seq,json=throughSeq,proto3" json:"through_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
