@@ -20,14 +20,9 @@ import (
 func TestRejectedRunsShareOneError(t *testing.T) {
 	m := startMem(t)
 	sc := m.Sidecar("flood-1", "flood", "v1")
-	var evs []*pb.Event
-	for i := range 100 {
-		evs = append(evs, simsidecar.End(fmt.Sprintf("unknown-%d", i)))
-	}
+	evs := unknownEnds("unknown", 100)
 	evs = append(evs, simsidecar.Begin("real-1", 1)) // applied: ends the run
-	for i := range 10 {
-		evs = append(evs, simsidecar.End(fmt.Sprintf("unknown-again-%d", i)))
-	}
+	evs = append(evs, unknownEnds("unknown-again", 10)...)
 	evs = append(evs, simsidecar.Begin("real-1", 1)) // rejected, another cause
 	ack, err := sc.Send(context.Background(), evs...)
 	if err != nil {
@@ -72,4 +67,28 @@ func TestRejectedRunsShareOneError(t *testing.T) {
 	if r, _ := sc.Rejected(); r != 110+1 {
 		t.Errorf("the sidecar counted %d rejected events, want 111", r)
 	}
+}
+
+// BenchmarkJunkBatch sends batches of 1,000 ENDs of transactions that do
+// not exist (bench/abuse's flood, within its rate) and waits for each Ack:
+// the cost of rejecting them, in the coordinator and in the Ack (past the
+// first 16, they share one error for the run).
+func BenchmarkJunkBatch(b *testing.B) {
+	m := startMem(b)
+	sc := m.Sidecar("hostile-1", "hostile", "v1")
+	b.ReportAllocs()
+	for i := range b.N {
+		if _, err := sc.Send(context.Background(), unknownEnds(fmt.Sprintf("junk-%d", i), 1000)...); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// unknownEnds is n ENDs of transactions nobody began: prefix-0, prefix-1...
+func unknownEnds(prefix string, n int) []*pb.Event {
+	evs := make([]*pb.Event, 0, n)
+	for i := range n {
+		evs = append(evs, simsidecar.End(fmt.Sprintf("%s-%d", prefix, i)))
+	}
+	return evs
 }
