@@ -20,9 +20,9 @@ import (
 func TestRejectedRunsShareOneError(t *testing.T) {
 	m := startMem(t)
 	sc := m.Sidecar("flood-1", "flood", "v1")
-	evs := unknownEnds("unknown", 100)
+	evs := ends("unknown", 100)
 	evs = append(evs, simsidecar.Begin("real-1", 1)) // applied: ends the run
-	evs = append(evs, unknownEnds("unknown-again", 10)...)
+	evs = append(evs, ends("unknown-again", 10)...)
 	evs = append(evs, simsidecar.Begin("real-1", 1)) // rejected, another cause
 	ack, err := sc.Send(context.Background(), evs...)
 	if err != nil {
@@ -78,17 +78,8 @@ func BenchmarkJunkBatch(b *testing.B) {
 	sc := m.Sidecar("hostile-1", "hostile", "v1")
 	b.ReportAllocs()
 	for i := range b.N {
-		if _, err := sc.Send(context.Background(), unknownEnds(fmt.Sprintf("junk-%d", i), 1000)...); err != nil {
+		if _, err := sc.Send(context.Background(), ends(fmt.Sprintf("junk-%d", i), 1000)...); err != nil {
 			b.Fatal(err)
 		}
 	}
-}
-
-// unknownEnds is n ENDs of transactions nobody began: prefix-0, prefix-1...
-func unknownEnds(prefix string, n int) []*pb.Event {
-	evs := make([]*pb.Event, 0, n)
-	for i := range n {
-		evs = append(evs, simsidecar.End(fmt.Sprintf("%s-%d", prefix, i)))
-	}
-	return evs
 }
