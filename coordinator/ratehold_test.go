@@ -25,17 +25,6 @@ func ends(prefix string, n int) []*pb.Event {
 	return evs
 }
 
-// rateRefused counts the events of ack refused for the event rate.
-func rateRefused(ack *pb.Ack) int {
-	n := 0
-	for _, e := range ack.Errors {
-		if codes.Code(e.Code) == codes.ResourceExhausted && strings.Contains(e.Message, "--max-events-per-second") {
-			n += int(max(e.ThroughSeq, e.Seq) - e.Seq + 1)
-		}
-	}
-	return n
-}
-
 // A session whose batch was refused for its rate is not read until its
 // bucket has refilled: the batch it sends next is not acknowledged before
 // then (another session's batch, sent after it, is), and when it is read
@@ -54,14 +43,14 @@ func TestEventRateOverPausesReading(t *testing.T) {
 	refused0 := ts.Metric(`coordinator_quota_refusals_total{quota="session_event_rate"}`)
 
 	first := ends("first", 50)
-	if n := rateRefused(servertest.SendAck(t, h, first...)); n < 10 {
+	if n := simsidecar.RateRefused(servertest.SendAck(t, h, first...)); n < 10 {
 		t.Fatalf("%d of 50 events refused past a burst of 40, want at least 10", n)
 	}
 	second, err := h.SendAsync(ends("second", 20)...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := rateRefused(servertest.SendAck(t, o, ends("other", 20)...)); n != 0 { // o has its own bucket, and is read
+	if n := simsidecar.RateRefused(servertest.SendAck(t, o, ends("other", 20)...)); n != 0 { // o has its own bucket, and is read
 		t.Fatalf("%d of o's events refused for the rate, want none", n)
 	}
 	select {
@@ -75,7 +64,7 @@ func TestEventRateOverPausesReading(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("h's next batch not acknowledged after its pause")
 	}
-	if n := rateRefused(ack); n != 0 {
+	if n := simsidecar.RateRefused(ack); n != 0 {
 		t.Errorf("%d events of h's batch after its pause refused for the rate, want none: %v", n, ack.GetErrors())
 	}
 	if got := ts.Metric(`coordinator_quota_refusals_total{quota="session_event_rate"}`) - refused0; got < 10 || got > 50 {
@@ -106,7 +95,7 @@ func TestEventRateOverTooLongClosesTheStream(t *testing.T) {
 		if err != nil {
 			break
 		}
-		refused += rateRefused(ack)
+		refused += simsidecar.RateRefused(ack)
 	}
 	<-h.Done()
 	err := h.Err()
@@ -120,7 +109,7 @@ func TestEventRateOverTooLongClosesTheStream(t *testing.T) {
 	if batches < 2 || refused < 5*batches-1 {
 		t.Errorf("%d batches acknowledged with %d events refused before the close, want each refused (one token)", batches, refused)
 	}
-	if n := rateRefused(servertest.SendAck(t, o, ends("other", 1)...)); n != 0 { // its own token
+	if n := simsidecar.RateRefused(servertest.SendAck(t, o, ends("other", 1)...)); n != 0 { // its own token
 		t.Errorf("o's event refused for the rate: its bucket is its own")
 	}
 	ts.Sidecar("h-1", "h", "v1") // registers again (fails the test if not)

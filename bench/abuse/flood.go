@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,7 +64,7 @@ func (f *flood) run(ctx context.Context) {
 		acks.Go(func() {
 			if a, ok := <-w; ok {
 				f.acked.Add(floodBatch)
-				f.ackRefused.Add(int64(rateRefused(a)))
+				f.ackRefused.Add(int64(simsidecar.RateRefused(a)))
 			} else {
 				f.unacked.Add(floodBatch)
 			}
@@ -114,15 +113,4 @@ func (f *flood) report() {
 	if m := f.firstClose.Load(); m != nil {
 		log.Printf("hostile flood: first stream closed: %s", *m)
 	}
-}
-
-// rateRefused counts the events of ack refused for the event rate.
-func rateRefused(ack *pb.Ack) int {
-	n := 0
-	for _, e := range ack.Errors {
-		if codes.Code(e.Code) == codes.ResourceExhausted && strings.Contains(e.Message, "--max-events-per-second") {
-			n += int(max(e.ThroughSeq, e.Seq) - e.Seq + 1)
-		}
-	}
-	return n
 }

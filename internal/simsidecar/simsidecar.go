@@ -11,11 +11,13 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 )
@@ -484,4 +486,16 @@ func Done(txn string, sub uint64, to string) *pb.Event {
 // End: root txn finished.
 func End(txn string) *pb.Event {
 	return &pb.Event{Type: pb.EventType_EVENT_TYPE_END, TxnId: txn}
+}
+
+// RateRefused counts the events of ack refused for the session's event
+// rate (each event of a run error counts).
+func RateRefused(ack *pb.Ack) int {
+	n := 0
+	for _, e := range ack.Errors {
+		if codes.Code(e.Code) == codes.ResourceExhausted && strings.Contains(e.Message, "--max-events-per-second") {
+			n += int(max(e.ThroughSeq, e.Seq) - e.Seq + 1)
+		}
+	}
+	return n
 }
