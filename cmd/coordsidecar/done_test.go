@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"sync/atomic"
@@ -31,19 +30,13 @@ func TestDoneHintFreesTheService(t *testing.T) {
 	var depB atomic.Pointer[string]
 	paused, resume := make(chan string, 1), make(chan struct{})
 	a := startProxy(t, ts, "a", "v1", serveApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, "http://"+*depB.Load()+"/", nil)
-		req.Header.Set(sidecar.HeaderTxn, r.Header.Get(sidecar.HeaderTxn))
-		req.Header.Set(sidecar.HeaderSub, r.Header.Get(sidecar.HeaderSub))
+		extra := http.Header{}
 		if h := r.URL.Query().Get("done"); h != "" {
-			req.Header.Set(headerDone, h)
+			extra.Set(headerDone, h)
 		}
-		resp, err := clientFor(1).Do(req)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
+		if !callDep(w, r, *depB.Load(), extra) {
 			return
 		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
 		paused <- r.Header.Get(sidecar.HeaderTxn)
 		<-resume
 		fmt.Fprint(w, "ok")

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/coordinator/coordinator/coordinator/server/servertest"
+	"github.com/coordinator/coordinator/sidecar"
 )
 
 // within bounds every wait of the tests.
@@ -85,6 +86,27 @@ func serveApp(t *testing.T, h http.Handler) string {
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return lis.Addr().String()
+}
+
+// callDep calls the dependency listener dep as an application does that
+// copies only the mesh's headers from its inbound request r to the call
+// (and sets extra ones); if the call fails it answers w with 502 and
+// returns false.
+func callDep(w http.ResponseWriter, r *http.Request, dep string, extra http.Header) bool {
+	req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, "http://"+dep+"/", nil)
+	req.Header.Set(sidecar.HeaderTxn, r.Header.Get(sidecar.HeaderTxn)) // the mesh headers only
+	req.Header.Set(sidecar.HeaderSub, r.Header.Get(sidecar.HeaderSub))
+	for k, vs := range extra {
+		req.Header[k] = vs
+	}
+	resp, err := clientFor(1).Do(req)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return false
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return true
 }
 
 // seenRequest is what an application received.

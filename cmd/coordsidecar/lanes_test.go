@@ -34,15 +34,7 @@ func TestLaneCarriedAcrossTheApplication(t *testing.T) {
 		mu.Lock()
 		laneSeen = append(laneSeen, r.Header.Get(sidecar.HeaderLane))
 		mu.Unlock()
-		req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, "http://"+depB+"/", nil)
-		req.Header.Set(sidecar.HeaderTxn, r.Header.Get(sidecar.HeaderTxn)) // the mesh headers only
-		req.Header.Set(sidecar.HeaderSub, r.Header.Get(sidecar.HeaderSub))
-		resp, err := clientFor(1).Do(req)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		resp.Body.Close()
+		callDep(w, r, depB, nil)
 	})), []dependency{{Service: "b", Listen: "127.0.0.1:0"}})
 	depB = a.listenerAddr("dep-b")
 	ctx, cancel := context.WithTimeout(context.Background(), within)

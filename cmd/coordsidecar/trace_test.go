@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/coordinator/coordinator/coordinator/server/servertest"
-	"github.com/coordinator/coordinator/sidecar"
 )
 
 // An application that copies only the mesh headers still keeps the
@@ -28,18 +27,11 @@ func TestTraceContextCarriedAcrossTheApplication(t *testing.T) {
 	})), nil)
 	var depB string
 	a := startProxy(t, ts, "a", "v1", serveApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, "http://"+depB+"/", nil)
-		req.Header.Set(sidecar.HeaderTxn, r.Header.Get(sidecar.HeaderTxn)) // the mesh headers only
-		req.Header.Set(sidecar.HeaderSub, r.Header.Get(sidecar.HeaderSub))
+		extra := http.Header{}
 		if own := r.URL.Query().Get("own"); own != "" {
-			req.Header.Set("traceparent", own) // a traced application's own span
+			extra.Set("traceparent", own) // a traced application's own span
 		}
-		resp, err := clientFor(1).Do(req)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		resp.Body.Close()
+		callDep(w, r, depB, extra)
 	})), []dependency{{Service: "b", Listen: "127.0.0.1:0"}})
 	depB = a.listenerAddr("dep-b")
 	ctx, cancel := context.WithTimeout(context.Background(), within)
