@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -116,15 +117,21 @@ var errPortTaken = errors.New("a picked port was taken")
 const proposalDropped = "raft proposal dropped"
 
 // putRetryingDropped puts key, trying again while etcd answers that it
-// dropped the proposal: Raft drops proposals while its leadership moves,
-// and the replica that starts leading moves Raft leadership off its own
-// member at once (keepRaftElsewhere), so a Put right after a cluster
-// formed may meet that transfer. etcd returns it as an unknown error,
-// which its client does not retry; any other error is returned at once.
+// dropped the proposal or that it timed out: Raft drops proposals while
+// its leadership moves, and the replica that starts leading moves Raft
+// leadership off its own member at once (keepRaftElsewhere), so a Put
+// right after a cluster formed may meet that transfer. A leader drops
+// it with an error (which etcd returns as an unknown error); a proposal
+// a follower forwarded to the leader in transfer is dropped silently,
+// and the follower answers "request timed out" after its request
+// timeout (CI saw this once in about 20 runs). etcd's client retries
+// neither for a Put; the value is the same each time, so trying again
+// is what any client of a cluster must do. Any other error is returned
+// at once.
 func putRetryingDropped(ctx context.Context, cli *clientv3.Client, key, val string) error {
 	for {
 		_, err := cli.Put(ctx, key, val)
-		if err == nil || !strings.Contains(err.Error(), proposalDropped) {
+		if err == nil || !retryablePut(err) {
 			return err
 		}
 		select {
@@ -133,6 +140,15 @@ func putRetryingDropped(ctx context.Context, cli *clientv3.Client, key, val stri
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// retryablePut says whether err means the Put was not applied while Raft
+// leadership moved.
+func retryablePut(err error) bool {
+	return strings.Contains(err.Error(), proposalDropped) ||
+		errors.Is(err, rpctypes.ErrTimeout) ||
+		errors.Is(err, rpctypes.ErrTimeoutDueToLeaderFail) ||
+		errors.Is(err, rpctypes.ErrTimeoutDueToConnectionLost)
 }
 
 // waitServing waits until every member serves, or one exits.
