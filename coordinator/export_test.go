@@ -11,13 +11,29 @@ func (c *Coordinator) TouchRoutingUnderEventLock(service string, fn func(rev uin
 	fn(c.routing.changed(c.eng.Service(service), service))
 }
 
-// RoutingSettled reports whether instance's session has acknowledged the
-// current routing revision (so its stream has no ack of its own to apply).
+// RoutingSettled reports whether instance's session has acknowledged
+// every routing message its stream took, and none is pending on it (so
+// its stream has no ack of its own to apply). Routing is scoped: a
+// revision that changed nothing in the session's scope never reaches it,
+// so this compares with the newest revision its stream took, not the
+// newest revision.
 func (c *Coordinator) RoutingSettled(instance string) bool {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	s := c.sess.get(instance)
-	return s != nil && s.ackedRev >= c.routing.revision()
+	c.mu.Unlock()
+	if s == nil {
+		return false
+	}
+	st := c.sess.attachedShared(s)
+	if st == nil {
+		return false
+	}
+	st.sendMu.Lock()
+	taken, pending := st.routing.lastRev, st.routing.pend != nil
+	st.sendMu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !pending && taken > 0 && s.ackedRev >= taken
 }
 
 // ProgressRuns returns how many times the progress check ran.

@@ -21,8 +21,10 @@ func TestRoutingIsSentWhileTheEventLockIsHeld(t *testing.T) {
 	// stream handler may be waiting for the event lock to apply one, and
 	// the handler is what sends on the stream: that wait is a's own, not
 	// the publisher's, so let it settle first.
-	servertest.Eventually(t, 10*time.Second, "a to acknowledge the current routing", func() bool {
-		return ts.Leader().RoutingSettled("a-1")
+	// a's routing is complete first (s's route stored, its endpoint
+	// registered), so no change to a's scope is still on its way.
+	servertest.Eventually(t, 10*time.Second, "a to acknowledge the whole route of s", func() bool {
+		return routeIsV1OnS1(a.Routing()) && ts.Leader().RoutingSettled("a-1")
 	})
 	ts.Leader().TouchRoutingUnderEventLock("s", func(rev uint64) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -32,14 +34,18 @@ func TestRoutingIsSentWhileTheEventLockIsHeld(t *testing.T) {
 			t.Fatalf("routing revision %d not received within 5s while the event lock is held: %v (have %d)",
 				rev, err, a.Routing().GetRevision())
 		}
-		var s *pb.ServiceRoute
-		for _, r := range a.Routing().GetServices() {
-			if r.Service == "s" {
-				s = r
-			}
-		}
-		if s.GetDefaultVersion() != "v1" || len(s.GetEndpoints()) != 1 || s.Endpoints[0].InstanceId != "s-1" {
-			t.Fatalf("route of s = %v, want default v1 with endpoint s-1", s)
+		if !routeIsV1OnS1(a.Routing()) {
+			t.Fatalf("routing = %v, want s with default v1 and endpoint s-1", a.Routing())
 		}
 	})
+}
+
+// routeIsV1OnS1 says whether r routes s to v1 with the one endpoint s-1.
+func routeIsV1OnS1(r *pb.Routing) bool {
+	for _, s := range r.GetServices() {
+		if s.Service == "s" {
+			return s.GetDefaultVersion() == "v1" && len(s.GetEndpoints()) == 1 && s.Endpoints[0].InstanceId == "s-1"
+		}
+	}
+	return false
 }
