@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -111,45 +110,6 @@ func (m *member) stop(t *testing.T) {
 
 // errPortTaken reports a member that lost a picked port to someone else.
 var errPortTaken = errors.New("a picked port was taken")
-
-// proposalDropped is raft.ErrProposalDropped's text, as etcd's client
-// reports it.
-const proposalDropped = "raft proposal dropped"
-
-// putRetryingDropped puts key, trying again while etcd answers that it
-// dropped the proposal or that it timed out: Raft drops proposals while
-// its leadership moves, and the replica that starts leading moves Raft
-// leadership off its own member at once (keepRaftElsewhere), so a Put
-// right after a cluster formed may meet that transfer. A leader drops
-// it with an error (which etcd returns as an unknown error); a proposal
-// a follower forwarded to the leader in transfer is dropped silently,
-// and the follower answers "request timed out" after its request
-// timeout (CI saw this once in about 20 runs). etcd's client retries
-// neither for a Put; the value is the same each time, so trying again
-// is what any client of a cluster must do. Any other error is returned
-// at once.
-func putRetryingDropped(ctx context.Context, cli *clientv3.Client, key, val string) error {
-	for {
-		_, err := cli.Put(ctx, key, val)
-		if err == nil || !retryablePut(err) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// retryablePut says whether err means the Put was not applied while Raft
-// leadership moved.
-func retryablePut(err error) bool {
-	return strings.Contains(err.Error(), proposalDropped) ||
-		errors.Is(err, rpctypes.ErrTimeout) ||
-		errors.Is(err, rpctypes.ErrTimeoutDueToLeaderFail) ||
-		errors.Is(err, rpctypes.ErrTimeoutDueToConnectionLost)
-}
 
 // waitServing waits until every member serves, or one exits.
 func waitServing(members []*member) error {
@@ -268,7 +228,14 @@ func TestThreeCoordinatordFormOneCluster(t *testing.T) {
 			t.Errorf("member %q publishes %v", em.Name, em.ClientURLs)
 		}
 	}
-	if err := putRetryingDropped(ctx, c1, "cluster-test/a", "1"); err != nil {
+	// The replica that starts leading hands Raft leadership off its own
+	// member (keepRaftElsewhere), and etcd drops proposals while a
+	// transfer runs (silently for one a follower forwarded, which then
+	// times out after 7 s): wait for the cluster to settle, as an operator
+	// waits for a new cluster to be ready, then write once.
+	coordLeader, raftLeader := settled(t, members)
+	t.Logf("settled: coordinator led by %s, Raft by %s", coordLeader, raftLeader)
+	if _, err := c1.Put(ctx, "cluster-test/a", "1"); err != nil {
 		t.Fatalf("Put via n1: %v", err)
 	}
 	if resp, err := c3.Get(ctx, "cluster-test/a"); err != nil || len(resp.Kvs) != 1 {
