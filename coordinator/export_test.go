@@ -44,3 +44,10 @@ func (c *Coordinator) ProgressRuns() uint64 { return c.progressRuns.Load() }
 func WithRatePauseMax(d time.Duration) func(*Config) {
 	return func(c *Config) { c.ratePauseMax = d }
 }
+
+// UnderEventLock runs fn holding the event lock.
+func (c *Coordinator) UnderEventLock(fn func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fn()
+}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -28,9 +29,12 @@ const MaxOutbound = 1 << 16
 
 // stream is one sidecar stream. Messages to the sidecar (acks, call
 // decisions, routing) are queued by whoever produces them and sent by the
-// stream's handler goroutine alone: a sidecar that does not read blocks
-// only its own handler, never the routing publisher, the pin committer or
-// another stream's events.
+// stream's handler goroutine: a sidecar that does not read blocks only its
+// own stream, never the routing publisher, the pin committer or another
+// stream's events. The one exception is a registered session's heartbeat:
+// the stream's receiver answers it itself (answerHeartbeat), so a
+// heartbeat costs no hand-off to the handler goroutine; wireMu orders the
+// two senders.
 //
 // Routing has a slot of its own rather than a place in the queue: at most
 // one routing message is pending, and a newer one is merged into it
@@ -38,24 +42,29 @@ const MaxOutbound = 1 << 16
 // of deltas, never a backlog of tables. The slot is sent after the queued
 // messages, once Registered was queued.
 type stream struct {
-	srv     pb.SidecarService_ConnectServer
-	ctx     context.Context
-	cancel  context.CancelCauseFunc
-	sendMu  sync.Mutex
-	out     []*pb.CoordinatorMessage // queued; guarded by sendMu
-	kick    chan struct{}            // signals out or the routing slot is not empty
-	ready   bool                     // Registered was queued; guarded by sendMu
-	routing routingSlot              // guarded by sendMu
+	srv    pb.SidecarService_ConnectServer
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	sendMu sync.Mutex
+	out    []*pb.CoordinatorMessage // queued; guarded by sendMu
+	// wireMu is held around each srv.Send: the handler's flush and the
+	// receiver's heartbeat answers share the stream. It is taken with
+	// nothing else held.
+	wireMu     sync.Mutex
+	wireClosed bool          // the handler returned: no Send any more; guarded by wireMu
+	kick       chan struct{} // signals out or the routing slot is not empty
+	ready      bool          // Registered was queued; guarded by sendMu
+	routing    routingSlot   // guarded by sendMu
 
 	// hb is the heartbeat answer, one message reused for every heartbeat
-	// of the stream; the handler goroutine alone uses it (heartbeatAck).
+	// of the stream; the receiver goroutine alone uses it (heartbeatAck).
 	hb    *pb.CoordinatorMessage
 	hbAck *pb.HeartbeatAck
 	hbTTL *durationpb.Duration
 }
 
 // heartbeatAck returns the stream's heartbeat answer, emptied, for the
-// handler to fill and queue. The handler flushes it before it reads the
+// receiver to fill and send. The receiver sends it before it reads the
 // next message, and Send has encoded it when it returns, so nothing holds
 // it when it is filled again: an idle session's heartbeats allocate no
 // answer (before: three objects a heartbeat).
@@ -158,16 +167,48 @@ func (st *stream) flush() error {
 			return nil
 		}
 		for _, m := range out {
-			if err := st.srv.Send(m); err != nil {
+			if err := st.sendWire(m); err != nil {
 				return err
 			}
 		}
 		if r != nil {
-			if err := st.srv.Send(&pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_Routing{Routing: r}}); err != nil {
+			if err := st.sendWire(&pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_Routing{Routing: r}}); err != nil {
 				return err
 			}
 		}
 	}
+}
+
+// sendWire sends m on the stream, after any Send of the other sender.
+func (st *stream) sendWire(m *pb.CoordinatorMessage) error {
+	st.wireMu.Lock()
+	defer st.wireMu.Unlock()
+	if st.wireClosed {
+		return errStreamDone
+	}
+	return st.srv.Send(m)
+}
+
+// closeWire is called as the handler returns: gRPC forbids a Send after
+// that, and the receiver may still be answering a heartbeat.
+func (st *stream) closeWire() {
+	st.wireMu.Lock()
+	defer st.wireMu.Unlock()
+	st.wireClosed = true
+}
+
+// errStreamDone is the receiver's Send after the handler returned.
+var errStreamDone = errors.New("coordinator: stream ended")
+
+// answerHeartbeat answers a registered session's heartbeat from the
+// receiver goroutine: fill (the lease's last refresh, never waiting for
+// etcd) writes into the stream's reused answer, which is sent at once.
+// The answer may pass messages queued for the handler to send; nothing in
+// a heartbeat's answer depends on their order.
+func (st *stream) answerHeartbeat(fill func(*pb.HeartbeatAck)) error {
+	m, ack := st.heartbeatAck()
+	fill(ack)
+	return st.sendWire(m)
 }
 
 // SidecarServer returns the gRPC SidecarService implementation.
@@ -196,15 +237,29 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 	stop := context.AfterFunc(c.ctx, func() { cancel(ErrStopped) })
 	defer stop()
 	st := newStream(srv, ctx, cancel)
+	defer st.closeWire()
 
 	msgs := make(chan *pb.SidecarMessage)
 	recvErr := make(chan error, 1)
+	// registered is the stream's session once Register is done; until
+	// then, and after a Deregister, heartbeats go to the handler in order
+	// with the rest.
+	var registered atomic.Pointer[session]
 	go func() {
 		for {
 			m, err := srv.Recv()
 			if err != nil {
 				recvErr <- err
 				return
+			}
+			if _, hb := m.Kind.(*pb.SidecarMessage_Heartbeat); hb {
+				if s := registered.Load(); s != nil {
+					if err := st.answerHeartbeat(func(ack *pb.HeartbeatAck) { c.heartbeat(s, ack) }); err != nil {
+						recvErr <- err
+						return
+					}
+					continue
+				}
 			}
 			select {
 			case msgs <- m:
@@ -272,6 +327,7 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 				return err
 			}
 			sess = s
+			registered.Store(s)
 			// Its snapshot comes from the routing publisher (the
 			// registration asked for it).
 			if err := st.sendRegistered(reg); err != nil {
@@ -314,6 +370,7 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 				return err
 			}
 			sess = nil // over: nothing to detach
+			registered.Store(nil)
 			if err := st.send(&pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_Deregistered{Deregistered: d}}); err != nil {
 				return err
 			}
@@ -322,9 +379,12 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 			if sess == nil {
 				return fmt.Errorf("%w: heartbeat before register", ErrNotRegistered)
 			}
-			var ack *pb.HeartbeatAck
-			out, ack = st.heartbeatAck()
+			// One the receiver passed on before the session was
+			// registered (it answers the others itself): a fresh answer,
+			// the reused one is the receiver's.
+			ack := &pb.HeartbeatAck{Ttl: &durationpb.Duration{}}
 			c.heartbeat(sess, ack)
+			out = &pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_HeartbeatAck{HeartbeatAck: ack}}
 		default:
 			return fmt.Errorf("%w: empty sidecar message", ErrInvalidArgument)
 		}
