@@ -75,6 +75,12 @@ type Config struct {
 	MaxLearnedEdges           int
 	MaxEventsPerSecond        float64
 	EventBurst                int
+	// MaxSessions and MaxSessionsPerPeer bound the sessions known at once
+	// (connected, or waiting for their lease to expire), in all and per
+	// peer (workload identity, or address); a Register past them is
+	// refused with ErrQuota (DefaultMaxSessions, DefaultMaxSessionsPerPeer).
+	MaxSessions        int
+	MaxSessionsPerPeer int
 	// OverRateCloseAfter closes the stream of a session that has stayed
 	// over its event rate this long (ratehold.go; DefaultOverRateCloseAfter).
 	OverRateCloseAfter time.Duration

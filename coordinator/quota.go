@@ -1,10 +1,15 @@
 package coordinator
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"time"
 
 	"golang.org/x/time/rate"
+	"google.golang.org/grpc/peer"
+
+	"github.com/coordinator/coordinator/security/identity"
 
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 )
@@ -36,6 +41,18 @@ const (
 	// several full batches (MaxEventsPerBatch).
 	DefaultEventsPerSecond = 200_000
 	DefaultEventBurst      = 4 * MaxEventsPerBatch
+	// DefaultMaxSessions and DefaultMaxSessionsPerPeer: sessions known at
+	// once (connected, or disconnected and waiting for their lease to
+	// expire), in all and from one peer (its workload identity, or its
+	// address without one). A sidecar that registers, drops its stream and
+	// registers under another instance id leaves a session behind each
+	// time for as long as its lease (up to MaxHeartbeat × (MaxAllowedMisses
+	// + 1)); these bound what that can pile up. Twice the streams a replica
+	// takes (server.DefaultMaxStreams, DefaultMaxStreamsPerPeer), so that
+	// every stream can reconnect under a new id while its old session
+	// lingers.
+	DefaultMaxSessions        = 40_000
+	DefaultMaxSessionsPerPeer = 10_000
 )
 
 // quota names one quota: its metric label and the coordinatord flag that
@@ -50,9 +67,11 @@ var (
 	quotaEventRate         = quota{"session_event_rate", "--max-events-per-second"}
 	quotaSessionLearned    = quota{"session_learned_edges", "--max-learned-edges-per-session"}
 	quotaLearnedEdgesTotal = quota{"learned_edges", "--max-learned-edges"}
+	quotaSessions          = quota{"sessions", "--max-sessions"}
+	quotaPeerSessions      = quota{"peer_sessions", "--max-sessions-per-peer"}
 
 	quotas = []quota{quotaLiveTxns, quotaSessionLiveTxns, quotaServices, quotaVersions,
-		quotaEventRate, quotaSessionLearned, quotaLearnedEdgesTotal}
+		quotaEventRate, quotaSessionLearned, quotaLearnedEdgesTotal, quotaSessions, quotaPeerSessions}
 )
 
 // quotaLogEvery rate-limits the refusal log: one line per session and quota
@@ -93,6 +112,12 @@ func (c *Config) setQuotaDefaults() {
 	}
 	if c.OverRateCloseAfter <= 0 {
 		c.OverRateCloseAfter = DefaultOverRateCloseAfter
+	}
+	if c.MaxSessions <= 0 {
+		c.MaxSessions = DefaultMaxSessions
+	}
+	if c.MaxSessionsPerPeer <= 0 {
+		c.MaxSessionsPerPeer = DefaultMaxSessionsPerPeer
 	}
 	if c.ratePauseMax <= 0 {
 		c.ratePauseMax = maxRatePause
@@ -240,4 +265,49 @@ func quotaLabels() []string {
 		out[i] = q.label
 	}
 	return out
+}
+
+// admitSessionLocked says whether a registration from peer may hold a
+// session: old is the instance's live session (nil for a new instance).
+// Resuming or replacing an instance's session keeps the count; a new
+// instance, or one that moves to another peer, must fit under
+// MaxSessions and MaxSessionsPerPeer. The counts are read before the
+// registration's etcd work, so registrations running at once may pass
+// the limits by as many (at most the streams open). Event lock held.
+func (c *Coordinator) admitSessionLocked(instance string, old *session, peer string) error {
+	if old == nil {
+		if n := c.sess.len(); n >= c.cfg.MaxSessions {
+			c.metrics.quotaRefusals[quotaSessions.label].Inc()
+			c.lg.Warn("registration refused: too many sessions", "instance", instance, "sessions", n, "limit", c.cfg.MaxSessions)
+			return quotaExceeded(quotaSessions, c.cfg.MaxSessions,
+				"register %q: %d sessions are connected or waiting for their lease to expire", instance, n)
+		}
+	}
+	if peer == "" || (old != nil && old.peer == peer) {
+		return nil
+	}
+	if n := c.sess.peerSessions(peer); n >= c.cfg.MaxSessionsPerPeer {
+		c.metrics.quotaRefusals[quotaPeerSessions.label].Inc()
+		c.lg.Warn("registration refused: too many sessions from one peer", "instance", instance, "peer", peer, "sessions", n, "limit", c.cfg.MaxSessionsPerPeer)
+		return quotaExceeded(quotaPeerSessions, c.cfg.MaxSessionsPerPeer,
+			"register %q: %s holds %d sessions (connected or waiting for their lease to expire)", instance, peer, n)
+	}
+	return nil
+}
+
+// peerOf is what the per-peer session quota counts a registration under:
+// its workload identity when it has one, else its address without the
+// port.
+func peerOf(ctx context.Context) string {
+	if who, ok := identity.FromContext(ctx); ok && who.Name != "" {
+		return "identity " + who.Name
+	}
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return ""
+	}
+	if host, _, err := net.SplitHostPort(p.Addr.String()); err == nil {
+		return "address " + host
+	}
+	return "address " + p.Addr.String()
 }

@@ -49,6 +49,10 @@ type session struct {
 	expired bool
 	// quota is what the session used of its quotas (quota.go).
 	quota sessionQuota
+	// peer is where it registered from (peerOf), "" for a session restored
+	// from etcd until it registers; the per-peer session quota counts it.
+	// Written under both the event lock and the session table's mu.
+	peer string
 }
 
 func validTxnID(id string) error {
@@ -175,6 +179,11 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 		c.mu.Unlock()
 	}()
 	old := c.sess.get(r.InstanceId)
+	from := peerOf(ctx)
+	if err := c.admitSessionLocked(r.InstanceId, old, from); err != nil {
+		c.mu.Unlock()
+		return nil, nil, fmt.Errorf("register: %w", err)
+	}
 	if holder := c.instanceIdentityLocked(r.InstanceId, old); hasWho && holder != "" && holder != who.Name {
 		c.mu.Unlock()
 		c.metrics.identity.WithLabelValues("instance").Inc()
@@ -310,6 +319,7 @@ func (c *Coordinator) register(ctx context.Context, st *stream, r *pb.Register) 
 	if s.stream != nil && s.stream != st {
 		s.stream.takeOver() // a newer stream of the same instance wins
 	}
+	c.sess.setPeer(s, from)
 	c.sess.attach(s, st)
 	s.ackedRev = 0 // a new stream: update mode counts from its own ack
 	c.declareLocked(r.Service, r.Dependencies)

@@ -37,6 +37,9 @@ type sessionTable struct {
 	// snapshot of their stream: until they do, they count for the prepare
 	// handshake of every update (update.go). The event lock's alone.
 	unsnapped map[*session]struct{}
+	// byPeer counts the live sessions by session.peer (those with one):
+	// the per-peer session quota.
+	byPeer map[string]int
 }
 
 func newSessionTable() *sessionTable {
@@ -47,13 +50,18 @@ func newSessionTable() *sessionTable {
 		resyncWait: make(map[string]struct{}),
 		byService:  make(map[graph.ServiceID]map[*session]struct{}),
 		unsnapped:  make(map[*session]struct{}),
+		byPeer:     make(map[string]int),
 	}
 }
 
 // listLocked makes s its instance's live session; mu is held.
 func (t *sessionTable) listLocked(s *session) {
-	if old := t.byID[s.rec.InstanceId]; old != nil && old != s {
+	old := t.byID[s.rec.InstanceId]
+	if old != nil && old != s {
 		t.unindexLocked(old)
+	}
+	if old != s {
+		t.countPeerLocked(s.peer, 1)
 	}
 	t.byID[s.rec.InstanceId] = s
 	m := t.byService[s.svc]
@@ -65,6 +73,7 @@ func (t *sessionTable) listLocked(s *session) {
 }
 
 func (t *sessionTable) unindexLocked(s *session) {
+	t.countPeerLocked(s.peer, -1)
 	delete(t.unsnapped, s)
 	if m := t.byService[s.svc]; m != nil {
 		delete(m, s)
@@ -81,6 +90,9 @@ func (t *sessionTable) get(id string) *session { return t.byID[id] }
 
 // current says whether s is the live session of its instance.
 func (t *sessionTable) current(s *session) bool { return s != nil && t.byID[s.rec.InstanceId] == s }
+
+// peerSessions is the number of live sessions registered from peer.
+func (t *sessionTable) peerSessions(peer string) int { return t.byPeer[peer] }
 
 // len is the number of live sessions.
 func (t *sessionTable) len() int { return len(t.byID) }
@@ -256,6 +268,31 @@ func (t *sessionTable) attach(s *session, st *stream) {
 }
 
 // setRecord replaces a live session's record (same service and version).
+// setPeer records where s registered from, moving its count when it is
+// live.
+func (t *sessionTable) setPeer(s *session, peer string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s.peer == peer {
+		return
+	}
+	if t.byID[s.rec.InstanceId] == s {
+		t.countPeerLocked(s.peer, -1)
+		t.countPeerLocked(peer, 1)
+	}
+	s.peer = peer
+}
+
+// countPeerLocked adds d to peer's count ("" is not counted); mu is held.
+func (t *sessionTable) countPeerLocked(peer string, d int) {
+	if peer == "" {
+		return
+	}
+	if t.byPeer[peer] += d; t.byPeer[peer] <= 0 {
+		delete(t.byPeer, peer)
+	}
+}
+
 func (t *sessionTable) setRecord(s *session, rec *pb.SessionRecord) {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -19,6 +19,8 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--gc-percent", "-2"}, "--gc-percent -2: want a positive percentage, or -1"},
 		{[]string{"--begin-wait-timeout", "0s"}, "--begin-wait-timeout must be positive"},
 		{[]string{"--gc-headroom-mb", "-1"}, "--gc-headroom-mb -1: want 0 (off) or a positive number of MiB"},
+		{[]string{"--max-sessions", "0"}, "--max-sessions 0: want a positive number"},
+		{[]string{"--max-sessions-per-peer", "-1"}, "--max-sessions-per-peer -1: want a positive number"},
 	} {
 		var stderr bytes.Buffer
 		if code := run(tc.args, io.Discard, &stderr); code != 2 {

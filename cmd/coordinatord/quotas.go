@@ -13,6 +13,7 @@ import (
 // an event past one is refused with ResourceExhausted naming the flag.
 type quotaFlags struct {
 	liveTxns, services, versions, learned, learnedTotal, burst *int
+	sessions, peerSessions                                     *int
 	eventRate                                                  *float64
 	overRateCloseAfter                                         *time.Duration
 }
@@ -33,6 +34,10 @@ func registerQuotaFlags(fs *pflag.FlagSet) *quotaFlags {
 			"events per second one session may send (token bucket; see --event-burst)"),
 		burst: fs.Int("event-burst", coordinator.DefaultEventBurst,
 			"events one session may send at once above --max-events-per-second (at least one full batch, 65536)"),
+		sessions: fs.Int("max-sessions", coordinator.DefaultMaxSessions,
+			"sidecar sessions known at once (connected, or disconnected until their lease expires); a Register of a new instance past it is refused"),
+		peerSessions: fs.Int("max-sessions-per-peer", coordinator.DefaultMaxSessionsPerPeer,
+			"sidecar sessions known at once from one peer (its workload identity, or its address without one)"),
 		overRateCloseAfter: fs.Duration("over-rate-close-after", coordinator.DefaultOverRateCloseAfter,
 			"how long a session may stay over --max-events-per-second (its stream not read between refusals) before its stream is closed with ResourceExhausted"),
 	}
@@ -42,7 +47,7 @@ func (q *quotaFlags) validate() error {
 	for name, v := range map[string]int{
 		"--max-live-txns-per-session": *q.liveTxns, "--max-new-services-per-session": *q.services,
 		"--max-new-versions-per-session": *q.versions, "--max-learned-edges-per-session": *q.learned,
-		"--max-learned-edges": *q.learnedTotal,
+		"--max-learned-edges": *q.learnedTotal, "--max-sessions": *q.sessions, "--max-sessions-per-peer": *q.peerSessions,
 	} {
 		if v <= 0 {
 			return fmt.Errorf("%s %d: want a positive number", name, v)
@@ -69,4 +74,6 @@ func (q *quotaFlags) apply(c *coordinator.Config) {
 	c.MaxEventsPerSecond = *q.eventRate
 	c.EventBurst = *q.burst
 	c.OverRateCloseAfter = *q.overRateCloseAfter
+	c.MaxSessions = *q.sessions
+	c.MaxSessionsPerPeer = *q.peerSessions
 }
