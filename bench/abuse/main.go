@@ -3,7 +3,9 @@
 // loadsim's version-consistency oracle) runs against a coordinator in a
 // process of its own, first alone (baseline) and then next to one hostile
 // session that pushes every per-session quota at least tenfold, opens ten
-// times the streams a peer may, and posts REST bodies ten times the limit.
+// times the streams a peer may, registers ten times the sessions a peer and
+// all peers may hold (sessions that linger: their streams dropped, their
+// leases running), and posts REST bodies ten times the limit.
 // In each phase a CV update of svc-d is held in DRAINING, so every call to
 // svc-d waits for the coordinator's decision: their p99 is what the hostile
 // session could slow down. It prints one line per quota with how often it
@@ -65,6 +67,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/coordinator/coordinator/coordinator"
 	"github.com/coordinator/coordinator/coordinator/server"
@@ -86,6 +89,8 @@ const (
 	eventsPerSecond     = 20_000 // --max-events-per-second: above the svc-d sidecar's ~9,000/s
 	eventBurst          = 20_000 // --event-burst
 	streamsPerPeer      = 20     // --max-streams-per-peer
+	sessionsPerPeer     = 50     // --max-sessions-per-peer: above the legitimate load's sidecars (one peer)
+	maxSessions         = 500    // --max-sessions
 	hostileAddr         = "127.0.0.2"
 	push                = 10 // each quota is pushed this many times over
 	maxRequestBodyBytes = server.DefaultMaxRequestBytes
@@ -302,6 +307,7 @@ func (h *hostileRun) run(ctx context.Context) {
 	})
 	wg.Go(func() { h.streams(ctx) })
 	wg.Go(func() { h.bodies(ctx) })
+	wg.Go(func() { h.sessions(ctx) })
 	// The session's own quotas one after the other, each under its event
 	// rate (so that each is refused by its own quota), then the rate
 	// itself, flooded for the rest of the phase.
@@ -426,6 +432,42 @@ func (h *hostileRun) streams(ctx context.Context) {
 	wg.Wait()
 }
 
+// sessions registers new instances with minute-long leases and drops
+// each stream at once, so that every session lingers until its lease
+// expires: ten times the sessions one peer may hold from one loopback
+// address, then ten times the sessions in all from as many more
+// addresses as that takes, each under the per-peer limit (so that the
+// total refuses them).
+func (h *hostileRun) sessions(ctx context.Context) {
+	n := 0
+	from := func(addr string, count int, quota string) {
+		dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(addr)}}
+		conn, err := grpc.NewClient(h.co.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return dialer.DialContext(ctx, "tcp", a) }))
+		check(err)
+		defer conn.Close()
+		for range count {
+			if ctx.Err() != nil {
+				return
+			}
+			n++
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			sc, _, err := simsidecar.Connect(rctx, conn, &pb.Register{InstanceId: fmt.Sprintf("hostile-lingering-%d", n),
+				Service: "hostile-lingering", Version: "v1", Address: "127.0.0.1:1",
+				HeartbeatInterval: durationpb.New(time.Minute), AllowedMisses: 1})
+			cancel()
+			h.add(quota, 1)
+			if err == nil {
+				sc.Close()
+			}
+		}
+	}
+	from("127.0.0.3", push*sessionsPerPeer, "peer_sessions")
+	for i := 0; i*sessionsPerPeer < push*maxSessions && ctx.Err() == nil; i++ {
+		from(fmt.Sprintf("127.0.1.%d", i+1), sessionsPerPeer, "sessions")
+	}
+}
+
 // bodies posts REST bodies ten times the limit, once a second.
 func (h *hostileRun) bodies(ctx context.Context) {
 	body := bytes.Repeat([]byte("x"), push*maxRequestBodyBytes)
@@ -453,7 +495,7 @@ func (h *hostileRun) report(co *coordinatorProc) int64 {
 	limits := map[string]int{
 		"session_live_txns": liveTxnsPerSession, "session_services": newServices, "session_versions": newVersions,
 		"session_learned_edges": learnedEdges, "session_event_rate": eventsPerSecond, "streams_per_peer": streamsPerPeer,
-		"request_body_bytes": maxRequestBodyBytes,
+		"request_body_bytes": maxRequestBodyBytes, "peer_sessions": sessionsPerPeer, "sessions": maxSessions,
 	}
 	var names []string
 	for q := range limits {
@@ -653,6 +695,8 @@ func runCoordinator(dir string, withPprof bool) {
 			MaxLearnedEdgesPerSession: learnedEdges,
 			MaxEventsPerSecond:        eventsPerSecond,
 			EventBurst:                eventBurst,
+			MaxSessions:               maxSessions,
+			MaxSessionsPerPeer:        sessionsPerPeer,
 		}})
 	check(err)
 	_, err = srv.WaitLeading(ctx)
