@@ -351,6 +351,14 @@ func run(ctx context.Context, o options) (*result, error) {
 		// such: the figure printed stays "timeout" (the sessions were not
 		// idle).
 		unsettled := r.hbCPU == "timeout"
+		if o.profileDir != "" {
+			// A collection first, so that heap-idle less this is what the
+			// idle phase allocated (a heap profile's allocations are those
+			// of completed cycles). It also collects what registering left,
+			// which the window would otherwise see collected or not: a
+			// profiling run's hb_cpu_pct is not comparable with a plain one.
+			co.saveProfile(ctx, "heap?gc=1", 0, filepath.Join(o.profileDir, fmt.Sprintf("heap-idle-start-%d.pb.gz", o.sidecars)))
+		}
 		hb0 := co.metric("coordinator_heartbeats_total")
 		c0, ok0 := co.CPU()
 		t0 := time.Now()
@@ -374,6 +382,10 @@ func run(ctx context.Context, o options) (*result, error) {
 				name = "cpu-unsettled"
 			}
 			co.saveProfile(ctx, "profile", max(10, int(o.idle.Seconds())), filepath.Join(o.profileDir, fmt.Sprintf("%s-%d.pb.gz", name, o.sidecars)))
+			// What the idle phase allocated: go tool pprof
+			// -sample_index=alloc_space -diff_base
+			// heap-idle-start-N.pb.gz heap-idle-N.pb.gz.
+			co.saveProfile(ctx, "heap?gc=1", 0, filepath.Join(o.profileDir, fmt.Sprintf("heap-idle-%d.pb.gz", o.sidecars)))
 		}
 	}
 
