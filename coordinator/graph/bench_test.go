@@ -214,3 +214,25 @@ func BenchmarkMemoryPerService(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkAnyBlockerUsing asks, as a CV update's drain does after every
+// batch, whether any of the 100,000 transactions blocking a service used
+// it at the old version, when all of them use the new one: the answer
+// every batch gets until the old side drains.
+func BenchmarkAnyBlockerUsing(b *testing.B) {
+	e := New()
+	s := chain(e, 5)
+	v1, v2 := e.Version("v1"), e.Version("v2")
+	for i := range 100_000 {
+		run5(b, e, s, v2, traceID(i))
+	}
+	if e.BlockersUsing(s[2], v2) != 100_000 {
+		b.Fatal("blockers")
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if e.AnyBlockerUsing(s[2], v1) {
+			b.Fatal("a v1 user")
+		}
+	}
+}

@@ -66,10 +66,17 @@ type Engine struct {
 	succ     [][]uint64          // static successors of each service
 	reach    [][]uint64          // services reachable by >= 1 static edge
 	blockers []map[*txn]struct{} // non-legacy transactions blocking each service; nil until one does
-	callers  []ServiceID         // services with a static successor: the only ones that reach any
-	usedN    []int               // live transactions with used[s] set
-	svcGone  []bool              // removed; its id is in svcFree
-	svcFree  []ServiceID         // removed ids, reused by Service
+	// blockUse[s][v] counts the members of blockers[s] that used s at
+	// version v: whether a side of an update is drained (BlockersUsing,
+	// AnyBlockerUsing) is read in O(1), not by a scan of every blocker,
+	// which an update's progress check does under the event lock after
+	// each batch. Kept by countBlockUse wherever blockers[s] or a used
+	// entry changes.
+	blockUse [][]verCount
+	callers  []ServiceID // services with a static successor: the only ones that reach any
+	usedN    []int       // live transactions with used[s] set
+	svcGone  []bool      // removed; its id is in svcFree
+	svcFree  []ServiceID // removed ids, reused by Service
 
 	verNames []string
 	verIDs   map[string]VersionID
@@ -177,6 +184,7 @@ func (e *Engine) Service(name string) ServiceID {
 	e.succ = append(e.succ, nil)
 	e.reach = append(e.reach, nil)
 	e.blockers = append(e.blockers, nil)
+	e.blockUse = append(e.blockUse, nil)
 	e.usedN = append(e.usedN, 0)
 	e.svcGone = append(e.svcGone, false)
 	return id

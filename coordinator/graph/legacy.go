@@ -31,7 +31,9 @@ func (e *Engine) toLegacy(t *txn) {
 	}
 	for i, w := range t.block {
 		for ; w != 0; w &= w - 1 {
-			delete(e.blockers[i*64+bits.TrailingZeros64(w)], t)
+			s := ServiceID(i*64 + bits.TrailingZeros64(w))
+			delete(e.blockers[s], t)
+			e.countBlockUse(t, s, -1)
 		}
 	}
 	t.block = t.block[:0]

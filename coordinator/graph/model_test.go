@@ -332,6 +332,19 @@ func runModelWith(t *testing.T, rng picker, label string, steps int, more func()
 			if e.UsedCount(sid) != users {
 				fail("UsedCount(s%d) = %d, model %d", s, e.UsedCount(sid), users)
 			}
+			for _, v := range vers {
+				want := 0
+				for _, b := range bs {
+					if b.PastVersion == v {
+						want++
+					}
+				}
+				if got, scan := e.BlockersUsing(sid, v), e.blockersUsingScan(sid, v); got != scan || got != want ||
+					e.AnyBlockerUsing(sid, v) != (got > 0) {
+					fail("s%d at v%d: BlockersUsing %d (any %v), by a scan %d, blockers that used it there %d",
+						s, v, got, e.AnyBlockerUsing(sid, v), scan, want)
+				}
+			}
 		}
 		checkSets(e, m, n, cyclic, fail)
 	}
@@ -634,4 +647,19 @@ func hostileStep(e *Engine, m *model, n int, vers []VersionID, rng picker, live,
 	default:
 		want("Done to no service", e.Done(id, s, bad), ErrInvalid)
 	}
+}
+
+// blockersUsingScan is BlockersUsing by a scan of the blockers of s: the
+// index's definition, for tests.
+func (e *Engine) blockersUsingScan(s ServiceID, v VersionID) int {
+	n := len(e.legacy)
+	if !e.validSvc(s) {
+		return n
+	}
+	for t := range e.blockers[s] {
+		if u, ok := t.version(s); ok && u == v {
+			n++
+		}
+	}
+	return n
 }

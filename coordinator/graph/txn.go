@@ -386,7 +386,9 @@ func (e *Engine) end(t *txn) {
 	}
 	for i, w := range t.block {
 		for ; w != 0; w &= w - 1 {
-			delete(e.blockers[i*64+bits.TrailingZeros64(w)], t)
+			s := ServiceID(i*64 + bits.TrailingZeros64(w))
+			delete(e.blockers[s], t)
+			e.countBlockUse(t, s, -1)
 		}
 	}
 	for _, u := range t.used {
@@ -451,7 +453,48 @@ func (e *Engine) use(t *txn, s ServiceID, v VersionID) bool {
 	t.used = append(t.used, Use{s, v})
 	e.usedN[s]++
 	e.verN[v]++
+	if t.flags&txLegacy == 0 && has(t.block, s) {
+		e.countBlockUse(t, s, 1) // it blocks s already: now as a user of v
+	}
 	return true
+}
+
+// countBlockUse adds d to blockUse[s] at the version t used s at, if it
+// used s; t joins (d = 1) or leaves (-1) blockers[s], or, a member,
+// records its use of s (1).
+func (e *Engine) countBlockUse(t *txn, s ServiceID, d int) {
+	v, ok := t.version(s)
+	if !ok {
+		return
+	}
+	cs := e.blockUse[s]
+	for i := range cs {
+		if cs[i].v == v {
+			if cs[i].n += int32(d); cs[i].n == 0 {
+				cs[i] = cs[len(cs)-1]
+				e.blockUse[s] = cs[:len(cs)-1]
+			}
+			return
+		}
+	}
+	e.blockUse[s] = append(cs, verCount{v, int32(d)})
+}
+
+// verCount is a count at a version: a service's blockers have used it at
+// a few versions at most, so a short slice beats a map.
+type verCount struct {
+	v VersionID
+	n int32
+}
+
+// blockersAt is blockUse[s][v].
+func (e *Engine) blockersAt(s ServiceID, v VersionID) int {
+	for _, c := range e.blockUse[s] {
+		if c.v == v {
+			return int(c.n)
+		}
+	}
+	return 0
 }
 
 func (e *Engine) markDirty(t *txn) {
@@ -488,14 +531,17 @@ func (e *Engine) update(t *txn) {
 			o = old[i]
 		}
 		for a := w &^ o; a != 0; a &= a - 1 {
-			s := i*64 + bits.TrailingZeros64(a)
+			s := ServiceID(i*64 + bits.TrailingZeros64(a))
 			if e.blockers[s] == nil {
 				e.blockers[s] = make(map[*txn]struct{})
 			}
 			e.blockers[s][t] = struct{}{}
+			e.countBlockUse(t, s, 1)
 		}
 		for r := o &^ w; r != 0; r &= r - 1 {
-			delete(e.blockers[i*64+bits.TrailingZeros64(r)], t)
+			s := ServiceID(i*64 + bits.TrailingZeros64(r))
+			delete(e.blockers[s], t)
+			e.countBlockUse(t, s, -1)
 		}
 	}
 	t.block = append(old[:0], trim(nb)...) // as long as its members need
