@@ -27,8 +27,12 @@ type HealthReport struct {
 	LiveTransactions int      `json:"live_transactions"`
 	MaxTransactions  int      `json:"max_transactions"`
 	Sessions         int      `json:"sessions"`
-	FlushLatencyMS   float64  `json:"write_behind_avg_latency_ms"`
-	PendingRecords   int      `json:"pending_records"`
+	// MaxSessions is --max-sessions: past it a new instance's Register is
+	// refused. Not a problem that fails /health: a client that fills the
+	// table must not make the replica look down.
+	MaxSessions    int     `json:"max_sessions"`
+	FlushLatencyMS float64 `json:"write_behind_avg_latency_ms"`
+	PendingRecords int     `json:"pending_records"`
 	// SelfPreservation is the self-preservation mode (DESIGN.md §7).
 	SelfPreservation SelfPreservationReport `json:"self_preservation"`
 	// Quarantine lists the records restore could not decode and moved
@@ -39,7 +43,7 @@ type HealthReport struct {
 
 // Health checks etcd, capacity and write latency.
 func (c *Coordinator) Health(ctx context.Context) HealthReport {
-	r := HealthReport{Etcd: "ok", MaxTransactions: c.cfg.MaxLiveTxns}
+	r := HealthReport{Etcd: "ok", MaxTransactions: c.cfg.MaxLiveTxns, MaxSessions: c.cfg.MaxSessions}
 	ctx, cancel := context.WithTimeout(ctx, healthEtcdTimeout)
 	defer cancel()
 	if err := c.store.Check(ctx); err != nil {

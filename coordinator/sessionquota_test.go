@@ -81,6 +81,9 @@ func TestMaxSessions(t *testing.T) {
 	if got := ts.Metric(`coordinator_quota_refusals_total{quota="sessions"}`); got != 1 {
 		t.Fatalf("refusals %v, want 1", got)
 	}
+	if h := ts.Leader().Health(ctx); h.Sessions != 3 || h.MaxSessions != 3 || !h.Healthy {
+		t.Fatalf("health %+v, want 3 sessions of at most 3, healthy", h)
+	}
 }
 
 // Sessions are bounded per peer too (its address here, no identity), so
