@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -108,5 +109,25 @@ func TestMaxSessionsPerPeer(t *testing.T) {
 	}
 	if got := ts.Metric(`coordinator_quota_refusals_total{quota="sessions"}`); got != 0 {
 		t.Fatalf("refused for the total: %v", got)
+	}
+}
+
+// With workload identities, the per-peer quota counts each identity, not
+// the address they share: a second identity from the same address
+// registers while the first is at its limit.
+func TestMaxSessionsPerPeerCountsIdentities(t *testing.T) {
+	m := startMemServer(t, []grpc.ServerOption{grpc.StreamInterceptor(identityFromMetadata)},
+		func(c *coordinator.Config) { c.MaxSessionsPerPeer = 1 })
+	const a, b = "spiffe://example.org/ns/prod/sa/svc-a", "spiffe://example.org/ns/prod/sa/svc-b"
+	if _, err := registerAs(t, m, a, "svc-a-1", "svc-a"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := registerAs(t, m, a, "svc-a-2", "svc-a")
+	wantQuotaRefusal(t, m, err, "peer_sessions", "--max-sessions-per-peer", 1)
+	if !strings.Contains(err.Error(), "identity "+a+" holds 1 sessions") {
+		t.Fatalf("refusal %q does not name the identity", err)
+	}
+	if _, err := registerAs(t, m, b, "svc-b-1", "svc-b"); err != nil {
+		t.Fatalf("another identity from the same address: %v", err)
 	}
 }
