@@ -16,6 +16,12 @@ import (
 func TestHeartbeatIsAnsweredWhileItsStreamWaitsForTheEventLock(t *testing.T) {
 	ts := servertest.Start(t, "")
 	a := ts.Sidecar("a-1", "a", "v1")
+	// Its acknowledgement of its routing snapshot first: the handler takes
+	// the event lock to apply it, and a handler waiting for the lock with
+	// that ack would hold the batch back in the receiver.
+	servertest.Eventually(t, 10*time.Second, "a to acknowledge its routing", func() bool {
+		return ts.Leader().RoutingSettled("a-1")
+	})
 	var acked <-chan bool
 	ts.Leader().UnderEventLock(func() {
 		w, err := a.SendAsync(simsidecar.Begin("t1", 1))
