@@ -113,7 +113,9 @@
 //
 // stream.sendMu and pinCommitter.mu are taken with none of these held:
 // decisions, acks and routing are sent after unlocking
-// (unlockAndSend) or from the routing publisher's goroutine.
+// (unlockAndSend) or from the routing publisher's goroutine. stream.wireMu
+// (around each Send on the wire, by the stream's handler or, for a
+// heartbeat's answer, its receiver) is taken with no lock held at all.
 //
 // # Errors
 //

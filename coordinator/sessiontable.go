@@ -267,7 +267,6 @@ func (t *sessionTable) attach(s *session, st *stream) {
 	s.stream = st
 }
 
-// setRecord replaces a live session's record (same service and version).
 // setPeer records where s registered from, moving its count when it is
 // live.
 func (t *sessionTable) setPeer(s *session, peer string) {
@@ -293,6 +292,7 @@ func (t *sessionTable) countPeerLocked(peer string, d int) {
 	}
 }
 
+// setRecord replaces a live session's record (same service and version).
 func (t *sessionTable) setRecord(s *session, rec *pb.SessionRecord) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
