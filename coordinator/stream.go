@@ -327,7 +327,6 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 				return err
 			}
 			sess = s
-			registered.Store(s)
 			// Its snapshot comes from the routing publisher (the
 			// registration asked for it).
 			if err := st.sendRegistered(reg); err != nil {
@@ -336,6 +335,9 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 			if err := st.flush(); err != nil {
 				return err
 			}
+			// Only now may the receiver answer heartbeats: none of its
+			// answers goes out before Registered.
+			registered.Store(s)
 			continue
 		case *pb.SidecarMessage_RoutingAck:
 			if sess == nil {
