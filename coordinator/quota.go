@@ -302,12 +302,22 @@ func peerOf(ctx context.Context) string {
 	if who, ok := identity.FromContext(ctx); ok && who.Name != "" {
 		return "identity " + who.Name
 	}
-	p, ok := peer.FromContext(ctx)
-	if !ok || p.Addr == nil {
-		return ""
-	}
-	if host, _, err := net.SplitHostPort(p.Addr.String()); err == nil {
+	if host, ok := PeerHost(ctx); ok {
 		return "address " + host
 	}
-	return "address " + p.Addr.String()
+	return ""
+}
+
+// PeerHost is the address a stream (or call) comes from, without its
+// port; ok is false when the context has no peer. The per-peer limits on
+// streams (coordinator/server) and sessions count by it.
+func PeerHost(ctx context.Context) (host string, ok bool) {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return "", false
+	}
+	if host, _, err := net.SplitHostPort(p.Addr.String()); err == nil {
+		return host, true
+	}
+	return p.Addr.String(), true
 }

@@ -2,13 +2,13 @@ package server
 
 import (
 	"context"
-	"net"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	"github.com/coordinator/coordinator/coordinator"
 )
 
 // Defaults of Config.MaxStreams and Config.MaxStreamsPerPeer: far above a
@@ -56,16 +56,13 @@ func (l *streamLimits) collectors() []prometheus.Collector {
 	return []prometheus.Collector{l.refused, l.open}
 }
 
-// peerHost is the address a stream comes from, without its port.
+// peerHost is the address a stream comes from, without its port
+// (coordinator.PeerHost), "unknown" without one.
 func peerHost(ctx context.Context) string {
-	p, ok := peer.FromContext(ctx)
-	if !ok || p.Addr == nil {
-		return "unknown"
-	}
-	if host, _, err := net.SplitHostPort(p.Addr.String()); err == nil {
+	if host, ok := coordinator.PeerHost(ctx); ok {
 		return host
 	}
-	return p.Addr.String()
+	return "unknown"
 }
 
 // acquire counts a new stream from ctx's peer, or refuses it with
