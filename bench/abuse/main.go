@@ -402,10 +402,7 @@ func (h *hostileRun) learnEdges(ctx context.Context, sc *simsidecar.Sidecar, to 
 // streams opens ten times the streams one peer may have, from another
 // loopback address, and never registers them.
 func (h *hostileRun) streams(ctx context.Context) {
-	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(hostileAddr)}}
-	conn, err := grpc.NewClient(h.co.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return dialer.DialContext(ctx, "tcp", addr) }))
-	check(err)
+	conn := h.dialFrom(hostileAddr)
 	defer conn.Close()
 	cl := pb.NewSidecarServiceClient(conn)
 	var wg sync.WaitGroup
@@ -432,6 +429,16 @@ func (h *hostileRun) streams(ctx context.Context) {
 	wg.Wait()
 }
 
+// dialFrom is a connection to the coordinator from loopback address addr
+// (a peer of its own for the per-peer limits).
+func (h *hostileRun) dialFrom(addr string) *grpc.ClientConn {
+	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(addr)}}
+	conn, err := grpc.NewClient(h.co.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return dialer.DialContext(ctx, "tcp", a) }))
+	check(err)
+	return conn
+}
+
 // sessions registers new instances with minute-long leases and drops
 // each stream at once, so that every session lingers until its lease
 // expires: ten times the sessions one peer may hold from one loopback
@@ -441,10 +448,7 @@ func (h *hostileRun) streams(ctx context.Context) {
 func (h *hostileRun) sessions(ctx context.Context) {
 	n := 0
 	from := func(addr string, count int, quota string) {
-		dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(addr)}}
-		conn, err := grpc.NewClient(h.co.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return dialer.DialContext(ctx, "tcp", a) }))
-		check(err)
+		conn := h.dialFrom(addr)
 		defer conn.Close()
 		for range count {
 			if ctx.Err() != nil {
