@@ -75,6 +75,11 @@ type Config struct {
 	MaxLearnedEdges           int
 	MaxEventsPerSecond        float64
 	EventBurst                int
+	// MaxRejectedPerSecond and RejectedBurst: each session's budget of
+	// events the engine rejects (rejectbudget.go; DefaultRejectedPerSecond,
+	// DefaultRejectedBurst).
+	MaxRejectedPerSecond float64
+	RejectedBurst        int
 	// MaxSessions and MaxSessionsPerPeer bound the sessions known at once
 	// (connected, or waiting for their lease to expire), in all and per
 	// peer (workload identity, or address); a Register past them is

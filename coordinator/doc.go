@@ -72,7 +72,8 @@
 //   - forgetState (forget.go): what has been unused since when; its sweep
 //     asks every serviceUser what is in use.
 //   - quotas (quota.go): per-session usage, kept in each session; a
-//     session over its event rate is not read for a while, or has its
+//     session over its event rate, or in debt on its budget of rejected
+//     events (rejectbudget.go), is not read for a while, or has its
 //     stream closed (ratehold.go: the stream's handler decides, with what
 //     the event lock noted in the session).
 //   - laneTable (lanes.go, admin_lanes.go): the lanes by name (DESIGN.md

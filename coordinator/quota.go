@@ -71,7 +71,7 @@ var (
 	quotaPeerSessions      = quota{"peer_sessions", "--max-sessions-per-peer"}
 
 	quotas = []quota{quotaLiveTxns, quotaSessionLiveTxns, quotaServices, quotaVersions,
-		quotaEventRate, quotaSessionLearned, quotaLearnedEdgesTotal, quotaSessions, quotaPeerSessions}
+		quotaEventRate, quotaRejected, quotaSessionLearned, quotaLearnedEdgesTotal, quotaSessions, quotaPeerSessions}
 )
 
 // quotaLogEvery rate-limits the refusal log: one line per session and quota
@@ -82,6 +82,7 @@ const quotaLogEvery = 10 * time.Second
 type sessionQuota struct {
 	services, versions, learned int
 	events                      *rate.Limiter
+	rejected                    debtBucket // rejectbudget.go
 	// overSince and lastOver: the run of event-rate refusals the session
 	// is in (ratehold.go).
 	overSince, lastOver time.Time
@@ -109,6 +110,12 @@ func (c *Config) setQuotaDefaults() {
 	}
 	if c.EventBurst <= 0 {
 		c.EventBurst = DefaultEventBurst
+	}
+	if c.MaxRejectedPerSecond <= 0 {
+		c.MaxRejectedPerSecond = DefaultRejectedPerSecond
+	}
+	if c.RejectedBurst <= 0 {
+		c.RejectedBurst = DefaultRejectedBurst
 	}
 	if c.OverRateCloseAfter <= 0 {
 		c.OverRateCloseAfter = DefaultOverRateCloseAfter

@@ -22,6 +22,15 @@ import (
 // by the streams per peer), but a resumed session keeps its bucket and its
 // run, so one that goes on flooding is closed again at its next refusal.
 
+// A pause must not cost the session its lease: its heartbeats share the
+// stream, and one sent while the stream is not read waits behind the
+// batches queued before it, each of which may bring another pause (a
+// session in debt on its rejected-events budget is read about a batch a
+// pause). So the stream is paused only while its session's last heartbeat
+// is recent: when the last one answered, plus the pause, is more than half
+// the session's TTL ago, the stream is read on (refusing what it must)
+// until the next heartbeat is reached.
+
 // maxRatePause bounds one pause of a stream: heartbeats share the stream,
 // and a session's lease must not lapse while it waits (a pause is also at
 // most a quarter of the session's TTL).
@@ -77,4 +86,16 @@ func (c *Coordinator) overRateLocked(s *session, now time.Time) rateHold {
 		return rateHold{pause: most}
 	}
 	return rateHold{pause: time.Duration(refill * float64(time.Second))}
+}
+
+// mayPause reports whether the stream may stop being read for pause
+// without starving its session's heartbeats: its last heartbeat was
+// answered (or it registered) recently enough that one queued now is read
+// within half the session's TTL. The handler's alone.
+func (st *stream) mayPause(pause time.Duration) bool {
+	if pause <= 0 || st.ttl <= 0 {
+		return false
+	}
+	since := time.Since(time.Unix(0, st.beatAt.Load()))
+	return since+pause <= st.ttl/2
 }

@@ -61,6 +61,13 @@ type stream struct {
 	hb    *pb.CoordinatorMessage
 	hbAck *pb.HeartbeatAck
 	hbTTL *durationpb.Duration
+	// beatAt is when the stream's session last had a heartbeat answered
+	// (or registered), in Unix nanoseconds: a pause of the stream
+	// (ratehold.go) must not starve the heartbeats queued behind it.
+	beatAt atomic.Int64
+	// ttl is the session's lease TTL as registered on this stream; the
+	// handler's alone.
+	ttl time.Duration
 }
 
 // heartbeatAck returns the stream's heartbeat answer, emptied, for the
@@ -258,6 +265,7 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 						recvErr <- err
 						return
 					}
+					st.beatAt.Store(time.Now().UnixNano())
 					continue
 				}
 			}
@@ -337,6 +345,8 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 			}
 			// Only now may the receiver answer heartbeats: none of its
 			// answers goes out before Registered.
+			st.ttl = reg.GetTtl().AsDuration()
+			st.beatAt.Store(time.Now().UnixNano())
 			registered.Store(s)
 			continue
 		case *pb.SidecarMessage_RoutingAck:
@@ -349,8 +359,9 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 			ack, hold := c.applyBatch(sess, st, k.Events.GetEvents())
 			out = &pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_Ack{Ack: ack}}
 			if hold != (rateHold{}) {
-				// Over its rate: the Ack (its refusal) goes out first, then
-				// the stream is closed or not read for a while (ratehold.go).
+				// Over its rate or its rejected-events budget: the Ack (its
+				// refusal) goes out first, then the stream is closed or not
+				// read for a while (ratehold.go, rejectbudget.go).
 				if err := st.send(out); err != nil {
 					return err
 				}
@@ -360,7 +371,9 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 				if hold.closeErr != nil {
 					return hold.closeErr
 				}
-				in, resume = nil, time.After(hold.pause)
+				if st.mayPause(hold.pause) {
+					in, resume = nil, time.After(hold.pause)
+				}
 				continue
 			}
 		case *pb.SidecarMessage_Deregister:
@@ -434,19 +447,25 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) (*pb.A
 	var late [numLateReasons]int
 	var errCodes errorCounts
 	var failed []failedEvent
+	rejected := 0 // of failed, those that draw on the rejected-events budget
 	waitFrom := time.Now()
 	c.mu.Lock()
 	lockedAt := time.Now()
 	c.orch.applyStoredPhasesLocked() // a phase stored meanwhile acts before these events
 	c.eng.SetEpoch(c.epoch())
 	current := s != nil && s.stream == st && c.sess.get(s.rec.InstanceId) == s
+	now := lockedAt
 	admitted := 0
 	var refusal error // of evs[admitted:]
 	switch {
 	case !current:
 		refusal = fmt.Errorf("%w: send Register first", ErrNotRegistered)
+	case c.rejectedDebtLocked(s, now):
+		// In debt on its rejected-events budget (rejectbudget.go): not
+		// applied, and not read again until the debt is repaid.
+		refusal = c.refuseLocked(s, quotaRejected, c.rejectedExceeded(), len(evs))
+		hold.pause = c.chargeRejectedLocked(s, 0, now)
 	default:
-		now := time.Now()
 		if admitted = c.admitEventsLocked(s, len(evs), now); admitted < len(evs) {
 			refusal = c.refuseLocked(s, quotaEventRate, c.eventRateExceeded(), len(evs)-admitted)
 			hold = c.overRateLocked(s, now)
@@ -477,10 +496,16 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) (*pb.A
 			continue
 		}
 		failed = append(failed, failedEvent{ev, err}) // its error is built after unlocking
+		if countsAsRejected(err) {
+			rejected++
+		}
 		if ev.GetWait() {
 			// The sidecar holds this call until it hears back.
 			c.orch.emit(decision{st: st, msg: &pb.CallDecision{Seq: ev.GetSeq(), Error: err.Error()}})
 		}
+	}
+	if rejected > 0 && hold.closeErr == nil {
+		hold.pause = max(hold.pause, c.chargeRejectedLocked(s, rejected, now))
 	}
 	var refusedMsg string
 	if refusal != nil {

@@ -21,6 +21,8 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--gc-headroom-mb", "-1"}, "--gc-headroom-mb -1: want 0 (off) or a positive number of MiB"},
 		{[]string{"--max-sessions", "0"}, "--max-sessions 0: want a positive number"},
 		{[]string{"--max-sessions-per-peer", "-1"}, "--max-sessions-per-peer -1: want a positive number"},
+		{[]string{"--max-rejected-events-per-second", "0"}, "--max-rejected-events-per-second 0: want a positive rate"},
+		{[]string{"--rejected-event-burst", "0"}, "--rejected-event-burst 0: want a positive number"},
 	} {
 		var stderr bytes.Buffer
 		if code := run(tc.args, io.Discard, &stderr); code != 2 {

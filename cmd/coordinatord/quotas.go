@@ -13,8 +13,8 @@ import (
 // an event past one is refused with ResourceExhausted naming the flag.
 type quotaFlags struct {
 	liveTxns, services, versions, learned, learnedTotal, burst *int
-	sessions, peerSessions                                     *int
-	eventRate                                                  *float64
+	sessions, peerSessions, rejectedBurst                      *int
+	eventRate, rejectedRate                                    *float64
 	overRateCloseAfter                                         *time.Duration
 }
 
@@ -34,6 +34,10 @@ func registerQuotaFlags(fs *pflag.FlagSet) *quotaFlags {
 			"events per second one session may send (token bucket; see --event-burst)"),
 		burst: fs.Int("event-burst", coordinator.DefaultEventBurst,
 			"events one session may send at once above --max-events-per-second (at least one full batch, 65536)"),
+		rejectedRate: fs.Float64("max-rejected-events-per-second", coordinator.DefaultRejectedPerSecond,
+			"events of one session the coordinator may reject per second (unknown transactions, out of order, ...; token bucket, see --rejected-event-burst); past it the session's events are refused and its stream is not read until the budget refills"),
+		rejectedBurst: fs.Int("rejected-event-burst", coordinator.DefaultRejectedBurst,
+			"rejected events one session may have at once above --max-rejected-events-per-second"),
 		sessions: fs.Int("max-sessions", coordinator.DefaultMaxSessions,
 			"sidecar sessions known at once (connected, or disconnected until their lease expires); a Register of a new instance past it is refused"),
 		peerSessions: fs.Int("max-sessions-per-peer", coordinator.DefaultMaxSessionsPerPeer,
@@ -48,6 +52,7 @@ func (q *quotaFlags) validate() error {
 		"--max-live-txns-per-session": *q.liveTxns, "--max-new-services-per-session": *q.services,
 		"--max-new-versions-per-session": *q.versions, "--max-learned-edges-per-session": *q.learned,
 		"--max-learned-edges": *q.learnedTotal, "--max-sessions": *q.sessions, "--max-sessions-per-peer": *q.peerSessions,
+		"--rejected-event-burst": *q.rejectedBurst,
 	} {
 		if v <= 0 {
 			return fmt.Errorf("%s %d: want a positive number", name, v)
@@ -55,6 +60,9 @@ func (q *quotaFlags) validate() error {
 	}
 	if !(*q.eventRate > 0) {
 		return fmt.Errorf("--max-events-per-second %v: want a positive rate", *q.eventRate)
+	}
+	if !(*q.rejectedRate > 0) {
+		return fmt.Errorf("--max-rejected-events-per-second %v: want a positive rate", *q.rejectedRate)
 	}
 	if *q.overRateCloseAfter <= 0 {
 		return fmt.Errorf("--over-rate-close-after %v: want a positive duration", *q.overRateCloseAfter)
@@ -74,6 +82,8 @@ func (q *quotaFlags) apply(c *coordinator.Config) {
 	c.MaxEventsPerSecond = *q.eventRate
 	c.EventBurst = *q.burst
 	c.OverRateCloseAfter = *q.overRateCloseAfter
+	c.MaxRejectedPerSecond = *q.rejectedRate
+	c.RejectedBurst = *q.rejectedBurst
 	c.MaxSessions = *q.sessions
 	c.MaxSessionsPerPeer = *q.peerSessions
 }

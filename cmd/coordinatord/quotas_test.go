@@ -42,3 +42,26 @@ func TestOverRateCloseAfterFlag(t *testing.T) {
 		}
 	}
 }
+
+func TestRejectedBudgetFlags(t *testing.T) {
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	q := registerQuotaFlags(fs)
+	for _, tc := range []struct {
+		args  []string
+		rate  float64
+		burst int
+	}{
+		{nil, coordinator.DefaultRejectedPerSecond, coordinator.DefaultRejectedBurst},
+		{[]string{"--max-rejected-events-per-second", "50", "--rejected-event-burst", "200"}, 50, 200},
+	} {
+		if err := fs.Parse(tc.args); err != nil || q.validate() != nil {
+			t.Fatalf("%q: %v %v", tc.args, err, q.validate())
+		}
+		var c coordinator.Config
+		q.apply(&c)
+		if c.MaxRejectedPerSecond != tc.rate || c.RejectedBurst != tc.burst {
+			t.Errorf("%q: budget %v/s burst %d, want %v/s burst %d", tc.args, c.MaxRejectedPerSecond, c.RejectedBurst, tc.rate, tc.burst)
+		}
+	}
+}

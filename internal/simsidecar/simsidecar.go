@@ -490,10 +490,14 @@ func End(txn string) *pb.Event {
 
 // RateRefused counts the events of ack refused for the session's event
 // rate (each event of a run error counts).
-func RateRefused(ack *pb.Ack) int {
+func RateRefused(ack *pb.Ack) int { return RefusedFor(ack, "--max-events-per-second") }
+
+// RefusedFor counts the events of ack refused (ResourceExhausted) by the
+// quota that flag sets (each event of a run error counts).
+func RefusedFor(ack *pb.Ack, flag string) int {
 	n := 0
 	for _, e := range ack.Errors {
-		if codes.Code(e.Code) == codes.ResourceExhausted && strings.Contains(e.Message, "--max-events-per-second") {
+		if codes.Code(e.Code) == codes.ResourceExhausted && strings.Contains(e.Message, flag) {
 			n += int(max(e.ThroughSeq, e.Seq) - e.Seq + 1)
 		}
 	}
