@@ -31,7 +31,8 @@ type flood struct {
 
 	attempted, sent, heldBack atomic.Int64 // events
 	acked, ackRefused         atomic.Int64 // events, as the Acks say
-	unacked                   atomic.Int64 // events sent whose stream ended before their Ack
+	budgetRefused             atomic.Int64 // refused for the rejected-events budget, as the Acks say
+	unacked                   atomic.Int64 // events sent whose stream ended, or the phase, before their Ack
 	closed                    atomic.Int64 // streams the coordinator closed with ResourceExhausted
 	firstClose                atomic.Pointer[string]
 }
@@ -62,12 +63,17 @@ func (f *flood) run(ctx context.Context) {
 		}
 		f.sent.Add(floodBatch)
 		acks.Go(func() {
-			if a, ok := <-w; ok {
-				f.acked.Add(floodBatch)
-				f.ackRefused.Add(int64(simsidecar.RateRefused(a)))
-			} else {
-				f.unacked.Add(floodBatch)
+			select {
+			case a, ok := <-w:
+				if ok {
+					f.acked.Add(floodBatch)
+					f.ackRefused.Add(int64(simsidecar.RateRefused(a)))
+					f.budgetRefused.Add(int64(simsidecar.RefusedFor(a, "--max-rejected-events-per-second")))
+					return
+				}
+			case <-ctx.Done(): // still in flow control or unread when the phase ends
 			}
+			f.unacked.Add(floodBatch)
 		})
 		next = next.Add(per)
 		if late := -time.Until(next); late > 0 {
@@ -108,8 +114,8 @@ func (f *flood) reconnect(ctx context.Context, old *simsidecar.Sidecar, failures
 
 // report prints what the flood attempted, sent and had acknowledged.
 func (f *flood) report() {
-	fmt.Printf("event_rate_flood: attempted=%d sent=%d held_back=%d acked=%d refused_in_acks=%d unacked=%d streams_closed=%d\n",
-		f.attempted.Load(), f.sent.Load(), f.heldBack.Load(), f.acked.Load(), f.ackRefused.Load(), f.unacked.Load(), f.closed.Load())
+	fmt.Printf("event_rate_flood: attempted=%d sent=%d held_back=%d acked=%d refused_in_acks=%d refused_budget=%d unacked=%d streams_closed=%d\n",
+		f.attempted.Load(), f.sent.Load(), f.heldBack.Load(), f.acked.Load(), f.ackRefused.Load(), f.budgetRefused.Load(), f.unacked.Load(), f.closed.Load())
 	if m := f.firstClose.Load(); m != nil {
 		log.Printf("hostile flood: first stream closed: %s", *m)
 	}

@@ -20,20 +20,25 @@
 // reached in seconds; the defaults are documented in docs/limits.md.
 //
 // The event rate is flooded last, for the rest of the phase (flood.go):
-// batches due at ten times the session's rate, sent without waiting for
-// their Acks. The coordinator stops reading a session over its rate until
-// its bucket refills and closes its stream once it has stayed over for 30 s
+// batches of ENDs of transactions nobody began, due at ten times the
+// session's rate, sent without waiting for their Acks. Every one of them is
+// rejected, so the flood pushes the session's rejected-events budget too
+// (hundreds of times over). The coordinator stops reading a session over
+// its rate until its bucket refills, and one in debt on its rejected-events
+// budget until the debt is repaid (refusing whole a batch read before
+// then); it closes the stream of one that stayed over its rate for 30 s
 // (--over-rate-close-after); the flood then reopens it after the SDK's
 // backoff. So most of what it attempts is never sent: Send blocks in HTTP/2
-// flow control and the batches due meanwhile are held back. The quota line
-// of session_event_rate counts what it attempted as pushed; the line
+// flow control and the batches due meanwhile are held back. The quota lines
+// of session_event_rate and session_rejected_events count what it attempted
+// as pushed; the line
 //
-//	event_rate_flood: attempted=A sent=S held_back=H acked=K refused_in_acks=R unacked=U streams_closed=C
+//	event_rate_flood: attempted=A sent=S held_back=H acked=K refused_in_acks=R refused_budget=B unacked=U streams_closed=C
 //
 // says how much of it reached the coordinator (S), how much the Acks refused
-// (R), and how many times the stream was closed (C); hostile_refused counts
-// the coordinator's refusals (coordinator_quota_refusals_total), which are
-// of what it read.
+// for the rate (R) and for the rejected-events budget (B), and how many
+// times the stream was closed (C); hostile_refused counts the coordinator's
+// refusals (coordinator_quota_refusals_total), which are of what it read.
 package main
 
 import (
@@ -88,6 +93,8 @@ const (
 	learnedEdges        = 100    // --max-learned-edges-per-session
 	eventsPerSecond     = 20_000 // --max-events-per-second: above the svc-d sidecar's ~9,000/s
 	eventBurst          = 20_000 // --event-burst
+	rejectedPerSecond   = 100    // --max-rejected-events-per-second
+	rejectedBurst       = 1000   // --rejected-event-burst
 	streamsPerPeer      = 20     // --max-streams-per-peer
 	sessionsPerPeer     = 50     // --max-sessions-per-peer: above the legitimate load's sidecars (one peer)
 	maxSessions         = 500    // --max-sessions
@@ -316,6 +323,7 @@ func (h *hostileRun) run(ctx context.Context) {
 	h.liveTxns(ctx, sc)
 	h.flood.run(ctx)
 	h.add("session_event_rate", h.flood.attempted.Load())
+	h.add("session_rejected_events", h.flood.attempted.Load()) // every one of them is rejected
 	wg.Wait()
 }
 
@@ -499,7 +507,8 @@ func (h *hostileRun) report(co *coordinatorProc) int64 {
 	limits := map[string]int{
 		"session_live_txns": liveTxnsPerSession, "session_services": newServices, "session_versions": newVersions,
 		"session_learned_edges": learnedEdges, "session_event_rate": eventsPerSecond, "streams_per_peer": streamsPerPeer,
-		"request_body_bytes": maxRequestBodyBytes, "peer_sessions": sessionsPerPeer, "sessions": maxSessions,
+		"session_rejected_events": rejectedPerSecond,
+		"request_body_bytes":      maxRequestBodyBytes, "peer_sessions": sessionsPerPeer, "sessions": maxSessions,
 	}
 	var names []string
 	for q := range limits {
@@ -699,6 +708,8 @@ func runCoordinator(dir string, withPprof bool) {
 			MaxLearnedEdgesPerSession: learnedEdges,
 			MaxEventsPerSecond:        eventsPerSecond,
 			EventBurst:                eventBurst,
+			MaxRejectedPerSecond:      rejectedPerSecond,
+			RejectedBurst:             rejectedBurst,
 			MaxSessions:               maxSessions,
 			MaxSessionsPerPeer:        sessionsPerPeer,
 		}})
