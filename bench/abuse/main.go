@@ -143,13 +143,13 @@ func main() {
 
 	// Baseline: the update held in DRAINING, no hostile session.
 	baseLoad, baseCPU := co.StartLoad(), co.startCPU()
-	baseP99, baseFailed := phase(ctx, s, admin, "v2", *baseline, func(pctx context.Context) { prof.cpu(pctx, "baseline", 3*time.Second) })
+	baseP99, baseFailed := phase(ctx, s, admin, "v2", *baseline, func(pctx context.Context) { prof.cpu(pctx, "baseline", 3*time.Second) }, nil)
 	baseRejected := legitRejected(s, instances)
 	log.Printf("baseline: decided calls p99 %v, failed %d, events rejected %d, rss %d MB (%v; %v)", baseP99, baseFailed, baseRejected, co.RSSMB(), baseLoad, baseCPU)
 	prof.heap("baseline-end")
 
 	// Hostile: the same, with the hostile session from the start.
-	var rss30 int
+	var rss30, rssEnd int
 	h := &hostileRun{co: co}
 	hostileLoad, hostileCPU := co.StartLoad(), co.startCPU()
 	legitP99, _ := phase(ctx, s, admin, "v1", *hostile, func(pctx context.Context) {
@@ -168,11 +168,13 @@ func main() {
 			return
 		}
 		h.run(pctx)
+	}, func() { // measured before the hostile session goes
+		rssEnd = co.RSSMB()
+		log.Printf("hostile phase at its end: rss %d MB, heap in use %.0f MB, legitimate events rejected %d (%v; %v)", rssEnd,
+			co.metric("go_memstats_heap_inuse_bytes")/(1<<20), legitRejected(s, instances)-baseRejected, hostileLoad, hostileCPU)
+		prof.heap("hostile-end")
+		h.deregister()
 	})
-	rssEnd := co.RSSMB()
-	log.Printf("hostile phase at its end: rss %d MB, heap in use %.0f MB, legitimate events rejected %d (%v; %v)", rssEnd,
-		co.metric("go_memstats_heap_inuse_bytes")/(1<<20), legitRejected(s, instances)-baseRejected, hostileLoad, hostileCPU)
-	prof.heap("hostile-end")
 	failed := s.Failed() - baseFailed
 	if v := s.FirstViolation(); v != "" {
 		log.Printf("first violation: %s", v)
@@ -203,7 +205,7 @@ func legitRejected(s *loadsim.Sim, instances []string) uint64 {
 // transaction keeps the old version in use), with extra running next to
 // it, and returns the p99 of the calls the coordinator decided meanwhile
 // and the legitimate failures so far.
-func phase(ctx context.Context, s *loadsim.Sim, admin pb.AdminServiceClient, to string, d time.Duration, extra func(context.Context)) (time.Duration, int64) {
+func phase(ctx context.Context, s *loadsim.Sim, admin pb.AdminServiceClient, to string, d time.Duration, extra func(context.Context), after func()) (time.Duration, int64) {
 	from := "v1"
 	if to == "v1" {
 		from = "v2"
@@ -244,6 +246,9 @@ func phase(ctx context.Context, s *loadsim.Sim, admin pb.AdminServiceClient, to 
 	tick.Stop()
 	wg.Wait()
 	window(true)
+	if after != nil {
+		after()
+	}
 	entry.End(tctx) // svc-d@from drains: the update ends DONE
 	for {
 		g, err := admin.GetUpdate(ctx, &pb.GetUpdateRequest{Id: u.Id})
@@ -272,6 +277,8 @@ type hostileRun struct {
 	refused413, refusedStreams atomic.Int64
 	sendErrs                   atomic.Int64
 	flood                      *flood // the event-rate flood (flood.go)
+	cur                        *atomic.Pointer[simsidecar.Sidecar]
+	conn                       *grpc.ClientConn
 }
 
 func (h *hostileRun) add(quota string, n int64) {
@@ -283,7 +290,7 @@ func (h *hostileRun) add(quota string, n int64) {
 func (h *hostileRun) run(ctx context.Context) {
 	conn, err := grpc.NewClient(h.co.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	check(err)
-	defer conn.Close()
+	h.conn = conn // closed by deregister, after the phase
 	// Services it may call without teaching an edge: declared by another
 	// service (a setup registration), so that calling them only pushes
 	// the learned-edge quota.
@@ -301,7 +308,7 @@ func (h *hostileRun) run(ctx context.Context) {
 	check(err)
 	cur := new(atomic.Pointer[simsidecar.Sidecar]) // the flood reconnects
 	cur.Store(sc)
-	defer func() { cur.Load().Close() }()
+	h.cur = cur // deregistered, then closed, after the phase
 	h.flood = &flood{conn: conn, reg: reg, cur: cur}
 	var wg sync.WaitGroup
 	wg.Go(func() { // a misbehaving sidecar, but a live one: it heartbeats
@@ -325,6 +332,27 @@ func (h *hostileRun) run(ctx context.Context) {
 	h.add("session_event_rate", h.flood.attempted.Load())
 	h.add("session_rejected_events", h.flood.attempted.Load()) // every one of them is rejected
 	wg.Wait()
+}
+
+// deregister shuts the hostile session down as a sidecar does, after the
+// phase's measurements: its transactions end now. One of them taught
+// undeclared edges and is legacy (DESIGN.md §3): while it lives, the
+// phase's update cannot drain. The Deregister waits behind what the flood
+// queued, read at the rate the session's budget allows.
+func (h *hostileRun) deregister() {
+	if h.conn == nil {
+		return
+	}
+	defer h.conn.Close()
+	if h.cur == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := h.cur.Load().Deregister(ctx, "bench/abuse: hostile phase over"); err != nil {
+		log.Printf("hostile session: deregister: %v (stream: %v)", err, h.cur.Load().Err())
+	}
+	h.cur.Load().Close()
 }
 
 // send sends a batch and waits for its Ack (bounded), so that the hostile
