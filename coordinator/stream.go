@@ -460,7 +460,7 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) (*pb.A
 	switch {
 	case !current:
 		refusal = fmt.Errorf("%w: send Register first", ErrNotRegistered)
-	case c.rejectedDebtLocked(s, now):
+	case len(evs) > 0 && c.rejectedDebtLocked(s, now):
 		// In debt on its rejected-events budget (rejectbudget.go): not
 		// applied, and not read again until the debt is repaid.
 		refusal = c.refuseLocked(s, quotaRejected, c.rejectedExceeded(), len(evs))
@@ -524,7 +524,7 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) (*pb.A
 	c.metrics.batchLockWait.Observe(lockedAt.Sub(waitFrom).Seconds())
 	c.metrics.batchLockHeld.Observe(heldFor.Seconds())
 	ack.Errors = appendEventErrors(ack.Errors, failed, &errCodes)
-	if refusal != nil {
+	if refusal != nil && admitted < len(evs) { // an empty batch has nothing to refuse
 		first := evs[admitted]
 		e := eventError(first.GetSeq(), first.GetTxnId(), refusal)
 		if n := len(evs) - admitted; n > 1 {
