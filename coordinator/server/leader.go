@@ -356,27 +356,66 @@ func (s *Server) keyLost(e *concurrency.Election) <-chan struct{} {
 	return s.lostKey
 }
 
-// observe follows who leads until ctx ends.
+// observeRetry is how long observe waits before it observes again after
+// etcd's Observe ended on an error, doubled while it keeps failing at once
+// (etcd unreachable), up to observeRetryMax.
+const (
+	observeRetry    = 100 * time.Millisecond
+	observeRetryMax = 2 * time.Second
+)
+
+// observe follows who leads until ctx ends. etcd's Election.Observe ends
+// its channel, silently, when one of its reads fails or its watch breaks
+// (a request that timed out while etcd elected a Raft leader, at a
+// cluster's start or after a member went down): observe then observes
+// again, or this replica would never learn of a leader after that (its
+// /health said "no leader elected" while another led, and it could not
+// forward).
 func (s *Server) observe(ctx context.Context, e *concurrency.Election) {
-	for resp := range e.Observe(ctx) {
-		s.mu.Lock()
-		if s.ourKey != "" && s.lostKey != nil && (len(resp.Kvs) == 0 || string(resp.Kvs[0].Key) != s.ourKey) {
-			close(s.lostKey)
-			s.lostKey, s.ourKey = nil, ""
+	wait := observeRetry
+	for {
+		answered := false
+		for resp := range e.Observe(ctx) {
+			answered = true
+			s.observed(resp)
 		}
-		s.mu.Unlock()
-		if len(resp.Kvs) == 0 {
-			s.setLeaderInfo(nil)
-			continue
+		if ctx.Err() != nil {
+			return
 		}
-		r := &pb.Replica{}
-		if err := proto.Unmarshal(resp.Kvs[0].Value, r); err != nil {
-			s.lg.Warn("undecodable election value", "key", string(resp.Kvs[0].Key), "error", err)
-			continue
+		if answered {
+			wait = observeRetry
 		}
-		r.Leader = true
-		s.setLeaderInfo(r)
+		if wait == observeRetry { // the first of a run: logged once
+			s.lg.Info("election: etcd's observation of the leader ended; observing again", "in", wait)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, observeRetryMax)
 	}
+}
+
+// observed takes in one answer of etcd's Observe.
+func (s *Server) observed(resp *clientv3.GetResponse) {
+	s.mu.Lock()
+	if s.ourKey != "" && s.lostKey != nil && (len(resp.Kvs) == 0 || string(resp.Kvs[0].Key) != s.ourKey) {
+		close(s.lostKey)
+		s.lostKey, s.ourKey = nil, ""
+	}
+	s.mu.Unlock()
+	if len(resp.Kvs) == 0 {
+		s.setLeaderInfo(nil)
+		return
+	}
+	r := &pb.Replica{}
+	if err := proto.Unmarshal(resp.Kvs[0].Value, r); err != nil {
+		s.lg.Warn("undecodable election value", "key", string(resp.Kvs[0].Key), "error", err)
+		return
+	}
+	r.Leader = true
+	s.setLeaderInfo(r)
 }
 
 // forwardConn returns a client connection to the leader, for followers.
