@@ -358,10 +358,13 @@ func (s *Server) keyLost(e *concurrency.Election) <-chan struct{} {
 
 // observeRetry is how long observe waits before it observes again after
 // etcd's Observe ended on an error, doubled while it keeps failing at once
-// (etcd unreachable), up to observeRetryMax.
+// (etcd unreachable), up to observeRetryMax. Short: while a cluster forms,
+// reads fail for a moment as Raft leadership is handed away from the
+// leading replica's member (keepRaftElsewhere), and a follower that waited
+// seconds to observe again answered /health "no leader elected" meanwhile.
 const (
 	observeRetry    = 100 * time.Millisecond
-	observeRetryMax = 2 * time.Second
+	observeRetryMax = 500 * time.Millisecond
 )
 
 // observe follows who leads until ctx ends. etcd's Election.Observe ends
