@@ -41,14 +41,7 @@ func (f *failOnce) Get(ctx context.Context, key string, opts ...clientv3.OpOptio
 // out".
 func TestCampaignKeepsItsKeyThroughAFailedRequest(t *testing.T) {
 	prefix := storage.Keys{Prefix: storage.DefaultPrefix}.Election()
-	var wrapped []*failOnce
-	cl := servertest.StartCluster(t, 2, func(cfg *server.Config) {
-		cfg.WrapKV = func(kv clientv3.KV) clientv3.KV {
-			f := &failOnce{KV: kv, prefix: prefix}
-			wrapped = append(wrapped, f)
-			return f
-		}
-	})
+	cl, wrapped := startWrapped(t, 2, func(kv clientv3.KV) *failOnce { return &failOnce{KV: kv, prefix: prefix} })
 	leader := cl.Leader(within)
 	f := cl.Follower(leader)
 	fail := wrapped[1]
@@ -78,4 +71,19 @@ func TestCampaignKeepsItsKeyThroughAFailedRequest(t *testing.T) {
 	if err != nil || len(resp.Kvs) != 1 || resp.Kvs[0].CreateRevision != created {
 		t.Fatalf("the follower's candidate key %s (created at revision %d) after it leads: %v, %v; want it kept", followerKey, created, resp, err)
 	}
+}
+
+// startWrapped starts a cluster of n replicas, each with its etcd KV
+// wrapped by wrap, and returns the wrappers in the order the replicas
+// started (cl.Replicas').
+func startWrapped[W clientv3.KV](t *testing.T, n int, wrap func(clientv3.KV) W) (*servertest.Cluster, []W) {
+	var wrapped []W
+	cl := servertest.StartCluster(t, n, func(cfg *server.Config) {
+		cfg.WrapKV = func(kv clientv3.KV) clientv3.KV {
+			w := wrap(kv)
+			wrapped = append(wrapped, w)
+			return w
+		}
+	})
+	return cl, wrapped
 }

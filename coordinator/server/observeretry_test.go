@@ -8,7 +8,6 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/coordinator/coordinator/coordinator/server"
 	"github.com/coordinator/coordinator/coordinator/server/servertest"
 	"github.com/coordinator/coordinator/storage"
 )
@@ -39,14 +38,7 @@ func (f *failObserve) Get(ctx context.Context, key string, opts ...clientv3.OpOp
 // leader.
 func TestReplicaObservesAgainAfterAFailedObservation(t *testing.T) {
 	prefix := storage.Keys{Prefix: storage.DefaultPrefix}.Election() + "/"
-	var wrapped []*failObserve
-	cl := servertest.StartCluster(t, 2, func(cfg *server.Config) {
-		cfg.WrapKV = func(kv clientv3.KV) clientv3.KV {
-			f := &failObserve{KV: kv, prefix: prefix}
-			wrapped = append(wrapped, f)
-			return f
-		}
-	})
+	cl, wrapped := startWrapped(t, 2, func(kv clientv3.KV) *failObserve { return &failObserve{KV: kv, prefix: prefix} })
 	leader := cl.Leader(within)
 	f := cl.Follower(leader)
 	servertest.Eventually(t, within, "the follower to know the leader", func() bool {
