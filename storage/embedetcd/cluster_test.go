@@ -258,6 +258,19 @@ func TestThreeMemberCluster(t *testing.T) {
 	}
 }
 
+// A cluster member keeps etcd's raft timing, 100 ms ticks and a 1 s
+// election timeout, which a loaded machine does not trip (a lone member's
+// shorter timeout could not cause a spurious election; theirs could).
+func TestRaftTimingOfAClusterMember(t *testing.T) {
+	c := startCluster(t)
+	for i, s := range c.servers {
+		cfg := s.Etcd().Server.Cfg
+		if cfg.TickMs != 100 || cfg.ElectionTicks != 10 {
+			t.Errorf("n%d: tick %d ms, election %d ticks; want 100 ms and 10", i+1, cfg.TickMs, cfg.ElectionTicks)
+		}
+	}
+}
+
 // A member that stops leaves two that keep serving; started again on its
 // data dir it rejoins as the same member and catches up.
 func TestClusterMemberStopAndRejoin(t *testing.T) {

@@ -106,6 +106,31 @@ func TestStartSingleMember(t *testing.T) {
 	}
 }
 
+// A lone member ticks raft every 100 ms (an idle member's main cost: at
+// 25 ms it took twice the CPU, docs/BENCHMARKS.md) with the shortest
+// election timeout etcd accepts for it, 5 ticks; an explicit setting wins.
+// TestThreeMemberCluster's members keep etcd's 100/1000 ms
+// (TestRaftTimingOfAClusterMember).
+func TestRaftTimingOfALoneMember(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		tick, election   uint
+		wantTick, wantEl uint
+	}{
+		{"default", 0, 0, 100, 500},
+		{"explicit", 50, 500, 50, 500},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := start(t, Config{DataDir: t.TempDir(), TickMs: tc.tick, ElectionMs: tc.election})
+			defer s.Close()
+			cfg := s.Etcd().Server.Cfg
+			if cfg.TickMs != tc.wantTick || uint(cfg.ElectionTicks)*cfg.TickMs != tc.wantEl {
+				t.Fatalf("tick %d ms, election %d ticks; want %d ms and %d ms in all", cfg.TickMs, cfg.ElectionTicks, tc.wantTick, tc.wantEl)
+			}
+		})
+	}
+}
+
 func TestRestartSameDataDir(t *testing.T) {
 	dir := t.TempDir()
 	s1 := start(t, Config{Name: "n1", DataDir: dir, ClientAddr: "127.0.0.1:0"})
