@@ -109,8 +109,7 @@ func TestStartSingleMember(t *testing.T) {
 // A lone member ticks raft every 100 ms (an idle member's main cost: at
 // 25 ms it took twice the CPU, docs/BENCHMARKS.md) with the shortest
 // election timeout etcd accepts for it, 5 ticks; an explicit setting wins.
-// TestThreeMemberCluster's members keep etcd's 100/1000 ms
-// (TestRaftTimingOfAClusterMember).
+// A cluster member keeps etcd's 100/1000 ms (TestRaftTimingOfAClusterMember).
 func TestRaftTimingOfALoneMember(t *testing.T) {
 	for _, tc := range []struct {
 		name             string
