@@ -20,7 +20,6 @@ import (
 	"flag"
 	"fmt"
 	"log"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -88,11 +87,11 @@ func waitHealthy(addr string, start time.Time) time.Duration {
 	return 0
 }
 
+// freeAddr is benchproc.FreeAddr for this program, which stops on error.
 func freeAddr() string {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := benchproc.FreeAddr()
 	check(err)
-	defer lis.Close()
-	return lis.Addr().String()
+	return addr
 }
 
 func check(err error) {

@@ -270,11 +270,11 @@ func runCoordinator(dir string) {
 
 // freeAddr is a loopback address with a port free now (coordsidecar's
 // listeners are given as flags).
+// freeAddr is benchproc.FreeAddr for this program, which stops on error.
 func freeAddr() string {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := benchproc.FreeAddr()
 	check(err)
-	defer lis.Close()
-	return lis.Addr().String()
+	return addr
 }
 
 // waitHealthy waits for a coordsidecar's /healthz to answer 200: it is

@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -228,4 +229,17 @@ func Exec(path string, args ...string) (*Proc, error) {
 		return nil, err
 	}
 	return &Proc{cmd: cmd}, nil
+}
+
+// FreeAddr returns a loopback host:port that was free a moment ago, for a
+// child process that takes its address as a flag (coordinatord,
+// coordsidecar). Another process may take it first: the child then fails
+// to listen, and the benchmark with it.
+func FreeAddr() (string, error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer lis.Close()
+	return lis.Addr().String(), nil
 }
