@@ -268,9 +268,8 @@ func runCoordinator(dir string) {
 	benchproc.Serve(server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: dir}, nil)
 }
 
-// freeAddr is a loopback address with a port free now (coordsidecar's
-// listeners are given as flags).
-// freeAddr is benchproc.FreeAddr for this program, which stops on error.
+// freeAddr is benchproc.FreeAddr for this program, which stops on error
+// (coordsidecar's listeners are given as flags).
 func freeAddr() string {
 	addr, err := benchproc.FreeAddr()
 	check(err)
