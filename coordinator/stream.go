@@ -435,9 +435,12 @@ func (c *Coordinator) detach(s *session, st *stream) {
 func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) (*pb.Ack, rateHold) {
 	ack := &pb.Ack{}
 	var hold rateHold
-	if n := len(evs); n > 0 {
-		ack.ThroughSeq = evs[n-1].GetSeq()
+	if len(evs) == 0 {
+		// Nothing to apply, refuse or charge: an empty Ack (through_seq
+		// 0), registered or not.
+		return ack, hold
 	}
+	ack.ThroughSeq = evs[len(evs)-1].GetSeq()
 	if len(evs) > MaxEventsPerBatch {
 		ack.Errors = append(ack.Errors, eventError(0, "",
 			fmt.Errorf("%w: batch of %d events is larger than %d; nothing applied", ErrInvalidArgument, len(evs), MaxEventsPerBatch)))
@@ -460,7 +463,7 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) (*pb.A
 	switch {
 	case !current:
 		refusal = fmt.Errorf("%w: send Register first", ErrNotRegistered)
-	case len(evs) > 0 && c.rejectedDebtLocked(s, now):
+	case c.rejectedDebtLocked(s, now):
 		// In debt on its rejected-events budget (rejectbudget.go): not
 		// applied, and not read again until the debt is repaid.
 		refusal = c.refuseLocked(s, quotaRejected, c.rejectedExceeded(), len(evs))
@@ -524,7 +527,7 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) (*pb.A
 	c.metrics.batchLockWait.Observe(lockedAt.Sub(waitFrom).Seconds())
 	c.metrics.batchLockHeld.Observe(heldFor.Seconds())
 	ack.Errors = appendEventErrors(ack.Errors, failed, &errCodes)
-	if refusal != nil && admitted < len(evs) { // an empty batch has nothing to refuse
+	if refusal != nil {
 		first := evs[admitted]
 		e := eventError(first.GetSeq(), first.GetTxnId(), refusal)
 		if n := len(evs) - admitted; n > 1 {
