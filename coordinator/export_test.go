@@ -51,3 +51,28 @@ func (c *Coordinator) UnderEventLock(fn func()) {
 	defer c.mu.Unlock()
 	fn()
 }
+
+// ImplicitSweepChunk is how many implicit-set entries the sweep looks at
+// per hold of the event lock.
+const ImplicitSweepChunk = implicitSweepChunk
+
+// ImplicitPending returns the size of the implicit set: transactions
+// created by a Call that the sweep still has to look at.
+func (c *Coordinator) ImplicitPending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.implicit)
+}
+
+// SweepImplicit runs the implicit sweep as of now; between runs between
+// two chunks, with the event lock released.
+func (c *Coordinator) SweepImplicit(now time.Time, between func()) { c.sweepImplicit(now, between) }
+
+// EventLockFree reports whether the event lock is free now (and leaves it so).
+func (c *Coordinator) EventLockFree() bool {
+	if !c.mu.TryLock() {
+		return false
+	}
+	c.mu.Unlock()
+	return true
+}

@@ -499,6 +499,7 @@ func (c *Coordinator) resyncLocked(s *session, roots []*pb.LiveRoot, resumed, re
 			if info.Implicit {
 				// Seen through downstream calls only: this is its Begin.
 				if c.eng.Begin(r.TxnId, s.svc, s.ver, graph.SubID(r.SubId), s.owner) == nil {
+					delete(c.implicit, r.TxnId)
 					resynced++
 				}
 				continue

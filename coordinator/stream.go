@@ -666,6 +666,10 @@ func (c *Coordinator) applyLocked(s *session, st *stream, ev *pb.Event) error {
 		}
 		if err = c.eng.Begin(ev.TxnId, s.svc, s.ver, sub, s.owner); err == nil {
 			c.orch.releaseBegunLocked(ev.TxnId)
+			// No longer implicit, if it was: out of the set now, or a
+			// mesh that delivers calls before begins keeps every such
+			// transaction there until the next sweep.
+			delete(c.implicit, ev.TxnId)
 		}
 	case pb.EventType_EVENT_TYPE_CALL:
 		if ev.CallerSubId == 0 {

@@ -74,3 +74,25 @@ func TestSubCaller(t *testing.T) {
 		t.Fatal("a returned sub still has a caller")
 	}
 }
+
+// Implicit follows a transaction from its first Call (implicit) through
+// its Begin (not any more) to its End (not live).
+func TestImplicitFollowsTheTransaction(t *testing.T) {
+	e := New()
+	s := chain(e, 3)
+	a, b, c := s[0], s[1], s[2]
+	v1 := e.Version("v1")
+	check := func(when string, wantImplicit, wantLive bool) {
+		t.Helper()
+		if implicit, live := e.Implicit("T"); implicit != wantImplicit || live != wantLive {
+			t.Fatalf("%s: Implicit = %v, %v; want %v, %v", when, implicit, live, wantImplicit, wantLive)
+		}
+	}
+	check("unknown", false, false)
+	mustCall(t, e, "T", b, 2, c, 3, v1)
+	check("after a Call", true, true)
+	must(t, e.Begin("T", a, v1, 1, 1))
+	check("after its Begin", false, true)
+	must(t, e.End("T"))
+	check("after its End", false, false)
+}

@@ -279,6 +279,17 @@ func (e *Engine) SubCaller(txn string, sub SubID) (ServiceID, bool) {
 	return t.subs[i].from, true
 }
 
+// Implicit reports whether txn is live and whether it is still known only
+// through calls (its Begin not seen). O(1), no allocation: the
+// coordinator's sweep of such transactions asks it of each candidate.
+func (e *Engine) Implicit(txn string) (implicit, live bool) {
+	t := e.txns[txn]
+	if t == nil {
+		return false, false
+	}
+	return t.flags&txImplicit != 0, true
+}
+
 // OwnerOf returns the owner of a live transaction, its entry service, and
 // whether it is adopted: known only through calls (its Begin not seen) or
 // legacy, its owner then being the session that adopted it, not
