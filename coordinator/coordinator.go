@@ -238,6 +238,7 @@ type Coordinator struct {
 	cat      *catalog             // service records, static edges, routes (catalog.go)
 	routing  *routingPublisher    // routing revisions, snapshots and deltas (routing.go)
 	implicit map[string]time.Time // transactions created by a Call, awaiting their Begin (a Begin deletes its own; sweepImplicit the rest)
+	applyq   chan applyReq        // batches handed to the applier, unbuffered (applier.go)
 	orch     *orchestrator        // updates, held calls, pins (orchestrator.go)
 	lanes    *laneTable           // lanes by name (lanes.go)
 
@@ -276,6 +277,7 @@ func New(cfg Config) (*Coordinator, error) {
 		sess:     newSessionTable(),
 		cat:      newCatalog(),
 		implicit: make(map[string]time.Time),
+		applyq:   make(chan applyReq),
 		t0:       time.Now(),
 	}
 	c.eng = graph.New(graph.WithOnDirty(c.wakeFlusher))
@@ -346,6 +348,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	c.wb.Start()
 	// Each background owner runs as one goroutine that Stop waits for
 	// (streams.Go counts it: no count to keep in step by hand).
+	c.streams.Go(c.runApplier)
 	c.streams.Go(c.runPhaseWriter)
 	c.streams.Go(c.runLaneSettle)
 	c.streams.Go(func() {

@@ -30,8 +30,9 @@ type metrics struct {
 	beginWait     *prometheus.HistogramVec
 	quotaRefusals map[string]prometheus.Counter // by quota label
 	quarantined   *prometheus.CounterVec        // by record kind
-	// batchLockWait and batchLockHeld: per event batch, how long its
-	// stream waited for the event lock and how long it then held it
+	// batchLockWait and batchLockHeld: per event batch, how long it
+	// waited to be applied (for the applier, behind other streams'
+	// batches, then for the event lock) and how long it then held the lock
 	// (the batch's events, the phases stored meanwhile, the progress
 	// check). Two clock reads and two observations per batch.
 	batchLockWait prometheus.Histogram
@@ -132,7 +133,7 @@ func newMetrics(c *Coordinator, reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"outcome"}),
 		batchLockWait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: ns, Name: "batch_lock_wait_seconds",
-			Help:    "Per event batch, the time its stream waited for the event lock.",
+			Help:    "Per event batch, the time from its stream handing it in until the event lock was held to apply it (the wait for the applier, behind other streams' batches, and for the lock).",
 			Buckets: prometheus.ExponentialBuckets(1e-5, 2, 16),
 		}),
 		batchLockHeld: prometheus.NewHistogram(prometheus.HistogramOpts{

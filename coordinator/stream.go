@@ -51,10 +51,11 @@ type stream struct {
 	// receiver's heartbeat answers share the stream. It is taken with
 	// nothing else held.
 	wireMu     sync.Mutex
-	wireClosed bool          // the handler returned: no Send any more; guarded by wireMu
-	kick       chan struct{} // signals out or the routing slot is not empty
-	ready      bool          // Registered was queued; guarded by sendMu
-	routing    routingSlot   // guarded by sendMu
+	wireClosed bool             // the handler returned: no Send any more; guarded by wireMu
+	kick       chan struct{}    // signals out or the routing slot is not empty
+	applied    chan applyResult // the applier's answer to the handler's batch (applier.go)
+	ready      bool             // Registered was queued; guarded by sendMu
+	routing    routingSlot      // guarded by sendMu
 
 	// hb is the heartbeat answer, one message reused for every heartbeat
 	// of the stream; the receiver goroutine alone uses it (heartbeatAck).
@@ -92,7 +93,7 @@ var errTakenOver = errors.New("coordinator: session taken over by a newer stream
 var errSlowSidecar = errors.New("coordinator: sidecar does not read its stream")
 
 func newStream(srv pb.SidecarService_ConnectServer, ctx context.Context, cancel context.CancelCauseFunc) *stream {
-	return &stream{srv: srv, ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1)}
+	return &stream{srv: srv, ctx: ctx, cancel: cancel, kick: make(chan struct{}, 1), applied: make(chan applyResult, 1)}
 }
 
 func (st *stream) takeOver() { st.cancel(errTakenOver) }
@@ -356,7 +357,7 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 			c.routingAck(sess, k.RoutingAck.GetRevision())
 			continue
 		case *pb.SidecarMessage_Events:
-			ack, hold := c.applyBatch(sess, st, k.Events.GetEvents())
+			ack, hold := c.applyEvents(sess, st, k.Events.GetEvents())
 			out = &pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_Ack{Ack: ack}}
 			if hold != (rateHold{}) {
 				// Over its rate or its rejected-events budget: the Ack (its
@@ -432,7 +433,10 @@ func (c *Coordinator) detach(s *session, st *stream) {
 //
 // A batch that had events refused for the rate also returns what the
 // stream must do about it (rateHold: stop reading for a while, or close).
-func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) (*pb.Ack, rateHold) {
+// waitFrom is when the stream's handler handed the batch in: the wait
+// until the lock is held is observed (batch_lock_wait_seconds). It runs on
+// the applier (applier.go).
+func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event, waitFrom time.Time) (*pb.Ack, rateHold) {
 	ack := &pb.Ack{}
 	var hold rateHold
 	if len(evs) == 0 {
@@ -451,7 +455,6 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event) (*pb.A
 	var errCodes errorCounts
 	var failed []failedEvent
 	rejected := 0 // of failed, those that draw on the rejected-events budget
-	waitFrom := time.Now()
 	c.mu.Lock()
 	lockedAt := time.Now()
 	c.orch.applyStoredPhasesLocked() // a phase stored meanwhile acts before these events
