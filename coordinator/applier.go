@@ -16,8 +16,10 @@ import (
 // while the others waited, until a waiter had waited 1 ms; the mutex then
 // hands it over one waiter at a time, each hand-off waiting for that
 // waiter to be scheduled on a processor the other handlers also want. In
-// bench/ingest (21 streams on 2 cores) a stream could go 40-55 ms without
-// an Ack; with one applier, 25-40 ms, and more events a second.
+// bench/ingest -update-cycle (21 streams on 2 cores) the longest a stream
+// went without an Ack was 36-66 ms a run; with one applier, 22-46 ms (one
+// run of 19 at 68), and a quarter to two thirds more events a second
+// (docs/BENCHMARKS.md).
 //
 // The periodic jobs, registrations and admin reads still take the event
 // lock directly; the applier is one more taker of it, the one every batch
