@@ -352,19 +352,12 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	c.streams.Go(c.runPhaseWriter)
 	c.streams.Go(c.runLaneSettle)
 	c.streams.Go(func() {
-		t := time.NewTicker(c.cfg.ImplicitTimeout / 4)
-		defer t.Stop()
-		for {
-			select {
-			case <-c.ctx.Done():
-				return
-			case now := <-t.C:
-				c.sweepImplicit(now, nil) // ends transactions whose Begin never came
-				c.mu.Lock()
-				c.sweepDepartedLocked(now) // and those deregistered sessions kept
-				c.unlockAndSend()
-			}
-		}
+		c.tick(c.cfg.ImplicitTimeout/4, func(now time.Time) {
+			c.sweepImplicit(now, nil) // ends transactions whose Begin never came
+			c.mu.Lock()
+			c.sweepDepartedLocked(now) // and those deregistered sessions kept
+			c.unlockAndSend()
+		})
 	})
 	c.streams.Go(c.broadcastRouting)
 	c.streams.Go(func() { c.everyWhile(progressEvery, c.orch.progressTickLocked, c.progressBusyLocked, c.progressWake) })
@@ -426,10 +419,8 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 	return err
 }
 
-// every runs fn under the lock every period until the coordinator stops,
-// then sends what fn queued; the periodic work (timeouts, sweeps) goes
-// through it.
-func (c *Coordinator) every(period time.Duration, fn func(now time.Time)) {
+// tick runs fn every period until the coordinator stops.
+func (c *Coordinator) tick(period time.Duration, fn func(now time.Time)) {
 	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
@@ -437,11 +428,20 @@ func (c *Coordinator) every(period time.Duration, fn func(now time.Time)) {
 		case <-c.ctx.Done():
 			return
 		case now := <-t.C:
-			c.mu.Lock()
 			fn(now)
-			c.unlockAndSend()
 		}
 	}
+}
+
+// every runs fn under the lock every period until the coordinator stops,
+// then sends what fn queued; the periodic work (timeouts, sweeps) goes
+// through it.
+func (c *Coordinator) every(period time.Duration, fn func(now time.Time)) {
+	c.tick(period, func(now time.Time) {
+		c.mu.Lock()
+		fn(now)
+		c.unlockAndSend()
+	})
 }
 
 // everyWhile is every for periodic work that has nothing to do at times:

@@ -123,16 +123,7 @@ func (f *forgetState) registeringDone(svc string) {
 
 // runForget sweeps until the coordinator stops.
 func (c *Coordinator) runForget() {
-	t := time.NewTicker(forgetTick(c.cfg.ForgetAfter))
-	defer t.Stop()
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case now := <-t.C:
-			c.fg.forgetSweep(c.ctx, now)
-		}
-	}
+	c.tick(forgetTick(c.cfg.ForgetAfter), func(now time.Time) { c.fg.forgetSweep(c.ctx, now) })
 }
 
 // forgetSweep forgets what has been unused long enough, and the updates
