@@ -17,9 +17,9 @@ import (
 // hands it over one waiter at a time, each hand-off waiting for that
 // waiter to be scheduled on a processor the other handlers also want. In
 // bench/ingest -update-cycle (21 streams on 2 cores) the longest a stream
-// went without an Ack was 36-66 ms a run; with one applier, 22-46 ms (one
-// run of 19 at 68), and a quarter to two thirds more events a second
-// (docs/BENCHMARKS.md).
+// went without an Ack was 36-66 ms a run; with one applier, 22-46 ms in 27
+// runs of 29 (53 and 68 in the others), and a quarter to two thirds more
+// events a second (docs/BENCHMARKS.md).
 //
 // The periodic jobs, registrations and admin reads still take the event
 // lock directly; the applier is one more taker of it, the one every batch
