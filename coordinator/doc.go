@@ -37,8 +37,9 @@
 // engine and the transactions awaiting their BEGIN, and composes the
 // components below. One goroutine of it, the applier (applier.go),
 // applies the event batches of every stream in the order their handlers
-// hand them in; a handler waits for its batch's Ack and sends it. Each component owns its state and says so in its
-// file; the others use its methods, never its maps.
+// hand them in; a handler waits for its batch's Ack and sends it. Each
+// component owns its state and says so in its file; the others use its
+// methods, never its maps.
 //
 //   - sessionTable (sessiontable.go): sessions by instance, by service
 //     and by owner slot, free slots, departed sessions, sessions awaiting
@@ -94,11 +95,13 @@
 // The event lock (Coordinator.mu) is taken by event application (the
 // applier; a stream's handler itself only before Start and while
 // stopping), the progress check, registrations' and restore's apply
-// steps, expiries and admin reads of the graph. It is never held across an etcd round trip:
-// update phases are stored by the phase writer without it and applied
-// after; a registration does its etcd work first, then applies it in one
-// locked section, as restore does; the self-preservation store writes what
-// it took under mu after releasing it.
+// steps, expiries and admin reads of the graph. It is never held across
+// an etcd round trip: update phases are stored by the phase writer
+// without it and applied after; a registration does its etcd work first,
+// then applies it in one locked section, as restore does; the
+// self-preservation store writes what it took under mu after releasing
+// it. The sweep of transactions awaiting their BEGIN takes it 512 entries
+// at a time.
 //
 // sessionTable, catalog, updateTable and routingPublisher each have their
 // own lock, a leaf: every change to their state is made holding the event
