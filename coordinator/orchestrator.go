@@ -45,7 +45,7 @@ type orchestrator struct {
 	pendingPins map[string]*storage.Op
 	out         []decision // call decisions to send once the event lock is released
 	// mootPins are the pins of ended transactions, to delete (mootpins.go).
-	mootPins []mootPin
+	mootPins mootQueue
 	// laneKick is told when an update ends: it may promote a lane.
 	laneKick func()
 }
