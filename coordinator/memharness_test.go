@@ -76,7 +76,7 @@ func startMemServer(t testing.TB, gopts []grpc.ServerOption, set ...func(*coordi
 		t.Fatal(err)
 	}
 	m.coord = c
-	gs := grpc.NewServer(gopts...)
+	gs := grpc.NewServer(append(gopts, coordinator.ServerOptions()...)...)
 	pb.RegisterAdminServiceServer(gs, c.AdminServer())
 	pb.RegisterSidecarServiceServer(gs, c.SidecarServer())
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

@@ -11,9 +11,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/coordinator/coordinator/coordinator/eventwire"
 	"github.com/coordinator/coordinator/coordinator/graph"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 	"github.com/coordinator/coordinator/storage"
@@ -222,6 +224,11 @@ func (st *stream) answerHeartbeat(fill func(*pb.HeartbeatAck)) error {
 // SidecarServer returns the gRPC SidecarService implementation.
 func (c *Coordinator) SidecarServer() pb.SidecarServiceServer { return sidecarServer{c: c} }
 
+// ServerOptions are the options a gRPC server that serves SidecarServer
+// must run with: the sidecar stream is read off the wire by eventwire's
+// codec (for every other message it is gRPC's proto codec).
+func ServerOptions() []grpc.ServerOption { return []grpc.ServerOption{eventwire.ServerOption()} }
+
 type sidecarServer struct {
 	pb.UnimplementedSidecarServiceServer
 	c *Coordinator
@@ -231,6 +238,15 @@ func (s sidecarServer) Connect(srv pb.SidecarService_ConnectServer) error {
 	return toGRPCError(s.c.connect(srv))
 }
 
+// received is a message the stream's receiver decoded, and the slab its
+// events were decoded into (eventwire), released once they are applied.
+type received struct {
+	m    *pb.SidecarMessage
+	slab *eventwire.Slab
+}
+
+// connect serves a sidecar stream. The server must run with
+// ServerOptions: the receiver reads the stream's frames undecoded.
 func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 	c.stopMu.Lock()
 	if c.stopping.Load() {
@@ -247,17 +263,24 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 	st := newStream(srv, ctx, cancel)
 	defer st.closeWire()
 
-	msgs := make(chan *pb.SidecarMessage)
+	msgs := make(chan received)
 	recvErr := make(chan error, 1)
 	// registered is the stream's session once Register is done; until
 	// then, and after a Deregister, heartbeats go to the handler in order
 	// with the rest.
 	var registered atomic.Pointer[session]
 	go func() {
+		var f eventwire.Frame
+		var dec eventwire.Decoder
 		for {
-			m, err := srv.Recv()
-			if err != nil {
+			if err := srv.RecvMsg(&f); err != nil {
 				recvErr <- err
+				return
+			}
+			m, slab, err := dec.Decode(f.Bytes())
+			f.Release()
+			if err != nil {
+				recvErr <- fmt.Errorf("%w: %v", ErrInvalidArgument, err)
 				return
 			}
 			if _, hb := m.Kind.(*pb.SidecarMessage_Heartbeat); hb {
@@ -271,7 +294,7 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 				}
 			}
 			select {
-			case msgs <- m:
+			case msgs <- received{m, slab}:
 			case <-ctx.Done():
 				return
 			}
@@ -291,7 +314,7 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 	in := msgs
 	var resume <-chan time.Time
 	for {
-		var m *pb.SidecarMessage
+		var r received
 		select {
 		case <-resume:
 			in, resume = msgs, nil
@@ -322,10 +345,10 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 				return err
 			}
 			continue
-		case m = <-in:
+		case r = <-in:
 		}
 		var out *pb.CoordinatorMessage
-		switch k := m.Kind.(type) {
+		switch k := r.m.Kind.(type) {
 		case *pb.SidecarMessage_Register:
 			if sess != nil {
 				return fmt.Errorf("%w as instance %q; open a new stream to register again",
@@ -358,6 +381,7 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 			continue
 		case *pb.SidecarMessage_Events:
 			ack, hold := c.applyEvents(sess, st, k.Events.GetEvents())
+			r.slab.Release() // applied: nothing refers to its events (held calls keep clones)
 			out = &pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_Ack{Ack: ack}}
 			if hold != (rateHold{}) {
 				// Over its rate or its rejected-events budget: the Ack (its

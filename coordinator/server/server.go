@@ -362,7 +362,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		grpc.MaxRecvMsgSize(16 << 20),
 		grpc.ChainUnaryInterceptor(rpcMetrics.UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(rpcMetrics.StreamServerInterceptor()),
-	}, append(append(flowControlOptions(), s.tr.serverOption()...), s.adminServerOptions()...)...)
+	}, append(append(append(flowControlOptions(), s.tr.serverOption()...), s.adminServerOptions()...), coordinator.ServerOptions()...)...)
 	s.grpc = grpc.NewServer(append(grpcOpts, cfg.GRPCServerOptions...)...)
 	pb.RegisterSidecarServiceServer(s.grpc, sidecarGate{s: s})
 	pb.RegisterAdminServiceServer(s.grpc, adminGate{s: s})

@@ -1,0 +1,280 @@
+package eventwire
+
+import (
+	"fmt"
+	"sync"
+	"unicode/utf8"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
+	_ "google.golang.org/grpc/encoding/proto" // registers the codec this one defers to
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
+)
+
+// Frame is a message read off a stream undecoded: RecvMsg(&frame) on a
+// server that runs with ServerOption. A Frame is reused from one message
+// to the next.
+type Frame struct{ b []byte }
+
+// frameKeep is the largest buffer a Frame keeps for the next message; a
+// larger one (a batch near gRPC's 16 MiB limit) goes once read.
+const frameKeep = 1 << 20
+
+// Bytes is the frame read last. It is valid until Release or the next read.
+func (f *Frame) Bytes() []byte { return f.b }
+
+// Release lets a large frame's buffer go; a small one is kept for the next.
+func (f *Frame) Release() {
+	if cap(f.b) > frameKeep {
+		f.b = nil
+	}
+}
+
+// codec is gRPC's proto codec, except that it reads a *Frame undecoded.
+type codec struct{ proto encoding.CodecV2 }
+
+// Codec returns the codec ServerOption installs.
+func Codec() encoding.CodecV2 { return codec{proto: encoding.GetCodecV2("proto")} }
+
+// ServerOption makes a gRPC server use Codec for every service it serves.
+func ServerOption() grpc.ServerOption { return grpc.ForceServerCodecV2(Codec()) }
+
+func (c codec) Name() string                           { return c.proto.Name() }
+func (c codec) Marshal(v any) (mem.BufferSlice, error) { return c.proto.Marshal(v) }
+
+func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
+	f, ok := v.(*Frame)
+	if !ok {
+		return c.proto.Unmarshal(data, v)
+	}
+	n := data.Len()
+	if cap(f.b) < n {
+		f.b = make([]byte, n)
+	}
+	f.b = f.b[:n]
+	data.CopyTo(f.b)
+	return nil
+}
+
+// Slab holds a decoded event batch: the message, and the events it points
+// to. Release gives it back once nothing uses the message or its events.
+type Slab struct {
+	msg   pb.SidecarMessage
+	kind  pb.SidecarMessage_Events
+	batch pb.EventBatch
+	evs   []pb.Event
+	ptrs  []*pb.Event
+}
+
+// slabPoolMax is the most events a pooled slab holds; a larger batch is
+// decoded into a slab of its own, left to the collector.
+const slabPoolMax = 4096
+
+var slabs = sync.Pool{New: func() any { return new(Slab) }}
+
+// Release returns the slab to the pool. Nothing of the message it was
+// returned with (events, batch) may be used after. Release of nil does
+// nothing.
+func (s *Slab) Release() {
+	if s == nil || cap(s.evs) > slabPoolMax {
+		return
+	}
+	s.batch.Events = nil
+	slabs.Put(s)
+}
+
+// Decoder decodes a stream's messages. It is not safe for concurrent use.
+type Decoder struct {
+	names   map[string]string // service, version and lane names seen, each once
+	lastTxn string            // the txn_id of the last event decoded
+}
+
+// internMax bounds the names a Decoder keeps (a stream names a few
+// services, versions and lanes), and internLen the length of one.
+const (
+	internMax = 256
+	internLen = 128
+)
+
+// Decode decodes b as a SidecarMessage, as proto.Unmarshal does. An event
+// batch comes with the slab it was decoded into, to Release once applied;
+// any other message with a nil slab.
+func (d *Decoder) Decode(b []byte) (*pb.SidecarMessage, *Slab, error) {
+	if m, s := d.fast(b); m != nil {
+		return m, s, nil
+	}
+	m := new(pb.SidecarMessage)
+	if err := proto.Unmarshal(b, m); err != nil {
+		return nil, nil, fmt.Errorf("decoding SidecarMessage: %w", err)
+	}
+	return m, nil, nil
+}
+
+// fast decodes b if it is a SidecarMessage of one field, events, whose
+// events carry only the fields Event declares, each string valid UTF-8;
+// it returns nil for anything else.
+func (d *Decoder) fast(b []byte) (*pb.SidecarMessage, *Slab) {
+	num, typ, n := protowire.ConsumeTag(b)
+	if n < 0 || num != 2 || typ != protowire.BytesType {
+		return nil, nil
+	}
+	batch, m := protowire.ConsumeBytes(b[n:])
+	if m < 0 || n+m != len(b) {
+		return nil, nil
+	}
+	count := 0
+	for rest := batch; len(rest) > 0; count++ {
+		num, typ, n := protowire.ConsumeTag(rest)
+		if n < 0 || num != 1 || typ != protowire.BytesType {
+			return nil, nil
+		}
+		m := protowire.ConsumeFieldValue(num, typ, rest[n:])
+		if m < 0 {
+			return nil, nil
+		}
+		rest = rest[n+m:]
+	}
+	var s *Slab
+	if count > slabPoolMax {
+		s = &Slab{evs: make([]pb.Event, count)}
+	} else {
+		s = slabs.Get().(*Slab)
+		if cap(s.evs) < count {
+			s.evs = make([]pb.Event, count)
+		}
+	}
+	s.evs = s.evs[:count]
+	s.ptrs = s.ptrs[:0]
+	for i := range s.evs {
+		_, _, n := protowire.ConsumeTag(batch)
+		v, m := protowire.ConsumeBytes(batch[n:])
+		batch = batch[n+m:]
+		e := &s.evs[i]
+		e.Reset()
+		if !d.event(v, e) {
+			s.Release()
+			return nil, nil
+		}
+		s.ptrs = append(s.ptrs, e)
+	}
+	s.batch.Reset()
+	if count > 0 {
+		s.batch.Events = s.ptrs
+	}
+	s.kind.Events = &s.batch
+	s.msg.Reset()
+	s.msg.Kind = &s.kind
+	return &s.msg, s
+}
+
+// event decodes b into e (reset), or reports false where proto.Unmarshal
+// must decide: a field Event does not declare or of another wire type,
+// invalid UTF-8, a malformed outcome.
+func (d *Decoder) event(b []byte, e *pb.Event) bool {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+		switch typ {
+		case protowire.VarintType:
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return false
+			}
+			b = b[n:]
+			switch num {
+			case 1:
+				e.Seq = v
+			case 2:
+				e.Type = pb.EventType(int32(v))
+			case 7:
+				e.Wait = protowire.DecodeBool(v)
+			default:
+				return false
+			}
+		case protowire.Fixed64Type:
+			v, n := protowire.ConsumeFixed64(b)
+			if n < 0 {
+				return false
+			}
+			b = b[n:]
+			switch num {
+			case 5:
+				e.SubId = v
+			case 6:
+				e.CallerSubId = v
+			default:
+				return false
+			}
+		case protowire.BytesType:
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return false
+			}
+			b = b[n:]
+			var ok bool
+			switch num {
+			case 3:
+				e.TxnId, ok = d.txn(v)
+			case 4:
+				e.Service, ok = d.name(v)
+			case 8:
+				e.Version, ok = d.name(v)
+			case 31:
+				e.Lane, ok = d.name(v)
+			case 30:
+				// A message field repeated merges; Merge does that.
+				if e.Outcome == nil {
+					e.Outcome = new(pb.CallOutcome)
+				}
+				ok = proto.UnmarshalOptions{Merge: true}.Unmarshal(v, e.Outcome) == nil
+			}
+			if !ok {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// txn is b as a string, the last event's when equal (a transaction's
+// events tend to come together).
+func (d *Decoder) txn(b []byte) (string, bool) {
+	if string(b) == d.lastTxn {
+		return d.lastTxn, true
+	}
+	if !utf8.Valid(b) {
+		return "", false
+	}
+	d.lastTxn = string(b)
+	return d.lastTxn, true
+}
+
+// name is b as a string, shared with the earlier events that named it.
+func (d *Decoder) name(b []byte) (string, bool) {
+	if len(b) == 0 {
+		return "", true
+	}
+	if s, ok := d.names[string(b)]; ok {
+		return s, true
+	}
+	if !utf8.Valid(b) {
+		return "", false
+	}
+	s := string(b)
+	if len(b) <= internLen && len(d.names) < internMax {
+		if d.names == nil {
+			d.names = make(map[string]string)
+		}
+		d.names[s] = s
+	}
+	return s, true
+}
