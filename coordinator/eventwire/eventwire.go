@@ -16,21 +16,24 @@ import (
 )
 
 // Frame is a message read off a stream undecoded: RecvMsg(&frame) on a
-// server that runs with ServerOption. A Frame is reused from one message
-// to the next.
-type Frame struct{ b []byte }
+// server that runs with ServerOption. Its buffer is gRPC's, from gRPC's
+// buffer pool; Release gives it back once the message is decoded, so a
+// stream keeps no buffer between messages.
+type Frame struct{ buf mem.Buffer }
 
-// frameKeep is the largest buffer a Frame keeps for the next message; a
-// larger one (a batch near gRPC's 16 MiB limit) goes once read.
-const frameKeep = 1 << 20
+// Bytes is the frame read last, valid until Release.
+func (f *Frame) Bytes() []byte {
+	if f.buf == nil {
+		return nil
+	}
+	return f.buf.ReadOnlyData()
+}
 
-// Bytes is the frame read last. It is valid until Release or the next read.
-func (f *Frame) Bytes() []byte { return f.b }
-
-// Release lets a large frame's buffer go; a small one is kept for the next.
+// Release returns the frame's buffer to gRPC's pool.
 func (f *Frame) Release() {
-	if cap(f.b) > frameKeep {
-		f.b = nil
+	if f.buf != nil {
+		f.buf.Free()
+		f.buf = nil
 	}
 }
 
@@ -51,12 +54,9 @@ func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 	if !ok {
 		return c.proto.Unmarshal(data, v)
 	}
-	n := data.Len()
-	if cap(f.b) < n {
-		f.b = make([]byte, n)
-	}
-	f.b = f.b[:n]
-	data.CopyTo(f.b)
+	f.Release()
+	// As gRPC's proto codec does: one buffer is shared, not copied.
+	f.buf = data.MaterializeToBuffer(mem.DefaultBufferPool())
 	return nil
 }
 
