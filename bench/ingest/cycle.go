@@ -49,11 +49,12 @@ type cycleOpts struct {
 }
 
 // run starts the coordinator's child (coordinatord's settings: embedded
-// etcd, GC target server.GCPercent, default quotas; its update record
-// writes go through an etcdgate whose delay this process sets over the
-// child's loopback debug listener), connects the sidecars, each on its
-// own gRPC connection unless oneConn (a sidecar is a process of its own:
-// one connection each), warms up and measures.
+// etcd, GC target server.GCPercent, default quotas but the per-session
+// event rate, benchEventRate; its update record writes go through an
+// etcdgate whose delay this process sets over the child's loopback debug
+// listener), connects the sidecars, each on its own gRPC connection
+// unless oneConn (a sidecar is a process of its own: one connection
+// each), warms up and measures.
 func (o cycleOpts) run(ctx context.Context) {
 	dir, err := os.MkdirTemp("", "ingest-cycle-")
 	check(err)
@@ -503,7 +504,7 @@ func runCoordinator(dir string, flush time.Duration, mutexProfile bool) {
 	go func() { _ = http.Serve(lis, nil) }()
 	srv, err := server.Start(ctx, server.Config{
 		GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: dir,
-		Coordinator: coordinator.Config{FlushInterval: flush},
+		Coordinator: coordinator.Config{FlushInterval: flush, MaxEventsPerSecond: benchEventRate},
 		WrapKV: func(kv clientv3.KV) clientv3.KV {
 			g := etcdgate.New(kv, storage.Keys{Prefix: storage.DefaultPrefix}.Updates())
 			gate.Store(g)
