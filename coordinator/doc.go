@@ -20,6 +20,11 @@
 //     on that Store. Its key layout is storage.Keys; its errors are the
 //     storage sentinels (ErrFenced, ErrLeaseExpired, ...), which this
 //     package maps to its own (commit, checkFence).
+//   - package coordinator/eventwire owns how a sidecar stream comes off
+//     the wire: its frames are read undecoded (the codec a server serving
+//     SidecarServer must run with: ServerOptions) and event batches decoded
+//     into pooled event structs, which the stream's handler releases once
+//     the batch is applied; anything else decodes as protobuf decodes it.
 //   - package coordinator/server owns etcd itself: the client, the
 //     election (concurrency.Election) and, per leadership term, the
 //     storage.Etcd store fenced on the election key, given to New. It wires
