@@ -324,6 +324,31 @@ func TestThreeCoordinatordWithTLSEverywhere(t *testing.T) {
 
 	httpsClient := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: servertest.ClientTLS(t, tlsfiles.Files{CA: pki.caFile})}}
 	plainClient := &http.Client{Timeout: 5 * time.Second}
+	// The view above is one member's: a follower learns who leads by
+	// observing the election, which lapses for a moment while the cluster
+	// forms (Raft leadership moves off the leading replica's member), and
+	// says "no leader elected" meanwhile. Every member healthy first; then
+	// what TLS must refuse and allow.
+	for _, m := range c.members {
+		m.mu.Lock()
+		httpAddr := m.httpAddr
+		m.mu.Unlock()
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			resp, err := httpsClient.Get("https://" + httpAddr + "/health")
+			last := fmt.Sprint(err)
+			if err == nil {
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+				last = fmt.Sprintf("%d %s", resp.StatusCode, body)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not healthy over HTTPS within 30s: %s", m.name, last)
+			}
+		}
+	}
 	for _, m := range c.members {
 		// Plaintext gRPC and HTTP are refused.
 		conn, err := grpc.NewClient(m.addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
