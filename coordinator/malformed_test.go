@@ -2,6 +2,7 @@ package coordinator_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/coordinator/coordinator/coordinator"
 	pb "github.com/coordinator/coordinator/proto/coordinator/v1"
 )
 
@@ -74,5 +76,36 @@ func TestMalformedMessageEndsTheStreamAsInvalidArgument(t *testing.T) {
 	ack, err := good.Send(ctx, &pb.Event{Type: pb.EventType_EVENT_TYPE_BEGIN, TxnId: "t-1", SubId: 1})
 	if err != nil || len(ack.GetErrors()) > 0 {
 		t.Fatalf("a well-formed stream after the malformed one: %v %v", ack, err)
+	}
+}
+
+// TestOversizedBatchIsRefusedInItsAck: a batch of more than
+// MaxEventsPerBatch events is refused whole in its Ack (InvalidArgument,
+// through its last seq; the receiver refuses it before decoding its
+// events), and the stream goes on.
+func TestOversizedBatchIsRefusedInItsAck(t *testing.T) {
+	m := startMem(t)
+	sc := m.Sidecar("a-1", "a", "v1")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	evs := make([]*pb.Event, coordinator.MaxEventsPerBatch+1)
+	for i := range evs {
+		evs[i] = &pb.Event{Type: pb.EventType_EVENT_TYPE_BEGIN, TxnId: fmt.Sprintf("t-%d", i), SubId: 1}
+	}
+	ack, err := sc.Send(ctx, evs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ack.GetErrors()) != 1 || ack.Errors[0].Code != int32(codes.InvalidArgument) ||
+		!strings.Contains(ack.Errors[0].Message, fmt.Sprintf("batch of %d events is larger than %d", len(evs), coordinator.MaxEventsPerBatch)) ||
+		ack.ThroughSeq != evs[len(evs)-1].Seq {
+		t.Fatalf("ack %v, want one InvalidArgument error through seq %d", ack, evs[len(evs)-1].Seq)
+	}
+	if n := m.Leader().Live(); n != 0 {
+		t.Fatalf("%d transactions live after the refused batch, want 0", n)
+	}
+	ack, err = sc.Send(ctx, &pb.Event{Type: pb.EventType_EVENT_TYPE_BEGIN, TxnId: "t-after", SubId: 1})
+	if err != nil || len(ack.GetErrors()) > 0 {
+		t.Fatalf("the next batch: %v %v", ack, err)
 	}
 }

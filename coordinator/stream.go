@@ -243,6 +243,7 @@ func (s sidecarServer) Connect(srv pb.SidecarService_ConnectServer) error {
 type received struct {
 	m    *pb.SidecarMessage
 	slab *eventwire.Slab
+	over *eventwire.OversizedError // an event batch refused undecoded, too large
 }
 
 // connect serves a sidecar stream. The server must run with
@@ -271,7 +272,7 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 	var registered atomic.Pointer[session]
 	go func() {
 		var f eventwire.Frame
-		var dec eventwire.Decoder
+		dec := eventwire.Decoder{MaxEvents: MaxEventsPerBatch}
 		for {
 			if err := srv.RecvMsg(&f); err != nil {
 				recvErr <- err
@@ -279,7 +280,13 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 			}
 			m, slab, err := dec.Decode(f.Bytes())
 			f.Release()
-			if err != nil {
+			var over *eventwire.OversizedError
+			switch {
+			case errors.As(err, &over):
+				// Refused in its Ack, as applyBatch refuses it, but
+				// before its events take memory.
+				m = &pb.SidecarMessage{Kind: &pb.SidecarMessage_Events{Events: &pb.EventBatch{}}}
+			case err != nil:
 				recvErr <- fmt.Errorf("%w: %v", ErrInvalidArgument, err)
 				return
 			}
@@ -294,7 +301,7 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 				}
 			}
 			select {
-			case msgs <- received{m, slab}:
+			case msgs <- received{m, slab, over}:
 			case <-ctx.Done():
 				return
 			}
@@ -380,6 +387,10 @@ func (c *Coordinator) connect(srv pb.SidecarService_ConnectServer) error {
 			c.routingAck(sess, k.RoutingAck.GetRevision())
 			continue
 		case *pb.SidecarMessage_Events:
+			if r.over != nil {
+				out = &pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_Ack{Ack: oversizedAck(r.over.Events, r.over.LastSeq)}}
+				break
+			}
 			ack, hold := c.applyEvents(sess, st, k.Events.GetEvents())
 			r.slab.Release() // applied: nothing refers to its events (held calls keep clones)
 			out = &pb.CoordinatorMessage{Kind: &pb.CoordinatorMessage_Ack{Ack: ack}}
@@ -470,9 +481,7 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event, waitFr
 	}
 	ack.ThroughSeq = evs[len(evs)-1].GetSeq()
 	if len(evs) > MaxEventsPerBatch {
-		ack.Errors = append(ack.Errors, eventError(0, "",
-			fmt.Errorf("%w: batch of %d events is larger than %d; nothing applied", ErrInvalidArgument, len(evs), MaxEventsPerBatch)))
-		return ack, hold
+		return oversizedAck(len(evs), ack.ThroughSeq), hold
 	}
 	var counts [int(pb.EventType_EVENT_TYPE_END) + 1]int
 	var late [numLateReasons]int
@@ -569,6 +578,15 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event, waitFr
 			"first_seq", ack.Late[0].GetSeq(), "first_reason", ack.Late[0].GetReason().String())
 	}
 	return ack, hold
+}
+
+// oversizedAck refuses a batch of n events, more than MaxEventsPerBatch,
+// whose last event's seq is last: nothing of it is applied. The stream's
+// receiver refuses such a batch before decoding its events; applyBatch
+// refuses one that reaches it.
+func oversizedAck(n int, last uint64) *pb.Ack {
+	return &pb.Ack{ThroughSeq: last, Errors: []*pb.EventError{eventError(0, "",
+		fmt.Errorf("%w: batch of %d events is larger than %d; nothing applied", ErrInvalidArgument, n, MaxEventsPerBatch))}}
 }
 
 // failedEvent is an event applyBatch rejected, and why.

@@ -89,8 +89,24 @@ func (s *Slab) Release() {
 
 // Decoder decodes a stream's messages. It is not safe for concurrent use.
 type Decoder struct {
+	// MaxEvents, if not 0, is the most events a message may carry: a
+	// message with more is refused with an *OversizedError before any
+	// event is decoded. An event can take 2 bytes on the wire and 168 in
+	// memory, so a 16 MiB batch decoded would take 1.3 GiB.
+	MaxEvents int
+
 	names   map[string]string // service, version and lane names seen, each once
 	lastTxn string            // the txn_id of the last event decoded
+}
+
+// OversizedError is a message with more events than Decoder.MaxEvents.
+type OversizedError struct {
+	Events  int    // how many it carries
+	LastSeq uint64 // the last one's seq (0 if it does not decode)
+}
+
+func (e *OversizedError) Error() string {
+	return fmt.Sprintf("%d events in one message", e.Events)
 }
 
 // internMax bounds the names a Decoder keeps (a stream names a few
@@ -104,6 +120,16 @@ const (
 // batch comes with the slab it was decoded into, to Release once applied;
 // any other message with a nil slab.
 func (d *Decoder) Decode(b []byte) (*pb.SidecarMessage, *Slab, error) {
+	if d.MaxEvents > 0 {
+		if n, last := countEvents(b); n > d.MaxEvents {
+			e := &OversizedError{Events: n}
+			ev := new(pb.Event)
+			if proto.Unmarshal(last, ev) == nil {
+				e.LastSeq = ev.Seq
+			}
+			return nil, nil, e
+		}
+	}
 	if m, s := d.fast(b); m != nil {
 		return m, s, nil
 	}
@@ -112,6 +138,43 @@ func (d *Decoder) Decode(b []byte) (*pb.SidecarMessage, *Slab, error) {
 		return nil, nil, fmt.Errorf("decoding SidecarMessage: %w", err)
 	}
 	return m, nil, nil
+}
+
+// countEvents counts the events of every event batch b carries on the
+// wire (a message may name the field more than once), up to a malformed
+// part, whose error the decoding that follows reports, and returns the
+// last one's bytes.
+func countEvents(b []byte) (n int, last []byte) {
+	for len(b) > 0 {
+		num, typ, tn := protowire.ConsumeTag(b)
+		if tn < 0 {
+			return n, last
+		}
+		vn := protowire.ConsumeFieldValue(num, typ, b[tn:])
+		if vn < 0 {
+			return n, last
+		}
+		if num == 2 && typ == protowire.BytesType {
+			batch, _ := protowire.ConsumeBytes(b[tn:])
+			for len(batch) > 0 {
+				num, typ, tn := protowire.ConsumeTag(batch)
+				if tn < 0 {
+					break
+				}
+				vn := protowire.ConsumeFieldValue(num, typ, batch[tn:])
+				if vn < 0 {
+					break
+				}
+				if num == 1 && typ == protowire.BytesType {
+					n++
+					last, _ = protowire.ConsumeBytes(batch[tn:])
+				}
+				batch = batch[tn+vn:]
+			}
+		}
+		b = b[tn+vn:]
+	}
+	return n, last
 }
 
 // fast decodes b if it is a SidecarMessage of one field, events, whose

@@ -2,6 +2,7 @@ package eventwire
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"testing"
 
@@ -186,5 +187,35 @@ func TestCodecFrames(t *testing.T) {
 	f.Release()
 	if f.Bytes() != nil {
 		t.Fatal("a released frame keeps its bytes")
+	}
+}
+
+// TestOversizedRefusedBeforeDecoding: a message with more events than
+// MaxEvents is refused with their count and the last seq, without
+// decoding them (a few allocations, not one per event), wherever the
+// events field appears; MaxEvents events decode as usual.
+func TestOversizedRefusedBeforeDecoding(t *testing.T) {
+	const max = 1000
+	var evs [][]byte
+	for i := range max + 1 {
+		evs = append(evs, marshal(t, &pb.Event{Seq: uint64(i + 1)}))
+	}
+	d := Decoder{MaxEvents: max}
+	if m, _, err := d.Decode(wrap(wrapEvents(evs[:max]...))); err != nil || len(m.GetEvents().GetEvents()) != max {
+		t.Fatalf("%d events: %v", max, err)
+	}
+	// One batch of max+1; two batches of half each plus a heartbeat
+	// between them and an unknown field (not the fast path).
+	hb := marshal(t, &pb.SidecarMessage{Kind: &pb.SidecarMessage_Heartbeat{Heartbeat: &pb.Heartbeat{}}})
+	split := append(append(append(wrap(wrapEvents(evs[:500]...)), hb...), wrap(wrapEvents(evs[500:]...))...),
+		protowire.AppendVarint(protowire.AppendTag(nil, 90, protowire.VarintType), 1)...)
+	for name, b := range map[string][]byte{"one batch": wrap(wrapEvents(evs...)), "split": split} {
+		var over *OversizedError
+		if _, _, err := d.Decode(b); !errors.As(err, &over) || over.Events != max+1 || over.LastSeq != max+1 {
+			t.Fatalf("%s: %v, want %d events refused, last seq %d", name, err, max+1, max+1)
+		}
+		if n := testing.AllocsPerRun(20, func() { _, _, _ = d.Decode(b) }); n > 8 {
+			t.Fatalf("%s: %.0f allocations to refuse it, want a few", name, n)
+		}
 	}
 }
