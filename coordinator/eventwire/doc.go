@@ -15,5 +15,9 @@
 // proto.Unmarshal, so every message decodes exactly as protobuf decodes it
 // (FuzzDecodeMatchesProto).
 //
+// A Decoder with MaxEvents counts a message's events on the wire first and
+// refuses one with more (OversizedError) before decoding any: an event can
+// take 2 bytes on the wire and 168 in memory.
+//
 // The server must run with ServerOption for a handler to read Frames.
 package eventwire
