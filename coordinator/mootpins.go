@@ -50,6 +50,9 @@ func (q *mootQueue) len() int { return len(q.buf) - q.head }
 // at is the i-th waiting pin.
 func (q *mootQueue) at(i int) *mootPin { return &q.buf[q.head+i] }
 
+// front is the first k waiting pins.
+func (q *mootQueue) front(k int) []mootPin { return q.buf[q.head : q.head+k] }
+
 func (q *mootQueue) push(p mootPin) {
 	if len(q.buf) == cap(q.buf) && q.head > 0 && q.head >= len(q.buf)/2 {
 		n := copy(q.buf, q.buf[q.head:])
@@ -132,7 +135,7 @@ func (o *orchestrator) appendMootPinsLocked(ops []storage.Op, max int, before ui
 	k := 0
 	for k < q.len() && len(ops) < max && q.at(k).epoch < before {
 		key := q.at(k).del.Key()
-		if !slices.ContainsFunc(q.buf[q.head:q.head+k], func(p mootPin) bool { return p.del.Key() == key }) {
+		if !slices.ContainsFunc(q.front(k), func(p mootPin) bool { return p.del.Key() == key }) {
 			ops = append(ops, q.at(k).del) // a batch names a key once
 		}
 		k++

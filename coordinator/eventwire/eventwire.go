@@ -120,18 +120,19 @@ const (
 // batch comes with the slab it was decoded into, to Release once applied;
 // any other message with a nil slab.
 func (d *Decoder) Decode(b []byte) (*pb.SidecarMessage, *Slab, error) {
-	if d.MaxEvents > 0 {
-		if n, last := countEvents(b); n > d.MaxEvents {
-			e := &OversizedError{Events: n}
-			ev := new(pb.Event)
-			if proto.Unmarshal(last, ev) == nil {
-				e.LastSeq = ev.Seq
-			}
-			return nil, nil, e
+	w := scan(b)
+	if d.MaxEvents > 0 && w.events > d.MaxEvents {
+		e := &OversizedError{Events: w.events}
+		ev := new(pb.Event)
+		if proto.Unmarshal(w.last, ev) == nil {
+			e.LastSeq = ev.Seq
 		}
+		return nil, nil, e
 	}
-	if m, s := d.fast(b); m != nil {
-		return m, s, nil
+	if w.plain {
+		if m, s := d.fast(w.batch, w.events); m != nil {
+			return m, s, nil
+		}
 	}
 	m := new(pb.SidecarMessage)
 	if err := proto.Unmarshal(b, m); err != nil {
@@ -140,67 +141,67 @@ func (d *Decoder) Decode(b []byte) (*pb.SidecarMessage, *Slab, error) {
 	return m, nil, nil
 }
 
-// countEvents counts the events of every event batch b carries on the
-// wire (a message may name the field more than once), up to a malformed
-// part, whose error the decoding that follows reports, and returns the
-// last one's bytes.
-func countEvents(b []byte) (n int, last []byte) {
-	for len(b) > 0 {
-		num, typ, tn := protowire.ConsumeTag(b)
-		if tn < 0 {
-			return n, last
-		}
-		vn := protowire.ConsumeFieldValue(num, typ, b[tn:])
-		if vn < 0 {
-			return n, last
-		}
-		if num == 2 && typ == protowire.BytesType {
-			batch, _ := protowire.ConsumeBytes(b[tn:])
-			for len(batch) > 0 {
-				num, typ, tn := protowire.ConsumeTag(batch)
-				if tn < 0 {
-					break
-				}
-				vn := protowire.ConsumeFieldValue(num, typ, batch[tn:])
-				if vn < 0 {
-					break
-				}
-				if num == 1 && typ == protowire.BytesType {
-					n++
-					last, _ = protowire.ConsumeBytes(batch[tn:])
-				}
-				batch = batch[tn+vn:]
-			}
-		}
-		b = b[tn+vn:]
-	}
-	return n, last
+// wire is what scan read of a message without decoding it.
+type wire struct {
+	events int    // events in every event batch it carries (it may name the field more than once)
+	last   []byte // the last event's bytes
+	plain  bool   // one field, events, holding only events: fast may decode it
+	batch  []byte // that field's bytes, if plain
 }
 
-// fast decodes b if it is a SidecarMessage of one field, events, whose
-// events carry only the fields Event declares, each string valid UTF-8;
-// it returns nil for anything else.
-func (d *Decoder) fast(b []byte) (*pb.SidecarMessage, *Slab) {
-	num, typ, n := protowire.ConsumeTag(b)
-	if n < 0 || num != 2 || typ != protowire.BytesType {
-		return nil, nil
-	}
-	batch, m := protowire.ConsumeBytes(b[n:])
-	if m < 0 || n+m != len(b) {
-		return nil, nil
-	}
-	count := 0
-	for rest := batch; len(rest) > 0; count++ {
-		num, typ, n := protowire.ConsumeTag(rest)
-		if n < 0 || num != 1 || typ != protowire.BytesType {
-			return nil, nil
+// scan walks b's fields and its event batches' events on the wire, up to
+// a malformed part, whose error the decoding that follows reports.
+func scan(b []byte) (w wire) {
+	for fields := 1; len(b) > 0; fields++ {
+		num, typ, tn, n := field(b)
+		if n < 0 {
+			w.plain = false
+			return w
 		}
-		m := protowire.ConsumeFieldValue(num, typ, rest[n:])
-		if m < 0 {
-			return nil, nil
+		w.plain = fields == 1 && num == 2 && typ == protowire.BytesType
+		if num == 2 && typ == protowire.BytesType {
+			batch, _ := protowire.ConsumeBytes(b[tn:])
+			if w.plain {
+				w.batch = batch
+			}
+			for len(batch) > 0 {
+				num, typ, tn, n := field(batch)
+				if n < 0 {
+					w.plain = false
+					return w
+				}
+				if num == 1 && typ == protowire.BytesType {
+					w.events++
+					w.last, _ = protowire.ConsumeBytes(batch[tn:])
+				} else {
+					w.plain = false
+				}
+				batch = batch[n:]
+			}
 		}
-		rest = rest[n+m:]
+		b = b[n:]
 	}
+	return w
+}
+
+// field reads the first field of b: its number and wire type, the length
+// of its tag and of the whole field (n < 0 if malformed).
+func field(b []byte) (num protowire.Number, typ protowire.Type, tn, n int) {
+	num, typ, tn = protowire.ConsumeTag(b)
+	if tn < 0 {
+		return 0, 0, 0, tn
+	}
+	vn := protowire.ConsumeFieldValue(num, typ, b[tn:])
+	if vn < 0 {
+		return 0, 0, 0, vn
+	}
+	return num, typ, tn, tn + vn
+}
+
+// fast decodes batch, the bytes of a plain message's event batch holding
+// count events (scan), into a slab; it returns nil if an event is not one
+// it decodes (event).
+func (d *Decoder) fast(batch []byte, count int) (*pb.SidecarMessage, *Slab) {
 	var s *Slab
 	if count > slabPoolMax {
 		s = &Slab{evs: make([]pb.Event, count)}
