@@ -46,6 +46,7 @@ type cycleOpts struct {
 	trace, mutex          string
 	oneConn               bool
 	nice                  int
+	slices                int
 }
 
 // run starts the coordinator's child (coordinatord's settings: embedded
@@ -178,13 +179,13 @@ func (o cycleOpts) run(ctx context.Context) {
 			}
 		},
 	}
-	updateCycle(ctx, admin, gs, t, o.delay, o.d)
+	updateCycle(ctx, admin, gs, t, o.delay, o.d, o.slices)
 }
 
 // inProcessCycle is the measurement as it was first taken: the
 // coordinator in this process, beside the simulated sidecars, every
 // stream on one connection.
-func inProcessCycle(ctx context.Context, conn *grpc.ClientConn, gs []*group, gate *etcdgate.KV, httpAddr string, delay, d time.Duration, traceOut, mutexOut string) {
+func inProcessCycle(ctx context.Context, conn *grpc.ClientConn, gs []*group, gate *etcdgate.KV, httpAddr string, delay, d time.Duration, nSlices int, traceOut, mutexOut string) {
 	log.Printf("update cycle: coordinator in this process, beside %d simulated sidecars on one gRPC connection, GOMAXPROCS %d",
 		5*len(gs)+1, runtime.GOMAXPROCS(0))
 	t := target{
@@ -219,7 +220,18 @@ func inProcessCycle(ctx context.Context, conn *grpc.ClientConn, gs []*group, gat
 			}
 		},
 	}
-	updateCycle(ctx, conn, gs, t, delay, d)
+	updateCycle(ctx, conn, gs, t, delay, d, nSlices)
+}
+
+// sliceOrder is the order of updateCycle's slices, n of each mode, true
+// for a delayed one: ABBA (delayed, undelayed, undelayed, delayed, ...),
+// so that a linear drift of the machine's speed adds as much to each mode.
+func sliceOrder(n int) []bool {
+	order := make([]bool, 0, 2*n)
+	for i := range n {
+		order = append(order, i%2 == 0, i%2 == 1)
+	}
+	return order
 }
 
 // target is the coordinator measured by updateCycle.
@@ -228,7 +240,7 @@ type target struct {
 	// setDelay delays every later write of an update record by d and
 	// returns the number of such writes so far.
 	setDelay func(d time.Duration) int
-	// profile starts the profiles of a delayed phase of d; the func it
+	// profile starts the profiles of the first delayed slice, of d; the func it
 	// returns ends them once the phase is over.
 	profile func(d time.Duration) func()
 	// cpu is the CPU time the coordinator's process used so far; nil if
@@ -337,13 +349,17 @@ func selfCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// updateCycle runs two ingest phases of d while CV updates of the chain's
-// last service follow one another: the first with every write of an update
-// record delayed by delay (a slow etcd), the second without. It prints the
-// events/s of each and the longest a stream waited for an Ack while
-// delayed: a coordinator that waited for etcd on the event path would
-// stall every stream for each delayed write.
-func updateCycle(ctx context.Context, conn *grpc.ClientConn, gs []*group, t target, delay, d time.Duration) {
+// updateCycle measures ingest while CV updates of the chain's last service
+// follow one another without pause, in two modes: with every write of an
+// update record delayed by delay (a slow etcd), and without. Each mode
+// runs for d in all, in slices of d/nSlices alternated ABBA (delayed,
+// undelayed, undelayed, delayed, ...; with nSlices 1: delayed, then
+// undelayed), so that a drift of the machine's speed during the run falls
+// on both modes alike. It prints the events/s of each mode and the
+// longest a stream waited for an Ack while delayed: a coordinator that
+// waited for etcd on the event path would stall every stream for each
+// delayed write.
+func updateCycle(ctx context.Context, conn *grpc.ClientConn, gs []*group, t target, delay, d time.Duration, nSlices int) {
 	svc := services[len(services)-1]
 	// The other version's instance: an update switches only to a
 	// connected version.
@@ -360,12 +376,19 @@ func updateCycle(ctx context.Context, conn *grpc.ClientConn, gs []*group, t targ
 	defer heartbeats(ctx, all, heartbeatEvery)()
 	admin := pb.NewAdminServiceClient(conn)
 	versions := [2]string{"v2", "v1"}
-	var next int                           // versions[next] is the next update's target
-	var inPhase map[pb.Phase]time.Duration // time the updates spent in each phase
-	phase := func(delay time.Duration) (rate float64, updates, writes int, maxGap, blocked time.Duration) {
-		inPhase = map[pb.Phase]time.Duration{}
+	var next int // versions[next] is the next update's target
+	// mode is what the slices of one mode add up to.
+	type mode struct {
+		events          int64
+		elapsed         time.Duration
+		updates, writes int
+		maxGap, blocked time.Duration
+		inPhase         map[pb.Phase]time.Duration // time the updates spent in each phase
+		profiled        bool
+	}
+	slice := func(delay, d time.Duration, m *mode) {
 		matched := t.setDelay(delay)
-		defer func() { writes = t.setDelay(0) - matched }()
+		defer func() { m.writes += t.setDelay(0) - matched }()
 		stop := make(chan struct{})
 		done := make(chan int)
 		go func() {
@@ -393,7 +416,7 @@ func updateCycle(ctx context.Context, conn *grpc.ClientConn, gs []*group, t targ
 					check(err)
 				}
 				for i := 1; i < len(u.History); i++ {
-					inPhase[u.History[i-1].Phase] += u.History[i].At.AsTime().Sub(u.History[i-1].At.AsTime())
+					m.inPhase[u.History[i-1].Phase] += u.History[i].At.AsTime().Sub(u.History[i-1].At.AsTime())
 				}
 				next = 1 - next
 				n++
@@ -407,7 +430,8 @@ func updateCycle(ctx context.Context, conn *grpc.ClientConn, gs []*group, t targ
 		}
 		h0 := scrapeHists(t.http)
 		var endProfiles func()
-		if delay > 0 {
+		if delay > 0 && !m.profiled { // the first delayed slice
+			m.profiled = true
 			endProfiles = t.profile(d)
 		}
 		var cpu0 time.Duration
@@ -421,12 +445,12 @@ func updateCycle(ctx context.Context, conn *grpc.ClientConn, gs []*group, t targ
 		busy1, total1 := machineCPU()
 		machine := fmt.Sprintf("machine (%d cores) busy %.0f%%", runtime.NumCPU(), 100*float64(busy1-busy0)/float64(max(total1-total0, 1)))
 		if t.cpu != nil {
-			log.Printf("update cycle, delay %v: CPU used: coordinator %.0f%% of a core, simulated sidecars %.0f%%; %s; threads waiting in the kernel's run queues, on average: coordinator's %.2f, sidecars' %.2f",
-				delay, 100*(t.cpu()-cpu0).Seconds()/elapsed.Seconds(), 100*(self1-self0).Seconds()/elapsed.Seconds(), machine,
+			log.Printf("update cycle, delay %v: %.0f events/s; CPU used: coordinator %.0f%% of a core, simulated sidecars %.0f%%; %s; threads waiting in the kernel's run queues, on average: coordinator's %.2f, sidecars' %.2f",
+				delay, float64(evs)/elapsed.Seconds(), 100*(t.cpu()-cpu0).Seconds()/elapsed.Seconds(), 100*(self1-self0).Seconds()/elapsed.Seconds(), machine,
 				(rd1-rd0).Seconds()/elapsed.Seconds(), (srd1-srd0).Seconds()/elapsed.Seconds())
 		} else {
-			log.Printf("update cycle, delay %v: CPU used by this process (coordinator and simulated sidecars): %.0f%% of a core; %s; its threads waiting in the kernel's run queues, on average: %.2f",
-				delay, 100*(self1-self0).Seconds()/elapsed.Seconds(), machine, (srd1-srd0).Seconds()/elapsed.Seconds())
+			log.Printf("update cycle, delay %v: %.0f events/s; CPU used by this process (coordinator and simulated sidecars): %.0f%% of a core; %s; its threads waiting in the kernel's run queues, on average: %.2f",
+				delay, float64(evs)/elapsed.Seconds(), 100*(self1-self0).Seconds()/elapsed.Seconds(), machine, (srd1-srd0).Seconds()/elapsed.Seconds())
 		}
 		if endProfiles != nil {
 			endProfiles()
@@ -435,31 +459,44 @@ func updateCycle(ctx context.Context, conn *grpc.ClientConn, gs []*group, t targ
 		for _, name := range []string{"coordinator_batch_lock_wait_seconds", "coordinator_batch_lock_held_seconds"} {
 			log.Printf("update cycle, delay %v: %s %s", delay, strings.TrimPrefix(name, "coordinator_"), h1[name].since(h0[name]))
 		}
-		blocked = time.Duration(ackWait.Load())
+		m.blocked = max(m.blocked, time.Duration(ackWait.Load()))
 		for _, g := range gs {
 			for _, sc := range g.sc {
-				maxGap = max(maxGap, sc.MaxAckGap(false))
+				m.maxGap = max(m.maxGap, sc.MaxAckGap(false))
 			}
 		}
 		close(stop)
-		updates = <-done // the update under way finishes, still delayed
-		return float64(evs) / elapsed.Seconds(), updates, 0, maxGap, blocked
+		m.updates += <-done // the update under way finishes, still delayed
+		m.events += evs
+		m.elapsed += elapsed
 	}
-	mean := func(n int) string {
+	mean := func(m *mode) string {
 		var out []string
 		for _, p := range []pb.Phase{pb.Phase_PHASE_PREPARING, pb.Phase_PHASE_DRAINING, pb.Phase_PHASE_SWITCHED} {
-			out = append(out, fmt.Sprintf("%s %v", strings.TrimPrefix(p.String(), "PHASE_"), (inPhase[p]/time.Duration(max(n, 1))).Round(time.Microsecond)))
+			out = append(out, fmt.Sprintf("%s %v", strings.TrimPrefix(p.String(), "PHASE_"), (m.inPhase[p]/time.Duration(max(m.updates, 1))).Round(time.Microsecond)))
 		}
 		return strings.Join(out, ", ")
 	}
-	dRate, dUpdates, dWrites, dGap, dBlocked := phase(delay)
-	log.Printf("update cycle, delayed: mean time per update in %s", mean(dUpdates))
-	uRate, uUpdates, _, uGap, uBlocked := phase(0)
-	log.Printf("update cycle, undelayed: mean time per update in %s", mean(uUpdates))
-	log.Printf("update cycle, update record writes delayed %v: %.0f events/s, %d CV updates of %s (%d delayed writes); longest a stream went without an Ack %v, longest a producer blocked on a full window %v",
-		delay, dRate, dUpdates, svc, dWrites, dGap.Round(time.Microsecond), dBlocked.Round(time.Microsecond))
-	log.Printf("update cycle, undelayed: %.0f events/s, %d CV updates; longest a stream went without an Ack %v, longest a producer blocked on a full window %v",
-		uRate, uUpdates, uGap.Round(time.Microsecond), uBlocked.Round(time.Microsecond))
+	nSlices = max(nSlices, 1)
+	each := d / time.Duration(nSlices)
+	delayed := &mode{inPhase: map[pb.Phase]time.Duration{}}
+	undelayed := &mode{inPhase: map[pb.Phase]time.Duration{}}
+	for _, isDelayed := range sliceOrder(nSlices) {
+		if isDelayed {
+			slice(delay, each, delayed)
+		} else {
+			slice(0, each, undelayed)
+		}
+	}
+	dRate := float64(delayed.events) / delayed.elapsed.Seconds()
+	uRate := float64(undelayed.events) / undelayed.elapsed.Seconds()
+	log.Printf("update cycle, delayed: mean time per update in %s", mean(delayed))
+	log.Printf("update cycle, undelayed: mean time per update in %s", mean(undelayed))
+	log.Printf("update cycle, update record writes delayed %v (%d slices of %v): %.0f events/s, %d CV updates of %s (%d delayed writes); longest a stream went without an Ack %v, longest a producer blocked on a full window %v",
+		delay, nSlices, each, dRate, delayed.updates, svc, delayed.writes, delayed.maxGap.Round(time.Microsecond), delayed.blocked.Round(time.Microsecond))
+	log.Printf("update cycle, undelayed (%d slices of %v): %.0f events/s, %d CV updates; longest a stream went without an Ack %v, longest a producer blocked on a full window %v",
+		nSlices, each, uRate, undelayed.updates, undelayed.maxGap.Round(time.Microsecond), undelayed.blocked.Round(time.Microsecond))
+	dGap := delayed.maxGap
 	var errs int64
 	for _, g := range gs {
 		errs += g.errors.Load()

@@ -8,6 +8,30 @@ import (
 	"testing"
 )
 
+// The two modes alternate ABBA, as many slices of each: a drift in time
+// weighs on both alike.
+func TestSliceOrder(t *testing.T) {
+	for n, want := range map[int]string{1: "DU", 2: "DUUD", 4: "DUUDDUUD", 8: "DUUDDUUDDUUDDUUD"} {
+		var got strings.Builder
+		var pos [2]int // sum of the positions of each mode's slices
+		for i, d := range sliceOrder(n) {
+			if d {
+				got.WriteByte('D')
+				pos[0] += i
+			} else {
+				got.WriteByte('U')
+				pos[1] += i
+			}
+		}
+		if got.String() != want {
+			t.Errorf("sliceOrder(%d) = %s, want %s", n, got.String(), want)
+		}
+		if n%2 == 0 && pos[0] != pos[1] {
+			t.Errorf("sliceOrder(%d): the modes' mean positions differ (%v): a linear drift would favour one", n, pos)
+		}
+	}
+}
+
 // The lock histograms are read from /metrics and described by the bucket
 // bounds of the observations made between two reads.
 func TestHistSince(t *testing.T) {

@@ -21,24 +21,30 @@
 // with the coordinator as it is deployed: in a child process of its own
 // (internal/benchproc; embedded etcd, coordinatord's GC target and quotas),
 // the simulated sidecars in this one, each on its own gRPC connection
-// (-one-conn: one shared). During two ingest phases of -duration each, CV
-// updates of svc-e (to v2, back to v1, ...) follow one another without
-// pause, the first phase with every etcd write of an update record delayed
+// (-one-conn: one shared). While CV updates of svc-e (to v2, back to v1,
+// ...) follow one another without pause, it measures ingest for -duration
+// in each of two modes: with every etcd write of an update record delayed
 // by -update-delay (an internal/etcdgate in the child, set over its
-// loopback debug listener), the second without delay; the last line is then
+// loopback debug listener), and without delay. Each mode runs in
+// -cycle-slices slices (default 8) alternated ABBA with the other's
+// (delayed, undelayed, undelayed, delayed, ...), so that the machine's
+// drift falls on both alike: run one after the other, two phases with no
+// delay at all differed by up to 23 % here (docs/BENCHMARKS.md;
+// -cycle-slices 1 measures so, -update-delay 0 is that control). The last
+// line is then
 //
 //	delayed_events_per_s=A undelayed_events_per_s=B max_ack_gap_ms=G
 //
 // where G is the longest any stream waited for an Ack during the delayed
-// phase: the longest time a stream with batches unacknowledged went without
+// slices: the longest time a stream with batches unacknowledged went without
 // receiving an Ack (simsidecar.MaxAckGap). Under this saturating load every
 // batch also queues behind the stream's window, so the time from sending a
 // batch to its Ack is logged too, as the longest a producer blocked on a
-// full window. Each phase also logs the CPU each process used, the
+// full window. Each slice also logs the CPU each process used, the
 // machine's, the time their threads waited in the kernel's run queues and
 // the coordinator's event lock histograms (batch_lock_wait_seconds,
 // batch_lock_held_seconds); -trace and -mutexprofile save profiles of the
-// delayed phase, -nice lowers this process's priority, and
+// first delayed slice, -nice lowers this process's priority, and
 // -cycle-in-process runs the coordinator in this process on one connection,
 // as this mode first did (docs/BENCHMARKS.md explains the difference).
 package main
@@ -93,11 +99,12 @@ func main() {
 		shortTime = flag.Duration("short-duration", 3*time.Second, "time of the short-transaction write measurement")
 		cpuProf   = flag.String("cpuprofile", "", "write a CPU profile of the ingest phase to this file")
 		cycle     = flag.Bool("update-cycle", false, "measure ingest while CV updates of svc-e cycle, with update records' writes delayed, then not")
-		delay     = flag.Duration("update-delay", 200*time.Millisecond, "with -update-cycle: delay of each update record write in the delayed phase")
-		traceOut  = flag.String("trace", "", "with -update-cycle: write runtime/traces of the delayed phase to this file (this process) and to this file + \".coordinator\" (the coordinator's)")
-		mutexOut  = flag.String("mutexprofile", "", "with -update-cycle: write the coordinator's mutex contention profile of the delayed phase to this file")
+		delay     = flag.Duration("update-delay", 200*time.Millisecond, "with -update-cycle: delay of each update record write in the delayed slices")
+		traceOut  = flag.String("trace", "", "with -update-cycle: write runtime/traces of the first delayed slice to this file (this process) and to this file + \".coordinator\" (the coordinator's)")
+		mutexOut  = flag.String("mutexprofile", "", "with -update-cycle: write the coordinator's mutex contention profile of the first delayed slice to this file")
 		inProc    = flag.Bool("cycle-in-process", false, "with -update-cycle: run the coordinator in this process, beside the simulated sidecars, on one shared connection (the measurement before it moved to a child; for comparison)")
 		oneConn   = flag.Bool("one-conn", false, "with -update-cycle: every stream on one shared gRPC connection instead of one connection per sidecar")
+		cycleSl   = flag.Int("cycle-slices", 8, "with -update-cycle: each mode's -duration runs in this many slices, alternated ABBA with the other mode's (1: the delayed phase, then the undelayed)")
 		nice      = flag.Int("nice", 0, "with -update-cycle: nice value of this process's threads (the simulated sidecars) once the coordinator's child started; 0 leaves it")
 		serve     = flag.String("serve", "", "internal: run the coordinator on this data directory and print its addresses")
 		tlsCmp    = flag.Int("tls-compare", 0, "instead: measure ingest this many rounds with the coordinator in plaintext, then with TLS and client certificates everywhere, and print the best of each")
@@ -120,7 +127,7 @@ func main() {
 	if *cycle && !*inProc {
 		cycleOpts{
 			groups: *groups, batch: *batch, window: *window, delay: *delay, d: *duration, flush: *flush,
-			trace: *traceOut, mutex: *mutexOut, oneConn: *oneConn, nice: *nice,
+			trace: *traceOut, mutex: *mutexOut, oneConn: *oneConn, nice: *nice, slices: *cycleSl,
 		}.run(ctx)
 		return
 	}
@@ -163,7 +170,7 @@ func main() {
 	// 1. Throughput of short transactions (Begin, 4 Calls, 4 Returns, End).
 	runPhase(gs, time.Second) // warm-up
 	if *cycle {
-		inProcessCycle(ctx, conn, gs, gate, srv.HTTPAddr(), *delay, *duration, *traceOut, *mutexOut)
+		inProcessCycle(ctx, conn, gs, gate, srv.HTTPAddr(), *delay, *duration, *cycleSl, *traceOut, *mutexOut)
 		return
 	}
 	before := srv.Leader().WriteBehindStats()
