@@ -27,6 +27,10 @@
 // coordsidecar runs with its own defaults (--procs 1, --gc-percent 200);
 // -sidecar-args adds flags to both of its processes, to compare others.
 //
+// -bare-one-leg also measures a single bare httputil.ReverseProxy between
+// the caller and the callee and logs what it adds (the figure to set
+// beside a single proxy's published ones; a hop has two).
+//
 // -profile-dir DIR saves a CPU profile and an allocation profile of each
 // coordsidecar process over its measured time (caller.cpu.pprof,
 // caller.allocs.pprof, callee.cpu.pprof, callee.allocs.pprof; coordsidecar
@@ -65,6 +69,7 @@ func main() {
 	rp := flag.String("reverseproxy", "", "internal: serve a bare httputil.ReverseProxy to this URL and print its address")
 	scArgs := flag.String("sidecar-args", "", "extra flags for both coordsidecar processes, space-separated (for example \"--procs=2 --gc-percent=100\")")
 	harnessProcs := flag.Int("harness-procs", 0, "GOMAXPROCS of this process (the load generator, the callee and the measuring client; not of its children); 0 leaves Go's default")
+	oneLeg := flag.Bool("bare-one-leg", false, "also measure one bare httputil.ReverseProxy alone (one proxy, not a hop of two) and log what it adds; the last line is unchanged")
 	profDir := flag.String("profile-dir", "", "save CPU and allocation profiles of the coordsidecar processes over the measured time in this directory")
 	flag.Parse()
 	log.SetFlags(0)
@@ -86,6 +91,14 @@ func main() {
 	calleeURL := "http://" + callee.Addr().String() + "/"
 
 	direct := measure("direct", calleeURL, *rate, *d, nil)
+
+	if *oneLeg {
+		p, err := benchproc.Start("-reverseproxy", calleeURL)
+		check(err)
+		one := measure("one bare proxy", "http://"+p.Line+"/", *rate, *d, []*benchproc.Proc{p})
+		p.Stop()
+		log.Printf("one bare proxy (not a hop): added p50 %dµs, p99 %dµs", (one.p50 - direct.p50).Microseconds(), (one.p99 - direct.p99).Microseconds())
+	}
 
 	// Bare reverse proxies: outbound leg -> inbound leg -> callee.
 	in, err := benchproc.Start("-reverseproxy", calleeURL)
