@@ -240,8 +240,8 @@ type target struct {
 	// setDelay delays every later write of an update record by d and
 	// returns the number of such writes so far.
 	setDelay func(d time.Duration) int
-	// profile starts the profiles of the first delayed slice, of d; the func it
-	// returns ends them once the phase is over.
+	// profile starts the profiles of the first delayed slice, of d; the
+	// func it returns ends them once the slice is over.
 	profile func(d time.Duration) func()
 	// cpu is the CPU time the coordinator's process used so far; nil if
 	// it shares this process.
@@ -386,6 +386,8 @@ func updateCycle(ctx context.Context, conn *grpc.ClientConn, gs []*group, t targ
 		inPhase         map[pb.Phase]time.Duration // time the updates spent in each phase
 		profiled        bool
 	}
+	// slice measures ingest for d with update record writes delayed by
+	// delay, and adds what it saw to m.
 	slice := func(delay, d time.Duration, m *mode) {
 		matched := t.setDelay(delay)
 		defer func() { m.writes += t.setDelay(0) - matched }()
@@ -496,7 +498,6 @@ func updateCycle(ctx context.Context, conn *grpc.ClientConn, gs []*group, t targ
 		delay, nSlices, each, dRate, delayed.updates, svc, delayed.writes, delayed.maxGap.Round(time.Microsecond), delayed.blocked.Round(time.Microsecond))
 	log.Printf("update cycle, undelayed (%d slices of %v): %.0f events/s, %d CV updates; longest a stream went without an Ack %v, longest a producer blocked on a full window %v",
 		nSlices, each, uRate, undelayed.updates, undelayed.maxGap.Round(time.Microsecond), undelayed.blocked.Round(time.Microsecond))
-	dGap := delayed.maxGap
 	var errs int64
 	for _, g := range gs {
 		errs += g.errors.Load()
@@ -508,7 +509,7 @@ func updateCycle(ctx context.Context, conn *grpc.ClientConn, gs []*group, t targ
 		g.close()
 	}
 	fmt.Printf("delayed_events_per_s=%.0f undelayed_events_per_s=%.0f max_ack_gap_ms=%.1f\n",
-		dRate, uRate, float64(dGap)/float64(time.Millisecond))
+		dRate, uRate, float64(delayed.maxGap)/float64(time.Millisecond))
 }
 
 // runCoordinator is the child: a coordinator as coordinatord runs one, on
