@@ -257,8 +257,9 @@ type Coordinator struct {
 	started    atomic.Bool
 	fencedFlag atomic.Bool // a write failed its fence: act no more
 
-	sp selfPreservation // DESIGN.md §7; guarded by mu
-	fg forgetState      // forget.go; guarded by mu
+	sp  selfPreservation // DESIGN.md §7; guarded by mu
+	fg  forgetState      // forget.go; guarded by mu
+	adm admission        // quota.go: sessions' quotas; their usage guarded by mu
 }
 
 // New returns a coordinator; Start loads its state from etcd.
@@ -298,6 +299,7 @@ func New(cfg Config) (*Coordinator, error) {
 	c.fg = forgetState{cfg: &c.cfg, lg: c.lg, eng: c.eng, cat: c.cat, upd: c.orch.upd, routing: c.routing,
 		users: c.users(), side: c,
 		idleSvc: make(map[string]time.Time), idleVer: make(map[string]time.Time), registering: make(map[string]int)}
+	c.adm = admission{cfg: &c.cfg, lg: c.lg}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.leases = storage.NewLeases(c.store, c.lg)
 	c.wb = storage.NewWriteBehind(c.store, storage.WriteBehindConfig{
@@ -316,6 +318,7 @@ func New(cfg Config) (*Coordinator, error) {
 	c.orch.metrics = m
 	c.sp.metrics = m
 	c.fg.metrics = m
+	c.adm.metrics = m
 	return c, nil
 }
 

@@ -79,11 +79,14 @@
 //     (own goroutine).
 //   - forgetState (forget.go): what has been unused since when; its sweep
 //     asks every serviceUser what is in use.
-//   - quotas (quota.go): per-session usage, kept in each session; a
-//     session over its event rate, or in debt on its budget of rejected
-//     events (rejectbudget.go), is not read for a while, or has its
-//     stream closed (ratehold.go: the stream's handler decides, with what
-//     the event lock noted in the session).
+//   - admission (quota.go): the sessions' quotas; the usage is kept in
+//     each session and changed under the event lock. A session over its
+//     event rate, or in debt on its budget of rejected events
+//     (rejectbudget.go), is not read for a while, or has its stream
+//     closed (ratehold.go: the stream's handler decides, with what the
+//     event lock noted in the session). The checks that read the graph
+//     (live transactions, new services, versions and edges) stay with
+//     event application.
 //   - laneTable (lanes.go, admin_lanes.go): the lanes by name (DESIGN.md
 //     §4.9). Event application never reads it; the routing publisher
 //     does (under its leaf mu) to send the lanes whole, and the lane

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"time"
 
@@ -54,6 +55,18 @@ const (
 	DefaultMaxSessions        = 40_000
 	DefaultMaxSessionsPerPeer = 10_000
 )
+
+// admission is the per-session quotas' policy: how many events a session
+// may have applied now (its token bucket), whether it is in debt on its
+// budget of rejected events (rejectbudget.go), how long its stream is not
+// read while over either, and when it is closed (ratehold.go); it counts
+// and logs each refusal. It keeps no state of its own: the usage it reads
+// and changes is each session's (session.quota), under the event lock.
+type admission struct {
+	cfg     *Config
+	lg      *slog.Logger
+	metrics *metrics
+}
 
 // quota names one quota: its metric label and the coordinatord flag that
 // sets it.
@@ -155,8 +168,8 @@ func (e *quotaError) Error() string {
 func (e *quotaError) Unwrap() error { return ErrQuota }
 
 // refuseLocked counts and (rate-limited) logs a refusal, and returns err.
-func (c *Coordinator) refuseLocked(s *session, q quota, err error, n int) error {
-	c.metrics.quotaRefusals[q.label].Add(float64(n))
+func (ad *admission) refuseLocked(s *session, q quota, err error, n int) error {
+	ad.metrics.quotaRefusals[q.label].Add(float64(n))
 	now := time.Now()
 	if s != nil {
 		if s.quota.logged == nil {
@@ -166,7 +179,7 @@ func (c *Coordinator) refuseLocked(s *session, q quota, err error, n int) error 
 			return err
 		}
 		s.quota.logged[q.label] = now
-		c.lg.Warn("event refused: quota exceeded", "instance", s.rec.InstanceId, "quota", q.label,
+		ad.lg.Warn("event refused: quota exceeded", "instance", s.rec.InstanceId, "quota", q.label,
 			"refused", n, "error", err.Error(), "next_log_in", quotaLogEvery)
 	}
 	return err
@@ -174,12 +187,12 @@ func (c *Coordinator) refuseLocked(s *session, q quota, err error, n int) error 
 
 // admitEventsLocked takes tokens for n events from s's bucket and returns
 // how many may be applied; the rest are refused.
-func (c *Coordinator) admitEventsLocked(s *session, n int, now time.Time) int {
+func (ad *admission) admitEventsLocked(s *session, n int, now time.Time) int {
 	if s == nil || n == 0 {
 		return n
 	}
 	if s.quota.events == nil {
-		s.quota.events = rate.NewLimiter(rate.Limit(c.cfg.MaxEventsPerSecond), c.cfg.EventBurst)
+		s.quota.events = rate.NewLimiter(rate.Limit(ad.cfg.MaxEventsPerSecond), ad.cfg.EventBurst)
 	}
 	k := min(n, int(s.quota.events.TokensAt(now)))
 	if k > 0 && !s.quota.events.AllowN(now, k) {
@@ -189,9 +202,9 @@ func (c *Coordinator) admitEventsLocked(s *session, n int, now time.Time) int {
 }
 
 // eventRateExceeded is the refusal of the events over s's rate.
-func (c *Coordinator) eventRateExceeded() error {
-	return quotaExceeded(quotaEventRate, int(c.cfg.MaxEventsPerSecond),
-		"more than %.0f events per second from this session (burst %d)", c.cfg.MaxEventsPerSecond, c.cfg.EventBurst)
+func (ad *admission) eventRateExceeded() error {
+	return quotaExceeded(quotaEventRate, int(ad.cfg.MaxEventsPerSecond),
+		"more than %.0f events per second from this session (burst %d)", ad.cfg.MaxEventsPerSecond, ad.cfg.EventBurst)
 }
 
 // checkNewTxnLocked refuses an event that would start a live transaction
@@ -201,11 +214,11 @@ func (c *Coordinator) checkNewTxnLocked(s *session, txn string) error {
 		return nil
 	}
 	if n := c.eng.Live(); n >= c.cfg.MaxLiveTxns {
-		return c.refuseLocked(s, quotaLiveTxns, quotaExceeded(quotaLiveTxns, c.cfg.MaxLiveTxns,
+		return c.adm.refuseLocked(s, quotaLiveTxns, quotaExceeded(quotaLiveTxns, c.cfg.MaxLiveTxns,
 			"%d live transactions in all", n), 1)
 	}
 	if n := c.eng.Owned(s.owner); n >= c.cfg.MaxLiveTxnsPerSession {
-		return c.refuseLocked(s, quotaSessionLiveTxns, quotaExceeded(quotaSessionLiveTxns, c.cfg.MaxLiveTxnsPerSession,
+		return c.adm.refuseLocked(s, quotaSessionLiveTxns, quotaExceeded(quotaSessionLiveTxns, c.cfg.MaxLiveTxnsPerSession,
 			"session %q owns %d live transactions", s.rec.InstanceId, n), 1)
 	}
 	return nil
@@ -222,7 +235,7 @@ func (c *Coordinator) checkCallLocked(s *session, ev *pb.Event) (callCharge, err
 	to, known := c.eng.LookupService(ev.Service)
 	if !known {
 		if s.quota.services >= c.cfg.MaxNewServicesPerSession {
-			return ch, c.refuseLocked(s, quotaServices, quotaExceeded(quotaServices, c.cfg.MaxNewServicesPerSession,
+			return ch, c.adm.refuseLocked(s, quotaServices, quotaExceeded(quotaServices, c.cfg.MaxNewServicesPerSession,
 				"session %q introduced %d services; CALL names another, %q", s.rec.InstanceId, s.quota.services, ev.Service), 1)
 		}
 		ch.service = true
@@ -230,7 +243,7 @@ func (c *Coordinator) checkCallLocked(s *session, ev *pb.Event) (callCharge, err
 	if ev.Version != "" && (!ev.Wait || ev.Lane != "") {
 		if _, ok := c.eng.LookupVersion(ev.Version); !ok {
 			if s.quota.versions >= c.cfg.MaxNewVersionsPerSession {
-				return ch, c.refuseLocked(s, quotaVersions, quotaExceeded(quotaVersions, c.cfg.MaxNewVersionsPerSession,
+				return ch, c.adm.refuseLocked(s, quotaVersions, quotaExceeded(quotaVersions, c.cfg.MaxNewVersionsPerSession,
 					"session %q introduced %d versions; CALL names another, %q", s.rec.InstanceId, s.quota.versions, ev.Version), 1)
 			}
 			ch.version = true
@@ -238,11 +251,11 @@ func (c *Coordinator) checkCallLocked(s *session, ev *pb.Event) (callCharge, err
 	}
 	if !known || !c.eng.HasEdge(s.svc, to) {
 		if s.quota.learned >= c.cfg.MaxLearnedEdgesPerSession {
-			return ch, c.refuseLocked(s, quotaSessionLearned, quotaExceeded(quotaSessionLearned, c.cfg.MaxLearnedEdgesPerSession,
+			return ch, c.adm.refuseLocked(s, quotaSessionLearned, quotaExceeded(quotaSessionLearned, c.cfg.MaxLearnedEdgesPerSession,
 				"session %q taught %d undeclared edges; CALL %s→%s is another", s.rec.InstanceId, s.quota.learned, s.rec.Service, ev.Service), 1)
 		}
 		if n := c.cat.learnedEdges(); n >= c.cfg.MaxLearnedEdges {
-			return ch, c.refuseLocked(s, quotaLearnedEdgesTotal, quotaExceeded(quotaLearnedEdgesTotal, c.cfg.MaxLearnedEdges,
+			return ch, c.adm.refuseLocked(s, quotaLearnedEdgesTotal, quotaExceeded(quotaLearnedEdgesTotal, c.cfg.MaxLearnedEdges,
 				"%d undeclared edges learned in all; CALL %s→%s is another", n, s.rec.Service, ev.Service), 1)
 		}
 	}

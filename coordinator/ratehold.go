@@ -53,35 +53,35 @@ type rateHold struct {
 // overRateGap is how soon after its previous refusal for the rate a
 // session's next one must come for the run to go on: a session throttled
 // by pauses is refused about once a pause.
-func (c *Coordinator) overRateGap() time.Duration { return 2 * c.cfg.ratePauseMax }
+func (ad *admission) overRateGap() time.Duration { return 2 * ad.cfg.ratePauseMax }
 
 // overRateLocked notes that s had events refused for its rate at now and
 // says how long its stream should not be read (until its bucket is full,
 // at most ratePauseMax or a quarter of its TTL), or, when s has been over
 // its rate for OverRateCloseAfter, that the stream must be closed. Event
 // lock held.
-func (c *Coordinator) overRateLocked(s *session, now time.Time) rateHold {
+func (ad *admission) overRateLocked(s *session, now time.Time) rateHold {
 	q := &s.quota
-	if q.overSince.IsZero() || now.Sub(q.lastOver) > c.overRateGap() {
+	if q.overSince.IsZero() || now.Sub(q.lastOver) > ad.overRateGap() {
 		q.overSince = now
 	}
 	q.lastOver = now
-	if over := now.Sub(q.overSince); over >= c.cfg.OverRateCloseAfter {
+	if over := now.Sub(q.overSince); over >= ad.cfg.OverRateCloseAfter {
 		if last, ok := q.logged[quotaRateClose]; !ok || now.Sub(last) >= quotaLogEvery {
 			if q.logged == nil {
 				q.logged = make(map[string]time.Time)
 			}
 			q.logged[quotaRateClose] = now
-			c.lg.Warn("stream closed: session over its event rate", "instance", s.rec.InstanceId,
+			ad.lg.Warn("stream closed: session over its event rate", "instance", s.rec.InstanceId,
 				"over_for", over, "next_log_in", quotaLogEvery)
 		}
 		return rateHold{closeErr: fmt.Errorf("%w: session %q has sent more than %.0f events per second (burst %d) for %v: stream closed; send slower, then reconnect (--max-events-per-second, --over-rate-close-after %v)",
-			ErrQuota, s.rec.InstanceId, c.cfg.MaxEventsPerSecond, c.cfg.EventBurst, over.Round(time.Second), c.cfg.OverRateCloseAfter)}
+			ErrQuota, s.rec.InstanceId, ad.cfg.MaxEventsPerSecond, ad.cfg.EventBurst, over.Round(time.Second), ad.cfg.OverRateCloseAfter)}
 	}
 	// Heartbeats wait too: a pause is a small part of the session's lease.
-	most := min(c.cfg.ratePauseMax, s.ttl/4)
-	missing := float64(c.cfg.EventBurst) - q.events.TokensAt(now)
-	refill := max(missing, 0) / c.cfg.MaxEventsPerSecond // seconds
+	most := min(ad.cfg.ratePauseMax, s.ttl/4)
+	missing := float64(ad.cfg.EventBurst) - q.events.TokensAt(now)
+	refill := max(missing, 0) / ad.cfg.MaxEventsPerSecond // seconds
 	if refill >= most.Seconds() {
 		return rateHold{pause: most}
 	}

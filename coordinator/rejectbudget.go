@@ -60,35 +60,35 @@ func (b *debtBucket) take(now time.Time, n int, r float64, burst int) float64 {
 
 // rejectedDebtLocked reports whether s is in debt on its rejected-events
 // budget at now; if so its batch is refused whole. Event lock held.
-func (c *Coordinator) rejectedDebtLocked(s *session, now time.Time) bool {
-	return s != nil && s.quota.rejected.level(now, c.cfg.MaxRejectedPerSecond, c.cfg.RejectedBurst) < 0
+func (ad *admission) rejectedDebtLocked(s *session, now time.Time) bool {
+	return s != nil && s.quota.rejected.level(now, ad.cfg.MaxRejectedPerSecond, ad.cfg.RejectedBurst) < 0
 }
 
 // chargeRejectedLocked draws n rejected events from s's budget and says how
 // long its stream should not be read: until the debt is repaid, at most
 // ratePauseMax and a quarter of its TTL; zero when it is not in debt.
 // Event lock held.
-func (c *Coordinator) chargeRejectedLocked(s *session, n int, now time.Time) time.Duration {
+func (ad *admission) chargeRejectedLocked(s *session, n int, now time.Time) time.Duration {
 	if s == nil {
 		return 0
 	}
-	left := s.quota.rejected.level(now, c.cfg.MaxRejectedPerSecond, c.cfg.RejectedBurst)
+	left := s.quota.rejected.level(now, ad.cfg.MaxRejectedPerSecond, ad.cfg.RejectedBurst)
 	if n > 0 {
-		left = s.quota.rejected.take(now, n, c.cfg.MaxRejectedPerSecond, c.cfg.RejectedBurst)
+		left = s.quota.rejected.take(now, n, ad.cfg.MaxRejectedPerSecond, ad.cfg.RejectedBurst)
 	}
 	if left >= 0 {
 		return 0
 	}
-	repaid := time.Duration(-left / c.cfg.MaxRejectedPerSecond * float64(time.Second))
-	return min(repaid, c.cfg.ratePauseMax, s.ttl/4)
+	repaid := time.Duration(-left / ad.cfg.MaxRejectedPerSecond * float64(time.Second))
+	return min(repaid, ad.cfg.ratePauseMax, s.ttl/4)
 }
 
 // rejectedExceeded is the refusal of a batch sent while its session is in
 // debt on its rejected-events budget.
-func (c *Coordinator) rejectedExceeded() error {
-	return quotaExceeded(quotaRejected, int(c.cfg.MaxRejectedPerSecond),
+func (ad *admission) rejectedExceeded() error {
+	return quotaExceeded(quotaRejected, int(ad.cfg.MaxRejectedPerSecond),
 		"more than %.0f rejected events per second from this session (burst %d): its events are refused until the budget refills; fix what makes the coordinator reject them (see the Acks' errors)",
-		c.cfg.MaxRejectedPerSecond, c.cfg.RejectedBurst)
+		ad.cfg.MaxRejectedPerSecond, ad.cfg.RejectedBurst)
 }
 
 // countsAsRejected reports whether an event's error draws on the budget:

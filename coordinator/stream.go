@@ -499,15 +499,15 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event, waitFr
 	switch {
 	case !current:
 		refusal = fmt.Errorf("%w: send Register first", ErrNotRegistered)
-	case c.rejectedDebtLocked(s, now):
+	case c.adm.rejectedDebtLocked(s, now):
 		// In debt on its rejected-events budget (rejectbudget.go): not
 		// applied, and not read again until the debt is repaid.
-		refusal = c.refuseLocked(s, quotaRejected, c.rejectedExceeded(), len(evs))
-		hold.pause = c.chargeRejectedLocked(s, 0, now)
+		refusal = c.adm.refuseLocked(s, quotaRejected, c.adm.rejectedExceeded(), len(evs))
+		hold.pause = c.adm.chargeRejectedLocked(s, 0, now)
 	default:
-		if admitted = c.admitEventsLocked(s, len(evs), now); admitted < len(evs) {
-			refusal = c.refuseLocked(s, quotaEventRate, c.eventRateExceeded(), len(evs)-admitted)
-			hold = c.overRateLocked(s, now)
+		if admitted = c.adm.admitEventsLocked(s, len(evs), now); admitted < len(evs) {
+			refusal = c.adm.refuseLocked(s, quotaEventRate, c.adm.eventRateExceeded(), len(evs)-admitted)
+			hold = c.adm.overRateLocked(s, now)
 		}
 	}
 	for _, ev := range evs[:admitted] {
@@ -544,7 +544,7 @@ func (c *Coordinator) applyBatch(s *session, st *stream, evs []*pb.Event, waitFr
 		}
 	}
 	if rejected > 0 && hold.closeErr == nil {
-		hold.pause = max(hold.pause, c.chargeRejectedLocked(s, rejected, now))
+		hold.pause = max(hold.pause, c.adm.chargeRejectedLocked(s, rejected, now))
 	}
 	var refusedMsg string
 	if refusal != nil {
