@@ -384,7 +384,6 @@ func updateCycle(ctx context.Context, conn *grpc.ClientConn, gs []*group, t targ
 		updates, writes int
 		maxGap, blocked time.Duration
 		inPhase         map[pb.Phase]time.Duration // time the updates spent in each phase
-		profiled        bool
 	}
 	// slice measures ingest for d with update record writes delayed by
 	// delay, and adds what it saw to m.
@@ -432,8 +431,7 @@ func updateCycle(ctx context.Context, conn *grpc.ClientConn, gs []*group, t targ
 		}
 		h0 := scrapeHists(t.http)
 		var endProfiles func()
-		if delay > 0 && !m.profiled { // the first delayed slice
-			m.profiled = true
+		if delay > 0 && m.elapsed == 0 { // the first delayed slice
 			endProfiles = t.profile(d)
 		}
 		var cpu0 time.Duration
